@@ -1,0 +1,46 @@
+"""The ``pyconpro`` command line: one entry point, one subcommand per task.
+
+Each subcommand lives in its own module and registers itself through ``COMMANDS``;
+this module only builds the parser and dispatches, so adding a command touches one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pyconpro import __version__
+
+# name -> (module, one-line help). The module provides ``add_arguments(parser)`` and
+# ``run(args) -> int``; it is imported only when its command runs, so `--help` stays fast.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyconpro",
+        description="Consume Allen-Bradley Logix produced tags over EtherNet/IP Class 1.",
+    )
+    parser.add_argument("--version", action="version", version=f"pyconpro {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
