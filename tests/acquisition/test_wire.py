@@ -1,0 +1,544 @@
+"""Bus schema (acquisition/wire.py): golden bodies written by hand from docs/wire-format.md,
+round trips, junk and truncation, forward compatibility, topic escaping."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acquisition import wire
+from acquisition.errors import MalformedPacket, UsageError
+from acquisition.wire import (
+    SCHEMA_VERSION,
+    Event,
+    EventKind,
+    Sample,
+    SeqCounter,
+    Stats,
+    TopicKind,
+    decode,
+    escape_name,
+    parse_topic,
+    topic_for_event,
+    topic_for_sample,
+    topic_for_stats,
+    topic_prefix,
+    unescape_name,
+)
+
+# --------------------------------------------------------------------------- golden bodies
+# Each body is spelled out byte by byte from the MessagePack spec, independently of the
+# encoder, in the key order docs/wire-format.md gives.
+
+GOLDEN_SAMPLE = Sample(
+    seq=7,
+    publisher="w1",
+    plc="plc1",
+    tag="Count",
+    t_wall_ns=1_700_000_000_123_456_789,
+    t_mono_ns=5_000_000_000,
+    cip_seq=0x1234,
+    gap=2,
+    value=42,
+    raw=b"\x2a\x00\x00\x00",
+    type_name="DINT",
+)
+GOLDEN_SAMPLE_TOPIC = b"sample/plc1/Count/"
+GOLDEN_SAMPLE_BODY = bytes.fromhex(
+    "8c"  # fixmap, 12 pairs
+    "a176" "01"  # "v": 1
+    "a27371" "07"  # "sq": 7
+    "a3707562" "a27731"  # "pub": "w1"
+    "a3706c63" "a4706c6331"  # "plc": "plc1"
+    "a3746167" "a5436f756e74"  # "tag": "Count"
+    "a27477" "cf17979cfe3d85cd15"  # "tw": uint64 1700000000123456789
+    "a2746d" "cf000000012a05f200"  # "tm": uint64 5000000000
+    "a26373" "cd1234"  # "cs": uint16 0x1234
+    "a3676170" "02"  # "gap": 2
+    "a376616c" "2a"  # "val": 42
+    "a3726177" "c4042a000000"  # "raw": bin8, 4 bytes
+    "a27479" "a444494e54"  # "ty": "DINT"
+)
+
+GOLDEN_UDT_SAMPLE = Sample(
+    seq=0,
+    publisher="w1",
+    plc="plc1",
+    tag="Recipe",
+    t_wall_ns=-1,
+    t_mono_ns=0,
+    cip_seq=0xFFFF,
+    gap=0,
+    value={"a": [True, None], "t": 1.5},
+    raw=b"",
+)
+GOLDEN_UDT_SAMPLE_BODY = bytes.fromhex(
+    "8b"  # fixmap, 11 pairs (no "ty")
+    "a176" "01"
+    "a27371" "00"
+    "a3707562" "a27731"
+    "a3706c63" "a4706c6331"
+    "a3746167" "a6526563697065"  # "Recipe"
+    "a27477" "ff"  # negative fixint -1
+    "a2746d" "00"
+    "a26373" "cdffff"
+    "a3676170" "00"
+    "a376616c" "82" "a161" "92c3c0" "a174" "cb3ff8000000000000"  # {"a":[true,nil],"t":1.5}
+    "a3726177" "c400"  # empty bin
+)
+
+GOLDEN_EVENT = Event(
+    seq=3,
+    publisher="w1",
+    plc="plc1",
+    tag="Count",
+    t_wall_ns=10,
+    t_mono_ns=20,
+    kind=EventKind.REJECT,
+    state_from="OPENING",
+    state_to="BACKOFF",
+    cip_general=0x01,
+    cip_extended=0x0109,
+    status_text="invalid connection size",
+    message="",
+)
+GOLDEN_EVENT_TOPIC = b"event/plc1/Count/"
+GOLDEN_EVENT_BODY = bytes.fromhex(
+    "8e"  # fixmap, 14 pairs
+    "a176" "01"
+    "a27371" "03"
+    "a3707562" "a27731"
+    "a3706c63" "a4706c6331"
+    "a3746167" "a5436f756e74"
+    "a27477" "0a"
+    "a2746d" "14"
+    "a16b" "a672656a656374"  # "k": "reject"
+    "a466726f6d" "a74f50454e494e47"  # "from": "OPENING"
+    "a2746f" "a74241434b4f4646"  # "to": "BACKOFF"
+    "a26773" "01"  # "gs": 1
+    "a26573" "cd0109"  # "es": 0x0109
+    "a3737478" "b7" + b"invalid connection size".hex() +  # "stx": fixstr 23
+    "a36d7367" "a0"  # "msg": ""
+)
+
+GOLDEN_STATS = Stats(
+    seq=1,
+    publisher="w1",
+    worker="w1",
+    t_wall_ns=1,
+    t_mono_ns=2,
+    counters={"rx": 300, "rate": 0.5},
+)
+GOLDEN_STATS_TOPIC = b"stats/w1/"
+GOLDEN_STATS_BODY = bytes.fromhex(
+    "87"
+    "a176" "01"
+    "a27371" "01"
+    "a3707562" "a27731"
+    "a2776b" "a27731"  # "wk": "w1"
+    "a27477" "01"
+    "a2746d" "02"
+    "a163" "82" "a27278" "cd012c" "a472617465" "cb3fe0000000000000"  # {"rx":300,"rate":0.5}
+)
+
+GOLDEN = [
+    (GOLDEN_SAMPLE, GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY),
+    (GOLDEN_UDT_SAMPLE, b"sample/plc1/Recipe/", GOLDEN_UDT_SAMPLE_BODY),
+    (GOLDEN_EVENT, GOLDEN_EVENT_TOPIC, GOLDEN_EVENT_BODY),
+    (GOLDEN_STATS, GOLDEN_STATS_TOPIC, GOLDEN_STATS_BODY),
+]
+GOLDEN_IDS = ["sample", "udt-sample", "event", "stats"]
+
+
+@pytest.mark.parametrize(("msg", "topic", "body"), GOLDEN, ids=GOLDEN_IDS)
+def test_decode_golden(msg: wire.Message, topic: bytes, body: bytes) -> None:
+    assert decode(topic, body) == msg
+    assert type(msg).decode(topic, body) == msg
+
+
+@pytest.mark.parametrize(("msg", "topic", "body"), GOLDEN, ids=GOLDEN_IDS)
+def test_encode_golden(msg: wire.Message, topic: bytes, body: bytes) -> None:
+    assert msg.encode() == (topic, body)
+
+
+@pytest.mark.parametrize(("msg", "topic", "body"), GOLDEN, ids=GOLDEN_IDS)
+def test_every_truncated_prefix_is_malformed(
+    msg: wire.Message, topic: bytes, body: bytes
+) -> None:
+    for n in range(len(body)):
+        with pytest.raises(MalformedPacket):
+            decode(topic, body[:n])
+
+
+@pytest.mark.parametrize(("msg", "topic", "body"), GOLDEN, ids=GOLDEN_IDS)
+def test_trailing_bytes_are_malformed(msg: wire.Message, topic: bytes, body: bytes) -> None:
+    with pytest.raises(MalformedPacket):
+        decode(topic, body + b"\x00")
+
+
+def test_example_in_docs_matches_the_encoder() -> None:
+    """docs/wire-format.md shows GOLDEN_SAMPLE in hex; keep the two in step."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
+    text = doc.read_text(encoding="utf-8")
+    hex_lines: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.strip() == "<!-- example-sample-hex -->":
+            inside = True
+            continue
+        if inside and line.startswith("```") and hex_lines:
+            break
+        if inside and not line.startswith("```"):
+            hex_lines.append(line.split("#")[0])
+    assert bytes.fromhex("".join(hex_lines)) == GOLDEN_SAMPLE_BODY
+
+
+# --------------------------------------------------------------------------- forward compat
+
+
+def _patched(body: bytes, **changes: object) -> bytes:
+    m = msgpack.unpackb(body, raw=False)
+    m.update(changes)
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def test_unknown_extra_fields_are_ignored() -> None:
+    body = _patched(GOLDEN_SAMPLE_BODY, zz=[1, 2, {"x": b"\x00"}], q=None)
+    assert decode(GOLDEN_SAMPLE_TOPIC, body) == GOLDEN_SAMPLE
+
+
+def test_later_schema_version_is_accepted_and_kept() -> None:
+    body = _patched(GOLDEN_EVENT_BODY, v=2, new_field="x")
+    got = decode(GOLDEN_EVENT_TOPIC, body)
+    assert isinstance(got, Event)
+    assert got.v == 2
+    assert got.kind == "reject"
+
+
+def test_key_order_and_float32_from_other_encoders() -> None:
+    """Another language may order keys differently and send a float32 value."""
+    m = msgpack.unpackb(GOLDEN_SAMPLE_BODY, raw=False)
+    reordered = b"\x8c" + b"".join(
+        msgpack.packb(k) + (b"\xca\x3f\xc0\x00\x00" if k == "val" else msgpack.packb(m[k]))
+        for k in reversed(list(m))
+    )
+    got = decode(GOLDEN_SAMPLE_TOPIC, reordered)
+    assert isinstance(got, Sample)
+    assert got.value == 1.5
+
+
+def test_optional_keys_absent_or_nil_are_alike() -> None:
+    minimal = msgpack.packb(
+        {"v": 1, "sq": 0, "pub": "w", "plc": "p", "tag": "", "tw": 0, "tm": 0, "k": "error"}
+    )
+    with_nils = _patched(minimal, **{"from": None, "to": None, "gs": None, "es": None})
+    a = decode(b"event/p//", minimal)
+    assert a == decode(b"event/p//", with_nils)
+    assert a == Event(seq=0, publisher="w", plc="p", t_wall_ns=0, t_mono_ns=0, kind="error")
+
+
+# --------------------------------------------------------------------------- junk
+
+
+@pytest.mark.parametrize(
+    ("topic", "body", "why"),
+    [
+        (GOLDEN_SAMPLE_TOPIC, b"", "empty body"),
+        (GOLDEN_SAMPLE_TOPIC, b"\xc1", "reserved byte"),
+        (GOLDEN_SAMPLE_TOPIC, msgpack.packb([1, 2]), "array, not map"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, v=0), "version 0"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, v="1"), "version as str"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, sq=-1), "negative seq"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, sq=True), "bool seq"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, cs=0x10000), "cip_seq > u16"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, raw="2a"), "raw as str"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, val=b"\x01"), "bin value"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, tw=1.0), "float time"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, plc=""), "empty plc"),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, ty=5), "type name as int"),
+        (GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY[:-5] + b"\xa4\xff\xfe\xfd\xfc", "bad UTF-8"),
+        (GOLDEN_SAMPLE_TOPIC, msgpack.packb({"v": 1}), "missing keys"),
+        (GOLDEN_SAMPLE_TOPIC, msgpack.packb({1: 2}), "int key"),
+        (
+            GOLDEN_SAMPLE_TOPIC,
+            _patched(GOLDEN_SAMPLE_BODY, val=msgpack.ExtType(5, b"x")),
+            "ext type value",
+        ),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, val={"a": {1: 2}}), "int map key"),
+        (b"sample/plc1/Other/", GOLDEN_SAMPLE_BODY, "topic tag differs from body"),
+        (b"sample/plc2/Count/", GOLDEN_SAMPLE_BODY, "topic plc differs from body"),
+        (b"event/plc1/Count/", GOLDEN_SAMPLE_BODY, "sample body on event topic"),
+        (b"sample/plc1/Count", GOLDEN_SAMPLE_BODY, "no trailing slash"),
+        (b"sample/plc1/Count/x/", GOLDEN_SAMPLE_BODY, "extra segment"),
+        (b"alarm/plc1/Count/", GOLDEN_SAMPLE_BODY, "unknown topic kind"),
+        (b"sample/plc%31/Count/", GOLDEN_SAMPLE_BODY, "non-canonical escape"),
+        (b"\xff/", GOLDEN_SAMPLE_BODY, "topic not UTF-8"),
+        (GOLDEN_STATS_TOPIC, _patched(GOLDEN_STATS_BODY, c={"rx": "many"}), "counter as str"),
+        (GOLDEN_STATS_TOPIC, _patched(GOLDEN_STATS_BODY, c=[1]), "counters as list"),
+        (GOLDEN_EVENT_TOPIC, _patched(GOLDEN_EVENT_BODY, gs=256), "general status > u8"),
+        (GOLDEN_EVENT_TOPIC, _patched(GOLDEN_EVENT_BODY, k=""), "empty kind"),
+    ],
+)
+def test_junk_is_malformed(topic: bytes, body: bytes, why: str) -> None:
+    with pytest.raises(MalformedPacket):
+        decode(topic, body)
+
+
+def test_deeply_nested_value_is_malformed_not_a_crash() -> None:
+    nested = b"\xa3val" + b"\x91" * 500 + b"\x2a"  # "val": [[[...[42]...]]]
+    body = GOLDEN_SAMPLE_BODY.replace(bytes.fromhex("a376616c2a"), nested)
+    with pytest.raises(MalformedPacket):
+        decode(GOLDEN_SAMPLE_TOPIC, body)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_malformed(body: bytes) -> None:
+    try:
+        decode(GOLDEN_SAMPLE_TOPIC, body)
+    except MalformedPacket:
+        pass
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=40))
+def test_random_topics_raise_only_malformed(topic: bytes) -> None:
+    try:
+        decode(topic, GOLDEN_SAMPLE_BODY)
+    except MalformedPacket:
+        pass
+
+
+# --------------------------------------------------------------------------- round trips
+
+names = st.text(min_size=1, max_size=20)
+u64 = st.integers(0, wire.U64_MAX)
+i64 = st.integers(wire.I64_MIN, wire.I64_MAX)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(wire.I64_MIN, wire.U64_MAX)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=10)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+opt_names = st.none() | st.text(max_size=10)
+
+samples = st.builds(
+    Sample,
+    seq=u64,
+    publisher=names,
+    plc=names,
+    tag=names,
+    t_wall_ns=i64,
+    t_mono_ns=i64,
+    cip_seq=st.integers(0, 0xFFFF),
+    gap=u64,
+    value=values,
+    raw=st.binary(max_size=64),
+    type_name=st.none() | names,
+)
+events = st.builds(
+    Event,
+    seq=u64,
+    publisher=names,
+    plc=names,
+    tag=st.text(max_size=10),
+    t_wall_ns=i64,
+    t_mono_ns=i64,
+    kind=st.sampled_from(list(EventKind)) | names,
+    state_from=opt_names,
+    state_to=opt_names,
+    cip_general=st.none() | st.integers(0, 0xFF),
+    cip_extended=st.none() | st.integers(0, 0xFFFF),
+    status_text=opt_names,
+    message=st.text(max_size=30),
+)
+stats = st.builds(
+    Stats,
+    seq=u64,
+    publisher=names,
+    worker=names,
+    t_wall_ns=i64,
+    t_mono_ns=i64,
+    counters=st.dictionaries(
+        st.text(max_size=8), st.integers(wire.I64_MIN, wire.U64_MAX) | st.floats(allow_nan=False)
+    ),
+)
+
+
+@settings(max_examples=200)
+@given(samples | events | stats)
+def test_round_trip(msg: wire.Message) -> None:
+    topic, body = msg.encode()
+    assert decode(topic, body) == msg
+    assert type(msg).decode(topic, body).encode() == (topic, body)
+
+
+def test_nan_value_round_trips_bit_for_bit() -> None:
+    msg = Sample(
+        seq=0, publisher="w", plc="p", tag="r", t_wall_ns=0, t_mono_ns=0, cip_seq=0, gap=0,
+        value=[math.nan, math.inf], raw=b"",
+    )
+    topic, body = msg.encode()
+    got = decode(topic, body)
+    assert isinstance(got, Sample) and isinstance(got.value, list)
+    assert math.isnan(got.value[0]) and got.value[1] == math.inf
+    assert got.encode() == (topic, body)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seq": -1},
+        {"seq": 2**64},
+        {"cip_seq": 0x10000},
+        {"plc": ""},
+        {"tag": ""},
+        {"publisher": ""},
+        {"value": (1, 2)},
+        {"value": b"bytes"},
+        {"value": {1: "int key"}},
+        {"value": 2**64},
+        {"raw": "not bytes"},
+        {"t_wall_ns": 2**63},
+        {"v": 0},
+        {"plc": "bad\ud800surrogate"},
+    ],
+)
+def test_encode_rejects_what_the_schema_forbids(change: dict[str, object]) -> None:
+    bad = dataclasses.replace(GOLDEN_SAMPLE, **change)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        bad.encode()
+
+
+def test_event_without_tag_uses_empty_segment() -> None:
+    ev = Event(seq=0, publisher="w", plc="p", t_wall_ns=0, t_mono_ns=0, kind=EventKind.ERROR)
+    topic, body = ev.encode()
+    assert topic == b"event/p//"
+    assert topic.startswith(topic_prefix("event", "p"))
+    assert decode(topic, body) == ev
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@pytest.mark.parametrize(
+    ("name", "escaped"),
+    [
+        ("Count", "Count"),
+        ("Program:Main.Arr[3]", "Program:Main.Arr[3]"),
+        ("a/b", "a%2Fb"),
+        ("50%", "50%25"),
+        ("two words", "two%20words"),
+        ("tab\there", "tab%09here"),
+        ("nl\n", "nl%0A"),
+        ("\x00", "%00"),
+        ("Température", "Température"),
+        ("nbsp\u00a0", "nbsp%C2%A0"),
+    ],
+)
+def test_escape_name(name: str, escaped: str) -> None:
+    assert escape_name(name) == escaped
+    assert unescape_name(escaped) == name
+
+
+@given(st.text(max_size=30))
+def test_escape_round_trip_and_no_separator(name: str) -> None:
+    esc = escape_name(name)
+    assert "/" not in esc
+    assert all(ch.isprintable() and not ch.isspace() for ch in esc)
+    assert unescape_name(esc) == name
+
+
+@pytest.mark.parametrize("bad", ["%", "%4", "%zz", "%2f", "%41", "%FF"])
+def test_unescape_rejects_non_canonical(bad: str) -> None:
+    with pytest.raises(MalformedPacket):
+        unescape_name(bad)
+
+
+def test_topic_helpers() -> None:
+    assert topic_for_sample("plc1", "Count") == b"sample/plc1/Count/"
+    assert topic_for_sample("line/2", "x y") == b"sample/line%2F2/x%20y/"
+    assert topic_for_event("plc1", "Count") == b"event/plc1/Count/"
+    assert topic_for_event("plc1") == b"event/plc1//"
+    assert topic_for_stats("eth0") == b"stats/eth0/"
+    assert topic_prefix() == b""
+    assert topic_prefix(TopicKind.SAMPLE) == b"sample/"
+    assert topic_prefix("sample", "plc1") == b"sample/plc1/"
+    assert topic_prefix("sample", "plc1", "Count") == b"sample/plc1/Count/"
+    assert topic_prefix("stats", "eth0") == b"stats/eth0/"
+    assert parse_topic(b"sample/line%2F2/x%20y/") == (TopicKind.SAMPLE, ("line/2", "x y"))
+
+
+def test_prefix_filter_is_exact() -> None:
+    """The trailing separator keeps plc1 from matching plc10 under prefix subscription."""
+    assert not topic_for_sample("plc10", "T").startswith(topic_prefix("sample", "plc1"))
+    assert topic_for_sample("plc1", "T").startswith(topic_prefix("sample", "plc1"))
+    assert not topic_for_sample("plc1", "Tag10").startswith(topic_prefix("sample", "plc1", "Tag1"))
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("nope",), "unknown kind"),
+        (("stats", "a", "b"), "too many names"),
+        ((None, "a"), "name without kind"),
+    ],
+)
+def test_topic_prefix_misuse(args: tuple, why: str) -> None:
+    with pytest.raises((UsageError, ValueError)):
+        topic_prefix(*args)
+
+
+def test_seq_counter_counts_per_topic_from_zero() -> None:
+    c = SeqCounter()
+    a, b = topic_for_sample("p", "a"), topic_for_sample("p", "b")
+    assert [c.next(a), c.next(a), c.next(b), c.next(a)] == [0, 1, 0, 2]
+    assert SeqCounter().next(a) == 0  # a new publisher instance starts again
+
+
+def test_schema_version_constant() -> None:
+    assert SCHEMA_VERSION == 1
+    assert GOLDEN_SAMPLE.v == 1
+
+
+# --------------------------------------------------------------------------- sans-IO
+
+
+FORBIDDEN = ("socket", "asyncio", "zmq", "time", "threading", "multiprocessing", "select")
+
+
+def test_wire_imports_no_io_modules() -> None:
+    src = Path(wire.__file__).read_text(encoding="utf-8")
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & set(FORBIDDEN)
+    # And nothing it pulls in loads them either (beyond what the interpreter preloads).
+    code = (
+        "import sys; before = set(sys.modules); import acquisition.wire; "
+        f"print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules and m not in before))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
