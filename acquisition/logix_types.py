@@ -61,7 +61,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 from acquisition._buffer import Reader
 from acquisition.errors import MalformedPacket, UsageError
@@ -177,12 +177,11 @@ class ArrayType:
     def __post_init__(self) -> None:
         if not 1 <= len(self.dims) <= 3 or any(d < 1 for d in self.dims):
             raise UsageError(f"array dims {self.dims!r}: give 1 to 3 dimensions, each >= 1")
-        if isinstance(self.element, AtomicType) and self.element.code == DataTypeCode.BOOL:
-            if len(self.dims) != 1 or self.dims[0] % 32:
-                raise UsageError(
-                    f"BOOL array dims {self.dims!r}: Logix BOOL arrays are one-dimensional "
-                    "and a multiple of 32 long (they are stored as DWORDs)"
-                )
+        if self.is_bool_array and (len(self.dims) != 1 or self.dims[0] % 32):
+            raise UsageError(
+                f"BOOL array dims {self.dims!r}: Logix BOOL arrays are one-dimensional "
+                "and a multiple of 32 long (they are stored as DWORDs)"
+            )
 
     @property
     def count(self) -> int:
@@ -220,10 +219,6 @@ class Member:
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
 
-MemberSpec = Union[
-    tuple[str, "LogixType | str"],
-    tuple[str, "LogixType | str", "int | Sequence[int] | None"],
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +341,11 @@ class StructType:
         return cls(name, instance_id, handle, size, members_t)
 
 
-LogixType = Union[AtomicType, ArrayType, StructType]
+LogixType = AtomicType | ArrayType | StructType
+# ``StructType.build`` member declarations: (name, type_or_name) or (name, type_or_name, dims).
+MemberSpec = (
+    tuple[str, LogixType | str] | tuple[str, LogixType | str, int | Sequence[int] | None]
+)
 
 
 def resolve_type(
