@@ -1,0 +1,1360 @@
+"""The typed configuration model: one TOML file -> one frozen, validated ``Config``.
+
+Owns: the schema of the pipeline's config file (``docs/configuration.md`` documents every key),
+its validation, and the two pure views the supervisor needs: the consumer definitions per PLC
+(``consumer_specs``) and the grouping of PLCs into I/O workers by local address
+(``group_by_local_address``).
+
+Protocol facts used here (protocol.md): the timeout multiplier encoding 0..7 = x4..x512 (5.4),
+multicast T->O never crosses a router (6.7), the recommended Forward_Open values (7.1), RPI ranges
+(7.5) and the 500-byte produced-tag limit (7.3).
+
+Every problem found is collected and raised once as ``ConfigError`` whose ``issues`` each name the
+file, the TOML key path (``plc[1].tag[0].rpi_ms``), the line where that key is written (found by
+scanning the source text, because tomllib does not report positions of values), what is wrong and
+how to fix it. Unknown keys are errors with a "did you mean" suggestion: a typo in a config file
+must never silently fall back to a default.
+
+Pure: no sockets, no clock; ``load_config`` reads one file, everything else works on strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from acquisition.errors import PyconproError, UsageError
+from acquisition.supervision import RestartPolicy
+
+__all__ = [
+    "BusConfig",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "ConsumerSpec",
+    "Defaults",
+    "LoggingConfig",
+    "PlcConfig",
+    "RouteHop",
+    "SinkConfig",
+    "TagConfig",
+    "WorkerConfig",
+    "WorkerGroup",
+    "consumer_specs",
+    "group_by_local_address",
+    "load_config",
+    "multiplier_code",
+    "parse_config",
+    "validate_tag_name",
+]
+
+Transport = Literal["unicast", "multicast"]
+SinkKind = Literal["sqlite", "jsonl", "csv", "stdout"]
+
+# RPI limits accepted in the file. protocol.md 7.5: vendors quote ~0.5-750 ms for EtherNet/IP I/O;
+# the controller has the final word (0x0111/0x0112), so the ceiling here is generous and only
+# catches unit mistakes (microseconds typed as milliseconds).
+RPI_MIN_MS: Final = 0.5
+RPI_MAX_MS: Final = 10_000.0
+# protocol.md 7.3: standard produced tags carry at most 500 bytes.
+MAX_TAG_SIZE: Final = 500
+# protocol.md 5.4: code m means a timeout of (4 << m) x RPI.
+MULTIPLIER_FACTORS: Final = tuple(4 << m for m in range(8))
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SINK_KINDS: Final = ("sqlite", "jsonl", "csv", "stdout")
+TOPIC_ROOTS: Final = ("sample", "event", "stats")
+# Port names as pycomm3 spells them in a route, so users can copy paths between the tools.
+PORT_NAMES: Final = {"bp": 1, "backplane": 1, "enet": 2, "a": 2, "b": 3}
+
+_TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+# PLC names and aliases become topic segments (`sample/<plc>/<tag>/`): no separators, no spaces.
+_TOPIC_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_ENDPOINT_TCP = re.compile(r"tcp://(?P<host>\*|[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)")
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a config file: where (file, key path, line) and what to do about it."""
+
+    file: str
+    key: str
+    line: int | None
+    problem: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        key = f" {self.key}:" if self.key else ""
+        fix = f"; {self.fix}" if self.fix else ""
+        return f"{where}:{key} {self.problem}{fix}"
+
+
+class ConfigError(PyconproError, ValueError):
+    """The configuration file cannot be used. ``issues`` lists every problem found, in order."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        count = len(self.issues)
+        head = "" if count == 1 else f"{count} problems in the configuration:\n"
+        super().__init__(head + "\n".join(str(i) for i in self.issues))
+
+    @property
+    def first(self) -> ConfigIssue:
+        return self.issues[0]
+
+
+# --------------------------------------------------------------------------------------------
+# the typed model
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """``[bus]``: where subscribers connect, where control sockets live, socket limits."""
+
+    endpoint: str = "tcp://127.0.0.1:5555"
+    control_base: str = "ipc:///tmp/pyconpro"
+    hwm: int = 100_000
+    linger_ms: int = 1000
+
+    def control_endpoint(self, name: str, index: int) -> str:
+        """Control endpoint of process ``name`` (index 0 is the supervisor, workers 1, 2, ...).
+
+        ``ipc://`` bases get a suffix per name; ``tcp://host:port`` bases get ``port + index``.
+        """
+        m = _ENDPOINT_TCP.fullmatch(self.control_base)
+        if m is not None:
+            return f"tcp://{m.group('host')}:{int(m.group('port')) + index}"
+        return f"{self.control_base}-{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """``[logging]``: level name and an optional file (None = standard error)."""
+
+    level: str = "INFO"
+    file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """``[defaults]``: consumer settings every PLC and tag inherits unless it sets its own."""
+
+    rpi_ms: float = 100.0
+    ot_rpi_ms: float | None = None  # None: same as the tag's rpi_ms
+    multiplier: int = 16  # the factor (x16 = code 2), protocol.md 7.1 recommends x8..x16
+    transport: Transport = "unicast"
+    udp_port: int = 2222
+
+
+@dataclass(frozen=True, slots=True)
+class RouteHop:
+    """One port segment of a route: leave through ``port`` towards ``link`` (slot or IP)."""
+
+    port: int
+    link: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class TagConfig:
+    """A ``[[plc.tag]]`` with every inherited value resolved."""
+
+    name: str
+    rpi_ms: float
+    ot_rpi_ms: float
+    multiplier: int  # factor 4..512
+    transport: Transport
+    size: int | None = None  # tag bytes (without the 2-byte sequence count); None = learn it
+    alias: str | None = None
+
+    @property
+    def topic_name(self) -> str:
+        """The tag segment of this tag's topics."""
+        return self.alias if self.alias is not None else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class PlcConfig:
+    """A ``[[plc]]`` entry."""
+
+    name: str
+    address: str
+    slot: int = 0
+    route: tuple[RouteHop, ...] = ()
+    interface: str | None = None
+    local_address: str | None = None
+    udp_port: int = 2222  # the PLC's class-1 UDP port (where O->T heartbeats go)
+    tags: tuple[TagConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    """A ``[[sink]]`` entry. Options that do not apply to ``kind`` keep their defaults."""
+
+    kind: SinkKind
+    name: str
+    topics: tuple[str, ...] = ("sample/", "event/")
+    path: str | None = None
+    rotate_bytes: int | None = None
+    rotate_s: float | None = None
+    batch_size: int = 500
+    flush_interval_s: float = 1.0
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """``[worker]``: settings shared by every I/O worker process."""
+
+    udp_port: int = 2222  # the local port each worker binds on its interface address
+    stats_interval_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration. ``source`` is the file it came from."""
+
+    source: str
+    bus: BusConfig = field(default_factory=BusConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    defaults: Defaults = field(default_factory=Defaults)
+    plcs: tuple[PlcConfig, ...] = ()
+    sinks: tuple[SinkConfig, ...] = ()
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    supervisor: RestartPolicy = field(default_factory=RestartPolicy)
+    # Line of each key path in the source, so later checks (group_by_local_address) can still
+    # point at a line. Not part of the value.
+    key_lines: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+
+    def plc(self, name: str) -> PlcConfig:
+        for p in self.plcs:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """Everything an I/O worker needs to open and keep one produced-tag connection.
+
+    ``multiplier`` is the wire code 0..7 (timeout = (4 << code) x RPI, protocol.md 5.4);
+    ``size`` is the tag's byte size without the 2-byte sequence count, or None to learn it.
+    ``udp_port`` is the PLC's class-1 UDP port.
+    """
+
+    plc: str
+    address: str
+    slot: int
+    route: tuple[RouteHop, ...]
+    tag: str
+    rpi_us: int
+    ot_rpi_us: int
+    multiplier: int
+    multicast: bool
+    size: int | None
+    alias: str | None
+    udp_port: int
+
+    @property
+    def topic_name(self) -> str:
+        return self.alias if self.alias is not None else self.tag
+
+    @property
+    def multiplier_factor(self) -> int:
+        return 4 << self.multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerGroup:
+    """The PLCs (and their consumers) one I/O worker serves from one local address."""
+
+    local_address: str
+    plcs: tuple[str, ...]
+    consumers: tuple[ConsumerSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.local_address}"
+
+
+def multiplier_code(factor: int) -> int:
+    """x4 -> 0, x8 -> 1, ..., x512 -> 7 (protocol.md 5.4)."""
+    try:
+        return MULTIPLIER_FACTORS.index(factor)
+    except ValueError:
+        raise UsageError(
+            f"timeout multiplier {factor} is not one of {', '.join(map(str, MULTIPLIER_FACTORS))}"
+        ) from None
+
+
+def validate_tag_name(name: str) -> str | None:
+    """Why ``name`` cannot be consumed as a produced tag, or None when it can.
+
+    Produced tags are whole controller-scoped tags (protocol.md 7.3), so program scope, members
+    and elements are refused here with the reason; the rest are Logix identifier rules.
+    """
+    if name == "":
+        return "the tag name is empty"
+    if ":" in name:
+        return (
+            f"{name!r} is program-scoped; only controller-scoped tags can be produced "
+            "(protocol.md 7.3): move the tag to controller scope in Studio 5000"
+        )
+    if "." in name or "[" in name:
+        base = re.split(r"[.\[]", name, maxsplit=1)[0]
+        return (
+            f"{name!r} names a member or element; a produced-tag connection carries the whole "
+            f"tag: consume {base!r} and pick the member from the decoded value"
+        )
+    if len(name) > 40:
+        return f"{name!r} is {len(name)} characters long; Logix tag names have at most 40"
+    if not _TAG_NAME.fullmatch(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "_"))})
+        if bad:
+            return f"{name!r} contains {''.join(bad)!r}; Logix tag names use only A-Z, a-z, 0-9, _"
+        return f"{name!r} starts with a digit; Logix tag names start with a letter or _"
+    if "__" in name:
+        return f"{name!r} contains two consecutive underscores, which Logix does not allow"
+    if name.endswith("_"):
+        return f"{name!r} ends with an underscore, which Logix does not allow"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# finding the line of a key path in the TOML source
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*(?P<name>[^\[\]#]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_PART = r"(?:[A-Za-z0-9_\-]+|\"(?:[^\"\\]|\\.)*\"|'[^']*')"
+_KEYLINE = re.compile(rf"^\s*(?P<key>{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
+
+
+def _split_dotted(text: str) -> list[str]:
+    parts = re.findall(_KEY_PART, text)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+class _KeyLines:
+    """Maps key paths (``plc[1].tag[0].rpi_ms``) to the 1-based line that writes them.
+
+    A line scanner, not a TOML parser: it follows ``[table]`` and ``[[array]]`` headers and
+    ``key =`` lines, skipping multi-line strings. Keys inside inline tables or multi-line arrays
+    are not indexed; ``find`` then falls back to the nearest enclosing key that is.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        table = ""
+        in_string: str | None = None
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if in_string is not None:
+                if raw.count(in_string) % 2 == 1:
+                    in_string = None
+                continue
+            header = _HEADER.match(raw)
+            if header is not None:
+                is_array = header.group(1) == "[["
+                names = _split_dotted(header.group("name"))
+                path = ""
+                for i, name in enumerate(names):
+                    path = f"{path}.{name}" if path else name
+                    last = i == len(names) - 1
+                    if last and is_array:
+                        counts[path] = counts.get(path, 0) + 1
+                    if path in counts:
+                        path = f"{path}[{counts[path] - 1}]"
+                table = path
+                self.lines.setdefault(table, number)
+                continue
+            key = _KEYLINE.match(raw)
+            if key is not None:
+                dotted = ".".join(_split_dotted(key.group("key")))
+                full = f"{table}.{dotted}" if table else dotted
+                self.lines.setdefault(full, number)
+                rest = raw[key.end() :]
+                for quote in ('"""', "'''"):
+                    if rest.count(quote) % 2 == 1:
+                        in_string = quote
+                        break
+
+    def find(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# reading tables
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+class _Ctx:
+    """Collects issues while the file is read, so one run reports every problem."""
+
+    def __init__(self, filename: str, text: str) -> None:
+        self.filename = filename
+        self.keylines = _KeyLines(text)
+        self.issues: list[ConfigIssue] = []
+
+    def error(self, key: str, problem: str, fix: str = "") -> None:
+        self.issues.append(ConfigIssue(self.filename, key, self.keylines.find(key), problem, fix))
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Table:
+    """Typed access to one TOML table; every accessor records an issue instead of raising."""
+
+    def __init__(self, ctx: _Ctx, path: str, data: Mapping[str, Any], allowed: Iterable[str]):
+        self.ctx = ctx
+        self.path = path
+        self.data = data
+        allowed = tuple(allowed)
+        where = f"[{path}]" if path else "the top level"
+        for key in data:
+            if key not in allowed:
+                hint = _did_you_mean(key, allowed)
+                known = ", ".join(allowed)
+                ctx.error(
+                    _join(path, key),
+                    f"unknown key {key!r} in {where}",
+                    hint or f"the keys allowed here are: {known}",
+                )
+
+    def key(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str) -> Any:
+        return self.data.get(key, _MISSING)
+
+    def string(self, key: str, default: Any = _MISSING, *, required: bool = False) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            if required:
+                self.ctx.error(self.key(key), f"missing required key {key!r}", f'add {key} = "..."')
+            return default
+        if not isinstance(value, str):
+            self.ctx.error(
+                self.key(key),
+                f"{key} must be a string, not {_type_name(value)}",
+                f'write it in quotes: {key} = "{value}"',
+            )
+            return default
+        return value
+
+    def number(
+        self, key: str, default: Any, lo: float, hi: float, unit: str = "", *, lo_open: bool = False
+    ) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.ctx.error(
+                self.key(key),
+                f"{key} must be a number, not {_type_name(value)}",
+                f"write a number without quotes, between {_fmt(lo)} and {_fmt(hi)}",
+            )
+            return default
+        unit_s = f" {unit}" if unit else ""
+        if math.isnan(value):
+            self.ctx.error(
+                self.key(key),
+                f"{key} = nan is not a number",
+                f"use a value between {_fmt(lo)} and {_fmt(hi)}",
+            )
+            return default
+        too_low = value <= lo if lo_open else value < lo
+        if too_low or value > hi:
+            rel = "above the" if value > hi else "below the"
+            limit = hi if value > hi else lo
+            word = "maximum" if value > hi else "minimum"
+            self.ctx.error(
+                self.key(key),
+                f"{key} = {_fmt(value)} is {rel} {_fmt(limit)}{unit_s} {word}",
+                f"use a value between {_fmt(lo)} and {_fmt(hi)}",
+            )
+            return default
+        return float(value)
+
+    def integer(self, key: str, default: Any, lo: int, hi: int, unit: str = "") -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                fix = f"write {key} = {int(value)}"
+            else:
+                fix = f"use a whole number between {lo} and {hi}"
+            self.ctx.error(self.key(key), f"{key} must be an integer, not {_type_name(value)}", fix)
+            return default
+        if value < lo or value > hi:
+            unit_s = f" {unit}" if unit else ""
+            rel, limit, word = (
+                ("above the", hi, "maximum") if value > hi else ("below the", lo, "minimum")
+            )
+            self.ctx.error(
+                self.key(key),
+                f"{key} = {value} is {rel} {limit}{unit_s} {word}",
+                f"use a value between {lo} and {hi}",
+            )
+            return default
+        return value
+
+    def choice(self, key: str, default: Any, choices: Sequence[str], *, fold: bool = False) -> Any:
+        value = self.string(key, _MISSING)
+        if value is _MISSING:
+            return default
+        probe = value.upper() if fold else value
+        if probe not in choices:
+            hint = _did_you_mean(probe, choices)
+            options = ", ".join(f'"{c}"' for c in choices)
+            self.ctx.error(
+                self.key(key),
+                f"{key} = {value!r} is not one of {options}",
+                hint or f"use one of {options}",
+            )
+            return default
+        return probe
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.ctx.error(
+                self.key(key),
+                f"{key} must be true or false, not {_type_name(value)}",
+                "write true or false without quotes",
+            )
+            return default
+        return value
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return {}
+        if not isinstance(value, dict):
+            self.ctx.error(
+                self.key(key),
+                f"{key} must be a table, not {_type_name(value)}",
+                f"write it as a [{self.key(key)}] section",
+            )
+            return {}
+        return value
+
+    def array_of_tables(self, key: str, header: str) -> list[Mapping[str, Any]]:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.ctx.error(
+                self.key(key),
+                f"{key} must be an array of tables",
+                f"write each entry as a [[{header}]] section",
+            )
+            return []
+        return value
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+
+
+_BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms")
+_LOGGING_KEYS: Final = ("level", "file")
+_CONSUMER_KEYS: Final = ("rpi_ms", "ot_rpi_ms", "multiplier", "transport")
+_DEFAULTS_KEYS: Final = (*_CONSUMER_KEYS, "udp_port")
+_PLC_KEYS: Final = (
+    "name", "address", "slot", "route", "interface", "local_address", "udp_port",
+    *_CONSUMER_KEYS, "tag",
+)  # fmt: skip
+_TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias")
+_WORKER_KEYS: Final = ("udp_port", "stats_interval_s")
+_SUPERVISOR_KEYS: Final = (
+    "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
+    "max_quick_failures", "stop_timeout_s",
+)  # fmt: skip
+_TOP_KEYS: Final = ("bus", "logging", "defaults", "plc", "sink", "worker", "supervisor")
+_SINK_COMMON: Final = ("kind", "name", "topics")
+_SINK_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
+    "sqlite": ("path", "batch_size", "flush_interval_s"),
+    "jsonl": ("path", "rotate_bytes", "rotate_s", "batch_size", "flush_interval_s"),
+    "csv": ("path", "rotate_bytes", "rotate_s", "batch_size", "flush_interval_s"),
+    "stdout": ("format",),
+}
+_SINK_DEFAULT_PATH: Final = {
+    "sqlite": "pyconpro.sqlite3",
+    "jsonl": "pyconpro.jsonl",
+    "csv": "pyconpro.csv",
+}
+
+
+def _endpoint(t: _Table, key: str, default: str) -> str:
+    value = t.string(key, default)
+    if value.startswith("ipc://"):
+        if len(value) <= len("ipc://"):
+            t.ctx.error(
+                t.key(key), f"{key} = {value!r} has no path", 'write e.g. "ipc:///tmp/pyconpro"'
+            )
+            return default
+        return str(value)
+    m = _ENDPOINT_TCP.fullmatch(value)
+    if m is None:
+        t.ctx.error(
+            t.key(key),
+            f"{key} = {value!r} is not a ZeroMQ endpoint",
+            'write "tcp://HOST:PORT" (e.g. "tcp://127.0.0.1:5555") or "ipc:///path"',
+        )
+        return default
+    port = int(m.group("port"))
+    if not 1 <= port <= 65535:
+        t.ctx.error(
+            t.key(key), f"{key} = {value!r} has port {port}", "use a port between 1 and 65535"
+        )
+        return default
+    return str(value)
+
+
+def _ipv4(t: _Table, key: str, *, what: str, required: bool = False) -> str | None:
+    value = t.string(key, None, required=required)
+    if value is None:
+        return None
+    try:
+        addr = ipaddress.IPv4Address(value)
+    except ValueError:
+        t.ctx.error(
+            t.key(key),
+            f"{key} = {value!r} is not an IPv4 address",
+            f'write the {what} as four numbers 0-255, e.g. "192.168.1.10" '
+            "(host names are not resolved: the worker matches datagrams by source address)",
+        )
+        return None
+    if addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
+        t.ctx.error(
+            t.key(key),
+            f"{key} = {value!r} is a multicast, broadcast or unspecified address",
+            f"write the {what}'s own unicast address",
+        )
+        return None
+    return str(addr)
+
+
+def _multiplier(t: _Table, key: str, default: int) -> int:
+    value = t.raw(key)
+    if value is _MISSING:
+        return default
+    factors = ", ".join(map(str, MULTIPLIER_FACTORS))
+    if isinstance(value, str):
+        m = re.fullmatch(r"[xX]?(\d+)", value.strip())
+        if m is not None and int(m.group(1)) in MULTIPLIER_FACTORS:
+            return int(m.group(1))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value in MULTIPLIER_FACTORS:
+            return value
+        if 0 <= value <= 7:
+            t.ctx.error(
+                t.key(key),
+                f"multiplier = {value} looks like the 0..7 wire code; this key takes the timeout "
+                "factor",
+                f"write multiplier = {4 << value} (code {value} means x{4 << value}); "
+                f"allowed: {factors}",
+            )
+            return default
+    t.ctx.error(
+        t.key(key),
+        f"multiplier = {value!r} is not a timeout multiplier",
+        f'use one of {factors} (or "x16" style); the connection times out after '
+        "multiplier x RPI without data",
+    )
+    return default
+
+
+def _read_bus(ctx: _Ctx, data: Mapping[str, Any]) -> BusConfig:
+    t = _Table(ctx, "bus", data, _BUS_KEYS)
+    d = BusConfig()
+    return BusConfig(
+        endpoint=_endpoint(t, "endpoint", d.endpoint),
+        control_base=_endpoint(t, "control_base", d.control_base),
+        hwm=t.integer("hwm", d.hwm, 1, 10_000_000, "messages"),
+        linger_ms=t.integer("linger_ms", d.linger_ms, 0, 600_000, "ms"),
+    )
+
+
+def _read_logging(ctx: _Ctx, data: Mapping[str, Any], base_dir: str | None) -> LoggingConfig:
+    t = _Table(ctx, "logging", data, _LOGGING_KEYS)
+    level = t.choice("level", "INFO", LOG_LEVELS, fold=True)
+    file = t.string("file", None)
+    if file == "":
+        file = None
+    return LoggingConfig(level=level, file=_relative_to(base_dir, file))
+
+
+def _relative_to(base_dir: str | None, path: str | None) -> str | None:
+    # Paths in the file are relative to the file, so the pipeline writes to the same place
+    # whatever directory it is started from.
+    if path is None or base_dir is None or os.path.isabs(path):
+        return path
+    return os.path.join(base_dir, path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inherited:
+    """A consumer setting as resolved so far, with the key path that set it (for errors)."""
+
+    rpi_ms: tuple[float, str]
+    ot_rpi_ms: tuple[float | None, str]
+    multiplier: tuple[int, str]
+    transport: tuple[str, str]
+
+
+def _read_consumer_keys(t: _Table, parent: _Inherited) -> _Inherited:
+    def pick(key: str, value: Any, old: tuple[Any, str]) -> tuple[Any, str]:
+        return (value, t.key(key)) if t.has(key) and value is not _MISSING else old
+
+    rpi = t.number("rpi_ms", _MISSING, RPI_MIN_MS, RPI_MAX_MS, "ms")
+    ot = t.number("ot_rpi_ms", _MISSING, RPI_MIN_MS, RPI_MAX_MS, "ms")
+    mult = _multiplier(t, "multiplier", _MISSING)  # type: ignore[arg-type]
+    transport = t.choice("transport", _MISSING, ("unicast", "multicast"))
+    return _Inherited(
+        rpi_ms=pick("rpi_ms", rpi, parent.rpi_ms),
+        ot_rpi_ms=pick("ot_rpi_ms", ot, parent.ot_rpi_ms),
+        multiplier=pick("multiplier", mult, parent.multiplier),
+        transport=pick("transport", transport, parent.transport),
+    )
+
+
+def _read_defaults(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Defaults, _Inherited]:
+    t = _Table(ctx, "defaults", data, _DEFAULTS_KEYS)
+    base = Defaults()
+    start = _Inherited(
+        rpi_ms=(base.rpi_ms, "defaults.rpi_ms"),
+        ot_rpi_ms=(None, "defaults.ot_rpi_ms"),
+        multiplier=(base.multiplier, "defaults.multiplier"),
+        transport=(base.transport, "defaults.transport"),
+    )
+    inh = _read_consumer_keys(t, start)
+    udp_port = t.integer("udp_port", base.udp_port, 1, 65535)
+    defaults = Defaults(
+        rpi_ms=inh.rpi_ms[0],
+        ot_rpi_ms=inh.ot_rpi_ms[0],
+        multiplier=inh.multiplier[0],
+        transport=inh.transport[0],  # type: ignore[arg-type]
+        udp_port=udp_port,
+    )
+    return defaults, inh
+
+
+def _read_route(t: _Table) -> tuple[RouteHop, ...]:
+    value = t.raw("route")
+    if value is _MISSING:
+        return ()
+    example = 'route = [["backplane", 2], ["enet", "192.168.2.10"]]'
+    if not isinstance(value, list):
+        t.ctx.error(
+            t.key("route"),
+            f"route must be an array of [port, link] pairs, not {_type_name(value)}",
+            f"write e.g. {example}",
+        )
+        return ()
+    hops: list[RouteHop] = []
+    for i, hop in enumerate(value):
+        key = f"{t.key('route')}[{i}]"
+        if not (isinstance(hop, list) and len(hop) == 2):
+            t.ctx.error(
+                key, f"route hop {hop!r} is not a [port, link] pair", f"write e.g. {example}"
+            )
+            continue
+        port_v, link_v = hop
+        if isinstance(port_v, str) and port_v.lower() in PORT_NAMES:
+            port = PORT_NAMES[port_v.lower()]
+        elif isinstance(port_v, int) and not isinstance(port_v, bool) and 1 <= port_v <= 0xFFFF:
+            port = port_v
+        else:
+            t.ctx.error(
+                key,
+                f"route port {port_v!r} is not a port number or name",
+                f"use 1-65535 or one of {', '.join(repr(n) for n in PORT_NAMES)}",
+            )
+            continue
+        link: int | str
+        if isinstance(link_v, int) and not isinstance(link_v, bool) and 0 <= link_v <= 255:
+            link = link_v
+        elif isinstance(link_v, str):
+            try:
+                link = str(ipaddress.IPv4Address(link_v))
+            except ValueError:
+                t.ctx.error(
+                    key,
+                    f"route link {link_v!r} is neither a slot number nor an IPv4 address",
+                    'use a slot 0-255 or an address like "192.168.2.10"',
+                )
+                continue
+        else:
+            t.ctx.error(
+                key,
+                f"route link {link_v!r} is neither a slot number nor an IPv4 address",
+                'use a slot 0-255 or an address like "192.168.2.10"',
+            )
+            continue
+        hops.append(RouteHop(port, link))
+    return tuple(hops)
+
+
+def _tag_size(t: _Table) -> int | None:
+    value = t.raw("size")
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_TAG_SIZE:
+        t.ctx.error(
+            t.key("size"),
+            f"size = {value} is above the {MAX_TAG_SIZE} bytes a standard produced tag can carry "
+            "(protocol.md 7.3)",
+            "split the data into several produced tags, or omit size to learn it from the "
+            "controller",
+        )
+        return None
+    size: int | None = t.integer("size", None, 1, MAX_TAG_SIZE, "bytes")
+    return size
+
+
+def _read_tag(
+    ctx: _Ctx, path: str, data: Mapping[str, Any], inherited: _Inherited
+) -> tuple[TagConfig | None, _Inherited]:
+    t = _Table(ctx, path, data, _TAG_KEYS)
+    name = t.string("name", None, required=True)
+    if name is not None:
+        why = validate_tag_name(name)
+        if why is not None:
+            ctx.error(t.key("name"), f"name = {name!r} cannot be consumed: {why}")
+            name = None
+    inh = _read_consumer_keys(t, inherited)
+    size = _tag_size(t)
+    alias = t.string("alias", None)
+    if alias is not None and not _TOPIC_SEGMENT.fullmatch(alias):
+        ctx.error(
+            t.key("alias"),
+            f"alias = {alias!r} cannot be a topic segment",
+            "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/' or spaces)",
+        )
+        alias = None
+    if name is None:
+        return None, inh
+    rpi = inh.rpi_ms[0]
+    ot = inh.ot_rpi_ms[0] if inh.ot_rpi_ms[0] is not None else rpi
+    return (
+        TagConfig(
+            name=name,
+            rpi_ms=rpi,
+            ot_rpi_ms=ot,
+            multiplier=inh.multiplier[0],
+            transport=inh.transport[0],  # type: ignore[arg-type]
+            size=size,
+            alias=alias,
+        ),
+        inh,
+    )
+
+
+def _read_plc(
+    ctx: _Ctx, index: int, data: Mapping[str, Any], defaults: Defaults, inherited: _Inherited
+) -> PlcConfig | None:
+    path = f"plc[{index}]"
+    t = _Table(ctx, path, data, _PLC_KEYS)
+    name = t.string("name", None, required=True)
+    if name is not None and not _TOPIC_SEGMENT.fullmatch(name):
+        ctx.error(
+            t.key("name"),
+            f"name = {name!r} cannot be a topic segment",
+            "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/' or spaces), e.g. \"line1\"",
+        )
+        name = None
+    address = _ipv4(t, "address", what="PLC's EtherNet/IP module address", required=True)
+    slot = t.integer("slot", 0, 0, 255)
+    route = _read_route(t)
+    interface = t.string("interface", None)
+    local_address = _ipv4(t, "local_address", what="local interface")
+    if t.has("interface") and t.has("local_address"):
+        ctx.error(
+            t.key("interface"),
+            "interface and local_address are both set",
+            "keep one: local_address picks the worker by address, interface by interface name",
+        )
+    udp_port = t.integer("udp_port", defaults.udp_port, 1, 65535)
+    inh = _read_consumer_keys(t, inherited)
+
+    tags: list[TagConfig] = []
+    seen: dict[str, str] = {}  # casefolded name -> key path; Logix names are case-insensitive
+    topics: dict[str, str] = {}
+    entries = t.array_of_tables("tag", "plc.tag")
+    if not entries and "tag" not in data:
+        ctx.error(
+            path, f"PLC {name or index!r} has no tags", "add at least one [[plc.tag]] with a name"
+        )
+    for j, entry in enumerate(entries):
+        tpath = f"{path}.tag[{j}]"
+        tag, tinh = _read_tag(ctx, tpath, entry, inh)
+        if tag is None:
+            continue
+        folded = tag.name.casefold()
+        if folded in seen:
+            ctx.error(
+                f"{tpath}.name",
+                f"tag {tag.name!r} is listed twice for this PLC (first at {seen[folded]}; Logix "
+                "tag names are case-insensitive)",
+                "remove one entry; to publish the same tag under two names use one alias",
+            )
+            continue
+        seen[folded] = tpath
+        topic = tag.topic_name
+        if topic.casefold() in topics:
+            what = "alias" if tag.alias is not None else "name"
+            ctx.error(
+                f"{tpath}.{what}",
+                f"topic name {topic!r} is already used by {topics[topic.casefold()]} on this PLC",
+                "give one of them a different alias",
+            )
+            continue
+        topics[topic.casefold()] = tpath
+        if tag.transport == "multicast" and route:
+            ctx.error(
+                tinh.transport[1],
+                f"tag {tag.name!r} uses multicast through a route",
+                "multicast T->O has TTL 1 and never crosses a router (protocol.md 6.7): "
+                'use transport = "unicast" for PLCs reached through a route',
+            )
+        tags.append(tag)
+    if name is None or address is None:
+        return None
+    return PlcConfig(
+        name=name,
+        address=address,
+        slot=slot,
+        route=route,
+        interface=interface,
+        local_address=local_address,
+        udp_port=udp_port,
+        tags=tuple(tags),
+    )
+
+
+def _check_topic_filter(ctx: _Ctx, key: str, topic: str, plcs: Mapping[str, PlcConfig]) -> None:
+    if topic == "":
+        return
+    parts = topic.split("/")
+    complete = parts[:-1]  # segments followed by '/' are whole; the last one may be a prefix
+    root_ok = (
+        any(r.startswith(parts[0]) for r in TOPIC_ROOTS)
+        if not complete
+        else parts[0] in TOPIC_ROOTS
+    )
+    if not root_ok:
+        roots = ", ".join(f'"{r}/"' for r in TOPIC_ROOTS)
+        close = difflib.get_close_matches(parts[0], TOPIC_ROOTS, n=1, cutoff=0.6)
+        hint = f'did you mean "{close[0]}/"?' if close else ""
+        ctx.error(
+            key,
+            f"topic filter {topic!r} matches nothing: topics start with {roots}",
+            hint or 'write e.g. "sample/" or "sample/<plc>/"',
+        )
+        return
+    if len(complete) >= 2 and parts[0] in ("sample", "event"):
+        plc_name = parts[1]
+        if plc_name not in plcs:
+            hint = _did_you_mean(plc_name, plcs)
+            ctx.error(
+                key,
+                f"topic filter {topic!r} names PLC {plc_name!r}, which is not configured",
+                hint or f"use one of the [[plc]] names: {', '.join(plcs) or '(none)'}",
+            )
+            return
+        if len(complete) >= 3:
+            names = [tg.topic_name for tg in plcs[plc_name].tags]
+            if parts[2] not in names:
+                hint = _did_you_mean(parts[2], names)
+                ctx.error(
+                    key,
+                    f"topic filter {topic!r} names tag {parts[2]!r}, which PLC {plc_name!r} does "
+                    "not publish (topics use the alias when one is set)",
+                    hint or f"use one of: {', '.join(names)}",
+                )
+
+
+def _read_sink(
+    ctx: _Ctx,
+    index: int,
+    data: Mapping[str, Any],
+    plcs: Mapping[str, PlcConfig],
+    base_dir: str | None,
+) -> SinkConfig | None:
+    path = f"sink[{index}]"
+    kind_v = data.get("kind")
+    kind = kind_v if isinstance(kind_v, str) and kind_v in SINK_KINDS else None
+    allowed = (
+        *_SINK_COMMON,
+        *(_SINK_OPTIONS[kind] if kind else sorted({o for v in _SINK_OPTIONS.values() for o in v})),
+    )
+    if kind is not None:
+        for key in data:
+            if key not in allowed and any(key in opts for opts in _SINK_OPTIONS.values()):
+                kinds = [k for k, opts in _SINK_OPTIONS.items() if key in opts]
+                ctx.error(
+                    _join(path, key),
+                    f"{key} is not an option of sink kind {kind!r}",
+                    f"it applies to kind {', '.join(repr(k) for k in kinds)}; remove it",
+                )
+        data = {
+            k: v
+            for k, v in data.items()
+            if k in allowed or not any(k in o for o in _SINK_OPTIONS.values())
+        }
+    t = _Table(ctx, path, data, allowed)
+    kind_s = t.choice("kind", None, SINK_KINDS)
+    if not t.has("kind"):
+        ctx.error(
+            path + ".kind",
+            "missing required key 'kind'",
+            f"add kind = one of {', '.join(repr(k) for k in SINK_KINDS)}",
+        )
+    name = t.string("name", f"{kind_s or 'sink'}-{index}")
+    if not _TOPIC_SEGMENT.fullmatch(name):
+        ctx.error(
+            t.key("name"),
+            f"name = {name!r} is not usable as a process name",
+            "use 1-64 characters from A-Z a-z 0-9 _ . -",
+        )
+    topics_v = t.raw("topics")
+    topics: tuple[str, ...] = SinkConfig.__dataclass_fields__["topics"].default  # type: ignore[assignment]
+    if topics_v is not _MISSING:
+        if not isinstance(topics_v, list) or not all(isinstance(x, str) for x in topics_v):
+            ctx.error(
+                t.key("topics"),
+                "topics must be an array of strings",
+                'write e.g. topics = ["sample/", "event/line1/"]',
+            )
+        else:
+            topics = tuple(topics_v)
+            for i, topic in enumerate(topics):
+                _check_topic_filter(ctx, f"{t.key('topics')}[{i}]", topic, plcs)
+    sink_path = t.string("path", _SINK_DEFAULT_PATH.get(kind_s or "", None))
+    if sink_path == "":
+        ctx.error(
+            t.key("path"), "path is empty", 'write a file name, e.g. path = "data/line1.sqlite3"'
+        )
+    rotate_bytes = t.integer("rotate_bytes", None, 1024, 1 << 50, "bytes")
+    rotate_s = t.number("rotate_s", None, 1.0, 366 * 86400.0, "s")
+    batch_size = t.integer("batch_size", 500, 1, 1_000_000)
+    flush = t.number("flush_interval_s", 1.0, 0.0, 3600.0, "s", lo_open=True)
+    fmt = t.choice("format", "text", ("text", "json"))
+    if kind_s is None:
+        return None
+    return SinkConfig(
+        kind=kind_s,
+        name=name,
+        topics=topics,
+        path=_relative_to(base_dir, sink_path) if kind_s != "stdout" else None,
+        rotate_bytes=rotate_bytes,
+        rotate_s=rotate_s,
+        batch_size=batch_size,
+        flush_interval_s=flush,
+        format=fmt,
+    )
+
+
+def _read_worker(ctx: _Ctx, data: Mapping[str, Any]) -> WorkerConfig:
+    t = _Table(ctx, "worker", data, _WORKER_KEYS)
+    d = WorkerConfig()
+    return WorkerConfig(
+        udp_port=t.integer("udp_port", d.udp_port, 1, 65535),
+        stats_interval_s=t.number("stats_interval_s", d.stats_interval_s, 0.1, 3600.0, "s"),
+    )
+
+
+def _read_supervisor(ctx: _Ctx, data: Mapping[str, Any]) -> RestartPolicy:
+    t = _Table(ctx, "supervisor", data, _SUPERVISOR_KEYS)
+    d = RestartPolicy()
+    initial = t.number("backoff_initial_s", d.backoff_initial, 0.0, 3600.0, "s")
+    cap = t.number("backoff_max_s", d.backoff_max, 0.0, 86400.0, "s")
+    if cap < initial:
+        ctx.error(
+            t.key("backoff_max_s") if t.has("backoff_max_s") else t.key("backoff_initial_s"),
+            f"backoff_max_s = {_fmt(cap)} is below backoff_initial_s = {_fmt(initial)}",
+            "make backoff_max_s at least backoff_initial_s",
+        )
+        cap = initial
+    return RestartPolicy(
+        start_seconds=t.number("start_s", d.start_seconds, 0.0, 3600.0, "s"),
+        backoff_initial=initial,
+        backoff_factor=t.number("backoff_factor", d.backoff_factor, 1.0, 10.0),
+        backoff_max=cap,
+        jitter=t.number("jitter", d.jitter, 0.0, 1.0),
+        max_quick_failures=t.integer("max_quick_failures", d.max_quick_failures, 1, 1000),
+        stop_timeout=t.number("stop_timeout_s", d.stop_timeout, 0.0, 3600.0, "s", lo_open=True),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# entry points
+
+
+def parse_config(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
+    """Parse and validate TOML ``text``; raise ``ConfigError`` listing every problem.
+
+    ``filename`` only labels error messages; relative sink/log paths are joined to ``base_dir``
+    when given (``load_config`` passes the file's directory).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else None
+        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
+        col = f" (column {m.group(2)})" if m else ""
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    filename,
+                    "",
+                    line,
+                    f"TOML syntax error: {problem}{col}",
+                    "check quotes, brackets and '=' on that line (strings need quotes, "
+                    "tables are written [name] or [[name]])",
+                )
+            ]
+        ) from None
+
+    ctx = _Ctx(filename, text)
+    top = _Table(ctx, "", raw, _TOP_KEYS)
+    bus = _read_bus(ctx, top.table("bus"))
+    logging_ = _read_logging(ctx, top.table("logging"), base_dir)
+    defaults, inherited = _read_defaults(ctx, top.table("defaults"))
+
+    plcs: dict[str, PlcConfig] = {}
+    entries = top.array_of_tables("plc", "plc")
+    if not entries and "plc" not in raw:
+        ctx.error(
+            "plc",
+            "no [[plc]] entries: there is nothing to consume",
+            "add a [[plc]] section with name, address and at least one [[plc.tag]]",
+        )
+    first_use: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        # Checked on the raw name so a duplicate is reported even when either entry has
+        # other problems.
+        raw_name = entry.get("name")
+        duplicate = isinstance(raw_name, str) and raw_name in first_use
+        if duplicate and isinstance(raw_name, str):
+            ctx.error(
+                f"plc[{i}].name",
+                f"PLC name {raw_name!r} is already used by {first_use[raw_name]}",
+                "give every [[plc]] a unique name (it is part of every topic)",
+            )
+        elif isinstance(raw_name, str):
+            first_use[raw_name] = f"plc[{i}]"
+        plc = _read_plc(ctx, i, entry, defaults, inherited)
+        if plc is None or duplicate:
+            continue
+        plcs[plc.name] = plc
+
+    sinks: list[SinkConfig] = []
+    sink_names: dict[str, str] = {}
+    for i, entry in enumerate(top.array_of_tables("sink", "sink")):
+        sink = _read_sink(ctx, i, entry, plcs, base_dir)
+        if sink is None:
+            continue
+        if sink.name in sink_names:
+            ctx.error(
+                f"sink[{i}].name" if "name" in entry else f"sink[{i}]",
+                f"sink name {sink.name!r} is already used by {sink_names[sink.name]}",
+                "give every [[sink]] a unique name",
+            )
+            continue
+        sink_names[sink.name] = f"sink[{i}]"
+        sinks.append(sink)
+
+    worker = _read_worker(ctx, top.table("worker"))
+    supervisor = _read_supervisor(ctx, top.table("supervisor"))
+
+    if ctx.issues:
+        raise ConfigError(ctx.issues)
+    return Config(
+        source=filename,
+        bus=bus,
+        logging=logging_,
+        defaults=defaults,
+        plcs=tuple(plcs.values()),
+        sinks=tuple(sinks),
+        worker=worker,
+        supervisor=supervisor,
+        key_lines=MappingProxyType(dict(ctx.keylines.lines)),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the TOML file at ``path``."""
+    filename = os.fspath(path)
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    filename,
+                    "",
+                    None,
+                    f"cannot read the file: {exc.strerror or exc}",
+                    "check the path and its permissions",
+                )
+            ]
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    filename,
+                    "",
+                    line,
+                    "the file is not valid UTF-8",
+                    "save it as UTF-8 (TOML requires it)",
+                )
+            ]
+        ) from None
+    return parse_config(text, filename, base_dir=os.path.dirname(os.path.abspath(filename)))
+
+
+def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:
+    """The consumer definitions of every PLC, keyed by PLC name, in file order."""
+    out: dict[str, tuple[ConsumerSpec, ...]] = {}
+    for plc in config.plcs:
+        out[plc.name] = tuple(
+            ConsumerSpec(
+                plc=plc.name,
+                address=plc.address,
+                slot=plc.slot,
+                route=plc.route,
+                tag=tag.name,
+                # The Forward_Open carries RPIs as UDINT microseconds (protocol.md 5.2 / 7.5).
+                rpi_us=round(tag.rpi_ms * 1000),
+                ot_rpi_us=round(tag.ot_rpi_ms * 1000),
+                multiplier=multiplier_code(tag.multiplier),
+                multicast=tag.transport == "multicast",
+                size=tag.size,
+                alias=tag.alias,
+                udp_port=plc.udp_port,
+            )
+            for tag in plc.tags
+        )
+    return out
+
+
+def group_by_local_address(
+    config: Config,
+    resolve: Callable[[str], str],
+    interface_address: Callable[[str], str] | None = None,
+) -> tuple[WorkerGroup, ...]:
+    """Group PLCs into I/O workers by the local address that reaches each one.
+
+    A PLC's ``local_address`` wins; else its ``interface`` is turned into an address by
+    ``interface_address(name)``; else ``resolve(plc_address)`` says which local address routes to
+    it (the supervisor passes a function that asks the OS). Groups come sorted by address so that
+    worker names are stable across runs. Failures of the callbacks become ``ConfigError`` naming
+    the PLC's key.
+    """
+    specs = consumer_specs(config)
+    keylines = _KeyLines("")
+    keylines.lines = dict(config.key_lines)
+    groups: dict[str, tuple[list[str], list[ConsumerSpec]]] = {}
+    for i, plc in enumerate(config.plcs):
+        key = f"plc[{i}]"
+        try:
+            if plc.local_address is not None:
+                local = plc.local_address
+            elif plc.interface is not None:
+                if interface_address is None:
+                    raise UsageError(
+                        f"{key} names interface {plc.interface!r} but no interface_address "
+                        "callback was given to group_by_local_address"
+                    )
+                key = f"{key}.interface"
+                local = interface_address(plc.interface)
+            else:
+                key = f"{key}.address"
+                local = resolve(plc.address)
+            local = str(ipaddress.IPv4Address(local))
+        except (OSError, ValueError, LookupError) as exc:
+            if isinstance(exc, UsageError):
+                raise
+            target = f"interface {plc.interface!r}" if key.endswith("interface") else plc.address
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        config.source,
+                        key,
+                        keylines.find(key),
+                        f"cannot find the local address for PLC {plc.name!r} ({target}): {exc}",
+                        "check the interface is up and a route exists (`ip route get "
+                        f"{plc.address}`), or set local_address for this PLC",
+                    )
+                ]
+            ) from exc
+        names, consumers = groups.setdefault(local, ([], []))
+        names.append(plc.name)
+        consumers.extend(specs[plc.name])
+    return tuple(
+        WorkerGroup(local_address=addr, plcs=tuple(names), consumers=tuple(consumers))
+        for addr, (names, consumers) in sorted(
+            groups.items(), key=lambda kv: ipaddress.IPv4Address(kv[0])
+        )
+    )
