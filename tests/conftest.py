@@ -1,0 +1,35 @@
+"""Shared fixtures. Keep this file small: helpers live in ``tests/support/``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# ``tests.support`` and ``tests.golden`` are imported by absolute name; make sure the checkout
+# root is importable however pytest was started (``pytest``, ``python -m pytest``, an IDE).
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.support import golden_pcap
+from tests.support import tshark as _tshark
+
+
+@pytest.fixture(scope="session")
+def tshark_bin() -> str:
+    """Path of tshark; skips the test when missing (fails when PYCONPRO_REQUIRE_TSHARK=1)."""
+    return _tshark.require_tshark()
+
+
+@pytest.fixture(scope="session")
+def tshark_frames(tshark_bin: str) -> Callable[[str], dict[int, _tshark.FrameFields]]:
+    """``tshark_frames("eipscanner_opener.pcap")`` -> {frame number: FrameFields}; each
+    reference capture is dissected once per session."""
+
+    def get(name: str) -> dict[int, _tshark.FrameFields]:
+        return _tshark.dissect(golden_pcap(name))
+
+    return get
