@@ -1,0 +1,130 @@
+"""Flat, JSON-safe records of bus messages: the one mapping the file, SQLite and stdout sinks
+share, so that every output names and formats a field the same way.
+
+JSON has no NaN or infinities; a REAL tag can hold them. They are written as the strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (the raw bytes are always there too), so every
+line stays strict JSON that any parser accepts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from typing import Any
+
+from acquisition.wire import Event, Sample, Stats, Value, is_number
+from sinks.base import BusGap
+
+# Column order of each output stream (CSV header, SQLite column order, JSON key order).
+SAMPLE_FIELDS = (
+    "time", "t_wall_ns", "t_mono_ns", "plc", "tag", "type", "value", "value_real",
+    "cip_seq", "gap", "publisher", "seq", "raw",
+)  # fmt: skip
+EVENT_FIELDS = (
+    "time", "t_wall_ns", "t_mono_ns", "plc", "tag", "kind", "state_from", "state_to",
+    "cip_general", "cip_extended", "status_text", "message", "publisher", "seq",
+)  # fmt: skip
+GAP_FIELDS = (
+    "time", "t_wall_ns", "publisher", "topic", "expected_seq", "received_seq", "missed",
+    "restart",
+)  # fmt: skip
+STATS_FIELDS = ("time", "t_wall_ns", "t_mono_ns", "worker", "publisher", "seq", "counters")
+
+
+def json_safe(value: Value) -> Any:
+    """``value`` with non-finite floats replaced by their names (see module docstring)."""
+    if type(value) is float:
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if type(value) is list:
+        return [json_safe(v) for v in value]
+    if type(value) is dict:
+        return {k: json_safe(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> str:
+    """Compact strict JSON, UTF-8 characters kept readable."""
+    return json.dumps(json_safe(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def iso_time(t_wall_ns: int) -> str:
+    """``2023-11-14T22:13:20.123456789Z`` (UTC, nanoseconds kept)."""
+    secs, ns = divmod(t_wall_ns, 1_000_000_000)
+    try:
+        base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return f"@{t_wall_ns}ns"
+    return f"{base}.{ns:09d}Z"
+
+
+def value_real(value: Value) -> float | None:
+    """The value as a float when it is a scalar number (bool as 0/1), else None."""
+    return float(value) if is_number(value) else None  # type: ignore[arg-type]
+
+
+def sample_record(s: Sample) -> dict[str, Any]:
+    """``value`` stays a JSON-safe structure here; writers decide how to serialize it."""
+    return {
+        "time": iso_time(s.t_wall_ns),
+        "t_wall_ns": s.t_wall_ns,
+        "t_mono_ns": s.t_mono_ns,
+        "plc": s.plc,
+        "tag": s.tag,
+        "type": s.type_name,
+        "value": json_safe(s.value),
+        "value_real": json_safe(value_real(s.value)),
+        "cip_seq": s.cip_seq,
+        "gap": s.gap,
+        "publisher": s.publisher,
+        "seq": s.seq,
+        "raw": s.raw.hex(),
+    }
+
+
+def event_record(e: Event) -> dict[str, Any]:
+    return {
+        "time": iso_time(e.t_wall_ns),
+        "t_wall_ns": e.t_wall_ns,
+        "t_mono_ns": e.t_mono_ns,
+        "plc": e.plc,
+        "tag": e.tag,
+        "kind": str(e.kind),
+        "state_from": e.state_from,
+        "state_to": e.state_to,
+        "cip_general": e.cip_general,
+        "cip_extended": e.cip_extended,
+        "status_text": e.status_text,
+        "message": e.message,
+        "publisher": e.publisher,
+        "seq": e.seq,
+    }
+
+
+def gap_record(g: BusGap) -> dict[str, Any]:
+    return {
+        "time": iso_time(g.t_wall_ns),
+        "t_wall_ns": g.t_wall_ns,
+        "publisher": g.publisher,
+        "topic": g.topic,
+        "expected_seq": g.expected_seq,
+        "received_seq": g.received_seq,
+        "missed": g.missed,
+        "restart": g.restart,
+    }
+
+
+def stats_record(s: Stats) -> dict[str, Any]:
+    return {
+        "time": iso_time(s.t_wall_ns),
+        "t_wall_ns": s.t_wall_ns,
+        "t_mono_ns": s.t_mono_ns,
+        "worker": s.worker,
+        "publisher": s.publisher,
+        "seq": s.seq,
+        "counters": json_safe(s.counters),
+    }
