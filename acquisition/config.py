@@ -53,6 +53,7 @@ __all__ = [
     "load_config",
     "multiplier_code",
     "parse_config",
+    "sink_argv",
     "validate_tag_name",
 ]
 
@@ -200,17 +201,29 @@ class PlcConfig:
 
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
-    """A ``[[sink]]`` entry. Options that do not apply to ``kind`` keep their defaults."""
+    """A ``[[sink]]`` entry; one sink process (``pyconpro sink KIND``, see ``sink_argv``).
+
+    Options that do not apply to ``kind`` are refused in the file and keep their defaults here.
+    """
 
     kind: SinkKind
     name: str
-    topics: tuple[str, ...] = ("sample/", "event/")
+    topics: tuple[str, ...] = ("sample/", "event/", "stats/")
+    rcvhwm: int = 100_000
+    batch_size: int = 1000
+    flush_interval_s: float = 1.0  # stdout: 0.1
+    drain_max_s: float = 5.0
+    # sqlite
     path: str | None = None
-    rotate_bytes: int | None = None
-    rotate_s: float | None = None
-    batch_size: int = 500
-    flush_interval_s: float = 1.0
-    format: Literal["text", "json"] = "text"
+    synchronous: str = "NORMAL"
+    # jsonl, csv
+    directory: str | None = None
+    prefix: str = "pyconpro"
+    rotate_bytes: int = 64 * 1024 * 1024  # 0 = never
+    rotate_s: float = 3600.0  # 0 = never
+    fsync: bool = False
+    # stdout
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,17 +638,15 @@ _SUPERVISOR_KEYS: Final = (
     "max_quick_failures", "stop_timeout_s",
 )  # fmt: skip
 _TOP_KEYS: Final = ("bus", "logging", "defaults", "plc", "sink", "worker", "supervisor")
-_SINK_COMMON: Final = ("kind", "name", "topics")
+_SINK_COMMON: Final = (
+    "kind", "name", "topics", "rcvhwm", "batch_size", "flush_interval_s", "drain_max_s",
+)  # fmt: skip
+_FILE_OPTIONS: Final = ("directory", "prefix", "rotate_bytes", "rotate_s", "fsync")
 _SINK_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "sqlite": ("path", "batch_size", "flush_interval_s"),
-    "jsonl": ("path", "rotate_bytes", "rotate_s", "batch_size", "flush_interval_s"),
-    "csv": ("path", "rotate_bytes", "rotate_s", "batch_size", "flush_interval_s"),
-    "stdout": ("format",),
-}
-_SINK_DEFAULT_PATH: Final = {
-    "sqlite": "pyconpro.sqlite3",
-    "jsonl": "pyconpro.jsonl",
-    "csv": "pyconpro.csv",
+    "sqlite": ("path", "synchronous"),
+    "jsonl": _FILE_OPTIONS,
+    "csv": _FILE_OPTIONS,
+    "stdout": ("raw",),
 }
 
 
@@ -1037,32 +1048,24 @@ def _read_sink(
     path = f"sink[{index}]"
     kind_v = data.get("kind")
     kind = kind_v if isinstance(kind_v, str) and kind_v in SINK_KINDS else None
-    allowed = (
-        *_SINK_COMMON,
-        *(_SINK_OPTIONS[kind] if kind else sorted({o for v in _SINK_OPTIONS.values() for o in v})),
-    )
+    every_option = sorted({o for opts in _SINK_OPTIONS.values() for o in opts})
     if kind is not None:
-        for key in data:
-            if key not in allowed and any(key in opts for opts in _SINK_OPTIONS.values()):
-                kinds = [k for k, opts in _SINK_OPTIONS.items() if key in opts]
-                ctx.error(
-                    _join(path, key),
-                    f"{key} is not an option of sink kind {kind!r}",
-                    f"it applies to kind {', '.join(repr(k) for k in kinds)}; remove it",
-                )
-        data = {
-            k: v
-            for k, v in data.items()
-            if k in allowed or not any(k in o for o in _SINK_OPTIONS.values())
-        }
+        # An option of another kind is a clearer mistake than an unknown key: say whose it is.
+        for key in [k for k in data if k in every_option and k not in _SINK_OPTIONS[kind]]:
+            kinds = [k for k, opts in _SINK_OPTIONS.items() if key in opts]
+            ctx.error(
+                _join(path, key),
+                f"{key} is not an option of sink kind {kind!r}",
+                f"it applies to kind {', '.join(repr(k) for k in kinds)}; remove it",
+            )
+        data = {k: v for k, v in data.items() if k not in every_option or k in _SINK_OPTIONS[kind]}
+    allowed = (*_SINK_COMMON, *(_SINK_OPTIONS[kind] if kind else every_option))
     t = _Table(ctx, path, data, allowed)
-    kind_s = t.choice("kind", None, SINK_KINDS)
     if not t.has("kind"):
-        ctx.error(
-            path + ".kind",
-            "missing required key 'kind'",
-            f"add kind = one of {', '.join(repr(k) for k in SINK_KINDS)}",
-        )
+        choices = ", ".join(f'"{k}"' for k in SINK_KINDS)
+        ctx.error(path + ".kind", "missing required key 'kind'", f"add kind = one of {choices}")
+    kind_s = t.choice("kind", None, SINK_KINDS)
+    d = SinkConfig(kind="stdout", name="")
     name = t.string("name", f"{kind_s or 'sink'}-{index}")
     if not _TOPIC_SEGMENT.fullmatch(name):
         ctx.error(
@@ -1071,7 +1074,7 @@ def _read_sink(
             "use 1-64 characters from A-Z a-z 0-9 _ . -",
         )
     topics_v = t.raw("topics")
-    topics: tuple[str, ...] = SinkConfig.__dataclass_fields__["topics"].default  # type: ignore[assignment]
+    topics = d.topics
     if topics_v is not _MISSING:
         if not isinstance(topics_v, list) or not all(isinstance(x, str) for x in topics_v):
             ctx.error(
@@ -1079,33 +1082,95 @@ def _read_sink(
                 "topics must be an array of strings",
                 'write e.g. topics = ["sample/", "event/line1/"]',
             )
+        elif not topics_v:
+            ctx.error(
+                t.key("topics"),
+                "topics is empty, so this sink would receive nothing",
+                'list at least one prefix, e.g. topics = ["sample/"], or remove the key',
+            )
         else:
             topics = tuple(topics_v)
             for i, topic in enumerate(topics):
                 _check_topic_filter(ctx, f"{t.key('topics')}[{i}]", topic, plcs)
-    sink_path = t.string("path", _SINK_DEFAULT_PATH.get(kind_s or "", None))
-    if sink_path == "":
+    flush_default = 0.1 if kind_s == "stdout" else d.flush_interval_s
+    common = {
+        "rcvhwm": t.integer("rcvhwm", d.rcvhwm, 1, 10_000_000, "messages"),
+        "batch_size": t.integer("batch_size", d.batch_size, 1, 1_000_000),
+        "flush_interval_s": t.number("flush_interval_s", flush_default, 0.0, 3600.0, "s"),
+        "drain_max_s": t.number("drain_max_s", d.drain_max_s, 0.0, 3600.0, "s"),
+    }
+    db = t.string("path", "pyconpro.sqlite3")
+    directory = t.string("directory", "data")
+    for key, value in (("path", db), ("directory", directory)):
+        if t.has(key) and value == "":
+            ctx.error(t.key(key), f"{key} is empty", f'write a {key}, e.g. {key} = "data"')
+    prefix = t.string("prefix", d.prefix)
+    if t.has("prefix") and not _TOPIC_SEGMENT.fullmatch(prefix):
         ctx.error(
-            t.key("path"), "path is empty", 'write a file name, e.g. path = "data/line1.sqlite3"'
+            t.key("prefix"),
+            f"prefix = {prefix!r} is not a plain file name prefix",
+            "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/')",
         )
-    rotate_bytes = t.integer("rotate_bytes", None, 1024, 1 << 50, "bytes")
-    rotate_s = t.number("rotate_s", None, 1.0, 366 * 86400.0, "s")
-    batch_size = t.integer("batch_size", 500, 1, 1_000_000)
-    flush = t.number("flush_interval_s", 1.0, 0.0, 3600.0, "s", lo_open=True)
-    fmt = t.choice("format", "text", ("text", "json"))
+    rotate_bytes = t.integer("rotate_bytes", d.rotate_bytes, 0, 1 << 50, "bytes")
+    if t.has("rotate_bytes") and 0 < rotate_bytes < 4096:
+        ctx.error(
+            t.key("rotate_bytes"),
+            f"rotate_bytes = {rotate_bytes} would start a new file every few records",
+            "use 0 (never rotate by size) or at least 4096",
+        )
+    rotate_s = t.number("rotate_s", d.rotate_s, 0.0, 366 * 86400.0, "s")
+    synchronous = t.choice(
+        "synchronous", d.synchronous, ("OFF", "NORMAL", "FULL", "EXTRA"), fold=True
+    )
+    fsync = t.boolean("fsync", d.fsync)
+    raw = t.boolean("raw", d.raw)
     if kind_s is None:
         return None
     return SinkConfig(
         kind=kind_s,
         name=name,
         topics=topics,
-        path=_relative_to(base_dir, sink_path) if kind_s != "stdout" else None,
+        path=_relative_to(base_dir, db) if kind_s == "sqlite" else None,
+        synchronous=synchronous,
+        directory=_relative_to(base_dir, directory) if kind_s in ("jsonl", "csv") else None,
+        prefix=prefix,
         rotate_bytes=rotate_bytes,
         rotate_s=rotate_s,
-        batch_size=batch_size,
-        flush_interval_s=flush,
-        format=fmt,
+        fsync=fsync,
+        raw=raw,
+        **common,
     )
+
+
+def sink_argv(sink: SinkConfig, endpoint: str, log_level: str = "INFO") -> list[str]:
+    """Arguments after ``pyconpro sink`` that run ``sink`` subscribed to ``endpoint``.
+
+    Mirrors the options of ``sinks/cli.py`` (a test parses the result with that parser).
+    """
+    argv = [sink.kind, "--connect", endpoint]
+    for topic in sink.topics:
+        argv += ["--topic", topic]
+    argv += [
+        "--rcvhwm", str(sink.rcvhwm),
+        "--batch-size", str(sink.batch_size),
+        "--flush-interval", repr(sink.flush_interval_s),
+        "--drain-max", repr(sink.drain_max_s),
+        "--log-level", log_level if log_level != "CRITICAL" else "ERROR",
+    ]  # fmt: skip
+    if sink.kind == "sqlite":
+        argv += ["--db", sink.path or "pyconpro.sqlite3", "--synchronous", sink.synchronous]
+    elif sink.kind in ("jsonl", "csv"):
+        argv += [
+            "--dir", sink.directory or "data",
+            "--prefix", sink.prefix,
+            "--max-bytes", str(sink.rotate_bytes),
+            "--max-seconds", repr(sink.rotate_s),
+        ]  # fmt: skip
+        if sink.fsync:
+            argv.append("--fsync")
+    elif sink.raw:
+        argv.append("--raw")
+    return argv
 
 
 def _read_worker(ctx: _Ctx, data: Mapping[str, Any]) -> WorkerConfig:
