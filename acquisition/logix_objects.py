@@ -513,7 +513,8 @@ def parse_template_definition(
     """
     count = attributes.member_count
     records = parse_template_records(data, count)
-    strings = data[_TEMPLATE_RECORD.size * count:].split(b"\x00")
+    # Only NUL-terminated strings count: bytes after the last NUL are padding or truncation.
+    strings = data[_TEMPLATE_RECORD.size * count:].split(b"\x00")[:-1]
     template_name: str | None = None
     names: list[str] = []
     for raw in strings:
@@ -528,8 +529,8 @@ def parse_template_definition(
                                   "template definition")
         template_name = names.pop(0)
     if len(names) < count:
-        raise MalformedPacket(f"{count} member names, got {len(names)}", len(data),
-                              "template definition")
+        raise MalformedPacket(f"{count} NUL-terminated member names, got {len(names)}",
+                              len(data), "template definition")
     template_name = TEMPLATE_NAME_ALIASES.get(template_name, template_name)
     members: list[Member] = []
     unknown = 0

@@ -61,7 +61,9 @@ _scalar_codes = st.sampled_from(
 
 
 @st.composite
-def struct_types(draw: st.DrawFn, depth: int = 2) -> StructType:
+def struct_types(
+    draw: st.DrawFn, depth: int = 2, codes: st.SearchStrategy[DataTypeCode] = _scalar_codes
+) -> StructType:
     """Random UDTs: atomics, BOOL members, 1-D arrays, BOOL arrays, STRING, nested UDTs."""
     n = draw(st.integers(1, 6))
     names = draw(st.lists(_member_names, min_size=n, max_size=n,
@@ -71,17 +73,17 @@ def struct_types(draw: st.DrawFn, depth: int = 2) -> StructType:
         kind = draw(st.sampled_from(["atomic", "bool", "array", "boolarray", "string", "struct"]
                                     if depth else ["atomic", "bool", "array", "boolarray"]))
         if kind == "atomic":
-            specs.append((name, AtomicType(draw(_scalar_codes))))
+            specs.append((name, AtomicType(draw(codes))))
         elif kind == "bool":
             specs.append((name, "BOOL"))
         elif kind == "array":
-            specs.append((name, AtomicType(draw(_scalar_codes)), draw(st.integers(1, 4))))
+            specs.append((name, AtomicType(draw(codes)), draw(st.integers(1, 4))))
         elif kind == "boolarray":
             specs.append((name, "BOOL", 32 * draw(st.integers(1, 2))))
         elif kind == "string":
             specs.append((name, "STRING"))
         else:
-            inner = draw(struct_types(depth - 1))
+            inner = draw(struct_types(depth - 1, codes))
             dims = draw(st.sampled_from([None, 2]))
             specs.append((name, inner, dims))
     udt_name = "T" + draw(st.from_regex(r"[A-Za-z0-9_]{0,10}", fullmatch=True))
