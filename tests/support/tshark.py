@@ -165,14 +165,16 @@ class FrameFields:
         return parse_bytes(self.one(name))
 
     # -- structure
-    def layer(self, name: str) -> list[FrameFields]:
+    def layer(self, name: str, skip: Sequence[str] = ()) -> list[FrameFields]:
         """One ``FrameFields`` per occurrence of protocol layer ``name`` (e.g. several
-        ``enip`` PDUs in one TCP segment)."""
+        ``enip`` PDUs in one TCP segment). Text nodes whose label starts with one of ``skip``
+        are left out with everything below them: e.g. ``GENERATED`` drops what tshark copies
+        from the matching request (a Forward_Close repeats its Forward_Open's path)."""
         out = []
         for lname, tree in self._layer_trees:
             if lname == name:
                 sub = FrameFields(self.number, layers=[lname])
-                _flatten(tree, sub)
+                _flatten(tree, sub, tuple(skip))
                 out.append(sub)
         return out
 
@@ -193,10 +195,16 @@ def parse_bytes(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-def _flatten(tree: object, out: FrameFields) -> None:
+#: Labels of tshark tree nodes that hold generated copies of another frame's fields.
+GENERATED = ("Connection Information",)
+
+
+def _flatten(tree: object, out: FrameFields, skip: tuple[str, ...] = ()) -> None:
     if not isinstance(tree, _Obj):
         return
     for key, value in tree:
+        if skip and key.startswith(skip):
+            continue
         if key == "_ws.expert" and isinstance(value, _Obj):
             d = {k: v for k, v in value if isinstance(v, str)}
             out.expert.append(
@@ -209,13 +217,13 @@ def _flatten(tree: object, out: FrameFields) -> None:
         if isinstance(value, str):
             out.fields.setdefault(key, []).append(value)
         elif isinstance(value, _Obj):
-            _flatten(value, out)
+            _flatten(value, out, skip)
         elif isinstance(value, list):  # a JSON array of values
             for v in value:
                 if isinstance(v, str):
                     out.fields.setdefault(key, []).append(v)
                 else:
-                    _flatten(v, out)
+                    _flatten(v, out, skip)
 
 
 def _parse_json(text: str) -> dict[int, FrameFields]:
