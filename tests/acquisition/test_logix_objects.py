@@ -495,3 +495,14 @@ def test_tag_type_errors() -> None:
         tag_type(SymbolInstance.for_tag(1, "S", STRING), {}.__getitem__)
     with pytest.raises(UsageError, match="structure_size"):
         tag_byte_size(SymbolInstance(1, name="S", type_word=0x8FCE))
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(struct_types(1))
+def test_random_template_definition_prefixes_are_malformed(udt: StructType) -> None:
+    structs = all_structs(udt)
+    attrs = TemplateAttributes.for_struct(udt)
+    assert_prefixes_malformed(
+        lambda b: parse_template_definition(b, attrs, instance_id=udt.instance_id,
+                                            lookup=structs.__getitem__),
+        encode_template_definition(udt))

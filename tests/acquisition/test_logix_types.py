@@ -11,6 +11,7 @@ import struct
 from typing import Any
 
 import hypothesis.strategies as st
+import msgpack
 import pytest
 from hypothesis import given, settings
 from pycomm3.cip import data_types as p3
@@ -384,8 +385,11 @@ def test_round_trip(tv: tuple[LogixType, Any]) -> None:
     t, v = tv
     raw = compile_encoder(t)(v)
     assert len(raw) == byte_size(t)
-    assert compile_decoder(t)(raw) == v
-    assert compile_encoder(t)(compile_decoder(t)(raw)) == raw
+    decoded = compile_decoder(t)(raw)
+    assert decoded == v
+    assert compile_encoder(t)(decoded) == raw
+    # msgpack-native: survives the bus serialization unchanged (ARCHITECTURE.md wire contract)
+    assert msgpack.unpackb(msgpack.packb(decoded)) == decoded
 
 
 def test_decoder_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
