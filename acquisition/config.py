@@ -289,6 +289,11 @@ class ConsumerSpec:
     def multiplier_factor(self) -> int:
         return 4 << self.multiplier
 
+    @property
+    def hops(self) -> tuple[RouteHop, ...]:
+        """The full port-segment path: the route, then the backplane hop to ``slot``."""
+        return (*self.route, RouteHop(1, self.slot))
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerGroup:
