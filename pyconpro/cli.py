@@ -15,7 +15,9 @@ from pyconpro import __version__
 
 # name -> (module, one-line help). The module provides ``add_arguments(parser)`` and
 # ``run(args) -> int``; it is imported only when its command runs, so `--help` stays fast.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sink": ("sinks.cli", "run a sink process (sqlite, jsonl, csv, stdout)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
