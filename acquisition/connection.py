@@ -1,0 +1,953 @@
+"""The originator side of one produced-tag class-1 connection, as a sans-IO state machine.
+
+Owns: the life of one consumer connection (size discovery, Forward_Open, heartbeats, T->O
+watchdog, back-off, rejects, Forward_Close), the allocation of connection serials and T->O
+connection ids for one originator (``Originator``), and a per-connection flight recorder.
+Implements protocol.md 5.3 (fresh triad per Forward_Open), 5.4 (watchdog = API x multiplier),
+5.7 (the originator picks non-zero, unique P2P T->O ids), 5.8 (use the granted APIs, the T->O
+sockaddr item for multicast), 5.9 (failure replies and their additional words), 6.5 (heartbeats
+from right after the reply, on absolute deadlines), 7.6 (which rejects are permanent) and 7.7
+(the robust originator algorithm: back-off with jitter and a cap, retry after the old
+connection's timeout, Forward_Close on every stop).
+
+No I/O: every input is a method call that takes ``now`` (seconds, monotonic). What the caller
+must do is queued as ``Output`` values and collected with ``take_outputs()``; the caller asks
+``next_deadline()`` when to call ``on_timer(now)`` next (the aioquic pattern, STYLE.md #2).
+
+States (``State``) and their transitions are the data table ``TRANSITIONS``; ``_transition`` is
+the single place that changes ``state`` and it emits exactly one ``ConnEvent`` per transition.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from acquisition import cip, class1, cm, cpf, epath
+from acquisition.errors import MalformedPacket, UsageError
+from acquisition.logix_types import LogixType, byte_size
+from acquisition.status import describe_cip_status, extended_status_text, general_status_text
+
+__all__ = [
+    "TRANSITIONS",
+    "BackoffPolicy",
+    "ConnEvent",
+    "Connection",
+    "ConsumerParams",
+    "FlightRecorder",
+    "JoinGroup",
+    "LeaveGroup",
+    "Listen",
+    "Originator",
+    "Output",
+    "RejectClass",
+    "Resolve",
+    "SendForwardClose",
+    "SendForwardOpen",
+    "SendHeartbeat",
+    "State",
+    "Timing",
+    "Trigger",
+    "Unlisten",
+    "classify_reject",
+]
+
+
+class Rng(Protocol):
+    """What we need from ``random.Random`` (injected so tests are deterministic)."""
+
+    def getrandbits(self, k: int) -> int: ...
+
+    def random(self) -> float: ...
+
+
+# --------------------------------------------------------------------------- states and table
+
+
+class State(enum.StrEnum):
+    IDLE = "IDLE"  # created, not started
+    RESOLVING = "RESOLVING"  # learning the tag's type/size by explicit messaging (9.4)
+    OPENING = "OPENING"  # Forward_Open sent, waiting for the reply
+    RUNNING = "RUNNING"  # connection open: heartbeats out, data in
+    CLOSING = "CLOSING"  # Forward_Close sent on stop, waiting for the reply
+    BACKOFF = "BACKOFF"  # waiting before the next attempt
+    FAILED = "FAILED"  # permanent error (configuration); only stop() leaves it
+    CLOSED = "CLOSED"  # stopped; terminal
+
+
+class Trigger(enum.StrEnum):
+    START_RESOLVE = "start, size unknown"
+    START_OPEN = "start, size known"
+    RESOLVED = "size resolved"
+    RESOLVE_FAILED = "size discovery failed (transient)"
+    RESOLVE_FATAL = "size discovery failed (permanent)"
+    OPENED = "Forward_Open accepted"
+    REOPEN_NOW = "Forward_Open rejected, retry at once with new values"
+    REJECTED = "Forward_Open rejected (transient)"
+    REJECTED_FATAL = "Forward_Open rejected (permanent)"
+    REQUEST_FAILED = "request failed (session, timeout, malformed reply)"
+    WATCHDOG = "T->O watchdog expired"
+    RETRY_OPEN = "back-off over, size known"
+    RETRY_RESOLVE = "back-off over, size unknown"
+    STOP = "stop, a connection may be open"
+    STOP_NOW = "stop, nothing open"
+    CLOSE_DONE = "Forward_Close answered or gave up"
+
+
+S, T = State, Trigger
+#: (state, trigger) -> next state. Anything not listed is not a transition.
+TRANSITIONS: Mapping[tuple[State, Trigger], State] = {
+    (S.IDLE, T.START_RESOLVE): S.RESOLVING,
+    (S.IDLE, T.START_OPEN): S.OPENING,
+    (S.IDLE, T.STOP_NOW): S.CLOSED,
+    (S.RESOLVING, T.RESOLVED): S.OPENING,
+    (S.RESOLVING, T.RESOLVE_FAILED): S.BACKOFF,
+    (S.RESOLVING, T.RESOLVE_FATAL): S.FAILED,
+    (S.RESOLVING, T.STOP_NOW): S.CLOSED,
+    (S.OPENING, T.OPENED): S.RUNNING,
+    (S.OPENING, T.REOPEN_NOW): S.OPENING,
+    (S.OPENING, T.REJECTED): S.BACKOFF,
+    (S.OPENING, T.REJECTED_FATAL): S.FAILED,
+    (S.OPENING, T.REQUEST_FAILED): S.BACKOFF,
+    # A Forward_Open in flight may open the connection: close its triad (TCP keeps the order).
+    (S.OPENING, T.STOP): S.CLOSING,
+    (S.RUNNING, T.WATCHDOG): S.BACKOFF,
+    (S.RUNNING, T.STOP): S.CLOSING,
+    (S.CLOSING, T.CLOSE_DONE): S.CLOSED,
+    (S.BACKOFF, T.RETRY_OPEN): S.OPENING,
+    (S.BACKOFF, T.RETRY_RESOLVE): S.RESOLVING,
+    (S.BACKOFF, T.STOP_NOW): S.CLOSED,
+    (S.FAILED, T.STOP_NOW): S.CLOSED,
+}
+del S, T
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class ConnEvent:
+    """Something a person or a log should see. ``kind`` is a ``wire.EventKind`` value."""
+
+    kind: str
+    message: str
+    state_from: str | None = None
+    state_to: str | None = None
+    cip_general: int | None = None
+    cip_extended: int | None = None
+    status_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Learn the tag's type and size; answer with ``on_resolved`` / ``on_resolve_error``."""
+
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendForwardOpen:
+    """Send over the PLC's session; answer with ``on_forward_open_reply(now, request, ...)`` or
+    ``on_request_error(now, request, text)``."""
+
+    request: cm.ForwardOpenRequest
+
+
+@dataclass(frozen=True, slots=True)
+class SendForwardClose:
+    """Send over the PLC's session. When ``awaited`` the connection waits in CLOSING for
+    ``on_forward_close_reply`` / ``on_request_error``; otherwise the reply only gets logged
+    (best-effort close of a connection we gave up on, which frees the PLC's consumer slot)."""
+
+    request: cm.ForwardCloseRequest
+    awaited: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SendHeartbeat:
+    """One O->T datagram to (PLC address, ``port``)."""
+
+    datagram: bytes
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Route T->O datagrams with ``connection_id`` from the PLC to this connection."""
+
+    connection_id: int
+    data_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisten:
+    connection_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinGroup:
+    """Join multicast ``group`` on this worker's interface (protocol.md 6.7)."""
+
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveGroup:
+    group: str
+
+
+Output = (
+    ConnEvent | Resolve | SendForwardOpen | SendForwardClose | SendHeartbeat | Listen | Unlisten
+    | JoinGroup | LeaveGroup
+)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Delay before attempt n (n = 0 after the first failure): nominal = min(cap, base * 2**n),
+    actual uniform in [nominal * (1 - jitter), nominal] so it never exceeds the cap and
+    originators restarted together spread out (protocol.md 7.7 step 6)."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base_s <= self.cap_s and 0 <= self.jitter < 1):
+            raise UsageError("back-off needs 0 < base <= cap and 0 <= jitter < 1")
+
+    def nominal(self, attempt: int) -> float:
+        return min(self.cap_s, self.base_s * (2.0 ** min(attempt, 64)))
+
+    def delay(self, attempt: int, rng: Rng) -> float:
+        nominal = self.nominal(attempt)
+        return nominal * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Local timeouts (seconds). ``request_s`` bounds a Forward_Open/Close exchange,
+    ``resolve_s`` a size discovery; ``first_data_s`` is the least time allowed for the first
+    T->O datagram after the reply (a producer may start one RPI late); ``old_connection_margin_s``
+    is added to the old connection's timeout before retrying on 0x031E/0x0113."""
+
+    request_s: float = 10.0
+    resolve_s: float = 30.0
+    first_data_s: float = 2.0
+    old_connection_margin_s: float = 0.5
+    max_immediate_retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerParams:
+    """One consumer as the connection needs it.
+
+    ``tag_bytes`` is the tag image size without the 2-byte sequence count (None = learn it);
+    ``tag_type`` the Logix type when known (its size then checks ``tag_bytes`` and a 0x0109
+    answer). ``multiplier`` is the wire code 0..7 (x4..x512). ``route`` are port segments
+    placed before ``01 <slot>``; ``plc_udp_port`` is where heartbeats go.
+    """
+
+    plc: str
+    tag: str
+    rpi_us: int
+    ot_rpi_us: int | None = None
+    multiplier: int = 1
+    multicast: bool = False
+    slot: int | None = 0
+    route: tuple[epath.PortSegment, ...] = ()
+    tag_bytes: int | None = None
+    tag_type: LogixType | None = None
+    plc_udp_port: int = 2222
+
+    def __post_init__(self) -> None:
+        cm.multiplier_factor(self.multiplier)
+        if self.rpi_us <= 0 or (self.ot_rpi_us is not None and self.ot_rpi_us <= 0):
+            raise UsageError(f"{self.plc}/{self.tag}: RPIs must be positive microseconds")
+        if self.tag_bytes is not None and not 0 < self.tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
+            raise UsageError(
+                f"{self.plc}/{self.tag}: size {self.tag_bytes} bytes is outside 1..500, the"
+                " limit of a standard produced tag (protocol.md 7.3)"
+            )
+        if (self.tag_type is not None and self.tag_bytes is not None
+                and byte_size(self.tag_type) != self.tag_bytes):
+            raise UsageError(
+                f"{self.plc}/{self.tag}: size {self.tag_bytes} does not match type"
+                f" {self.tag_type.name} ({byte_size(self.tag_type)} bytes); fix one of them"
+            )
+        epath.produced_tag_connection_path(self.tag, self.slot)  # validates the name now
+
+    @property
+    def ot_rpi(self) -> int:
+        return self.ot_rpi_us if self.ot_rpi_us is not None else self.rpi_us
+
+    @property
+    def factor(self) -> int:
+        return cm.multiplier_factor(self.multiplier)
+
+    def connection_path(self) -> bytes:
+        return b"".join(seg.encode() for seg in self.route) + epath.produced_tag_connection_path(
+            self.tag, self.slot
+        )
+
+
+# --------------------------------------------------------------------------- originator
+
+
+class Originator:
+    """The originator identity of one worker run and its id allocator.
+
+    ``serial`` is random per worker start (the caller logs it, protocol.md 7.7 step 4), so a
+    restarted worker never collides with its previous run's triads. Connection serials and P2P
+    T->O ids are random, never 0, unique among live connections; a serial is also kept out of
+    reuse for the next ``recent`` allocations because the PLC may still hold the old one.
+    """
+
+    def __init__(self, rng: Rng, vendor_id: int = 0x5059, serial: int | None = None,
+                 recent: int = 1024) -> None:
+        self.rng = rng
+        self.vendor_id = vendor_id
+        self.serial = serial if serial is not None else self._nonzero(32)
+        self._live_serials: set[int] = set()
+        self._recent_serials: deque[int] = deque(maxlen=recent)
+        self._recent_set: set[int] = set()
+        self._live_ids: set[int] = set()
+
+    def _nonzero(self, bits: int) -> int:
+        while True:
+            v = self.rng.getrandbits(bits)
+            if v:
+                return v
+
+    def new_serial(self) -> int:
+        for _ in range(100_000):
+            v = self._nonzero(16)
+            if v not in self._live_serials and v not in self._recent_set:
+                break
+        else:  # pragma: no cover - needs ~65000 live connections
+            raise UsageError("no free connection serial: too many live connections")
+        if len(self._recent_serials) == self._recent_serials.maxlen:
+            self._recent_set.discard(self._recent_serials[0])
+        self._recent_serials.append(v)
+        self._recent_set.add(v)
+        self._live_serials.add(v)
+        return v
+
+    def release_serial(self, serial: int) -> None:
+        self._live_serials.discard(serial)
+
+    def new_connection_id(self) -> int:
+        while True:
+            v = self._nonzero(32)
+            if v not in self._live_ids:
+                self._live_ids.add(v)
+                return v
+
+    def release_connection_id(self, cid: int) -> None:
+        self._live_ids.discard(cid)
+
+    @property
+    def live_connection_ids(self) -> frozenset[int]:
+        return frozenset(self._live_ids)
+
+
+# --------------------------------------------------------------------------- flight recorder
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    t: float
+    what: str
+    data: bytes
+
+
+class FlightRecorder:
+    """The last few datagrams/messages in each direction (STYLE.md #16), for error reports."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.incoming: deque[Recorded] = deque(maxlen=size)
+        self.outgoing: deque[Recorded] = deque(maxlen=size)
+
+    def record_in(self, now: float, what: str, data: bytes) -> None:
+        self.incoming.append(Recorded(now, what, bytes(data)))
+
+    def record_out(self, now: float, what: str, data: bytes) -> None:
+        self.outgoing.append(Recorded(now, what, bytes(data)))
+
+    def dump(self, max_bytes: int = 64) -> list[str]:
+        lines = []
+        for arrow, items in (("->", self.outgoing), ("<-", self.incoming)):
+            for r in items:
+                hx = r.data[:max_bytes].hex(" ")
+                more = f" ... (+{len(r.data) - max_bytes})" if len(r.data) > max_bytes else ""
+                lines.append(f"{r.t:.3f} {arrow} {r.what} [{len(r.data)}] {hx}{more}")
+        return lines
+
+
+# --------------------------------------------------------------------------- reject classes
+
+
+class RejectClass(enum.StrEnum):
+    NEW_SERIAL = "new serial, retry now"  # 0x0100
+    ADOPT_SIZE = "adopt the size the controller wants"  # 0x0109/0x0128 + word
+    ADOPT_RPI = "adopt the producer's RPI"  # 0x0112 + 5 words
+    AFTER_OLD_TIMEOUT = "retry after the old connection's timeout"  # 0x031E/0x0113/0x011A
+    NOT_PRODUCED = "tag unknown or not produced"  # 0x031F/0x012E/0x0315, 0x04/0x05
+    PERMANENT = "configuration error"
+    TRANSIENT = "transient"
+
+
+_PERMANENT_EXTENDED = {
+    0x0103, 0x0108, 0x0111, 0x0114, 0x0115, 0x0116, 0x0117, 0x011C, 0x011D, 0x011E, 0x011F,
+    0x0120, 0x0121, 0x0122, 0x0123, 0x0124, 0x0125, 0x0127, 0x0311, 0x0312, 0x0813,
+}
+_NOT_PRODUCED_EXTENDED = {0x031F, 0x012E, 0x0315, 0x012A, 0x012B}
+_SLOT_EXTENDED = {0x0311, 0x0312}
+
+
+def classify_reject(general: int, additional: tuple[int, ...]) -> RejectClass:
+    """protocol.md 7.6 / 7.7 step 5 as a function of the CIP status of a failed Forward_Open."""
+    ext = additional[0] if additional else None
+    if general == 0x01 and ext is not None:
+        if ext == 0x0100:
+            return RejectClass.NEW_SERIAL
+        if ext in (0x0109, 0x0128):
+            return RejectClass.ADOPT_SIZE if len(additional) >= 2 else RejectClass.PERMANENT
+        if ext == 0x0112:
+            return RejectClass.ADOPT_RPI if len(additional) >= 6 else RejectClass.PERMANENT
+        if ext in (0x031E, 0x0113, 0x011A):
+            return RejectClass.AFTER_OLD_TIMEOUT
+        if ext in _NOT_PRODUCED_EXTENDED:
+            return RejectClass.NOT_PRODUCED
+        if ext in _PERMANENT_EXTENDED:
+            return RejectClass.PERMANENT
+        return RejectClass.TRANSIENT
+    if general in (0x04, 0x05):  # a generic target's answer for an unknown symbol
+        return RejectClass.NOT_PRODUCED
+    if general in (0x08, 0x26):
+        return RejectClass.PERMANENT
+    return RejectClass.TRANSIENT
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@dataclass(slots=True)
+class _Open:
+    """What the PLC granted (or may have granted) for the current triad."""
+
+    request: cm.ForwardOpenRequest
+    ot_id: int = 0
+    to_id: int = 0
+    ot_api_s: float = 0.0
+    to_api_s: float = 0.0
+    group: str | None = None
+    hb_origin: float = 0.0
+    hb_index: int = 0
+    hb_seq32: int = 0
+    watchdog_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Counters:
+    forward_opens: int = 0
+    rejects: int = 0
+    opens: int = 0
+    heartbeats: int = 0
+    heartbeats_late: int = 0
+    datagrams: int = 0
+    gap: int = 0
+    timeouts: int = 0
+    request_errors: int = 0
+    forward_closes: int = 0
+
+
+class Connection:
+    """One consumer connection. See the module docstring for the calling convention."""
+
+    def __init__(
+        self,
+        params: ConsumerParams,
+        originator: Originator,
+        *,
+        backoff: BackoffPolicy = BackoffPolicy(),
+        timing: Timing = Timing(),
+        recorder_size: int = 8,
+    ) -> None:
+        self.params = params
+        self.originator = originator
+        self.backoff = backoff
+        self.timing = timing
+        self.state = State.IDLE
+        self.recorder = FlightRecorder(recorder_size)
+        self.counters = Counters()
+        self.tag_bytes: int | None = params.tag_bytes
+        self.tag_type: LogixType | None = params.tag_type
+        if self.tag_bytes is None and self.tag_type is not None:
+            self.tag_bytes = byte_size(self.tag_type)
+        self.to_rpi_us = params.rpi_us
+        self.ot_rpi_us = params.ot_rpi
+        self.failure: str | None = None  # why FAILED
+        self.last_status: tuple[int, tuple[int, ...]] | None = None
+        self._outputs: list[Output] = []
+        self._attempt = 0  # back-off exponent; reset when data flows
+        self._immediate = 0  # consecutive immediate retries (0x0100 / adopted values)
+        self._deadline: float | None = None  # the timer of the current state (not RUNNING)
+        self._min_retry_at = 0.0  # earliest next Forward_Open (old connection's timeout)
+        self._open: _Open | None = None  # current triad (OPENING, RUNNING, CLOSING)
+        self._closing: cm.ForwardCloseRequest | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def name(self) -> str:
+        return f"{self.params.plc}/{self.params.tag}"
+
+    def take_outputs(self) -> list[Output]:
+        out, self._outputs = self._outputs, []
+        return out
+
+    def _emit(self, item: Output) -> None:
+        self._outputs.append(item)
+
+    def _transition(self, trigger: Trigger, now: float, *, kind: str = "state",
+                    message: str = "", status: tuple[int, tuple[int, ...]] | None = None) -> None:
+        """The single place that changes ``state``; emits one event per transition."""
+        target = TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            raise UsageError(f"{self.name}: no transition from {self.state} on {trigger!r}")
+        previous, self.state = self.state, target
+        general = extended = None
+        text = None
+        if status is not None:
+            general, additional = status
+            extended = additional[0] if additional else None
+            text = (extended_status_text(general, extended) if extended is not None
+                    else "") or general_status_text(general)
+        self._emit(ConnEvent(kind, message or str(trigger), previous.value, target.value,
+                             general, extended, text))
+
+    @property
+    def is_live(self) -> bool:
+        return self.state not in (State.FAILED, State.CLOSED)
+
+    @property
+    def granted(self) -> _Open | None:
+        return self._open if self.state is State.RUNNING else None
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now: float) -> None:
+        if self.state is not State.IDLE:
+            return  # starting twice is harmless
+        if self.tag_bytes is None:
+            self._enter_resolving(Trigger.START_RESOLVE, now)
+        else:
+            self._enter_opening(Trigger.START_OPEN, now)
+
+    def stop(self, now: float) -> None:
+        """Stop for good: Forward_Close if a connection is or may be open, then CLOSED."""
+        if self.state in (State.OPENING, State.RUNNING):
+            assert self._open is not None
+            self._leave_running()
+            self._closing = cm.forward_close_for(self._open.request)
+            self.counters.forward_closes += 1
+            self._emit(SendForwardClose(self._closing, awaited=True))
+            self._deadline = now + self.timing.request_s
+            self._transition(Trigger.STOP, now, message="stopping: Forward_Close sent")
+        elif self.state in (State.IDLE, State.RESOLVING, State.BACKOFF, State.FAILED):
+            self._deadline = None
+            self._transition(Trigger.STOP_NOW, now, message="stopped")
+        # CLOSING / CLOSED: already on the way out.
+
+    def on_resolved(self, now: float, tag_bytes: int, tag_type: LogixType | None = None) -> None:
+        if self.state is not State.RESOLVING:
+            return  # a late answer to a discovery we gave up on
+        problem = None
+        if not 0 < tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
+            problem = (f"tag {self.params.tag!r} is {tag_bytes} bytes; a standard produced tag"
+                       " holds 1..500 bytes (protocol.md 7.3): split it into several tags")
+        elif self.params.tag_bytes is not None and self.params.tag_bytes != tag_bytes:
+            problem = (f"tag {self.params.tag!r}: configured size {self.params.tag_bytes} bytes"
+                       f" but the controller says its type is {tag_bytes} bytes; fix or remove"
+                       " 'size' in the configuration")
+        if problem is not None:
+            self._fail(Trigger.RESOLVE_FATAL, now, problem)
+            return
+        self.tag_bytes = tag_bytes
+        if tag_type is not None:
+            self.tag_type = tag_type
+        self._enter_opening(Trigger.RESOLVED, now,
+                            message=f"size learned: {tag_bytes} bytes"
+                            + (f" ({tag_type.name})" if tag_type is not None else ""))
+
+    def on_resolve_error(self, now: float, message: str, permanent: bool) -> None:
+        if self.state is not State.RESOLVING:
+            return
+        if permanent:
+            self._fail(Trigger.RESOLVE_FATAL, now, message)
+        else:
+            self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error", message=message)
+
+    def on_forward_open_reply(
+        self,
+        now: float,
+        request: cm.ForwardOpenRequest,
+        reply: cip.Reply,
+        items: tuple[cpf.Item, ...] = (),
+    ) -> None:
+        """The CIP reply to ``request`` (any status) plus the CPF items after it."""
+        if self.state is not State.OPENING or self._open is None or self._open.request != request:
+            return  # an answer to a request we no longer wait for
+        self.recorder.record_in(now, "Forward_Open reply", reply.encode())
+        try:
+            result = cm.decode_forward_open_reply(reply)
+        except MalformedPacket as exc:
+            self._request_failed(now, f"unusable Forward_Open reply: {exc}")
+            return
+        if isinstance(result, cm.ConnectionFailure):
+            self._rejected(now, result.general_status, result.additional)
+            return
+        if result.triad != request.triad:
+            self._request_failed(
+                now, f"Forward_Open reply for another triad ({result.triad}, ours {request.triad})")
+            return
+        group = None
+        if self.params.multicast:
+            t2o = next((i for i in items if isinstance(i, cpf.SockaddrInfo)
+                        and i.direction == cpf.ItemId.SOCKADDR_T2O), None)
+            if t2o is None:
+                self._request_failed(now, "multicast Forward_Open reply without a T->O sockaddr"
+                                     " item (0x8001): the producer did not say which group")
+                return
+            group = t2o.sockaddr.address
+        else:
+            if result.to_connection_id != request.to_connection_id:
+                # P2P: the target must keep our id (5.7); anything else breaks demultiplexing.
+                self._request_failed(now, f"target changed our P2P T->O id to"
+                                     f" 0x{result.to_connection_id:08X}")
+                return
+        self._opened(now, result, group)
+
+    def on_forward_close_reply(self, now: float, request: cm.ForwardCloseRequest,
+                               reply: cip.Reply) -> None:
+        if self.state is not State.CLOSING or request != self._closing:
+            return
+        self.recorder.record_in(now, "Forward_Close reply", reply.encode())
+        if reply.status == 0:
+            msg = "closed: Forward_Close accepted"
+        else:
+            msg = ("closed; Forward_Close answered " + describe_cip_status(reply.status,
+                                                                            reply.additional))
+        self._finish_close(now, msg)
+
+    def on_request_error(self, now: float, request: object, message: str) -> None:
+        """The exchange for ``request`` (a Forward_Open or Forward_Close) failed below CIP."""
+        if self.state is State.OPENING and self._open is not None and request == self._open.request:
+            self._request_failed(now, message)
+        elif self.state is State.CLOSING and request == self._closing:
+            self._finish_close(now, f"closed without confirmation: {message}")
+
+    def on_data(self, now: float, missed: int = 0) -> None:
+        """A T->O datagram was accepted for this connection; ``missed`` = datagrams the 32-bit
+        sequence says we did not get since the previous one."""
+        if self.state is not State.RUNNING or self._open is None:
+            return
+        o = self._open
+        self.counters.datagrams += 1
+        self._attempt = 0  # data flows: the next failure starts back-off from the base
+        self._immediate = 0
+        o.watchdog_at = now + o.to_api_s * self.params.factor
+        if missed > 0:
+            self.counters.gap += missed
+            self._emit(ConnEvent("gap", f"{missed} datagram(s) missed (total {self.counters.gap})"))
+
+    def next_deadline(self) -> float | None:
+        if self.state is State.RUNNING and self._open is not None:
+            o = self._open
+            return min(o.hb_origin + o.hb_index * o.ot_api_s, o.watchdog_at)
+        return self._deadline
+
+    def on_timer(self, now: float) -> None:
+        st = self.state
+        if st is State.RUNNING:
+            o = self._open
+            assert o is not None
+            if now >= o.watchdog_at:
+                self._watchdog(now)
+                return
+            due = o.hb_origin + o.hb_index * o.ot_api_s
+            if now >= due:
+                # Absolute schedule (no drift); if we are late by whole periods, send one
+                # heartbeat and skip the missed slots rather than bursting.
+                slot = max(int((now - o.hb_origin) // o.ot_api_s), o.hb_index)
+                self.counters.heartbeats_late += slot - o.hb_index
+                o.hb_index = slot + 1
+                self._heartbeat(now)
+            return
+        if self._deadline is None or now < self._deadline:
+            return
+        self._deadline = None
+        if st is State.RESOLVING:
+            self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error",
+                                message=f"size discovery gave no answer within"
+                                f" {self.timing.resolve_s:g} s")
+        elif st is State.OPENING:
+            self._request_failed(now, f"no Forward_Open reply within {self.timing.request_s:g} s")
+        elif st is State.CLOSING:
+            self._finish_close(now, f"closed without confirmation: no Forward_Close reply within"
+                               f" {self.timing.request_s:g} s")
+        elif st is State.BACKOFF:
+            if self.tag_bytes is None:
+                self._enter_resolving(Trigger.RETRY_RESOLVE, now)
+            else:
+                self._enter_opening(Trigger.RETRY_OPEN, now)
+
+    # ------------------------------------------------------------------ internals
+
+    def _enter_resolving(self, trigger: Trigger, now: float) -> None:
+        self._deadline = now + self.timing.resolve_s
+        self._transition(trigger, now, message=f"learning the size of {self.params.tag!r}")
+        self._emit(Resolve(self.params.tag))
+
+    def _enter_opening(self, trigger: Trigger, now: float, *, kind: str = "state",
+                       message: str = "", status: tuple[int, tuple[int, ...]] | None = None
+                       ) -> None:
+        assert self.tag_bytes is not None
+        p = self.params
+        o = self.originator
+        to_id = 0 if p.multicast else o.new_connection_id()
+        request = cm.produced_tag_forward_open(
+            tag=p.tag, tag_bytes=self.tag_bytes, to_rpi_us=self.to_rpi_us,
+            ot_rpi_us=self.ot_rpi_us, connection_serial=o.new_serial(), vendor_id=o.vendor_id,
+            originator_serial=o.serial, to_connection_id=to_id, multicast=p.multicast,
+            timeout_multiplier=p.multiplier, slot=p.slot,
+        )
+        if p.route:
+            request = _replace_path(request, p.connection_path())
+        self._open = _Open(request)
+        self._deadline = now + self.timing.request_s
+        self.counters.forward_opens += 1
+        self._transition(trigger, now, kind=kind, message=message or (
+            f"Forward_Open serial 0x{request.connection_serial:04X}"
+            f" T->O id 0x{to_id:08X} size {self.tag_bytes}+2"), status=status)
+        self.recorder.record_out(now, "Forward_Open", request.encode())
+        self._emit(SendForwardOpen(request))
+
+    def _release_triad(self) -> None:
+        """The current triad is dead or closed: its serial and id may not be reused soon (the
+        Originator keeps serials out of reuse), but they no longer count as live."""
+        if self._open is None:
+            return
+        req = self._open.request
+        self.originator.release_serial(req.connection_serial)
+        if req.to_connection_id:
+            self.originator.release_connection_id(req.to_connection_id)
+
+    def _opened(self, now: float, r: cm.ForwardOpenSuccess, group: str | None) -> None:
+        o = self._open
+        assert o is not None
+        o.ot_id, o.to_id = r.ot_connection_id, r.to_connection_id
+        # Granted APIs, not the requested RPIs (5.8); a zero API would mean "as requested".
+        o.ot_api_s = (r.ot_api or self.ot_rpi_us) / 1e6
+        o.to_api_s = (r.to_api or self.to_rpi_us) / 1e6
+        o.group = group
+        o.hb_origin, o.hb_index, o.hb_seq32 = now, 0, 0
+        o.watchdog_at = now + max(o.to_api_s * self.params.factor, self.timing.first_data_s)
+        self._deadline = None
+        self.counters.opens += 1
+        self._transition(
+            Trigger.OPENED, now,
+            message=f"open: O->T id 0x{o.ot_id:08X} API {r.ot_api} us, T->O id 0x{o.to_id:08X}"
+            f" API {r.to_api} us" + (f", multicast {group}" if group else ""))
+        if group is not None:
+            self._emit(JoinGroup(group))
+        assert self.tag_bytes is not None
+        self._emit(Listen(o.to_id, self.tag_bytes))
+        # The consumer sends first (6.5): heartbeat now, then every O->T API.
+        o.hb_index = 1
+        self._heartbeat(now)
+
+    def _heartbeat(self, now: float) -> None:
+        o = self._open
+        assert o is not None
+        o.hb_seq32 = (o.hb_seq32 + 1) & 0xFFFFFFFF
+        dgram = class1.heartbeat(o.ot_id, o.hb_seq32, o.hb_seq32 & 0xFFFF)
+        self.counters.heartbeats += 1
+        self.recorder.record_out(now, "heartbeat", dgram)
+        self._emit(SendHeartbeat(dgram, self.params.plc_udp_port))
+
+    def _leave_running(self) -> None:
+        """Stop routing data to a connection that is being abandoned or closed."""
+        o = self._open
+        if self.state is State.RUNNING and o is not None:
+            self._emit(Unlisten(o.to_id))
+            if o.group is not None:
+                self._emit(LeaveGroup(o.group))
+
+    def _watchdog(self, now: float) -> None:
+        o = self._open
+        assert o is not None
+        self.counters.timeouts += 1
+        self._leave_running()
+        # The PLC may still hold the connection (e.g. only our receive path broke): close the
+        # triad best-effort so a Max Consumers = 1 tag does not refuse the retry (7.4, 7.7).
+        self._emit(SendForwardClose(cm.forward_close_for(o.request), awaited=False))
+        self.counters.forward_closes += 1
+        self._release_triad()
+        period = o.to_api_s * self.params.factor
+        self._enter_backoff(
+            Trigger.WATCHDOG, now, kind="timeout",
+            message=f"no T->O data for {period:g} s (T->O API x {self.params.factor});"
+            " reopening with a new triad")
+
+    def _enter_backoff(self, trigger: Trigger, now: float, *, kind: str, message: str,
+                       status: tuple[int, tuple[int, ...]] | None = None,
+                       at_least: float = 0.0) -> None:
+        delay = max(self.backoff.delay(self._attempt, self.originator.rng), at_least)
+        self._attempt += 1
+        self._immediate = 0
+        self._deadline = now + delay
+        if self.state is State.OPENING:
+            self._release_triad()
+        self._open = None
+        self._transition(trigger, now, kind=kind, status=status,
+                         message=f"{message}; retry in {delay:.2f} s")
+
+    def _fail(self, trigger: Trigger, now: float, message: str,
+              status: tuple[int, tuple[int, ...]] | None = None) -> None:
+        self.failure = message
+        self._deadline = None
+        if self._open is not None:
+            self._release_triad()
+        self._open = None
+        self._transition(trigger, now, kind="reject" if status else "error", message=message,
+                         status=status)
+
+    def _request_failed(self, now: float, message: str) -> None:
+        self.counters.request_errors += 1
+        # The Forward_Open may still have reached the PLC: close that triad best-effort.
+        assert self._open is not None
+        self._emit(SendForwardClose(cm.forward_close_for(self._open.request), awaited=False))
+        self._enter_backoff(Trigger.REQUEST_FAILED, now, kind="error", message=message)
+
+    def _finish_close(self, now: float, message: str) -> None:
+        self._release_triad()
+        self._open = None
+        self._closing = None
+        self._deadline = None
+        self._transition(Trigger.CLOSE_DONE, now, message=message)
+
+    def _rejected(self, now: float, general: int, additional: tuple[int, ...]) -> None:
+        self.counters.rejects += 1
+        self.last_status = (general, additional)
+        status = (general, additional)
+        text = describe_cip_status(general, additional)
+        cls = classify_reject(general, additional)
+        p = self.params
+        immediate_ok = self._immediate < self.timing.max_immediate_retries
+        if cls is RejectClass.NEW_SERIAL and immediate_ok:
+            self._retry_now(now, status, f"{text}: retrying with a new connection serial")
+        elif cls is RejectClass.NEW_SERIAL:
+            self._enter_backoff(Trigger.REJECTED, now, kind="reject", status=status,
+                                message=f"{text} {self._immediate} times in a row")
+        elif cls is RejectClass.ADOPT_SIZE:
+            wanted = additional[1] - cm.CLASS1_SEQUENCE_SIZE
+            type_size = byte_size(self.tag_type) if self.tag_type is not None else None
+            if type_size is not None and wanted == type_size and wanted != self.tag_bytes:
+                self.tag_bytes = wanted
+                self._retry_now(now, status, f"{text}: adopting {wanted} bytes, the size of"
+                                f" type {self.tag_type.name if self.tag_type else '?'}")
+            elif type_size is not None:
+                self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
+                    f"type mismatch on {self.name}: the controller produces {wanted} bytes but"
+                    f" type {self.tag_type.name if self.tag_type else '?'} is {type_size} bytes"
+                    f" (we asked for {self.tag_bytes}); check the tag's type ({text})"))
+            else:
+                self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
+                    f"size mismatch on {self.name}: we asked for {self.tag_bytes} bytes, the"
+                    f" controller produces {wanted}; set size = {wanted} or omit 'size' so it"
+                    f" is learned from the controller ({text})"))
+        elif cls is RejectClass.ADOPT_RPI and immediate_ok:
+            ot_rpi = additional[2] | (additional[3] << 16)
+            to_rpi = additional[4] | (additional[5] << 16)
+            if (to_rpi and to_rpi != self.to_rpi_us) or (ot_rpi and ot_rpi != self.ot_rpi_us):
+                self.to_rpi_us = to_rpi or self.to_rpi_us
+                self.ot_rpi_us = ot_rpi or self.ot_rpi_us
+                self._retry_now(now, status, f"{text}: adopting the producer's RPI"
+                                f" (T->O {self.to_rpi_us} us, O->T {self.ot_rpi_us} us)")
+            else:
+                self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
+                    f"{self.name}: RPI refused again with the producer's own values ({text})"))
+        elif cls is RejectClass.ADOPT_RPI:
+            self._fail(Trigger.REJECTED_FATAL, now, status=status,
+                       message=f"{self.name}: RPI negotiation does not converge ({text})")
+        elif cls is RejectClass.AFTER_OLD_TIMEOUT:
+            # A previous connection (ours from an earlier run, or another consumer's) holds the
+            # slot until its O->T watchdog expires: wait at least that long (7.4, 7.7 step 5).
+            wait = (self.ot_rpi_us / 1e6) * p.factor + self.timing.old_connection_margin_s
+            self._enter_backoff(Trigger.REJECTED, now, kind="reject", status=status,
+                                at_least=wait,
+                                message=f"{text}: waiting for the old connection's timeout")
+        elif cls is RejectClass.NOT_PRODUCED:
+            self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
+                f"tag {p.tag!r} on PLC {p.plc!r} does not exist or is not produced ({text}):"
+                f" check the name, and mark it produced in Studio 5000 (Tag Properties >"
+                f" Type: Produced, set Max Consumers)"))
+        elif cls is RejectClass.PERMANENT:
+            hint = ""
+            ext = additional[0] if additional else None
+            if ext in _SLOT_EXTENDED:
+                hint = f"; check the slot ({p.slot}) and route of PLC {p.plc!r}"
+            elif ext == 0x0111:
+                hint = (f"; choose an RPI the producer accepts (asked T->O {self.to_rpi_us} us,"
+                        f" O->T {self.ot_rpi_us} us)")
+            elif ext == 0x0813:
+                hint = "; multicast does not cross subnets: use unicast"
+            self._fail(Trigger.REJECTED_FATAL, now, status=status,
+                       message=f"{self.name}: Forward_Open refused: {text}{hint}")
+        else:
+            self._enter_backoff(Trigger.REJECTED, now, kind="reject", status=status,
+                                message=f"Forward_Open refused: {text}")
+
+    def _retry_now(self, now: float, status: tuple[int, tuple[int, ...]], message: str) -> None:
+        self._immediate += 1
+        self._release_triad()
+        self._enter_opening(Trigger.REOPEN_NOW, now, kind="reject", message=message,
+                            status=status)
+
+    # ------------------------------------------------------------------ reports
+
+    def snapshot(self) -> dict[str, object]:
+        """A plain-data status for the control socket."""
+        o = self._open
+        out: dict[str, object] = {
+            "plc": self.params.plc,
+            "tag": self.params.tag,
+            "state": self.state.value,
+            "size": self.tag_bytes,
+            "type": self.tag_type.name if self.tag_type is not None else None,
+            "rpi_us": self.to_rpi_us,
+            "ot_rpi_us": self.ot_rpi_us,
+            "multicast": self.params.multicast,
+            "failure": self.failure,
+            "counters": {k: getattr(self.counters, k) for k in Counters.__dataclass_fields__},
+        }
+        if o is not None:
+            out["serial"] = o.request.connection_serial
+            if self.state is State.RUNNING:
+                out.update(ot_id=o.ot_id, to_id=o.to_id, ot_api_us=round(o.ot_api_s * 1e6),
+                           to_api_us=round(o.to_api_s * 1e6), group=o.group)
+        if self.last_status is not None:
+            out["last_status"] = describe_cip_status(*self.last_status)
+        return out
+
+
+def _replace_path(request: cm.ForwardOpenRequest, path: bytes) -> cm.ForwardOpenRequest:
+    return replace(request, path=path)

@@ -1,0 +1,687 @@
+"""The originator connection state machine (acquisition/connection.py): every (state, input)
+pair, timers through deadlines on a fake clock, back-off bounds and each reject class."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from acquisition import cip, class1, cm, cpf, epath
+from acquisition.connection import (
+    TRANSITIONS,
+    BackoffPolicy,
+    Connection,
+    ConnEvent,
+    ConsumerParams,
+    JoinGroup,
+    LeaveGroup,
+    Listen,
+    Originator,
+    RejectClass,
+    Resolve,
+    SendForwardClose,
+    SendForwardOpen,
+    SendHeartbeat,
+    State,
+    Timing,
+    Unlisten,
+    classify_reject,
+)
+from acquisition.errors import UsageError
+from acquisition.logix_types import DINT, REAL, ArrayType
+
+T0 = 1000.0
+
+
+def make(size: int | None = 4, *, multicast: bool = False, seed: int = 1, rpi_us: int = 100_000,
+         ot_rpi_us: int | None = None, multiplier: int = 1, tag_type=None,
+         timing: Timing = Timing(), backoff: BackoffPolicy = BackoffPolicy()) -> Connection:
+    params = ConsumerParams(plc="plc1", tag="Count", rpi_us=rpi_us, ot_rpi_us=ot_rpi_us,
+                            multiplier=multiplier, multicast=multicast, tag_bytes=size,
+                            tag_type=tag_type)
+    return Connection(params, Originator(random.Random(seed)), timing=timing, backoff=backoff)
+
+
+def outputs_of(conn: Connection, cls: type) -> list:
+    return [o for o in conn.take_outputs() if isinstance(o, cls)]
+
+
+def pending_open(conn: Connection) -> cm.ForwardOpenRequest:
+    assert conn._open is not None
+    return conn._open.request
+
+
+def ok_reply(req: cm.ForwardOpenRequest, *, ot_id: int = 0x11110001, ot_api: int = 100_000,
+             to_api: int = 100_000, to_id: int | None = None) -> cip.Reply:
+    return cm.ForwardOpenSuccess(ot_id, req.to_connection_id if to_id is None else to_id,
+                                 req.connection_serial, req.vendor_id, req.originator_serial,
+                                 ot_api, to_api).to_reply()
+
+
+def reject_reply(req: cm.ForwardOpenRequest, general: int, *additional: int) -> cip.Reply:
+    return cm.ConnectionFailure(general, tuple(additional), req.connection_serial, req.vendor_id,
+                                req.originator_serial).to_reply(cip.Service.FORWARD_OPEN)
+
+
+def open_running(conn: Connection, now: float = T0, **kw) -> cm.ForwardOpenRequest:
+    conn.start(now)
+    req = pending_open(conn)
+    conn.on_forward_open_reply(now, req, ok_reply(req, **kw))
+    assert conn.state is State.RUNNING
+    return req
+
+
+# --------------------------------------------------------------------------- reaching states
+
+
+def in_state(state: State) -> Connection:
+    conn = make()
+    if state is State.IDLE:
+        pass
+    elif state is State.RESOLVING:
+        conn = make(None)
+        conn.start(T0)
+    elif state is State.OPENING:
+        conn.start(T0)
+    elif state is State.RUNNING:
+        open_running(conn)
+    elif state is State.CLOSING:
+        open_running(conn)
+        conn.stop(T0)
+    elif state is State.BACKOFF:
+        conn.start(T0)
+        req = pending_open(conn)
+        conn.on_forward_open_reply(T0, req, reject_reply(req, 0x01, 0x0203))
+    elif state is State.FAILED:
+        conn.start(T0)
+        req = pending_open(conn)
+        conn.on_forward_open_reply(T0, req, reject_reply(req, 0x01, 0x031F))
+    elif state is State.CLOSED:
+        conn.stop(T0)
+    conn.take_outputs()
+    assert conn.state is state
+    return conn
+
+
+def _any_open_request(conn: Connection) -> cm.ForwardOpenRequest:
+    if conn._open is not None:
+        return conn._open.request
+    return cm.produced_tag_forward_open(tag="Count", tag_bytes=4, to_rpi_us=1, ot_rpi_us=1,
+                                        connection_serial=9, vendor_id=1, originator_serial=1,
+                                        to_connection_id=5)
+
+
+def _fire_timer(conn: Connection) -> None:
+    deadline = conn.next_deadline()
+    conn.on_timer(deadline if deadline is not None else T0 + 1e6)
+
+
+INPUTS: dict[str, Callable[[Connection], None]] = {
+    "start": lambda c: c.start(T0 + 0.01),
+    "stop": lambda c: c.stop(T0 + 0.01),
+    "resolved": lambda c: c.on_resolved(T0 + 0.01, 4, DINT),
+    "resolve_error": lambda c: c.on_resolve_error(T0 + 0.01, "no session", permanent=False),
+    "resolve_fatal": lambda c: c.on_resolve_error(T0 + 0.01, "tag not found", permanent=True),
+    "open_ok": lambda c: c.on_forward_open_reply(T0 + 0.01, _any_open_request(c),
+                                                 ok_reply(_any_open_request(c))),
+    "open_transient": lambda c: c.on_forward_open_reply(
+        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0203)),
+    "open_fatal": lambda c: c.on_forward_open_reply(
+        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x031F)),
+    "request_error": lambda c: c.on_request_error(
+        T0 + 0.01, c._closing if c.state is State.CLOSING else _any_open_request(c), "EOF"),
+    "close_reply": lambda c: c.on_forward_close_reply(
+        T0 + 0.01, c._closing or cm.forward_close_for(_any_open_request(c)),
+        cm.ForwardCloseSuccess(1, 1, 1).to_reply()),
+    "data": lambda c: c.on_data(T0 + 0.01),
+    "timer": _fire_timer,
+}
+
+# Written from the design (protocol.md 7.7 and ARCHITECTURE.md), not from TRANSITIONS.
+EXPECTED: dict[State, dict[str, State]] = {
+    State.IDLE: {"start": State.OPENING, "stop": State.CLOSED},
+    State.RESOLVING: {"stop": State.CLOSED, "resolved": State.OPENING,
+                      "resolve_error": State.BACKOFF, "resolve_fatal": State.FAILED,
+                      "timer": State.BACKOFF},
+    State.OPENING: {"stop": State.CLOSING, "open_ok": State.RUNNING,
+                    "open_transient": State.BACKOFF, "open_fatal": State.FAILED,
+                    "request_error": State.BACKOFF, "timer": State.BACKOFF},
+    State.RUNNING: {"stop": State.CLOSING, "timer": State.RUNNING},  # first deadline: heartbeat
+    State.CLOSING: {"close_reply": State.CLOSED, "request_error": State.CLOSED,
+                    "timer": State.CLOSED},
+    State.BACKOFF: {"stop": State.CLOSED, "timer": State.OPENING},
+    State.FAILED: {"stop": State.CLOSED},
+    State.CLOSED: {},
+}
+
+
+@pytest.mark.parametrize("state", list(State))
+@pytest.mark.parametrize("name", list(INPUTS))
+def test_every_state_input_pair(state: State, name: str) -> None:
+    conn = in_state(state)
+    INPUTS[name](conn)
+    expected = EXPECTED[state].get(name, state)
+    assert conn.state is expected
+    events = [o for o in conn.take_outputs() if isinstance(o, ConnEvent) and o.state_to]
+    if expected is state and state is not State.OPENING:
+        assert events == []  # ignored inputs change nothing and say nothing
+    for ev in events:  # every emitted transition is one the table allows
+        assert any(TRANSITIONS.get((State(ev.state_from), t)) is State(ev.state_to)
+                   for t in _triggers())
+    if expected is not state:
+        assert len(events) >= 1 and events[-1].state_to == expected.value
+
+
+def _triggers():
+    from acquisition.connection import Trigger
+
+    return list(Trigger)
+
+
+def test_resolving_then_timer_runs_back_into_resolving() -> None:
+    conn = in_state(State.RESOLVING)
+    _fire_timer(conn)
+    assert conn.state is State.BACKOFF
+    _fire_timer(conn)
+    assert conn.state is State.RESOLVING
+    assert outputs_of(conn, Resolve) == [Resolve("Count")]  # asked again after back-off
+
+
+def test_transition_table_has_no_exit_from_closed() -> None:
+    assert not [k for k in TRANSITIONS if k[0] is State.CLOSED]
+    assert {v for (s, _), v in TRANSITIONS.items() if s is State.FAILED} == {State.CLOSED}
+
+
+# --------------------------------------------------------------------------- triads and ids
+
+
+def test_each_forward_open_has_fresh_serial_and_to_id_originator_serial_constant() -> None:
+    conn = make()
+    conn.start(T0)
+    seen = []
+    now = T0
+    for _ in range(20):
+        req = pending_open(conn)
+        seen.append(req)
+        conn.on_forward_open_reply(now, req, reject_reply(req, 0x01, 0x0203))
+        now = conn.next_deadline()
+        conn.on_timer(now)
+    serials = [r.connection_serial for r in seen]
+    ids = [r.to_connection_id for r in seen]
+    assert len(set(serials)) == len(serials) and 0 not in serials
+    assert len(set(ids)) == len(ids) and 0 not in ids
+    assert {r.originator_serial for r in seen} == {conn.originator.serial}
+    assert conn.originator.serial != 0
+
+
+def test_to_ids_unique_among_live_connections_even_with_a_colliding_rng() -> None:
+    class Repeating(random.Random):
+        """Returns 7 three times, then counts up: forces the allocator to skip duplicates."""
+
+        def __init__(self) -> None:
+            super().__init__(0)
+            self.values = [0, 7, 7, 7, 8, 9, 10, 11, 12]
+
+        def getrandbits(self, k: int) -> int:
+            return self.values.pop(0) if self.values else super().getrandbits(k)
+
+    o = Originator(Repeating(), serial=1)
+    a, b, c = o.new_connection_id(), o.new_connection_id(), o.new_connection_id()
+    assert a == 7 and len({a, b, c}) == 3 and 0 not in (a, b, c)
+    o.release_connection_id(a)
+    assert a not in o.live_connection_ids
+
+
+def test_released_serial_is_not_reused_soon() -> None:
+    o = Originator(random.Random(3), serial=1, recent=4)
+    first = o.new_serial()
+    o.release_serial(first)
+    o.rng = type("R", (), {"vals": [first, first, 77], "getrandbits":
+                           lambda self, k: self.vals.pop(0), "random": lambda self: 0.5})()
+    assert o.new_serial() == 77
+
+
+def test_originator_serial_random_per_instance() -> None:
+    assert Originator(random.Random(1)).serial != Originator(random.Random(2)).serial
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_open_emits_listen_and_first_heartbeat_immediately() -> None:
+    conn = make()
+    conn.start(T0)
+    req = pending_open(conn)
+    assert outputs_of(conn, SendForwardOpen) == [SendForwardOpen(req)]
+    conn.on_forward_open_reply(T0, req, ok_reply(req, ot_id=0xABCD0001))
+    outs = conn.take_outputs()
+    assert Listen(req.to_connection_id, 4) in outs
+    hbs = [o for o in outs if isinstance(o, SendHeartbeat)]
+    assert len(hbs) == 1 and hbs[0].port == 2222
+    d = class1.Class1Datagram.decode(hbs[0].datagram)
+    assert (d.connection_id, d.sequence, d.data) == (0xABCD0001, 1, b"")
+
+
+def test_heartbeats_on_absolute_deadlines_without_drift() -> None:
+    conn = make(ot_rpi_us=250_000)
+    open_running(conn, ot_api=250_000)
+    conn.take_outputs()
+    deadlines = []
+    for k in range(1, 41):
+        deadline = conn.next_deadline()
+        deadlines.append(deadline)
+        conn.on_data(deadline)  # data keeps flowing, so only heartbeats are due
+        conn.on_timer(deadline + 0.003)  # always a little late
+        hb = outputs_of(conn, SendHeartbeat)
+        assert len(hb) == 1
+        assert class1.Class1Datagram.decode(hb[0].datagram).sequence == k + 1
+    assert deadlines == pytest.approx([T0 + 0.25 * k for k in range(1, 41)])
+    assert conn.counters.heartbeats_late == 0
+
+
+def test_late_by_several_periods_sends_one_heartbeat_and_counts_the_skipped() -> None:
+    conn = make(ot_rpi_us=100_000)
+    open_running(conn, ot_api=100_000)
+    conn.on_data(T0 + 0.05)
+    conn.take_outputs()
+    conn.on_timer(T0 + 0.35)  # slots 1, 2, 3 passed
+    assert len(outputs_of(conn, SendHeartbeat)) == 1
+    assert conn.counters.heartbeats_late == 2
+    assert conn.next_deadline() == pytest.approx(T0 + 0.4)
+
+
+def test_early_timer_does_nothing() -> None:
+    conn = make()
+    open_running(conn)
+    conn.take_outputs()
+    conn.on_timer(T0 + 0.05)
+    assert conn.take_outputs() == []
+
+
+def test_uses_granted_api_not_requested_rpi() -> None:
+    conn = make(rpi_us=100_000, ot_rpi_us=100_000, multiplier=0)
+    open_running(conn, ot_api=200_000, to_api=300_000)
+    conn.on_data(T0 + 0.01)
+    # heartbeat at the O->T API, watchdog at T->O API x 4
+    assert conn.next_deadline() == pytest.approx(T0 + 0.2)
+    assert conn._open.watchdog_at == pytest.approx(T0 + 0.01 + 1.2)
+
+
+def test_watchdog_expiry_closes_best_effort_and_backs_off_with_timeout_event() -> None:
+    conn = make(multiplier=0, timing=Timing(first_data_s=0.1))
+    req = open_running(conn, to_api=100_000)
+    conn.on_data(T0 + 0.1)
+    now = T0 + 0.1
+    while conn.state is State.RUNNING:
+        now = conn.next_deadline()
+        conn.on_timer(now)
+    assert now == pytest.approx(T0 + 0.1 + 0.4)
+    outs = conn.take_outputs()
+    assert Unlisten(req.to_connection_id) in outs
+    assert SendForwardClose(cm.forward_close_for(req), awaited=False) in outs
+    ev = [o for o in outs if isinstance(o, ConnEvent) and o.state_to == "BACKOFF"]
+    assert ev[0].kind == "timeout" and ev[0].state_from == "RUNNING"
+    assert req.to_connection_id not in conn.originator.live_connection_ids
+    # the retry uses a new triad
+    conn.on_timer(conn.next_deadline())
+    assert pending_open(conn).connection_serial != req.connection_serial
+
+
+def test_first_data_gets_at_least_first_data_timeout() -> None:
+    conn = make(multiplier=0, timing=Timing(first_data_s=5.0))
+    open_running(conn, to_api=10_000)
+    assert conn._open.watchdog_at == pytest.approx(T0 + 5.0)
+
+
+def test_gap_counted_and_reported() -> None:
+    conn = make()
+    open_running(conn)
+    conn.take_outputs()
+    conn.on_data(T0 + 0.1, missed=0)
+    conn.on_data(T0 + 0.2, missed=3)
+    events = outputs_of(conn, ConnEvent)
+    assert [e.kind for e in events] == ["gap"]
+    assert conn.counters.gap == 3 and conn.counters.datagrams == 2
+
+
+def test_stop_while_running_closes_and_releases() -> None:
+    conn = make()
+    req = open_running(conn)
+    conn.take_outputs()
+    conn.stop(T0 + 1)
+    outs = conn.take_outputs()
+    fc = cm.forward_close_for(req)
+    assert SendForwardClose(fc, awaited=True) in outs and Unlisten(req.to_connection_id) in outs
+    assert conn.state is State.CLOSING
+    conn.on_forward_close_reply(T0 + 1.01, fc, cm.ForwardCloseSuccess(
+        req.connection_serial, req.vendor_id, req.originator_serial).to_reply())
+    assert conn.state is State.CLOSED
+    assert conn.originator.live_connection_ids == frozenset()
+    assert conn.next_deadline() is None
+
+
+def test_stop_while_opening_closes_the_in_flight_triad() -> None:
+    conn = make()
+    conn.start(T0)
+    req = pending_open(conn)
+    conn.take_outputs()
+    conn.stop(T0)
+    assert outputs_of(conn, SendForwardClose) == [
+        SendForwardClose(cm.forward_close_for(req), awaited=True)]
+    # the late Forward_Open reply is ignored
+    conn.on_forward_open_reply(T0, req, ok_reply(req))
+    assert conn.state is State.CLOSING
+
+
+def test_stale_reply_is_ignored() -> None:
+    conn = make()
+    conn.start(T0)
+    first = pending_open(conn)
+    conn.on_forward_open_reply(T0, first, reject_reply(first, 0x01, 0x0100))
+    second = pending_open(conn)
+    assert second != first
+    conn.on_forward_open_reply(T0, first, ok_reply(first))
+    assert conn.state is State.OPENING
+
+
+def test_p2p_id_changed_by_target_is_an_error() -> None:
+    conn = make()
+    conn.start(T0)
+    req = pending_open(conn)
+    conn.on_forward_open_reply(T0, req, ok_reply(req, to_id=req.to_connection_id ^ 1))
+    assert conn.state is State.BACKOFF
+
+
+def test_request_error_backs_off_and_closes_best_effort() -> None:
+    conn = make()
+    conn.start(T0)
+    req = pending_open(conn)
+    conn.take_outputs()
+    conn.on_request_error(T0 + 0.1, req, "TCP connection reset")
+    outs = conn.take_outputs()
+    assert conn.state is State.BACKOFF
+    assert SendForwardClose(cm.forward_close_for(req), awaited=False) in outs
+    ev = [o for o in outs if isinstance(o, ConnEvent)][0]
+    assert ev.kind == "error" and "TCP connection reset" in ev.message
+
+
+def test_malformed_reply_counts_as_request_failure() -> None:
+    conn = make()
+    conn.start(T0)
+    req = pending_open(conn)
+    conn.on_forward_open_reply(T0, req, cip.Reply(cip.Service.FORWARD_OPEN, 0, (), b"\x01\x02"))
+    assert conn.state is State.BACKOFF
+
+
+# --------------------------------------------------------------------------- multicast
+
+
+def test_multicast_joins_group_from_sockaddr_item_and_listens_on_target_id() -> None:
+    conn = make(multicast=True)
+    conn.start(T0)
+    req = pending_open(conn)
+    assert req.to_connection_id == 0
+    assert req.to_params.connection_type is cm.ConnectionType.MULTICAST
+    item = cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr("239.192.1.32", 2222))
+    conn.take_outputs()
+    conn.on_forward_open_reply(T0, req, ok_reply(req, to_id=0x55550001), (item,))
+    outs = conn.take_outputs()
+    assert JoinGroup("239.192.1.32") in outs and Listen(0x55550001, 4) in outs
+    conn.stop(T0 + 1)
+    outs = conn.take_outputs()
+    assert LeaveGroup("239.192.1.32") in outs and Unlisten(0x55550001) in outs
+
+
+def test_multicast_reply_without_group_is_an_error() -> None:
+    conn = make(multicast=True)
+    conn.start(T0)
+    req = pending_open(conn)
+    conn.on_forward_open_reply(T0, req, ok_reply(req, to_id=0x55550001))
+    assert conn.state is State.BACKOFF
+
+
+# --------------------------------------------------------------------------- back-off
+
+
+def test_backoff_bounds_grow_exponentially_to_the_cap() -> None:
+    policy = BackoffPolicy(base_s=0.5, cap_s=8.0, jitter=0.25)
+    conn = make(backoff=policy, seed=5)
+    conn.start(T0)
+    now = T0
+    delays = []
+    for _ in range(10):
+        req = pending_open(conn)
+        conn.on_forward_open_reply(now, req, reject_reply(req, 0x01, 0x0203))
+        delay = conn.next_deadline() - now
+        delays.append(delay)
+        now += delay
+        conn.on_timer(now)
+    for n, d in enumerate(delays):
+        nominal = min(8.0, 0.5 * 2**n)
+        assert nominal * 0.75 <= d <= nominal
+    assert max(delays) <= 8.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_backoff_policy_delay_within_bounds(seed: int) -> None:
+    policy = BackoffPolicy(base_s=1.0, cap_s=30.0, jitter=0.5)
+    rng = random.Random(seed)
+    for attempt in range(12):
+        d = policy.delay(attempt, rng)
+        assert policy.nominal(attempt) * 0.5 <= d <= policy.nominal(attempt) <= 30.0
+
+
+def test_backoff_policy_rejects_nonsense() -> None:
+    with pytest.raises(UsageError):
+        BackoffPolicy(base_s=0)
+    with pytest.raises(UsageError):
+        BackoffPolicy(jitter=1.0)
+
+
+def test_backoff_resets_after_data_flows() -> None:
+    policy = BackoffPolicy(base_s=1.0, cap_s=100.0, jitter=0.0)
+    conn = make(backoff=policy, timing=Timing(first_data_s=0.1), multiplier=0)
+    conn.start(T0)
+    now = T0
+    for _ in range(3):
+        req = pending_open(conn)
+        conn.on_forward_open_reply(now, req, reject_reply(req, 0x01, 0x0203))
+        now = conn.next_deadline()
+        conn.on_timer(now)
+    assert conn._attempt == 3
+    req = pending_open(conn)
+    conn.on_forward_open_reply(now, req, ok_reply(req))
+    conn.on_data(now + 0.01)
+    while conn.state is State.RUNNING:
+        t = conn.next_deadline()
+        conn.on_timer(t)
+    assert conn.next_deadline() - t == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- rejects
+
+
+@pytest.mark.parametrize(
+    ("general", "additional", "cls"),
+    [
+        (0x01, (0x0100,), RejectClass.NEW_SERIAL),
+        (0x01, (0x0109, 6), RejectClass.ADOPT_SIZE),
+        (0x01, (0x0128, 6), RejectClass.ADOPT_SIZE),
+        (0x01, (0x0109,), RejectClass.PERMANENT),
+        (0x01, (0x0112, 0, 0x86A0, 0x1, 0x86A0, 0x1), RejectClass.ADOPT_RPI),
+        (0x01, (0x031E,), RejectClass.AFTER_OLD_TIMEOUT),
+        (0x01, (0x0113,), RejectClass.AFTER_OLD_TIMEOUT),
+        (0x01, (0x031F,), RejectClass.NOT_PRODUCED),
+        (0x01, (0x012E,), RejectClass.NOT_PRODUCED),
+        (0x01, (0x0315,), RejectClass.NOT_PRODUCED),
+        (0x05, (), RejectClass.NOT_PRODUCED),
+        (0x01, (0x0111,), RejectClass.PERMANENT),
+        (0x01, (0x0312,), RejectClass.PERMANENT),
+        (0x01, (0x0203,), RejectClass.TRANSIENT),
+        (0x02, (), RejectClass.TRANSIENT),
+        (0x01, (), RejectClass.TRANSIENT),
+    ],
+)
+def test_classify_reject(general: int, additional: tuple[int, ...], cls: RejectClass) -> None:
+    assert classify_reject(general, additional) is cls
+
+
+def reject_and_events(conn: Connection, general: int, *additional: int) -> list[ConnEvent]:
+    req = pending_open(conn)
+    conn.take_outputs()
+    conn.on_forward_open_reply(T0 + 0.01, req, reject_reply(req, general, *additional))
+    return [o for o in conn.take_outputs() if isinstance(o, ConnEvent)]
+
+
+def test_duplicate_triad_retries_at_once_with_new_serial_then_backs_off() -> None:
+    conn = make()
+    conn.start(T0)
+    serials = [pending_open(conn).connection_serial]
+    for _ in range(3):
+        events = reject_and_events(conn, 0x01, 0x0100)
+        assert conn.state is State.OPENING
+        assert events[0].kind == "reject" and events[0].cip_extended == 0x0100
+        serials.append(pending_open(conn).connection_serial)
+    assert len(set(serials)) == 4
+    reject_and_events(conn, 0x01, 0x0100)
+    assert conn.state is State.BACKOFF
+
+
+def test_wrong_size_adopted_when_it_matches_the_known_type() -> None:
+    conn = make(None, tag_type=None)
+    conn.start(T0)
+    # discovery said 8 bytes (e.g. symbol element size) but the type is REAL[1] = 4 bytes
+    conn.on_resolved(T0, 8, ArrayType(REAL, (1,)))
+    assert pending_open(conn).to_params.size == 10
+    events = reject_and_events(conn, 0x01, 0x0109, 6)
+    assert conn.state is State.OPENING and conn.tag_bytes == 4
+    assert pending_open(conn).to_params.size == 6
+    assert events[0].state_from == events[0].state_to == "OPENING"
+
+
+def test_wrong_size_not_matching_type_is_a_type_mismatch_naming_both_sizes() -> None:
+    conn = make(4, tag_type=DINT)
+    conn.start(T0)
+    events = reject_and_events(conn, 0x01, 0x0109, 10)
+    assert conn.state is State.FAILED
+    assert "8" in conn.failure and "4" in conn.failure and "type mismatch" in conn.failure
+    assert events[-1].kind == "reject" and events[-1].cip_extended == 0x0109
+
+
+def test_wrong_size_without_known_type_is_permanent_and_says_the_fix() -> None:
+    conn = make(4)
+    conn.start(T0)
+    reject_and_events(conn, 0x01, 0x0109, 10)
+    assert conn.state is State.FAILED and "size = 8" in conn.failure
+
+
+def test_producer_default_rpi_adopted() -> None:
+    conn = make(rpi_us=10_000)
+    conn.start(T0)
+    words = (0x0112, 0x0000, 50_000 & 0xFFFF, 50_000 >> 16, 200_000 & 0xFFFF, 200_000 >> 16)
+    reject_and_events(conn, 0x01, *words)
+    req = pending_open(conn)
+    assert conn.state is State.OPENING and (req.to_rpi, req.ot_rpi) == (200_000, 50_000)
+    # the same answer again means the producer does not accept its own values
+    reject_and_events(conn, 0x01, *words)
+    assert conn.state is State.FAILED
+
+
+@pytest.mark.parametrize("ext", [0x031E, 0x0113])
+def test_out_of_consumers_waits_for_the_old_connection_timeout(ext: int) -> None:
+    conn = make(ot_rpi_us=500_000, multiplier=2)  # old connection dies after 0.5 s x 16 = 8 s
+    conn.start(T0)
+    events = reject_and_events(conn, 0x01, ext)
+    assert conn.state is State.BACKOFF
+    assert conn.next_deadline() - (T0 + 0.01) >= 8.0
+    assert events[0].kind == "reject" and events[0].cip_extended == ext
+
+
+@pytest.mark.parametrize(("general", "additional"),
+                         [(0x01, (0x031F,)), (0x01, (0x012E,)), (0x01, (0x0315,))])
+def test_unknown_or_not_produced_tag_fails_loudly(general: int, additional: tuple) -> None:
+    conn = make()
+    conn.start(T0)
+    events = reject_and_events(conn, general, *additional)
+    assert conn.state is State.FAILED
+    assert "'Count'" in conn.failure and "produced" in conn.failure
+    assert "Studio 5000" in conn.failure and "'plc1'" in conn.failure
+    assert events[-1].kind == "reject" and events[-1].status_text
+    assert conn.next_deadline() is None
+
+
+def test_wrong_slot_fails_with_a_hint() -> None:
+    conn = make()
+    conn.start(T0)
+    reject_and_events(conn, 0x01, 0x0312)
+    assert conn.state is State.FAILED and "slot" in conn.failure
+
+
+def test_transient_reject_backs_off_with_status_in_event() -> None:
+    conn = make()
+    conn.start(T0)
+    events = reject_and_events(conn, 0x01, 0x0203)
+    assert conn.state is State.BACKOFF
+    assert (events[0].cip_general, events[0].cip_extended) == (0x01, 0x0203)
+    assert events[0].status_text == "connection timed out" or events[0].status_text
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def test_resolved_size_conflicting_with_configured_size_fails() -> None:
+    params = ConsumerParams(plc="p", tag="T", rpi_us=1000, tag_bytes=4)
+    conn = Connection(params, Originator(random.Random(1)))
+    conn.state = State.RESOLVING  # as if discovery was asked for the type
+    conn.on_resolved(T0, 8, None)
+    assert conn.state is State.FAILED and "configured size 4" in conn.failure
+
+
+def test_resolved_oversize_tag_fails() -> None:
+    conn = make(None)
+    conn.start(T0)
+    conn.on_resolved(T0, 600, None)
+    assert conn.state is State.FAILED and "500" in conn.failure
+
+
+def test_params_validation() -> None:
+    with pytest.raises(UsageError):
+        ConsumerParams(plc="p", tag="T", rpi_us=0)
+    with pytest.raises(UsageError):
+        ConsumerParams(plc="p", tag="T", rpi_us=10, multiplier=9)
+    with pytest.raises(UsageError):
+        ConsumerParams(plc="p", tag="T.member", rpi_us=10)
+    with pytest.raises(UsageError):
+        ConsumerParams(plc="p", tag="T", rpi_us=10, tag_bytes=8, tag_type=DINT)
+
+
+def test_route_is_prepended_to_the_connection_path() -> None:
+    params = ConsumerParams(plc="p", tag="T", rpi_us=1000, tag_bytes=4,
+                            route=(epath.PortSegment.slot(2, port=1),))
+    conn = Connection(params, Originator(random.Random(1)))
+    conn.start(T0)
+    assert pending_open(conn).path.startswith(b"\x01\x02\x01\x00")
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+def test_flight_recorder_keeps_the_last_datagrams_each_way() -> None:
+    conn = make()
+    open_running(conn)
+    for k in range(20):
+        conn.on_timer(conn.next_deadline())
+        conn.recorder.record_in(T0 + k, "T->O", bytes([k]) * 30)
+    assert len(conn.recorder.outgoing) == 8 and len(conn.recorder.incoming) == 8
+    lines = conn.recorder.dump()
+    assert any("heartbeat" in line for line in lines)
+    assert any(line.startswith(f"{T0 + 19:.3f} <- T->O [30] 13 13") for line in lines)
+
+
+def test_snapshot_is_plain_data() -> None:
+    conn = make()
+    open_running(conn)
+    snap = conn.snapshot()
+    assert snap["state"] == "RUNNING" and snap["to_id"] and snap["counters"]["opens"] == 1
