@@ -225,7 +225,7 @@ class SubscriberLoop:
                 timeout = max(0, min(timeout, left))
             if sock.poll(timeout, zmq.POLLIN):
                 self._receive_available(sock)
-            self._maybe_flush()
+            self.flush_if_due()
 
     def _drain(self, sock: zmq.Socket) -> None:
         """After a stop request, take what already reached this process (ZeroMQ queues and
@@ -236,7 +236,7 @@ class SubscriberLoop:
             if not sock.poll(idle_ms, zmq.POLLIN):
                 return
             self._receive_available(sock)
-            self._maybe_flush()
+            self.flush_if_due()
         log.warning(
             "stop: still receiving after %.1fs of draining; stopping anyway", self.options.drain_max
         )
@@ -319,7 +319,8 @@ class SubscriberLoop:
 
     # -- batching ------------------------------------------------------------------------
 
-    def _maybe_flush(self) -> None:
+    def flush_if_due(self) -> None:
+        """Hand the batch to the sink if it is full or its oldest record waited long enough."""
         if self._flush_due is not None and (
             len(self._batch) >= self.options.batch_size or self._clock() >= self._flush_due
         ):

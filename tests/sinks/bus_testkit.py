@@ -296,7 +296,12 @@ def _read_stdout(proc: SinkProcess) -> Output:
     return o
 
 
-_READERS = {"sqlite": _read_sqlite, "jsonl": _read_files, "csv": _read_files, "stdout": _read_stdout}
+_READERS = {
+    "sqlite": _read_sqlite,
+    "jsonl": _read_files,
+    "csv": _read_files,
+    "stdout": _read_stdout,
+}
 
 
 # --------------------------------------------------------------------------- fakes

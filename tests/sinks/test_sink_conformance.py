@@ -39,9 +39,7 @@ def publisher() -> Iterator[TestPublisher]:
 
 
 @pytest.fixture
-def start_sink(
-    tmp_path: Path, publisher: TestPublisher
-) -> Iterator[object]:
+def start_sink(tmp_path: Path, publisher: TestPublisher) -> Iterator[object]:
     started: list[SinkProcess] = []
 
     def start(kind: str, *extra: str) -> SinkProcess:

@@ -1,0 +1,301 @@
+"""Each output on its own: SQLite schema and types, file rotation, CSV/JSONL shape, stdout lines."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from acquisition.wire import Event, EventKind, Sample, Stats, Value
+from sinks.base import BusGap
+from sinks.files import CsvSink, JsonlSink, RotatingFile
+from sinks.records import iso_time, to_json
+from sinks.sqlite import SqliteSink
+from sinks.stdout import StdoutSink, format_event, format_gap
+
+S = Sample(
+    seq=0, publisher="w1", plc="plc1", tag="Temp", t_wall_ns=1_700_000_000_000_000_001,
+    t_mono_ns=9, cip_seq=7, gap=1, value=21.5, raw=b"\x00\x00\xac\x41", type_name="REAL",
+)  # fmt: skip
+E = Event(
+    seq=0, publisher="w1", plc="plc1", tag="Temp", t_wall_ns=2, t_mono_ns=3,
+    kind=EventKind.REJECT, state_from="OPENING", state_to="BACKOFF", cip_general=1,
+    cip_extended=0x0113, status_text="out of connections", message="retry in 2 s",
+)  # fmt: skip
+G = BusGap("w1", "sample/plc1/Temp/", 5, 9, 4, False, 77)
+ST = Stats(seq=4, publisher="w1", worker="eth0", t_wall_ns=3, t_mono_ns=4, counters={"rx": 10})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_iso_time_keeps_nanoseconds() -> None:
+    assert iso_time(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456789Z"
+    assert iso_time(0) == "1970-01-01T00:00:00.000000000Z"
+
+
+def test_json_is_strict_with_named_non_finite_floats() -> None:
+    text = to_json({"a": [math.nan, math.inf, -math.inf, 1.0], "é": None})
+    assert text == '{"a":["NaN","Infinity","-Infinity",1.0],"é":null}'
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+
+
+# --------------------------------------------------------------------------- sqlite
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "out.db"
+
+
+def write_all(sink: SqliteSink | JsonlSink | CsvSink, samples: list[Sample]) -> None:
+    sink.write_samples(samples)
+    sink.write_events([E])
+    sink.write_gaps([G])
+    sink.write_stats([ST])
+    sink.flush()
+
+
+def test_sqlite_rows_types_and_wal(db_path: Path) -> None:
+    sink = SqliteSink(db_path)
+    sink.open()
+    values: list[Value] = [21.5, 3, True, [1, 2], {"x": math.nan}, None, "s", math.nan]
+    samples = [dataclasses.replace(S, seq=i, value=v) for i, v in enumerate(values)]
+    write_all(sink, samples)
+    # Readable by another connection after flush(), before close(): the batch is committed.
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        rows = db.execute(
+            "SELECT value_json, value_real, typeof(value_real), raw, type, seq FROM samples"
+            " ORDER BY id"
+        ).fetchall()
+        assert [(r[0], r[1]) for r in rows] == [
+            ("21.5", 21.5),
+            ("3", 3.0),
+            ("true", 1.0),
+            ("[1,2]", None),
+            ('{"x":"NaN"}', None),
+            ("null", None),
+            ('"s"', None),
+            ('"NaN"', None),  # SQLite keeps no NaN in a REAL column: NULL
+        ]
+        assert rows[0][2:] == ("real", b"\x00\x00\xac\x41", "REAL", 0)
+        assert db.execute(
+            "SELECT kind, cip_general, cip_extended, message FROM events"
+        ).fetchall() == [("reject", 1, 0x0113, "retry in 2 s")]
+        assert db.execute("SELECT * FROM gaps").fetchall() == [
+            (1, 77, "w1", "sample/plc1/Temp/", 5, 9, 4, 0)
+        ]
+        assert db.execute("SELECT worker, counters_json FROM stats").fetchall() == [
+            ("eth0", '{"rx":10}')
+        ]
+        plan = " ".join(
+            r[-1]
+            for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM samples WHERE plc='plc1' AND tag='Temp'"
+                " AND t_wall_ns BETWEEN 0 AND 5"
+            )
+        )
+        assert "samples_by_tag_time" in plan
+    finally:
+        db.close()
+        sink.close()
+
+
+def test_sqlite_appends_to_an_existing_database(db_path: Path) -> None:
+    for run in range(2):
+        sink = SqliteSink(db_path)
+        sink.open()
+        sink.write_samples([dataclasses.replace(S, seq=run)])
+        sink.flush()
+        sink.close()
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("SELECT seq FROM samples ORDER BY id").fetchall() == [(0,), (1,)]
+    finally:
+        db.close()
+
+
+def test_sqlite_refuses_a_newer_schema(db_path: Path) -> None:
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA user_version=2")
+    db.close()
+    sink = SqliteSink(db_path)
+    with pytest.raises(RuntimeError, match="newer than this pyconpro"):
+        sink.open()
+    sink.close()
+
+
+def test_sqlite_unsigned_64_bit_counters_wrap_instead_of_failing(db_path: Path) -> None:
+    sink = SqliteSink(db_path)
+    sink.open()
+    sink.write_samples([dataclasses.replace(S, seq=2**64 - 1, gap=2**63)])
+    sink.flush()
+    sink.close()
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("SELECT seq, gap FROM samples").fetchone() == (-1, -(2**63))
+    finally:
+        db.close()
+
+
+def test_sqlite_close_without_flush_keeps_written_rows(db_path: Path) -> None:
+    sink = SqliteSink(db_path)
+    sink.open()
+    sink.write_samples([S])
+    sink.close()
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("SELECT count(*) FROM samples").fetchone() == (1,)
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_rotating_file_by_size_never_splits_a_record(tmp_path: Path) -> None:
+    r = RotatingFile(tmp_path, "s", ".txt", max_bytes=10, max_seconds=0, header=b"H\n")
+    for rec in [b"aaaa\n", b"bbbb\n", b"cccccccccccccc\n", b"d\n"]:
+        r.write(rec)
+    r.close()
+    contents = [p.read_bytes() for p in r.paths]
+    assert contents == [b"H\naaaa\n", b"H\nbbbb\n", b"H\ncccccccccccccc\n", b"H\nd\n"]
+    assert r.paths == sorted(r.paths)
+
+
+def test_rotating_file_by_age_including_when_idle(tmp_path: Path) -> None:
+    clock = Clock()
+    r = RotatingFile(tmp_path, "s", ".txt", max_bytes=0, max_seconds=60, clock=clock)
+    r.write(b"1\n")
+    clock.now = 59.9
+    r.write(b"2\n")
+    clock.now = 60.0
+    r.flush()  # idle: the age limit closes the file without waiting for the next record
+    assert len(r.paths) == 1
+    r.write(b"3\n")
+    r.close()
+    assert [p.read_bytes() for p in r.paths] == [b"1\n2\n", b"3\n"]
+
+
+def test_rotating_file_never_overwrites(tmp_path: Path) -> None:
+    wall = lambda: 0.0  # both writers get the same second-resolution name
+    first = RotatingFile(tmp_path, "s", ".txt", max_bytes=0, max_seconds=0, wall=wall)
+    first.write(b"first\n")
+    first.close()
+    second = RotatingFile(tmp_path, "s", ".txt", max_bytes=0, max_seconds=0, wall=wall)
+    second.write(b"second\n")
+    second.close()
+    assert first.paths[0] != second.paths[0]
+    assert first.paths[0].read_bytes() == b"first\n"
+    assert second.paths[0].name == "s-19700101T000000Z-0002.txt"
+
+
+def test_jsonl_lines(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path / "out")
+    sink.open()
+    write_all(sink, [S])
+    sink.close()
+    (sample_file,) = sink.streams["samples"].paths
+    (line,) = sample_file.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line) == {
+        "time": "2023-11-14T22:13:20.000000001Z",
+        "t_wall_ns": 1_700_000_000_000_000_001,
+        "t_mono_ns": 9,
+        "plc": "plc1",
+        "tag": "Temp",
+        "type": "REAL",
+        "value": 21.5,
+        "value_real": 21.5,
+        "cip_seq": 7,
+        "gap": 1,
+        "publisher": "w1",
+        "seq": 0,
+        "raw": "0000ac41",
+    }
+    (gap_file,) = sink.streams["gaps"].paths
+    assert json.loads(gap_file.read_text(encoding="utf-8"))["missed"] == 4
+    assert sample_file.name.startswith("pyconpro-samples-")
+
+
+def test_csv_header_per_file_and_json_value_column(tmp_path: Path) -> None:
+    sink = CsvSink(tmp_path, prefix="x", max_bytes=400, max_seconds=0)
+    sink.open()
+    samples = [dataclasses.replace(S, seq=i, value=["a,b", i]) for i in range(6)]
+    write_all(sink, samples)
+    sink.close()
+    paths = sink.streams["samples"].paths
+    assert len(paths) > 1  # the size limit split the stream
+    rows = []
+    for p in paths:
+        with open(p, newline="", encoding="utf-8") as f:
+            rows += list(csv.DictReader(f))  # every file has its own header
+    assert [json.loads(r["value"]) for r in rows] == [["a,b", i] for i in range(6)]
+    assert [r["value_real"] for r in rows] == [""] * 6
+    with open(sink.streams["events"].paths[0], newline="", encoding="utf-8") as f:
+        (ev,) = list(csv.DictReader(f))
+    assert (ev["cip_extended"], ev["status_text"]) == ("275", "out of connections")
+
+
+def test_file_sink_reports_an_unusable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RuntimeError, match="cannot create output directory"):
+        JsonlSink(blocker / "sub").open()
+
+
+# --------------------------------------------------------------------------- stdout
+
+
+def test_stdout_lines() -> None:
+    buf = io.StringIO()
+    sink = StdoutSink(buf, raw=True)
+    write_all_stdout = [
+        lambda: sink.write_samples([dataclasses.replace(S, plc="line 2")]),
+        lambda: sink.write_events([E]),
+        lambda: sink.write_gaps([G, dataclasses.replace(G, restart=True, missed=0)]),
+        lambda: sink.write_stats([ST]),
+    ]
+    for write in write_all_stdout:
+        write()
+    sink.flush()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == (
+        "2023-11-14T22:13:20.000000001Z sample line%202/Temp REAL = 21.5"
+        "  [cs=7 gap=1 pub=w1 sq=0 raw=0000ac41]"
+    )
+    assert lines[1] == format_event(E)
+    assert (
+        "reject OPENING->BACKOFF status=0x01/0x0113 (out of connections) : retry in 2 s" in lines[1]
+    )
+    assert lines[2] == format_gap(G)
+    assert "BUS-LOSS missed=4" in lines[2]
+    assert "BUS-RESTART" in lines[3]
+    assert lines[4].endswith("stats eth0 rx=10  [pub=w1 sq=4]")
+
+
+def test_stdout_reader_gone_ends_quietly() -> None:
+    class Gone(io.StringIO):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError
+
+    sink = StdoutSink(Gone())
+    with pytest.raises(SystemExit) as exc:
+        sink.write_samples([S])
+    assert exc.value.code == 0
