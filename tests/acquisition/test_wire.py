@@ -55,18 +55,18 @@ GOLDEN_SAMPLE = Sample(
 GOLDEN_SAMPLE_TOPIC = b"sample/plc1/Count/"
 GOLDEN_SAMPLE_BODY = bytes.fromhex(
     "8c"  # fixmap, 12 pairs
-    "a176" "01"  # "v": 1
-    "a27371" "07"  # "sq": 7
-    "a3707562" "a27731"  # "pub": "w1"
-    "a3706c63" "a4706c6331"  # "plc": "plc1"
-    "a3746167" "a5436f756e74"  # "tag": "Count"
-    "a27477" "cf17979cfe3d85cd15"  # "tw": uint64 1700000000123456789
-    "a2746d" "cf000000012a05f200"  # "tm": uint64 5000000000
-    "a26373" "cd1234"  # "cs": uint16 0x1234
-    "a3676170" "02"  # "gap": 2
-    "a376616c" "2a"  # "val": 42
-    "a3726177" "c4042a000000"  # "raw": bin8, 4 bytes
-    "a27479" "a444494e54"  # "ty": "DINT"
+    "a176 01"  # "v": 1
+    "a27371 07"  # "sq": 7
+    "a3707562 a27731"  # "pub": "w1"
+    "a3706c63 a4706c6331"  # "plc": "plc1"
+    "a3746167 a5436f756e74"  # "tag": "Count"
+    "a27477 cf17979cfe3d85cd15"  # "tw": uint64 1700000000123456789
+    "a2746d cf000000012a05f200"  # "tm": uint64 5000000000
+    "a26373 cd1234"  # "cs": uint16 0x1234
+    "a3676170 02"  # "gap": 2
+    "a376616c 2a"  # "val": 42
+    "a3726177 c4042a000000"  # "raw": bin8, 4 bytes
+    "a27479 a444494e54"  # "ty": "DINT"
 )
 
 GOLDEN_UDT_SAMPLE = Sample(
@@ -83,17 +83,17 @@ GOLDEN_UDT_SAMPLE = Sample(
 )
 GOLDEN_UDT_SAMPLE_BODY = bytes.fromhex(
     "8b"  # fixmap, 11 pairs (no "ty")
-    "a176" "01"
-    "a27371" "00"
-    "a3707562" "a27731"
-    "a3706c63" "a4706c6331"
-    "a3746167" "a6526563697065"  # "Recipe"
-    "a27477" "ff"  # negative fixint -1
-    "a2746d" "00"
-    "a26373" "cdffff"
-    "a3676170" "00"
-    "a376616c" "82" "a161" "92c3c0" "a174" "cb3ff8000000000000"  # {"a":[true,nil],"t":1.5}
-    "a3726177" "c400"  # empty bin
+    "a176 01"
+    "a27371 00"
+    "a3707562 a27731"
+    "a3706c63 a4706c6331"
+    "a3746167 a6526563697065"  # "Recipe"
+    "a27477 ff"  # negative fixint -1
+    "a2746d 00"
+    "a26373 cdffff"
+    "a3676170 00"
+    "a376616c 82 a161 92c3c0 a174 cb3ff8000000000000"  # {"a":[true,nil],"t":1.5}
+    "a3726177 c400"  # empty bin
 )
 
 GOLDEN_EVENT = Event(
@@ -114,20 +114,21 @@ GOLDEN_EVENT = Event(
 GOLDEN_EVENT_TOPIC = b"event/plc1/Count/"
 GOLDEN_EVENT_BODY = bytes.fromhex(
     "8e"  # fixmap, 14 pairs
-    "a176" "01"
-    "a27371" "03"
-    "a3707562" "a27731"
-    "a3706c63" "a4706c6331"
-    "a3746167" "a5436f756e74"
-    "a27477" "0a"
-    "a2746d" "14"
-    "a16b" "a672656a656374"  # "k": "reject"
-    "a466726f6d" "a74f50454e494e47"  # "from": "OPENING"
-    "a2746f" "a74241434b4f4646"  # "to": "BACKOFF"
-    "a26773" "01"  # "gs": 1
-    "a26573" "cd0109"  # "es": 0x0109
-    "a3737478" "b7" + b"invalid connection size".hex() +  # "stx": fixstr 23
-    "a36d7367" "a0"  # "msg": ""
+    "a176 01"
+    "a27371 03"
+    "a3707562 a27731"
+    "a3706c63 a4706c6331"
+    "a3746167 a5436f756e74"
+    "a27477 0a"
+    "a2746d 14"
+    "a16b a672656a656374"  # "k": "reject"
+    "a466726f6d a74f50454e494e47"  # "from": "OPENING"
+    "a2746f a74241434b4f4646"  # "to": "BACKOFF"
+    "a26773 01"  # "gs": 1
+    "a26573 cd0109"  # "es": 0x0109
+    "a3737478 b7"
+    + b"invalid connection size".hex()  # "stx": fixstr 23
+    + "a36d7367 a0"  # "msg": ""
 )
 
 GOLDEN_STATS = Stats(
@@ -141,13 +142,13 @@ GOLDEN_STATS = Stats(
 GOLDEN_STATS_TOPIC = b"stats/w1/"
 GOLDEN_STATS_BODY = bytes.fromhex(
     "87"
-    "a176" "01"
-    "a27371" "01"
-    "a3707562" "a27731"
-    "a2776b" "a27731"  # "wk": "w1"
-    "a27477" "01"
-    "a2746d" "02"
-    "a163" "82" "a27278" "cd012c" "a472617465" "cb3fe0000000000000"  # {"rx":300,"rate":0.5}
+    "a176 01"
+    "a27371 01"
+    "a3707562 a27731"
+    "a2776b a27731"  # "wk": "w1"
+    "a27477 01"
+    "a2746d 02"
+    "a163 82 a27278 cd012c a472617465 cb3fe0000000000000"  # {"rx":300,"rate":0.5}
 )
 
 GOLDEN = [
@@ -171,9 +172,7 @@ def test_encode_golden(msg: wire.Message, topic: bytes, body: bytes) -> None:
 
 
 @pytest.mark.parametrize(("msg", "topic", "body"), GOLDEN, ids=GOLDEN_IDS)
-def test_every_truncated_prefix_is_malformed(
-    msg: wire.Message, topic: bytes, body: bytes
-) -> None:
+def test_every_truncated_prefix_is_malformed(msg: wire.Message, topic: bytes, body: bytes) -> None:
     for n in range(len(body)):
         with pytest.raises(MalformedPacket):
             decode(topic, body[:n])
@@ -392,8 +391,16 @@ def test_round_trip(msg: wire.Message) -> None:
 
 def test_nan_value_round_trips_bit_for_bit() -> None:
     msg = Sample(
-        seq=0, publisher="w", plc="p", tag="r", t_wall_ns=0, t_mono_ns=0, cip_seq=0, gap=0,
-        value=[math.nan, math.inf], raw=b"",
+        seq=0,
+        publisher="w",
+        plc="p",
+        tag="r",
+        t_wall_ns=0,
+        t_mono_ns=0,
+        cip_seq=0,
+        gap=0,
+        value=[math.nan, math.inf],
+        raw=b"",
     )
     topic, body = msg.encode()
     got = decode(topic, body)
