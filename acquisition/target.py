@@ -1,0 +1,904 @@
+"""The target role of a Logix controller: its Connection Manager and class-1 tag production.
+
+Owns, for the simulator (and any test that needs a producer), with no I/O and time passed in:
+
+* Forward_Open / Large_Forward_Open / Forward_Close handling (protocol.md 5.2-5.10) for class-1
+  produced-tag connections and class-3 explicit connections to the message router, with every
+  rejection of protocol.md 7.6 / 10.4 (validation order below);
+* the connection table: triads, connection ids (``incarnation << 16 | counter``, 5.7), the
+  consumer count per tag (7.4) and the global connection limit;
+* production (10.4 items 9-10): one ``Producer`` per P2P connection and one per multicast tag
+  (all multicast consumers share its T->O id, sequence numbers and datagrams, 5.7 / 6.7), at the
+  granted RPI on absolute deadlines ``epoch + k * period`` so timing never drifts; 32-bit
+  sequence +1 per datagram, 16-bit sequence +1 per datagram or only when the image changed
+  (6.4);
+* the O->T heartbeat watchdog (5.4, 6.6, 10.4 item 11): API x multiplier, the first period at
+  least ``initial_watchdog_s`` (10 s in OpENer); a heartbeat counts only when it comes from the
+  originator's IP with a 32-bit sequence newer than the last one; expiry stops production and
+  frees the consumer slot;
+* multicast group allocation (6.7): ``239.192.1.0 + 32 * ((host_id - 1) & 0x3FF)``;
+* class-3 connected messaging bookkeeping: watchdog and the retransmission rule (a repeated
+  16-bit sequence count gets the previous reply again, without executing the request twice).
+
+Forward_Open checks, in this order (protocol.md 10.4): body size (0x13 / 0x15); connection path
+(port segment: wrong port 0x0311, wrong slot 0x0312; electronic key 0x0114 / 0x0115 / 0x0116;
+application path: message router -> class 3, ``91 <tag>`` or ``20 04 [24 cfg] 2C ot 2C to`` ->
+class 1, unknown / not produced -> ``unknown_tag_error``, anything else 0x0315); transport class
+and trigger (0x0103); network parameters (types 0x0123 / 0x0124, fixed/variable 0x011F /
+0x0120, sizes ``size_error`` + the wanted size); duplicate triad (0x0100); consumers per tag
+(0x031E); global connection limit (0x0113); RPI (0x0111, or 0x0112 + 5 words when the tag has a
+default RPI; multicast RPI mismatch ``multicast_rpi_error``).
+
+Codes that protocol.md marks uncertain are options (``TargetOptions``) defaulting to the most
+probable Logix behaviour.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from acquisition import cip, class1, cm, cpf, epath
+from acquisition.errors import MalformedPacket
+from acquisition.status import ExtendedStatus, GeneralStatus
+
+# --------------------------------------------------------------------------- collaborators
+
+
+class ProducibleTag(Protocol):
+    """What the target needs of a tag (``simulator.tags.SimTag`` satisfies it)."""
+
+    name: str
+    produced: bool
+    max_consumers: int
+    rpi_min_us: int
+    rpi_max_us: int
+    default_rpi_us: int | None
+    unicast_allowed: bool
+
+    def size(self) -> int: ...
+
+    def image(self) -> bytes: ...
+
+
+class TagSource(Protocol):
+    """What the target needs of the tag database (``simulator.tags.TagStore`` satisfies it)."""
+
+    incarnation: int  # changes on a simulated download / restart
+
+    def find(self, name: str) -> ProducibleTag | None: ...
+
+    def by_instance(self, instance_id: int) -> ProducibleTag | None: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """The identity an electronic key segment is compared with (protocol.md 4.1)."""
+
+    vendor_id: int = 1
+    device_type: int = 0x0E
+    product_code: int = 166
+    major_revision: int = 33
+    minor_revision: int = 11
+
+
+class Seq16Mode(str, Enum):
+    """When the producer advances the 16-bit CIP sequence count (protocol.md 6.4)."""
+
+    ON_CHANGE = "change"  # only when the tag image differs from the last datagram (OpENer)
+    EVERY_PACKET = "every"
+
+
+#: Codes accepted for the options that protocol.md marks uncertain.
+SIZE_ERRORS = (ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_TO_SIZE)
+UNKNOWN_TAG_ERRORS = (
+    ExtendedStatus.NO_CONSUMER_RESOURCES_CONFIGURED,
+    ExtendedStatus.PRODUCING_SYMBOL_DOES_NOT_EXIST,
+    ExtendedStatus.INVALID_SEGMENT_IN_PATH,
+)
+MULTICAST_RPI_ERRORS = (ExtendedStatus.RPI_NOT_ACCEPTABLE, ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI)
+
+#: "Acceptable RPI type" bytes of the 0x0112 additional status (CIP Vol 1 table 3-5.33 as
+#: remembered, protocol.md 5.9 marks it unverified): 0 = the requested value was fine,
+#: 1 = use the returned value, 2 = returned value is the minimum, 3 = the maximum,
+#: 4 = the value the data is already produced at (shared multicast).
+RPI_OK, RPI_USE_THIS, RPI_MINIMUM, RPI_MAXIMUM, RPI_SHARED = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOptions:
+    """Everything configurable about the target role; defaults are the Logix-like choices."""
+
+    slot: int = 0
+    address: str = "127.0.0.2"
+    netmask: str = "255.0.0.0"
+    identity: KeyIdentity = KeyIdentity()
+    #: 0x0109 + wanted size (Logix, default) or the CIP pair 0x0127 (O->T) / 0x0128 (T->O).
+    size_error: int = ExtendedStatus.INVALID_CONNECTION_SIZE
+    #: unknown or non-produced tag: 0x031F (Logix-like), 0x012E or 0x0315.
+    unknown_tag_error: int = ExtendedStatus.NO_CONSUMER_RESOURCES_CONFIGURED
+    #: multicast consumer asking another RPI than the running multicast production.
+    multicast_rpi_error: int = ExtendedStatus.RPI_NOT_ACCEPTABLE
+    #: every connection (class 1 and class 3) counts against this pool.
+    max_connections: int = 250
+    #: the first watchdog period after the Forward_Open is at least this (OpENer: 10 s).
+    initial_watchdog_s: float = 10.0
+    seq16_mode: Seq16Mode = Seq16Mode.ON_CHANGE
+    #: port of P2P T->O data when the Forward_Open carries no T->O sockaddr item.
+    consumer_port: int = 2222
+    #: destination port of multicast T->O data (and the port in the 0x8001 reply item).
+    multicast_port: int = 2222
+    #: our class-1 UDP port, announced in the O->T sockaddr item (0x8000) of class-1 replies.
+    udp_port: int = 2222
+    reply_ot_sockaddr: bool = True
+    #: O->T (heartbeat) RPI limits; T->O limits come from each tag.
+    ot_rpi_min_us: int = 100
+    ot_rpi_max_us: int = 750_000_000
+    #: largest class-3 connection size (Large_Forward_Open; a Forward_Open stops at 511).
+    class3_max_size: int = 4002
+    #: connection point -> tag name for assembly-style paths; None = the Symbol instance id.
+    assemblies: Mapping[int, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.size_error not in SIZE_ERRORS:
+            raise ValueError(f"size_error must be 0x0109 or 0x0128, not 0x{self.size_error:04X}")
+        if self.unknown_tag_error not in UNKNOWN_TAG_ERRORS:
+            raise ValueError(
+                f"unknown_tag_error must be 0x031F, 0x012E or 0x0315, not 0x{self.unknown_tag_error:04X}"
+            )
+        if self.multicast_rpi_error not in MULTICAST_RPI_ERRORS:
+            raise ValueError(
+                "multicast_rpi_error must be 0x0112 or 0x0801,"
+                f" not 0x{self.multicast_rpi_error:04X}"
+            )
+        if self.max_connections < 0 or self.initial_watchdog_s < 0:
+            raise ValueError("max_connections and initial_watchdog_s must be >= 0")
+        ipaddress.IPv4Network(f"{self.address}/{self.netmask}", strict=False)
+
+
+# --------------------------------------------------------------------------- multicast (6.7)
+
+
+def multicast_base(address: str, netmask: str) -> str:
+    """First group of the device's 32-group block: 239.192.1.0 + 32 * ((host_id - 1) & 0x3FF)."""
+    ip = int(ipaddress.IPv4Address(address))
+    mask = int(ipaddress.IPv4Address(netmask))
+    host_id = ((ip & ~mask & 0xFFFFFFFF) - 1) & 0x3FF
+    return str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("239.192.1.0")) + 32 * host_id))
+
+
+def multicast_group(address: str, netmask: str, index: int) -> str:
+    """The ``index``-th group (modulo 32) of the device's block."""
+    base = int(ipaddress.IPv4Address(multicast_base(address, netmask)))
+    return str(ipaddress.IPv4Address(base + index % 32))
+
+
+# --------------------------------------------------------------------------- records
+
+
+class ConnectionKind(str, Enum):
+    CLASS1 = "class1"
+    CLASS3 = "class3"
+
+
+class EventKind(str, Enum):
+    OPENED = "opened"
+    REJECTED = "rejected"
+    CLOSED = "closed"
+    CLOSE_REJECTED = "close_rejected"
+    TIMED_OUT = "timed_out"
+    SESSION_CLOSED = "session_closed"
+    RESTARTED = "restarted"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a log line or a test wants to know about."""
+
+    kind: EventKind
+    time: float
+    triad: cm.Triad | None = None
+    tag: str | None = None
+    peer: str | None = None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        parts = [self.kind.value]
+        if self.tag:
+            parts.append(f"tag={self.tag}")
+        if self.peer:
+            parts.append(f"peer={self.peer}")
+        if self.triad:
+            t = self.triad
+            parts.append(
+                f"triad={t.connection_serial:#06x}/{t.vendor_id:#06x}/{t.originator_serial:#010x}"
+            )
+        if self.detail:
+            parts.append(self.detail)
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class Counters:
+    forward_opens: int = 0
+    rejects: int = 0
+    forward_closes: int = 0
+    close_rejects: int = 0
+    timeouts: int = 0
+    datagrams_sent: int = 0
+    production_slots_missed: int = 0
+    heartbeats: int = 0
+    heartbeats_stale: int = 0
+    heartbeats_foreign: int = 0
+    heartbeats_unknown: int = 0
+    datagrams_malformed: int = 0
+    connected_requests: int = 0
+    connected_retransmits: int = 0
+    reject_codes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {name: getattr(self, name) for name in self.__slots__}
+        out["reject_codes"] = dict(self.reject_codes)
+        return out
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    """One open connection (class 1 produced tag, or class 3 explicit)."""
+
+    kind: ConnectionKind
+    triad: cm.Triad
+    ot_id: int
+    to_id: int
+    peer_ip: str
+    session_id: int
+    ot_api_us: int
+    to_api_us: int
+    multiplier: int  # factor 4..512
+    timeout_s: float
+    deadline: float
+    opened_at: float
+    path: bytes
+    tag: str | None = None
+    multicast: bool = False
+    dest: tuple[str, int] | None = None
+    last_seq32: int | None = None
+    heartbeats: int = 0
+    last_seq16: int | None = None
+    last_reply: bytes | None = None
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "kind": self.kind.value,
+            "tag": self.tag,
+            "peer": self.peer_ip,
+            "session": self.session_id,
+            "serial": self.triad.connection_serial,
+            "vendor": self.triad.vendor_id,
+            "originator_serial": self.triad.originator_serial,
+            "ot_id": self.ot_id,
+            "to_id": self.to_id,
+            "ot_api_us": self.ot_api_us,
+            "to_api_us": self.to_api_us,
+            "multiplier": self.multiplier,
+            "multicast": self.multicast,
+            "dest": list(self.dest) if self.dest else None,
+            "heartbeats": self.heartbeats,
+        }
+
+
+@dataclass(slots=True, eq=False)
+class Producer:
+    """One stream of T->O datagrams: a P2P connection, or a multicast tag shared by consumers."""
+
+    tag_name: str
+    tag: ProducibleTag
+    to_id: int
+    dest: tuple[str, int]
+    rpi_us: int
+    epoch: float
+    multicast: bool
+    consumers: list[Connection]
+    slot: int = 1  # index of the next production slot: due at epoch + slot * period
+    seq32: int = 0
+    seq16: int = 0
+    last_image: bytes | None = None
+
+    @property
+    def period_s(self) -> float:
+        return self.rpi_us / 1e6
+
+    @property
+    def next_due(self) -> float:
+        return self.epoch + self.slot * self.period_s
+
+
+class _Reject(Exception):
+    """Internal: a Forward_Open refusal (general status + additional words)."""
+
+    def __init__(self, extended: int | None, *extra: int, general: int = GeneralStatus.CONNECTION_FAILURE):
+        self.general = int(general)
+        self.additional = (() if extended is None else (int(extended),)) + tuple(extra)
+        super().__init__(self.additional)
+
+
+@dataclass(frozen=True, slots=True)
+class _AppPath:
+    kind: ConnectionKind
+    tag_name: str | None = None
+    tag: ProducibleTag | None = None
+
+
+# --------------------------------------------------------------------------- the target
+
+
+_FO_FIXED = 36
+_LFO_FIXED = 40
+_FC_FIXED = 12
+
+
+class ProducerTarget:
+    """Connection Manager + class-1 production of a simulated controller (module docstring)."""
+
+    def __init__(self, store: TagSource, options: TargetOptions | None = None) -> None:
+        self.store = store
+        self.options = options or TargetOptions()
+        self.counters = Counters()
+        self._events: list[Event] = []
+        self._by_triad: dict[cm.Triad, Connection] = {}
+        self._by_ot_id: dict[int, Connection] = {}
+        self._producers: dict[int, Producer] = {}  # by T->O id
+        self._conn_producer: dict[int, Producer] = {}  # id(connection) -> producer
+        self._multicast: dict[str, Producer] = {}  # tag name (folded) -> producer
+        self._groups: dict[str, str] = {}  # tag name (folded) -> multicast group
+        self._incarnation = int(store.incarnation) & 0xFFFF or 1
+        self._counter = 0
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def incarnation(self) -> int:
+        return self._incarnation
+
+    def connections(self) -> list[Connection]:
+        return list(self._by_triad.values())
+
+    def producers(self) -> list[Producer]:
+        return list(self._producers.values())
+
+    def consumers_of(self, tag_name: str) -> int:
+        key = tag_name.casefold()
+        return sum(1 for c in self._by_triad.values() if c.tag and c.tag.casefold() == key)
+
+    def drain_events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "incarnation": self._incarnation,
+            "connections": [c.summary() for c in self._by_triad.values()],
+            "counters": self.counters.as_dict(),
+        }
+
+    # ------------------------------------------------------------------ CM dispatch
+
+    def handle_cm(
+        self,
+        request: cip.Request,
+        peer_ip: str,
+        session_id: int,
+        now: float,
+        items: tuple[cpf.Item, ...] = (),
+    ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
+        """One unconnected request addressed to the Connection Manager (``20 06 24 01``).
+
+        ``items`` are the SendRRData CPF items after the unconnected data item (a T->O sockaddr
+        item there sets the P2P destination port). Never raises on bad input.
+        """
+        service = request.service
+        if service in (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN):
+            large = service == cip.Service.LARGE_FORWARD_OPEN
+            try:
+                fo = cm.ForwardOpenRequest.decode_body(request.data, large=large)
+            except MalformedPacket:
+                fixed = _LFO_FIXED if large else _FO_FIXED
+                return self._malformed(service, request.data, fixed, 10, now), ()
+            to_item = next(
+                (i for i in items if isinstance(i, cpf.SockaddrInfo) and i.direction == cpf.ItemId.SOCKADDR_T2O),
+                None,
+            )
+            return self.forward_open(fo, peer_ip, session_id, now, to_item.sockaddr if to_item else None)
+        if service == cip.Service.FORWARD_CLOSE:
+            try:
+                fc = cm.ForwardCloseRequest.decode_body(request.data)
+            except MalformedPacket:
+                return self._malformed(service, request.data, _FC_FIXED, 2, now), ()
+            return self.forward_close(fc, peer_ip, now), ()
+        return cip.Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED), ()
+
+    def _malformed(self, service: int, data: bytes, fixed: int, triad_at: int, now: float) -> cip.Reply:
+        """0x13 when the body is shorter than its fixed part + path, 0x15 when longer."""
+        size_at = fixed - 2 if fixed == _FC_FIXED else fixed - 1
+        if len(data) < fixed or len(data) < fixed + 2 * data[size_at]:
+            general = GeneralStatus.NOT_ENOUGH_DATA
+        else:
+            general = GeneralStatus.TOO_MUCH_DATA
+        self.counters.rejects += 1
+        self._count_code(f"0x{general:02X}")
+        self._event(EventKind.REJECTED, now, detail=f"malformed body: general 0x{general:02X}")
+        if len(data) >= triad_at + 8:
+            serial, vendor, oserial = cm._TRIAD.unpack_from(data, triad_at)
+            return cm.ConnectionFailure(general, (), serial, vendor, oserial, 0).to_reply(service)
+        return cip.Reply(service, general)
+
+    # ------------------------------------------------------------------ Forward_Open
+
+    def forward_open(
+        self,
+        request: cm.ForwardOpenRequest,
+        peer_ip: str,
+        session_id: int,
+        now: float,
+        to_sockaddr: cpf.Sockaddr | None = None,
+    ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
+        """Validate and open; the reply and the CPF items to append after the unconnected data
+        item (O->T / T->O sockaddr items for class 1, none for class 3)."""
+        self.counters.forward_opens += 1
+        try:
+            app = self._walk_path(request.path)
+            if app.kind is ConnectionKind.CLASS3:
+                conn = self._open_class3(request, peer_ip, session_id, now)
+                items: tuple[cpf.Item, ...] = ()
+            else:
+                conn, items = self._open_class1(request, app, peer_ip, session_id, now, to_sockaddr)
+        except _Reject as r:
+            self.counters.rejects += 1
+            code = f"0x{r.general:02X}" + (f"/0x{r.additional[0]:04X}" if r.additional else "")
+            self._count_code(code)
+            tag = None
+            try:
+                tag = self._tag_name_of(request.path)
+            except Exception:  # noqa: BLE001 - only for the log line
+                tag = None
+            self._event(EventKind.REJECTED, now, request.triad, tag, peer_ip,
+                        f"{code} {' '.join(f'{w:#06x}' for w in r.additional[1:])}".strip())
+            failure = cm.ConnectionFailure(
+                r.general, r.additional, request.connection_serial, request.vendor_id,
+                request.originator_serial, 0,
+            )
+            return failure.to_reply(request.service), ()
+        success = cm.ForwardOpenSuccess(
+            conn.ot_id, conn.to_id, request.connection_serial, request.vendor_id,
+            request.originator_serial, conn.ot_api_us, conn.to_api_us,
+        )
+        self._event(
+            EventKind.OPENED, now, conn.triad, conn.tag, peer_ip,
+            f"{conn.kind.value} ot_id={conn.ot_id:#010x} to_id={conn.to_id:#010x}"
+            f" rpi={conn.to_api_us}us ot_rpi={conn.ot_api_us}us x{conn.multiplier}"
+            + (f" dest={conn.dest[0]}:{conn.dest[1]}" if conn.dest else "")
+            + (" multicast" if conn.multicast else ""),
+        )
+        return success.to_reply(request.large), items
+
+    def _tag_name_of(self, path: bytes) -> str | None:
+        for seg in epath.decode_path(path):
+            if isinstance(seg, epath.SymbolicSegment):
+                return seg.name
+        return None
+
+    def _walk_path(self, path: bytes) -> _AppPath:
+        """Connection path -> what is being opened (protocol.md 4.2, 4.3, 10.4 item 2)."""
+        try:
+            segments = list(epath.decode_path(path))
+        except MalformedPacket:
+            raise _Reject(ExtendedStatus.INVALID_SEGMENT_IN_PATH) from None
+        i = 0
+        if i < len(segments) and isinstance(segments[i], epath.PortSegment):
+            port = segments[i]
+            assert isinstance(port, epath.PortSegment)
+            if port.port != 1:
+                raise _Reject(ExtendedStatus.PORT_NOT_AVAILABLE)
+            if len(port.link) != 1 or port.link[0] != self.options.slot:
+                raise _Reject(ExtendedStatus.LINK_ADDRESS_NOT_VALID)
+            i += 1
+        # Further hops would leave the CPU: it has no other ports.
+        if any(isinstance(s, epath.PortSegment) for s in segments[i:]):
+            raise _Reject(ExtendedStatus.PORT_NOT_AVAILABLE)
+        while i < len(segments) and isinstance(segments[i], (epath.ElectronicKey, epath.NetworkSegment)):
+            seg = segments[i]
+            if isinstance(seg, epath.ElectronicKey):
+                self._check_key(seg)
+            i += 1
+        rest = segments[i:]
+        lt = epath.LogicalType
+        if (
+            len(rest) == 2
+            and isinstance(rest[0], epath.LogicalSegment) and rest[0].kind == lt.CLASS_ID and rest[0].value == 0x02
+            and isinstance(rest[1], epath.LogicalSegment) and rest[1].kind == lt.INSTANCE_ID and rest[1].value == 0x01
+        ):
+            return _AppPath(ConnectionKind.CLASS3)
+        if len(rest) == 1 and isinstance(rest[0], epath.SymbolicSegment):
+            return self._produced(rest[0].name, self.store.find(rest[0].name))
+        if rest and all(isinstance(s, epath.SymbolicSegment) for s in rest):
+            # Program-scoped or dotted: not a controller-scoped produced tag (protocol.md 4.2).
+            raise _Reject(self.options.unknown_tag_error)
+        if rest and isinstance(rest[0], epath.LogicalSegment) and rest[0].kind == lt.CLASS_ID and rest[0].value == 0x04:
+            return self._assembly(rest[1:])
+        raise _Reject(ExtendedStatus.INVALID_SEGMENT_IN_PATH)
+
+    def _assembly(self, rest: list[epath.Segment]) -> _AppPath:
+        """``20 04 [24 cfg] 2C <O->T point> 2C <T->O point> [80 data]``: the last connection
+        point is the produced one (protocol.md 4.3); the O->T point is a heartbeat."""
+        lt = epath.LogicalType
+        j = 0
+        if j < len(rest) and isinstance(rest[j], epath.LogicalSegment) and rest[j].kind == lt.INSTANCE_ID:  # type: ignore[union-attr]
+            j += 1
+        points: list[int] = []
+        while j < len(rest) and isinstance(rest[j], epath.LogicalSegment) and rest[j].kind == lt.CONNECTION_POINT:  # type: ignore[union-attr]
+            points.append(rest[j].value)  # type: ignore[union-attr]
+            j += 1
+        while j < len(rest) and isinstance(rest[j], epath.DataSegment):
+            j += 1  # configuration data: nothing to configure on a produced tag
+        if j != len(rest) or not 1 <= len(points) <= 2:
+            raise _Reject(ExtendedStatus.INVALID_SEGMENT_IN_PATH)
+        point = points[-1]
+        if self.options.assemblies is not None:
+            name = self.options.assemblies.get(point)
+            tag = self.store.find(name) if name is not None else None
+        else:
+            tag = self.store.by_instance(point)
+            name = tag.name if tag is not None else None
+        return self._produced(name or f"<connection point {point}>", tag)
+
+    def _produced(self, name: str, tag: ProducibleTag | None) -> _AppPath:
+        if tag is None or not tag.produced:
+            raise _Reject(self.options.unknown_tag_error)
+        return _AppPath(ConnectionKind.CLASS1, tag.name, tag)
+
+    def _check_key(self, key: epath.ElectronicKey) -> None:
+        """OpENer's rules (protocol.md 4.1): zero fields are wildcards."""
+        me = self.options.identity
+        if (key.vendor_id and key.vendor_id != me.vendor_id) or (
+            key.product_code and key.product_code != me.product_code
+        ):
+            raise _Reject(ExtendedStatus.VENDOR_OR_PRODUCT_MISMATCH)
+        if key.device_type and key.device_type != me.device_type:
+            raise _Reject(ExtendedStatus.DEVICE_TYPE_MISMATCH)
+        if key.major_revision == 0 and not key.compatibility:
+            return
+        if key.major_revision != me.major_revision:
+            raise _Reject(ExtendedStatus.REVISION_MISMATCH)
+        if key.compatibility:
+            if key.minor_revision > me.minor_revision:
+                raise _Reject(ExtendedStatus.REVISION_MISMATCH)
+        elif key.minor_revision and key.minor_revision != me.minor_revision:
+            raise _Reject(ExtendedStatus.REVISION_MISMATCH)
+
+    def _size_codes(self) -> tuple[int, int]:
+        if self.options.size_error == ExtendedStatus.INVALID_CONNECTION_SIZE:
+            return ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE
+        return ExtendedStatus.INVALID_OT_SIZE, ExtendedStatus.INVALID_TO_SIZE
+
+    def _check_pool(self) -> None:
+        if len(self._by_triad) >= self.options.max_connections:
+            raise _Reject(ExtendedStatus.OUT_OF_CONNECTIONS)
+
+    def _watchdog(self, request: cm.ForwardOpenRequest) -> tuple[int, float]:
+        factor = 4 << (request.timeout_multiplier & 0x07)
+        return factor, request.ot_rpi * factor / 1e6
+
+    def _open_class3(
+        self, request: cm.ForwardOpenRequest, peer_ip: str, session_id: int, now: float
+    ) -> Connection:
+        tt = request.transport_trigger
+        if tt.transport_class != 3:
+            raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
+        ot, to = request.ot_params, request.to_params
+        if ot.connection_type != cm.ConnectionType.POINT_TO_POINT:
+            raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
+        if to.connection_type != cm.ConnectionType.POINT_TO_POINT:
+            raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
+        ot_code, to_code = self._size_codes()
+        limit = self.options.class3_max_size if request.large else 0x1FF
+        if ot.size > limit:
+            raise _Reject(ot_code, limit)
+        if to.size > limit:
+            raise _Reject(to_code, limit)
+        if request.triad in self._by_triad:
+            raise _Reject(ExtendedStatus.CONNECTION_IN_USE)
+        self._check_pool()
+        if request.ot_rpi == 0 or request.to_rpi == 0:
+            raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
+        factor, timeout = self._watchdog(request)
+        conn = Connection(
+            ConnectionKind.CLASS3, request.triad, self._new_id(), request.to_connection_id, peer_ip,
+            session_id, request.ot_rpi, request.to_rpi, factor, timeout,
+            now + max(timeout, self.options.initial_watchdog_s), now, request.path,
+        )
+        self._add(conn)
+        return conn
+
+    def _open_class1(
+        self,
+        request: cm.ForwardOpenRequest,
+        app: _AppPath,
+        peer_ip: str,
+        session_id: int,
+        now: float,
+        to_sockaddr: cpf.Sockaddr | None,
+    ) -> tuple[Connection, tuple[cpf.Item, ...]]:
+        assert app.tag is not None and app.tag_name is not None
+        tag, name = app.tag, app.tag_name
+        opt = self.options
+        tt = request.transport_trigger
+        if tt.transport_class != 1 or tt.trigger != cm.ProductionTrigger.CYCLIC:
+            raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
+        ot, to = request.ot_params, request.to_params
+        if ot.connection_type != cm.ConnectionType.POINT_TO_POINT:
+            raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
+        multicast = to.connection_type == cm.ConnectionType.MULTICAST
+        if not multicast and not (
+            to.connection_type == cm.ConnectionType.POINT_TO_POINT and tag.unicast_allowed
+        ):
+            raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
+        if ot.variable:
+            raise _Reject(ExtendedStatus.INVALID_OT_FIXED_VARIABLE)
+        if to.variable:
+            raise _Reject(ExtendedStatus.INVALID_TO_FIXED_VARIABLE)
+        ot_code, to_code = self._size_codes()
+        if ot.size != cm.HEARTBEAT_SIZE:
+            raise _Reject(ot_code, cm.HEARTBEAT_SIZE)
+        wanted = tag.size() + cm.CLASS1_SEQUENCE_SIZE
+        if to.size != wanted:
+            raise _Reject(to_code, wanted)
+        if request.triad in self._by_triad:
+            raise _Reject(ExtendedStatus.CONNECTION_IN_USE)
+        if self.consumers_of(name) >= tag.max_consumers:
+            raise _Reject(ExtendedStatus.NO_CONSUMER_RESOURCES_AVAILABLE)
+        self._check_pool()
+        self._check_rpi(request, tag, name, multicast)
+
+        factor, timeout = self._watchdog(request)
+        conn = Connection(
+            ConnectionKind.CLASS1, request.triad, self._new_id(), 0, peer_ip, session_id,
+            request.ot_rpi, request.to_rpi, factor, timeout,
+            now + max(timeout, opt.initial_watchdog_s), now, request.path, tag=name,
+            multicast=multicast,
+        )
+        items: list[cpf.Item] = []
+        if opt.reply_ot_sockaddr:
+            items.append(cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_O2T, cpf.Sockaddr("0.0.0.0", opt.udp_port)))
+        if multicast:
+            key = name.casefold()
+            producer = self._multicast.get(key)
+            if producer is None:
+                group = self._groups.get(key)
+                if group is None:
+                    group = multicast_group(opt.address, opt.netmask, len(self._groups))
+                    self._groups[key] = group
+                producer = Producer(name, tag, self._new_id(), (group, opt.multicast_port),
+                                    request.to_rpi, now, True, [])
+                self._multicast[key] = producer
+                self._producers[producer.to_id] = producer
+            conn.to_id = producer.to_id
+            conn.dest = producer.dest
+            producer.consumers.append(conn)
+            items.append(cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr(producer.dest[0], producer.dest[1])))
+        else:
+            port = to_sockaddr.port if to_sockaddr is not None and to_sockaddr.port else opt.consumer_port
+            conn.to_id = request.to_connection_id
+            conn.dest = (peer_ip, port)
+            producer = Producer(name, tag, conn.to_id, conn.dest, request.to_rpi, now, False, [conn])
+            # Two P2P consumers may pick the same T->O id (they choose it): key producers by
+            # connection, not by id, so they stay independent.
+            self._producers[id(producer)] = producer
+        self._conn_producer[id(conn)] = producer
+        self._add(conn)
+        return conn, tuple(items)
+
+    def _check_rpi(self, request: cm.ForwardOpenRequest, tag: ProducibleTag, name: str, multicast: bool) -> None:
+        opt = self.options
+        ot_ok = opt.ot_rpi_min_us <= request.ot_rpi <= opt.ot_rpi_max_us
+        to_ok = tag.rpi_min_us <= request.to_rpi <= tag.rpi_max_us
+        if not (ot_ok and to_ok):
+            default = tag.default_rpi_us
+            if default is None:
+                raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
+            ot_rpi = min(max(request.ot_rpi, opt.ot_rpi_min_us), opt.ot_rpi_max_us)
+            ot_type = RPI_OK if ot_ok else (RPI_MINIMUM if request.ot_rpi < opt.ot_rpi_min_us else RPI_MAXIMUM)
+            to_type = RPI_OK if to_ok else RPI_USE_THIS
+            to_rpi = request.to_rpi if to_ok else default
+            raise _Reject(ExtendedStatus.RPI_NOT_ACCEPTABLE, *_rpi_words(ot_type, to_type, ot_rpi, to_rpi))
+        if multicast:
+            producer = self._multicast.get(name.casefold())
+            if producer is not None and producer.rpi_us != request.to_rpi:
+                if opt.multicast_rpi_error == ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI:
+                    raise _Reject(ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI)
+                raise _Reject(
+                    ExtendedStatus.RPI_NOT_ACCEPTABLE,
+                    *_rpi_words(RPI_OK, RPI_SHARED, request.ot_rpi, producer.rpi_us),
+                )
+
+    def _new_id(self) -> int:
+        """``incarnation << 16 | counter``, non-zero and not in use (protocol.md 5.7)."""
+        used = set(self._by_ot_id) | {p.to_id for p in self._producers.values()}
+        while True:
+            self._counter = (self._counter + 1) & 0xFFFF
+            cid = (self._incarnation << 16) | self._counter
+            if cid and cid not in used:
+                return cid
+
+    def _add(self, conn: Connection) -> None:
+        self._by_triad[conn.triad] = conn
+        self._by_ot_id[conn.ot_id] = conn
+
+    def _remove(self, conn: Connection) -> None:
+        self._by_triad.pop(conn.triad, None)
+        self._by_ot_id.pop(conn.ot_id, None)
+        producer = self._conn_producer.pop(id(conn), None)
+        if producer is not None:
+            producer.consumers.remove(conn)
+            if not producer.consumers:
+                self._producers.pop(producer.to_id if producer.multicast else id(producer), None)
+                if producer.multicast:
+                    self._multicast.pop(producer.tag_name.casefold(), None)
+
+    # ------------------------------------------------------------------ Forward_Close
+
+    def forward_close(self, request: cm.ForwardCloseRequest, peer_ip: str, now: float) -> cip.Reply:
+        """Close by triad; the closer must be the originator's IP (OpENer answers 0x0F)."""
+        self.counters.forward_closes += 1
+        conn = self._by_triad.get(request.triad)
+        if conn is None or conn.peer_ip != peer_ip:
+            general, additional = (
+                (GeneralStatus.CONNECTION_FAILURE, (ExtendedStatus.CONNECTION_NOT_FOUND,))
+                if conn is None
+                else (GeneralStatus.PRIVILEGE_VIOLATION, ())
+            )
+            self.counters.close_rejects += 1
+            self._event(EventKind.CLOSE_REJECTED, now, request.triad, conn.tag if conn else None, peer_ip,
+                        "connection not found" if conn is None else f"closer is not the originator {conn.peer_ip}")
+            return cm.ConnectionFailure(
+                int(general), tuple(int(a) for a in additional), request.connection_serial,
+                request.vendor_id, request.originator_serial, 0,
+            ).to_reply(cip.Service.FORWARD_CLOSE)
+        self._remove(conn)
+        self._event(EventKind.CLOSED, now, conn.triad, conn.tag, peer_ip, conn.kind.value)
+        return cm.ForwardCloseSuccess(
+            request.connection_serial, request.vendor_id, request.originator_serial
+        ).to_reply()
+
+    # ------------------------------------------------------------------ class-1 datagrams
+
+    def on_datagram(self, data: bytes, src_ip: str, now: float) -> None:
+        """An O->T datagram (heartbeat) arrived on the class-1 socket (protocol.md 10.4 item 11)."""
+        try:
+            dgram = class1.Class1Datagram.decode(data)
+        except MalformedPacket:
+            self.counters.datagrams_malformed += 1
+            return
+        conn = self._by_ot_id.get(dgram.connection_id)
+        if conn is None or conn.kind is not ConnectionKind.CLASS1:
+            self.counters.heartbeats_unknown += 1
+            return
+        if src_ip != conn.peer_ip:
+            self.counters.heartbeats_foreign += 1
+            return
+        if conn.last_seq32 is not None and not class1.seq32_newer(dgram.sequence, conn.last_seq32):
+            self.counters.heartbeats_stale += 1
+            return
+        conn.last_seq32 = dgram.sequence
+        conn.heartbeats += 1
+        conn.deadline = now + conn.timeout_s
+        self.counters.heartbeats += 1
+
+    # ------------------------------------------------------------------ class-3 messaging
+
+    def connected_request(
+        self,
+        connection_id: int,
+        session_id: int,
+        sequence: int,
+        message: bytes,
+        now: float,
+        handler: Callable[[bytes, float], bytes],
+    ) -> tuple[int, bytes] | None:
+        """A SendUnitData on a class-3 connection: (T->O id for the reply, CIP reply), or None
+        when no class-3 connection of this session has that O->T id. A repeated sequence count
+        is a retransmission: the previous reply is returned and ``handler`` is not called."""
+        conn = self._by_ot_id.get(connection_id)
+        if conn is None or conn.kind is not ConnectionKind.CLASS3 or conn.session_id != session_id:
+            return None
+        conn.deadline = now + conn.timeout_s
+        self.counters.connected_requests += 1
+        if conn.last_seq16 == sequence and conn.last_reply is not None:
+            self.counters.connected_retransmits += 1
+            return conn.to_id, conn.last_reply
+        reply = handler(message, now)
+        conn.last_seq16, conn.last_reply = sequence, reply
+        return conn.to_id, reply
+
+    def session_closed(self, session_id: int, now: float = 0.0) -> None:
+        """The TCP session ended: its class-3 connections go, class-1 ones stay (protocol.md 2.4)."""
+        for conn in [c for c in self._by_triad.values() if c.session_id == session_id]:
+            if conn.kind is ConnectionKind.CLASS3:
+                self._remove(conn)
+                self._event(EventKind.SESSION_CLOSED, now, conn.triad, None, conn.peer_ip,
+                            f"class3 closed with session {session_id:#x}")
+
+    def restart(self, now: float) -> None:
+        """Lose every connection, as a program download does; new incarnation (new ids)."""
+        lost = len(self._by_triad)
+        self._by_triad.clear()
+        self._by_ot_id.clear()
+        self._producers.clear()
+        self._conn_producer.clear()
+        self._multicast.clear()
+        self._incarnation = (self._incarnation % 0xFFFF) + 1
+        self._counter = 0
+        # The tag database reports the incarnation to explicit clients; keep it in step.
+        self.store.incarnation = self._incarnation
+        self._event(EventKind.RESTARTED, now, detail=f"lost {lost} connections, incarnation {self._incarnation}")
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        times = [c.deadline for c in self._by_triad.values()]
+        times += [p.next_due for p in self._producers.values()]
+        return min(times) if times else None
+
+    def on_timer(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        """Expire watchdogs, then produce every datagram due at ``now``: (datagram, (ip, port))."""
+        for conn in [c for c in self._by_triad.values() if c.deadline <= now]:
+            self._remove(conn)
+            self.counters.timeouts += 1
+            self._event(EventKind.TIMED_OUT, now, conn.triad, conn.tag, conn.peer_ip,
+                        f"{conn.kind.value} no heartbeat for {conn.timeout_s:g}s"
+                        f" ({conn.ot_api_us}us x{conn.multiplier})")
+        due = [p for p in self._producers.values() if p.next_due <= now]
+        if not due:
+            return []
+        self.store.tick(now)
+        out = []
+        for p in due:
+            image = p.tag.image()
+            p.seq32 = (p.seq32 + 1) & 0xFFFFFFFF
+            if self.options.seq16_mode is Seq16Mode.EVERY_PACKET or image != p.last_image:
+                p.seq16 = (p.seq16 + 1) & 0xFFFF
+            p.last_image = image
+            out.append((class1.Class1Datagram(p.to_id, p.seq32, p.seq16, image).encode(), p.dest))
+            # Absolute schedule: the next slot after ``now``; slots missed while the caller was
+            # late are skipped (counted) rather than sent in a burst.
+            nxt = p.slot + 1
+            if p.epoch + nxt * p.period_s <= now:
+                behind = math.floor((now - p.epoch) / p.period_s) + 1
+                self.counters.production_slots_missed += behind - nxt
+                nxt = behind
+            p.slot = nxt
+        self.counters.datagrams_sent += len(out)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _event(self, kind: EventKind, now: float, triad: cm.Triad | None = None, tag: str | None = None,
+               peer: str | None = None, detail: str = "") -> None:
+        self._events.append(Event(kind, now, triad, tag, peer, detail))
+
+    def _count_code(self, code: str) -> None:
+        self.counters.reject_codes[code] = self.counters.reject_codes.get(code, 0) + 1
+
+
+def _rpi_words(ot_type: int, to_type: int, ot_rpi: int, to_rpi: int) -> tuple[int, ...]:
+    """The 5 words after 0x0112 (protocol.md 5.9): types, O->T RPI lo/hi, T->O RPI lo/hi."""
+    return (
+        (ot_type & 0xFF) | ((to_type & 0xFF) << 8),
+        ot_rpi & 0xFFFF, (ot_rpi >> 16) & 0xFFFF,
+        to_rpi & 0xFFFF, (to_rpi >> 16) & 0xFFFF,
+    )
