@@ -52,11 +52,14 @@ def test_the_frames_we_test_are_the_cm_frames(messages: dict[int, walk.Message])
     assert fo == FORWARD_OPENS and fc == FORWARD_CLOSES
     assert all(messages[n].request.path == cm_path for n in fo + fc)  # type: ignore[union-attr]
     replies = {n: m.reply.service for n, m in messages.items() if m.reply}
-    assert replies == {**dict.fromkeys(FO_SUCCESS + list(FO_FAILURE), 0x54),
-                       **dict.fromkeys(FC_SUCCESS, 0x4E)}
+    assert replies == {
+        **dict.fromkeys(FO_SUCCESS + list(FO_FAILURE), 0x54),
+        **dict.fromkeys(FC_SUCCESS, 0x4E),
+    }
     # pairing by order matches the requests
     for n in FO_SUCCESS + list(FO_FAILURE) + FC_SUCCESS:
-        assert messages[n].paired is not None and messages[n].paired.frame == n - 1
+        paired = messages[n].paired
+        assert paired is not None and paired.frame == n - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,8 +110,9 @@ def test_forward_close_reencodes(messages: dict[int, walk.Message], n: int) -> N
     fc = cm.ForwardCloseRequest.decode_body(req.data)
     assert fc.encode(req.path) == messages[n].message
     # the close names the connection it opened: same triad and path as the matching open
-    fo = cm.ForwardOpenRequest.from_request(_request(messages, max(
-        x for x in FORWARD_OPENS if x < n and x not in (120, 133))))
+    fo = cm.ForwardOpenRequest.from_request(
+        _request(messages, max(x for x in FORWARD_OPENS if x < n and x not in (120, 133)))
+    )
     assert (fc.triad, fc.path) == (fo.triad, fo.path)
 
 
@@ -125,11 +129,16 @@ def test_reply_sockaddr_items(messages: dict[int, walk.Message]) -> None:
     for n in FO_SUCCESS:
         send = messages[n].send
         assert send is not None
-        seen[n] = [(i.direction, i.sockaddr.address, i.sockaddr.port)
-                   for i in walk.sockaddr_items(send)]
+        seen[n] = [
+            (i.direction, i.sockaddr.address, i.sockaddr.port) for i in walk.sockaddr_items(send)
+        ]
     p2p = [(cpf.ItemId.SOCKADDR_O2T, "0.0.0.0", 2222)]
-    assert seen == {9: p2p, 59: p2p, 147: p2p + [(cpf.ItemId.SOCKADDR_T2O, "239.192.1.32", 2222)],
-                    173: p2p + [(cpf.ItemId.SOCKADDR_T2O, "239.192.1.32", 2222)]}
+    assert seen == {
+        9: p2p,
+        59: p2p,
+        147: p2p + [(cpf.ItemId.SOCKADDR_T2O, "239.192.1.32", 2222)],
+        173: p2p + [(cpf.ItemId.SOCKADDR_T2O, "239.192.1.32", 2222)],
+    }
 
 
 def test_multicast_listeners_share_the_t_to_o_id(messages: dict[int, walk.Message]) -> None:

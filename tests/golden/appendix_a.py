@@ -20,12 +20,16 @@ def _hex(text: str) -> bytes:
     return bytes.fromhex(text.replace("|", " "))
 
 
-#: Values we chose for the appendix's placeholders.
-PLACEHOLDERS = {
-    "sender_context": bytes(8),  # A.1/A.2/A.3 "<8-byte sender context>": all zero
-    "ot_connection_id": 0xC35A0001,  # A.2 "e.g. 01 00 5A C3"
-    "seq32": 1,  # A.4/A.5 "<seq32>": first datagram of a connection
-    "seq16": 1,  # A.4/A.5 "<seq16>"
+# Values we chose for the appendix's placeholders.
+SENDER_CONTEXT = bytes(8)  # A.1/A.2/A.3 "<8-byte sender context>": all zero
+OT_CONNECTION_ID = 0xC35A0001  # A.2 "e.g. 01 00 5A C3"
+SEQ32 = 1  # A.4/A.5 "<seq32>": first datagram of a connection
+SEQ16 = 1  # A.4/A.5 "<seq16>"
+PLACEHOLDERS: dict[str, object] = {
+    "sender_context": SENDER_CONTEXT,
+    "ot_connection_id": OT_CONNECTION_ID,
+    "seq32": SEQ32,
+    "seq16": SEQ16,
 }
 
 # Appendix A parameters, as plain values for building the same messages with our encoders.
