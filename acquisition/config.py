@@ -318,36 +318,51 @@ def multiplier_code(factor: int) -> int:
         ) from None
 
 
-def validate_tag_name(name: str) -> str | None:
-    """Why ``name`` cannot be consumed as a produced tag, or None when it can.
+def validate_tag_name(name: str) -> tuple[str, str] | None:
+    """``(problem, fix)`` when ``name`` cannot be consumed as a produced tag, else None.
 
     Produced tags are whole controller-scoped tags (protocol.md 7.3), so program scope, members
     and elements are refused here with the reason; the rest are Logix identifier rules.
     """
     if name == "":
-        return "the tag name is empty"
+        return "the tag name is empty", "write the produced tag's name"
     if ":" in name:
         return (
-            f"{name!r} is program-scoped; only controller-scoped tags can be produced "
-            "(protocol.md 7.3): move the tag to controller scope in Studio 5000"
+            f"{name!r} is program-scoped; only controller-scoped tags are produced (protocol.md 7.3)",
+            "move the tag to controller scope in Studio 5000 and use its plain name",
         )
     if "." in name or "[" in name:
         base = re.split(r"[.\[]", name, maxsplit=1)[0]
         return (
-            f"{name!r} names a member or element; a produced-tag connection carries the whole "
-            f"tag: consume {base!r} and pick the member from the decoded value"
+            f"{name!r} names a member or element; a produced-tag connection carries one whole tag",
+            f"consume {base!r} and pick the member from the decoded value",
         )
     if len(name) > 40:
-        return f"{name!r} is {len(name)} characters long; Logix tag names have at most 40"
+        return (
+            f"{name!r} is {len(name)} characters long; Logix tag names have at most 40",
+            "use the tag's name exactly as Studio 5000 shows it",
+        )
     if not _TAG_NAME.fullmatch(name):
         bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "_"))})
         if bad:
-            return f"{name!r} contains {''.join(bad)!r}; Logix tag names use only A-Z, a-z, 0-9, _"
-        return f"{name!r} starts with a digit; Logix tag names start with a letter or _"
+            return (
+                f"{name!r} contains {''.join(bad)!r}; Logix tag names use only A-Z a-z 0-9 _",
+                "use the tag's name exactly as Studio 5000 shows it",
+            )
+        return (
+            f"{name!r} starts with a digit; Logix tag names start with a letter or _",
+            "use the tag's name exactly as Studio 5000 shows it",
+        )
     if "__" in name:
-        return f"{name!r} contains two consecutive underscores, which Logix does not allow"
+        return (
+            f"{name!r} contains two consecutive underscores, which Logix does not allow",
+            "use the tag's name exactly as Studio 5000 shows it",
+        )
     if name.endswith("_"):
-        return f"{name!r} ends with an underscore, which Logix does not allow"
+        return (
+            f"{name!r} ends with an underscore, which Logix does not allow",
+            "use the tag's name exactly as Studio 5000 shows it",
+        )
     return None
 
 
@@ -393,6 +408,7 @@ class _KeyLines:
                     last = i == len(names) - 1
                     if last and is_array:
                         counts[path] = counts.get(path, 0) + 1
+                        self.lines.setdefault(path, number)  # the array as a whole
                     if path in counts:
                         path = f"{path}[{counts[path] - 1}]"
                 table = path
@@ -400,9 +416,10 @@ class _KeyLines:
                 continue
             key = _KEYLINE.match(raw)
             if key is not None:
-                dotted = ".".join(_split_dotted(key.group("key")))
-                full = f"{table}.{dotted}" if table else dotted
-                self.lines.setdefault(full, number)
+                parts = _split_dotted(key.group("key"))
+                for n in range(1, len(parts) + 1):  # `a.b = 1` also writes table `a`
+                    dotted = ".".join(parts[:n])
+                    self.lines.setdefault(f"{table}.{dotted}" if table else dotted, number)
                 rest = raw[key.end() :]
                 for quote in ('"""', "'''"):
                     if rest.count(quote) % 2 == 1:
@@ -470,6 +487,7 @@ class _Table:
         self.data = data
         allowed = tuple(allowed)
         where = f"[{path}]" if path else "the top level"
+        self.unknown = [key for key in data if key not in allowed]
         for key in data:
             if key not in allowed:
                 hint = _did_you_mean(key, allowed)
@@ -889,7 +907,7 @@ def _read_tag(
     if name is not None:
         why = validate_tag_name(name)
         if why is not None:
-            ctx.error(t.key("name"), f"name = {name!r} cannot be consumed: {why}")
+            ctx.error(t.key("name"), f"name = {name!r} cannot be consumed: {why[0]}", why[1])
             name = None
     inh = _read_consumer_keys(t, inherited)
     size = _tag_size(t)
@@ -950,7 +968,7 @@ def _read_plc(
     seen: dict[str, str] = {}  # casefolded name -> key path; Logix names are case-insensitive
     topics: dict[str, str] = {}
     entries = t.array_of_tables("tag", "plc.tag")
-    if not entries and "tag" not in data:
+    if not entries and "tag" not in data and not t.unknown:  # `tags = ...` was said already
         ctx.error(
             path, f"PLC {name or index!r} has no tags", "add at least one [[plc.tag]] with a name"
         )
