@@ -26,6 +26,7 @@ CIP error reply a Logix would send (protocol.md 8.1, 8.3). Status choices, and t
 | unknown class / instance, index beyond dims    | 0x05 + ext 0x0000            | PM020 0x05  |
 | unknown service for the object                 | 0x08                         | CIP         |
 | request data too short / too long              | 0x13 / 0x15                  | PM020       |
+| Write Tag data beyond the elements written     | ignored (pycomm3 sends it)   | pycomm3     |
 | path size beyond the message                   | 0x26                         | PM020       |
 | elements beyond the end of the tag             | 0xFF + 0x2105                | PM020       |
 | fragment offset beyond the end                 | 0xFF + 0x2104                | PM020       |
@@ -998,9 +999,15 @@ class ExplicitTarget:
         if req.offset is not None and offset >= total:
             raise _logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
                                f"fragment offset {offset} beyond {total} bytes")
-        if req.offset is None and len(req.data) < total:
-            return Reply(service, GeneralStatus.NOT_ENOUGH_DATA)
-        if offset + len(req.data) > total:
+        data = req.data
+        if req.offset is None:
+            if len(data) < total:
+                return Reply(service, GeneralStatus.NOT_ENOUGH_DATA)
+            # Bytes after the elements' data are ignored: pycomm3 1.2's single-tag write sends
+            # its request twice in one message (build_message runs twice) and works on real
+            # controllers, so a Logix evidently ignores the surplus.
+            data = data[:total]
+        elif offset + len(data) > total:
             return Reply(service, GeneralStatus.TOO_MUCH_DATA)
         denied = self._check_writable(service, tag)
         if denied is not None:
@@ -1010,8 +1017,8 @@ class ExplicitTarget:
             mask = 1 << loc.bit
             host = host | mask if req.data[0] else host & ~mask
             tag.write(bytes([host]), loc.offset)
-        elif req.data:
-            tag.write(req.data, loc.offset + offset)
+        elif data:
+            tag.write(data, loc.offset + offset)
         return Reply(service)
 
     def _read_modify_write(self, service: int, tag: TagLike, loc: Location,
