@@ -76,6 +76,8 @@ class TagSource(Protocol):
 
     def tick(self, now: float) -> None: ...
 
+    def restart(self, now: float) -> None: ...  # initial values, incarnation + 1
+
 
 @dataclass(frozen=True, slots=True)
 class KeyIdentity:
@@ -272,6 +274,7 @@ class Connection:
     heartbeats: int = 0
     last_seq16: int | None = None
     last_reply: bytes | None = None
+    to_size: int = 0  # T->O connection size (class 3: the largest reply the originator takes)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -620,7 +623,7 @@ class ProducerTarget:
         conn = Connection(
             ConnectionKind.CLASS3, request.triad, self._new_id(), request.to_connection_id, peer_ip,
             session_id, request.ot_rpi, request.to_rpi, factor, timeout,
-            now + max(timeout, self.options.initial_watchdog_s), now, request.path,
+            now + max(timeout, self.options.initial_watchdog_s), now, request.path, to_size=to.size,
         )
         self._add(conn)
         return conn
@@ -670,7 +673,7 @@ class ProducerTarget:
             ConnectionKind.CLASS1, request.triad, self._new_id(), 0, peer_ip, session_id,
             request.ot_rpi, request.to_rpi, factor, timeout,
             now + max(timeout, opt.initial_watchdog_s), now, request.path, tag=name,
-            multicast=multicast,
+            multicast=multicast, to_size=to.size,
         )
         items: list[cpf.Item] = []
         if opt.reply_ot_sockaddr:
@@ -808,7 +811,7 @@ class ProducerTarget:
         sequence: int,
         message: bytes,
         now: float,
-        handler: Callable[[bytes, float], bytes],
+        handler: Callable[[bytes, float, Connection], bytes],
     ) -> tuple[int, bytes] | None:
         """A SendUnitData on a class-3 connection: (T->O id for the reply, CIP reply), or None
         when no class-3 connection of this session has that O->T id. A repeated sequence count
@@ -821,7 +824,7 @@ class ProducerTarget:
         if conn.last_seq16 == sequence and conn.last_reply is not None:
             self.counters.connected_retransmits += 1
             return conn.to_id, conn.last_reply
-        reply = handler(message, now)
+        reply = handler(message, now, conn)
         conn.last_seq16, conn.last_reply = sequence, reply
         return conn.to_id, reply
 
@@ -834,17 +837,19 @@ class ProducerTarget:
                             f"class3 closed with session {session_id:#x}")
 
     def restart(self, now: float) -> None:
-        """Lose every connection, as a program download does; new incarnation (new ids)."""
+        """Lose every connection, as a program download does: the tag database restarts too
+        (initial values, new incarnation) and new connection ids use the new incarnation."""
         lost = len(self._by_triad)
         self._by_triad.clear()
         self._by_ot_id.clear()
         self._producers.clear()
         self._conn_producer.clear()
         self._multicast.clear()
-        self._incarnation = (self._incarnation % 0xFFFF) + 1
+        self.store.restart(now)
+        new = int(self.store.incarnation) & 0xFFFF
+        # Ids of the old incarnation may still sit in consumers' tables: never reuse the prefix.
+        self._incarnation = new if new not in (0, self._incarnation) else self._incarnation % 0xFFFF + 1
         self._counter = 0
-        # The tag database reports the incarnation to explicit clients; keep it in step.
-        self.store.incarnation = self._incarnation
         self._event(EventKind.RESTARTED, now, detail=f"lost {lost} connections, incarnation {self._incarnation}")
 
     # ------------------------------------------------------------------ timers

@@ -15,6 +15,7 @@ import pytest
 
 from acquisition import cip, class1, cm, cpf, epath
 from acquisition.target import (
+    Connection,
     ConnectionKind,
     EventKind,
     KeyIdentity,
@@ -68,9 +69,14 @@ class FakeStore:
     def tick(self, now: float) -> None:
         self.ticks.append(now)
 
+    def restart(self, now: float) -> None:
+        self.incarnation += 1
+
 
 def test_fake_store_finds_case_insensitively_and_by_instance() -> None:
     s = FakeStore([FakeTag("Alpha", instance_id=3)])
+    s.restart(1.0)
+    assert s.incarnation == 8
     assert s.find("ALPHA") is s.tags[0] and s.by_instance(3) is s.tags[0]
     assert s.find("beta") is None and s.by_instance(4) is None
     assert FakeTag("x", nbytes=2, value=0x1234).image() == b"\x34\x12"
@@ -716,7 +722,7 @@ def _c3_setup(state: str) -> tuple[ProducerTarget, int, float, list[bytes]]:
     ok, _ = opened(t, class3_fo(ot_rpi=1_000, timeout_multiplier=0))  # 4 ms watchdog
     ot = ok.ot_connection_id
     if state == "active":
-        def first(message: bytes, when: float) -> bytes:
+        def first(message: bytes, when: float, conn: object) -> bytes:
             calls.append(message)
             return b"reply1"
 
@@ -737,7 +743,8 @@ def test_class3_state_table(state: str, inp: str) -> None:
     result = "-"
     n_calls = len(calls)
 
-    def handler(message: bytes, when: float) -> bytes:
+    def handler(message: bytes, when: float, conn: Connection) -> bytes:
+        assert conn.to_size == 4000
         calls.append(message)
         return b"reply2"
 

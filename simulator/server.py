@@ -1,0 +1,577 @@
+"""The simulator's sockets: a thin single-threaded loop around the pure target role.
+
+Owns (protocol.md 1, 2, 10.1):
+
+* TCP (address, tcp_port, default 127.0.0.2:44818): the encapsulation server, many clients, one
+  session per socket. NOP gets no reply; ListIdentity / ListServices / ListInterfaces are
+  answered whatever the session handle; RegisterSession follows protocol.md 2.4 (version 1 and
+  options 0 else 0x0069, a second one on the socket 0x0001 with the existing handle, no free
+  session or the ``refuse_register`` fault 0x0002); UnRegisterSession closes the socket without
+  a reply (unknown handle: 0x0064); SendRRData / SendUnitData need the socket's session (else a
+  24-byte 0x0064 reply) and the right CPF layout (else 0x0003); anything else 0x0001. Error
+  replies are 24 bytes (length 0).
+* UDP (address, tcp_port): ListIdentity (after the random delay of protocol.md 2.5 unless
+  disabled), ListServices, ListInterfaces; other commands 0x0001.
+* UDP (address, udp_port, default 2222): O->T heartbeats in, T->O data out (P2P, or multicast
+  with TTL 1 on the interface of ``address``).
+
+Dispatch of CIP requests: Forward_Open / Large_Forward_Open / Forward_Close to the Connection
+Manager go to ``ProducerTarget.handle_cm`` (it needs the peer IP, session and CPF items);
+everything else to the explicit target (``acquisition.explicit.ExplicitTarget``: objects, tag
+services, Unconnected_Send, whose embedded CM requests come back through ``cm_handler``).
+SendUnitData on a class-3 connection goes through ``ProducerTarget.connected_request``.
+
+The loop waits in ``selectors`` until the earliest deadline of the target (production,
+watchdogs), the fault queue and its own timers, feeds what arrives to the core, and sends what
+the core returns. Protocol decisions stay in ``acquisition.target``.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import logging
+import random
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from acquisition import cip, cpf, encap, epath
+from acquisition.encap import Command
+from acquisition.errors import MalformedPacket
+from acquisition.status import EncapsulationStatus
+from acquisition.target import Connection, ProducerTarget
+from simulator.faults import DatagramFaults, FaultSettings
+
+log = logging.getLogger("pyconpro.sim")
+
+_RECV = 65536
+_CM_SERVICES = (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN, cip.Service.FORWARD_CLOSE)
+
+
+class ExplicitHandler(Protocol):
+    """What the server needs of ``acquisition.explicit.ExplicitTarget``."""
+
+    def handle(self, message: bytes, now: float, *, reply_limit: int | None = None) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    address: str = "127.0.0.2"
+    tcp_port: int = 44818  # 0 = any free port (tests); UDP ListIdentity uses the same number
+    udp_port: int = 2222  # 0 = any free port; announced in the O->T sockaddr reply item
+    max_sessions: int = 64
+    multicast_ttl: int = 1
+    #: delay UDP ListIdentity replies randomly as protocol.md 2.5 describes.
+    udp_identity_delay: bool = True
+
+
+@dataclass(slots=True)
+class ServerCounters:
+    tcp_accepted: int = 0
+    tcp_closed: int = 0
+    sessions_registered: int = 0
+    encap_requests: int = 0
+    encap_errors: int = 0
+    udp_requests: int = 0
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    send_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(eq=False)
+class _Client:
+    sock: socket.socket
+    peer: tuple[str, int]
+    frames: encap.FrameBuffer = field(default_factory=encap.FrameBuffer)
+    session: int = 0
+    out: bytearray = field(default_factory=bytearray)
+    closing: bool = False  # close once ``out`` is flushed
+
+
+class SimulatorServer:
+    """The socket side of the simulated controller (module docstring)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: Any,
+        target: ProducerTarget,
+        explicit: ExplicitHandler,
+        *,
+        faults: DatagramFaults | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.target = target
+        self.explicit = explicit
+        self.faults = faults or DatagramFaults()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.counters = ServerCounters()
+        self.selector = selectors.DefaultSelector()
+        self._clients: dict[socket.socket, _Client] = {}
+        self._sessions: dict[int, _Client] = {}
+        self._next_session = self.rng.randrange(1, 0x7FFF_0000)
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._stop = False
+        self._tcp: socket.socket | None = None
+        self._udp_encap: socket.socket | None = None
+        self._udp_io: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.tcp_port = config.tcp_port
+        self.udp_port = config.udp_port
+        self.started_at = clock()
+        # Unconnected_Send may carry a Forward_Open; the explicit target hands it back here.
+        self._cm_context: tuple[str, int, float] = ("0.0.0.0", 0, 0.0)
+        if hasattr(explicit, "cm_handler"):
+            explicit.cm_handler = self._cm_from_explicit
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self) -> None:
+        """Open every socket; ``tcp_port`` / ``udp_port`` then hold the real port numbers."""
+        cfg = self.config
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((cfg.address, cfg.tcp_port))
+        tcp.listen(64)
+        tcp.setblocking(False)
+        self._tcp = tcp
+        self.tcp_port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((cfg.address, self.tcp_port))
+        udp.setblocking(False)
+        self._udp_encap = udp
+        io = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        io.bind((cfg.address, cfg.udp_port))
+        io.setblocking(False)
+        # Multicast T->O leaves through the interface of our address, TTL 1 (protocol.md 6.7).
+        io.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(cfg.address))
+        io.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, cfg.multicast_ttl)
+        io.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        self._udp_io = io
+        self.udp_port = io.getsockname()[1]
+        self.selector.register(tcp, selectors.EVENT_READ, self._on_accept)
+        self.selector.register(udp, selectors.EVENT_READ, self._on_udp_encap)
+        self.selector.register(io, selectors.EVENT_READ, self._on_udp_io)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler or another thread: the loop ends at its next turn."""
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def serve_forever(self) -> None:
+        while not self._stop:
+            self.run_once()
+
+    def run_once(self, max_wait: float = 1.0) -> None:
+        now = self.clock()
+        deadline = self.next_deadline()
+        timeout = max_wait if deadline is None else min(max_wait, max(0.0, deadline - now))
+        for key, mask in self.selector.select(timeout):
+            key.data(mask)
+        self.service_timers(self.clock())
+
+    def close(self) -> None:
+        for client in list(self._clients.values()):
+            self._drop_client(client, "server stopping")
+        for sock in (self._tcp, self._udp_encap, self._udp_io, self._wake_r, self._wake_w):
+            if sock is not None:
+                try:
+                    self.selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+                sock.close()
+        self.selector.close()
+
+    # ------------------------------------------------------------------ timers
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (self.clock() + delay, next(self._timer_seq), callback))
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.target.next_deadline(), self.faults.next_deadline()) if t is not None]
+        if self._timers:
+            times.append(self._timers[0][0])
+        return min(times) if times else None
+
+    def service_timers(self, now: float) -> None:
+        produced = self.target.on_timer(now)
+        for dgram, dest in self.faults.process(produced, now) + self.faults.due(now):
+            self._send_datagram(dgram, dest)
+        while self._timers and self._timers[0][0] <= now:
+            _, _, callback = heapq.heappop(self._timers)
+            callback()
+        self._log_events()
+
+    def _log_events(self) -> None:
+        for event in self.target.drain_events():
+            log.info("%s", event)
+
+    def _send_datagram(self, dgram: bytes, dest: tuple[str, int]) -> None:
+        assert self._udp_io is not None
+        try:
+            self._udp_io.sendto(dgram, dest)
+            self.counters.datagrams_sent += 1
+        except OSError as e:
+            self.counters.send_errors += 1
+            if self.counters.send_errors in (1, 10, 100, 1000):
+                log.warning("sending T->O data to %s:%d failed: %s (%d failures so far)",
+                            dest[0], dest[1], e, self.counters.send_errors)
+
+    def _on_wake(self, mask: int) -> None:
+        try:
+            self._wake_r.recv(4096)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ UDP
+
+    def _on_udp_io(self, mask: int) -> None:
+        assert self._udp_io is not None
+        for _ in range(256):
+            try:
+                data, src = self._udp_io.recvfrom(_RECV)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. ICMP port unreachable reported on a later recv
+            self.counters.datagrams_received += 1
+            self.target.on_datagram(data, src[0], self.clock())
+
+    def _on_udp_encap(self, mask: int) -> None:
+        assert self._udp_encap is not None
+        for _ in range(64):
+            try:
+                data, src = self._udp_encap.recvfrom(_RECV)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.counters.udp_requests += 1
+            try:
+                pkt = encap.EncapsulationPacket.decode(data)
+            except MalformedPacket:
+                continue
+            reply = self._discovery_reply(pkt)
+            if reply is None:
+                reply = self._error(pkt, EncapsulationStatus.INVALID_COMMAND)
+            if pkt.command == Command.LIST_IDENTITY and self.config.udp_identity_delay:
+                # protocol.md 2.5: random delay in [0, max); max from the context, 0 = 2000 ms,
+                # values 1..499 are raised to 500 ms.
+                max_ms = pkt.context[0] | (pkt.context[1] << 8)
+                max_ms = 2000 if max_ms == 0 else max(max_ms, 500)
+                delay = self.rng.uniform(0, max_ms / 1000.0)
+                self.call_later(delay, functools.partial(self._udp_reply, reply, src))
+            else:
+                self._udp_reply(reply, src)
+
+    def _udp_reply(self, reply: bytes, dest: tuple[str, int]) -> None:
+        assert self._udp_encap is not None
+        try:
+            self._udp_encap.sendto(reply, dest)
+        except OSError:
+            self.counters.send_errors += 1
+
+    # ------------------------------------------------------------------ TCP
+
+    def _on_accept(self, mask: int) -> None:
+        assert self._tcp is not None
+        for _ in range(64):
+            try:
+                sock, peer = self._tcp.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = _Client(sock, peer)
+            self._clients[sock] = client
+            self.selector.register(sock, selectors.EVENT_READ, lambda m, c=client: self._on_client(c, m))
+            self.counters.tcp_accepted += 1
+            log.info("tcp connected peer=%s:%d", peer[0], peer[1])
+
+    def _on_client(self, client: _Client, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush(client)
+        if not mask & selectors.EVENT_READ or client.sock not in self._clients:
+            return
+        try:
+            data = client.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._drop_client(client, f"receive failed: {e}")
+            return
+        if not data:
+            self._drop_client(client, "peer closed")
+            return
+        if self.faults.settings.stop_answering_tcp:
+            return  # a hung communication module: bytes vanish, nothing comes back
+        try:
+            packets = client.frames.feed(data)
+        except MalformedPacket as e:  # cannot happen for well-sized frames; be safe
+            self._drop_client(client, f"bad frame: {e}")
+            return
+        now = self.clock()
+        for pkt in packets:
+            if client.closing:
+                break
+            self.counters.encap_requests += 1
+            reply = self._handle_tcp(client, pkt, now)
+            if reply is not None:
+                self._write(client, reply)
+        self._log_events()
+
+    def _write(self, client: _Client, data: bytes) -> None:
+        client.out += data
+        self._flush(client)
+
+    def _flush(self, client: _Client) -> None:
+        if client.sock not in self._clients:
+            return
+        while client.out:
+            try:
+                n = client.sock.send(client.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._drop_client(client, f"send failed: {e}")
+                return
+            del client.out[:n]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
+        self.selector.modify(client.sock, events, lambda m, c=client: self._on_client(c, m))
+        if client.closing and not client.out:
+            self._drop_client(client, "unregistered")
+
+    def _drop_client(self, client: _Client, why: str, reset: bool = False) -> None:
+        if client.sock not in self._clients:
+            return
+        del self._clients[client.sock]
+        try:
+            self.selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        if reset:
+            # SO_LINGER 0: close() sends RST instead of FIN (a reset TCP connection).
+            try:
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        client.sock.close()
+        self.counters.tcp_closed += 1
+        if client.session:
+            self._sessions.pop(client.session, None)
+            self.target.session_closed(client.session, self.clock())
+        log.info("tcp closed peer=%s:%d session=%#x (%s)", client.peer[0], client.peer[1],
+                 client.session, why)
+        self._log_events()
+
+    # ------------------------------------------------------------------ encapsulation
+
+    @staticmethod
+    def _reply(pkt: encap.EncapsulationPacket, data: bytes = b"", *, session: int | None = None,
+               status: int = 0) -> bytes:
+        return encap.EncapsulationPacket(
+            pkt.command, data, pkt.session if session is None else session, status, pkt.context,
+            pkt.options,
+        ).encode()
+
+    def _error(self, pkt: encap.EncapsulationPacket, status: int) -> bytes:
+        self.counters.encap_errors += 1
+        return self._reply(pkt, b"", status=status)
+
+    def _identity_item(self) -> cpf.IdentityItem:
+        ident = getattr(self.store, "identity", None)
+        sockaddr = cpf.Sockaddr(self.config.address, self.tcp_port)
+        if ident is not None and hasattr(ident, "item"):
+            item = ident.item(sockaddr)
+            assert isinstance(item, cpf.IdentityItem)
+            return item
+        return cpf.IdentityItem(1, 0x0E, 166, 33, 11, 0x3060, 0x00C0FFEE, "1756-L83E/B", 3, sockaddr)
+
+    def _discovery_reply(self, pkt: encap.EncapsulationPacket) -> bytes | None:
+        if pkt.command == Command.LIST_IDENTITY:
+            return self._reply(pkt, cpf.encode_items([self._identity_item()]))
+        if pkt.command == Command.LIST_SERVICES:
+            return self._reply(pkt, cpf.encode_items([cpf.ServicesItem()]))
+        if pkt.command == Command.LIST_INTERFACES:
+            return self._reply(pkt, cpf.encode_items([]))
+        return None
+
+    def _handle_tcp(self, client: _Client, pkt: encap.EncapsulationPacket, now: float) -> bytes | None:
+        cmd = pkt.command
+        if cmd == Command.NOP:
+            return None
+        discovery = self._discovery_reply(pkt)
+        if discovery is not None:
+            return discovery
+        if cmd == Command.REGISTER_SESSION:
+            return self._register(client, pkt)
+        if cmd == Command.UNREGISTER_SESSION:
+            if client.session and pkt.session == client.session:
+                client.closing = True
+                self._flush(client)
+                return None
+            return self._error(pkt, EncapsulationStatus.INVALID_SESSION_HANDLE)
+        if cmd in (Command.SEND_RR_DATA, Command.SEND_UNIT_DATA):
+            if not client.session or pkt.session != client.session:
+                return self._error(pkt, EncapsulationStatus.INVALID_SESSION_HANDLE)
+            try:
+                send = encap.SendData.decode(pkt.data)
+            except MalformedPacket:
+                return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
+            if cmd == Command.SEND_RR_DATA:
+                return self._send_rr_data(client, pkt, send, now)
+            return self._send_unit_data(client, pkt, send, now)
+        return self._error(pkt, EncapsulationStatus.INVALID_COMMAND)
+
+    def _register(self, client: _Client, pkt: encap.EncapsulationPacket) -> bytes:
+        try:
+            body = encap.RegisterSessionData.decode(pkt.data)
+        except MalformedPacket:
+            return self._error(pkt, EncapsulationStatus.INVALID_LENGTH)
+        if body.protocol_version != 1 or body.options != 0:
+            return self._error(pkt, EncapsulationStatus.UNSUPPORTED_PROTOCOL_VERSION)
+        if client.session:
+            self.counters.encap_errors += 1
+            return self._reply(pkt, pkt.data, session=client.session,
+                               status=EncapsulationStatus.INVALID_COMMAND)
+        if self.faults.settings.refuse_register or len(self._sessions) >= self.config.max_sessions:
+            log.info("register refused peer=%s:%d", client.peer[0], client.peer[1])
+            return self._reply(pkt, b"", session=0, status=EncapsulationStatus.INSUFFICIENT_MEMORY)
+        handle = self._new_session()
+        client.session = handle
+        self._sessions[handle] = client
+        self.counters.sessions_registered += 1
+        log.info("session registered peer=%s:%d session=%#x", client.peer[0], client.peer[1], handle)
+        return self._reply(pkt, pkt.data, session=handle)
+
+    def _new_session(self) -> int:
+        while True:
+            self._next_session = (self._next_session % 0xFFFF_FFFF) + 1
+            if self._next_session not in self._sessions:
+                return self._next_session
+
+    def _send_rr_data(self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData,
+                      now: float) -> bytes:
+        try:
+            message = send.unconnected()
+        except MalformedPacket:
+            return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
+        extra = send.items[2:]
+        items: tuple[cpf.Item, ...] = ()
+        request = None
+        try:
+            request = cip.Request.decode(message)
+        except MalformedPacket:
+            pass
+        if request is not None and request.path == epath.CONNECTION_MANAGER_PATH and request.service in _CM_SERVICES:
+            reply, items = self.target.handle_cm(request, client.peer[0], client.session, now, extra)
+            answer = reply.encode()
+        else:
+            self._cm_context = (client.peer[0], client.session, now)
+            answer = self.explicit.handle(message, now)
+        return self._reply(pkt, encap.send_rr_data(answer, items))
+
+    def _cm_from_explicit(self, message: bytes) -> bytes:
+        """A Connection Manager request that arrived inside Unconnected_Send."""
+        peer, session, now = self._cm_context
+        try:
+            request = cip.Request.decode(message)
+        except MalformedPacket:
+            return cip.Reply(message[0] & 0x7F if message else 0, 0x13).encode()
+        reply, _ = self.target.handle_cm(request, peer, session, now)
+        return reply.encode()
+
+    def _send_unit_data(self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData,
+                        now: float) -> bytes:
+        try:
+            conn_id, seq, message = send.connected()
+        except MalformedPacket:
+            return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
+
+        def handler(msg: bytes, when: float, conn: Connection) -> bytes:
+            return self.explicit.handle(msg, when, reply_limit=conn.to_size or None)
+
+        result = self.target.connected_request(conn_id, client.session, seq, message, now, handler)
+        if result is None:
+            # No such class-3 connection on this session (closed, timed out, restarted).
+            return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
+        to_id, answer = result
+        return self._reply(pkt, encap.send_unit_data(to_id, seq, answer))
+
+    # ------------------------------------------------------------------ run-time control
+
+    def set_faults(self, settings: FaultSettings) -> None:
+        old = self.faults.settings
+        self.faults.settings = settings
+        if not (settings.delay_s or settings.reorder):
+            for dgram, dest in self.faults.due(float("inf")):
+                self._send_datagram(dgram, dest)
+        log.info("faults %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()
+                                        if v != getattr(FaultSettings(), k)) or "off")
+        if old.stop_answering_tcp and not settings.stop_answering_tcp:
+            for client in self._clients.values():
+                client.frames = encap.FrameBuffer()  # drop any half frame swallowed meanwhile
+
+    def restart(self, close_tcp: bool = False) -> None:
+        """Lose every CIP connection like a program download (optionally every TCP session)."""
+        self.target.restart(self.clock())
+        self.faults.clear()
+        if close_tcp:
+            for client in list(self._clients.values()):
+                self._drop_client(client, "restart")
+        self._log_events()
+
+    def reset_tcp(self) -> int:
+        """Reset (RST) every TCP connection; returns how many."""
+        clients = list(self._clients.values())
+        for client in clients:
+            self._drop_client(client, "reset by fault injection", reset=True)
+        return len(clients)
+
+    def set_produced(self, tag_name: str, produced: bool | None = None) -> bool:
+        tag = self.store.find(tag_name)
+        if tag is None:
+            raise ValueError(f"no tag {tag_name!r} in the simulator's tag database")
+        tag.produced = (not tag.produced) if produced is None else bool(produced)
+        log.info("tag %s produced=%s", tag.name, tag.produced)
+        return bool(tag.produced)
+
+    def status(self) -> dict[str, Any]:
+        snap = self.target.snapshot()
+        return {
+            "address": self.config.address,
+            "tcp_port": self.tcp_port,
+            "udp_port": self.udp_port,
+            "uptime_s": round(self.clock() - self.started_at, 3),
+            "sessions": len(self._sessions),
+            "tcp_clients": len(self._clients),
+            "incarnation": snap["incarnation"],
+            "connections": snap["connections"],
+            "target": snap["counters"],
+            "server": self.counters.as_dict(),
+            "faults": self.faults.settings.as_dict(),
+            "fault_counters": self.faults.counters.as_dict(),
+        }

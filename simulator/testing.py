@@ -1,0 +1,256 @@
+"""Start the simulator as a subprocess for tests, wait until it is ready, stop it cleanly.
+
+    from simulator.testing import start_simulator
+
+    with start_simulator("127.0.91.2", extra_args=["--initial-watchdog", "0.5"]) as sim:
+        sim.address, sim.tcp_port, sim.udp_port      # real ports (0 = any free port)
+        sim.control.faults(drop=0.5)                 # SimulatorControl
+        sim.control.connections()
+    # stopped (SIGTERM, then SIGKILL after a grace period); logs in sim.log_text()
+
+Ports default to 0 so concurrent test runs never collide; the simulator reports the ports it
+got on its READY line. Logs (stderr) go to a temporary file, so a chatty simulator can never
+block on a full pipe. Every receive/wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from acquisition import cip, cm, cpf, encap
+from simulator.control import SimulatorControl
+
+_READY = re.compile(
+    r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)"
+    r"(?: control=(?P<chost>[\d.]+):(?P<cport>\d+))? pid=(?P<pid>\d+)"
+)
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SimulatorError(RuntimeError):
+    """The simulator did not start (the message carries its log)."""
+
+
+class SimulatorProcess:
+    """A running simulator subprocess (see the module docstring)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, address: str,
+                 tcp_port: int, udp_port: int, control_address: tuple[str, int]) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.address = address
+        self.tcp_port = tcp_port
+        self.udp_port = udp_port
+        self.control_address = control_address
+        self.control = SimulatorControl(control_address)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
+        try:
+            self.control.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return int(self.proc.returncode)
+
+    def close(self) -> None:
+        self.stop()
+        try:
+            self.log_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def simulator_command(
+    address: str = "127.0.0.2",
+    *,
+    tcp_port: int = 0,
+    udp_port: int = 0,
+    config: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    cmd = [sys.executable, "-m", "simulator", "--address", address, "--tcp-port", str(tcp_port),
+           "--udp-port", str(udp_port), "--control", "127.0.0.1:0", "--no-identity-delay"]
+    if config is not None:
+        cmd += ["--config", os.fspath(config)]
+    return cmd + list(extra_args)
+
+
+def start_simulator(
+    address: str = "127.0.0.2",
+    *,
+    tcp_port: int = 0,
+    udp_port: int = 0,
+    config: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] = (),
+    timeout: float = 15.0,
+) -> SimulatorProcess:
+    """Start ``python -m simulator`` and return once its READY line is out and its control
+    channel answers. Raises SimulatorError (with the log) when it does not come up."""
+    fd, log_name = tempfile.mkstemp(prefix="pyconpro-sim-", suffix=".log")
+    log_path = Path(log_name)
+    cmd = simulator_command(address, tcp_port=tcp_port, udp_port=udp_port, config=config,
+                            extra_args=extra_args)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL,
+                                cwd=_ROOT, env=env)
+    finally:
+        os.close(fd)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            chunk = os.read(proc.stdout.fileno(), 1)  # one byte: never read past the line
+            if not chunk:
+                break
+            line += chunk
+    m = _READY.search(line.decode(errors="replace"))
+    if m is None or not m.group("cport"):
+        proc.kill()
+        proc.wait(5)
+        proc.stdout.close()
+        text = log_path.read_text(errors="replace")
+        log_path.unlink()
+        raise SimulatorError(
+            f"simulator did not report READY within {timeout:g}s (exit code {proc.returncode});"
+            f" command: {' '.join(cmd)}\nstdout: {line!r}\nlog:\n{text}"
+        )
+    try:
+        sim = SimulatorProcess(proc, log_path, m.group("addr"), int(m.group("tcp")),
+                               int(m.group("udp")), (m.group("chost"), int(m.group("cport"))))
+    except OSError:
+        proc.kill()
+        proc.wait(5)
+        proc.stdout.close()
+        log_path.unlink()
+        raise
+    try:
+        sim.control.ping()
+    except Exception:
+        sim.close()
+        raise
+    return sim
+
+
+# ---------------------------------------------------------------------------------------------
+# A minimal blocking encapsulation client (tests talk to the simulator with our own codec)
+# ---------------------------------------------------------------------------------------------
+
+
+class EncapClient:
+    """One TCP encapsulation session, request/reply, every receive with a timeout."""
+
+    def __init__(self, address: str, port: int, timeout: float = 5.0, register: bool = True) -> None:
+        self.sock = socket.create_connection((address, port), timeout=timeout)
+        self.frames = encap.FrameBuffer()
+        self.pending: list[encap.EncapsulationPacket] = []
+        self.session = 0
+        self._context = 0
+        if register:
+            reply = self.request(encap.Command.REGISTER_SESSION, encap.RegisterSessionData().encode())
+            reply.check_status()
+            self.session = reply.session
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, command: int, data: bytes = b"", *, session: int | None = None,
+             context: bytes | None = None) -> bytes:
+        self._context += 1
+        ctx = context if context is not None else self._context.to_bytes(8, "little")
+        frame = encap.EncapsulationPacket(command, data, self.session if session is None else session,
+                                          0, ctx).encode()
+        self.sock.sendall(frame)
+        return ctx
+
+    def receive(self) -> encap.EncapsulationPacket:
+        while not self.pending:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the simulator closed the TCP connection")
+            self.pending.extend(self.frames.feed(chunk))
+        return self.pending.pop(0)
+
+    def request(self, command: int, data: bytes = b"", **kw: object) -> encap.EncapsulationPacket:
+        ctx = self.send(command, data, **kw)  # type: ignore[arg-type]
+        reply = self.receive()
+        assert reply.context == ctx, "reply context differs from the request's"
+        return reply
+
+    def send_rr(self, message: bytes, extra: tuple[cpf.Item, ...] = ()
+                ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
+        """One unconnected CIP request; the reply and the CPF items after the data item."""
+        reply = self.request(encap.Command.SEND_RR_DATA, encap.send_rr_data(message, extra))
+        reply.check_status()
+        send = encap.SendData.decode(reply.data)
+        return cip.Reply.decode(send.unconnected()), send.items[2:]
+
+    def send_unit(self, connection_id: int, sequence: int, message: bytes) -> tuple[int, int, cip.Reply]:
+        reply = self.request(encap.Command.SEND_UNIT_DATA,
+                             encap.send_unit_data(connection_id, sequence, message))
+        reply.check_status()
+        cid, seq, body = encap.SendData.decode(reply.data).connected()
+        return cid, seq, cip.Reply.decode(body)
+
+    def forward_open(self, request: cm.ForwardOpenRequest, extra: tuple[cpf.Item, ...] = ()
+                     ) -> tuple[cm.ForwardOpenSuccess | cm.ConnectionFailure, tuple[cpf.Item, ...]]:
+        reply, items = self.send_rr(request.encode(), extra)
+        return cm.decode_forward_open_reply(reply), items
+
+    def forward_close(self, request: cm.ForwardCloseRequest
+                      ) -> cm.ForwardCloseSuccess | cm.ConnectionFailure:
+        reply, _ = self.send_rr(request.encode())
+        return cm.decode_forward_close_reply(reply)
