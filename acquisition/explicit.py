@@ -755,9 +755,11 @@ class ExplicitTarget:
         replies: list[bytes] = []
         failed = False
         for i in range(count):
-            sub = self._handle(data[bounds[i]:bounds[i + 1]], max(budget, 8), depth + 1)
+            # Keep 4 bytes for each later reply so that a 0x11 answer always fits.
+            room = budget - _REPLY_HEADER * (count - i - 1)
+            sub = self._handle(data[bounds[i]:bounds[i + 1]], max(room, 8), depth + 1)
             encoded = sub.encode()
-            if len(encoded) > budget:
+            if len(encoded) > room:
                 encoded = Reply(sub.service, GeneralStatus.REPLY_DATA_TOO_LARGE).encode()
                 sub = Reply(sub.service, GeneralStatus.REPLY_DATA_TOO_LARGE)
             budget -= len(encoded)
