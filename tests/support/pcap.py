@@ -551,26 +551,45 @@ def write_pcap(
     return p
 
 
+class TcpConversation:
+    """Frames of one TCP connection with consistent sequence numbers, so tshark can track it;
+    interleave them with other frames (e.g. UDP I/O) in any order you like."""
+
+    def __init__(
+        self,
+        client: tuple[str, int] = ("192.168.1.100", 50000),
+        server: tuple[str, int] = ("192.168.1.10", 44818),
+    ) -> None:
+        self.client, self.server = client, server
+        self._cseq, self._sseq = 1000, 5000
+
+    def handshake(self) -> list[bytes]:
+        (c_ip, c_port), (s_ip, s_port) = self.client, self.server
+        c, s = self._cseq, self._sseq
+        self._cseq, self._sseq = c + 1, s + 1
+        return [
+            ipv4_tcp_frame(c_ip, c_port, s_ip, s_port, c, 0, b"", flags=TCP_SYN),
+            ipv4_tcp_frame(s_ip, s_port, c_ip, c_port, s, c + 1, b"", flags=TCP_SYN | 0x10),
+            ipv4_tcp_frame(c_ip, c_port, s_ip, s_port, c + 1, s + 1, b"", flags=0x10),
+        ]
+
+    def segment(self, from_client: bool, payload: bytes) -> bytes:
+        (c_ip, c_port), (s_ip, s_port) = self.client, self.server
+        if from_client:
+            frame = ipv4_tcp_frame(c_ip, c_port, s_ip, s_port, self._cseq, self._sseq, payload)
+            self._cseq += len(payload)
+        else:
+            frame = ipv4_tcp_frame(s_ip, s_port, c_ip, c_port, self._sseq, self._cseq, payload)
+            self._sseq += len(payload)
+        return frame
+
+
 def tcp_conversation_frames(
     messages: Iterable[tuple[bool, bytes]],
     client: tuple[str, int] = ("192.168.1.100", 50000),
     server: tuple[str, int] = ("192.168.1.10", 44818),
 ) -> list[bytes]:
     """Frames of one TCP connection (handshake, then one segment per message); each message
-    is ``(from_client, payload)``. Sequence numbers are consistent so tshark can track it."""
-    cseq, sseq = 1000, 5000
-    (c_ip, c_port), (s_ip, s_port) = client, server
-    frames = [
-        ipv4_tcp_frame(c_ip, c_port, s_ip, s_port, cseq, 0, b"", flags=TCP_SYN),
-        ipv4_tcp_frame(s_ip, s_port, c_ip, c_port, sseq, cseq + 1, b"", flags=TCP_SYN | 0x10),
-        ipv4_tcp_frame(c_ip, c_port, s_ip, s_port, cseq + 1, sseq + 1, b"", flags=0x10),
-    ]
-    cseq, sseq = cseq + 1, sseq + 1
-    for from_client, payload in messages:
-        if from_client:
-            frames.append(ipv4_tcp_frame(c_ip, c_port, s_ip, s_port, cseq, sseq, payload))
-            cseq += len(payload)
-        else:
-            frames.append(ipv4_tcp_frame(s_ip, s_port, c_ip, c_port, sseq, cseq, payload))
-            sseq += len(payload)
-    return frames
+    is ``(from_client, payload)``."""
+    conv = TcpConversation(client, server)
+    return conv.handshake() + [conv.segment(fc, payload) for fc, payload in messages]
