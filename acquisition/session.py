@@ -156,6 +156,13 @@ class Session:
                                                context).encode()
         p.sent = True
 
+    def keepalive(self) -> None:
+        """Queue a NOP (no reply, 2.2) so an idle session survives the target's encapsulation
+        inactivity timeout and stays usable for Forward_Close (protocol.md 7.7 step 8)."""
+        if self.state is SessionState.READY:
+            self._out += encap.EncapsulationPacket(encap.Command.NOP, b"", self.handle, 0,
+                                                   bytes(8)).encode()
+
     def close(self) -> list[SessionEvent]:
         """Queue UnRegisterSession (no reply is expected, 2.2) and fail what is pending."""
         events: list[SessionEvent] = []

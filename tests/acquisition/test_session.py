@@ -207,6 +207,15 @@ def test_close_sends_unregister_and_fails_pending() -> None:
     assert s.receive_data(b"anything", 0.0) == []
 
 
+def test_keepalive_is_a_nop_only_when_ready() -> None:
+    s = Session()
+    s.keepalive()
+    assert s.data_to_send() == b""
+    s = registered()
+    s.keepalive()
+    assert [(f.command, f.session) for f in frames(s.data_to_send())] == [(0, HANDLE)]
+
+
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     s = registered()

@@ -1,0 +1,980 @@
+"""The I/O worker: one process per local interface address (ARCHITECTURE.md "Processes").
+
+It owns, for its interface:
+
+* the UDP socket on ``(local address, udp_port)`` that receives P2P T->O data and sends every
+  O->T heartbeat, plus one socket per multicast group bound to ``(group, udp_port)`` with the
+  membership joined on this interface only (``IP_ADD_MEMBERSHIP`` with the interface address,
+  ``IP_MULTICAST_IF``, ``IP_MULTICAST_ALL = 0`` so Linux delivers only the (group, interface)
+  pairs this socket joined: two workers on two interfaces never see each other's traffic);
+* one TCP encapsulation session per PLC, opened from the interface address, driven by the pure
+  ``acquisition.session.Session``;
+* one ``acquisition.connection.Connection`` per consumer, the class-1 ``Demux``;
+* a ZeroMQ PUB socket (explicit SNDHWM and LINGER, never blocks: a full pipe drops and counts)
+  publishing ``acquisition.wire`` samples, events and stats;
+* a ZeroMQ ROUTER control socket (add / remove / list / status / stop, msgpack maps).
+
+The loop is a thin shell (STYLE.md #3): wait on every socket until the earliest deadline of any
+connection, session or periodic task; feed bytes to the core; send what it returns; publish its
+events. SIGTERM / SIGINT: Forward_Close every connection, UnRegisterSession, exit 0.
+
+Run: ``python -m workers.io_worker --local-address 127.0.0.1 --consumer
+plc=plc1,address=127.0.0.2,tag=Counter,rpi_ms=100``. See docs/worker.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+import zmq
+
+from acquisition import cip, cpf, wire
+from acquisition.connection import (
+    BackoffPolicy,
+    Connection,
+    ConnEvent,
+    JoinGroup,
+    LeaveGroup,
+    Listen,
+    Originator,
+    Resolve,
+    SendForwardClose,
+    SendForwardOpen,
+    SendHeartbeat,
+    State,
+    Timing,
+    Unlisten,
+)
+from acquisition.demux import Demux
+from acquisition.errors import PyconproError, UsageError
+from acquisition.logix_types import LogixType, compile_decoder
+from acquisition.session import (
+    ReplyReceived,
+    RequestFailed,
+    Session,
+    SessionEvent,
+    SessionFailed,
+    SessionReady,
+    SessionState,
+)
+from workers._consumers import (
+    ConsumerDef,
+    consumer_from_map,
+    consumer_from_spec,
+    consumer_from_text,
+)
+from workers._resolve import NotResolved, Resolved, TagResolver
+
+log = logging.getLogger("pyconpro.io_worker")
+
+# Linux: deliver to this socket only multicast of groups it joined itself (on the interface it
+# joined them on). Python 3.11 does not export the constant.
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+DEFAULT_UDP_PORT = 2222
+_RECV_BATCH = 256  # datagrams per wake-up before looking at timers again
+_MAX_WAIT_S = 1.0
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    local_address: str
+    udp_port: int = DEFAULT_UDP_PORT
+    pub_endpoint: str | None = None
+    control_endpoint: str | None = None
+    name: str | None = None
+    stats_interval_s: float = 5.0
+    pub_hwm: int = 100_000
+    pub_linger_ms: int = 1000
+    shutdown_timeout_s: float = 3.0
+    request_timeout_s: float = 10.0
+    keepalive_s: float = 30.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    session_backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(0.5, 30.0, 0.25))
+    timing: Timing = field(default_factory=Timing)
+    seed: int | None = None
+
+    @property
+    def worker_name(self) -> str:
+        if self.name:
+            return self.name
+        suffix = "" if self.udp_port == DEFAULT_UDP_PORT else f"-{self.udp_port}"
+        return f"worker-{self.local_address}{suffix}"
+
+
+Callback = tuple[Callable[[cip.Reply, tuple[cpf.Item, ...]], None], Callable[[str], None]]
+
+
+@dataclass(slots=True)
+class PlcLink:
+    """The TCP encapsulation session to one PLC (address, TCP port)."""
+
+    address: str
+    port: int
+    sock: socket.socket | None = None
+    session: Session | None = None
+    connecting: bool = False
+    outbuf: bytearray = field(default_factory=bytearray)
+    callbacks: dict[int, Callback] = field(default_factory=dict)
+    retry_at: float = 0.0
+    attempt: int = 0
+    keepalive_at: float = 0.0
+    consumers: set[str] = field(default_factory=set)
+    sessions_opened: int = 0
+    sessions_failed: int = 0
+    last_failure: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        return self.session is not None and self.session.state is SessionState.READY
+
+
+@dataclass(slots=True)
+class Consumer:
+    defn: ConsumerDef
+    conn: Connection
+    link: PlcLink
+    decoder: Callable[[bytes], Any] | None = None
+    decoder_type: LogixType | None = None
+    samples: int = 0
+    decode_errors: int = 0
+    removing: bool = False
+
+
+class IoWorker:
+    def __init__(self, options: WorkerOptions) -> None:
+        self.opt = options
+        self.name = options.worker_name
+        rng = random.Random(options.seed) if options.seed is not None else random.SystemRandom()
+        self.originator = Originator(rng)
+        self.demux = Demux()
+        self.consumers: dict[str, Consumer] = {}
+        self.links: dict[tuple[str, int], PlcLink] = {}
+        self.groups: dict[str, tuple[socket.socket, int]] = {}  # group -> (socket, refcount)
+        self.seq = wire.SeqCounter()
+        self.counters: dict[str, int] = {
+            "datagrams": 0, "samples": 0, "pub_drops": 0, "heartbeats": 0,
+            "heartbeat_send_errors": 0, "decode_errors": 0, "control_errors": 0,
+        }
+        self.started = time.monotonic()
+        self.stopping = False
+        self._stop_requested = False
+        self._shutdown_deadline = 0.0
+        self._next_stats = 0.0
+        self.ctx: zmq.Context[Any] | None = None
+        self.udp: socket.socket | None = None
+        self.udp_port = options.udp_port
+        self.pub_endpoint = ""
+        self.control_endpoint = ""
+        self._closed = False
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+
+    # ================================================================== set-up / tear-down
+
+    def open(self) -> None:
+        """Bind every socket. Raises OSError / zmq.ZMQError with the address on failure."""
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        try:
+            self.udp.bind((self.opt.local_address, self.opt.udp_port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind UDP {self.opt.local_address}:"
+                          f"{self.opt.udp_port}: {exc.strerror} (another worker on this"
+                          " interface? choose --udp-port)") from None
+        self.udp.setblocking(False)
+        self.udp_port = self.udp.getsockname()[1]
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, self.opt.pub_hwm)
+        self.pub.setsockopt(zmq.LINGER, self.opt.pub_linger_ms)
+        # With NODROP a full subscriber pipe makes send(NOBLOCK) fail with EAGAIN instead of
+        # dropping silently, so the loss is counted ("pub_drops"); we still never block.
+        self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+        tmp = tempfile.gettempdir()
+        self.pub_endpoint = _bind(self.pub, self.opt.pub_endpoint
+                                  or f"ipc://{tmp}/pyconpro-{self.name}.pub")
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.SNDHWM, 1000)
+        self.control.setsockopt(zmq.RCVHWM, 1000)
+        self.control_endpoint = _bind(self.control, self.opt.control_endpoint
+                                      or f"ipc://{tmp}/pyconpro-{self.name}.ctl")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.poller = zmq.Poller()
+        self.poller.register(self.udp, zmq.POLLIN)
+        self.poller.register(self.control, zmq.POLLIN)
+        self.poller.register(self._wake_r, zmq.POLLIN)
+        log.info("%s: originator vendor 0x%04X serial 0x%08X (random per start), UDP %s:%d,"
+                 " PUB %s, control %s", self.name, self.originator.vendor_id,
+                 self.originator.serial, self.opt.local_address, self.udp_port,
+                 self.pub_endpoint, self.control_endpoint)
+
+    def close(self) -> None:
+        self._closed = True
+        for link in list(self.links.values()):
+            self._close_link(link, unregister=True)
+        for group in list(self.groups):
+            sock, _ = self.groups.pop(group)
+            sock.close()
+        for s in (self.udp, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        if self.ctx is not None:
+            self.pub.close()
+            self.control.close()
+            self.ctx.term()
+            self.ctx = None
+
+    # ================================================================== consumers
+
+    def add_consumer(self, defn: ConsumerDef, now: float) -> Consumer:
+        if self.stopping:
+            raise UsageError("the worker is stopping; not adding consumers")
+        if defn.key in self.consumers:
+            raise UsageError(f"consumer {defn.key!r} exists already; remove it first or give"
+                             " another 'alias'")
+        conn = Connection(defn.params(), self.originator, backoff=self.opt.backoff,
+                          timing=self.opt.timing)
+        link = self.links.get((defn.address, defn.port))
+        if link is None:
+            link = self.links[(defn.address, defn.port)] = PlcLink(defn.address, defn.port)
+        link.consumers.add(defn.key)
+        c = self.consumers[defn.key] = Consumer(defn, conn, link)
+        conn.start(now)
+        self._pump(c, now)
+        return c
+
+    def remove_consumer(self, key: str, now: float) -> None:
+        c = self.consumers.get(key)
+        if c is None:
+            raise UsageError(f"no consumer {key!r}; 'list' shows the keys (<plc>/<tag or alias>)")
+        c.removing = True
+        c.conn.stop(now)
+        self._pump(c, now)
+
+    def _reap(self) -> None:
+        for key, c in list(self.consumers.items()):
+            if c.removing and c.conn.state is State.CLOSED:
+                del self.consumers[key]
+                c.link.consumers.discard(key)
+                if not c.link.consumers and not self.stopping:
+                    self._close_link(c.link, unregister=True)
+                    self.links.pop((c.link.address, c.link.port), None)
+
+    # ================================================================== connection outputs
+
+    def _pump(self, c: Consumer, now: float) -> None:
+        """Carry out what the connection asked for."""
+        conn = c.conn
+        for out in conn.take_outputs():
+            if isinstance(out, SendHeartbeat):
+                self._send_heartbeat(c, out)
+            elif isinstance(out, ConnEvent):
+                self._publish_event(c, out)
+            elif isinstance(out, SendForwardOpen):
+                self._send_forward_open(c, out, now)
+            elif isinstance(out, SendForwardClose):
+                self._send_forward_close(c, out, now)
+            elif isinstance(out, Listen):
+                self.demux.add(c.defn.address, out.connection_id, out.data_size, c.defn.key)
+            elif isinstance(out, Unlisten):
+                self.demux.remove(c.defn.address, out.connection_id, c.defn.key)
+            elif isinstance(out, JoinGroup):
+                self._join(out.group)
+            elif isinstance(out, LeaveGroup):
+                self._leave(out.group)
+            elif isinstance(out, Resolve):
+                self._resolve(c, now)
+
+    def _send_heartbeat(self, c: Consumer, out: SendHeartbeat) -> None:
+        assert self.udp is not None
+        try:
+            self.udp.sendto(out.datagram, (c.defn.address, out.port))
+            self.counters["heartbeats"] += 1
+        except OSError as exc:  # e.g. no route: the watchdog will tell the story
+            self.counters["heartbeat_send_errors"] += 1
+            log.debug("%s: heartbeat not sent: %s", c.defn.key, exc)
+
+    def _send_forward_open(self, c: Consumer, out: SendForwardOpen, now: float) -> None:
+        req = out.request
+        extra: tuple[cpf.Item, ...] = ()
+        if self.udp_port != DEFAULT_UDP_PORT and not c.defn.multicast:
+            # Ask for P2P data on our port (protocol.md 1, 6.7): only when it is not 2222.
+            extra = (cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O,
+                                      cpf.Sockaddr("0.0.0.0", self.udp_port)),)
+
+        def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
+            c.conn.on_forward_open_reply(time.monotonic(), req, reply, items)
+            self._pump(c, time.monotonic())
+
+        def on_error(reason: str) -> None:
+            c.conn.on_request_error(time.monotonic(), req, reason)
+            self._pump(c, time.monotonic())
+
+        self._request(c.link, req.encode(), extra, on_reply, on_error, now)
+
+    def _send_forward_close(self, c: Consumer, out: SendForwardClose, now: float) -> None:
+        req = out.request
+        c.conn.recorder.record_out(now, "Forward_Close", req.encode())
+
+        def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
+            if out.awaited:
+                c.conn.on_forward_close_reply(time.monotonic(), req, reply)
+                self._pump(c, time.monotonic())
+            else:
+                log.info("%s: best-effort Forward_Close of serial 0x%04X answered status 0x%02X",
+                         c.defn.key, req.connection_serial, reply.status)
+
+        def on_error(reason: str) -> None:
+            if out.awaited:
+                c.conn.on_request_error(time.monotonic(), req, reason)
+                self._pump(c, time.monotonic())
+
+        self._request(c.link, req.encode(), (), on_reply, on_error, now)
+
+    def _resolve(self, c: Consumer, now: float) -> None:
+        resolver = TagResolver(c.defn.tag)
+
+        def step(message: bytes) -> None:
+            self._request(c.link, message, (), on_reply, on_error, time.monotonic())
+
+        def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
+            nxt = resolver.on_reply(reply)
+            t = time.monotonic()
+            if isinstance(nxt, bytes):
+                step(nxt)
+                return
+            if isinstance(nxt, Resolved):
+                c.conn.on_resolved(t, nxt.tag_bytes, nxt.tag_type)
+            elif isinstance(nxt, NotResolved):
+                c.conn.on_resolve_error(t, nxt.message, nxt.permanent)
+            self._pump(c, t)
+
+        def on_error(reason: str) -> None:
+            c.conn.on_resolve_error(time.monotonic(), f"size discovery: {reason}", False)
+            self._pump(c, time.monotonic())
+
+        step(resolver.first())
+
+    # ================================================================== PLC sessions
+
+    def _request(self, link: PlcLink, message: bytes, extra: tuple[cpf.Item, ...],
+                 on_reply: Callable[[cip.Reply, tuple[cpf.Item, ...]], None],
+                 on_error: Callable[[str], None], now: float) -> None:
+        if self._closed:
+            on_error("the worker is exiting")
+            return
+        if link.session is None:
+            if now < link.retry_at:
+                on_error(f"no session to PLC {link.name} (last failure: {link.last_failure};"
+                         f" reconnecting in {link.retry_at - now:.1f} s)")
+                return
+            self._connect(link, now)
+        session = link.session
+        if session is None or session.state not in (SessionState.REGISTERING,
+                                                    SessionState.READY):
+            on_error(f"no session to PLC {link.name}: {link.last_failure}")
+            return
+        handle = session.send_rr(message, now, extra_items=extra)
+        link.callbacks[handle] = (on_reply, on_error)
+        self._flush(link)
+
+    def _connect(self, link: PlcLink, now: float) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # From this interface's address, so the PLC sends P2P data back here (6.7).
+            sock.bind((self.opt.local_address, 0))
+            rc = sock.connect_ex((link.address, link.port))
+        except OSError as exc:
+            sock.close()
+            self._link_failed(link, f"cannot connect from {self.opt.local_address}: {exc}", now)
+            return
+        if rc not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._link_failed(link, f"TCP connect to {link.name} failed: {os.strerror(rc)}", now)
+            return
+        link.sock = sock
+        link.connecting = True
+        link.session = Session(request_timeout=self.opt.request_timeout_s,
+                               context_base=random.getrandbits(32) << 16)
+        link.session.start(now)
+        link.outbuf += link.session.data_to_send()
+        self.poller.register(sock, zmq.POLLIN | zmq.POLLOUT)
+
+    def _flush(self, link: PlcLink) -> None:
+        if link.session is not None:
+            link.outbuf += link.session.data_to_send()
+        if link.sock is None or link.connecting or not link.outbuf:
+            self._interest(link)
+            return
+        try:
+            n = link.sock.send(link.outbuf)
+            del link.outbuf[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._session_events(link, link.session.connection_lost(
+                f"TCP send to {link.name} failed: {exc}") if link.session else [],
+                time.monotonic())
+            return
+        self._interest(link)
+
+    def _interest(self, link: PlcLink) -> None:
+        if link.sock is not None:
+            flags = zmq.POLLIN | (zmq.POLLOUT if link.connecting or link.outbuf else 0)
+            self.poller.register(link.sock, flags)
+
+    def _on_link_io(self, link: PlcLink, flags: int, now: float) -> None:
+        assert link.sock is not None and link.session is not None
+        if link.connecting and flags & (zmq.POLLOUT | zmq.POLLERR | zmq.POLLIN):
+            err = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._session_events(link, link.session.connection_lost(
+                    f"TCP connect to {link.name} failed: {os.strerror(err)}"), now)
+                return
+            link.connecting = False
+        if flags & zmq.POLLIN:
+            try:
+                data = link.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError as exc:
+                self._session_events(link, link.session.connection_lost(
+                    f"TCP receive from {link.name} failed: {exc}"), now)
+                return
+            if data is not None:
+                self._session_events(link, link.session.receive_data(data, now), now)
+                if link.session is None:
+                    return
+        self._flush(link)
+
+    def _session_events(self, link: PlcLink, events: Sequence[SessionEvent], now: float) -> None:
+        failed: SessionFailed | None = None
+        for ev in events:
+            if isinstance(ev, SessionReady):
+                link.attempt = 0
+                link.sessions_opened += 1
+                link.keepalive_at = now + self.opt.keepalive_s
+                log.info("session 0x%08X registered with PLC %s from %s", ev.handle, link.name,
+                         self.opt.local_address)
+            elif isinstance(ev, ReplyReceived):
+                cb = link.callbacks.pop(ev.handle, None)
+                if cb is not None:
+                    cb[0](ev.reply, ev.items)
+            elif isinstance(ev, RequestFailed):
+                cb = link.callbacks.pop(ev.handle, None)
+                if cb is not None:
+                    cb[1](ev.reason)
+            elif isinstance(ev, SessionFailed):
+                failed = ev
+        if failed is not None:
+            self._link_failed(link, failed.reason, now)
+
+    def _link_failed(self, link: PlcLink, reason: str, now: float) -> None:
+        link.sessions_failed += 1
+        link.last_failure = reason
+        delay = self.opt.session_backoff.delay(link.attempt, self.originator.rng)
+        link.attempt += 1
+        link.retry_at = now + delay  # before closing: failed requests must not reconnect now
+        self._close_link(link, unregister=False)
+        log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, reason, delay)
+        plc = next((self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
+                   link.address)
+        self._publish(wire.Event(
+            seq=0, publisher=self.name, plc=plc, tag="", t_wall_ns=time.time_ns(),
+            t_mono_ns=time.monotonic_ns(), kind=wire.EventKind.ERROR.value,
+            message=f"encapsulation session to {link.name} lost: {reason}; reconnecting in"
+            f" {delay:.2f} s"))
+
+    def _close_link(self, link: PlcLink, *, unregister: bool) -> None:
+        session, sock = link.session, link.sock
+        link.session = None
+        link.sock = None
+        link.connecting = False
+        pending = list(link.callbacks.values())
+        link.callbacks.clear()
+        if sock is not None:
+            if unregister and session is not None and session.state is SessionState.READY:
+                session.close()
+                data = bytes(link.outbuf) + session.data_to_send()
+                try:  # UnRegisterSession has no reply; give the kernel a moment to take it
+                    sock.setblocking(True)
+                    sock.settimeout(0.5)
+                    sock.sendall(data)
+                except OSError:
+                    pass
+            try:
+                self.poller.unregister(sock)
+            except KeyError:
+                pass
+            sock.close()
+        link.outbuf.clear()
+        for _, on_error in pending:
+            on_error(link.last_failure or "session closed")
+
+    # ================================================================== multicast
+
+    def _join(self, group: str) -> None:
+        entry = self.groups.get(group)
+        if entry is not None:
+            self.groups[group] = (entry[0], entry[1] + 1)
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            # Several workers (interfaces) may consume the same group on this host.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((group, self.udp_port))
+            local = socket.inet_aton(self.opt.local_address)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                            socket.inet_aton(group) + local)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            log.error("cannot join multicast %s on %s: %s", group, self.opt.local_address, exc)
+            return
+        self.groups[group] = (sock, 1)
+        self.poller.register(sock, zmq.POLLIN)
+        log.info("joined multicast %s on %s port %d", group, self.opt.local_address,
+                 self.udp_port)
+
+    def _leave(self, group: str) -> None:
+        entry = self.groups.get(group)
+        if entry is None:
+            return
+        sock, refs = entry
+        if refs > 1:
+            self.groups[group] = (sock, refs - 1)
+            return
+        del self.groups[group]
+        self.poller.unregister(sock)
+        sock.close()  # closing drops the membership
+        log.info("left multicast %s", group)
+
+    # ================================================================== receive path
+
+    def _drain_udp(self, sock: socket.socket, now: float) -> None:
+        for _ in range(_RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors surface here on Linux; not fatal
+                log.debug("UDP receive error: %s", exc)
+                return
+            self.counters["datagrams"] += 1
+            delivery = self.demux.receive(data, addr[0])
+            if delivery is None:
+                continue
+            t_wall = time.time_ns()
+            t_mono = time.monotonic_ns()
+            for key in delivery.owners:
+                c = self.consumers.get(str(key))
+                if c is None:
+                    continue
+                c.conn.recorder.record_in(now, "T->O", data)
+                c.conn.on_data(now, delivery.missed)
+                self._pump(c, now)
+                self._publish_sample(c, delivery.datagram.cip_sequence,
+                                     delivery.datagram.data, t_wall, t_mono)
+
+    def _publish_sample(self, c: Consumer, cip_seq: int, raw: bytes, t_wall: int,
+                        t_mono: int) -> None:
+        t = c.conn.tag_type
+        if t is not c.decoder_type:
+            c.decoder_type = t
+            c.decoder = compile_decoder(t) if t is not None else None
+        value: Any = None
+        if c.decoder is not None:
+            try:
+                value = c.decoder(raw)
+            except Exception:  # noqa: BLE001 - a decoder bug must not stop the receive loop
+                c.decode_errors += 1
+                self.counters["decode_errors"] += 1
+        c.samples += 1
+        self.counters["samples"] += 1
+        sample = wire.Sample(seq=0, publisher=self.name, plc=c.defn.plc, tag=c.defn.topic_name,
+                             t_wall_ns=t_wall, t_mono_ns=t_mono, cip_seq=cip_seq,
+                             gap=c.conn.counters.gap, value=value, raw=raw,
+                             type_name=t.name if t is not None else None)
+        self._publish(sample)
+
+    def _publish_event(self, c: Consumer, ev: ConnEvent) -> None:
+        level = logging.INFO if ev.kind in ("state", "gap") else logging.WARNING
+        log.log(level, "%s: %s%s", c.defn.key,
+                f"{ev.state_from} -> {ev.state_to}: " if ev.state_to else "", ev.message)
+        if c.conn.state is State.FAILED and ev.state_to == "FAILED":
+            for line in c.conn.recorder.dump():
+                log.warning("%s flight recorder: %s", c.defn.key, line)
+        self._publish(wire.Event(
+            seq=0, publisher=self.name, plc=c.defn.plc, tag=c.defn.topic_name,
+            t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(), kind=ev.kind,
+            state_from=ev.state_from, state_to=ev.state_to, cip_general=ev.cip_general,
+            cip_extended=ev.cip_extended, status_text=ev.status_text, message=ev.message))
+
+    def _publish(self, msg: wire.Sample | wire.Event | wire.Stats) -> None:
+        topic = msg.topic
+        try:
+            # ``seq`` is per topic (wire.SeqCounter), assigned here in publication order.
+            _, body = replace(msg, seq=self.seq.next(topic)).encode()
+            self.pub.send_multipart([topic, body], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["pub_drops"] += 1
+        except UsageError as exc:  # a value that breaks the schema: a bug, but not fatal
+            log.error("cannot publish on %r: %s", topic, exc)
+
+    def _publish_stats(self) -> None:
+        counters: dict[str, int | float] = dict(self.counters)
+        counters.update(self.demux.counters())
+        counters["consumers"] = len(self.consumers)
+        for st in State:
+            counters[f"state_{st.value.lower()}"] = sum(
+                1 for c in self.consumers.values() if c.conn.state is st)
+        counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
+        counters["uptime_s"] = round(time.monotonic() - self.started, 3)
+        self._publish(wire.Stats(seq=0, publisher=self.name, worker=self.name,
+                                 t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(),
+                                 counters=counters))
+
+    # ================================================================== control socket
+
+    def _on_control(self, now: float) -> None:
+        for _ in range(100):
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            envelope, body = frames[:-1], frames[-1]
+            try:
+                reply = self._control_request(body, now)
+            except PyconproError as exc:
+                self.counters["control_errors"] += 1
+                reply = {"ok": False, "error": str(exc)}
+            except Exception as exc:  # a bad request must never kill the worker
+                self.counters["control_errors"] += 1
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal error: {exc!r}"}
+            try:
+                self.control.send_multipart(
+                    [*envelope, msgpack.packb(reply, use_bin_type=True, default=str)],
+                    zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def _control_request(self, body: bytes, now: float) -> dict[str, Any]:
+        try:
+            req = msgpack.unpackb(body, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise UsageError("control request is not MessagePack: send a map like"
+                             " {'op': 'list'}") from None
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            raise UsageError("control request must be a map with an 'op' string"
+                             " (add, remove, list, status, stop)")
+        op = req["op"]
+        if op == "add":
+            spec = req.get("consumer")
+            if not isinstance(spec, dict):
+                raise UsageError("'add' needs 'consumer': a map with at least address and tag")
+            c = self.add_consumer(consumer_from_map(spec), now)
+            return {"ok": True, "key": c.defn.key, "state": c.conn.state.value}
+        if op == "remove":
+            key = req.get("key")
+            if key is None and req.get("plc") is not None and req.get("tag") is not None:
+                key = f"{req['plc']}/{req['tag']}"
+            if not isinstance(key, str):
+                raise UsageError("'remove' needs 'key' (<plc>/<tag or alias>) or 'plc' and 'tag'")
+            self.remove_consumer(key, now)
+            return {"ok": True, "key": key, "state": self.consumers[key].conn.state.value
+                    if key in self.consumers else "CLOSED"}
+        if op == "list":
+            return {"ok": True, "consumers": [
+                {"key": k, "plc": c.defn.plc, "tag": c.defn.tag, "address": c.defn.address,
+                 "state": c.conn.state.value, "failure": c.conn.failure}
+                for k, c in self.consumers.items()]}
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "stop":
+            self._stop_requested = True
+            return {"ok": True, "stopping": True}
+        raise UsageError(f"unknown op {op!r}: use add, remove, list, status or stop")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker": self.name,
+            "local_address": self.opt.local_address,
+            "udp_port": self.udp_port,
+            "pub": self.pub_endpoint,
+            "control": self.control_endpoint,
+            "vendor_id": self.originator.vendor_id,
+            "originator_serial": self.originator.serial,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "stopping": self.stopping,
+            "counters": {**self.counters, **self.demux.counters()},
+            "groups": sorted(self.groups),
+            "plcs": [{"address": link.address, "port": link.port, "up": link.up,
+                      "sessions_opened": link.sessions_opened,
+                      "sessions_failed": link.sessions_failed,
+                      "last_failure": link.last_failure,
+                      "consumers": sorted(link.consumers)} for link in self.links.values()],
+            "consumers": [{"key": k, "samples": c.samples, **c.conn.snapshot(),
+                           "recorder": c.conn.recorder.dump()}
+                          for k, c in self.consumers.items()],
+        }
+
+    # ================================================================== main loop
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    def _begin_shutdown(self, now: float) -> None:
+        self.stopping = True
+        self._shutdown_deadline = now + self.opt.shutdown_timeout_s
+        log.info("%s: stopping: Forward_Close for %d consumer(s)", self.name, len(self.consumers))
+        for c in self.consumers.values():
+            c.conn.stop(now)
+            self._pump(c, now)
+
+    def _deadline(self, now: float) -> float:
+        d = now + _MAX_WAIT_S
+        for c in self.consumers.values():
+            cd = c.conn.next_deadline()
+            if cd is not None and cd < d:
+                d = cd
+        for link in self.links.values():
+            if link.session is not None:
+                sd = link.session.next_deadline()
+                if sd is not None and sd < d:
+                    d = sd
+        if self.opt.stats_interval_s > 0:
+            d = min(d, self._next_stats)
+        if self.stopping:
+            d = min(d, self._shutdown_deadline)
+        return d
+
+    def _timers(self, now: float) -> None:
+        for c in list(self.consumers.values()):
+            cd = c.conn.next_deadline()
+            if cd is not None and now >= cd:
+                c.conn.on_timer(now)
+                self._pump(c, now)
+        for link in list(self.links.values()):
+            if link.session is not None:
+                sd = link.session.next_deadline()
+                if sd is not None and now >= sd:
+                    self._session_events(link, link.session.on_timer(now), now)
+                if link.up and now >= link.keepalive_at and link.session is not None:
+                    link.session.keepalive()
+                    link.keepalive_at = now + self.opt.keepalive_s
+                    self._flush(link)
+            elif (link.retry_at and now >= link.retry_at and not self.stopping
+                  and any(self.consumers[k].conn.is_live for k in link.consumers
+                          if k in self.consumers)):
+                # Reconnect ahead of need: a Forward_Close at stop needs a session (7.7 step 8).
+                link.retry_at = 0.0
+                self._connect(link, now)
+                self._flush(link)
+        if self.opt.stats_interval_s > 0 and now >= self._next_stats:
+            self._next_stats = now + self.opt.stats_interval_s
+            self._publish_stats()
+
+    def _dispatch_fd(self, fd: int, flags: int, now: float) -> None:
+        if self.udp is not None and fd == self.udp.fileno():
+            self._drain_udp(self.udp, now)
+            return
+        for sock, _ in self.groups.values():
+            if fd == sock.fileno():
+                self._drain_udp(sock, now)
+                return
+        if self._wake_r is not None and fd == self._wake_r.fileno():
+            try:
+                self._wake_r.recv(512)
+            except OSError:
+                pass
+            return
+        for link in self.links.values():
+            if link.sock is not None and fd == link.sock.fileno():
+                self._on_link_io(link, flags, now)
+                return
+
+    def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
+        now = time.monotonic()
+        self._next_stats = now + self.opt.stats_interval_s
+        if ready is not None:
+            ready({"ready": True, "worker": self.name, "pub": self.pub_endpoint,
+                   "control": self.control_endpoint, "local_address": self.opt.local_address,
+                   "udp_port": self.udp_port, "originator_serial": self.originator.serial})
+        while True:
+            now = time.monotonic()
+            if self._stop_requested and not self.stopping:
+                self._begin_shutdown(now)
+            if self.stopping and (now >= self._shutdown_deadline or all(
+                    c.conn.state in (State.CLOSED, State.FAILED)
+                    for c in self.consumers.values())):
+                break
+            self._timers(now)
+            self._reap()
+            wait_ms = max(0, int((self._deadline(now) - time.monotonic()) * 1000) + 1)
+            for item, flags in self.poller.poll(wait_ms):
+                now = time.monotonic()
+                if item is self.control:
+                    self._on_control(now)
+                    continue
+                # pyzmq's Poller reports plain sockets by file descriptor.
+                fd = item if isinstance(item, int) else item.fileno()
+                self._dispatch_fd(fd, flags, now)
+        left = [c.defn.key for c in self.consumers.values()
+                if c.conn.state not in (State.CLOSED, State.FAILED)]
+        if left:
+            log.warning("%s: stop timeout; not confirmed closed: %s", self.name, ", ".join(left))
+        self._publish_stats()
+        log.info("%s: stopped", self.name)
+        return 0
+
+
+def route_source(address: str) -> str:
+    """The local address the OS would use to reach ``address`` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((address, 44818))
+        return str(s.getsockname()[0])
+
+
+def _bind(sock: zmq.Socket[Any], endpoint: str) -> str:
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        endpoint = endpoint[:-2] + ":*"
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc}") from None
+    last = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if isinstance(last, bytes) else str(last)
+
+
+# ====================================================================== command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m workers.io_worker",
+        description="pyconpro I/O worker: consumes produced tags through one local interface"
+        " and publishes samples on ZeroMQ (docs/worker.md).")
+    p.add_argument("--local-address", required=True,
+                   help="IPv4 address of the interface facing the PLCs (bound for UDP and TCP)")
+    p.add_argument("--udp-port", type=int, default=DEFAULT_UDP_PORT,
+                   help="local class-1 UDP port (default 2222; 0 = any free port)")
+    p.add_argument("--pub", dest="pub_endpoint",
+                   help="ZeroMQ PUB endpoint to bind (default ipc://<tmp>/pyconpro-<name>.pub;"
+                   " tcp://127.0.0.1:0 picks a free port)")
+    p.add_argument("--control", dest="control_endpoint",
+                   help="ZeroMQ control endpoint to bind (default ipc://<tmp>/pyconpro-<name>.ctl)")
+    p.add_argument("--name", help="worker name in stats topics and 'pub' (default"
+                   " worker-<local address>)")
+    p.add_argument("--consumer", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="a consumer, e.g. plc=p1,address=10.0.0.5,tag=Count,rpi_ms=100"
+                   " (repeatable; keys in docs/worker.md)")
+    p.add_argument("--config", help="pipeline TOML file: consume the PLCs it assigns to"
+                   " --local-address")
+    p.add_argument("--stats-interval", type=float, default=None,
+                   help="seconds between stats messages (default 5; 0 = never)")
+    p.add_argument("--hwm", type=int, default=None, help="PUB send high-water mark")
+    p.add_argument("--shutdown-timeout", type=float, default=3.0,
+                   help="seconds to wait for Forward_Close replies on stop")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = WorkerOptions(local_address=args.local_address, udp_port=args.udp_port,
+                         pub_endpoint=args.pub_endpoint, control_endpoint=args.control_endpoint,
+                         name=args.name, shutdown_timeout_s=args.shutdown_timeout)
+    defs: list[ConsumerDef] = []
+    try:
+        for text in args.consumer:
+            defs.append(consumer_from_text(text))
+        if args.config:
+            from acquisition.config import group_by_local_address, load_config
+
+            cfg = load_config(args.config)
+            opts.stats_interval_s = cfg.worker.stats_interval_s
+            opts.pub_hwm = cfg.bus.hwm
+            if args.udp_port == DEFAULT_UDP_PORT:
+                opts.udp_port = cfg.worker.udp_port
+            groups = [g for g in group_by_local_address(cfg, route_source)
+                      if g.local_address == args.local_address]
+            if not groups:
+                print(f"{args.config}: no PLC is assigned to local address"
+                      f" {args.local_address}", file=sys.stderr)
+                return 2
+            defs += [consumer_from_spec(s) for g in groups for s in g.consumers]
+    except PyconproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.stats_interval is not None:
+        opts.stats_interval_s = args.stats_interval
+    if args.hwm is not None:
+        opts.pub_hwm = args.hwm
+    worker = IoWorker(opts)
+    try:
+        worker.open()
+    except (OSError, zmq.ZMQError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        worker.close()
+        return 2
+
+    def on_signal(signum: int, frame: object) -> None:
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        now = time.monotonic()
+        for d in defs:
+            try:
+                worker.add_consumer(d, now)
+            except PyconproError as exc:
+                print(f"error: consumer {d.key}: {exc}", file=sys.stderr)
+                return 2
+
+        def ready(info: dict[str, Any]) -> None:
+            print(json.dumps(info), flush=True)
+
+        return worker.run(ready)
+    finally:
+        worker.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
