@@ -48,6 +48,12 @@ class Reader:
         self.need(n, what)
         self.pos += n
 
+    def pad(self, what: str) -> None:
+        """Skip one pad byte, which must be zero: a non-zero pad is not a valid encoding (and
+        accepting it would make decode/encode lose bytes)."""
+        if self.u8(what) != 0:
+            raise MalformedPacket(f"{what} = 0", self.pos - 1, self.context)
+
     def unpack(self, st: struct.Struct, what: str) -> tuple:
         self.need(st.size, what)
         out = st.unpack_from(self.data, self.pos)

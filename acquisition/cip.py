@@ -176,7 +176,7 @@ class UnconnectedSend:
         tick, ticks, n = r.unpack(_US_HEAD, "priority, timeout and message length")
         message = r.take(n, f"embedded message of {n} bytes")
         if n % 2:
-            r.skip(1, "pad byte after odd-length message")
+            r.pad("pad byte after odd-length message")
         words = r.u8("route path size")
         reserved = r.u8("reserved byte")
         route = r.take(2 * words, f"route path of {words} words")

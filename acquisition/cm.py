@@ -62,6 +62,10 @@ def multiplier_code(factor: int) -> int:
     raise UsageError(f"timeout multiplier x{factor} is not one of 4, 8, 16, ..., 512")
 
 
+_RESERVED16 = 0x1000
+_RESERVED32 = 0x1000_0000 | 0x01FF_0000
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkParameters:
     """Network connection parameters (protocol.md 5.5).
@@ -75,6 +79,7 @@ class NetworkParameters:
     variable: bool = False
     size: int = 0
     redundant_owner: bool = False
+    reserved_bits: int = 0  # reserved bits as received (16-bit: bit 12; 32-bit: 28, 24-16)
 
     def to_word16(self) -> int:
         if not 0 <= self.size <= 0x1FF:
@@ -87,6 +92,7 @@ class NetworkParameters:
             | (int(self.connection_type) << 13)
             | (int(self.priority) << 10)
             | (int(self.variable) << 9)
+            | (self.reserved_bits & _RESERVED16)
             | self.size
         )
 
@@ -98,6 +104,7 @@ class NetworkParameters:
             | (int(self.connection_type) << 29)
             | (int(self.priority) << 26)
             | (int(self.variable) << 25)
+            | (self.reserved_bits & _RESERVED32)
             | self.size
         )
 
@@ -109,6 +116,7 @@ class NetworkParameters:
             bool(word & 0x0200),
             word & 0x01FF,
             bool(word & 0x8000),
+            word & _RESERVED16,
         )
 
     @classmethod
@@ -119,6 +127,7 @@ class NetworkParameters:
             bool(word & 0x0200_0000),
             word & 0xFFFF,
             bool(word & 0x8000_0000),
+            word & _RESERVED32,
         )
 
 

@@ -208,11 +208,17 @@ def _decode_segment(r: Reader) -> Segment:
         if port == 0:
             raise MalformedPacket("port segment with a port number (0 is reserved)", start, r.context)
         link_len = r.u8("port segment link address size") if extended_link else 1
+        if extended_link and link_len < 2:
+            # A 0- or 1-byte link is encoded without the extended-link flag; accepting this
+            # form would not re-encode to the same bytes.
+            raise MalformedPacket("extended link address of at least 2 bytes", start + 1, r.context)
         if port == 0x0F:
             port = r.u16("extended port number")
+            if port < 15:
+                raise MalformedPacket("extended port number >= 15 (smaller ports fit the segment byte)", r.pos - 2, r.context)
         link = r.take(link_len, "port segment link address")
         if (r.pos - start) % 2:
-            r.skip(1, "port segment pad byte")
+            r.pad("port segment pad byte")
         return PortSegment(port, link)
     if seg_type == 0x20:  # logical segment
         kind = (first >> 2) & 0x07
@@ -230,10 +236,14 @@ def _decode_segment(r: Reader) -> Segment:
         if kind == LogicalType.SERVICE_ID:
             raise MalformedPacket("no service-id logical segment (unsupported)", start, r.context)
         width = _LOGICAL_WIDTHS[fmt]
+        if width == 32 and kind not in (
+            LogicalType.INSTANCE_ID, LogicalType.MEMBER_ID, LogicalType.CONNECTION_POINT
+        ):
+            raise MalformedPacket(f"8- or 16-bit {LogicalType(kind).name} (32-bit is reserved)", start, r.context)
         if width == 8:
             value = r.u8("8-bit logical value")
         else:
-            r.skip(1, "logical segment pad byte")
+            r.pad("logical segment pad byte")
             value = r.u16("16-bit logical value") if width == 16 else r.u32("32-bit logical value")
         return LogicalSegment(LogicalType(kind), value, width)
     if seg_type == 0x40:  # network segment
@@ -249,6 +259,8 @@ def _decode_segment(r: Reader) -> Segment:
             return DataSegment(r.take(2 * words, "simple data segment data"))
         if first == 0x91:
             n = r.u8("symbol length")
+            if n == 0:
+                raise MalformedPacket("a symbol of 1..255 characters", start + 1, r.context)
             raw = r.take(n, "symbol characters")
             if n % 2:
                 pad = r.u8("symbol pad byte")
