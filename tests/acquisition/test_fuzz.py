@@ -521,8 +521,8 @@ ROUND_TRIPS = [
     ),
 ]
 
-# Known codec bugs (see the final report of the golden-test work): strict, so the marker must
-# go when the codec is fixed.
+# Known codec bugs (reported to the codec's owner). Not strict: fixes land in acquisition/
+# independently of this file, and an XPASS in the -ra summary says which marker to remove.
 _KNOWN = {
     "epath": "epath.decode_path accepts segments encode_path refuses or re-encodes differently "
     "(zero-length symbol 91 00; 32-bit class/attribute ids 22/32; extended-link port segment "
@@ -539,7 +539,7 @@ _KNOWN = {
 @pytest.mark.parametrize(
     "rt",
     [
-        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=_KNOWN[r.name]))
+        pytest.param(r, marks=pytest.mark.xfail(strict=False, reason=_KNOWN[r.name]))
         if r.name in _KNOWN
         else r
         for r in ROUND_TRIPS
@@ -593,7 +593,7 @@ _EXACT_CASES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="known codec bugs listed in _KNOWN")
+@pytest.mark.xfail(strict=False, reason="known codec bugs listed in _KNOWN")
 @pytest.mark.parametrize("case", _EXACT_CASES, ids=[c[0] for c in _EXACT_CASES])
 def test_known_inexact_inputs(
     case: tuple[str, Callable[[bytes], Any], Callable[[Any], bytes], str],
