@@ -137,7 +137,10 @@ class ControlServer:
 
     def execute_line(self, line: bytes) -> dict[str, Any]:
         try:
-            request = json.loads(line)
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not JSON ({e}); send one JSON object per line") from None
             if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
                 raise TypeError('send a JSON object with a "cmd" string, e.g. {"cmd": "status"}')
             return {"ok": True, **self.execute(request)}
