@@ -59,6 +59,7 @@ ROUTINE_SYMBOL_TYPE = 0x106D
 TASK_SYMBOL_TYPE = 0x1070
 MAP_SYMBOL_TYPE = 0x1069
 
+DEFAULT_MAX_CONSUMERS = 2  # RSLogix 5000's default for a new produced tag (tag files)
 DEFAULT_RPI_MIN_US = 1_000
 DEFAULT_RPI_MAX_US = 750_000_000
 
@@ -939,7 +940,7 @@ def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> Si
         return SimTag(
             name=name, type=t,
             produced=ctx.get(key, table, "produced", bool, False, what="true or false"),
-            max_consumers=ints["max_consumers"] or 1,
+            max_consumers=ints["max_consumers"] or DEFAULT_MAX_CONSUMERS,
             rpi_min_us=rmin, rpi_max_us=rmax, default_rpi_us=drpi,
             unicast_allowed=ctx.get(key, table, "unicast_allowed", bool, True,
                                     what="true or false"),
