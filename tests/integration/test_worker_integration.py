@@ -1,0 +1,352 @@
+"""The I/O worker against the simulator, as real processes on loopback.
+
+Simulators listen on unusual 127.61.x.y addresses with every port chosen by the OS; the worker
+binds its own 127.61.x.1 address with UDP port 0, so concurrent test runs never collide. The
+worker publishes on tcp://127.0.0.1:<free port>; tests subscribe and check topics, decoded values,
+sequence counts, events and the simulator's own connection table.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+
+from acquisition import wire
+from acquisition.logix_types import compile_decoder
+from simulator.tags import default_store
+from simulator.testing import SimulatorProcess, start_simulator
+from tests.workers.worker_process import WorkerProcess, start_worker
+from workers._consumers import parse_type
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+WORKER = "127.61.4.1"
+SIM_A = "127.61.4.2"
+SIM_B = "127.61.4.3"
+
+
+def consumer(sim: SimulatorProcess, plc: str, tag: str, rpi_ms: float = 20, **kw: object) -> str:
+    fields = {"plc": plc, "address": sim.address, "port": sim.tcp_port,
+              "udp_port": sim.udp_port, "tag": tag, "rpi_ms": rpi_ms, **kw}
+    return ",".join(f"{k}={v}" for k, v in fields.items())
+
+
+@pytest.fixture
+def sim_a() -> Iterator[SimulatorProcess]:
+    with start_simulator(SIM_A, extra_args=["--seq16", "every", "--initial-watchdog", "0.5",
+                                            "--seed", "1"]) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim_b() -> Iterator[SimulatorProcess]:
+    with start_simulator(SIM_B, extra_args=["--seq16", "every", "--initial-watchdog", "0.5",
+                                            "--seed", "2"]) as sim:
+        yield sim
+
+
+def wait_running(w: WorkerProcess, keys: list[str], timeout: float = 10.0) -> None:
+    for key in keys:
+        w.wait_state(key, "RUNNING", timeout)
+
+
+def wait_until(predicate, timeout: float, what: str, w: WorkerProcess | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if w is not None:
+            w.poll(0.05)
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"{what} within {timeout:g} s"
+                         + (f"; worker log:\n{w.log_text()[-4000:]}" if w else ""))
+
+
+# --------------------------------------------------------------------------- data path
+
+
+def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
+        sim_a: SimulatorProcess, sim_b: SimulatorProcess) -> None:
+    specs = {
+        ("a", "Counter"): (20, "DINT"),
+        ("a", "Array10"): (40, "DINT[10]"),
+        ("a", "Motor"): (20, "MotorData"),
+        ("b", "Sine"): (20, "REAL"),
+        ("b", "Counter"): (30, "DINT"),
+    }
+    sims = {"a": sim_a, "b": sim_b}
+    cons = [consumer(sims[plc], plc, tag, rpi) for (plc, tag), (rpi, _) in specs.items()]
+    with start_worker(WORKER, cons) as w:
+        wait_running(w, [f"{plc}/{tag}" for plc, tag in specs])
+        w.messages.clear()
+        w.collect(1.5)
+        store = default_store()
+        for (plc, tag), (rpi, type_name) in specs.items():
+            samples = w.samples(plc, tag)
+            assert samples, f"no samples for {plc}/{tag}"
+            topic = wire.topic_for_sample(plc, tag)
+            assert all(s.topic == topic for s in samples)
+            # arrive at the RPI (loopback: within 40 % on the median interval)
+            intervals = [(b.t_mono_ns - a.t_mono_ns) / 1e6 for a, b in zip(samples, samples[1:])]
+            assert statistics.median(intervals) == pytest.approx(rpi, rel=0.4), (plc, tag)
+            assert len(samples) >= 0.5 * 1500 / rpi
+            # CIP sequence count +1 per datagram (--seq16 every), bus sequence +1 per message
+            assert all((b.cip_seq - a.cip_seq) & 0xFFFF == 1
+                       for a, b in zip(samples, samples[1:])), (plc, tag)
+            assert all(b.seq == a.seq + 1 for a, b in zip(samples, samples[1:]))
+            assert all(s.gap == 0 for s in samples)
+            # decoded by the tag's type, as the controller describes it
+            t = store.find(tag).type
+            decode = compile_decoder(t)
+            assert {s.type_name for s in samples} == {type_name}
+            for s in samples:
+                assert len(s.raw) == store.find(tag).size()
+                assert s.value == decode(s.raw)
+        counters = [s.value for s in w.samples("a", "Counter")]
+        assert counters == sorted(counters) and counters[-1] > counters[0]
+        assert all(len(s.value) == 10 for s in w.samples("a", "Array10"))
+        motor = w.samples("a", "Motor")[-1].value
+        assert isinstance(motor, dict) and {"Speed", "Pos"} <= set(motor)
+        assert all(isinstance(s.value, float) for s in w.samples("b", "Sine"))
+        assert len(sim_a.control.connections()) == 3 and len(sim_b.control.connections()) == 2
+
+
+def test_given_type_skips_discovery_and_decodes(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Array10", 20, type="DINT[10]")]) as w:
+        msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
+        assert isinstance(msg, wire.Sample)
+        assert msg.value == compile_decoder(parse_type("DINT[10]"))(msg.raw)
+        assert not [e for e in w.events("Array10") if e.state_to == "RESOLVING"]
+
+
+def test_size_only_publishes_raw_bytes(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20, size=4)]) as w:
+        msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
+        assert isinstance(msg, wire.Sample) and len(msg.raw) == 4 and msg.value is None
+
+
+def test_stats_are_published(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)],
+                      extra_args=["--stats-interval", "0.3"]) as w:
+        wait_running(w, ["a/Counter"])
+        st = w.wait_for(lambda m: isinstance(m, wire.Stats) and m.counters["samples"] > 0, 5,
+                        "stats with samples")
+        assert isinstance(st, wire.Stats) and st.worker == w.info["worker"]
+        assert st.counters["state_running"] == 1 and st.counters["sessions_up"] == 1
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_stop_sends_forward_close_and_frees_the_slot(sim_a: SimulatorProcess) -> None:
+    cons = [consumer(sim_a, "a", "Exclusive", 20), consumer(sim_a, "a", "Counter", 20)]
+    with start_worker(WORKER, cons) as w:
+        wait_running(w, ["a/Exclusive", "a/Counter"])
+        assert len(sim_a.control.connections()) == 2
+        assert w.stop() == 0
+        assert sim_a.control.connections() == []  # immediately, not after a watchdog
+        assert "Forward_Close accepted" in w.log_text()
+    # Exclusive has Max Consumers = 1: a new run gets it at once, no 0x031E
+    with start_worker(WORKER, cons[:1]) as w2:
+        w2.wait_state("a/Exclusive", "RUNNING", 5)
+        assert not w2.events("Exclusive", "reject")
+
+
+def test_sigint_also_closes(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
+        wait_running(w, ["a/Counter"])
+        w.proc.send_signal(signal.SIGINT)
+        assert w.proc.wait(10) == 0
+        assert sim_a.control.connections() == []
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_heartbeat_loss_in_the_simulators_view_is_recovered(sim_a: SimulatorProcess) -> None:
+    # O->T 50 ms x4 = 0.2 s at the simulator (first period 0.5 s); the worker is frozen 1.5 s
+    c = consumer(sim_a, "a", "Counter", 20, ot_rpi_ms=50, multiplier=4)
+    with start_worker(WORKER, [c]) as w:
+        wait_running(w, ["a/Counter"])
+        time.sleep(0.6)  # past the simulator's first, longer watchdog period
+        os.kill(w.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: sim_a.control.connections() == [], 5,
+                       "simulator dropped the silent consumer")
+        finally:
+            os.kill(w.pid, signal.SIGCONT)
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5,
+                   "a timeout event")
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10,
+                   "reopened")
+        w.wait_for(lambda m: isinstance(m, wire.Sample), 5, "samples again")
+        assert len(sim_a.control.connections()) == 1
+
+
+def test_simulator_restart_is_recovered(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20, multiplier=4)]) as w:
+        wait_running(w, ["a/Counter"])
+        sim_a.control.restart()
+        ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5,
+                        "a timeout event")
+        assert ev.state_from == "RUNNING" and ev.state_to == "BACKOFF"
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10,
+                   "reopened")
+        first = w.wait_for(lambda m: isinstance(m, wire.Sample), 5, "samples again")
+        assert isinstance(first, wire.Sample)
+        assert len(sim_a.control.connections()) == 1
+
+
+def test_stop_producing_times_out_closes_and_reopens(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Exclusive", 20, multiplier=4)]) as w:
+        wait_running(w, ["a/Exclusive"])
+        sim_a.control.faults(stop_producing=True)
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5, "timeout")
+        sim_a.control.clear_faults()
+        # the best-effort Forward_Close freed the Max Consumers = 1 slot: no 0x031E wait
+        w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "samples again")
+        assert len(sim_a.control.connections()) == 1
+
+
+def test_dropped_packets_are_counted_as_gaps(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10)]) as w:
+        wait_running(w, ["a/Counter"])
+        sim_a.control.faults(drop=0.3)
+        w.messages.clear()
+        w.collect(1.5)
+        sim_a.control.clear_faults()
+        samples = w.samples("a", "Counter")
+        gaps = w.events("Counter", "gap")
+        assert samples and gaps
+        assert samples[-1].gap > 0
+        jumps = sum(((b.cip_seq - a.cip_seq) & 0xFFFF) - 1 for a, b in zip(samples, samples[1:]))
+        assert samples[-1].gap - samples[0].gap == jumps
+        assert w.state_of("a/Counter") == "RUNNING"
+
+
+def test_duplicates_and_reordering_are_dropped_as_stale(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10)]) as w:
+        wait_running(w, ["a/Counter"])
+        sim_a.control.faults(duplicate=0.3, reorder=0.2)
+        w.messages.clear()
+        w.collect(1.5)
+        sim_a.control.clear_faults()
+        samples = w.samples("a", "Counter")
+        assert all(((b.cip_seq - a.cip_seq) & 0xFFFF) < 0x8000 and b.cip_seq != a.cip_seq
+                   for a, b in zip(samples, samples[1:]))
+        assert w.control("status")["counters"]["drop_stale"] > 0
+
+
+def test_tcp_reset_is_reported_and_the_session_comes_back(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
+        wait_running(w, ["a/Counter"])
+        assert sim_a.control.reset_tcp() >= 1
+        ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
+                        5, "a PLC-wide session event")
+        assert "session" in ev.message and ev.topic == b"event/a//"
+        # class-1 data does not depend on the TCP session (protocol.md 2.4)
+        assert w.state_of("a/Counter") == "RUNNING"
+        wait_until(lambda: w.control("status")["plcs"][0]["up"], 10, "session re-registered", w)
+        assert w.control("status")["plcs"][0]["sessions_opened"] == 2
+
+
+def test_refused_register_session_backs_off_and_recovers(sim_a: SimulatorProcess) -> None:
+    sim_a.control.faults(refuse_register=True)
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
+        ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
+                        5, "a PLC-wide session event")
+        assert "RegisterSession refused" in ev.message
+        sim_a.control.clear_faults()
+        w.wait_state("a/Counter", "RUNNING", 15)
+
+
+# --------------------------------------------------------------------------- rejects
+
+
+def test_rejects_are_reported_with_status(sim_a: SimulatorProcess) -> None:
+    cons = [
+        consumer(sim_a, "a", "Setpoint", 20, type="REAL"),  # exists, not produced
+        consumer(sim_a, "a", "Counter", 20, size=8),  # wrong size, no type known
+        consumer(sim_a, "a", "Counter", 20, type="DINT[2]", alias="TypeWrong"),
+        consumer(sim_a, "a", "NoSuchTag", 20),  # discovery cannot find it
+    ]
+    with start_worker(WORKER, cons) as w:
+        for key in ("a/Setpoint", "a/Counter", "a/TypeWrong", "a/NoSuchTag"):
+            w.wait_state(key, "FAILED", 10)
+        w.collect(0.2)
+        rej = [e for e in w.events("Setpoint", "reject") if e.state_to == "FAILED"]
+        assert rej and rej[0].cip_general == 1 and rej[0].cip_extended == 0x031F
+        assert "Studio 5000" in rej[0].message and "Setpoint" in rej[0].message
+        size = [e for e in w.events("Counter", "reject") if e.state_to == "FAILED"][0]
+        assert size.cip_extended in (0x0109, 0x0128) and "size = 4" in size.message
+        mism = [e for e in w.events("TypeWrong", "reject") if e.state_to == "FAILED"][0]
+        assert "type mismatch" in mism.message and "4" in mism.message and "8" in mism.message
+        nf = [e for e in w.events("NoSuchTag") if e.state_to == "FAILED"][0]
+        assert "not in the controller's tag list" in nf.message
+        failures = {c["key"]: c["failure"] for c in w.control("list")["consumers"]}
+        assert all(failures.values())
+        assert sim_a.control.connections() == []
+
+
+def test_out_of_consumers_waits_then_takes_the_freed_slot(sim_a: SimulatorProcess) -> None:
+    cons = [consumer(sim_a, "a", "Exclusive", 20, ot_rpi_ms=20, multiplier=4),
+            consumer(sim_a, "a", "Exclusive", 20, ot_rpi_ms=20, multiplier=4, alias="Second")]
+    with start_worker(WORKER, cons) as w:
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "reject"
+                   and m.cip_extended == 0x031E, 10, "a 0x031E reject")
+        keys = {c["key"]: c["state"] for c in w.control("list")["consumers"]}
+        assert sorted(keys.values()) == ["BACKOFF", "RUNNING"]
+        running = next(k for k, s in keys.items() if s == "RUNNING")
+        other = next(k for k, s in keys.items() if s != "RUNNING")
+        assert w.control("remove", key=running)["ok"]
+        w.wait_state(other, "RUNNING", 15)
+        assert len(sim_a.control.connections()) == 1
+
+
+def test_producer_default_rpi_is_adopted(sim_a: SimulatorProcess) -> None:
+    # "Limited" offers a default RPI of 20 ms outside the range asked for here
+    with start_worker(WORKER, [consumer(sim_a, "a", "Limited", 0.5)]) as w:
+        w.wait_state("a/Limited", "RUNNING", 10)
+        w.collect(0.1)
+        assert [e for e in w.events("Limited", "reject") if e.cip_extended == 0x0112]
+        conn = sim_a.control.connections()[0]
+        assert conn["to_api_us"] == 20_000
+
+
+# --------------------------------------------------------------------------- control socket
+
+
+def test_control_socket_add_list_status_remove_and_errors(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, []) as w:
+        assert w.control("list") == {"ok": True, "consumers": []}
+        spec = {"plc": "a", "address": sim_a.address, "port": sim_a.tcp_port,
+                "udp_port": sim_a.udp_port, "tag": "Counter", "rpi_ms": 20}
+        r = w.control("add", consumer=spec)
+        assert r["ok"] and r["key"] == "a/Counter"
+        w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
+        dup = w.control("add", consumer=spec)
+        assert not dup["ok"] and "exists already" in dup["error"]
+        status = w.control("status")
+        assert status["originator_serial"] == w.info["originator_serial"]
+        [c] = status["consumers"]
+        assert c["state"] == "RUNNING" and c["samples"] > 0 and c["recorder"]
+        bad = w.control("add", consumer={"address": "nowhere", "tag": "X"})
+        assert not bad["ok"] and "IPv4" in bad["error"]
+        bad = w.control("add", consumer={"address": "1.2.3.4", "tag": "X", "colour": 1})
+        assert not bad["ok"] and "colour" in bad["error"]
+        assert "unknown op" in w.control("frobnicate")["error"]
+        assert "MessagePack" in w.raw_control(b"\xc1")["error"]
+        assert not w.raw_control(msgpack.packb([1, 2]))["ok"]
+        assert "no consumer" in w.control("remove", key="a/Nope")["error"]
+        assert w.control("remove", plc="a", tag="Counter")["ok"]
+        wait_until(lambda: w.control("list")["consumers"] == [], 5, "consumer removed", w)
+        assert sim_a.control.connections() == []
+        assert w.control("stop")["ok"]
+        assert w.proc.wait(10) == 0

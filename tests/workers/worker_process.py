@@ -1,0 +1,230 @@
+"""Run ``python -m workers.io_worker`` as a subprocess for tests, with a SUB socket on its bus
+and a client for its control socket. Every wait has a timeout; ``close()`` always ends the
+process (SIGTERM, then SIGKILL) and closes every socket.
+
+    with start_worker("127.61.4.1", ["plc=a,address=127.61.4.2,..."]) as w:
+        w.wait_for(lambda m: isinstance(m, wire.Sample), timeout=5)
+        w.control("list")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import msgpack
+import zmq
+
+from acquisition import wire
+
+_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class WorkerProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, info: dict[str, Any],
+                 subscribe: Sequence[bytes]) -> None:
+        self.proc = proc
+        self.log_path = log_path
+        self.info = info
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
+        for prefix in subscribe:
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        self.sub.connect(info["pub"])
+        self.messages: list[wire.Message] = []
+        self.received_at: list[float] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # ------------------------------------------------------------------ bus
+
+    def poll(self, timeout: float) -> wire.Message | None:
+        if not self.sub.poll(int(timeout * 1000)):
+            return None
+        topic, body = self.sub.recv_multipart()
+        msg = wire.decode(topic, body)
+        self.messages.append(msg)
+        self.received_at.append(time.monotonic())
+        return msg
+
+    def wait_for(self, predicate: Callable[[wire.Message], bool], timeout: float,
+                 what: str = "a matching message") -> wire.Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {what} within {timeout:g} s; worker log:\n"
+                                     + self.log_text()[-4000:])
+            msg = self.poll(left)
+            if msg is not None and predicate(msg):
+                return msg
+
+    def collect(self, duration: float) -> list[wire.Message]:
+        """Every message received during ``duration`` seconds from now."""
+        out = []
+        deadline = time.monotonic() + duration
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.poll(left)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def samples(self, plc: str | None = None, tag: str | None = None) -> list[wire.Sample]:
+        return [m for m in self.messages if isinstance(m, wire.Sample)
+                and (plc is None or m.plc == plc) and (tag is None or m.tag == tag)]
+
+    def events(self, tag: str | None = None, kind: str | None = None) -> list[wire.Event]:
+        return [m for m in self.messages if isinstance(m, wire.Event)
+                and (tag is None or m.tag == tag) and (kind is None or m.kind == kind)]
+
+    # ------------------------------------------------------------------ control
+
+    def control(self, op: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
+        req = self.ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+        req.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        try:
+            req.connect(self.info["control"])
+            req.send(msgpack.packb({"op": op, **fields}))
+            reply: dict[str, Any] = msgpack.unpackb(req.recv(), raw=False)
+            return reply
+        finally:
+            req.close()
+
+    def raw_control(self, body: bytes, timeout: float = 5.0) -> dict[str, Any]:
+        req = self.ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+        try:
+            req.connect(self.info["control"])
+            req.send(body)
+            reply: dict[str, Any] = msgpack.unpackb(req.recv(), raw=False)
+            return reply
+        finally:
+            req.close()
+
+    def state_of(self, key: str) -> str | None:
+        for c in self.control("list")["consumers"]:
+            if c["key"] == key:
+                return str(c["state"])
+        return None
+
+    def wait_state(self, key: str, state: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state_of(key) == state:
+                return
+            self.poll(0.05)
+        raise AssertionError(f"{key} not {state} within {timeout:g} s (is {self.state_of(key)});"
+                             f" log:\n{self.log_text()[-4000:]}")
+
+    # ------------------------------------------------------------------ life
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return int(self.proc.returncode)
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.sub.close()
+            self.ctx.term()
+            try:
+                self.log_path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def worker_command(local_address: str, consumers: Sequence[str], *, udp_port: int = 0,
+                   extra_args: Sequence[str] = ()) -> list[str]:
+    cmd = [sys.executable, "-m", "workers.io_worker", "--local-address", local_address,
+           "--udp-port", str(udp_port), "--pub", "tcp://127.0.0.1:0",
+           "--control", "tcp://127.0.0.1:0", "--log-level", "DEBUG"]
+    for c in consumers:
+        cmd += ["--consumer", c]
+    return cmd + list(extra_args)
+
+
+def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port: int = 0,
+                 extra_args: Sequence[str] = (), subscribe: Sequence[bytes] = (b"",),
+                 timeout: float = 15.0, prefix: Sequence[str] = ()) -> WorkerProcess:
+    """Start the worker (``prefix`` e.g. ``["ip", "netns", "exec", "ns1"]``) and wait for its
+    ready line."""
+    fd, log_name = tempfile.mkstemp(prefix="pyconpro-worker-", suffix=".log")
+    log_path = Path(log_name)
+    cmd = [*prefix, *worker_command(local_address, consumers, udp_port=udp_port,
+                                    extra_args=extra_args)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL,
+                                cwd=_ROOT, env=env)
+    finally:
+        os.close(fd)
+    assert proc.stdout is not None
+    line = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                break
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+    try:
+        info = json.loads(line)
+        if not info.get("ready"):
+            raise ValueError(line)
+    except ValueError:
+        proc.kill()
+        proc.wait(5)
+        proc.stdout.close()
+        text = log_path.read_text(errors="replace")
+        log_path.unlink()
+        raise WorkerError(f"worker did not start (exit {proc.returncode}): {' '.join(cmd)}\n"
+                          f"stdout: {line!r}\nlog:\n{text}") from None
+    return WorkerProcess(proc, log_path, info, subscribe)
