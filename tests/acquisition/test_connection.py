@@ -33,11 +33,13 @@ from acquisition.errors import UsageError
 from acquisition.logix_types import DINT, REAL, ArrayType
 
 T0 = 1000.0
+DEFAULT_TIMING = Timing()
+DEFAULT_BACKOFF = BackoffPolicy()
 
 
 def make(size: int | None = 4, *, multicast: bool = False, seed: int = 1, rpi_us: int = 100_000,
          ot_rpi_us: int | None = None, multiplier: int = 1, tag_type=None,
-         timing: Timing = Timing(), backoff: BackoffPolicy = BackoffPolicy()) -> Connection:
+         timing: Timing = DEFAULT_TIMING, backoff: BackoffPolicy = DEFAULT_BACKOFF) -> Connection:
     params = ConsumerParams(plc="plc1", tag="Count", rpi_us=rpi_us, ot_rpi_us=ot_rpi_us,
                             multiplier=multiplier, multicast=multicast, tag_bytes=size,
                             tag_type=tag_type)
@@ -403,7 +405,7 @@ def test_request_error_backs_off_and_closes_best_effort() -> None:
     outs = conn.take_outputs()
     assert conn.state is State.BACKOFF
     assert SendForwardClose(cm.forward_close_for(req), awaited=False) in outs
-    ev = [o for o in outs if isinstance(o, ConnEvent)][0]
+    ev = next(o for o in outs if isinstance(o, ConnEvent))
     assert ev.kind == "error" and "TCP connection reset" in ev.message
 
 

@@ -8,6 +8,7 @@ sequence counts, events and the simulator's own connection table.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import statistics
@@ -94,13 +95,13 @@ def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
             topic = wire.topic_for_sample(plc, tag)
             assert all(s.topic == topic for s in samples)
             # arrive at the RPI (loopback: within 40 % on the median interval)
-            intervals = [(b.t_mono_ns - a.t_mono_ns) / 1e6 for a, b in zip(samples, samples[1:])]
+            intervals = [(b.t_mono_ns - a.t_mono_ns) / 1e6 for a, b in itertools.pairwise(samples)]
             assert statistics.median(intervals) == pytest.approx(rpi, rel=0.4), (plc, tag)
             assert len(samples) >= 0.5 * 1500 / rpi
             # CIP sequence count +1 per datagram (--seq16 every), bus sequence +1 per message
             assert all((b.cip_seq - a.cip_seq) & 0xFFFF == 1
-                       for a, b in zip(samples, samples[1:])), (plc, tag)
-            assert all(b.seq == a.seq + 1 for a, b in zip(samples, samples[1:]))
+                       for a, b in itertools.pairwise(samples)), (plc, tag)
+            assert all(b.seq == a.seq + 1 for a, b in itertools.pairwise(samples))
             assert all(s.gap == 0 for s in samples)
             # decoded by the tag's type, as the controller describes it
             t = store.find(tag).type
@@ -226,7 +227,7 @@ def test_dropped_packets_are_counted_as_gaps(sim_a: SimulatorProcess) -> None:
         gaps = w.events("Counter", "gap")
         assert samples and gaps
         assert samples[-1].gap > 0
-        jumps = sum(((b.cip_seq - a.cip_seq) & 0xFFFF) - 1 for a, b in zip(samples, samples[1:]))
+        jumps = sum(((b.cip_seq - a.cip_seq) & 0xFFFF) - 1 for a, b in itertools.pairwise(samples))
         assert samples[-1].gap - samples[0].gap == jumps
         assert w.state_of("a/Counter") == "RUNNING"
 
@@ -240,7 +241,7 @@ def test_duplicates_and_reordering_are_dropped_as_stale(sim_a: SimulatorProcess)
         sim_a.control.clear_faults()
         samples = w.samples("a", "Counter")
         assert all(((b.cip_seq - a.cip_seq) & 0xFFFF) < 0x8000 and b.cip_seq != a.cip_seq
-                   for a, b in zip(samples, samples[1:]))
+                   for a, b in itertools.pairwise(samples))
         assert w.control("status")["counters"]["drop_stale"] > 0
 
 
@@ -284,11 +285,11 @@ def test_rejects_are_reported_with_status(sim_a: SimulatorProcess) -> None:
         rej = [e for e in w.events("Setpoint", "reject") if e.state_to == "FAILED"]
         assert rej and rej[0].cip_general == 1 and rej[0].cip_extended == 0x031F
         assert "Studio 5000" in rej[0].message and "Setpoint" in rej[0].message
-        size = [e for e in w.events("Counter", "reject") if e.state_to == "FAILED"][0]
+        size = next(e for e in w.events("Counter", "reject") if e.state_to == "FAILED")
         assert size.cip_extended in (0x0109, 0x0128) and "size = 4" in size.message
-        mism = [e for e in w.events("TypeWrong", "reject") if e.state_to == "FAILED"][0]
+        mism = next(e for e in w.events("TypeWrong", "reject") if e.state_to == "FAILED")
         assert "type mismatch" in mism.message and "4" in mism.message and "8" in mism.message
-        nf = [e for e in w.events("NoSuchTag") if e.state_to == "FAILED"][0]
+        nf = next(e for e in w.events("NoSuchTag") if e.state_to == "FAILED")
         assert "not in the controller's tag list" in nf.message
         failures = {c["key"]: c["failure"] for c in w.control("list")["consumers"]}
         assert all(failures.values())
