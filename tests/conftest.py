@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-
-# ``tests.support`` and ``tests.golden`` are imported by absolute name; make sure the checkout
-# root is importable however pytest was started (``pytest``, ``python -m pytest``, an IDE).
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 from tests.support import golden_pcap
 from tests.support import tshark as _tshark

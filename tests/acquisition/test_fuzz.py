@@ -521,29 +521,10 @@ ROUND_TRIPS = [
     ),
 ]
 
-# Known codec bugs (reported to the codec's owner). Not strict: fixes land in acquisition/
-# independently of this file, and an XPASS in the -ra summary says which marker to remove.
-_KNOWN = {
-    "epath": "epath.decode_path accepts segments encode_path refuses or re-encodes differently "
-    "(zero-length symbol 91 00; 32-bit class/attribute ids 22/32; extended-link port segment "
-    "with a 1-byte or empty link 11 01 05 00 / 14 00; non-zero pad bytes 31 03 24 00), "
-    "contrary to the module's exactness claim",
-    "ForwardOpenRequest": "NetworkParameters.from_word16 drops reserved bit 12 of the NCP, so "
-    "e.g. 0xD302 re-encodes as 0xC302",
-    "LargeForwardOpenRequest": "NetworkParameters.from_word32 drops reserved bits 28 and 16-24",
-    "cip.UnconnectedSend": "UnconnectedSend.decode skips the pad byte after an odd-length "
-    "message without checking or keeping it; encode always writes 00",
-}
-
 
 @pytest.mark.parametrize(
     "rt",
-    [
-        pytest.param(r, marks=pytest.mark.xfail(strict=False, reason=_KNOWN[r.name]))
-        if r.name in _KNOWN
-        else r
-        for r in ROUND_TRIPS
-    ],
+    ROUND_TRIPS,
     ids=lambda r: r.name,
 )
 def test_decode_then_encode_gives_the_same_bytes(rt: RoundTrip) -> None:
@@ -568,8 +549,9 @@ def test_decode_then_encode_gives_the_same_bytes(rt: RoundTrip) -> None:
     )
 
 
-# The shortest inputs found for each known bug, as readable regressions: a parser must either
-# reject the bytes (MalformedPacket) or give a value that encodes back to exactly them.
+# Regressions: the shortest inputs this test found that once decoded to values that did not
+# encode back to the same bytes (fixed in b7eee46). A parser must either reject the bytes
+# (MalformedPacket) or give a value that encodes back to exactly them.
 _EXACT_CASES = [
     ("epath: zero-length symbol", epath.decode_path, epath.encode_path, "9100"),
     ("epath: 32-bit class id", epath.decode_path, epath.encode_path, "220001000000"),
@@ -593,9 +575,8 @@ _EXACT_CASES = [
 ]
 
 
-@pytest.mark.xfail(strict=False, reason="known codec bugs listed in _KNOWN")
 @pytest.mark.parametrize("case", _EXACT_CASES, ids=[c[0] for c in _EXACT_CASES])
-def test_known_inexact_inputs(
+def test_once_inexact_inputs(
     case: tuple[str, Callable[[bytes], Any], Callable[[Any], bytes], str],
 ) -> None:
     _name, decode, encode, hexdata = case
