@@ -1054,6 +1054,9 @@ def _length_status(data: bytes, needed: int) -> int:
 
 __all__ = [
     "DEFAULT_REPLY_LIMIT",
+    "STATUS_REMOTE_PROG",
+    "STATUS_REMOTE_RUN",
+    "UNCONNECTED_REPLY_LIMIT",
     "ExplicitTarget",
     "Identity",
     "IdentityAttribute",
@@ -1064,13 +1067,10 @@ __all__ = [
     "ReadModifyWriteRequest",
     "ReadTagFragmentedRequest",
     "ReadTagRequest",
-    "STATUS_REMOTE_PROG",
-    "STATUS_REMOTE_RUN",
     "TagDatabase",
     "TagLike",
     "TcpIpAttribute",
     "TcpIpSettings",
-    "UNCONNECTED_REPLY_LIMIT",
     "WriteTagRequest",
     "locate",
 ]

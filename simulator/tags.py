@@ -28,6 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from acquisition.epath import parse_tag_name
 from acquisition.errors import UsageError
 from acquisition.explicit import (
     STATUS_REMOTE_PROG,
@@ -36,7 +37,6 @@ from acquisition.explicit import (
     PathError,
     locate,
 )
-from acquisition.epath import parse_tag_name
 from acquisition.logix_objects import ExternalAccess, SymbolInstance
 from acquisition.logix_types import (
     PRODUCED_TAG_MAX_BYTES,
@@ -188,7 +188,7 @@ def _convert(gen: Generator, raw: float, element: LogixType) -> Any:
     if code in _FLOATS:
         return float(raw)
     bits = 8 * element.size
-    n = int(round(raw)) & ((1 << bits) - 1)
+    n = round(raw) & ((1 << bits) - 1)
     if code in _SIGNED and n >= 1 << (bits - 1):
         n -= 1 << bits
     return n
@@ -348,9 +348,8 @@ class SimTag:
             raise UsageError(
                 f"generator target {path or self.name!r} is a {elem.name} structure: drive its "
                 "members instead (e.g. generators.\"Member\" = {...})")
-        if gen.kind is GeneratorKind.CONSTANT:
-            if loc.bit is None:
-                compile_encoder(t)(gen.value)  # raises UsageError naming the member
+        if gen.kind is GeneratorKind.CONSTANT and loc.bit is None:
+            compile_encoder(t)(gen.value)  # raises UsageError naming the member
         return _Binding(path, loc.offset, t, loc.bit, gen)
 
 
@@ -916,7 +915,7 @@ def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> Si
     ints: dict[str, int | None] = {}
     for k in ("max_consumers", "rpi_min_us", "rpi_max_us", "default_rpi_us", "instance_id"):
         v = ctx.get(key, table, k, int, what="an integer")
-        if v is not None and v < (1 if k != "instance_id" else 1):
+        if v is not None and v < 1:
             raise ctx.error(f"{key}.{k}", f"{v}", "use a positive integer")
         ints[k] = v
     rmin = ints["rpi_min_us"] or DEFAULT_RPI_MIN_US
@@ -956,11 +955,11 @@ def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> Si
 __all__ = [
     "DEFAULT_RPI_MAX_US",
     "DEFAULT_RPI_MIN_US",
-    "Generator",
-    "GeneratorKind",
     "MOTOR_DATA",
     "POSITION",
     "STRING",
+    "Generator",
+    "GeneratorKind",
     "SimConfigError",
     "SimTag",
     "SystemSymbol",

@@ -14,6 +14,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
@@ -56,9 +57,9 @@ def pycomm3_name(store: TagStore, name: str) -> str:
     return name
 
 
-def flat(value: object) -> object:
+def flat(value: Any) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], list):
-        return [x for sub in value for x in flat(sub)]  # type: ignore[union-attr]
+        return [x for sub in value for x in flat(sub)]
     return value
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import struct
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -78,9 +80,8 @@ def call(target: ExplicitTarget, message: bytes, **kw: object) -> cip.Reply:
     return cip.Reply.decode(target.handle(message, NOW, **kw))  # type: ignore[arg-type]
 
 
-def request(service: int, segments: tuple[epath.Segment, ...] | list[epath.Segment],
-            data: bytes = b"") -> bytes:
-    return cip.Request(service, epath.encode_path(segments), data).encode()
+def request(service: int, segments: Sequence[epath.Segment], data: bytes = b"") -> bytes:
+    return cip.Request(service, epath.encode_path(list(segments)), data).encode()
 
 
 def sym(name: str) -> epath.SymbolicSegment:
@@ -182,7 +183,7 @@ def test_write_tag_request_golden_from_pycomm3(store: TagStore) -> None:
 def test_write_struct_and_fragmented_request_golden_from_pycomm3(store: TagStore) -> None:
     packet = WriteTagFragmentedRequestPacket(next(SEQ), "Text", 1, tag_info(store, "Text"), 0,
                                              True, 4, b"abcd")
-    packet.request_path = pycomm3_request_path(store, "Text")
+    packet.request_path = pycomm3_request_path(store, "Text")  # type: ignore[assignment]
     msg = pycomm3_message(packet)
     assert msg[0] == 0x53
     data = _data_after_path(msg)
@@ -303,14 +304,14 @@ def test_tcpip_object_attributes(store: TagStore) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def list_all(target: ExplicitTarget, prefix: list[epath.Segment], limit: int,
+def list_all(target: ExplicitTarget, prefix: Sequence[epath.Segment], limit: int,
              attrs: tuple[int, ...] = PYCOMM3_SYMBOL_ATTRIBUTES) -> tuple[list, int]:
     """Walk the listing like pycomm3 (next instance = last + 1 while status 0x06)."""
     out: list = []
     start, calls = 0, 0
     while True:
         calls += 1
-        reply = call(target, request(0x55, prefix + [epath.class_id(0x6B),
+        reply = call(target, request(0x55, [*prefix, epath.class_id(0x6B),
                                                      epath.instance_id(start)],
                                      encode_attribute_ids(attrs)), reply_limit=limit)
         assert reply.status in (0, 0x06) and reply.additional == ()
@@ -326,7 +327,7 @@ def list_all(target: ExplicitTarget, prefix: list[epath.Segment], limit: int,
 def test_controller_listing_with_continuation(target: ExplicitTarget, store: TagStore,
                                               limit: int) -> None:
     listed, calls = list_all(target, [], limit)
-    assert listed == [dataclasses.replace(s, element_size=None) for s in store.listing(None)]
+    assert listed == [dataclasses.replace(s, element_size=None) for s in store.listing(None) or ()]
     assert calls > 1 if limit <= 504 else calls == 1
     names = {s.name for s in listed}
     assert {"Counter", "Motor", "Text", "Program:MainProgram", "Task:MainTask"} <= names
@@ -339,7 +340,7 @@ def test_program_listing(target: ExplicitTarget, store: TagStore) -> None:
     listed, _ = list_all(target, prefix, 120)
     assert [s.name for s in listed] == ["Routine:MainRoutine", "Local", "Recipe"]
     assert listed == [dataclasses.replace(s, element_size=None)
-                      for s in store.listing("MainProgram")]
+                      for s in store.listing("MainProgram") or ()]
     reply = call(target, request(0x55, [sym("Program:Nope"), epath.class_id(0x6B),
                                         epath.instance_id(0)], encode_attribute_ids((1,))))
     assert (reply.status, reply.additional) == (0x04, (0,))
@@ -534,7 +535,7 @@ def test_read_too_large_is_partial_and_fragmented_read_reassembles(
     assert (beyond.status, beyond.additional) == (0xFF, (0x2104,))
 
 
-def write(target: ExplicitTarget, segments: list[epath.Segment], type_word: bytes,
+def write(target: ExplicitTarget, segments: Sequence[epath.Segment], type_word: bytes,
           elements: int, data: bytes, offset: int | None = None) -> cip.Reply:
     body = type_word + struct.pack("<H", elements)
     body += struct.pack("<I", offset) if offset is not None else b""
@@ -545,7 +546,7 @@ def test_write_each_type_then_read_back(target: ExplicitTarget, store: TagStore)
     cases = [("Setpoint", "REAL", 1.25), ("Small", "SINT", -100), ("Medium", "INT", -2),
              ("Large", "LINT", -(1 << 50)), ("Precise", "LREAL", 0.1), ("Flag", "BOOL", False)]
     for name, dt, value in cases:
-        t = DataTypes[dt]
+        t: Any = DataTypes[dt]
         packet = WriteTagRequestPacket(next(SEQ), name, 1, tag_info(store, name), 0, True,
                                        t.encode(value))
         reply = call(target, pycomm3_message(packet))
@@ -571,12 +572,12 @@ def test_write_structures_strings_members_and_arrays(target: ExplicitTarget,
     assert store.find("Text").value() == "abc"  # type: ignore[union-attr]
     station = store.find("Station")
     assert station is not None
-    homed = [sym("Station"), sym("Pos"), sym("Homed")]
+    homed: list[epath.Segment] = [sym("Station"), sym("Pos"), sym("Homed")]
     assert write(target, homed, b"\xc1\x00", 1, b"\x00").status == 0
     assert station.value()["Pos"]["Homed"] is False
     assert write(target, homed, b"\xc1\x00", 1, b"\x01").status == 0
     assert station.value()["Pos"]["Homed"] is True
-    counts = [sym("Station"), sym("Counts"), epath.member_id(2)]
+    counts: list[epath.Segment] = [sym("Station"), sym("Counts"), epath.member_id(2)]
     assert write(target, counts, b"\xc4\x00", 2, struct.pack("<2i", 30, 40)).status == 0
     assert station.value()["Counts"] == [1, 2, 30, 40]
     pos = bytes(POSITION.size)

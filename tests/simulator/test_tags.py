@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -40,7 +41,13 @@ EXAMPLE = ROOT / "examples" / "sim-tags.toml"
 K = GeneratorKind
 
 
-def tag(name: str, spec: str, **kw: object) -> SimTag:
+def get(s: TagStore, name: str) -> SimTag:
+    found = s.find(name)
+    assert found is not None, name
+    return found
+
+
+def tag(name: str, spec: str, **kw: Any) -> SimTag:
     return SimTag(name, parse_type(spec, {"Position": POSITION, "MotorData": MOTOR_DATA}), **kw)
 
 
@@ -109,7 +116,7 @@ def test_lookups_and_listing() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def value_at(t: SimTag, *times: float) -> object:
+def value_at(t: SimTag, *times: float) -> Any:
     s = TagStore([t])
     for now in times:
         s.tick(now)
@@ -145,8 +152,8 @@ def test_string_and_member_generators() -> None:
             "Running": Generator(K.COUNTER, interval_s=1.0),
             "Counts[2]": Generator(K.CONSTANT, value=5)}
     v = value_at(tag("M", "MotorData", generators=gens), 0.0, 3.0)
-    assert v["Pos"]["X"] == pytest.approx(30.0) and v["Running"] is True  # type: ignore[index]
-    assert v["Counts"] == [0, 0, 5, 0]  # type: ignore[index]
+    assert v["Pos"]["X"] == pytest.approx(30.0) and v["Running"] is True
+    assert v["Counts"] == [0, 0, 5, 0]
 
 
 def test_random_walk_is_a_pure_function_of_time() -> None:
@@ -155,8 +162,8 @@ def test_random_walk_is_a_pure_function_of_time() -> None:
     stepped = value_at(tag("W", "REAL[4]", generators=gen), 0.0, *[i / 10 for i in range(71)])
     back = value_at(tag("W", "REAL[4]", generators=gen), 0.0, 9.0, 2.0, 7.0)
     assert direct == stepped == back
-    assert len(set(direct)) == 4  # each element walks its own way  # type: ignore[arg-type]
-    assert all(0.0 <= x <= 100.0 for x in direct)  # type: ignore[union-attr]
+    assert len(set(direct)) == 4  # each element walks its own way
+    assert all(0.0 <= x <= 100.0 for x in direct)
     other = value_at(tag("W", "REAL[4]", generators={"": Generator(
         K.RANDOM_WALK, start=50.0, step=3.0, interval_s=0.1, seed=12)}), 0.0, 7.0)
     assert other != direct
@@ -194,14 +201,14 @@ def test_restart_resets_values_epoch_and_incarnation() -> None:
     s = default_store()
     s.tick(100.0)
     s.tick(110.0)
-    s.find("Setpoint").set(0.0)  # type: ignore[union-attr]
+    get(s, "Setpoint").set(0.0)
     before = s.incarnation
     s.restart(500.0)
     assert s.incarnation == before + 1
-    assert s.find("Setpoint").value() == 42.5  # type: ignore[union-attr]
-    assert s.find("Counter").value() == 0  # type: ignore[union-attr]
+    assert get(s, "Setpoint").value() == 42.5
+    assert get(s, "Counter").value() == 0
     s.tick(501.0)
-    assert s.find("Counter").value() == 10  # type: ignore[union-attr]
+    assert get(s, "Counter").value() == 10
 
 
 def test_store_refuses_what_logix_refuses() -> None:
@@ -232,14 +239,14 @@ def test_example_file_loads_and_moves() -> None:
     assert infeed.value()["Pos"]["Homed"] is True
     pressure = s.find("Pressure")
     assert pressure and pressure.default_rpi_us == 20_000
-    assert s.find("LineCounter").max_consumers == 8  # type: ignore[union-attr]
-    assert s.find("Zones").max_consumers == 2  # the Logix default  # type: ignore[union-attr]
-    assert s.find("FirmwareId").external_access == ExternalAccess.READ_ONLY  # type: ignore
-    assert s.find("Program:MainProgram.StepNo").value() == 1  # type: ignore[union-attr]
+    assert get(s, "LineCounter").max_consumers == 8
+    assert get(s, "Zones").max_consumers == 2  # the Logix default
+    assert get(s, "FirmwareId").external_access == ExternalAccess.READ_ONLY
+    assert get(s, "Program:MainProgram.StepNo").value() == 1
     s.tick(0.0)
     s.tick(25.0)
-    assert s.find("Batch").value() == "BATCH-1002"  # type: ignore[union-attr]
-    assert s.find("Recipe").value() == [[1, 2, 3], [4, 5, 6]]  # type: ignore[union-attr]
+    assert get(s, "Batch").value() == "BATCH-1002"
+    assert get(s, "Recipe").value() == [[1, 2, 3], [4, 5, 6]]
     assert 3.5 <= pressure.value() <= 8.5
 
 
@@ -286,13 +293,13 @@ BAD_FILES = [
      "read/write"),
     ('[[tags]]\nname = "A.B"\ntype = "DINT"\n', "tags[0] (A.B).name", "no members"),
     ('[[tags]]\nname = "A"\ntype = "DINT[2]"\ndims = 3\n', "tags[0] (A).dims", "dims given"),
-    ('[types.U]\nmembers = [{ name = "A", type = "V" }]\n'
-     '[types.V]\nmembers = [{ name = "B", type = "U" }]\n', "types.U", "cycle"),
+    (('[types.U]\nmembers = [{ name = "A", type = "V" }]\n'
+     '[types.V]\nmembers = [{ name = "B", type = "U" }]\n'), "types.U", "cycle"),
     ('[types.U]\nmembers = []\n', "types.U.members", "missing or empty"),
     ('[types.U]\nmembers = [{ name = "A", type = "DINT" }, { name = "a", type = "INT" }]\n',
      "types.U", "declared twice"),
-    ('[[tags]]\nname = "A"\ntype = "U"\n[tags.generators]\n"X" = { kind = "sine" }\n'
-     '[types.U]\nmembers = [{ name = "B", type = "DINT" }]\n', "tags[0] (A)", "no member"),
+    (('[[tags]]\nname = "A"\ntype = "U"\n[tags.generators]\n"X" = { kind = "sine" }\n'
+     '[types.U]\nmembers = [{ name = "B", type = "DINT" }]\n'), "tags[0] (A)", "no member"),
     ('[controller]\nrevision = "33"\n', "controller.revision", "MAJOR.MINOR"),
     ('[controller]\nmode = "fast"\n', "controller.mode", "remote run"),
     ('[controller]\nproduct_name = "' + "x" * 40 + '"\n', "controller.product_name", "1-32"),
@@ -349,4 +356,5 @@ def test_parse_type() -> None:
         parse_type("DINT[]", {})
     with pytest.raises(Exception, match="multiple of 32"):
         parse_type("BOOL[10]", {})
-    assert math.prod(parse_type("SINT[2,2,2]", {}).dims) == 8  # type: ignore[union-attr]
+    cube = parse_type("SINT[2,2,2]", {})
+    assert isinstance(cube, ArrayType) and math.prod(cube.dims) == 8
