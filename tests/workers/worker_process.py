@@ -177,10 +177,11 @@ class WorkerProcess:
 
 
 def worker_command(local_address: str, consumers: Sequence[str], *, udp_port: int = 0,
-                   extra_args: Sequence[str] = ()) -> list[str]:
+                   extra_args: Sequence[str] = (), pub: str = "tcp://127.0.0.1:0",
+                   control: str = "tcp://127.0.0.1:0") -> list[str]:
     cmd = [sys.executable, "-m", "workers.io_worker", "--local-address", local_address,
-           "--udp-port", str(udp_port), "--pub", "tcp://127.0.0.1:0",
-           "--control", "tcp://127.0.0.1:0", "--log-level", "DEBUG"]
+           "--udp-port", str(udp_port), "--pub", pub, "--control", control,
+           "--log-level", "DEBUG"]
     for c in consumers:
         cmd += ["--consumer", c]
     return cmd + list(extra_args)
@@ -188,13 +189,16 @@ def worker_command(local_address: str, consumers: Sequence[str], *, udp_port: in
 
 def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port: int = 0,
                  extra_args: Sequence[str] = (), subscribe: Sequence[bytes] = (b"",),
-                 timeout: float = 15.0, prefix: Sequence[str] = ()) -> WorkerProcess:
-    """Start the worker (``prefix`` e.g. ``["ip", "netns", "exec", "ns1"]``) and wait for its
-    ready line."""
+                 timeout: float = 15.0, prefix: Sequence[str] = (),
+                 pub: str = "tcp://127.0.0.1:0", control: str = "tcp://127.0.0.1:0"
+                 ) -> WorkerProcess:
+    """Start the worker (``prefix`` e.g. ``["ip", "netns", "exec", "ns1"]``; use ``ipc://``
+    endpoints then, they are reachable across network namespaces) and wait for its ready
+    line."""
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-worker-", suffix=".log")
     log_path = Path(log_name)
     cmd = [*prefix, *worker_command(local_address, consumers, udp_port=udp_port,
-                                    extra_args=extra_args)]
+                                    extra_args=extra_args, pub=pub, control=control)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
