@@ -1,0 +1,1174 @@
+"""The launch supervisor: ``pyconpro run CONFIG`` (ARCHITECTURE.md "Processes", issue 5).
+
+Owns: the config file, which I/O worker serves which PLCs (grouped by the local address that
+routes to each PLC: ``group_by_local_address`` with ``resolve_local_address``, or the PLC's
+``local_address`` / ``interface``), starting / watching / restarting the worker and sink child
+processes, the single public bus endpoint (``workers.forwarder``: an XSUB/XPUB proxy thread that
+connects to every worker's PUB socket), graceful shutdown, reload, and a control/status socket.
+
+What it decides and what it does are separate: every start/restart/stop decision comes from the
+pure ``acquisition.supervision.Supervision`` model (STARTING / RUNNING / BACKOFF / EXITED /
+STOPPING / FATAL, capped backoff with jitter, the FATAL threshold, the stop order workers ->
+sinks); this module is the thin shell that spawns processes, reaps them, sends signals and feeds
+the results back as inputs. The pure parts that are specific to the pipeline (which children a
+config means: ``plan_children``; what a reload changes: ``diff_plans``) are plain functions.
+
+Processes:
+
+* children run in their own process group, so a Ctrl-C in the terminal reaches only the
+  supervisor, which then stops them in order (workers Forward_Close first, sinks flush last);
+  each child also gets ``PR_SET_PDEATHSIG`` = SIGTERM so none outlives a supervisor that was
+  killed outright;
+* a worker is ready when its control socket answers ``status``; a sink is ready after
+  ``[supervisor].start_s`` alive;
+* SIGTERM / SIGINT: graceful shutdown (a second one kills what is left); SIGHUP: reload.
+
+Reload (SIGHUP or the ``reload`` control op) reads the file again and diffs it against what runs:
+consumers added to / removed from a worker that stays are sent to that worker's control socket
+(``add`` / ``remove``) without restarting it; a worker whose other settings changed is restarted;
+new local addresses get a new worker, vanished ones are stopped; sinks whose options changed are
+restarted, new ones started, removed ones stopped; other sinks and workers are untouched.
+``[bus]`` changes need a restart of ``pyconpro run`` (logged, not applied).
+
+Control socket (ZeroMQ ROUTER at ``[bus].control_base`` for name ``supervisor``; clients use REQ
+or DEALER): requests and replies are msgpack maps. Requests ``{"op": "status"}``, ``"reload"``,
+``"start"`` / ``"stop"`` / ``"restart"`` with ``"child": NAME``, ``"shutdown"``, ``"ping"``.
+Replies ``{"ok": true, ...}`` or ``{"ok": false, "error": "what went wrong and what to do"}``.
+docs/operations.md documents the status map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+import zmq
+
+from acquisition.config import (
+    Config,
+    ConfigError,
+    ConsumerSpec,
+    WorkerGroup,
+    group_by_local_address,
+    load_config,
+    sink_argv,
+)
+from acquisition.errors import MalformedPacket
+from acquisition.supervision import (
+    ChildKind,
+    ChildState,
+    Exited,
+    Ready,
+    Signal,
+    Spawn,
+    Spawned,
+    Step,
+    Supervision,
+    Transition,
+)
+from acquisition.wire import Event, decode
+from workers.forwarder import Forwarder, ForwarderError, connectable
+
+__all__ = [
+    "ChildSpec",
+    "ReloadPlan",
+    "Runtime",
+    "Supervisor",
+    "consumer_key",
+    "consumer_map",
+    "consumer_text",
+    "diff_plans",
+    "interface_address",
+    "main",
+    "plan_children",
+    "resolve_local_address",
+    "supervisor_control_endpoint",
+]
+
+log = logging.getLogger("pyconpro.supervisor")
+
+STATUS_INTERVAL_S = 1.0  # how often each worker's status is read (rates, states, errors)
+STARTING_POLL_S = 0.2  # ... while a worker is starting, so readiness is seen quickly
+CONTROL_TIMEOUT_S = 2.0  # a worker that does not answer a control request within this
+MAX_WAIT_S = 0.5  # upper bound of one loop wait (child exits are also signalled by SIGCHLD)
+ERROR_EVENT_KINDS = frozenset({"reject", "timeout", "error"})
+
+
+# ============================================================================ local addresses
+
+
+def resolve_local_address(address: str) -> str:
+    """The local IPv4 address the OS would use to reach ``address``.
+
+    A UDP ``connect()`` sends nothing; it only asks the routing table, so this works for PLCs
+    that are down. Raises OSError (no route) like the OS does.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((address, 44818))
+        local: str = s.getsockname()[0]
+    return local
+
+
+_SIOCGIFADDR = 0x8915
+
+
+def interface_address(name: str) -> str:
+    """IPv4 address of network interface ``name`` (Linux ``SIOCGIFADDR``); OSError if none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(
+                s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode("utf-8")[:15])
+            )
+        except OSError as exc:
+            reason = "no such interface" if exc.errno == errno.ENODEV else "it has no IPv4 address"
+            raise OSError(exc.errno, f"interface {name!r}: {reason}") from None
+    return socket.inet_ntoa(packed[20:24])
+
+
+# ============================================================================ the plan (pure)
+
+
+def consumer_key(spec: ConsumerSpec) -> str:
+    """A consumer's identity inside its worker: ``<plc>/<tag or alias>`` (the worker's key)."""
+    return f"{spec.plc}/{spec.topic_name}"
+
+
+def consumer_map(spec: ConsumerSpec) -> dict[str, Any]:
+    """The worker control socket's ``add`` map for ``spec`` (keys of ``workers._consumers``)."""
+    m: dict[str, Any] = {
+        "plc": spec.plc,
+        "address": spec.address,
+        "tag": spec.tag,
+        "rpi_us": spec.rpi_us,
+        "ot_rpi_us": spec.ot_rpi_us,
+        "multiplier": spec.multiplier_factor,
+        "transport": "multicast" if spec.multicast else "unicast",
+        "slot": spec.slot,
+        "udp_port": spec.udp_port,
+    }
+    if spec.route:
+        m["route"] = [[hop.port, hop.link] for hop in spec.route]
+    if spec.size is not None:
+        m["size"] = spec.size
+    if spec.alias is not None:
+        m["alias"] = spec.alias
+    return m
+
+
+def consumer_text(spec: ConsumerSpec) -> str:
+    """The same as ``consumer_map`` in the worker's ``--consumer key=value,...`` form."""
+    parts = []
+    for key, value in consumer_map(spec).items():
+        if key == "route":
+            value = ";".join(f"{port}/{link}" for port, link in value)
+        parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What the plan needs besides the config: fixed for the life of one supervisor."""
+
+    bus_connect: str  # where sinks connect (the forwarder's public side, connectable)
+    control_base: Config | None = None  # the config whose [bus] named the control sockets
+    python: str = sys.executable
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One child process as the plan wants it.
+
+    For a worker, ``argv`` is the command without its consumers; ``consumers`` are appended as
+    ``--consumer`` options at each spawn, so a restart after a reload starts with the current
+    set. ``control`` / ``pub`` are the worker's endpoints (``pub`` None: learned from status).
+    """
+
+    name: str
+    kind: ChildKind
+    argv: tuple[str, ...]
+    control: str | None = None
+    pub: str | None = None
+    consumers: tuple[ConsumerSpec, ...] = ()
+
+    def command(self) -> list[str]:
+        out = list(self.argv)
+        for spec in self.consumers:
+            out += ["--consumer", consumer_text(spec)]
+        return out
+
+    def consumer_keys(self) -> dict[str, ConsumerSpec]:
+        return {consumer_key(c): c for c in self.consumers}
+
+
+def _pub_endpoint(config: Config, name: str) -> str:
+    base = config.bus.control_base
+    if base.startswith("ipc://"):
+        return f"{base}-{name}.pub"
+    return "tcp://127.0.0.1:0"  # a tcp control base: the worker picks a port, status tells it
+
+
+def supervisor_control_endpoint(config: Config) -> str:
+    """Where ``pyconpro status`` finds the supervisor of ``config``."""
+    return config.bus.control_endpoint("supervisor", 0)
+
+
+def plan_children(
+    config: Config, groups: Sequence[WorkerGroup], runtime: Runtime
+) -> dict[str, ChildSpec]:
+    """Every child ``config`` means: one I/O worker per group, one process per sink."""
+    bus_cfg = runtime.control_base if runtime.control_base is not None else config
+    out: dict[str, ChildSpec] = {}
+    level = runtime.log_level
+    for index, group in enumerate(groups, start=1):
+        name = group.name
+        control = bus_cfg.bus.control_endpoint(name, index)
+        pub = _pub_endpoint(bus_cfg, name)
+        argv: tuple[str, ...] = (
+            runtime.python, "-m", "workers.io_worker",
+            "--name", name,
+            "--local-address", group.local_address,
+            "--udp-port", str(config.worker.udp_port),
+            "--pub", pub,
+            "--control", control,
+            "--stats-interval", repr(config.worker.stats_interval_s),
+            "--hwm", str(bus_cfg.bus.hwm),
+            "--log-level", level,
+        )  # fmt: skip
+        out[name] = ChildSpec(
+            name=name,
+            kind=ChildKind.WORKER,
+            argv=argv,
+            control=control,
+            pub=None if pub.endswith(":0") else pub,
+            consumers=group.consumers,
+        )
+    for sink in config.sinks:
+        name = f"sink-{sink.name}"
+        argv = (runtime.python, "-m", "sinks.cli", *sink_argv(sink, runtime.bus_connect, level))
+        out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload changes. Children not named anywhere here are left alone."""
+
+    start: tuple[str, ...] = ()  # new children
+    stop: tuple[str, ...] = ()  # children that are gone from the config
+    restart: tuple[str, ...] = ()  # children whose command changed
+    add_consumers: Mapping[str, tuple[ConsumerSpec, ...]] = field(default_factory=dict)
+    remove_consumers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # keys
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.start or self.stop or self.restart or self.add_consumers or self.remove_consumers
+        )
+
+    def describe(self) -> str:
+        parts = []
+        for label, names in (("start", self.start), ("stop", self.stop),
+                             ("restart", self.restart)):  # fmt: skip
+            if names:
+                parts.append(f"{label} {', '.join(names)}")
+        for worker, specs in self.add_consumers.items():
+            parts.append(f"{worker}: add {', '.join(consumer_key(s) for s in specs)}")
+        for worker, keys in self.remove_consumers.items():
+            parts.append(f"{worker}: remove {', '.join(keys)}")
+        return "; ".join(parts) if parts else "no changes"
+
+
+def diff_plans(old: Mapping[str, ChildSpec], new: Mapping[str, ChildSpec]) -> ReloadPlan:
+    """What to do to go from the running ``old`` plan to ``new`` (pure).
+
+    A worker whose command (without consumers) is unchanged keeps running; its consumer changes
+    become ``add_consumers`` / ``remove_consumers`` (a changed consumer is removed then added).
+    """
+    start = tuple(n for n in new if n not in old)
+    stop = tuple(n for n in old if n not in new)
+    restart: list[str] = []
+    add: dict[str, tuple[ConsumerSpec, ...]] = {}
+    remove: dict[str, tuple[str, ...]] = {}
+    for name in (n for n in new if n in old):
+        a, b = old[name], new[name]
+        if a.argv != b.argv or a.kind != b.kind or a.control != b.control:
+            restart.append(name)
+            continue
+        before, after = a.consumer_keys(), b.consumer_keys()
+        gone = tuple(k for k in before if k not in after or after[k] != before[k])
+        added = tuple(s for k, s in after.items() if k not in before or before[k] != s)
+        if gone:
+            remove[name] = gone
+        if added:
+            add[name] = added
+    return ReloadPlan(start, stop, tuple(restart), add, remove)
+
+
+# ============================================================================ processes
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """A preexec hook asking Linux to SIGTERM the child when the supervisor dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        return None
+    pr_set_pdeathsig = 1
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return hook
+
+
+_PREEXEC = _pdeathsig()
+
+
+def _signal_name(returncode: int) -> str | None:
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name.removeprefix("SIG")
+    except ValueError:
+        return str(-returncode)
+
+
+@dataclass(slots=True)
+class _WorkerLink:
+    """The supervisor's DEALER to one worker's control socket; one request in flight."""
+
+    endpoint: str
+    sock: zmq.Socket[Any] | None = None
+    queue: deque[tuple[dict[str, Any], Callable[[dict[str, Any] | None], None]]] = field(
+        default_factory=deque
+    )
+    inflight: Callable[[dict[str, Any] | None], None] | None = None
+    deadline: float = 0.0
+    next_poll: float = 0.0
+    status: dict[str, Any] | None = None
+    status_at: float = 0.0
+    rates: dict[str, float] = field(default_factory=dict)
+    errors: int = 0
+
+
+# ============================================================================ the supervisor
+
+
+class Supervisor:
+    """The running supervisor of one config file. ``run()`` until stopped; returns the exit code.
+
+    ``resolve`` / ``interface`` answer which local address reaches a PLC (tests pass fakes);
+    ``planner`` turns a config into child specs (tests pass stand-in commands).
+    """
+
+    def __init__(
+        self,
+        config_path: str,
+        *,
+        config: Config | None = None,
+        resolve: Callable[[str], str] = resolve_local_address,
+        interface: Callable[[str], str] = interface_address,
+        planner: Callable[[Config, Sequence[WorkerGroup], Runtime], dict[str, ChildSpec]]
+        | None = None,
+        log_level: str | None = None,
+        child_output: Any = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config if config is not None else load_config(config_path)
+        self._resolve = resolve
+        self._interface = interface
+        self._planner = planner or plan_children
+        self.log_level = log_level or self.config.logging.level
+        self._child_output = child_output  # file for children's stdout+stderr; None: inherit
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.forwarder = Forwarder(
+            self.config.bus.endpoint,
+            f"{self.config.bus.control_base}-bus-in"
+            if self.config.bus.control_base.startswith("ipc://")
+            else "tcp://127.0.0.1:0",
+            hwm=self.config.bus.hwm,
+            linger_ms=self.config.bus.linger_ms,
+            context=self.ctx,
+        )
+        self.control_endpoint = supervisor_control_endpoint(self.config)
+        self.sup = Supervision(self.config.supervisor, random.Random().random)
+        self.specs: dict[str, ChildSpec] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.links: dict[str, _WorkerLink] = {}
+        self.learned_pubs: dict[str, str] = {}
+        self.last_transition: dict[str, Transition] = {}
+        self.last_events: dict[str, dict[str, Any]] = {}  # "<plc>/<tag>" -> last event
+        self.last_errors: dict[str, dict[str, Any]] = {}  # "<plc>/<tag>" -> last error event
+        self.pending_remove: set[str] = set()
+        self.reloads = 0
+        self.last_reload: dict[str, Any] | None = None
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self._signals: deque[int] = deque()
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._old_handlers: dict[int, Any] = {}
+        self._old_wakeup = -1
+        self.control: zmq.Socket[Any] | None = None
+        self.events: zmq.Socket[Any] | None = None
+        self.poller = zmq.Poller()
+        self._kill_all = False
+        self._stop_at = 0.0
+        self._fwd_stats: tuple[float, int] | None = None
+        self._fwd_rate = 0.0
+        self._fwd_status: dict[str, Any] = {}
+        self._next_fwd_stats = 0.0
+
+    # ------------------------------------------------------------------ plan
+
+    def _groups(self, config: Config) -> tuple[WorkerGroup, ...]:
+        return group_by_local_address(config, self._resolve, self._interface)
+
+    def _runtime(self) -> Runtime:
+        return Runtime(
+            bus_connect=connectable(self.forwarder.public_endpoint),
+            control_base=self.config,
+            log_level=self.log_level,
+        )
+
+    def _plan(self, config: Config) -> dict[str, ChildSpec]:
+        return self._planner(config, self._groups(config), self._runtime())
+
+    # ------------------------------------------------------------------ set-up
+
+    def open(self) -> None:
+        """Bind the bus and the control socket, install signal handlers. Raises on failure
+        with a message that names the endpoint and the fix."""
+        self._groups(self.config)  # fail before binding anything if a PLC is unreachable
+        self.forwarder.start()
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        try:
+            self.control.bind(self.control_endpoint)
+        except zmq.ZMQError as exc:
+            self.forwarder.stop()
+            raise ForwarderError(
+                f"cannot bind the supervisor's control socket {self.control_endpoint}: {exc}; "
+                "is another `pyconpro run` using the same [bus].control_base? stop it or give "
+                "this config its own control_base"
+            ) from None
+        self.poller.register(self.control, zmq.POLLIN)
+        self.events = self.ctx.socket(zmq.SUB)
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events.setsockopt(zmq.RCVHWM, 10_000)
+        self.events.subscribe(b"event/")
+        self.events.connect(connectable(self.forwarder.public_endpoint))
+        self.poller.register(self.events, zmq.POLLIN)
+        self._install_signals()
+        self.specs = self._plan(self.config)
+        for name, spec in self.specs.items():
+            self.sup.add(name, spec.kind)
+            if spec.kind is ChildKind.WORKER:
+                self._add_link(name, spec)
+        self._update_upstreams()
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            self._old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread (tests run supervisors in threads)
+            self._old_wakeup = -1
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.append(signum)
+
+    def request(self, signum: int) -> None:
+        """Deliver a signal's meaning from another thread (tests, embedding)."""
+        self._signals.append(signum)
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Release everything (children must be stopped already; any left are killed)."""
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                log.warning("%s (pid %d) still running at exit; killing it", name, proc.pid)
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+        if self._wake_w is not None and self._old_wakeup != -1 or self._old_handlers:
+            signal.set_wakeup_fd(self._old_wakeup)
+        elif self._wake_w is not None:
+            try:
+                signal.set_wakeup_fd(-1)
+            except ValueError:
+                pass
+        for link in self.links.values():
+            if link.sock is not None:
+                link.sock.close(0)
+        self.links.clear()
+        for s in (self.control, self.events):
+            if s is not None:
+                s.close(0)
+        self.control = self.events = None
+        self.forwarder.stop()
+        for w in (self._wake_r, self._wake_w):
+            if w is not None:
+                w.close()
+        self._wake_r = self._wake_w = None
+        self.ctx.term()
+
+    # ------------------------------------------------------------------ actions
+
+    def _execute(self, step: Step, now: float) -> None:
+        todo = deque([step])
+        while todo:
+            st = todo.popleft()
+            for ev in st.events:
+                self._log_transition(ev)
+            for action in st.actions:
+                if isinstance(action, Spawn):
+                    todo.append(self._spawn(action.child, now))
+                elif isinstance(action, Signal):
+                    self._send_signal(action)
+            self._finish_removals()
+
+    def _spawn(self, name: str, now: float) -> Step:
+        spec = self.specs.get(name)
+        if spec is None:  # removed by a reload while a restart was scheduled
+            return self.sup.handle(name, Exited(None), now)
+        argv = spec.command()
+        out = self._child_output
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                process_group=0,
+                # Safe here: the hook only calls prctl(), and spawns happen in the main thread
+                # (PDEATHSIG follows the thread that forked).
+                preexec_fn=_PREEXEC,  # noqa: PLW1509
+                cwd=os.path.dirname(os.path.abspath(self.config_path)) or None,
+            )
+        except OSError as exc:
+            log.error("%s: cannot start %s: %s", name, argv[0], exc)
+            return self.sup.handle(name, Exited(None), now)
+        self.procs[name] = proc
+        log.debug("%s: spawned pid %d: %s", name, proc.pid, " ".join(argv))
+        link = self.links.get(name)
+        if link is not None:
+            link.next_poll = now + STARTING_POLL_S
+        return self.sup.handle(name, Spawned(proc.pid), now)
+
+    def _send_signal(self, action: Signal) -> None:
+        proc = self.procs.get(action.child)
+        if proc is None or proc.pid != action.pid or proc.returncode is not None:
+            return
+        sig = signal.SIGKILL if action.signal == "KILL" else signal.SIGTERM
+        if sig is signal.SIGKILL:
+            log.warning("%s (pid %d) did not stop in time; killing it", action.child, action.pid)
+        try:
+            os.kill(action.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self, now: float) -> None:
+        for name, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.procs[name]
+            sig = _signal_name(code)
+            self._execute(
+                self.sup.handle(name, Exited(proc.pid, None if sig else code, sig), now), now
+            )
+
+    def _log_transition(self, ev: Transition) -> None:
+        self.last_transition[ev.child] = ev
+        level = logging.INFO
+        if ev.new is ChildState.FATAL:
+            level = logging.ERROR
+        elif ev.new in (ChildState.BACKOFF, ChildState.EXITED):
+            level = logging.WARNING
+        pid = f" pid {ev.pid}" if ev.pid else ""
+        log.log(level, "%s%s: %s -> %s (%s)", ev.child, pid, ev.old.value, ev.new.value,
+                ev.reason)  # fmt: skip
+
+    def _finish_removals(self) -> None:
+        for name in list(self.pending_remove):
+            child = self.sup.children.get(name)
+            if child is None or child.at_rest:
+                if child is not None:
+                    self.sup.remove(name)
+                self.pending_remove.discard(name)
+                link = self.links.pop(name, None)
+                if link is not None and link.sock is not None:
+                    self.poller.unregister(link.sock)
+                    link.sock.close(0)
+                self.learned_pubs.pop(name, None)
+                self._update_upstreams()
+
+    # ------------------------------------------------------------------ worker control
+
+    def _add_link(self, name: str, spec: ChildSpec) -> None:
+        assert spec.control is not None
+        self.links[name] = _WorkerLink(spec.control)
+
+    def _link_socket(self, link: _WorkerLink) -> zmq.Socket[Any]:
+        if link.sock is None:
+            link.sock = self.ctx.socket(zmq.DEALER)
+            link.sock.setsockopt(zmq.LINGER, 0)
+            link.sock.connect(link.endpoint)
+            self.poller.register(link.sock, zmq.POLLIN)
+        return link.sock
+
+    def _drop_link_socket(self, link: _WorkerLink) -> None:
+        # A timed-out request may still be answered later; a fresh socket never sees that reply.
+        if link.sock is not None:
+            self.poller.unregister(link.sock)
+            link.sock.close(0)
+            link.sock = None
+
+    def worker_request(
+        self, name: str, request: dict[str, Any], done: Callable[[dict[str, Any] | None], None]
+    ) -> None:
+        """Queue a control request to worker ``name``; ``done(reply or None on timeout)``."""
+        link = self.links.get(name)
+        if link is None:
+            done(None)
+            return
+        link.queue.append((request, done))
+        self._pump_link(link, time.monotonic())
+
+    def _pump_link(self, link: _WorkerLink, now: float) -> None:
+        if link.inflight is not None or not link.queue:
+            return
+        request, done = link.queue.popleft()
+        sock = self._link_socket(link)
+        try:
+            sock.send_multipart([b"", msgpack.packb(request, use_bin_type=True)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            done(None)
+            return
+        link.inflight = done
+        link.deadline = now + CONTROL_TIMEOUT_S
+
+    def _on_link_reply(self, name: str, link: _WorkerLink, now: float) -> None:
+        assert link.sock is not None
+        while True:
+            try:
+                frames = link.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            done, link.inflight = link.inflight, None
+            try:
+                reply = msgpack.unpackb(frames[-1], raw=False)
+            except (ValueError, msgpack.UnpackException):  # a garbled reply counts as none
+                reply = None
+            if done is not None:
+                done(reply if isinstance(reply, dict) else None)
+        self._pump_link(link, now)
+
+    def _link_timers(self, now: float) -> None:
+        for name, link in list(self.links.items()):
+            if link.inflight is not None and now >= link.deadline:
+                done, link.inflight = link.inflight, None
+                link.errors += 1
+                self._drop_link_socket(link)
+                done(None)
+            child = self.sup.children.get(name)
+            if child is None:
+                continue
+            live = child.state in (ChildState.STARTING, ChildState.RUNNING) and child.pid
+            if live and link.inflight is None and now >= link.next_poll and not any(
+                r.get("op") == "status" for r, _ in link.queue
+            ):
+                starting = child.state is ChildState.STARTING
+                link.next_poll = now + (STARTING_POLL_S if starting else STATUS_INTERVAL_S)
+                self.worker_request(name, {"op": "status"}, self._status_callback(name, child.pid))
+            self._pump_link(link, now)
+
+    def _status_callback(
+        self, name: str, pid: int | None
+    ) -> Callable[[dict[str, Any] | None], None]:
+        return lambda reply: self._on_status(name, pid, reply)
+
+    def _on_status(self, name: str, pid: int | None, reply: dict[str, Any] | None) -> None:
+        link = self.links.get(name)
+        child = self.sup.children.get(name)
+        if link is None or child is None or reply is None or not reply.get("ok"):
+            return
+        now = time.monotonic()
+        previous, prev_at = link.status, link.status_at
+        link.status, link.status_at = reply, now
+        link.rates = _rates(previous, prev_at, reply, now)
+        pub = reply.get("pub")
+        if isinstance(pub, str) and pub and self.learned_pubs.get(name) != pub:
+            self.learned_pubs[name] = pub
+            self._update_upstreams()
+        if child.state is ChildState.STARTING and child.pid == pid:
+            self._execute(self.sup.handle(name, Ready(pid), now), now)
+
+    def _update_upstreams(self) -> None:
+        eps = set(self.learned_pubs.values())
+        for spec in self.specs.values():
+            if spec.pub is not None:
+                eps.add(spec.pub)
+        self.forwarder.set_upstreams(eps)
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self) -> dict[str, Any]:
+        """Read the config file again and apply the difference (see the module docstring)."""
+        now = time.monotonic()
+        self.reloads += 1
+        if self.sup.shutting_down:
+            return self._reload_result(False, "shutting down; reload ignored")
+        try:
+            new_config = load_config(self.config_path)
+            new_specs = self._plan(new_config)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("reload: %s", issue)
+            return self._reload_result(
+                False, f"the new configuration is not valid, nothing changed:\n{exc}"
+            )
+        if new_config.bus != self.config.bus:
+            log.warning(
+                "reload: [bus] changed in %s; it takes effect only when `pyconpro run` restarts",
+                self.config_path,
+            )
+        plan = diff_plans(self.specs, new_specs)
+        log.info("reload: %s", plan.describe())
+        self.config = replace(new_config, bus=self.config.bus)
+        old_specs, self.specs = self.specs, new_specs
+        for name in plan.stop:
+            self._execute(self.sup.child(name).stop(now), now)
+            self.pending_remove.add(name)
+        for name in plan.restart:
+            child = self.sup.child(name)
+            self._execute(child.stop(now), now)
+            self._execute(child.start(now), now)
+        for name in plan.start:
+            if name in self.pending_remove:  # stopped by an earlier reload, wanted again
+                self.pending_remove.discard(name)
+                self._execute(self.sup.child(name).start(now), now)
+                continue
+            self.sup.add(name, new_specs[name].kind)
+            if new_specs[name].kind is ChildKind.WORKER:
+                self._add_link(name, new_specs[name])
+            self._execute(self.sup.child(name).start(now), now)
+        for name, keys in plan.remove_consumers.items():
+            for key in keys:
+                self._worker_change(name, {"op": "remove", "key": key})
+        for name, specs in plan.add_consumers.items():
+            for spec in specs:
+                self._worker_change(name, {"op": "add", "consumer": consumer_map(spec)})
+        self._finish_removals()
+        self._update_upstreams()
+        del old_specs
+        return self._reload_result(True, plan.describe())
+
+    def _reload_result(self, ok: bool, message: str) -> dict[str, Any]:
+        self.last_reload = {"ok": ok, "message": message, "t_wall": time.time()}
+        return {"ok": ok, "changes" if ok else "error": message}
+
+    def _worker_change(self, name: str, request: dict[str, Any]) -> None:
+        child = self.sup.children.get(name)
+        if child is None or child.state is not ChildState.RUNNING:
+            # Not running: its next spawn uses the new consumer list from the plan.
+            return
+
+        def done(reply: dict[str, Any] | None) -> None:
+            what = request.get("key") or consumer_key_of_map(request.get("consumer", {}))
+            if reply is None:
+                log.error("%s: no answer to %s %s; restarting it to apply the config", name,
+                          request["op"], what)  # fmt: skip
+                now = time.monotonic()
+                c = self.sup.children.get(name)
+                if c is not None:
+                    self._execute(c.stop(now), now)
+                    self._execute(c.start(now), now)
+            elif not reply.get("ok"):
+                log.error("%s: %s %s refused: %s", name, request["op"], what, reply.get("error"))
+            else:
+                log.info("%s: %s %s: ok", name, request["op"], what)
+
+        self.worker_request(name, request, done)
+
+    # ------------------------------------------------------------------ control socket
+
+    def _on_control(self, now: float) -> None:
+        assert self.control is not None
+        for _ in range(100):
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            envelope, body = frames[:-1], frames[-1]
+            try:
+                req = msgpack.unpackb(body, raw=False)
+                reply = self._control_request(req, now)
+            except Exception as exc:  # a bad request must never stop the supervisor
+                if not isinstance(exc, (ValueError, msgpack.UnpackException)):
+                    log.exception("control request failed")
+                reply = {"ok": False, "error": f"bad request: {exc}; send a msgpack map like "
+                         "{'op': 'status'}"}  # fmt: skip
+            try:
+                self.control.send_multipart(
+                    [*envelope, msgpack.packb(reply, use_bin_type=True, default=str)], zmq.NOBLOCK
+                )
+            except zmq.ZMQError:
+                pass
+
+    def _control_request(self, req: Any, now: float) -> dict[str, Any]:
+        ops = "status, reload, start, stop, restart, shutdown, ping"
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            return {"ok": False, "error": f"a request is a map with 'op' (one of {ops})"}
+        op = req["op"]
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "reload":
+            return self.reload()
+        if op == "shutdown":
+            self._signals.append(signal.SIGTERM)
+            return {"ok": True, "stopping": True}
+        if op in ("start", "stop", "restart"):
+            name = req.get("child")
+            if name not in self.sup.children:
+                names = ", ".join(self.sup.children) or "none"
+                return {"ok": False, "error": f"no child named {name!r}; children: {names}"}
+            if self.sup.shutting_down:
+                return {"ok": False, "error": "shutting down"}
+            child = self.sup.child(name)
+            if op in ("stop", "restart"):
+                self._execute(child.stop(now), now)
+            if op in ("start", "restart"):
+                self._execute(child.start(now), now)
+            return {"ok": True, "child": name, "state": child.state.value}
+        return {"ok": False, "error": f"unknown op {op!r}; use one of {ops}"}
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``pyconpro status`` shows, as plain data (docs/operations.md)."""
+        now = time.monotonic()
+        children = []
+        for name, child in self.sup.children.items():
+            ev = self.last_transition.get(name)
+            deadline = child.next_deadline()
+            children.append({
+                "name": name,
+                "kind": child.kind.name.lower(),
+                "state": child.state.value,
+                "pid": child.pid,
+                "restarts": child.restarts,
+                "failures": child.failures,
+                "last_exit": _describe_exit(child.last_exit),
+                "reason": ev.reason if ev else "",
+                "since_s": round(now - self.started - (ev.at - self.started), 3) if ev else None,
+                "next_in_s": round(deadline - now, 3) if deadline is not None else None,
+            })  # fmt: skip
+        workers: dict[str, Any] = {}
+        for name, link in self.links.items():
+            st = link.status
+            entry: dict[str, Any] = {"control": link.endpoint, "age_s": None, "rates": link.rates}
+            if st is not None:
+                entry["age_s"] = round(now - link.status_at, 3)
+                entry.update({k: st.get(k) for k in ("local_address", "udp_port", "pub",
+                                                     "uptime_s", "counters", "plcs")})
+                entry["consumers"] = [
+                    {k: v for k, v in c.items() if k != "recorder"}
+                    for c in st.get("consumers", [])
+                ]
+            workers[name] = entry
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "config": os.path.abspath(self.config_path),
+                "bus": self.forwarder.public_endpoint,
+                "control": self.control_endpoint,
+                "uptime_s": round(now - self.started, 3),
+                "started_wall": self.started_wall,
+                "state": "stopping" if self.sup.shutting_down else "running",
+                "reloads": self.reloads,
+                "last_reload": self.last_reload,
+            },
+            "forwarder": {
+                "alive": self.forwarder.alive,
+                "upstreams": sorted(self.forwarder.upstreams),
+                "rate_msgs_s": round(self._fwd_rate, 1),
+                **self._fwd_status,
+            },
+            "children": children,
+            "workers": workers,
+            "last_events": self.last_events,
+            "last_errors": self.last_errors,
+        }
+
+    def _forwarder_stats(self, now: float) -> None:
+        if now < self._next_fwd_stats:
+            return
+        self._next_fwd_stats = now + STATUS_INTERVAL_S
+        st = self.forwarder.stats(timeout_ms=200)
+        if st is None:
+            return
+        if self._fwd_stats is not None:
+            t0, n0 = self._fwd_stats
+            if now > t0:
+                self._fwd_rate = (st.messages_in - n0) / (now - t0)
+        self._fwd_stats = (now, st.messages_in)
+        self._fwd_status = st.as_dict()
+
+    # ------------------------------------------------------------------ bus events
+
+    def _on_events(self) -> None:
+        assert self.events is not None
+        for _ in range(1000):
+            try:
+                topic, body = self.events.recv_multipart(zmq.NOBLOCK)[:2]
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            try:
+                msg = decode(topic, body)
+            except MalformedPacket:  # malformed bus traffic is the sinks' business to count
+                continue
+            if not isinstance(msg, Event):
+                continue
+            key = f"{msg.plc}/{msg.tag}"
+            entry = {
+                "kind": msg.kind,
+                "from": msg.state_from,
+                "to": msg.state_to,
+                "message": msg.message,
+                "status": msg.status_text,
+                "cip_general": msg.cip_general,
+                "cip_extended": msg.cip_extended,
+                "t_wall_ns": msg.t_wall_ns,
+                "publisher": msg.publisher,
+            }
+            self.last_events[key] = entry
+            if msg.kind in ERROR_EVENT_KINDS:
+                self.last_errors[key] = entry
+
+    # ------------------------------------------------------------------ the loop
+
+    def _handle_signals(self, now: float) -> None:
+        while self._signals:
+            sig = self._signals.popleft()
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                if self.sup.shutting_down:
+                    # The same signal often arrives twice at once (timeout(1), shells and
+                    # service managers signal the whole process group): only a repeat after a
+                    # second means "stop waiting".
+                    if not self._kill_all and now - self._stop_at >= 1.0:
+                        log.warning("second stop request: killing every child now")
+                        self._kill_all = True
+                        for proc in self.procs.values():
+                            if proc.returncode is None:
+                                proc.kill()
+                    continue
+                self._stop_at = now
+                log.info("stopping (%s): workers first, then sinks",
+                         signal.Signals(sig).name)  # fmt: skip
+                self._execute(self.sup.shutdown(now), now)
+            elif sig == signal.SIGHUP:
+                log.info("SIGHUP: reloading %s", self.config_path)
+                self.reload()
+            # SIGCHLD only wakes the loop; _reap does the rest.
+
+    def run(self) -> int:
+        """Start every child and supervise until a graceful stop finishes. Returns 0."""
+        now = time.monotonic()
+        log.info(
+            "pyconpro run %s: bus %s, control %s, %d worker(s), %d sink(s)",
+            self.config_path, self.forwarder.public_endpoint, self.control_endpoint,
+            sum(1 for s in self.specs.values() if s.kind is ChildKind.WORKER),
+            sum(1 for s in self.specs.values() if s.kind is ChildKind.SINK),
+        )  # fmt: skip
+        for name, spec in self.specs.items():
+            if spec.kind is ChildKind.WORKER:
+                log.info("%s serves %s (%d consumer(s))", name,
+                         ", ".join(sorted({c.plc for c in spec.consumers})) or "nothing",
+                         len(spec.consumers))  # fmt: skip
+        self._execute(self.sup.start_all(now), now)
+        while not self.sup.done:
+            now = time.monotonic()
+            self._handle_signals(now)
+            self._reap(now)
+            self._execute(self.sup.on_timer(now), now)
+            self._link_timers(now)
+            self._forwarder_stats(now)
+            if self.sup.done:
+                break
+            wait = MAX_WAIT_S
+            deadline = self.sup.next_deadline()
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            for link in self.links.values():
+                wait = min(wait, max(0.0, link.next_poll - time.monotonic()))
+            for sock, _flags in self.poller.poll(int(wait * 1000) + 1):
+                now = time.monotonic()
+                if sock is self.control:
+                    self._on_control(now)
+                elif sock is self.events:
+                    self._on_events()
+                elif sock is self._wake_r:
+                    try:
+                        while self._wake_r.recv(512):
+                            pass
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                else:
+                    for name, link in list(self.links.items()):
+                        if link.sock is sock:
+                            self._on_link_reply(name, link, now)
+                            break
+        log.info("stopped: every worker and sink has exited")
+        return 0
+
+
+def consumer_key_of_map(m: Mapping[str, Any]) -> str:
+    return f"{m.get('plc')}/{m.get('alias') or m.get('tag')}"
+
+
+def _describe_exit(last: tuple[int | None, str | None] | None) -> str | None:
+    if last is None:
+        return None
+    code, sig = last
+    if sig is not None:
+        return f"killed by SIG{sig}"
+    if code is not None:
+        return f"exit code {code}"
+    return "failed to start"
+
+
+def _rates(
+    prev: dict[str, Any] | None, prev_at: float, cur: dict[str, Any], now: float
+) -> dict[str, float]:
+    """Samples per second per consumer key (and ``"*"`` for the worker) between two statuses."""
+    if prev is None or now <= prev_at:
+        return {}
+    dt = now - prev_at
+    before = {c.get("key"): c.get("samples", 0) for c in prev.get("consumers", [])}
+    out: dict[str, float] = {}
+    for c in cur.get("consumers", []):
+        key = c.get("key")
+        if key in before and isinstance(c.get("samples"), int):
+            out[key] = round(max(0, c["samples"] - before[key]) / dt, 2)
+    total_prev = (prev.get("counters") or {}).get("samples")
+    total_cur = (cur.get("counters") or {}).get("samples")
+    if isinstance(total_prev, int) and isinstance(total_cur, int):
+        out["*"] = round(max(0, total_cur - total_prev) / dt, 2)
+    return out
+
+
+# ============================================================================ entry point
+
+
+def setup_logging(config: Config, level: str | None = None) -> Any:
+    """Configure the root logger from ``[logging]``; returns the log file object (or None)
+    so children can write to the same file."""
+    level = level or config.logging.level
+    handlers: list[logging.Handler] = []
+    log_file = None
+    if config.logging.file:
+        log_file = open(config.logging.file, "a", buffering=1)  # noqa: SIM115 - lives until exit
+        handlers.append(logging.StreamHandler(log_file))
+    else:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(
+        level=getattr(logging, level),
+        handlers=handlers,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    return log_file
+
+
+def run_config(path: str, *, log_level: str | None = None) -> int:
+    """Load ``path``, supervise until stopped. Exit codes: 0 stopped, 2 unusable config/bus."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 2
+    log_file = setup_logging(config, log_level)
+    try:
+        sup = Supervisor(path, config=config, log_level=log_level, child_output=log_file)
+    except ConfigError as exc:  # pragma: no cover - the config was already loaded
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        try:
+            sup.open()
+        except (ConfigError, ForwarderError, OSError) as exc:
+            problems: Sequence[object] = exc.issues if isinstance(exc, ConfigError) else (exc,)
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 2
+        code = sup.run()
+        return code
+    finally:
+        sup.close()
+        if log_file is not None:
+            log_file.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workers.supervisor", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_arguments(p)
+    return p
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)")
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="override [logging].level",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_config(args.config, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
