@@ -148,6 +148,8 @@ class TagInfo:
     ``type`` is None when its template could not be read (``problem`` says why); the sizes are
     still known then, from symbol attribute 7 (element size) and the dimensions.
     ``produced`` is None = unknown: the symbol attributes do not carry it (protocol.md 9.4).
+    ``dims`` are the used dimensions as the controller lists them (attribute 8): the element
+    count of a Read Tag; BOOL arrays count DWORDs there (``type`` says BOOL[32 n]).
     """
 
     name: str  # "Tag" or "Program:Main.Tag", as the controller spells it
