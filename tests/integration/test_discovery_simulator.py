@@ -58,7 +58,7 @@ def test_every_default_tag_is_discovered_sized_and_decoded_like_pycomm3(
             info = catalog[name]
             assert info.type == tag.type, name
             assert info.byte_size == tag.size(), name
-            header, data = c.read_tag(name, max(1, _elements(info.dims)))
+            _, data = c.read_tag(name, max(1, _elements(info.dims)))
             assert len(data) == info.byte_size, name
             images[name] = data
     plc = LogixDriver(f"{sim.address}:{sim.tcp_port}")
@@ -161,13 +161,12 @@ def test_a_download_with_a_changed_udt_is_noticed(tmp_path: Path) -> None:
             before = c.discover()
             assert not c.has_changed(before)
         assert before["Current"].byte_size == 8
-    with start_simulator(address, config=v1) as same:  # restart, same project
-        with client(same) as c:
-            assert not c.has_changed(before)
-    with start_simulator(address, config=v2) as s2:  # download: Recipe gained a member
-        with client(s2) as c:
-            assert c.has_changed(before)
-            after = c.discover()
+    with start_simulator(address, config=v1) as same, client(same) as c:  # restart, same project
+        assert not c.has_changed(before)
+    # download: Recipe gained a member
+    with start_simulator(address, config=v2) as s2, client(s2) as c:
+        assert c.has_changed(before)
+        after = c.discover()
     diff = before.diff(after)
     assert diff.changed == ("Current",) and not diff.added and not diff.removed
     assert after["Current"].byte_size == 12 and after.check_datasize("Current", None) == 14
