@@ -1,0 +1,98 @@
+"""Wireshark's dissectors (an implementation independent of ours) decode a capture of real
+worker <-> simulator traffic with no malformed frame: RegisterSession, symbol/template listing,
+Forward_Open with a T->O sockaddr item, replies, class-1 data, heartbeats, Forward_Close and
+UnRegisterSession.
+
+The simulator uses the standard ports (44818/2222) on its own unusual loopback address so tshark
+recognises the traffic without decode-as rules; the worker uses a free UDP port (so it sends the
+T->O sockaddr item).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from acquisition import wire
+from simulator.testing import start_simulator
+from tests.support import tshark
+from tests.workers.worker_process import start_worker
+
+pytestmark = [pytest.mark.tshark, pytest.mark.slow, pytest.mark.timeout(180)]
+
+SIM = "127.61.9.2"
+WORKER = "127.61.9.1"
+
+
+def _start_capture(path: Path, host: str) -> subprocess.Popen[bytes]:
+    if os.geteuid() != 0:
+        pytest.skip("capturing on the loopback interface needs root (or dumpcap capabilities)")
+    proc = subprocess.Popen([tshark.require_tshark(), "-n", "-i", "lo", "-f", f"host {host}",
+                             "-w", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 20
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        while b"Capturing on" not in seen and time.monotonic() < deadline:
+            if not sel.select(deadline - time.monotonic()):
+                break
+            chunk = os.read(proc.stderr.fileno(), 256)
+            if not chunk:
+                break
+            seen += chunk
+    if b"Capturing on" not in seen:
+        proc.kill()
+        proc.wait(5)
+        pytest.fail(f"tshark did not start capturing: {seen.decode(errors='replace')}")
+    return proc
+
+
+def _stop_capture(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+def test_capture_of_worker_traffic_has_no_malformed_frames(tshark_bin: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="pyconpro-cap-") as tmp:
+        pcap = Path(tmp) / "worker.pcapng"
+        capture = _start_capture(pcap, SIM)
+        try:
+            with start_simulator(SIM, tcp_port=44818, udp_port=2222,
+                                 extra_args=["--seq16", "every"]) as sim:
+                base = (f"plc=a,address={sim.address},port={sim.tcp_port},"
+                        f"udp_port={sim.udp_port},rpi_ms=50")
+                with start_worker(WORKER, [f"{base},tag=Counter", f"{base},tag=Motor",
+                                           f"{base},tag=Setpoint,type=REAL"]) as w:
+                    w.wait_state("a/Counter", "RUNNING", 10)
+                    w.wait_state("a/Motor", "RUNNING", 10)
+                    w.wait_for(lambda m: isinstance(m, wire.Sample) and m.tag == "Motor", 5,
+                               "a Motor sample")
+                    w.collect(0.5)
+                    assert w.stop() == 0
+        finally:
+            _stop_capture(capture)
+        frames = tshark.dissect(pcap)
+        tshark.assert_capture_clean(pcap)
+        commands = [int(v, 0) for ff in frames.values() for v in ff.values("enip.command")]
+        assert {0x65, 0x6F, 0x66} <= set(commands)  # register, SendRRData, unregister
+        services = {int(v, 0) for ff in frames.values() for v in ff.values("cip.service")}
+        assert {0x54, 0xD4, 0x4E, 0xCE, 0x55, 0xD5} <= services
+        # the Forward_Open for Setpoint was refused: Wireshark shows the extended status
+        ext = {int(v, 0) for ff in frames.values() for v in ff.values("cip.cm.ext_status")}
+        assert 0x031F in ext
+        io = [ff for ff in frames.values() if "enip.cpf.sai.connid" in ff]
+        assert len(io) > 20  # class-1 data and heartbeats
