@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytest
 
-from acquisition import wire
 from tests.workers.worker_process import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -41,7 +40,7 @@ GROUP = "239.192.1.32"
 
 
 def _ip(*args: str) -> None:
-    out = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    out = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=20)
     if out.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {out.stderr.strip()}")
 
@@ -78,7 +77,8 @@ def net() -> Iterator[Net]:
             _ip("-n", plc, "route", "add", "224.0.0.0/4", "dev", p)
     except RuntimeError as exc:
         for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True,
+                           timeout=20)
         if "Operation not permitted" in str(exc):
             pytest.skip(f"cannot create network namespaces here: {exc}")
         raise
@@ -86,7 +86,8 @@ def net() -> Iterator[Net]:
         yield Net(host, (plc1, plc2))
     finally:
         for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True,
+                           timeout=20)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import socket
 import subprocess
 import tempfile
 import time
@@ -55,6 +56,23 @@ def _start_capture(path: Path, host: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _wait_for_marker(path: Path, host: str, timeout: float = 15.0) -> None:
+    """Send a unique datagram to ``host`` and wait until the capture file holds it: packets are
+    captured in order, so everything sent before it is in the file too."""
+    marker = os.urandom(16)
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        while time.monotonic() < deadline:
+            s.sendto(marker, (host, 9))
+            try:
+                if marker in path.read_bytes():
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)  # poll interval of a wait-until loop, not a timing assumption
+    pytest.fail("the capture never showed the marker datagram")
+
+
 def _stop_capture(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -83,6 +101,7 @@ def test_capture_of_worker_traffic_has_no_malformed_frames(tshark_bin: str) -> N
                                "a Motor sample")
                     w.collect(0.5)
                     assert w.stop() == 0
+            _wait_for_marker(pcap, SIM)
         finally:
             _stop_capture(capture)
         frames = tshark.dissect(pcap)
