@@ -351,3 +351,40 @@ def test_control_socket_add_list_status_remove_and_errors(sim_a: SimulatorProces
         assert sim_a.control.connections() == []
         assert w.control("stop")["ok"]
         assert w.proc.wait(10) == 0
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_worker_takes_its_plcs_from_the_pipeline_config(tmp_path) -> None:
+    # The config names no TCP/UDP ports for PLCs: the simulator uses the standard ones on its
+    # own address; the worker uses UDP 2222 on its own address (no collision on loopback).
+    sim_addr, local = "127.61.7.2", "127.61.7.1"
+    cfg = tmp_path / "pipeline.toml"
+    cfg.write_text(f"""
+[worker]
+udp_port = 2222
+stats_interval_s = 0.5
+
+[[plc]]
+name = "cfgplc"
+address = "{sim_addr}"
+local_address = "{local}"
+
+  [[plc.tag]]
+  name = "Counter"
+  rpi_ms = 20
+
+  [[plc.tag]]
+  name = "Sine"
+  alias = "wave"
+  rpi_ms = 20
+""")
+    with start_simulator(sim_addr, tcp_port=44818, udp_port=2222) as sim, \
+            start_worker(local, [], udp_port=2222, extra_args=["--config", str(cfg)]) as w:
+        assert sim.tcp_port == 44818
+        w.wait_state("cfgplc/Counter", "RUNNING", 10)
+        w.wait_state("cfgplc/wave", "RUNNING", 10)
+        msg = w.wait_for(lambda m: isinstance(m, wire.Sample) and m.tag == "wave", 5, "wave")
+        assert isinstance(msg, wire.Sample) and msg.type_name == "REAL"
+        assert w.info["udp_port"] == 2222
