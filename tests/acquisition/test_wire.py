@@ -549,3 +549,31 @@ def test_wire_imports_no_io_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ hot-path sample encoder
+
+
+def test_sample_stream_bytes_equal_sample_encode() -> None:
+    stream = wire.SampleStream("w1", "plc/1", "Motor %1", "MotorData")
+    for seq, value in enumerate([1, 2.5, {"a": [True, "x"]}, None]):
+        body = stream.encode(10 + seq, 20, 7, 1, value, b"\x01\x02")
+        expected = wire.Sample(seq=seq, publisher="w1", plc="plc/1", tag="Motor %1", t_wall_ns=10 + seq,
+                               t_mono_ns=20, cip_seq=7, gap=1, value=value, raw=b"\x01\x02",
+                               type_name="MotorData").encode()
+        assert (stream.topic, body) == expected
+        assert wire.decode(stream.topic, body).seq == seq
+
+
+def test_sample_stream_checks_constant_fields_once() -> None:
+    with pytest.raises(UsageError, match="plc must not be empty"):
+        wire.SampleStream("w1", "", "tag")
+    stream = wire.SampleStream("w1", "p", "t")
+    assert wire.Sample.decode(stream.topic, stream.encode(1, 2, 3, 4, [1.5], b"")).type_name is None
+
+
+@given(st.lists(st.floats(allow_nan=False), max_size=20), st.integers(0, 0xFFFF), st.binary(max_size=40))
+def test_sample_stream_round_trip(values: list, cip_seq: int, raw: bytes) -> None:
+    stream = wire.SampleStream("pub", "plc", "tag", "REAL")
+    s = wire.Sample.decode(stream.topic, stream.encode(5, 6, cip_seq, 0, values, raw))
+    assert (s.value, s.cip_seq, s.raw, s.seq) == (values, cip_seq, raw, 0)

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Benchmark of the I/O worker's class-1 receive path, stage by stage, in one process.
+
+For each tag shape it times, per datagram:
+  baseline   one struct.unpack_from of the 20-byte prefix (the floor any Python parser pays)
+  parse      acquisition.class1.Class1Datagram.decode
+  demux      acquisition.demux.Demux.receive (parse + route lookup + seq32 + size checks)
+  decode     demux + the tag's compiled value decoder
+  publish    decode + msgpack-encoding the bus Sample with wire.SampleStream (what the worker
+             sends)
+  validated  the same with the fully validated wire.Sample.encode, for comparison
+and prints microseconds per datagram, the ratio to the baseline measured in the same run, and
+how many datagrams per second one core sustains at the "publish" stage. Machines are noisy:
+compare the ratios, not the absolute numbers, across machines.
+
+    python scripts/bench_receive.py [--datagrams N] [--connections K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import time
+from collections.abc import Callable
+
+from acquisition import class1, wire
+from acquisition.demux import Demux
+from acquisition.logix_types import AtomicType, ArrayType, DataTypeCode, StructType, compile_decoder, compile_encoder
+
+_PREFIX = struct.Struct("<HHHIIHHH")
+
+MOTOR = StructType.build(
+    "BenchMotor",
+    [("Running", "BOOL"), ("Faulted", "BOOL"), ("Speed", "REAL"), ("Counts", "DINT", 40),
+     ("Temps", "REAL", 40), ("Name", "STRING")],
+    instance_id=0x300, handle=0x3000,
+)
+
+SHAPES = {
+    "DINT": (AtomicType(DataTypeCode.DINT), 7),
+    "REAL[100]": (ArrayType(AtomicType(DataTypeCode.REAL), (100,)), [float(i) for i in range(100)]),
+    "UDT (%d bytes)" % 0: (MOTOR, None),
+}
+
+
+def _motor_value() -> dict:
+    enc = compile_encoder(MOTOR)
+    dec = compile_decoder(MOTOR)
+    return dec(bytes(len(enc(dec(bytes(_size(MOTOR)))))))
+
+
+def _size(t) -> int:  # type: ignore[no-untyped-def]
+    from acquisition.logix_types import byte_size
+
+    return byte_size(t)
+
+
+def _time(fn: Callable[[bytes], object], frames: list[bytes]) -> float:
+    start = time.perf_counter()
+    for f in frames:
+        fn(f)
+    return (time.perf_counter() - start) / len(frames)
+
+
+def bench(name: str, t, value, n: int, connections: int) -> None:  # type: ignore[no-untyped-def]
+    if value is None:
+        value = _motor_value()
+    image = compile_encoder(t)(value)
+    decoder = compile_decoder(t)
+    demux = Demux()
+    source = "10.0.0.5"
+    for k in range(connections):
+        demux.add(source, 0x1000 + k, len(image), owner=k)
+    frames = [
+        class1.Class1Datagram(0x1000 + (i % connections), i // connections + 1, i & 0xFFFF, image).encode()
+        for i in range(n)
+    ]
+    seqs = wire.SeqCounter()
+
+    def baseline(f: bytes) -> object:
+        return _PREFIX.unpack_from(f)
+
+    def parse(f: bytes) -> object:
+        return class1.Class1Datagram.decode(f)
+
+    def make_demux_stage(extra: Callable | None):  # type: ignore[no-untyped-def]
+        def stage(f: bytes) -> object:
+            d = demux.receive(f, source)
+            return extra(d) if extra and d is not None else d
+        return stage
+
+    def with_decode(d) -> object:  # type: ignore[no-untyped-def]
+        return decoder(d.datagram.data)
+
+    stream = wire.SampleStream("bench", "plc1", name, name)
+
+    def with_publish(d) -> object:  # type: ignore[no-untyped-def]
+        return stream.encode(time.time_ns(), time.monotonic_ns(), d.datagram.cip_sequence, 0,
+                             decoder(d.datagram.data), d.datagram.data)
+
+    def with_validated_sample(d) -> object:  # type: ignore[no-untyped-def]
+        s = wire.Sample(seq=0, publisher="bench", plc="plc1", tag=name, t_wall_ns=time.time_ns(),
+                        t_mono_ns=time.monotonic_ns(), cip_seq=d.datagram.cip_sequence, gap=0,
+                        value=decoder(d.datagram.data), raw=d.datagram.data, type_name=name)
+        topic = s.topic
+        return s.encode(), seqs.next(topic)
+
+    results = {"baseline": _time(baseline, frames), "parse": _time(parse, frames)}
+    stages = (("demux", None), ("decode", with_decode), ("publish", with_publish),
+              ("validated", with_validated_sample))
+    for stage, extra in stages:
+        # fresh routes each stage: the seq32 check would drop replays as stale
+        demux = Demux()
+        for k in range(connections):
+            demux.add(source, 0x1000 + k, len(image), owner=k)
+        results[stage] = _time(make_demux_stage(extra), frames)
+    assert demux.drops and sum(demux.drops.values()) == 0, demux.drops
+    base = results["baseline"]
+    print(f"\n{name}: {len(image)} tag bytes, {connections} connections, {n} datagrams")
+    for stage, sec in results.items():
+        print(f"  {stage:<9} {sec * 1e6:8.2f} us/datagram  x{sec / base:6.1f} baseline")
+    print(f"  -> {1 / results['publish']:,.0f} datagrams/s on one core at the publish stage")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datagrams", type=int, default=50_000)
+    parser.add_argument("--connections", type=int, default=100)
+    args = parser.parse_args()
+    for name, (t, value) in SHAPES.items():
+        if isinstance(t, StructType):
+            name = f"UDT ({_size(t)} bytes)"
+        bench(name, t, value, args.datagrams, args.connections)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
