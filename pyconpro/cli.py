@@ -17,6 +17,11 @@ from pyconpro import __version__
 # ``run(args) -> int``; it is imported only when its command runs, so `--help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
     "sink": ("sinks.cli", "run a sink process (sqlite, jsonl, csv, stdout)"),
+    "run": ("pyconpro.run_cli", "run the pipeline of a config file (workers, sinks, bus)"),
+    "check": ("pyconpro.check_cli", "validate a config file without starting anything"),
+    "tail": ("pyconpro.tail_cli", "print decoded samples and events from the bus live"),
+    "status": ("pyconpro.status_cli", "show the running pipeline's processes and connections"),
+    "demo": ("pyconpro.demo", "simulated PLC -> worker -> SQLite, live values on screen"),
 }
 
 

@@ -1,0 +1,197 @@
+"""``pyconpro status [CONFIG] [--control EP] [--once] [--interval S] [--json]``: one screen.
+
+Asks the supervisor of a running ``pyconpro run`` (its control socket, ``[bus].control_base`` +
+``-supervisor``; default ``ipc:///tmp/pyconpro-supervisor``) for its status and shows: the
+supervisor and bus forwarder (endpoint, messages/s), every child process with its state
+(STARTING / RUNNING / BACKOFF / EXITED / STOPPING / FATAL), pid, restarts and last exit, every
+worker's PLC sessions, and every consumer (PLC/tag) with its connection state, samples/s,
+samples, CIP gaps, timeouts, the worker's drop counters, and the last error seen for that tag.
+Refreshes every ``--interval`` seconds until Ctrl-C; ``--once`` prints one screen and exits;
+``--json`` prints the raw status map (docs/operations.md describes it).
+
+Exit status: 0, or 1 when the supervisor does not answer (the message says what to check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+DEFAULT_CONTROL = "ipc:///tmp/pyconpro-supervisor"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", metavar="CONFIG",
+                        help="pipeline file of the running supervisor (finds its control socket)")
+    parser.add_argument("--control", metavar="ENDPOINT",
+                        help=f"supervisor control endpoint (default {DEFAULT_CONTROL})")
+    parser.add_argument("--once", action="store_true", help="print one screen and exit")
+    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
+                        help="refresh period in seconds [%(default)s]")
+    parser.add_argument("--json", action="store_true", help="print the status map as JSON")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                        help="how long to wait for the supervisor's answer [%(default)s]")  # fmt: skip
+
+
+def control_endpoint(control: str | None, config: str | None) -> str:
+    if control:
+        return control
+    if config:
+        from acquisition.config import load_config
+        from workers.supervisor import supervisor_control_endpoint
+
+        return supervisor_control_endpoint(load_config(config))
+    return DEFAULT_CONTROL
+
+
+def request(endpoint: str, req: dict[str, Any], timeout: float = 3.0) -> dict[str, Any] | None:
+    """One request to a supervisor control socket; None when it does not answer in time."""
+    import msgpack
+    import zmq
+
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart([b"", msgpack.packb(req, use_bin_type=True)])
+        if not sock.poll(int(timeout * 1000)):
+            return None
+        frames = sock.recv_multipart()
+        reply = msgpack.unpackb(frames[-1], raw=False)
+        return reply if isinstance(reply, dict) else None
+    finally:
+        sock.close()
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _fmt_s(x: Any) -> str:
+    if not isinstance(x, (int, float)):
+        return "-"
+    x = float(x)
+    if x < 120:
+        return f"{x:.0f}s"
+    if x < 7200:
+        return f"{x / 60:.0f}m"
+    return f"{x / 3600:.1f}h"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [len(h) for h in header]
+    for r in rows:
+        for i, cell in enumerate(r):
+            widths[i] = max(widths[i], len(cell))
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return [fmt.format(*header).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+
+
+def render(st: dict[str, Any], width: int = 120) -> str:
+    """The status screen as text (pure; tests call it with a status map)."""
+    sup = st.get("supervisor", {})
+    fwd = st.get("forwarder", {})
+    head = (
+        f"pyconpro {sup.get('state', '?')}  pid {sup.get('pid')}  up {_fmt_s(sup.get('uptime_s'))}"
+        f"  config {sup.get('config')}"
+    )
+    bus = (
+        f"bus {sup.get('bus')}  {fwd.get('rate_msgs_s', 0):.0f} msg/s  "
+        f"{fwd.get('messages_in', 0)} msgs forwarded  "
+        f"{len(fwd.get('upstreams', []))} publisher(s)"
+    )
+    if not fwd.get("alive", True):
+        bus += "  FORWARDER DOWN"
+    lines = [head, bus]
+    reload_ = sup.get("last_reload")
+    if reload_:
+        ok = "ok" if reload_.get("ok") else "FAILED"
+        lines.append(f"last reload {ok}: {str(reload_.get('message', '')).splitlines()[0]}")
+    lines.append("")
+    rows = []
+    for c in st.get("children", []):
+        extra = c.get("reason") or ""
+        if c.get("next_in_s") is not None and c.get("state") in ("BACKOFF", "EXITED"):
+            extra += f"; retry in {c['next_in_s']:.1f}s"
+        rows.append([
+            c.get("name", "?"), c.get("kind", "?"), c.get("state", "?"), str(c.get("pid") or "-"),
+            str(c.get("restarts", 0)), c.get("last_exit") or "-", extra,
+        ])  # fmt: skip
+    lines += _table(rows, ["PROCESS", "KIND", "STATE", "PID", "RESTARTS", "LAST EXIT", "WHY"])
+    errors = st.get("last_errors", {})
+    for wname, w in st.get("workers", {}).items():
+        lines.append("")
+        counters = w.get("counters") or {}
+        drops = {k: v for k, v in counters.items()
+                 if (k.startswith("drop_") or k == "pub_drops") and v}  # fmt: skip
+        drop_text = " ".join(f"{k}={v}" for k, v in drops.items()) or "none"
+        if w.get("age_s") is None:
+            lines.append(f"{wname}: no status yet (starting, or its control socket "
+                         f"{w.get('control')} does not answer)")  # fmt: skip
+            continue
+        lines.append(
+            f"{wname}  {w.get('local_address')}:{w.get('udp_port')}  "
+            f"{w.get('rates', {}).get('*', 0):.1f} samples/s  drops: {drop_text}"
+        )
+        for plc in w.get("plcs") or []:
+            state = "up" if plc.get("up") else "DOWN"
+            fail = f"  last failure: {plc['last_failure']}" if plc.get("last_failure") else ""
+            lines.append(f"  session {plc.get('address')}:{plc.get('port')} {state}{fail}")
+        rows = []
+        for c in w.get("consumers") or []:
+            key = c.get("key", "?")
+            cc = c.get("counters") or {}
+            rate = (w.get("rates") or {}).get(key)
+            err = c.get("failure") or (errors.get(key) or {}).get("message") or ""
+            status = c.get("last_status")
+            if status and not err:
+                err = str(status)
+            rows.append([
+                key, str(c.get("state", "?")), str(c.get("type") or "?"),
+                f"{rate:.1f}" if isinstance(rate, (int, float)) else "-",
+                str(c.get("samples", 0)), str(cc.get("gap", 0)), str(cc.get("timeouts", 0)),
+                str(cc.get("rejects", 0)), err[: max(20, width - 80)],
+            ])  # fmt: skip
+        if rows:
+            lines += ["  " + x for x in _table(
+                rows, ["TAG", "STATE", "TYPE", "RATE/s", "SAMPLES", "GAPS", "TIMEOUTS",
+                       "REJECTS", "LAST ERROR"])]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from acquisition.config import ConfigError
+
+    try:
+        endpoint = control_endpoint(args.control, args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tty = sys.stdout.isatty() and not args.json and not args.once
+    try:
+        while True:
+            st = request(endpoint, {"op": "status"}, args.timeout)
+            if st is None or not st.get("ok"):
+                why = st.get("error") if st else f"no answer within {args.timeout:g} s"
+                print(f"pyconpro status: the supervisor at {endpoint} did not answer ({why}). "
+                      "Is `pyconpro run` running? Give its config file (or --control) if it "
+                      "uses another [bus].control_base.", file=sys.stderr)  # fmt: skip
+                if args.once or args.json:
+                    return 1
+            elif args.json:
+                print(json.dumps(st, default=str, indent=1))
+            else:
+                text = render(st)
+                if tty:
+                    sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+                    sys.stdout.flush()
+                else:
+                    print(text + "\n", flush=True)
+            if args.once or args.json:
+                return 0
+            time.sleep(max(0.1, args.interval))
+    except KeyboardInterrupt:
+        return 0

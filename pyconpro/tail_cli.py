@@ -1,0 +1,162 @@
+"""``pyconpro tail [TOPIC ...] [--connect EP | --config CONFIG] [--json]``: watch the bus live.
+
+Subscribes to the pipeline's bus endpoint and prints every decoded message as it arrives: one
+human-readable line per sample / event (the stdout sink's format), or with ``--json`` one JSON
+object per line (the JSON Lines sink's records plus ``"kind"``) for other programs.
+
+TOPIC is a prefix as in docs/wire-format.md (``sample/``, ``sample/line1/``, ``event/``,
+``stats/``) or a shorthand: ``line1`` means ``sample/line1/`` and ``line1/Counter`` means
+``sample/line1/Counter/`` (names escaped as in topics). Default: ``sample/`` and ``event/``.
+While nothing arrives it says so on stderr every few seconds, with what to check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+DEFAULT_CONNECT = "tcp://127.0.0.1:5555"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("topics", nargs="*", metavar="TOPIC",
+                        help="topic prefix or PLC[/TAG] shorthand (default: sample/ event/)")
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--connect", metavar="ENDPOINT",
+                   help=f"bus endpoint (default: the config's [bus].endpoint, else {DEFAULT_CONNECT})")
+    g.add_argument("--config", metavar="CONFIG", help="take the endpoint from this pipeline file")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--raw", action="store_true", help="also show raw tag bytes (text mode)")
+    parser.add_argument("--count", type=int, default=0, metavar="N",
+                        help="exit after N samples (default: run until Ctrl-C)")
+    parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
+                        help="exit with status 1 if no message arrives for S seconds (0 = wait)")  # fmt: skip
+
+
+def topic_filters(topics: list[str]) -> list[bytes]:
+    """Prefixes for the SUB socket from the command line's TOPIC arguments."""
+    from acquisition.wire import topic_prefix
+
+    if not topics:
+        return [b"sample/", b"event/"]
+    out = []
+    for t in topics:
+        head = t.split("/", 1)[0]
+        if head in ("sample", "event", "stats") or t == "":
+            out.append(t.encode("utf-8"))
+        else:
+            out.append(topic_prefix("sample", *[p for p in t.split("/") if p]))
+    return out
+
+
+def bus_endpoint(connect: str | None, config: str | None) -> str:
+    """``--connect`` as given, else the config's bus endpoint (connectable), else the default."""
+    if connect:
+        return connect
+    if config:
+        from acquisition.config import load_config
+        from workers.forwarder import connectable
+
+        return connectable(load_config(config).bus.endpoint)
+    return DEFAULT_CONNECT
+
+
+def json_line(msg: Any) -> str:
+    from acquisition.wire import Event, Sample
+    from sinks.records import event_record, sample_record, stats_record
+
+    if isinstance(msg, Sample):
+        rec = {"kind": "sample", **sample_record(msg)}
+    elif isinstance(msg, Event):
+        rec = {"kind": "event", **event_record(msg)}
+    else:
+        rec = {"kind": "stats", **stats_record(msg)}
+    return json.dumps(rec, separators=(",", ":"), allow_nan=False)
+
+
+def text_line(msg: Any, raw: bool = False) -> str:
+    from acquisition.wire import Event, Sample
+    from sinks.stdout import format_event, format_sample, format_stats
+
+    if isinstance(msg, Sample):
+        return format_sample(msg, raw=raw)
+    if isinstance(msg, Event):
+        return format_event(msg)
+    return format_stats(msg)
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from acquisition.config import ConfigError
+    from acquisition.errors import MalformedPacket
+    from acquisition.wire import Sample, decode
+
+    try:
+        endpoint = bus_endpoint(args.connect, args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    filters = topic_filters(args.topics)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 100_000)
+    try:
+        for f in filters:
+            sub.subscribe(f)
+        sub.connect(endpoint)
+    except zmq.ZMQError as exc:
+        print(f"error: cannot subscribe to {endpoint}: {exc}; endpoints look like"
+              " tcp://HOST:PORT or ipc:///path", file=sys.stderr)  # fmt: skip
+        sub.close()
+        ctx.term()
+        return 2
+    shown = ", ".join(f.decode("utf-8", "replace") or "(everything)" for f in filters)
+    print(f"tail: subscribed to {shown} on {endpoint} (Ctrl-C to stop)", file=sys.stderr)
+    samples = malformed = 0
+    last = start = time.monotonic()
+    next_hint = start + 3.0
+    code = 0
+    try:
+        while True:
+            if not sub.poll(500):
+                now = time.monotonic()
+                if args.timeout and now - last >= args.timeout:
+                    print(f"tail: nothing received for {args.timeout:g} s", file=sys.stderr)
+                    code = 1
+                    break
+                if now >= next_hint:
+                    next_hint = now + 10.0
+                    print(f"tail: no data yet on {endpoint} after {now - last:.0f} s: is "
+                          "`pyconpro run` up (`pyconpro status`), and is this its [bus].endpoint?",
+                          file=sys.stderr)  # fmt: skip
+                continue
+            frames = sub.recv_multipart()
+            last = time.monotonic()
+            try:
+                msg = decode(frames[0], frames[1]) if len(frames) == 2 else None
+            except MalformedPacket:
+                msg = None
+            if msg is None:
+                malformed += 1
+                continue
+            line = json_line(msg) if args.json else text_line(msg, raw=args.raw)
+            print(line, flush=True)
+            if isinstance(msg, Sample):
+                samples += 1
+                if args.count and samples >= args.count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `pyconpro tail | head`
+        sys.stderr.close()
+    finally:
+        sub.close()
+        ctx.term()
+    if malformed:
+        print(f"tail: {malformed} malformed message(s) skipped", file=sys.stderr)
+    return code
