@@ -1,0 +1,608 @@
+"""The original in-process API, kept: ``Connection``, ``PLC``, ``Consumer``, ``ConsumerHint``.
+
+    con = Connection(); con.Start()
+    plc = con.addPLC("172.16.13.200", slot=0)
+    c = plc.addConsumer(ConsumerHint(tag="test", datasize=6, rpi=1000, otrpi=1100), handler)
+    c.Start(); ...; c.Stop(); con.Join(); con.Close()
+
+The engine is the pipeline's: one I/O worker (``workers.io_worker``) per local interface,
+started by this API as a **subprocess** the first time a consumer needs it, driven through its
+control socket, and its samples received on its PUB socket by one dispatcher thread here that
+calls the handlers. A subprocess rather than an engine thread because heartbeats and the T->O
+watchdog must keep their deadlines whatever the handlers do: a handler that computes for a
+while holds the GIL, and in-process that would delay heartbeats until the PLC drops the
+connection. The worker is told to die with this process (Linux parent-death signal), and
+``Close()`` (or interpreter exit) stops it gracefully: Forward_Close for every connection.
+
+What changed for users (see docs/api.md): ``datasize`` is optional (learned from the
+controller; when given and wrong, the error says the right value), ``rpi``/``otrpi`` stay in
+milliseconds, the slot is honoured, and the "restart too soon" retry (``PleaseResetError``) is
+done inside the worker; ``PleaseResetError`` is still exported but no longer raised.
+Pythonic aliases (``start``, ``add_plc``, ``add_consumer``, ``stop``, ``join``, ``close``) and a
+richer handler (``sample=True``: a ``TagSample`` with the decoded value and metadata) are offered
+alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import msgpack
+import zmq
+
+from acquisition import wire
+from acquisition.errors import MalformedPacket, PyconproError, UsageError
+
+log = logging.getLogger("pyconpro.api")
+
+DEFAULT_START_TIMEOUT = 10.0
+_CONTROL_TIMEOUT_MS = 5000
+_POLL_S = 0.02
+
+
+class CommError(Exception):
+    """Communication with a PLC (or with the engine) failed; the message says why."""
+
+
+class PleaseResetError(CommError):
+    """Kept for compatibility: the seed raised it when a consumer was restarted too soon. The
+    worker now retries by itself (protocol.md 7.7), so this is never raised."""
+
+
+class DatasizeError(CommError, ValueError):
+    """``ConsumerHint.datasize`` does not match the tag; the message gives the right value."""
+
+
+@dataclass
+class ConsumerHint:
+    """What to consume: ``tag``; ``datasize`` = tag bytes + 2 as in the seed (optional now);
+    ``rpi`` (PLC -> us) and ``otrpi`` (our heartbeat) in milliseconds."""
+
+    tag: str
+    datasize: int | None = None
+    rpi: float = 100
+    otrpi: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagSample:
+    """What a ``sample=True`` handler receives."""
+
+    plc: str
+    tag: str
+    value: Any  # decoded: int/float/bool/str, lists for arrays, dicts for UDTs
+    raw: bytes  # the tag bytes, as a seed handler receives them
+    type_name: str | None
+    cip_sequence: int
+    gap: int  # datagrams missed on this connection so far
+    time_ns: int  # wall-clock receive time, ns since the epoch
+    monotonic_ns: int
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.time_ns / 1e9, UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine: an I/O worker subprocess per local address
+# ---------------------------------------------------------------------------------------------
+
+
+# Started as ``python -c`` so the parent-death signal is set inside the child, without the
+# thread-unsafe preexec_fn: SIGTERM when this process dies (the worker then Forward_Closes its
+# connections); if we already died before prctl ran, the parent pid changed: exit at once.
+_WORKER_BOOT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+from workers.io_worker import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+class _Worker:
+    """One ``workers.io_worker`` subprocess and a control channel to it."""
+
+    def __init__(self, ctx: zmq.Context[Any], local_address: str, udp_port: int,
+                 log_level: str, start_timeout: float) -> None:
+        self.local_address = local_address
+        cmd = [sys.executable, "-c", _WORKER_BOOT, str(os.getpid()),
+               "--local-address", local_address,
+               "--udp-port", str(udp_port), "--pub", "tcp://127.0.0.1:0",
+               "--control", "tcp://127.0.0.1:0", "--stats-interval", "0",
+               "--name", f"api-{os.getpid()}-{local_address}", "--log-level", log_level]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL)
+        try:
+            info = self._ready(start_timeout)
+        except BaseException:
+            self.kill()
+            raise
+        self.pub = str(info["pub"])
+        self.control_endpoint = str(info["control"])
+        self.udp_port = int(info["udp_port"])
+        self._ctx = ctx
+        self._lock = threading.Lock()
+        self._req: zmq.Socket[Any] | None = None
+
+    def _ready(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise CommError(f"the I/O worker for {self.local_address} did not start within "
+                                f"{timeout:g} s")
+        line = self.proc.stdout.readline()
+        try:
+            info = json.loads(line)
+        except ValueError:
+            code = self.proc.wait(5)
+            raise CommError(f"the I/O worker for {self.local_address} exited ({code}) before "
+                            "it was ready; its error is on stderr above") from None
+        if not info.get("ready"):
+            raise CommError(f"unexpected first line from the I/O worker: {line!r}")
+        return dict(info)
+
+    def call(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One control request; CommError if the worker does not answer."""
+        with self._lock:
+            if self._req is None:
+                self._req = self._ctx.socket(zmq.REQ)
+                self._req.setsockopt(zmq.LINGER, 0)
+                self._req.setsockopt(zmq.RCVTIMEO, _CONTROL_TIMEOUT_MS)
+                self._req.setsockopt(zmq.SNDTIMEO, _CONTROL_TIMEOUT_MS)
+                self._req.connect(self.control_endpoint)
+            try:
+                self._req.send(msgpack.packb(dict(request), use_bin_type=True))
+                reply = msgpack.unpackb(self._req.recv(), raw=False)
+            except zmq.ZMQError as err:
+                self._req.close()
+                self._req = None  # a REQ socket is unusable after a timeout
+                alive = self.proc.poll() is None
+                raise CommError(f"the I/O worker for {self.local_address} "
+                                f"{'does not answer' if alive else 'has exited'} ({err})") \
+                    from None
+        if not isinstance(reply, dict):
+            raise CommError(f"malformed control reply from the I/O worker: {reply!r}")
+        return reply
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call({"op": "stop"})
+            except CommError:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_sockets()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        with self._lock:
+            if self._req is not None:
+                self._req.close()
+                self._req = None
+
+
+class _Dispatcher(threading.Thread):
+    """Owns the SUB socket (ZeroMQ sockets stay in one thread); calls the handlers."""
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        super().__init__(name="pyconpro-dispatch", daemon=True)
+        self._ctx = ctx
+        self._commands: queue.Queue[str] = queue.Queue()
+        self._stop_event = threading.Event()
+        self.routes: dict[bytes, Consumer] = {}
+        self.events: dict[bytes, Consumer] = {}
+
+    def connect(self, endpoint: str) -> None:
+        self._commands.put(endpoint)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        sub = self._ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        # Everything our own workers publish, but stats: subscribed before connecting, so
+        # nothing published after the connection is up can be missed.
+        sub.setsockopt(zmq.SUBSCRIBE, wire.topic_prefix(wire.TopicKind.SAMPLE))
+        sub.setsockopt(zmq.SUBSCRIBE, wire.topic_prefix(wire.TopicKind.EVENT))
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        try:
+            while not self._stop_event.is_set():
+                while not self._commands.empty():
+                    sub.connect(self._commands.get_nowait())
+                if not poller.poll(int(_POLL_S * 1000 * 5)):
+                    continue
+                for _ in range(1000):
+                    try:
+                        topic, body = sub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    except ValueError:
+                        continue
+                    self._deliver(topic, body)
+        finally:
+            sub.close()
+
+    def _deliver(self, topic: bytes, body: bytes) -> None:
+        consumer = self.routes.get(topic)
+        if consumer is not None:
+            try:
+                sample = wire.Sample.decode(topic, body)
+            except MalformedPacket:
+                return
+            consumer._on_sample(sample)
+            return
+        consumer = self.events.get(topic)
+        if consumer is not None:
+            try:
+                consumer._on_event(wire.Event.decode(topic, body))
+            except MalformedPacket:
+                return
+
+
+# ---------------------------------------------------------------------------------------------
+# Public classes
+# ---------------------------------------------------------------------------------------------
+
+
+class Connection:
+    """The engine: starts I/O workers (one per local interface) as needed, dispatches samples.
+
+    ``udp_port`` is the local class-1 port the workers bind (2222 like a Logix consumer; 0 =
+    any free port, useful next to another consumer on the same host). Environment variable
+    ``PYCONPRO_UDP_PORT`` changes the default. ``local_address`` forces the interface (default:
+    the one the OS routes each PLC through).
+    """
+
+    def __init__(self, *, udp_port: int | None = None, local_address: str | None = None,
+                 start_timeout: float = DEFAULT_START_TIMEOUT,
+                 log_level: str = "WARNING") -> None:
+        env_port = os.environ.get("PYCONPRO_UDP_PORT")
+        self.udp_port = udp_port if udp_port is not None else int(env_port or 2222)
+        self.local_address = local_address or os.environ.get("PYCONPRO_LOCAL_ADDRESS") or None
+        self.start_timeout = start_timeout
+        self.log_level = log_level
+        self.plcs: list[PLC] = []
+        self._ctx: zmq.Context[Any] | None = None
+        self._dispatcher: _Dispatcher | None = None
+        self._workers: dict[str, _Worker] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+
+    # -- seed API --------------------------------------------------------------------------
+
+    def Start(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise CommError("this Connection is closed; make a new one")
+            if self._dispatcher is not None:
+                return
+            self._ctx = zmq.Context()
+            self._dispatcher = _Dispatcher(self._ctx)
+            self._dispatcher.start()
+
+    def addPLC(self, ip: str, slot: int | None = 0, *, port: int = 44818,
+               udp_port: int = 2222, name: str | None = None) -> PLC:
+        """A PLC at ``ip`` with its CPU in backplane ``slot`` (None: no backplane hop)."""
+        plc = PLC(self, ip, slot, port=port, udp_port=udp_port, name=name)
+        self.plcs.append(plc)
+        return plc
+
+    def Join(self, timeout: float | None = None) -> None:
+        """Wait until every consumer is stopped and its connection closed at the PLC."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for plc in self.plcs:
+            for c in plc.consumers:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                c._wait_closed(left)
+
+    def Close(self) -> None:
+        """Stop every consumer and worker (Forward_Close each connection), stop dispatching."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for plc in self.plcs:
+                for c in plc.consumers:
+                    c._started = False
+            _shutdown(self._workers)
+            if self._dispatcher is not None:
+                self._dispatcher.stop()
+                self._dispatcher.join(5)
+                self._dispatcher = None
+            if self._ctx is not None:
+                self._ctx.term()
+                self._ctx = None
+
+    # -- pythonic aliases ------------------------------------------------------------------
+
+    start = Start
+    add_plc = addPLC
+    join = Join
+    close = Close
+
+    def __enter__(self) -> Self:
+        self.Start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.Close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _worker_for(self, plc: PLC) -> _Worker:
+        if self._dispatcher is None:
+            raise CommError("call Connection.Start() before starting consumers")
+        from workers.io_worker import route_source
+
+        local = self.local_address or route_source(plc.ip)
+        with self._lock:
+            w = self._workers.get(local)
+            if w is not None and w.proc.poll() is not None:
+                log.warning("I/O worker for %s exited (%s); starting a new one", local,
+                            w.proc.returncode)
+                w.kill()
+                w = None
+            if w is None:
+                assert self._ctx is not None
+                w = _Worker(self._ctx, local, self.udp_port, self.log_level, self.start_timeout)
+                self._workers[local] = w
+                self._dispatcher.connect(w.pub)
+            return w
+
+
+def _shutdown(workers: dict[str, _Worker]) -> None:
+    for w in list(workers.values()):
+        w.stop()
+    workers.clear()
+
+
+class PLC:
+    """One controller. ``addConsumer`` makes a consumer of one of its produced tags."""
+
+    def __init__(self, connection: Connection, ip: str, slot: int | None = 0, *,
+                 port: int = 44818, udp_port: int = 2222, name: str | None = None) -> None:
+        self.connection = connection
+        self.ip = ip
+        self.slot = slot
+        self.port = port
+        self.udp_port = udp_port
+        self.name = name or (ip if slot in (0, None) else f"{ip}-slot{slot}")
+        self.consumers: list[Consumer] = []
+
+    def addConsumer(self, hint: ConsumerHint, handler: Callable[..., Any],
+                    args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None, *,
+                    sample: bool = False) -> Consumer:
+        """``handler(data, *args, **kwargs)`` gets the tag bytes for each sample (seed
+        behaviour), or a ``TagSample`` when ``sample=True``."""
+        if any(c.hint.tag.lower() == hint.tag.lower() for c in self.consumers):
+            raise UsageError(f"PLC {self.name} already has a consumer of {hint.tag!r}; one "
+                             "consumer per tag and PLC (give the handler more work instead)")
+        c = Consumer(self, hint, handler, tuple(args), dict(kwargs or {}), sample)
+        self.consumers.append(c)
+        return c
+
+    add_consumer = addConsumer
+
+    def catalog(self, timeout: float = 5.0) -> Any:
+        """The controller's tag catalog (acquisition.discovery.TagCatalog), uploaded now."""
+        from workers.explicit_client import ExplicitClient
+
+        local = self.connection.local_address
+        with ExplicitClient(self.ip, port=self.port, slot=self.slot, local_address=local,
+                            timeout=timeout) as client:
+            return client.discover(programs=False)
+
+
+@dataclass
+class _State:
+    state: str = "IDLE"
+    failure: str | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+class Consumer:
+    """One produced tag consumed from one PLC. ``Start()`` / ``Stop()`` as in the seed."""
+
+    def __init__(self, plc: PLC, hint: ConsumerHint, handler: Callable[..., Any],
+                 args: tuple[Any, ...], kwargs: dict[str, Any], sample: bool) -> None:
+        self.plc = plc
+        self.hint = hint
+        self.handler = handler
+        self.args = args
+        self.kwargs = kwargs
+        self.sample = sample
+        self.samples = 0
+        self.handler_errors = 0
+        self._started = False
+        self._status = _State()
+        self._worker: _Worker | None = None
+        self._key = f"{plc.name}/{hint.tag}"
+        self._topic = wire.topic_for_sample(plc.name, hint.tag)
+        self._event_topic = wire.topic_for_event(plc.name, hint.tag)
+
+    @property
+    def state(self) -> str:
+        """The worker's connection state (OPENING, RUNNING, BACKOFF, CLOSED, FAILED, ...)."""
+        return self._status.state
+
+    @property
+    def failure(self) -> str | None:
+        return self._status.failure
+
+    def Start(self) -> None:
+        """Open the connection; returns once data flows. Raises CommError if the controller
+        refuses for good (unknown or not produced tag, wrong type), DatasizeError for a wrong
+        ``datasize``; transient trouble (PLC unreachable, restart too soon) is retried by the
+        worker in the background after ``start_timeout`` seconds."""
+        con = self.plc.connection
+        hint = self.hint
+        size: int | None = None
+        if hint.datasize is not None:
+            size = self._checked_size(hint.datasize)
+        worker = con._worker_for(self.plc)
+        self._worker = worker
+        assert con._dispatcher is not None
+        con._dispatcher.routes[self._topic] = self
+        con._dispatcher.events[self._event_topic] = self
+        spec: dict[str, Any] = {
+            "plc": self.plc.name, "address": self.plc.ip, "port": self.plc.port,
+            "udp_port": self.plc.udp_port, "tag": hint.tag, "rpi_ms": hint.rpi,
+            "slot": "none" if self.plc.slot is None else self.plc.slot,
+        }
+        if hint.otrpi is not None:
+            spec["ot_rpi_ms"] = hint.otrpi
+        if size is not None:
+            spec["size"] = size
+        with self._status.changed:
+            self._status.state, self._status.failure = "OPENING", None
+        self._started = True
+        deadline = time.monotonic() + con.start_timeout
+        while True:
+            reply = worker.call({"op": "add", "consumer": spec})
+            if reply.get("ok"):
+                break
+            error = str(reply.get("error", "refused"))
+            # Stop() then Start() right away: the previous connection is still closing at
+            # the PLC (Forward_Close in flight); wait for it instead of failing.
+            if "exists already" in error and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+                continue
+            self._started = False
+            raise CommError(f"{self._key}: {error}")
+        self._wait_running(deadline)
+
+    def _checked_size(self, datasize: int) -> int | None:
+        """None when ``datasize`` is right (the worker then learns type and size itself, so
+        samples are decoded); the size to give the worker when it cannot be checked now."""
+        from acquisition.discovery import TagCatalog
+
+        try:
+            catalog: TagCatalog = self.plc.catalog()
+        except (PyconproError, OSError) as err:
+            # Not reachable now: trust the given size; the worker checks it against the
+            # controller's answer (0x0109 carries the right size) when it connects.
+            log.info("%s: cannot check datasize now (%s)", self._key, err)
+            return datasize - 2
+        try:
+            catalog.check_datasize(self.hint.tag, datasize)
+            return None
+        except KeyError as err:
+            raise CommError(f"{self._key}: {err.args[0]}") from None
+        except UsageError as err:
+            if "wrong" in str(err):
+                raise DatasizeError(f"{self._key}: {err}") from None
+            raise CommError(f"{self._key}: {err}") from None
+
+    def _wait_running(self, deadline: float) -> None:
+        assert self._worker is not None
+        while time.monotonic() < deadline:
+            state, failure = self._poll_state()
+            if state == "RUNNING":
+                return
+            if state == "FAILED":
+                self._started = False
+                raise CommError(f"{self._key}: {failure or 'the controller refused'}")
+            time.sleep(_POLL_S)
+        log.warning("%s: not running after %.1f s (%s); the worker keeps trying", self._key,
+                    self.plc.connection.start_timeout, self._status.failure or self.state)
+
+    def _poll_state(self) -> tuple[str, str | None]:
+        assert self._worker is not None
+        reply = self._worker.call({"op": "list"})
+        for item in reply.get("consumers", []):
+            if item.get("key") == self._key:
+                with self._status.changed:
+                    self._status.state = str(item.get("state"))
+                    self._status.failure = item.get("failure")
+                    self._status.changed.notify_all()
+                return self._status.state, self._status.failure
+        with self._status.changed:
+            self._status.state = "CLOSED"
+        return "CLOSED", self._status.failure
+
+    def Stop(self) -> None:
+        """Stop delivering and Forward_Close the connection (in the background)."""
+        was = self._started
+        self._started = False
+        if not was or self._worker is None:
+            return
+        try:
+            reply = self._worker.call({"op": "remove", "key": self._key})
+        except CommError:
+            return  # the worker is gone: nothing is left open at the PLC by us
+        if not reply.get("ok") and "no consumer" not in str(reply.get("error", "")):
+            raise CommError(f"{self._key}: {reply.get('error')}")
+
+    def _wait_closed(self, timeout: float | None) -> None:
+        if self._started or self._worker is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                state, _ = self._poll_state()
+            except CommError:
+                return
+            if state in ("CLOSED", "FAILED") or self._started:
+                return
+            time.sleep(_POLL_S)
+
+    # -- delivery (dispatcher thread) -------------------------------------------------------
+
+    def _on_sample(self, s: wire.Sample) -> None:
+        if not self._started:
+            return
+        self.samples += 1
+        data: Any = s.raw
+        if self.sample:
+            data = TagSample(s.plc, s.tag, s.value, s.raw, s.type_name, s.cip_seq, s.gap,
+                             s.t_wall_ns, s.t_mono_ns)
+        try:
+            self.handler(data, *self.args, **self.kwargs)
+        except Exception:  # a handler bug must not stop the other consumers
+            self.handler_errors += 1
+            log.exception("%s: handler raised", self._key)
+
+    def _on_event(self, ev: wire.Event) -> None:
+        if ev.state_to:
+            with self._status.changed:
+                self._status.state = ev.state_to
+                if ev.state_to == "FAILED":
+                    self._status.failure = ev.message or ev.status_text
+                self._status.changed.notify_all()
+
+    start = Start
+    stop = Stop

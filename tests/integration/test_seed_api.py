@@ -1,0 +1,148 @@
+"""The original in-process API against the simulator process.
+
+* The README's "Full Example" (examples/seed_full_example.py) runs unchanged but for the IP,
+  both handlers get the tags' bytes, and nothing is left open at the PLC afterwards.
+* Stopping every consumer and starting one again right away raises nothing and data flows.
+* datasize: optional, and a wrong one names the right value; REAL 50.0 arrives as b'\\x00\\x00HB';
+  the slot is honoured; an unknown tag fails Start() with the controller's reason.
+
+Simulators on 127.62.5.x (their default TCP/UDP ports on their own addresses); the API's worker
+binds a free UDP port (PYCONPRO_UDP_PORT=0 / Connection(udp_port=0)).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyconpro import CommError, Connection, ConsumerHint, DatasizeError, TagSample
+from simulator.testing import SimulatorProcess, start_simulator
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_TAGS = ROOT / "examples" / "seed_tags.toml"
+FULL_EXAMPLE = ROOT / "examples" / "seed_full_example.py"
+WAIT = 10.0  # every wait below has this timeout
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorProcess]:
+    with start_simulator("127.62.5.3", tcp_port=44818, udp_port=2222, config=SEED_TAGS) as p:
+        yield p
+
+
+@pytest.fixture
+def con() -> Iterator[Connection]:
+    c = Connection(udp_port=0)
+    c.Start()
+    yield c
+    c.Close()
+
+
+def test_full_example_runs_unchanged_but_for_the_ip() -> None:
+    address = "127.62.5.2"
+    source = FULL_EXAMPLE.read_text()
+    assert source.count('"127.0.0.2"') == 1
+    with start_simulator(address, tcp_port=44818, udp_port=2222, config=SEED_TAGS) as sim:
+        proc = subprocess.run(
+            [sys.executable, "-c", source.replace('"127.0.0.2"', f'"{address}"')],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env=dict(os.environ, PYCONPRO_UDP_PORT="0"))
+        assert proc.returncode == 0, proc.stderr
+        leftover = sim.control.connections()
+    assert leftover == []  # both connections were closed at the PLC
+    test, test2 = [], []
+    for line in proc.stdout.splitlines():
+        if line.endswith(" 1 2"):
+            test2.append(ast.literal_eval(line[:-4]))
+        else:
+            test.append(ast.literal_eval(line))
+    # 10 s at an RPI of 1 s: about ten samples each (allow for start-up and scheduling)
+    assert 6 <= len(test) <= 12 and 6 <= len(test2) <= 12, proc.stdout
+    for samples, start in ((test, 0), (test2, 1000)):
+        assert all(isinstance(b, bytes) and len(b) == 4 for b in samples)  # DINT tag bytes
+        values = [struct.unpack("<i", b)[0] for b in samples]
+        assert values == sorted(values) and values[0] >= start and values[-1] > values[0]
+
+
+def test_stop_all_then_start_again_right_away(sim: SimulatorProcess, con: Connection) -> None:
+    plc = con.addPLC(sim.address, slot=0)
+    got = {"test": threading.Event(), "test2": threading.Event()}
+    samples: list[TagSample] = []
+
+    def handler(s: TagSample) -> None:
+        samples.append(s)
+        got[s.tag].set()
+
+    c = plc.addConsumer(ConsumerHint(tag="test", datasize=6, rpi=50, otrpi=50), handler,
+                        sample=True)
+    c2 = plc.add_consumer(ConsumerHint(tag="test2", rpi=50), handler, sample=True)
+    c.Start()
+    c2.start()
+    assert got["test"].wait(WAIT) and got["test2"].wait(WAIT)
+    c.Stop()
+    c2.Stop()
+    got["test"].clear()
+    c.Start()  # right away: the old connection may still be closing at the PLC
+    assert got["test"].wait(WAIT)
+    assert c.state == "RUNNING"
+    s = samples[-1]
+    assert s.tag == "test" and s.type_name == "DINT" and isinstance(s.value, int)
+    assert struct.unpack("<i", s.raw)[0] == s.value and s.time.year >= 2024
+    c.Stop()
+    con.Join(WAIT)
+    assert c.state == "CLOSED"
+
+
+def test_real_bytes_exactly_as_before(sim: SimulatorProcess, con: Connection) -> None:
+    plc = con.add_plc(sim.address)
+    received: list[bytes] = []
+    done = threading.Event()
+
+    def handler(data: bytes, tag: str, *, sink: list[bytes]) -> None:
+        assert tag == "level"
+        sink.append(data)
+        done.set()
+
+    c = plc.addConsumer(ConsumerHint(tag="level", rpi=50), handler, args=("level",),
+                        kwargs={"sink": received})
+    c.Start()
+    assert done.wait(WAIT)
+    c.Stop()
+    assert received[0] == b"\x00\x00HB"
+
+
+def test_wrong_datasize_names_the_right_value(sim: SimulatorProcess, con: Connection) -> None:
+    plc = con.addPLC(sim.address, slot=0)
+    c = plc.addConsumer(ConsumerHint(tag="test", datasize=4, rpi=100), lambda d: None)
+    with pytest.raises(DatasizeError, match=r"datasize=4 is wrong for tag test \(DINT, 4 "
+                                            r"bytes\): use datasize=6"):
+        c.Start()
+    with pytest.raises(CommError, match="not in the controller's tag list"):
+        plc.addConsumer(ConsumerHint(tag="nosuch", datasize=6), lambda d: None).Start()
+
+
+def test_unknown_tag_fails_start_with_the_controllers_reason(sim: SimulatorProcess,
+                                                            con: Connection) -> None:
+    c = con.addPLC(sim.address).addConsumer(ConsumerHint(tag="nosuch", rpi=100), print)
+    with pytest.raises(CommError, match="nosuch"):
+        c.Start()
+
+
+def test_the_slot_is_honoured(con: Connection) -> None:
+    with start_simulator("127.62.5.4", tcp_port=44818, udp_port=2222, config=SEED_TAGS,
+                         extra_args=["--slot", "2"]) as sim:
+        done = threading.Event()
+        c = con.addPLC(sim.address, slot=2).addConsumer(
+            ConsumerHint(tag="test", datasize=6, rpi=50), lambda d: done.set())
+        c.Start()
+        assert done.wait(WAIT)
+        c.Stop()
+        con.Join(WAIT)
