@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def test_full_example_runs_unchanged_but_for_the_ip() -> None:
     with start_simulator(address, tcp_port=44818, udp_port=2222, config=SEED_TAGS) as sim:
         proc = subprocess.run(
             [sys.executable, "-c", source.replace('"127.0.0.2"', f'"{address}"')],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            check=False, capture_output=True, text=True, timeout=60, cwd=ROOT,
             env=dict(os.environ, PYCONPRO_UDP_PORT="0"))
         assert proc.returncode == 0, proc.stderr
         leftover = sim.control.connections()
@@ -146,3 +147,45 @@ def test_the_slot_is_honoured(con: Connection) -> None:
         assert done.wait(WAIT)
         c.Stop()
         con.Join(WAIT)
+
+
+CHILD = """
+import sys, threading
+from pyconpro import Connection, ConsumerHint
+con = Connection(udp_port=0); con.Start()
+got = threading.Event()
+c = con.addPLC(sys.argv[1]).addConsumer(ConsumerHint(tag="test", rpi=50), lambda d: got.set())
+c.Start(); got.wait(10)
+print([w.proc.pid for w in con._workers.values()][0], flush=True)
+threading.Event().wait(60)
+"""
+
+
+def test_the_worker_stops_and_closes_when_the_user_process_dies(sim: SimulatorProcess) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, sim.address], stdout=subprocess.PIPE,
+                             text=True, env=dict(os.environ))
+    try:
+        assert child.stdout is not None
+        worker_pid = int(child.stdout.readline())
+        assert len(sim.control.connections()) == 1
+        child.kill()  # no Close(), no atexit: only the parent-death signal is left
+        child.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and _alive(worker_pid):
+            time.sleep(0.05)
+        assert not _alive(worker_pid)
+        assert sim.control.connections() == []  # it sent Forward_Close on its way out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(WAIT)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
