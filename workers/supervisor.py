@@ -521,16 +521,11 @@ class Supervisor:
                 proc.kill()
                 proc.wait(5)
         self.procs.clear()
-        for sig, handler in self._old_handlers.items():
-            signal.signal(sig, handler)
-        self._old_handlers.clear()
-        if self._wake_w is not None and self._old_wakeup != -1 or self._old_handlers:
+        if self._old_handlers:
+            for sig, handler in self._old_handlers.items():
+                signal.signal(sig, handler)
+            self._old_handlers.clear()
             signal.set_wakeup_fd(self._old_wakeup)
-        elif self._wake_w is not None:
-            try:
-                signal.set_wakeup_fd(-1)
-            except ValueError:
-                pass
         for link in self.links.values():
             if link.sock is not None:
                 link.sock.close(0)

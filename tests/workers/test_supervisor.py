@@ -1,0 +1,410 @@
+"""The launch supervisor (workers/supervisor.py).
+
+Pure parts: the consumer encoding the worker parses, the plan a config means, the reload diff,
+local address lookup. Runtime: a real ``Supervisor`` (in a thread, so the test can inject
+stand-in children) driving small stand-in processes: a fake worker that speaks the worker's
+control protocol and logs what it is asked, and a fake sink that logs when it is stopped.
+The model's timing itself is tested with a fake clock in tests/acquisition/test_supervision.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acquisition.config import Config, WorkerGroup, consumer_specs, parse_config
+from acquisition.supervision import ChildKind
+from pyconpro.status_cli import request
+from workers.supervisor import (
+    ChildSpec,
+    Runtime,
+    Supervisor,
+    consumer_key,
+    consumer_map,
+    consumer_text,
+    diff_plans,
+    interface_address,
+    plan_children,
+    resolve_local_address,
+)
+
+TIMEOUT_S = 20.0
+
+FAKE_WORKER = r"""
+import json, os, signal, sys, time
+import msgpack, zmq
+control, pub, log, name = sys.argv[1:5]
+keys = {}
+for i, a in enumerate(sys.argv):
+    if sys.argv[i - 1] == "--consumer":
+        m = dict(kv.split("=", 1) for kv in a.split(","))
+        keys[m["plc"] + "/" + (m.get("alias") or m["tag"])] = m
+def write(**ev):
+    with open(log, "a") as f:
+        f.write(json.dumps({"t": time.time(), "pid": os.getpid(), "name": name, **ev}) + "\n")
+ctx = zmq.Context()
+r = ctx.socket(zmq.ROUTER); r.setsockopt(zmq.LINGER, 0); r.bind(control)
+p = ctx.socket(zmq.PUB); p.setsockopt(zmq.LINGER, 0); p.bind(pub)
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+write(ev="start", consumers=sorted(keys))
+while not stop:
+    if not r.poll(20):
+        continue
+    *env, body = r.recv_multipart()
+    req = msgpack.unpackb(body)
+    op = req.get("op")
+    if op == "status":
+        rep = {"ok": True, "pub": pub, "counters": {"samples": 0},
+               "consumers": [{"key": k, "samples": 0, "state": "RUNNING"} for k in keys]}
+    elif op == "add":
+        m = req["consumer"]; k = m["plc"] + "/" + (m.get("alias") or m["tag"])
+        keys[k] = m; rep = {"ok": True, "key": k}; write(ev="add", key=k, consumer=m)
+    elif op == "remove":
+        keys.pop(req["key"], None); rep = {"ok": True}; write(ev="remove", key=req["key"])
+    else:
+        rep = {"ok": False, "error": "unknown op"}
+    r.send_multipart([*env, msgpack.packb(rep)])
+write(ev="stop")
+time.sleep(0.3)  # stands for the Forward_Close round trips of a real worker
+write(ev="exit")
+"""
+
+FAKE_SINK = r"""
+import json, os, signal, sys, time
+log, name = sys.argv[1:3]
+def write(**ev):
+    with open(log, "a") as f:
+        f.write(json.dumps({"t": time.time(), "pid": os.getpid(), "name": name, **ev}) + "\n")
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+write(ev="start", argv=sys.argv[3:])
+while not stop:
+    time.sleep(0.02)
+write(ev="stop")
+"""
+
+
+def config_text(tmp: Path, *, tags: Sequence[str] = ("Counter", "Sine"), second_plc: bool = True,
+                sink_batch: int = 1000, crash_sink: bool = False) -> str:  # fmt: skip
+    plc2 = """
+[[plc]]
+name = "p2"
+address = "127.88.1.3"
+local_address = "127.88.1.4"
+  [[plc.tag]]
+  name = "Counter"
+""" if second_plc else ""  # fmt: skip
+    crash = '\n[[sink]]\nkind = "stdout"\nname = "crash"\n' if crash_sink else ""
+    tag_text = "".join(f'  [[plc.tag]]\n  name = "{t}"\n' for t in tags)
+    return f"""
+[bus]
+endpoint = "ipc://{tmp}/bus"
+control_base = "ipc://{tmp}/ctl"
+[supervisor]
+start_s = 0.3
+backoff_initial_s = 0.05
+backoff_max_s = 0.2
+max_quick_failures = 3
+stop_timeout_s = 5
+[[plc]]
+name = "p1"
+address = "127.88.1.2"
+local_address = "127.88.1.1"
+{tag_text}{plc2}
+[[sink]]
+kind = "sqlite"
+name = "db"
+path = "db.sqlite3"
+batch_size = {sink_batch}
+{crash}"""
+
+
+def stand_in_planner(tmp: Path) -> Callable[[Config, Sequence[WorkerGroup], Runtime],
+                                            dict[str, ChildSpec]]:  # fmt: skip
+    worker_py = tmp / "fake_worker.py"
+    sink_py = tmp / "fake_sink.py"
+    worker_py.write_text(FAKE_WORKER)
+    sink_py.write_text(FAKE_SINK)
+    log = str(tmp / "children.log")
+
+    def planner(config: Config, groups: Sequence[WorkerGroup], rt: Runtime) -> dict[str, ChildSpec]:
+        real = plan_children(config, groups, rt)
+        out = {}
+        for name, spec in real.items():
+            if spec.kind is ChildKind.WORKER:
+                assert spec.control is not None and spec.pub is not None
+                argv: tuple[str, ...] = (sys.executable, str(worker_py), spec.control, spec.pub,
+                                         log, name)  # fmt: skip
+            elif name == "sink-crash":
+                argv = (sys.executable, "-c", "raise SystemExit(3)")
+            else:
+                # The sink's real options follow, so a changed option changes the command.
+                argv = (sys.executable, str(sink_py), log, name, *spec.argv[3:])
+            out[name] = replace(spec, argv=argv)
+        return out
+
+    return planner
+
+
+def read_log(tmp: Path) -> list[dict[str, Any]]:
+    path = tmp / "children.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def status(sup: Supervisor) -> dict[str, Any]:
+    st = request(sup.control_endpoint, {"op": "status"}, 5.0)
+    assert st is not None and st["ok"], st
+    return st
+
+
+def child(st: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in st["children"] if c["name"] == name)
+
+
+@contextmanager
+def running(tmp: Path, text: str) -> Iterator[Supervisor]:
+    cfg = tmp / "pipe.toml"
+    cfg.write_text(text)
+    sup = Supervisor(str(cfg), planner=stand_in_planner(tmp))
+    sup.open()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(sup.run()), daemon=True)
+    thread.start()
+    try:
+        yield sup
+    finally:
+        sup.request(signal.SIGTERM)
+        thread.join(TIMEOUT_S)
+        pids = [p.pid for p in sup.procs.values()]
+        sup.close()  # kills (by pid) anything still running
+        assert not thread.is_alive(), "supervisor did not stop"
+        assert result == [0]
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+# ============================================================================ pure parts
+
+
+def test_consumer_text_is_what_the_worker_parses() -> None:
+    consumers = pytest.importorskip("workers._consumers")
+    cfg = parse_config("""
+[[plc]]
+name = "line1"
+address = "10.1.2.3"
+slot = 2
+route = [["backplane", 3], ["enet", "192.168.2.10"]]
+udp_port = 2300
+  [[plc.tag]]
+  name = "Speed"
+  rpi_ms = 20
+  ot_rpi_ms = 40
+  multiplier = 64
+  size = 8
+  alias = "spd"
+[[plc]]
+name = "line2"
+address = "10.1.2.4"
+  [[plc.tag]]
+  name = "Flags"
+  transport = "multicast"
+""")
+    for spec in (s for specs in consumer_specs(cfg).values() for s in specs):
+        for parsed in (consumers.consumer_from_text(consumer_text(spec)),
+                       consumers.consumer_from_map(consumer_map(spec))):  # fmt: skip
+            assert parsed == consumers.consumer_from_spec(spec)
+            assert parsed.key == consumer_key(spec)
+
+
+def _plan(text: str, tmp: Path) -> dict[str, ChildSpec]:
+    cfg = parse_config(text, "p.toml", base_dir=str(tmp))
+    groups = __import__("acquisition.config").config.group_by_local_address(cfg, lambda a: "x")
+    return plan_children(cfg, groups, Runtime(bus_connect="ipc:///b", python="py"))
+
+
+def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> None:
+    plan = _plan(config_text(tmp_path), tmp_path)
+    assert list(plan) == ["worker-127.88.1.1", "worker-127.88.1.4", "sink-db"]
+    w = plan["worker-127.88.1.1"]
+    assert w.kind is ChildKind.WORKER
+    assert w.control == f"ipc://{tmp_path}/ctl-worker-127.88.1.1"
+    assert w.pub == f"ipc://{tmp_path}/ctl-worker-127.88.1.1.pub"
+    argv = w.command()
+    assert argv[:3] == ["py", "-m", "workers.io_worker"]
+    assert argv[argv.index("--local-address") + 1] == "127.88.1.1"
+    assert [argv[i + 1].split(",")[2] for i, a in enumerate(argv) if a == "--consumer"] == [
+        "tag=Counter", "tag=Sine"]  # fmt: skip
+    sink = plan["sink-db"]
+    assert sink.kind is ChildKind.SINK
+    from sinks.cli import build_parser
+
+    args = build_parser().parse_args(list(sink.argv[3:]))
+    assert (args.kind, args.connect, args.db) == ("sqlite", ["ipc:///b"],
+                                                  str(tmp_path / "db.sqlite3"))  # fmt: skip
+
+
+def test_tcp_control_base_gives_ports_and_learned_pub(tmp_path: Path) -> None:
+    text = config_text(tmp_path).replace(f'"ipc://{tmp_path}/ctl"', '"tcp://127.0.0.1:7000"')
+    plan = _plan(text, tmp_path)
+    assert plan["worker-127.88.1.1"].control == "tcp://127.0.0.1:7001"
+    assert plan["worker-127.88.1.4"].control == "tcp://127.0.0.1:7002"
+    assert plan["worker-127.88.1.1"].pub is None  # learned from the worker's status
+
+
+def test_diff_plans(tmp_path: Path) -> None:
+    old = _plan(config_text(tmp_path), tmp_path)
+    assert diff_plans(old, old).empty
+    assert diff_plans(old, old).describe() == "no changes"
+    # a tag added to p1, p2 (its own worker) removed, a sink option changed
+    new = _plan(config_text(tmp_path, tags=("Counter", "Sine", "Array10"), second_plc=False,
+                            sink_batch=10), tmp_path)  # fmt: skip
+    d = diff_plans(old, new)
+    assert d.start == ()
+    assert d.stop == ("worker-127.88.1.4",)
+    assert d.restart == ("sink-db",)
+    assert [consumer_key(s) for s in d.add_consumers["worker-127.88.1.1"]] == ["p1/Array10"]
+    assert d.remove_consumers == {}
+    # a changed consumer is removed then added; a removed one only removed
+    new2 = _plan(config_text(tmp_path, tags=("Sine",)).replace(
+        '  name = "Sine"\n', '  name = "Sine"\n  rpi_ms = 20\n', 1), tmp_path)  # fmt: skip
+    d2 = diff_plans(old, new2)
+    assert d2.remove_consumers == {"worker-127.88.1.1": ("p1/Counter", "p1/Sine")}
+    assert [s.rpi_us for s in d2.add_consumers["worker-127.88.1.1"]] == [20_000]
+    assert d2.restart == () and d2.stop == () and d2.start == ()
+    # back again: the removed worker is started
+    assert diff_plans(new, old).start == ("worker-127.88.1.4",)
+
+
+def test_local_address_lookup() -> None:
+    assert resolve_local_address("127.0.0.1") == "127.0.0.1"
+    assert interface_address("lo") == "127.0.0.1"
+    with pytest.raises(OSError, match="no-such-if0"):
+        interface_address("no-such-if0")
+
+
+# ============================================================================ runtime
+
+
+def test_starts_everything_reports_status_and_stops_workers_before_sinks(tmp_path: Path) -> None:
+    with running(tmp_path, config_text(tmp_path)) as sup:
+        st = wait_for(lambda: (s := status(sup)) and all(
+            c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+        assert {c["name"] for c in st["children"]} == {
+            "worker-127.88.1.1", "worker-127.88.1.4", "sink-db"}  # fmt: skip
+        assert child(st, "worker-127.88.1.1")["reason"] == "reported ready"
+        assert st["supervisor"]["bus"] == f"ipc://{tmp_path}/bus"
+        assert st["forwarder"]["alive"]
+        assert f"ipc://{tmp_path}/ctl-worker-127.88.1.1.pub" in st["forwarder"]["upstreams"]
+        w = wait_for(lambda: status(sup)["workers"]["worker-127.88.1.1"].get("consumers"),
+                     "worker status")  # fmt: skip
+        assert [c["key"] for c in w] == ["p1/Counter", "p1/Sine"]
+        assert request(sup.control_endpoint, {"op": "nope"}, 5.0) == {
+            "ok": False,
+            "error": "unknown op 'nope'; use one of status, reload, start, stop, restart, "
+            "shutdown, ping",
+        }
+    log = read_log(tmp_path)
+    worker_exits = [e["t"] for e in log if e["ev"] == "exit"]
+    sink_stops = [e["t"] for e in log if e["ev"] == "stop" and e["name"] == "sink-db"]
+    assert len(worker_exits) == 2 and len(sink_stops) == 1
+    assert max(worker_exits) <= sink_stops[0]  # sinks are told to stop after workers exited
+
+
+def test_sigkilled_children_come_back(tmp_path: Path) -> None:
+    with running(tmp_path, config_text(tmp_path, second_plc=False)) as sup:
+        st = wait_for(lambda: (s := status(sup)) and all(
+            c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+        old = {c["name"]: c["pid"] for c in st["children"]}
+        for pid in old.values():
+            os.kill(pid, signal.SIGKILL)
+
+        def back() -> dict[str, Any] | None:
+            s = status(sup)
+            ok = all(c["state"] == "RUNNING" and c["pid"] not in (None, old[c["name"]])
+                     for c in s["children"])  # fmt: skip
+            return s if ok else None
+
+        st = wait_for(back, "both children restarted")
+        for c in st["children"]:
+            assert c["restarts"] == 1
+            assert c["last_exit"] == "killed by SIGKILL"
+        starts = [e for e in read_log(tmp_path) if e["ev"] == "start" and "consumers" in e]
+        assert [e["consumers"] for e in starts] == [["p1/Counter", "p1/Sine"]] * 2
+
+
+def test_child_dying_at_start_becomes_fatal_and_others_run(tmp_path: Path) -> None:
+    with running(tmp_path, config_text(tmp_path, second_plc=False, crash_sink=True)) as sup:
+        st = wait_for(lambda: (s := status(sup)) and child(s, "sink-crash")["state"] == "FATAL"
+                      and s, "sink-crash FATAL")  # fmt: skip
+        c = child(st, "sink-crash")
+        assert c["failures"] == 3 and c["last_exit"] == "exit code 3"
+        assert "3 times in a row; not restarting" in c["reason"]
+        assert child(st, "sink-db")["state"] in ("STARTING", "RUNNING")
+        # an operator start gives it a new budget
+        reply = request(sup.control_endpoint, {"op": "start", "child": "sink-crash"}, 5.0)
+        assert reply == {"ok": True, "child": "sink-crash", "state": "STARTING"}
+        reply = request(sup.control_endpoint, {"op": "start", "child": "nobody"}, 5.0)
+        assert reply is not None and not reply["ok"] and "no child named 'nobody'" in reply["error"]
+
+
+def test_reload_changes_consumers_without_restarting_the_worker(tmp_path: Path) -> None:
+    with running(tmp_path, config_text(tmp_path)) as sup:
+        st = wait_for(lambda: (s := status(sup)) and all(
+            c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+        pids = {c["name"]: c["pid"] for c in st["children"]}
+        (tmp_path / "pipe.toml").write_text(config_text(
+            tmp_path, tags=("Sine", "Array10"), second_plc=False, sink_batch=10))  # fmt: skip
+        reply = request(sup.control_endpoint, {"op": "reload"}, 5.0)
+        assert reply is not None and reply["ok"], reply
+        assert reply["changes"] == (
+            "stop worker-127.88.1.4; restart sink-db; worker-127.88.1.1: add p1/Array10; "
+            "worker-127.88.1.1: remove p1/Counter"
+        )
+
+        def applied() -> dict[str, Any] | None:
+            s = status(sup)
+            names = {c["name"]: c for c in s["children"]}
+            ok = ("worker-127.88.1.4" not in names and names["sink-db"]["state"] == "RUNNING"
+                  and names["sink-db"]["pid"] != pids["sink-db"])  # fmt: skip
+            return s if ok else None
+
+        st = wait_for(applied, "reload applied")
+        assert child(st, "worker-127.88.1.1")["pid"] == pids["worker-127.88.1.1"]
+        ops = [(e["ev"], e["key"]) for e in wait_for(
+            lambda: [e for e in read_log(tmp_path) if e["ev"] in ("add", "remove")],
+            "control requests")]  # fmt: skip
+        assert sorted(ops) == [("add", "p1/Array10"), ("remove", "p1/Counter")]
+        sink_start = [e for e in read_log(tmp_path) if e["ev"] == "start" and "argv" in e][-1]
+        assert sink_start["argv"][sink_start["argv"].index("--batch-size") + 1] == "10"
+        # an invalid file changes nothing and says why
+        (tmp_path / "pipe.toml").write_text(config_text(tmp_path) + "\n[bus]\nendpont = 1\n")
+        reply = request(sup.control_endpoint, {"op": "reload"}, 5.0)
+        assert reply is not None and not reply["ok"]
+        assert "not valid, nothing changed" in reply["error"]
+        assert "pipe.toml" in reply["error"]
+        assert status(sup)["supervisor"]["last_reload"]["ok"] is False
