@@ -187,8 +187,12 @@ def start_simulator(
 class EncapClient:
     """One TCP encapsulation session, request/reply, every receive with a timeout."""
 
-    def __init__(self, address: str, port: int, timeout: float = 5.0, register: bool = True) -> None:
-        self.sock = socket.create_connection((address, port), timeout=timeout)
+    def __init__(self, address: str, port: int, timeout: float = 5.0, register: bool = True,
+                 source: str | None = None) -> None:
+        """``source``: connect from this local address (the simulator sends P2P T->O data to
+        the TCP peer's IP, so a consumer on its own 127.x address gets its own data)."""
+        self.sock = socket.create_connection((address, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.frames = encap.FrameBuffer()
         self.pending: list[encap.EncapsulationPacket] = []
         self.session = 0
