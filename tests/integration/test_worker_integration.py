@@ -148,7 +148,7 @@ def test_stats_are_published(sim_a: SimulatorProcess) -> None:
 
 def test_stop_sends_forward_close_and_frees_the_slot(sim_a: SimulatorProcess) -> None:
     cons = [consumer(sim_a, "a", "Exclusive", 20), consumer(sim_a, "a", "Counter", 20)]
-    with start_worker(WORKER, cons) as w:
+    with start_worker(WORKER, cons, via_control=False) as w:
         wait_running(w, ["a/Exclusive", "a/Counter"])
         assert len(sim_a.control.connections()) == 2
         assert w.stop() == 0
@@ -161,7 +161,7 @@ def test_stop_sends_forward_close_and_frees_the_slot(sim_a: SimulatorProcess) ->
 
 
 def test_sigint_also_closes(sim_a: SimulatorProcess) -> None:
-    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)], via_control=False) as w:
         wait_running(w, ["a/Counter"])
         w.proc.send_signal(signal.SIGINT)
         assert w.proc.wait(10) == 0

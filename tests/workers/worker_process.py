@@ -190,11 +190,35 @@ def worker_command(local_address: str, consumers: Sequence[str], *, udp_port: in
 def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port: int = 0,
                  extra_args: Sequence[str] = (), subscribe: Sequence[bytes] = (b"",),
                  timeout: float = 15.0, prefix: Sequence[str] = (),
-                 pub: str = "tcp://127.0.0.1:0", control: str = "tcp://127.0.0.1:0"
-                 ) -> WorkerProcess:
+                 pub: str = "tcp://127.0.0.1:0", control: str = "tcp://127.0.0.1:0",
+                 via_control: bool = True) -> WorkerProcess:
     """Start the worker (``prefix`` e.g. ``["ip", "netns", "exec", "ns1"]``; use ``ipc://``
     endpoints then, they are reachable across network namespaces) and wait for its ready
-    line."""
+    line.
+
+    With ``via_control`` (the default) the consumers are added through the control socket once
+    the SUB socket provably receives (a first stats message), so no early event is lost to
+    ZeroMQ's slow-joiner window; otherwise they go on the command line.
+    """
+    if via_control and consumers:
+        if "--stats-interval" not in extra_args:
+            extra_args = [*extra_args, "--stats-interval", "0.2"]
+        w = start_worker(local_address, (), udp_port=udp_port, extra_args=extra_args,
+                         subscribe=subscribe, timeout=timeout, prefix=prefix, pub=pub,
+                         control=control, via_control=False)
+        try:
+            if b"" not in subscribe and not any(b"stats/".startswith(p) for p in subscribe):
+                w.sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
+            w.wait_for(lambda m: isinstance(m, wire.Stats), timeout, "a first stats message")
+            for text in consumers:
+                spec = dict(part.split("=", 1) for part in text.split(",") if part)
+                reply = w.control("add", consumer=spec)
+                if not reply.get("ok"):
+                    raise WorkerError(f"add {text!r}: {reply.get('error')}")
+        except BaseException:
+            w.close()
+            raise
+        return w
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-worker-", suffix=".log")
     log_path = Path(log_name)
     cmd = [*prefix, *worker_command(local_address, consumers, udp_port=udp_port,
