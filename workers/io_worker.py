@@ -385,7 +385,8 @@ class IoWorker:
             on_error("the worker is exiting")
             return
         if link.session is None:
-            if now < link.retry_at:
+            # While stopping, try at once whatever the back-off says: Forward_Close needs it.
+            if now < link.retry_at and not self.stopping:
                 on_error(f"no session to PLC {link.name} (last failure: {link.last_failure};"
                          f" reconnecting in {link.retry_at - now:.1f} s)")
                 return

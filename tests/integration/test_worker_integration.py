@@ -388,3 +388,13 @@ local_address = "{local}"
         msg = w.wait_for(lambda m: isinstance(m, wire.Sample) and m.tag == "wave", 5, "wave")
         assert isinstance(msg, wire.Sample) and msg.type_name == "REAL"
         assert w.info["udp_port"] == 2222
+
+
+def test_stop_right_after_session_loss_still_closes(sim_a: SimulatorProcess) -> None:
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
+        wait_running(w, ["a/Counter"])
+        sim_a.control.reset_tcp()
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
+                   5, "the session loss event")
+        assert w.stop() == 0  # inside the reconnect back-off: must reconnect to close
+        assert sim_a.control.connections() == []
