@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("pyconpro.check_cli", "validate a config file without starting anything"),
     "tail": ("pyconpro.tail_cli", "print decoded samples and events from the bus live"),
     "status": ("pyconpro.status_cli", "show the running pipeline's processes and connections"),
+    "sim": ("simulator.cli", "run the Logix PLC simulator (produced tags over Class 1)"),
     "demo": ("pyconpro.demo", "simulated PLC -> worker -> SQLite, live values on screen"),
+    "browse": ("pyconpro.discovery_cli", "list a PLC's tags: type, size, datasize, produced-ness"),
+    "discover": ("pyconpro.discover_cli", "find EtherNet/IP devices (ListIdentity on each interface)"),
 }
 
 

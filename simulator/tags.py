@@ -616,6 +616,11 @@ def default_store() -> TagStore:
         SimTag("Walk", _t("REAL"), produced=True, max_consumers=4, unicast_allowed=False,
                generators={"": G(K.RANDOM_WALK, start=0.0, step=0.5, minimum=-10.0,
                                  maximum=10.0, interval_s=0.1, seed=42)}),
+        # the original library's README examples consume "test" and "test2" (DINT, datasize 6)
+        SimTag("test", _t("DINT"), produced=True, max_consumers=4,
+               generators={"": G(K.COUNTER, interval_s=0.5)}),
+        SimTag("test2", _t("DINT"), produced=True, max_consumers=4,
+               generators={"": G(K.COUNTER, interval_s=1.0, start=100)}),
         # not produced: written by clients (one per type) and fixed values
         SimTag("Setpoint", _t("REAL"), initial=42.5),
         SimTag("Flag", _t("BOOL"), initial=True),
