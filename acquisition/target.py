@@ -146,6 +146,10 @@ class TargetOptions:
     class3_max_size: int = 4002
     #: connection point -> tag name for assembly-style paths; None = the Symbol instance id.
     assemblies: Mapping[int, str] | None = None
+    #: OpENer-like (protocol.md 6.6 item 3): when a class-1 connection times out and its
+    #: originator (vendor + serial) has no other connection, ask the server to close every TCP
+    #: session from that IP (``drain_session_closes``). Unknown for Logix, hence off.
+    close_sessions_on_timeout: bool = False
 
     def __post_init__(self) -> None:
         if self.size_error not in SIZE_ERRORS:
@@ -362,6 +366,7 @@ class ProducerTarget:
         self._groups: dict[str, str] = {}  # tag name (folded) -> multicast group
         self._incarnation = int(store.incarnation) & 0xFFFF or 1
         self._counter = 0
+        self._session_closes: list[str] = []
 
     # ------------------------------------------------------------------ views
 
@@ -378,6 +383,11 @@ class ProducerTarget:
     def consumers_of(self, tag_name: str) -> int:
         key = tag_name.casefold()
         return sum(1 for c in self._by_triad.values() if c.tag and c.tag.casefold() == key)
+
+    def drain_session_closes(self) -> list[str]:
+        """Originator IPs whose TCP sessions the server should close (see the option)."""
+        out, self._session_closes = self._session_closes, []
+        return out
 
     def drain_events(self) -> list[Event]:
         out, self._events = self._events, []
@@ -867,6 +877,17 @@ class ProducerTarget:
             self._event(EventKind.TIMED_OUT, now, conn.triad, conn.tag, conn.peer_ip,
                         f"{conn.kind.value} no heartbeat for {conn.timeout_s:g}s"
                         f" ({conn.ot_api_us}us x{conn.multiplier})")
+            if (
+                self.options.close_sessions_on_timeout
+                and conn.kind is ConnectionKind.CLASS1
+                and not any(
+                    (c.triad.vendor_id, c.triad.originator_serial)
+                    == (conn.triad.vendor_id, conn.triad.originator_serial)
+                    for c in self._by_triad.values()
+                )
+                and conn.peer_ip not in self._session_closes
+            ):
+                self._session_closes.append(conn.peer_ip)
         due = [p for p in self._producers.values() if p.next_due <= now]
         if not due:
             return []

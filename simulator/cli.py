@@ -105,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="extended status for a wrong connection size: 0x0109 or 0x0128")
     t.add_argument("--unknown-tag-error", type=_code(UNKNOWN_TAG_ERRORS), default=0x031F,
                    help="extended status for an unknown / not produced tag: 0x031F, 0x012E, 0x0315")
+    t.add_argument("--close-sessions-on-timeout", action="store_true",
+                   help="OpENer-like: close an originator's TCP sessions when its last class-1 "
+                        "connection times out")
     t.add_argument("--multicast-rpi-error", type=_code(MULTICAST_RPI_ERRORS), default=0x0112,
                    help="extended status for a multicast RPI mismatch: 0x0112 or 0x0801")
 
@@ -146,6 +149,7 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
         multicast_rpi_error=args.multicast_rpi_error, max_connections=args.max_connections,
         initial_watchdog_s=args.initial_watchdog, seq16_mode=Seq16Mode(args.seq16),
         consumer_port=args.consumer_port, multicast_port=args.multicast_port,
+        close_sessions_on_timeout=args.close_sessions_on_timeout,
     )
     explicit = ExplicitTarget(store, args.slot,
                               tcpip=TcpIpSettings(address=args.address, netmask=args.netmask))

@@ -217,6 +217,9 @@ class SimulatorServer:
         produced = self.target.on_timer(now)
         for dgram, dest in self.faults.process(produced, now) + self.faults.due(now):
             self._send_datagram(dgram, dest)
+        for ip in self.target.drain_session_closes():
+            for client in [c for c in self._clients.values() if c.peer[0] == ip]:
+                self._drop_client(client, "originator's last I/O connection timed out")
         while self._timers and self._timers[0][0] <= now:
             _, _, callback = heapq.heappop(self._timers)
             callback()

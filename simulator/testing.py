@@ -108,9 +108,12 @@ def simulator_command(
     udp_port: int = 0,
     config: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
+    identity_delay: bool = False,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "simulator", "--address", address, "--tcp-port", str(tcp_port),
-           "--udp-port", str(udp_port), "--control", "127.0.0.1:0", "--no-identity-delay"]
+           "--udp-port", str(udp_port), "--control", "127.0.0.1:0"]
+    if not identity_delay:
+        cmd.append("--no-identity-delay")
     if config is not None:
         cmd += ["--config", os.fspath(config)]
     return cmd + list(extra_args)
@@ -124,13 +127,14 @@ def start_simulator(
     config: str | os.PathLike[str] | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 15.0,
+    identity_delay: bool = False,
 ) -> SimulatorProcess:
     """Start ``python -m simulator`` and return once its READY line is out and its control
     channel answers. Raises SimulatorError (with the log) when it does not come up."""
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-sim-", suffix=".log")
     log_path = Path(log_name)
     cmd = simulator_command(address, tcp_port=tcp_port, udp_port=udp_port, config=config,
-                            extra_args=extra_args)
+                            extra_args=extra_args, identity_delay=identity_delay)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:

@@ -440,3 +440,18 @@ def test_restart_loses_connections_and_changes_ids(sim: SimulatorProcess, consum
             consumer.receive()
     ok2, _ = consumer.open_ok(req)  # same triad is free again
     assert ok2.ot_connection_id >> 16 != ok.ot_connection_id >> 16
+
+
+def test_originator_sessions_closed_when_its_last_connection_times_out(tags_file: Path) -> None:
+    """--close-sessions-on-timeout: the OpENer behaviour behind protocol.md 7.7 mechanism 2."""
+    args = ["--initial-watchdog", "0", "--close-sessions-on-timeout"]
+    with start_simulator("127.0.93.4", config=tags_file, extra_args=args) as s:
+        c = Consumer(s)
+        try:
+            c.open_ok(c.request("Fixed", ot_rpi_us=20_000, mult=0))  # 80 ms, no heartbeat sent
+            c.tcp.sock.settimeout(5)
+            assert c.tcp.sock.recv(100) == b""  # the simulator closed our TCP session
+        finally:
+            c.close()
+        st = s.control.status()
+        assert st["target"]["timeouts"] == 1 and st["sessions"] == 0

@@ -383,3 +383,16 @@ def test_busy_port_is_reported() -> None:
             capture_output=True, text=True, timeout=30, check=False,
         )
         assert proc.returncode == 2 and "cannot open the simulator's sockets" in proc.stderr
+
+
+def test_udp_list_identity_after_a_random_delay() -> None:
+    """protocol.md 2.5: the reply waits a random time below max(context ms, 500 ms)."""
+    with start_simulator("127.0.92.6", identity_delay=True, extra_args=["--seed", "1"]) as s:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            u.bind(("127.0.0.1", 0))
+            for _ in range(3):
+                u.sendto(encap.EncapsulationPacket(Command.LIST_IDENTITY, context=b"\x01\x00delay!").encode(),
+                         (s.address, s.tcp_port))
+            replies = [encap.EncapsulationPacket.decode(u.recvfrom(2048)[0]) for _ in range(3)]
+        assert all(r.context == b"\x01\x00delay!" and r.status == 0 for r in replies)

@@ -798,3 +798,20 @@ def test_snapshot_is_plain_data() -> None:
     json.dumps(snap)
     assert snap["connections"][0]["tag"] == "Prod"  # type: ignore[index]
     assert KeyIdentity().vendor_id == 1
+
+
+def test_session_close_request_when_the_originators_last_connection_times_out() -> None:
+    t, _ = make(TargetOptions(initial_watchdog_s=0.0, close_sessions_on_timeout=True))
+    opened(t, fo(serial=1, ot_rpi=10_000))
+    opened(t, fo(serial=2, ot_rpi=100_000))  # same originator, 0.4 s watchdog
+    t.on_timer(0.05)
+    assert t.drain_session_closes() == []  # the originator still has serial 2
+    t.on_timer(0.5)
+    assert t.drain_session_closes() == [PEER] and t.drain_session_closes() == []
+
+
+def test_no_session_close_request_by_default() -> None:
+    t, _ = make(TargetOptions(initial_watchdog_s=0.0))
+    opened(t, fo())
+    t.on_timer(1.0)
+    assert t.connections() == [] and t.drain_session_closes() == []
