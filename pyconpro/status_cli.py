@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from typing import Any
@@ -90,7 +91,7 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [fmt.format(*header).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
 
 
-def render(st: dict[str, Any], width: int = 120) -> str:
+def render(st: dict[str, Any], width: int = 160) -> str:
     """The status screen as text (pure; tests call it with a status map)."""
     sup = st.get("supervisor", {})
     fwd = st.get("forwarder", {})
@@ -153,7 +154,7 @@ def render(st: dict[str, Any], width: int = 120) -> str:
                 key, str(c.get("state", "?")), str(c.get("type") or "?"),
                 f"{rate:.1f}" if isinstance(rate, (int, float)) else "-",
                 str(c.get("samples", 0)), str(cc.get("gap", 0)), str(cc.get("timeouts", 0)),
-                str(cc.get("rejects", 0)), err[: max(20, width - 80)],
+                str(cc.get("rejects", 0)), err[: max(40, width - 60)],
             ])  # fmt: skip
         if rows:
             lines += ["  " + x for x in _table(
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             elif args.json:
                 print(json.dumps(st, default=str, indent=1))
             else:
-                text = render(st)
+                text = render(st, shutil.get_terminal_size((160, 40)).columns)
                 if tty:
                     sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
                     sys.stdout.flush()

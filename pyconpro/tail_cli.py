@@ -2,7 +2,7 @@
 
 Subscribes to the pipeline's bus endpoint and prints every decoded message as it arrives: one
 human-readable line per sample / event (the stdout sink's format), or with ``--json`` one JSON
-object per line (the JSON Lines sink's records plus ``"kind"``) for other programs.
+object per line (the JSON Lines sink's records plus ``"stream"``: sample, event or stats) for other programs.
 
 TOPIC is a prefix as in docs/wire-format.md (``sample/``, ``sample/line1/``, ``event/``,
 ``stats/``) or a shorthand: ``line1`` means ``sample/line1/`` and ``line1/Counter`` means
@@ -69,11 +69,11 @@ def json_line(msg: Any) -> str:
     from sinks.records import event_record, sample_record, stats_record
 
     if isinstance(msg, Sample):
-        rec = {"kind": "sample", **sample_record(msg)}
+        rec = {"stream": "sample", **sample_record(msg)}
     elif isinstance(msg, Event):
-        rec = {"kind": "event", **event_record(msg)}
+        rec = {"stream": "event", **event_record(msg)}
     else:
-        rec = {"kind": "stats", **stats_record(msg)}
+        rec = {"stream": "stats", **stats_record(msg)}
     return json.dumps(rec, separators=(",", ":"), allow_nan=False)
 
 

@@ -137,7 +137,7 @@ def interface_address(name: str) -> str:
             )
         except OSError as exc:
             reason = "no such interface" if exc.errno == errno.ENODEV else "it has no IPv4 address"
-            raise OSError(exc.errno, f"interface {name!r}: {reason}") from None
+            raise OSError(f"interface {name!r}: {reason}") from None
     return socket.inet_ntoa(packed[20:24])
 
 

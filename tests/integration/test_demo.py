@@ -1,0 +1,77 @@
+"""``pyconpro demo --duration 5``: exits 0, wrote rows, says where they are and how to query them.
+
+The demo gets its own unusual addresses (its fallback to a free 127.x.y.2 is for users; tests do
+not rely on it) and a temporary directory; its simulator and supervisor are its children and it
+stops them itself, which the test checks by PID afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _addresses() -> tuple[str, str]:
+    rng = random.Random()
+    for _ in range(100):
+        n = rng.randrange(2, 254)
+        sim, local = f"127.74.{n}.2", f"127.74.{n}.1"
+        with socket.socket() as s:
+            try:
+                s.bind((sim, 44818))
+            except OSError:
+                continue
+        return sim, local
+    raise AssertionError("no free 127.74.N.2:44818")
+
+
+def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
+    sim, local = _addresses()
+    out_dir = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyconpro.cli", "demo", "--duration", "5", "--dir", str(out_dir),
+         "--sim-address", sim, "--local-address", local],
+        check=False, capture_output=True, text=True, timeout=150, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    db = out_dir / "demo.sqlite3"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        counts = dict(con.execute("SELECT tag, COUNT(*) FROM samples GROUP BY tag").fetchall())
+        events = con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    finally:
+        con.close()
+    assert set(counts) == {"Counter", "Sine", "Array10", "Motor", "Message"}
+    total = sum(counts.values())
+    # Progress, live values, the stop, then where the data is and how to query it.
+    assert f"starting the PLC simulator on {sim}" in text
+    assert "live values from demo (for 5 s)" in text
+    assert re.search(r"Counter\s+DINT\s+\d+ samples", text)
+    shown = os.path.relpath(db, tmp_path)  # paths are shown relative to where it was started
+    assert f"The data is in {shown}: {total} samples" in text
+    assert f"and {events} events" in text
+    assert f'sqlite3 {shown} "SELECT tag, COUNT(*), MAX(value_json) FROM samples GROUP BY tag"' in text
+    one_liner = re.search(r'^\s+(\S*python\S*) -c "(.+)"$', text, re.MULTILINE)
+    assert one_liner is not None, text
+    q = subprocess.run([sys.executable, "-c", one_liner.group(2)], check=False, capture_output=True,
+                       text=True, timeout=30, cwd=tmp_path)  # fmt: skip
+    assert q.returncode == 0 and q.stdout.startswith("[("), q.stderr
+    # Every process the demo started is gone (PIDs from its logs).
+    pids = {int(p) for p in re.findall(r"pid (\d+)", (out_dir / "pyconpro.log").read_text())}
+    assert pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

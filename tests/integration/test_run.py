@@ -1,0 +1,337 @@
+"""``pyconpro run`` end to end: two simulated PLCs, two I/O workers, the SQLite sink, the bus.
+
+Real processes on loopback only: simulators on 127.73.N.2 / 127.73.N.3 (N picked free per
+test, TCP 44818 on its own address, UDP on a kernel-chosen port), workers on 127.73.N.1 and
+127.73.N.4 (one per local address, so the run has two workers), bus and control sockets as
+``ipc://`` files in the test's temporary directory. Every wait has a deadline; every process is
+stopped by PID at the end (the supervisor's children die with it through PDEATHSIG, and the test
+checks they are gone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyconpro.status_cli import request
+
+simulator_testing = pytest.importorskip("simulator.testing")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 30.0
+
+
+def _free(addr: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((addr, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_net() -> int:
+    rng = random.Random()
+    for _ in range(100):
+        n = rng.randrange(2, 254)
+        if all(_free(f"127.73.{n}.{h}", 44818, socket.SOCK_STREAM) for h in (2, 3)):
+            return n
+    raise AssertionError("no free 127.73.N.0/24 for the simulators")
+
+
+def _free_udp_port(*addrs: str) -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((addrs[0], 0))
+            port: int = s.getsockname()[1]
+        if all(_free(a, port, socket.SOCK_DGRAM) for a in addrs[1:]):
+            return port
+    raise AssertionError("no UDP port free on every worker address")
+
+
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@dataclass
+class Plant:
+    tmp: Path
+    net: int
+    sims: list[Any]
+
+    def addr(self, host: int) -> str:
+        return f"127.73.{self.net}.{host}"
+
+    def config(self, *, line1_tags: str = '"Counter", "Array10"') -> str:
+        port = self.worker_port
+        tags1 = "".join(f'  [[plc.tag]]\n  name = {t.strip()}\n  rpi_ms = 50\n'
+                        for t in line1_tags.split(","))  # fmt: skip
+        return f"""
+[bus]
+endpoint = "ipc://{self.tmp}/bus"
+control_base = "ipc://{self.tmp}/ctl"
+[worker]
+udp_port = {port}
+stats_interval_s = 1
+[supervisor]
+start_s = 0.5
+backoff_initial_s = 0.2
+backoff_max_s = 1
+stop_timeout_s = 15
+
+[[plc]]
+name = "line1"
+address = "{self.addr(2)}"
+local_address = "{self.addr(1)}"
+udp_port = {self.sims[0].udp_port}
+{tags1}
+[[plc]]
+name = "line2"
+address = "{self.addr(3)}"
+local_address = "{self.addr(4)}"
+udp_port = {self.sims[1].udp_port}
+rpi_ms = 100
+  [[plc.tag]]
+  name = "Counter"
+  [[plc.tag]]
+  name = "Sine"
+  alias = "wave"
+
+[[sink]]
+kind = "sqlite"
+name = "db"
+path = "out.sqlite3"
+flush_interval_s = 0.2
+"""
+
+    worker_port: int = 0
+
+
+@pytest.fixture
+def plant(tmp_path: Path) -> Iterator[Plant]:
+    net = _pick_net()
+    sims = []
+    try:
+        for host in (2, 3):
+            sims.append(simulator_testing.start_simulator(f"127.73.{net}.{host}", tcp_port=44818))
+        p = Plant(tmp_path, net, sims)
+        p.worker_port = _free_udp_port(p.addr(1), p.addr(4))
+        yield p
+    finally:
+        for sim in sims:
+            sim.close()
+
+
+class Run:
+    """``python -m pyconpro.cli run CONFIG`` as a child of the test."""
+
+    def __init__(self, plant: Plant, text: str) -> None:
+        self.plant = plant
+        self.config = plant.tmp / "pipeline.toml"
+        self.config.write_text(text)
+        self.log = plant.tmp / "run.log"
+        self.control = f"ipc://{plant.tmp}/ctl-supervisor"
+        self.db = plant.tmp / "out.sqlite3"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pyconpro.cli", "run", str(self.config)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO,
+            )  # fmt: skip
+        self.child_pids: set[int] = set()
+
+    def status(self) -> dict[str, Any]:
+        st = request(self.control, {"op": "status"}, 5.0)
+        assert st is not None and st.get("ok"), f"no status; log:\n{self.log_text()}"
+        for c in st["children"]:
+            if c["pid"]:
+                self.child_pids.add(c["pid"])
+        return st
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        if not self.db.exists():
+            return {}
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = con.execute("SELECT plc, tag, COUNT(*) FROM samples GROUP BY plc, tag")
+            return {(p, t): n for p, t, n in rows}
+        except sqlite3.OperationalError:  # schema not created yet
+            return {}
+        finally:
+            con.close()
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"pyconpro run did not stop; log:\n{self.log_text()}") from None
+
+    def assert_children_gone(self) -> None:
+        def gone() -> bool:
+            for pid in self.child_pids:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                return False
+            return True
+
+        wait_for(gone, "every child process to be gone", 10.0)
+
+
+@pytest.fixture
+def run_factory(plant: Plant) -> Iterator[Callable[..., Run]]:
+    runs: list[Run] = []
+
+    def start(text: str | None = None) -> Run:
+        r = Run(plant, text if text is not None else plant.config())
+        runs.append(r)
+        return r
+
+    yield start
+    for r in runs:
+        if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait(10)
+
+
+EXPECTED = {("line1", "Counter"), ("line1", "Array10"), ("line2", "Counter"), ("line2", "wave")}
+
+
+def test_two_simulated_plcs_end_to_end(plant: Plant, run_factory: Callable[..., Run]) -> None:
+    run = run_factory()
+    wait_for(lambda: set(run.counts()) == EXPECTED and min(run.counts().values()) >= 5,
+             f"5 rows of each of {sorted(EXPECTED)}")  # fmt: skip
+    st = run.status()
+    workers = sorted(c["name"] for c in st["children"] if c["kind"] == "worker")
+    assert workers == [f"worker-{plant.addr(1)}", f"worker-{plant.addr(4)}"]
+    assert run.stop() == 0, run.log_text()
+    run.assert_children_gone()
+
+    types = {(p, t): ty for p, t, ty in run.query("SELECT DISTINCT plc, tag, type FROM samples")}
+    assert types == {("line1", "Counter"): "DINT", ("line1", "Array10"): "DINT[10]",
+                     ("line2", "Counter"): "DINT", ("line2", "wave"): "REAL"}  # fmt: skip
+    pubs = dict(run.query("SELECT DISTINCT plc, publisher FROM samples"))
+    assert pubs == {"line1": f"worker-{plant.addr(1)}", "line2": f"worker-{plant.addr(4)}"}
+    counter = [(json.loads(v), raw) for v, raw in run.query(
+        "SELECT value_json, raw FROM samples WHERE plc='line1' AND tag='Counter' ORDER BY id")]
+    values = [v for v, _ in counter]
+    assert all(isinstance(v, int) for v in values)
+    assert values == sorted(values) and values[-1] > values[0]
+    assert all(int.from_bytes(raw, "little", signed=True) == v for v, raw in counter)
+    for (arr,) in run.query("SELECT value_json FROM samples WHERE tag='Array10'"):
+        a = json.loads(arr)
+        assert len(a) == 10 and all(isinstance(x, int) for x in a)
+    # Workers stop first, so their Forward_Close events reach the still-running sink.
+    closed = {(p, t) for p, t in run.query(
+        "SELECT plc, tag FROM events WHERE kind='state' AND state_to='CLOSED'")}  # fmt: skip
+    assert closed == EXPECTED
+
+
+def test_sigkilled_worker_and_sink_come_back_and_data_flows(
+    plant: Plant, run_factory: Callable[..., Run]
+) -> None:
+    run = run_factory()
+    wait_for(lambda: run.counts().get(("line1", "Counter"), 0) >= 5, "first rows")
+    st = wait_for(lambda: (s := run.status()) and all(
+        c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+    victims = {c["name"]: c["pid"] for c in st["children"]
+               if c["name"] in (f"worker-{plant.addr(1)}", "sink-db")}  # fmt: skip
+    assert len(victims) == 2
+    for pid in victims.values():
+        os.kill(pid, signal.SIGKILL)
+
+    def back() -> dict[str, Any] | None:
+        s = run.status()
+        cs = {c["name"]: c for c in s["children"]}
+        ok = all(cs[n]["state"] == "RUNNING" and cs[n]["pid"] != pid and cs[n]["restarts"] == 1
+                 for n, pid in victims.items())  # fmt: skip
+        return s if ok else None
+
+    back_st = wait_for(back, "worker and sink restarted")
+    for name in victims:
+        c = next(c for c in back_st["children"] if c["name"] == name)
+        assert c["last_exit"] == "killed by SIGKILL"
+    restarted_ns = time.time_ns()
+
+    def flowing() -> bool:
+        rows = run.query("SELECT plc, tag, COUNT(*) FROM samples WHERE t_wall_ns > ? "
+                         "GROUP BY plc, tag", restarted_ns)  # fmt: skip
+        got = {(p, t): n for p, t, n in rows}
+        return set(got) == EXPECTED and min(got.values()) >= 3
+
+    wait_for(flowing, "rows from both PLCs after the restarts")
+    # The status screen shows it too.
+    out = subprocess.run(
+        [sys.executable, "-m", "pyconpro.cli", "status", "--once", "--control", run.control],
+        check=False, capture_output=True, text=True, timeout=30, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "killed by SIGKILL" in out.stdout
+    assert "line1/Counter" in out.stdout and "RUNNING" in out.stdout
+    assert run.stop() == 0, run.log_text()
+    run.assert_children_gone()
+
+
+def test_reload_adds_a_tag_without_restarting_the_worker(
+    plant: Plant, run_factory: Callable[..., Run]
+) -> None:
+    run = run_factory()
+    wait_for(lambda: set(run.counts()) == EXPECTED, "first rows of every tag")
+    st = wait_for(lambda: (s := run.status()) and all(
+        c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+    pids = {c["name"]: c["pid"] for c in st["children"]}
+    run.config.write_text(plant.config(line1_tags='"Counter", "Array10", "Sine"'))
+    run.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: run.counts().get(("line1", "Sine"), 0) >= 3, "rows of the added tag")
+    st = run.status()
+    assert {c["name"]: c["pid"] for c in st["children"]} == pids
+    assert st["supervisor"]["last_reload"]["ok"] is True
+    assert "add line1/Sine" in st["supervisor"]["last_reload"]["message"]
+    # tail shows live decoded samples of the new tag
+    out = subprocess.run(
+        [sys.executable, "-m", "pyconpro.cli", "tail", "line1/Sine", "--json", "--count", "3",
+         "--timeout", "20", "--connect", f"ipc://{plant.tmp}/bus"],
+        check=False, capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert len(lines) == 3
+    assert all(x["stream"] == "sample" and (x["plc"], x["tag"], x["type"]) == ("line1", "Sine", "REAL")
+               for x in lines)  # fmt: skip
+    assert run.stop() == 0, run.log_text()
+    run.assert_children_gone()

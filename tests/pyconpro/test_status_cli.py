@@ -1,0 +1,89 @@
+"""``pyconpro status``: the screen rendered from a status map, and the message when no
+supervisor answers (a real control socket that nobody serves, with a short timeout)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pyconpro.status_cli import control_endpoint, render
+
+REPO = Path(__file__).resolve().parents[2]
+
+STATUS = {
+    "ok": True,
+    "supervisor": {"pid": 42, "config": "/etc/plant.toml", "bus": "tcp://127.0.0.1:5555",
+                   "uptime_s": 3725.0, "state": "running",
+                   "last_reload": {"ok": False, "message": "the new configuration is not valid, "
+                                   "nothing changed:\nplant.toml:3: ..."}},
+    "forwarder": {"alive": True, "upstreams": ["ipc:///tmp/w1.pub"], "rate_msgs_s": 30.4,
+                  "messages_in": 1234},
+    "children": [
+        {"name": "worker-10.0.0.1", "kind": "worker", "state": "RUNNING", "pid": 100,
+         "restarts": 1, "last_exit": "killed by SIGKILL", "reason": "reported ready",
+         "next_in_s": None},
+        {"name": "sink-db", "kind": "sink", "state": "BACKOFF", "pid": None, "restarts": 2,
+         "last_exit": "exit code 2", "reason": "exited with code 2 during start-up (2/5)",
+         "next_in_s": 1.5},
+    ],
+    "workers": {
+        "worker-10.0.0.1": {
+            "control": "ipc:///tmp/w1", "age_s": 0.2, "local_address": "10.0.0.1",
+            "udp_port": 2222, "rates": {"line1/Counter": 10.0, "*": 10.0},
+            "counters": {"samples": 500, "drop_wrong_source": 3, "drop_stale": 0, "pub_drops": 0},
+            "plcs": [{"address": "10.0.0.5", "port": 44818, "up": True, "last_failure": None}],
+            "consumers": [
+                {"key": "line1/Counter", "state": "RUNNING", "type": "DINT", "samples": 500,
+                 "counters": {"gap": 2, "timeouts": 0, "rejects": 0}},
+                {"key": "line1/Missing", "state": "FAILED", "type": None, "samples": 0,
+                 "failure": "tag 'Missing' is not in the controller's tag list",
+                 "counters": {"gap": 0, "timeouts": 0, "rejects": 1}},
+                {"key": "line1/Busy", "state": "BACKOFF", "type": "REAL", "samples": 0,
+                 "counters": {"gap": 0, "timeouts": 0, "rejects": 3}},
+            ],
+        },
+        "worker-10.0.1.1": {"control": "ipc:///tmp/w2", "age_s": None},
+    },
+    "last_errors": {"line1/Busy": {"kind": "reject", "message": "0x01/0x0113 out of connections"}},
+}  # fmt: skip
+
+
+def test_render_one_screen() -> None:
+    lines = render(STATUS).splitlines()
+    assert lines[0] == "pyconpro running  pid 42  up 62m  config /etc/plant.toml"
+    assert lines[1] == "bus tcp://127.0.0.1:5555  30 msg/s  1234 msgs forwarded  1 publisher(s)"
+    assert lines[2] == "last reload FAILED: the new configuration is not valid, nothing changed:"
+    text = "\n".join(lines)
+    assert "worker-10.0.0.1  worker  RUNNING  100  1         killed by SIGKILL  reported ready" in text
+    assert ("sink-db          sink    BACKOFF  -    2         exit code 2        exited with code 2"
+            " during start-up (2/5); retry in 1.5s") in text  # fmt: skip
+    assert "worker-10.0.0.1  10.0.0.1:2222  10.0 samples/s  drops: drop_wrong_source=3" in text
+    assert "  session 10.0.0.5:44818 up" in text
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("  line1/")}
+    assert rows["line1/Counter"][:8] == ["line1/Counter", "RUNNING", "DINT", "10.0", "500", "2",
+                                         "0", "0"]  # fmt: skip
+    assert "not in the controller's tag list" in " ".join(rows["line1/Missing"])
+    assert " ".join(rows["line1/Busy"][8:]) == "0x01/0x0113 out of connections"
+    assert "worker-10.0.1.1: no status yet" in text
+
+
+def test_no_supervisor_says_what_to_check(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/nobody-supervisor"
+    res = subprocess.run(
+        [sys.executable, "-m", "pyconpro.cli", "status", "--once", "--control", endpoint,
+         "--timeout", "0.5"],
+        check=False, capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert f"the supervisor at {endpoint} did not answer (no answer within 0.5 s)" in res.stderr
+    assert "Is `pyconpro run` running?" in res.stderr
+
+
+def test_control_endpoint_from_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[bus]\ncontrol_base = "tcp://127.0.0.1:7100"\n[[plc]]\nname = "a"\n'
+                   'address = "127.0.0.2"\n  [[plc.tag]]\n  name = "T"\n')  # fmt: skip
+    assert control_endpoint(None, str(cfg)) == "tcp://127.0.0.1:7100"
+    assert control_endpoint("ipc:///x", str(cfg)) == "ipc:///x"
+    assert control_endpoint(None, None) == "ipc:///tmp/pyconpro-supervisor"
