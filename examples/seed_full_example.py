@@ -1,6 +1,6 @@
 """The original README's "Full Example", unchanged but for the IP (the simulator's).
 
-Run the simulated controller first:  pyconpro sim --config examples/seed_tags.toml
+Run the simulated controller first:  pyconpro sim --config examples/sim-seed-tags.toml
 """
 from pyconpro import Connection, ConsumerHint
 import time

@@ -1,6 +1,6 @@
 """The same API with the Pythonic names, no datasize, and the richer handler.
 
-Run the simulated controller first:  pyconpro sim --config examples/seed_tags.toml
+Run the simulated controller first:  pyconpro sim --config examples/sim-seed-tags.toml
 """
 
 import time

@@ -28,7 +28,7 @@ from pyconpro import CommError, Connection, ConsumerHint, DatasizeError, TagSamp
 from simulator.testing import SimulatorProcess, start_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED_TAGS = ROOT / "examples" / "seed_tags.toml"
+SEED_TAGS = ROOT / "examples" / "sim-seed-tags.toml"
 FULL_EXAMPLE = ROOT / "examples" / "seed_full_example.py"
 WAIT = 10.0  # every wait below has this timeout
 
