@@ -4,6 +4,7 @@ problem with file, line, key and fix and exit 1. Nothing is started either way."
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,14 @@ def test_shipped_examples_are_valid() -> None:
     for example in (REPO / "examples" / "pipeline.toml", REPO / "examples" / "real-plc.toml"):
         out = io.StringIO()
         assert check(str(example), resolve=False, out=out) == 0, out.getvalue()
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## A real PLC.*?```toml\n(.*?)```", readme, re.DOTALL)
+    assert block is not None
+    cfg = tmp_path / "plant.toml"
+    cfg.write_text("\n".join(line.removeprefix("   ") for line in block.group(1).splitlines()))
+    out = io.StringIO()
+    assert check(str(cfg), resolve=False, out=out) == 0, out.getvalue()
+    assert "plc press1 at 192.168.1.20 slot 0: PressStatus, PressForces" in out.getvalue()
