@@ -21,7 +21,7 @@ _U64 = struct.Struct("<Q")
 class Reader:
     """A cursor over ``data[start:end]``; offsets reported are relative to ``data``."""
 
-    __slots__ = ("data", "pos", "end", "context")
+    __slots__ = ("context", "data", "end", "pos")
 
     def __init__(self, data: bytes, start: int = 0, end: int | None = None, context: str = ""):
         self.data = data
@@ -77,7 +77,7 @@ class Reader:
         self.pos = self.end
         return out
 
-    def sub(self, n: int, what: str) -> "Reader":
+    def sub(self, n: int, what: str) -> Reader:
         """A reader over the next ``n`` bytes; this reader moves past them."""
         self.need(n, what)
         r = Reader(self.data, self.pos, self.pos + n, self.context)

@@ -67,7 +67,7 @@ class Request:
         return _REQ_HEAD.pack(self.service, len(self.path) // 2) + self.path + self.data
 
     @classmethod
-    def decode(cls, message: bytes) -> "Request":
+    def decode(cls, message: bytes) -> Request:
         r = Reader(message, context="CIP request")
         service, words = r.unpack(_REQ_HEAD, "service and path size")
         if service & REPLY_FLAG:
@@ -96,7 +96,7 @@ class Reply:
         )
 
     @classmethod
-    def decode(cls, message: bytes) -> "Reply":
+    def decode(cls, message: bytes) -> Reply:
         r = Reader(message, context="CIP reply")
         service, reserved, status, n = r.unpack(_REPLY_HEAD, "reply service, status and size")
         if not service & REPLY_FLAG:
@@ -171,7 +171,7 @@ class UnconnectedSend:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> "UnconnectedSend":
+    def decode(cls, data: bytes) -> UnconnectedSend:
         r = Reader(data, context="Unconnected_Send")
         tick, ticks, n = r.unpack(_US_HEAD, "priority, timeout and message length")
         message = r.take(n, f"embedded message of {n} bytes")

@@ -65,7 +65,7 @@ class Class1Datagram:
         )
 
     @classmethod
-    def decode(cls, datagram: bytes, run_idle_header: bool = False) -> "Class1Datagram":
+    def decode(cls, datagram: bytes, run_idle_header: bool = False) -> Class1Datagram:
         """Decode one datagram; ``run_idle_header`` says whether this connection carries the
         32-bit header (Logix produced-tag data does not; protocol.md 6.3)."""
         if len(datagram) < PREFIX_SIZE:
@@ -119,7 +119,7 @@ class Class0Datagram:
                              len(self.data)) + self.data
 
     @classmethod
-    def decode(cls, datagram: bytes) -> "Class0Datagram":
+    def decode(cls, datagram: bytes) -> Class0Datagram:
         if len(datagram) < _PREFIX0.size:
             raise MalformedPacket(f"a class-0 datagram of at least {_PREFIX0.size} bytes", len(datagram), "class-0")
         count, t1, l1, cid, t2, l2 = _PREFIX0.unpack_from(datagram)

@@ -109,7 +109,7 @@ class NetworkParameters:
         )
 
     @classmethod
-    def from_word16(cls, word: int) -> "NetworkParameters":
+    def from_word16(cls, word: int) -> NetworkParameters:
         return cls(
             ConnectionType((word >> 13) & 3),
             Priority((word >> 10) & 3),
@@ -120,7 +120,7 @@ class NetworkParameters:
         )
 
     @classmethod
-    def from_word32(cls, word: int) -> "NetworkParameters":
+    def from_word32(cls, word: int) -> NetworkParameters:
         return cls(
             ConnectionType((word >> 29) & 3),
             Priority((word >> 26) & 3),
@@ -146,7 +146,7 @@ class TransportTrigger:
         return (int(self.server) << 7) | (self.trigger << 4) | self.transport_class
 
     @classmethod
-    def from_byte(cls, b: int) -> "TransportTrigger":
+    def from_byte(cls, b: int) -> TransportTrigger:
         return cls(b & 0x0F, (b >> 4) & 0x07, bool(b & 0x80))
 
 
@@ -230,7 +230,7 @@ class ForwardOpenRequest:
         return cip.Request(self.service, cm_path, self.encode_body()).encode()
 
     @classmethod
-    def decode_body(cls, data: bytes, large: bool = False) -> "ForwardOpenRequest":
+    def decode_body(cls, data: bytes, large: bool = False) -> ForwardOpenRequest:
         name = "Large_Forward_Open" if large else "Forward_Open"
         r = Reader(data, context=name)
         st = _LFO if large else _FO
@@ -243,7 +243,7 @@ class ForwardOpenRequest:
                    transport, path, tick, ticks, large, reserved)
 
     @classmethod
-    def from_request(cls, request: cip.Request) -> "ForwardOpenRequest":
+    def from_request(cls, request: cip.Request) -> ForwardOpenRequest:
         if request.service == cip.Service.FORWARD_OPEN:
             return cls.decode_body(request.data, large=False)
         if request.service == cip.Service.LARGE_FORWARD_OPEN:
@@ -291,7 +291,7 @@ class ForwardOpenSuccess:
         return cip.Reply(service, 0, (), self.encode_body())
 
     @classmethod
-    def decode_body(cls, data: bytes) -> "ForwardOpenSuccess":
+    def decode_body(cls, data: bytes) -> ForwardOpenSuccess:
         r = Reader(data, context="Forward_Open reply")
         ot, to, serial, vendor, oserial, ot_api, to_api, words, reserved = r.unpack(
             _FO_OK, "26-byte Forward_Open success reply"
@@ -335,7 +335,7 @@ class ConnectionFailure:
         return cip.Reply(service, self.general_status, self.additional, self.encode_body())
 
     @classmethod
-    def from_reply(cls, reply: cip.Reply) -> "ConnectionFailure":
+    def from_reply(cls, reply: cip.Reply) -> ConnectionFailure:
         r = Reader(reply.data, context="connection failure reply")
         serial, vendor, oserial = r.unpack(_TRIAD, "triad (8 bytes) after the additional status")
         if r.remaining() == 0:
@@ -389,7 +389,7 @@ class ForwardCloseRequest:
         return cip.Request(cip.Service.FORWARD_CLOSE, cm_path, self.encode_body()).encode()
 
     @classmethod
-    def decode_body(cls, data: bytes) -> "ForwardCloseRequest":
+    def decode_body(cls, data: bytes) -> ForwardCloseRequest:
         r = Reader(data, context="Forward_Close")
         tick, ticks, serial, vendor, oserial, words, reserved = r.unpack(
             _FC, "12-byte Forward_Close fixed fields"
@@ -417,7 +417,7 @@ class ForwardCloseSuccess:
         return cip.Reply(cip.Service.FORWARD_CLOSE, 0, (), self.encode_body())
 
     @classmethod
-    def decode_body(cls, data: bytes) -> "ForwardCloseSuccess":
+    def decode_body(cls, data: bytes) -> ForwardCloseSuccess:
         r = Reader(data, context="Forward_Close reply")
         serial, vendor, oserial, words, reserved = r.unpack(_FC_OK, "10-byte Forward_Close reply")
         app = r.take(2 * words, f"application reply of {words} words")

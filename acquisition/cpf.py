@@ -114,7 +114,7 @@ class Sockaddr:
         return _SOCKADDR.pack(self.family, self.port, packed, self.zero)
 
     @classmethod
-    def decode(cls, r: Reader) -> "Sockaddr":
+    def decode(cls, r: Reader) -> Sockaddr:
         family, port, addr, zero = r.unpack(_SOCKADDR, "sockaddr (16 bytes, big-endian)")
         return cls(str(ipaddress.IPv4Address(addr)), port, family, zero)
 
@@ -175,7 +175,7 @@ class IdentityItem:
         )
 
     @classmethod
-    def decode_body(cls, r: Reader) -> "IdentityItem":
+    def decode_body(cls, r: Reader) -> IdentityItem:
         version = r.u16("identity protocol version")
         sockaddr = Sockaddr.decode(r)
         vendor, dtype, pcode, major, minor, status, serial = r.unpack(
@@ -203,7 +203,7 @@ class ServicesItem:
         return _SERVICES.pack(self.version, self.capabilities, self.name)
 
     @classmethod
-    def decode_body(cls, r: Reader) -> "ServicesItem":
+    def decode_body(cls, r: Reader) -> ServicesItem:
         version, caps, name = r.unpack(_SERVICES, "list-services item (20 bytes)")
         r.expect_end("list-services item")
         return cls(version, caps, name)

@@ -70,7 +70,7 @@ class EncapsulationPacket:
         )
 
     @classmethod
-    def decode(cls, frame: bytes) -> "EncapsulationPacket":
+    def decode(cls, frame: bytes) -> EncapsulationPacket:
         """Decode exactly one complete frame (header + ``length`` bytes, nothing more)."""
         r = Reader(frame, context="encapsulation")
         command, length, session, status, context, options = r.unpack(
@@ -124,7 +124,7 @@ class RegisterSessionData:
         return _REGISTER.pack(self.protocol_version, self.options)
 
     @classmethod
-    def decode(cls, data: bytes) -> "RegisterSessionData":
+    def decode(cls, data: bytes) -> RegisterSessionData:
         r = Reader(data, context="RegisterSession")
         version, options = r.unpack(_REGISTER, "protocol version and option flags")
         r.expect_end("RegisterSession data")
@@ -143,7 +143,7 @@ class SendData:
         return _SEND_DATA.pack(self.interface_handle, self.timeout) + cpf.encode_items(self.items)
 
     @classmethod
-    def decode(cls, data: bytes) -> "SendData":
+    def decode(cls, data: bytes) -> SendData:
         r = Reader(data, context="SendRRData/SendUnitData")
         handle, timeout = r.unpack(_SEND_DATA, "interface handle and timeout")
         items = cpf.decode_items(data, r.pos, context="SendRRData/SendUnitData CPF")

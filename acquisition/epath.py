@@ -43,7 +43,7 @@ class PortSegment:
     link: bytes
 
     @classmethod
-    def slot(cls, slot: int, port: int = 1) -> "PortSegment":
+    def slot(cls, slot: int, port: int = 1) -> PortSegment:
         if not 0 <= slot <= 255:
             raise UsageError(f"slot {slot} out of range 0..255")
         return cls(port, bytes([slot]))

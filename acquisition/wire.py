@@ -443,7 +443,7 @@ class SampleStream:
     only packs. The bytes are identical to ``Sample.encode`` (a test holds it to that).
     """
 
-    __slots__ = ("topic", "_const", "_next")
+    __slots__ = ("_const", "_next", "topic")
 
     def __init__(self, publisher: str, plc: str, tag: str, type_name: str | None = None) -> None:
         probe = Sample(seq=0, publisher=publisher, plc=plc, tag=tag, t_wall_ns=0, t_mono_ns=0,
