@@ -85,6 +85,20 @@ class _Pending:
     frame: bytes  # unsent until READY (requests made while REGISTERING are queued)
     deadline: float
     sent: bool = False
+    # A successful Unconnected_Send is answered with the embedded service's reply (protocol.md
+    # 5.11), so a routed request accepts that service too.
+    embedded_service: int | None = None
+
+
+def _embedded_service(message: bytes) -> int | None:
+    """The service of the request an Unconnected_Send carries, or None for other requests."""
+    if message[0] != cip.Service.UNCONNECTED_SEND:
+        return None
+    try:
+        inner = cip.UnconnectedSend.decode(cip.Request.decode(message).data).message
+    except MalformedPacket:
+        return None
+    return inner[0] & 0x7F if inner else None
 
 
 class Session:
@@ -145,7 +159,8 @@ class Session:
         context = self._context()
         p = _Pending(self._handles, message[0], encap.Command.SEND_RR_DATA,
                      encap.send_rr_data(message, extra_items), now + (timeout or
-                                                                      self.request_timeout))
+                                                                      self.request_timeout),
+                     embedded_service=_embedded_service(message))
         self._pending[context] = p
         if self.state is SessionState.READY:
             self._send(context, p)
@@ -224,7 +239,7 @@ class Session:
             reply = cip.Reply.decode(message)
         except MalformedPacket as exc:
             return [RequestFailed(pending.handle, f"malformed SendRRData reply: {exc}")]
-        if reply.service != pending.service & 0x7F:
+        if reply.service not in (pending.service & 0x7F, pending.embedded_service):
             return [RequestFailed(pending.handle,
                                   f"reply service 0x{reply.service | 0x80:02X} to request"
                                   f" service 0x{pending.service:02X}")]

@@ -221,3 +221,26 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     s = registered()
     send(s)
     s.receive_data(data, 0.0)
+
+
+def test_routed_request_accepts_the_embedded_service_reply() -> None:
+    """A successful Unconnected_Send is answered with the embedded service's reply
+    (protocol.md 5.11), e.g. 0x81 to a routed Get_Attributes_All."""
+    from acquisition import cip as _cip
+    from acquisition import encap as _encap
+    from acquisition.session import ReplyReceived, Session
+
+    s = Session()
+    s.start(0.0)
+    first = _encap.EncapsulationPacket.decode(s.data_to_send())
+    s.receive_data(_encap.EncapsulationPacket(first.command, first.data, 0x42, 0, first.context).encode(), 0.0)
+    inner = _cip.Request(0x01, bytes.fromhex("20012401")).encode()
+    routed = _cip.Request(0x52, bytes.fromhex("20062401"),
+                          _cip.UnconnectedSend(inner, b"\x01\x00").encode()).encode()
+    h = s.send_rr(routed, 0.0)
+    req = _encap.EncapsulationPacket.decode(s.data_to_send())
+    reply = _cip.Reply(0x01, 0, (), b"identity").encode()
+    events = s.receive_data(_encap.EncapsulationPacket(
+        0x6F, _encap.send_rr_data(reply), 0x42, 0, req.context).encode(), 0.1)
+    assert [type(e) for e in events] == [ReplyReceived] and events[0].handle == h
+    assert events[0].reply.data == b"identity"
