@@ -441,11 +441,14 @@ class SampleStream:
     encoder checks the constant fields once, at construction, keeps the topic and the constant
     part of the body, numbers the messages itself (``sq`` per topic, like ``SeqCounter``) and
     only packs. The bytes are identical to ``Sample.encode`` (a test holds it to that).
+    Give the publisher's ``SeqCounter`` as ``counter`` so a stream re-created for the same
+    topic (a consumer removed and added again) continues its numbering.
     """
 
-    __slots__ = ("_const", "_next", "topic")
+    __slots__ = ("_const", "_counter", "_next", "topic")
 
-    def __init__(self, publisher: str, plc: str, tag: str, type_name: str | None = None) -> None:
+    def __init__(self, publisher: str, plc: str, tag: str, type_name: str | None = None,
+                 counter: SeqCounter | None = None) -> None:
         probe = Sample(seq=0, publisher=publisher, plc=plc, tag=tag, t_wall_ns=0, t_mono_ns=0,
                        cip_seq=0, gap=0, value=None, raw=b"", type_name=type_name)
         try:
@@ -456,13 +459,17 @@ class SampleStream:
         self._const = {k: body[k] for k in ("v", "pub", "plc", "tag")}
         if type_name is not None:
             self._const["ty"] = body["ty"]
+        self._counter = counter
         self._next = 0
 
     def encode(self, t_wall_ns: int, t_mono_ns: int, cip_seq: int, gap: int, value: Value,
                raw: bytes) -> bytes:
         """The next message body of this stream (the caller sends ``[stream.topic, body]``)."""
-        seq = self._next
-        self._next = (seq + 1) & U64_MAX
+        if self._counter is not None:
+            seq = self._counter.next(self.topic)
+        else:
+            seq = self._next
+            self._next = (seq + 1) & U64_MAX
         # Same key order as Sample._checked_body so the bytes match exactly.
         body = {"v": self._const["v"], "sq": seq, "pub": self._const["pub"],
                 "plc": self._const["plc"], "tag": self._const["tag"], "tw": t_wall_ns,

@@ -577,3 +577,11 @@ def test_sample_stream_round_trip(values: list, cip_seq: int, raw: bytes) -> Non
     stream = wire.SampleStream("pub", "plc", "tag", "REAL")
     s = wire.Sample.decode(stream.topic, stream.encode(5, 6, cip_seq, 0, values, raw))
     assert (s.value, s.cip_seq, s.raw, s.seq) == (values, cip_seq, raw, 0)
+
+
+def test_sample_stream_shares_the_publishers_counter() -> None:
+    counter = wire.SeqCounter()
+    first = wire.SampleStream("w", "p", "t", counter=counter)
+    assert [wire.decode(first.topic, first.encode(0, 0, 0, 0, 1, b"")).seq for _ in range(2)] == [0, 1]
+    again = wire.SampleStream("w", "p", "t", counter=counter)  # consumer removed and re-added
+    assert wire.decode(again.topic, again.encode(0, 0, 0, 0, 1, b"")).seq == 2
