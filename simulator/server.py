@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from acquisition import cip, cpf, encap, epath
 from acquisition.encap import Command
+from acquisition.explicit import UNCONNECTED_REPLY_LIMIT
 from acquisition.errors import MalformedPacket
 from acquisition.status import EncapsulationStatus
 from acquisition.target import Connection, ProducerTarget
@@ -494,7 +495,8 @@ class SimulatorServer:
             answer = reply.encode()
         else:
             self._cm_context = (client.peer[0], client.session, now)
-            answer = self.explicit.handle(message, now)
+            # Unconnected replies are limited like a Logix UCMM reply (about 500 bytes).
+            answer = self.explicit.handle(message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
         return self._reply(pkt, encap.send_rr_data(answer, items))
 
     def _cm_from_explicit(self, message: bytes) -> bytes:
@@ -515,7 +517,8 @@ class SimulatorServer:
             return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
 
         def handler(msg: bytes, when: float, conn: Connection) -> bytes:
-            return self.explicit.handle(msg, when, reply_limit=conn.to_size or None)
+            # the connection size includes the 2-byte sequence count of the connected data item
+            return self.explicit.handle(msg, when, reply_limit=(conn.to_size - 2) if conn.to_size > 2 else None)
 
         result = self.target.connected_request(conn_id, client.session, seq, message, now, handler)
         if result is None:
