@@ -77,7 +77,7 @@ from workers._consumers import (
     consumer_from_spec,
     consumer_from_text,
 )
-from workers._resolve import NotResolved, Resolved, TagResolver
+from acquisition.resolve import NotResolved, Resolved, TagResolver
 
 log = logging.getLogger("pyconpro.io_worker")
 

@@ -10,7 +10,7 @@ from acquisition import cip
 from acquisition.explicit import ExplicitTarget
 from acquisition.logix_types import byte_size
 from simulator.tags import default_store
-from workers._resolve import NotResolved, Resolved, TagResolver
+from acquisition.resolve import NotResolved, Resolved, TagResolver
 
 
 def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotResolved, int]:

@@ -12,6 +12,10 @@ encapsulation session (unconnected SendRRData, so no class-3 connection is neede
 The result is the full ``LogixType`` (atomic, array, or UDT) and ``tag_bytes`` per 9.4.
 Everything is pure: ``first()`` returns the first CIP request, ``on_reply(reply)`` returns the
 next request or a ``Resolved`` / ``NotResolved`` result.
+
+This is the one-tag lookup the I/O worker runs before a Forward_Open (it stops at the tag and
+fetches only the templates that tag needs); ``acquisition.discovery`` is the full upload that
+builds a whole ``TagCatalog`` (browse, the in-process API's datasize check).
 """
 
 from __future__ import annotations
