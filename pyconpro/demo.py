@@ -388,7 +388,9 @@ flush_interval_s = 0.5
         rows: list[tuple[str, int]] = []
         events = 0
         if db.exists():
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            # Everything has stopped by now: a read-write connection is the last one to close,
+            # so SQLite checkpoints the WAL and leaves one tidy file (a read-only one cannot).
+            con = sqlite3.connect(db)
             try:
                 rows = con.execute(
                     "SELECT tag, COUNT(*) FROM samples GROUP BY tag ORDER BY tag"
