@@ -57,7 +57,7 @@ from acquisition.logix_types import (
     compile_encoder,
 )
 from tests.acquisition.test_logix_objects import TemplatesFromOurBytes, all_structs
-from tests.acquisition.test_logix_types import struct_types, values_for
+from tests.acquisition.test_logix_types import has_unique_template_ids, struct_types, values_for
 
 # ---------------------------------------------------------------------------------------------
 # A fake Logix answering discovery requests with our encoders' bytes
@@ -565,18 +565,7 @@ def test_catalog_from_listing_matches_an_upload() -> None:
 @given(struct_types(2), st.integers(1, 4), st.integers(5, 64), st.data())
 def test_random_udts_round_trip_through_discovery(udt: StructType, page: int, chunk: int,
                                                   data: st.DataObject) -> None:
-    # A controller gives every template its own instance id; the random layouts derive ids
-    # from a 12-bit hash, so two different nested types can collide. Such a pair is not a
-    # controller that exists.
-    ids: dict[int, StructType] = {}
-    pending: list[LogixType] = [udt]
-    while pending:
-        t = pending.pop()
-        if isinstance(t, ArrayType):
-            pending.append(t.element)
-        elif isinstance(t, StructType):
-            assume(ids.setdefault(t.instance_id, t) == t)
-            pending.extend(m.type for m in t.members)
+    assume(has_unique_template_ids(udt))  # as on a controller
     tags: dict[str, LogixType] = {"U": udt, "UArr": ArrayType(udt, (2,)), "D": DINT}
     cat = run(CatalogBuilder(programs=False), FakeLogix.for_tags(tags, page=page, chunk=chunk))
     for name, t in tags.items():

@@ -15,7 +15,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from pycomm3 import LogixDriver
 from pycomm3 import cip as p3_cip
 from pycomm3.cip import DINT as P3_DINT
@@ -61,7 +61,7 @@ from acquisition.logix_types import (
     compile_encoder,
 )
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
-from tests.acquisition.test_logix_types import struct_types, values_for
+from tests.acquisition.test_logix_types import has_unique_template_ids, struct_types, values_for
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: every struct reachable from a type; a pycomm3 driver whose template I/O is ours
@@ -406,6 +406,7 @@ _P3_CODES = st.sampled_from([DataTypeCode[n] for n in (
 @given(struct_types(2, _P3_CODES), st.data())
 def test_template_round_trip_and_pycomm3_agreement(udt: StructType,
                                                     data: st.DataObject) -> None:
+    assume(has_unique_template_ids(udt))
     structs = all_structs(udt)
     raw = encode_template_definition(udt)
     attrs = TemplateAttributes.for_struct(udt)

@@ -91,6 +91,25 @@ def struct_types(
     return StructType.build(udt_name, specs)
 
 
+def has_unique_template_ids(t: LogixType) -> bool:
+    """True when no two different structs in ``t`` share a template instance id.
+
+    ``StructType.build`` derives ids from a 12-bit hash of the layout, so random trees can
+    collide; a controller gives every template its own id, so tests that look templates up by
+    id ``assume()`` this."""
+    seen: dict[int, StructType] = {}
+    pending: list[LogixType] = [t]
+    while pending:
+        x = pending.pop()
+        if isinstance(x, ArrayType):
+            pending.append(x.element)
+        elif isinstance(x, StructType):
+            if seen.setdefault(x.instance_id, x) != x:
+                return False
+            pending.extend(m.type for m in x.members)
+    return True
+
+
 def logix_types(depth: int = 2) -> st.SearchStrategy[LogixType]:
     atomic = st.sampled_from(FIXED_CODES).map(AtomicType)
     arrays = st.builds(
