@@ -16,6 +16,13 @@ must do is queued as ``Output`` values and collected with ``take_outputs()``; th
 
 States (``State``) and their transitions are the data table ``TRANSITIONS``; ``_transition`` is
 the single place that changes ``state`` and it emits exactly one ``ConnEvent`` per transition.
+
+A type and size the user gave are kept for the life of the connection. A type and size learned
+from the controller (neither given) are only as good as the controller's tag table, which a
+download replaces: after anything that may hide one (T->O watchdog, a failed request, a lost
+session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING again, and a
+changed type is announced ("tag type changed after a download: 32 -> 40 bytes") so the caller
+rebuilds its decoder (issue 6; protocol.md 9.4).
 """
 
 from __future__ import annotations
@@ -91,7 +98,8 @@ class Trigger(enum.StrEnum):
     REQUEST_FAILED = "request failed (session, timeout, malformed reply)"
     WATCHDOG = "T->O watchdog expired"
     RETRY_OPEN = "back-off over, size known"
-    RETRY_RESOLVE = "back-off over, size unknown"
+    RETRY_RESOLVE = "back-off over, size unknown or to be learned again"
+    SIZE_REJECTED = "Forward_Open rejected for its size, learned type to be checked again"
     STOP = "stop, a connection may be open"
     STOP_NOW = "stop, nothing open"
     CLOSE_DONE = "Forward_Close answered or gave up"
@@ -111,6 +119,9 @@ TRANSITIONS: Mapping[tuple[State, Trigger], State] = {
     (S.OPENING, T.REOPEN_NOW): S.OPENING,
     (S.OPENING, T.REJECTED): S.BACKOFF,
     (S.OPENING, T.REJECTED_FATAL): S.FAILED,
+    # 0x0109/0x0128 with a type we learned: the controller's tag table may have changed (a
+    # download); learn the type again before the next Forward_Open.
+    (S.OPENING, T.SIZE_REJECTED): S.RESOLVING,
     (S.OPENING, T.REQUEST_FAILED): S.BACKOFF,
     # A Forward_Open in flight may open the connection: close its triad (TCP keeps the order).
     (S.OPENING, T.STOP): S.CLOSING,
@@ -491,6 +502,11 @@ class Connection:
         self.tag_type: LogixType | None = params.tag_type
         if self.tag_bytes is None and self.tag_type is not None:
             self.tag_bytes = byte_size(self.tag_type)
+        # Neither size nor type given: both are the controller's and may change with a download.
+        self.learned = params.tag_bytes is None and params.tag_type is None
+        self._resolved: tuple[int, LogixType | None] | None = None  # last discovery answer
+        self._type_stale = False  # learned type to be learned again before the next open
+        self._size_refreshes = 0  # re-discoveries caused by size rejects since the last open
         self.to_rpi_us = params.rpi_us
         self.ot_rpi_us = params.ot_rpi
         self.failure: str | None = None  # why FAILED
@@ -566,6 +582,13 @@ class Connection:
             self._transition(Trigger.STOP_NOW, now, message="stopped")
         # CLOSING / CLOSED: already on the way out.
 
+    def on_session_lost(self, now: float) -> None:
+        """The PLC's encapsulation session ended (EOF, reset, encapsulation error). The class-1
+        connection does not depend on it, so nothing changes now; but the controller may have
+        been restarted or downloaded, so a learned type is learned again before the next
+        Forward_Open."""
+        self._mark_stale()
+
     def on_resolved(self, now: float, tag_bytes: int, tag_type: LogixType | None = None) -> None:
         if self.state is not State.RESOLVING:
             return  # a late answer to a discovery we gave up on
@@ -580,12 +603,23 @@ class Connection:
         if problem is not None:
             self._fail(Trigger.RESOLVE_FATAL, now, problem)
             return
+        previous, self._resolved = self._resolved, (tag_bytes, tag_type)
+        self._type_stale = False
         self.tag_bytes = tag_bytes
-        if tag_type is not None:
+        if tag_type is not None and tag_type != self.tag_type:
+            # A new object only when the type changed: the caller rebuilds its decoder when
+            # ``tag_type`` is another object.
             self.tag_type = tag_type
-        self._enter_opening(Trigger.RESOLVED, now,
-                            message=f"size learned: {tag_bytes} bytes"
-                            + (f" ({tag_type.name})" if tag_type is not None else ""))
+        if previous is None:
+            message = f"size learned: {tag_bytes} bytes" + (
+                f" ({tag_type.name})" if tag_type is not None else "")
+        elif previous != (tag_bytes, tag_type):
+            message = "tag type changed after a download: " + _type_change(previous,
+                                                                            (tag_bytes, tag_type))
+        else:
+            message = f"type unchanged: {tag_bytes} bytes" + (
+                f" ({tag_type.name})" if tag_type is not None else "")
+        self._enter_opening(Trigger.RESOLVED, now, message=message)
 
     def on_resolve_error(self, now: float, message: str, permanent: bool) -> None:
         if self.state is not State.RESOLVING:
@@ -704,16 +738,26 @@ class Connection:
             self._finish_close(now, f"closed without confirmation: no Forward_Close reply within"
                                f" {self.timing.request_s:g} s")
         elif st is State.BACKOFF:
-            if self.tag_bytes is None:
+            if self.tag_bytes is None or self._type_stale:
                 self._enter_resolving(Trigger.RETRY_RESOLVE, now)
             else:
                 self._enter_opening(Trigger.RETRY_OPEN, now)
 
     # ------------------------------------------------------------------ internals
 
-    def _enter_resolving(self, trigger: Trigger, now: float) -> None:
+    def _mark_stale(self) -> None:
+        if self.learned and self.tag_bytes is not None:
+            self._type_stale = True
+
+    def _enter_resolving(self, trigger: Trigger, now: float, *, kind: str = "state",
+                         message: str = "", status: tuple[int, tuple[int, ...]] | None = None
+                         ) -> None:
         self._deadline = now + self.timing.resolve_s
-        self._transition(trigger, now, message=f"learning the size of {self.params.tag!r}")
+        if not message:
+            message = (f"learning the size of {self.params.tag!r}" if self._resolved is None
+                       else f"learning the type of {self.params.tag!r} again (the controller's"
+                       " tag table may have changed)")
+        self._transition(trigger, now, kind=kind, message=message, status=status)
         self._emit(Resolve(self.params.tag))
 
     def _enter_opening(self, trigger: Trigger, now: float, *, kind: str = "state",
@@ -761,6 +805,7 @@ class Connection:
         o.hb_origin, o.hb_index, o.hb_seq32 = now, 0, 0
         o.watchdog_at = now + max(o.to_api_s * self.params.factor, self.timing.first_data_s)
         self._deadline = None
+        self._size_refreshes = 0
         self.counters.opens += 1
         self._transition(
             Trigger.OPENED, now,
@@ -795,6 +840,7 @@ class Connection:
         o = self._open
         assert o is not None
         self.counters.timeouts += 1
+        self._mark_stale()  # data stopped: the controller may have been restarted or downloaded
         self._leave_running()
         # The PLC may still hold the connection (e.g. only our receive path broke): close the
         # triad best-effort so a Max Consumers = 1 tag does not refuse the retry (7.4, 7.7).
@@ -832,6 +878,7 @@ class Connection:
 
     def _request_failed(self, now: float, message: str) -> None:
         self.counters.request_errors += 1
+        self._mark_stale()  # session lost or PLC silent: it may have been restarted/downloaded
         # The Forward_Open may still have reached the PLC: close that triad best-effort.
         assert self._open is not None
         self._emit(SendForwardClose(cm.forward_close_for(self._open.request), awaited=False))
@@ -864,6 +911,18 @@ class Connection:
                 self.tag_bytes = wanted
                 self._retry_now(now, status, f"{text}: adopting {wanted} bytes, the size of"
                                 f" type {self.tag_type.name if self.tag_type else '?'}")
+            elif self.learned and self._size_refreshes == 0:
+                # Our type came from the controller and it now wants another size: its tag
+                # table may have changed (a download). Learn the type again, once; if the fresh
+                # type still disagrees, the mismatch below is real.
+                self._size_refreshes += 1
+                self._release_triad()
+                self._open = None
+                self._enter_resolving(
+                    Trigger.SIZE_REJECTED, now, kind="reject", status=status,
+                    message=f"{text}: the controller produces {wanted} bytes, we asked for"
+                    f" {self.tag_bytes}; learning the type of {p.tag!r} again (changed by a"
+                    " download?)")
             elif type_size is not None:
                 self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
                     f"type mismatch on {self.name}: the controller produces {wanted} bytes but"
@@ -933,6 +992,7 @@ class Connection:
             "state": self.state.value,
             "size": self.tag_bytes,
             "type": self.tag_type.name if self.tag_type is not None else None,
+            "learned": self.learned,
             "rpi_us": self.to_rpi_us,
             "ot_rpi_us": self.ot_rpi_us,
             "multicast": self.params.multicast,
@@ -947,6 +1007,19 @@ class Connection:
         if self.last_status is not None:
             out["last_status"] = describe_cip_status(*self.last_status)
         return out
+
+
+def _type_change(old: tuple[int, LogixType | None], new: tuple[int, LogixType | None]) -> str:
+    """``32 -> 40 bytes (Drive)`` / ``4 bytes, DINT -> REAL`` for the type-changed event."""
+    (old_bytes, old_type), (new_bytes, new_type) = old, new
+    old_name = old_type.name if old_type is not None else "?"
+    new_name = new_type.name if new_type is not None else "?"
+    names = new_name if old_name == new_name else f"{old_name} -> {new_name}"
+    if old_bytes != new_bytes:
+        return f"{old_bytes} -> {new_bytes} bytes ({names})"
+    if old_name == new_name:
+        return f"{new_bytes} bytes, {new_name} with a new layout"
+    return f"{new_bytes} bytes, {names}"
 
 
 def _replace_path(request: cm.ForwardOpenRequest, path: bytes) -> cm.ForwardOpenRequest:

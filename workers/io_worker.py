@@ -62,6 +62,7 @@ from acquisition.connection import (
 from acquisition.demux import Demux
 from acquisition.errors import PyconproError, UsageError
 from acquisition.logix_types import LogixType, compile_decoder
+from acquisition.resolve import NotResolved, Resolved, TagResolver
 from acquisition.session import (
     ReplyReceived,
     RequestFailed,
@@ -77,7 +78,6 @@ from workers._consumers import (
     consumer_from_spec,
     consumer_from_text,
 )
-from acquisition.resolve import NotResolved, Resolved, TagResolver
 
 log = logging.getLogger("pyconpro.io_worker")
 
@@ -500,6 +500,11 @@ class IoWorker:
         delay = self.opt.session_backoff.delay(link.attempt, self.originator.rng)
         link.attempt += 1
         link.retry_at = now + delay  # before closing: failed requests must not reconnect now
+        # The PLC may have been restarted or downloaded: a type learned from it is learned again
+        # before the next Forward_Open (issue 6). Told before the pending requests fail below.
+        for key in link.consumers:
+            if key in self.consumers:
+                self.consumers[key].conn.on_session_lost(now)
         self._close_link(link, unregister=False)
         log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, reason, delay)
         plc = next((self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
@@ -607,9 +612,12 @@ class IoWorker:
     def _publish_sample(self, c: Consumer, cip_seq: int, raw: bytes, t_wall: int,
                         t_mono: int) -> None:
         t = c.conn.tag_type
+        # The connection hands out a new type object only when the type changed (learned again
+        # after a download): rebuild the decoder and the stream (its type name) then.
         if t is not c.decoder_type or c.stream is None:
             c.decoder_type = t
             c.decoder = compile_decoder(t) if t is not None else None
+            c.stream = None  # never the old type's name on the new type's values
             try:
                 c.stream = wire.SampleStream(self.name, c.defn.plc, c.defn.topic_name,
                                              t.name if t is not None else None, self.seq)

@@ -78,7 +78,11 @@ def open_running(conn: Connection, now: float = T0, **kw) -> cm.ForwardOpenReque
 # --------------------------------------------------------------------------- reaching states
 
 
-def in_state(state: State) -> Connection:
+def in_state(state: State, learned: bool = False) -> Connection:
+    """A connection in ``state``. ``learned``: neither size nor type given, the type (DINT) came
+    from discovery; its BACKOFF follows a watchdog expiry, so the type is to be learned again."""
+    if learned:
+        return _learned_in_state(state)
     conn = make()
     if state is State.IDLE:
         pass
@@ -107,6 +111,30 @@ def in_state(state: State) -> Connection:
     return conn
 
 
+def _learned_in_state(state: State) -> Connection:
+    conn = make(None)
+    if state is not State.IDLE and state is not State.CLOSED:
+        conn.start(T0)
+    if state not in (State.IDLE, State.RESOLVING, State.CLOSED):
+        conn.on_resolved(T0, 4, DINT)
+    if state in (State.RUNNING, State.CLOSING, State.BACKOFF):
+        req = pending_open(conn)
+        conn.on_forward_open_reply(T0, req, ok_reply(req))
+    if state is State.CLOSING:
+        conn.stop(T0)
+    elif state is State.BACKOFF:
+        assert conn.granted is not None
+        conn.on_timer(conn.granted.watchdog_at)  # no data: the watchdog expires
+    elif state is State.FAILED:
+        req = pending_open(conn)
+        conn.on_forward_open_reply(T0, req, reject_reply(req, 0x01, 0x031F))
+    elif state is State.CLOSED:
+        conn.stop(T0)
+    conn.take_outputs()
+    assert conn.state is state and conn.learned
+    return conn
+
+
 def _any_open_request(conn: Connection) -> cm.ForwardOpenRequest:
     if conn._open is not None:
         return conn._open.request
@@ -132,6 +160,10 @@ INPUTS: dict[str, Callable[[Connection], None]] = {
         T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0203)),
     "open_fatal": lambda c: c.on_forward_open_reply(
         T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x031F)),
+    # 0x0109 wanting 8 bytes + 2: neither the size we asked (4) nor DINT's
+    "open_size": lambda c: c.on_forward_open_reply(
+        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0109, 10)),
+    "session_lost": lambda c: c.on_session_lost(T0 + 0.01),
     "request_error": lambda c: c.on_request_error(
         T0 + 0.01, c._closing if c.state is State.CLOSING else _any_open_request(c), "EOF"),
     "close_reply": lambda c: c.on_forward_close_reply(
@@ -149,6 +181,7 @@ EXPECTED: dict[State, dict[str, State]] = {
                       "timer": State.BACKOFF},
     State.OPENING: {"stop": State.CLOSING, "open_ok": State.RUNNING,
                     "open_transient": State.BACKOFF, "open_fatal": State.FAILED,
+                    "open_size": State.FAILED,  # a size the user gave: "size mismatch"
                     "request_error": State.BACKOFF, "timer": State.BACKOFF},
     State.RUNNING: {"stop": State.CLOSING, "timer": State.RUNNING},  # first deadline: heartbeat
     State.CLOSING: {"close_reply": State.CLOSED, "request_error": State.CLOSED,
@@ -158,13 +191,23 @@ EXPECTED: dict[State, dict[str, State]] = {
     State.CLOSED: {},
 }
 
+# A type learned from the controller is learned again when it may be stale (issue 6): after a
+# size reject, and after a watchdog expiry (how the learned BACKOFF is reached).
+EXPECTED_LEARNED: dict[State, dict[str, State]] = {
+    **EXPECTED,
+    State.IDLE: {"start": State.RESOLVING, "stop": State.CLOSED},
+    State.OPENING: {**EXPECTED[State.OPENING], "open_size": State.RESOLVING},
+    State.BACKOFF: {"stop": State.CLOSED, "timer": State.RESOLVING},
+}
 
+
+@pytest.mark.parametrize("learned", [False, True], ids=["given", "learned"])
 @pytest.mark.parametrize("state", list(State))
 @pytest.mark.parametrize("name", list(INPUTS))
-def test_every_state_input_pair(state: State, name: str) -> None:
-    conn = in_state(state)
+def test_every_state_input_pair(state: State, name: str, learned: bool) -> None:
+    conn = in_state(state, learned)
     INPUTS[name](conn)
-    expected = EXPECTED[state].get(name, state)
+    expected = (EXPECTED_LEARNED if learned else EXPECTED)[state].get(name, state)
     assert conn.state is expected
     events = [o for o in conn.take_outputs() if isinstance(o, ConnEvent) and o.state_to]
     if expected is state and state is not State.OPENING:
