@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import golden_pcap
+from tests.support import golden_pcap, leaks
 from tests.support import tshark as _tshark
 
 
@@ -25,3 +29,29 @@ def tshark_frames(tshark_bin: str) -> Callable[[str], dict[int, _tshark.FrameFie
         return _tshark.dissect(golden_pcap(name))
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves threads, child processes or sockets behind (STYLE.md #14).
+
+    Things finish asynchronously (a stopped thread, a process reaped a moment later), so the
+    check retries for up to two seconds before it fails. Leaked child processes are killed so
+    one bad test does not cascade into the next.
+    """
+    before = leaks.snapshot()
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        found = leaks.leaked(before, leaks.snapshot())
+        if not found or time.monotonic() > deadline:
+            break
+        gc.collect()  # sockets owned by unreachable objects close when collected
+        time.sleep(0.05)
+    if found:
+        for line in found.get("processes", []):
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        pytest.fail(f"{request.node.nodeid} left behind: {found}", pytrace=False)
