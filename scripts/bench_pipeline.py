@@ -63,8 +63,8 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simulator.control import SimulatorControl  # noqa: E402
-from simulator.testing import simulator_command  # noqa: E402
+from simulator.control import SimulatorControl
+from simulator.testing import simulator_command
 
 SIM_ADDRESS = "127.83.41.2"
 WORKER_ADDRESS = "127.83.41.1"
@@ -103,8 +103,8 @@ members = [
 _SHAPE_TAGS: dict[str, tuple[str, int, str]] = {
     "dint": ("DINT", 4, 'generator = { kind = "counter", interval_s = 0.01 }\n'),
     "real100": ("REAL[100]", 400, ""),
-    "udt": ("BenchUdt", 416, '[tags.generators]\n"Speed" = { kind = "sine", amplitude = 100 }\n'
-                             '"Running" = { kind = "counter", interval_s = 0.5 }\n'),
+    "udt": ("BenchUdt", 416, ('[tags.generators]\n"Speed" = { kind = "sine", amplitude = 100 }\n'
+                             '"Running" = { kind = "counter", interval_s = 0.5 }\n')),
 }
 
 
@@ -350,7 +350,7 @@ def consumer_map(sim: dict[str, Any], i: int, shape: str, rpi_ms: float,
                  learn_types: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {"plc": "bench", "address": sim["address"], "port": sim["tcp_port"],
                             "udp_port": sim["udp_port"], "tag": tag_name(i),
-                            "rpi_us": int(round(rpi_ms * 1000))}
+                            "rpi_us": round(rpi_ms * 1000)}
     if not learn_types and shape != "udt":  # a UDT is always learned from the controller
         spec["type"] = _SHAPE_TAGS[shape][0]
     return spec
@@ -635,30 +635,30 @@ def print_table(r: dict[str, Any]) -> None:
     other = ", ".join(f"{k} {v}" for k, v in sorted(r["other"].items())) or "none"
     rows = [
         ("expected", f"{r['expected_s']:,.0f} samples/s ({cfg.tags} x 1000 / {cfg.rpi_ms:g} ms)"),
-        ("simulator sent", f"{r['sim_sent_s']:,.0f} datagrams/s"
-                           f" ({r['sim_slots_missed']} production slots missed)"),
-        ("worker read", f"{r['worker_datagrams_s']:,.0f} datagrams/s,"
+        ("simulator sent", (f"{r['sim_sent_s']:,.0f} datagrams/s"
+                           f" ({r['sim_slots_missed']} production slots missed)")),
+        ("worker read", (f"{r['worker_datagrams_s']:,.0f} datagrams/s,"
                         f" published {r['worker_samples_s']:,.0f} samples/s (its stats over"
-                        f" {r['worker_window_s']:.2f} s)"),
-        ("received", f"{r['received_s']:,.0f} samples/s = {r['received_s'] / r['expected_s']:.3f}"
-                     f" x expected ({r['received']} in {r['elapsed_s']:.2f} s)"),
+                        f" {r['worker_window_s']:.2f} s)")),
+        ("received", (f"{r['received_s']:,.0f} samples/s = {r['received_s'] / r['expected_s']:.3f}"
+                     f" x expected ({r['received']} in {r['elapsed_s']:.2f} s)")),
         ("loss on the bus", f"{r['bus_lost']} (gaps in sq)"),
-        ("loss before worker", f"{r['cip_lost']} (gaps in cs), sample gap counters"
+        ("loss before worker", (f"{r['cip_lost']} (gaps in cs), sample gap counters"
                                f" +{r['gap_growth']}; kernel drops (receive buffer full):"
                                f" worker UDP {r['udp_drops_worker']}, simulator UDP"
-                               f" {r['udp_drops_sim']} (heartbeats)"),
+                               f" {r['udp_drops_sim']} (heartbeats)")),
         ("reconnections", f"{r['reopens']} samples after a connection state change"),
         ("worker drops", drops),
         ("other messages", other),
-        ("CPU worker", f"{r['cpu']['worker']:.1f} % of a core, {r['cpu_per_1k']:.2f} %"
-                       " per 1000 samples/s"),
+        ("CPU worker", (f"{r['cpu']['worker']:.1f} % of a core, {r['cpu_per_1k']:.2f} %"
+                       " per 1000 samples/s")),
         ("CPU simulator", f"{r['cpu']['sim']:.1f} %"),
         ("CPU subscriber", f"{r['cpu']['subscriber']:.1f} %"),
-        ("CPU machine", f"{r['cpu']['machine']:.1f} % of {os.cpu_count()} x 100 %, of which"
-                        f" other processes {r['cpu']['others']:.1f} %"),
+        ("CPU machine", (f"{r['cpu']['machine']:.1f} % of {os.cpu_count()} x 100 %, of which"
+                        f" other processes {r['cpu']['others']:.1f} %")),
         ("worker memory", f"RSS {r['rss_kb'] / 1024:.1f} MiB, peak {r['hwm_kb'] / 1024:.1f} MiB"),
-        ("latency tw -> SUB", f"p50 {r['lat_ms']['p50']:.2f} ms, p99 {r['lat_ms']['p99']:.2f} ms,"
-                              f" max {r['lat_ms']['max']:.2f} ms"),
+        ("latency tw -> SUB", (f"p50 {r['lat_ms']['p50']:.2f} ms, p99 {r['lat_ms']['p99']:.2f} ms,"
+                              f" max {r['lat_ms']['max']:.2f} ms")),
     ]
     print(f"\n== {cfg.tags} x {cfg.shape} tags at RPI {cfg.rpi_ms:g} ms, {r['elapsed_s']:.1f} s ==")
     for k, v in rows:
