@@ -37,3 +37,25 @@ def test_no_core_module_imports_io_modules() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"acquisition imports I/O modules: {out.stdout.strip()}"
+
+
+def test_no_core_module_source_imports_io_modules() -> None:
+    """The interpreter loads ``time`` (and others) at start-up, so the check above cannot see
+    them; read every core module's imports from its source as well."""
+    import ast
+
+    root = pathlib.Path(acquisition.__file__).parent
+    offenders = []
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in FORBIDDEN:
+                    offenders.append(f"{path.name}:{node.lineno} imports {name}")
+    assert offenders == []
