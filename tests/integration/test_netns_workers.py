@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.requirements import skip_or_fail
 from tests.workers.worker_process import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -54,10 +55,10 @@ class Net:
 @pytest.fixture
 def net() -> Iterator[Net]:
     if os.geteuid() != 0:
-        pytest.skip("network-namespace test needs root (ip netns add / veth); run as root or"
+        skip_or_fail("netns", "network-namespace test needs root (ip netns add / veth); run as root or"
                     " in CI, which runs the suite as root")
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 ('ip') is not installed; apt-get install iproute2")
+        skip_or_fail("netns", "iproute2 ('ip') is not installed; apt-get install iproute2")
     tag = f"pcp{os.getpid() % 100000}"
     host, plc1, plc2 = f"{tag}h", f"{tag}a", f"{tag}b"
     created: list[str] = []
@@ -80,7 +81,7 @@ def net() -> Iterator[Net]:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True,
                            timeout=20)
         if "Operation not permitted" in str(exc):
-            pytest.skip(f"cannot create network namespaces here: {exc}")
+            skip_or_fail("netns", f"cannot create network namespaces here: {exc}")
         raise
     try:
         yield Net(host, (plc1, plc2))

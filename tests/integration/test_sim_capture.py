@@ -31,6 +31,7 @@ from acquisition.encap import Command
 from simulator.testing import EncapClient, SimulatorProcess, start_simulator
 from tests.support import pcap
 from tests.support import tshark as ts
+from tests.support.requirements import skip_or_fail
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.tshark]
 
@@ -71,7 +72,7 @@ class Capture:
     def __init__(self, path: Path, capture_filter: str) -> None:
         exe = shutil.which("dumpcap")
         if exe is None:
-            pytest.skip("dumpcap is not installed (apt-get install tshark)")
+            skip_or_fail("capture", "dumpcap is not installed (apt-get install tshark)")
         self.path = path
         self.proc = subprocess.Popen(
             [exe, "-q", "-P", "-i", "lo", "-f", capture_filter, "-w", str(path)],
@@ -129,7 +130,7 @@ class Capture:
 def capture_file(tmp_path_factory: pytest.TempPathFactory, tshark_bin: str) -> Iterator[Path]:
     """Run the whole conversation once under capture; tests then read the file."""
     if os.geteuid() != 0:
-        pytest.skip("capturing on lo needs root (or dumpcap capabilities)")
+        skip_or_fail("capture", "capturing on lo needs root (or dumpcap capabilities)")
     d = tmp_path_factory.mktemp("capture")
     (d / "tags.toml").write_text(TAGS)
     path = d / "sim.pcap"

@@ -23,6 +23,7 @@ import pytest
 from acquisition import wire
 from simulator.testing import start_simulator
 from tests.support import tshark
+from tests.support.requirements import skip_or_fail
 from tests.workers.worker_process import start_worker
 
 pytestmark = [pytest.mark.tshark, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -33,7 +34,7 @@ WORKER = "127.61.9.1"
 
 def _start_capture(path: Path, host: str) -> subprocess.Popen[bytes]:
     if os.geteuid() != 0:
-        pytest.skip("capturing on the loopback interface needs root (or dumpcap capabilities)")
+        skip_or_fail("capture", "capturing on the loopback interface needs root (or dumpcap capabilities)")
     proc = subprocess.Popen([tshark.require_tshark(), "-n", "-i", "lo", "-f", f"host {host}",
                              "-w", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
