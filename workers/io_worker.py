@@ -187,6 +187,9 @@ class IoWorker:
         self._closed = False
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        # Topic prefixes somebody subscribed to on the PUB socket (XPUB reports each prefix
+        # when its first subscriber arrives and when its last one leaves).
+        self.bus_subscriptions: set[bytes] = set()
 
     # ================================================================== set-up / tear-down
 
@@ -203,7 +206,10 @@ class IoWorker:
         self.udp.setblocking(False)
         self.udp_port = self.udp.getsockname()[1]
         self.ctx = zmq.Context()
-        self.pub = self.ctx.socket(zmq.PUB)
+        # XPUB, not PUB: the same publishing, plus the subscriptions as messages, so ``status``
+        # can say when a subscriber's (the supervisor's forwarder's) subscription has arrived
+        # and nothing published from then on is lost to the slow-joiner window.
+        self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.SNDHWM, self.opt.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, self.opt.pub_linger_ms)
         # With NODROP a full subscriber pipe makes send(NOBLOCK) fail with EAGAIN instead of
@@ -224,6 +230,7 @@ class IoWorker:
         self.poller = zmq.Poller()
         self.poller.register(self.udp, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
+        self.poller.register(self.pub, zmq.POLLIN)
         self.poller.register(self._wake_r, zmq.POLLIN)
         log.info("%s: originator vendor 0x%04X serial 0x%08X (random per start), UDP %s:%d,"
                  " PUB %s, control %s", self.name, self.originator.vendor_id,
@@ -665,6 +672,20 @@ class IoWorker:
         except UsageError as exc:  # a value that breaks the schema: a bug, but not fatal
             log.error("cannot publish on %r: %s", topic, exc)
 
+    def _on_subscriptions(self) -> None:
+        """Track the bus subscriptions (XPUB delivers ``\x01prefix`` / ``\x00prefix``)."""
+        for _ in range(1000):
+            try:
+                msg = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not msg or msg[0] not in (0, 1):
+                continue
+            if msg[0] == 1:
+                self.bus_subscriptions.add(msg[1:])
+            else:
+                self.bus_subscriptions.discard(msg[1:])
+
     def _publish_stats(self) -> None:
         counters: dict[str, int | float] = dict(self.counters)
         counters.update(self.demux.counters())
@@ -743,6 +764,7 @@ class IoWorker:
         raise UsageError(f"unknown op {op!r}: use add, remove, list, status or stop")
 
     def status(self) -> dict[str, Any]:
+        self._on_subscriptions()  # read what arrived since the last poll: the answer is current
         return {
             "worker": self.name,
             "local_address": self.opt.local_address,
@@ -753,6 +775,11 @@ class IoWorker:
             "originator_serial": self.originator.serial,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "stopping": self.stopping,
+            # > 0 once a subscriber's subscription reached this PUB: from then on it gets
+            # every message it subscribed to (the supervisor adds consumers only then).
+            "bus_subscriptions": len(self.bus_subscriptions),
+            "bus_topics": sorted(t.decode("utf-8", "replace") for t in self.bus_subscriptions
+                                 )[:32],
             "counters": {**self.counters, **self.demux.counters()},
             "groups": sorted(self.groups),
             "plcs": [{"address": link.address, "port": link.port, "up": link.up,
@@ -867,6 +894,9 @@ class IoWorker:
                 now = time.monotonic()
                 if item is self.control:
                     self._on_control(now)
+                    continue
+                if item is self.pub:
+                    self._on_subscriptions()
                     continue
                 # pyzmq's Poller reports plain sockets by file descriptor.
                 fd = item if isinstance(item, int) else item.fileno()

@@ -21,6 +21,12 @@ Processes:
   killed outright;
 * a worker is ready when its control socket answers ``status``; a sink is ready after
   ``[supervisor].start_s`` alive;
+* a worker is spawned without consumers; they are added through its control socket once its
+  ``status`` reports a bus subscription (``bus_subscriptions`` > 0), i.e. once the forwarder has
+  connected to its PUB socket and the subscriptions of the supervisor and of every subscriber
+  already on the bus endpoint have arrived there (the XSUB side sends them all at once when it
+  connects). So a consumer's first events (IDLE -> RESOLVING -> OPENING -> RUNNING) are never
+  lost to ZeroMQ's slow-joiner window; the same after every restart of a worker;
 * SIGTERM / SIGINT: graceful shutdown (a second one kills what is left); SIGHUP: reload.
 
 Reload (SIGHUP or the ``reload`` control op) reads the file again and diffs it against what runs:
@@ -105,6 +111,8 @@ log = logging.getLogger("pyconpro.supervisor")
 
 STATUS_INTERVAL_S = 1.0  # how often each worker's status is read (rates, states, errors)
 STARTING_POLL_S = 0.2  # ... while a worker is starting, so readiness is seen quickly
+SUBSCRIBED_POLL_S = 0.05  # ... while waiting for the bus subscription to reach a new worker
+SUBSCRIPTION_WARN_S = 10.0  # log it when a worker's PUB gets no subscription for this long
 CONTROL_TIMEOUT_S = 2.0  # a worker that does not answer a control request within this
 MAX_WAIT_S = 0.5  # upper bound of one loop wait (child exits are also signalled by SIGCHLD)
 ERROR_EVENT_KINDS = frozenset({"reject", "timeout", "error"})
@@ -195,9 +203,11 @@ class Runtime:
 class ChildSpec:
     """One child process as the plan wants it.
 
-    For a worker, ``argv`` is the command without its consumers; ``consumers`` are appended as
-    ``--consumer`` options at each spawn, so a restart after a reload starts with the current
-    set. ``control`` / ``pub`` are the worker's endpoints (``pub`` None: learned from status).
+    For a worker, ``argv`` is the command without its consumers; the supervisor spawns it so and
+    adds ``consumers`` through the control socket once the bus subscription reached the worker
+    (the current set, so a restart after a reload starts with it). ``command()`` is the same
+    worker with the consumers on its command line (for running it by hand). ``control`` /
+    ``pub`` are the worker's endpoints (``pub`` None: learned from status).
     """
 
     name: str
@@ -370,6 +380,9 @@ class _WorkerLink:
     status_at: float = 0.0
     rates: dict[str, float] = field(default_factory=dict)
     errors: int = 0
+    added_pid: int | None = None  # the worker process whose consumers were added
+    answered_at: float | None = None  # first answer of the current process (for the warning)
+    warned_pid: int | None = None
 
 
 # ============================================================================ the supervisor
@@ -560,7 +573,8 @@ class Supervisor:
         spec = self.specs.get(name)
         if spec is None:  # removed by a reload while a restart was scheduled
             return self.sup.handle(name, Exited(None), now)
-        argv = spec.command()
+        # A worker starts empty: its consumers are added once the bus can hear it (module doc).
+        argv = list(spec.argv) if spec.kind is ChildKind.WORKER else spec.command()
         out = self._child_output
         try:
             proc = subprocess.Popen(
@@ -582,6 +596,7 @@ class Supervisor:
         link = self.links.get(name)
         if link is not None:
             link.next_poll = now + STARTING_POLL_S
+            link.added_pid = link.answered_at = None
         return self.sup.handle(name, Spawned(proc.pid), now)
 
     def _send_signal(self, action: Signal) -> None:
@@ -707,8 +722,13 @@ class Supervisor:
             if live and link.inflight is None and now >= link.next_poll and not any(
                 r.get("op") == "status" for r, _ in link.queue
             ):
-                starting = child.state is ChildState.STARTING
-                link.next_poll = now + (STARTING_POLL_S if starting else STATUS_INTERVAL_S)
+                if child.state is ChildState.STARTING:
+                    interval = STARTING_POLL_S
+                elif link.added_pid != child.pid:
+                    interval = SUBSCRIBED_POLL_S
+                else:
+                    interval = STATUS_INTERVAL_S
+                link.next_poll = now + interval
                 self.worker_request(name, {"op": "status"}, self._status_callback(name, child.pid))
             self._pump_link(link, now)
 
@@ -732,6 +752,34 @@ class Supervisor:
             self._update_upstreams()
         if child.state is ChildState.STARTING and child.pid == pid:
             self._execute(self.sup.handle(name, Ready(pid), now), now)
+        if (pid is not None and child.pid == pid and link.added_pid != pid
+                and child.state in (ChildState.STARTING, ChildState.RUNNING)):
+            self._maybe_add_consumers(name, link, pid, reply, now)
+
+    def _maybe_add_consumers(self, name: str, link: _WorkerLink, pid: int,
+                             reply: dict[str, Any], now: float) -> None:
+        """Add the worker's consumers once a bus subscription reached its PUB socket."""
+        if link.answered_at is None:
+            link.answered_at = now
+        subscribed = reply.get("bus_subscriptions")
+        if not isinstance(subscribed, int) or subscribed <= 0:
+            if now - link.answered_at >= SUBSCRIPTION_WARN_S and link.warned_pid != pid:
+                link.warned_pid = pid
+                log.warning(
+                    "%s answers but the bus forwarder's subscription has not reached its PUB"
+                    " socket %s after %.0f s; its consumers are added once it does (check"
+                    " 'forwarder.upstreams' in `pyconpro status`)", name, reply.get("pub"),
+                    now - link.answered_at)  # fmt: skip
+            return
+        link.added_pid = pid
+        spec = self.specs.get(name)
+        consumers = spec.consumers if spec is not None else ()
+        log.info("%s: bus subscription reached the worker; adding %d consumer(s)", name,
+                 len(consumers))  # fmt: skip
+        for c in consumers:
+            self.worker_request(name, {"op": "add", "consumer": consumer_map(c)},
+                                self._change_done(name, {"op": "add",
+                                                         "consumer": consumer_map(c)}))
 
     def _update_upstreams(self) -> None:
         eps = set(self.learned_pubs.values())
@@ -799,10 +847,17 @@ class Supervisor:
 
     def _worker_change(self, name: str, request: dict[str, Any]) -> None:
         child = self.sup.children.get(name)
-        if child is None or child.state is not ChildState.RUNNING:
-            # Not running: its next spawn uses the new consumer list from the plan.
+        link = self.links.get(name)
+        if (child is None or child.state is not ChildState.RUNNING or link is None
+                or link.added_pid != child.pid):
+            # Not running, or its consumers are not added yet: that (at the next spawn or once
+            # the bus subscription arrives) uses the new consumer list from the plan.
             return
+        self.worker_request(name, request, self._change_done(name, request))
 
+    def _change_done(
+        self, name: str, request: dict[str, Any]
+    ) -> Callable[[dict[str, Any] | None], None]:
         def done(reply: dict[str, Any] | None) -> None:
             what = request.get("key") or consumer_key_of_map(request.get("consumer", {}))
             if reply is None:
@@ -818,7 +873,7 @@ class Supervisor:
             else:
                 log.info("%s: %s %s: ok", name, request["op"], what)
 
-        self.worker_request(name, request, done)
+        return done
 
     # ------------------------------------------------------------------ control socket
 
@@ -902,7 +957,10 @@ class Supervisor:
             if st is not None:
                 entry["age_s"] = round(now - link.status_at, 3)
                 entry.update({k: st.get(k) for k in ("local_address", "udp_port", "pub",
-                                                     "uptime_s", "counters", "plcs")})
+                                                     "uptime_s", "counters", "plcs",
+                                                     "bus_subscriptions")})
+                wc = self.sup.children.get(name)
+                entry["consumers_added"] = wc is not None and link.added_pid == wc.pid
                 entry["consumers"] = [
                     {k: v for k, v in c.items() if k != "recorder"}
                     for c in st.get("consumers", [])

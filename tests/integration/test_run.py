@@ -10,6 +10,7 @@ checks they are gone).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
+from acquisition import wire
 from pyconpro.status_cli import request
 
 simulator_testing = pytest.importorskip("simulator.testing")
@@ -335,3 +338,96 @@ def test_reload_adds_a_tag_without_restarting_the_worker(
                for x in lines)  # fmt: skip
     assert run.stop() == 0, run.log_text()
     run.assert_children_gone()
+
+
+class BusListener:
+    """A SUB socket on the public bus endpoint, connected before ``pyconpro run`` binds it."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.sub.setsockopt(zmq.RECONNECT_IVL, 10)  # connected moments after the bind
+        self.sub.subscribe(b"event/")
+        self.sub.connect(endpoint)
+        self.events: list[wire.Event] = []
+
+    def poll(self, timeout: float) -> None:
+        if self.sub.poll(int(timeout * 1000)):
+            while True:
+                try:
+                    topic, body = self.sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                msg = wire.decode(topic, body)
+                assert isinstance(msg, wire.Event)
+                self.events.append(msg)
+
+    def chains(self, since: int = 0) -> dict[tuple[str, str], list[wire.Event]]:
+        """Per consumer, its state events from index ``since`` on, up to the first RUNNING."""
+        out: dict[tuple[str, str], list[wire.Event]] = {}
+        for ev in self.events[since:]:
+            if not ev.tag or ev.state_to is None:
+                continue
+            chain = out.setdefault((ev.plc, ev.tag), [])
+            if not chain or chain[-1].state_to != "RUNNING":
+                chain.append(ev)
+        return out
+
+    def wait_running(self, keys: set[tuple[str, str]], since: int = 0,
+                     timeout: float = WAIT_S) -> dict[tuple[str, str], list[wire.Event]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            chains = self.chains(since)
+            if all(k in chains and chains[k][-1].state_to == "RUNNING" for k in keys):
+                return chains
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"not every consumer reported RUNNING on the bus within"
+                                     f" {timeout:g} s: {chains}")
+            self.poll(min(left, 0.2))
+
+    def close(self) -> None:
+        self.sub.close()
+        self.ctx.term()
+
+
+def assert_complete_from_idle(chains: dict[tuple[str, str], list[wire.Event]]) -> None:
+    """Every consumer's first events, none missing: from IDLE, each one starting where the
+    previous one ended, numbered from 0 by the (new) worker, up to RUNNING."""
+    for key, chain in chains.items():
+        states = [(e.state_from, e.state_to) for e in chain]
+        assert chain[0].state_from == "IDLE", (key, states)
+        assert chain[0].seq == 0, (key, states)  # the worker's first message on this topic
+        assert all(a.state_to == b.state_from for a, b in itertools.pairwise(chain)), (key, states)
+        assert chain[-1].state_to == "RUNNING", (key, states)
+        assert [e.state_to for e in chain][:1] == ["RESOLVING"], (key, states)
+
+
+def test_a_subscriber_there_before_start_sees_every_first_event(
+    plant: Plant, run_factory: Callable[..., Run]
+) -> None:
+    """No slow-joiner loss: workers get their consumers only once the bus subscription reached
+    them, at the start and after a crash. Repeated, since a race shows only sometimes."""
+    victim = f"worker-{plant.addr(1)}"
+    line1 = {k for k in EXPECTED if k[0] == "line1"}
+    for attempt in range(3):
+        bus = BusListener(f"ipc://{plant.tmp}/bus")
+        try:
+            run = run_factory()
+            assert_complete_from_idle(bus.wait_running(EXPECTED))
+            if attempt == 0:
+                # a crashed worker's successor: the same, from its first event on
+                st = run.status()
+                pid = next(c["pid"] for c in st["children"] if c["name"] == victim)
+                mark = len(bus.events)
+                os.kill(pid, signal.SIGKILL)
+                chains = bus.wait_running(line1, since=mark)
+                assert set(chains) == line1, chains
+                assert_complete_from_idle(chains)
+                assert all(e.publisher == victim for c in chains.values() for e in c)
+            assert run.stop() == 0, run.log_text()
+            run.assert_children_gone()
+        finally:
+            bus.close()

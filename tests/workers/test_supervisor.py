@@ -55,10 +55,22 @@ def write(**ev):
         f.write(json.dumps({"t": time.time(), "pid": os.getpid(), "name": name, **ev}) + "\n")
 ctx = zmq.Context()
 r = ctx.socket(zmq.ROUTER); r.setsockopt(zmq.LINGER, 0); r.bind(control)
-p = ctx.socket(zmq.PUB); p.setsockopt(zmq.LINGER, 0); p.bind(pub)
+p = ctx.socket(zmq.XPUB); p.setsockopt(zmq.LINGER, 0); p.bind(pub)
+hold = os.path.join(os.path.dirname(log), "hold-subscriptions")  # while it exists: report none
+subs = set()
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 write(ev="start", consumers=sorted(keys))
+def subscribed():
+    while p.poll(0):
+        m = p.recv()
+        if m[:1] == b"\x01":
+            if not subs:
+                write(ev="subscribed")
+            subs.add(m[1:])
+        elif m[:1] == b"\x00":
+            subs.discard(m[1:])
+    return 0 if os.path.exists(hold) else len(subs)
 while not stop:
     if not r.poll(20):
         continue
@@ -67,6 +79,7 @@ while not stop:
     op = req.get("op")
     if op == "status":
         rep = {"ok": True, "pub": pub, "counters": {"samples": 0},
+               "bus_subscriptions": subscribed(),
                "consumers": [{"key": k, "samples": 0, "state": "RUNNING"} for k in keys]}
     elif op == "add":
         m = req["consumer"]; k = m["plc"] + "/" + (m.get("alias") or m["tag"])
@@ -353,8 +366,15 @@ def test_sigkilled_children_come_back(tmp_path: Path) -> None:
         for c in st["children"]:
             assert c["restarts"] == 1
             assert c["last_exit"] == "killed by SIGKILL"
-        starts = [e for e in read_log(tmp_path) if e["ev"] == "start" and "consumers" in e]
-        assert [e["consumers"] for e in starts] == [["p1/Counter", "p1/Sine"]] * 2
+        # each worker process starts empty and gets every consumer through its control socket
+        wait_for(lambda: status(sup)["workers"]["worker-127.88.1.1"]["consumers_added"],
+                 "consumers added to the new worker")  # fmt: skip
+        log = read_log(tmp_path)
+        starts = [e for e in log if e["ev"] == "start" and "consumers" in e]
+        assert [e["consumers"] for e in starts] == [[], []]
+        for start in starts:
+            assert sorted(e["key"] for e in log if e["ev"] == "add"
+                          and e["pid"] == start["pid"]) == ["p1/Counter", "p1/Sine"]
 
 
 def test_child_dying_at_start_becomes_fatal_and_others_run(tmp_path: Path) -> None:
@@ -375,8 +395,11 @@ def test_child_dying_at_start_becomes_fatal_and_others_run(tmp_path: Path) -> No
 def test_reload_changes_consumers_without_restarting_the_worker(tmp_path: Path) -> None:
     with running(tmp_path, config_text(tmp_path)) as sup:
         st = wait_for(lambda: (s := status(sup)) and all(
-            c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+            c["state"] == "RUNNING" for c in s["children"]) and all(
+            w["consumers_added"] for w in s["workers"].values()) and s,
+            "every child RUNNING with its consumers")  # fmt: skip
         pids = {c["name"]: c["pid"] for c in st["children"]}
+        t_reload = time.time()
         (tmp_path / "pipe.toml").write_text(config_text(
             tmp_path, tags=("Sine", "Array10"), second_plc=False, sink_batch=10))  # fmt: skip
         reply = request(sup.control_endpoint, {"op": "reload"}, 5.0)
@@ -396,7 +419,8 @@ def test_reload_changes_consumers_without_restarting_the_worker(tmp_path: Path) 
         st = wait_for(applied, "reload applied")
         assert child(st, "worker-127.88.1.1")["pid"] == pids["worker-127.88.1.1"]
         ops = [(e["ev"], e["key"]) for e in wait_for(
-            lambda: [e for e in read_log(tmp_path) if e["ev"] in ("add", "remove")],
+            lambda: [e for e in read_log(tmp_path) if e["ev"] in ("add", "remove")
+                     and e["t"] >= t_reload],
             "control requests")]  # fmt: skip
         assert sorted(ops) == [("add", "p1/Array10"), ("remove", "p1/Counter")]
         sink_start = [e for e in read_log(tmp_path) if e["ev"] == "start" and "argv" in e][-1]
@@ -408,3 +432,28 @@ def test_reload_changes_consumers_without_restarting_the_worker(tmp_path: Path) 
         assert "not valid, nothing changed" in reply["error"]
         assert "pipe.toml" in reply["error"]
         assert status(sup)["supervisor"]["last_reload"]["ok"] is False
+
+
+def test_consumers_are_added_only_once_the_bus_subscription_reached_the_worker(
+        tmp_path: Path) -> None:
+    hold = tmp_path / "hold-subscriptions"
+    hold.touch()  # the stand-in worker reports no subscription while this file exists
+    with running(tmp_path, config_text(tmp_path, second_plc=False)) as sup:
+        name = "worker-127.88.1.1"
+
+        def answered_unsubscribed() -> bool:
+            s = status(sup)
+            w = s["workers"][name]
+            return child(s, name)["state"] == "RUNNING" and w["bus_subscriptions"] == 0
+
+        wait_for(answered_unsubscribed, "the worker answering with no subscription")
+        # The supervisor has seen a status without subscription: nothing may be added yet.
+        assert not status(sup)["workers"][name]["consumers_added"]
+        assert not [e for e in read_log(tmp_path) if e["ev"] == "add"]
+        hold.unlink()
+        wait_for(lambda: status(sup)["workers"][name]["consumers_added"], "consumers added")
+        log = wait_for(lambda: (lg := read_log(tmp_path)) and len(
+            [e for e in lg if e["ev"] == "add"]) == 2 and lg, "two adds")  # fmt: skip
+        subscribed = [e["t"] for e in log if e["ev"] == "subscribed"]
+        assert subscribed and all(e["t"] >= subscribed[0] for e in log if e["ev"] == "add")
+        assert status(sup)["workers"][name]["bus_subscriptions"] >= 1
