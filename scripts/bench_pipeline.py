@@ -212,8 +212,11 @@ class Child:
         return self.proc.returncode
 
 
-def spawn(name: str, cmd: Sequence[str], timeout: float) -> Child:
-    """Start ``cmd`` and return once it printed its first stdout line (its ready line)."""
+def spawn(name: str, cmd: Sequence[str], timeout: float,
+          started: Callable[[Child], None] = lambda child: None) -> Child:
+    """Start ``cmd`` and return once it printed its first stdout line (its ready line).
+    ``started(child)`` is called as soon as the process exists (so an interrupt while waiting
+    for the line still finds it to stop)."""
     fd, log_name = tempfile.mkstemp(prefix=f"pyconpro-bench-{name}-", suffix=".log")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -226,6 +229,7 @@ def spawn(name: str, cmd: Sequence[str], timeout: float) -> Child:
     finally:
         os.close(fd)
     child = Child(name, proc, Path(log_name))
+    started(child)
     assert proc.stdout is not None
     line = b""
     deadline = time.monotonic() + timeout
@@ -256,9 +260,7 @@ class Processes:
         self.extra: list[subprocess.Popen[bytes]] = []  # helpers without a ready line (py-spy)
 
     def start(self, name: str, cmd: Sequence[str], timeout: float = 30.0) -> Child:
-        child = spawn(name, cmd, timeout)
-        self.children.append(child)
-        return child
+        return spawn(name, cmd, timeout, started=self.children.append)
 
     def close(self) -> None:
         for proc in self.extra:

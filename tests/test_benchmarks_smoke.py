@@ -1,0 +1,117 @@
+"""Smoke tests of the benchmark scripts: each runs with tiny parameters, exits 0 and prints its
+table. Not a timed test: no number is compared to a target (targets live in the benchmarks'
+output and docs/benchmarks.md, measured as ratios in one run).
+
+The scripts run as subprocesses on their own loopback addresses (127.83.5x.y, different from the
+scripts' defaults so a benchmark someone runs by hand does not meet this test); every port is
+chosen by the OS and the scripts stop every process they start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+def run_script(name: str, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env, check=False)
+
+
+def processes_using(address: str) -> list[str]:
+    """Command lines of running processes that name ``address`` (the script's children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if address in cmdline and "pytest" not in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+@pytest.mark.parametrize("shape", ["dint", "mix"])
+def test_bench_pipeline_prints_its_table(shape: str) -> None:
+    res = run_script("bench_pipeline.py", "--tags", "2", "--rpi-ms", "20", "--seconds", "1",
+                     "--shape", shape, "--sim-address", "127.83.51.2",
+                     "--worker-address", "127.83.51.1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert out.startswith("machine: ")
+    assert f"== 2 x {shape} tags at RPI 20 ms" in out
+    for row in ("expected", "simulator sent", "worker read", "received", "loss on the bus",
+                "loss before worker", "worker drops", "CPU worker", "CPU simulator",
+                "worker memory", "latency tw -> SUB"):
+        assert re.search(rf"^  {re.escape(row)} +\S", out, re.MULTILINE), f"no {row!r} row:\n{out}"
+    assert "100 samples/s (2 x 1000 / 20 ms)" in out
+    # the summary has one data row for the one configuration, with numbers in it
+    summary = out.split("summary", 1)[1].splitlines()
+    rows = [line for line in summary if re.match(rf"\s+2\s+{shape}\s+20\s", line)]
+    assert len(rows) == 1, out
+    received = float(rows[0].split()[4].replace(",", ""))
+    assert received > 0, f"no sample reached the subscriber:\n{out}"
+    assert processes_using("127.83.51.") == []
+
+
+def test_bench_pipeline_refuses_bad_parameters() -> None:
+    res = run_script("bench_pipeline.py", "--tags", "0", timeout=30)
+    assert res.returncode == 2 and "must be positive" in res.stderr
+
+
+def test_bench_memory_prints_its_tables() -> None:
+    res = run_script("bench_memory.py", "--counts", "0,2", "--settle", "0.5", "--objects", "20",
+                     "--sim-address", "127.83.52.2", "--worker-address", "127.83.52.1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "I/O worker RSS by consumer count" in out
+    lines = {int(m.group(1)): m.group(0) for m in re.finditer(r"^\s+(\d+)\s+[\d,]+\s.*$", out, re.MULTILINE)}
+    assert set(lines) >= {0, 2}, out
+    assert "'RUNNING': 2" in lines[2]
+    assert "pure parts per consumer" in out
+    for row in ("connection (IDLE)", "demux route", "total"):
+        m = re.search(rf"^  {re.escape(row)} +([\d,]+) B$", out, re.MULTILINE)
+        assert m is not None and int(m.group(1).replace(",", "")) > 0, f"{row}:\n{out}"
+    assert processes_using("127.83.52.") == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.5], ids=["while-starting", "while-measuring"])
+def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "bench_pipeline.py"), "--tags", "2",
+                             "--seconds", "60", "--sim-address", "127.83.53.2",
+                             "--worker-address", "127.83.53.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while len(processes_using("127.83.53.")) < 2:  # simulator and worker are up
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate(5)
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(5)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err
+    assert processes_using("127.83.53.") == []
