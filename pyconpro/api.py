@@ -167,6 +167,8 @@ class _Worker:
             if self._req is None:
                 self._req = self._ctx.socket(zmq.REQ)
                 self._req.setsockopt(zmq.LINGER, 0)
+                self._req.setsockopt(zmq.SNDHWM, 16)  # one request at a time (REQ)
+                self._req.setsockopt(zmq.RCVHWM, 16)
                 self._req.setsockopt(zmq.RCVTIMEO, _CONTROL_TIMEOUT_MS)
                 self._req.setsockopt(zmq.SNDTIMEO, _CONTROL_TIMEOUT_MS)
                 self._req.connect(self.control_endpoint)

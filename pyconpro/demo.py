@@ -260,6 +260,7 @@ flush_interval_s = 0.5
         ctx: zmq.Context[Any] = zmq.Context.instance()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 100_000)  # a display: if it falls behind, drop, never block
         sub.subscribe(b"sample/")
         sub.subscribe(b"event/")
         sub.connect(self.bus)

@@ -56,6 +56,8 @@ def request(endpoint: str, req: dict[str, Any], timeout: float = 3.0) -> dict[st
     ctx: zmq.Context[Any] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 16)  # one request, one reply
+    sock.setsockopt(zmq.RCVHWM, 16)
     try:
         sock.connect(endpoint)
         sock.send_multipart([b"", msgpack.packb(req, use_bin_type=True)])

@@ -36,6 +36,9 @@ __all__ = ["Forwarder", "ForwarderError", "ForwarderStats", "connectable"]
 log = logging.getLogger("pyconpro.forwarder")
 
 
+# The PAIR pipe between the owner and the forwarder thread carries a few commands only.
+_CONTROL_HWM = 16
+
 class ForwarderError(RuntimeError):
     """The forwarder could not bind or stopped unexpectedly; the message says what to change."""
 
@@ -128,6 +131,8 @@ class Forwarder:
             raise ForwarderError("the forwarder is already started")
         self._control = self._ctx.socket(zmq.PAIR)
         self._control.setsockopt(zmq.LINGER, 0)
+        self._control.setsockopt(zmq.SNDHWM, _CONTROL_HWM)  # a handful of commands at most
+        self._control.setsockopt(zmq.RCVHWM, _CONTROL_HWM)
         self._control.bind(self._control_ep)
         self._thread = threading.Thread(target=self._run, name="bus-forwarder", daemon=True)
         self._thread.start()
@@ -145,6 +150,8 @@ class Forwarder:
         try:
             for sock in (xsub, xpub, ctl):
                 sock.setsockopt(zmq.LINGER, self.linger_ms)
+            ctl.setsockopt(zmq.SNDHWM, _CONTROL_HWM)
+            ctl.setsockopt(zmq.RCVHWM, _CONTROL_HWM)
             xsub.setsockopt(zmq.RCVHWM, self.hwm)
             # A worker binds its PUB endpoint a moment after it is spawned and starts publishing
             # at once: retry the connection often so its first events are not lost.
