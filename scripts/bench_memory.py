@@ -61,7 +61,7 @@ from bench_pipeline import (  # the process helpers are shared with the pipeline
 sys.path.insert(0, str(ROOT))
 
 from acquisition import class1, wire
-from acquisition.connection import Connection, Originator, State
+from acquisition.connection import Connection, Originator, SendForwardOpen, State
 from acquisition.demux import Demux
 from acquisition.logix_types import AtomicType, DataTypeCode, compile_decoder
 from workers._consumers import consumer_from_map
@@ -166,7 +166,7 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
 
     def to_running(c: Connection) -> Connection:
         c.start(now)
-        req = next(o for o in c.take_outputs() if hasattr(o, "request")).request  # type: ignore[attr-defined]
+        req = next(o.request for o in c.take_outputs() if isinstance(o, SendForwardOpen))
         reply = cm.ForwardOpenSuccess(0x11110001, req.to_connection_id, req.connection_serial,
                                       req.vendor_id, req.originator_serial, 10_000,
                                       10_000).to_reply()

@@ -103,7 +103,7 @@ def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
     try:
         deadline = time.monotonic() + 30
         while len(processes_using("127.83.53.")) < 2:  # simulator and worker are up
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate(5)
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate(timeout=5)
             time.sleep(0.05)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
@@ -111,7 +111,7 @@ def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(5)
+            proc.communicate(timeout=5)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err
     assert processes_using("127.83.53.") == []
