@@ -28,7 +28,18 @@ from typing import Any
 
 import pytest
 
-from acquisition import cip, class1, cm, cpf, encap, epath, explicit, logix_objects, logix_types
+from acquisition import (
+    cip,
+    class1,
+    cm,
+    cpf,
+    encap,
+    epath,
+    explicit,
+    logix_objects,
+    logix_types,
+    wire,
+)
 from acquisition.demux import Demux
 from acquisition.errors import MalformedPacket
 from acquisition.session import Session
@@ -255,6 +266,28 @@ def _template_records(d: bytes) -> object:
     return logix_objects.parse_template_records(d, d[0] if d else 0)
 
 
+# Bus messages (acquisition.wire): a subscriber decodes whatever arrives on the bus.
+_BUS_TOPIC = wire.topic_for_sample("plc", "tag")
+
+
+def _bus_bodies() -> list[bytes]:
+    sample = wire.Sample(seq=3, publisher="w", plc="plc", tag="tag", t_wall_ns=1, t_mono_ns=2,
+                         cip_seq=4, gap=0, value={"a": [1, 2.5, True, "x"]}, raw=b"\x01\x02",
+                         type_name="MotorData")
+    event = wire.Event(seq=1, publisher="w", plc="plc", tag="tag", t_wall_ns=1, t_mono_ns=2,
+                       kind=wire.EventKind.REJECT, state_from="OPENING", state_to="BACKOFF",
+                       cip_general=1, cip_extended=0x0109, status_text="x", message="m")
+    return [sample.encode()[1], event.encode()[1]]
+
+
+def _bus_body(d: bytes) -> object:
+    return wire.decode(_BUS_TOPIC, d)
+
+
+def _bus_topic(d: bytes) -> object:
+    return wire.decode(d, _bus_bodies()[0])
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
@@ -310,6 +343,8 @@ TARGETS = [
     Target("Class0Datagram.decode", class1.Class0Datagram.decode, lambda c: c.datagrams),
     Target("full chain (encapsulation -> CM)", _full_chain, lambda c: c.encap_frames),
     Target("Demux.receive", _demux_never_raises, lambda c: c.datagrams, never_raises=True),
+    Target("wire.decode (body)", _bus_body, lambda c: _bus_bodies()),
+    Target("wire.decode (topic)", _bus_topic, lambda c: [_BUS_TOPIC, b"event/plc/tag/"]),
     Target(
         "Session.receive_data", _session_never_raises, lambda c: c.encap_frames, never_raises=True
     ),
