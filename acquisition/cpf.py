@@ -13,7 +13,6 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 from acquisition._buffer import Reader
 from acquisition.errors import MalformedPacket, UsageError
@@ -224,17 +223,17 @@ class UnknownItem:
         return self.data
 
 
-Item = Union[
-    NullAddress,
-    ConnectedAddress,
-    SequencedAddress,
-    UnconnectedData,
-    ConnectedData,
-    SockaddrInfo,
-    IdentityItem,
-    ServicesItem,
-    UnknownItem,
-]
+Item = (
+    NullAddress
+    | ConnectedAddress
+    | SequencedAddress
+    | UnconnectedData
+    | ConnectedData
+    | SockaddrInfo
+    | IdentityItem
+    | ServicesItem
+    | UnknownItem
+)
 
 
 def encode_items(items: tuple[Item, ...] | list[Item]) -> bytes:

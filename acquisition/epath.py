@@ -14,7 +14,6 @@ import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 from acquisition._buffer import Reader
 from acquisition.errors import MalformedPacket, UsageError
@@ -189,9 +188,14 @@ class NetworkSegment:
         return bytes([self.subtype, self.data[0]])
 
 
-Segment = Union[
-    PortSegment, LogicalSegment, ElectronicKey, SymbolicSegment, DataSegment, NetworkSegment
-]
+Segment = (
+    PortSegment
+    | LogicalSegment
+    | ElectronicKey
+    | SymbolicSegment
+    | DataSegment
+    | NetworkSegment
+)
 
 
 def encode_path(segments: tuple[Segment, ...] | list[Segment]) -> bytes:
