@@ -6,11 +6,15 @@ from hypothesis import strategies as st
 
 from acquisition import epath
 from acquisition.epath import (
-    DataSegment, ElectronicKey, LogicalSegment, LogicalType, NetworkSegment, PortSegment,
+    DataSegment,
+    ElectronicKey,
+    LogicalSegment,
+    LogicalType,
+    NetworkSegment,
+    PortSegment,
     SymbolicSegment,
 )
 from acquisition.errors import MalformedPacket, UsageError
-from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # protocol.md 4.2: rconpro's unit-tested connection path for tag "test" in slot 0 (9 words).
 RCON_PATH = bytes.fromhex("0100 3404 0000000000000000 9104 74657374")

@@ -9,8 +9,8 @@ import pytest
 from acquisition import cip
 from acquisition.explicit import ExplicitTarget
 from acquisition.logix_types import byte_size
-from simulator.tags import default_store
 from acquisition.resolve import NotResolved, Resolved, TagResolver
+from simulator.tags import default_store
 
 
 def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotResolved, int]:
