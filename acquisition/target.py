@@ -24,13 +24,16 @@ Forward_Open checks, in this order (protocol.md 10.4): body size (0x13 / 0x15); 
 (port segment: wrong port 0x0311, wrong slot 0x0312; electronic key 0x0114 / 0x0115 / 0x0116;
 application path: message router -> class 3, ``91 <tag>`` or ``20 04 [24 cfg] 2C ot 2C to`` ->
 class 1, unknown / not produced -> ``unknown_tag_error``, anything else 0x0315); transport class
-and trigger (0x0103); network parameters (types 0x0123 / 0x0124, fixed/variable 0x011F /
-0x0120, sizes ``size_error`` + the wanted size); duplicate triad (0x0100); consumers per tag
+and trigger (0x0103); network parameters (types 0x0123 / 0x0124; a multicast T->O from an
+originator outside ``address``/``netmask`` 0x0813, 6.7; fixed/variable 0x011F / 0x0120, sizes
+``size_error`` + the wanted size); duplicate triad (0x0100); consumers per tag
 (0x031E); global connection limit (0x0113); RPI (0x0111, or 0x0112 + 5 words when the tag has a
 default RPI; multicast RPI mismatch ``multicast_rpi_error``).
 
 Codes that protocol.md marks uncertain are options (``TargetOptions``) defaulting to the most
-probable Logix behaviour.
+probable Logix behaviour. ``large_forward_open=False`` plays a controller whose firmware predates
+Large_Forward_Open: service 0x5B is answered with general status 0x08 and nothing else (7.6),
+which is what makes pycomm3 and libplctag fall back to 0x54.
 """
 
 from __future__ import annotations
@@ -150,6 +153,8 @@ class TargetOptions:
     #: originator (vendor + serial) has no other connection, ask the server to close every TCP
     #: session from that IP (``drain_session_closes``). Unknown for Logix, hence off.
     close_sessions_on_timeout: bool = False
+    #: False = old firmware without Large_Forward_Open: 0x5B gets general status 0x08 (7.6).
+    large_forward_open: bool = True
 
     def __post_init__(self) -> None:
         if self.size_error not in SIZE_ERRORS:
@@ -416,6 +421,8 @@ class ProducerTarget:
         item there sets the P2P destination port). Never raises on bad input.
         """
         service = request.service
+        if service == cip.Service.LARGE_FORWARD_OPEN and not self.options.large_forward_open:
+            return self._unsupported(service, peer_ip, now), ()
         if service in (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN):
             large = service == cip.Service.LARGE_FORWARD_OPEN
             try:
@@ -435,6 +442,16 @@ class ProducerTarget:
                 return self._malformed(service, request.data, _FC_FIXED, 2, now), ()
             return self.forward_close(fc, peer_ip, now), ()
         return cip.Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED), ()
+
+    def _unsupported(self, service: int, peer_ip: str, now: float) -> cip.Reply:
+        """0x08 with no data, as a CIP object answers a service it does not implement (an old
+        Logix for 0x5B): no triad is echoed, the body is not even parsed."""
+        self.counters.rejects += 1
+        self._count_code(f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X}")
+        self._event(EventKind.REJECTED, now, peer=peer_ip,
+                    detail=f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X} service 0x{service:02X}"
+                           " not supported (large_forward_open off)")
+        return cip.Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
 
     def _malformed(self, service: int, data: bytes, fixed: int, triad_at: int, now: float) -> cip.Reply:
         """0x13 when the body is shorter than its fixed part + path, 0x15 when longer."""
@@ -464,6 +481,8 @@ class ProducerTarget:
         """Validate and open; the reply and the CPF items to append after the unconnected data
         item (O->T / T->O sockaddr items for class 1, none for class 3)."""
         self.counters.forward_opens += 1
+        if request.large and not self.options.large_forward_open:
+            return self._unsupported(request.service, peer_ip, now), ()
         try:
             app = self._walk_path(request.path)
             if app.kind is ConnectionKind.CLASS3:
@@ -594,6 +613,14 @@ class ProducerTarget:
         elif key.minor_revision and key.minor_revision != me.minor_revision:
             raise _Reject(ExtendedStatus.REVISION_MISMATCH)
 
+    def _on_subnet(self, peer_ip: str) -> bool:
+        """OpENer's test: ``(originator & mask) == (our address & mask)``."""
+        net = ipaddress.IPv4Network(f"{self.options.address}/{self.options.netmask}", strict=False)
+        try:
+            return ipaddress.IPv4Address(peer_ip) in net
+        except ValueError:  # not an IPv4 peer: certainly not on our subnet
+            return False
+
     def _size_codes(self) -> tuple[int, int]:
         if self.options.size_error == ExtendedStatus.INVALID_CONNECTION_SIZE:
             return ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE
@@ -661,6 +688,9 @@ class ProducerTarget:
             to.connection_type == cm.ConnectionType.POINT_TO_POINT and tag.unicast_allowed
         ):
             raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
+        if multicast and not self._on_subnet(peer_ip):
+            # TTL 1 (TCP/IP attribute 8): the data could never reach the originator (6.7).
+            raise _Reject(ExtendedStatus.NOT_CONFIGURED_FOR_OFF_SUBNET_MULTICAST)
         if ot.variable:
             raise _Reject(ExtendedStatus.INVALID_OT_FIXED_VARIABLE)
         if to.variable:

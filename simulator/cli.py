@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", metavar="FILE", help="tag database (TOML); default: built-in tags")
     g.add_argument("--address", default="127.0.0.2", help="IPv4 address to serve on (default %(default)s)")
     g.add_argument("--netmask", default="255.0.0.0",
-                   help="netmask of that address, for the multicast groups (default %(default)s)")
+                   help="netmask of that address: the multicast groups, and multicast "
+                        "consumers from outside the subnet get 0x0813 (default %(default)s)")
     g.add_argument("--slot", type=int, default=0, help="backplane slot of the CPU (default %(default)s)")
     g.add_argument("--tcp-port", type=_port, default=44818,
                    help="encapsulation port, TCP and UDP (default %(default)s; 0 = any)")
@@ -110,6 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "connection times out")
     t.add_argument("--multicast-rpi-error", type=_code(MULTICAST_RPI_ERRORS), default=0x0112,
                    help="extended status for a multicast RPI mismatch: 0x0112 or 0x0801")
+    t.add_argument("--no-large-forward-open", action="store_true",
+                   help="old firmware: answer Large_Forward_Open (0x5B) with general status "
+                        "0x08, so originators fall back to Forward_Open (0x54)")
 
     f = parser.add_argument_group("fault injection (also switchable at run time via --control)")
     f.add_argument("--drop", type=_rate, default=0.0, metavar="P", help="drop T->O datagrams")
@@ -150,6 +154,7 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
         initial_watchdog_s=args.initial_watchdog, seq16_mode=Seq16Mode(args.seq16),
         consumer_port=args.consumer_port, multicast_port=args.multicast_port,
         close_sessions_on_timeout=args.close_sessions_on_timeout,
+        large_forward_open=not args.no_large_forward_open,
     )
     explicit = ExplicitTarget(store, args.slot,
                               tcpip=TcpIpSettings(address=args.address, netmask=args.netmask))

@@ -239,3 +239,20 @@ def test_tag_file_with_many_tags_large_arrays_and_program_tags(tmp_path: Path) -
         assert plc.read("Huge{2000}").value == values
         assert plc.write("Tag_010", {"A": -1, "Ok": True}).error is None
         assert plc.read("Tag_010").value == {"A": -1, "Ok": True}
+
+
+def test_old_firmware_without_large_forward_open_falls_back_to_forward_open() -> None:
+    """``--no-large-forward-open`` answers 0x5B with 0x08 (protocol.md 7.6); pycomm3 retries
+    with a 0x54 Forward_Open of 500 bytes, reads and writes through it and closes it."""
+    with start_simulator("127.93.41.9", extra_args=["--no-large-forward-open"]) as proc:
+        with driver(proc) as plc:
+            assert plc.connected and plc.connection_size == 500  # the fallback was taken
+            assert plc.read("Version").value == 33
+            assert plc.write("Setpoint", -3.5).error is None
+            assert plc.read("Setpoint").value == -3.5
+            (conn,) = [c for c in proc.control.connections() if c["kind"] == "class3"]
+            assert conn["peer"] == "127.0.0.1"
+        assert proc.control.connections() == []  # Forward_Close on close()
+        log = proc.log_text()
+        assert "0x08 service 0x5B not supported" in log
+        assert log.count("opened") == 1 and "closed" in log

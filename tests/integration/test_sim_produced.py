@@ -10,6 +10,7 @@ Every receive has a timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 import struct
@@ -72,6 +73,9 @@ value = 1.5
 """
 
 ADDRESS = "127.0.93.2"
+# A /24 like a plant network: consumers on 127.0.93.x are on the simulator's subnet, the
+# default consumer (127.0.0.1) is not, so its multicast requests get 0x0813 (protocol.md 6.7).
+NETMASK = "255.255.255.0"
 ADDRESS_ALT = "127.0.93.3"
 _serials = itertools.count(0x100)
 
@@ -96,7 +100,8 @@ def mcast_port() -> int:
 
 @pytest.fixture(scope="module")
 def sim(tags_file: Path, mcast_port: int) -> Iterator[SimulatorProcess]:
-    args = ["--initial-watchdog", "0.3", "--multicast-port", str(mcast_port), "--seed", "3"]
+    args = ["--initial-watchdog", "0.3", "--multicast-port", str(mcast_port), "--seed", "3",
+            "--netmask", NETMASK]
     with start_simulator(ADDRESS, config=tags_file, extra_args=args) as s:
         yield s
         assert s.alive(), s.log_text()
@@ -104,9 +109,11 @@ def sim(tags_file: Path, mcast_port: int) -> Iterator[SimulatorProcess]:
 
 @pytest.fixture(scope="module")
 def sim_alt(tags_file: Path) -> Iterator[SimulatorProcess]:
-    """The uncertain codes switched to their alternatives, and a tiny connection pool."""
+    """The uncertain codes switched to their alternatives, a tiny connection pool, and old
+    firmware without Large_Forward_Open."""
     args = ["--size-error", "0x0128", "--unknown-tag-error", "0x012E", "--multicast-rpi-error",
             "0x0801", "--max-connections", "2", "--initial-watchdog", "0.3",
+            "--no-large-forward-open",
             "--multicast-port", str(free_udp_port())]
     with start_simulator(ADDRESS_ALT, config=tags_file, extra_args=args) as s:
         yield s
@@ -241,7 +248,7 @@ def test_multicast_consumers_share_one_stream(sim: SimulatorProcess, mcast_port:
         # x128 watchdog: each consumer only heartbeats while it is the one receiving.
         ok_a, items_a = a.open_ok(a.request("McOnly", multicast=True, rpi_us=20_000, mult=5))
         ok_b, items_b = b.open_ok(b.request("McOnly", multicast=True, rpi_us=20_000, mult=5))
-        group = multicast_group(ADDRESS, "255.0.0.0", 0)
+        group = multicast_group(ADDRESS, NETMASK, 0)
         t2o = cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr(group, mcast_port))
         assert items_a[-1] == items_b[-1] == t2o and ok_a.to_connection_id == ok_b.to_connection_id
         for c in (a, b):
@@ -323,6 +330,8 @@ def _rejections() -> list[tuple[str, dict[str, object], tuple[int, tuple[int, ..
         ("key-type", {"path": p("Fixed", 0, epath.ElectronicKey(device_type=7))}, (1, (0x0115,))),
         ("key-revision", {"path": p("Fixed", 0, epath.ElectronicKey(major_revision=1))}, (1, (0x0116,))),
         ("bad-path", {"path": bytes.fromhex("0100 20012401")}, (1, (0x0315,))),
+        # the consumer (127.0.0.1) is outside the simulator's 127.0.93.0/24
+        ("off-subnet-multicast", {"multicast": True}, (1, (0x0813,))),
     ]
 
 
@@ -390,6 +399,36 @@ def test_alternative_codes(sim_alt: SimulatorProcess) -> None:
     finally:
         c.close()
         d.close()
+
+
+def test_large_forward_open_is_on_by_default(consumer: Consumer) -> None:
+    ok, _ = consumer.open_ok(consumer.request("Fixed", large=True))
+    assert ok.to_api == 20_000
+
+
+def test_no_large_forward_open_answers_0x08_and_forward_open_still_works(
+        sim_alt: SimulatorProcess) -> None:
+    """--no-large-forward-open: 0x5B refused with general status 0x08 and no data, directly and
+    inside Unconnected_Send (protocol.md 7.6); the same request as 0x54 opens."""
+    from acquisition import cip
+
+    c = Consumer(sim_alt)
+    try:
+        req = c.request("Fixed", large=True)
+        reply, items = c.tcp.send_rr(req.encode())
+        assert (reply.service, reply.status, reply.additional, reply.data, items) == (
+            0x5B, 0x08, (), b"", ())
+        routed = cip.Request(cip.Service.UNCONNECTED_SEND, epath.CONNECTION_MANAGER_PATH,
+                             cip.UnconnectedSend(req.encode(), bytes.fromhex("0100")).encode())
+        reply, _ = c.tcp.send_rr(routed.encode())
+        assert (reply.service, reply.status, reply.data) == (0x5B, 0x08, b"")
+        assert sim_alt.control.connections() == []
+        assert "0x08 service 0x5B not supported" in sim_alt.log_text()
+        ok, _ = c.open_ok(dataclasses.replace(req, large=False))
+        d, _ = c.stream(ok, 0.1)[0]
+        assert d.data == struct.pack("<i", 305419896)
+    finally:
+        c.close()
 
 
 # --------------------------------------------------------------------------- faults, restart

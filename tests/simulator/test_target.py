@@ -294,6 +294,9 @@ def _reject_cases() -> list[tuple[str, dict[str, object], TargetOptions | None, 
         ("rpi-low", {"to_rpi": 999}, None, (1, (0x0111,))),
         ("rpi-high", {"to_rpi": 750_000_001}, None, (1, (0x0111,))),
         ("ot-rpi-zero", {"ot_rpi": 0}, None, (1, (0x0111,))),
+        # PEER 127.0.0.1 is outside 127.0.1.0/24 (protocol.md 6.7, 7.6)
+        ("off-subnet-multicast", {"multicast": True},
+         TargetOptions(address="127.0.1.2", netmask="255.255.255.0"), (1, (0x0813,))),
     ]
 
 
@@ -313,6 +316,38 @@ def test_unicast_not_allowed_rejects_p2p_but_accepts_multicast() -> None:
     t, _ = make(unicast_allowed=False)
     assert rejected(t, fo()) == (1, (0x0124,))
     opened(t, fo(multicast=True))
+
+
+@pytest.mark.parametrize("address,netmask,peer,ok", [
+    ("127.0.1.2", "255.255.255.0", "127.0.1.200", True),  # same /24
+    ("127.0.1.2", "255.255.255.0", "127.0.2.1", False),
+    ("127.0.1.2", "255.255.255.0", "127.0.0.1", False),
+    ("127.0.1.2", "255.255.0.0", "127.0.2.1", True),  # a wider mask takes it in
+    ("127.0.0.2", "255.0.0.0", "127.99.3.4", True),  # the default: all of loopback
+    ("192.168.1.10", "255.255.255.0", "192.168.2.10", False),
+    ("127.0.1.2", "255.255.255.0", "::1", False),  # not even IPv4
+])
+def test_multicast_only_for_originators_on_our_subnet(address: str, netmask: str, peer: str,
+                                                      ok: bool) -> None:
+    t, _ = make(TargetOptions(address=address, netmask=netmask, initial_watchdog_s=1.0))
+    if ok:
+        opened(t, fo(multicast=True), ip=peer)
+    else:
+        assert rejected(t, fo(multicast=True), ip=peer) == (1, (0x0813,))
+        assert t.producers() == [] and t.counters.reject_codes == {"0x01/0x0813": 1}
+    # Point-to-point data is routed: the subnet does not matter for it.
+    opened(t, fo(serial=0x4321), ip=peer)
+
+
+def test_off_subnet_check_comes_after_the_path_and_type_checks() -> None:
+    t, _ = make(TargetOptions(address="127.0.1.2", netmask="255.255.255.0"))
+    p = epath.produced_tag_connection_path
+    assert rejected(t, fo(multicast=True, path=p("Nope", 0))) == (1, (0x031F,))
+    bad_ot = cm.NetworkParameters(cm.ConnectionType.MULTICAST, cm.Priority.SCHEDULED, False, 2)
+    assert rejected(t, fo(multicast=True, ot_params=bad_ot)) == (1, (0x0123,))
+    assert rejected(t, fo(multicast=True, transport=0x91)) == (1, (0x0103,))
+    assert rejected(t, fo(multicast=True, rpi=1)) == (1, (0x0813,))  # before RPI and sizes
+    assert rejected(t, fo(multicast=True, tag_bytes=9)) == (1, (0x0813,))
 
 
 def test_duplicate_triad() -> None:
@@ -414,6 +449,32 @@ def test_handle_cm_dispatches_forward_open_with_its_t2o_sockaddr() -> None:
     reply, _ = _cm(t, 0x4E, cm.forward_close_for(req).encode_body())
     assert reply.status == 0 and t.connections() == []
     assert _cm(t, 0x57, b"")[0].status == 0x08
+
+
+def test_large_forward_open_switched_off_answers_service_not_supported() -> None:
+    """Old firmware (protocol.md 7.6): 0x5B -> general 0x08, no triad, no connection; the same
+    request as a Forward_Open (0x54) still opens, which is the originators' fallback."""
+    t, _ = make(TargetOptions(large_forward_open=False))
+    for req in (fo(large=True), class3_fo(large=True)):
+        for body in (req.encode_body(), req.encode_body()[:7], b""):  # not even parsed
+            reply, items = _cm(t, 0x5B, body)
+            assert (reply.service, reply.status, reply.additional, reply.data) == (0x5B, 0x08, (), b"")
+            assert items == ()
+        reply, items = t.forward_open(req, PEER, SESSION, 0.0, None)  # direct call: same answer
+        assert (reply.status, reply.data, items) == (0x08, b"", ())
+    assert t.connections() == []
+    assert t.counters.reject_codes == {"0x08": 8}
+    assert all(e.kind is EventKind.REJECTED and "0x08" in e.detail for e in t.drain_events())
+    reply, _ = _cm(t, 0x54, fo(large=False).encode_body())
+    assert reply.status == 0
+    reply, _ = _cm(t, 0x54, class3_fo(large=False).encode_body())
+    assert reply.status == 0 and len(t.connections()) == 2
+
+
+def test_large_forward_open_is_on_by_default() -> None:
+    t, _ = make()
+    assert TargetOptions().large_forward_open is True
+    assert _cm(t, 0x5B, class3_fo(large=True).encode_body())[0].status == 0
 
 
 @pytest.mark.parametrize("service", [0x54, 0x5B])
