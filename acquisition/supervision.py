@@ -234,7 +234,7 @@ def backoff_delay(policy: RestartPolicy, failures: int, u: float) -> float:
 # ----------------------------------------------------------------------------- the table
 
 S = ChildState
-I = InputKind
+I = InputKind  # noqa: E741 - short alias keeps the transition table readable
 
 # For every (state, input) that does something: the states it may lead to (the handler picks one
 # by the condition named in the comment). Pairs not listed are ignored in that state.

@@ -195,7 +195,9 @@ def test_rotating_file_by_age_including_when_idle(tmp_path: Path) -> None:
 
 
 def test_rotating_file_never_overwrites(tmp_path: Path) -> None:
-    wall = lambda: 0.0  # both writers get the same second-resolution name
+    def wall() -> float:  # both writers get the same second-resolution name
+        return 0.0
+
     first = RotatingFile(tmp_path, "s", ".txt", max_bytes=0, max_seconds=0, wall=wall)
     first.write(b"first\n")
     first.close()
