@@ -40,8 +40,7 @@ from typing import Any
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import (  # the process helpers are shared with the pipeline benchmark
-    ROOT,
+from bench_pipeline import (  # noqa: E402 - the process helpers are shared with the pipeline benchmark
     SHAPES,
     BenchError,
     Control,
@@ -57,8 +56,6 @@ from bench_pipeline import (  # the process helpers are shared with the pipeline
     terminate_as_interrupt,
     wait_running,
 )
-
-sys.path.insert(0, str(ROOT))
 
 from acquisition import class1, wire
 from acquisition.connection import Connection, Originator, SendForwardOpen, State

@@ -60,11 +60,11 @@ from typing import Any
 import msgpack
 import zmq
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from simulator.control import SimulatorControl
 from simulator.testing import simulator_command
+
+# The checkout (children run from it, so a plain checkout without an install works too).
+ROOT = Path(__file__).resolve().parent.parent
 
 SIM_ADDRESS = "127.83.41.2"
 WORKER_ADDRESS = "127.83.41.1"
