@@ -8,6 +8,7 @@ schedule have one readable test each.
 from __future__ import annotations
 
 import dataclasses
+import random
 import struct
 from dataclasses import dataclass, field
 
@@ -876,3 +877,156 @@ def test_no_session_close_request_by_default() -> None:
     opened(t, fo())
     t.on_timer(1.0)
     assert t.connections() == [] and t.drain_session_closes() == []
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+_FUZZ_PEERS = ("127.0.0.1", "127.0.0.9", "127.0.1.7", "127.200.3.4", "10.1.2.3")
+_FUZZ_OPTIONS = (
+    TargetOptions(initial_watchdog_s=0.05),
+    TargetOptions(large_forward_open=False, size_error=0x0128, unknown_tag_error=0x0315,
+                  initial_watchdog_s=0.0),
+    TargetOptions(address="127.0.1.2", netmask="255.255.255.0", max_connections=5,
+                  multicast_rpi_error=0x0801, close_sessions_on_timeout=True,
+                  seq16_mode=Seq16Mode.EVERY_PACKET, assemblies={1: "Prod", 2: "Hidden"}),
+)
+
+
+def _fuzz_seeds() -> list[tuple[int, bytes]]:
+    """Valid Connection Manager requests of every shape the target knows: (service, body)."""
+    p = epath.produced_tag_connection_path
+    opens = [
+        fo(), fo(large=True), fo(multicast=True), fo(multicast=True, large=True),
+        fo("Big", 100, rpi=2_000, mult=3), fo(path=p("Prod", None, None)),
+        fo(path=p("Prod", 0, epath.ElectronicKey(1, 0x0E, 166, 33, 11))),
+        fo(path=bytes.fromhex("20042401 2CC6 2C01")), fo(path=bytes.fromhex("0100 20042C01")),
+        fo(path=bytes.fromhex("20042401 2C972C01 80021234 5678")),
+        fo(path=epath.encode_path(epath.tag_path("Program:Main.Prod[1].X"))),
+        class3_fo(), class3_fo(large=False),
+    ]
+    seeds = [(int(r.service), r.encode_body()) for r in opens]
+    seeds += [(0x4E, cm.forward_close_for(r).encode_body()) for r in opens]
+    return seeds
+
+
+def _mutate(rng: random.Random, body: bytes, seeds: list[tuple[int, bytes]]) -> bytes:
+    data = bytearray(body)
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        how = rng.randrange(8)
+        if how == 0 and data:  # flip 1..8 bits
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif how == 1:  # truncate
+            del data[rng.randrange(len(data) + 1):]
+        elif how == 2:  # extend with junk
+            data += rng.randbytes(rng.randint(1, 40))
+        elif how == 3 and data:  # corrupt a length: the path size byte of FO, LFO or FC
+            at = rng.choice([i for i in (35, 39, 10) if i < len(data)] or [0])
+            data[at] = rng.choice((0, 1, data[at] + 1 & 0xFF, data[at] - 1 & 0xFF, 0x7F, 0xFF))
+        elif how == 4 and data:  # overwrite a byte (a field, an id, a segment type)
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif how == 5:  # splice two valid requests
+            other = rng.choice(seeds)[1]
+            cut = rng.randrange(min(len(data), len(other)) + 1)
+            data = data[:cut] + bytearray(other[cut:])
+        elif how == 6 and data:  # delete or insert a byte in the middle (misaligns the rest)
+            at = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                del data[at]
+            else:
+                data.insert(at, rng.randrange(256))
+        elif how == 7 and len(data) > 4:  # extreme values in a 32-bit field (ids, RPIs)
+            at = rng.randrange(len(data) - 3)
+            data[at:at + 4] = rng.choice((b"\x00" * 4, b"\xff" * 4, b"\x00\x00\x00\x80"))
+    return bytes(data)
+
+
+def _check_reply(service: int, reply: cip.Reply, items: tuple[cpf.Item, ...], where: str) -> None:
+    """The reply is a well-formed CIP reply to ``service``; a Connection Manager reply with a
+    body decodes as one (success: the Forward_Open / Forward_Close reply; failure: the triad)."""
+    back = cip.Reply.decode(reply.encode())
+    assert back == reply and back.service == service, where
+    if not reply.data:
+        assert reply.status != 0 and items == (), where
+        return
+    decoded: cm.ForwardOpenSuccess | cm.ForwardCloseSuccess | cm.ConnectionFailure
+    if service in (0x54, 0x5B):
+        decoded = cm.decode_forward_open_reply(back)
+    elif service == 0x4E:
+        decoded = cm.decode_forward_close_reply(back)
+    else:
+        raise AssertionError(f"{where}: data in the reply to an unsupported service")
+    if isinstance(decoded, cm.ConnectionFailure):
+        assert reply.status != 0 and items == (), where
+    for item in items:
+        assert isinstance(item, cpf.SockaddrInfo), where
+        item.sockaddr.encode()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fuzzed_cm_requests_and_datagrams_never_escape(seed: int) -> None:
+    """~25,000 random and mutated Forward_Open / Large_Forward_Open / Forward_Close bodies
+    through ``handle_cm`` and ~12,000 random and mutated datagrams through ``on_datagram``
+    (per seed), interleaved with timers, closes and restarts on three option sets: nothing
+    raises, every reply is a well-formed CIP reply, every produced datagram decodes."""
+    rng = random.Random(seed)
+    seeds = _fuzz_seeds()
+    targets = [make(opt)[0] for opt in _FUZZ_OPTIONS]
+    now = 0.0
+    opened_before = 0
+    for i in range(25_000):
+        t = targets[i % len(targets)]
+        now += rng.choice((0.0, 0.0005, 0.003, 0.02))
+        service, body = rng.choice(seeds)
+        roll = rng.random()
+        if roll < 0.07:
+            body = rng.randbytes(rng.randrange(120))  # pure noise
+        elif roll < 0.9:
+            body = _mutate(rng, body, seeds)  # else: the valid request itself
+        if rng.random() < 0.05:
+            service = rng.choice((0x54, 0x5B, 0x4E, 0x52, 0x57, 0x00, 0x7F))
+        peer = rng.choice(_FUZZ_PEERS)
+        items: tuple[cpf.Item, ...] = ()
+        if rng.random() < 0.2:
+            items = (cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O,
+                                      cpf.Sockaddr("0.0.0.0", rng.randrange(65536))),)
+        request = cip.Request(service, epath.CONNECTION_MANAGER_PATH, body)
+        where = f"seed {seed} #{i}: service 0x{service:02X} body {body.hex()} peer {peer}"
+        try:
+            reply, out_items = t.handle_cm(request, peer, rng.randrange(1, 5), now, items)
+        except Exception as err:  # noqa: BLE001 - report the input that broke it
+            pytest.fail(f"handle_cm raised {err!r}; {where}")
+        _check_reply(service, reply, out_items, where)
+
+        if i % 2 == 0:  # datagrams: noise, or a heartbeat of a live connection, mutated
+            live = t.connections()
+            conn = rng.choice(live) if live else None
+            if conn is not None and rng.random() < 0.8:
+                dgram = class1.heartbeat(conn.ot_id, rng.randrange(1 << 32), rng.randrange(1 << 16))
+                if rng.random() < 0.7:
+                    dgram = _mutate(rng, dgram, [(0, dgram)])
+            else:
+                dgram = rng.randbytes(rng.randrange(64))
+            src = conn.peer_ip if conn is not None and rng.random() < 0.7 else rng.choice(_FUZZ_PEERS)
+            try:
+                t.on_datagram(dgram, src, now)
+            except Exception as err:  # noqa: BLE001
+                pytest.fail(f"on_datagram raised {err!r}; seed {seed} #{i} {dgram.hex()}")
+        if i % 50 == 0:
+            for data, dest in t.on_timer(now):
+                class1.Class1Datagram.decode(data)
+                assert isinstance(dest[0], str) and 0 <= dest[1] <= 0xFFFF
+            t.drain_events()
+            t.drain_session_closes()
+        if i % 997 == 0:
+            t.session_closed(rng.randrange(1, 5), now)
+        if i % 4001 == 0:
+            opened_before += len(t.connections())
+            t.restart(now)
+    # The corpus really reached deep states, not only early rejections.
+    total = sum(len(x.connections()) for x in targets) + opened_before
+    codes = set().union(*(x.counters.reject_codes for x in targets))
+    assert total > 0 and sum(x.counters.heartbeats for x in targets) > 0
+    assert {"0x13", "0x15", "0x08", "0x01/0x0100", "0x01/0x0813", "0x01/0x0315"} <= codes, codes
+    assert sum(x.counters.datagrams_malformed for x in targets) > 1000
