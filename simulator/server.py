@@ -43,8 +43,8 @@ from typing import Any, Protocol
 
 from acquisition import cip, cpf, encap, epath
 from acquisition.encap import Command
-from acquisition.explicit import UNCONNECTED_REPLY_LIMIT
 from acquisition.errors import MalformedPacket
+from acquisition.explicit import UNCONNECTED_REPLY_LIMIT
 from acquisition.status import EncapsulationStatus
 from acquisition.target import Connection, ProducerTarget
 from simulator.faults import DatagramFaults, FaultSettings

@@ -573,10 +573,18 @@ MOTOR_DATA = StructType.build(
      ("Pos", POSITION), ("Flags", "BOOL", 32), ("Energy", "LREAL")],
     instance_id=0x0102, handle=0x5A02,
 )
+# A produced UDT "with status" (protocol.md 7.2): CONNECTION_STATUS first, so consumers see the
+# producer's RunMode (and set ConnectionFaulted themselves when the connection breaks).
+CELL_STATUS = StructType.build(
+    "CellStatus",
+    [("Status", "CONNECTION_STATUS"), ("Parts", "DINT"), ("Temperature", "REAL")],
+    instance_id=0x0103, handle=0x5A03,
+)
 
 
 def _t(spec: str, types: Mapping[str, StructType] | None = None) -> LogixType:
-    return parse_type(spec, types or {"Position": POSITION, "MotorData": MOTOR_DATA})
+    return parse_type(spec, types or {"Position": POSITION, "MotorData": MOTOR_DATA,
+                                      "CellStatus": CELL_STATUS})
 
 
 def default_store() -> TagStore:
@@ -640,6 +648,16 @@ def default_store() -> TagStore:
         # program-scoped
         SimTag("Program:MainProgram.Local", _t("DINT"), initial=7),
         SimTag("Program:MainProgram.Recipe", _t("REAL[4]"), initial=[1.5, 2.5, 3.5, 4.5]),
+        # Added last so the instance ids above never move. The simulated controller is in
+        # (remote) run mode: RunMode is set and held (a write is reverted at the next tick);
+        # ConnectionFaulted is the consumer's to set, the producer sends it clear.
+        SimTag("CellStatus", _t("CellStatus"), produced=True, max_consumers=4,
+               initial={"Status": {"RunMode": True, "ConnectionFaulted": False}},
+               generators={
+                   "Status.RunMode": G(K.CONSTANT, value=True),
+                   "Parts": G(K.COUNTER, interval_s=0.5),
+                   "Temperature": G(K.SINE, amplitude=5.0, offset=40.0, period_s=30.0),
+               }),
     ]
     return TagStore(tags, programs=("MainProgram", "Aux"))
 

@@ -5,6 +5,7 @@ Generators are pure functions of the time passed in, so every test uses a fake c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from acquisition.logix_objects import ExternalAccess
 from acquisition.logix_types import (
+    CONNECTION_STATUS,
     PRODUCED_TAG_MAX_BYTES,
     STRING,
     ArrayType,
@@ -24,6 +26,7 @@ from acquisition.logix_types import (
     StructType,
 )
 from simulator.tags import (
+    CELL_STATUS,
     MOTOR_DATA,
     POSITION,
     Generator,
@@ -108,7 +111,43 @@ def test_lookups_and_listing() -> None:
     assert s.listing("MAINPROGRAM") == s.listing("MainProgram")
     assert s.listing("Nope") is None
     assert set(s.templates()) == {POSITION.instance_id, MOTOR_DATA.instance_id,
-                                  STRING.instance_id}
+                                  STRING.instance_id, CELL_STATUS.instance_id,
+                                  CONNECTION_STATUS.instance_id}
+
+
+def test_default_store_has_a_produced_udt_with_connection_status_first() -> None:
+    """protocol.md 7.2: the status member is the first bytes of the produced image; the
+    simulated controller runs, so RunMode is set and stays set; ConnectionFaulted is clear."""
+    s = default_store()
+    cell = get(s, "CellStatus")
+    assert cell.produced and cell.type is CELL_STATUS
+    first = CELL_STATUS.visible_members[0]
+    assert (first.name, first.type, first.offset) == ("Status", CONNECTION_STATUS, 0)
+    assert [m.name for m in CELL_STATUS.visible_members] == ["Status", "Parts", "Temperature"]
+    assert cell.size() == 12
+    s.tick(0.0)
+    assert cell.value()["Status"] == {"RunMode": True, "ConnectionFaulted": False}
+    assert cell.image()[0] == 0b01  # RunMode = bit 0 of byte 0 (the assumed layout)
+    cell.set({"Status": {"RunMode": False, "ConnectionFaulted": True}, "Parts": 0,
+              "Temperature": 0.0})
+    s.tick(1.6)
+    value = cell.value()
+    assert value["Status"] == {"RunMode": True, "ConnectionFaulted": True}  # RunMode re-asserted
+    assert value["Parts"] == 3 and 35.0 <= value["Temperature"] <= 45.0
+    s.restart(2.0)
+    assert cell.value()["Status"] == {"RunMode": True, "ConnectionFaulted": False}
+
+
+def test_default_store_keeps_instance_ids_of_the_earlier_tags() -> None:
+    """New default tags go at the end: ids other tests and saved configs use never move."""
+    s = default_store()
+    tags = list(s)
+    assert tags[-1].name == "CellStatus"
+    without = TagStore([dataclasses.replace(t, instance_id=0) for t in tags[:-1]],
+                       programs=s.programs)
+    assert {t.name: t.instance_id for t in without} == {t.name: t.instance_id for t in tags[:-1]}
+    listing = s.listing(None)
+    assert listing is not None and max(x.instance_id for x in listing) == tags[-1].instance_id
 
 
 # ---------------------------------------------------------------------------------------------
