@@ -708,12 +708,18 @@ class Connection:
             return min(o.hb_origin + o.hb_index * o.ot_api_s, o.watchdog_at)
         return self._deadline
 
-    def on_timer(self, now: float) -> None:
+    def on_timer(self, now: float, *, data_pending: bool = False) -> None:
+        """Act on whatever is due at ``now``. ``data_pending``: the caller has received
+        datagrams it has not read yet (it stopped draining its socket to serve other timers),
+        any of which may be this connection's; a due T->O watchdog is then held until the
+        caller has read them and calls again (a watchdog expires only when no datagram is
+        waiting, so a pause of the caller never expires a connection whose data arrived in
+        time). Heartbeats and the other states' timers are not held."""
         st = self.state
         if st is State.RUNNING:
             o = self._open
             assert o is not None
-            if now >= o.watchdog_at:
+            if now >= o.watchdog_at and not data_pending:
                 self._watchdog(now)
                 return
             due = o.hb_origin + o.hb_index * o.ot_api_s
@@ -969,6 +975,12 @@ class Connection:
                         f" O->T {self.ot_rpi_us} us)")
             elif ext == 0x0813:
                 hint = "; multicast does not cross subnets: use unicast"
+            elif ext == 0x0124 and not p.multicast:
+                # Logix answers a P2P request for a produced tag whose "Allow Unicast Consumer
+                # Connections" box is clear with an invalid T->O connection type.
+                hint = ("; the tag does not allow unicast consumers: tick 'Allow Unicast"
+                        " Consumer Connections' in the produced tag's Connection settings, or"
+                        ' use transport = "multicast"')
             self._fail(Trigger.REJECTED_FATAL, now, status=status,
                        message=f"{self.name}: Forward_Open refused: {text}{hint}")
         else:

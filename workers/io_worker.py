@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -85,8 +87,13 @@ log = logging.getLogger("pyconpro.io_worker")
 # joined them on). Python 3.11 does not export the constant.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 DEFAULT_UDP_PORT = 2222
-_RECV_BATCH = 256  # datagrams per wake-up before looking at timers again
+_RECV_BATCH = 256  # datagrams per recv batch; a short batch means the socket is empty
+# Batches read per socket before the timers run anyway. Reading to the end first is what keeps
+# watchdogs honest (see ``run``); the bound only keeps heartbeats going when datagrams arrive
+# faster than the worker can read them, and then watchdogs are held (``data_pending``).
+_MAX_DRAIN_BATCHES = 64
 _MAX_WAIT_S = 1.0
+DEFAULT_UDP_RCVBUF = 4 << 20  # asked per UDP socket; Linux caps it at net.core.rmem_max
 
 
 @dataclass(slots=True)
@@ -98,6 +105,7 @@ class WorkerOptions:
     name: str | None = None
     stats_interval_s: float = 5.0
     pub_hwm: int = 100_000
+    udp_rcvbuf: int = DEFAULT_UDP_RCVBUF  # SO_RCVBUF asked for every UDP socket (bytes)
     pub_linger_ms: int = 1000
     shutdown_timeout_s: float = 3.0
     request_timeout_s: float = 10.0
@@ -157,6 +165,10 @@ class Consumer:
     samples: int = 0
     decode_errors: int = 0
     removing: bool = False
+    # The time of this consumer's entry in the worker's timer heap, or None: the heap holds an
+    # entry at or before the connection's next deadline (never after it); an entry whose time
+    # is not ``sched`` is stale and skipped when popped.
+    sched: float | None = None
 
 
 class IoWorker:
@@ -190,13 +202,21 @@ class IoWorker:
         # Topic prefixes somebody subscribed to on the PUB socket (XPUB reports each prefix
         # when its first subscriber arrives and when its last one leaves).
         self.bus_subscriptions: set[bytes] = set()
+        # Connection deadlines: a heap of (time, tie-breaker, consumer) with lazy invalidation
+        # (Consumer.sched), so a loop iteration costs O(log N) per due timer, not O(N).
+        self._heap: list[tuple[float, int, Consumer]] = []
+        self._tie = itertools.count()
+        self._held: list[Consumer] | None = None  # due again within the running _timers pass
+        self._held_before = 0.0
+        self._removing: set[str] = set()  # consumers waiting for CLOSED to be reaped
+        self.udp_rcvbuf = 0  # SO_RCVBUF granted by the kernel (Linux: twice what it allows)
 
     # ================================================================== set-up / tear-down
 
     def open(self) -> None:
         """Bind every socket. Raises OSError / zmq.ZMQError with the address on failure."""
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.udp_rcvbuf = self._set_rcvbuf(self.udp)
         try:
             self.udp.bind((self.opt.local_address, self.opt.udp_port))
         except OSError as exc:
@@ -236,6 +256,26 @@ class IoWorker:
                  " PUB %s, control %s", self.name, self.originator.vendor_id,
                  self.originator.serial, self.opt.local_address, self.udp_port,
                  self.pub_endpoint, self.control_endpoint)
+        asked = self.opt.udp_rcvbuf
+        # Linux doubles the value asked for (bookkeeping overhead) and caps the request at
+        # net.core.rmem_max, so what it reports back is the number that counts.
+        if asked > 0 and self.udp_rcvbuf < 2 * asked:
+            log.warning("%s: UDP receive buffer %d bytes granted, %d asked (Linux reports twice"
+                        " the usable size): raise net.core.rmem_max (sysctl -w"
+                        " net.core.rmem_max=%d) or lower --udp-rcvbuf, else bursts of datagrams"
+                        " are dropped by the kernel", self.name, self.udp_rcvbuf, asked, asked)
+        else:
+            log.info("%s: UDP receive buffer %d bytes granted (%d asked)", self.name,
+                     self.udp_rcvbuf, asked)
+
+    def _set_rcvbuf(self, sock: socket.socket) -> int:
+        """Ask for ``udp_rcvbuf`` (0 = the system default) and return what was granted."""
+        if self.opt.udp_rcvbuf > 0:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.opt.udp_rcvbuf)
+            except OSError as exc:  # never fatal: the default buffer still works
+                log.warning("SO_RCVBUF %d refused: %s", self.opt.udp_rcvbuf, exc)
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def close(self) -> None:
         self._closed = True
@@ -277,13 +317,21 @@ class IoWorker:
         if c is None:
             raise UsageError(f"no consumer {key!r}; 'list' shows the keys (<plc>/<tag or alias>)")
         c.removing = True
+        self._removing.add(key)
         c.conn.stop(now)
         self._pump(c, now)
 
     def _reap(self) -> None:
-        for key, c in list(self.consumers.items()):
-            if c.removing and c.conn.state is State.CLOSED:
+        if not self._removing:
+            return
+        for key in list(self._removing):
+            c = self.consumers.get(key)
+            if c is None:
+                self._removing.discard(key)
+            elif c.conn.state is State.CLOSED:
+                self._removing.discard(key)
                 del self.consumers[key]
+                c.sched = None  # its heap entries are stale from now on
                 c.link.consumers.discard(key)
                 if not c.link.consumers and not self.stopping:
                     self._close_link(c.link, unregister=True)
@@ -313,6 +361,20 @@ class IoWorker:
                 self._leave(out.group)
             elif isinstance(out, Resolve):
                 self._resolve(c, now)
+        self._schedule(c)
+
+    def _schedule(self, c: Consumer) -> None:
+        """Make sure the timer heap has an entry for ``c`` at or before its next deadline.
+        Data only moves a running connection's watchdog later, so the hot path pushes nothing;
+        an entry left early is re-checked when it comes due (``_timers``)."""
+        d = c.conn.next_deadline()
+        if d is None or (c.sched is not None and c.sched <= d):
+            return
+        c.sched = d
+        if self._held is not None and d <= self._held_before:
+            self._held.append(c)  # due again in this pass: next pass (no endless loop)
+        else:
+            heapq.heappush(self._heap, (d, next(self._tie), c))
 
     def _send_heartbeat(self, c: Consumer, out: SendHeartbeat) -> None:
         assert self.udp is not None
@@ -560,7 +622,7 @@ class IoWorker:
             # Several workers (interfaces) may consume the same group on this host.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self._set_rcvbuf(sock)
             sock.bind((group, self.udp_port))
             local = socket.inet_aton(self.opt.local_address)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
@@ -591,21 +653,42 @@ class IoWorker:
 
     # ================================================================== receive path
 
-    def _drain_udp(self, sock: socket.socket, now: float) -> None:
-        for _ in range(_RECV_BATCH):
+    def _drain(self) -> bool:
+        """Read every UDP socket until it is empty (a batch comes back short); False when one
+        still had datagrams after ``_MAX_DRAIN_BATCHES`` batches."""
+        empty = True
+        if self.udp is not None:
+            empty = self._drain_socket(self.udp)
+        for sock, _ in self.groups.values():
+            empty = self._drain_socket(sock) and empty
+        return empty
+
+    def _drain_socket(self, sock: socket.socket) -> bool:
+        for _ in range(_MAX_DRAIN_BATCHES):
+            if self._drain_udp(sock) < _RECV_BATCH:
+                return True
+        return False
+
+    def _drain_udp(self, sock: socket.socket) -> int:
+        """Read up to ``_RECV_BATCH`` datagrams; return how many reads were made (fewer: the
+        socket is empty)."""
+        for n in range(_RECV_BATCH):
             try:
                 data, addr = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ICMP errors surface here on Linux; not fatal
+                return n
+            except OSError as exc:  # ICMP errors surface here on Linux; the next read goes on
                 log.debug("UDP receive error: %s", exc)
-                return
+                continue
             self.counters["datagrams"] += 1
             delivery = self.demux.receive(data, addr[0])
             if delivery is None:
                 continue
             t_wall = time.time_ns()
             t_mono = time.monotonic_ns()
+            # The time the datagram was read, never a time taken before a possible pause of
+            # this process: the watchdog counts from it.
+            now = t_mono * 1e-9
             for key in delivery.owners:
                 c = self.consumers.get(str(key))
                 if c is None:
@@ -615,6 +698,7 @@ class IoWorker:
                 self._pump(c, now)
                 self._publish_sample(c, delivery.datagram.cip_sequence,
                                      delivery.datagram.data, t_wall, t_mono)
+        return _RECV_BATCH
 
     def _publish_sample(self, c: Consumer, cip_seq: int, raw: bytes, t_wall: int,
                         t_mono: int) -> None:
@@ -694,6 +778,7 @@ class IoWorker:
             counters[f"state_{st.value.lower()}"] = sum(
                 1 for c in self.consumers.values() if c.conn.state is st)
         counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
+        counters["udp_rcvbuf"] = self.udp_rcvbuf
         counters["uptime_s"] = round(time.monotonic() - self.started, 3)
         self._publish(wire.Stats(seq=0, publisher=self.name, worker=self.name,
                                  t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(),
@@ -757,18 +842,32 @@ class IoWorker:
                  "state": c.conn.state.value, "failure": c.conn.failure}
                 for k, c in self.consumers.items()]}
         if op == "status":
-            return {"ok": True, **self.status()}
+            return {"ok": True, **self.status(recorder=req.get("recorder") is True)}
+        if op == "recorder":
+            key = req.get("key")
+            if key is None and req.get("plc") is not None and req.get("tag") is not None:
+                key = f"{req['plc']}/{req['tag']}"
+            found = self.consumers.get(key) if isinstance(key, str) else None
+            if found is None:
+                raise UsageError(f"'recorder' needs the 'key' of a consumer (<plc>/<tag or"
+                                 f" alias>), got {key!r}; 'list' shows the keys")
+            return {"ok": True, "key": key, "state": found.conn.state.value,
+                    "recorder": found.conn.recorder.dump()}
         if op == "stop":
             self._stop_requested = True
             return {"ok": True, "stopping": True}
-        raise UsageError(f"unknown op {op!r}: use add, remove, list, status or stop")
+        raise UsageError(f"unknown op {op!r}: use add, remove, list, status, recorder or stop")
 
-    def status(self) -> dict[str, Any]:
+    def status(self, recorder: bool = False) -> dict[str, Any]:
+        """The ``status`` reply. The flight recorders (hex dumps, ~1 KB per consumer) only with
+        ``recorder``: the periodic status of a worker with hundreds of consumers must stay
+        small and quick, it is built while the receive loop waits."""
         self._on_subscriptions()  # read what arrived since the last poll: the answer is current
         return {
             "worker": self.name,
             "local_address": self.opt.local_address,
             "udp_port": self.udp_port,
+            "udp_rcvbuf": self.udp_rcvbuf,
             "pub": self.pub_endpoint,
             "control": self.control_endpoint,
             "vendor_id": self.originator.vendor_id,
@@ -780,7 +879,8 @@ class IoWorker:
             "bus_subscriptions": len(self.bus_subscriptions),
             "bus_topics": sorted(t.decode("utf-8", "replace") for t in self.bus_subscriptions
                                  )[:32],
-            "counters": {**self.counters, **self.demux.counters()},
+            "counters": {**self.counters, **self.demux.counters(),
+                         "udp_rcvbuf": self.udp_rcvbuf},
             "groups": sorted(self.groups),
             "plcs": [{"address": link.address, "port": link.port, "up": link.up,
                       "sessions_opened": link.sessions_opened,
@@ -788,7 +888,7 @@ class IoWorker:
                       "last_failure": link.last_failure,
                       "consumers": sorted(link.consumers)} for link in self.links.values()],
             "consumers": [{"key": k, "samples": c.samples, **c.conn.snapshot(),
-                           "recorder": c.conn.recorder.dump()}
+                           **({"recorder": c.conn.recorder.dump()} if recorder else {})}
                           for k, c in self.consumers.items()],
         }
 
@@ -812,10 +912,11 @@ class IoWorker:
 
     def _deadline(self, now: float) -> float:
         d = now + _MAX_WAIT_S
-        for c in self.consumers.values():
-            cd = c.conn.next_deadline()
-            if cd is not None and cd < d:
-                d = cd
+        heap = self._heap
+        while heap and heap[0][2].sched != heap[0][0]:
+            heapq.heappop(heap)  # stale: the consumer was rescheduled or reaped
+        if heap and heap[0][0] < d:
+            d = heap[0][0]
         for link in self.links.values():
             if link.session is not None:
                 sd = link.session.next_deadline()
@@ -827,12 +928,30 @@ class IoWorker:
             d = min(d, self._shutdown_deadline)
         return d
 
-    def _timers(self, now: float) -> None:
-        for c in list(self.consumers.values()):
-            cd = c.conn.next_deadline()
-            if cd is not None and now >= cd:
-                c.conn.on_timer(now)
-                self._pump(c, now)
+    def _timers(self, now: float, data_pending: bool = False) -> None:
+        """Everything due at ``now``. ``data_pending``: a UDP socket still had datagrams after
+        the drain, so T->O watchdogs are held (Connection.on_timer)."""
+        heap = self._heap
+        self._held, self._held_before = [], now
+        try:
+            while heap and heap[0][0] <= now:
+                at, _, c = heapq.heappop(heap)
+                if c.sched != at:
+                    continue  # stale entry
+                c.sched = None
+                d = c.conn.next_deadline()
+                if d is not None and d > now:
+                    # The entry was early (data moved the watchdog): re-file it, nothing due.
+                    c.sched = d
+                    heapq.heappush(heap, (d, next(self._tie), c))
+                    continue
+                c.conn.on_timer(now, data_pending=data_pending)
+                self._pump(c, now)  # reschedules; still due now -> held for the next pass
+        finally:
+            held, self._held = self._held, None
+            for c in held:
+                if c.sched is not None:
+                    heapq.heappush(heap, (c.sched, next(self._tie), c))
         for link in list(self.links.values()):
             if link.session is not None:
                 sd = link.session.next_deadline()
@@ -854,13 +973,7 @@ class IoWorker:
             self._publish_stats()
 
     def _dispatch_fd(self, fd: int, flags: int, now: float) -> None:
-        if self.udp is not None and fd == self.udp.fileno():
-            self._drain_udp(self.udp, now)
-            return
-        for sock, _ in self.groups.values():
-            if fd == sock.fileno():
-                self._drain_udp(sock, now)
-                return
+        # UDP sockets are read at the top of every loop iteration (``run``), never here.
         if self._wake_r is not None and fd == self._wake_r.fileno():
             try:
                 self._wake_r.recv(512)
@@ -887,9 +1000,19 @@ class IoWorker:
                     c.conn.state in (State.CLOSED, State.FAILED)
                     for c in self.consumers.values())):
                 break
-            self._timers(now)
+            # Read every datagram that has arrived before judging any watchdog: after a pause
+            # of this loop (GC, a slow control request, SIGSTOP, a loaded machine) the data of
+            # every connection may be waiting in the socket buffer. ``now`` was taken before
+            # the reads, and each read datagram counts from its own, later, read time, so a
+            # watchdog due at ``now`` means no datagram of that connection arrived before
+            # ``now``. Should the drain stop early, the watchdogs wait for the next pass.
+            drained = self._drain()
+            self._timers(now, data_pending=not drained)
             self._reap()
-            wait_ms = max(0, int((self._deadline(now) - time.monotonic()) * 1000) + 1)
+            if drained:
+                wait_ms = max(0, int((self._deadline(now) - time.monotonic()) * 1000) + 1)
+            else:
+                wait_ms = 0
             for item, flags in self.poller.poll(wait_ms):
                 now = time.monotonic()
                 if item is self.control:
@@ -955,6 +1078,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=None,
                    help="seconds between stats messages (default 5; 0 = never)")
     p.add_argument("--hwm", type=int, default=None, help="PUB send high-water mark")
+    p.add_argument("--udp-rcvbuf", type=int, default=DEFAULT_UDP_RCVBUF, metavar="BYTES",
+                   help="SO_RCVBUF asked for each UDP socket (default 4 MiB; Linux grants at"
+                   " most net.core.rmem_max; 0 = system default); the granted size is logged"
+                   " and in stats as udp_rcvbuf")
     p.add_argument("--shutdown-timeout", type=float, default=3.0,
                    help="seconds to wait for Forward_Close replies on stop")
     p.add_argument("--log-level", default="INFO")
@@ -967,7 +1094,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = WorkerOptions(local_address=args.local_address, udp_port=args.udp_port,
                          pub_endpoint=args.pub_endpoint, control_endpoint=args.control_endpoint,
-                         name=args.name, shutdown_timeout_s=args.shutdown_timeout)
+                         name=args.name, shutdown_timeout_s=args.shutdown_timeout,
+                         udp_rcvbuf=args.udp_rcvbuf)
     defs: list[ConsumerDef] = []
     try:
         for text in args.consumer:

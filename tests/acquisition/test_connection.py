@@ -143,9 +143,9 @@ def _any_open_request(conn: Connection) -> cm.ForwardOpenRequest:
                                         to_connection_id=5)
 
 
-def _fire_timer(conn: Connection) -> None:
+def _fire_timer(conn: Connection, data_pending: bool = False) -> None:
     deadline = conn.next_deadline()
-    conn.on_timer(deadline if deadline is not None else T0 + 1e6)
+    conn.on_timer(deadline if deadline is not None else T0 + 1e6, data_pending=data_pending)
 
 
 INPUTS: dict[str, Callable[[Connection], None]] = {
@@ -171,6 +171,8 @@ INPUTS: dict[str, Callable[[Connection], None]] = {
         cm.ForwardCloseSuccess(1, 1, 1).to_reply()),
     "data": lambda c: c.on_data(T0 + 0.01),
     "timer": _fire_timer,
+    # the caller has unread datagrams: only a T->O watchdog is held, every other timer acts
+    "timer_data_pending": lambda c: _fire_timer(c, data_pending=True),
 }
 
 # Written from the design (protocol.md 7.7 and ARCHITECTURE.md), not from TRANSITIONS.
@@ -199,6 +201,10 @@ EXPECTED_LEARNED: dict[State, dict[str, State]] = {
     State.OPENING: {**EXPECTED[State.OPENING], "open_size": State.RESOLVING},
     State.BACKOFF: {"stop": State.CLOSED, "timer": State.RESOLVING},
 }
+for _table in (EXPECTED, EXPECTED_LEARNED):
+    for _row in _table.values():
+        if "timer" in _row:
+            _row["timer_data_pending"] = _row["timer"]
 
 
 @pytest.mark.parametrize("learned", [False, True], ids=["given", "learned"])
@@ -372,6 +378,24 @@ def test_watchdog_expiry_closes_best_effort_and_backs_off_with_timeout_event() -
     # the retry uses a new triad
     conn.on_timer(conn.next_deadline())
     assert pending_open(conn).connection_serial != req.connection_serial
+
+
+def test_watchdog_is_held_while_the_caller_has_unread_datagrams() -> None:
+    # T->O API 100 ms x 4 = 0.4 s; heartbeats every 150 ms (O->T API)
+    conn = make(multiplier=0, timing=Timing(first_data_s=0.1))
+    open_running(conn, to_api=100_000, ot_api=150_000)
+    conn.on_data(T0 + 0.1)
+    conn.take_outputs()
+    late = T0 + 0.1 + 0.4 + 0.2  # past the watchdog and past a heartbeat slot
+    conn.on_timer(late, data_pending=True)
+    assert conn.state is State.RUNNING and conn.counters.timeouts == 0
+    assert len(outputs_of(conn, SendHeartbeat)) == 1  # heartbeats are not held
+    assert conn.next_deadline() <= late  # still due: the caller asks again once it has read
+    conn.on_data(late + 0.001)  # the waiting datagram was this connection's: alive
+    conn.on_timer(late + 0.002)
+    assert conn.state is State.RUNNING
+    conn.on_timer(late + 0.001 + 0.4)  # nothing since, nothing waiting: it expires
+    assert conn.state is State.BACKOFF and conn.counters.timeouts == 1
 
 
 def test_first_data_gets_at_least_first_data_timeout() -> None:
@@ -662,6 +686,23 @@ def test_wrong_slot_fails_with_a_hint() -> None:
     conn.start(T0)
     reject_and_events(conn, 0x01, 0x0312)
     assert conn.state is State.FAILED and "slot" in conn.failure
+
+
+def test_unicast_refused_for_the_tag_names_the_fix() -> None:
+    # Logix: 0x01/0x0124 (invalid T->O connection type) when the produced tag does not allow
+    # unicast consumers.
+    conn = make()
+    conn.start(T0)
+    events = reject_and_events(conn, 0x01, 0x0124)
+    assert conn.state is State.FAILED and events[-1].cip_extended == 0x0124
+    assert "does not allow unicast consumers" in conn.failure
+    assert "'Allow Unicast Consumer Connections'" in conn.failure
+    assert 'transport = "multicast"' in conn.failure
+    # a multicast request refused the same way is another problem: no unicast advice
+    conn = make(multicast=True)
+    conn.start(T0)
+    reject_and_events(conn, 0x01, 0x0124)
+    assert conn.state is State.FAILED and "unicast" not in conn.failure
 
 
 def test_transient_reject_backs_off_with_status_in_event() -> None:

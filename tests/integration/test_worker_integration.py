@@ -52,6 +52,15 @@ def sim_b() -> Iterator[SimulatorProcess]:
         yield sim
 
 
+@pytest.fixture
+def sim_steady() -> Iterator[SimulatorProcess]:
+    """Like ``sim_a`` but without a longer first watchdog period: the simulator's O->T
+    watchdog is API x multiplier from the Forward_Open on."""
+    with start_simulator(SIM_A, extra_args=["--seq16", "every", "--initial-watchdog", "0",
+                                            "--seed", "1"]) as sim:
+        yield sim
+
+
 def wait_running(w: WorkerProcess, keys: list[str], timeout: float = 10.0) -> None:
     for key in keys:
         w.wait_state(key, "RUNNING", timeout)
@@ -171,12 +180,14 @@ def test_sigint_also_closes(sim_a: SimulatorProcess) -> None:
 # --------------------------------------------------------------------------- faults
 
 
-def test_heartbeat_loss_in_the_simulators_view_is_recovered(sim_a: SimulatorProcess) -> None:
-    # O->T 50 ms x4 = 0.2 s at the simulator (first period 0.5 s); the worker is frozen 1.5 s
+def test_heartbeat_loss_in_the_simulators_view_is_recovered(
+        sim_steady: SimulatorProcess) -> None:
+    # O->T 50 ms x4 = 0.2 s at the simulator from the first period on (--initial-watchdog 0);
+    # the worker is frozen until the simulator has dropped it
+    sim_a = sim_steady
     c = consumer(sim_a, "a", "Counter", 20, ot_rpi_ms=50, multiplier=4)
     with start_worker(WORKER, [c]) as w:
         wait_running(w, ["a/Counter"])
-        time.sleep(0.6)  # past the simulator's first, longer watchdog period
         os.kill(w.pid, signal.SIGSTOP)
         try:
             wait_until(lambda: sim_a.control.connections() == [], 5,
@@ -277,9 +288,10 @@ def test_rejects_are_reported_with_status(sim_a: SimulatorProcess) -> None:
         consumer(sim_a, "a", "Counter", 20, size=8),  # wrong size, no type known
         consumer(sim_a, "a", "Counter", 20, type="DINT[2]", alias="TypeWrong"),
         consumer(sim_a, "a", "NoSuchTag", 20),  # discovery cannot find it
+        consumer(sim_a, "a", "Walk", 20, type="REAL"),  # produced for multicast consumers only
     ]
     with start_worker(WORKER, cons) as w:
-        for key in ("a/Setpoint", "a/Counter", "a/TypeWrong", "a/NoSuchTag"):
+        for key in ("a/Setpoint", "a/Counter", "a/TypeWrong", "a/NoSuchTag", "a/Walk"):
             w.wait_state(key, "FAILED", 10)
         w.collect(0.2)
         rej = [e for e in w.events("Setpoint", "reject") if e.state_to == "FAILED"]
@@ -291,6 +303,10 @@ def test_rejects_are_reported_with_status(sim_a: SimulatorProcess) -> None:
         assert "type mismatch" in mism.message and "4" in mism.message and "8" in mism.message
         nf = next(e for e in w.events("NoSuchTag") if e.state_to == "FAILED")
         assert "not in the controller's tag list" in nf.message
+        uni = next(e for e in w.events("Walk", "reject") if e.state_to == "FAILED")
+        assert uni.cip_general == 1 and uni.cip_extended == 0x0124
+        assert "Allow Unicast Consumer Connections" in uni.message
+        assert 'transport = "multicast"' in uni.message
         failures = {c["key"]: c["failure"] for c in w.control("list")["consumers"]}
         assert all(failures.values())
         assert sim_a.control.connections() == []
@@ -337,7 +353,17 @@ def test_control_socket_add_list_status_remove_and_errors(sim_a: SimulatorProces
         status = w.control("status")
         assert status["originator_serial"] == w.info["originator_serial"]
         [c] = status["consumers"]
-        assert c["state"] == "RUNNING" and c["samples"] > 0 and c["recorder"]
+        assert c["state"] == "RUNNING" and c["samples"] > 0
+        # The flight recorder (hex dumps) only on request: the periodic status stays small.
+        assert "recorder" not in c
+        [full] = w.control("status", recorder=True)["consumers"]
+        assert any("-> heartbeat" in line for line in full["recorder"])
+        assert any("<- T->O" in line for line in full["recorder"])
+        one = w.control("recorder", key="a/Counter")
+        assert one["ok"] and one["state"] == "RUNNING"
+        assert any("<- T->O" in line for line in one["recorder"])
+        assert w.control("recorder", plc="a", tag="Counter")["ok"]
+        assert "'list' shows the keys" in w.control("recorder", key="a/Nope")["error"]
         bad = w.control("add", consumer={"address": "nowhere", "tag": "X"})
         assert not bad["ok"] and "IPv4" in bad["error"]
         bad = w.control("add", consumer={"address": "1.2.3.4", "tag": "X", "colour": 1})
