@@ -115,6 +115,10 @@ SUBSCRIBED_POLL_S = 0.05  # ... while waiting for the bus subscription to reach 
 SUBSCRIPTION_WARN_S = 10.0  # log it when a worker's PUB gets no subscription for this long
 CONTROL_TIMEOUT_S = 2.0  # a worker that does not answer a control request within this
 MAX_WAIT_S = 0.5  # upper bound of one loop wait (child exits are also signalled by SIGCHLD)
+# High-water marks (STYLE.md #10): the control socket serves a few `pyconpro status` clients,
+# a worker link carries one request at a time (the rest wait in _WorkerLink.queue).
+CONTROL_HWM = 100
+LINK_HWM = 16
 ERROR_EVENT_KINDS = frozenset({"reject", "timeout", "error"})
 
 
@@ -477,6 +481,8 @@ class Supervisor:
         self.forwarder.start()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.SNDHWM, CONTROL_HWM)
+        self.control.setsockopt(zmq.RCVHWM, CONTROL_HWM)
         try:
             self.control.bind(self.control_endpoint)
         except zmq.ZMQError as exc:
@@ -657,6 +663,8 @@ class Supervisor:
         if link.sock is None:
             link.sock = self.ctx.socket(zmq.DEALER)
             link.sock.setsockopt(zmq.LINGER, 0)
+            link.sock.setsockopt(zmq.SNDHWM, LINK_HWM)
+            link.sock.setsockopt(zmq.RCVHWM, LINK_HWM)
             link.sock.connect(link.endpoint)
             self.poller.register(link.sock, zmq.POLLIN)
         return link.sock

@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from acquisition.config import Config, WorkerGroup, consumer_specs, parse_config
 from acquisition.supervision import ChildKind
 from pyconpro.status_cli import request
 from workers.supervisor import (
+    CONTROL_HWM,
+    LINK_HWM,
     ChildSpec,
     Runtime,
     Supervisor,
@@ -346,6 +349,24 @@ def test_starts_everything_reports_status_and_stops_workers_before_sinks(tmp_pat
     sink_stops = [e["t"] for e in log if e["ev"] == "stop" and e["name"] == "sink-db"]
     assert len(worker_exits) == 2 and len(sink_stops) == 1
     assert max(worker_exits) <= sink_stops[0]  # sinks are told to stop after workers exited
+
+
+def test_control_socket_and_worker_links_have_explicit_hwm(tmp_path: Path) -> None:
+    cfg = tmp_path / "pipe.toml"
+    cfg.write_text(config_text(tmp_path))
+    sup = Supervisor(str(cfg), planner=stand_in_planner(tmp_path))
+    sup.open()
+    try:
+        assert sup.control is not None
+        assert sup.control.getsockopt(zmq.SNDHWM) == CONTROL_HWM != 1000  # not libzmq's default
+        assert sup.control.getsockopt(zmq.RCVHWM) == CONTROL_HWM
+        assert sup.links
+        for link in sup.links.values():
+            sock = sup._link_socket(link)
+            assert sock.getsockopt(zmq.SNDHWM) == LINK_HWM != 1000
+            assert sock.getsockopt(zmq.RCVHWM) == LINK_HWM
+    finally:
+        sup.close()
 
 
 def test_sigkilled_children_come_back(tmp_path: Path) -> None:

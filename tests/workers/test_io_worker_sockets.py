@@ -1,0 +1,71 @@
+"""The I/O worker's sockets, opened in this process (no PLC needed): the UDP receive buffer it
+asks for, and what it reports about it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.io_worker import DEFAULT_UDP_RCVBUF, IoWorker, WorkerOptions
+
+LOCAL = "127.61.12.1"
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="Linux doubles and caps SO_RCVBUF (socket(7))")
+
+
+def rmem_max() -> int:
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+@pytest.fixture
+def open_worker() -> Iterator[list[IoWorker]]:
+    opened: list[IoWorker] = []
+    yield opened
+    for w in opened:
+        w.close()
+
+
+def start(opened: list[IoWorker], **kw: object) -> IoWorker:
+    w = IoWorker(WorkerOptions(local_address=LOCAL, udp_port=0, pub_endpoint="tcp://127.0.0.1:0",
+                               control_endpoint="tcp://127.0.0.1:0", **kw))  # type: ignore[arg-type]
+    opened.append(w)
+    w.open()
+    return w
+
+
+@linux_only
+def test_udp_receive_buffer_asked_read_back_and_reported(open_worker: list[IoWorker]) -> None:
+    asked = min(256 * 1024, rmem_max())
+    w = start(open_worker, udp_rcvbuf=asked)
+    assert w.udp is not None
+    granted = w.udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert granted == 2 * asked  # Linux reports twice what it was asked (socket(7))
+    status = w.status()
+    assert status["udp_rcvbuf"] == granted and status["counters"]["udp_rcvbuf"] == granted
+
+
+@linux_only
+def test_default_asks_4_mib_and_a_capped_grant_is_logged_with_the_fix(
+        open_worker: list[IoWorker], caplog: pytest.LogCaptureFixture) -> None:
+    assert DEFAULT_UDP_RCVBUF == 4 << 20
+    caplog.set_level(logging.INFO, logger="pyconpro.io_worker")
+    w = start(open_worker)
+    assert w.udp_rcvbuf == 2 * min(DEFAULT_UDP_RCVBUF, rmem_max())
+    caplog.clear()
+    w2 = start(open_worker, udp_rcvbuf=2 * rmem_max())  # more than the kernel allows
+    assert w2.udp_rcvbuf == 2 * rmem_max()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("net.core.rmem_max" in m and str(w2.udp_rcvbuf) in m for m in warnings)
+
+
+def test_zero_keeps_the_system_default(open_worker: list[IoWorker]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    w = start(open_worker, udp_rcvbuf=0)
+    assert w.udp_rcvbuf == default
