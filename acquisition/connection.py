@@ -154,9 +154,14 @@ class ConnEvent:
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
-    """Learn the tag's type and size; answer with ``on_resolved`` / ``on_resolve_error``."""
+    """Learn the tag's type and size; answer with ``on_resolved`` / ``on_resolve_error``.
+
+    ``refresh``: a type was learned before and is now doubted (a T->O watchdog, a failed
+    request, a lost session, a size reject may hide a download), so an answer cached from the
+    same tag table as the doubted one will not do (the worker's ``TypeCache`` refills)."""
 
     tag: str
+    refresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,7 +769,7 @@ class Connection:
                        else f"learning the type of {self.params.tag!r} again (the controller's"
                        " tag table may have changed)")
         self._transition(trigger, now, kind=kind, message=message, status=status)
-        self._emit(Resolve(self.params.tag))
+        self._emit(Resolve(self.params.tag, refresh=self._resolved is not None))
 
     def _enter_opening(self, trigger: Trigger, now: float, *, kind: str = "state",
                        message: str = "", status: tuple[int, tuple[int, ...]] | None = None

@@ -13,13 +13,17 @@ The result is the full ``LogixType`` (atomic, array, or UDT) and ``tag_bytes`` p
 Everything is pure: ``first()`` returns the first CIP request, ``on_reply(reply)`` returns the
 next request or a ``Resolved`` / ``NotResolved`` result.
 
-This is the one-tag lookup the I/O worker runs before a Forward_Open (it stops at the tag and
-fetches only the templates that tag needs); ``acquisition.discovery`` is the full upload that
+``TagResolver`` is the one-tag lookup (it stops at the tag and fetches only the templates that
+tag needs). ``TypeCache`` is what the I/O worker runs: the same requests, shared by every
+consumer of one PLC (one listing in flight serves every waiting consumer, symbols and templates
+seen are kept until the PLC's tag table may have changed), so N consumers cost O(symbol pages +
+templates) requests instead of O(N x pages). ``acquisition.discovery`` is the full upload that
 builds a whole ``TagCatalog`` (browse, the in-process API's datasize check).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from acquisition import cip, epath, logix_objects
@@ -180,3 +184,337 @@ class TagResolver:
         self._templates[self._current] = st
         self._todo = [t for t in self._todo if t != self._current]
         return self._next_template_or_done()
+
+
+# ------------------------------------------------------------------------------------------
+# The per-PLC type cache: one shared lookup for every consumer of a PLC
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRequest:
+    """A CIP request the cache wants sent over the PLC's session; answer with
+    ``TypeCache.on_reply(token, reply)`` or ``TypeCache.on_error(token, reason)``."""
+
+    token: int
+    message: bytes
+    what: str  # for logs: "symbols from instance 0", "template 0x101 attributes", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The result for one waiter, learned from the cache of ``generation``."""
+
+    waiter: Hashable
+    tag: str
+    result: Result
+    generation: int
+
+
+class TypeCache:
+    """What one PLC's tag table told us, shared by every consumer of that PLC.
+
+    ``TagResolver`` walks the symbol table from instance 0 for every tag it is asked about, so
+    N consumers of one PLC cost N listings. The cache keeps every symbol and template it has
+    seen and serves all lookups of one PLC with at most one request in flight:
+
+    * ``resolve(tag, waiter)`` answers a hit at once (the symbol and every template it needs are
+      known, or the listing is complete and the tag is not in it); a miss queues ``waiter``;
+    * ``take_request()`` gives the next request to send (None while one is in flight or nothing
+      is missing): first the templates of waiters whose symbol is known (nested ones first,
+      each read once), then the next page of the symbol listing (0x55, continued from the last
+      instance + 1; the listing stops as soon as every waiter's symbol is known and resumes
+      where it stopped for a later miss). One listing page serves every waiter at once;
+    * ``on_reply`` / ``on_error`` return the ``Answer`` of every waiter that is now settled.
+
+    So N consumers cost O(symbol pages + templates) requests, not O(N x pages).
+
+    ``invalidate()`` forgets everything (the controller's tag table may have changed: a lost
+    session, a size reject) and starts a new ``generation``; a reply to a request of an older
+    generation is ignored, waiters are kept and served from the new one. A waiter that doubts
+    its answer (``refresh_for(generation)``) invalidates only if its answer came from the
+    current generation: the first of N consumers that notice a download refills the cache,
+    the other N - 1 share the refill.
+
+    Pure: no I/O, no clock (protocol.md 9.2-9.4; the same requests as ``TagResolver``).
+    """
+
+    def __init__(self, *, max_requests: int = 5000) -> None:
+        self.max_requests = max_requests  # per generation: a runaway listing gives up
+        self.generation = 1
+        self.requests = 0  # every request handed out, all generations
+        self.hits = 0
+        self.misses = 0
+        self.listings = 0  # symbol listings started from instance 0
+        self.invalidations = 0
+        self._generation_requests = 0
+        self._token = 0
+        self._inflight: tuple[int, str] | None = None  # (token, step)
+        self._waiting: dict[Hashable, str] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._symbols: dict[str, logix_objects.SymbolInstance] = {}
+        self._next_instance = 0
+        self._complete = False
+        self._structs: dict[int, StructType] = {}
+        # template fetch in progress: stack of ids (nested ones pushed on top), the attributes
+        # and definition bytes of the top one, definitions read whose nested ones are missing
+        self._stack: list[int] = []
+        self._attrs: logix_objects.TemplateAttributes | None = None
+        self._definition = bytearray()
+        self._raw: dict[int, tuple[logix_objects.TemplateAttributes, bytes]] = {}
+
+    # -------------------------------------------------------------- queries
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def complete(self) -> bool:
+        """The whole symbol listing of this generation has been read."""
+        return self._complete
+
+    def snapshot(self) -> dict[str, int | bool]:
+        return {"generation": self.generation, "symbols": len(self._symbols),
+                "templates": len(self._structs), "complete": self._complete,
+                "requests": self.requests, "listings": self.listings, "hits": self.hits,
+                "misses": self.misses, "invalidations": self.invalidations,
+                "waiting": len(self._waiting)}
+
+    def resolve(self, tag: str, waiter: Hashable) -> Result | None:
+        """The answer for ``tag`` now, or None: ``waiter`` is queued and gets an ``Answer``
+        from ``on_reply`` / ``on_error`` (call ``take_request`` to get the work going)."""
+        result = self._answer(tag)
+        if result is not None:
+            self.hits += 1
+            self._waiting.pop(waiter, None)
+            return result
+        self.misses += 1
+        self._waiting[waiter] = tag
+        return None
+
+    def forget(self, waiter: Hashable) -> None:
+        """``waiter`` no longer wants an answer (its consumer was removed)."""
+        self._waiting.pop(waiter, None)
+
+    def invalidate(self) -> None:
+        """The tag table may have changed: forget every symbol and template."""
+        self.generation += 1
+        self.invalidations += 1
+        self._generation_requests = 0
+        self._inflight = None  # its reply belongs to the old generation
+        self._reset()
+
+    def refresh_for(self, generation: int | None) -> bool:
+        """A waiter whose answer came from ``generation`` doubts it (a size reject, a T->O
+        watchdog, a lost session): invalidate unless a newer generation was started since
+        (by another waiter or a lost session). Returns whether it invalidated."""
+        if generation is not None and generation < self.generation:
+            return False
+        self.invalidate()
+        return True
+
+    def _answer(self, tag: str) -> Result | None:
+        sym = self._symbols.get(tag.casefold())
+        if sym is None:
+            if self._complete:
+                return NotResolved(f"tag {tag!r} is not in the controller's tag list: check the"
+                                   " name (produced tags are controller-scoped)", True)
+            return None
+        try:
+            t = logix_objects.tag_type(sym, self._structs.__getitem__)
+            size = logix_objects.tag_byte_size(sym, lambda tid: self._structs[tid].size)
+        except LookupError:
+            return None  # a template still to read
+        except (MalformedPacket, UsageError) as exc:
+            return NotResolved(f"tag {tag!r}: unusable symbol entry: {exc}", False)
+        return Resolved(t, size)
+
+    # -------------------------------------------------------------- requests
+
+    def take_request(self) -> CacheRequest | None:
+        """The next request to send, or None (one is in flight, or nothing is missing)."""
+        if self._inflight is not None or not self._waiting:
+            return None
+        step, message, what = self._next()
+        if not message:
+            return None
+        self._token += 1
+        self._inflight = (self._token, step)
+        self.requests += 1
+        self._generation_requests += 1
+        return CacheRequest(self._token, message, what)
+
+    def _next(self) -> tuple[str, bytes, str]:
+        if not self._stack:
+            for tag in self._waiting.values():
+                sym = self._symbols.get(tag.casefold())
+                if sym is not None and sym.type_word is not None and sym.symbol_type.is_struct:
+                    tid = sym.symbol_type.template_id
+                    if tid not in self._structs:
+                        self._stack.append(tid)
+                        break
+        if self._stack:
+            tid = self._stack[-1]
+            if self._attrs is None:
+                return ("template attributes", cip.Request(
+                    cip.Service.GET_ATTRIBUTE_LIST, _path(TEMPLATE_CLASS, tid),
+                    logix_objects.encode_attribute_ids(_TEMPLATE_ATTRS)).encode(),
+                    f"template 0x{tid:03X} attributes")
+            total = self._attrs.definition_size * 4 - 21  # pycomm3's count (protocol.md 9.3)
+            remaining = max(total - len(self._definition), 1)
+            req = logix_objects.TemplateReadRequest(len(self._definition), min(remaining, 0xFFFF))
+            return ("template read", cip.Request(cip.Service.READ_TAG, _path(TEMPLATE_CLASS, tid),
+                                                 req.encode()).encode(),
+                    f"template 0x{tid:03X} definition from byte {len(self._definition)}")
+        if not self._complete and any(t.casefold() not in self._symbols
+                                      for t in self._waiting.values()):
+            if self._next_instance == 0:
+                self.listings += 1
+            return ("symbols", cip.Request(
+                cip.Service.GET_INSTANCE_ATTRIBUTE_LIST, _path(SYMBOL_CLASS, self._next_instance),
+                logix_objects.encode_attribute_ids(_ATTRS)).encode(),
+                f"symbols from instance {self._next_instance}")
+        return ("", b"", "")
+
+    # -------------------------------------------------------------- replies
+
+    def on_reply(self, token: int, reply: cip.Reply) -> list[Answer]:
+        if self._inflight is None or self._inflight[0] != token:
+            return []  # a reply for an older generation (or a request we gave up on)
+        step = self._inflight[1]
+        self._inflight = None
+        if self._generation_requests >= self.max_requests:
+            return self._fail_all(f"gave up after {self._generation_requests} requests", False)
+        try:
+            if step == "symbols":
+                return self._on_symbols(reply)
+            if step == "template attributes":
+                return self._on_template_attrs(reply)
+            return self._on_template_read(reply)
+        except (MalformedPacket, UsageError, LookupError) as exc:
+            if step == "symbols":
+                return self._fail_listing(f"unusable symbol list reply: {exc}", False)
+            return self._fail_templates(f"unusable {step} reply: {exc}")
+
+    def on_error(self, token: int, reason: str) -> list[Answer]:
+        """The request ``token`` failed below CIP (session lost, no reply): every waiter gets
+        a transient failure (its connection backs off and asks again)."""
+        if self._inflight is None or self._inflight[0] != token:
+            return []
+        self._inflight = None
+        self._abandon_templates()
+        return self._fail_all(reason, False)
+
+    def _on_symbols(self, reply: cip.Reply) -> list[Answer]:
+        if reply.status not in (0x00, 0x06):
+            return self._fail_listing(f"{reply.error()}; give the tag's 'size' (or 'type') in"
+                                      " the configuration", reply.status in (0x08, 0x05, 0x04))
+        instances = logix_objects.parse_symbol_instances(reply.data, _ATTRS)
+        for inst in instances:
+            if inst.name is not None:
+                self._symbols[inst.name.casefold()] = inst
+        if reply.status == 0x06:
+            if not instances:
+                raise MalformedPacket("at least one symbol in a partial (0x06) reply", 0,
+                                      "symbol list")
+            last = max(i.instance_id for i in instances)
+            if last < self._next_instance:
+                raise MalformedPacket(f"instances from {self._next_instance} on, got up to"
+                                      f" {last}", 0, "symbol list")
+            self._next_instance = last + 1
+        else:
+            self._complete = True
+        return self._settle()
+
+    def _on_template_attrs(self, reply: cip.Reply) -> list[Answer]:
+        tid = self._stack[-1]
+        if reply.status != 0:
+            return self._fail_templates(f"template 0x{tid:03X}: {reply.error()}")
+        self._attrs = logix_objects.TemplateAttributes.from_results(
+            logix_objects.parse_attribute_results(reply.data))
+        self._definition = bytearray()
+        return []
+
+    def _on_template_read(self, reply: cip.Reply) -> list[Answer]:
+        tid = self._stack[-1]
+        attrs = self._attrs
+        assert attrs is not None
+        if reply.status not in (0x00, 0x06):
+            return self._fail_templates(f"template 0x{tid:03X}: {reply.error()}")
+        self._definition += reply.data
+        if reply.status == 0x06:
+            if not reply.data or len(self._definition) >= 4 * attrs.definition_size:
+                return self._fail_templates(
+                    f"template 0x{tid:03X}: the controller keeps answering 0x06 beyond the"
+                    f" {4 * attrs.definition_size}-byte definition")
+            return []
+        self._raw[tid] = (attrs, bytes(self._definition))
+        self._attrs, self._definition = None, bytearray()
+        # Parse every definition on the stack whose nested templates are known; push the
+        # missing nested ones (each read once: a parent waits in ``_raw``, never read again).
+        while self._stack:
+            top = self._stack[-1]
+            if top not in self._raw:
+                break
+            top_attrs, data = self._raw[top]
+            deps = logix_objects.template_dependencies(data, top_attrs.member_count)
+            missing = sorted(d for d in deps if d not in self._structs)
+            if missing:
+                cycle = [d for d in missing if d in self._stack]
+                if cycle:
+                    return self._fail_templates(f"template 0x{top:03X} contains itself (cycle"
+                                                f" through 0x{cycle[0]:03X})")
+                self._stack.extend(missing)
+                break
+            self._structs[top] = logix_objects.parse_template_definition(
+                data, top_attrs, instance_id=top, lookup=self._structs.__getitem__)
+            del self._raw[top]
+            self._stack.pop()
+        return self._settle()
+
+    # -------------------------------------------------------------- settling
+
+    def _settle(self) -> list[Answer]:
+        out: list[Answer] = []
+        for waiter, tag in list(self._waiting.items()):
+            result = self._answer(tag)
+            if result is not None:
+                del self._waiting[waiter]
+                out.append(Answer(waiter, tag, result, self.generation))
+        return out
+
+    def _fail(self, pick: Callable[[str], bool], message: Callable[[str], str],
+              permanent: bool) -> list[Answer]:
+        out: list[Answer] = []
+        for waiter, tag in list(self._waiting.items()):
+            if pick(tag):
+                del self._waiting[waiter]
+                out.append(Answer(waiter, tag, NotResolved(message(tag), permanent),
+                                  self.generation))
+        return out
+
+    def _fail_all(self, reason: str, permanent: bool) -> list[Answer]:
+        return self._fail(lambda tag: True, lambda tag: f"tag {tag!r}: {reason}", permanent)
+
+    def _fail_listing(self, reason: str, permanent: bool) -> list[Answer]:
+        """The listing failed: every waiter whose symbol is not known yet gets it."""
+        return self._fail(lambda tag: tag.casefold() not in self._symbols,
+                          lambda tag: f"cannot list the controller's tags to size {tag!r}:"
+                          f" {reason}", permanent)
+
+    def _abandon_templates(self) -> None:
+        self._stack.clear()
+        self._raw.clear()
+        self._attrs, self._definition = None, bytearray()
+
+    def _fail_templates(self, reason: str) -> list[Answer]:
+        """A template could not be read: waiters whose symbol is known but whose type is not
+        complete get a transient failure (they ask again after back-off; nothing of the failed
+        fetch is kept, so the next try reads it anew)."""
+        self._abandon_templates()
+        return self._fail(lambda tag: tag.casefold() in self._symbols
+                          and self._answer(tag) is None,
+                          lambda tag: f"{reason} (type of {tag!r})", False)

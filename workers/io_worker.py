@@ -64,7 +64,7 @@ from acquisition.connection import (
 from acquisition.demux import Demux
 from acquisition.errors import PyconproError, UsageError
 from acquisition.logix_types import LogixType, compile_decoder
-from acquisition.resolve import NotResolved, Resolved, TagResolver
+from acquisition.resolve import Answer, NotResolved, Resolved, Result, TypeCache
 from acquisition.session import (
     ReplyReceived,
     RequestFailed,
@@ -144,6 +144,9 @@ class PlcLink:
     sessions_opened: int = 0
     sessions_failed: int = 0
     last_failure: str | None = None
+    # What this PLC's tag table told us, shared by its consumers (one listing in flight serves
+    # them all); forgotten when the session is lost or a consumer's learned type is doubted.
+    types: TypeCache = field(default_factory=TypeCache)
 
     @property
     def name(self) -> str:
@@ -165,6 +168,8 @@ class Consumer:
     samples: int = 0
     decode_errors: int = 0
     removing: bool = False
+    uid: int = 0  # this consumer's waiter id in its PLC's TypeCache (keys can be reused)
+    type_generation: int | None = None  # the TypeCache generation its learned type came from
     # The time of this consumer's entry in the worker's timer heap, or None: the heap holds an
     # entry at or before the connection's next deadline (never after it); an entry whose time
     # is not ``sched`` is stale and skipped when popped.
@@ -209,6 +214,8 @@ class IoWorker:
         self._held: list[Consumer] | None = None  # due again within the running _timers pass
         self._held_before = 0.0
         self._removing: set[str] = set()  # consumers waiting for CLOSED to be reaped
+        self._uids = itertools.count(1)
+        self._by_uid: dict[int, Consumer] = {}  # TypeCache waiter id -> consumer
         self.udp_rcvbuf = 0  # SO_RCVBUF granted by the kernel (Linux: twice what it allows)
 
     # ================================================================== set-up / tear-down
@@ -307,7 +314,8 @@ class IoWorker:
         if link is None:
             link = self.links[(defn.address, defn.port)] = PlcLink(defn.address, defn.port)
         link.consumers.add(defn.key)
-        c = self.consumers[defn.key] = Consumer(defn, conn, link)
+        c = self.consumers[defn.key] = Consumer(defn, conn, link, uid=next(self._uids))
+        self._by_uid[c.uid] = c
         conn.start(now)
         self._pump(c, now)
         return c
@@ -331,6 +339,8 @@ class IoWorker:
             elif c.conn.state is State.CLOSED:
                 self._removing.discard(key)
                 del self.consumers[key]
+                del self._by_uid[c.uid]
+                c.link.types.forget(c.uid)
                 c.sched = None  # its heap entries are stale from now on
                 c.link.consumers.discard(key)
                 if not c.link.consumers and not self.stopping:
@@ -360,7 +370,7 @@ class IoWorker:
             elif isinstance(out, LeaveGroup):
                 self._leave(out.group)
             elif isinstance(out, Resolve):
-                self._resolve(c, now)
+                self._resolve(c, out.refresh)
         self._schedule(c)
 
     def _schedule(self, c: Consumer) -> None:
@@ -422,29 +432,51 @@ class IoWorker:
 
         self._request(c.link, req.encode(), (), on_reply, on_error, now)
 
-    def _resolve(self, c: Consumer, now: float) -> None:
-        resolver = TagResolver(c.defn.tag)
+    def _resolve(self, c: Consumer, refresh: bool) -> None:
+        """Learn ``c``'s type through its PLC's shared ``TypeCache``: a hit is answered now, a
+        miss waits for the one listing in flight for that PLC."""
+        cache = c.link.types
+        if refresh and cache.refresh_for(c.type_generation):
+            log.info("PLC %s: %s doubts its learned type; reading the tag table again"
+                     " (type cache generation %d)", c.link.name, c.defn.key, cache.generation)
+        result = cache.resolve(c.defn.tag, c.uid)
+        if result is not None:
+            self._deliver_type(c, result, cache.generation)
+            return
+        self._type_requests(c.link)
 
-        def step(message: bytes) -> None:
-            self._request(c.link, message, (), on_reply, on_error, time.monotonic())
+    def _type_requests(self, link: PlcLink) -> None:
+        """Send what the PLC's type cache asks for (at most one request in flight)."""
+        cache = link.types
+        while (req := cache.take_request()) is not None:
+            token = req.token
 
-        def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
-            nxt = resolver.on_reply(reply)
-            t = time.monotonic()
-            if isinstance(nxt, bytes):
-                step(nxt)
-                return
-            if isinstance(nxt, Resolved):
-                c.conn.on_resolved(t, nxt.tag_bytes, nxt.tag_type)
-            elif isinstance(nxt, NotResolved):
-                c.conn.on_resolve_error(t, nxt.message, nxt.permanent)
-            self._pump(c, t)
+            def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...], token: int = token
+                         ) -> None:
+                self._type_answers(cache.on_reply(token, reply))
+                if link.types is cache:
+                    self._type_requests(link)
 
-        def on_error(reason: str) -> None:
-            c.conn.on_resolve_error(time.monotonic(), f"size discovery: {reason}", False)
-            self._pump(c, time.monotonic())
+            def on_error(reason: str, token: int = token) -> None:
+                self._type_answers(cache.on_error(token, f"size discovery: {reason}"))
 
-        step(resolver.first())
+            log.debug("PLC %s: type cache asks %s", link.name, req.what)
+            self._request(link, req.message, (), on_reply, on_error, time.monotonic())
+
+    def _type_answers(self, answers: Sequence[Answer]) -> None:
+        for a in answers:
+            c = self._by_uid.get(a.waiter) if isinstance(a.waiter, int) else None
+            if c is not None:
+                self._deliver_type(c, a.result, a.generation)
+
+    def _deliver_type(self, c: Consumer, result: Result, generation: int) -> None:
+        t = time.monotonic()
+        if isinstance(result, Resolved):
+            c.type_generation = generation
+            c.conn.on_resolved(t, result.tag_bytes, result.tag_type)
+        elif isinstance(result, NotResolved):
+            c.conn.on_resolve_error(t, result.message, result.permanent)
+        self._pump(c, t)
 
     # ================================================================== PLC sessions
 
@@ -571,10 +603,14 @@ class IoWorker:
         link.retry_at = now + delay  # before closing: failed requests must not reconnect now
         # The PLC may have been restarted or downloaded: a type learned from it is learned again
         # before the next Forward_Open (issue 6). Told before the pending requests fail below.
+        link.types.invalidate()
         for key in link.consumers:
             if key in self.consumers:
                 self.consumers[key].conn.on_session_lost(now)
         self._close_link(link, unregister=False)
+        # Consumers waiting for a type learn now that there is no session (they back off);
+        # the request of the forgotten generation failed above without an answer.
+        self._type_requests(link)
         log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, reason, delay)
         plc = next((self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
                    link.address)
@@ -886,6 +922,7 @@ class IoWorker:
                       "sessions_opened": link.sessions_opened,
                       "sessions_failed": link.sessions_failed,
                       "last_failure": link.last_failure,
+                      "types": link.types.snapshot(),
                       "consumers": sorted(link.consumers)} for link in self.links.values()],
             "consumers": [{"key": k, "samples": c.samples, **c.conn.snapshot(),
                            **({"recorder": c.conn.recorder.dump()} if recorder else {})}

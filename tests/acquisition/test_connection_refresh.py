@@ -59,7 +59,7 @@ def test_after_a_watchdog_expiry_the_learned_type_is_learned_again() -> None:
     end_backoff(conn)
     assert conn.state is State.RESOLVING
     out = conn.take_outputs()
-    assert Resolve("Count") in out
+    assert Resolve("Count", refresh=True) in out
     ev = [o for o in out if isinstance(o, ConnEvent)]
     assert ev[-1].state_to == "RESOLVING" and "again" in ev[-1].message
     assert not [o for o in out if isinstance(o, SendForwardOpen)]  # no open with the old size
@@ -118,7 +118,7 @@ def test_a_size_reject_with_a_learned_type_learns_it_again_then_opens_with_the_n
     conn.on_forward_open_reply(T0 + 0.1, req, reject_reply(req, 0x01, 0x0109, 14))
     out = conn.take_outputs()
     ev = [o for o in out if isinstance(o, ConnEvent)]
-    assert conn.state is State.RESOLVING and Resolve("Count") in out
+    assert conn.state is State.RESOLVING and Resolve("Count", refresh=True) in out
     assert (ev[-1].kind, ev[-1].cip_general, ev[-1].cip_extended) == ("reject", 0x01, 0x0109)
     assert "12 bytes" in ev[-1].message and "again" in ev[-1].message
     conn.on_resolved(T0 + 0.2, 12, NEW_UDT)

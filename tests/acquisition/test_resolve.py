@@ -1,15 +1,32 @@
-"""Tag size/type discovery (workers/_resolve.py) driven against the simulator's pure explicit
+"""Tag size/type discovery (acquisition/resolve.py) driven against the simulator's pure explicit
 target: atomic types, arrays, BOOL arrays, UDTs (with nested templates), continuation of the
-symbol listing, unknown tags."""
+symbol listing, unknown tags; and the per-PLC ``TypeCache`` against a fake controller built from
+the logix_objects encoders, counting the requests N consumers cost."""
 
 from __future__ import annotations
 
 import pytest
 
-from acquisition import cip
+from acquisition import cip, epath
 from acquisition.explicit import ExplicitTarget
-from acquisition.logix_types import byte_size
-from acquisition.resolve import NotResolved, Resolved, TagResolver
+from acquisition.logix_objects import (
+    SymbolInstance,
+    TemplateAttributes,
+    TemplateReadRequest,
+    encode_attribute_results,
+    encode_symbol_instances,
+    encode_template_definition,
+    parse_attribute_ids,
+)
+from acquisition.logix_types import DINT, REAL, ArrayType, LogixType, StructType, byte_size
+from acquisition.resolve import (
+    SYMBOL_CLASS,
+    NotResolved,
+    Resolved,
+    Result,
+    TagResolver,
+    TypeCache,
+)
 from simulator.tags import default_store
 
 
@@ -60,3 +77,339 @@ def test_garbage_reply_is_transient() -> None:
     r.first()
     got = r.on_reply(cip.Reply(0x55, 0x00, (), b"\x01\x02\x03"))
     assert isinstance(got, NotResolved) and not got.permanent
+
+
+# =============================================================================================
+# TypeCache: one shared lookup per PLC
+# =============================================================================================
+
+POSITION = StructType.build("Position", [("X", "REAL"), ("Y", "REAL"), ("Homed", "BOOL")],
+                            instance_id=0x101, handle=0x1111)
+AXIS = StructType.build("Axis", [("Pos", POSITION), ("Speed", "REAL"), ("Flags", "BOOL", 32)],
+                        instance_id=0x102, handle=0x2222)
+CELL = StructType.build("Cell", [("A", AXIS), ("B", AXIS), ("Count", "DINT")],
+                        instance_id=0x103, handle=0x3333)
+SYMBOL_ATTRS = (1, 2, 7, 8)
+
+
+class FakePlc:
+    """A controller's explicit answers, built from the logix_objects encoders: the Symbol
+    listing in pages of ``page`` symbols (0x06 while more follow), template attributes, and
+    template definitions in chunks of ``chunk`` bytes. ``log`` records every request."""
+
+    def __init__(self, tags: dict[str, LogixType], *, page: int = 20, chunk: int = 64) -> None:
+        self.symbols = [SymbolInstance.for_tag(100 + 12 * i, name, t)
+                        for i, (name, t) in enumerate(tags.items())]
+        self.structs: dict[int, StructType] = {}
+        for t in tags.values():
+            self._collect(t)
+        self.page = page
+        self.chunk = chunk
+        self.log: list[str] = []
+
+    def _collect(self, t: LogixType) -> None:
+        if isinstance(t, ArrayType):
+            self._collect(t.element)
+        elif isinstance(t, StructType):
+            self.structs[t.instance_id] = t
+            for m in t.members:
+                self._collect(m.type)
+
+    @property
+    def symbol_pages(self) -> int:
+        return -(-len(self.symbols) // self.page)
+
+    def answer(self, message: bytes) -> cip.Reply:
+        req = cip.Request.decode(message)
+        segments = epath.decode_path(req.path)
+        cls, inst = (s.value for s in segments if isinstance(s, epath.LogicalSegment))
+        if cls == SYMBOL_CLASS:
+            assert req.service == cip.Service.GET_INSTANCE_ATTRIBUTE_LIST
+            assert parse_attribute_ids(req.data) == SYMBOL_ATTRS
+            self.log.append(f"symbols {inst}")
+            rest = [s for s in self.symbols if s.instance_id >= inst]
+            more = len(rest) > self.page
+            return cip.Reply(req.service, 0x06 if more else 0x00, (),
+                             encode_symbol_instances(rest[:self.page], SYMBOL_ATTRS))
+        st = self.structs[inst]
+        definition = encode_template_definition(st)
+        if req.service == cip.Service.GET_ATTRIBUTE_LIST:
+            self.log.append(f"attributes 0x{inst:03X}")
+            return cip.Reply(req.service, 0, (), encode_attribute_results(
+                TemplateAttributes.for_struct(st).results()))
+        read = TemplateReadRequest.parse(req.data)
+        self.log.append(f"definition 0x{inst:03X} @{read.offset}")
+        chunk = definition[read.offset:read.offset + min(read.length, self.chunk)]
+        more = read.offset + len(chunk) < len(definition)
+        return cip.Reply(req.service, 0x06 if more else 0x00, (), chunk)
+
+    def requests(self, prefix: str) -> int:
+        return sum(1 for line in self.log if line.startswith(prefix))
+
+
+def many_tags(n: int) -> dict[str, LogixType]:
+    """``n`` tags: DINTs, REAL arrays, and every fifth one a nested UDT (3 templates)."""
+    tags: dict[str, LogixType] = {}
+    for i in range(n):
+        tags[f"Tag{i:03d}"] = (CELL if i % 5 == 0 else ArrayType(REAL, (3,)) if i % 5 == 1
+                               else AXIS if i % 5 == 2 else DINT)
+    return tags
+
+
+def serve(cache: TypeCache, plc: FakePlc, *, arrivals: list[tuple[str, int]] | None = None,
+          max_steps: int = 10_000) -> dict[int, Result]:
+    """Answer every request the cache asks until it asks nothing; ``arrivals`` (tag, waiter)
+    are queued one per reply (consumers that turn up while the listing is under way)."""
+    got: dict[int, Result] = {}
+    pending = list(arrivals or [])
+    for _ in range(max_steps):
+        if pending:
+            tag, waiter = pending.pop(0)
+            hit = cache.resolve(tag, waiter)
+            if hit is not None:
+                got[waiter] = hit
+        req = cache.take_request()
+        if req is None:
+            if not pending:
+                return got
+            continue
+        assert cache.take_request() is None  # one request in flight per PLC
+        for a in cache.on_reply(req.token, plc.answer(req.message)):
+            assert isinstance(a.waiter, int) and a.waiter not in got
+            got[a.waiter] = a.result
+    raise AssertionError("the cache does not settle")
+
+
+def resolver_requests(plc: FakePlc, tag: str) -> int:
+    """What the one-tag ``TagResolver`` costs for ``tag`` (the worker's lookup before)."""
+    r = TagResolver(tag)
+    step: object = r.first()
+    while isinstance(step, bytes):
+        step = r.on_reply(plc.answer(step))
+    return r.requests
+
+
+def check(result: Result | None, t: LogixType) -> None:
+    assert isinstance(result, Resolved), result
+    assert result.tag_type == t and result.tag_bytes == byte_size(t)
+
+
+def test_n_consumers_cost_symbol_pages_plus_templates_not_n_listings() -> None:
+    tags = many_tags(300)
+    plc = FakePlc(tags, page=20)
+    consumers = list(tags)[-200:]  # the last 200: their symbols are spread over most pages
+    cache = TypeCache()
+    for waiter, tag in enumerate(consumers):
+        assert cache.resolve(tag, waiter) is None
+    got = serve(cache, plc)
+    for waiter, tag in enumerate(consumers):
+        check(got[waiter], tags[tag])
+    # every page once, every template's attributes once, every definition read once
+    template_requests = sum(1 + -(-len(encode_template_definition(st)) // plc.chunk)
+                            for st in plc.structs.values())
+    assert plc.requests("symbols") == plc.symbol_pages == 15
+    assert plc.requests("attributes") == len(plc.structs) == 3
+    assert len(plc.log) == cache.requests == plc.symbol_pages + template_requests
+    # before: each consumer walked the listing to its tag and read its templates itself
+    before = sum(resolver_requests(FakePlc(tags, page=20), tag) for tag in consumers)
+    assert before > 20 * cache.requests
+    assert cache.snapshot()["listings"] == 1
+
+
+def test_consumers_arriving_during_the_listing_share_it() -> None:
+    tags = many_tags(120)
+    plc = FakePlc(tags, page=10)
+    cache = TypeCache()
+    arrivals = [(tag, i) for i, tag in enumerate(reversed(list(tags)))]  # last tag first
+    got = serve(cache, plc, arrivals=arrivals)
+    assert len(got) == len(tags)
+    for tag, waiter in arrivals:
+        check(got[waiter], tags[tag])
+    assert plc.requests("symbols") == plc.symbol_pages
+    assert plc.requests("attributes") == 3
+    assert cache.hits > 0 and cache.listings == 1
+
+
+def test_hits_need_no_request_and_a_missing_tag_is_permanent_once_the_listing_is_complete(
+) -> None:
+    tags = many_tags(30)
+    plc = FakePlc(tags, page=8)
+    cache = TypeCache()
+    cache.resolve("Tag029", 1)
+    cache.resolve("Tag010", 2)
+    serve(cache, plc)
+    assert cache.complete
+    sent = len(plc.log)
+    check(cache.resolve("tag010", 2), CELL)  # case-insensitive like Logix
+    check(cache.resolve("TAG029", 3), DINT)
+    check(cache.resolve("Tag012", 5), AXIS)  # its template was read as a member of Cell
+    missing = cache.resolve("NoSuchTag", 4)
+    assert isinstance(missing, NotResolved) and missing.permanent and "NoSuchTag" in missing.message
+    assert cache.take_request() is None and len(plc.log) == sent and cache.waiting == 0
+
+
+def test_the_listing_stops_at_the_last_wanted_tag_and_resumes_where_it_stopped() -> None:
+    tags = many_tags(100)
+    plc = FakePlc(tags, page=10)
+    cache = TypeCache()
+    cache.resolve("Tag003", 1)
+    got = serve(cache, plc)
+    check(got[1], DINT)
+    assert plc.log == ["symbols 0"] and not cache.complete
+    cache.resolve("Tag095", 2)
+    got = serve(cache, plc)
+    check(got[2], CELL)
+    symbol_requests = [line for line in plc.log if line.startswith("symbols")]
+    # page 0 is not read again: the next pages continue from the last instance + 1
+    assert symbol_requests == ["symbols 0"] + [f"symbols {100 + 12 * (10 * k - 1) + 1}"
+                                               for k in range(1, 10)]
+
+
+def test_nested_templates_are_read_once_and_a_parent_definition_is_not_read_again() -> None:
+    plc = FakePlc({"C": CELL, "A": AXIS, "P": POSITION}, chunk=16)
+    cache = TypeCache()
+    for waiter, tag in enumerate(("C", "A", "P")):
+        cache.resolve(tag, waiter)
+    got = serve(cache, plc)
+    check(got[0], CELL)
+    check(got[1], AXIS)
+    check(got[2], POSITION)
+    for tid, st in plc.structs.items():
+        size = len(encode_template_definition(st))
+        assert plc.requests(f"attributes 0x{tid:03X}") == 1
+        assert plc.requests(f"definition 0x{tid:03X}") == -(-size // 16)
+
+
+def test_invalidate_ignores_old_replies_keeps_waiters_and_refills_from_instance_zero() -> None:
+    drive_before = StructType.build("Drive", [("Speed", "REAL"), ("Count", "DINT")],
+                                    instance_id=0x100, handle=1)
+    drive_after = StructType.build("Drive", [("Speed", "REAL"), ("Count", "DINT"),
+                                             ("Batch", "DINT")], instance_id=0x100, handle=2)
+    before: dict[str, LogixType] = {"Drive": drive_before, "Spare": DINT}
+    after: dict[str, LogixType] = {"Drive": drive_after, "Spare": DINT}
+    old, new = FakePlc(before, page=1), FakePlc(after, page=1)
+    cache = TypeCache()
+    cache.resolve("Drive", 1)
+    check(serve(cache, old)[1], before["Drive"])
+    assert cache.generation == 1
+    cache.resolve("Other", 2)  # a miss in flight when the tag table changes
+    stale = cache.take_request()
+    assert stale is not None
+    cache.invalidate()
+    assert cache.generation == 2 and cache.waiting == 1
+    assert cache.on_reply(stale.token, old.answer(stale.message)) == []  # old generation
+    assert cache.on_error(stale.token, "late") == []
+    cache.resolve("Drive", 3)
+    got = serve(cache, new)
+    check(got[3], after["Drive"])
+    assert isinstance(got[2], NotResolved) and got[2].permanent
+    assert new.log[0] == "symbols 0" and cache.listings == 2
+
+
+def test_a_doubt_refills_once_for_every_consumer_of_the_same_generation() -> None:
+    tags = many_tags(60)
+    plc = FakePlc(tags, page=10)
+    cache = TypeCache()
+    for waiter, tag in enumerate(tags):
+        cache.resolve(tag, waiter)
+    serve(cache, plc)
+    generation = cache.generation
+    first_fill = len(plc.log)
+    # a download: 60 consumers get a size reject (or a watchdog), one after the other
+    invalidated = [cache.refresh_for(generation) for _ in tags]
+    assert invalidated == [True] + [False] * 59 and cache.generation == generation + 1
+    for waiter, tag in enumerate(tags):
+        cache.resolve(tag, waiter)
+    got = serve(cache, plc)
+    assert len(got) == 60 and len(plc.log) == 2 * first_fill  # refilled once, not 60 times
+    # an answer of the new generation doubted again refills again
+    assert cache.refresh_for(cache.generation) is True
+
+
+def test_a_request_error_fails_every_waiter_transiently() -> None:
+    cache = TypeCache()
+    cache.resolve("A", 1)
+    cache.resolve("B", 2)
+    req = cache.take_request()
+    assert req is not None
+    answers = cache.on_error(req.token, "session lost")
+    assert {a.waiter for a in answers} == {1, 2} and cache.waiting == 0
+    assert all(isinstance(a.result, NotResolved) and not a.result.permanent
+               and "session lost" in a.result.message for a in answers)
+    assert cache.take_request() is None
+
+
+@pytest.mark.parametrize(("status", "permanent"), [(0x08, True), (0x05, True), (0x01, False)])
+def test_a_refused_listing_fails_the_waiters_whose_symbol_is_unknown(status: int,
+                                                                    permanent: bool) -> None:
+    plc = FakePlc(many_tags(30), page=10)
+    cache = TypeCache()
+    cache.resolve("Tag001", 1)
+    serve(cache, plc)
+    cache.resolve("Tag025", 2)
+    req = cache.take_request()
+    assert req is not None
+    (a,) = cache.on_reply(req.token, cip.Reply(0x55, status))
+    assert a.waiter == 2 and isinstance(a.result, NotResolved)
+    assert a.result.permanent is permanent and "'size'" in a.result.message
+    # the listing goes on from where it was the next time
+    cache.resolve("Tag025", 3)
+    got = serve(cache, plc)
+    check(got[3], CELL)
+
+
+def test_garbage_replies_are_transient() -> None:
+    cache = TypeCache()
+    cache.resolve("X", 1)
+    req = cache.take_request()
+    assert req is not None
+    (a,) = cache.on_reply(req.token, cip.Reply(0x55, 0x00, (), b"\x01\x02\x03"))
+    assert isinstance(a.result, NotResolved) and not a.result.permanent
+    cache.resolve("X", 1)
+    req = cache.take_request()
+    assert req is not None
+    (a,) = cache.on_reply(req.token, cip.Reply(0x55, 0x06, (), b""))  # 0x06 and no symbol
+    assert isinstance(a.result, NotResolved) and not a.result.permanent
+
+
+def test_a_template_that_cannot_be_read_fails_its_waiters_and_is_read_again_next_time() -> None:
+    plc = FakePlc({"C": CELL, "D": DINT})
+    cache = TypeCache()
+    cache.resolve("C", 1)
+    cache.resolve("D", 2)
+    got: dict[int, Result] = {}
+    req = cache.take_request()
+    assert req is not None
+    got.update((a.waiter, a.result) for a in cache.on_reply(req.token, plc.answer(req.message))
+               if isinstance(a.waiter, int))
+    check(got[2], DINT)
+    req = cache.take_request()
+    assert req is not None and "template 0x103" in req.what
+    (a,) = cache.on_reply(req.token, cip.Reply(0x03, 0x05))
+    assert a.waiter == 1 and isinstance(a.result, NotResolved) and not a.result.permanent
+    assert "0x103" in a.result.message
+    cache.resolve("C", 1)
+    check(serve(cache, plc)[1], CELL)
+
+
+def test_forget_drops_a_waiter() -> None:
+    cache = TypeCache()
+    cache.resolve("A", 1)
+    cache.forget(1)
+    assert cache.waiting == 0 and cache.take_request() is None
+
+
+@pytest.mark.parametrize("name", ["Counter", "Sine", "Array10", "Big", "Matrix", "Cube", "Bits",
+                                  "Message", "Motor", "Station", "Large", "CellStatus", "Hidden"])
+def test_the_cache_answers_like_the_one_tag_resolver_on_the_simulated_controller(
+        name: str) -> None:
+    target = ExplicitTarget(default_store(), reply_limit=200)
+    cache = TypeCache()
+    got = cache.resolve(name, 1)
+    while got is None:
+        req = cache.take_request()
+        assert req is not None
+        for a in cache.on_reply(req.token, cip.Reply.decode(target.handle(req.message, 0.0))):
+            got = a.result
+    expected, _ = run(name, reply_limit=200)
+    assert got == expected
