@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 Transport = Literal["unicast", "multicast"]
+UDP_RCVBUF_DEFAULT: Final = 4 << 20  # 4 MiB: a burst or a pause of the worker fits in it
+UDP_RCVBUF_MAX: Final = 1 << 30  # SO_RCVBUF is an int; Linux doubles what it grants
 SinkKind = Literal["sqlite", "jsonl", "csv", "stdout"]
 
 # RPI limits accepted in the file. protocol.md 7.5: vendors quote ~0.5-750 ms for EtherNet/IP I/O;
@@ -232,6 +234,9 @@ class WorkerConfig:
 
     udp_port: int = 2222  # the local port each worker binds on its interface address
     stats_interval_s: float = 5.0
+    # SO_RCVBUF each worker asks for its UDP sockets (bytes; 0 = the system default). Linux
+    # grants at most net.core.rmem_max; the worker logs and reports what it got.
+    udp_rcvbuf: int = UDP_RCVBUF_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,7 +660,7 @@ _PLC_KEYS: Final = (
     *_CONSUMER_KEYS, "tag",
 )  # fmt: skip
 _TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias")
-_WORKER_KEYS: Final = ("udp_port", "stats_interval_s")
+_WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf")
 _SUPERVISOR_KEYS: Final = (
     "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
     "max_quick_failures", "stop_timeout_s",
@@ -1202,6 +1207,7 @@ def _read_worker(ctx: _Ctx, data: Mapping[str, Any]) -> WorkerConfig:
     return WorkerConfig(
         udp_port=t.integer("udp_port", d.udp_port, 1, 65535),
         stats_interval_s=t.number("stats_interval_s", d.stats_interval_s, 0.1, 3600.0, "s"),
+        udp_rcvbuf=t.integer("udp_rcvbuf", d.udp_rcvbuf, 0, UDP_RCVBUF_MAX, "bytes"),
     )
 
 

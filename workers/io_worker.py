@@ -45,6 +45,7 @@ import msgpack
 import zmq
 
 from acquisition import cip, cpf, wire
+from acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
 from acquisition.connection import (
     BackoffPolicy,
     Connection,
@@ -93,7 +94,7 @@ _RECV_BATCH = 256  # datagrams per recv batch; a short batch means the socket is
 # faster than the worker can read them, and then watchdogs are held (``data_pending``).
 _MAX_DRAIN_BATCHES = 64
 _MAX_WAIT_S = 1.0
-DEFAULT_UDP_RCVBUF = 4 << 20  # asked per UDP socket; Linux caps it at net.core.rmem_max
+DEFAULT_UDP_RCVBUF = UDP_RCVBUF_DEFAULT  # asked per UDP socket; Linux caps it at rmem_max
 
 
 @dataclass(slots=True)
@@ -1091,6 +1092,18 @@ def _bind(sock: zmq.Socket[Any], endpoint: str) -> str:
 # ====================================================================== command line
 
 
+def _rcvbuf(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (e.g. 4194304;"
+                                         " 0 = the system default)") from None
+    if not 0 <= value <= UDP_RCVBUF_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{UDP_RCVBUF_MAX} bytes"
+                                         " (0 = the system default)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m workers.io_worker",
@@ -1115,10 +1128,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=None,
                    help="seconds between stats messages (default 5; 0 = never)")
     p.add_argument("--hwm", type=int, default=None, help="PUB send high-water mark")
-    p.add_argument("--udp-rcvbuf", type=int, default=DEFAULT_UDP_RCVBUF, metavar="BYTES",
-                   help="SO_RCVBUF asked for each UDP socket (default 4 MiB; Linux grants at"
-                   " most net.core.rmem_max; 0 = system default); the granted size is logged"
-                   " and in stats as udp_rcvbuf")
+    p.add_argument("--udp-rcvbuf", type=_rcvbuf, default=None, metavar="BYTES",
+                   help="SO_RCVBUF asked for each UDP socket (default 4 MiB, or [worker]"
+                   " udp_rcvbuf of --config; Linux grants at most net.core.rmem_max; 0 = system"
+                   " default); the granted size is logged and in stats as udp_rcvbuf")
     p.add_argument("--shutdown-timeout", type=float, default=3.0,
                    help="seconds to wait for Forward_Close replies on stop")
     p.add_argument("--log-level", default="INFO")
@@ -1131,8 +1144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = WorkerOptions(local_address=args.local_address, udp_port=args.udp_port,
                          pub_endpoint=args.pub_endpoint, control_endpoint=args.control_endpoint,
-                         name=args.name, shutdown_timeout_s=args.shutdown_timeout,
-                         udp_rcvbuf=args.udp_rcvbuf)
+                         name=args.name, shutdown_timeout_s=args.shutdown_timeout)
     defs: list[ConsumerDef] = []
     try:
         for text in args.consumer:
@@ -1143,6 +1155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.config)
             opts.stats_interval_s = cfg.worker.stats_interval_s
             opts.pub_hwm = cfg.bus.hwm
+            opts.udp_rcvbuf = cfg.worker.udp_rcvbuf
             if args.udp_port == DEFAULT_UDP_PORT:
                 opts.udp_port = cfg.worker.udp_port
             groups = [g for g in group_by_local_address(cfg, route_source)
@@ -1159,6 +1172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts.stats_interval_s = args.stats_interval
     if args.hwm is not None:
         opts.pub_hwm = args.hwm
+    if args.udp_rcvbuf is not None:  # the command line wins over the file
+        opts.udp_rcvbuf = args.udp_rcvbuf
     worker = IoWorker(opts)
     try:
         worker.open()

@@ -262,6 +262,7 @@ def plan_children(
             "--pub", pub,
             "--control", control,
             "--stats-interval", repr(config.worker.stats_interval_s),
+            "--udp-rcvbuf", str(config.worker.udp_rcvbuf),
             "--hwm", str(bus_cfg.bus.hwm),
             "--log-level", level,
         )  # fmt: skip

@@ -57,12 +57,19 @@ def one_issue(text: str) -> ConfigIssue:
 # ----------------------------------------------------------------------------- valid files
 
 
+@pytest.mark.parametrize("value", [0, 212992, 8 << 20, 1 << 30])
+def test_worker_udp_rcvbuf_is_taken_from_the_file(value: int) -> None:
+    c = parse_config(f"[worker]\nudp_rcvbuf = {value}\n" + BASE)
+    assert c.worker.udp_rcvbuf == value
+
+
 def test_minimal_file_gets_every_default() -> None:
     c = parse_config(BASE)
     assert c.source == "<string>"
     assert c.bus == BusConfig()
     assert c.logging.level == "INFO" and c.logging.file is None
     assert c.worker.udp_port == 2222 and c.worker.stats_interval_s == 5.0
+    assert c.worker.udp_rcvbuf == 4 << 20
     assert c.supervisor == RestartPolicy()
     assert c.sinks == ()
     (plc,) = c.plcs
@@ -802,6 +809,22 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         2,
         "udp_port = 0 is below the 1 minimum",
         "between 1 and 65535",
+    ),
+    (
+        "worker receive buffer negative",
+        "[worker]\nudp_rcvbuf = -1\n" + BASE,
+        "worker.udp_rcvbuf",
+        2,
+        "udp_rcvbuf = -1 is below the 0 bytes minimum",
+        "between 0 and 1073741824",
+    ),
+    (
+        "worker receive buffer not a whole number",
+        "[worker]\nudp_rcvbuf = 4.5e6\n" + BASE,
+        "worker.udp_rcvbuf",
+        2,
+        "udp_rcvbuf must be an integer, not a number",
+        "write udp_rcvbuf = 4500000",
     ),
     (
         "sink without kind",

@@ -69,3 +69,33 @@ def test_zero_keeps_the_system_default(open_worker: list[IoWorker]) -> None:
         default = plain.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     w = start(open_worker, udp_rcvbuf=0)
     assert w.udp_rcvbuf == default
+
+
+@pytest.mark.parametrize("text", ["-1", str((1 << 30) + 1), "4MiB"])
+def test_a_bad_command_line_value_is_refused_naming_the_range(
+        text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from workers.io_worker import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--local-address", LOCAL, "--udp-rcvbuf", text])
+    err = capsys.readouterr().err
+    assert "--udp-rcvbuf" in err and ("0 = the system default" in err)
+
+
+@linux_only
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_the_config_file_sets_the_buffer_and_the_command_line_wins(tmp_path: Path) -> None:
+    from tests.workers.worker_process import start_worker
+
+    asked = min(128 * 1024, rmem_max())
+    config = tmp_path / "pipeline.toml"
+    # a PLC nobody answers for: the worker only needs to be assigned to LOCAL
+    config.write_text(f"[worker]\nudp_rcvbuf = {asked}\n\n[[plc]]\nname = \"p\"\n"
+                      f"address = \"127.61.12.9\"\nlocal_address = \"{LOCAL}\"\n"
+                      "  [[plc.tag]]\n  name = \"Counter\"\n  size = 4\n")
+    with start_worker(LOCAL, extra_args=["--config", str(config)]) as w:
+        assert w.control("status")["udp_rcvbuf"] == 2 * asked
+    with start_worker(LOCAL, extra_args=["--config", str(config),
+                                         "--udp-rcvbuf", str(asked // 2)]) as w:
+        assert w.control("status")["udp_rcvbuf"] == asked

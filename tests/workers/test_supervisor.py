@@ -284,6 +284,18 @@ def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> Non
                                                   str(tmp_path / "db.sqlite3"))  # fmt: skip
 
 
+def test_worker_argv_carries_the_udp_receive_buffer_of_the_file(tmp_path: Path) -> None:
+    from workers.io_worker import DEFAULT_UDP_RCVBUF, _parser
+
+    default = _plan(config_text(tmp_path), tmp_path)["worker-127.88.1.1"].command()
+    assert default[default.index("--udp-rcvbuf") + 1] == str(DEFAULT_UDP_RCVBUF)
+    text = "[worker]\nudp_rcvbuf = 262144\n" + config_text(tmp_path)
+    for name in ("worker-127.88.1.1", "worker-127.88.1.4"):
+        argv = _plan(text, tmp_path)[name].command()
+        assert argv[argv.index("--udp-rcvbuf") + 1] == "262144"
+        assert _parser().parse_args(argv[3:]).udp_rcvbuf == 262144  # the worker takes it
+
+
 def test_tcp_control_base_gives_ports_and_learned_pub(tmp_path: Path) -> None:
     text = config_text(tmp_path).replace(f'"ipc://{tmp_path}/ctl"', '"tcp://127.0.0.1:7000"')
     plan = _plan(text, tmp_path)
