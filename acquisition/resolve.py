@@ -279,7 +279,8 @@ class TypeCache:
     def snapshot(self) -> dict[str, int | bool]:
         return {"generation": self.generation, "symbols": len(self._symbols),
                 "templates": len(self._structs), "complete": self._complete,
-                "requests": self.requests, "listings": self.listings, "hits": self.hits,
+                "requests": self.requests, "generation_requests": self._generation_requests,
+                "listings": self.listings, "hits": self.hits,
                 "misses": self.misses, "invalidations": self.invalidations,
                 "waiting": len(self._waiting)}
 
