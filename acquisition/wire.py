@@ -38,6 +38,7 @@ restarted.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
@@ -304,6 +305,15 @@ def _pack(body: dict[str, object], what: str) -> bytes:
         raise UsageError(f"{what}: cannot encode as MessagePack: {exc}") from None
 
 
+def _encode_checked(checked_body: Callable[[], dict[str, object]], what: str) -> bytes:
+    """Validate (``checked_body`` raises _Invalid) and pack one message body."""
+    try:
+        body = checked_body()
+    except _Invalid as exc:
+        raise UsageError(f"cannot encode {what}: {exc}") from None
+    return _pack(body, what)
+
+
 def _unpack(body: bytes, what: str) -> dict[str, Any]:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise MalformedPacket("body frame as bytes", 0, what)
@@ -400,11 +410,7 @@ class Sample:
 
     def encode(self) -> tuple[bytes, bytes]:
         """``(topic, body)``; raises UsageError if a field breaks the schema."""
-        try:
-            body = self._checked_body()
-        except _Invalid as exc:
-            raise UsageError(f"cannot encode Sample: {exc}") from None
-        return self.topic, _pack(body, "Sample")
+        return self.topic, _encode_checked(self._checked_body, "Sample")
 
     @classmethod
     def decode(cls, topic: bytes, body: bytes) -> Sample:
@@ -555,11 +561,7 @@ class Event:
 
     def encode(self) -> tuple[bytes, bytes]:
         """``(topic, body)``; raises UsageError if a field breaks the schema."""
-        try:
-            body = self._checked_body()
-        except _Invalid as exc:
-            raise UsageError(f"cannot encode Event: {exc}") from None
-        return self.topic, _pack(body, "Event")
+        return self.topic, _encode_checked(self._checked_body, "Event")
 
     @classmethod
     def decode(cls, topic: bytes, body: bytes) -> Event:
