@@ -333,7 +333,7 @@ def validate_tag_name(name: str) -> tuple[str, str] | None:
         return "the tag name is empty", "write the produced tag's name"
     if ":" in name:
         return (
-            f"{name!r} is program-scoped; only controller-scoped tags are produced (protocol.md 7.3)",
+            f"{name!r} is program-scoped; only controller-scoped tags are produced (README: Configuring the produced tag in Studio 5000)",
             "move the tag to controller scope in Studio 5000 and use its plain name",
         )
     if "." in name or "[" in name:
@@ -895,7 +895,7 @@ def _tag_size(t: _Table) -> int | None:
         t.ctx.error(
             t.key("size"),
             f"size = {value} is above the {MAX_TAG_SIZE} bytes a standard produced tag can carry "
-            "(protocol.md 7.3)",
+            "(README: Configuring the produced tag in Studio 5000)",
             "split the data into several produced tags, or omit size to learn it from the "
             "controller",
         )
@@ -1006,7 +1006,7 @@ def _read_plc(
             ctx.error(
                 tinh.transport[1],
                 f"tag {tag.name!r} uses multicast through a route",
-                "multicast T->O has TTL 1 and never crosses a router (protocol.md 6.7): "
+                "multicast T->O has TTL 1 and never crosses a router (docs/configuration.md, transport): "
                 'use transport = "unicast" for PLCs reached through a route',
             )
         tags.append(tag)

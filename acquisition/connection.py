@@ -289,7 +289,8 @@ class ConsumerParams:
         if self.tag_bytes is not None and not 0 < self.tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
             raise UsageError(
                 f"{self.plc}/{self.tag}: size {self.tag_bytes} bytes is outside 1..500, the"
-                " limit of a standard produced tag (protocol.md 7.3)"
+                " limit of a standard produced tag (README: Configuring the produced tag in"
+                " Studio 5000)"
             )
         if (self.tag_type is not None and self.tag_bytes is not None
                 and byte_size(self.tag_type) != self.tag_bytes):
@@ -600,7 +601,7 @@ class Connection:
         problem = None
         if not 0 < tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
             problem = (f"tag {self.params.tag!r} is {tag_bytes} bytes; a standard produced tag"
-                       " holds 1..500 bytes (protocol.md 7.3): split it into several tags")
+                       " holds 1..500 bytes (README: Configuring the produced tag in Studio 5000): split it into several tags")
         elif self.params.tag_bytes is not None and self.params.tag_bytes != tag_bytes:
             problem = (f"tag {self.params.tag!r}: configured size {self.params.tag_bytes} bytes"
                        f" but the controller says its type is {tag_bytes} bytes; fix or remove"

@@ -454,7 +454,7 @@ def produced_connection_size(tag_size: int, *, limit: int = PRODUCED_TAG_MAX_BYT
     if tag_size > limit:
         raise UsageError(
             f"produced tag is {tag_size} bytes but Logix limits standard produced tags to "
-            f"{limit} bytes (protocol.md 7.3): split the data into several produced tags"
+            f"{limit} bytes (README: Configuring the produced tag in Studio 5000): split the data into several produced tags"
         )
     return tag_size + SEQUENCE_COUNT_BYTES
 

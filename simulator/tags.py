@@ -466,11 +466,11 @@ class TagStore:
             tag.name = f"Program:{canonical}.{tag.base_name}"
             if tag.produced:
                 raise UsageError(f"{tag.name}: produced tags must be controller-scoped "
-                                 "(protocol.md 4.2); move it out of the program or set "
+                                 "(README: Configuring the produced tag in Studio 5000); move it out of the program or set "
                                  "produced = false")
         if tag.produced and tag.size() > PRODUCED_TAG_MAX_BYTES:
             raise UsageError(f"{tag.name}: {tag.size()} bytes, but a standard produced tag holds "
-                             f"at most {PRODUCED_TAG_MAX_BYTES} (protocol.md 7.3); shrink it or "
+                             f"at most {PRODUCED_TAG_MAX_BYTES} (README: Configuring the produced tag in Studio 5000); shrink it or "
                              "set produced = false")
         tag.instance_id = self._allocate(tag.instance_id)
         self._tags.append(tag)

@@ -666,7 +666,7 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         "plc[0].tag[0].transport",
         8,
         "tag 'Speed' uses multicast through a route",
-        'never crosses a router (protocol.md 6.7): use transport = "unicast"',
+        'never crosses a router (docs/configuration.md, transport): use transport = "unicast"',
     ),
     (
         "multicast through route (defaults)",

@@ -77,7 +77,8 @@ def test_invalid_file_prints_every_problem(tmp_path: Path, capsys: pytest.Captur
     assert out[1] == (
         f"{cfg}:8: plc[0].tag[0].name: name = 'Program:Main.X' cannot be consumed: "
         "'Program:Main.X' is program-scoped; only controller-scoped tags are produced "
-        "(protocol.md 7.3); move the tag to controller scope in Studio 5000 and use its plain name"
+        "(README: Configuring the produced tag in Studio 5000); move the tag to controller scope "
+        "in Studio 5000 and use its plain name"
     )
     assert out[2].startswith(f"{cfg}:9: plc[0].tag[0].rpi_ms: rpi_ms = 0.1 is below the 0.5 ms")
     assert out[-1] == f"{cfg}: 3 problems; nothing was started"
