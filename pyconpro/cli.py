@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,13 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a shell reports for a process killed by SIGPIPE (128 + 13): `pyconpro ... | head` ends
+# the way `cat big | head` does, quietly and with the status scripts expect.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 0
-    return int(args._module.run(args) or 0)
+    try:
+        if not getattr(args, "command", None):
+            parser.print_help()
+            code = 0
+        else:
+            code = int(args._module.run(args) or 0)
+        # Flush here, not at interpreter exit, so a reader that went away is seen below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (`| head`) closed the pipe. Point stdout at /dev/null so the flush of
+        # whatever is still buffered at exit cannot raise a second time, and stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

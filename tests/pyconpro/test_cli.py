@@ -1,5 +1,6 @@
 """The `pyconpro` entry point: --version, --help, every registered command has help."""
 
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,20 @@ def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "pyconpro.cli", "--version"], capture_output=True,
                          text=True, timeout=60, check=False)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_reader_gone_exits_141_without_a_traceback() -> None:
+    # `pyconpro ... | head -c 400` with head already gone: a pipe whose read end is closed
+    # before the child starts, so its first write fails with EPIPE every time (no race).
+    root = __file__.rsplit("/tests/", 1)[0]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pyconpro.cli", "check", "--no-resolve", "examples/pipeline.toml"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False, cwd=root,
+        )
+    finally:
+        os.close(write_end)
+    assert out.stderr == ""
+    assert out.returncode == 141
