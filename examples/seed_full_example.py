@@ -1,6 +1,9 @@
 """The original README's "Full Example", unchanged but for the IP (the simulator's).
 
 Run the simulated controller first:  pyconpro sim --config examples/sim-seed-tags.toml
+then:  python examples/seed_full_example.py
+(with the package: after ./dev, `. .venv/bin/activate` first, or `./dev sim ...` and
+`.venv/bin/python examples/seed_full_example.py`)
 """
 from pyconpro import Connection, ConsumerHint
 import time

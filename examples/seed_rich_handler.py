@@ -1,6 +1,9 @@
 """The same API with the Pythonic names, no datasize, and the richer handler.
 
 Run the simulated controller first:  pyconpro sim --config examples/sim-seed-tags.toml
+then:  python examples/seed_rich_handler.py
+(with the package: after ./dev, `. .venv/bin/activate` first, or `./dev sim ...` and
+`.venv/bin/python examples/seed_rich_handler.py`)
 """
 
 import time
