@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
 
+from acquisition.logix_objects import ExternalAccess
 from acquisition.target import (
     MULTICAST_RPI_ERRORS,
     SIZE_ERRORS,
@@ -191,8 +192,11 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     ctl = f" control={control.address[0]}:{control.address[1]}" if control else ""
-    log.info("serving %d tags (%d produced) as %s slot %d",
-             len(list(server.store)), len(server.store.produced()), args.address, args.slot)
+    tags = list(server.store)
+    # Tags with External Access "None" exist but are hidden from clients (browse lists the rest).
+    visible = sum(1 for t in tags if t.external_access != ExternalAccess.NONE)
+    log.info("serving %d tags (%d visible to clients, %d produced) as %s slot %d",
+             len(tags), visible, len(server.store.produced()), args.address, args.slot)
     print(f"READY tcp={args.address}:{server.tcp_port} udp={args.address}:{server.udp_port}"
           f"{ctl} pid={os.getpid()}", flush=True)
     try:
