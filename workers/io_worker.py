@@ -115,6 +115,8 @@ class WorkerOptions:
     session_backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(0.5, 30.0, 0.25))
     timing: Timing = field(default_factory=Timing)
     seed: int | None = None
+    # What the UDP bind error tells the user to change (the supervisor names the config key).
+    udp_port_hint: str = "choose another --udp-port"
 
     @property
     def worker_name(self) -> str:
@@ -229,8 +231,8 @@ class IoWorker:
             self.udp.bind((self.opt.local_address, self.opt.udp_port))
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind UDP {self.opt.local_address}:"
-                          f"{self.opt.udp_port}: {exc.strerror} (another worker on this"
-                          " interface? choose --udp-port)") from None
+                          f"{self.opt.udp_port} (another worker or program on this address?"
+                          f" {self.opt.udp_port_hint}): {exc.strerror}") from None
         self.udp.setblocking(False)
         self.udp_port = self.udp.getsockname()[1]
         self.ctx = zmq.Context()
@@ -1135,6 +1137,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=float, default=3.0,
                    help="seconds to wait for Forward_Close replies on stop")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
     return p
 
 
@@ -1145,6 +1148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = WorkerOptions(local_address=args.local_address, udp_port=args.udp_port,
                          pub_endpoint=args.pub_endpoint, control_endpoint=args.control_endpoint,
                          name=args.name, shutdown_timeout_s=args.shutdown_timeout)
+    if args.udp_port_hint:
+        opts.udp_port_hint = args.udp_port_hint
     defs: list[ConsumerDef] = []
     try:
         for text in args.consumer:

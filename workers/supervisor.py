@@ -54,6 +54,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -120,6 +121,9 @@ MAX_WAIT_S = 0.5  # upper bound of one loop wait (child exits are also signalled
 CONTROL_HWM = 100
 LINK_HWM = 16
 ERROR_EVENT_KINDS = frozenset({"reject", "timeout", "error"})
+PING_TIMEOUT_S = 0.3  # is another supervisor on this control_base? (answers in milliseconds)
+FATAL_REMINDER_S = 60.0  # while every worker is FATAL, say so this often
+UDP_PORT_HINT = "set [worker].udp_port in the config"  # the worker's bind error, under `run`
 
 
 # ============================================================================ local addresses
@@ -243,6 +247,11 @@ def supervisor_control_endpoint(config: Config) -> str:
     return config.bus.control_endpoint("supervisor", 0)
 
 
+def ipc_path(endpoint: str) -> str | None:
+    """The file of an ``ipc://`` endpoint, None for other transports."""
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
 def plan_children(
     config: Config, groups: Sequence[WorkerGroup], runtime: Runtime
 ) -> dict[str, ChildSpec]:
@@ -265,6 +274,7 @@ def plan_children(
             "--udp-rcvbuf", str(config.worker.udp_rcvbuf),
             "--hwm", str(bus_cfg.bus.hwm),
             "--log-level", level,
+            "--udp-port-hint", UDP_PORT_HINT,
         )  # fmt: skip
         out[name] = ChildSpec(
             name=name,
@@ -457,6 +467,10 @@ class Supervisor:
         self._fwd_rate = 0.0
         self._fwd_status: dict[str, Any] = {}
         self._next_fwd_stats = 0.0
+        self._ipc_files: dict[str, int] = {}  # ipc socket file -> inode, bound by this process
+        self._claimed = False  # the control_base is ours (files under it may be removed)
+        self._all_fatal_since: float | None = None
+        self._next_fatal_reminder = 0.0
 
     # ------------------------------------------------------------------ plan
 
@@ -478,8 +492,12 @@ class Supervisor:
     def open(self) -> None:
         """Bind the bus and the control socket, install signal handlers. Raises on failure
         with a message that names the endpoint and the fix."""
-        self._groups(self.config)  # fail before binding anything if a PLC is unreachable
+        groups = self._groups(self.config)  # fail before binding anything if a PLC is unreachable
+        self._claim_control_base(groups)
+        self._claimed = True
         self.forwarder.start()
+        self._bound_ipc(self.forwarder.upstream_endpoint)
+        self._bound_ipc(self.forwarder.public_endpoint)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.SNDHWM, CONTROL_HWM)
@@ -488,11 +506,15 @@ class Supervisor:
             self.control.bind(self.control_endpoint)
         except zmq.ZMQError as exc:
             self.forwarder.stop()
+            other = self.ping_other()
+            if other is not None:
+                raise ForwarderError(self._in_use_message(other)) from None
             raise ForwarderError(
                 f"cannot bind the supervisor's control socket {self.control_endpoint}: {exc}; "
                 "is another `pyconpro run` using the same [bus].control_base? stop it or give "
                 "this config its own control_base"
             ) from None
+        self._bound_ipc(self.control_endpoint)
         self.poller.register(self.control, zmq.POLLIN)
         self.events = self.ctx.socket(zmq.SUB)
         self.events.setsockopt(zmq.LINGER, 0)
@@ -507,6 +529,94 @@ class Supervisor:
             if spec.kind is ChildKind.WORKER:
                 self._add_link(name, spec)
         self._update_upstreams()
+
+    def ping_other(self, timeout: float = PING_TIMEOUT_S) -> dict[str, Any] | None:
+        """The ``ping`` reply of a supervisor already answering on our control endpoint."""
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.control_endpoint)
+            sock.send_multipart([b"", msgpack.packb({"op": "ping"}, use_bin_type=True)])
+            if not sock.poll(int(timeout * 1000)):
+                return None
+            reply = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+        except (zmq.ZMQError, ValueError, msgpack.UnpackException):
+            return None
+        finally:
+            sock.close(0)
+        return reply if isinstance(reply, dict) and reply.get("ok") else None
+
+    def _in_use_message(self, reply: Mapping[str, Any]) -> str:
+        return (
+            f"another pyconpro run (pid {reply.get('pid', '?')}) already uses control_base "
+            f"{self.config.bus.control_base}; stop it or set [bus].control_base in "
+            f"{self.config_path} to a path of its own"
+        )
+
+    def _claim_control_base(self, groups: Sequence[WorkerGroup]) -> None:
+        """Refuse a control_base another live supervisor uses; clear what a dead one left.
+
+        ZeroMQ's ipc bind silently replaces an existing socket file, so without this check a
+        second `pyconpro run` would steal the first one's sockets and `pyconpro status` could
+        never reach the first again.
+        """
+        path = ipc_path(self.config.bus.control_base)
+        if path is None:
+            return  # tcp: a port in use makes the bind fail (open() then names the owner)
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise ForwarderError(
+                    f"cannot create {parent} for [bus].control_base "
+                    f"{self.config.bus.control_base}: {exc.strerror}; pick a writable directory"
+                ) from None
+        sup_path = ipc_path(self.control_endpoint)
+        if sup_path is not None and os.path.exists(sup_path):
+            other = self.ping_other()
+            if other is not None:
+                raise ForwarderError(self._in_use_message(other))
+        # Nobody answers: the files are left over from a supervisor that was killed.
+        stale = [self.control_endpoint, f"{self.config.bus.control_base}-bus-in"]
+        for index, group in enumerate(groups, start=1):
+            stale += [self.config.bus.control_endpoint(group.name, index),
+                      _pub_endpoint(self.config, group.name)]  # fmt: skip
+        for endpoint in stale:
+            p = ipc_path(endpoint)
+            try:
+                if p is not None and stat.S_ISSOCK(os.lstat(p).st_mode):
+                    os.unlink(p)
+                    log.info("removed %s, left over by a supervisor that is gone", p)
+            except OSError:
+                pass
+
+    def _bound_ipc(self, endpoint: str) -> None:
+        """Remember an ipc socket file this process bound (removed again by close())."""
+        p = ipc_path(endpoint)
+        if p is None:
+            return
+        try:
+            self._ipc_files[p] = os.lstat(p).st_ino
+        except OSError:
+            pass
+
+    def _remove_ipc_files(self) -> None:
+        # Only files that are still the ones this run created (same inode): never another's.
+        files = dict(self._ipc_files)
+        for spec in self.specs.values():
+            for endpoint in (spec.control, spec.pub):
+                p = ipc_path(endpoint) if endpoint else None
+                if p is not None and p not in files:
+                    files[p] = None
+        for p, ino in files.items():
+            try:
+                st = os.lstat(p)
+                if stat.S_ISSOCK(st.st_mode) and (ino is None or st.st_ino == ino):
+                    os.unlink(p)
+            except OSError:
+                pass
+        self._ipc_files.clear()
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -560,6 +670,8 @@ class Supervisor:
                 w.close()
         self._wake_r = self._wake_w = None
         self.ctx.term()
+        if self._claimed:
+            self._remove_ipc_files()
 
     # ------------------------------------------------------------------ actions
 
@@ -1072,6 +1184,52 @@ class Supervisor:
                 self.reload()
             # SIGCHLD only wakes the loop; _reap does the rest.
 
+    def fatal_reminder(self, now: float) -> str | None:
+        """While every worker is FATAL nothing is acquired, yet `run` keeps serving status:
+        return (and log) a reminder every ``FATAL_REMINDER_S`` seconds, None otherwise."""
+        workers = [c for c in self.sup.children.values() if c.kind is ChildKind.WORKER]
+        if not workers or any(c.state is not ChildState.FATAL for c in workers):
+            self._all_fatal_since = None
+            return None
+        if self._all_fatal_since is None:
+            self._all_fatal_since = now
+            self._next_fatal_reminder = now + FATAL_REMINDER_S
+            return None
+        if now < self._next_fatal_reminder:
+            return None
+        self._next_fatal_reminder = now + FATAL_REMINDER_S
+        names = ", ".join(c.name for c in workers)
+        text = (
+            f"every worker is FATAL ({names}) for {now - self._all_fatal_since:.0f} s: nothing "
+            "is being acquired. `pyconpro status` shows why (the log above has each worker's "
+            "error); fix the cause, then restart `pyconpro run` (or send the control op "
+            "{'op': 'start', 'child': NAME} to start one again)"
+        )
+        log.error("%s", text)
+        return text
+
+    def loop_wait(self, now: float) -> float:
+        """Seconds the loop may sleep at ``now``: until the next supervision deadline, the next
+        status poll of a live worker, or the deadline of a control request in flight.
+
+        Only live children count: ``_link_timers`` moves ``next_poll`` forward only for
+        STARTING / RUNNING workers, so the stale ``next_poll`` of a BACKOFF / EXITED / FATAL
+        one would otherwise make every wait 0 (a busy loop).
+        """
+        wait = MAX_WAIT_S
+        deadline = self.sup.next_deadline()
+        if deadline is not None:
+            wait = min(wait, deadline - now)
+        for name, link in self.links.items():
+            if link.inflight is not None:
+                wait = min(wait, link.deadline - now)
+                continue
+            child = self.sup.children.get(name)
+            if (child is not None and child.pid
+                    and child.state in (ChildState.STARTING, ChildState.RUNNING)):
+                wait = min(wait, link.next_poll - now)
+        return max(0.0, wait)
+
     def run(self) -> int:
         """Start every child and supervise until a graceful stop finishes. Returns 0."""
         now = time.monotonic()
@@ -1094,14 +1252,11 @@ class Supervisor:
             self._execute(self.sup.on_timer(now), now)
             self._link_timers(now)
             self._forwarder_stats(now)
+            if not self.sup.shutting_down:
+                self.fatal_reminder(now)
             if self.sup.done:
                 break
-            wait = MAX_WAIT_S
-            deadline = self.sup.next_deadline()
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            for link in self.links.values():
-                wait = min(wait, max(0.0, link.next_poll - time.monotonic()))
+            wait = self.loop_wait(time.monotonic())
             for sock, _flags in self.poller.poll(int(wait * 1000) + 1):
                 now = time.monotonic()
                 if sock is self.control:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -29,7 +30,9 @@ from acquisition.supervision import ChildKind
 from pyconpro.status_cli import request
 from workers.supervisor import (
     CONTROL_HWM,
+    FATAL_REMINDER_S,
     LINK_HWM,
+    MAX_WAIT_S,
     ChildSpec,
     Runtime,
     Supervisor,
@@ -41,6 +44,7 @@ from workers.supervisor import (
     plan_children,
     resolve_local_address,
 )
+from workers.forwarder import ForwarderError
 
 TIMEOUT_S = 20.0
 
@@ -490,3 +494,106 @@ def test_consumers_are_added_only_once_the_bus_subscription_reached_the_worker(
         subscribed = [e["t"] for e in log if e["ev"] == "subscribed"]
         assert subscribed and all(e["t"] >= subscribed[0] for e in log if e["ev"] == "add")
         assert status(sup)["workers"][name]["bus_subscriptions"] >= 1
+
+
+# ============================================================================ idle, FATAL, control_base
+
+
+def _fatal_worker(tmp: Path) -> tuple[Supervisor, float]:
+    """A Supervisor (not opened) whose one worker failed start-up until FATAL (fake clock)."""
+    cfg = tmp / "pipe.toml"
+    cfg.write_text(config_text(tmp, second_plc=False))
+    sup = Supervisor(str(cfg))
+    sup.sup.add("w", ChildKind.WORKER)
+    sup._add_link("w", ChildSpec("w", ChildKind.WORKER, ("x",), control=f"ipc://{tmp}/w"))
+    c = sup.sup.child("w")
+    t = 100.0
+    c.start(t)
+    c.spawned(4242, t)
+    sup.links["w"].next_poll = t  # a live worker's status poll is due now
+    assert sup.loop_wait(t) == 0.0
+    for attempt in range(3):  # max_quick_failures = 3 in config_text
+        if attempt:
+            deadline = c.next_deadline()
+            assert deadline is not None
+            t = deadline
+            c.on_timer(t)
+            c.spawned(4242 + attempt, t)
+        c.exited(t, 4242 + attempt, 2)
+    assert c.state.value == "FATAL"
+    return sup, t
+
+
+def test_loop_does_not_spin_while_a_worker_is_fatal(tmp_path: Path) -> None:
+    sup, t = _fatal_worker(tmp_path)
+    try:
+        # next_poll stays in the past (nobody polls a dead worker): it must not count.
+        assert sup.links["w"].next_poll < t
+        assert sup.loop_wait(t) == MAX_WAIT_S
+        assert sup.loop_wait(t + 3600) == MAX_WAIT_S
+        # a request still in flight wakes the loop at its deadline
+        sup.links["w"].inflight = lambda reply: None
+        sup.links["w"].deadline = t + 0.2
+        assert sup.loop_wait(t) == pytest.approx(0.2)
+    finally:
+        sup.close()
+
+
+def test_every_worker_fatal_is_reminded_every_minute(tmp_path: Path) -> None:
+    sup, t = _fatal_worker(tmp_path)
+    try:
+        assert sup.fatal_reminder(t) is None  # the FATAL transition itself was logged
+        assert sup.fatal_reminder(t + FATAL_REMINDER_S - 1) is None
+        text = sup.fatal_reminder(t + FATAL_REMINDER_S)
+        assert text is not None and "every worker is FATAL (w)" in text
+        assert "pyconpro status" in text and "restart" in text
+        assert sup.fatal_reminder(t + FATAL_REMINDER_S + 1) is None
+        assert sup.fatal_reminder(t + 2 * FATAL_REMINDER_S) is not None
+        sup.sup.child("w").start(t + 200)  # an operator start: no longer all FATAL
+        assert sup.fatal_reminder(t + 3 * FATAL_REMINDER_S) is None
+    finally:
+        sup.close()
+
+
+def test_worker_argv_tells_the_config_key_for_a_busy_udp_port(tmp_path: Path) -> None:
+    spec = _plan(config_text(tmp_path, second_plc=False), tmp_path)
+    argv = next(s.argv for s in spec.values() if s.kind is ChildKind.WORKER)
+    assert argv[argv.index("--udp-port-hint") + 1] == "set [worker].udp_port in the config"
+
+
+def test_second_supervisor_on_the_same_control_base_is_refused(tmp_path: Path) -> None:
+    text = config_text(tmp_path, second_plc=False)
+    with running(tmp_path, text) as first:
+        wait_for(lambda: child(status(first), "sink-db")["state"] == "RUNNING", "sink running")
+        second = Supervisor(str(tmp_path / "pipe.toml"), planner=stand_in_planner(tmp_path))
+        try:
+            with pytest.raises(ForwarderError) as info:
+                second.open()
+        finally:
+            second.close()
+        assert str(info.value).startswith(
+            f"another pyconpro run (pid {os.getpid()}) already uses control_base "
+            f"ipc://{tmp_path}/ctl; stop it or set [bus].control_base")
+        # the first one still owns its sockets
+        assert status(first)["supervisor"]["pid"] == os.getpid()
+        assert (tmp_path / "ctl-supervisor").exists()
+    # a clean stop leaves no socket files behind
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_socket())
+    assert left == []
+
+
+def test_stale_socket_files_are_replaced_and_a_missing_directory_created(tmp_path: Path) -> None:
+    base = tmp_path / "run" / "sub"  # does not exist yet
+    text = config_text(tmp_path, second_plc=False).replace(
+        f'control_base = "ipc://{tmp_path}/ctl"', f'control_base = "ipc://{base}/ctl"')
+    assert f"ipc://{base}/ctl" in text
+    with running(tmp_path, text) as first:
+        wait_for(lambda: child(status(first), "sink-db")["state"] == "RUNNING", "sink running")
+    assert not (base / "ctl-supervisor").exists()
+    # a killed supervisor's file: nobody answers on it, so the next run takes it
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(base / "ctl-supervisor"))
+    assert (base / "ctl-supervisor").is_socket()
+    with running(tmp_path, text) as again:
+        assert status(again)["supervisor"]["control"] == f"ipc://{base}/ctl-supervisor"
+    assert not (base / "ctl-supervisor").exists()
