@@ -601,7 +601,8 @@ class Connection:
         problem = None
         if not 0 < tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
             problem = (f"tag {self.params.tag!r} is {tag_bytes} bytes; a standard produced tag"
-                       " holds 1..500 bytes (README: Configuring the produced tag in Studio 5000): split it into several tags")
+                       " holds 1..500 bytes (README: Configuring the produced tag in Studio"
+                       " 5000): split it into several tags")
         elif self.params.tag_bytes is not None and self.params.tag_bytes != tag_bytes:
             problem = (f"tag {self.params.tag!r}: configured size {self.params.tag_bytes} bytes"
                        f" but the controller says its type is {tag_bytes} bytes; fix or remove"
@@ -967,10 +968,18 @@ class Connection:
                                 at_least=wait,
                                 message=f"{text}: waiting for the old connection's timeout")
         elif cls is RejectClass.NOT_PRODUCED:
+            learned_type = self._resolved[1] if self._resolved is not None else None
+            if additional[:1] == (0x031F,) and learned_type is not None:
+                # The controller itself told us the tag's type, so the tag exists: only the
+                # Produced setting is missing, and "check the name" would send the user astray.
+                what = (f"exists ({learned_type.name}) but is not produced ({text}): mark it"
+                        " produced")
+            else:
+                what = (f"does not exist or is not produced ({text}): check the name, and mark"
+                        " it produced")
             self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                f"tag {p.tag!r} on PLC {p.plc!r} does not exist or is not produced ({text}):"
-                f" check the name, and mark it produced in Studio 5000 (Tag Properties >"
-                f" Type: Produced, set Max Consumers)"))
+                f"tag {p.tag!r} on PLC {p.plc!r} {what} in Studio 5000 (Tag Properties >"
+                " Type: Produced, set Max Consumers)"))
         elif cls is RejectClass.PERMANENT:
             hint = ""
             ext = additional[0] if additional else None

@@ -681,6 +681,37 @@ def test_unknown_or_not_produced_tag_fails_loudly(general: int, additional: tupl
     assert conn.next_deadline() is None
 
 
+@pytest.mark.parametrize("multicast", [False, True])
+def test_not_produced_with_a_type_learned_from_the_controller_says_it_exists(
+        multicast: bool) -> None:
+    conn = make(None, multicast=multicast)
+    conn.start(T0)
+    conn.on_resolved(T0, 4, REAL)  # the controller answered: the tag exists, as a REAL
+    reject_and_events(conn, 0x01, 0x031F)
+    assert conn.state is State.FAILED
+    assert conn.failure is not None
+    assert conn.failure.startswith("tag 'Count' on PLC 'plc1' exists (REAL) but is not produced (")
+    assert "does not exist" not in conn.failure and "check the name" not in conn.failure
+    assert "Type: Produced" in conn.failure
+
+
+@pytest.mark.parametrize("ext", [0x012E, 0x0315])
+def test_other_not_produced_codes_with_a_learned_type_keep_the_general_message(ext: int) -> None:
+    conn = make(None)
+    conn.start(T0)
+    conn.on_resolved(T0, 4, REAL)
+    reject_and_events(conn, 0x01, ext)
+    assert conn.failure is not None and "does not exist or is not produced" in conn.failure
+
+
+def test_not_produced_with_a_configured_type_does_not_claim_the_tag_exists() -> None:
+    conn = make(4, tag_type=REAL)  # the type comes from the config, not from the controller
+    conn.start(T0)
+    reject_and_events(conn, 0x01, 0x031F)
+    assert conn.failure is not None and "does not exist or is not produced" in conn.failure
+    assert "check the name" in conn.failure
+
+
 def test_wrong_slot_fails_with_a_hint() -> None:
     conn = make()
     conn.start(T0)
