@@ -1263,7 +1263,10 @@ class Supervisor:
                     self._on_control(now)
                 elif sock is self.events:
                     self._on_events()
-                elif sock is self._wake_r:
+                elif self._wake_r is not None and sock in (self._wake_r, self._wake_r.fileno()):
+                    # pyzmq reports a plain socket by its file descriptor (an int), not the
+                    # object: matching only the object left the wake-up byte unread, and the
+                    # loop spun at 100 % CPU from the first signal (a child's SIGCHLD) on.
                     try:
                         while self._wake_r.recv(512):
                             pass

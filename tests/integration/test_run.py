@@ -431,3 +431,69 @@ def test_a_subscriber_there_before_start_sees_every_first_event(
             run.assert_children_gone()
         finally:
             bus.close()
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_fatal_worker_leaves_run_idle_and_says_which_key_to_change(tmp_path: Path) -> None:
+    net = _pick_net()
+    local = f"127.73.{net}.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((local, 0))  # the worker's UDP port, already in use
+        port = taken.getsockname()[1]
+        config = tmp_path / "pipeline.toml"
+        config.write_text(f"""
+[bus]
+endpoint = "ipc://{tmp_path}/bus"
+control_base = "ipc://{tmp_path}/ctl"
+[worker]
+udp_port = {port}
+[supervisor]
+start_s = 0.5
+backoff_initial_s = 0.05
+backoff_max_s = 0.1
+max_quick_failures = 2
+[[plc]]
+name = "line1"
+address = "127.73.{net}.2"
+local_address = "{local}"
+  [[plc.tag]]
+  name = "Counter"
+""")
+        log = tmp_path / "run.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pyconpro.cli", "run", str(config)],
+                stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO,
+            )  # fmt: skip
+        try:
+            control = f"ipc://{tmp_path}/ctl-supervisor"
+
+            def fatal() -> bool:
+                st = request(control, {"op": "status"}, 5.0)
+                return bool(st) and all(c["state"] == "FATAL" for c in st["children"])
+
+            wait_for(fatal, "the worker to become FATAL")
+            cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
+            # Measuring CPU use needs wall time to pass; this is not a wait for an event.
+            time.sleep(1.0)
+            cpu1, t1 = _cpu_s(proc.pid), time.monotonic()
+            assert (cpu1 - cpu0) < 0.2 * (t1 - t0), f"supervisor used {cpu1 - cpu0:.2f} s CPU"
+            text = log.read_text(errors="replace")
+            line = next(x for x in text.splitlines() if f"cannot bind UDP {local}:{port}" in x)
+            assert "set [worker].udp_port in the config" in line and "--udp-port" not in line
+            assert line.rstrip().endswith("Address already in use"), line
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                assert proc.wait(20) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_socket()) == []
