@@ -15,12 +15,19 @@ What it does, saying so as it goes:
 5. stops the supervisor gracefully (Forward_Close, then the sink flushes), then the simulator,
    and prints where the database is, how many rows it holds, and how to query it.
 
-Exit status 0 when rows were written, 1 otherwise (the message says which log to read).
+The config's control sockets live in the demo directory (or, when that path is too long for
+an ``ipc://`` socket, in a short ``/tmp/pyconpro-demo-<hash>`` directory that ``pyconpro run``
+creates), so ``pyconpro run DIR/demo.toml`` works after the demo too. Commands are shown as
+``pyconpro ...``, or with the prefix in ``PYCONPRO_PROG`` when that is set (``./dev`` sets it).
+
+Exit status 0 when rows were written, 1 otherwise (the message says which log to read), 130
+when interrupted before the first sample.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import re
@@ -31,7 +38,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +53,10 @@ DEMO_TAGS: tuple[tuple[str, float], ...] = (
 PLC_NAME = "demo"
 DB_NAME = "demo.sqlite3"
 CONNECT_TIMEOUT_S = 30.0
+# An ipc:// path must fit sun_path (108 bytes with the NUL); the longest file the supervisor and
+# its worker derive from control_base adds "-worker-<address>.pub" (at most ~30 bytes).
+IPC_PATH_MAX = 107
+IPC_SUFFIX_MAX = 32
 _READY = re.compile(r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)")
 
 
@@ -104,6 +114,22 @@ def pick_sim_address(wanted: str, rng: random.Random | None = None) -> str:
     raise OSError(f"{wanted}:44818 is busy and no free 127.x.y.2 address was found")
 
 
+def prog() -> str:
+    """How to spell the command in advice: ``$PYCONPRO_PROG`` (``./dev`` sets it) or pyconpro."""
+    return os.environ.get("PYCONPRO_PROG", "").strip() or "pyconpro"
+
+
+def control_base_for(directory: Path) -> str:
+    """A control_base for the demo's config that outlives the demo: inside ``directory``, or
+    a short path under /tmp named after it when that is too long for an ipc socket (the
+    supervisor creates the missing directory)."""
+    path = str(directory.resolve() / "ctl")
+    if len(path) + IPC_SUFFIX_MAX > IPC_PATH_MAX:
+        digest = hashlib.sha1(str(directory.resolve()).encode("utf-8")).hexdigest()[:12]
+        path = f"/tmp/pyconpro-demo-{digest}/ctl"
+    return f"ipc://{path}"
+
+
 # ----------------------------------------------------------------------------- the demo
 
 
@@ -126,7 +152,8 @@ class Demo:
     python: str = sys.executable
     sim: subprocess.Popen[bytes] | None = None
     sup: subprocess.Popen[bytes] | None = None
-    ipc_dir: str | None = None
+    control_base: str = ""
+    first_sample: bool = False
     tags: dict[str, TagView] = field(default_factory=dict)
     drawn_lines: int = 0
     tty: bool = False
@@ -195,19 +222,19 @@ class Demo:
         return buf.decode("utf-8", "replace")
 
     def write_config(self, sim_addr: str, sim_udp: int) -> Path:
-        self.ipc_dir = tempfile.mkdtemp(prefix="pyconpro-demo-")  # short path for ipc://
+        self.control_base = control_base_for(self.directory)
         bus_port = _free_port("127.0.0.1", socket.SOCK_STREAM)
         udp = 2222 if _udp_free(self.local_address, 2222) else _free_port(
             self.local_address, socket.SOCK_DGRAM)  # fmt: skip
         tags = "\n".join(
             f'  [[plc.tag]]\n  name = "{name}"\n  rpi_ms = {rpi:g}\n' for name, rpi in DEMO_TAGS
         )
-        text = f"""# Written by `pyconpro demo`: one simulated PLC, one I/O worker, one SQLite sink.
+        text = f"""# Written by `{prog()} demo`: one simulated PLC, one I/O worker, one SQLite sink.
 # Every key is documented in docs/configuration.md.
 
 [bus]
-endpoint = "tcp://127.0.0.1:{bus_port}"   # `pyconpro tail --connect tcp://127.0.0.1:{bus_port}`
-control_base = "ipc://{self.ipc_dir}/ctl"
+endpoint = "tcp://127.0.0.1:{bus_port}"   # `{prog()} tail --connect tcp://127.0.0.1:{bus_port}`
+control_base = "{self.control_base}"
 
 [logging]
 level = "INFO"
@@ -233,11 +260,11 @@ flush_interval_s = 0.5
         path = self.directory / "demo.toml"
         path.write_text(text, encoding="utf-8")
         self.bus = f"tcp://127.0.0.1:{bus_port}"
-        self.control = f"ipc://{self.ipc_dir}/ctl-supervisor"
+        self.control = f"{self.control_base}-supervisor"
         return path
 
     def start_pipeline(self, config: Path) -> None:
-        self.say(f"[2/3] starting the pipeline: pyconpro run {self.rel(config)} "
+        self.say(f"[2/3] starting the pipeline: {prog()} run {self.rel(config)} "
                  f"(log: {self.rel(self.directory / 'pyconpro.log')}) ...")  # fmt: skip
         with open(self.directory / "supervisor.err", "wb") as err:
             self.sup = subprocess.Popen(
@@ -303,6 +330,7 @@ flush_interval_s = 0.5
                     if isinstance(msg, Sample):
                         if first is None:
                             first = time.monotonic()
+                            self.first_sample = True
                             until = (f"for {self.duration:g} s" if self.duration > 0
                                      else "until Ctrl-C")  # fmt: skip
                             self.say(f"[3/3] live values from {PLC_NAME} ({until}):")
@@ -380,9 +408,12 @@ flush_interval_s = 0.5
             _terminate(self.sim, 10.0)
         if self.sim is not None and self.sim.stdout is not None:
             self.sim.stdout.close()
-        if self.ipc_dir is not None:
-            shutil.rmtree(self.ipc_dir, ignore_errors=True)
-            self.ipc_dir = None
+        short = self.control_base.removeprefix("ipc://")
+        if short.startswith("/tmp/pyconpro-demo-"):  # the fallback: leave no empty directory
+            try:
+                os.rmdir(os.path.dirname(short))
+            except OSError:
+                pass
 
     def report(self) -> int:
         db = self.directory / DB_NAME
@@ -418,8 +449,8 @@ flush_interval_s = 0.5
                  "print(db.execute('SELECT tag, value_json FROM samples ORDER BY id DESC "
                  "LIMIT 5').fetchall())\"")  # fmt: skip
         self.say(f"Schema: sinks/sqlite.py. Config: {self.rel(self.directory / 'demo.toml')} "
-                 f"(run it yourself with `pyconpro sim --address {self.sim_address}` and "
-                 f"`pyconpro run {self.rel(self.directory / 'demo.toml')}`).")  # fmt: skip
+                 f"(run it yourself with `{prog()} sim --address {self.sim_address}` and "
+                 f"`{prog()} run {self.rel(self.directory / 'demo.toml')}`).")  # fmt: skip
         return 0
 
     def run(self) -> int:
@@ -446,6 +477,9 @@ flush_interval_s = 0.5
                     if p is not None and p.poll() is None:
                         p.kill()
                         p.wait(5)
+        if interrupted and not self.first_sample:
+            self.say("interrupted before the first sample; nothing was written")
+            return 130
         code = self.report()
         return code if not interrupted or code else 0
 

@@ -75,3 +75,78 @@ def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_written_config_runs_after_the_demo(tmp_path: Path) -> None:
+    sim, local = _addresses()
+    out_dir = tmp_path / "demo"
+    env = {**os.environ, "PYCONPRO_PROG": "./dev"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyconpro.cli", "demo", "--duration", "1", "--dir", str(out_dir),
+         "--sim-address", sim, "--local-address", local],
+        check=False, capture_output=True, text=True, timeout=150, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = out_dir / "demo.toml"
+    assert f"`./dev run {os.path.relpath(config, tmp_path)}`" in proc.stdout
+    assert "`pyconpro " not in proc.stdout
+    m = re.search(r'^control_base = "ipc://(.+)"$', config.read_text(), re.MULTILINE)
+    assert m is not None
+    base = Path(m.group(1))
+    # its sockets live where the config is (the temporary directory of old was deleted)
+    assert base.parent == out_dir.resolve() or str(base).startswith("/tmp/pyconpro-demo-")
+    assert not any(p.is_socket() for p in base.parent.iterdir())  # removed at the stop
+    from pyconpro.status_cli import request
+
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pyconpro.cli", "run", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=REPO,
+    )  # fmt: skip
+    try:
+        st = request(f"ipc://{base}-supervisor", {"op": "status"}, 10.0)
+        assert st is not None and st["ok"], run.stderr
+        assert st["supervisor"]["pid"] == run.pid
+    finally:
+        run.send_signal(2)
+        try:
+            assert run.wait(30) == 0
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait(10)
+
+
+def test_a_long_directory_gets_a_short_socket_path(tmp_path: Path) -> None:
+    from pyconpro.demo import IPC_PATH_MAX, IPC_SUFFIX_MAX, control_base_for
+
+    short = control_base_for(tmp_path)
+    assert short == f"ipc://{tmp_path.resolve()}/ctl" or len(str(tmp_path)) > 60
+    deep = tmp_path / ("d" * 90)
+    base = control_base_for(deep)
+    assert base.startswith("ipc:///tmp/pyconpro-demo-") and base.endswith("/ctl")
+    assert len(base) - len("ipc://") + IPC_SUFFIX_MAX <= IPC_PATH_MAX
+    assert control_base_for(deep) == base  # the same directory, the same sockets
+
+
+def test_ctrl_c_before_the_first_sample_exits_130(tmp_path: Path) -> None:
+    sim, local = _addresses()
+    out_dir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pyconpro.cli", "demo", "--duration", "5", "--dir",
+         str(out_dir), "--sim-address", sim, "--local-address", local],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the demo is under way: interrupt it now
+        assert "[1/3]" in first, first
+        proc.send_signal(2)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, first + out
+    assert "interrupted before the first sample" in out
+    assert "no samples were written" not in out and "read " not in out
