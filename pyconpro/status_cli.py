@@ -9,7 +9,9 @@ samples, CIP gaps, timeouts, the worker's drop counters, and the last error seen
 Refreshes every ``--interval`` seconds until Ctrl-C; ``--once`` prints one screen and exits;
 ``--json`` prints the raw status map (docs/operations.md describes it).
 
-Exit status: 0, or 1 when the supervisor does not answer (the message says what to check).
+Exit status: 0, or 1 when the supervisor does not answer at the first contact (the message
+says what to check). When it stops answering later, one line waiting for it is redrawn in place
+until it answers again; Ctrl-C then exits 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 import shutil
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 DEFAULT_CONTROL = "ipc:///tmp/pyconpro-supervisor"
 
@@ -165,6 +168,72 @@ def render(st: dict[str, Any], width: int = 160) -> str:
     return "\n".join(lines)
 
 
+def _no_answer(endpoint: str, why: str) -> str:
+    return (f"pyconpro status: the supervisor at {endpoint} did not answer ({why}). "
+            "Is `pyconpro run` running? Give its config file (or --control) if it "
+            "uses another [bus].control_base.")  # fmt: skip
+
+
+def watch(
+    endpoint: str,
+    args: argparse.Namespace,
+    *,
+    ask: Callable[[str, dict[str, Any], float], dict[str, Any] | None] = request,
+    sleep: Callable[[float], None] = time.sleep,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    tty: bool = False,
+) -> int:
+    """The status loop (``run`` with the I/O injectable for tests). Returns the exit status.
+
+    No answer at the first contact (or with ``--once`` / ``--json``): the message, status 1.
+    Contact lost later: one waiting line, redrawn in place on a terminal (printed once
+    otherwise), until the supervisor answers again or Ctrl-C (then status 1).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    answered = False
+    lost_at: float | None = None
+    try:
+        while True:
+            st = ask(endpoint, {"op": "status"}, args.timeout)
+            if st is None or not st.get("ok"):
+                why = str(st.get("error")) if st else f"no answer within {args.timeout:g} s"
+                if not answered or args.once or args.json:
+                    print(_no_answer(endpoint, why), file=err)
+                    return 1
+                now = time.monotonic()
+                first_loss = lost_at is None
+                if lost_at is None:
+                    lost_at = now
+                line = (f"pyconpro status: lost contact with the supervisor at {endpoint} "
+                        f"({why}) {now - lost_at:.0f} s ago; waiting for it (Ctrl-C to stop)")  # fmt: skip
+                if tty:
+                    out.write("\r\x1b[K" + line)
+                    out.flush()
+                elif first_loss:
+                    print(line, file=err, flush=True)
+            else:
+                answered = True
+                lost_at = None
+                if args.json:
+                    print(json.dumps(st, default=str, indent=1), file=out)
+                else:
+                    text = render(st, shutil.get_terminal_size((160, 40)).columns)
+                    if tty:
+                        out.write("\x1b[H\x1b[2J" + text + "\n")
+                        out.flush()
+                    else:
+                        print(text + "\n", file=out, flush=True)
+            if args.once or args.json:
+                return 0
+            sleep(max(0.1, args.interval))
+    except KeyboardInterrupt:
+        if tty and lost_at is not None:
+            out.write("\n")
+        return 1 if lost_at is not None else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from acquisition.config import ConfigError
 
@@ -174,27 +243,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tty = sys.stdout.isatty() and not args.json and not args.once
-    try:
-        while True:
-            st = request(endpoint, {"op": "status"}, args.timeout)
-            if st is None or not st.get("ok"):
-                why = st.get("error") if st else f"no answer within {args.timeout:g} s"
-                print(f"pyconpro status: the supervisor at {endpoint} did not answer ({why}). "
-                      "Is `pyconpro run` running? Give its config file (or --control) if it "
-                      "uses another [bus].control_base.", file=sys.stderr)  # fmt: skip
-                if args.once or args.json:
-                    return 1
-            elif args.json:
-                print(json.dumps(st, default=str, indent=1))
-            else:
-                text = render(st, shutil.get_terminal_size((160, 40)).columns)
-                if tty:
-                    sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
-                    sys.stdout.flush()
-                else:
-                    print(text + "\n", flush=True)
-            if args.once or args.json:
-                return 0
-            time.sleep(max(0.1, args.interval))
-    except KeyboardInterrupt:
-        return 0
+    return watch(endpoint, args, tty=tty)

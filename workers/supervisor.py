@@ -603,7 +603,7 @@ class Supervisor:
 
     def _remove_ipc_files(self) -> None:
         # Only files that are still the ones this run created (same inode): never another's.
-        files = dict(self._ipc_files)
+        files: dict[str, int | None] = dict(self._ipc_files)
         for spec in self.specs.values():
             for endpoint in (spec.control, spec.pub):
                 p = ipc_path(endpoint) if endpoint else None

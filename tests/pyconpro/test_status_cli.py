@@ -3,11 +3,15 @@ supervisor answers (a real control socket that nobody serves, with a short timeo
 
 from __future__ import annotations
 
+import argparse
+import io
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pyconpro.status_cli import control_endpoint, render
+from pyconpro.status_cli import control_endpoint, render, watch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,3 +91,52 @@ def test_control_endpoint_from_config(tmp_path: Path) -> None:
     assert control_endpoint(None, str(cfg)) == "tcp://127.0.0.1:7100"
     assert control_endpoint("ipc:///x", str(cfg)) == "ipc:///x"
     assert control_endpoint(None, None) == "ipc:///tmp/pyconpro-supervisor"
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    base = {"once": False, "json": False, "interval": 1.0, "timeout": 0.5}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def _scripted(replies: list[Any]) -> Callable[..., dict[str, Any] | None]:
+    it = iter(replies)
+
+    def ask(endpoint: str, req: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        r = next(it)
+        if r is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return r  # type: ignore[no-any-return]
+
+    return ask
+
+
+def test_refreshing_mode_without_a_supervisor_exits_1_at_once() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    sleeps: list[float] = []
+    code = watch("ipc:///x", _args(), ask=_scripted([None]), sleep=sleeps.append, out=out,
+                 err=err, tty=True)  # fmt: skip
+    assert code == 1 and sleeps == []
+    assert err.getvalue().count("did not answer (no answer within 0.5 s)") == 1
+    assert "Is `pyconpro run` running?" in err.getvalue()
+
+
+def test_lost_contact_redraws_one_line_in_place() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = watch("ipc:///x", _args(), ask=_scripted([STATUS, None, None, None, KeyboardInterrupt]),
+                 sleep=lambda s: None, out=out, err=err, tty=True)  # fmt: skip
+    assert code == 1
+    text = out.getvalue()
+    assert text.count("\x1b[H\x1b[2J") == 1  # the screen once
+    assert text.count("\r\x1b[K") == 3  # then the same line, redrawn (no scrolling)
+    assert text.count("\n", text.index("\r\x1b[K")) == 1  # only the newline after Ctrl-C
+    assert "lost contact with the supervisor at ipc:///x" in text and err.getvalue() == ""
+
+
+def test_lost_contact_without_a_terminal_says_it_once_and_recovers() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = watch("ipc:///x", _args(), ask=_scripted([STATUS, None, None, STATUS,
+                                                     KeyboardInterrupt]),
+                 sleep=lambda s: None, out=out, err=err, tty=False)  # fmt: skip
+    assert code == 0
+    assert err.getvalue().count("lost contact") == 1
+    assert out.getvalue().count("pyconpro running  pid 42") == 2

@@ -28,6 +28,7 @@ import zmq
 from acquisition.config import Config, WorkerGroup, consumer_specs, parse_config
 from acquisition.supervision import ChildKind
 from pyconpro.status_cli import request
+from workers.forwarder import ForwarderError
 from workers.supervisor import (
     CONTROL_HWM,
     FATAL_REMINDER_S,
@@ -44,7 +45,6 @@ from workers.supervisor import (
     plan_children,
     resolve_local_address,
 )
-from workers.forwarder import ForwarderError
 
 TIMEOUT_S = 20.0
 
