@@ -1170,6 +1170,46 @@ def _read_sink(
     )
 
 
+def _sink_output(sink: SinkConfig) -> tuple[str, ...] | None:
+    """What a sink writes, as a key equal for two sinks that would write the same files."""
+    if sink.kind == "sqlite" and sink.path is not None:
+        return ("sqlite", os.path.normcase(os.path.abspath(sink.path)))
+    if sink.kind in ("jsonl", "csv") and sink.directory is not None:
+        # Each kind names its files <prefix>-<stream>.<kind>, so only the same kind collides.
+        return (sink.kind, os.path.normcase(os.path.abspath(sink.directory)), sink.prefix)
+    return None
+
+
+def _check_sink_output(
+    ctx: _Ctx, index: int, entry: Mapping[str, Any], sink: SinkConfig,
+    seen: dict[tuple[str, ...], str],
+) -> None:
+    # Two sinks on one SQLite file, or two file sinks rotating the same names, interleave or
+    # duplicate every record; both usually come from leaving path / directory at the default.
+    output = _sink_output(sink)
+    if output is None:
+        return
+    first = seen.get(output)
+    if first is None:
+        seen[output] = f"sink[{index}] ({sink.name!r})"
+        return
+    if sink.kind == "sqlite":
+        key = "path"
+        what = f"the database {sink.path!r}"
+        default = "" if "path" in entry else " (the default path)"
+        fix = 'give each sqlite sink its own path, e.g. path = "second.sqlite3"'
+    else:
+        key = "prefix" if "prefix" in entry else "directory"
+        what = f"the files {sink.prefix}-*.{sink.kind} in {sink.directory!r}"
+        default = "" if "directory" in entry or "prefix" in entry else " (the defaults)"
+        fix = f"give each {sink.kind} sink its own directory or prefix"
+    ctx.error(
+        f"sink[{index}].{key}" if key in entry else f"sink[{index}]",
+        f"sink {sink.name!r} and {first} both write to {what}{default}",
+        fix,
+    )
+
+
 def sink_argv(sink: SinkConfig, endpoint: str, log_level: str = "INFO") -> list[str]:
     """Arguments after ``pyconpro sink`` that run ``sink`` subscribed to ``endpoint``.
 
@@ -1300,6 +1340,7 @@ def parse_config(text: str, filename: str = "<string>", *, base_dir: str | None 
 
     sinks: list[SinkConfig] = []
     sink_names: dict[str, str] = {}
+    sink_outputs: dict[tuple[str, ...], str] = {}
     for i, entry in enumerate(top.array_of_tables("sink", "sink")):
         sink = _read_sink(ctx, i, entry, plcs, base_dir)
         if sink is None:
@@ -1312,6 +1353,7 @@ def parse_config(text: str, filename: str = "<string>", *, base_dir: str | None 
             )
             continue
         sink_names[sink.name] = f"sink[{i}]"
+        _check_sink_output(ctx, i, entry, sink, sink_outputs)
         sinks.append(sink)
 
     worker = _read_worker(ctx, top.table("worker"))

@@ -4,13 +4,24 @@ Prints every problem as ``FILE:LINE: KEY: what is wrong; how to fix it`` (acquis
 and exits 1 when there is any. A valid file gets a summary: the PLCs and tags, which I/O worker
 (local address) would serve each PLC, the sinks and the bus endpoint. Finding the local address
 asks the OS's routing table (a UDP ``connect()``, which sends nothing); ``--no-resolve`` skips it.
+
+Things that are legitimate in a file written for another machine but would stop the pipeline on
+this one (an explicit ``local_address`` that is not an address of this host) are printed as
+``WARNING: FILE:LINE: KEY: ...`` lines and do not change the exit status; ``--no-resolve``
+skips those checks too.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
-from typing import TextIO
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from acquisition.config import Config, ConfigIssue, WorkerGroup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,19 +29,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-resolve",
         action="store_true",
-        help="do not ask the OS which local address reaches each PLC",
+        help="do not ask the OS which local address reaches each PLC, nor whether an "
+        "explicit local_address is one of this host's",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print problems and warnings only")
 
 
-def check(path: str, *, resolve: bool = True, out: TextIO | None = None) -> int:
-    """Validate ``path``; print problems or a summary to ``out``; 0 valid, 1 problems."""
+def is_local_address(address: str) -> bool:
+    """True when ``address`` is one of this host's addresses: the OS lets us bind it.
+
+    Binding asks the kernel the question the worker will meet (it binds its UDP socket on that
+    address), including secondary and loopback addresses an interface listing can miss. An
+    unexpected error answers True: warn only when sure.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError as exc:
+            return exc.errno != errno.EADDRNOTAVAIL
+    return True
+
+
+def local_address_warnings(
+    config: Config, path: str, is_local: Callable[[str], bool] | None = None
+) -> list[ConfigIssue]:
+    """One issue per PLC whose explicit ``local_address`` this host does not have
+    (``is_local`` defaults to ``is_local_address``)."""
+    from acquisition.config import ConfigIssue
+
+    is_local = is_local or is_local_address
+    issues = []
+    for i, plc in enumerate(config.plcs):
+        if plc.local_address is None or is_local(plc.local_address):
+            continue
+        key = f"plc[{i}].local_address"
+        issues.append(ConfigIssue(
+            path, key, config.key_lines.get(key),
+            f"{plc.local_address} is not an address of this host, so the worker for PLC "
+            f"{plc.name!r} cannot start here",
+            "if the file is for another machine that is fine, otherwise use one of this host's "
+            "addresses (`ip -4 addr`) or remove local_address",
+        ))  # fmt: skip
+    return issues
+
+
+def check(
+    path: str, *, resolve: bool = True, out: TextIO | None = None, quiet: bool = False
+) -> int:
+    """Validate ``path``; print problems, warnings and (unless ``quiet``) a summary to ``out``;
+    0 valid (warnings or not), 1 problems."""
     from acquisition.config import ConfigError, group_by_local_address, load_config
-    from workers.supervisor import (
-        interface_address,
-        resolve_local_address,
-        supervisor_control_endpoint,
-    )
+    from workers.supervisor import interface_address, resolve_local_address
 
     out = out if out is not None else sys.stdout
     try:
@@ -46,6 +95,17 @@ def check(path: str, *, resolve: bool = True, out: TextIO | None = None) -> int:
         n = len(exc.issues)
         print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was started", file=out)
         return 1
+    warnings = local_address_warnings(config, path) if resolve else []
+    if not quiet:
+        summary(config, path, groups, out)
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=out)
+    return 0
+
+
+def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextIO) -> None:
+    from workers.supervisor import supervisor_control_endpoint
+
     tags = sum(len(p.tags) for p in config.plcs)
     print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)",
           file=out)  # fmt: skip
@@ -61,16 +121,7 @@ def check(path: str, *, resolve: bool = True, out: TextIO | None = None) -> int:
         print(f"  sink {sink.name} ({sink.kind}) -> {where}; topics {', '.join(sink.topics)}",
               file=out)  # fmt: skip
     print(f"  bus {config.bus.endpoint}; control {supervisor_control_endpoint(config)}", file=out)
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.quiet:
-        import io
-
-        buf = io.StringIO()
-        code = check(args.config, resolve=not args.no_resolve, out=buf)
-        if code:
-            sys.stdout.write(buf.getvalue())
-        return code
-    return check(args.config, resolve=not args.no_resolve)
+    return check(args.config, resolve=not args.no_resolve, quiet=args.quiet)

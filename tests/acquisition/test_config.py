@@ -285,6 +285,17 @@ raw = true
     assert (out.name, out.raw, out.flush_interval_s, out.path) == ("stdout-2", True, 0.1, None)
 
 
+def test_sinks_writing_different_files_are_fine() -> None:
+    c = parse_config(
+        BASE + '\n[[sink]]\nkind = "sqlite"\n\n[[sink]]\nkind = "sqlite"\npath = "b.sqlite3"\n'
+        '\n[[sink]]\nkind = "jsonl"\n\n[[sink]]\nkind = "csv"\n'  # same dir, other suffix
+        '\n[[sink]]\nkind = "jsonl"\nprefix = "second"\n'
+        '\n[[sink]]\nkind = "stdout"\n\n[[sink]]\nkind = "stdout"\n',
+        "plant.toml",
+    )
+    assert len(c.sinks) == 7
+
+
 def test_sink_argv_matches_the_sink_cli() -> None:
     cli = pytest.importorskip("sinks.cli")
     c = parse_config(
@@ -905,6 +916,32 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         14,
         "sink name 's' is already used by sink[0]",
         "unique name",
+    ),
+    (
+        "two sqlite sinks on the default path",
+        BASE + '\n[[sink]]\nkind = "sqlite"\n\n[[sink]]\nkind = "sqlite"\ntopics = ["event/"]\n',
+        "sink[1]",
+        11,
+        "sink 'sqlite-1' and sink[0] ('sqlite-0') both write to the database",
+        "give each sqlite sink its own path",
+    ),
+    (
+        "two sqlite sinks on one path spelled differently",
+        BASE + '\n[[sink]]\nkind = "sqlite"\npath = "a.db"\n\n[[sink]]\nkind = "sqlite"\n'
+        'path = "./a.db"\n',
+        "sink[1].path",
+        14,
+        "a.db'",
+        'path = "second.sqlite3"',
+    ),
+    (
+        "two jsonl sinks on the same directory and prefix",
+        BASE + '\n[[sink]]\nkind = "jsonl"\ndirectory = "d"\n\n[[sink]]\nkind = "jsonl"\n'
+        'directory = "d"\nprefix = "pyconpro"\n',
+        "sink[1].prefix",
+        15,
+        "both write to the files pyconpro-*.jsonl in",
+        "give each jsonl sink its own directory or prefix",
     ),
     (
         "sink boolean quoted",

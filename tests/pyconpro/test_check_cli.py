@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyconpro.check_cli import check
+from pyconpro import check_cli
+from pyconpro.check_cli import check, is_local_address
 from pyconpro.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,15 @@ address = "127.0.0.2"
 """
 
 
-def test_valid_file_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def all_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every address counts as this host's, so output does not depend on the test machine."""
+    monkeypatch.setattr(check_cli, "is_local_address", lambda address: True)
+
+
+def test_valid_file_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], all_local: None
+) -> None:
     cfg = tmp_path / "ok.toml"
     cfg.write_text(VALID)
     assert main(["check", str(cfg)]) == 0
@@ -115,7 +124,7 @@ def test_missing_file_and_quiet_mode(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert f"{missing}: cannot read the file" in res.stdout
     ok = tmp_path / "ok.toml"
-    ok.write_text(VALID)
+    ok.write_text(VALID.replace('local_address = "10.99.0.1"', 'local_address = "127.0.0.1"'))
     res = subprocess.run([sys.executable, "-m", "pyconpro.cli", "check", "-q", str(ok)],
                          check=False, capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
     assert (res.returncode, res.stdout) == (0, "")
@@ -136,3 +145,55 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     out = io.StringIO()
     assert check(str(cfg), resolve=False, out=out) == 0, out.getvalue()
     assert "plc press1 at 192.168.1.20 slot 0: PressStatus, PressForces" in out.getvalue()
+
+
+def test_is_local_address() -> None:
+    assert is_local_address("127.0.0.1")
+    assert is_local_address("127.61.4.9")  # all of 127/8 is this host's on Linux
+    from workers.explicit_client import local_ipv4_interfaces
+
+    if any(i.address == "203.0.113.77" for i in local_ipv4_interfaces()):
+        pytest.skip("this host really has 203.0.113.77")
+    assert not is_local_address("203.0.113.77")  # TEST-NET-3
+
+
+def test_local_address_not_on_this_host_is_a_warning_not_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+
+    def is_local(address: str) -> bool:
+        asked.append(address)
+        return address != "10.99.0.1"
+
+    monkeypatch.setattr(check_cli, "is_local_address", is_local)
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text(VALID)
+    warning = (
+        f"WARNING: {cfg}:15: plc[1].local_address: 10.99.0.1 is not an address of this host, so "
+        "the worker for PLC 'far' cannot start here; if the file is for another machine that is "
+        "fine, otherwise use one of this host's addresses (`ip -4 addr`) or remove local_address"
+    )
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{cfg}: OK: ") and out[-1] == warning
+    assert asked == ["10.99.0.1"]  # only explicit local addresses are tested
+    assert main(["check", "-q", str(cfg)]) == 0
+    assert capsys.readouterr().out.splitlines() == [warning]
+    assert main(["check", "--no-resolve", str(cfg)]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_two_sinks_on_one_database_are_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], all_local: None
+) -> None:
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(VALID + '[[sink]]\nkind = "sqlite"\nname = "again"\npath = "x.sqlite3"\n')
+    assert main(["check", str(cfg)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{cfg}:24: sink[1].path: sink 'again' and sink[0] ('sqlite-0') both write to the "
+        f"database {str(tmp_path / 'x.sqlite3')!r}; give each sqlite sink its own path, e.g. "
+        'path = "second.sqlite3"',
+        f"{cfg}: 1 problem; nothing was started",
+    ]
