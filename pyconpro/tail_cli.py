@@ -5,9 +5,12 @@ human-readable line per sample / event (the stdout sink's format), or with ``--j
 object per line (the JSON Lines sink's records plus ``"stream"``: sample, event or stats) for other programs.
 
 TOPIC is a prefix as in docs/wire-format.md (``sample/``, ``sample/line1/``, ``event/``,
-``stats/``) or a shorthand: ``line1`` means ``sample/line1/`` and ``line1/Counter`` means
-``sample/line1/Counter/`` (names escaped as in topics). Default: ``sample/`` and ``event/``.
-While nothing arrives it says so on stderr every few seconds, with what to check.
+``stats/``) or a shorthand: ``line1`` means ``sample/line1/`` and ``event/line1/``, and
+``line1/Counter`` means ``sample/line1/Counter/`` and ``event/line1/Counter/`` (names escaped as
+in topics), so a tag that FAILED shows its error. With ``--config``, a shorthand PLC that the
+file does not name is an error (exit 2, the known names listed). Default: ``sample/`` and
+``event/``. While nothing arrives it says so on stderr every few seconds, with what to check:
+whether the bus is up at all (tail also listens to ``stats/``, without printing it, to tell).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import time
 from typing import Any
 
 DEFAULT_CONNECT = "tcp://127.0.0.1:5555"
+HINT_AFTER_S = 3.0  # quiet this long: say what to check
+HINT_EVERY_S = 10.0  # ... and again this often while it stays quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +53,18 @@ def topic_filters(topics: list[str]) -> list[bytes]:
         if head in ("sample", "event", "stats") or t == "":
             out.append(t.encode("utf-8"))
         else:
-            out.append(topic_prefix("sample", *[p for p in t.split("/") if p]))
+            names = [p for p in t.split("/") if p]
+            out += [topic_prefix("sample", *names), topic_prefix("event", *names)]
+    return out
+
+
+def unknown_plcs(topics: list[str], known: list[str]) -> list[str]:
+    """The PLC names of ``PLC[/TAG]`` shorthands that are not in ``known``."""
+    out = []
+    for t in topics:
+        head = t.split("/", 1)[0]
+        if t and head not in ("sample", "event", "stats") and head not in known:
+            out.append(head)
     return out
 
 
@@ -97,16 +113,27 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         endpoint = bus_endpoint(args.connect, args.config)
+        if args.config:
+            from acquisition.config import load_config
+
+            known = [p.name for p in load_config(args.config).plcs]
+            missing = unknown_plcs(args.topics, known)
+            if missing:
+                print(f"error: PLC {', '.join(repr(m) for m in missing)} is not in {args.config};"
+                      f" its PLCs: {', '.join(known) or 'none'}", file=sys.stderr)  # fmt: skip
+                return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     filters = topic_filters(args.topics)
+    # Stats too, unprinted unless asked for: they tell "the bus is up" from "nothing matches".
+    hidden = [] if any(b"stats/".startswith(f) for f in filters) else [b"stats/"]
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVHWM, 100_000)
     try:
-        for f in filters:
+        for f in filters + hidden:
             sub.subscribe(f)
         sub.connect(endpoint)
     except zmq.ZMQError as exc:
@@ -118,25 +145,35 @@ def run(args: argparse.Namespace) -> int:
     shown = ", ".join(f.decode("utf-8", "replace") or "(everything)" for f in filters)
     print(f"tail: subscribed to {shown} on {endpoint} (Ctrl-C to stop)", file=sys.stderr)
     samples = malformed = 0
-    last = start = time.monotonic()
-    next_hint = start + 3.0
+    heard_bus = False  # anything at all arrived (stats included)
+    last = time.monotonic()
+    next_hint = 0.0
     code = 0
     try:
         while True:
-            if not sub.poll(500):
-                now = time.monotonic()
-                if args.timeout and now - last >= args.timeout:
-                    print(f"tail: nothing received for {args.timeout:g} s", file=sys.stderr)
-                    code = 1
-                    break
-                if now >= next_hint:
-                    next_hint = now + 10.0
+            now = time.monotonic()
+            if args.timeout and now - last >= args.timeout:
+                print(f"tail: nothing received for {args.timeout:g} s", file=sys.stderr)
+                code = 1
+                break
+            if now - last >= HINT_AFTER_S and now >= next_hint:
+                next_hint = now + HINT_EVERY_S
+                if not heard_bus:
                     print(f"tail: no data yet on {endpoint} after {now - last:.0f} s: is "
-                          "`pyconpro run` up (`pyconpro status`), and is this its [bus].endpoint?",
-                          file=sys.stderr)  # fmt: skip
+                          "`pyconpro run` up (`pyconpro status`), and is this its"
+                          " [bus].endpoint?", file=sys.stderr)  # fmt: skip
+                else:
+                    print(f"tail: the bus is up (stats arrive) but nothing matched {shown}"
+                          f" for {now - last:.0f} s: check the PLC/tag names and their"
+                          " states in `pyconpro status`", file=sys.stderr)  # fmt: skip
+            if not sub.poll(500):
                 continue
             frames = sub.recv_multipart()
+            heard_bus = True
+            if not any(frames[0].startswith(f) for f in filters):
+                continue  # a hidden stats message
             last = time.monotonic()
+            next_hint = 0.0
             try:
                 msg = decode(frames[0], frames[1]) if len(frames) == 2 else None
             except MalformedPacket:
