@@ -121,6 +121,8 @@ class LoopOptions:
     poll_interval: float = 0.1  # upper bound on the reaction time to a stop request
     drain_idle: float = 0.25  # on stop: keep receiving until the socket is quiet this long
     drain_max: float = 5.0  # on stop: but never longer than this
+    quiet_warn: float = 5.0  # nothing at all received this long: warn (the bus may be down)
+    quiet_repeat: float = 60.0  # ... and again this often while it stays quiet
 
 
 @dataclass
@@ -178,6 +180,8 @@ class SubscriberLoop:
         self._wall_ns = wall_ns
         self._batch = _Batch()
         self._flush_due: float | None = None
+        self._last_rx: float | None = None  # when something last arrived (or the loop started)
+        self._next_quiet_warn = 0.0
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -186,7 +190,7 @@ class SubscriberLoop:
         ctx = zmq.Context() if own_context else self._context
         assert ctx is not None
         sock = ctx.socket(zmq.SUB)
-        clean = False
+        clean = subscribed = False
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
@@ -195,6 +199,7 @@ class SubscriberLoop:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             for endpoint in self.options.endpoints:
                 sock.connect(endpoint)
+            subscribed = True
             log.info(
                 "sink subscribed to %s on %s",
                 ", ".join(repr(t.decode("utf-8", "replace")) for t in self.options.topics),
@@ -214,10 +219,12 @@ class SubscriberLoop:
                 if clean:
                     raise
                 log.exception("closing the sink after an error failed too")
-            log.info("sink stopped: %s", self.counters.summary())
+            if subscribed:  # a bad endpoint: the caller's error message says it all
+                log.info("sink stopped: %s", self.counters.summary())
 
     def _serve(self, sock: zmq.Socket, should_stop: Callable[[], bool]) -> None:
         poll_ms = max(1, int(self.options.poll_interval * 1000))
+        self._last_rx = self._clock()
         while not should_stop():
             timeout = poll_ms
             if self._flush_due is not None:
@@ -226,6 +233,24 @@ class SubscriberLoop:
             if sock.poll(timeout, zmq.POLLIN):
                 self._receive_available(sock)
             self.flush_if_due()
+            self.quiet_check()
+
+    def quiet_check(self) -> str | None:
+        """Warn when nothing at all arrived for ``quiet_warn`` seconds, again every
+        ``quiet_repeat`` while it stays so; returns the warning (None when there is none)."""
+        now = self._clock()
+        if self._last_rx is None:
+            self._last_rx = now
+        quiet = now - self._last_rx
+        if quiet < self.options.quiet_warn or now < self._next_quiet_warn:
+            return None
+        self._next_quiet_warn = now + self.options.quiet_repeat
+        text = (
+            f"nothing received from {', '.join(self.options.endpoints)} for {quiet:.0f} s: "
+            "is `pyconpro run` up (`pyconpro status`), is the endpoint right?"
+        )
+        log.warning("%s", text)
+        return text
 
     def _drain(self, sock: zmq.Socket) -> None:
         """After a stop request, take what already reached this process (ZeroMQ queues and
@@ -256,6 +281,8 @@ class SubscriberLoop:
 
     def handle(self, frames: list[bytes]) -> None:
         self.counters.received += 1
+        self._last_rx = self._clock()
+        self._next_quiet_warn = 0.0
         if len(frames) != 2:
             self._malformed(
                 frames[0] if frames else b"", f"2 frames [topic, body], got {len(frames)}"

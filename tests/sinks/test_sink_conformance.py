@@ -225,3 +225,4 @@ def test_unusable_output_or_endpoint_exits_2_with_a_reason(tmp_path: Path) -> No
         )
         assert r.returncode == 2, r.stderr
         assert reason in r.stderr
+        assert "sink stopped" not in r.stderr  # only the error, no counters of nothing

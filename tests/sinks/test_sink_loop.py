@@ -131,6 +131,26 @@ def test_flush_on_size() -> None:
     assert len(sink.flushed) == 3
 
 
+def test_silence_is_reported_after_5_s_once_then_every_minute() -> None:
+    loop, _, clock = make_loop()
+    assert loop.quiet_check() is None  # the clock starts here
+    clock.now += 4.9
+    assert loop.quiet_check() is None
+    clock.now += 0.1
+    text = loop.quiet_check()
+    assert text == ("nothing received from tcp://127.0.0.1:1 for 5 s: is `pyconpro run` up"
+                    " (`pyconpro status`), is the endpoint right?")  # fmt: skip
+    clock.now += 59.9
+    assert loop.quiet_check() is None  # once ...
+    clock.now += 0.1
+    assert loop.quiet_check() is not None  # ... then every minute
+    loop.handle(frames(S))  # something arrives: quiet again only 5 s from now
+    clock.now += 4.0
+    assert loop.quiet_check() is None
+    clock.now += 1.0
+    assert loop.quiet_check() is not None
+
+
 def test_every_kind_reaches_the_sink_with_gaps() -> None:
     loop, sink, clock = make_loop(flush_interval=0.5)
     ev = Event(seq=0, publisher="w1", plc="plc1", t_wall_ns=1, t_mono_ns=1, kind=EventKind.ERROR)
