@@ -3,7 +3,8 @@
 Starts one I/O worker per local address, every sink, and the bus endpoint; Ctrl-C / SIGTERM stop
 it gracefully (workers Forward_Close first, sinks flush last), SIGHUP reloads the config.
 ``scripts/pyconpro-run`` and ``python -m workers.supervisor`` run the same thing.
-Exit status: 0 after a graceful stop, 2 when the config or the bus endpoint cannot be used.
+Exit status: 0 after a graceful stop, 2 when the config or the bus endpoint cannot be used, or
+when another ``pyconpro run`` already answers on the same ``[bus].control_base``.
 """
 
 from __future__ import annotations
