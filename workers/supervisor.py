@@ -40,7 +40,11 @@ Control socket (ZeroMQ ROUTER at ``[bus].control_base`` for name ``supervisor``;
 or DEALER): requests and replies are msgpack maps. Requests ``{"op": "status"}``, ``"reload"``,
 ``"start"`` / ``"stop"`` / ``"restart"`` with ``"child": NAME``, ``"shutdown"``, ``"ping"``.
 Replies ``{"ok": true, ...}`` or ``{"ok": false, "error": "what went wrong and what to do"}``.
-docs/operations.md documents the status map.
+docs/operations.md documents the status map. Before binding, ``open()`` pings that socket: a
+supervisor that answers owns the control_base (exit 2 naming its pid: ZeroMQ's ipc bind would
+silently take its sockets over); otherwise socket files a killed one left are removed. The
+directory of an ipc control_base is created if missing; ``close()`` removes the socket files
+this run created.
 """
 
 from __future__ import annotations
