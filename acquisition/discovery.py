@@ -176,11 +176,12 @@ class TagInfo:
         """Why this tag cannot be a standard produced tag, as far as the listing tells; None
         when nothing speaks against it (it may still not be marked produced)."""
         if self.program is not None:
-            return ("program-scoped: produced tags are controller-scoped (protocol.md 7.3); "
+            return ("program-scoped: produced tags are controller-scoped (README: Configuring the "
+                    "produced tag in Studio 5000); "
                     "move it to the controller scope")
         if self.byte_size > PRODUCED_TAG_MAX_BYTES:
             return (f"{self.byte_size} bytes: standard produced tags hold at most "
-                    f"{PRODUCED_TAG_MAX_BYTES} bytes (protocol.md 7.3); split it into several "
+                    f"{PRODUCED_TAG_MAX_BYTES} bytes; split it into several "
                     "produced tags")
         if self.byte_size <= 0:
             return "0 bytes: nothing to produce"

@@ -1373,8 +1373,8 @@ def run_config(path: str, *, log_level: str | None = None) -> int:
             log_file.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workers.supervisor", description=__doc__.split(
+def build_parser(prog: str = "python -m workers.supervisor") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_arguments(p)
     return p
@@ -1389,8 +1389,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m workers.supervisor") -> int:
+    args = build_parser(prog).parse_args(argv)
     return run_config(args.config, log_level=args.log_level)
 
 
