@@ -333,7 +333,8 @@ def test_producer_default_rpi_is_adopted(sim_a: SimulatorProcess) -> None:
         w.wait_state("a/Limited", "RUNNING", 10)
         w.collect(0.1)
         assert [e for e in w.events("Limited", "reject") if e.cip_extended == 0x0112]
-        conn = sim_a.control.connections()[0]
+        # the module's simulator may still be closing other tests' connections: pick ours
+        [conn] = [c for c in sim_a.control.connections() if c["tag"] == "Limited"]
         assert conn["to_api_us"] == 20_000
 
 
