@@ -170,7 +170,6 @@ class Consumer:
     stream: wire.SampleStream | None = None  # hot-path encoder of this consumer's samples
     samples: int = 0
     decode_errors: int = 0
-    removing: bool = False
     uid: int = 0  # this consumer's waiter id in its PLC's TypeCache (keys can be reused)
     type_generation: int | None = None  # the TypeCache generation its learned type came from
     # The time of this consumer's entry in the worker's timer heap, or None: the heap holds an
@@ -327,7 +326,6 @@ class IoWorker:
         c = self.consumers.get(key)
         if c is None:
             raise UsageError(f"no consumer {key!r}; 'list' shows the keys (<plc>/<tag or alias>)")
-        c.removing = True
         self._removing.add(key)
         c.conn.stop(now)
         self._pump(c, now)
