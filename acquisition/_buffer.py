@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from acquisition.errors import MalformedPacket
+from pyconpro.acquisition.errors import MalformedPacket
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")

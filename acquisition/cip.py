@@ -11,8 +11,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from acquisition._buffer import Reader
-from acquisition.errors import CipError, MalformedPacket, UsageError
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.errors import CipError, MalformedPacket, UsageError
 
 
 class Service(IntEnum):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
 # The fixed 20-byte prefix of a class-1 datagram (see module docstring).
 _PREFIX = struct.Struct("<HHHIIHHH")

@@ -15,9 +15,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from acquisition import cip, epath
-from acquisition._buffer import Reader
-from acquisition.errors import CipError, MalformedPacket, UsageError
+from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.errors import CipError, MalformedPacket, UsageError
 
 
 class ConnectionType(IntEnum):

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from acquisition.errors import PyconproError, UsageError
-from acquisition.supervision import RestartPolicy
+from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.supervision import RestartPolicy
 
 __all__ = [
     "BusConfig",

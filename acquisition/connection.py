@@ -33,10 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from acquisition import cip, class1, cm, cpf, epath
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_types import LogixType, byte_size
-from acquisition.status import describe_cip_status, extended_status_text, general_status_text
+from pyconpro.acquisition import cip, class1, cm, cpf, epath
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_types import LogixType, byte_size
+from pyconpro.acquisition.status import (
+    describe_cip_status,
+    extended_status_text,
+    general_status_text,
+)
 
 __all__ = [
     "TRANSITIONS",

@@ -17,8 +17,8 @@ import enum
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from acquisition import class1
-from acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition import class1
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
 __all__ = ["Delivery", "Demux", "DropReason", "Route"]
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from acquisition import cip, epath
-from acquisition.errors import CipError, MalformedPacket, PyconproError, UsageError
-from acquisition.logix_objects import (
+from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition.errors import CipError, MalformedPacket, PyconproError, UsageError
+from pyconpro.acquisition.logix_objects import (
     PYCOMM3_TEMPLATE_ATTRIBUTES,
     SymbolAttribute,
     SymbolInstance,
@@ -49,8 +49,8 @@ from acquisition.logix_objects import (
     parse_template_definition,
     template_dependencies,
 )
-from acquisition.logix_objects import tag_type as _tag_type
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_objects import tag_type as _tag_type
+from pyconpro.acquisition.logix_types import (
     PRODUCED_TAG_MAX_BYTES,
     SEQUENCE_COUNT_BYTES,
     ArrayType,
@@ -821,7 +821,7 @@ def catalog_from_listing(
 ) -> TagCatalog:
     """A catalog from already-known listings and structures (tests, offline tools): no
     fingerprint of definition bytes beyond what the structures re-encode to."""
-    from acquisition.logix_objects import encode_template_definition
+    from pyconpro.acquisition.logix_objects import encode_template_definition
 
     templates: dict[int, _Template] = {}
     for tid, st in structs.items():

@@ -12,9 +12,9 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from acquisition import cpf
-from acquisition._buffer import Reader
-from acquisition.errors import EncapsulationError, MalformedPacket, UsageError
+from pyconpro.acquisition import cpf
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.errors import EncapsulationError, MalformedPacket, UsageError
 
 
 class Command(IntEnum):

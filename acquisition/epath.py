@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from acquisition._buffer import Reader
-from acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
 
 class LogicalType(IntEnum):

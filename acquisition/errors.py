@@ -40,7 +40,7 @@ class EncapsulationError(RemoteError):
     """An EtherNet/IP encapsulation reply carried a non-zero status (protocol.md 2.3)."""
 
     def __init__(self, status: int, command: int = 0, detail: str = "") -> None:
-        from acquisition.status import encapsulation_status_text
+        from pyconpro.acquisition.status import encapsulation_status_text
 
         self.status = status
         self.command = command
@@ -63,7 +63,7 @@ class CipError(RemoteError):
         service: int | None = None,
         context: str = "",
     ) -> None:
-        from acquisition.status import describe_cip_status
+        from pyconpro.acquisition.status import describe_cip_status
 
         self.general = general
         self.additional = tuple(additional)

@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from acquisition import cpf
-from acquisition._buffer import Reader
-from acquisition.cip import REPLY_FLAG, Reply, Service
-from acquisition.epath import (
+from pyconpro.acquisition import cpf
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.cip import REPLY_FLAG, Reply, Service
+from pyconpro.acquisition.epath import (
     LogicalSegment,
     LogicalType,
     PortSegment,
@@ -59,8 +59,8 @@ from acquisition.epath import (
     SymbolicSegment,
     decode_path,
 )
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_objects import (
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_objects import (
     AttributeResult,
     ExternalAccess,
     SymbolInstance,
@@ -72,7 +72,7 @@ from acquisition.logix_objects import (
     encode_template_definition,
     parse_attribute_ids,
 )
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_types import (
     ArrayType,
     AtomicType,
     DataTypeCode,
@@ -81,7 +81,7 @@ from acquisition.logix_types import (
     StructType,
     byte_size,
 )
-from acquisition.status import ExtendedStatus, GeneralStatus
+from pyconpro.acquisition.status import ExtendedStatus, GeneralStatus
 
 
 class ObjectClass(IntEnum):

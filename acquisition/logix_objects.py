@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from acquisition._buffer import Reader
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_types import (
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_types import (
     HIDDEN_HOST_PREFIX,
     PRIVATE_PREFIX,
     TEMPLATE_NAME_ALIASES,

@@ -63,8 +63,8 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import Any
 
-from acquisition._buffer import Reader
-from acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition._buffer import Reader
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
 # ---------------------------------------------------------------------------------------------
 # Atomic type codes (protocol.md 9.1)

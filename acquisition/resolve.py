@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from acquisition import cip, epath, logix_objects
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_types import LogixType, StructType
+from pyconpro.acquisition import cip, epath, logix_objects
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_types import LogixType, StructType
 
 SYMBOL_CLASS = 0x6B
 TEMPLATE_CLASS = 0x6C

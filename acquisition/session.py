@@ -22,9 +22,9 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from acquisition import cip, cpf, encap
-from acquisition.errors import EncapsulationError, MalformedPacket, UsageError
-from acquisition.status import encapsulation_status_text
+from pyconpro.acquisition import cip, cpf, encap
+from pyconpro.acquisition.errors import EncapsulationError, MalformedPacket, UsageError
+from pyconpro.acquisition.status import encapsulation_status_text
 
 __all__ = [
     "ReplyReceived",

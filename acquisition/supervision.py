@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from acquisition.errors import UsageError
+from pyconpro.acquisition.errors import UsageError
 
 __all__ = [
     "TRANSITIONS",

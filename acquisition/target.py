@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from acquisition import cip, class1, cm, cpf, epath
-from acquisition.errors import MalformedPacket
-from acquisition.status import ExtendedStatus, GeneralStatus
+from pyconpro.acquisition import cip, class1, cm, cpf, epath
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.status import ExtendedStatus, GeneralStatus
 
 # --------------------------------------------------------------------------- collaborators
 

@@ -43,8 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 import msgpack
-
-from acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
 SCHEMA_VERSION = 1
 

@@ -44,8 +44,8 @@ from typing import Any, Self
 import msgpack
 import zmq
 
-from acquisition import wire
-from acquisition.errors import MalformedPacket, PyconproError, UsageError
+from pyconpro.acquisition import wire
+from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
 
 log = logging.getLogger("pyconpro.api")
 
@@ -113,7 +113,7 @@ except (OSError, AttributeError):
     pass
 if os.getppid() != int(sys.argv[1]):
     sys.exit(0)
-from workers.io_worker import main
+from pyconpro.workers.io_worker import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -368,7 +368,7 @@ class Connection:
     def _worker_for(self, plc: PLC) -> _Worker:
         if self._dispatcher is None:
             raise CommError("call Connection.Start() before starting consumers")
-        from workers.io_worker import route_source
+        from pyconpro.workers.io_worker import route_source
 
         local = self.local_address or route_source(plc.ip)
         with self._lock:
@@ -421,7 +421,7 @@ class PLC:
 
     def catalog(self, timeout: float = 5.0) -> Any:
         """The controller's tag catalog (acquisition.discovery.TagCatalog), uploaded now."""
-        from workers.explicit_client import ExplicitClient
+        from pyconpro.workers.explicit_client import ExplicitClient
 
         local = self.connection.local_address
         with ExplicitClient(self.ip, port=self.port, slot=self.slot, local_address=local,
@@ -510,7 +510,7 @@ class Consumer:
     def _checked_size(self, datasize: int) -> int | None:
         """None when ``datasize`` is right (the worker then learns type and size itself, so
         samples are decoded); the size to give the worker when it cannot be checked now."""
-        from acquisition.discovery import TagCatalog
+        from pyconpro.acquisition.discovery import TagCatalog
 
         try:
             catalog: TagCatalog = self.plc.catalog()

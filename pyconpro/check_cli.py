@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from acquisition.config import Config, ConfigIssue, WorkerGroup
+    from pyconpro.acquisition.config import Config, ConfigIssue, WorkerGroup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def local_address_warnings(
 ) -> list[ConfigIssue]:
     """One issue per PLC whose explicit ``local_address`` this host does not have
     (``is_local`` defaults to ``is_local_address``)."""
-    from acquisition.config import ConfigIssue
+    from pyconpro.acquisition.config import ConfigIssue
 
     is_local = is_local or is_local_address
     issues = []
@@ -78,8 +78,8 @@ def check(
 ) -> int:
     """Validate ``path``; print problems, warnings and (unless ``quiet``) a summary to ``out``;
     0 valid (warnings or not), 1 problems."""
-    from acquisition.config import ConfigError, group_by_local_address, load_config
-    from workers.supervisor import interface_address, resolve_local_address
+    from pyconpro.acquisition.config import ConfigError, group_by_local_address, load_config
+    from pyconpro.workers.supervisor import interface_address, resolve_local_address
 
     out = out if out is not None else sys.stdout
     try:
@@ -104,7 +104,7 @@ def check(
 
 
 def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextIO) -> None:
-    from workers.supervisor import supervisor_control_endpoint
+    from pyconpro.workers.supervisor import supervisor_control_endpoint
 
     tags = sum(len(p.tags) for p in config.plcs)
     print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)",

@@ -17,12 +17,12 @@ from pyconpro import __version__
 # name -> (module, one-line help). The module provides ``add_arguments(parser)`` and
 # ``run(args) -> int``; it is imported only when its command runs, so `--help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sink": ("sinks.cli", "run a sink process (sqlite, jsonl, csv, stdout)"),
+    "sink": ("pyconpro.sinks.cli", "run a sink process (sqlite, jsonl, csv, stdout)"),
     "run": ("pyconpro.run_cli", "run the pipeline of a config file (workers, sinks, bus)"),
     "check": ("pyconpro.check_cli", "validate a config file without starting anything"),
     "tail": ("pyconpro.tail_cli", "print decoded samples and events from the bus live"),
     "status": ("pyconpro.status_cli", "show the running pipeline's processes and connections"),
-    "sim": ("simulator.cli", "run the Logix PLC simulator (produced tags over Class 1)"),
+    "sim": ("pyconpro.simulator.cli", "run the Logix PLC simulator (produced tags over Class 1)"),
     "demo": ("pyconpro.demo", "simulated PLC -> worker -> SQLite, live values on screen"),
     "browse": ("pyconpro.discovery_cli", "list a PLC's tags: type, size, datasize, produced-ness"),
     "discover": ("pyconpro.discover_cli", "find EtherNet/IP devices (ListIdentity on each interface)"),

@@ -2,7 +2,7 @@
 
 What it does, saying so as it goes:
 
-1. starts the PLC simulator (``python -m simulator``, built-in tag set) on 127.0.0.2, or on a
+1. starts the PLC simulator (``python -m pyconpro.simulator``, built-in tag set) on 127.0.0.2, or on a
    free 127.x.y.2 address when something already listens there;
 2. writes a pipeline config (``demo.toml``) into the demo directory (``./pyconpro-demo/`` by
    default): one PLC with five produced tags (DINT, REAL, DINT[10], a UDT, a STRING), one SQLite
@@ -189,7 +189,7 @@ class Demo:
         udp = "2222" if _udp_free(addr, 2222) else "0"
         with open(log_path, "wb") as log_file:
             self.sim = subprocess.Popen(
-                [self.python, "-m", "simulator", "--address", addr, "--udp-port", udp,
+                [self.python, "-m", "pyconpro.simulator", "--address", addr, "--udp-port", udp,
                  "--no-identity-delay"],
                 stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
                 process_group=0,
@@ -268,7 +268,7 @@ flush_interval_s = 0.5
                  f"(log: {self.rel(self.directory / 'pyconpro.log')}) ...")  # fmt: skip
         with open(self.directory / "supervisor.err", "wb") as err:
             self.sup = subprocess.Popen(
-                [self.python, "-m", "workers.supervisor", str(config)],
+                [self.python, "-m", "pyconpro.workers.supervisor", str(config)],
                 stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
                 process_group=0,
             )  # fmt: skip
@@ -280,9 +280,9 @@ flush_interval_s = 0.5
         """Progress, then live values. Returns True when samples arrived."""
         import zmq
 
-        from acquisition.errors import MalformedPacket
-        from acquisition.wire import Event, Sample, decode
-        from sinks.records import to_json
+        from pyconpro.acquisition.errors import MalformedPacket
+        from pyconpro.acquisition.wire import Event, Sample, decode
+        from pyconpro.sinks.records import to_json
 
         ctx: zmq.Context[Any] = zmq.Context.instance()
         sub = ctx.socket(zmq.SUB)

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from acquisition import cm, cpf
-from acquisition.discovery import TagCatalog, TagInfo
-from acquisition.errors import PyconproError
-from acquisition.logix_objects import ExternalAccess
-from workers.explicit_client import (
+from pyconpro.acquisition import cm, cpf
+from pyconpro.acquisition.discovery import TagCatalog, TagInfo
+from pyconpro.acquisition.errors import PyconproError
+from pyconpro.acquisition.logix_objects import ExternalAccess
+from pyconpro.workers.explicit_client import (
     ENIP_PORT,
     VENDOR_ID,
     DiscoveredDevice,

@@ -2,7 +2,7 @@
 
 Starts one I/O worker per local address, every sink, and the bus endpoint; Ctrl-C / SIGTERM stop
 it gracefully (workers Forward_Close first, sinks flush last), SIGHUP reloads the config.
-``scripts/pyconpro-run`` and ``python -m workers.supervisor`` run the same thing.
+``scripts/pyconpro-run`` and ``python -m pyconpro.workers.supervisor`` run the same thing.
 Exit status: 0 after a graceful stop, 2 when the config or the bus endpoint cannot be used, or
 when another ``pyconpro run`` already answers on the same ``[bus].control_base``.
 """
@@ -23,6 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.supervisor import run_config
+    from pyconpro.workers.supervisor import run_config
 
     return run_config(args.config, log_level=args.log_level)

@@ -44,8 +44,8 @@ def control_endpoint(control: str | None, config: str | None) -> str:
     if control:
         return control
     if config:
-        from acquisition.config import load_config
-        from workers.supervisor import supervisor_control_endpoint
+        from pyconpro.acquisition.config import load_config
+        from pyconpro.workers.supervisor import supervisor_control_endpoint
 
         return supervisor_control_endpoint(load_config(config))
     return DEFAULT_CONTROL
@@ -235,7 +235,7 @@ def watch(
 
 
 def run(args: argparse.Namespace) -> int:
-    from acquisition.config import ConfigError
+    from pyconpro.acquisition.config import ConfigError
 
     try:
         endpoint = control_endpoint(args.control, args.config)

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def topic_filters(topics: list[str]) -> list[bytes]:
     """Prefixes for the SUB socket from the command line's TOPIC arguments."""
-    from acquisition.wire import topic_prefix
+    from pyconpro.acquisition.wire import topic_prefix
 
     if not topics:
         return [b"sample/", b"event/"]
@@ -73,16 +73,16 @@ def bus_endpoint(connect: str | None, config: str | None) -> str:
     if connect:
         return connect
     if config:
-        from acquisition.config import load_config
-        from workers.forwarder import connectable
+        from pyconpro.acquisition.config import load_config
+        from pyconpro.workers.forwarder import connectable
 
         return connectable(load_config(config).bus.endpoint)
     return DEFAULT_CONNECT
 
 
 def json_line(msg: Any) -> str:
-    from acquisition.wire import Event, Sample
-    from sinks.records import event_record, sample_record, stats_record
+    from pyconpro.acquisition.wire import Event, Sample
+    from pyconpro.sinks.records import event_record, sample_record, stats_record
 
     if isinstance(msg, Sample):
         rec = {"stream": "sample", **sample_record(msg)}
@@ -94,8 +94,8 @@ def json_line(msg: Any) -> str:
 
 
 def text_line(msg: Any, raw: bool = False) -> str:
-    from acquisition.wire import Event, Sample
-    from sinks.stdout import format_event, format_sample, format_stats
+    from pyconpro.acquisition.wire import Event, Sample
+    from pyconpro.sinks.stdout import format_event, format_sample, format_stats
 
     if isinstance(msg, Sample):
         return format_sample(msg, raw=raw)
@@ -107,14 +107,14 @@ def text_line(msg: Any, raw: bool = False) -> str:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from acquisition.config import ConfigError
-    from acquisition.errors import MalformedPacket
-    from acquisition.wire import Sample, decode
+    from pyconpro.acquisition.config import ConfigError
+    from pyconpro.acquisition.errors import MalformedPacket
+    from pyconpro.acquisition.wire import Sample, decode
 
     try:
         endpoint = bus_endpoint(args.connect, args.config)
         if args.config:
-            from acquisition.config import load_config
+            from pyconpro.acquisition.config import load_config
 
             known = [p.name for p in load_config(args.config).plcs]
             missing = unknown_plcs(args.topics, known)

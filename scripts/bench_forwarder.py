@@ -26,7 +26,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from workers.forwarder import Forwarder
+from pyconpro.workers.forwarder import Forwarder
 
 TOPIC = b"sample/bench/Tag/"
 WARM = b"warm/"
@@ -56,7 +56,7 @@ def _publisher(endpoint: str, bind: bool, n: int, size: int, go: mp.synchronize.
 
 def _measure(pub_ep: str, pub_bind: bool, sub_ep: str, n: int, size: int) -> tuple[float, int]:
     """Returns (seconds from first to last message, messages received)."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)
     sub.setsockopt(zmq.LINGER, 0)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, float] = {}
 
     # direct: the publisher binds, the subscriber connects.
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     probe = ctx.socket(zmq.PUB)
     probe.bind(f"tcp://{host}:0")
     direct_ep = probe.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -56,12 +56,11 @@ from bench_pipeline import (  # noqa: E402 - the process helpers are shared with
     terminate_as_interrupt,
     wait_running,
 )
-
-from acquisition import class1, wire
-from acquisition.connection import Connection, Originator, SendForwardOpen, State
-from acquisition.demux import Demux
-from acquisition.logix_types import AtomicType, DataTypeCode, compile_decoder
-from workers._consumers import consumer_from_map
+from pyconpro.acquisition import class1, wire
+from pyconpro.acquisition.connection import Connection, Originator, SendForwardOpen, State
+from pyconpro.acquisition.demux import Demux
+from pyconpro.acquisition.logix_types import AtomicType, DataTypeCode, compile_decoder
+from pyconpro.workers._consumers import consumer_from_map
 
 SIM_ADDRESS = "127.83.44.2"
 WORKER_ADDRESS = "127.83.44.1"
@@ -159,7 +158,7 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
                                 lambda: Connection(next(it), originator), n)
     rows.append((label, per))
 
-    from acquisition import cm
+    from pyconpro.acquisition import cm
 
     def to_running(c: Connection) -> Connection:
         c.start(now)

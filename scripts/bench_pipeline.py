@@ -3,10 +3,10 @@
 
 One configuration = N produced tags of one shape consumed at RPI r for S seconds:
 
-  1. a simulator process (``python -m simulator``) serves a generated TOML tag file of N
+  1. a simulator process (``python -m pyconpro.simulator``) serves a generated TOML tag file of N
      produced tags on an unusual loopback address, with ``--seq16 every`` so the CIP 16-bit
      sequence count advances on every datagram it sends (a gap in it is a lost datagram);
-  2. one I/O worker process (``python -m workers.io_worker``) on another loopback address gets
+  2. one I/O worker process (``python -m pyconpro.workers.io_worker``) on another loopback address gets
      the N consumers through its control socket once this script's SUB socket is connected;
   3. once every consumer is RUNNING and a warm-up has passed, this script counts for S seconds
      what arrives on the worker's PUB socket and reads, at both ends of the window, the worker's
@@ -59,9 +59,8 @@ from typing import Any
 
 import msgpack
 import zmq
-
-from simulator.control import SimulatorControl
-from simulator.testing import simulator_command
+from pyconpro.simulator.control import SimulatorControl
+from pyconpro.simulator.testing import simulator_command
 
 # The checkout (children run from it, so a plain checkout without an install works too).
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,7 +309,7 @@ def start_simulator(procs: Processes, tags_path: Path, *, address: str = SIM_ADD
 def start_worker(procs: Processes, *, address: str = WORKER_ADDRESS,
                  stats_interval: float = STATS_INTERVAL_S,
                  extra: Sequence[str] = ()) -> tuple[Child, dict[str, Any]]:
-    cmd = [sys.executable, "-m", "workers.io_worker", "--local-address", address,
+    cmd = [sys.executable, "-m", "pyconpro.workers.io_worker", "--local-address", address,
            "--udp-port", "0", "--pub", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0",
            "--stats-interval", str(stats_interval), "--log-level", "WARNING", *extra]
     worker = procs.start("worker", cmd)

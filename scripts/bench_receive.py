@@ -22,13 +22,15 @@ import argparse
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
-from acquisition import class1, wire
-from acquisition.demux import Demux
-from acquisition.logix_types import (
+from pyconpro.acquisition import class1, wire
+from pyconpro.acquisition.demux import Delivery, Demux
+from pyconpro.acquisition.logix_types import (
     ArrayType,
     AtomicType,
     DataTypeCode,
+    LogixType,
     StructType,
     byte_size,
     compile_decoder,
@@ -44,7 +46,7 @@ MOTOR = StructType.build(
     instance_id=0x300, handle=0x3000,
 )
 
-SHAPES = [
+SHAPES: list[tuple[str, LogixType, Any]] = [
     ("DINT", AtomicType(DataTypeCode.DINT), 7),
     ("REAL[100]", ArrayType(AtomicType(DataTypeCode.REAL), (100,)), [float(i) for i in range(100)]),
     # a zero image decoded gives a valid value of the UDT
@@ -59,7 +61,7 @@ def _time(fn: Callable[[bytes], object], frames: list[bytes]) -> float:
     return (time.perf_counter() - start) / len(frames)
 
 
-def bench(name: str, t, value, n: int, connections: int) -> None:  # type: ignore[no-untyped-def]
+def bench(name: str, t: LogixType, value: Any, n: int, connections: int) -> None:
     image = compile_encoder(t)(value)
     decoder = compile_decoder(t)
     demux = Demux()
@@ -78,22 +80,22 @@ def bench(name: str, t, value, n: int, connections: int) -> None:  # type: ignor
     def parse(f: bytes) -> object:
         return class1.Class1Datagram.decode(f)
 
-    def make_demux_stage(extra: Callable | None):  # type: ignore[no-untyped-def]
+    def make_demux_stage(extra: Callable[[Delivery], object] | None) -> Callable[[bytes], object]:
         def stage(f: bytes) -> object:
             d = demux.receive(f, source)
             return extra(d) if extra and d is not None else d
         return stage
 
-    def with_decode(d) -> object:  # type: ignore[no-untyped-def]
+    def with_decode(d: Delivery) -> object:
         return decoder(d.datagram.data)
 
     stream = wire.SampleStream("bench", "plc1", name, name)
 
-    def with_publish(d) -> object:  # type: ignore[no-untyped-def]
+    def with_publish(d: Delivery) -> object:
         return stream.encode(time.time_ns(), time.monotonic_ns(), d.datagram.cip_sequence, 0,
                              decoder(d.datagram.data), d.datagram.data)
 
-    def with_validated_sample(d) -> object:  # type: ignore[no-untyped-def]
+    def with_validated_sample(d: Delivery) -> object:
         s = wire.Sample(seq=0, publisher="bench", plc="plc1", tag=name, t_wall_ns=time.time_ns(),
                         t_mono_ns=time.monotonic_ns(), cip_seq=d.datagram.cip_sequence, gap=0,
                         value=decoder(d.datagram.data), raw=d.datagram.data, type_name=name)

@@ -1,7 +1,7 @@
-"""``python -m simulator ...``: the same as ``pyconpro sim ...`` (see simulator/cli.py)."""
+"""``python -m pyconpro.simulator ...``: the same as ``pyconpro sim ...`` (see simulator/cli.py)."""
 
 import sys
 
-from simulator.cli import main
+from pyconpro.simulator.cli import main
 
 sys.exit(main())

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
 
-from acquisition.logix_objects import ExternalAccess
-from acquisition.target import (
+from pyconpro.acquisition.logix_objects import ExternalAccess
+from pyconpro.acquisition.target import (
     MULTICAST_RPI_ERRORS,
     SIZE_ERRORS,
     UNKNOWN_TAG_ERRORS,
@@ -31,9 +31,9 @@ from acquisition.target import (
     Seq16Mode,
     TargetOptions,
 )
-from simulator.control import ControlServer, parse_endpoint
-from simulator.faults import DatagramFaults, FaultSettings
-from simulator.server import ServerConfig, SimulatorServer
+from pyconpro.simulator.control import ControlServer, parse_endpoint
+from pyconpro.simulator.faults import DatagramFaults, FaultSettings
+from pyconpro.simulator.server import ServerConfig, SimulatorServer
 
 log = logging.getLogger("pyconpro.sim")
 
@@ -130,8 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | None]:
     """Everything ``run`` serves, bound to its sockets (separate for in-process use)."""
-    from acquisition.explicit import ExplicitTarget, TcpIpSettings
-    from simulator import tags
+    from pyconpro.acquisition.explicit import ExplicitTarget, TcpIpSettings
+    from pyconpro.simulator import tags
 
     store = tags.load_store(args.config) if args.config else tags.default_store()
     ident = store.identity
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulator",
+    parser = argparse.ArgumentParser(prog="python -m pyconpro.simulator",
                                      description="Run the Logix PLC simulator.")
     add_arguments(parser)
     return run(parser.parse_args(argv))

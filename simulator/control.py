@@ -25,10 +25,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
-from simulator.faults import FaultSettings
+from pyconpro.simulator.faults import FaultSettings
 
 if TYPE_CHECKING:
-    from simulator.server import SimulatorServer
+    from pyconpro.simulator.server import SimulatorServer
 
 _MAX_LINE = 65536
 

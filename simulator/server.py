@@ -41,13 +41,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from acquisition import cip, cpf, encap, epath
-from acquisition.encap import Command
-from acquisition.errors import MalformedPacket
-from acquisition.explicit import UNCONNECTED_REPLY_LIMIT
-from acquisition.status import EncapsulationStatus
-from acquisition.target import Connection, ProducerTarget
-from simulator.faults import DatagramFaults, FaultSettings
+from pyconpro.acquisition import cip, cpf, encap, epath
+from pyconpro.acquisition.encap import Command
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.explicit import UNCONNECTED_REPLY_LIMIT
+from pyconpro.acquisition.status import EncapsulationStatus
+from pyconpro.acquisition.target import Connection, ProducerTarget
+from pyconpro.simulator.faults import DatagramFaults, FaultSettings
 
 log = logging.getLogger("pyconpro.sim")
 

@@ -28,17 +28,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from acquisition.epath import parse_tag_name
-from acquisition.errors import UsageError
-from acquisition.explicit import (
+from pyconpro.acquisition.epath import parse_tag_name
+from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.explicit import (
     STATUS_REMOTE_PROG,
     STATUS_REMOTE_RUN,
     Identity,
     PathError,
     locate,
 )
-from acquisition.logix_objects import ExternalAccess, SymbolInstance
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_objects import ExternalAccess, SymbolInstance
+from pyconpro.acquisition.logix_types import (
     PRODUCED_TAG_MAX_BYTES,
     STRING,
     ArrayType,

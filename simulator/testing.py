@@ -1,6 +1,6 @@
 """Start the simulator as a subprocess for tests, wait until it is ready, stop it cleanly.
 
-    from simulator.testing import start_simulator
+    from pyconpro.simulator.testing import start_simulator
 
     with start_simulator("127.0.91.2", extra_args=["--initial-watchdog", "0.5"]) as sim:
         sim.address, sim.tcp_port, sim.udp_port      # real ports (0 = any free port)
@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from acquisition import cip, cm, cpf, encap
-from simulator.control import SimulatorControl
+from pyconpro.acquisition import cip, cm, cpf, encap
+from pyconpro.simulator.control import SimulatorControl
 
 _READY = re.compile(
     r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)"
@@ -110,7 +110,7 @@ def simulator_command(
     extra_args: Sequence[str] = (),
     identity_delay: bool = False,
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "simulator", "--address", address, "--tcp-port", str(tcp_port),
+    cmd = [sys.executable, "-m", "pyconpro.simulator", "--address", address, "--tcp-port", str(tcp_port),
            "--udp-port", str(udp_port), "--control", "127.0.0.1:0"]
     if not identity_delay:
         cmd.append("--no-identity-delay")
@@ -129,7 +129,7 @@ def start_simulator(
     timeout: float = 15.0,
     identity_delay: bool = False,
 ) -> SimulatorProcess:
-    """Start ``python -m simulator`` and return once its READY line is out and its control
+    """Start ``python -m pyconpro.simulator`` and return once its READY line is out and its control
     channel answers. Raises SimulatorError (with the log) when it does not come up."""
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-sim-", suffix=".log")
     log_path = Path(log_name)

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import zmq
-
-from acquisition.errors import MalformedPacket
-from acquisition.wire import Event, Sample, Stats, decode, topic_prefix
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
 
 log = logging.getLogger("pyconpro.sink")
 

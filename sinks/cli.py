@@ -1,7 +1,7 @@
 """``pyconpro sink KIND --connect ENDPOINT [--connect ...] [--topic PREFIX ...] [options]``.
 
 KIND is one of sqlite, jsonl, csv, stdout. Registered in ``pyconpro/cli.py`` as
-``"sink": ("sinks.cli", "run a sink process")``; ``python -m sinks.cli KIND ...`` runs the same
+``"sink": ("pyconpro.sinks.cli", "run a sink process")``; ``python -m pyconpro.sinks.cli KIND ...`` runs the same
 thing without the front end (the tests do that).
 
 Exit status: 0 after SIGTERM/SIGINT (everything received was flushed), 2 when the bus or
@@ -16,20 +16,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 import zmq
-
-from sinks.base import DEFAULT_TOPICS, LoopOptions, Sink, run_sink
+from pyconpro.sinks.base import DEFAULT_TOPICS, LoopOptions, Sink, run_sink
 
 log = logging.getLogger("pyconpro.sink")
 
 
 def _make_sqlite(args: argparse.Namespace) -> Sink:
-    from sinks.sqlite import SqliteSink
+    from pyconpro.sinks.sqlite import SqliteSink
 
     return SqliteSink(args.db, synchronous=args.synchronous)
 
 
 def _make_jsonl(args: argparse.Namespace) -> Sink:
-    from sinks.files import JsonlSink
+    from pyconpro.sinks.files import JsonlSink
 
     return JsonlSink(
         args.dir,
@@ -41,7 +40,7 @@ def _make_jsonl(args: argparse.Namespace) -> Sink:
 
 
 def _make_csv(args: argparse.Namespace) -> Sink:
-    from sinks.files import CsvSink
+    from pyconpro.sinks.files import CsvSink
 
     return CsvSink(
         args.dir,
@@ -53,7 +52,7 @@ def _make_csv(args: argparse.Namespace) -> Sink:
 
 
 def _make_stdout(args: argparse.Namespace) -> Sink:
-    from sinks.stdout import StdoutSink
+    from pyconpro.sinks.stdout import StdoutSink
 
     return StdoutSink(raw=args.raw)
 

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from acquisition.wire import Event, Sample, Stats
-from sinks.base import BusGap, Sink
-from sinks.records import (
+from pyconpro.acquisition.wire import Event, Sample, Stats
+from pyconpro.sinks.base import BusGap, Sink
+from pyconpro.sinks.records import (
     EVENT_FIELDS,
     GAP_FIELDS,
     SAMPLE_FIELDS,

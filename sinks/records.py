@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any
 
-from acquisition.wire import Event, Sample, Stats, Value, is_number
-from sinks.base import BusGap
+from pyconpro.acquisition.wire import Event, Sample, Stats, Value, is_number
+from pyconpro.sinks.base import BusGap
 
 # Column order of each output stream (CSV header, SQLite column order, JSON key order).
 SAMPLE_FIELDS = (

@@ -27,9 +27,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from acquisition.wire import Event, Sample, Stats
-from sinks.base import BusGap, Sink
-from sinks.records import to_json, value_real
+from pyconpro.acquisition.wire import Event, Sample, Stats
+from pyconpro.sinks.base import BusGap, Sink
+from pyconpro.sinks.records import to_json, value_real
 
 DB_SCHEMA_VERSION = 1
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from acquisition.wire import Event, Sample, Stats, escape_name
-from sinks.base import BusGap, Sink
-from sinks.records import iso_time, to_json
+from pyconpro.acquisition.wire import Event, Sample, Stats, escape_name
+from pyconpro.sinks.base import BusGap, Sink
+from pyconpro.sinks.records import iso_time, to_json
 
 
 def _name(plc: str, tag: str) -> str:

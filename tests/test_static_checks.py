@@ -19,7 +19,8 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_mypy_is_clean() -> None:
     pytest.importorskip("mypy", reason="mypy comes with the test extras: pip install -e '.[test]'")
-    out = _run([sys.executable, "-m", "mypy", *PACKAGES])
+    # The packages as installed (pyconpro.acquisition, ...): scripts/typecheck.py stages them.
+    out = _run([sys.executable, str(ROOT / "scripts" / "typecheck.py")])
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -29,3 +30,26 @@ def test_ruff_is_clean() -> None:
         pytest.skip("ruff comes with the test extras: pip install -e '.[test]'")
     out = _run([ruff, "check", "--output-format", "concise", *PACKAGES, "scripts", "tests"])
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_imports_use_the_pyconpro_namespace() -> None:
+    """``acquisition`` and its siblings are installed as ``pyconpro.acquisition`` (and so on):
+    an import by the bare folder name works only in a checkout, and would load a second copy
+    of a module under another name."""
+    import ast
+
+    bare = {"acquisition", "workers", "sinks", "simulator"}
+    offenders = []
+    for folder in [*PACKAGES, "scripts", "tests"]:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
+                              if n.split(".")[0] in bare]
+    assert offenders == [], "import these as pyconpro.<name>:\n" + "\n".join(offenders)

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from acquisition import cm, epath
-from acquisition.connection import ConsumerParams
-from acquisition.errors import UsageError
-from acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
+from pyconpro.acquisition import cm, epath
+from pyconpro.acquisition.connection import ConsumerParams
+from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
 
 KEYS = {
     "plc": "PLC name used in topics (default: the address)",

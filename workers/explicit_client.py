@@ -35,16 +35,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from acquisition import cip, cm, cpf, encap, epath
-from acquisition.discovery import CatalogBuilder, TagCatalog
-from acquisition.errors import (
+from pyconpro.acquisition import cip, cm, cpf, encap, epath
+from pyconpro.acquisition.discovery import CatalogBuilder, TagCatalog
+from pyconpro.acquisition.errors import (
     CipError,
     EncapsulationError,
     MalformedPacket,
     PyconproError,
     UsageError,
 )
-from acquisition.logix_types import ReadTagType
+from pyconpro.acquisition.logix_types import ReadTagType
 
 ENIP_PORT = 44818
 # Our own originator identity for class-3 connections (protocol.md 7.1: do not pose as vendor 1).

@@ -18,7 +18,7 @@ The loop is a thin shell (STYLE.md #3): wait on every socket until the earliest 
 connection, session or periodic task; feed bytes to the core; send what it returns; publish its
 events. SIGTERM / SIGINT: Forward_Close every connection, UnRegisterSession, exit 0.
 
-Run: ``python -m workers.io_worker --local-address 127.0.0.1 --consumer
+Run: ``python -m pyconpro.workers.io_worker --local-address 127.0.0.1 --consumer
 plc=plc1,address=127.0.0.2,tag=Counter,rpi_ms=100``. See docs/worker.md.
 """
 
@@ -43,10 +43,9 @@ from typing import Any
 
 import msgpack
 import zmq
-
-from acquisition import cip, cpf, wire
-from acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
-from acquisition.connection import (
+from pyconpro.acquisition import cip, cpf, wire
+from pyconpro.acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
+from pyconpro.acquisition.connection import (
     BackoffPolicy,
     Connection,
     ConnEvent,
@@ -62,11 +61,11 @@ from acquisition.connection import (
     Timing,
     Unlisten,
 )
-from acquisition.demux import Demux
-from acquisition.errors import PyconproError, UsageError
-from acquisition.logix_types import LogixType, compile_decoder
-from acquisition.resolve import Answer, NotResolved, Resolved, Result, TypeCache
-from acquisition.session import (
+from pyconpro.acquisition.demux import Demux
+from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.logix_types import LogixType, compile_decoder
+from pyconpro.acquisition.resolve import Answer, NotResolved, Resolved, Result, TypeCache
+from pyconpro.acquisition.session import (
     ReplyReceived,
     RequestFailed,
     Session,
@@ -75,7 +74,7 @@ from acquisition.session import (
     SessionReady,
     SessionState,
 )
-from workers._consumers import (
+from pyconpro.workers._consumers import (
     ConsumerDef,
     consumer_from_map,
     consumer_from_spec,
@@ -1106,7 +1105,7 @@ def _rcvbuf(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m workers.io_worker",
+        prog="python -m pyconpro.workers.io_worker",
         description="pyconpro I/O worker: consumes produced tags through one local interface"
         " and publishes samples on ZeroMQ (docs/worker.md).")
     p.add_argument("--local-address", required=True,
@@ -1153,7 +1152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for text in args.consumer:
             defs.append(consumer_from_text(text))
         if args.config:
-            from acquisition.config import group_by_local_address, load_config
+            from pyconpro.acquisition.config import group_by_local_address, load_config
 
             cfg = load_config(args.config)
             opts.stats_interval_s = cfg.worker.stats_interval_s

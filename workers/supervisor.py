@@ -70,8 +70,7 @@ from typing import Any
 
 import msgpack
 import zmq
-
-from acquisition.config import (
+from pyconpro.acquisition.config import (
     Config,
     ConfigError,
     ConsumerSpec,
@@ -80,8 +79,8 @@ from acquisition.config import (
     load_config,
     sink_argv,
 )
-from acquisition.errors import MalformedPacket
-from acquisition.supervision import (
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.supervision import (
     ChildKind,
     ChildState,
     Exited,
@@ -93,8 +92,8 @@ from acquisition.supervision import (
     Supervision,
     Transition,
 )
-from acquisition.wire import Event, decode
-from workers.forwarder import Forwarder, ForwarderError, connectable
+from pyconpro.acquisition.wire import Event, decode
+from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 
 __all__ = [
     "ChildSpec",
@@ -268,7 +267,7 @@ def plan_children(
         control = bus_cfg.bus.control_endpoint(name, index)
         pub = _pub_endpoint(bus_cfg, name)
         argv: tuple[str, ...] = (
-            runtime.python, "-m", "workers.io_worker",
+            runtime.python, "-m", "pyconpro.workers.io_worker",
             "--name", name,
             "--local-address", group.local_address,
             "--udp-port", str(config.worker.udp_port),
@@ -290,7 +289,7 @@ def plan_children(
         )
     for sink in config.sinks:
         name = f"sink-{sink.name}"
-        argv = (runtime.python, "-m", "sinks.cli", *sink_argv(sink, runtime.bus_connect, level))
+        argv = (runtime.python, "-m", "pyconpro.sinks.cli", *sink_argv(sink, runtime.bus_connect, level))
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out
 
@@ -1373,7 +1372,7 @@ def run_config(path: str, *, log_level: str | None = None) -> int:
             log_file.close()
 
 
-def build_parser(prog: str = "python -m workers.supervisor") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m pyconpro.workers.supervisor") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_arguments(p)
@@ -1389,7 +1388,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m workers.supervisor") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m pyconpro.workers.supervisor") -> int:
     args = build_parser(prog).parse_args(argv)
     return run_config(args.config, log_level=args.log_level)
 

@@ -3,8 +3,7 @@
 from collections.abc import Callable
 
 import pytest
-
-from acquisition.errors import MalformedPacket
+from pyconpro.acquisition.errors import MalformedPacket
 
 
 def assert_prefixes_malformed(decode: Callable[[bytes], object], data: bytes) -> None:

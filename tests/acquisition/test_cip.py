@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pyconpro.acquisition import cip
+from pyconpro.acquisition.errors import CipError, MalformedPacket
 
-from acquisition import cip
-from acquisition.errors import CipError, MalformedPacket
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # protocol.md 10.2 row 3: pycomm3's Unconnected_Send wrapping Get_Attributes_All of Identity.

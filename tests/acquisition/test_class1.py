@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pyconpro.acquisition import class1
+from pyconpro.acquisition.errors import MalformedPacket
 
-from acquisition import class1
-from acquisition.errors import MalformedPacket
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # Appendix A.4 with seq32 = 5, seq16 = 9, value 42.

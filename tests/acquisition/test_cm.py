@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pyconpro.acquisition import cip, cm, encap, epath
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
-from acquisition import cip, cm, encap, epath
-from acquisition.errors import MalformedPacket, UsageError
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # protocol.md Appendix A.1 (CIP part of the 100-byte frame).

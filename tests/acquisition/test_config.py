@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from acquisition import config as cfg
-from acquisition.config import (
+from pyconpro.acquisition import config as cfg
+from pyconpro.acquisition.config import (
     BusConfig,
     ConfigError,
     ConfigIssue,
@@ -24,8 +23,8 @@ from acquisition.config import (
     sink_argv,
     validate_tag_name,
 )
-from acquisition.errors import PyconproError, UsageError
-from acquisition.supervision import RestartPolicy
+from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.supervision import RestartPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
@@ -297,7 +296,7 @@ def test_sinks_writing_different_files_are_fine() -> None:
 
 
 def test_sink_argv_matches_the_sink_cli() -> None:
-    cli = pytest.importorskip("sinks.cli")
+    cli = pytest.importorskip("pyconpro.sinks.cli")
     c = parse_config(
         BASE
         + """

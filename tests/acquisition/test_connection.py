@@ -7,9 +7,8 @@ import random
 from collections.abc import Callable
 
 import pytest
-
-from acquisition import cip, class1, cm, cpf, epath
-from acquisition.connection import (
+from pyconpro.acquisition import cip, class1, cm, cpf, epath
+from pyconpro.acquisition.connection import (
     TRANSITIONS,
     BackoffPolicy,
     Connection,
@@ -29,8 +28,8 @@ from acquisition.connection import (
     Unlisten,
     classify_reject,
 )
-from acquisition.errors import UsageError
-from acquisition.logix_types import DINT, REAL, ArrayType
+from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType
 
 T0 = 1000.0
 DEFAULT_TIMING = Timing()
@@ -226,7 +225,7 @@ def test_every_state_input_pair(state: State, name: str, learned: bool) -> None:
 
 
 def _triggers():
-    from acquisition.connection import Trigger
+    from pyconpro.acquisition.connection import Trigger
 
     return list(Trigger)
 

@@ -4,8 +4,9 @@ changed type is announced; a size or type the user gave is never re-learned."""
 
 from __future__ import annotations
 
-from acquisition.connection import Connection, ConnEvent, Resolve, SendForwardOpen, State
-from acquisition.logix_types import DINT, REAL, ArrayType, Member, StructType, byte_size
+from pyconpro.acquisition.connection import Connection, ConnEvent, Resolve, SendForwardOpen, State
+from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType, Member, StructType, byte_size
+
 from tests.acquisition.test_connection import (
     T0,
     make,

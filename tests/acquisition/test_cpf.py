@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pyconpro.acquisition import cpf
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
-from acquisition import cpf
-from acquisition.errors import MalformedPacket, UsageError
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # A Forward_Open reply's trailing T->O sockaddr item for multicast group 239.192.1.32:2222

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from acquisition.class1 import Class1Datagram
-from acquisition.demux import Demux, DropReason
-from acquisition.errors import UsageError
+from pyconpro.acquisition.class1 import Class1Datagram
+from pyconpro.acquisition.demux import Demux, DropReason
+from pyconpro.acquisition.errors import UsageError
 
 PLC = "10.1.2.3"
 OTHER = "10.1.2.4"

@@ -16,9 +16,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from pycomm3 import cip as p3_cip
-
-from acquisition import cip
-from acquisition.discovery import (
+from pyconpro.acquisition import cip
+from pyconpro.acquisition.discovery import (
     DISCOVERY_SYMBOL_ATTRIBUTES,
     LEGACY_SYMBOL_ATTRIBUTES,
     CatalogBuilder,
@@ -30,9 +29,9 @@ from acquisition.discovery import (
     template_attributes_request,
     template_read_request,
 )
-from acquisition.epath import LogicalSegment, LogicalType, SymbolicSegment, decode_path
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_objects import (
+from pyconpro.acquisition.epath import LogicalSegment, LogicalType, SymbolicSegment, decode_path
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_objects import (
     PYCOMM3_SYMBOL_ATTRIBUTES,
     SymbolInstance,
     TemplateAttributes,
@@ -42,7 +41,7 @@ from acquisition.logix_objects import (
     encode_template_definition,
     parse_attribute_ids,
 )
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_types import (
     BOOL,
     CONNECTION_STATUS,
     DINT,
@@ -56,6 +55,7 @@ from acquisition.logix_types import (
     byte_size,
     compile_encoder,
 )
+
 from tests.acquisition.test_logix_objects import TemplatesFromOurBytes, all_structs
 from tests.acquisition.test_logix_types import has_unique_template_ids, struct_types, values_for
 

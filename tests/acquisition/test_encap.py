@@ -3,9 +3,9 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pyconpro.acquisition import cpf, encap
+from pyconpro.acquisition.errors import EncapsulationError, MalformedPacket, UsageError
 
-from acquisition import cpf, encap
-from acquisition.errors import EncapsulationError, MalformedPacket, UsageError
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # RegisterSession request as pycomm3 sends it (protocol.md 10.2 row 1): context "_pycomm_".

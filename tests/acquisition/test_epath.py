@@ -3,9 +3,8 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from acquisition import epath
-from acquisition.epath import (
+from pyconpro.acquisition import epath
+from pyconpro.acquisition.epath import (
     DataSegment,
     ElectronicKey,
     LogicalSegment,
@@ -14,7 +13,7 @@ from acquisition.epath import (
     PortSegment,
     SymbolicSegment,
 )
-from acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 
 # protocol.md 4.2: rconpro's unit-tested connection path for tag "test" in slot 0 (9 words).
 RCON_PATH = bytes.fromhex("0100 3404 0000000000000000 9104 74657374")

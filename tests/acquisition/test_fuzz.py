@@ -27,8 +27,7 @@ from functools import cache, partial
 from typing import Any
 
 import pytest
-
-from acquisition import (
+from pyconpro.acquisition import (
     cip,
     class1,
     cm,
@@ -40,9 +39,10 @@ from acquisition import (
     logix_types,
     wire,
 )
-from acquisition.demux import Demux
-from acquisition.errors import MalformedPacket
-from acquisition.session import Session
+from pyconpro.acquisition.demux import Demux
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.session import Session
+
 from tests.golden import appendix_a
 from tests.support import PCAP_DIR, pcap
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pyconpro.acquisition import cip, class1, cm, encap, epath
+from pyconpro.acquisition.errors import MalformedPacket
 
-from acquisition import cip, class1, cm, encap, epath
-from acquisition.errors import MalformedPacket
 from tests.golden import appendix_a as A
 from tests.support import compare, pcap, tshark
 

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import pytest
+from pyconpro.acquisition import cip, class1, cm, cpf, encap
 
-from acquisition import cip, class1, cm, cpf, encap
 from tests.support import compare, golden_pcap, tshark, walk
 
 WELL_FORMED = [

@@ -9,8 +9,8 @@ re-encoded to the captured bytes exactly. The byte-level checks run without tsha
 from __future__ import annotations
 
 import pytest
+from pyconpro.acquisition import cip, class1, cm, cpf, encap, epath
 
-from acquisition import cip, class1, cm, cpf, encap, epath
 from tests.support import compare, golden_pcap, tshark, walk
 
 PCAP = "eipscanner_opener.pcap"

@@ -8,9 +8,9 @@ rejected with MalformedPacket (nothing else may escape), and those two defects m
 from __future__ import annotations
 
 import pytest
+from pyconpro.acquisition import cip, class1, cm, cpf, encap
+from pyconpro.acquisition.errors import MalformedPacket
 
-from acquisition import cip, class1, cm, cpf, encap
-from acquisition.errors import MalformedPacket
 from tests.support import golden_pcap, pcap, walk
 
 PCAP = "cipdip_baseline_io_logix_like_NONCOMPLIANT.pcap"

@@ -21,9 +21,8 @@ from pycomm3 import cip as p3_cip
 from pycomm3.cip import DINT as P3_DINT
 from pycomm3.cip import UINT as P3_UINT
 from pycomm3.custom_types import StructTemplateAttributes
-
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_objects import (
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_objects import (
     _SYMBOL_FIELDS,
     LIBPLCTAG_SYMBOL_ATTRIBUTES,
     PYCOMM3_SYMBOL_ATTRIBUTES,
@@ -46,7 +45,7 @@ from acquisition.logix_objects import (
     tag_type,
     template_dependencies,
 )
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_types import (
     BOOL,
     CONNECTION_STATUS,
     DINT,
@@ -60,6 +59,7 @@ from acquisition.logix_types import (
     compile_decoder,
     compile_encoder,
 )
+
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 from tests.acquisition.test_logix_types import has_unique_template_ids, struct_types, values_for
 

@@ -12,14 +12,13 @@ from typing import Any
 
 import hypothesis.strategies as st
 import msgpack
+import pyconpro.acquisition.logix_types as lt
 import pytest
 from hypothesis import given, settings
 from pycomm3.cip import data_types as p3
 from pycomm3.custom_types import FixedSizeString
-
-import acquisition.logix_types as lt
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.logix_types import (
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_types import (
     BOOL,
     CONNECTION_STATUS,
     DINT,
@@ -42,6 +41,7 @@ from acquisition.logix_types import (
     symbol_dims,
     tag_bytes,
 )
+
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 FIXED_CODES = [c for c in DataTypeCode if c.size is not None]

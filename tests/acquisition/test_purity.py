@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-import acquisition
+import pyconpro.acquisition as acquisition
 
 FORBIDDEN = ["socket", "asyncio", "zmq", "time", "threading", "multiprocessing", "select", "selectors"]
 
@@ -27,7 +27,7 @@ def test_no_core_module_imports_io_modules() -> None:
         f"mods = {CORE!r}\n"
         "import importlib\n"
         "for m in mods:\n"
-        "    importlib.import_module('acquisition.' + m)\n"
+        "    importlib.import_module('pyconpro.acquisition.' + m)\n"
         f"bad = sorted(set(sys.modules) - before & set({FORBIDDEN!r}))\n"
         "print(','.join(bad))\n"
     )

@@ -6,10 +6,9 @@ the logix_objects encoders, counting the requests N consumers cost."""
 from __future__ import annotations
 
 import pytest
-
-from acquisition import cip, epath
-from acquisition.explicit import ExplicitTarget
-from acquisition.logix_objects import (
+from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition.explicit import ExplicitTarget
+from pyconpro.acquisition.logix_objects import (
     SymbolInstance,
     TemplateAttributes,
     TemplateReadRequest,
@@ -18,8 +17,8 @@ from acquisition.logix_objects import (
     encode_template_definition,
     parse_attribute_ids,
 )
-from acquisition.logix_types import DINT, REAL, ArrayType, LogixType, StructType, byte_size
-from acquisition.resolve import (
+from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType, LogixType, StructType, byte_size
+from pyconpro.acquisition.resolve import (
     SYMBOL_CLASS,
     NotResolved,
     Resolved,
@@ -27,7 +26,7 @@ from acquisition.resolve import (
     TagResolver,
     TypeCache,
 )
-from simulator.tags import default_store
+from pyconpro.simulator.tags import default_store
 
 
 def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotResolved, int]:

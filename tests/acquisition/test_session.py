@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from acquisition import cip, cm, cpf, encap
-from acquisition.session import (
+from pyconpro.acquisition import cip, cm, cpf, encap
+from pyconpro.acquisition.session import (
     ReplyReceived,
     RequestFailed,
     Session,
@@ -226,9 +225,9 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
 def test_routed_request_accepts_the_embedded_service_reply() -> None:
     """A successful Unconnected_Send is answered with the embedded service's reply
     (protocol.md 5.11), e.g. 0x81 to a routed Get_Attributes_All."""
-    from acquisition import cip as _cip
-    from acquisition import encap as _encap
-    from acquisition.session import ReplyReceived, Session
+    from pyconpro.acquisition import cip as _cip
+    from pyconpro.acquisition import encap as _encap
+    from pyconpro.acquisition.session import ReplyReceived, Session
 
     s = Session()
     s.start(0.0)

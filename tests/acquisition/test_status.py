@@ -1,7 +1,7 @@
 """Status tables (protocol.md 2.3, 8)."""
 
-from acquisition import status
-from acquisition.errors import CipError, EncapsulationError
+from pyconpro.acquisition import status
+from pyconpro.acquisition.errors import CipError, EncapsulationError
 
 
 def test_every_enum_member_has_text() -> None:

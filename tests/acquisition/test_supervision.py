@@ -7,9 +7,8 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from acquisition.errors import UsageError
-from acquisition.supervision import (
+from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.supervision import (
     TRANSITIONS,
     Child,
     ChildKind,

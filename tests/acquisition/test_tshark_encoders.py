@@ -14,8 +14,8 @@ import random
 from pathlib import Path
 
 import pytest
+from pyconpro.acquisition import cip, class1, cm, cpf, encap, epath
 
-from acquisition import cip, class1, cm, cpf, encap, epath
 from tests.support import compare, pcap, tshark
 
 SEED = int(os.environ.get("PYCONPRO_FUZZ_SEED", "20261124"))

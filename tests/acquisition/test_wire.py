@@ -14,10 +14,9 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from acquisition import wire
-from acquisition.errors import MalformedPacket, UsageError
-from acquisition.wire import (
+from pyconpro.acquisition import wire
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.wire import (
     SCHEMA_VERSION,
     Event,
     EventKind,

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
+from pyconpro.acquisition import wire
+from pyconpro.acquisition.logix_types import CONNECTION_STATUS_FLAGS, compile_decoder
+from pyconpro.simulator.tags import default_store
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
-from acquisition import wire
-from acquisition.logix_types import CONNECTION_STATUS_FLAGS, compile_decoder
-from simulator.tags import default_store
-from simulator.testing import SimulatorProcess, start_simulator
 from tests.workers.worker_process import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

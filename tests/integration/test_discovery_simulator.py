@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
+from pyconpro.acquisition.logix_objects import ExternalAccess
+from pyconpro.acquisition.logix_types import ArrayType, compile_decoder
+from pyconpro.simulator.tags import default_store
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
+from pyconpro.workers.explicit_client import ExplicitClient
 
-from acquisition.logix_objects import ExternalAccess
-from acquisition.logix_types import ArrayType, compile_decoder
 from pyconpro import discover_cli, discovery_cli
-from simulator.tags import default_store
-from simulator.testing import SimulatorProcess, start_simulator
-from workers.explicit_client import ExplicitClient
 
 SIM = "127.62.4.2"
 LOCAL = "127.62.4.1"

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pyconpro.acquisition import wire
+from pyconpro.acquisition.logix_types import compile_decoder
+from pyconpro.simulator.tags import load_store
+from pyconpro.simulator.testing import start_simulator
 
-from acquisition import wire
-from acquisition.logix_types import compile_decoder
-from simulator.tags import load_store
-from simulator.testing import start_simulator
 from tests.workers.worker_process import start_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -103,7 +103,7 @@ class Sim:
 def start_sim_in(ns: str, address: str, seed: int) -> Sim:
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-netns-sim-", suffix=".log")
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(_ROOT))
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "simulator", "--address", address,
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "pyconpro.simulator", "--address", address,
            "--netmask", "255.255.255.0", "--seq16", "every", "--no-identity-delay",
            "--seed", str(seed)]
     try:

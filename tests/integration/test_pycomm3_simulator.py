@@ -1,6 +1,6 @@
 """pycomm3's LogixDriver against the real simulator process on loopback.
 
-Each test starts ``python -m simulator`` on its own unusual 127.x.y.z address with TCP port 0
+Each test starts ``python -m pyconpro.simulator`` on its own unusual 127.x.y.z address with TCP port 0
 (pycomm3 takes ``ip:port``), browses it with pycomm3 and checks what it gets against the same
 tag set built in this process (``default_store()`` or the test's TOML file): the fixed values
 exactly, the moving ones against their generators' ranges. Every socket has pycomm3's timeout;
@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
-
-from acquisition.logix_objects import ExternalAccess
-from acquisition.logix_types import ArrayType, StructType
-from simulator.tags import TagStore, default_store, load_store
-from simulator.testing import SimulatorProcess, start_simulator
+from pyconpro.acquisition.logix_objects import ExternalAccess
+from pyconpro.acquisition.logix_types import ArrayType, StructType
+from pyconpro.simulator.tags import TagStore, default_store, load_store
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
 ADDRESS = "127.93.41.7"
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 import zmq
+from pyconpro.acquisition import wire
 
-from acquisition import wire
 from pyconpro.status_cli import request
 
-simulator_testing = pytest.importorskip("simulator.testing")
+simulator_testing = pytest.importorskip("pyconpro.simulator.testing")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
 from pyconpro import CommError, Connection, ConsumerHint, DatasizeError, TagSample
-from simulator.testing import SimulatorProcess, start_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_TAGS = ROOT / "examples" / "sim-seed-tags.toml"

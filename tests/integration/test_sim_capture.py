@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyconpro.acquisition import cip, class1, cm, encap, epath
+from pyconpro.acquisition.encap import Command
+from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simulator
 
-from acquisition import cip, class1, cm, encap, epath
-from acquisition.encap import Command
-from simulator.testing import EncapClient, SimulatorProcess, start_simulator
 from tests.support import pcap
 from tests.support import tshark as ts
 from tests.support.requirements import skip_or_fail

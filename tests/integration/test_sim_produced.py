@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from acquisition import class1, cm, cpf, epath
-from acquisition.target import multicast_group
-from simulator.testing import EncapClient, SimulatorProcess, start_simulator
+from pyconpro.acquisition import class1, cm, cpf, epath
+from pyconpro.acquisition.target import multicast_group
+from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simulator
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -378,7 +377,7 @@ def test_malformed_forward_open_bodies(consumer: Consumer, cut: int | None, gene
     req = consumer.request("Fixed")
     body = req.encode_body()
     body = body + b"\x00\x00" if cut is None else body[:cut]
-    from acquisition import cip
+    from pyconpro.acquisition import cip
 
     reply, _ = consumer.tcp.send_rr(cip.Request(0x54, epath.CONNECTION_MANAGER_PATH, body).encode())
     assert reply.status == general and cm.ConnectionFailure.from_reply(reply).triad == req.triad
@@ -410,7 +409,7 @@ def test_no_large_forward_open_answers_0x08_and_forward_open_still_works(
         sim_alt: SimulatorProcess) -> None:
     """--no-large-forward-open: 0x5B refused with general status 0x08 and no data, directly and
     inside Unconnected_Send (protocol.md 7.6); the same request as 0x54 opens."""
-    from acquisition import cip
+    from pyconpro.acquisition import cip
 
     c = Consumer(sim_alt)
     try:

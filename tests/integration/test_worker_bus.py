@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import zmq
+from pyconpro.acquisition import wire
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
-from acquisition import wire
-from simulator.testing import SimulatorProcess, start_simulator
 from tests.workers.worker_process import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyconpro.acquisition import cip, wire
+from pyconpro.acquisition.explicit import UNCONNECTED_REPLY_LIMIT, ExplicitTarget
+from pyconpro.acquisition.logix_types import compile_decoder
+from pyconpro.acquisition.resolve import TagResolver, TypeCache
+from pyconpro.simulator.tags import TagStore, load_store
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
-from acquisition import cip, wire
-from acquisition.explicit import UNCONNECTED_REPLY_LIMIT, ExplicitTarget
-from acquisition.logix_types import compile_decoder
-from acquisition.resolve import TagResolver, TypeCache
-from simulator.tags import TagStore, load_store
-from simulator.testing import SimulatorProcess, start_simulator
 from tests.workers.worker_process import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 
 import msgpack
 import pytest
+from pyconpro.acquisition import wire
+from pyconpro.acquisition.logix_types import compile_decoder
+from pyconpro.simulator.tags import default_store
+from pyconpro.simulator.testing import SimulatorProcess, start_simulator
+from pyconpro.workers._consumers import parse_type
 
-from acquisition import wire
-from acquisition.logix_types import compile_decoder
-from simulator.tags import default_store
-from simulator.testing import SimulatorProcess, start_simulator
 from tests.workers.worker_process import WorkerProcess, start_worker
-from workers._consumers import parse_type
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -329,12 +329,18 @@ def test_out_of_consumers_waits_then_takes_the_freed_slot(sim_a: SimulatorProces
 
 def test_producer_default_rpi_is_adopted(sim_a: SimulatorProcess) -> None:
     # "Limited" offers a default RPI of 20 ms outside the range asked for here
-    with start_worker(WORKER, [consumer(sim_a, "a", "Limited", 0.5)]) as w:
+    # (heartbeats at 50 ms: the test is about the T->O RPI, and a 0.5 ms O->T RPI would let a
+    # busy machine time the connection out at the simulator between two looks)
+    with start_worker(WORKER, [consumer(sim_a, "a", "Limited", 0.5, ot_rpi_ms=50)]) as w:
         w.wait_state("a/Limited", "RUNNING", 10)
         w.collect(0.1)
         assert [e for e in w.events("Limited", "reject") if e.cip_extended == 0x0112]
         # the module's simulator may still be closing other tests' connections: pick ours
-        [conn] = [c for c in sim_a.control.connections() if c["tag"] == "Limited"]
+        deadline = time.monotonic() + 10
+        while not (conns := [c for c in sim_a.control.connections() if c["tag"] == "Limited"]):
+            assert time.monotonic() < deadline, "the simulator lists no Limited connection"
+            w.poll(0.05)
+        [conn] = conns
         assert conn["to_api_us"] == 20_000
 
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from pyconpro.acquisition import wire
+from pyconpro.simulator.testing import start_simulator
 
-from acquisition import wire
-from simulator.testing import start_simulator
 from tests.support import tshark
 from tests.support.requirements import skip_or_fail
 from tests.workers.worker_process import start_worker

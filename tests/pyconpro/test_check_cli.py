@@ -150,7 +150,7 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
 def test_is_local_address() -> None:
     assert is_local_address("127.0.0.1")
     assert is_local_address("127.61.4.9")  # all of 127/8 is this host's on Linux
-    from workers.explicit_client import local_ipv4_interfaces
+    from pyconpro.workers.explicit_client import local_ipv4_interfaces
 
     if any(i.address == "203.0.113.77" for i in local_ipv4_interfaces()):
         pytest.skip("this host really has 203.0.113.77")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import zmq
+from pyconpro.acquisition.wire import Event, Sample, Stats
 
-from acquisition.wire import Event, Sample, Stats
 from pyconpro import tail_cli
 from pyconpro.tail_cli import json_line, text_line, topic_filters, unknown_plcs
 

@@ -27,10 +27,9 @@ from pycomm3.packets import (
     WriteTagRequestPacket,
 )
 from pycomm3.packets.util import request_path, wrap_unconnected_send
-
-from acquisition import cip, epath
-from acquisition.errors import MalformedPacket
-from acquisition.explicit import (
+from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.explicit import (
     ExplicitTarget,
     Identity,
     Location,
@@ -41,7 +40,7 @@ from acquisition.explicit import (
     WriteTagRequest,
     locate,
 )
-from acquisition.logix_objects import (
+from pyconpro.acquisition.logix_objects import (
     PYCOMM3_SYMBOL_ATTRIBUTES,
     TemplateAttributes,
     encode_attribute_ids,
@@ -50,7 +49,7 @@ from acquisition.logix_objects import (
     parse_symbol_instances,
     parse_template_definition,
 )
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_types import (
     DINT,
     STRING,
     ArrayType,
@@ -58,7 +57,8 @@ from acquisition.logix_types import (
     DataTypeCode,
     ReadTagType,
 )
-from simulator.tags import MOTOR_DATA, POSITION, TagStore, default_store
+from pyconpro.simulator.tags import MOTOR_DATA, POSITION, TagStore, default_store
+
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 NOW = 5.0

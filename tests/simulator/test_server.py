@@ -16,13 +16,12 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-
-from acquisition import cip, cm, cpf, encap, epath
-from acquisition.encap import Command
-from acquisition.errors import EncapsulationError
-from simulator import cli
-from simulator.control import ControlError, SimulatorControl, parse_endpoint
-from simulator.testing import EncapClient, SimulatorProcess, start_simulator
+from pyconpro.acquisition import cip, cm, cpf, encap, epath
+from pyconpro.acquisition.encap import Command
+from pyconpro.acquisition.errors import EncapsulationError
+from pyconpro.simulator import cli
+from pyconpro.simulator.control import ControlError, SimulatorControl, parse_endpoint
+from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simulator
 
 ADDRESS = "127.0.92.2"
 pytestmark = pytest.mark.timeout(60)
@@ -378,7 +377,7 @@ def test_control_stop_command() -> None:
 def test_busy_port_is_reported() -> None:
     with start_simulator("127.0.92.5") as sim:
         proc = subprocess.run(
-            [sys.executable, "-m", "simulator", "--address", "127.0.92.5", "--tcp-port",
+            [sys.executable, "-m", "pyconpro.simulator", "--address", "127.0.92.5", "--tcp-port",
              str(sim.tcp_port), "--udp-port", "0"],
             capture_output=True, text=True, timeout=30, check=False,
         )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from simulator.faults import REORDER_HOLD_S, DatagramFaults, FaultSettings
+from pyconpro.simulator.faults import REORDER_HOLD_S, DatagramFaults, FaultSettings
 
 A = ("127.0.0.1", 2222)
 B = ("127.0.0.9", 2222)

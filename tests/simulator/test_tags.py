@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from acquisition.logix_objects import ExternalAccess
-from acquisition.logix_types import (
+from pyconpro.acquisition.logix_objects import ExternalAccess
+from pyconpro.acquisition.logix_types import (
     CONNECTION_STATUS,
     PRODUCED_TAG_MAX_BYTES,
     STRING,
@@ -25,7 +24,7 @@ from acquisition.logix_types import (
     DataTypeCode,
     StructType,
 )
-from simulator.tags import (
+from pyconpro.simulator.tags import (
     CELL_STATUS,
     MOTOR_DATA,
     POSITION,

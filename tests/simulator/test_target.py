@@ -13,9 +13,8 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
-
-from acquisition import cip, class1, cm, cpf, epath
-from acquisition.target import (
+from pyconpro.acquisition import cip, class1, cm, cpf, epath
+from pyconpro.acquisition.target import (
     Connection,
     ConnectionKind,
     EventKind,

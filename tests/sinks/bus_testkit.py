@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Self
 
 import zmq
-
-from acquisition.wire import Event, Message, Sample, Stats, unescape_name
-from sinks.base import BusGap, Sink
-from sinks.records import iso_time, to_json
+from pyconpro.acquisition.wire import Event, Message, Sample, Stats, unescape_name
+from pyconpro.sinks.base import BusGap, Sink
+from pyconpro.sinks.records import iso_time, to_json
 
 # An address of our own inside 127/8 so concurrent test runs of other suites do not meet ours;
 # ports are always chosen by the kernel.
@@ -84,13 +83,13 @@ class TestPublisher:
 
 
 class SinkProcess:
-    """``python -m sinks.cli KIND --connect ... <options>`` as a child process."""
+    """``python -m pyconpro.sinks.cli KIND --connect ... <options>`` as a child process."""
 
     def __init__(self, kind: str, endpoint: str, out: Path, extra: Sequence[str] = ()) -> None:
         self.kind = kind
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "sinks.cli", kind, "--connect", endpoint, *extra]
+        args = [sys.executable, "-m", "pyconpro.sinks.cli", kind, "--connect", endpoint, *extra]
         args += kind_options(kind, out)
         self.stdout_path = out / "stdout.txt"
         self.stderr_path = out / "stderr.txt"

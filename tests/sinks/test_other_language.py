@@ -17,8 +17,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from pyconpro.acquisition.wire import Event, EventKind, Sample, Value
 
-from acquisition.wire import Event, EventKind, Sample, Value
 from tests.sinks.bus_testkit import PROCESS_TIMEOUT_S, TestPublisher
 
 pytestmark = pytest.mark.timeout(120)

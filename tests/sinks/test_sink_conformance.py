@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyconpro.acquisition.wire import Event, EventKind, Sample, SeqCounter, topic_for_sample
+from pyconpro.sinks.base import DEFAULT_TOPICS
+from pyconpro.sinks.cli import KINDS
 
-from acquisition.wire import Event, EventKind, Sample, SeqCounter, topic_for_sample
-from sinks.base import DEFAULT_TOPICS
-from sinks.cli import KINDS
 from tests.sinks.bus_testkit import (
     BUS_HOST,
     SinkProcess,
@@ -216,7 +216,7 @@ def test_unusable_output_or_endpoint_exits_2_with_a_reason(tmp_path: Path) -> No
     ]  # fmt: skip
     for argv, reason in cases:
         r = subprocess.run(
-            [sys.executable, "-m", "sinks.cli", *argv],
+            [sys.executable, "-m", "pyconpro.sinks.cli", *argv],
             check=False,
             cwd=REPO,
             capture_output=True,

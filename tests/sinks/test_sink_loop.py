@@ -8,9 +8,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
+from pyconpro.sinks.base import BusGap, GapDetector, LoopOptions, SubscriberLoop
 
-from acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
-from sinks.base import BusGap, GapDetector, LoopOptions, SubscriberLoop
 from tests.sinks.bus_testkit import MemorySink, TestPublisher
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,13 +11,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from acquisition.wire import Event, EventKind, Sample, Stats, Value
-from sinks.base import BusGap
-from sinks.files import CsvSink, JsonlSink, RotatingFile
-from sinks.records import iso_time, to_json
-from sinks.sqlite import SqliteSink
-from sinks.stdout import StdoutSink, format_event, format_gap
+from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, Value
+from pyconpro.sinks.base import BusGap
+from pyconpro.sinks.files import CsvSink, JsonlSink, RotatingFile
+from pyconpro.sinks.records import iso_time, to_json
+from pyconpro.sinks.sqlite import SqliteSink
+from pyconpro.sinks.stdout import StdoutSink, format_event, format_gap
 
 S = Sample(
     seq=0, publisher="w1", plc="plc1", tag="Temp", t_wall_ns=1_700_000_000_000_000_001,

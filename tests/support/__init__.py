@@ -10,7 +10,7 @@ from pathlib import Path
 
 #: ``tests/golden/`` — frame files, the reference captures and their provenance.
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
-#: ``tests/golden/pcaps/`` — copies of ``../shared/docs/vectors/*.pcap`` (see PROVENANCE.md there).
+#: ``tests/golden/pcaps/`` — public reference captures (see PROVENANCE.md there).
 PCAP_DIR = GOLDEN_DIR / "pcaps"
 
 
@@ -20,6 +20,6 @@ def golden_pcap(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the reference captures live in tests/golden/pcaps/ "
-            "(copied from ../shared/docs/vectors/, see tests/golden/PROVENANCE.md)"
+            "(see tests/golden/PROVENANCE.md for each one's source)"
         )
     return path

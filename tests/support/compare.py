@@ -7,7 +7,8 @@ request path in the ``cip`` layer, are not mixed up with the connection path).
 
 from __future__ import annotations
 
-from acquisition import cip, class1, cm, cpf, epath
+from pyconpro.acquisition import cip, class1, cm, cpf, epath
+
 from tests.support.tshark import FrameFields
 
 

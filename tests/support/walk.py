@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from acquisition import cip, cpf, encap
+from pyconpro.acquisition import cip, cpf, encap
+
 from tests.support import pcap
 
 UDP_IO_PORT = 2222

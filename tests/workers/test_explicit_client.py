@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from acquisition import cip, cm, cpf, encap
-from acquisition.errors import CipError, EncapsulationError, UsageError
-from acquisition.explicit import ExplicitTarget
-from acquisition.logix_types import DINT, STRING, compile_decoder
-from simulator.tags import default_store
-from workers.explicit_client import (
+from pyconpro.acquisition import cip, cm, cpf, encap
+from pyconpro.acquisition.errors import CipError, EncapsulationError, UsageError
+from pyconpro.acquisition.explicit import ExplicitTarget
+from pyconpro.acquisition.logix_types import DINT, STRING, compile_decoder
+from pyconpro.simulator.tags import default_store
+from pyconpro.workers.explicit_client import (
     ExplicitClient,
     ExplicitClientError,
     list_identity,

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from workers.io_worker import DEFAULT_UDP_RCVBUF, IoWorker, WorkerOptions
+from pyconpro.workers.io_worker import DEFAULT_UDP_RCVBUF, IoWorker, WorkerOptions
 
 LOCAL = "127.61.12.1"
 
@@ -74,7 +73,7 @@ def test_zero_keeps_the_system_default(open_worker: list[IoWorker]) -> None:
 @pytest.mark.parametrize("text", ["-1", str((1 << 30) + 1), "4MiB"])
 def test_a_bad_command_line_value_is_refused_naming_the_range(
         text: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from workers.io_worker import _parser
+    from pyconpro.workers.io_worker import _parser
 
     with pytest.raises(SystemExit):
         _parser().parse_args(["--local-address", LOCAL, "--udp-rcvbuf", text])

@@ -1,4 +1,4 @@
-"""Run ``python -m workers.io_worker`` as a subprocess for tests, with a SUB socket on its bus
+"""Run ``python -m pyconpro.workers.io_worker`` as a subprocess for tests, with a SUB socket on its bus
 and a client for its control socket. Every wait has a timeout; ``close()`` always ends the
 process (SIGTERM, then SIGKILL) and closes every socket.
 
@@ -24,8 +24,7 @@ from typing import Any, Self
 
 import msgpack
 import zmq
-
-from acquisition import wire
+from pyconpro.acquisition import wire
 
 _ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -179,7 +178,7 @@ class WorkerProcess:
 def worker_command(local_address: str, consumers: Sequence[str], *, udp_port: int = 0,
                    extra_args: Sequence[str] = (), pub: str = "tcp://127.0.0.1:0",
                    control: str = "tcp://127.0.0.1:0") -> list[str]:
-    cmd = [sys.executable, "-m", "workers.io_worker", "--local-address", local_address,
+    cmd = [sys.executable, "-m", "pyconpro.workers.io_worker", "--local-address", local_address,
            "--udp-port", str(udp_port), "--pub", pub, "--control", control,
            "--log-level", "DEBUG"]
     for c in consumers:

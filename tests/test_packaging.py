@@ -1,0 +1,121 @@
+"""The installed distribution is one import namespace, ``pyconpro`` (pyproject.toml
+``package-dir``): build the wheel, install it into a fresh virtual environment, check that
+nothing but ``pyconpro`` and its metadata landed at the top level of site-packages, that every
+subpackage imports from there (not from this checkout), and that the demo runs from it.
+
+The fresh environment gets the runtime dependencies from this interpreter's site-packages
+(a ``.pth`` line) instead of the network, so the test costs one wheel build.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBPACKAGES = ("acquisition", "workers", "sinks", "simulator")
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False, env=env)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # From a copy of the checkout without what .gitignore keeps out of a clone; pip builds in
+    # the source tree, so this also keeps build/ out of ours.
+    src = tmp_path_factory.mktemp("src") / "pyconpro"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis",
+        "pyconpro-demo", "*.sqlite3"))
+    out = tmp_path_factory.mktemp("wheel")
+    res = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out),
+                str(src)], cwd=out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [whl] = out.glob("pyconpro-*.whl")
+    return whl
+
+
+def test_wheel_holds_only_the_pyconpro_namespace(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as z:
+        tops = {name.split("/")[0] for name in z.namelist()}
+        names = set(z.namelist())
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"pyconpro"}
+    for sub in SUBPACKAGES:
+        assert f"pyconpro/{sub}/__init__.py" in names, sorted(names)
+    assert "pyconpro/acquisition/connection.py" in names
+    assert not any(n.startswith(("tests/", "scripts/")) for n in names)
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env_dir = tmp_path_factory.mktemp("venv") / "v"
+    res = _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=env_dir.parent)
+    assert res.returncode == 0, res.stderr
+    py = env_dir / "bin" / "python"
+    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                     cwd=env_dir).stdout.strip())
+    # Runtime dependencies from this interpreter, not from the network. A path line in a .pth
+    # does not run the .pth files found there, so this checkout's editable hook stays out.
+    (site / "zz_test_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    before = set(os.listdir(site))
+    res = _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",
+                "--no-index", "--quiet", str(wheel)], cwd=env_dir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    added = set(os.listdir(site)) - before
+    assert {a for a in added if not a.endswith(".dist-info")} == {"pyconpro"}, sorted(added)
+    return env_dir
+
+
+def test_every_subpackage_imports_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
+    code = ("import importlib, pyconpro\n"
+            f"for sub in {SUBPACKAGES!r}:\n"
+            "    m = importlib.import_module('pyconpro.' + sub)\n"
+            "    print(m.__file__)\n"
+            "import pyconpro.workers.io_worker, pyconpro.sinks.cli, pyconpro.simulator.cli\n"
+            "import sys\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in"
+            f" {SUBPACKAGES!r}))\n")
+    res = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    *files, stray = res.stdout.splitlines()
+    assert len(files) == len(SUBPACKAGES)
+    assert all(str(venv) in f for f in files), files
+    assert stray == "[]"
+
+
+def _free_addresses() -> tuple[str, str]:
+    rng = random.Random()
+    for _ in range(100):
+        n = rng.randrange(2, 254)
+        sim, local = f"127.73.{n}.2", f"127.73.{n}.1"
+        with socket.socket() as s:
+            try:
+                s.bind((sim, 44818))
+            except OSError:
+                continue
+        return sim, local
+    raise AssertionError("no free 127.73.N.2:44818")
+
+
+def test_demo_runs_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
+    sim, local = _free_addresses()
+    res = _run([str(venv / "bin" / "pyconpro"), "demo", "--duration", "3", "--dir",
+                str(tmp_path / "demo"), "--sim-address", sim, "--local-address", local],
+               cwd=tmp_path, timeout=150)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "demo" / "demo.sqlite3").is_file()
+    assert "samples" in res.stdout
