@@ -46,7 +46,7 @@ __all__ = [
     "TRANSITIONS",
     "BackoffPolicy",
     "ConnEvent",
-    "Connection",
+    "ConsumerConnection",
     "ConsumerParams",
     "FlightRecorder",
     "JoinGroup",
@@ -489,7 +489,7 @@ class Counters:
     forward_closes: int = 0
 
 
-class Connection:
+class ConsumerConnection:
     """One consumer connection. See the module docstring for the calling convention."""
 
     def __init__(

@@ -198,7 +198,7 @@ class ConnectionKind(str, Enum):
     CLASS3 = "class3"
 
 
-class EventKind(str, Enum):
+class TargetEventKind(str, Enum):
     OPENED = "opened"
     REJECTED = "rejected"
     CLOSED = "closed"
@@ -209,10 +209,10 @@ class EventKind(str, Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class TargetEvent:
     """Something a log line or a test wants to know about."""
 
-    kind: EventKind
+    kind: TargetEventKind
     time: float
     triad: cm.Triad | None = None
     tag: str | None = None
@@ -236,7 +236,7 @@ class Event:
 
 
 @dataclass(slots=True)
-class Counters:
+class TargetCounters:
     forward_opens: int = 0
     rejects: int = 0
     forward_closes: int = 0
@@ -260,7 +260,7 @@ class Counters:
 
 
 @dataclass(slots=True, eq=False)
-class Connection:
+class TargetConnection:
     """One open connection (class 1 produced tag, or class 3 explicit)."""
 
     kind: ConnectionKind
@@ -316,7 +316,7 @@ class Producer:
     rpi_us: int
     epoch: float
     multicast: bool
-    consumers: list[Connection]
+    consumers: list[TargetConnection]
     slot: int = 1  # index of the next production slot: due at epoch + slot * period
     seq32: int = 0
     seq16: int = 0
@@ -361,10 +361,10 @@ class ProducerTarget:
     def __init__(self, store: TagSource, options: TargetOptions | None = None) -> None:
         self.store = store
         self.options = options or TargetOptions()
-        self.counters = Counters()
-        self._events: list[Event] = []
-        self._by_triad: dict[cm.Triad, Connection] = {}
-        self._by_ot_id: dict[int, Connection] = {}
+        self.counters = TargetCounters()
+        self._events: list[TargetEvent] = []
+        self._by_triad: dict[cm.Triad, TargetConnection] = {}
+        self._by_ot_id: dict[int, TargetConnection] = {}
         self._producers: dict[int, Producer] = {}  # by T->O id
         self._conn_producer: dict[int, Producer] = {}  # id(connection) -> producer
         self._multicast: dict[str, Producer] = {}  # tag name (folded) -> producer
@@ -379,7 +379,7 @@ class ProducerTarget:
     def incarnation(self) -> int:
         return self._incarnation
 
-    def connections(self) -> list[Connection]:
+    def connections(self) -> list[TargetConnection]:
         return list(self._by_triad.values())
 
     def producers(self) -> list[Producer]:
@@ -394,7 +394,7 @@ class ProducerTarget:
         out, self._session_closes = self._session_closes, []
         return out
 
-    def drain_events(self) -> list[Event]:
+    def drain_events(self) -> list[TargetEvent]:
         out, self._events = self._events, []
         return out
 
@@ -448,7 +448,7 @@ class ProducerTarget:
         Logix for 0x5B): no triad is echoed, the body is not even parsed."""
         self.counters.rejects += 1
         self._count_code(f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X}")
-        self._event(EventKind.REJECTED, now, peer=peer_ip,
+        self._event(TargetEventKind.REJECTED, now, peer=peer_ip,
                     detail=f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X} service 0x{service:02X}"
                            " not supported (large_forward_open off)")
         return cip.Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
@@ -462,7 +462,7 @@ class ProducerTarget:
             general = GeneralStatus.TOO_MUCH_DATA
         self.counters.rejects += 1
         self._count_code(f"0x{general:02X}")
-        self._event(EventKind.REJECTED, now, detail=f"malformed body: general 0x{general:02X}")
+        self._event(TargetEventKind.REJECTED, now, detail=f"malformed body: general 0x{general:02X}")
         if len(data) >= triad_at + 8:
             serial, vendor, oserial = cm._TRIAD.unpack_from(data, triad_at)
             return cm.ConnectionFailure(general, (), serial, vendor, oserial, 0).to_reply(service)
@@ -499,7 +499,7 @@ class ProducerTarget:
                 tag = self._tag_name_of(request.path)
             except Exception:  # noqa: BLE001 - only for the log line
                 tag = None
-            self._event(EventKind.REJECTED, now, request.triad, tag, peer_ip,
+            self._event(TargetEventKind.REJECTED, now, request.triad, tag, peer_ip,
                         f"{code} {' '.join(f'{w:#06x}' for w in r.additional[1:])}".strip())
             failure = cm.ConnectionFailure(
                 r.general, r.additional, request.connection_serial, request.vendor_id,
@@ -511,7 +511,7 @@ class ProducerTarget:
             request.originator_serial, conn.ot_api_us, conn.to_api_us,
         )
         self._event(
-            EventKind.OPENED, now, conn.triad, conn.tag, peer_ip,
+            TargetEventKind.OPENED, now, conn.triad, conn.tag, peer_ip,
             f"{conn.kind.value} ot_id={conn.ot_id:#010x} to_id={conn.to_id:#010x}"
             f" rpi={conn.to_api_us}us ot_rpi={conn.ot_api_us}us x{conn.multiplier}"
             + (f" dest={conn.dest[0]}:{conn.dest[1]}" if conn.dest else "")
@@ -636,7 +636,7 @@ class ProducerTarget:
 
     def _open_class3(
         self, request: cm.ForwardOpenRequest, peer_ip: str, session_id: int, now: float
-    ) -> Connection:
+    ) -> TargetConnection:
         tt = request.transport_trigger
         if tt.transport_class != 3:
             raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
@@ -657,7 +657,7 @@ class ProducerTarget:
         if request.ot_rpi == 0 or request.to_rpi == 0:
             raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
         factor, timeout = self._watchdog(request)
-        conn = Connection(
+        conn = TargetConnection(
             ConnectionKind.CLASS3, request.triad, self._new_id(), request.to_connection_id, peer_ip,
             session_id, request.ot_rpi, request.to_rpi, factor, timeout,
             now + max(timeout, self.options.initial_watchdog_s), now, request.path, to_size=to.size,
@@ -673,7 +673,7 @@ class ProducerTarget:
         session_id: int,
         now: float,
         to_sockaddr: cpf.Sockaddr | None,
-    ) -> tuple[Connection, tuple[cpf.Item, ...]]:
+    ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
         assert app.tag is not None and app.tag_name is not None
         tag, name = app.tag, app.tag_name
         opt = self.options
@@ -709,7 +709,7 @@ class ProducerTarget:
         self._check_rpi(request, tag, name, multicast)
 
         factor, timeout = self._watchdog(request)
-        conn = Connection(
+        conn = TargetConnection(
             ConnectionKind.CLASS1, request.triad, self._new_id(), 0, peer_ip, session_id,
             request.ot_rpi, request.to_rpi, factor, timeout,
             now + max(timeout, opt.initial_watchdog_s), now, request.path, tag=name,
@@ -778,11 +778,11 @@ class ProducerTarget:
             if cid and cid not in used:
                 return cid
 
-    def _add(self, conn: Connection) -> None:
+    def _add(self, conn: TargetConnection) -> None:
         self._by_triad[conn.triad] = conn
         self._by_ot_id[conn.ot_id] = conn
 
-    def _remove(self, conn: Connection) -> None:
+    def _remove(self, conn: TargetConnection) -> None:
         self._by_triad.pop(conn.triad, None)
         self._by_ot_id.pop(conn.ot_id, None)
         producer = self._conn_producer.pop(id(conn), None)
@@ -806,14 +806,14 @@ class ProducerTarget:
                 else (GeneralStatus.PRIVILEGE_VIOLATION, ())
             )
             self.counters.close_rejects += 1
-            self._event(EventKind.CLOSE_REJECTED, now, request.triad, conn.tag if conn else None, peer_ip,
+            self._event(TargetEventKind.CLOSE_REJECTED, now, request.triad, conn.tag if conn else None, peer_ip,
                         "connection not found" if conn is None else f"closer is not the originator {conn.peer_ip}")
             return cm.ConnectionFailure(
                 int(general), tuple(int(a) for a in additional), request.connection_serial,
                 request.vendor_id, request.originator_serial, 0,
             ).to_reply(cip.Service.FORWARD_CLOSE)
         self._remove(conn)
-        self._event(EventKind.CLOSED, now, conn.triad, conn.tag, peer_ip, conn.kind.value)
+        self._event(TargetEventKind.CLOSED, now, conn.triad, conn.tag, peer_ip, conn.kind.value)
         return cm.ForwardCloseSuccess(
             request.connection_serial, request.vendor_id, request.originator_serial
         ).to_reply()
@@ -851,7 +851,7 @@ class ProducerTarget:
         sequence: int,
         message: bytes,
         now: float,
-        handler: Callable[[bytes, float, Connection], bytes],
+        handler: Callable[[bytes, float, TargetConnection], bytes],
     ) -> tuple[int, bytes] | None:
         """A SendUnitData on a class-3 connection: (T->O id for the reply, CIP reply), or None
         when no class-3 connection of this session has that O->T id. A repeated sequence count
@@ -873,7 +873,7 @@ class ProducerTarget:
         for conn in [c for c in self._by_triad.values() if c.session_id == session_id]:
             if conn.kind is ConnectionKind.CLASS3:
                 self._remove(conn)
-                self._event(EventKind.SESSION_CLOSED, now, conn.triad, None, conn.peer_ip,
+                self._event(TargetEventKind.SESSION_CLOSED, now, conn.triad, None, conn.peer_ip,
                             f"class3 closed with session {session_id:#x}")
 
     def restart(self, now: float) -> None:
@@ -890,7 +890,7 @@ class ProducerTarget:
         # Ids of the old incarnation may still sit in consumers' tables: never reuse the prefix.
         self._incarnation = new if new not in (0, self._incarnation) else self._incarnation % 0xFFFF + 1
         self._counter = 0
-        self._event(EventKind.RESTARTED, now, detail=f"lost {lost} connections, incarnation {self._incarnation}")
+        self._event(TargetEventKind.RESTARTED, now, detail=f"lost {lost} connections, incarnation {self._incarnation}")
 
     # ------------------------------------------------------------------ timers
 
@@ -904,7 +904,7 @@ class ProducerTarget:
         for conn in [c for c in self._by_triad.values() if c.deadline <= now]:
             self._remove(conn)
             self.counters.timeouts += 1
-            self._event(EventKind.TIMED_OUT, now, conn.triad, conn.tag, conn.peer_ip,
+            self._event(TargetEventKind.TIMED_OUT, now, conn.triad, conn.tag, conn.peer_ip,
                         f"{conn.kind.value} no heartbeat for {conn.timeout_s:g}s"
                         f" ({conn.ot_api_us}us x{conn.multiplier})")
             if (
@@ -943,9 +943,9 @@ class ProducerTarget:
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, kind: EventKind, now: float, triad: cm.Triad | None = None, tag: str | None = None,
+    def _event(self, kind: TargetEventKind, now: float, triad: cm.Triad | None = None, tag: str | None = None,
                peer: str | None = None, detail: str = "") -> None:
-        self._events.append(Event(kind, now, triad, tag, peer, detail))
+        self._events.append(TargetEvent(kind, now, triad, tag, peer, detail))
 
     def _count_code(self, code: str) -> None:
         self.counters.reject_codes[code] = self.counters.reject_codes.get(code, 0) + 1

@@ -12,7 +12,7 @@ decoders and the first TCP session). No subscriber is connected (nothing queues 
 Part 2, in this process: tracemalloc of what one consumer costs in the pure core, for
 ``--objects`` consumers at once, stage by stage:
   definition    workers._consumers.ConsumerDef (what the control socket builds)
-  connection    acquisition.connection.Connection, constructed (IDLE)
+  connection    acquisition.connection.ConsumerConnection, constructed (IDLE)
   running       the same after Forward_Open success (RUNNING: triad, granted APIs)
   recorder      the same after 8 T->O datagrams and 8 heartbeats (full flight recorder)
   demux route   acquisition.demux.Demux.add (one Route)
@@ -57,7 +57,7 @@ from bench_pipeline import (  # noqa: E402 - the process helpers are shared with
     wait_running,
 )
 from pyconpro.acquisition import class1, wire
-from pyconpro.acquisition.connection import Connection, Originator, SendForwardOpen, State
+from pyconpro.acquisition.connection import ConsumerConnection, Originator, SendForwardOpen, State
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.logix_types import AtomicType, DataTypeCode, compile_decoder
 from pyconpro.workers._consumers import consumer_from_map
@@ -155,12 +155,12 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
     params = [d.params() for d in defs]
     it = iter(params)
     label, per, conns = _traced("connection (IDLE)",
-                                lambda: Connection(next(it), originator), n)
+                                lambda: ConsumerConnection(next(it), originator), n)
     rows.append((label, per))
 
     from pyconpro.acquisition import cm
 
-    def to_running(c: Connection) -> Connection:
+    def to_running(c: ConsumerConnection) -> ConsumerConnection:
         c.start(now)
         req = next(o.request for o in c.take_outputs() if isinstance(o, SendForwardOpen))
         reply = cm.ForwardOpenSuccess(0x11110001, req.to_connection_id, req.connection_serial,
@@ -175,7 +175,7 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
     label, per, _ = _traced("+ running (Forward_Open done)", lambda: to_running(next(itc)), n)
     rows.append((label, per))
 
-    def fill_recorder(c: Connection) -> Connection:
+    def fill_recorder(c: ConsumerConnection) -> ConsumerConnection:
         t = now
         for k in range(8):
             t += 0.01

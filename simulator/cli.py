@@ -1,7 +1,7 @@
 """``pyconpro sim``: run the Logix PLC simulator in the foreground.
 
 Builds the tag database (``--config FILE`` or the built-in default set), the target role
-(``acquisition.target``), the explicit target (``acquisition.explicit``), the fault switches and
+(``acquisition.target``), the simulated controller's object model (``acquisition.logix_controller``), the fault switches and
 the socket server, then serves until Ctrl-C / SIGTERM (or the control channel's ``stop``).
 Logs one line per event (sessions, connections opened / rejected / closed / timed out, faults)
 on stderr. Once every socket is bound it prints one line on stdout, which launchers wait for::
@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | None]:
     """Everything ``run`` serves, bound to its sockets (separate for in-process use)."""
-    from pyconpro.acquisition.explicit import ExplicitTarget, TcpIpSettings
+    from pyconpro.acquisition.logix_controller import LogixController, TcpIpSettings
     from pyconpro.simulator import tags
 
     store = tags.load_store(args.config) if args.config else tags.default_store()
@@ -157,10 +157,10 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
         close_sessions_on_timeout=args.close_sessions_on_timeout,
         large_forward_open=not args.no_large_forward_open,
     )
-    explicit = ExplicitTarget(store, args.slot,
-                              tcpip=TcpIpSettings(address=args.address, netmask=args.netmask))
+    controller = LogixController(store, args.slot,
+                                  tcpip=TcpIpSettings(address=args.address, netmask=args.netmask))
     target = ProducerTarget(store, target_options)
-    server = SimulatorServer(server_config, store, target, explicit,
+    server = SimulatorServer(server_config, store, target, controller,
                              faults=DatagramFaults(faults, random.Random(rng.random())), rng=rng)
     server.bind()
     target.options = replace(target_options, udp_port=server.udp_port)

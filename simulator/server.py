@@ -17,7 +17,7 @@ Owns (protocol.md 1, 2, 10.1):
 
 Dispatch of CIP requests: Forward_Open / Large_Forward_Open / Forward_Close to the Connection
 Manager go to ``ProducerTarget.handle_cm`` (it needs the peer IP, session and CPF items);
-everything else to the explicit target (``acquisition.explicit.ExplicitTarget``: objects, tag
+everything else to the simulated controller's object model (``acquisition.logix_controller.LogixController``: objects, tag
 services, Unconnected_Send, whose embedded CM requests come back through ``cm_handler``).
 SendUnitData on a class-3 connection goes through ``ProducerTarget.connected_request``.
 
@@ -44,9 +44,9 @@ from typing import Any, Protocol
 from pyconpro.acquisition import cip, cpf, encap, epath
 from pyconpro.acquisition.encap import Command
 from pyconpro.acquisition.errors import MalformedPacket
-from pyconpro.acquisition.explicit import UNCONNECTED_REPLY_LIMIT
+from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT
 from pyconpro.acquisition.status import EncapsulationStatus
-from pyconpro.acquisition.target import Connection, ProducerTarget
+from pyconpro.acquisition.target import ProducerTarget, TargetConnection
 from pyconpro.simulator.faults import DatagramFaults, FaultSettings
 
 log = logging.getLogger("pyconpro.sim")
@@ -55,8 +55,8 @@ _RECV = 65536
 _CM_SERVICES = (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN, cip.Service.FORWARD_CLOSE)
 
 
-class ExplicitHandler(Protocol):
-    """What the server needs of ``acquisition.explicit.ExplicitTarget``."""
+class ControllerModel(Protocol):
+    """What the server needs of ``acquisition.logix_controller.LogixController``."""
 
     def handle(self, message: bytes, now: float, *, reply_limit: int | None = None) -> bytes: ...
 
@@ -106,7 +106,7 @@ class SimulatorServer:
         config: ServerConfig,
         store: Any,
         target: ProducerTarget,
-        explicit: ExplicitHandler,
+        controller: ControllerModel,
         *,
         faults: DatagramFaults | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -115,7 +115,7 @@ class SimulatorServer:
         self.config = config
         self.store = store
         self.target = target
-        self.explicit = explicit
+        self.controller = controller
         self.faults = faults or DatagramFaults()
         self.clock = clock
         self.rng = rng or random.Random()
@@ -136,10 +136,10 @@ class SimulatorServer:
         self.tcp_port = config.tcp_port
         self.udp_port = config.udp_port
         self.started_at = clock()
-        # Unconnected_Send may carry a Forward_Open; the explicit target hands it back here.
+        # Unconnected_Send may carry a Forward_Open; the controller model hands it back here.
         self._cm_context: tuple[str, int, float] = ("0.0.0.0", 0, 0.0)
-        if hasattr(explicit, "cm_handler"):
-            explicit.cm_handler = self._cm_from_explicit
+        if hasattr(controller, "cm_handler"):
+            controller.cm_handler = self._cm_from_controller
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -496,10 +496,10 @@ class SimulatorServer:
         else:
             self._cm_context = (client.peer[0], client.session, now)
             # Unconnected replies are limited like a Logix UCMM reply (about 500 bytes).
-            answer = self.explicit.handle(message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
+            answer = self.controller.handle(message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
         return self._reply(pkt, encap.send_rr_data(answer, items))
 
-    def _cm_from_explicit(self, message: bytes) -> bytes:
+    def _cm_from_controller(self, message: bytes) -> bytes:
         """A Connection Manager request that arrived inside Unconnected_Send."""
         peer, session, now = self._cm_context
         try:
@@ -516,9 +516,9 @@ class SimulatorServer:
         except MalformedPacket:
             return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
 
-        def handler(msg: bytes, when: float, conn: Connection) -> bytes:
+        def handler(msg: bytes, when: float, conn: TargetConnection) -> bytes:
             # the connection size includes the 2-byte sequence count of the connected data item
-            return self.explicit.handle(msg, when, reply_limit=(conn.to_size - 2) if conn.to_size > 2 else None)
+            return self.controller.handle(msg, when, reply_limit=(conn.to_size - 2) if conn.to_size > 2 else None)
 
         result = self.target.connected_request(conn_id, client.session, seq, message, now, handler)
         if result is None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from pyconpro.acquisition.epath import parse_tag_name
 from pyconpro.acquisition.errors import UsageError
-from pyconpro.acquisition.explicit import (
+from pyconpro.acquisition.logix_controller import (
     STATUS_REMOTE_PROG,
     STATUS_REMOTE_RUN,
     Identity,
@@ -484,7 +484,7 @@ class TagStore:
             self._templates[st.instance_id] = st
         return tag
 
-    # -- lookups (acquisition.explicit.TagDatabase) ------------------------------------------
+    # -- lookups (acquisition.logix_controller.TagDatabase) ------------------------------------------
 
     @property
     def tags(self) -> list[SimTag]:

@@ -9,7 +9,7 @@ It owns, for its interface:
   pairs this socket joined: two workers on two interfaces never see each other's traffic);
 * one TCP encapsulation session per PLC, opened from the interface address, driven by the pure
   ``acquisition.session.Session``;
-* one ``acquisition.connection.Connection`` per consumer, the class-1 ``Demux``;
+* one ``acquisition.connection.ConsumerConnection`` per consumer, the class-1 ``Demux``;
 * a ZeroMQ PUB socket (explicit SNDHWM and LINGER, never blocks: a full pipe drops and counts)
   publishing ``acquisition.wire`` samples, events and stats;
 * a ZeroMQ ROUTER control socket (add / remove / list / status / stop, msgpack maps).
@@ -47,8 +47,8 @@ from pyconpro.acquisition import cip, cpf, wire
 from pyconpro.acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
 from pyconpro.acquisition.connection import (
     BackoffPolicy,
-    Connection,
     ConnEvent,
+    ConsumerConnection,
     JoinGroup,
     LeaveGroup,
     Listen,
@@ -160,9 +160,9 @@ class PlcLink:
 
 
 @dataclass(slots=True)
-class Consumer:
+class WorkerConsumer:
     defn: ConsumerDef
-    conn: Connection
+    conn: ConsumerConnection
     link: PlcLink
     decoder: Callable[[bytes], Any] | None = None
     decoder_type: LogixType | None = None
@@ -184,7 +184,7 @@ class IoWorker:
         rng = random.Random(options.seed) if options.seed is not None else random.SystemRandom()
         self.originator = Originator(rng)
         self.demux = Demux()
-        self.consumers: dict[str, Consumer] = {}
+        self.consumers: dict[str, WorkerConsumer] = {}
         self.links: dict[tuple[str, int], PlcLink] = {}
         self.groups: dict[str, tuple[socket.socket, int]] = {}  # group -> (socket, refcount)
         self.seq = wire.SeqCounter()
@@ -209,14 +209,14 @@ class IoWorker:
         # when its first subscriber arrives and when its last one leaves).
         self.bus_subscriptions: set[bytes] = set()
         # Connection deadlines: a heap of (time, tie-breaker, consumer) with lazy invalidation
-        # (Consumer.sched), so a loop iteration costs O(log N) per due timer, not O(N).
-        self._heap: list[tuple[float, int, Consumer]] = []
+        # (WorkerConsumer.sched), so a loop iteration costs O(log N) per due timer, not O(N).
+        self._heap: list[tuple[float, int, WorkerConsumer]] = []
         self._tie = itertools.count()
-        self._held: list[Consumer] | None = None  # due again within the running _timers pass
+        self._held: list[WorkerConsumer] | None = None  # due again within the running _timers pass
         self._held_before = 0.0
         self._removing: set[str] = set()  # consumers waiting for CLOSED to be reaped
         self._uids = itertools.count(1)
-        self._by_uid: dict[int, Consumer] = {}  # TypeCache waiter id -> consumer
+        self._by_uid: dict[int, WorkerConsumer] = {}  # TypeCache waiter id -> consumer
         self.udp_rcvbuf = 0  # SO_RCVBUF granted by the kernel (Linux: twice what it allows)
 
     # ================================================================== set-up / tear-down
@@ -303,19 +303,19 @@ class IoWorker:
 
     # ================================================================== consumers
 
-    def add_consumer(self, defn: ConsumerDef, now: float) -> Consumer:
+    def add_consumer(self, defn: ConsumerDef, now: float) -> WorkerConsumer:
         if self.stopping:
             raise UsageError("the worker is stopping; not adding consumers")
         if defn.key in self.consumers:
             raise UsageError(f"consumer {defn.key!r} exists already; remove it first or give"
                              " another 'alias'")
-        conn = Connection(defn.params(), self.originator, backoff=self.opt.backoff,
+        conn = ConsumerConnection(defn.params(), self.originator, backoff=self.opt.backoff,
                           timing=self.opt.timing)
         link = self.links.get((defn.address, defn.port))
         if link is None:
             link = self.links[(defn.address, defn.port)] = PlcLink(defn.address, defn.port)
         link.consumers.add(defn.key)
-        c = self.consumers[defn.key] = Consumer(defn, conn, link, uid=next(self._uids))
+        c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids))
         self._by_uid[c.uid] = c
         conn.start(now)
         self._pump(c, now)
@@ -349,7 +349,7 @@ class IoWorker:
 
     # ================================================================== connection outputs
 
-    def _pump(self, c: Consumer, now: float) -> None:
+    def _pump(self, c: WorkerConsumer, now: float) -> None:
         """Carry out what the connection asked for."""
         conn = c.conn
         for out in conn.take_outputs():
@@ -373,7 +373,7 @@ class IoWorker:
                 self._resolve(c, out.refresh)
         self._schedule(c)
 
-    def _schedule(self, c: Consumer) -> None:
+    def _schedule(self, c: WorkerConsumer) -> None:
         """Make sure the timer heap has an entry for ``c`` at or before its next deadline.
         Data only moves a running connection's watchdog later, so the hot path pushes nothing;
         an entry left early is re-checked when it comes due (``_timers``)."""
@@ -386,7 +386,7 @@ class IoWorker:
         else:
             heapq.heappush(self._heap, (d, next(self._tie), c))
 
-    def _send_heartbeat(self, c: Consumer, out: SendHeartbeat) -> None:
+    def _send_heartbeat(self, c: WorkerConsumer, out: SendHeartbeat) -> None:
         assert self.udp is not None
         try:
             self.udp.sendto(out.datagram, (c.defn.address, out.port))
@@ -395,7 +395,7 @@ class IoWorker:
             self.counters["heartbeat_send_errors"] += 1
             log.debug("%s: heartbeat not sent: %s", c.defn.key, exc)
 
-    def _send_forward_open(self, c: Consumer, out: SendForwardOpen, now: float) -> None:
+    def _send_forward_open(self, c: WorkerConsumer, out: SendForwardOpen, now: float) -> None:
         req = out.request
         extra: tuple[cpf.Item, ...] = ()
         if self.udp_port != DEFAULT_UDP_PORT and not c.defn.multicast:
@@ -413,7 +413,7 @@ class IoWorker:
 
         self._request(c.link, req.encode(), extra, on_reply, on_error, now)
 
-    def _send_forward_close(self, c: Consumer, out: SendForwardClose, now: float) -> None:
+    def _send_forward_close(self, c: WorkerConsumer, out: SendForwardClose, now: float) -> None:
         req = out.request
         c.conn.recorder.record_out(now, "Forward_Close", req.encode())
 
@@ -432,7 +432,7 @@ class IoWorker:
 
         self._request(c.link, req.encode(), (), on_reply, on_error, now)
 
-    def _resolve(self, c: Consumer, refresh: bool) -> None:
+    def _resolve(self, c: WorkerConsumer, refresh: bool) -> None:
         """Learn ``c``'s type through its PLC's shared ``TypeCache``: a hit is answered now, a
         miss waits for the one listing in flight for that PLC."""
         cache = c.link.types
@@ -469,7 +469,7 @@ class IoWorker:
             if c is not None:
                 self._deliver_type(c, a.result, a.generation)
 
-    def _deliver_type(self, c: Consumer, result: Result, generation: int) -> None:
+    def _deliver_type(self, c: WorkerConsumer, result: Result, generation: int) -> None:
         t = time.monotonic()
         if isinstance(result, Resolved):
             c.type_generation = generation
@@ -736,7 +736,7 @@ class IoWorker:
                                      delivery.datagram.data, t_wall, t_mono)
         return _RECV_BATCH
 
-    def _publish_sample(self, c: Consumer, cip_seq: int, raw: bytes, t_wall: int,
+    def _publish_sample(self, c: WorkerConsumer, cip_seq: int, raw: bytes, t_wall: int,
                         t_mono: int) -> None:
         t = c.conn.tag_type
         # The connection hands out a new type object only when the type changed (learned again
@@ -768,7 +768,7 @@ class IoWorker:
         except UsageError as exc:  # a decoded value msgpack cannot carry: a bug, not fatal
             log.error("cannot publish on %r: %s", c.stream.topic, exc)
 
-    def _publish_event(self, c: Consumer, ev: ConnEvent) -> None:
+    def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
         level = logging.INFO if ev.kind in ("state", "gap") else logging.WARNING
         log.log(level, "%s: %s%s", c.defn.key,
                 f"{ev.state_from} -> {ev.state_to}: " if ev.state_to else "", ev.message)
@@ -967,7 +967,7 @@ class IoWorker:
 
     def _timers(self, now: float, data_pending: bool = False) -> None:
         """Everything due at ``now``. ``data_pending``: a UDP socket still had datagrams after
-        the drain, so T->O watchdogs are held (Connection.on_timer)."""
+        the drain, so T->O watchdogs are held (ConsumerConnection.on_timer)."""
         heap = self._heap
         self._held, self._held_before = [], now
         try:

@@ -11,8 +11,8 @@ from pyconpro.acquisition import cip, class1, cm, cpf, epath
 from pyconpro.acquisition.connection import (
     TRANSITIONS,
     BackoffPolicy,
-    Connection,
     ConnEvent,
+    ConsumerConnection,
     ConsumerParams,
     JoinGroup,
     LeaveGroup,
@@ -38,18 +38,18 @@ DEFAULT_BACKOFF = BackoffPolicy()
 
 def make(size: int | None = 4, *, multicast: bool = False, seed: int = 1, rpi_us: int = 100_000,
          ot_rpi_us: int | None = None, multiplier: int = 1, tag_type=None,
-         timing: Timing = DEFAULT_TIMING, backoff: BackoffPolicy = DEFAULT_BACKOFF) -> Connection:
+         timing: Timing = DEFAULT_TIMING, backoff: BackoffPolicy = DEFAULT_BACKOFF) -> ConsumerConnection:
     params = ConsumerParams(plc="plc1", tag="Count", rpi_us=rpi_us, ot_rpi_us=ot_rpi_us,
                             multiplier=multiplier, multicast=multicast, tag_bytes=size,
                             tag_type=tag_type)
-    return Connection(params, Originator(random.Random(seed)), timing=timing, backoff=backoff)
+    return ConsumerConnection(params, Originator(random.Random(seed)), timing=timing, backoff=backoff)
 
 
-def outputs_of(conn: Connection, cls: type) -> list:
+def outputs_of(conn: ConsumerConnection, cls: type) -> list:
     return [o for o in conn.take_outputs() if isinstance(o, cls)]
 
 
-def pending_open(conn: Connection) -> cm.ForwardOpenRequest:
+def pending_open(conn: ConsumerConnection) -> cm.ForwardOpenRequest:
     assert conn._open is not None
     return conn._open.request
 
@@ -66,7 +66,7 @@ def reject_reply(req: cm.ForwardOpenRequest, general: int, *additional: int) -> 
                                 req.originator_serial).to_reply(cip.Service.FORWARD_OPEN)
 
 
-def open_running(conn: Connection, now: float = T0, **kw) -> cm.ForwardOpenRequest:
+def open_running(conn: ConsumerConnection, now: float = T0, **kw) -> cm.ForwardOpenRequest:
     conn.start(now)
     req = pending_open(conn)
     conn.on_forward_open_reply(now, req, ok_reply(req, **kw))
@@ -77,7 +77,7 @@ def open_running(conn: Connection, now: float = T0, **kw) -> cm.ForwardOpenReque
 # --------------------------------------------------------------------------- reaching states
 
 
-def in_state(state: State, learned: bool = False) -> Connection:
+def in_state(state: State, learned: bool = False) -> ConsumerConnection:
     """A connection in ``state``. ``learned``: neither size nor type given, the type (DINT) came
     from discovery; its BACKOFF follows a watchdog expiry, so the type is to be learned again."""
     if learned:
@@ -110,7 +110,7 @@ def in_state(state: State, learned: bool = False) -> Connection:
     return conn
 
 
-def _learned_in_state(state: State) -> Connection:
+def _learned_in_state(state: State) -> ConsumerConnection:
     conn = make(None)
     if state is not State.IDLE and state is not State.CLOSED:
         conn.start(T0)
@@ -134,7 +134,7 @@ def _learned_in_state(state: State) -> Connection:
     return conn
 
 
-def _any_open_request(conn: Connection) -> cm.ForwardOpenRequest:
+def _any_open_request(conn: ConsumerConnection) -> cm.ForwardOpenRequest:
     if conn._open is not None:
         return conn._open.request
     return cm.produced_tag_forward_open(tag="Count", tag_bytes=4, to_rpi_us=1, ot_rpi_us=1,
@@ -142,12 +142,12 @@ def _any_open_request(conn: Connection) -> cm.ForwardOpenRequest:
                                         to_connection_id=5)
 
 
-def _fire_timer(conn: Connection, data_pending: bool = False) -> None:
+def _fire_timer(conn: ConsumerConnection, data_pending: bool = False) -> None:
     deadline = conn.next_deadline()
     conn.on_timer(deadline if deadline is not None else T0 + 1e6, data_pending=data_pending)
 
 
-INPUTS: dict[str, Callable[[Connection], None]] = {
+INPUTS: dict[str, Callable[[ConsumerConnection], None]] = {
     "start": lambda c: c.start(T0 + 0.01),
     "stop": lambda c: c.stop(T0 + 0.01),
     "resolved": lambda c: c.on_resolved(T0 + 0.01, 4, DINT),
@@ -596,7 +596,7 @@ def test_classify_reject(general: int, additional: tuple[int, ...], cls: RejectC
     assert classify_reject(general, additional) is cls
 
 
-def reject_and_events(conn: Connection, general: int, *additional: int) -> list[ConnEvent]:
+def reject_and_events(conn: ConsumerConnection, general: int, *additional: int) -> list[ConnEvent]:
     req = pending_open(conn)
     conn.take_outputs()
     conn.on_forward_open_reply(T0 + 0.01, req, reject_reply(req, general, *additional))
@@ -749,7 +749,7 @@ def test_transient_reject_backs_off_with_status_in_event() -> None:
 
 def test_resolved_size_conflicting_with_configured_size_fails() -> None:
     params = ConsumerParams(plc="p", tag="T", rpi_us=1000, tag_bytes=4)
-    conn = Connection(params, Originator(random.Random(1)))
+    conn = ConsumerConnection(params, Originator(random.Random(1)))
     conn.state = State.RESOLVING  # as if discovery was asked for the type
     conn.on_resolved(T0, 8, None)
     assert conn.state is State.FAILED and "configured size 4" in conn.failure
@@ -776,7 +776,7 @@ def test_params_validation() -> None:
 def test_route_is_prepended_to_the_connection_path() -> None:
     params = ConsumerParams(plc="p", tag="T", rpi_us=1000, tag_bytes=4,
                             route=(epath.PortSegment.slot(2, port=1),))
-    conn = Connection(params, Originator(random.Random(1)))
+    conn = ConsumerConnection(params, Originator(random.Random(1)))
     conn.start(T0)
     assert pending_open(conn).path.startswith(b"\x01\x02\x01\x00")
 

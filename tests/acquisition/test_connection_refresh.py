@@ -4,7 +4,13 @@ changed type is announced; a size or type the user gave is never re-learned."""
 
 from __future__ import annotations
 
-from pyconpro.acquisition.connection import Connection, ConnEvent, Resolve, SendForwardOpen, State
+from pyconpro.acquisition.connection import (
+    ConnEvent,
+    ConsumerConnection,
+    Resolve,
+    SendForwardOpen,
+    State,
+)
 from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType, Member, StructType, byte_size
 
 from tests.acquisition.test_connection import (
@@ -23,11 +29,11 @@ NEW_UDT = StructType("Drive", 0x100, 0x2222, 12, (Member("Speed", REAL, 0),
                                                    Member("Extra", DINT, 8)))
 
 
-def events(conn: Connection) -> list[ConnEvent]:
+def events(conn: ConsumerConnection) -> list[ConnEvent]:
     return [o for o in conn.take_outputs() if isinstance(o, ConnEvent)]
 
 
-def running_learned(tag_type=OLD_UDT, now: float = T0) -> Connection:
+def running_learned(tag_type=OLD_UDT, now: float = T0) -> ConsumerConnection:
     conn = make(None)
     conn.start(now)
     conn.on_resolved(now, byte_size(tag_type), tag_type)
@@ -38,7 +44,7 @@ def running_learned(tag_type=OLD_UDT, now: float = T0) -> Connection:
     return conn
 
 
-def expire_watchdog(conn: Connection) -> float:
+def expire_watchdog(conn: ConsumerConnection) -> float:
     assert conn.granted is not None
     at = conn.granted.watchdog_at
     conn.on_timer(at)
@@ -46,7 +52,7 @@ def expire_watchdog(conn: Connection) -> float:
     return at
 
 
-def end_backoff(conn: Connection) -> float:
+def end_backoff(conn: ConsumerConnection) -> float:
     at = conn.next_deadline()
     assert at is not None
     conn.on_timer(at)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from pyconpro.acquisition import cip, epath
-from pyconpro.acquisition.explicit import ExplicitTarget
+from pyconpro.acquisition.logix_controller import LogixController
 from pyconpro.acquisition.logix_objects import (
     SymbolInstance,
     TemplateAttributes,
@@ -31,7 +31,7 @@ from pyconpro.simulator.tags import default_store
 
 def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotResolved, int]:
     store = default_store()
-    target = ExplicitTarget(store, **({"reply_limit": reply_limit} if reply_limit else {}))
+    target = LogixController(store, **({"reply_limit": reply_limit} if reply_limit else {}))
     r = TagResolver(tag)
     step: object = r.first()
     for _ in range(500):
@@ -402,7 +402,7 @@ def test_forget_drops_a_waiter() -> None:
                                   "Message", "Motor", "Station", "Large", "CellStatus", "Hidden"])
 def test_the_cache_answers_like_the_one_tag_resolver_on_the_simulated_controller(
         name: str) -> None:
-    target = ExplicitTarget(default_store(), reply_limit=200)
+    target = LogixController(default_store(), reply_limit=200)
     cache = TypeCache()
     got = cache.resolve(name, 1)
     while got is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from pyconpro.acquisition import cip, wire
-from pyconpro.acquisition.explicit import UNCONNECTED_REPLY_LIMIT, ExplicitTarget
+from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT, LogixController
 from pyconpro.acquisition.logix_types import compile_decoder
 from pyconpro.acquisition.resolve import TagResolver, TypeCache
 from pyconpro.simulator.tags import TagStore, load_store
@@ -54,7 +54,7 @@ def tag_file(batch: bool) -> str:
 def one_fill_cost(store: TagStore, tags: list[str]) -> tuple[int, int]:
     """(requests of one shared fill, requests of one TagResolver per tag) against the pure
     explicit target the simulator runs, with its unconnected reply limit."""
-    target = ExplicitTarget(store)
+    target = LogixController(store)
 
     def answer(message: bytes) -> cip.Reply:
         return cip.Reply.decode(target.handle(message, 0.0, reply_limit=UNCONNECTED_REPLY_LIMIT))

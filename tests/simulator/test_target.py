@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import pytest
 from pyconpro.acquisition import cip, class1, cm, cpf, epath
 from pyconpro.acquisition.target import (
-    Connection,
     ConnectionKind,
-    EventKind,
     KeyIdentity,
     ProducerTarget,
     Seq16Mode,
+    TargetConnection,
+    TargetEventKind,
     TargetOptions,
     multicast_base,
     multicast_group,
@@ -163,7 +163,7 @@ def test_p2p_forward_open_reply_and_items() -> None:
     (conn,) = t.connections()
     assert conn.dest == (PEER, 2222) and conn.kind is ConnectionKind.CLASS1 and conn.tag == "Prod"
     ev = t.drain_events()
-    assert [e.kind for e in ev] == [EventKind.OPENED] and "tag=Prod" in str(ev[0])
+    assert [e.kind for e in ev] == [TargetEventKind.OPENED] and "tag=Prod" in str(ev[0])
 
 
 def test_p2p_destination_port_from_t2o_sockaddr_item() -> None:
@@ -308,7 +308,7 @@ def test_rejections(name: str, changes: dict[str, object], options: TargetOption
     assert rejected(t, fo(**changes)) == expected  # type: ignore[arg-type]
     assert t.connections() == [] and t.next_deadline() is None
     (ev,) = t.drain_events()
-    assert ev.kind is EventKind.REJECTED and f"0x{expected[1][0]:04X}" in ev.detail
+    assert ev.kind is TargetEventKind.REJECTED and f"0x{expected[1][0]:04X}" in ev.detail
     assert t.counters.rejects == 1
 
 
@@ -464,7 +464,7 @@ def test_large_forward_open_switched_off_answers_service_not_supported() -> None
         assert (reply.status, reply.data, items) == (0x08, b"", ())
     assert t.connections() == []
     assert t.counters.reject_codes == {"0x08": 8}
-    assert all(e.kind is EventKind.REJECTED and "0x08" in e.detail for e in t.drain_events())
+    assert all(e.kind is TargetEventKind.REJECTED and "0x08" in e.detail for e in t.drain_events())
     reply, _ = _cm(t, 0x54, fo(large=False).encode_body())
     assert reply.status == 0
     reply, _ = _cm(t, 0x54, class3_fo(large=False).encode_body())
@@ -597,7 +597,7 @@ def test_heartbeat_watchdog_is_api_times_multiplier_after_the_initial_period() -
     assert t.connections() == [conn]
     t.on_timer(2.8)
     assert t.connections() == [] and t.producers() == []
-    (ev,) = [e for e in t.drain_events() if e.kind is EventKind.TIMED_OUT]
+    (ev,) = [e for e in t.drain_events() if e.kind is TargetEventKind.TIMED_OUT]
     assert "no heartbeat for 0.8s" in ev.detail
 
 
@@ -740,7 +740,7 @@ def test_restart_bumps_incarnation_and_ids() -> None:
     assert store.incarnation == 8 == t.incarnation
     ok2, _ = opened(t, fo(), now=1.0)
     assert ok2.ot_connection_id >> 16 == 8 and ok2.ot_connection_id != ok.ot_connection_id
-    assert any(e.kind is EventKind.RESTARTED and "lost 1" in e.detail for e in t.drain_events())
+    assert any(e.kind is TargetEventKind.RESTARTED and "lost 1" in e.detail for e in t.drain_events())
 
 
 # Class-3 connection, triad class3_fo(), session SESSION.
@@ -804,7 +804,7 @@ def test_class3_state_table(state: str, inp: str) -> None:
     result = "-"
     n_calls = len(calls)
 
-    def handler(message: bytes, when: float, conn: Connection) -> bytes:
+    def handler(message: bytes, when: float, conn: TargetConnection) -> bytes:
         assert conn.to_size == 4000
         calls.append(message)
         return b"reply2"

@@ -1,7 +1,7 @@
 """Tests of workers.explicit_client against a fake PLC on loopback.
 
 The fake is a real TCP server (one thread, 127.61.7.1, port 0) whose CIP answers come from the
-simulator's pure explicit-message target (acquisition.explicit.ExplicitTarget over the default
+simulator's pure explicit-message target (acquisition.logix_controller.LogixController over the default
 simulated tag set), with switchable misbehaviours to exercise every reply check. Every socket
 has a timeout; the fixture joins the thread and closes every socket.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pyconpro.acquisition import cip, cm, cpf, encap
 from pyconpro.acquisition.errors import CipError, EncapsulationError, UsageError
-from pyconpro.acquisition.explicit import ExplicitTarget
+from pyconpro.acquisition.logix_controller import LogixController
 from pyconpro.acquisition.logix_types import DINT, STRING, compile_decoder
 from pyconpro.simulator.tags import default_store
 from pyconpro.workers.explicit_client import (
@@ -36,7 +36,7 @@ class FakePLC:
 
     def __init__(self, slot: int = 0) -> None:
         self.store = default_store()
-        self.target = ExplicitTarget(self.store, slot, cm_handler=self._cm)
+        self.target = LogixController(self.store, slot, cm_handler=self._cm)
         self.listener = socket.create_server((HOST, 0))
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]

@@ -1,4 +1,4 @@
-"""acquisition.explicit: what the simulated Logix CPU answers to each explicit request.
+"""acquisition.logix_controller: what the simulated Logix CPU answers to each explicit request.
 
 Requests are built by pycomm3's own packet classes wherever it has one (an encoder independent
 of ours), and replies are checked with pycomm3's parsers or our logix_objects parsers; the tag
@@ -29,10 +29,10 @@ from pycomm3.packets import (
 from pycomm3.packets.util import request_path, wrap_unconnected_send
 from pyconpro.acquisition import cip, epath
 from pyconpro.acquisition.errors import MalformedPacket
-from pyconpro.acquisition.explicit import (
-    ExplicitTarget,
+from pyconpro.acquisition.logix_controller import (
     Identity,
     Location,
+    LogixController,
     ReadModifyWriteRequest,
     ReadTagFragmentedRequest,
     ReadTagRequest,
@@ -72,11 +72,11 @@ def store() -> TagStore:
 
 
 @pytest.fixture
-def target(store: TagStore) -> ExplicitTarget:
-    return ExplicitTarget(store)
+def target(store: TagStore) -> LogixController:
+    return LogixController(store)
 
 
-def call(target: ExplicitTarget, message: bytes, **kw: object) -> cip.Reply:
+def call(target: LogixController, message: bytes, **kw: object) -> cip.Reply:
     return cip.Reply.decode(target.handle(message, NOW, **kw))  # type: ignore[arg-type]
 
 
@@ -251,7 +251,7 @@ def test_locate_members_elements_and_bits() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_identity_through_unconnected_send_as_pycomm3_sends_it(target: ExplicitTarget) -> None:
+def test_identity_through_unconnected_send_as_pycomm3_sends_it(target: LogixController) -> None:
     # protocol.md 10.2 row 3, byte for byte.
     msg = bytes.fromhex("52 02 20 06 24 01 0A 05 06 00 01 02 20 01 24 01 01 00 01 00")
     assert msg == wrap_unconnected_send(bytes.fromhex("01 02 20 01 24 01"), b"\x01\x00\x01\x00")
@@ -260,7 +260,7 @@ def test_identity_through_unconnected_send_as_pycomm3_sends_it(target: ExplicitT
     assert reply.data == Identity().encode()
 
 
-def test_identity_get_attribute_single(target: ExplicitTarget) -> None:
+def test_identity_get_attribute_single(target: LogixController) -> None:
     path = [epath.class_id(1), epath.instance_id(1)]
     for attr, value in [(1, b"\x01\x00"), (2, b"\x0e\x00"), (4, b"\x21\x0b"),
                         (6, bytes.fromhex("eeffc000")), (7, b"\x0b1756-L83E/B")]:
@@ -275,7 +275,7 @@ def test_identity_get_attribute_single(target: ExplicitTarget) -> None:
     assert call(target, request(0x01, path, b"\x00")).status == 0x15
 
 
-def test_program_name(target: ExplicitTarget, store: TagStore) -> None:
+def test_program_name(target: LogixController, store: TagStore) -> None:
     reply = call(target, bytes.fromhex("01 02 20 64 24 01"))
     assert reply.status == 0
     assert reply.data == struct.pack("<H", len(store.program_name)) + b"PYCONPRO_SIM"
@@ -283,7 +283,7 @@ def test_program_name(target: ExplicitTarget, store: TagStore) -> None:
 
 
 def test_tcpip_object_attributes(store: TagStore) -> None:
-    target = ExplicitTarget(store, tcpip=TcpIpSettings(address="192.168.1.10",
+    target = LogixController(store, tcpip=TcpIpSettings(address="192.168.1.10",
                                                        netmask="255.255.255.0"))
 
     def attr(n: int) -> cip.Reply:
@@ -304,7 +304,7 @@ def test_tcpip_object_attributes(store: TagStore) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def list_all(target: ExplicitTarget, prefix: Sequence[epath.Segment], limit: int,
+def list_all(target: LogixController, prefix: Sequence[epath.Segment], limit: int,
              attrs: tuple[int, ...] = PYCOMM3_SYMBOL_ATTRIBUTES) -> tuple[list, int]:
     """Walk the listing like pycomm3 (next instance = last + 1 while status 0x06)."""
     out: list = []
@@ -324,7 +324,7 @@ def list_all(target: ExplicitTarget, prefix: Sequence[epath.Segment], limit: int
 
 
 @pytest.mark.parametrize("limit", [100, 200, 504, 3998])
-def test_controller_listing_with_continuation(target: ExplicitTarget, store: TagStore,
+def test_controller_listing_with_continuation(target: LogixController, store: TagStore,
                                               limit: int) -> None:
     listed, calls = list_all(target, [], limit)
     assert listed == [dataclasses.replace(s, element_size=None) for s in store.listing(None) or ()]
@@ -335,7 +335,7 @@ def test_controller_listing_with_continuation(target: ExplicitTarget, store: Tag
     assert any(s.instance_id > 255 for s in listed)  # continuation uses 25 00 lo hi
 
 
-def test_program_listing(target: ExplicitTarget, store: TagStore) -> None:
+def test_program_listing(target: LogixController, store: TagStore) -> None:
     prefix = [sym("Program:MainProgram")]
     listed, _ = list_all(target, prefix, 120)
     assert [s.name for s in listed] == ["Routine:MainRoutine", "Local", "Recipe"]
@@ -346,13 +346,13 @@ def test_program_listing(target: ExplicitTarget, store: TagStore) -> None:
     assert (reply.status, reply.additional) == (0x04, (0,))
 
 
-def test_listing_libplctag_attributes(target: ExplicitTarget, store: TagStore) -> None:
+def test_listing_libplctag_attributes(target: LogixController, store: TagStore) -> None:
     listed, _ = list_all(target, [], 3998, (2, 7, 8, 1))
     big = next(s for s in listed if s.name == "Big")
     assert (big.element_size, big.dims, big.type_word) == (4, (125, 0, 0), 0x20C4)
 
 
-def test_listing_request_errors(target: ExplicitTarget) -> None:
+def test_listing_request_errors(target: LogixController) -> None:
     path = [epath.class_id(0x6B), epath.instance_id(0)]
     assert call(target, request(0x55, path, b"\x02\x00\x01\x00")).status == 0x13
     assert call(target, request(0x55, path, b"\x01\x00\x01\x00\x00")).status == 0x15
@@ -373,7 +373,7 @@ def template_path(instance: int) -> list[epath.Segment]:
 
 @pytest.mark.parametrize("st_type", [MOTOR_DATA, POSITION, STRING])
 @pytest.mark.parametrize("limit", [40, 3998])
-def test_template_attributes_and_read(target: ExplicitTarget, st_type, limit: int) -> None:
+def test_template_attributes_and_read(target: LogixController, st_type, limit: int) -> None:
     # pycomm3's exact request (protocol.md 10.2 row 8) and its attribute parser.
     attrs_req = request(0x03, template_path(st_type.instance_id),
                         bytes.fromhex("04 00 04 00 05 00 02 00 01 00"))
@@ -402,7 +402,7 @@ def test_template_attributes_and_read(target: ExplicitTarget, st_type, limit: in
     assert rebuilt == st_type
 
 
-def test_template_errors(target: ExplicitTarget) -> None:
+def test_template_errors(target: LogixController) -> None:
     assert call(target, request(0x03, template_path(0x0EEE), b"\x01\x00\x01\x00")).status \
         == 0x05
     mixed = call(target, request(0x03, template_path(MOTOR_DATA.instance_id),
@@ -423,7 +423,7 @@ def test_template_errors(target: ExplicitTarget) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_via_pycomm3(target: ExplicitTarget, store: TagStore, name: str, elements: int = 1,
+def read_via_pycomm3(target: LogixController, store: TagStore, name: str, elements: int = 1,
                      instance: bool = True) -> cip.Reply:
     base = name.split(".")[0].split("[")[0]
     if name.startswith("Program:"):
@@ -436,7 +436,7 @@ def read_via_pycomm3(target: ExplicitTarget, store: TagStore, name: str, element
 @pytest.mark.parametrize("instance", [True, False])
 @pytest.mark.parametrize("name", ["Counter", "Sine", "Setpoint", "Flag", "Small", "Medium",
                                   "Large", "Precise", "Version"])
-def test_read_atomic_tags(target: ExplicitTarget, store: TagStore, name: str,
+def test_read_atomic_tags(target: LogixController, store: TagStore, name: str,
                           instance: bool) -> None:
     reply = read_via_pycomm3(target, store, name, instance=instance)
     tag = store.find(name)
@@ -445,14 +445,14 @@ def test_read_atomic_tags(target: ExplicitTarget, store: TagStore, name: str,
     assert reply.data == struct.pack("<H", tag.type.code) + tag.image()
 
 
-def test_read_moves_with_time(target: ExplicitTarget, store: TagStore) -> None:
+def test_read_moves_with_time(target: LogixController, store: TagStore) -> None:
     msg = request(0x4C, [sym("Counter")], b"\x01\x00")
     first = cip.Reply.decode(target.handle(msg, 1.0)).data
     second = cip.Reply.decode(target.handle(msg, 2.0)).data
     assert struct.unpack("<i", first[2:])[0] == 10 and struct.unpack("<i", second[2:])[0] == 20
 
 
-def test_read_structures_strings_and_members(target: ExplicitTarget, store: TagStore) -> None:
+def test_read_structures_strings_and_members(target: LogixController, store: TagStore) -> None:
     motor = store.find("Motor")
     assert motor is not None
     reply = read_via_pycomm3(target, store, "Motor")
@@ -471,7 +471,7 @@ def test_read_structures_strings_and_members(target: ExplicitTarget, store: TagS
     assert homed.data == b"\xc1\x00\x01"
 
 
-def test_read_arrays(target: ExplicitTarget, store: TagStore) -> None:
+def test_read_arrays(target: LogixController, store: TagStore) -> None:
     matrix = store.find("Matrix")
     assert matrix is not None
     whole = call(target, request(0x4C, [sym("Matrix")], b"\x06\x00"))
@@ -485,7 +485,7 @@ def test_read_arrays(target: ExplicitTarget, store: TagStore) -> None:
     assert prog.data == b"\xca\x00" + struct.pack("<4f", 1.5, 2.5, 3.5, 4.5)
 
 
-def test_read_errors(target: ExplicitTarget, store: TagStore) -> None:
+def test_read_errors(target: LogixController, store: TagStore) -> None:
     def status(segments: list[epath.Segment], data: bytes = b"\x01\x00") -> tuple:
         r = call(target, request(0x4C, segments, data))
         return r.status, r.additional
@@ -512,7 +512,7 @@ def test_read_errors(target: ExplicitTarget, store: TagStore) -> None:
 
 
 def test_read_too_large_is_partial_and_fragmented_read_reassembles(
-        target: ExplicitTarget, store: TagStore) -> None:
+        target: LogixController, store: TagStore) -> None:
     big = store.find("Big")
     assert big is not None
     plain = call(target, request(0x4C, [sym("Big")], struct.pack("<H", 125)), reply_limit=200)
@@ -535,14 +535,14 @@ def test_read_too_large_is_partial_and_fragmented_read_reassembles(
     assert (beyond.status, beyond.additional) == (0xFF, (0x2104,))
 
 
-def write(target: ExplicitTarget, segments: Sequence[epath.Segment], type_word: bytes,
+def write(target: LogixController, segments: Sequence[epath.Segment], type_word: bytes,
           elements: int, data: bytes, offset: int | None = None) -> cip.Reply:
     body = type_word + struct.pack("<H", elements)
     body += struct.pack("<I", offset) if offset is not None else b""
     return call(target, request(0x53 if offset is not None else 0x4D, segments, body + data))
 
 
-def test_write_each_type_then_read_back(target: ExplicitTarget, store: TagStore) -> None:
+def test_write_each_type_then_read_back(target: LogixController, store: TagStore) -> None:
     cases = [("Setpoint", "REAL", 1.25), ("Small", "SINT", -100), ("Medium", "INT", -2),
              ("Large", "LINT", -(1 << 50)), ("Precise", "LREAL", 0.1), ("Flag", "BOOL", False)]
     for name, dt, value in cases:
@@ -564,7 +564,7 @@ def test_write_each_type_then_read_back(target: ExplicitTarget, store: TagStore)
     assert store.find("Medium").value() == 77  # type: ignore[union-attr]
 
 
-def test_write_structures_strings_members_and_arrays(target: ExplicitTarget,
+def test_write_structures_strings_members_and_arrays(target: LogixController,
                                                      store: TagStore) -> None:
     text = STRING.size
     raw = struct.pack("<i", 3) + b"abc" + bytes(text - 7)
@@ -589,7 +589,7 @@ def test_write_structures_strings_members_and_arrays(target: ExplicitTarget,
     assert store.find("Cube").value() == [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]  # type: ignore
 
 
-def test_write_fragmented(target: ExplicitTarget, store: TagStore) -> None:
+def test_write_fragmented(target: LogixController, store: TagStore) -> None:
     recipe = [sym("Program:MainProgram"), sym("Recipe")]
     data = struct.pack("<4f", 9, 8, 7, 6)
     assert write(target, recipe, b"\xca\x00", 4, data[:8], 0).status == 0
@@ -600,7 +600,7 @@ def test_write_fragmented(target: ExplicitTarget, store: TagStore) -> None:
     assert (r.status, r.additional) == (0xFF, (0x2104,))
 
 
-def test_write_errors(target: ExplicitTarget, store: TagStore) -> None:
+def test_write_errors(target: LogixController, store: TagStore) -> None:
     before = store.find("Setpoint").image()  # type: ignore[union-attr]
     r = write(target, [sym("Setpoint")], b"\xc4\x00", 1, b"\x01\x00\x00\x00")
     assert (r.status, r.additional) == (0xFF, (0x2107,))
@@ -615,7 +615,7 @@ def test_write_errors(target: ExplicitTarget, store: TagStore) -> None:
     assert store.find("Setpoint").image() == before  # type: ignore[union-attr]
 
 
-def test_read_modify_write(target: ExplicitTarget, store: TagStore) -> None:
+def test_read_modify_write(target: LogixController, store: TagStore) -> None:
     medium = store.find("Medium")
     assert medium is not None
     medium.set(0x0F0F)
@@ -641,7 +641,7 @@ def test_read_modify_write(target: ExplicitTarget, store: TagStore) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_multiple_service_packet_from_pycomm3(target: ExplicitTarget, store: TagStore) -> None:
+def test_multiple_service_packet_from_pycomm3(target: LogixController, store: TagStore) -> None:
     reads = [ReadTagRequestPacket(next(SEQ), n, 1, tag_info(store, n), i, True)
              for i, n in enumerate(["Counter", "Sine", "Text"])]
     for r in reads:
@@ -656,7 +656,7 @@ def test_multiple_service_packet_from_pycomm3(target: ExplicitTarget, store: Tag
         assert part.data.endswith(tag.image())  # type: ignore[union-attr]
 
 
-def test_multiple_service_packet_with_a_failure(target: ExplicitTarget) -> None:
+def test_multiple_service_packet_with_a_failure(target: LogixController) -> None:
     embedded = [request(0x4C, [sym("Counter")], b"\x01\x00"),
                 request(0x4C, [sym("Nope")], b"\x01\x00"),
                 request(0x0A, [epath.class_id(2), epath.instance_id(1)],
@@ -668,7 +668,7 @@ def test_multiple_service_packet_with_a_failure(target: ExplicitTarget) -> None:
     assert [(p.service, p.status) for p in parts] == [(0x4C, 0), (0x4C, 0x04), (0x0A, 0x08)]
 
 
-def test_multiple_service_packet_errors(target: ExplicitTarget) -> None:
+def test_multiple_service_packet_errors(target: LogixController) -> None:
     router = [epath.class_id(2), epath.instance_id(1)]
     assert call(target, request(0x0A, router, b"\x02\x00\x06\x00")).status == 0x13
     assert call(target, request(0x0A, router, b"\x01\x00\x09\x00\x00")).status == 0x20
@@ -688,7 +688,7 @@ def unconnected(embedded: bytes, route: bytes) -> bytes:
 
 
 def test_unconnected_send_routes(store: TagStore) -> None:
-    target = ExplicitTarget(store, slot=3)
+    target = LogixController(store, slot=3)
     get_all = bytes.fromhex("01 02 20 01 24 01")
     ok = call(target, unconnected(get_all, b"\x01\x00\x01\x03"))
     assert ok.status == 0 and ok.service == 0x01
@@ -715,8 +715,8 @@ def test_other_connection_manager_services_go_to_the_cm_handler(store: TagStore)
         return cip.Reply(message[0], 0x01, (0x0100,)).encode()
 
     fo = request(0x54, [epath.class_id(6), epath.instance_id(1)], bytes(36))
-    assert call(ExplicitTarget(store), fo).status == 0x08
-    reply = call(ExplicitTarget(store, cm_handler=cm), fo)
+    assert call(LogixController(store), fo).status == 0x08
+    reply = call(LogixController(store, cm_handler=cm), fo)
     assert (reply.service, reply.status, reply.additional) == (0x54, 0x01, (0x0100,))
     assert seen == [fo]
 
@@ -749,7 +749,7 @@ def valid_requests(store: TagStore) -> list[bytes]:
 
 
 def test_every_truncated_request_gets_an_error_reply(store: TagStore) -> None:
-    target = ExplicitTarget(store)
+    target = LogixController(store)
     for msg in valid_requests(store):
         assert cip.Reply.decode(target.handle(msg, NOW)).status == 0, msg.hex(" ")
         for n in range(len(msg)):
@@ -760,7 +760,7 @@ def test_every_truncated_request_gets_an_error_reply(store: TagStore) -> None:
 
 
 def test_write_fragment_prefixes_never_raise(store: TagStore) -> None:
-    target = ExplicitTarget(store)
+    target = LogixController(store)
     msg = request(0x53, [sym("Big")], struct.pack("<HHI", 0xC4, 125, 0) + bytes(40))
     for n in range(len(msg) + 1):
         cip.Reply.decode(target.handle(msg[:n], NOW))  # a prefix may be a valid short fragment
@@ -769,7 +769,7 @@ def test_write_fragment_prefixes_never_raise(store: TagStore) -> None:
 @settings(max_examples=400)
 @given(st.binary(max_size=80))
 def test_garbage_never_raises(data: bytes) -> None:
-    target = ExplicitTarget(_STORE)
+    target = LogixController(_STORE)
     reply = cip.Reply.decode(target.handle(data, NOW))
     assert reply.service == (data[0] & 0x7F if data else 0)
 
@@ -781,7 +781,7 @@ def test_garbage_never_raises(data: bytes) -> None:
                         b"\x20\x02\x24\x01", b"\x20\x06\x24\x01", b"\x20\xf5\x24\x01"]),
        st.binary(max_size=40))
 def test_random_request_data_never_raises(service: int, path: bytes, data: bytes) -> None:
-    target = ExplicitTarget(_STORE)
+    target = LogixController(_STORE)
     message = bytes([service, len(path) // 2]) + path + data
     reply = cip.Reply.decode(target.handle(message, NOW))
     assert reply.service == service
@@ -790,7 +790,7 @@ def test_random_request_data_never_raises(service: int, path: bytes, data: bytes
 _STORE = default_store()
 
 
-def test_counters(target: ExplicitTarget) -> None:
+def test_counters(target: LogixController) -> None:
     target.handle(bytes.fromhex("01 02 20 64 24 01"), NOW)
     target.handle(b"\x4c", NOW)
     assert (target.requests, target.errors) == (2, 1)

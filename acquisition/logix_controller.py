@@ -17,7 +17,7 @@ Owns what a Logix CPU answers to one CIP request, as bytes in / bytes out with n
   service is handed to an optional ``cm_handler`` (the ``ProducerTarget`` of acquisition.target);
 * TCP/IP Interface object (class 0xF5) attributes 1-6, 8, 9, 13 (protocol.md 6.7, 10.3).
 
-``ExplicitTarget.handle`` never raises on bad input: a request that does not parse becomes the
+``LogixController.handle`` never raises on bad input: a request that does not parse becomes the
 CIP error reply a Logix would send (protocol.md 8.1, 8.3). Status choices, and the evidence:
 
 | situation                                      | reply                        | source      |
@@ -504,7 +504,7 @@ _TAG_SERVICES = frozenset({0x4C, 0x52, 0x4D, 0x53, 0x4E})
 _MULTI_SERVICES = 0x0A
 
 
-class ExplicitTarget:
+class LogixController:
     """Answers explicit CIP requests like a Logix CPU in ``slot``.
 
     ``store`` is the tag database (``simulator.tags.TagStore``); ``cm_handler`` receives every
@@ -1057,7 +1057,7 @@ __all__ = [
     "STATUS_REMOTE_PROG",
     "STATUS_REMOTE_RUN",
     "UNCONNECTED_REPLY_LIMIT",
-    "ExplicitTarget",
+    "LogixController",
     "Identity",
     "IdentityAttribute",
     "Location",
