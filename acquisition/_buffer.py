@@ -8,6 +8,7 @@ buffer surfaces as ``MalformedPacket`` with the offset and what was expected, ne
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from pyconpro.acquisition.errors import MalformedPacket
 
@@ -54,23 +55,27 @@ class Reader:
         if self.u8(what) != 0:
             raise MalformedPacket(f"{what} = 0", self.pos - 1, self.context)
 
-    def unpack(self, st: struct.Struct, what: str) -> tuple:
+    def unpack(self, st: struct.Struct, what: str) -> tuple[Any, ...]:
         self.need(st.size, what)
         out = st.unpack_from(self.data, self.pos)
         self.pos += st.size
         return out
 
     def u8(self, what: str) -> int:
-        return self.unpack(_U8, what)[0]
+        value: int = self.unpack(_U8, what)[0]
+        return value
 
     def u16(self, what: str) -> int:
-        return self.unpack(_U16, what)[0]
+        value: int = self.unpack(_U16, what)[0]
+        return value
 
     def u32(self, what: str) -> int:
-        return self.unpack(_U32, what)[0]
+        value: int = self.unpack(_U32, what)[0]
+        return value
 
     def u64(self, what: str) -> int:
-        return self.unpack(_U64, what)[0]
+        value: int = self.unpack(_U64, what)[0]
+        return value
 
     def rest(self) -> bytes:
         out = bytes(self.data[self.pos : self.end])

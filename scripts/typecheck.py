@@ -9,6 +9,7 @@ then prints every message with the path of the real file. Exit status: mypy's.
 
     scripts/typecheck.py            # the packages and scripts/
     scripts/typecheck.py --tests    # and tests/ as well
+    scripts/typecheck.py --tests --warn-return-any   # other arguments go to mypy
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ, MYPYPATH=str(dest))
     out = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-         "--cache-dir", str(ROOT / "build" / "mypy-cache"), *targets],
+         "--cache-dir", str(ROOT / "build" / "mypy-cache"),
+         *(a for a in argv if a != "--tests"), *targets],
         cwd=dest, capture_output=True, text=True, env=env, check=False,
     )
     sys.stdout.write(_real_paths(out.stdout, back, dest))

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import zmq
 from pyconpro.acquisition.errors import MalformedPacket
@@ -164,7 +165,7 @@ class SubscriberLoop:
         sink: Sink,
         options: LoopOptions,
         *,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -221,7 +222,7 @@ class SubscriberLoop:
             if subscribed:  # a bad endpoint: the caller's error message says it all
                 log.info("sink stopped: %s", self.counters.summary())
 
-    def _serve(self, sock: zmq.Socket, should_stop: Callable[[], bool]) -> None:
+    def _serve(self, sock: zmq.Socket[Any], should_stop: Callable[[], bool]) -> None:
         poll_ms = max(1, int(self.options.poll_interval * 1000))
         self._last_rx = self._clock()
         while not should_stop():
@@ -251,7 +252,7 @@ class SubscriberLoop:
         log.warning("%s", text)
         return text
 
-    def _drain(self, sock: zmq.Socket) -> None:
+    def _drain(self, sock: zmq.Socket[Any]) -> None:
         """After a stop request, take what already reached this process (ZeroMQ queues and
         the kernel socket buffer) so that a graceful stop loses nothing that was delivered."""
         hard = self._clock() + self.options.drain_max
@@ -265,7 +266,7 @@ class SubscriberLoop:
             "stop: still receiving after %.1fs of draining; stopping anyway", self.options.drain_max
         )
 
-    def _receive_available(self, sock: zmq.Socket) -> None:
+    def _receive_available(self, sock: zmq.Socket[Any]) -> None:
         # Bounded so a firehose cannot starve the time-based flush or the stop check.
         for _ in range(self.options.batch_size):
             try:
@@ -367,7 +368,7 @@ class SubscriberLoop:
         self.counters.flushes += 1
 
 
-def run_sink(sink: Sink, options: LoopOptions, *, context: zmq.Context | None = None) -> int:
+def run_sink(sink: Sink, options: LoopOptions, *, context: zmq.Context[Any] | None = None) -> int:
     """Run a sink in this (main) thread until SIGTERM or SIGINT, then flush and return 0.
 
     The handlers only set a flag: the loop notices it within ``poll_interval`` and stops

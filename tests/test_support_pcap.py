@@ -35,7 +35,7 @@ def test_all_reference_captures_are_present() -> None:
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("name", PCAPS)
-def test_frames_match_tshark(name: str, tshark_frames) -> None:
+def test_frames_match_tshark(name: str, tshark_frames: tshark.FramesOf) -> None:
     """Frame numbers, timestamps, addresses, ports and transport payloads equal tshark's."""
     ts = tshark_frames(name)
     packets = pcap.read_packets(golden_pcap(name))
@@ -64,7 +64,7 @@ def test_frames_match_tshark(name: str, tshark_frames) -> None:
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("name", PCAPS)
-def test_encapsulation_frames_match_tshark(name: str, tshark_frames) -> None:
+def test_encapsulation_frames_match_tshark(name: str, tshark_frames: tshark.FramesOf) -> None:
     """Splitting the TCP streams gives exactly the ENIP PDUs tshark shows, header for header."""
     ts = tshark_frames(name)
     expected = []
@@ -296,7 +296,7 @@ def test_capture_starting_mid_stream(tmp_path: Path) -> None:
     bodies=st.lists(st.binary(max_size=60), min_size=1, max_size=6),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_any_segmentation_reassembles(tmp_path_factory, bodies: list[bytes], seed: int) -> None:
+def test_any_segmentation_reassembles(tmp_path_factory: pytest.TempPathFactory, bodies: list[bytes], seed: int) -> None:
     """Random cuts, shuffled order and duplicated segments still give the same PDUs."""
     rng = random.Random(seed)
     pdus = [_pdu(0x70, body) for body in bodies]

@@ -74,13 +74,13 @@ def test_request_round_trip(service: int, path: bytes, data: bytes) -> None:
 
 @given(st.integers(0, 0x7F), st.integers(0, 255), st.lists(st.integers(0, 0xFFFF), max_size=8),
        st.binary(max_size=40), st.integers(0, 255))
-def test_reply_round_trip(service: int, status: int, extra: list, data: bytes, reserved: int) -> None:
+def test_reply_round_trip(service: int, status: int, extra: list[int], data: bytes, reserved: int) -> None:
     r = cip.Reply(service, status, tuple(extra), data, reserved)
     assert cip.Reply.decode(r.encode()) == r
 
 
 @given(st.lists(st.binary(max_size=30), max_size=6))
-def test_multiple_round_trip(msgs: list) -> None:
+def test_multiple_round_trip(msgs: list[bytes]) -> None:
     assert cip.decode_multiple(cip.encode_multiple(msgs)) == tuple(msgs)
 
 

@@ -71,6 +71,7 @@ def test_a3_failure_reply() -> None:
 def test_failure_without_remaining_path_size() -> None:
     raw = bytes.fromhex("D4 00 01 01 00 01 34 12 01 00 2A 00 00 00")
     fail = cm.decode_forward_open_reply(cip.Reply.decode(raw))
+    assert isinstance(fail, cm.ConnectionFailure)
     assert fail.remaining_path_size is None and fail.to_reply(0x54).encode() == raw
 
 
@@ -169,7 +170,8 @@ def test_success_round_trip(ok: cm.ForwardOpenSuccess) -> None:
 
 
 @given(st.integers(1, 255), st.lists(u16, max_size=6), u16, u16, u32, st.one_of(st.none(), u8), u8)
-def test_failure_round_trip(general: int, extra: list, s: int, v: int, o: int, rps, res: int) -> None:
+def test_failure_round_trip(general: int, extra: list[int], s: int, v: int, o: int,
+                            rps: int | None, res: int) -> None:
     f = cm.ConnectionFailure(general, tuple(extra), s, v, o, rps, 0 if rps is None else res)
     assert cm.decode_forward_open_reply(cip.Reply.decode(f.to_reply(0x54).encode())) == f
     assert cm.decode_forward_close_reply(cip.Reply.decode(f.to_reply(0x4E).encode())) == f

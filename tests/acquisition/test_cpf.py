@@ -103,5 +103,5 @@ items = st.one_of(
 
 
 @given(st.lists(items, max_size=6))
-def test_items_round_trip(xs: list) -> None:
+def test_items_round_trip(xs: list[cpf.Item]) -> None:
     assert cpf.decode_items(cpf.encode_items(xs)) == tuple(xs)

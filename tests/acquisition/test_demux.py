@@ -48,11 +48,12 @@ def test_drop_reasons(data: bytes, source: str, reason: DropReason) -> None:
 def test_stale_and_duplicate_seq32_dropped_gap_counted() -> None:
     d = Demux()
     d.add(PLC, 0x1000, 4, "a")
-    assert d.receive(dgram(0x1000, 10), PLC).missed == 0
+    first = d.receive(dgram(0x1000, 10), PLC)
+    assert first is not None and first.missed == 0
     assert d.receive(dgram(0x1000, 10), PLC) is None  # duplicate
     assert d.receive(dgram(0x1000, 9), PLC) is None  # reordered
     got = d.receive(dgram(0x1000, 14), PLC)
-    assert got.missed == 3
+    assert got is not None and got.missed == 3
     assert d.drops[DropReason.STALE] == 2
 
 
@@ -68,9 +69,11 @@ def test_remove_and_shared_multicast_route() -> None:
     d = Demux()
     d.add(PLC, 0x1000, 4, "a")
     d.add(PLC, 0x1000, 4, "b")
-    assert d.receive(dgram(0x1000, 1), PLC).owners == ("a", "b")
+    both = d.receive(dgram(0x1000, 1), PLC)
+    assert both is not None and both.owners == ("a", "b")
     d.remove(PLC, 0x1000, "a")
-    assert d.receive(dgram(0x1000, 2), PLC).owners == ("b",)
+    one = d.receive(dgram(0x1000, 2), PLC)
+    assert one is not None and one.owners == ("b",)
     d.remove(PLC, 0x1000, "b")
     assert d.receive(dgram(0x1000, 3), PLC) is None
     assert d.drops[DropReason.UNKNOWN_ID] == 1 and len(d) == 0

@@ -164,7 +164,7 @@ segments = st.one_of(
 
 
 @given(st.lists(segments, max_size=6))
-def test_path_round_trip(segs: list) -> None:
+def test_path_round_trip(segs: list[epath.Segment]) -> None:
     raw = epath.encode_path(segs)
     assert len(raw) % 2 == 0
     assert epath.decode_path(raw) == tuple(segs)

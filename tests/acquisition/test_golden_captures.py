@@ -55,7 +55,7 @@ def test_every_encapsulation_frame_decodes_and_reencodes(name: str) -> None:
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("name", WELL_FORMED)
-def test_every_encapsulation_frame_matches_tshark(name: str, tshark_frames) -> None:
+def test_every_encapsulation_frame_matches_tshark(name: str, tshark_frames: tshark.FramesOf) -> None:
     frames = tshark_frames(name)
     by_frame: dict[int, list[walk.Message]] = {}
     for m in _messages(name):
@@ -137,7 +137,7 @@ def test_icsnpp_heartbeats_are_sequence_count_only() -> None:
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("name", ["icsnpp_enip_cip_example.pcap", "ndpi_cip_io.pcap"])
-def test_class1_datagrams_match_tshark(name: str, tshark_frames) -> None:
+def test_class1_datagrams_match_tshark(name: str, tshark_frames: tshark.FramesOf) -> None:
     frames = tshark_frames(name)
     for p in walk.class1_datagrams(golden_pcap(name)):
         d = class1.Class1Datagram.decode(p.payload)
@@ -218,7 +218,7 @@ def test_iti_connected_traffic_uses_the_ids_of_the_reply() -> None:
 
 
 @pytest.mark.tshark
-def test_iti_forward_opens_and_replies_match_tshark(tshark_frames) -> None:
+def test_iti_forward_opens_and_replies_match_tshark(tshark_frames: tshark.FramesOf) -> None:
     frames = tshark_frames(ITI)
     for m in _cm_messages(cip.Service.FORWARD_OPEN):
         assert m.request is not None and m.paired is not None and m.paired.reply is not None
@@ -235,7 +235,7 @@ def test_iti_forward_opens_and_replies_match_tshark(tshark_frames) -> None:
 
 
 @pytest.mark.tshark
-def test_iti_forward_closes_match_tshark(tshark_frames) -> None:
+def test_iti_forward_closes_match_tshark(tshark_frames: tshark.FramesOf) -> None:
     frames = tshark_frames(ITI)
     for m in _cm_messages(cip.Service.FORWARD_CLOSE):
         assert m.request is not None and m.paired is not None and m.paired.reply is not None
@@ -275,7 +275,7 @@ def test_unconnected_send_and_multiple_service_reencode(name: str) -> None:
 
 
 @pytest.mark.tshark
-def test_unconnected_send_matches_tshark(tshark_frames) -> None:
+def test_unconnected_send_matches_tshark(tshark_frames: tshark.FramesOf) -> None:
     frames = tshark_frames(ITI)
     checked = 0
     for m in _messages(ITI):
@@ -319,7 +319,7 @@ def test_list_identity_reply(name: str, frame: int) -> None:
     "name,frame",
     [("suricata_enip_test1.pcap", 6), ("icsnpp_enip_cip_example.pcap", 372)],
 )
-def test_list_identity_matches_tshark(name: str, frame: int, tshark_frames) -> None:
+def test_list_identity_matches_tshark(name: str, frame: int, tshark_frames: tshark.FramesOf) -> None:
     (m,) = [m for m in _messages(name) if m.frame == frame]
     (item,) = cpf.decode_items(m.packet.data)
     assert isinstance(item, cpf.IdentityItem)

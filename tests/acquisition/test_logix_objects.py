@@ -67,6 +67,9 @@ from tests.acquisition.test_logix_types import has_unique_template_ids, struct_t
 # Helpers: every struct reachable from a type; a pycomm3 driver whose template I/O is ours
 # ---------------------------------------------------------------------------------------------
 
+#: A template lookup for types that name no structure.
+NO_STRUCTS: dict[int, StructType] = {}
+
 
 def all_structs(t: LogixType, out: dict[int, StructType] | None = None) -> dict[int, StructType]:
     out = {} if out is None else out
@@ -89,7 +92,9 @@ class TemplatesFromOurBytes(LogixDriver):
         self.structs = structs
         self._info = {"revision": {"major": revision, "minor": 0}, "programs": {}, "tasks": {},
                       "modules": {}}
-        self._cache = {"tag_name:id": {}, "id:struct": {}, "handle:id": {}, "id:udt": {}}
+        # pycomm3 declares the cache None until it connects; its template parsing needs it set.
+        self._cache = {  # type: ignore[assignment]
+            "tag_name:id": {}, "id:struct": {}, "handle:id": {}, "id:udt": {}}
         self.definition_reads: list[tuple[int, int]] = []
 
     def _get_structure_makeup(self, instance_id: int) -> dict[str, int]:
@@ -255,9 +260,9 @@ def test_symbol_list_round_trip(insts: list[SymbolInstance], order: list[int], k
     raw = encode_symbol_instances(insts, attrs)
     got = parse_symbol_instances(raw, attrs)
     kept = {_field_of(a) for a in attrs} | {"instance_id"}
-    assert got == tuple(
-        SymbolInstance(**{f: (v if f in kept else None) for f, v in _fields(i).items()})
-        for i in insts)
+    expected: list[dict[str, Any]] = [
+        {f: (v if f in kept else None) for f, v in _fields(i).items()} for i in insts]
+    assert got == tuple(SymbolInstance(**fields) for fields in expected)
     assert encode_symbol_instances(got, attrs) == raw
 
 
@@ -331,11 +336,11 @@ def test_template_definition_golden(struct_type: StructType, golden: bytes) -> N
     attrs = TemplateAttributes.for_struct(struct_type)
     assert attrs.definition_size == definition_size_words(len(golden))
     parsed = parse_template_definition(golden, attrs, instance_id=struct_type.instance_id,
-                                       lookup={}.__getitem__)
+                                       lookup=NO_STRUCTS.__getitem__)
     assert parsed == struct_type
     assert_prefixes_malformed(
         lambda b: parse_template_definition(b, attrs, instance_id=struct_type.instance_id,
-                                            lookup={}.__getitem__), golden)
+                                            lookup=NO_STRUCTS.__getitem__), golden)
 
 
 def test_definition_size_lets_pycomm3_and_libplctag_read_everything() -> None:
@@ -363,7 +368,7 @@ def test_pycomm3_reads_unnamed_and_predefined_templates_like_we_do() -> None:
     raw = (bytes.fromhex("0000" "c400" "00000000" "0000" "c400" "04000000")
            + b"MYPREDEF\x00\x00B\x00")
     attrs = TemplateAttributes(definition_size_words(len(raw)), 8, 2, 7)
-    st_ = parse_template_definition(raw, attrs, instance_id=0xF10, lookup={}.__getitem__)
+    st_ = parse_template_definition(raw, attrs, instance_id=0xF10, lookup=NO_STRUCTS.__getitem__)
     assert st_.name == "MYPREDEF"
     assert [(m.name, m.hidden) for m in st_.members] == [("__unknown0", True), ("B", False)]
     drv = TemplatesFromOurBytes({})
@@ -380,7 +385,7 @@ def test_nested_templates_need_their_dependencies() -> None:
     attrs = TemplateAttributes.for_struct(outer)
     with pytest.raises(MalformedPacket, match="template 0x234"):
         parse_template_definition(raw, attrs, instance_id=outer.instance_id,
-                                  lookup={}.__getitem__)
+                                  lookup=NO_STRUCTS.__getitem__)
     known = {PAIR.instance_id: PAIR, STRING.instance_id: STRING}
     assert parse_template_definition(raw, attrs, instance_id=outer.instance_id,
                                      lookup=known.__getitem__) == outer
@@ -390,12 +395,12 @@ def test_template_definition_checks_member_bounds() -> None:
     attrs = TemplateAttributes(definition_size_words(len(GOLDEN_PAIR_DEFINITION)), 6, 3, 1)
     with pytest.raises(MalformedPacket, match="member v within the 6-byte structure"):
         parse_template_definition(GOLDEN_PAIR_DEFINITION, attrs, instance_id=0x234,
-                                  lookup={}.__getitem__)
+                                  lookup=NO_STRUCTS.__getitem__)
     bad_code = bytearray(GOLDEN_PAIR_DEFINITION)
     bad_code[18] = 0xD0  # v becomes a CIP STRING, which has no fixed size
     with pytest.raises(MalformedPacket, match="fixed-size atomic type code, got 0xD0"):
         parse_template_definition(bytes(bad_code), TemplateAttributes.for_struct(PAIR),
-                                  instance_id=0x234, lookup={}.__getitem__)
+                                  instance_id=0x234, lookup=NO_STRUCTS.__getitem__)
 
 
 _P3_CODES = st.sampled_from([DataTypeCode[n] for n in (
@@ -439,7 +444,7 @@ def test_tag_type_and_size_agree_with_pycomm3() -> None:
     status_udt = StructType.build("Produced", [("Status", CONNECTION_STATUS), ("Count", "DINT"),
                                                ("Temps", "REAL", 4), ("Run", "BOOL")],
                                   instance_id=0x300)
-    tags = {
+    tags: dict[str, LogixType] = {
         "Count": DINT,
         "Flags": ArrayType(BOOL, (64,)),
         "Grid": ArrayType(REAL, (2, 3)),
@@ -486,14 +491,14 @@ def test_tag_type_errors() -> None:
     arr = SymbolInstance.for_tag(1, "A", ArrayType(DINT, (4,)))
     no_dims = SymbolInstance(1, name="A", type_word=arr.type_word)
     with pytest.raises(UsageError, match="attribute 8"):
-        tag_type(no_dims, {}.__getitem__)
+        tag_type(no_dims, NO_STRUCTS.__getitem__)
     zero = SymbolInstance(1, name="A", type_word=arr.type_word, dims=(0, 0, 0))
     with pytest.raises(MalformedPacket, match="non-zero dimensions"):
-        tag_type(zero, {}.__getitem__)
+        tag_type(zero, NO_STRUCTS.__getitem__)
     with pytest.raises(MalformedPacket, match="0xD0"):
-        tag_type(SymbolInstance(1, name="S", type_word=0x00D0), {}.__getitem__)
+        tag_type(SymbolInstance(1, name="S", type_word=0x00D0), NO_STRUCTS.__getitem__)
     with pytest.raises(KeyError):
-        tag_type(SymbolInstance.for_tag(1, "S", STRING), {}.__getitem__)
+        tag_type(SymbolInstance.for_tag(1, "S", STRING), NO_STRUCTS.__getitem__)
     with pytest.raises(UsageError, match="structure_size"):
         tag_byte_size(SymbolInstance(1, name="S", type_word=0x8FCE))
 

@@ -169,7 +169,7 @@ def test_code_and_size_match_pycomm3(code: DataTypeCode) -> None:
 
 
 def test_variable_length_codes_are_not_tag_types() -> None:
-    assert DataTypeCode.STRING == 0xD0 and DataTypeCode.SHORT_STRING == 0xDA
+    assert int(DataTypeCode.STRING) == 0xD0 and int(DataTypeCode.SHORT_STRING) == 0xDA
     assert DataTypeCode.STRING.size is None
     with pytest.raises(UsageError, match="no fixed size"):
         AtomicType(DataTypeCode.SHORT_STRING)

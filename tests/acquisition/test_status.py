@@ -7,10 +7,10 @@ from pyconpro.acquisition.errors import CipError, EncapsulationError
 def test_every_enum_member_has_text() -> None:
     for code in status.GeneralStatus:
         assert status.general_status_text(code) != "unknown general status"
-    for code in status.ExtendedStatus:
-        assert "unknown" not in status.extended_status_text(1, code)
-    for code in status.EncapsulationStatus:
-        assert status.encapsulation_status_text(code) != "unknown encapsulation status"
+    for ext in status.ExtendedStatus:
+        assert "unknown" not in status.extended_status_text(1, ext)
+    for enc in status.EncapsulationStatus:
+        assert status.encapsulation_status_text(enc) != "unknown encapsulation status"
 
 
 def test_describe() -> None:

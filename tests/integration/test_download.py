@@ -77,6 +77,7 @@ def test_a_download_that_changes_the_udt_is_noticed_and_decoded_anew(tmp_path: P
             first = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a first sample")
             assert isinstance(first, wire.Sample)
             assert len(first.raw) == old_size
+            assert isinstance(first.value, dict)
             assert set(first.value) == {"Running", "Speed", "Count"}
             assert first.value == compile_decoder(old_tag.type)(first.raw)
 
@@ -96,6 +97,7 @@ def test_a_download_that_changes_the_udt_is_noticed_and_decoded_anew(tmp_path: P
             new = w.wait_for(lambda m: isinstance(m, wire.Sample) and len(m.raw) == new_size,
                              10, "a sample of the new layout")
             assert isinstance(new, wire.Sample)
+            assert isinstance(new.value, dict)
             assert set(new.value) == {"Running", "Speed", "Count", "Batch"}
             assert new.value["Batch"] == 4711
             assert new.value == compile_decoder(new_tag.type)(new.raw)

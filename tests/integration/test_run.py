@@ -476,7 +476,7 @@ local_address = "{local}"
 
             def fatal() -> bool:
                 st = request(control, {"op": "status"}, 5.0)
-                return bool(st) and all(c["state"] == "FATAL" for c in st["children"])
+                return bool(st) and all(c["state"] == "FATAL" for c in (st or {})["children"])
 
             wait_for(fatal, "the worker to become FATAL")
             cpu0, t0 = _cpu_s(proc.pid), time.monotonic()

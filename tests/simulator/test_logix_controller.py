@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycomm3.cip import DataTypes
 from pycomm3.custom_types import ModuleIdentityObject, StructTemplateAttributes
-from pycomm3.packets import (
+from pycomm3.packets.logix import (
     MultiServiceRequestPacket,
     ReadModifyWriteRequestPacket,
     ReadTagFragmentedRequestPacket,
@@ -42,6 +42,7 @@ from pyconpro.acquisition.logix_controller import (
 )
 from pyconpro.acquisition.logix_objects import (
     PYCOMM3_SYMBOL_ATTRIBUTES,
+    SymbolInstance,
     TemplateAttributes,
     encode_attribute_ids,
     encode_template_definition,
@@ -56,6 +57,7 @@ from pyconpro.acquisition.logix_types import (
     AtomicType,
     DataTypeCode,
     ReadTagType,
+    StructType,
 )
 from pyconpro.simulator.tags import MOTOR_DATA, POSITION, TagStore, default_store
 
@@ -90,7 +92,8 @@ def sym(name: str) -> epath.SymbolicSegment:
 
 def pycomm3_message(packet: object) -> bytes:
     """The CIP message a pycomm3 request packet sends (its 2-byte sequence count stripped)."""
-    return packet.build_message()[2:]  # type: ignore[attr-defined]
+    message: bytes = packet.build_message()  # type: ignore[attr-defined]
+    return message[2:]
 
 
 def tag_info(store: TagStore, name: str) -> dict[str, object]:
@@ -305,9 +308,10 @@ def test_tcpip_object_attributes(store: TagStore) -> None:
 
 
 def list_all(target: LogixController, prefix: Sequence[epath.Segment], limit: int,
-             attrs: tuple[int, ...] = PYCOMM3_SYMBOL_ATTRIBUTES) -> tuple[list, int]:
+             attrs: tuple[int, ...] = PYCOMM3_SYMBOL_ATTRIBUTES,
+             ) -> tuple[list[SymbolInstance], int]:
     """Walk the listing like pycomm3 (next instance = last + 1 while status 0x06)."""
-    out: list = []
+    out: list[SymbolInstance] = []
     start, calls = 0, 0
     while True:
         calls += 1
@@ -373,7 +377,8 @@ def template_path(instance: int) -> list[epath.Segment]:
 
 @pytest.mark.parametrize("st_type", [MOTOR_DATA, POSITION, STRING])
 @pytest.mark.parametrize("limit", [40, 3998])
-def test_template_attributes_and_read(target: LogixController, st_type, limit: int) -> None:
+def test_template_attributes_and_read(target: LogixController, st_type: StructType,
+                                      limit: int) -> None:
     # pycomm3's exact request (protocol.md 10.2 row 8) and its attribute parser.
     attrs_req = request(0x03, template_path(st_type.instance_id),
                         bytes.fromhex("04 00 04 00 05 00 02 00 01 00"))
@@ -486,7 +491,8 @@ def test_read_arrays(target: LogixController, store: TagStore) -> None:
 
 
 def test_read_errors(target: LogixController, store: TagStore) -> None:
-    def status(segments: list[epath.Segment], data: bytes = b"\x01\x00") -> tuple:
+    def status(segments: list[epath.Segment],
+               data: bytes = b"\x01\x00") -> tuple[int, tuple[int, ...]]:
         r = call(target, request(0x4C, segments, data))
         return r.status, r.additional
 

@@ -433,11 +433,13 @@ class EncapPdu:
 
     @property
     def command(self) -> int:
-        return struct.unpack_from("<H", self.data, 0)[0]
+        value: int = struct.unpack_from("<H", self.data, 0)[0]
+        return value
 
     @property
     def length(self) -> int:
-        return struct.unpack_from("<H", self.data, 2)[0]
+        value: int = struct.unpack_from("<H", self.data, 2)[0]
+        return value
 
 
 @dataclass(slots=True)

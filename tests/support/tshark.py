@@ -41,7 +41,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,3 +332,7 @@ def iter_layers(path: str | Path, layer: str) -> Iterator[tuple[int, FrameFields
     for number, ff in sorted(dissect(path).items()):
         for sub in ff.layer(layer):
             yield number, sub
+
+
+#: The ``tshark_frames`` fixture: capture name -> {frame number: FrameFields}.
+FramesOf = Callable[[str], dict[int, FrameFields]]
