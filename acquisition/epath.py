@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -202,81 +203,107 @@ def encode_path(segments: tuple[Segment, ...] | list[Segment]) -> bytes:
     return b"".join(s.encode() for s in segments)
 
 
+def _decode_port(r: Reader, first: int, start: int) -> Segment:
+    extended_link = bool(first & 0x10)
+    port = first & 0x0F
+    if port == 0:
+        raise MalformedPacket("port segment with a port number (0 is reserved)", start, r.context)
+    link_len = r.u8("port segment link address size") if extended_link else 1
+    if extended_link and link_len < 2:
+        # A 0- or 1-byte link is encoded without the extended-link flag; accepting this
+        # form would not re-encode to the same bytes.
+        raise MalformedPacket("extended link address of at least 2 bytes", start + 1, r.context)
+    if port == 0x0F:
+        port = r.u16("extended port number")
+        if port < 15:
+            raise MalformedPacket("extended port number >= 15 (smaller ports fit the segment"
+                                  " byte)", r.pos - 2, r.context)  # fmt: skip
+    link = r.take(link_len, "port segment link address")
+    if (r.pos - start) % 2:
+        r.pad("port segment pad byte")
+    return PortSegment(port, link)
+
+
+def _decode_key(r: Reader, first: int, start: int) -> Segment:
+    if first != 0x34:
+        raise MalformedPacket("electronic key segment 0x34", start, r.context)
+    key_format = r.u8("electronic key format")
+    if key_format != 0x04:
+        raise MalformedPacket(f"electronic key format 4, got {key_format}", start, r.context)
+    vendor, dtype, pcode, major, minor = r.unpack(_KEY, "electronic key body (8 bytes)")
+    return ElectronicKey(vendor, dtype, pcode, major & 0x7F, minor, bool(major & 0x80))
+
+
+def _decode_logical(r: Reader, first: int, start: int) -> Segment:
+    kind = (first >> 2) & 0x07
+    fmt = first & 0x03
+    if kind == LogicalType.SPECIAL:
+        return _decode_key(r, first, start)
+    if kind == 7 or fmt == 3:
+        raise MalformedPacket(f"a defined logical segment, got 0x{first:02X}", start, r.context)
+    if kind == LogicalType.SERVICE_ID:
+        raise MalformedPacket("no service-id logical segment (unsupported)", start, r.context)
+    width = _LOGICAL_WIDTHS[fmt]
+    if width == 32 and kind not in _LOGICAL_32_BIT:
+        raise MalformedPacket(f"8- or 16-bit {LogicalType(kind).name} (32-bit is reserved)",
+                              start, r.context)  # fmt: skip
+    if width == 8:
+        value = r.u8("8-bit logical value")
+    else:
+        r.pad("logical segment pad byte")
+        value = r.u16("16-bit logical value") if width == 16 else r.u32("32-bit logical value")
+    return LogicalSegment(LogicalType(kind), value, width)
+
+
+def _decode_network(r: Reader, first: int, start: int) -> Segment:
+    if first == 0x50:
+        words = r.u8("extended network segment length")
+        return NetworkSegment(0x50, r.take(2 * words, "extended network segment data"))
+    if 0x41 <= first <= 0x4F:
+        return NetworkSegment(first, r.take(1, "network segment data byte"))
+    raise MalformedPacket(f"a known network segment, got 0x{first:02X}", start, r.context)
+
+
+def _decode_symbol(r: Reader, start: int) -> Segment:
+    n = r.u8("symbol length")
+    if n == 0:
+        raise MalformedPacket("a symbol of 1..255 characters", start + 1, r.context)
+    raw = r.take(n, "symbol characters")
+    if n % 2 and r.u8("symbol pad byte") != 0:
+        raise MalformedPacket("zero pad byte after odd-length symbol", r.pos - 1, r.context)
+    try:
+        name = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedPacket("ASCII symbol characters", start + 2, r.context) from None
+    return SymbolicSegment(name)
+
+
+def _decode_data(r: Reader, first: int, start: int) -> Segment:
+    if first == 0x80:
+        words = r.u8("simple data segment length")
+        return DataSegment(r.take(2 * words, "simple data segment data"))
+    if first == 0x91:
+        return _decode_symbol(r, start)
+    raise MalformedPacket(f"a known data segment, got 0x{first:02X}", start, r.context)
+
+
+_LOGICAL_32_BIT = (LogicalType.INSTANCE_ID, LogicalType.MEMBER_ID, LogicalType.CONNECTION_POINT)
+#: Segment type (the top three bits of the first byte) -> its decoder.
+_SEGMENT_DECODERS: dict[int, Callable[[Reader, int, int], Segment]] = {
+    0x00: _decode_port,
+    0x20: _decode_logical,
+    0x40: _decode_network,
+    0x80: _decode_data,
+}
+
+
 def _decode_segment(r: Reader) -> Segment:
     start = r.pos
     first = r.u8("segment type byte")
-    seg_type = first & 0xE0
-    if seg_type == 0x00:  # port segment
-        extended_link = bool(first & 0x10)
-        port = first & 0x0F
-        if port == 0:
-            raise MalformedPacket("port segment with a port number (0 is reserved)", start, r.context)
-        link_len = r.u8("port segment link address size") if extended_link else 1
-        if extended_link and link_len < 2:
-            # A 0- or 1-byte link is encoded without the extended-link flag; accepting this
-            # form would not re-encode to the same bytes.
-            raise MalformedPacket("extended link address of at least 2 bytes", start + 1, r.context)
-        if port == 0x0F:
-            port = r.u16("extended port number")
-            if port < 15:
-                raise MalformedPacket("extended port number >= 15 (smaller ports fit the segment byte)", r.pos - 2, r.context)
-        link = r.take(link_len, "port segment link address")
-        if (r.pos - start) % 2:
-            r.pad("port segment pad byte")
-        return PortSegment(port, link)
-    if seg_type == 0x20:  # logical segment
-        kind = (first >> 2) & 0x07
-        fmt = first & 0x03
-        if kind == LogicalType.SPECIAL:
-            if first != 0x34:
-                raise MalformedPacket("electronic key segment 0x34", start, r.context)
-            key_format = r.u8("electronic key format")
-            if key_format != 0x04:
-                raise MalformedPacket(f"electronic key format 4, got {key_format}", start, r.context)
-            vendor, dtype, pcode, major, minor = r.unpack(_KEY, "electronic key body (8 bytes)")
-            return ElectronicKey(vendor, dtype, pcode, major & 0x7F, minor, bool(major & 0x80))
-        if kind == 7 or fmt == 3:
-            raise MalformedPacket(f"a defined logical segment, got 0x{first:02X}", start, r.context)
-        if kind == LogicalType.SERVICE_ID:
-            raise MalformedPacket("no service-id logical segment (unsupported)", start, r.context)
-        width = _LOGICAL_WIDTHS[fmt]
-        if width == 32 and kind not in (
-            LogicalType.INSTANCE_ID, LogicalType.MEMBER_ID, LogicalType.CONNECTION_POINT
-        ):
-            raise MalformedPacket(f"8- or 16-bit {LogicalType(kind).name} (32-bit is reserved)", start, r.context)
-        if width == 8:
-            value = r.u8("8-bit logical value")
-        else:
-            r.pad("logical segment pad byte")
-            value = r.u16("16-bit logical value") if width == 16 else r.u32("32-bit logical value")
-        return LogicalSegment(LogicalType(kind), value, width)
-    if seg_type == 0x40:  # network segment
-        if first == 0x50:
-            words = r.u8("extended network segment length")
-            return NetworkSegment(0x50, r.take(2 * words, "extended network segment data"))
-        if 0x41 <= first <= 0x4F:
-            return NetworkSegment(first, r.take(1, "network segment data byte"))
-        raise MalformedPacket(f"a known network segment, got 0x{first:02X}", start, r.context)
-    if seg_type == 0x80:  # data segment
-        if first == 0x80:
-            words = r.u8("simple data segment length")
-            return DataSegment(r.take(2 * words, "simple data segment data"))
-        if first == 0x91:
-            n = r.u8("symbol length")
-            if n == 0:
-                raise MalformedPacket("a symbol of 1..255 characters", start + 1, r.context)
-            raw = r.take(n, "symbol characters")
-            if n % 2:
-                pad = r.u8("symbol pad byte")
-                if pad != 0:
-                    raise MalformedPacket("zero pad byte after odd-length symbol", r.pos - 1, r.context)
-            try:
-                name = raw.decode("ascii")
-            except UnicodeDecodeError:
-                raise MalformedPacket("ASCII symbol characters", start + 2, r.context) from None
-            return SymbolicSegment(name)
-        raise MalformedPacket(f"a known data segment, got 0x{first:02X}", start, r.context)
-    raise MalformedPacket(f"a known segment type, got 0x{first:02X}", start, r.context)
+    decoder = _SEGMENT_DECODERS.get(first & 0xE0)
+    if decoder is None:
+        raise MalformedPacket(f"a known segment type, got 0x{first:02X}", start, r.context)
+    return decoder(r, first, start)
 
 
 def decode_path(data: bytes, start: int = 0, end: int | None = None) -> tuple[Segment, ...]:
