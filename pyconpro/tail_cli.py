@@ -108,20 +108,11 @@ def run(args: argparse.Namespace) -> int:
     import zmq
 
     from pyconpro.acquisition.config import ConfigError
-    from pyconpro.acquisition.errors import MalformedPacket
-    from pyconpro.acquisition.wire import Sample, decode
 
     try:
         endpoint = bus_endpoint(args.connect, args.config)
-        if args.config:
-            from pyconpro.acquisition.config import load_config
-
-            known = [p.name for p in load_config(args.config).plcs]
-            missing = unknown_plcs(args.topics, known)
-            if missing:
-                print(f"error: PLC {', '.join(repr(m) for m in missing)} is not in {args.config};"
-                      f" its PLCs: {', '.join(known) or 'none'}", file=sys.stderr)  # fmt: skip
-                return 2
+        if args.config and not _plcs_known(args):
+            return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +133,38 @@ def run(args: argparse.Namespace) -> int:
         sub.close()
         ctx.term()
         return 2
+    try:
+        return _follow(sub, endpoint, filters, args)
+    finally:
+        sub.close()
+        ctx.term()
+
+
+def _plcs_known(args: argparse.Namespace) -> bool:
+    """False (after saying which) when a topic names a PLC that is not in ``args.config``."""
+    from pyconpro.acquisition.config import load_config
+
+    known = [p.name for p in load_config(args.config).plcs]
+    missing = unknown_plcs(args.topics, known)
+    if missing:
+        print(f"error: PLC {', '.join(repr(m) for m in missing)} is not in {args.config};"
+              f" its PLCs: {', '.join(known) or 'none'}", file=sys.stderr)  # fmt: skip
+    return not missing
+
+
+def _quiet_hint(endpoint: str, shown: str, heard_bus: bool, silent_s: float) -> str:
+    if not heard_bus:
+        return (f"tail: no data yet on {endpoint} after {silent_s:.0f} s: is `pyconpro run` up"
+                " (`pyconpro status`), and is this its [bus].endpoint?")
+    return (f"tail: the bus is up (stats arrive) but nothing matched {shown} for"
+            f" {silent_s:.0f} s: check the PLC/tag names and their states in `pyconpro status`")
+
+
+def _follow(sub: Any, endpoint: str, filters: list[bytes], args: argparse.Namespace) -> int:
+    """Print what arrives on ``sub`` until the count, the timeout, Ctrl-C or a closed pipe."""
+    from pyconpro.acquisition.errors import MalformedPacket
+    from pyconpro.acquisition.wire import Sample, decode
+
     shown = ", ".join(f.decode("utf-8", "replace") or "(everything)" for f in filters)
     print(f"tail: subscribed to {shown} on {endpoint} (Ctrl-C to stop)", file=sys.stderr)
     samples = malformed = 0
@@ -158,14 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             if now - last >= HINT_AFTER_S and now >= next_hint:
                 next_hint = now + HINT_EVERY_S
-                if not heard_bus:
-                    print(f"tail: no data yet on {endpoint} after {now - last:.0f} s: is "
-                          "`pyconpro run` up (`pyconpro status`), and is this its"
-                          " [bus].endpoint?", file=sys.stderr)  # fmt: skip
-                else:
-                    print(f"tail: the bus is up (stats arrive) but nothing matched {shown}"
-                          f" for {now - last:.0f} s: check the PLC/tag names and their"
-                          " states in `pyconpro status`", file=sys.stderr)  # fmt: skip
+                print(_quiet_hint(endpoint, shown, heard_bus, now - last), file=sys.stderr)
             if not sub.poll(500):
                 continue
             frames = sub.recv_multipart()
@@ -181,8 +197,7 @@ def run(args: argparse.Namespace) -> int:
             if msg is None:
                 malformed += 1
                 continue
-            line = json_line(msg) if args.json else text_line(msg, raw=args.raw)
-            print(line, flush=True)
+            print(json_line(msg) if args.json else text_line(msg, raw=args.raw), flush=True)
             if isinstance(msg, Sample):
                 samples += 1
                 if args.count and samples >= args.count:
@@ -191,9 +206,6 @@ def run(args: argparse.Namespace) -> int:
         pass
     except BrokenPipeError:  # `pyconpro tail | head`
         sys.stderr.close()
-    finally:
-        sub.close()
-        ctx.term()
     if malformed:
         print(f"tail: {malformed} malformed message(s) skipped", file=sys.stderr)
     return code
