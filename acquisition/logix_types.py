@@ -288,27 +288,7 @@ class StructType:
         next_bit = 8  # forces a new host for the first BOOL
         hosts = 0
         for spec in members:
-            if len(spec) == 2:
-                mname, mtype = spec
-                mdims: int | Sequence[int] | None = None
-            elif len(spec) == 3:
-                mname, mtype, mdims = spec
-            else:
-                raise UsageError(f"UDT {name}: member spec {spec!r} is not (name, type[, dims])")
-            if not isinstance(mname, str) or not _NAME_RE.match(mname):
-                raise UsageError(f"UDT {name}: member name {mname!r} is not a Logix identifier")
-            if mname.upper() in seen:
-                raise UsageError(f"UDT {name}: member {mname!r} declared twice")
-            seen.add(mname.upper())
-            t = resolve_type(mtype, types, context=f"UDT {name} member {mname}")
-            dims = _normalize_dims(mdims, context=f"UDT {name} member {mname}")
-            if len(dims) > 1:
-                raise UsageError(f"UDT {name} member {mname}: UDT members can only be "
-                                 "one-dimensional arrays")
-            if isinstance(t, ArrayType):
-                if dims:
-                    raise UsageError(f"UDT {name} member {mname}: give dims once")
-                dims, t = t.dims, t.element
+            mname, t, dims = _member_spec(name, spec, seen, types)
             if dims == () and t == AtomicType(DataTypeCode.BOOL):
                 if next_bit >= 8:
                     host_offset = offset
@@ -346,6 +326,35 @@ LogixType = AtomicType | ArrayType | StructType
 MemberSpec = (
     tuple[str, LogixType | str] | tuple[str, LogixType | str, int | Sequence[int] | None]
 )
+
+
+def _member_spec(udt: str, spec: MemberSpec, seen: set[str],
+                 types: Mapping[str, StructType] | None,
+                 ) -> tuple[str, AtomicType | StructType, tuple[int, ...]]:
+    """One ``StructType.build`` member declaration checked: (name, element type, dims)."""
+    if len(spec) == 2:
+        mname, mtype = spec
+        mdims: int | Sequence[int] | None = None
+    elif len(spec) == 3:
+        mname, mtype, mdims = spec
+    else:
+        raise UsageError(f"UDT {udt}: member spec {spec!r} is not (name, type[, dims])")
+    if not isinstance(mname, str) or not _NAME_RE.match(mname):
+        raise UsageError(f"UDT {udt}: member name {mname!r} is not a Logix identifier")
+    if mname.upper() in seen:
+        raise UsageError(f"UDT {udt}: member {mname!r} declared twice")
+    seen.add(mname.upper())
+    t = resolve_type(mtype, types, context=f"UDT {udt} member {mname}")
+    dims = _normalize_dims(mdims, context=f"UDT {udt} member {mname}")
+    if len(dims) > 1:
+        raise UsageError(f"UDT {udt} member {mname}: UDT members can only be "
+                         "one-dimensional arrays")
+    if isinstance(t, ArrayType):
+        if dims:
+            raise UsageError(f"UDT {udt} member {mname}: give dims once")
+        return mname, t.element, t.dims
+    return mname, t, dims
+
 
 
 def resolve_type(
@@ -719,40 +728,10 @@ def _index_text(flat_index: int, dims: tuple[int, ...]) -> str:
 
 
 def _compile_struct_pack(t: StructType) -> _Pack:
-    capacity = t.string_capacity
-    if capacity is not None:
-        len_off = t.visible_members[0].offset
-        data_off = t.visible_members[1].offset
-
-        def pack_string(buf: bytearray, off: int, value: Any) -> None:
-            if not isinstance(value, str):
-                raise _BadValue(f"{value!r} is not a str")
-            try:
-                raw = value.encode("latin-1")
-            except UnicodeEncodeError:
-                raise _BadValue(f"{value!r} has characters outside ISO-8859-1") from None
-            if len(raw) > capacity:
-                raise _BadValue(f"string of {len(raw)} characters exceeds {capacity}")
-            struct.pack_into("<i", buf, off + len_off, len(raw))
-            buf[off + data_off:off + data_off + len(raw)] = raw
-
-        return pack_string
+    if t.string_capacity is not None:
+        return _compile_string_pack(t, t.string_capacity)
     if _uses_assumed_connection_status(t):
-        flags = CONNECTION_STATUS_FLAGS
-
-        def pack_status(buf: bytearray, off: int, value: Any) -> None:
-            _check_keys(value, flags)
-            b = 0
-            for i, name in enumerate(flags):
-                try:
-                    if _check_bool(value[name]):
-                        b |= 1 << i
-                except _BadValue as err:
-                    err.where.append(f".{name}")
-                    raise
-            buf[off] = b
-
-        return pack_status
+        return _pack_connection_status
     plan: list[tuple[str, int, int | None, _Pack | None]] = []
     for m in t.visible_members:
         if m.bit is not None:
@@ -774,6 +753,38 @@ def _compile_struct_pack(t: StructType) -> _Pack:
                 raise
 
     return pack_struct
+
+
+def _compile_string_pack(t: StructType, capacity: int) -> _Pack:
+    len_off = t.visible_members[0].offset
+    data_off = t.visible_members[1].offset
+
+    def pack_string(buf: bytearray, off: int, value: Any) -> None:
+        if not isinstance(value, str):
+            raise _BadValue(f"{value!r} is not a str")
+        try:
+            raw = value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise _BadValue(f"{value!r} has characters outside ISO-8859-1") from None
+        if len(raw) > capacity:
+            raise _BadValue(f"string of {len(raw)} characters exceeds {capacity}")
+        struct.pack_into("<i", buf, off + len_off, len(raw))
+        buf[off + data_off:off + data_off + len(raw)] = raw
+
+    return pack_string
+
+
+def _pack_connection_status(buf: bytearray, off: int, value: Any) -> None:
+    _check_keys(value, CONNECTION_STATUS_FLAGS)
+    b = 0
+    for i, name in enumerate(CONNECTION_STATUS_FLAGS):
+        try:
+            if _check_bool(value[name]):
+                b |= 1 << i
+        except _BadValue as err:
+            err.where.append(f".{name}")
+            raise
+    buf[off] = b
 
 
 def _check_keys(value: Any, names: Sequence[str]) -> None:
