@@ -71,7 +71,9 @@ class Request:
         r = Reader(message, context="CIP request")
         service, words = r.unpack(_REQ_HEAD, "service and path size")
         if service & REPLY_FLAG:
-            raise MalformedPacket(f"a request service (got reply code 0x{service:02X})", 0, "CIP request")
+            raise MalformedPacket(
+                f"a request service (got reply code 0x{service:02X})", 0, "CIP request"
+            )
         path = r.take(2 * words, f"request path of {words} words")
         return cls(service, path, r.rest())
 
@@ -90,7 +92,9 @@ class Reply:
         if len(self.additional) > 255:
             raise UsageError("at most 255 additional status words")
         return (
-            _REPLY_HEAD.pack(self.service | REPLY_FLAG, self.reserved, self.status, len(self.additional))
+            _REPLY_HEAD.pack(
+                self.service | REPLY_FLAG, self.reserved, self.status, len(self.additional)
+            )
             + struct.pack(f"<{len(self.additional)}H", *self.additional)
             + self.data
         )
@@ -100,7 +104,9 @@ class Reply:
         r = Reader(message, context="CIP reply")
         service, reserved, status, n = r.unpack(_REPLY_HEAD, "reply service, status and size")
         if not service & REPLY_FLAG:
-            raise MalformedPacket(f"a reply service code (bit 7 set), got 0x{service:02X}", 0, "CIP reply")
+            raise MalformedPacket(
+                f"a reply service code (bit 7 set), got 0x{service:02X}", 0, "CIP reply"
+            )
         additional = r.unpack(struct.Struct(f"<{n}H"), f"{n} additional status words")
         return cls(service & 0x7F, status, tuple(additional), r.rest(), reserved)
 
@@ -140,7 +146,9 @@ def decode_multiple(data: bytes) -> tuple[bytes, ...]:
     for i, off in enumerate(offsets):
         end = offsets[i + 1] if i + 1 < count else len(data)
         if not table_end <= off <= end <= len(data):
-            raise MalformedPacket(f"offset {i} within the packet and increasing, got {off}", 2 + 2 * i, r.context)
+            raise MalformedPacket(
+                f"offset {i} within the packet and increasing, got {off}", 2 + 2 * i, r.context
+            )
         out.append(bytes(data[off:end]))
     return tuple(out)
 

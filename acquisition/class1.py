@@ -78,18 +78,23 @@ class Class1Datagram:
             raise MalformedPacket(f"CPF item count 2, got {count}", 0, "class-1")
         if t1 != _SEQ_ADDR or l1 != _SEQ_ADDR_LEN:
             raise MalformedPacket(
-                f"sequenced address item 0x8002 of length 8, got 0x{t1:04X} length {l1}", 2, "class-1"
+                f"sequenced address item 0x8002 of length 8, got 0x{t1:04X} length {l1}",
+                2,
+                "class-1",
             )
         if t2 != _CONN_DATA:
             raise MalformedPacket(f"connected data item 0x00B1, got 0x{t2:04X}", 14, "class-1")
         if l2 != len(datagram) - 18:
             raise MalformedPacket(
                 f"connected data length {len(datagram) - 18} (rest of datagram), field says {l2}",
-                16, "class-1",
+                16,
+                "class-1",
             )
         if run_idle_header:
             if l2 < 6:
-                raise MalformedPacket("32-bit run/idle header after the sequence count", 20, "class-1")
+                raise MalformedPacket(
+                    "32-bit run/idle header after the sequence count", 20, "class-1"
+                )
             (ri,) = _RUN_IDLE.unpack_from(datagram, 20)
             return cls(cid, seq, cseq, datagram[24:], ri)
         return cls(cid, seq, cseq, datagram[20:], None)
@@ -115,22 +120,33 @@ class Class0Datagram:
     data: bytes
 
     def encode(self) -> bytes:
-        return _PREFIX0.pack(_ITEM_COUNT, _CONN_ADDR, 4, self.connection_id, _CONN_DATA,
-                             len(self.data)) + self.data
+        return (
+            _PREFIX0.pack(
+                _ITEM_COUNT, _CONN_ADDR, 4, self.connection_id, _CONN_DATA, len(self.data)
+            )
+            + self.data
+        )
 
     @classmethod
     def decode(cls, datagram: bytes) -> Class0Datagram:
         if len(datagram) < _PREFIX0.size:
-            raise MalformedPacket(f"a class-0 datagram of at least {_PREFIX0.size} bytes", len(datagram), "class-0")
+            raise MalformedPacket(
+                f"a class-0 datagram of at least {_PREFIX0.size} bytes", len(datagram), "class-0"
+            )
         count, t1, l1, cid, t2, l2 = _PREFIX0.unpack_from(datagram)
         if count != 2 or t1 != _CONN_ADDR or l1 != 4 or t2 != _CONN_DATA:
-            raise MalformedPacket("connected address (0x00A1, 4) + connected data (0x00B1)", 0, "class-0")
+            raise MalformedPacket(
+                "connected address (0x00A1, 4) + connected data (0x00B1)", 0, "class-0"
+            )
         if l2 != len(datagram) - _PREFIX0.size:
-            raise MalformedPacket("connected data length equal to the rest of the datagram", 12, "class-0")
-        return cls(cid, datagram[_PREFIX0.size:])
+            raise MalformedPacket(
+                "connected data length equal to the rest of the datagram", 12, "class-0"
+            )
+        return cls(cid, datagram[_PREFIX0.size :])
 
 
 # ------------------------------------------------------------------ sequence arithmetic (6.4)
+
 
 def seq16_diff(new: int, old: int) -> int:
     """Signed distance new - old on the 16-bit circle, in -32768..32767."""

@@ -328,7 +328,8 @@ class ConnectionFailure:
         return CipError(self.general_status, self.additional, None, context)
 
     def encode_body(self) -> bytes:
-        tail = b"" if self.remaining_path_size is None else bytes([self.remaining_path_size, self.reserved])
+        rps = self.remaining_path_size
+        tail = b"" if rps is None else bytes([rps, self.reserved])
         return _TRIAD.pack(self.connection_serial, self.vendor_id, self.originator_serial) + tail
 
     def to_reply(self, service: int) -> cip.Reply:
@@ -380,8 +381,15 @@ class ForwardCloseRequest:
         if len(self.path) % 2 or len(self.path) > 510:
             raise UsageError("connection path must be an even number of bytes, at most 510")
         return (
-            _FC.pack(self.priority_tick, self.timeout_ticks, self.connection_serial, self.vendor_id,
-                     self.originator_serial, len(self.path) // 2, self.reserved)
+            _FC.pack(
+                self.priority_tick,
+                self.timeout_ticks,
+                self.connection_serial,
+                self.vendor_id,
+                self.originator_serial,
+                len(self.path) // 2,
+                self.reserved,
+            )
             + self.path
         )
 
@@ -410,8 +418,16 @@ class ForwardCloseSuccess:
     def encode_body(self) -> bytes:
         if len(self.application_reply) % 2:
             raise UsageError("application reply must be an even number of bytes")
-        return _FC_OK.pack(self.connection_serial, self.vendor_id, self.originator_serial,
-                           len(self.application_reply) // 2, self.reserved) + self.application_reply
+        return (
+            _FC_OK.pack(
+                self.connection_serial,
+                self.vendor_id,
+                self.originator_serial,
+                len(self.application_reply) // 2,
+                self.reserved,
+            )
+            + self.application_reply
+        )
 
     def to_reply(self) -> cip.Reply:
         return cip.Reply(cip.Service.FORWARD_CLOSE, 0, (), self.encode_body())
@@ -476,9 +492,13 @@ def produced_tag_forward_open(
         originator_serial=originator_serial,
         timeout_multiplier=timeout_multiplier,
         ot_rpi=ot_rpi_us,
-        ot_params=NetworkParameters(ConnectionType.POINT_TO_POINT, Priority.SCHEDULED, False, HEARTBEAT_SIZE),
+        ot_params=NetworkParameters(
+            ConnectionType.POINT_TO_POINT, Priority.SCHEDULED, False, HEARTBEAT_SIZE
+        ),
         to_rpi=to_rpi_us,
-        to_params=NetworkParameters(to_type, Priority.SCHEDULED, False, tag_bytes + CLASS1_SEQUENCE_SIZE),
+        to_params=NetworkParameters(
+            to_type, Priority.SCHEDULED, False, tag_bytes + CLASS1_SEQUENCE_SIZE
+        ),
         transport=TransportTrigger(1, ProductionTrigger.CYCLIC, True).to_byte(),
         path=epath.produced_tag_connection_path(tag, slot, key),
     )
@@ -487,6 +507,10 @@ def produced_tag_forward_open(
 def forward_close_for(request: ForwardOpenRequest) -> ForwardCloseRequest:
     """The Forward_Close matching an open connection (same triad and connection path)."""
     return ForwardCloseRequest(
-        request.connection_serial, request.vendor_id, request.originator_serial, request.path,
-        request.priority_tick, request.timeout_ticks,
+        request.connection_serial,
+        request.vendor_id,
+        request.originator_serial,
+        request.path,
+        request.priority_tick,
+        request.timeout_ticks,
     )

@@ -386,7 +386,8 @@ def parse_tag_name(name: str) -> TagName:
         ident = m.group(1)
         if len(ident) > MAX_IDENTIFIER:
             raise UsageError(
-                f"tag name {name!r}: {ident!r} is {len(ident)} characters; Logix allows {MAX_IDENTIFIER}"
+                f"tag name {name!r}: {ident!r} is {len(ident)} characters; Logix allows"
+                f" {MAX_IDENTIFIER}"
             )
         if "__" in ident or ident.endswith("_"):
             raise UsageError(

@@ -3,15 +3,15 @@
 One JSON object per line in, one per line out (``{"ok": true, ...}`` or ``{"ok": false,
 "error": "..."}``). Commands (``cmd``):
 
-| cmd            | arguments                                      | effect                                    |
-|----------------|------------------------------------------------|-------------------------------------------|
-| ``ping``       |                                                | ``{"ok": true}``                          |
-| ``status``     |                                                | connections, counters, faults, ports      |
-| ``faults``     | ``set``: {name: value}, ``clear``: bool        | change fault switches (faults.py names)   |
-| ``restart``    | ``close_tcp``: bool (default false)            | lose every connection, new incarnation    |
-| ``reset_tcp``  |                                                | RST every TCP connection                  |
-| ``set_produced`` | ``tag``: name, ``produced``: bool or null    | set (or flip, with null) a tag's flag     |
-| ``stop``       |                                                | end the simulator process cleanly         |
+| cmd              | arguments                             | effect                               |
+|------------------|---------------------------------------|--------------------------------------|
+| ``ping``         |                                       | ``{"ok": true}``                     |
+| ``status``       |                                       | connections, counters, faults, ports |
+| ``faults``       | ``set``: {name: val}, ``clear``: bool | change fault switches (faults.py)    |
+| ``restart``      | ``close_tcp``: bool (default false)   | new incarnation, connections lost    |
+| ``reset_tcp``    |                                       | RST every TCP connection             |
+| ``set_produced`` | ``tag``, ``produced``: bool or null   | set (or flip, with null) the flag    |
+| ``stop``         |                                       | end the simulator process cleanly    |
 
 ``ControlServer`` lives inside the simulator's selector loop (no threads); ``SimulatorControl``
 is the blocking client tests use.
@@ -39,7 +39,9 @@ def parse_endpoint(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     try:
         number = int(port)
     except ValueError:
-        raise ValueError(f"control endpoint {text!r}: give PORT or HOST:PORT, e.g. 127.0.0.1:0") from None
+        raise ValueError(
+            f"control endpoint {text!r}: give PORT or HOST:PORT, e.g. 127.0.0.1:0"
+        ) from None
     if not 0 <= number <= 65535:
         raise ValueError(f"control endpoint {text!r}: port must be 0..65535")
     return (host or default_host), number
@@ -83,7 +85,9 @@ class ControlServer:
         sock.setblocking(False)
         peer = _Peer(sock)
         self._peers[sock] = peer
-        self.server.selector.register(sock, selectors.EVENT_READ, lambda m, p=peer: self._on_peer(p, m))
+        self.server.selector.register(
+            sock, selectors.EVENT_READ, lambda m, p=peer: self._on_peer(p, m)
+        )
 
     def _drop(self, peer: _Peer) -> None:
         if self._peers.pop(peer.sock, None) is None:

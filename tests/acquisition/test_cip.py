@@ -14,7 +14,9 @@ US_REQUEST = bytes.fromhex("52 02 20 06 24 01 0A 05 06 00 01 02 20 01 24 01 01 0
 
 def test_decode_unconnected_send() -> None:
     req = cip.Request.decode(US_REQUEST)
-    assert req == cip.Request(0x52, bytes.fromhex("20062401"), bytes.fromhex("0A05 0600 010220012401 01 00 0100"))
+    assert req == cip.Request(
+        0x52, bytes.fromhex("20062401"), bytes.fromhex("0A05 0600 010220012401 01 00 0100")
+    )
     us = cip.UnconnectedSend.decode(req.data)
     assert us == cip.UnconnectedSend(bytes.fromhex("010220012401"), b"\x01\x00", 0x0A, 0x05)
     assert cip.Request.decode(us.message) == cip.Request(0x01, bytes.fromhex("20012401"))
@@ -28,7 +30,9 @@ def test_encode_unconnected_send() -> None:
 
 
 def test_prefixes() -> None:
-    assert_prefixes_malformed(lambda b: cip.UnconnectedSend.decode(cip.Request.decode(b).data), US_REQUEST)
+    assert_prefixes_malformed(
+        lambda b: cip.UnconnectedSend.decode(cip.Request.decode(b).data), US_REQUEST
+    )
     reply = cip.Reply(0x54, 1, (0x0109, 6), b"\x01\x02").encode()
     assert_prefixes_malformed(cip.Reply.decode, reply[:8])
 
@@ -38,7 +42,9 @@ def test_reply_with_additional_status() -> None:
     reply = cip.Reply.decode(raw)
     assert reply == cip.Reply(0x54, 0x01, (0x0109, 6), b"tail")
     assert reply.encode() == raw
-    with pytest.raises(CipError, match="0x01/0x0109 invalid connection size: the controller wants 6 bytes"):
+    with pytest.raises(
+        CipError, match="0x01/0x0109 invalid connection size: the controller wants 6 bytes"
+    ):
         reply.raise_for_status()
 
 
@@ -66,15 +72,26 @@ def test_multiple_service_packet() -> None:
         cip.decode_multiple(bytes.fromhex("0200 0600 0300") + a + b)
 
 
-@given(st.integers(0, 0x7F), st.binary(max_size=40).filter(lambda b: len(b) % 2 == 0), st.binary(max_size=40))
+@given(
+    st.integers(0, 0x7F),
+    st.binary(max_size=40).filter(lambda b: len(b) % 2 == 0),
+    st.binary(max_size=40),
+)
 def test_request_round_trip(service: int, path: bytes, data: bytes) -> None:
     r = cip.Request(service, path, data)
     assert cip.Request.decode(r.encode()) == r
 
 
-@given(st.integers(0, 0x7F), st.integers(0, 255), st.lists(st.integers(0, 0xFFFF), max_size=8),
-       st.binary(max_size=40), st.integers(0, 255))
-def test_reply_round_trip(service: int, status: int, extra: list[int], data: bytes, reserved: int) -> None:
+@given(
+    st.integers(0, 0x7F),
+    st.integers(0, 255),
+    st.lists(st.integers(0, 0xFFFF), max_size=8),
+    st.binary(max_size=40),
+    st.integers(0, 255),
+)
+def test_reply_round_trip(
+    service: int, status: int, extra: list[int], data: bytes, reserved: int
+) -> None:
     r = cip.Reply(service, status, tuple(extra), data, reserved)
     assert cip.Reply.decode(r.encode()) == r
 
@@ -84,8 +101,12 @@ def test_multiple_round_trip(msgs: list[bytes]) -> None:
     assert cip.decode_multiple(cip.encode_multiple(msgs)) == tuple(msgs)
 
 
-@given(st.binary(max_size=30), st.binary(max_size=12).filter(lambda b: len(b) % 2 == 0),
-       st.integers(0, 255), st.integers(0, 255))
+@given(
+    st.binary(max_size=30),
+    st.binary(max_size=12).filter(lambda b: len(b) % 2 == 0),
+    st.integers(0, 255),
+    st.integers(0, 255),
+)
 def test_unconnected_send_round_trip(msg: bytes, route: bytes, tick: int, ticks: int) -> None:
     us = cip.UnconnectedSend(msg, route, tick, ticks)
     assert cip.UnconnectedSend.decode(us.encode()) == us

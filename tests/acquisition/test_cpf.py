@@ -80,7 +80,9 @@ def test_bad_sockaddr_is_usage_error() -> None:
         cpf.Sockaddr("plc.local").encode()
 
 
-ipv4 = st.integers(0, 0xFFFFFFFF).map(lambda n: ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0)))
+ipv4 = st.integers(0, 0xFFFFFFFF).map(
+    lambda n: ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))
+)
 items = st.one_of(
     st.just(cpf.NullAddress()),
     st.builds(cpf.ConnectedAddress, st.integers(0, 0xFFFFFFFF)),
@@ -90,14 +92,32 @@ items = st.one_of(
     st.builds(
         cpf.SockaddrInfo,
         st.sampled_from([cpf.ItemId.SOCKADDR_O2T, cpf.ItemId.SOCKADDR_T2O]),
-        st.builds(cpf.Sockaddr, ipv4, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.binary(min_size=8, max_size=8)),
+        st.builds(
+            cpf.Sockaddr,
+            ipv4,
+            st.integers(0, 0xFFFF),
+            st.integers(0, 0xFFFF),
+            st.binary(min_size=8, max_size=8),
+        ),
     ),
     st.builds(
-        cpf.IdentityItem, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
-        st.integers(0, 255), st.integers(0, 255), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF),
-        st.text(alphabet=st.characters(max_codepoint=255), max_size=40), st.integers(0, 255),
+        cpf.IdentityItem,
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 255),
+        st.integers(0, 255),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFFFFFF),
+        st.text(alphabet=st.characters(max_codepoint=255), max_size=40),
+        st.integers(0, 255),
     ),
-    st.builds(cpf.ServicesItem, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.binary(min_size=16, max_size=16)),
+    st.builds(
+        cpf.ServicesItem,
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.binary(min_size=16, max_size=16),
+    ),
     st.builds(cpf.UnknownItem, st.integers(0x0200, 0x7FFF), st.binary(max_size=32)),
 )
 

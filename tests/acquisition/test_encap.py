@@ -9,7 +9,12 @@ from pyconpro.acquisition.errors import EncapsulationError, MalformedPacket, Usa
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 # RegisterSession request as pycomm3 sends it (protocol.md 10.2 row 1): context "_pycomm_".
-REGISTER = bytes.fromhex("6500 0400 00000000 00000000") + b"_pycomm_" + bytes(4) + bytes.fromhex("0100 0000")
+REGISTER = (
+    bytes.fromhex("6500 0400 00000000 00000000")
+    + b"_pycomm_"
+    + bytes(4)
+    + bytes.fromhex("0100 0000")
+)
 
 
 def test_decode_register_session() -> None:
@@ -22,7 +27,12 @@ def test_decode_register_session() -> None:
 
 def test_encode_register_session() -> None:
     data = encap.RegisterSessionData().encode()
-    assert encap.EncapsulationPacket(encap.Command.REGISTER_SESSION, data, context=b"_pycomm_").encode() == REGISTER
+    assert (
+        encap.EncapsulationPacket(
+            encap.Command.REGISTER_SESSION, data, context=b"_pycomm_"
+        ).encode()
+        == REGISTER
+    )
 
 
 def test_register_prefixes() -> None:

@@ -37,12 +37,17 @@ def test_encode_rcon_path() -> None:
 def test_assembly_and_cm16_paths() -> None:
     segs = epath.decode_path(ASSEMBLY_PATH)
     assert segs == (
-        LogicalSegment(LogicalType.CLASS_ID, 4, 8), LogicalSegment(LogicalType.INSTANCE_ID, 0x97, 8),
-        LogicalSegment(LogicalType.CONNECTION_POINT, 0x96, 8), LogicalSegment(LogicalType.CONNECTION_POINT, 0x64, 8),
+        LogicalSegment(LogicalType.CLASS_ID, 4, 8),
+        LogicalSegment(LogicalType.INSTANCE_ID, 0x97, 8),
+        LogicalSegment(LogicalType.CONNECTION_POINT, 0x96, 8),
+        LogicalSegment(LogicalType.CONNECTION_POINT, 0x64, 8),
     )
     assert epath.encode_path(segs) == ASSEMBLY_PATH
     cm = epath.decode_path(CM16)
-    assert cm == (LogicalSegment(LogicalType.CLASS_ID, 6, 16), LogicalSegment(LogicalType.INSTANCE_ID, 1, 16))
+    assert cm == (
+        LogicalSegment(LogicalType.CLASS_ID, 6, 16),
+        LogicalSegment(LogicalType.INSTANCE_ID, 1, 16),
+    )
     assert epath.encode_path(cm) == CM16
     assert epath.CONNECTION_MANAGER_PATH == bytes.fromhex("20062401")
 
@@ -87,7 +92,9 @@ def test_prefixes_malformed() -> None:
                 epath.decode_path(path[:n])
 
 
-@pytest.mark.parametrize("raw", ["ff00", "3403 0000", "9102 41", "9101 41 01", "0001", "3800", "60"])
+@pytest.mark.parametrize(
+    "raw", ["ff00", "3403 0000", "9102 41", "9101 41 01", "0001", "3800", "60"]
+)
 def test_bad_segments(raw: str) -> None:
     with pytest.raises(MalformedPacket):
         epath.decode_path(bytes.fromhex(raw))
@@ -102,7 +109,10 @@ def test_bad_segments(raw: str) -> None:
         ("Tag[1, 2 ,3]", epath.TagName((epath.TagPart("Tag", (1, 2, 3)),))),
         ("Udt.Member", epath.TagName((epath.TagPart("Udt"), epath.TagPart("Member")))),
         ("Program:Main.Tag", epath.TagName((epath.TagPart("Tag"),), "Main")),
-        ("program:Main.A[2].B", epath.TagName((epath.TagPart("A", (2,)), epath.TagPart("B")), "Main")),
+        (
+            "program:Main.A[2].B",
+            epath.TagName((epath.TagPart("A", (2,)), epath.TagPart("B")), "Main"),
+        ),
         ("_x1", epath.TagName((epath.TagPart("_x1"),))),
     ],
 )
@@ -133,10 +143,13 @@ def test_bad_tag_names(name: str, message: str) -> None:
 def test_tag_path_with_program_member_and_index() -> None:
     path = epath.encode_path(epath.tag_path("Program:Main.Arr[300].X"))
     assert path == (
-        bytes.fromhex("910c") + b"Program:Main"
-        + bytes.fromhex("9103") + b"Arr\x00"
+        bytes.fromhex("910c")
+        + b"Program:Main"
+        + bytes.fromhex("9103")
+        + b"Arr\x00"
         + bytes.fromhex("2900 2c01")
-        + bytes.fromhex("9101") + b"X\x00"
+        + bytes.fromhex("9101")
+        + b"X\x00"
     )
 
 
@@ -149,17 +162,38 @@ def test_produced_tag_path_refuses_non_plain_names(name: str) -> None:
 segments = st.one_of(
     st.builds(PortSegment, st.integers(1, 0xFFFF), st.binary(min_size=1, max_size=1)),
     st.builds(PortSegment, st.integers(1, 0xFFFF), st.binary(min_size=2, max_size=20)),
-    st.builds(LogicalSegment, st.sampled_from([LogicalType.CLASS_ID, LogicalType.ATTRIBUTE_ID]),
-              st.integers(0, 0xFF), st.just(8)),
-    st.builds(LogicalSegment, st.sampled_from(list(LogicalType)[:5]), st.integers(0, 0xFFFF), st.just(16)),
-    st.builds(LogicalSegment, st.sampled_from([LogicalType.INSTANCE_ID, LogicalType.MEMBER_ID, LogicalType.CONNECTION_POINT]),
-              st.integers(0, 0xFFFFFFFF), st.just(32)),
-    st.builds(ElectronicKey, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
-              st.integers(0, 127), st.integers(0, 255), st.booleans()),
+    st.builds(
+        LogicalSegment,
+        st.sampled_from([LogicalType.CLASS_ID, LogicalType.ATTRIBUTE_ID]),
+        st.integers(0, 0xFF),
+        st.just(8),
+    ),
+    st.builds(
+        LogicalSegment, st.sampled_from(list(LogicalType)[:5]), st.integers(0, 0xFFFF), st.just(16)
+    ),
+    st.builds(
+        LogicalSegment,
+        st.sampled_from(
+            [LogicalType.INSTANCE_ID, LogicalType.MEMBER_ID, LogicalType.CONNECTION_POINT]
+        ),
+        st.integers(0, 0xFFFFFFFF),
+        st.just(32),
+    ),
+    st.builds(
+        ElectronicKey,
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 127),
+        st.integers(0, 255),
+        st.booleans(),
+    ),
     st.builds(SymbolicSegment, st.text(alphabet="abcXYZ_:019", min_size=1, max_size=60)),
     st.builds(DataSegment, st.binary(max_size=20).filter(lambda b: len(b) % 2 == 0)),
     st.builds(NetworkSegment, st.just(0x43), st.binary(min_size=1, max_size=1)),
-    st.builds(NetworkSegment, st.just(0x50), st.binary(max_size=10).filter(lambda b: len(b) % 2 == 0)),
+    st.builds(
+        NetworkSegment, st.just(0x50), st.binary(max_size=10).filter(lambda b: len(b) % 2 == 0)
+    ),
 )
 
 

@@ -55,8 +55,11 @@ class Net:
 @pytest.fixture
 def net() -> Iterator[Net]:
     if os.geteuid() != 0:
-        skip_or_fail("netns", "network-namespace test needs root (ip netns add / veth); run as root or"
-                    " in CI, which runs the suite as root")
+        skip_or_fail(
+            "netns",
+            "network-namespace test needs root (ip netns add / veth); run as root or"
+            " in CI, which runs the suite as root",
+        )
     if shutil.which("ip") is None:
         skip_or_fail("netns", "iproute2 ('ip') is not installed; apt-get install iproute2")
     tag = f"pcp{os.getpid() % 100000}"
@@ -69,8 +72,7 @@ def net() -> Iterator[Net]:
             _ip("-n", ns, "link", "set", "lo", "up")
         for i, plc in ((1, plc1), (2, plc2)):
             h, p = f"{tag}h{i}", f"{tag}p{i}"
-            _ip("link", "add", h, "netns", host, "type", "veth", "peer", "name", p,
-                "netns", plc)
+            _ip("link", "add", h, "netns", host, "type", "veth", "peer", "name", p, "netns", plc)
             _ip("-n", host, "addr", "add", f"10.201.{i}.1/24", "dev", h)
             _ip("-n", plc, "addr", "add", f"10.201.{i}.2/24", "dev", p)
             _ip("-n", host, "link", "set", h, "up")
@@ -78,8 +80,7 @@ def net() -> Iterator[Net]:
             _ip("-n", plc, "route", "add", "224.0.0.0/4", "dev", p)
     except RuntimeError as exc:
         for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True,
-                           timeout=20)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=20)
         if "Operation not permitted" in str(exc):
             skip_or_fail("netns", f"cannot create network namespaces here: {exc}")
         raise
@@ -87,8 +88,7 @@ def net() -> Iterator[Net]:
         yield Net(host, (plc1, plc2))
     finally:
         for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True,
-                           timeout=20)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=20)
 
 
 @dataclass
@@ -103,12 +103,28 @@ class Sim:
 def start_sim_in(ns: str, address: str, seed: int) -> Sim:
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-netns-sim-", suffix=".log")
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(_ROOT))
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "pyconpro.simulator", "--address", address,
-           "--netmask", "255.255.255.0", "--seq16", "every", "--no-identity-delay",
-           "--seed", str(seed)]
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        sys.executable,
+        "-m",
+        "pyconpro.simulator",
+        "--address",
+        address,
+        "--netmask",
+        "255.255.255.0",
+        "--seq16",
+        "every",
+        "--no-identity-delay",
+        "--seed",
+        str(seed),
+    ]
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL,
-                                cwd=_ROOT, env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL, cwd=_ROOT, env=env
+        )
     finally:
         os.close(fd)
     assert proc.stdout is not None
@@ -127,8 +143,10 @@ def start_sim_in(ns: str, address: str, seed: int) -> Sim:
     if m is None:
         proc.kill()
         proc.wait(5)
-        raise AssertionError(f"simulator in {ns} did not start: {line!r}\n"
-                             + Path(log_name).read_text(errors="replace"))
+        raise AssertionError(
+            f"simulator in {ns} did not start: {line!r}\n"
+            + Path(log_name).read_text(errors="replace")
+        )
     return Sim(proc, m.group(1).decode(), int(m.group(2)), int(m.group(3)), Path(log_name))
 
 
@@ -147,8 +165,7 @@ def stop_sim(sim: Sim) -> None:
 
 def consumers_for(sim: Sim, plc: str) -> list[str]:
     base = f"plc={plc},address={sim.address},port={sim.tcp_port},udp_port={sim.udp_port}"
-    return [f"{base},tag=Counter,rpi_ms=20",
-            f"{base},tag=Sine,rpi_ms=20,transport=multicast"]
+    return [f"{base},tag=Counter,rpi_ms=20", f"{base},tag=Sine,rpi_ms=20,transport=multicast"]
 
 
 def test_two_workers_two_interfaces_each_gets_only_its_own_traffic(net: Net) -> None:
@@ -157,10 +174,16 @@ def test_two_workers_two_interfaces_each_gets_only_its_own_traffic(net: Net) -> 
     tmp = tempfile.mkdtemp(prefix="pyconpro-netns-")
     try:
         for i, (sim, plc) in enumerate(zip(sims, ("plc1", "plc2"), strict=True), start=1):
-            workers.append(start_worker(
-                f"10.201.{i}.1", consumers_for(sim, plc), udp_port=2222,
-                prefix=["ip", "netns", "exec", net.host],
-                pub=f"ipc://{tmp}/w{i}.pub", control=f"ipc://{tmp}/w{i}.ctl"))
+            workers.append(
+                start_worker(
+                    f"10.201.{i}.1",
+                    consumers_for(sim, plc),
+                    udp_port=2222,
+                    prefix=["ip", "netns", "exec", net.host],
+                    pub=f"ipc://{tmp}/w{i}.pub",
+                    control=f"ipc://{tmp}/w{i}.ctl",
+                )
+            )
         for w, plc in zip(workers, ("plc1", "plc2"), strict=True):
             w.wait_state(f"{plc}/Counter", "RUNNING", 15)
             w.wait_state(f"{plc}/Sine", "RUNNING", 15)

@@ -149,13 +149,22 @@ def capture_file(tmp_path_factory: pytest.TempPathFactory, tshark_bin: str) -> I
     yield path
 
 
-def _fo(tag: str, n: int, serial: int, *, multicast: bool = False, **changes: object) -> cm.ForwardOpenRequest:
+def _fo(
+    tag: str, n: int, serial: int, *, multicast: bool = False, **changes: object
+) -> cm.ForwardOpenRequest:
     import dataclasses
 
     req = cm.produced_tag_forward_open(
-        tag=tag, tag_bytes=n, to_rpi_us=20_000, ot_rpi_us=20_000, connection_serial=serial,
-        vendor_id=0x0FAB, originator_serial=0x5EED0001, to_connection_id=0x7E570000 + serial,
-        multicast=multicast, timeout_multiplier=2,
+        tag=tag,
+        tag_bytes=n,
+        to_rpi_us=20_000,
+        ot_rpi_us=20_000,
+        connection_serial=serial,
+        vendor_id=0x0FAB,
+        originator_serial=0x5EED0001,
+        to_connection_id=0x7E570000 + serial,
+        multicast=multicast,
+        timeout_multiplier=2,
     )
     return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
 
@@ -186,21 +195,32 @@ def _conversation(sim: SimulatorProcess) -> None:
             group = items[-1].sockaddr.address  # type: ignore[union-attr]
             mc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             mc.bind((group, 2222))
-            mc.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                          socket.inet_aton(group) + socket.inet_aton(ME))
+            mc.setsockopt(
+                socket.IPPROTO_IP,
+                socket.IP_ADD_MEMBERSHIP,
+                socket.inet_aton(group) + socket.inet_aton(ME),
+            )
             mc.settimeout(2)
             for seq in range(1, 6):
                 mc.recvfrom(2048)
                 udp.sendto(class1.heartbeat(mok.ot_connection_id, seq), (SIM, 2222))
             c.forward_close(cm.forward_close_for(mreq))
             # Rejections with and without additional words.
-            size = cm.NetworkParameters(cm.ConnectionType.POINT_TO_POINT, cm.Priority.SCHEDULED, False, 10)
+            size = cm.NetworkParameters(
+                cm.ConnectionType.POINT_TO_POINT, cm.Priority.SCHEDULED, False, 10
+            )
             for bad in (
                 _fo("Fixed", 4, 3, to_params=size),  # 0x0109 + wanted size
                 _fo("Nope", 4, 4),  # 0x031F
                 _fo("Limited", 4, 5, to_rpi=5_000),  # 0x0112 + 5 words
-                _fo("Fixed", 4, 6, path=epath.produced_tag_connection_path(
-                    "Fixed", 0, epath.ElectronicKey(vendor_id=9))),  # 0x0114
+                _fo(
+                    "Fixed",
+                    4,
+                    6,
+                    path=epath.produced_tag_connection_path(
+                        "Fixed", 0, epath.ElectronicKey(vendor_id=9)
+                    ),
+                ),  # 0x0114
                 _fo("Fixed", 4, 7, path=epath.produced_tag_connection_path("Fixed", 3)),  # 0x0312
             ):
                 res, _ = c.forward_open(bad)
@@ -213,10 +233,26 @@ def _conversation(sim: SimulatorProcess) -> None:
             res2 = c.forward_close(cm.forward_close_for(_fo("Fixed", 4, 9)))  # 0x0107
             assert isinstance(res2, cm.ConnectionFailure)
             # Class 3 like pycomm3: Large_Forward_Open, connected Get_Attributes_All, close.
-            ncp = cm.NetworkParameters(cm.ConnectionType.POINT_TO_POINT, cm.Priority.LOW, True, 4000)
-            c3 = cm.ForwardOpenRequest(0, 0x11223344, 0x0427, 0x1009, 0x10090001, 7, 2_113_537, ncp,
-                                       2_113_537, ncp, 0xA3, bytes.fromhex("01002002 2401"), 0x0A,
-                                       0x05, True)
+            ncp = cm.NetworkParameters(
+                cm.ConnectionType.POINT_TO_POINT, cm.Priority.LOW, True, 4000
+            )
+            c3 = cm.ForwardOpenRequest(
+                0,
+                0x11223344,
+                0x0427,
+                0x1009,
+                0x10090001,
+                7,
+                2_113_537,
+                ncp,
+                2_113_537,
+                ncp,
+                0xA3,
+                bytes.fromhex("01002002 2401"),
+                0x0A,
+                0x05,
+                True,
+            )
             ok3, _ = c.forward_open(c3)
             assert isinstance(ok3, cm.ForwardOpenSuccess)
             c.send_unit(ok3.ot_connection_id, 1, bytes.fromhex("01022001 2401"))
@@ -225,8 +261,11 @@ def _conversation(sim: SimulatorProcess) -> None:
             us = cip.UnconnectedSend(bytes.fromhex("01022001 2401"), bytes.fromhex("0100"))
             c.send_rr(cip.Request(0x52, epath.CONNECTION_MANAGER_PATH, us.encode()).encode())
             # Encapsulation error reply (24 bytes), then unregister.
-            c.request(Command.SEND_RR_DATA, encap.send_rr_data(b"\x01\x02\x20\x01\x24\x01"),
-                      session=c.session + 1)
+            c.request(
+                Command.SEND_RR_DATA,
+                encap.send_rr_data(b"\x01\x02\x20\x01\x24\x01"),
+                session=c.session + 1,
+            )
             c.send(Command.UNREGISTER_SESSION)
             assert c.sock.recv(10) == b""
     finally:
@@ -259,7 +298,14 @@ def test_tshark_reads_the_forward_open_replies_as_we_sent_them(capture_file: Pat
     assert size_frames
     assert size_frames[0].int_values("cip.addstat") == [0x0109, 6]
     rpi_frames = [f for f in frames.values() if 0x0112 in f.int_values("cip.cm.ext_status")]
-    assert rpi_frames and rpi_frames[0].int_values("cip.addstat") == [0x0112, 0x0100, 20_000, 0, 20_000, 0]
+    assert rpi_frames and rpi_frames[0].int_values("cip.addstat") == [
+        0x0112,
+        0x0100,
+        20_000,
+        0,
+        20_000,
+        0,
+    ]
     # Every success reply shows the APIs we granted.
     apis = [v for f in frames.values() for v in f.int_values("cip.cm.toapi")]
     assert 20_000 in apis and 2_113_537 in apis

@@ -158,16 +158,21 @@ class Consumer:
         )
         return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
 
-    def open(self, req: cm.ForwardOpenRequest) -> tuple[cm.ForwardOpenSuccess | cm.ConnectionFailure,
-                                                         tuple[cpf.Item, ...]]:
+    def open(
+        self, req: cm.ForwardOpenRequest
+    ) -> tuple[cm.ForwardOpenSuccess | cm.ConnectionFailure, tuple[cpf.Item, ...]]:
         extra: tuple[cpf.Item, ...] = ()
         if self.port != 2222:
             extra = (cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr("0.0.0.0", self.port)),)
         return self.tcp.forward_open(req, extra)
 
-    def open_ok(self, req: cm.ForwardOpenRequest) -> tuple[cm.ForwardOpenSuccess, tuple[cpf.Item, ...]]:
+    def open_ok(
+        self, req: cm.ForwardOpenRequest
+    ) -> tuple[cm.ForwardOpenSuccess, tuple[cpf.Item, ...]]:
         res, items = self.open(req)
-        assert isinstance(res, cm.ForwardOpenSuccess), res.error() if isinstance(res, cm.ConnectionFailure) else res
+        assert isinstance(res, cm.ForwardOpenSuccess), (
+            res.error() if isinstance(res, cm.ConnectionFailure) else res
+        )
         return res, items
 
     def reject(self, req: cm.ForwardOpenRequest) -> tuple[int, tuple[int, ...]]:
@@ -185,8 +190,13 @@ class Consumer:
         assert src[0] == self.sim.address
         return class1.Class1Datagram.decode(data), time.monotonic()
 
-    def stream(self, ok: cm.ForwardOpenSuccess, seconds: float, heartbeat: bool = True,
-               sock: socket.socket | None = None) -> list[tuple[class1.Class1Datagram, float]]:
+    def stream(
+        self,
+        ok: cm.ForwardOpenSuccess,
+        seconds: float,
+        heartbeat: bool = True,
+        sock: socket.socket | None = None,
+    ) -> list[tuple[class1.Class1Datagram, float]]:
         """Receive for ``seconds``, heartbeating once per datagram (the RPIs are equal)."""
         out = []
         end = time.monotonic() + seconds
@@ -213,12 +223,16 @@ def test_data_arrives_at_the_rpi_with_the_tag_value(consumer: Consumer) -> None:
     req = consumer.request("Fixed", rpi_us=20_000)
     ok, items = consumer.open_ok(req)
     assert (ok.to_api, ok.to_connection_id) == (20_000, req.to_connection_id)
-    assert items[0] == cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_O2T, cpf.Sockaddr("0.0.0.0", consumer.sim.udp_port))
+    assert items[0] == cpf.SockaddrInfo(
+        cpf.ItemId.SOCKADDR_O2T, cpf.Sockaddr("0.0.0.0", consumer.sim.udp_port)
+    )
     got = consumer.stream(ok, 1.0)
     assert 40 <= len(got) <= 55, len(got)
     intervals = (got[-1][1] - got[0][1]) / (len(got) - 1)
     assert 0.017 < intervals < 0.023
-    assert [d.sequence for d, _ in got] == list(range(got[0][0].sequence, got[0][0].sequence + len(got)))
+    assert [d.sequence for d, _ in got] == list(
+        range(got[0][0].sequence, got[0][0].sequence + len(got))
+    )
     assert {d.data for d, _ in got} == {struct.pack("<i", 305419896)}
     assert {d.cip_sequence for d, _ in got} == {1}  # value never changes: seq16 stays (on change)
     assert isinstance(consumer.tcp.forward_close(cm.forward_close_for(req)), cm.ForwardCloseSuccess)
@@ -254,8 +268,11 @@ def test_multicast_consumers_share_one_stream(sim: SimulatorProcess, mcast_port:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((group, mcast_port))
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                         socket.inet_aton(group) + socket.inet_aton(c.ip))
+            s.setsockopt(
+                socket.IPPROTO_IP,
+                socket.IP_ADD_MEMBERSHIP,
+                socket.inet_aton(group) + socket.inet_aton(c.ip),
+            )
             s.settimeout(2.0)
             socks.append(s)
         for c, ok, s in ((a, ok_a, socks[0]), (b, ok_b, socks[1])):
@@ -276,7 +293,9 @@ def test_multicast_consumers_share_one_stream(sim: SimulatorProcess, mcast_port:
 # --------------------------------------------------------------------------- watchdog
 
 
-def test_connection_dropped_after_heartbeats_stop(consumer: Consumer, sim: SimulatorProcess) -> None:
+def test_connection_dropped_after_heartbeats_stop(
+    consumer: Consumer, sim: SimulatorProcess
+) -> None:
     req = consumer.request("Fixed", rpi_us=10_000, ot_rpi_us=20_000, mult=0)  # 20 ms x 4
     ok, _ = consumer.open_ok(req)
     assert len(consumer.stream(ok, 0.4)) > 10  # beyond the 0.3 s initial watchdog
@@ -318,8 +337,11 @@ def _rejections() -> list[tuple[str, dict[str, object], tuple[int, tuple[int, ..
         ("unknown", {"path": p("NoSuchTag", 0)}, (1, (0x031F,))),
         ("not-produced", {"path": p("Plain", 0)}, (1, (0x031F,))),
         ("rpi", {"to_rpi": 500}, (1, (0x0111,))),
-        ("rpi-default", {"path": p("Limited", 0), "to_rpi": 5_000},
-         (1, (0x0112, 0x0100, 20_000, 0, 20_000, 0))),
+        (
+            "rpi-default",
+            {"path": p("Limited", 0), "to_rpi": 5_000},
+            (1, (0x0112, 0x0100, 20_000, 0, 20_000, 0)),
+        ),
         ("transport", {"transport": 0x83}, (1, (0x0103,))),
         ("ot-type", {"ot_params": ncp(MC, s, False, 2)}, (1, (0x0123,))),
         ("to-type", {"to_params": ncp(cm.ConnectionType.NULL, s, False, 6)}, (1, (0x0124,))),
@@ -327,7 +349,11 @@ def _rejections() -> list[tuple[str, dict[str, object], tuple[int, tuple[int, ..
         ("port", {"path": bytes.fromhex("0300") + p("Fixed", None)}, (1, (0x0311,))),
         ("key-vendor", {"path": p("Fixed", 0, epath.ElectronicKey(vendor_id=9))}, (1, (0x0114,))),
         ("key-type", {"path": p("Fixed", 0, epath.ElectronicKey(device_type=7))}, (1, (0x0115,))),
-        ("key-revision", {"path": p("Fixed", 0, epath.ElectronicKey(major_revision=1))}, (1, (0x0116,))),
+        (
+            "key-revision",
+            {"path": p("Fixed", 0, epath.ElectronicKey(major_revision=1))},
+            (1, (0x0116,)),
+        ),
         ("bad-path", {"path": bytes.fromhex("0100 20012401")}, (1, (0x0315,))),
         # the consumer (127.0.0.1) is outside the simulator's 127.0.93.0/24
         ("off-subnet-multicast", {"multicast": True}, (1, (0x0813,))),
@@ -335,8 +361,9 @@ def _rejections() -> list[tuple[str, dict[str, object], tuple[int, tuple[int, ..
 
 
 @pytest.mark.parametrize("name,changes,expected", _rejections(), ids=[r[0] for r in _rejections()])
-def test_rejections(consumer: Consumer, name: str, changes: dict[str, object],
-                    expected: tuple[int, tuple[int, ...]]) -> None:
+def test_rejections(
+    consumer: Consumer, name: str, changes: dict[str, object], expected: tuple[int, tuple[int, ...]]
+) -> None:
     assert consumer.reject(consumer.request("Fixed", **changes)) == expected  # type: ignore[arg-type]
 
 
@@ -358,10 +385,15 @@ def test_duplicate_triad_max_consumers_and_slot_freed_by_close(sim: SimulatorPro
 
 def test_forward_close_of_an_unknown_triad(consumer: Consumer) -> None:
     res = consumer.tcp.forward_close(cm.forward_close_for(consumer.request("Fixed")))
-    assert isinstance(res, cm.ConnectionFailure) and (res.general_status, res.additional) == (1, (0x0107,))
+    assert isinstance(res, cm.ConnectionFailure) and (res.general_status, res.additional) == (
+        1,
+        (0x0107,),
+    )
 
 
-def test_forward_close_from_another_ip_is_refused(sim: SimulatorProcess, consumer: Consumer) -> None:
+def test_forward_close_from_another_ip_is_refused(
+    sim: SimulatorProcess, consumer: Consumer
+) -> None:
     req = consumer.request("Fixed")
     consumer.open_ok(req)
     other = Consumer(sim, "127.0.93.21")
@@ -388,7 +420,9 @@ def test_alternative_codes(sim_alt: SimulatorProcess) -> None:
     d = Consumer(sim_alt, "127.0.93.31")
     try:
         p = epath.produced_tag_connection_path
-        size = cm.NetworkParameters(cm.ConnectionType.POINT_TO_POINT, cm.Priority.SCHEDULED, False, 9)
+        size = cm.NetworkParameters(
+            cm.ConnectionType.POINT_TO_POINT, cm.Priority.SCHEDULED, False, 9
+        )
         assert c.reject(c.request("Fixed", to_params=size)) == (1, (0x0128, 6))
         assert c.reject(c.request("Fixed", path=p("Plain", 0))) == (1, (0x012E,))
         c.open_ok(c.request("McOnly", multicast=True, rpi_us=20_000))
@@ -406,7 +440,8 @@ def test_large_forward_open_is_on_by_default(consumer: Consumer) -> None:
 
 
 def test_no_large_forward_open_answers_0x08_and_forward_open_still_works(
-        sim_alt: SimulatorProcess) -> None:
+    sim_alt: SimulatorProcess,
+) -> None:
     """--no-large-forward-open: 0x5B refused with general status 0x08 and no data, directly and
     inside Unconnected_Send (protocol.md 7.6); the same request as 0x54 opens."""
     from pyconpro.acquisition import cip
@@ -416,9 +451,17 @@ def test_no_large_forward_open_answers_0x08_and_forward_open_still_works(
         req = c.request("Fixed", large=True)
         reply, items = c.tcp.send_rr(req.encode())
         assert (reply.service, reply.status, reply.additional, reply.data, items) == (
-            0x5B, 0x08, (), b"", ())
-        routed = cip.Request(cip.Service.UNCONNECTED_SEND, epath.CONNECTION_MANAGER_PATH,
-                             cip.UnconnectedSend(req.encode(), bytes.fromhex("0100")).encode())
+            0x5B,
+            0x08,
+            (),
+            b"",
+            (),
+        )
+        routed = cip.Request(
+            cip.Service.UNCONNECTED_SEND,
+            epath.CONNECTION_MANAGER_PATH,
+            cip.UnconnectedSend(req.encode(), bytes.fromhex("0100")).encode(),
+        )
         reply, _ = c.tcp.send_rr(routed.encode())
         assert (reply.service, reply.status, reply.data) == (0x5B, 0x08, b"")
         assert sim_alt.control.connections() == []
@@ -467,7 +510,9 @@ def test_stop_producing_keeps_the_connection(sim: SimulatorProcess, consumer: Co
     assert consumer.stream(ok, 0.1)
 
 
-def test_restart_loses_connections_and_changes_ids(sim: SimulatorProcess, consumer: Consumer) -> None:
+def test_restart_loses_connections_and_changes_ids(
+    sim: SimulatorProcess, consumer: Consumer
+) -> None:
     req = consumer.request("Fixed", rpi_us=10_000)
     ok, _ = consumer.open_ok(req)
     consumer.stream(ok, 0.05)
