@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from pyconpro.acquisition import cpf
 from pyconpro.acquisition._buffer import Reader
 from pyconpro.acquisition.cip import REPLY_FLAG, Reply, Service
 from pyconpro.acquisition.epath import (
@@ -72,8 +71,21 @@ from pyconpro.acquisition.logix_objects import (
     encode_template_definition,
     parse_attribute_ids,
 )
+from pyconpro.acquisition.logix_requests import (
+    Identity,
+    Location,
+    PathError,
+    ReadModifyWriteRequest,
+    ReadTagFragmentedRequest,
+    ReadTagRequest,
+    Selector,
+    WriteTagRequest,
+    locate,
+    logix_error,
+    no_destination,
+    path_not_found,
+)
 from pyconpro.acquisition.logix_types import (
-    ArrayType,
     AtomicType,
     DataTypeCode,
     LogixType,
@@ -130,303 +142,15 @@ class TcpIpAttribute(IntEnum):
     ENCAPSULATION_INACTIVITY_TIMEOUT = 13
 
 
-# Identity status word giving pycomm3's keyswitch text "REMOTE RUN": low byte 0x60, high 0x30
-# (protocol.md 10.2 row 3, pycomm3 status_info.KEYSWITCH).
-STATUS_REMOTE_RUN = 0x3060
-STATUS_REMOTE_PROG = 0x3070
-STATE_OPERATIONAL = 3  # ListIdentity state byte
-
 # Largest CIP reply (header included) that fits the 4000-byte class-3 connection pycomm3 opens
 # with Large_Forward_Open, minus the 2-byte sequence count of connected data. Servers pass the
 # real connection size (or 504 for unconnected SendRRData, the Logix unconnected buffer).
 DEFAULT_REPLY_LIMIT = 3998
 UNCONNECTED_REPLY_LIMIT = 504
 
-_REPLY_HEADER = 4  # service, reserved, general status, additional size (no additional words)
-
-# ---------------------------------------------------------------------------------------------
-# Identity object attributes (Get_Attributes_All reply data, protocol.md 10.2 row 3)
-# ---------------------------------------------------------------------------------------------
-#
-# | offset | size  | field                                             |
-# |--------|-------|---------------------------------------------------|
-# | 0      | 2     | UINT vendor id (1 = Rockwell)                     |
-# | 2      | 2     | UINT device type (0x0E = programmable controller) |
-# | 4      | 2     | UINT product code                                 |
-# | 6      | 1     | USINT major revision                              |
-# | 7      | 1     | USINT minor revision                              |
-# | 8      | 2     | WORD status (keyswitch in bits 4-7 / 12-13)       |
-# | 10     | 4     | UDINT serial number                               |
-# | 14     | 1 + n | SHORT_STRING product name                         |
-
-_IDENTITY = struct.Struct("<HHHBBHI")
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The simulated controller's identity (also the ListIdentity item fields)."""
-
-    vendor_id: int = 1
-    device_type: int = 0x0E
-    product_code: int = 166  # 1756-L8x family
-    revision_major: int = 33  # >= 21: pycomm3 addresses tags by symbol instance
-    revision_minor: int = 11
-    status: int = STATUS_REMOTE_RUN
-    serial_number: int = 0x00C0FFEE
-    product_name: str = "1756-L83E/B"
-    state: int = STATE_OPERATIONAL
-
-    def encode(self) -> bytes:
-        """Get_Attributes_All reply data."""
-        name = self.product_name.encode("ascii")
-        if len(name) > 32:
-            raise UsageError(f"product name {self.product_name!r}: at most 32 ASCII characters")
-        try:
-            head = _IDENTITY.pack(self.vendor_id, self.device_type, self.product_code,
-                                  self.revision_major, self.revision_minor, self.status,
-                                  self.serial_number)
-        except struct.error:
-            raise UsageError(f"identity {self!r}: a field does not fit its CIP type") from None
-        return head + bytes([len(name)]) + name
-
-    @classmethod
-    def decode(cls, data: bytes) -> Identity:
-        r = Reader(data, context="Identity attributes")
-        vendor, dtype, pcode, major, minor, status, serial = r.unpack(_IDENTITY, "identity")
-        n = r.u8("product name length")
-        name = r.take(n, "product name").decode("latin-1")
-        r.expect_end("Identity attributes")
-        return cls(vendor, dtype, pcode, major, minor, status, serial, name)
-
-    def attribute(self, attr: int) -> bytes | None:
-        """Get_Attribute_Single value of attribute ``attr`` (None = not supported)."""
-        full = self.encode()
-        spans = {1: (0, 2), 2: (2, 4), 3: (4, 6), 4: (6, 8), 5: (8, 10), 6: (10, 14),
-                 7: (14, len(full))}
-        span = spans.get(attr)
-        return None if span is None else full[span[0]:span[1]]
-
-    def item(self, sockaddr: cpf.Sockaddr) -> cpf.IdentityItem:
-        """The ListIdentity item a server sends for this controller."""
-        return cpf.IdentityItem(self.vendor_id, self.device_type, self.product_code,
-                                self.revision_major, self.revision_minor, self.status,
-                                self.serial_number, self.product_name, self.state, sockaddr)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tag-service request data (after the request path), 1756-PM020, protocol.md 10.2 row 10
-# ---------------------------------------------------------------------------------------------
-#
-# Read Tag 0x4C:            | 0 | 2 | UINT elements |
-# Read Tag Fragmented 0x52: | 0 | 2 | UINT elements | 2 | 4 | UDINT byte offset |
-# Write Tag 0x4D:           | 0 | 2 | UINT type (or 0x02A0) | [2 | 2 | UINT structure handle]
-#                           | +0 | 2 | UINT elements | +2 | n | data |
-# Write Tag Fragmented 0x53: as Write Tag with a UDINT byte offset between elements and data
-# Read-Modify-Write 0x4E:   | 0 | 2 | UINT mask size n | 2 | n | OR mask | 2+n | n | AND mask |
-# Replies: Read = type header (2 or 4 bytes, ReadTagType) + data; Write/RMW = no data.
-
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_READ_FRAGMENTED = struct.Struct("<HI")
-_STRUCT_TYPE = 0x02A0
-
-
-def _parse_type(r: Reader) -> ReadTagType:
-    code = r.u16("data type")
-    if code == _STRUCT_TYPE:
-        return ReadTagType(code, r.u16("structure handle"))
-    return ReadTagType(code)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadTagRequest:
-    elements: int = 1
-
-    def encode(self) -> bytes:
-        return _U16.pack(self.elements)
-
-    @classmethod
-    def parse(cls, data: bytes) -> ReadTagRequest:
-        r = Reader(data, context="Read Tag request")
-        elements = r.u16("element count")
-        r.expect_end("Read Tag request")
-        return cls(elements)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadTagFragmentedRequest:
-    elements: int
-    offset: int
-
-    def encode(self) -> bytes:
-        return _READ_FRAGMENTED.pack(self.elements, self.offset)
-
-    @classmethod
-    def parse(cls, data: bytes) -> ReadTagFragmentedRequest:
-        r = Reader(data, context="Read Tag Fragmented request")
-        elements, offset = r.unpack(_READ_FRAGMENTED, "element count and byte offset")
-        r.expect_end("Read Tag Fragmented request")
-        return cls(elements, offset)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteTagRequest:
-    type: ReadTagType
-    elements: int
-    data: bytes
-    offset: int | None = None  # set for Write Tag Fragmented (0x53)
-
-    def encode(self) -> bytes:
-        out = self.type.encode() + _U16.pack(self.elements)
-        if self.offset is not None:
-            out += _U32.pack(self.offset)
-        return out + self.data
-
-    @classmethod
-    def parse(cls, data: bytes, *, fragmented: bool = False) -> WriteTagRequest:
-        what = "Write Tag Fragmented request" if fragmented else "Write Tag request"
-        r = Reader(data, context=what)
-        t = _parse_type(r)
-        elements = r.u16("element count")
-        offset = r.u32("byte offset") if fragmented else None
-        return cls(t, elements, r.rest(), offset)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadModifyWriteRequest:
-    or_mask: bytes
-    and_mask: bytes
-
-    def encode(self) -> bytes:
-        if len(self.or_mask) != len(self.and_mask):
-            raise UsageError("Read-Modify-Write OR and AND masks must have the same size")
-        return _U16.pack(len(self.or_mask)) + self.or_mask + self.and_mask
-
-    @classmethod
-    def parse(cls, data: bytes) -> ReadModifyWriteRequest:
-        r = Reader(data, context="Read-Modify-Write request")
-        n = r.u16("mask size")
-        or_mask = r.take(n, "OR mask")
-        and_mask = r.take(n, "AND mask")
-        # pycomm3 1.2 always sends an 8-byte AND mask (``ULINT.encode(mask)[:mask]`` slices by
-        # the mask value, not its size) and its bit writes work on real controllers, so bytes
-        # after the AND mask are ignored rather than refused with 0x15.
-        return cls(or_mask, and_mask)
-
-
-# ---------------------------------------------------------------------------------------------
-# Locating a member / element inside a tag image
-# ---------------------------------------------------------------------------------------------
-
-Selector = str | tuple[int, ...]  # a member name, or the indices of one element
-
-
-class PathError(Exception):
-    """Internal: a path or request cannot be served; carries the CIP status to reply with."""
-
-    def __init__(self, status: int, additional: tuple[int, ...] = (), why: str = "") -> None:
-        super().__init__(why or f"status 0x{status:02X}")
-        self.status = status
-        self.additional = additional
-        self.why = why
-
-
-def _not_found(why: str) -> PathError:
-    return PathError(GeneralStatus.PATH_SEGMENT_ERROR, (0,), why)
-
-
-def _no_destination(why: str) -> PathError:
-    return PathError(GeneralStatus.PATH_DESTINATION_UNKNOWN, (0,), why)
-
-
-def _logix_error(ext: int, why: str) -> PathError:
-    return PathError(GeneralStatus.GENERAL_ERROR, (ext,), why)
-
-
-_DWORD = AtomicType(DataTypeCode.DWORD)
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where a path lands in a tag image.
-
-    ``element`` is the type of one element the tag services count in (BOOL arrays count
-    DWORDs, as Logix and pycomm3 do); ``available`` elements follow ``offset`` (the rest of the
-    array when the path named an element, the whole array when it named the array, else 1).
-    ``bit`` is set for a BOOL member aliasing a bit of a hidden host byte.
-    """
-
-    offset: int
-    element: LogixType
-    available: int = 1
-    bit: int | None = None
-
-    @property
-    def element_size(self) -> int:
-        return 1 if self.bit is not None else byte_size(self.element)
-
-
-def _array_elements(t: ArrayType) -> tuple[LogixType, int]:
-    if t.is_bool_array:
-        return _DWORD, t.dims[0] // 32
-    return t.element, t.count
-
-
-def _flat_index(t: ArrayType, indices: tuple[int, ...], where: str) -> int:
-    dims = (t.dims[0] // 32,) if t.is_bool_array else t.dims
-    if len(indices) != len(dims):
-        raise _not_found(f"{where}: {len(indices)} indices for a {len(dims)}-dimensional array")
-    flat = 0
-    for i, d in zip(indices, dims):
-        if not 0 <= i < d:
-            raise _no_destination(f"{where}: index {i} outside 0..{d - 1}")
-        flat = flat * d + i
-    return flat
-
-
-def locate(t: LogixType, selectors: Sequence[Selector], where: str = "tag") -> Location:
-    """Resolve member names and element indices against type ``t`` (offset 0 = tag start).
-
-    Raises PathError (0x04 unknown member / wrong number of indices, 0x05 index out of range).
-    Member names compare case-insensitively, as Logix does.
-    """
-    offset = 0
-    current: LogixType = t
-    available = 1
-    bit: int | None = None
-    indexed = False
-    for sel in selectors:
-        if bit is not None:
-            raise _not_found(f"{where}: a BOOL member has no members or elements")
-        if isinstance(sel, tuple):
-            if not isinstance(current, ArrayType) or indexed:
-                raise _not_found(f"{where}: [{','.join(map(str, sel))}] on a non-array")
-            elem, count = _array_elements(current)
-            flat = _flat_index(current, sel, where)
-            offset += flat * byte_size(elem)
-            available = count - flat
-            current = elem
-            indexed = True
-            where = f"{where}[{','.join(map(str, sel))}]"
-            continue
-        if isinstance(current, ArrayType) or not isinstance(current, StructType):
-            raise _not_found(f"{where}: .{sel} on a value that has no members")
-        for m in current.members:
-            if m.name.lower() == sel.lower() and not m.hidden:
-                break
-        else:
-            raise _not_found(f"{where}: no member {sel!r} in {current.name}")
-        offset += m.offset
-        current = m.type
-        bit = m.bit
-        available = 1
-        indexed = False
-        where = f"{where}.{m.name}"
-    if isinstance(current, ArrayType) and not indexed:
-        elem, count = _array_elements(current)
-        return Location(offset, elem, count)
-    return Location(offset, current, available, bit)
-
+_REPLY_HEADER = 4  # service, reserved, general status, additional size (no additional words)
 
 # ---------------------------------------------------------------------------------------------
 # What the target needs from the tag database (simulator.tags.TagStore implements it)
@@ -570,12 +294,12 @@ class LogixController:
     def _dispatch(self, service: int, segs: tuple[Segment, ...], data: bytes, message: bytes,
                   limit: int, depth: int) -> Reply:
         if not segs:
-            raise _not_found("empty request path")
+            raise path_not_found("empty request path")
         first = segs[0]
         if isinstance(first, SymbolicSegment):
             return self._symbolic(service, segs, data, limit)
         if not (isinstance(first, LogicalSegment) and first.kind == LogicalType.CLASS_ID):
-            raise _not_found("a request path starts with a class or a tag name")
+            raise path_not_found("a request path starts with a class or a tag name")
         cls = first.value
         instance, rest = self._instance(segs[1:])
         if cls == ObjectClass.CONNECTION_MANAGER:
@@ -593,7 +317,7 @@ class LogixController:
             return self._router(service, instance, rest, data, limit, depth)
         if cls == ObjectClass.TCPIP_INTERFACE:
             return self._tcpip(service, instance, rest, data)
-        raise _no_destination(f"class 0x{cls:02X} is not implemented by this controller")
+        raise no_destination(f"class 0x{cls:02X} is not implemented by this controller")
 
     @staticmethod
     def _instance(segs: Sequence[Segment]) -> tuple[int | None, tuple[Segment, ...]]:
@@ -608,7 +332,7 @@ class LogixController:
                 and rest[0].kind == LogicalType.ATTRIBUTE_ID:
             return rest[0].value
         if rest:
-            raise _not_found("unexpected segments after the instance")
+            raise path_not_found("unexpected segments after the instance")
         return None
 
     # -- simple objects ----------------------------------------------------------------------
@@ -617,7 +341,7 @@ class LogixController:
                   data: bytes) -> Reply:
         attr = self._attribute(rest)
         if instance != 1:
-            raise _no_destination("the Identity object has instance 1 only")
+            raise no_destination("the Identity object has instance 1 only")
         if data:
             return Reply(service, GeneralStatus.TOO_MUCH_DATA)
         identity = self.store.identity
@@ -625,7 +349,7 @@ class LogixController:
             return Reply(service, data=identity.encode())
         if service == Service.GET_ATTRIBUTE_SINGLE:
             if attr is None:
-                raise _not_found("Get_Attribute_Single needs an attribute segment (0x30)")
+                raise path_not_found("Get_Attribute_Single needs an attribute segment (0x30)")
             value = identity.attribute(attr)
             if value is None:
                 return Reply(service, GeneralStatus.ATTRIBUTE_NOT_SUPPORTED)
@@ -636,7 +360,7 @@ class LogixController:
                       data: bytes) -> Reply:
         self._attribute(rest)
         if instance != 1:
-            raise _no_destination("the program-name object has instance 1 only")
+            raise no_destination("the program-name object has instance 1 only")
         if service != Service.GET_ATTRIBUTES_ALL:
             return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
         if data:
@@ -647,11 +371,11 @@ class LogixController:
                data: bytes) -> Reply:
         attr = self._attribute(rest)
         if instance != 1:
-            raise _no_destination("the TCP/IP Interface object has instance 1 only")
+            raise no_destination("the TCP/IP Interface object has instance 1 only")
         if service != Service.GET_ATTRIBUTE_SINGLE:
             return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
         if attr is None:
-            raise _not_found("Get_Attribute_Single needs an attribute segment (0x30)")
+            raise path_not_found("Get_Attribute_Single needs an attribute segment (0x30)")
         if data:
             return Reply(service, GeneralStatus.TOO_MUCH_DATA)
         s = self.tcpip
@@ -683,7 +407,7 @@ class LogixController:
                             rest: tuple[Segment, ...], data: bytes, message: bytes,
                             limit: int, depth: int) -> Reply:
         if instance != 1 or rest:
-            raise _no_destination("the Connection Manager has instance 1 only")
+            raise no_destination("the Connection Manager has instance 1 only")
         if service != Service.UNCONNECTED_SEND:
             if self.cm_handler is None:
                 return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
@@ -738,7 +462,7 @@ class LogixController:
                 data: bytes, limit: int, depth: int) -> Reply:
         self._attribute(rest)
         if instance != 1:
-            raise _no_destination("the Message Router has instance 1 only")
+            raise no_destination("the Message Router has instance 1 only")
         if service != _MULTI_SERVICES or depth > 0:
             return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
         r = Reader(data, context="Multiple Service Packet")
@@ -785,11 +509,11 @@ class LogixController:
             if rest and isinstance(rest[0], LogicalSegment) \
                     and rest[0].kind == LogicalType.CLASS_ID:
                 if rest[0].value != ObjectClass.SYMBOL:
-                    raise _no_destination("only the Symbol class lives inside a program")
+                    raise no_destination("only the Symbol class lives inside a program")
                 instance, after = self._instance(rest[1:])
                 return self._symbol_class(service, program, instance, after, data, limit)
             if not rest or not isinstance(rest[0], SymbolicSegment):
-                raise _not_found(f"Program:{program} is a program, not a tag")
+                raise path_not_found(f"Program:{program} is a program, not a tag")
             tag = self.store.find(f"Program:{program}.{rest[0].name}")
             selectors = self._selectors(rest[1:])
             where = f"Program:{program}.{rest[0].name}"
@@ -798,12 +522,12 @@ class LogixController:
             selectors = self._selectors(segs[1:])
             where = first.name
         if tag is None or tag.external_access == ExternalAccess.NONE:
-            raise _not_found(f"no tag {where!r}")
+            raise path_not_found(f"no tag {where!r}")
         return self._tag_service(service, tag, selectors, data, limit)
 
     def _program(self, name: str) -> str:
         if self.store.listing(name) is None:
-            raise _not_found(f"no program {name!r}")
+            raise path_not_found(f"no program {name!r}")
         return name
 
     @staticmethod
@@ -820,7 +544,7 @@ class LogixController:
             if isinstance(seg, SymbolicSegment):
                 out.append(seg.name)
             else:
-                raise _not_found(f"segment {seg!r} in a tag path")
+                raise path_not_found(f"segment {seg!r} in a tag path")
         if indices:
             out.append(tuple(indices))
         return out
@@ -828,17 +552,17 @@ class LogixController:
     def _symbol_class(self, service: int, program: str | None, instance: int | None,
                       rest: tuple[Segment, ...], data: bytes, limit: int) -> Reply:
         if instance is None:
-            raise _not_found("the Symbol class needs an instance segment")
+            raise path_not_found("the Symbol class needs an instance segment")
         if service == Service.GET_INSTANCE_ATTRIBUTE_LIST:
             if rest:
-                raise _not_found("unexpected segments after the symbol instance")
+                raise path_not_found("unexpected segments after the symbol instance")
             return self._list_symbols(program, instance, data, limit)
         if service not in _TAG_SERVICES:
             return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
         tag = self.store.by_instance(instance)
         if tag is None or tag.program != program \
                 or tag.external_access == ExternalAccess.NONE:
-            raise _no_destination(f"no symbol instance {instance}")
+            raise no_destination(f"no symbol instance {instance}")
         return self._tag_service(service, tag, self._selectors(rest), data, limit)
 
     def _list_symbols(self, program: str | None, start: int, data: bytes,
@@ -854,7 +578,7 @@ class LogixController:
                          else GeneralStatus.NOT_ENOUGH_DATA)
         listing = self.store.listing(program)
         if listing is None:
-            raise _not_found(f"no program {program!r}")
+            raise path_not_found(f"no program {program!r}")
         budget = limit - _REPLY_HEADER
         out = bytearray()
         pending = [s for s in listing if s.instance_id >= start]
@@ -877,7 +601,7 @@ class LogixController:
         self._attribute(rest)
         st = self.store.templates().get(instance) if instance is not None else None
         if st is None:
-            raise _no_destination(f"no template instance {instance}")
+            raise no_destination(f"no template instance {instance}")
         if service == Service.GET_ATTRIBUTE_LIST:
             try:
                 attrs = parse_attribute_ids(data)
@@ -905,7 +629,7 @@ class LogixController:
                              else GeneralStatus.TOO_MUCH_DATA)
             definition = self._definition(st)
             if req.offset > len(definition):
-                raise _logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
+                raise logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
                                    "template read offset beyond the definition")
             wanted = definition[req.offset:req.offset + req.length]
             room = _room(limit)
@@ -959,7 +683,7 @@ class LogixController:
     @staticmethod
     def _check_count(loc: Location, elements: int) -> int:
         if elements < 1 or elements > loc.available:
-            raise _logix_error(LogixExtendedStatus.BEYOND_END_OF_OBJECT,
+            raise logix_error(LogixExtendedStatus.BEYOND_END_OF_OBJECT,
                                f"{elements} elements, {loc.available} available")
         return elements * loc.element_size
 
@@ -973,7 +697,7 @@ class LogixController:
               limit: int) -> Reply:
         total = self._check_count(loc, elements)
         if offset >= total and not (offset == 0 and total == 0):
-            raise _logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
+            raise logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
                                f"fragment offset {offset} beyond {total} bytes")
         header = ReadTagType.for_type(loc.element).encode()
         value = self._value_bytes(tag, loc, total)[offset:]
@@ -986,7 +710,7 @@ class LogixController:
     def _check_type(loc: Location, t: ReadTagType) -> None:
         expected = ReadTagType.for_type(loc.element)
         if t != expected:
-            raise _logix_error(LogixExtendedStatus.TYPE_MISMATCH,
+            raise logix_error(LogixExtendedStatus.TYPE_MISMATCH,
                                f"request type {t} but the tag holds {expected}")
 
     def _check_writable(self, service: int, tag: TagLike) -> Reply | None:
@@ -999,7 +723,7 @@ class LogixController:
         total = self._check_count(loc, req.elements)
         offset = req.offset or 0
         if req.offset is not None and offset >= total:
-            raise _logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
+            raise logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
                                f"fragment offset {offset} beyond {total} bytes")
         data = req.data
         if req.offset is None:
@@ -1030,7 +754,7 @@ class LogixController:
         integer = isinstance(el, AtomicType) and el.code not in (
             DataTypeCode.REAL, DataTypeCode.LREAL, DataTypeCode.BOOL)
         if loc.bit is not None or not integer or size != byte_size(el):
-            raise _logix_error(LogixExtendedStatus.TYPE_MISMATCH,
+            raise logix_error(LogixExtendedStatus.TYPE_MISMATCH,
                                f"{size}-byte masks on a {getattr(el, 'name', el)} value")
         denied = self._check_writable(service, tag)
         if denied is not None:
@@ -1054,23 +778,13 @@ def _length_status(data: bytes, needed: int) -> int:
 
 __all__ = [
     "DEFAULT_REPLY_LIMIT",
-    "STATUS_REMOTE_PROG",
-    "STATUS_REMOTE_RUN",
     "UNCONNECTED_REPLY_LIMIT",
     "LogixController",
-    "Identity",
     "IdentityAttribute",
-    "Location",
     "LogixExtendedStatus",
     "ObjectClass",
-    "PathError",
-    "ReadModifyWriteRequest",
-    "ReadTagFragmentedRequest",
-    "ReadTagRequest",
     "TagDatabase",
     "TagLike",
     "TcpIpAttribute",
     "TcpIpSettings",
-    "WriteTagRequest",
-    "locate",
 ]

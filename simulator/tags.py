@@ -30,14 +30,14 @@ from typing import Any
 
 from pyconpro.acquisition.epath import parse_tag_name
 from pyconpro.acquisition.errors import UsageError
-from pyconpro.acquisition.logix_controller import (
+from pyconpro.acquisition.logix_objects import ExternalAccess, SymbolInstance
+from pyconpro.acquisition.logix_requests import (
     STATUS_REMOTE_PROG,
     STATUS_REMOTE_RUN,
     Identity,
     PathError,
     locate,
 )
-from pyconpro.acquisition.logix_objects import ExternalAccess, SymbolInstance
 from pyconpro.acquisition.logix_types import (
     PRODUCED_TAG_MAX_BYTES,
     STRING,

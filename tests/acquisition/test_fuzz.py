@@ -34,8 +34,8 @@ from pyconpro.acquisition import (
     cpf,
     encap,
     epath,
-    logix_controller,
     logix_objects,
+    logix_requests,
     logix_types,
     wire,
 )
@@ -349,27 +349,27 @@ TARGETS = [
         "Session.receive_data", _session_never_raises, lambda c: c.encap_frames, never_raises=True
     ),
     Target(
-        "logix_controller.ReadTagRequest.parse",
-        logix_controller.ReadTagRequest.parse,
+        "logix_requests.ReadTagRequest.parse",
+        logix_requests.ReadTagRequest.parse,
         lambda c: [b"\x01\x00", b"\x0a\x00"],
     ),
     Target(
-        "logix_controller.ReadTagFragmentedRequest.parse",
-        logix_controller.ReadTagFragmentedRequest.parse,
+        "logix_requests.ReadTagFragmentedRequest.parse",
+        logix_requests.ReadTagFragmentedRequest.parse,
         lambda c: [b"\x01\x00\x00\x00\x00\x00"],
     ),
     Target(
-        "logix_controller.WriteTagRequest.parse",
-        logix_controller.WriteTagRequest.parse,
+        "logix_requests.WriteTagRequest.parse",
+        logix_requests.WriteTagRequest.parse,
         lambda c: [b"\xc4\x00\x01\x00\x2a\x00\x00\x00", b"\xa0\x02\x34\x12\x01\x00\x00\x00"],
     ),
     Target(
-        "logix_controller.ReadModifyWriteRequest.parse",
-        logix_controller.ReadModifyWriteRequest.parse,
+        "logix_requests.ReadModifyWriteRequest.parse",
+        logix_requests.ReadModifyWriteRequest.parse,
         lambda c: [b"\x04\x00\xff\x00\x00\x00\xff\xff\xff\xff"],
     ),
     Target(
-        "logix_controller.Identity.decode", logix_controller.Identity.decode, lambda c: _cm(c, 0x01, replies=True)
+        "logix_requests.Identity.decode", logix_requests.Identity.decode, lambda c: _cm(c, 0x01, replies=True)
     ),
     Target(
         "logix_objects.parse_attribute_ids",

@@ -29,17 +29,7 @@ from pycomm3.packets.logix import (
 from pycomm3.packets.util import request_path, wrap_unconnected_send
 from pyconpro.acquisition import cip, epath
 from pyconpro.acquisition.errors import MalformedPacket
-from pyconpro.acquisition.logix_controller import (
-    Identity,
-    Location,
-    LogixController,
-    ReadModifyWriteRequest,
-    ReadTagFragmentedRequest,
-    ReadTagRequest,
-    TcpIpSettings,
-    WriteTagRequest,
-    locate,
-)
+from pyconpro.acquisition.logix_controller import LogixController, TcpIpSettings
 from pyconpro.acquisition.logix_objects import (
     PYCOMM3_SYMBOL_ATTRIBUTES,
     SymbolInstance,
@@ -49,6 +39,15 @@ from pyconpro.acquisition.logix_objects import (
     parse_attribute_results,
     parse_symbol_instances,
     parse_template_definition,
+)
+from pyconpro.acquisition.logix_requests import (
+    Identity,
+    Location,
+    ReadModifyWriteRequest,
+    ReadTagFragmentedRequest,
+    ReadTagRequest,
+    WriteTagRequest,
+    locate,
 )
 from pyconpro.acquisition.logix_types import (
     DINT,
