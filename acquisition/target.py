@@ -30,6 +30,15 @@ originator outside ``address``/``netmask`` 0x0813, 6.7; fixed/variable 0x011F / 
 (0x031E); global connection limit (0x0113); RPI (0x0111, or 0x0112 + 5 words when the tag has a
 default RPI; multicast RPI mismatch ``multicast_rpi_error``).
 
+The machine has the one shape of ARCHITECTURE.md: inputs are method calls that take ``now``
+(``on_datagram``, ``session_closed``, ``restart``, the CM requests); what the shell must do or may
+log is drained in order with ``take_outputs()`` (``SendDatagram``, ``CloseSession``,
+``TargetEvent``); the timer is ``next_deadline()`` + ``on_timer(now)``. One documented exception:
+a Connection Manager request (``handle_cm``, ``forward_open``, ``forward_close``) and a class-3
+connected request (``connected_request``) return their CIP reply, because the answer is
+synchronous (it goes back in the encapsulation reply to that very request, and Unconnected_Send
+embeds it in the controller's own reply); their events still come through ``take_outputs()``.
+
 Codes that protocol.md marks uncertain are options (``TargetOptions``) defaulting to the most
 probable Logix behaviour. ``large_forward_open=False`` plays a controller whose firmware predates
 Large_Forward_Open: service 0x5B is answered with general status 0x08 and nothing else (7.6),
@@ -151,7 +160,7 @@ class TargetOptions:
     assemblies: Mapping[int, str] | None = None
     #: OpENer-like (protocol.md 6.6 item 3): when a class-1 connection times out and its
     #: originator (vendor + serial) has no other connection, ask the server to close every TCP
-    #: session from that IP (``drain_session_closes``). Unknown for Logix, hence off.
+    #: session from that IP (a ``CloseSession`` output). Unknown for Logix, hence off.
     close_sessions_on_timeout: bool = False
     #: False = old firmware without Large_Forward_Open: 0x5B gets general status 0x08 (7.6).
     large_forward_open: bool = True
@@ -233,6 +242,25 @@ class TargetEvent:
         if self.detail:
             parts.append(self.detail)
         return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """Send one T->O class-1 datagram to ``address`` (ip, port): P2P or a multicast group."""
+
+    data: bytes
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    """Close every TCP session from ``peer`` (``close_sessions_on_timeout``, protocol.md 6.6)."""
+
+    peer: str
+
+
+TargetOutput = SendDatagram | CloseSession | TargetEvent
+"""What ``ProducerTarget.take_outputs()`` returns: actions for the shell, and events to log."""
 
 
 @dataclass(slots=True)
@@ -356,13 +384,18 @@ _FC_FIXED = 12
 
 
 class ProducerTarget:
-    """Connection Manager + class-1 production of a simulated controller (module docstring)."""
+    """Connection Manager + class-1 production of a simulated controller (module docstring).
+
+    Inputs return None, except the request/response ones (``handle_cm``, ``forward_open``,
+    ``forward_close``, ``connected_request``), which return the CIP reply to their request;
+    everything else leaves through ``take_outputs()``.
+    """
 
     def __init__(self, store: TagSource, options: TargetOptions | None = None) -> None:
         self.store = store
         self.options = options or TargetOptions()
         self.counters = TargetCounters()
-        self._events: list[TargetEvent] = []
+        self._outputs: list[TargetOutput] = []
         self._by_triad: dict[cm.Triad, TargetConnection] = {}
         self._by_ot_id: dict[int, TargetConnection] = {}
         self._producers: dict[int, Producer] = {}  # by T->O id
@@ -371,7 +404,6 @@ class ProducerTarget:
         self._groups: dict[str, str] = {}  # tag name (folded) -> multicast group
         self._incarnation = int(store.incarnation) & 0xFFFF or 1
         self._counter = 0
-        self._session_closes: list[str] = []
 
     # ------------------------------------------------------------------ views
 
@@ -389,13 +421,10 @@ class ProducerTarget:
         key = tag_name.casefold()
         return sum(1 for c in self._by_triad.values() if c.tag and c.tag.casefold() == key)
 
-    def drain_session_closes(self) -> list[str]:
-        """Originator IPs whose TCP sessions the server should close (see the option)."""
-        out, self._session_closes = self._session_closes, []
-        return out
-
-    def drain_events(self) -> list[TargetEvent]:
-        out, self._events = self._events, []
+    def take_outputs(self) -> list[TargetOutput]:
+        """Everything to do or to know since the last call, in order (and forget it):
+        ``SendDatagram``, ``CloseSession`` and ``TargetEvent`` values."""
+        out, self._outputs = self._outputs, []
         return out
 
     def snapshot(self) -> dict[str, object]:
@@ -868,7 +897,7 @@ class ProducerTarget:
         conn.last_seq16, conn.last_reply = sequence, reply
         return conn.to_id, reply
 
-    def session_closed(self, session_id: int, now: float = 0.0) -> None:
+    def session_closed(self, session_id: int, now: float) -> None:
         """The TCP session ended: its class-3 connections go, class-1 ones stay (protocol.md 2.4)."""
         for conn in [c for c in self._by_triad.values() if c.session_id == session_id]:
             if conn.kind is ConnectionKind.CLASS3:
@@ -899,8 +928,8 @@ class ProducerTarget:
         times += [p.next_due for p in self._producers.values()]
         return min(times) if times else None
 
-    def on_timer(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        """Expire watchdogs, then produce every datagram due at ``now``: (datagram, (ip, port))."""
+    def on_timer(self, now: float) -> None:
+        """Expire watchdogs, then produce every datagram due at ``now`` (``SendDatagram``)."""
         for conn in [c for c in self._by_triad.values() if c.deadline <= now]:
             self._remove(conn)
             self.counters.timeouts += 1
@@ -915,21 +944,21 @@ class ProducerTarget:
                     == (conn.triad.vendor_id, conn.triad.originator_serial)
                     for c in self._by_triad.values()
                 )
-                and conn.peer_ip not in self._session_closes
+                and CloseSession(conn.peer_ip) not in self._outputs
             ):
-                self._session_closes.append(conn.peer_ip)
+                self._outputs.append(CloseSession(conn.peer_ip))
         due = [p for p in self._producers.values() if p.next_due <= now]
         if not due:
-            return []
+            return
         self.store.tick(now)
-        out = []
         for p in due:
             image = p.tag.image()
             p.seq32 = (p.seq32 + 1) & 0xFFFFFFFF
             if self.options.seq16_mode is Seq16Mode.EVERY_PACKET or image != p.last_image:
                 p.seq16 = (p.seq16 + 1) & 0xFFFF
             p.last_image = image
-            out.append((class1.Class1Datagram(p.to_id, p.seq32, p.seq16, image).encode(), p.dest))
+            data = class1.Class1Datagram(p.to_id, p.seq32, p.seq16, image).encode()
+            self._outputs.append(SendDatagram(data, p.dest))
             # Absolute schedule: the next slot after ``now``; slots missed while the caller was
             # late are skipped (counted) rather than sent in a burst.
             nxt = p.slot + 1
@@ -938,14 +967,13 @@ class ProducerTarget:
                 self.counters.production_slots_missed += behind - nxt
                 nxt = behind
             p.slot = nxt
-        self.counters.datagrams_sent += len(out)
-        return out
+        self.counters.datagrams_sent += len(due)
 
     # ------------------------------------------------------------------ helpers
 
     def _event(self, kind: TargetEventKind, now: float, triad: cm.Triad | None = None, tag: str | None = None,
                peer: str | None = None, detail: str = "") -> None:
-        self._events.append(TargetEvent(kind, now, triad, tag, peer, detail))
+        self._outputs.append(TargetEvent(kind, now, triad, tag, peer, detail))
 
     def _count_code(self, code: str) -> None:
         self.counters.reject_codes[code] = self.counters.reject_codes.get(code, 0) + 1
