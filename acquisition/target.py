@@ -207,6 +207,28 @@ class ConnectionKind(str, Enum):
     CLASS3 = "class3"
 
 
+@dataclass(frozen=True, slots=True)
+class KindRules:
+    """What tells the two kinds of connection apart once open, as data (``KIND_RULES``)."""
+
+    udp_heartbeats: bool  # O->T class-1 datagrams refresh its watchdog (10.4 item 11)
+    connected_requests: bool  # SendUnitData requests of its session refresh it and get answers
+    ends_with_session: bool  # the end of its TCP session closes it (protocol.md 2.4)
+    ends_sessions_on_timeout: bool  # its timeout may close the originator's sessions (6.6)
+
+
+KIND_RULES: Mapping[ConnectionKind, KindRules] = {
+    ConnectionKind.CLASS1: KindRules(
+        udp_heartbeats=True, connected_requests=False, ends_with_session=False,
+        ends_sessions_on_timeout=True,
+    ),
+    ConnectionKind.CLASS3: KindRules(
+        udp_heartbeats=False, connected_requests=True, ends_with_session=True,
+        ends_sessions_on_timeout=False,
+    ),
+}
+
+
 class TargetEventKind(str, Enum):
     OPENED = "opened"
     REJECTED = "rejected"
@@ -514,11 +536,8 @@ class ProducerTarget:
             return self._unsupported(request.service, peer_ip, now), ()
         try:
             app = self._walk_path(request.path)
-            if app.kind is ConnectionKind.CLASS3:
-                conn = self._open_class3(request, peer_ip, session_id, now)
-                items: tuple[cpf.Item, ...] = ()
-            else:
-                conn, items = self._open_class1(request, app, peer_ip, session_id, now, to_sockaddr)
+            conn, items = _OPENERS[app.kind](self, request, app, peer_ip, session_id, now,
+                                             to_sockaddr)
         except _Reject as r:
             self.counters.rejects += 1
             code = f"0x{r.general:02X}" + (f"/0x{r.additional[0]:04X}" if r.additional else "")
@@ -651,9 +670,7 @@ class ProducerTarget:
             return False
 
     def _size_codes(self) -> tuple[int, int]:
-        if self.options.size_error == ExtendedStatus.INVALID_CONNECTION_SIZE:
-            return ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE
-        return ExtendedStatus.INVALID_OT_SIZE, ExtendedStatus.INVALID_TO_SIZE
+        return _SIZE_CODES[ExtendedStatus(self.options.size_error)]
 
     def _check_pool(self) -> None:
         if len(self._by_triad) >= self.options.max_connections:
@@ -664,8 +681,15 @@ class ProducerTarget:
         return factor, request.ot_rpi * factor / 1e6
 
     def _open_class3(
-        self, request: cm.ForwardOpenRequest, peer_ip: str, session_id: int, now: float
-    ) -> TargetConnection:
+        self,
+        request: cm.ForwardOpenRequest,
+        app: _AppPath,
+        peer_ip: str,
+        session_id: int,
+        now: float,
+        to_sockaddr: cpf.Sockaddr | None,
+    ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
+        """A class-3 connection to the message router: no sockaddr items in the reply."""
         tt = request.transport_trigger
         if tt.transport_class != 3:
             raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
@@ -692,7 +716,7 @@ class ProducerTarget:
             now + max(timeout, self.options.initial_watchdog_s), now, request.path, to_size=to.size,
         )
         self._add(conn)
-        return conn
+        return conn, ()
 
     def _open_class1(
         self,
@@ -791,12 +815,8 @@ class ProducerTarget:
         if multicast:
             producer = self._multicast.get(name.casefold())
             if producer is not None and producer.rpi_us != request.to_rpi:
-                if opt.multicast_rpi_error == ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI:
-                    raise _Reject(ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI)
-                raise _Reject(
-                    ExtendedStatus.RPI_NOT_ACCEPTABLE,
-                    *_rpi_words(RPI_OK, RPI_SHARED, request.ot_rpi, producer.rpi_us),
-                )
+                code = ExtendedStatus(opt.multicast_rpi_error)
+                raise _Reject(code, *_MULTICAST_RPI_WORDS[code](request.ot_rpi, producer.rpi_us))
 
     def _new_id(self) -> int:
         """``incarnation << 16 | counter``, non-zero and not in use (protocol.md 5.7)."""
@@ -829,14 +849,12 @@ class ProducerTarget:
         self.counters.forward_closes += 1
         conn = self._by_triad.get(request.triad)
         if conn is None or conn.peer_ip != peer_ip:
-            general, additional = (
-                (GeneralStatus.CONNECTION_FAILURE, (ExtendedStatus.CONNECTION_NOT_FOUND,))
-                if conn is None
-                else (GeneralStatus.PRIVILEGE_VIOLATION, ())
-            )
+            refusal = CloseRefusal.NOT_FOUND if conn is None else CloseRefusal.NOT_ORIGINATOR
+            general, additional = _CLOSE_REFUSALS[refusal]
             self.counters.close_rejects += 1
-            self._event(TargetEventKind.CLOSE_REJECTED, now, request.triad, conn.tag if conn else None, peer_ip,
-                        "connection not found" if conn is None else f"closer is not the originator {conn.peer_ip}")
+            self._event(TargetEventKind.CLOSE_REJECTED, now, request.triad,
+                        conn.tag if conn else None, peer_ip,
+                        refusal.value + (f" {conn.peer_ip}" if conn else ""))
             return cm.ConnectionFailure(
                 int(general), tuple(int(a) for a in additional), request.connection_serial,
                 request.vendor_id, request.originator_serial, 0,
@@ -857,7 +875,7 @@ class ProducerTarget:
             self.counters.datagrams_malformed += 1
             return
         conn = self._by_ot_id.get(dgram.connection_id)
-        if conn is None or conn.kind is not ConnectionKind.CLASS1:
+        if conn is None or not KIND_RULES[conn.kind].udp_heartbeats:
             self.counters.heartbeats_unknown += 1
             return
         if src_ip != conn.peer_ip:
@@ -886,7 +904,8 @@ class ProducerTarget:
         when no class-3 connection of this session has that O->T id. A repeated sequence count
         is a retransmission: the previous reply is returned and ``handler`` is not called."""
         conn = self._by_ot_id.get(connection_id)
-        if conn is None or conn.kind is not ConnectionKind.CLASS3 or conn.session_id != session_id:
+        if (conn is None or not KIND_RULES[conn.kind].connected_requests
+                or conn.session_id != session_id):
             return None
         conn.deadline = now + conn.timeout_s
         self.counters.connected_requests += 1
@@ -900,7 +919,7 @@ class ProducerTarget:
     def session_closed(self, session_id: int, now: float) -> None:
         """The TCP session ended: its class-3 connections go, class-1 ones stay (protocol.md 2.4)."""
         for conn in [c for c in self._by_triad.values() if c.session_id == session_id]:
-            if conn.kind is ConnectionKind.CLASS3:
+            if KIND_RULES[conn.kind].ends_with_session:
                 self._remove(conn)
                 self._event(TargetEventKind.SESSION_CLOSED, now, conn.triad, None, conn.peer_ip,
                             f"class3 closed with session {session_id:#x}")
@@ -938,7 +957,7 @@ class ProducerTarget:
                         f" ({conn.ot_api_us}us x{conn.multiplier})")
             if (
                 self.options.close_sessions_on_timeout
-                and conn.kind is ConnectionKind.CLASS1
+                and KIND_RULES[conn.kind].ends_sessions_on_timeout
                 and not any(
                     (c.triad.vendor_id, c.triad.originator_serial)
                     == (conn.triad.vendor_id, conn.triad.originator_serial)
@@ -986,3 +1005,48 @@ def _rpi_words(ot_type: int, to_type: int, ot_rpi: int, to_rpi: int) -> tuple[in
         ot_rpi & 0xFFFF, (ot_rpi >> 16) & 0xFFFF,
         to_rpi & 0xFFFF, (to_rpi >> 16) & 0xFFFF,
     )
+
+
+# --------------------------------------------------------------------------- choices as data
+
+_Opener = Callable[
+    [ProducerTarget, cm.ForwardOpenRequest, _AppPath, str, int, float, cpf.Sockaddr | None],
+    tuple[TargetConnection, tuple[cpf.Item, ...]],
+]
+
+#: How a Forward_Open that passed the path check opens, by what the path names.
+_OPENERS: Mapping[ConnectionKind, _Opener] = {
+    ConnectionKind.CLASS1: ProducerTarget._open_class1,
+    ConnectionKind.CLASS3: ProducerTarget._open_class3,
+}
+
+#: The (O->T, T->O) size reject codes, by ``TargetOptions.size_error``: Logix's 0x0109 for
+#: both, or the CIP pair (protocol.md 5.9, 7.6).
+_SIZE_CODES: Mapping[ExtendedStatus, tuple[int, int]] = {
+    ExtendedStatus.INVALID_CONNECTION_SIZE: (
+        ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE),
+    ExtendedStatus.INVALID_TO_SIZE: (
+        ExtendedStatus.INVALID_OT_SIZE, ExtendedStatus.INVALID_TO_SIZE),
+}
+
+#: The words after a multicast RPI mismatch code, by ``TargetOptions.multicast_rpi_error``
+#: (arguments: the requested O->T RPI and the running production's RPI, us).
+_MULTICAST_RPI_WORDS: Mapping[ExtendedStatus, Callable[[int, int], tuple[int, ...]]] = {
+    ExtendedStatus.RPI_NOT_ACCEPTABLE: lambda ot_rpi, to_rpi: _rpi_words(
+        RPI_OK, RPI_SHARED, ot_rpi, to_rpi),
+    ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI: lambda ot_rpi, to_rpi: (),
+}
+
+
+class CloseRefusal(Enum):
+    """Why a Forward_Close is refused."""
+
+    NOT_FOUND = "connection not found"  # no connection has that triad
+    NOT_ORIGINATOR = "closer is not the originator"  # OpENer answers 0x0F
+
+
+_CLOSE_REFUSALS: Mapping[CloseRefusal, tuple[int, tuple[int, ...]]] = {
+    CloseRefusal.NOT_FOUND: (
+        GeneralStatus.CONNECTION_FAILURE, (ExtendedStatus.CONNECTION_NOT_FOUND,)),
+    CloseRefusal.NOT_ORIGINATOR: (GeneralStatus.PRIVILEGE_VIOLATION, ()),
+}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from pyconpro.acquisition import cip, class1, cm, cpf, epath
 from pyconpro.acquisition.target import (
+    KIND_RULES,
     CloseSession,
     ConnectionKind,
     KeyIdentity,
@@ -901,6 +902,13 @@ def test_outputs_are_one_ordered_list_timeouts_before_production() -> None:
     assert close == CloseSession(PEER)
     assert isinstance(datagram, SendDatagram) and datagram.address == (OTHER, 2222)
     assert t.take_outputs() == []  # taken means forgotten
+
+
+def test_every_connection_kind_has_its_rules_as_data() -> None:
+    assert set(KIND_RULES) == set(ConnectionKind)
+    c1, c3 = KIND_RULES[ConnectionKind.CLASS1], KIND_RULES[ConnectionKind.CLASS3]
+    assert c1.udp_heartbeats and not c1.ends_with_session  # class 1 outlives its session (2.4)
+    assert c3.connected_requests and c3.ends_with_session
 
 
 def test_no_session_close_request_by_default() -> None:
