@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -457,6 +457,19 @@ def classify_reject(general: int, additional: tuple[int, ...]) -> RejectClass:
 
 
 # --------------------------------------------------------------------------- the machine
+
+
+@dataclass(frozen=True, slots=True)
+class _Reject:
+    """One failed Forward_Open as the reject handlers see it."""
+
+    now: float
+    status: tuple[int, tuple[int, ...]]  # (general, additional words)
+    text: str  # describe_cip_status of it
+
+    @property
+    def additional(self) -> tuple[int, ...]:
+        return self.status[1]
 
 
 @dataclass(slots=True)
@@ -911,100 +924,116 @@ class ConsumerConnection:
     def _rejected(self, now: float, general: int, additional: tuple[int, ...]) -> None:
         self.counters.rejects += 1
         self.last_status = (general, additional)
-        status = (general, additional)
-        text = describe_cip_status(general, additional)
-        cls = classify_reject(general, additional)
-        p = self.params
-        immediate_ok = self._immediate < self.timing.max_immediate_retries
-        if cls is RejectClass.NEW_SERIAL and immediate_ok:
-            self._retry_now(now, status, f"{text}: retrying with a new connection serial")
-        elif cls is RejectClass.NEW_SERIAL:
-            self._enter_backoff(Trigger.REJECTED, now, kind="reject", status=status,
-                                message=f"{text} {self._immediate} times in a row")
-        elif cls is RejectClass.ADOPT_SIZE:
-            wanted = additional[1] - cm.CLASS1_SEQUENCE_SIZE
-            type_size = byte_size(self.tag_type) if self.tag_type is not None else None
-            if type_size is not None and wanted == type_size and wanted != self.tag_bytes:
-                self.tag_bytes = wanted
-                self._retry_now(now, status, f"{text}: adopting {wanted} bytes, the size of"
-                                f" type {self.tag_type.name if self.tag_type else '?'}")
-            elif self.learned and self._size_refreshes == 0:
-                # Our type came from the controller and it now wants another size: its tag
-                # table may have changed (a download). Learn the type again, once; if the fresh
-                # type still disagrees, the mismatch below is real.
-                self._size_refreshes += 1
-                self._release_triad()
-                self._open = None
-                self._enter_resolving(
-                    Trigger.SIZE_REJECTED, now, kind="reject", status=status,
-                    message=f"{text}: the controller produces {wanted} bytes, we asked for"
-                    f" {self.tag_bytes}; learning the type of {p.tag!r} again (changed by a"
-                    " download?)")
-            elif type_size is not None:
-                self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                    f"type mismatch on {self.name}: the controller produces {wanted} bytes but"
-                    f" type {self.tag_type.name if self.tag_type else '?'} is {type_size} bytes"
-                    f" (we asked for {self.tag_bytes}); check the tag's type ({text})"))
-            else:
-                self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                    f"size mismatch on {self.name}: we asked for {self.tag_bytes} bytes, the"
-                    f" controller produces {wanted}; set size = {wanted} or omit 'size' so it"
-                    f" is learned from the controller ({text})"))
-        elif cls is RejectClass.ADOPT_RPI and immediate_ok:
-            ot_rpi = additional[2] | (additional[3] << 16)
-            to_rpi = additional[4] | (additional[5] << 16)
-            if (to_rpi and to_rpi != self.to_rpi_us) or (ot_rpi and ot_rpi != self.ot_rpi_us):
-                self.to_rpi_us = to_rpi or self.to_rpi_us
-                self.ot_rpi_us = ot_rpi or self.ot_rpi_us
-                self._retry_now(now, status, f"{text}: adopting the producer's RPI"
-                                f" (T->O {self.to_rpi_us} us, O->T {self.ot_rpi_us} us)")
-            else:
-                self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                    f"{self.name}: RPI refused again with the producer's own values ({text})"))
-        elif cls is RejectClass.ADOPT_RPI:
-            self._fail(Trigger.REJECTED_FATAL, now, status=status,
-                       message=f"{self.name}: RPI negotiation does not converge ({text})")
-        elif cls is RejectClass.AFTER_OLD_TIMEOUT:
-            # A previous connection (ours from an earlier run, or another consumer's) holds the
-            # slot until its O->T watchdog expires: wait at least that long (7.4, 7.7 step 5).
-            wait = (self.ot_rpi_us / 1e6) * p.factor + self.timing.old_connection_margin_s
-            self._enter_backoff(Trigger.REJECTED, now, kind="reject", status=status,
-                                at_least=wait,
-                                message=f"{text}: waiting for the old connection's timeout")
-        elif cls is RejectClass.NOT_PRODUCED:
-            learned_type = self._resolved[1] if self._resolved is not None else None
-            if additional[:1] == (0x031F,) and learned_type is not None:
-                # The controller itself told us the tag's type, so the tag exists: only the
-                # Produced setting is missing, and "check the name" would send the user astray.
-                what = (f"exists ({learned_type.name}) but is not produced ({text}): mark it"
-                        " produced")
-            else:
-                what = (f"does not exist or is not produced ({text}): check the name, and mark"
-                        " it produced")
-            self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                f"tag {p.tag!r} on PLC {p.plc!r} {what} in Studio 5000 (Tag Properties >"
-                " Type: Produced, set Max Consumers)"))
-        elif cls is RejectClass.PERMANENT:
-            hint = ""
-            ext = additional[0] if additional else None
-            if ext in _SLOT_EXTENDED:
-                hint = f"; check the slot ({p.slot}) and route of PLC {p.plc!r}"
-            elif ext == 0x0111:
-                hint = (f"; choose an RPI the producer accepts (asked T->O {self.to_rpi_us} us,"
-                        f" O->T {self.ot_rpi_us} us)")
-            elif ext == 0x0813:
-                hint = "; multicast does not cross subnets: use unicast"
-            elif ext == 0x0124 and not p.multicast:
-                # Logix answers a P2P request for a produced tag whose "Allow Unicast Consumer
-                # Connections" box is clear with an invalid T->O connection type.
-                hint = ("; the tag does not allow unicast consumers: tick 'Allow Unicast"
-                        " Consumer Connections' in the produced tag's Connection settings, or"
-                        ' use transport = "multicast"')
-            self._fail(Trigger.REJECTED_FATAL, now, status=status,
-                       message=f"{self.name}: Forward_Open refused: {text}{hint}")
+        reject = _Reject(now, (general, additional), describe_cip_status(general, additional))
+        _REJECT_HANDLERS[classify_reject(general, additional)](self, reject)
+
+    # One handler per RejectClass (the table _REJECT_HANDLERS after the class); each decides
+    # between retrying now, backing off, learning the type again and failing for good.
+
+    def _can_retry_now(self) -> bool:
+        return self._immediate < self.timing.max_immediate_retries
+
+    def _on_new_serial_reject(self, r: _Reject) -> None:
+        if self._can_retry_now():
+            self._retry_now(r.now, r.status, f"{r.text}: retrying with a new connection serial")
         else:
-            self._enter_backoff(Trigger.REJECTED, now, kind="reject", status=status,
-                                message=f"Forward_Open refused: {text}")
+            self._enter_backoff(Trigger.REJECTED, r.now, kind="reject", status=r.status,
+                                message=f"{r.text} {self._immediate} times in a row")
+
+    def _on_adopt_size_reject(self, r: _Reject) -> None:
+        now, status, text = r.now, r.status, r.text
+        wanted = r.additional[1] - cm.CLASS1_SEQUENCE_SIZE
+        type_size = byte_size(self.tag_type) if self.tag_type is not None else None
+        if type_size is not None and wanted == type_size and wanted != self.tag_bytes:
+            self.tag_bytes = wanted
+            self._retry_now(now, status, f"{text}: adopting {wanted} bytes, the size of"
+                            f" type {self.tag_type.name if self.tag_type else '?'}")
+        elif self.learned and self._size_refreshes == 0:
+            # Our type came from the controller and it now wants another size: its tag
+            # table may have changed (a download). Learn the type again, once; if the fresh
+            # type still disagrees, the mismatch below is real.
+            self._size_refreshes += 1
+            self._release_triad()
+            self._open = None
+            self._enter_resolving(
+                Trigger.SIZE_REJECTED, now, kind="reject", status=status,
+                message=f"{text}: the controller produces {wanted} bytes, we asked for"
+                f" {self.tag_bytes}; learning the type of {self.params.tag!r} again (changed by"
+                " a download?)")
+        elif type_size is not None:
+            self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
+                f"type mismatch on {self.name}: the controller produces {wanted} bytes but"
+                f" type {self.tag_type.name if self.tag_type else '?'} is {type_size} bytes"
+                f" (we asked for {self.tag_bytes}); check the tag's type ({text})"))
+        else:
+            self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
+                f"size mismatch on {self.name}: we asked for {self.tag_bytes} bytes, the"
+                f" controller produces {wanted}; set size = {wanted} or omit 'size' so it"
+                f" is learned from the controller ({text})"))
+
+    def _on_adopt_rpi_reject(self, r: _Reject) -> None:
+        if not self._can_retry_now():
+            self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status,
+                       message=f"{self.name}: RPI negotiation does not converge ({r.text})")
+            return
+        additional = r.additional
+        ot_rpi = additional[2] | (additional[3] << 16)
+        to_rpi = additional[4] | (additional[5] << 16)
+        if (to_rpi and to_rpi != self.to_rpi_us) or (ot_rpi and ot_rpi != self.ot_rpi_us):
+            self.to_rpi_us = to_rpi or self.to_rpi_us
+            self.ot_rpi_us = ot_rpi or self.ot_rpi_us
+            self._retry_now(r.now, r.status, f"{r.text}: adopting the producer's RPI"
+                            f" (T->O {self.to_rpi_us} us, O->T {self.ot_rpi_us} us)")
+        else:
+            self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status, message=(
+                f"{self.name}: RPI refused again with the producer's own values ({r.text})"))
+
+    def _on_after_old_timeout_reject(self, r: _Reject) -> None:
+        # A previous connection (ours from an earlier run, or another consumer's) holds the
+        # slot until its O->T watchdog expires: wait at least that long (7.4, 7.7 step 5).
+        wait = (self.ot_rpi_us / 1e6) * self.params.factor + self.timing.old_connection_margin_s
+        self._enter_backoff(Trigger.REJECTED, r.now, kind="reject", status=r.status,
+                            at_least=wait,
+                            message=f"{r.text}: waiting for the old connection's timeout")
+
+    def _on_not_produced_reject(self, r: _Reject) -> None:
+        p = self.params
+        learned_type = self._resolved[1] if self._resolved is not None else None
+        if r.additional[:1] == (0x031F,) and learned_type is not None:
+            # The controller itself told us the tag's type, so the tag exists: only the
+            # Produced setting is missing, and "check the name" would send the user astray.
+            what = (f"exists ({learned_type.name}) but is not produced ({r.text}): mark it"
+                    " produced")
+        else:
+            what = (f"does not exist or is not produced ({r.text}): check the name, and mark"
+                    " it produced")
+        self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status, message=(
+            f"tag {p.tag!r} on PLC {p.plc!r} {what} in Studio 5000 (Tag Properties >"
+            " Type: Produced, set Max Consumers)"))
+
+    def _on_permanent_reject(self, r: _Reject) -> None:
+        p = self.params
+        hint = ""
+        ext = r.additional[0] if r.additional else None
+        if ext in _SLOT_EXTENDED:
+            hint = f"; check the slot ({p.slot}) and route of PLC {p.plc!r}"
+        elif ext == 0x0111:
+            hint = (f"; choose an RPI the producer accepts (asked T->O {self.to_rpi_us} us,"
+                    f" O->T {self.ot_rpi_us} us)")
+        elif ext == 0x0813:
+            hint = "; multicast does not cross subnets: use unicast"
+        elif ext == 0x0124 and not p.multicast:
+            # Logix answers a P2P request for a produced tag whose "Allow Unicast Consumer
+            # Connections" box is clear with an invalid T->O connection type.
+            hint = ("; the tag does not allow unicast consumers: tick 'Allow Unicast"
+                    " Consumer Connections' in the produced tag's Connection settings, or"
+                    ' use transport = "multicast"')
+        self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status,
+                   message=f"{self.name}: Forward_Open refused: {r.text}{hint}")
+
+    def _on_transient_reject(self, r: _Reject) -> None:
+        self._enter_backoff(Trigger.REJECTED, r.now, kind="reject", status=r.status,
+                            message=f"Forward_Open refused: {r.text}")
 
     def _retry_now(self, now: float, status: tuple[int, tuple[int, ...]], message: str) -> None:
         self._immediate += 1
@@ -1038,6 +1067,18 @@ class ConsumerConnection:
         if self.last_status is not None:
             out["last_status"] = describe_cip_status(*self.last_status)
         return out
+
+
+_REJECT_HANDLERS: Mapping[RejectClass, Callable[[ConsumerConnection, _Reject], None]] = {
+    RejectClass.NEW_SERIAL: ConsumerConnection._on_new_serial_reject,
+    RejectClass.ADOPT_SIZE: ConsumerConnection._on_adopt_size_reject,
+    RejectClass.ADOPT_RPI: ConsumerConnection._on_adopt_rpi_reject,
+    RejectClass.AFTER_OLD_TIMEOUT: ConsumerConnection._on_after_old_timeout_reject,
+    RejectClass.NOT_PRODUCED: ConsumerConnection._on_not_produced_reject,
+    RejectClass.PERMANENT: ConsumerConnection._on_permanent_reject,
+    RejectClass.TRANSIENT: ConsumerConnection._on_transient_reject,
+}
+"""What a Forward_Open reject does, by its class (protocol.md 7.6, 7.7 step 5)."""
 
 
 def _type_change(old: tuple[int, LogixType | None], new: tuple[int, LogixType | None]) -> str:

@@ -7,16 +7,24 @@ graceful shutdown order of a whole pipeline (workers first so they Forward_Close
 listen, sinks after them so they flush everything the workers published, the forwarder last).
 
 It does nothing itself: time is an argument, randomness comes from a passed-in ``rng`` callable,
-and every decision comes back as data: ``Spawn`` / ``Signal`` actions for the supervisor process to
-carry out and ``Transition`` events for it to publish (ARCHITECTURE.md "Processes"; STYLE.md 2, 8).
+and every decision comes back as data, drained in order with ``take_outputs()``: ``Spawn`` /
+``Signal`` actions for the supervisor process to carry out and ``Transition`` events for it to
+publish (ARCHITECTURE.md "Processes" and "The one shape of a sans-IO machine"; STYLE.md 2, 8).
 No protocol.md section is implemented here; ``RestartPolicy`` defaults follow protocol.md 7.7's
 retry advice (0.5 s doubling to a 30 s cap, plus jitter).
 
 Inputs a child accepts (each also a method): ``StartRequested``, ``Spawned(pid)`` (the supervisor
 started the process), ``Ready(pid)`` (the child said so, e.g. its control socket answered),
-``Exited(pid, code, signal)``, ``StopRequested``, and the timer (``on_timer(now)``). Inputs that do
-not apply in the current state (a late ``Exited`` of a previous incarnation, ``Ready`` after a
-crash) are ignored and counted, never raised: they are races between processes, not bugs.
+``Exited(pid, code, signal)``, ``StopRequested``, and the timer (``next_deadline()`` +
+``on_timer(now)``); inputs return None. Inputs that do not apply in the current state (a late
+``Exited`` of a previous incarnation, ``Ready`` after a crash) are ignored and counted, never
+raised: they are races between processes, not bugs.
+
+States are ``ChildState``; what moves a child is a ``Trigger`` (an input kind refined by the
+condition that picked the outcome: an ``Exited`` while STARTING is a ``QUICK_FAILURE`` or, at the
+limit, ``TOO_MANY_FAILURES``); the data table ``TRANSITIONS`` maps ``(state, trigger)`` to the next
+state and ``Child._transition`` is the one place that changes ``state``, emitting one
+``Transition`` each time. ``ACCEPTS`` lists the ``(state, input kind)`` pairs that do anything.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import ClassVar, Final
 from pyconpro.acquisition.errors import UsageError
 
 __all__ = [
+    "ACCEPTS",
     "TRANSITIONS",
     "Action",
     "Child",
@@ -37,18 +46,20 @@ __all__ = [
     "Exited",
     "Input",
     "InputKind",
+    "Output",
     "Ready",
     "RestartPolicy",
     "Signal",
     "Spawn",
     "Spawned",
     "StartRequested",
-    "Step",
     "StopRequested",
     "Supervision",
     "Timer",
     "Transition",
+    "Trigger",
     "backoff_delay",
+    "next_states",
     "start_phases",
     "stop_phases",
 ]
@@ -162,18 +173,8 @@ class Transition:
     deadline: float | None = None  # when the child next needs attention (retry, kill, ...)
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What one input produced: actions to carry out, then events to publish."""
-
-    actions: tuple[Action, ...] = ()
-    events: tuple[Transition, ...] = ()
-
-    def __add__(self, other: Step) -> Step:
-        return Step(self.actions + other.actions, self.events + other.events)
-
-
-_NOTHING: Final = Step()
+Output = Spawn | Signal | Transition
+"""What ``take_outputs()`` returns: actions to carry out and transitions to publish, in order."""
 
 
 # ----------------------------------------------------------------------------- policy
@@ -236,29 +237,87 @@ def backoff_delay(policy: RestartPolicy, failures: int, u: float) -> float:
 S = ChildState
 I = InputKind  # noqa: E741 - short alias keeps the transition table readable
 
-# For every (state, input) that does something: the states it may lead to (the handler picks one
-# by the condition named in the comment). Pairs not listed are ignored in that state.
-TRANSITIONS: Final[Mapping[tuple[ChildState, InputKind], frozenset[ChildState]]] = {
-    (S.STOPPED, I.START): frozenset({S.STARTING}),
-    (S.STARTING, I.SPAWNED): frozenset({S.STARTING, S.RUNNING}),  # RUNNING if start_seconds == 0
-    (S.STARTING, I.READY): frozenset({S.RUNNING}),
-    (S.STARTING, I.TIMER): frozenset({S.RUNNING}),  # alive for start_seconds
-    (S.STARTING, I.EXITED): frozenset({S.BACKOFF, S.FATAL}),  # FATAL at max_quick_failures
-    (S.STARTING, I.STOP): frozenset({S.STOPPING}),
-    (S.RUNNING, I.EXITED): frozenset({S.EXITED}),
-    (S.RUNNING, I.STOP): frozenset({S.STOPPING}),
-    (S.BACKOFF, I.TIMER): frozenset({S.STARTING}),
-    (S.BACKOFF, I.STOP): frozenset({S.STOPPED}),
-    (S.STOPPING, I.START): frozenset({S.STOPPING}),  # remembered: start again once it exited
-    (S.STOPPING, I.SPAWNED): frozenset({S.STOPPING}),  # stop raced the spawn: TERM it now
-    (S.STOPPING, I.STOP): frozenset({S.STOPPING}),  # cancels a remembered start
-    (S.STOPPING, I.TIMER): frozenset({S.STOPPING}),  # stop_timeout: KILL
-    (S.STOPPING, I.EXITED): frozenset({S.STOPPED, S.STARTING}),
-    (S.EXITED, I.START): frozenset({S.STARTING}),
-    (S.EXITED, I.TIMER): frozenset({S.STARTING}),
-    (S.EXITED, I.STOP): frozenset({S.STOPPED}),
-    (S.FATAL, I.START): frozenset({S.STARTING}),
+
+class Trigger(enum.Enum):
+    """What moves a child from one state to another: the input, and the condition that chose."""
+
+    START = "start"  # StartRequested (an operator START also forgives a FATAL child)
+    SPAWNED = "spawned"  # Spawned with start_seconds == 0: started at once
+    READY = "ready"  # the child said it is ready
+    ALIVE = "alive"  # the timer: alive for start_seconds
+    QUICK_FAILURE = "quick failure"  # Exited during start-up, below max_quick_failures
+    TOO_MANY_FAILURES = "too many failures"  # Exited during start-up, max_quick_failures reached
+    CRASHED = "crashed"  # Exited after RUNNING
+    STOP = "stop"  # StopRequested
+    RESPAWN = "respawn"  # the timer: a BACKOFF / EXITED child's restart is due
+    STOPPED = "stopped"  # Exited while STOPPING
+    STOPPED_START = "stopped, start"  # Exited while STOPPING with a START remembered
+
+    @property
+    def input(self) -> InputKind:
+        return _INPUT_OF[self]
+
+
+_INPUT_OF: Final[Mapping[Trigger, InputKind]] = {
+    Trigger.START: I.START,
+    Trigger.SPAWNED: I.SPAWNED,
+    Trigger.READY: I.READY,
+    Trigger.ALIVE: I.TIMER,
+    Trigger.QUICK_FAILURE: I.EXITED,
+    Trigger.TOO_MANY_FAILURES: I.EXITED,
+    Trigger.CRASHED: I.EXITED,
+    Trigger.STOP: I.STOP,
+    Trigger.RESPAWN: I.TIMER,
+    Trigger.STOPPED: I.EXITED,
+    Trigger.STOPPED_START: I.EXITED,
 }
+
+T = Trigger
+
+TRANSITIONS: Final[Mapping[tuple[ChildState, Trigger], ChildState]] = {
+    (S.STOPPED, T.START): S.STARTING,
+    (S.STARTING, T.SPAWNED): S.RUNNING,
+    (S.STARTING, T.READY): S.RUNNING,
+    (S.STARTING, T.ALIVE): S.RUNNING,
+    (S.STARTING, T.QUICK_FAILURE): S.BACKOFF,
+    (S.STARTING, T.TOO_MANY_FAILURES): S.FATAL,
+    (S.STARTING, T.STOP): S.STOPPING,
+    (S.RUNNING, T.CRASHED): S.EXITED,
+    (S.RUNNING, T.STOP): S.STOPPING,
+    (S.BACKOFF, T.RESPAWN): S.STARTING,
+    (S.BACKOFF, T.STOP): S.STOPPED,
+    (S.STOPPING, T.STOPPED): S.STOPPED,
+    (S.STOPPING, T.STOPPED_START): S.STARTING,
+    (S.EXITED, T.START): S.STARTING,
+    (S.EXITED, T.RESPAWN): S.STARTING,
+    (S.EXITED, T.STOP): S.STOPPED,
+    (S.FATAL, T.START): S.STARTING,
+}
+
+# Inputs that act without changing state (only while STOPPING, plus the Spawned that a
+# STARTING child waits for).
+_IN_PLACE: Final = frozenset({
+    (S.STARTING, I.SPAWNED),  # the process exists; started after start_seconds or Ready
+    (S.STOPPING, I.START),  # remembered: start again once it exited
+    (S.STOPPING, I.SPAWNED),  # stop raced the spawn: TERM it now
+    (S.STOPPING, I.STOP),  # cancels a remembered start
+    (S.STOPPING, I.TIMER),  # stop_timeout: KILL
+})
+
+# Every (state, input kind) that does something; any other pair is ignored and counted.
+ACCEPTS: Final[frozenset[tuple[ChildState, InputKind]]] = frozenset(
+    {(state, trigger.input) for state, trigger in TRANSITIONS} | _IN_PLACE
+)
+
+
+def next_states(state: ChildState, kind: InputKind) -> frozenset[ChildState]:
+    """The states an input of ``kind`` may lead to from ``state`` (``state`` itself included
+    when it may act in place)."""
+    out = {new for (old, t), new in TRANSITIONS.items() if old is state and t.input is kind}
+    if (state, kind) in _IN_PLACE:
+        out.add(state)
+    return frozenset(out)
+
 
 # States in which no process exists and nothing is scheduled.
 AT_REST: Final = frozenset({S.STOPPED, S.FATAL})
@@ -271,7 +330,8 @@ class Child:
     """The supervision state of one child process.
 
     ``rng`` returns floats in [0, 1) (pass ``random.Random(seed).random``); it is only called
-    when a backoff delay is drawn.
+    when a backoff delay is drawn. ``outputs``: the queue ``take_outputs()`` drains; a
+    ``Supervision`` passes one queue to all its children so their outputs keep one order.
     """
 
     def __init__(
@@ -280,6 +340,8 @@ class Child:
         policy: RestartPolicy | None = None,
         rng: Callable[[], float] = lambda: 0.5,
         kind: ChildKind = ChildKind.WORKER,
+        *,
+        outputs: list[Output] | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -294,8 +356,14 @@ class Child:
         self._deadline: float | None = None
         self._start_after_stop = False
         self._now = float("-inf")
+        self._outputs: list[Output] = outputs if outputs is not None else []
 
-    # -- queries
+    # -- outputs and queries
+
+    def take_outputs(self) -> list[Output]:
+        """Everything decided since the last call, in order (and forget it)."""
+        out, self._outputs[:] = list(self._outputs), []
+        return out
 
     def next_deadline(self) -> float | None:
         """Absolute time at which ``on_timer`` must be called, or None."""
@@ -308,54 +376,52 @@ class Child:
 
     # -- inputs
 
-    def start(self, now: float) -> Step:
-        return self.handle(StartRequested(), now)
+    def start(self, now: float) -> None:
+        self.handle(StartRequested(), now)
 
-    def spawned(self, pid: int, now: float) -> Step:
-        return self.handle(Spawned(pid), now)
+    def spawned(self, pid: int, now: float) -> None:
+        self.handle(Spawned(pid), now)
 
-    def ready(self, now: float, pid: int | None = None) -> Step:
-        return self.handle(Ready(pid), now)
+    def ready(self, now: float, pid: int | None = None) -> None:
+        self.handle(Ready(pid), now)
 
     def exited(
         self, now: float, pid: int | None = None, code: int | None = None, signal: str | None = None
-    ) -> Step:
-        return self.handle(Exited(pid, code, signal), now)
+    ) -> None:
+        self.handle(Exited(pid, code, signal), now)
 
-    def stop(self, now: float) -> Step:
-        return self.handle(StopRequested(), now)
+    def stop(self, now: float) -> None:
+        self.handle(StopRequested(), now)
 
-    def on_timer(self, now: float) -> Step:
-        return self.handle(Timer(), now)
+    def on_timer(self, now: float) -> None:
+        self.handle(Timer(), now)
 
-    def handle(self, inp: Input, now: float) -> Step:
+    def handle(self, inp: Input, now: float) -> None:
         """Feed one input at time ``now``; never raises for any input in any state."""
         # A clock that steps back (caller bug, or two clocks) must not move deadlines backwards.
         now = max(now, self._now)
         self._now = now
-        if (self.state, inp.kind) not in TRANSITIONS:
+        if (self.state, inp.kind) not in ACCEPTS:
             self.ignored += 1
-            return _NOTHING
-        handler = _HANDLERS[inp.kind]
-        return handler(self, inp, now)
+            return
+        _HANDLERS[inp.kind](self, inp, now)
 
     # -- the one place that changes state
 
-    def _goto(
+    def _transition(
         self,
-        new: ChildState,
-        inp: InputKind,
+        trigger: Trigger,
         now: float,
         reason: str,
         deadline: float | None,
         exit_: Exited | None = None,
-    ) -> Transition:
-        allowed = TRANSITIONS[(self.state, inp)]
-        if new not in allowed:  # pragma: no cover - a bug in this module, caught by the tests
-            raise AssertionError(f"{self.state}+{inp} -> {new} is not in TRANSITIONS")
+    ) -> None:
+        new = TRANSITIONS.get((self.state, trigger))
+        if new is None:  # pragma: no cover - a bug in this module, caught by the tests
+            raise AssertionError(f"{self.state} + {trigger} is not in TRANSITIONS")
         old, self.state = self.state, new
         self._deadline = deadline
-        return Transition(
+        self._outputs.append(Transition(
             child=self.name,
             old=old,
             new=new,
@@ -366,64 +432,68 @@ class Child:
             exit_signal=exit_.signal if exit_ else None,
             failures=self.failures,
             deadline=deadline,
-        )
+        ))
 
-    def _spawn(self, inp: InputKind, now: float, reason: str) -> Step:
+    def _spawn(self, trigger: Trigger, now: float, reason: str) -> None:
         self.pid = None
-        ev = self._goto(S.STARTING, inp, now, reason, None)
-        return Step((Spawn(self.name),), (ev,))
+        self._transition(trigger, now, reason, None)
+        self._outputs.append(Spawn(self.name))
+
+    def _signal(self, pid: int, signal: str) -> None:
+        self._outputs.append(Signal(self.name, pid, signal))
 
     # -- handlers, one per input kind
 
-    def _on_start(self, inp: Input, now: float) -> Step:
+    def _on_start(self, inp: Input, now: float) -> None:
         if self.state is S.STOPPING:
             self._start_after_stop = True
-            return _NOTHING
+            return
         if self.state is S.FATAL:
             self.failures = 0  # an operator START gives a FATAL child a fresh budget
-        return self._spawn(I.START, now, "start requested")
+        self._spawn(T.START, now, "start requested")
 
-    def _on_spawned(self, inp: Input, now: float) -> Step:
+    def _on_spawned(self, inp: Input, now: float) -> None:
         assert isinstance(inp, Spawned)
         if self.pid is not None:  # a second Spawned for one Spawn: stale, ignore
             self.ignored += 1
-            return _NOTHING
+            return
         self.pid = inp.pid
         if self.state is S.STOPPING:
             # The stop came before the process existed; now it does, so stop it.
             self._deadline = now + self.policy.stop_timeout
-            return Step((Signal(self.name, inp.pid, "TERM"),))
-        if self.policy.start_seconds == 0:
-            return Step(events=(self._goto(S.RUNNING, I.SPAWNED, now, "spawned", None),))
-        self._deadline = now + self.policy.start_seconds
-        return _NOTHING
+            self._signal(inp.pid, "TERM")
+        elif self.policy.start_seconds == 0:
+            self._transition(T.SPAWNED, now, "spawned", None)
+        else:
+            self._deadline = now + self.policy.start_seconds
 
-    def _on_ready(self, inp: Input, now: float) -> Step:
+    def _on_ready(self, inp: Input, now: float) -> None:
         assert isinstance(inp, Ready)
         if self.pid is None or (inp.pid is not None and inp.pid != self.pid):
             self.ignored += 1
-            return _NOTHING
-        return self._running(I.READY, now, "reported ready")
+            return
+        self._running(T.READY, now, "reported ready")
 
-    def _running(self, inp: InputKind, now: float, reason: str) -> Step:
+    def _running(self, trigger: Trigger, now: float, reason: str) -> None:
         self.failures = 0
-        return Step(events=(self._goto(S.RUNNING, inp, now, reason, None),))
+        self._transition(trigger, now, reason, None)
 
-    def _on_timer(self, inp: Input, now: float) -> Step:
+    def _on_timer(self, inp: Input, now: float) -> None:
         if self._deadline is None or now < self._deadline:
-            return _NOTHING
+            return
         if self.state is S.STARTING:
             if self.pid is None:  # pragma: no cover - no deadline is set before Spawned
-                return _NOTHING
-            return self._running(I.TIMER, now, f"alive for {self.policy.start_seconds:g} s")
-        if self.state is S.STOPPING:
+                return
+            self._running(T.ALIVE, now, f"alive for {self.policy.start_seconds:g} s")
+        elif self.state is S.STOPPING:
             assert self.pid is not None
             self._deadline = None  # KILL cannot be ignored; nothing more to escalate to
-            return Step((Signal(self.name, self.pid, "KILL"),))
-        self.restarts += 1
-        return self._spawn(I.TIMER, now, f"restart after {self.state.value.lower()}")
+            self._signal(self.pid, "KILL")
+        else:
+            self.restarts += 1
+            self._spawn(T.RESPAWN, now, f"restart after {self.state.value.lower()}")
 
-    def _on_exited(self, inp: Input, now: float) -> Step:
+    def _on_exited(self, inp: Input, now: float) -> None:
         assert isinstance(inp, Exited)
         if self.pid is None:
             # Only a failed spawn reports an exit before Spawned (pid unknown).
@@ -432,66 +502,56 @@ class Child:
             stale = inp.pid is not None and inp.pid != self.pid
         if stale:
             self.ignored += 1
-            return _NOTHING
+            return
         self.last_exit = (inp.code, inp.signal)
         how = _describe_exit(inp)
         if self.state is S.STOPPING:
             if self._start_after_stop:
                 self._start_after_stop = False
-                ev = self._goto(
-                    S.STARTING, I.EXITED, now, f"stopped ({how}); start requested", None
-                )
+                self._transition(T.STOPPED_START, now, f"stopped ({how}); start requested", None)
                 self.pid = None
-                return Step((Spawn(self.name),), (ev,))
-            ev = self._goto(S.STOPPED, I.EXITED, now, f"stopped ({how})", None, inp)
-            self.pid = None
-            return Step(events=(ev,))
-        if self.state is S.STARTING:
+                self._outputs.append(Spawn(self.name))
+                return
+            self._transition(T.STOPPED, now, f"stopped ({how})", None, inp)
+        elif self.state is S.STARTING:
             self.failures += 1
             limit = self.policy.max_quick_failures
             if self.failures >= limit:
-                ev = self._goto(
-                    S.FATAL,
-                    I.EXITED,
+                self._transition(
+                    T.TOO_MANY_FAILURES,
                     now,
                     f"{how} during start-up, {self.failures} times in a row; not restarting",
                     None,
                     inp,
                 )
-                self.pid = None
-                return Step(events=(ev,))
-            delay = backoff_delay(self.policy, self.failures, self._rng())
-            ev = self._goto(
-                S.BACKOFF,
-                I.EXITED,
-                now,
-                f"{how} during start-up ({self.failures}/{limit}); retry in {delay:.3g} s",
-                now + delay,
-                inp,
+            else:
+                delay = backoff_delay(self.policy, self.failures, self._rng())
+                self._transition(
+                    T.QUICK_FAILURE,
+                    now,
+                    f"{how} during start-up ({self.failures}/{limit}); retry in {delay:.3g} s",
+                    now + delay,
+                    inp,
+                )
+        else:  # RUNNING
+            deadline = (
+                now + backoff_delay(self.policy, 1, self._rng())
+                if self.policy.autorestart else None
             )
-            self.pid = None
-            return Step(events=(ev,))
-        # RUNNING
-        deadline = (
-            now + backoff_delay(self.policy, 1, self._rng()) if self.policy.autorestart else None
-        )
-        ev = self._goto(S.EXITED, I.EXITED, now, how, deadline, inp)
+            self._transition(T.CRASHED, now, how, deadline, inp)
         self.pid = None
-        return Step(events=(ev,))
 
-    def _on_stop(self, inp: Input, now: float) -> Step:
+    def _on_stop(self, inp: Input, now: float) -> None:
         if self.state is S.STOPPING:
             self._start_after_stop = False
-            return _NOTHING
-        if self.state in (S.STARTING, S.RUNNING):
+        elif self.state in (S.STARTING, S.RUNNING):
             if self.pid is None:  # spawn still in flight: TERM it when Spawned arrives
-                ev = self._goto(S.STOPPING, I.STOP, now, "stop requested", None)
-                return Step(events=(ev,))
-            deadline = now + self.policy.stop_timeout
-            ev = self._goto(S.STOPPING, I.STOP, now, "stop requested", deadline)
-            return Step((Signal(self.name, self.pid, "TERM"),), (ev,))
-        # BACKOFF / EXITED: no process, just cancel the respawn
-        return Step(events=(self._goto(S.STOPPED, I.STOP, now, "stop requested", None),))
+                self._transition(T.STOP, now, "stop requested", None)
+                return
+            self._transition(T.STOP, now, "stop requested", now + self.policy.stop_timeout)
+            self._signal(self.pid, "TERM")
+        else:  # BACKOFF / EXITED: no process, just cancel the respawn
+            self._transition(T.STOP, now, "stop requested", None)
 
 
 def _describe_exit(inp: Exited) -> str:
@@ -504,7 +564,7 @@ def _describe_exit(inp: Exited) -> str:
     return "exited"
 
 
-_HANDLERS: Final[Mapping[InputKind, Callable[[Child, Input, float], Step]]] = {
+_HANDLERS: Final[Mapping[InputKind, Callable[[Child, Input, float], None]]] = {
     I.START: Child._on_start,
     I.SPAWNED: Child._on_spawned,
     I.READY: Child._on_ready,
@@ -536,7 +596,11 @@ def start_phases(kinds: Mapping[str, ChildKind]) -> tuple[tuple[str, ...], ...]:
 
 
 class Supervision:
-    """Every child of one supervisor, plus the graceful-shutdown sequence across them."""
+    """Every child of one supervisor, plus the graceful-shutdown sequence across them.
+
+    The children share this object's output queue: ``take_outputs()`` returns what every child
+    decided, in order, whether the input came through here or straight to a ``Child``.
+    """
 
     def __init__(
         self, policy: RestartPolicy | None = None, rng: Callable[[], float] = lambda: 0.5
@@ -546,13 +610,19 @@ class Supervision:
         self.children: dict[str, Child] = {}
         self._phases: tuple[tuple[str, ...], ...] = ()
         self._phase = -1  # -1: not shutting down
+        self._outputs: list[Output] = []
+
+    def take_outputs(self) -> list[Output]:
+        """Every action and transition since the last call, in order (and forget them)."""
+        out, self._outputs[:] = list(self._outputs), []
+        return out
 
     def add(self, name: str, kind: ChildKind, policy: RestartPolicy | None = None) -> Child:
         if name in self.children:
             raise UsageError(f"child {name!r} already exists; remove it first")
         if self.shutting_down:
             raise UsageError("cannot add children during shutdown")
-        child = Child(name, policy or self.policy, self._rng, kind)
+        child = Child(name, policy or self.policy, self._rng, kind, outputs=self._outputs)
         self.children[name] = child
         return child
 
@@ -581,59 +651,54 @@ class Supervision:
     def _kinds(self) -> dict[str, ChildKind]:
         return {n: c.kind for n, c in self.children.items()}
 
-    def start_all(self, now: float) -> Step:
+    def start_all(self, now: float) -> None:
         """START every child, in start order (the forwarder first, workers last)."""
         if self.shutting_down:
-            return _NOTHING
-        step = _NOTHING
+            return
         for phase in start_phases(self._kinds()):
             for name in phase:
-                step += self.children[name].start(now)
-        return step
+                self.children[name].start(now)
 
-    def handle(self, name: str, inp: Input, now: float) -> Step:
+    def handle(self, name: str, inp: Input, now: float) -> None:
         """Route an input to one child (a START during shutdown is dropped)."""
         child = self.child(name)
         if self.shutting_down and inp.kind is I.START:
             child.ignored += 1
-            return _NOTHING
-        return child.handle(inp, now) + self._advance(now)
+            return
+        child.handle(inp, now)
+        self._advance(now)
 
-    def on_timer(self, now: float) -> Step:
-        step = _NOTHING
+    def on_timer(self, now: float) -> None:
         for child in list(self.children.values()):
             deadline = child.next_deadline()
             if deadline is not None and deadline <= now:
-                step += child.on_timer(now)
-        return step + self._advance(now)
+                child.on_timer(now)
+        self._advance(now)
 
     def next_deadline(self) -> float | None:
         deadlines = [d for c in self.children.values() if (d := c.next_deadline()) is not None]
         return min(deadlines) if deadlines else None
 
-    def shutdown(self, now: float) -> Step:
+    def shutdown(self, now: float) -> None:
         """Begin the graceful stop: workers, then sinks, then the forwarder."""
         if self.shutting_down:
-            return _NOTHING
+            return
         self._phases = stop_phases(self._kinds())
         self._phase = 0
-        return self._stop_phase(now) + self._advance(now)
+        self._stop_phase(now)
+        self._advance(now)
 
-    def _stop_phase(self, now: float) -> Step:
+    def _stop_phase(self, now: float) -> None:
         if self._phase >= len(self._phases):
-            return _NOTHING
-        step = _NOTHING
+            return
         for name in self._phases[self._phase]:
             if name in self.children:
-                step += self.children[name].stop(now)
-        return step
+                self.children[name].stop(now)
 
-    def _advance(self, now: float) -> Step:
-        step = _NOTHING
+    def _advance(self, now: float) -> None:
         while self.shutting_down and self._phase < len(self._phases):
             phase = self._phases[self._phase]
             if not all(self.children[n].at_rest for n in phase if n in self.children):
                 break
             self._phase += 1
-            step += self._stop_phase(now)
-        return step
+            self._stop_phase(now)

@@ -30,6 +30,15 @@ originator outside ``address``/``netmask`` 0x0813, 6.7; fixed/variable 0x011F / 
 (0x031E); global connection limit (0x0113); RPI (0x0111, or 0x0112 + 5 words when the tag has a
 default RPI; multicast RPI mismatch ``multicast_rpi_error``).
 
+The machine has the one shape of ARCHITECTURE.md: inputs are method calls that take ``now``
+(``on_datagram``, ``session_closed``, ``restart``, the CM requests); what the shell must do or may
+log is drained in order with ``take_outputs()`` (``SendDatagram``, ``CloseSession``,
+``TargetEvent``); the timer is ``next_deadline()`` + ``on_timer(now)``. One documented exception:
+a Connection Manager request (``handle_cm``, ``forward_open``, ``forward_close``) and a class-3
+connected request (``connected_request``) return their CIP reply, because the answer is
+synchronous (it goes back in the encapsulation reply to that very request, and Unconnected_Send
+embeds it in the controller's own reply); their events still come through ``take_outputs()``.
+
 Codes that protocol.md marks uncertain are options (``TargetOptions``) defaulting to the most
 probable Logix behaviour. ``large_forward_open=False`` plays a controller whose firmware predates
 Large_Forward_Open: service 0x5B is answered with general status 0x08 and nothing else (7.6),
@@ -151,7 +160,7 @@ class TargetOptions:
     assemblies: Mapping[int, str] | None = None
     #: OpENer-like (protocol.md 6.6 item 3): when a class-1 connection times out and its
     #: originator (vendor + serial) has no other connection, ask the server to close every TCP
-    #: session from that IP (``drain_session_closes``). Unknown for Logix, hence off.
+    #: session from that IP (a ``CloseSession`` output). Unknown for Logix, hence off.
     close_sessions_on_timeout: bool = False
     #: False = old firmware without Large_Forward_Open: 0x5B gets general status 0x08 (7.6).
     large_forward_open: bool = True
@@ -198,6 +207,28 @@ class ConnectionKind(str, Enum):
     CLASS3 = "class3"
 
 
+@dataclass(frozen=True, slots=True)
+class KindRules:
+    """What tells the two kinds of connection apart once open, as data (``KIND_RULES``)."""
+
+    udp_heartbeats: bool  # O->T class-1 datagrams refresh its watchdog (10.4 item 11)
+    connected_requests: bool  # SendUnitData requests of its session refresh it and get answers
+    ends_with_session: bool  # the end of its TCP session closes it (protocol.md 2.4)
+    ends_sessions_on_timeout: bool  # its timeout may close the originator's sessions (6.6)
+
+
+KIND_RULES: Mapping[ConnectionKind, KindRules] = {
+    ConnectionKind.CLASS1: KindRules(
+        udp_heartbeats=True, connected_requests=False, ends_with_session=False,
+        ends_sessions_on_timeout=True,
+    ),
+    ConnectionKind.CLASS3: KindRules(
+        udp_heartbeats=False, connected_requests=True, ends_with_session=True,
+        ends_sessions_on_timeout=False,
+    ),
+}
+
+
 class TargetEventKind(str, Enum):
     OPENED = "opened"
     REJECTED = "rejected"
@@ -233,6 +264,25 @@ class TargetEvent:
         if self.detail:
             parts.append(self.detail)
         return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """Send one T->O class-1 datagram to ``address`` (ip, port): P2P or a multicast group."""
+
+    data: bytes
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    """Close every TCP session from ``peer`` (``close_sessions_on_timeout``, protocol.md 6.6)."""
+
+    peer: str
+
+
+TargetOutput = SendDatagram | CloseSession | TargetEvent
+"""What ``ProducerTarget.take_outputs()`` returns: actions for the shell, and events to log."""
 
 
 @dataclass(slots=True)
@@ -356,13 +406,18 @@ _FC_FIXED = 12
 
 
 class ProducerTarget:
-    """Connection Manager + class-1 production of a simulated controller (module docstring)."""
+    """Connection Manager + class-1 production of a simulated controller (module docstring).
+
+    Inputs return None, except the request/response ones (``handle_cm``, ``forward_open``,
+    ``forward_close``, ``connected_request``), which return the CIP reply to their request;
+    everything else leaves through ``take_outputs()``.
+    """
 
     def __init__(self, store: TagSource, options: TargetOptions | None = None) -> None:
         self.store = store
         self.options = options or TargetOptions()
         self.counters = TargetCounters()
-        self._events: list[TargetEvent] = []
+        self._outputs: list[TargetOutput] = []
         self._by_triad: dict[cm.Triad, TargetConnection] = {}
         self._by_ot_id: dict[int, TargetConnection] = {}
         self._producers: dict[int, Producer] = {}  # by T->O id
@@ -371,7 +426,6 @@ class ProducerTarget:
         self._groups: dict[str, str] = {}  # tag name (folded) -> multicast group
         self._incarnation = int(store.incarnation) & 0xFFFF or 1
         self._counter = 0
-        self._session_closes: list[str] = []
 
     # ------------------------------------------------------------------ views
 
@@ -389,13 +443,10 @@ class ProducerTarget:
         key = tag_name.casefold()
         return sum(1 for c in self._by_triad.values() if c.tag and c.tag.casefold() == key)
 
-    def drain_session_closes(self) -> list[str]:
-        """Originator IPs whose TCP sessions the server should close (see the option)."""
-        out, self._session_closes = self._session_closes, []
-        return out
-
-    def drain_events(self) -> list[TargetEvent]:
-        out, self._events = self._events, []
+    def take_outputs(self) -> list[TargetOutput]:
+        """Everything to do or to know since the last call, in order (and forget it):
+        ``SendDatagram``, ``CloseSession`` and ``TargetEvent`` values."""
+        out, self._outputs = self._outputs, []
         return out
 
     def snapshot(self) -> dict[str, object]:
@@ -485,11 +536,8 @@ class ProducerTarget:
             return self._unsupported(request.service, peer_ip, now), ()
         try:
             app = self._walk_path(request.path)
-            if app.kind is ConnectionKind.CLASS3:
-                conn = self._open_class3(request, peer_ip, session_id, now)
-                items: tuple[cpf.Item, ...] = ()
-            else:
-                conn, items = self._open_class1(request, app, peer_ip, session_id, now, to_sockaddr)
+            conn, items = _OPENERS[app.kind](self, request, app, peer_ip, session_id, now,
+                                             to_sockaddr)
         except _Reject as r:
             self.counters.rejects += 1
             code = f"0x{r.general:02X}" + (f"/0x{r.additional[0]:04X}" if r.additional else "")
@@ -622,9 +670,7 @@ class ProducerTarget:
             return False
 
     def _size_codes(self) -> tuple[int, int]:
-        if self.options.size_error == ExtendedStatus.INVALID_CONNECTION_SIZE:
-            return ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE
-        return ExtendedStatus.INVALID_OT_SIZE, ExtendedStatus.INVALID_TO_SIZE
+        return _SIZE_CODES[ExtendedStatus(self.options.size_error)]
 
     def _check_pool(self) -> None:
         if len(self._by_triad) >= self.options.max_connections:
@@ -635,8 +681,15 @@ class ProducerTarget:
         return factor, request.ot_rpi * factor / 1e6
 
     def _open_class3(
-        self, request: cm.ForwardOpenRequest, peer_ip: str, session_id: int, now: float
-    ) -> TargetConnection:
+        self,
+        request: cm.ForwardOpenRequest,
+        app: _AppPath,
+        peer_ip: str,
+        session_id: int,
+        now: float,
+        to_sockaddr: cpf.Sockaddr | None,
+    ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
+        """A class-3 connection to the message router: no sockaddr items in the reply."""
         tt = request.transport_trigger
         if tt.transport_class != 3:
             raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
@@ -663,7 +716,7 @@ class ProducerTarget:
             now + max(timeout, self.options.initial_watchdog_s), now, request.path, to_size=to.size,
         )
         self._add(conn)
-        return conn
+        return conn, ()
 
     def _open_class1(
         self,
@@ -762,12 +815,8 @@ class ProducerTarget:
         if multicast:
             producer = self._multicast.get(name.casefold())
             if producer is not None and producer.rpi_us != request.to_rpi:
-                if opt.multicast_rpi_error == ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI:
-                    raise _Reject(ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI)
-                raise _Reject(
-                    ExtendedStatus.RPI_NOT_ACCEPTABLE,
-                    *_rpi_words(RPI_OK, RPI_SHARED, request.ot_rpi, producer.rpi_us),
-                )
+                code = ExtendedStatus(opt.multicast_rpi_error)
+                raise _Reject(code, *_MULTICAST_RPI_WORDS[code](request.ot_rpi, producer.rpi_us))
 
     def _new_id(self) -> int:
         """``incarnation << 16 | counter``, non-zero and not in use (protocol.md 5.7)."""
@@ -800,14 +849,12 @@ class ProducerTarget:
         self.counters.forward_closes += 1
         conn = self._by_triad.get(request.triad)
         if conn is None or conn.peer_ip != peer_ip:
-            general, additional = (
-                (GeneralStatus.CONNECTION_FAILURE, (ExtendedStatus.CONNECTION_NOT_FOUND,))
-                if conn is None
-                else (GeneralStatus.PRIVILEGE_VIOLATION, ())
-            )
+            refusal = CloseRefusal.NOT_FOUND if conn is None else CloseRefusal.NOT_ORIGINATOR
+            general, additional = _CLOSE_REFUSALS[refusal]
             self.counters.close_rejects += 1
-            self._event(TargetEventKind.CLOSE_REJECTED, now, request.triad, conn.tag if conn else None, peer_ip,
-                        "connection not found" if conn is None else f"closer is not the originator {conn.peer_ip}")
+            self._event(TargetEventKind.CLOSE_REJECTED, now, request.triad,
+                        conn.tag if conn else None, peer_ip,
+                        refusal.value + (f" {conn.peer_ip}" if conn else ""))
             return cm.ConnectionFailure(
                 int(general), tuple(int(a) for a in additional), request.connection_serial,
                 request.vendor_id, request.originator_serial, 0,
@@ -828,7 +875,7 @@ class ProducerTarget:
             self.counters.datagrams_malformed += 1
             return
         conn = self._by_ot_id.get(dgram.connection_id)
-        if conn is None or conn.kind is not ConnectionKind.CLASS1:
+        if conn is None or not KIND_RULES[conn.kind].udp_heartbeats:
             self.counters.heartbeats_unknown += 1
             return
         if src_ip != conn.peer_ip:
@@ -857,7 +904,8 @@ class ProducerTarget:
         when no class-3 connection of this session has that O->T id. A repeated sequence count
         is a retransmission: the previous reply is returned and ``handler`` is not called."""
         conn = self._by_ot_id.get(connection_id)
-        if conn is None or conn.kind is not ConnectionKind.CLASS3 or conn.session_id != session_id:
+        if (conn is None or not KIND_RULES[conn.kind].connected_requests
+                or conn.session_id != session_id):
             return None
         conn.deadline = now + conn.timeout_s
         self.counters.connected_requests += 1
@@ -868,10 +916,10 @@ class ProducerTarget:
         conn.last_seq16, conn.last_reply = sequence, reply
         return conn.to_id, reply
 
-    def session_closed(self, session_id: int, now: float = 0.0) -> None:
+    def session_closed(self, session_id: int, now: float) -> None:
         """The TCP session ended: its class-3 connections go, class-1 ones stay (protocol.md 2.4)."""
         for conn in [c for c in self._by_triad.values() if c.session_id == session_id]:
-            if conn.kind is ConnectionKind.CLASS3:
+            if KIND_RULES[conn.kind].ends_with_session:
                 self._remove(conn)
                 self._event(TargetEventKind.SESSION_CLOSED, now, conn.triad, None, conn.peer_ip,
                             f"class3 closed with session {session_id:#x}")
@@ -899,8 +947,8 @@ class ProducerTarget:
         times += [p.next_due for p in self._producers.values()]
         return min(times) if times else None
 
-    def on_timer(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        """Expire watchdogs, then produce every datagram due at ``now``: (datagram, (ip, port))."""
+    def on_timer(self, now: float) -> None:
+        """Expire watchdogs, then produce every datagram due at ``now`` (``SendDatagram``)."""
         for conn in [c for c in self._by_triad.values() if c.deadline <= now]:
             self._remove(conn)
             self.counters.timeouts += 1
@@ -909,27 +957,27 @@ class ProducerTarget:
                         f" ({conn.ot_api_us}us x{conn.multiplier})")
             if (
                 self.options.close_sessions_on_timeout
-                and conn.kind is ConnectionKind.CLASS1
+                and KIND_RULES[conn.kind].ends_sessions_on_timeout
                 and not any(
                     (c.triad.vendor_id, c.triad.originator_serial)
                     == (conn.triad.vendor_id, conn.triad.originator_serial)
                     for c in self._by_triad.values()
                 )
-                and conn.peer_ip not in self._session_closes
+                and CloseSession(conn.peer_ip) not in self._outputs
             ):
-                self._session_closes.append(conn.peer_ip)
+                self._outputs.append(CloseSession(conn.peer_ip))
         due = [p for p in self._producers.values() if p.next_due <= now]
         if not due:
-            return []
+            return
         self.store.tick(now)
-        out = []
         for p in due:
             image = p.tag.image()
             p.seq32 = (p.seq32 + 1) & 0xFFFFFFFF
             if self.options.seq16_mode is Seq16Mode.EVERY_PACKET or image != p.last_image:
                 p.seq16 = (p.seq16 + 1) & 0xFFFF
             p.last_image = image
-            out.append((class1.Class1Datagram(p.to_id, p.seq32, p.seq16, image).encode(), p.dest))
+            data = class1.Class1Datagram(p.to_id, p.seq32, p.seq16, image).encode()
+            self._outputs.append(SendDatagram(data, p.dest))
             # Absolute schedule: the next slot after ``now``; slots missed while the caller was
             # late are skipped (counted) rather than sent in a burst.
             nxt = p.slot + 1
@@ -938,14 +986,13 @@ class ProducerTarget:
                 self.counters.production_slots_missed += behind - nxt
                 nxt = behind
             p.slot = nxt
-        self.counters.datagrams_sent += len(out)
-        return out
+        self.counters.datagrams_sent += len(due)
 
     # ------------------------------------------------------------------ helpers
 
     def _event(self, kind: TargetEventKind, now: float, triad: cm.Triad | None = None, tag: str | None = None,
                peer: str | None = None, detail: str = "") -> None:
-        self._events.append(TargetEvent(kind, now, triad, tag, peer, detail))
+        self._outputs.append(TargetEvent(kind, now, triad, tag, peer, detail))
 
     def _count_code(self, code: str) -> None:
         self.counters.reject_codes[code] = self.counters.reject_codes.get(code, 0) + 1
@@ -958,3 +1005,48 @@ def _rpi_words(ot_type: int, to_type: int, ot_rpi: int, to_rpi: int) -> tuple[in
         ot_rpi & 0xFFFF, (ot_rpi >> 16) & 0xFFFF,
         to_rpi & 0xFFFF, (to_rpi >> 16) & 0xFFFF,
     )
+
+
+# --------------------------------------------------------------------------- choices as data
+
+_Opener = Callable[
+    [ProducerTarget, cm.ForwardOpenRequest, _AppPath, str, int, float, cpf.Sockaddr | None],
+    tuple[TargetConnection, tuple[cpf.Item, ...]],
+]
+
+#: How a Forward_Open that passed the path check opens, by what the path names.
+_OPENERS: Mapping[ConnectionKind, _Opener] = {
+    ConnectionKind.CLASS1: ProducerTarget._open_class1,
+    ConnectionKind.CLASS3: ProducerTarget._open_class3,
+}
+
+#: The (O->T, T->O) size reject codes, by ``TargetOptions.size_error``: Logix's 0x0109 for
+#: both, or the CIP pair (protocol.md 5.9, 7.6).
+_SIZE_CODES: Mapping[ExtendedStatus, tuple[int, int]] = {
+    ExtendedStatus.INVALID_CONNECTION_SIZE: (
+        ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE),
+    ExtendedStatus.INVALID_TO_SIZE: (
+        ExtendedStatus.INVALID_OT_SIZE, ExtendedStatus.INVALID_TO_SIZE),
+}
+
+#: The words after a multicast RPI mismatch code, by ``TargetOptions.multicast_rpi_error``
+#: (arguments: the requested O->T RPI and the running production's RPI, us).
+_MULTICAST_RPI_WORDS: Mapping[ExtendedStatus, Callable[[int, int], tuple[int, ...]]] = {
+    ExtendedStatus.RPI_NOT_ACCEPTABLE: lambda ot_rpi, to_rpi: _rpi_words(
+        RPI_OK, RPI_SHARED, ot_rpi, to_rpi),
+    ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI: lambda ot_rpi, to_rpi: (),
+}
+
+
+class CloseRefusal(Enum):
+    """Why a Forward_Close is refused."""
+
+    NOT_FOUND = "connection not found"  # no connection has that triad
+    NOT_ORIGINATOR = "closer is not the originator"  # OpENer answers 0x0F
+
+
+_CLOSE_REFUSALS: Mapping[CloseRefusal, tuple[int, tuple[int, ...]]] = {
+    CloseRefusal.NOT_FOUND: (
+        GeneralStatus.CONNECTION_FAILURE, (ExtendedStatus.CONNECTION_NOT_FOUND,)),
+    CloseRefusal.NOT_ORIGINATOR: (GeneralStatus.PRIVILEGE_VIOLATION, ()),
+}

@@ -22,8 +22,10 @@ services, Unconnected_Send, whose embedded CM requests come back through ``cm_ha
 SendUnitData on a class-3 connection goes through ``ProducerTarget.connected_request``.
 
 The loop waits in ``selectors`` until the earliest deadline of the target (production,
-watchdogs), the fault queue and its own timers, feeds what arrives to the core, and sends what
-the core returns. Protocol decisions stay in ``acquisition.target``.
+watchdogs), the fault queue and its own timers, feeds what arrives to the core, and carries out
+what the core's ``take_outputs()`` lists, in order (``_carry_out``: send a datagram through the
+faults, close an originator's sessions, log an event). Protocol decisions stay in
+``acquisition.target``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ from pyconpro.acquisition.encap import Command
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT
 from pyconpro.acquisition.status import EncapsulationStatus
-from pyconpro.acquisition.target import ProducerTarget, TargetConnection
+from pyconpro.acquisition.target import (
+    CloseSession,
+    ProducerTarget,
+    SendDatagram,
+    TargetConnection,
+    TargetEvent,
+)
 from pyconpro.simulator.faults import DatagramFaults, FaultSettings
 
 log = logging.getLogger("pyconpro.sim")
@@ -215,20 +223,27 @@ class SimulatorServer:
         return min(times) if times else None
 
     def service_timers(self, now: float) -> None:
-        produced = self.target.on_timer(now)
-        for dgram, dest in self.faults.process(produced, now) + self.faults.due(now):
+        self.target.on_timer(now)
+        self._carry_out(now)
+        for dgram, dest in self.faults.due(now):
             self._send_datagram(dgram, dest)
-        for ip in self.target.drain_session_closes():
-            for client in [c for c in self._clients.values() if c.peer[0] == ip]:
-                self._drop_client(client, "originator's last I/O connection timed out")
         while self._timers and self._timers[0][0] <= now:
             _, _, callback = heapq.heappop(self._timers)
             callback()
-        self._log_events()
+        self._carry_out(now)
 
-    def _log_events(self) -> None:
-        for event in self.target.drain_events():
-            log.info("%s", event)
+    def _carry_out(self, now: float) -> None:
+        """Do what the target asked since the last call, in its order."""
+        for out in self.target.take_outputs():
+            match out:
+                case SendDatagram():
+                    for dgram, dest in self.faults.process([(out.data, out.address)], now):
+                        self._send_datagram(dgram, dest)
+                case CloseSession():
+                    for client in [c for c in self._clients.values() if c.peer[0] == out.peer]:
+                        self._drop_client(client, "originator's last I/O connection timed out")
+                case TargetEvent():
+                    log.info("%s", out)
 
     def _send_datagram(self, dgram: bytes, dest: tuple[str, int]) -> None:
         assert self._udp_io is not None
@@ -345,7 +360,7 @@ class SimulatorServer:
             reply = self._handle_tcp(client, pkt, now)
             if reply is not None:
                 self._write(client, reply)
-        self._log_events()
+        self._carry_out(now)
 
     def _write(self, client: _Client, data: bytes) -> None:
         client.out += data
@@ -389,7 +404,7 @@ class SimulatorServer:
             self.target.session_closed(client.session, self.clock())
         log.info("tcp closed peer=%s:%d session=%#x (%s)", client.peer[0], client.peer[1],
                  client.session, why)
-        self._log_events()
+        self._carry_out(self.clock())
 
     # ------------------------------------------------------------------ encapsulation
 
@@ -548,7 +563,7 @@ class SimulatorServer:
         if close_tcp:
             for client in list(self._clients.values()):
                 self._drop_client(client, "restart")
-        self._log_events()
+        self._carry_out(self.clock())
 
     def reset_tcp(self) -> int:
         """Reset (RST) every TCP connection; returns how many."""

@@ -88,7 +88,6 @@ from pyconpro.acquisition.supervision import (
     Signal,
     Spawn,
     Spawned,
-    Step,
     Supervision,
     Transition,
 )
@@ -678,20 +677,26 @@ class Supervisor:
 
     # ------------------------------------------------------------------ actions
 
-    def _execute(self, step: Step, now: float) -> None:
-        todo = deque([step])
-        while todo:
-            st = todo.popleft()
-            for ev in st.events:
-                self._log_transition(ev)
-            for action in st.actions:
-                if isinstance(action, Spawn):
-                    todo.append(self._spawn(action.child, now))
-                elif isinstance(action, Signal):
-                    self._send_signal(action)
+    def _execute(self, now: float) -> None:
+        """Carry out, in order, what the supervision decided: log each transition, spawn,
+        signal. A spawn feeds its outcome (Spawned, or Exited if it failed) straight back, and
+        what that decides is carried out in the next round."""
+        outputs = self.sup.take_outputs()
+        while True:
+            for out in outputs:
+                match out:
+                    case Transition():
+                        self._log_transition(out)
+                    case Spawn():
+                        self._spawn(out.child, now)
+                    case Signal():
+                        self._send_signal(out)
             self._finish_removals()
+            outputs = self.sup.take_outputs()
+            if not outputs:
+                return
 
-    def _spawn(self, name: str, now: float) -> Step:
+    def _spawn(self, name: str, now: float) -> None:
         spec = self.specs.get(name)
         if spec is None:  # removed by a reload while a restart was scheduled
             return self.sup.handle(name, Exited(None), now)
@@ -740,9 +745,8 @@ class Supervisor:
                 continue
             del self.procs[name]
             sig = _signal_name(code)
-            self._execute(
-                self.sup.handle(name, Exited(proc.pid, None if sig else code, sig), now), now
-            )
+            self.sup.handle(name, Exited(proc.pid, None if sig else code, sig), now)
+            self._execute(now)
 
     def _log_transition(self, ev: Transition) -> None:
         self.last_transition[ev.child] = ev
@@ -875,7 +879,8 @@ class Supervisor:
             self.learned_pubs[name] = pub
             self._update_upstreams()
         if child.state is ChildState.STARTING and child.pid == pid:
-            self._execute(self.sup.handle(name, Ready(pid), now), now)
+            self.sup.handle(name, Ready(pid), now)
+            self._execute(now)
         if (pid is not None and child.pid == pid and link.added_pid != pid
                 and child.state in (ChildState.STARTING, ChildState.RUNNING)):
             self._maybe_add_consumers(name, link, pid, reply, now)
@@ -939,21 +944,26 @@ class Supervisor:
         self.config = replace(new_config, bus=self.config.bus)
         old_specs, self.specs = self.specs, new_specs
         for name in plan.stop:
-            self._execute(self.sup.child(name).stop(now), now)
+            self.sup.child(name).stop(now)
+            self._execute(now)
             self.pending_remove.add(name)
         for name in plan.restart:
             child = self.sup.child(name)
-            self._execute(child.stop(now), now)
-            self._execute(child.start(now), now)
+            child.stop(now)
+            self._execute(now)
+            child.start(now)
+            self._execute(now)
         for name in plan.start:
             if name in self.pending_remove:  # stopped by an earlier reload, wanted again
                 self.pending_remove.discard(name)
-                self._execute(self.sup.child(name).start(now), now)
+                self.sup.child(name).start(now)
+                self._execute(now)
                 continue
             self.sup.add(name, new_specs[name].kind)
             if new_specs[name].kind is ChildKind.WORKER:
                 self._add_link(name, new_specs[name])
-            self._execute(self.sup.child(name).start(now), now)
+            self.sup.child(name).start(now)
+            self._execute(now)
         for name, keys in plan.remove_consumers.items():
             for key in keys:
                 self._worker_change(name, {"op": "remove", "key": key})
@@ -990,8 +1000,10 @@ class Supervisor:
                 now = time.monotonic()
                 c = self.sup.children.get(name)
                 if c is not None:
-                    self._execute(c.stop(now), now)
-                    self._execute(c.start(now), now)
+                    c.stop(now)
+                    self._execute(now)
+                    c.start(now)
+                    self._execute(now)
             elif not reply.get("ok"):
                 log.error("%s: %s %s refused: %s", name, request["op"], what, reply.get("error"))
             else:
@@ -1049,9 +1061,11 @@ class Supervisor:
                 return {"ok": False, "error": "shutting down"}
             child = self.sup.child(name)
             if op in ("stop", "restart"):
-                self._execute(child.stop(now), now)
+                child.stop(now)
+                self._execute(now)
             if op in ("start", "restart"):
-                self._execute(child.start(now), now)
+                child.start(now)
+                self._execute(now)
             return {"ok": True, "child": name, "state": child.state.value}
         return {"ok": False, "error": f"unknown op {op!r}; use one of {ops}"}
 
@@ -1181,7 +1195,8 @@ class Supervisor:
                 self._stop_at = now
                 log.info("stopping (%s): workers first, then sinks",
                          signal.Signals(sig).name)  # fmt: skip
-                self._execute(self.sup.shutdown(now), now)
+                self.sup.shutdown(now)
+                self._execute(now)
             elif sig == signal.SIGHUP:
                 log.info("SIGHUP: reloading %s", self.config_path)
                 self.reload()
@@ -1247,12 +1262,14 @@ class Supervisor:
                 log.info("%s serves %s (%d consumer(s))", name,
                          ", ".join(sorted({c.plc for c in spec.consumers})) or "nothing",
                          len(spec.consumers))  # fmt: skip
-        self._execute(self.sup.start_all(now), now)
+        self.sup.start_all(now)
+        self._execute(now)
         while not self.sup.done:
             now = time.monotonic()
             self._handle_signals(now)
             self._reap(now)
-            self._execute(self.sup.on_timer(now), now)
+            self.sup.on_timer(now)
+            self._execute(now)
             self._link_timers(now)
             self._forwarder_stats(now)
             if not self.sup.shutting_down:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.supervision import (
+    ACCEPTS,
     TRANSITIONS,
     Child,
     ChildKind,
@@ -22,16 +24,41 @@ from pyconpro.acquisition.supervision import (
     Spawn,
     Spawned,
     StartRequested,
-    Step,
     StopRequested,
     Supervision,
     Timer,
+    Transition,
+    Trigger,
     backoff_delay,
+    next_states,
     start_phases,
     stop_phases,
 )
 
 S = ChildState
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What a machine's take_outputs() returned, split into actions and transitions."""
+
+    actions: tuple[object, ...] = ()
+    events: tuple[Transition, ...] = ()
+    order: tuple[object, ...] = ()
+
+
+NOTHING = Drained()
+
+
+def drain(m: Child | Supervision) -> Drained:
+    outs = m.take_outputs()
+    return Drained(
+        tuple(o for o in outs if not isinstance(o, Transition)),
+        tuple(o for o in outs if isinstance(o, Transition)),
+        tuple(outs),
+    ) if outs else NOTHING
+
+
 POLICY = RestartPolicy(
     start_seconds=1.0,
     backoff_initial=0.5,
@@ -45,7 +72,14 @@ PID = 100
 
 
 def child_in(state: ChildState) -> tuple[Child, float]:
-    """A child driven into ``state`` through ordinary inputs; returns it and the clock."""
+    """A child driven into ``state`` through ordinary inputs, its outputs so far drained;
+    returns it and the clock."""
+    c, t = _drive_into(state)
+    c.take_outputs()
+    return c, t
+
+
+def _drive_into(state: ChildState) -> tuple[Child, float]:
     c = Child("w", POLICY, rng=lambda: 0.5)
     t = 0.0
     if state is S.STOPPED:
@@ -154,7 +188,8 @@ def test_every_state_input_pair(state: ChildState, kind: InputKind) -> None:
     assert c.state is state
     deadline = c.next_deadline()
     now = deadline if (kind is InputKind.TIMER and deadline is not None) else t + 0.01
-    step = c.handle(the_input(kind), now)
+    c.handle(the_input(kind), now)
+    step = drain(c)
     want_state, want_actions = EXPECTED[(state, kind)]
     assert c.state is want_state
     assert step.actions == want_actions
@@ -164,7 +199,7 @@ def test_every_state_input_pair(state: ChildState, kind: InputKind) -> None:
         (ev,) = step.events
         assert (ev.child, ev.old, ev.new, ev.at) == ("w", state, want_state, now)
         assert ev.deadline == c.next_deadline()
-        assert want_state in TRANSITIONS[(state, kind)]
+        assert want_state in next_states(state, kind)
 
 
 def test_table_lists_only_pairs_that_can_do_something() -> None:
@@ -176,15 +211,46 @@ def test_table_lists_only_pairs_that_can_do_something() -> None:
     assert c.ignored == before + 1
 
 
+def test_transitions_are_one_next_state_per_state_and_trigger() -> None:
+    assert {t for _, t in TRANSITIONS} == set(Trigger)  # every trigger moves some state
+    assert all((state, t.input) in ACCEPTS for state, t in TRANSITIONS)
+    # where one input has two outcomes, each has its own trigger
+    assert next_states(S.STARTING, InputKind.EXITED) == {S.BACKOFF, S.FATAL}
+    assert next_states(S.STOPPING, InputKind.EXITED) == {S.STOPPED, S.STARTING}
+
+
+def test_outputs_are_drained_in_order_transition_then_its_action() -> None:
+    c = Child("w", POLICY)
+    c.start(0.0)
+    ev, spawn = c.take_outputs()
+    assert isinstance(ev, Transition) and (ev.old, ev.new) == (S.STOPPED, S.STARTING)
+    assert spawn == Spawn("w")
+    assert c.take_outputs() == []  # taken means forgotten
+
+
+def test_group_keeps_one_order_across_children_and_direct_inputs() -> None:
+    sup = Supervision(POLICY)
+    sup.add("a", ChildKind.SINK)
+    sup.add("b", ChildKind.WORKER)
+    sup.start_all(0.0)
+    assert [(type(o).__name__, o.child) for o in sup.take_outputs()] == [
+        ("Transition", "a"), ("Spawn", "a"), ("Transition", "b"), ("Spawn", "b")]
+    sup.child("b").stop(0.1)  # an input given to a child straight lands in the same queue
+    (ev,) = sup.take_outputs()
+    assert isinstance(ev, Transition) and (ev.child, ev.new) == ("b", S.STOPPING)
+
+
 # ----------------------------------------------------------------------------- edges
 
 
 def test_alive_for_start_seconds_is_running_but_not_before() -> None:
     c, _ = child_in(S.STARTING)
     assert c.next_deadline() == 1.0
-    assert c.on_timer(0.999) == Step()
+    c.on_timer(0.999)
+    assert drain(c) == NOTHING
     assert c.state is S.STARTING
-    (ev,) = c.on_timer(1.0).events
+    c.on_timer(1.0)
+    (ev,) = drain(c).events
     assert ev.new is S.RUNNING and "alive for 1 s" in ev.reason
     assert c.next_deadline() is None
 
@@ -192,27 +258,35 @@ def test_alive_for_start_seconds_is_running_but_not_before() -> None:
 def test_spawn_failure_counts_as_a_quick_failure() -> None:
     c = Child("w", POLICY, rng=lambda: 0.0)
     c.start(0.0)
-    (ev,) = c.exited(0.0).events  # no pid: the spawn itself failed
+    drain(c)
+    c.exited(0.0)
+    (ev,) = drain(c).events  # no pid: the spawn itself failed
     assert ev.new is S.BACKOFF and "failed to spawn" in ev.reason
     assert c.next_deadline() == pytest.approx(0.5)
 
 
 def test_stale_exit_of_previous_process_is_ignored() -> None:
     c, t = child_in(S.RUNNING)
-    assert c.exited(t, pid=99, code=0) == Step()
+    c.exited(t, pid=99, code=0)
+    assert drain(c) == NOTHING
     assert c.state is S.RUNNING and c.ignored == 1
-    assert c.ready(t, pid=99) == Step()
+    c.ready(t, pid=99)
+    assert drain(c) == NOTHING
 
 
 def test_stop_while_spawn_in_flight_terms_the_process_once_it_exists() -> None:
     c = Child("w", POLICY)
     c.start(0.0)
-    step = c.stop(0.1)
+    drain(c)
+    c.stop(0.1)
+    step = drain(c)
     assert c.state is S.STOPPING and step.actions == () and c.next_deadline() is None
-    step = c.spawned(321, 0.2)
+    c.spawned(321, 0.2)
+    step = drain(c)
     assert step.actions == (Signal("w", 321, "TERM"),)
     assert c.next_deadline() == pytest.approx(5.2)
-    (ev,) = c.exited(0.3, 321, signal="TERM").events
+    c.exited(0.3, 321, signal="TERM")
+    (ev,) = drain(c).events
     assert ev.new is S.STOPPED and "SIGTERM" in ev.reason
 
 
@@ -220,14 +294,17 @@ def test_spawn_failure_while_stopping_ends_stopped() -> None:
     c = Child("w", POLICY)
     c.start(0.0)
     c.stop(0.1)
-    (ev,) = c.exited(0.2).events
+    drain(c)
+    c.exited(0.2)
+    (ev,) = drain(c).events
     assert ev.new is S.STOPPED
 
 
 def test_start_during_stop_restarts_after_exit_and_stop_cancels_it() -> None:
     c, _ = child_in(S.STOPPING)
     c.start(1.0)
-    step = c.exited(2.0, PID, code=0)
+    c.exited(2.0, PID, code=0)
+    step = drain(c)
     assert c.state is S.STARTING and step.actions == (Spawn("w"),)
 
     c, _ = child_in(S.STOPPING)
@@ -239,31 +316,40 @@ def test_start_during_stop_restarts_after_exit_and_stop_cancels_it() -> None:
 
 def test_kill_escalation_after_stop_timeout() -> None:
     c, _ = child_in(S.RUNNING)
-    step = c.stop(10.0)
+    c.stop(10.0)
+    step = drain(c)
     assert step.actions == (Signal("w", PID, "TERM"),)
     assert c.next_deadline() == 15.0
-    assert c.on_timer(14.999) == Step()
-    assert c.on_timer(15.0).actions == (Signal("w", PID, "KILL"),)
+    c.on_timer(14.999)
+    assert drain(c) == NOTHING
+    c.on_timer(15.0)
+    assert drain(c).actions == (Signal("w", PID, "KILL"),)
     assert c.next_deadline() is None  # KILL cannot be ignored: nothing further to schedule
-    assert c.on_timer(100.0) == Step()
-    (ev,) = c.exited(15.1, PID, signal="KILL").events
+    c.on_timer(100.0)
+    assert drain(c) == NOTHING
+    c.exited(15.1, PID, signal="KILL")
+    (ev,) = drain(c).events
     assert ev.new is S.STOPPED and ev.exit_signal == "KILL"
 
 
 def test_start_seconds_zero_runs_on_spawn() -> None:
     c = Child("w", RestartPolicy(start_seconds=0))
     c.start(0.0)
-    (ev,) = c.spawned(5, 0.0).events
+    drain(c)
+    c.spawned(5, 0.0)
+    (ev,) = drain(c).events
     assert ev.new is S.RUNNING
 
 
 def test_exit_after_running_restarts_after_first_backoff_step() -> None:
     c, _ = child_in(S.RUNNING)
-    (ev,) = c.exited(7.0, PID, code=-11, signal="SEGV").events
+    c.exited(7.0, PID, code=-11, signal="SEGV")
+    (ev,) = drain(c).events
     assert ev.new is S.EXITED and ev.pid == PID and ev.exit_signal == "SEGV"
     assert c.pid is None and c.failures == 0
     assert c.next_deadline() == pytest.approx(7.0 + 0.5 * (1 - 0.2 * 0.5))
-    step = c.on_timer(c.next_deadline() or 0)
+    c.on_timer(c.next_deadline() or 0)
+    step = drain(c)
     assert step.actions == (Spawn("w"),) and c.restarts == 1
 
 
@@ -430,14 +516,15 @@ def test_any_input_sequence_never_raises_and_deadlines_never_go_back(
     for inp, dt in steps:
         now += dt
         old_state, old_deadline = c.state, c.next_deadline()
-        step = c.handle(inp, now)
+        c.handle(inp, now)
+        step = drain(c)
         deadline = c.next_deadline()
         if deadline is not None:
             assert deadline >= now
             if c.state is old_state and old_deadline is not None and not step.actions:
                 assert deadline >= old_deadline
         for ev in step.events:
-            assert ev.new in TRANSITIONS[(ev.old, inp.kind)]
+            assert ev.new in next_states(ev.old, inp.kind)
         if c.state in (S.STOPPED, S.FATAL, S.RUNNING):
             assert deadline is None
         if c.state in (S.STOPPED, S.FATAL, S.BACKOFF, S.EXITED):
@@ -448,6 +535,7 @@ def test_any_input_sequence_never_raises_and_deadlines_never_go_back(
         # and the shell may always fire the timer at its deadline
         if deadline is not None:
             c.on_timer(deadline)
+            c.take_outputs()
             now = max(now, deadline)
 
 
@@ -473,32 +561,38 @@ def running_group() -> tuple[Supervision, dict[str, int]]:
     sup = Supervision(POLICY)
     for name, kind in KINDS.items():
         sup.add(name, kind)
-    step = sup.start_all(0.0)
+    sup.start_all(0.0)
+    step = drain(sup)
     assert [a for a in step.actions] == [Spawn(n) for n in ("bus", "sqlite", "jsonl", "w1", "w2")]
     pids = {name: 10 + i for i, name in enumerate(KINDS)}
     for name, pid in pids.items():
         sup.handle(name, Spawned(pid), 0.0)
         sup.handle(name, Ready(), 0.1)
     assert all(c.state is S.RUNNING for c in sup.children.values())
+    drain(sup)
     return sup, pids
 
 
 def test_graceful_shutdown_waits_for_each_phase() -> None:
     sup, pids = running_group()
-    step = sup.shutdown(1.0)
+    sup.shutdown(1.0)
+    step = drain(sup)
     assert {a for a in step.actions} == {
         Signal("w1", pids["w1"], "TERM"),
         Signal("w2", pids["w2"], "TERM"),
     }
-    assert sup.handle("w1", Exited(pids["w1"], 0), 1.1).actions == ()
-    step = sup.handle("w2", Exited(pids["w2"], 0), 1.2)
+    sup.handle("w1", Exited(pids["w1"], 0), 1.1)
+    assert drain(sup).actions == ()
+    sup.handle("w2", Exited(pids["w2"], 0), 1.2)
+    step = drain(sup)
     assert set(step.actions) == {
         Signal("sqlite", pids["sqlite"], "TERM"),
         Signal("jsonl", pids["jsonl"], "TERM"),
     }
     sup.handle("sqlite", Exited(pids["sqlite"], 0), 1.3)
-    assert not sup.done
-    step = sup.handle("jsonl", Exited(pids["jsonl"], 0), 1.4)
+    assert not sup.done and drain(sup).actions == ()
+    sup.handle("jsonl", Exited(pids["jsonl"], 0), 1.4)
+    step = drain(sup)
     assert step.actions == (Signal("bus", pids["bus"], "TERM"),)
     sup.handle("bus", Exited(pids["bus"], 0), 1.5)
     assert sup.done and sup.next_deadline() is None
@@ -508,10 +602,14 @@ def test_shutdown_escalates_a_stuck_worker_before_moving_on() -> None:
     sup, pids = running_group()
     sup.shutdown(1.0)
     sup.handle("w1", Exited(pids["w1"], 0), 1.1)
+    drain(sup)
     assert sup.next_deadline() == 6.0
-    assert sup.on_timer(5.9) == Step()
-    assert sup.on_timer(6.0).actions == (Signal("w2", pids["w2"], "KILL"),)
-    step = sup.handle("w2", Exited(pids["w2"], signal="KILL"), 6.1)
+    sup.on_timer(5.9)
+    assert drain(sup) == NOTHING
+    sup.on_timer(6.0)
+    assert drain(sup).actions == (Signal("w2", pids["w2"], "KILL"),)
+    sup.handle("w2", Exited(pids["w2"], signal="KILL"), 6.1)
+    step = drain(sup)
     assert {a.child for a in step.actions} == {"sqlite", "jsonl"}
 
 
@@ -520,11 +618,15 @@ def test_shutdown_skips_children_with_no_process_and_refuses_starts() -> None:
     sup.handle("w1", Exited(pids["w1"], code=1), 0.5)  # EXITED, restart pending
     assert sup.child("w1").state is S.EXITED
     sup.shutdown(1.0)
+    drain(sup)
     assert sup.child("w1").state is S.STOPPED
-    assert sup.handle("w1", StartRequested(), 1.1) == Step()
+    sup.handle("w1", StartRequested(), 1.1)
+    assert drain(sup) == NOTHING
     assert sup.child("w1").state is S.STOPPED
-    assert sup.start_all(1.2) == Step()
-    assert sup.shutdown(1.3) == Step()  # idempotent
+    sup.start_all(1.2)
+    assert drain(sup) == NOTHING
+    sup.shutdown(1.3)
+    assert drain(sup) == NOTHING  # idempotent
     with pytest.raises(UsageError):
         sup.add("w3", ChildKind.WORKER)
 
@@ -532,9 +634,11 @@ def test_shutdown_skips_children_with_no_process_and_refuses_starts() -> None:
 def test_group_timer_restarts_crashed_child_and_bookkeeping() -> None:
     sup, pids = running_group()
     sup.handle("sqlite", Exited(pids["sqlite"], signal="KILL"), 2.0)
+    drain(sup)
     deadline = sup.next_deadline()
     assert deadline is not None and deadline > 2.0
-    assert sup.on_timer(deadline).actions == (Spawn("sqlite"),)
+    sup.on_timer(deadline)
+    assert drain(sup).actions == (Spawn("sqlite"),)
     with pytest.raises(UsageError):
         sup.remove("w1")  # still running
     sup.handle("w1", StopRequested(), 3.0)

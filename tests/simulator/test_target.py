@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 import pytest
 from pyconpro.acquisition import cip, class1, cm, cpf, epath
 from pyconpro.acquisition.target import (
+    KIND_RULES,
+    CloseSession,
     ConnectionKind,
     KeyIdentity,
     ProducerTarget,
+    SendDatagram,
     Seq16Mode,
     TargetConnection,
+    TargetEvent,
     TargetEventKind,
     TargetOptions,
     multicast_base,
@@ -29,6 +33,22 @@ from pyconpro.acquisition.target import (
 PEER = "127.0.0.1"
 OTHER = "127.0.0.9"
 SESSION = 0x1111
+
+
+def events(t: ProducerTarget) -> list[TargetEvent]:
+    """The events among the target's outputs (the outputs are taken)."""
+    return [o for o in t.take_outputs() if isinstance(o, TargetEvent)]
+
+
+def session_closes(t: ProducerTarget) -> list[str]:
+    """The peers whose sessions the target wants closed (the outputs are taken)."""
+    return [o.peer for o in t.take_outputs() if isinstance(o, CloseSession)]
+
+
+def produce(t: ProducerTarget, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+    """Fire the timer at ``now``; the datagrams it sent as (data, (ip, port))."""
+    t.on_timer(now)
+    return [(o.data, o.address) for o in t.take_outputs() if isinstance(o, SendDatagram)]
 
 
 # --------------------------------------------------------------------------- fakes
@@ -162,7 +182,7 @@ def test_p2p_forward_open_reply_and_items() -> None:
     assert items == (cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_O2T, cpf.Sockaddr("0.0.0.0", 40000)),)
     (conn,) = t.connections()
     assert conn.dest == (PEER, 2222) and conn.kind is ConnectionKind.CLASS1 and conn.tag == "Prod"
-    ev = t.drain_events()
+    ev = events(t)
     assert [e.kind for e in ev] == [TargetEventKind.OPENED] and "tag=Prod" in str(ev[0])
 
 
@@ -219,11 +239,11 @@ def test_multicast_shares_id_group_and_production() -> None:
     assert items1[-1] == items2[-1] == t2o
     assert items1[0].type_id == cpf.ItemId.SOCKADDR_O2T  # O->T before T->O (2.8)
     assert len(t.producers()) == 1
-    out = t.on_timer(0.01)
+    out = produce(t, 0.01)
     assert len(out) == 1 and out[0][1] == (group, 2222)
     # One consumer leaving keeps the stream for the other.
     t.forward_close(cm.forward_close_for(fo(multicast=True, serial=1)), PEER, 0.011)
-    assert len(t.on_timer(0.02)) == 1
+    assert len(produce(t, 0.02)) == 1
     t.forward_close(cm.forward_close_for(fo(multicast=True, serial=2)), OTHER, 0.021)
     assert t.producers() == [] and t.next_deadline() is None
 
@@ -307,7 +327,7 @@ def test_rejections(name: str, changes: dict[str, object], options: TargetOption
     t, _ = make(options)
     assert rejected(t, fo(**changes)) == expected  # type: ignore[arg-type]
     assert t.connections() == [] and t.next_deadline() is None
-    (ev,) = t.drain_events()
+    (ev,) = events(t)
     assert ev.kind is TargetEventKind.REJECTED and f"0x{expected[1][0]:04X}" in ev.detail
     assert t.counters.rejects == 1
 
@@ -464,7 +484,7 @@ def test_large_forward_open_switched_off_answers_service_not_supported() -> None
         assert (reply.status, reply.data, items) == (0x08, b"", ())
     assert t.connections() == []
     assert t.counters.reject_codes == {"0x08": 8}
-    assert all(e.kind is TargetEventKind.REJECTED and "0x08" in e.detail for e in t.drain_events())
+    assert all(e.kind is TargetEventKind.REJECTED and "0x08" in e.detail for e in events(t))
     reply, _ = _cm(t, 0x54, fo(large=False).encode_body())
     assert reply.status == 0
     reply, _ = _cm(t, 0x54, class3_fo(large=False).encode_body())
@@ -512,14 +532,14 @@ def test_production_at_the_rpi_on_absolute_deadlines() -> None:
     t, store = make()
     opened(t, fo(rpi=10_000), now=100.0)
     assert t.next_deadline() == pytest.approx(100.01)
-    assert t.on_timer(100.0099) == []
+    assert produce(t, 100.0099) == []
     sent = []
     # Serve each deadline 3 ms late: the schedule must not drift (absolute deadlines).
     for _ in range(1000):
         due = t.next_deadline()
         assert due is not None
         now = due + 0.003
-        out = t.on_timer(now)
+        out = produce(t, now)
         assert len(out) == 1
         sent.append(now)
         t.on_datagram(class1.heartbeat(t.connections()[0].ot_id, len(sent)), PEER, now)
@@ -531,7 +551,7 @@ def test_production_at_the_rpi_on_absolute_deadlines() -> None:
 def test_missed_slots_are_skipped_not_bursted() -> None:
     t, _ = make()
     opened(t, fo(rpi=10_000))
-    assert len(t.on_timer(0.055)) == 1  # slots 1..5 due; one datagram
+    assert len(produce(t, 0.055)) == 1  # slots 1..5 due; one datagram
     assert t.next_deadline() == pytest.approx(0.06)
     assert t.counters.production_slots_missed == 4
 
@@ -542,7 +562,7 @@ def test_datagram_layout_sequences_and_values() -> None:
     tag = store.find("Prod")
     assert tag is not None
     tag.value = 42
-    first = t.on_timer(0.01)
+    first = produce(t, 0.01)
     assert first[0][1] == (PEER, 2222)
     # protocol.md A.4: count 2, 0x8002 len 8, id, seq32, 0x00B1 len 6, seq16, value 42.
     raw = first[0][0]
@@ -550,17 +570,17 @@ def test_datagram_layout_sequences_and_values() -> None:
     assert raw[20:] == struct.pack("<i", 42)
     d = _datagrams(first)[0]
     assert (d.connection_id, d.sequence, d.cip_sequence) == (ok.to_connection_id, 1, 1)
-    d2 = _datagrams(t.on_timer(0.02))[0]
+    d2 = _datagrams(produce(t, 0.02))[0]
     assert (d2.sequence, d2.cip_sequence, d2.data) == (2, 1, d.data)  # unchanged image: same seq16
     tag.value = 43
-    d3 = _datagrams(t.on_timer(0.03))[0]
+    d3 = _datagrams(produce(t, 0.03))[0]
     assert (d3.sequence, d3.cip_sequence, d3.data) == (3, 2, struct.pack("<i", 43))
 
 
 def test_seq16_every_packet_mode() -> None:
     t, _ = make(TargetOptions(seq16_mode=Seq16Mode.EVERY_PACKET))
     opened(t, fo())
-    seqs = [_datagrams(t.on_timer(0.01 * k))[0].cip_sequence for k in range(1, 5)]
+    seqs = [_datagrams(produce(t, 0.01 * k))[0].cip_sequence for k in range(1, 5)]
     assert seqs == [1, 2, 3, 4]
 
 
@@ -569,7 +589,7 @@ def test_sequences_wrap() -> None:
     opened(t, fo())
     (p,) = t.producers()
     p.seq32, p.seq16 = 0xFFFFFFFF, 0xFFFF
-    d = _datagrams(t.on_timer(0.01))[0]
+    d = _datagrams(produce(t, 0.01))[0]
     assert (d.sequence, d.cip_sequence) == (0, 0)
 
 
@@ -577,10 +597,10 @@ def test_two_p2p_consumers_have_independent_schedules_even_with_equal_ids() -> N
     t, _ = make()
     opened(t, fo(serial=1, to_id=77, rpi=10_000), ip=PEER)
     opened(t, fo(serial=2, to_id=77, rpi=25_000), ip=OTHER, now=0.001)
-    assert {d for _, d in t.on_timer(0.01)} == {(PEER, 2222)}
-    assert {d for _, d in t.on_timer(0.0261)} == {(PEER, 2222), (OTHER, 2222)}
+    assert {d for _, d in produce(t, 0.01)} == {(PEER, 2222)}
+    assert {d for _, d in produce(t, 0.0261)} == {(PEER, 2222), (OTHER, 2222)}
     t.forward_close(cm.forward_close_for(fo(serial=1)), PEER, 0.03)
-    assert [d for _, d in t.on_timer(0.0512)] == [(OTHER, 2222)]
+    assert [d for _, d in produce(t, 0.0512)] == [(OTHER, 2222)]
 
 
 # --------------------------------------------------------------------------- heartbeats
@@ -597,7 +617,7 @@ def test_heartbeat_watchdog_is_api_times_multiplier_after_the_initial_period() -
     assert t.connections() == [conn]
     t.on_timer(2.8)
     assert t.connections() == [] and t.producers() == []
-    (ev,) = [e for e in t.drain_events() if e.kind is TargetEventKind.TIMED_OUT]
+    (ev,) = [e for e in events(t) if e.kind is TargetEventKind.TIMED_OUT]
     assert "no heartbeat for 0.8s" in ev.detail
 
 
@@ -740,7 +760,7 @@ def test_restart_bumps_incarnation_and_ids() -> None:
     assert store.incarnation == 8 == t.incarnation
     ok2, _ = opened(t, fo(), now=1.0)
     assert ok2.ot_connection_id >> 16 == 8 and ok2.ot_connection_id != ok.ot_connection_id
-    assert any(e.kind is TargetEventKind.RESTARTED and "lost 1" in e.detail for e in t.drain_events())
+    assert any(e.kind is TargetEventKind.RESTARTED and "lost 1" in e.detail for e in events(t))
 
 
 # Class-3 connection, triad class3_fo(), session SESSION.
@@ -845,7 +865,7 @@ def test_class3_state_table(state: str, inp: str) -> None:
 def test_event_strings_name_what_happened() -> None:
     t, _ = make()
     rejected(t, fo(path=epath.produced_tag_connection_path("Nope", 0)))
-    (ev,) = t.drain_events()
+    (ev,) = events(t)
     text = str(ev)
     assert text.startswith("rejected tag=Nope peer=127.0.0.1 triad=0x1234/0x0f0f/0x0000cafe 0x01/0x031F")
 
@@ -866,16 +886,36 @@ def test_session_close_request_when_the_originators_last_connection_times_out() 
     opened(t, fo(serial=1, ot_rpi=10_000))
     opened(t, fo(serial=2, ot_rpi=100_000))  # same originator, 0.4 s watchdog
     t.on_timer(0.05)
-    assert t.drain_session_closes() == []  # the originator still has serial 2
+    assert session_closes(t) == []  # the originator still has serial 2
     t.on_timer(0.5)
-    assert t.drain_session_closes() == [PEER] and t.drain_session_closes() == []
+    assert session_closes(t) == [PEER] and session_closes(t) == []
+
+
+def test_outputs_are_one_ordered_list_timeouts_before_production() -> None:
+    t, _ = make(TargetOptions(initial_watchdog_s=0.0, close_sessions_on_timeout=True))
+    opened(t, fo(serial=1, ot_rpi=10_000))  # 40 ms watchdog
+    opened(t, fo(serial=2, ot_rpi=100_000, originator_serial=0xBEEF), ip=OTHER)
+    t.take_outputs()  # the OPENED events
+    t.on_timer(0.05)
+    timed_out, close, datagram = t.take_outputs()
+    assert isinstance(timed_out, TargetEvent) and timed_out.kind is TargetEventKind.TIMED_OUT
+    assert close == CloseSession(PEER)
+    assert isinstance(datagram, SendDatagram) and datagram.address == (OTHER, 2222)
+    assert t.take_outputs() == []  # taken means forgotten
+
+
+def test_every_connection_kind_has_its_rules_as_data() -> None:
+    assert set(KIND_RULES) == set(ConnectionKind)
+    c1, c3 = KIND_RULES[ConnectionKind.CLASS1], KIND_RULES[ConnectionKind.CLASS3]
+    assert c1.udp_heartbeats and not c1.ends_with_session  # class 1 outlives its session (2.4)
+    assert c3.connected_requests and c3.ends_with_session
 
 
 def test_no_session_close_request_by_default() -> None:
     t, _ = make(TargetOptions(initial_watchdog_s=0.0))
     opened(t, fo())
     t.on_timer(1.0)
-    assert t.connections() == [] and t.drain_session_closes() == []
+    assert t.connections() == [] and session_closes(t) == []
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -1013,11 +1053,11 @@ def test_fuzzed_cm_requests_and_datagrams_never_escape(seed: int) -> None:
             except Exception as err:  # noqa: BLE001
                 pytest.fail(f"on_datagram raised {err!r}; seed {seed} #{i} {dgram.hex()}")
         if i % 50 == 0:
-            for data, dest in t.on_timer(now):
+            for data, dest in produce(t, now):
                 class1.Class1Datagram.decode(data)
                 assert isinstance(dest[0], str) and 0 <= dest[1] <= 0xFFFF
-            t.drain_events()
-            t.drain_session_closes()
+            events(t)
+            session_closes(t)
         if i % 997 == 0:
             t.session_closed(rng.randrange(1, 5), now)
         if i % 4001 == 0:
