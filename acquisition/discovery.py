@@ -37,6 +37,7 @@ from typing import Any
 
 from pyconpro.acquisition import cip, epath
 from pyconpro.acquisition.errors import CipError, MalformedPacket, PyconproError, UsageError
+from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_objects import (
     PYCOMM3_TEMPLATE_ATTRIBUTES,
     SymbolAttribute,
@@ -59,7 +60,6 @@ from pyconpro.acquisition.logix_types import (
     StructType,
     SymbolType,
     byte_size,
-    compile_decoder,
     element_size,
 )
 

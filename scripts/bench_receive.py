@@ -26,6 +26,7 @@ from typing import Any
 
 from pyconpro.acquisition import class1, wire
 from pyconpro.acquisition.demux import Delivery, Demux
+from pyconpro.acquisition.logix_codec import compile_decoder, compile_encoder
 from pyconpro.acquisition.logix_types import (
     ArrayType,
     AtomicType,
@@ -33,8 +34,6 @@ from pyconpro.acquisition.logix_types import (
     LogixType,
     StructType,
     byte_size,
-    compile_decoder,
-    compile_encoder,
 )
 
 _PREFIX = struct.Struct("<HHHIIHHH")

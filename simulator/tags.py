@@ -30,6 +30,7 @@ from typing import Any
 
 from pyconpro.acquisition.epath import parse_tag_name
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.logix_codec import compile_decoder, compile_encoder
 from pyconpro.acquisition.logix_objects import ExternalAccess, SymbolInstance
 from pyconpro.acquisition.logix_requests import (
     STATUS_REMOTE_PROG,
@@ -47,8 +48,6 @@ from pyconpro.acquisition.logix_types import (
     LogixType,
     StructType,
     byte_size,
-    compile_decoder,
-    compile_encoder,
     resolve_type,
 )
 

@@ -63,7 +63,8 @@ from pyconpro.acquisition.connection import (
 )
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.errors import PyconproError, UsageError
-from pyconpro.acquisition.logix_types import LogixType, compile_decoder
+from pyconpro.acquisition.logix_codec import compile_decoder
+from pyconpro.acquisition.logix_types import LogixType
 from pyconpro.acquisition.resolve import Answer, NotResolved, Resolved, Result, TypeCache
 from pyconpro.acquisition.session import (
     ReplyReceived,

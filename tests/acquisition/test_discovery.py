@@ -31,6 +31,7 @@ from pyconpro.acquisition.discovery import (
 )
 from pyconpro.acquisition.epath import LogicalSegment, LogicalType, SymbolicSegment, decode_path
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_codec import compile_encoder
 from pyconpro.acquisition.logix_objects import (
     PYCOMM3_SYMBOL_ATTRIBUTES,
     SymbolInstance,
@@ -53,7 +54,6 @@ from pyconpro.acquisition.logix_types import (
     LogixType,
     StructType,
     byte_size,
-    compile_encoder,
 )
 
 from tests.acquisition.test_logix_objects import TemplatesFromOurBytes, all_structs

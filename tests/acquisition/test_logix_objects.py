@@ -22,6 +22,7 @@ from pycomm3.cip import DINT as P3_DINT
 from pycomm3.cip import UINT as P3_UINT
 from pycomm3.custom_types import StructTemplateAttributes
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_codec import compile_decoder, compile_encoder
 from pyconpro.acquisition.logix_objects import (
     _SYMBOL_FIELDS,
     LIBPLCTAG_SYMBOL_ATTRIBUTES,
@@ -56,8 +57,6 @@ from pyconpro.acquisition.logix_types import (
     LogixType,
     StructType,
     byte_size,
-    compile_decoder,
-    compile_encoder,
 )
 
 from tests.acquisition.codec_helpers import assert_prefixes_malformed

@@ -12,12 +12,14 @@ from typing import Any
 
 import hypothesis.strategies as st
 import msgpack
+import pyconpro.acquisition.logix_codec as codec
 import pyconpro.acquisition.logix_types as lt
 import pytest
 from hypothesis import given, settings
 from pycomm3.cip import data_types as p3
 from pycomm3.custom_types import FixedSizeString
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_codec import compile_decoder, compile_encoder
 from pyconpro.acquisition.logix_types import (
     BOOL,
     CONNECTION_STATUS,
@@ -34,8 +36,6 @@ from pyconpro.acquisition.logix_types import (
     StructType,
     SymbolType,
     byte_size,
-    compile_decoder,
-    compile_encoder,
     element_size,
     produced_connection_size,
     symbol_dims,
@@ -128,7 +128,7 @@ def values_for(t: LogixType) -> st.SearchStrategy[Any]:
     if isinstance(t, AtomicType):
         if t.code == DataTypeCode.BOOL:
             return st.booleans()
-        fmt = lt._ATOMIC_FORMATS[t.code][0]
+        fmt = lt.ATOMIC_FORMATS[t.code][0]
         if fmt == "f":
             return st.floats(width=32, allow_nan=False)
         if fmt == "d":
@@ -413,13 +413,13 @@ def test_round_trip(tv: tuple[LogixType, Any]) -> None:
 
 def test_decoder_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = lt._compile_unpack
+    real = codec._compile_unpack
 
     def counting(t: LogixType) -> Any:
         calls["n"] += 1
         return real(t)
 
-    monkeypatch.setattr(lt, "_compile_unpack", counting)
+    monkeypatch.setattr(codec, "_compile_unpack", counting)
     u = StructType.build("Compiled", [("a", "BOOL"), ("s", "STRING"), ("v", "REAL", 4),
                                       ("n", StructType.build("N", [("x", "DINT")]), 2)])
     decode = compile_decoder(u)

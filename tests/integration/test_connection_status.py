@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from pycomm3 import LogixDriver
 from pyconpro.acquisition import wire
-from pyconpro.acquisition.logix_types import CONNECTION_STATUS_FLAGS, compile_decoder
+from pyconpro.acquisition.logix_codec import compile_decoder
+from pyconpro.acquisition.logix_types import CONNECTION_STATUS_FLAGS
 from pyconpro.simulator.tags import default_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 

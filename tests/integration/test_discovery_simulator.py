@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
+from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_objects import ExternalAccess
-from pyconpro.acquisition.logix_types import ArrayType, compile_decoder
+from pyconpro.acquisition.logix_types import ArrayType
 from pyconpro.simulator.tags import default_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 from pyconpro.workers.explicit_client import ExplicitClient

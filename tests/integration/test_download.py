@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from pyconpro.acquisition import wire
-from pyconpro.acquisition.logix_types import compile_decoder
+from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.simulator.tags import load_store
 from pyconpro.simulator.testing import start_simulator
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from pyconpro.acquisition import cip, wire
+from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT, LogixController
-from pyconpro.acquisition.logix_types import compile_decoder
 from pyconpro.acquisition.resolve import TagResolver, TypeCache
 from pyconpro.simulator.tags import TagStore, load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator

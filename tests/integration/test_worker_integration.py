@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 from pyconpro.acquisition import wire
-from pyconpro.acquisition.logix_types import compile_decoder
+from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.simulator.tags import default_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 from pyconpro.workers._consumers import parse_type

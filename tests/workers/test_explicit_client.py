@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from pyconpro.acquisition import cip, cm, cpf, encap
 from pyconpro.acquisition.errors import CipError, EncapsulationError, UsageError
+from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_controller import LogixController
-from pyconpro.acquisition.logix_types import DINT, STRING, compile_decoder
+from pyconpro.acquisition.logix_types import DINT, STRING
 from pyconpro.simulator.tags import default_store
 from pyconpro.workers.explicit_client import (
     ExplicitClient,
