@@ -66,7 +66,14 @@ from pyconpro.acquisition.connection import (
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.logix_types import LogixType, compile_decoder
-from pyconpro.acquisition.resolve import Answer, NotResolved, Resolved, Result, TypeCache
+from pyconpro.acquisition.resolve import (
+    Answer,
+    CacheRequest,
+    NotResolved,
+    Resolved,
+    Result,
+    TypeCache,
+)
 from pyconpro.acquisition.session import (
     CloseSocket,
     Connect,
@@ -452,35 +459,31 @@ class IoWorker:
         if refresh and cache.refresh_for(c.type_generation):
             log.info("PLC %s: %s doubts its learned type; reading the tag table again"
                      " (type cache generation %d)", c.link.name, c.defn.key, cache.generation)
-        result = cache.resolve(c.defn.tag, c.uid)
-        if result is not None:
-            self._deliver_type(c, result, cache.generation)
-            return
+        cache.resolve(c.defn.tag, c.uid)
         self._type_requests(c.link)
 
     def _type_requests(self, link: PlcLink) -> None:
-        """Send what the PLC's type cache asks for (at most one request in flight)."""
+        """Carry out what the PLC's type cache asks (at most one request in flight) and deliver
+        its answers."""
         cache = link.types
-        while (req := cache.take_request()) is not None:
-            token = req.token
+        for out in cache.take_outputs():
+            match out:
+                case CacheRequest(token, message, what):
+                    def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...],
+                                 token: int = token) -> None:
+                        cache.on_reply(token, reply)
+                        self._type_requests(link)
 
-            def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...], token: int = token
-                         ) -> None:
-                self._type_answers(cache.on_reply(token, reply))
-                if link.types is cache:
-                    self._type_requests(link)
+                    def on_error(reason: str, token: int = token) -> None:
+                        cache.on_error(token, f"size discovery: {reason}")
+                        self._type_requests(link)
 
-            def on_error(reason: str, token: int = token) -> None:
-                self._type_answers(cache.on_error(token, f"size discovery: {reason}"))
-
-            log.debug("PLC %s: type cache asks %s", link.name, req.what)
-            self._request(link, req.message, (), on_reply, on_error, self._clock())
-
-    def _type_answers(self, answers: Sequence[Answer]) -> None:
-        for a in answers:
-            c = self._by_uid.get(a.waiter) if isinstance(a.waiter, int) else None
-            if c is not None:
-                self._deliver_type(c, a.result, a.generation)
+                    log.debug("PLC %s: type cache asks %s", link.name, what)
+                    self._request(link, message, (), on_reply, on_error, self._clock())
+                case Answer(waiter, _, result, generation):
+                    c = self._by_uid.get(waiter) if isinstance(waiter, int) else None
+                    if c is not None:
+                        self._deliver_type(c, result, generation)
 
     def _deliver_type(self, c: WorkerConsumer, result: Result, generation: int) -> None:
         t = self._clock()
