@@ -36,7 +36,12 @@ from types import TracebackType
 from typing import Self
 
 from pyconpro.acquisition import cip, cm, cpf, encap, epath
-from pyconpro.acquisition.discovery import CatalogBuilder, TagCatalog
+from pyconpro.acquisition.discovery import (
+    CatalogBuilder,
+    CatalogDone,
+    CatalogRequest,
+    TagCatalog,
+)
 from pyconpro.acquisition.errors import (
     CipError,
     EncapsulationError,
@@ -305,8 +310,13 @@ class ExplicitClient:
 
     def run(self, builder: CatalogBuilder) -> TagCatalog:
         """Drive a sans-IO discovery exchange to its end."""
-        while (message := builder.next_request()) is not None:
-            builder.on_reply(self.request(message))
+        while outs := builder.take_outputs():
+            for out in outs:
+                match out:
+                    case CatalogRequest(message):
+                        builder.on_reply(self.request(message))
+                    case CatalogDone(catalog):
+                        return catalog
         return builder.result()
 
     def discover(self, **kwargs: object) -> TagCatalog:
