@@ -7,8 +7,9 @@ Owns, with no I/O (h11 style: the caller moves the bytes):
   (protocol.md 9.2, 10.2 rows 6-7); Template object (0x6C) Get_Attribute_List (0x03) and Read
   (0x4C) of each definition with continuation, nested templates first (protocol.md 9.3, 10.2
   rows 8-9);
-* ``CatalogBuilder``: a sans-IO exchange — ``next_request()`` gives the CIP request to send,
-  ``on_reply()`` takes the CIP reply — that ends in a ``TagCatalog``;
+* ``CatalogBuilder``: a sans-IO exchange in the one shape of ARCHITECTURE.md —
+  ``take_outputs()`` gives ``CatalogRequest`` actions (the CIP request to send), ``on_reply()``
+  takes the CIP reply — that ends in a ``CatalogDone`` notification carrying the ``TagCatalog``;
 * ``TagCatalog``: per PLC, tag name -> ``TagInfo`` (type, dims, element and tag byte size, T->O
   connection size and the 500-byte produced-tag check of protocol.md 7.3 / 9.4, compiled
   decoder); ``resolve()`` of members and array elements; ``check_datasize()`` for the seed API's
@@ -447,6 +448,24 @@ def _hash(items: Iterable[Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogRequest:
+    """Action: send this CIP request and feed its reply to ``CatalogBuilder.on_reply``."""
+
+    message: bytes
+    what: str  # ``CatalogBuilder.describe()``: "symbol list of controller scope from ..."
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogDone:
+    """Notification: the upload is over."""
+
+    catalog: TagCatalog
+
+
+CatalogOutput = CatalogRequest | CatalogDone
+
+
 class _Step(Enum):
     SYMBOLS = "symbols"
     TEMPLATE_ATTRIBUTES = "template attributes"
@@ -465,10 +484,12 @@ class _Template:
 class CatalogBuilder:
     """Sans-IO tag upload. Drive it with any transport::
 
-        builder = CatalogBuilder()
-        while (request := builder.next_request()) is not None:
-            builder.on_reply(send_and_receive(request))   # cip.Reply or reply bytes
-        catalog = builder.result()
+        builder = CatalogBuilder()        # the first request is queued at once
+        while outs := builder.take_outputs():
+            for out in outs:
+                if isinstance(out, CatalogRequest):
+                    builder.on_reply(send_and_receive(out.message))  # cip.Reply or bytes
+        catalog = builder.result()          # or CatalogDone.catalog
 
     Order: controller-scope symbols (continuing from last instance + 1 while status 0x06), then
     each program's symbols (programs named by ``Program:<name>`` entries, or the given names;
@@ -511,6 +532,7 @@ class CatalogBuilder:
         self._step = _Step.SYMBOLS
         self._request: bytes | None = self._symbol_request()
         self.requests_sent = 0
+        self._outputs: list[CatalogOutput] = [CatalogRequest(self._request, self.describe())]
 
     # -- public ----------------------------------------------------------------------------
 
@@ -518,8 +540,13 @@ class CatalogBuilder:
     def done(self) -> bool:
         return self._step is _Step.DONE
 
-    def next_request(self) -> bytes | None:
-        """The CIP request to send now (the same one until its reply arrives), None when done."""
+    def take_outputs(self) -> list[CatalogOutput]:
+        out, self._outputs = self._outputs, []
+        return out
+
+    @property
+    def outstanding(self) -> bytes | None:
+        """The request whose reply ``on_reply`` expects (None when done)."""
         return self._request
 
     def describe(self) -> str:
@@ -537,8 +564,8 @@ class CatalogBuilder:
                 f"{len(self._templates[self._current].data)}")
 
     def on_reply(self, reply: cip.Reply | bytes) -> None:
-        """Feed the reply to ``next_request()``. Raises DiscoveryError on a refusal that ends
-        the upload, MalformedPacket on bytes that do not parse."""
+        """Feed the reply to the outstanding request. Raises DiscoveryError on a refusal that
+        ends the upload, MalformedPacket on bytes that do not parse (nothing advances then)."""
         if self._request is None:
             raise UsageError("discovery is done: no request is outstanding")
         if not isinstance(reply, cip.Reply):
@@ -555,6 +582,10 @@ class CatalogBuilder:
         elif self._step is _Step.TEMPLATE_READ:
             self._on_template_read(reply)
         self._request = self._next()
+        if self._request is not None:
+            self._outputs.append(CatalogRequest(self._request, self.describe()))
+        else:
+            self._outputs.append(CatalogDone(self.result()))
 
     def result(self) -> TagCatalog:
         if not self.done:

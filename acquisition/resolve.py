@@ -10,8 +10,9 @@ encapsulation session (unconnected SendRRData, so no class-3 connection is neede
    for the tag's template and every nested one.
 
 The result is the full ``LogixType`` (atomic, array, or UDT) and ``tag_bytes`` per 9.4.
-Everything is pure: ``first()`` returns the first CIP request, ``on_reply(reply)`` returns the
-next request or a ``Resolved`` / ``NotResolved`` result.
+Everything is pure and has the one shape of ARCHITECTURE.md: ``start()`` and
+``on_reply(reply)`` return nothing; ``take_outputs()`` gives ``ResolverRequest`` actions (the
+CIP request to send) and, at the end, one ``Resolved`` / ``NotResolved`` result.
 
 ``TagResolver`` is the one-tag lookup (it stops at the tag and fetches only the templates that
 tag needs). ``TypeCache`` is what the I/O worker runs: the same requests, shared by every
@@ -51,6 +52,16 @@ class NotResolved:
 Result = Resolved | NotResolved
 
 
+@dataclass(frozen=True, slots=True)
+class ResolverRequest:
+    """Action: send this CIP request and feed its reply to ``TagResolver.on_reply``."""
+
+    message: bytes
+
+
+ResolverOutput = ResolverRequest | Resolved | NotResolved
+
+
 def _path(cls: int, instance: int) -> bytes:
     return epath.encode_path((epath.class_id(cls), epath.instance_id(instance)))
 
@@ -68,6 +79,19 @@ class TagResolver:
         self._attrs: logix_objects.TemplateAttributes | None = None
         self._definition = bytearray()
         self._step = "symbols"
+        self._outputs: list[ResolverOutput] = []
+        self.result: Result | None = None
+
+    def take_outputs(self) -> list[ResolverOutput]:
+        out, self._outputs = self._outputs, []
+        return out
+
+    def _emit(self, step: bytes | Result) -> None:
+        if isinstance(step, bytes):
+            self._outputs.append(ResolverRequest(step))
+        else:
+            self.result = step
+            self._outputs.append(step)
 
     # -------------------------------------------------------------- requests
 
@@ -75,8 +99,9 @@ class TagResolver:
         self.requests += 1
         return message
 
-    def first(self) -> bytes:
-        return self._symbols_from(0)
+    def start(self) -> None:
+        """Ask for the first page of the symbol listing."""
+        self._emit(self._symbols_from(0))
 
     def _symbols_from(self, instance: int) -> bytes:
         self._step = "symbols"
@@ -105,7 +130,13 @@ class TagResolver:
 
     # -------------------------------------------------------------- replies
 
-    def on_reply(self, reply: cip.Reply) -> bytes | Result:
+    def on_reply(self, reply: cip.Reply) -> None:
+        """The reply to the last ``ResolverRequest``."""
+        if self.result is not None:
+            return  # done: nothing was asked
+        self._emit(self._on_reply(reply))
+
+    def _on_reply(self, reply: cip.Reply) -> bytes | Result:
         if self.requests >= self.max_requests:
             return NotResolved(f"tag {self.tag!r}: gave up after {self.requests} requests",
                                False)
@@ -193,7 +224,7 @@ class TagResolver:
 
 @dataclass(frozen=True, slots=True)
 class CacheRequest:
-    """A CIP request the cache wants sent over the PLC's session; answer with
+    """Action: send this CIP request over the PLC's session; answer with
     ``TypeCache.on_reply(token, reply)`` or ``TypeCache.on_error(token, reason)``."""
 
     token: int
@@ -203,12 +234,15 @@ class CacheRequest:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The result for one waiter, learned from the cache of ``generation``."""
+    """Notification: the result for one waiter, learned from the cache of ``generation``."""
 
     waiter: Hashable
     tag: str
     result: Result
     generation: int
+
+
+TypeCacheOutput = CacheRequest | Answer
 
 
 class TypeCache:
@@ -218,14 +252,18 @@ class TypeCache:
     N consumers of one PLC cost N listings. The cache keeps every symbol and template it has
     seen and serves all lookups of one PLC with at most one request in flight:
 
+    Inputs return nothing; ``take_outputs()`` drains, in order, ``Answer`` notifications and
+    ``CacheRequest`` actions (the one shape of ARCHITECTURE.md; no timers: the session that
+    carries the requests times them out):
+
     * ``resolve(tag, waiter)`` answers a hit at once (the symbol and every template it needs are
       known, or the listing is complete and the tag is not in it); a miss queues ``waiter``;
-    * ``take_request()`` gives the next request to send (None while one is in flight or nothing
-      is missing): first the templates of waiters whose symbol is known (nested ones first,
-      each read once), then the next page of the symbol listing (0x55, continued from the last
+    * after every input the next request goes out when none is in flight and something is
+      missing: first the templates of waiters whose symbol is known (nested ones first, each
+      read once), then the next page of the symbol listing (0x55, continued from the last
       instance + 1; the listing stops as soon as every waiter's symbol is known and resumes
       where it stopped for a later miss). One listing page serves every waiter at once;
-    * ``on_reply`` / ``on_error`` return the ``Answer`` of every waiter that is now settled.
+    * ``on_reply`` / ``on_error`` answer every waiter that is now settled.
 
     So N consumers cost O(symbol pages + templates) requests, not O(N x pages).
 
@@ -251,7 +289,16 @@ class TypeCache:
         self._token = 0
         self._inflight: tuple[int, str] | None = None  # (token, step)
         self._waiting: dict[Hashable, str] = {}
+        self._outputs: list[TypeCacheOutput] = []
         self._reset()
+
+    def take_outputs(self) -> list[TypeCacheOutput]:
+        out, self._outputs = self._outputs, []
+        return out
+
+    def _answer_all(self, answers: list[Answer]) -> None:
+        self._outputs.extend(answers)
+        self._request_next()
 
     def _reset(self) -> None:
         self._symbols: dict[str, logix_objects.SymbolInstance] = {}
@@ -284,17 +331,18 @@ class TypeCache:
                 "misses": self.misses, "invalidations": self.invalidations,
                 "waiting": len(self._waiting)}
 
-    def resolve(self, tag: str, waiter: Hashable) -> Result | None:
-        """The answer for ``tag`` now, or None: ``waiter`` is queued and gets an ``Answer``
-        from ``on_reply`` / ``on_error`` (call ``take_request`` to get the work going)."""
+    def resolve(self, tag: str, waiter: Hashable) -> None:
+        """``waiter`` wants the type of ``tag``: its ``Answer`` comes out at once on a hit,
+        else when a reply settles it (the requests go out by themselves)."""
         result = self._answer(tag)
         if result is not None:
             self.hits += 1
             self._waiting.pop(waiter, None)
-            return result
+            self._outputs.append(Answer(waiter, tag, result, self.generation))
+            return
         self.misses += 1
         self._waiting[waiter] = tag
-        return None
+        self._request_next()
 
     def forget(self, waiter: Hashable) -> None:
         """``waiter`` no longer wants an answer (its consumer was removed)."""
@@ -307,6 +355,7 @@ class TypeCache:
         self._generation_requests = 0
         self._inflight = None  # its reply belongs to the old generation
         self._reset()
+        self._request_next()
 
     def refresh_for(self, generation: int | None) -> bool:
         """A waiter whose answer came from ``generation`` doubts it (a size reject, a T->O
@@ -335,18 +384,18 @@ class TypeCache:
 
     # -------------------------------------------------------------- requests
 
-    def take_request(self) -> CacheRequest | None:
-        """The next request to send, or None (one is in flight, or nothing is missing)."""
+    def _request_next(self) -> None:
+        """Emit the next request unless one is in flight or nothing is missing."""
         if self._inflight is not None or not self._waiting:
-            return None
+            return
         step, message, what = self._next()
         if not message:
-            return None
+            return
         self._token += 1
         self._inflight = (self._token, step)
         self.requests += 1
         self._generation_requests += 1
-        return CacheRequest(self._token, message, what)
+        self._outputs.append(CacheRequest(self._token, message, what))
 
     def _next(self) -> tuple[str, bytes, str]:
         if not self._stack:
@@ -382,11 +431,14 @@ class TypeCache:
 
     # -------------------------------------------------------------- replies
 
-    def on_reply(self, token: int, reply: cip.Reply) -> list[Answer]:
+    def on_reply(self, token: int, reply: cip.Reply) -> None:
         if self._inflight is None or self._inflight[0] != token:
-            return []  # a reply for an older generation (or a request we gave up on)
+            return  # a reply for an older generation (or a request we gave up on)
         step = self._inflight[1]
         self._inflight = None
+        self._answer_all(self._on_reply(step, reply))
+
+    def _on_reply(self, step: str, reply: cip.Reply) -> list[Answer]:
         if self._generation_requests >= self.max_requests:
             return self._fail_all(f"gave up after {self._generation_requests} requests", False)
         try:
@@ -400,14 +452,14 @@ class TypeCache:
                 return self._fail_listing(f"unusable symbol list reply: {exc}", False)
             return self._fail_templates(f"unusable {step} reply: {exc}")
 
-    def on_error(self, token: int, reason: str) -> list[Answer]:
+    def on_error(self, token: int, reason: str) -> None:
         """The request ``token`` failed below CIP (session lost, no reply): every waiter gets
         a transient failure (its connection backs off and asks again)."""
         if self._inflight is None or self._inflight[0] != token:
-            return []
+            return
         self._inflight = None
         self._abandon_templates()
-        return self._fail_all(reason, False)
+        self._answer_all(self._fail_all(reason, False))
 
     def _on_symbols(self, reply: cip.Reply) -> list[Answer]:
         if reply.status not in (0x00, 0x06):

@@ -1,48 +1,89 @@
-"""The originator side of one EtherNet/IP encapsulation session (one TCP connection), sans-IO.
+"""The originator side of the EtherNet/IP encapsulation session to one PLC, sans-IO.
 
-Owns: RegisterSession / UnRegisterSession, sending unconnected CIP requests in SendRRData,
-matching replies to requests by sender context, per-request timeouts, and the validation of
-every reply before anything in it is used: encapsulation command, status, length, session
-handle, CPF layout (null address + unconnected data), CIP reply service. The CIP *status* is
-left to the caller (a failed Forward_Open is an answer, not a transport error) but is decoded.
-Implements protocol.md 2.1 (header), 2.3 (status; an error reply is 24 bytes), 2.4
-(RegisterSession rules), 2.7/2.8 (SendRRData CPF), 3 (reply framing) and 7.7 steps 2-3 (validate
-everything; any encapsulation error or EOF ends the session so the owner reconnects and backs
-off).
+Two machines, one inside the other:
 
-Calling convention (h11 style): the owner of the TCP socket calls ``start``, writes
-``data_to_send()``, feeds received bytes to ``receive_data`` (``b""`` = EOF) and calls
-``on_timer(now)`` at ``next_deadline()``. Each call returns a list of ``SessionEvent``. A
-``Session`` lives as long as one TCP connection; reconnecting means a new ``Session``.
+``Session`` is one encapsulation session (one TCP connection). It owns RegisterSession /
+UnRegisterSession, sending unconnected CIP requests in SendRRData, matching replies to requests
+by sender context, per-request timeouts, and the validation of every reply before anything in it
+is used: encapsulation command, status, length, session handle, CPF layout (null address +
+unconnected data), CIP reply service. The CIP *status* is left to the caller (a failed
+Forward_Open is an answer, not a transport error) but is decoded. Implements protocol.md 2.1
+(header), 2.3 (status; an error reply is 24 bytes), 2.4 (RegisterSession rules), 2.7/2.8
+(SendRRData CPF), 3 (reply framing) and 7.7 steps 2-3 (validate everything; any encapsulation
+error or EOF ends the session so the owner reconnects and backs off).
+
+``PlcSession`` is the life of the session to one PLC across TCP connections: connect on demand,
+a fresh ``Session`` per TCP connection, a NOP keep-alive while idle (protocol.md 7.7 step 8),
+reconnect after a failure with capped, jittered back-off (7.7 step 6), and refusing requests
+while backing off. The I/O worker owns the socket and carries out its ``Connect`` /
+``Transmit`` / ``CloseSocket`` actions.
+
+Both follow the one shape of ARCHITECTURE.md: inputs are method calls that take ``now`` and
+return None (``send_rr`` returns the handle its answer will carry, an id, not an output);
+everything to do or to know is drained in order with ``take_outputs()``: ``Transmit`` (bytes for
+the TCP socket), ``SessionReady``, ``ReplyReceived``, ``RequestFailed``, ``SessionFailed`` (and
+for ``PlcSession`` also ``Connect`` and ``CloseSocket``); the timer is ``next_deadline()`` +
+``on_timer(now)``. States are enums, transitions the tables ``TRANSITIONS`` and
+``PLC_TRANSITIONS``, changed only by ``_transition``.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyconpro.acquisition import cip, cpf, encap
+from pyconpro.acquisition.connection import BackoffPolicy, Rng
 from pyconpro.acquisition.errors import EncapsulationError, MalformedPacket, UsageError
 from pyconpro.acquisition.status import encapsulation_status_text
 
 __all__ = [
+    "PLC_TRANSITIONS",
+    "TRANSITIONS",
+    "CloseSocket",
+    "Connect",
+    "PlcSession",
+    "PlcSessionOutput",
+    "PlcState",
     "ReplyReceived",
     "RequestFailed",
     "Session",
-    "SessionEvent",
     "SessionFailed",
+    "SessionOutput",
     "SessionReady",
     "SessionState",
+    "Transmit",
 ]
 
 
-class SessionState(enum.StrEnum):
-    IDLE = "IDLE"  # created, RegisterSession not sent
-    REGISTERING = "REGISTERING"  # RegisterSession sent; requests are queued
-    READY = "READY"  # session handle known
-    CLOSED = "CLOSED"  # UnRegisterSession sent / closed by us
-    FAILED = "FAILED"  # peer fault or EOF: the owner closes the TCP socket and backs off
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Action: write ``data`` to the session's TCP socket (in order, after earlier ones)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Action: open a TCP connection to ``(host, port)``; answer with ``connected(now)`` or
+    ``connect_failed(reason, now)``. ``Transmit`` outputs that follow are buffered by the
+    shell until the connection is up (RegisterSession is queued at once)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
+    """Action: close the TCP socket. ``flush``: write what is buffered first (blocking,
+    briefly: UnRegisterSession has no reply); otherwise drop it (the connection is broken)."""
+
+    flush: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +109,50 @@ class RequestFailed:
 
 @dataclass(frozen=True, slots=True)
 class SessionFailed:
+    """The session ended by a fault. From a ``PlcSession``: ``retry_in`` is the back-off
+    (seconds) before it reconnects, ``retry_at`` the absolute time."""
+
     reason: str
     encapsulation_status: int | None = None
+    retry_in: float | None = None
+    retry_at: float | None = None
 
 
-SessionEvent = SessionReady | ReplyReceived | RequestFailed | SessionFailed
+SessionOutput = Transmit | SessionReady | ReplyReceived | RequestFailed | SessionFailed
+PlcSessionOutput = SessionOutput | Connect | CloseSocket
+
+
+# --------------------------------------------------------------------------- Session
+
+
+class SessionState(enum.StrEnum):
+    IDLE = "IDLE"  # created, RegisterSession not sent
+    REGISTERING = "REGISTERING"  # RegisterSession sent; requests are queued
+    READY = "READY"  # session handle known
+    CLOSED = "CLOSED"  # UnRegisterSession sent / closed by us
+    FAILED = "FAILED"  # peer fault or EOF: the owner closes the TCP socket and backs off
+
+
+class _Trigger(enum.StrEnum):
+    START = "RegisterSession sent"
+    REGISTERED = "RegisterSession answered"
+    FAULT = "peer fault, EOF or timeout"
+    CLOSE = "closed by the owner"
+
+
+_S, _T = SessionState, _Trigger
+#: (state, trigger) -> next state of a ``Session``. Anything not listed is not a transition.
+TRANSITIONS: Mapping[tuple[SessionState, _Trigger], SessionState] = {
+    (_S.IDLE, _T.START): _S.REGISTERING,
+    (_S.IDLE, _T.FAULT): _S.FAILED,
+    (_S.IDLE, _T.CLOSE): _S.CLOSED,
+    (_S.REGISTERING, _T.REGISTERED): _S.READY,
+    (_S.REGISTERING, _T.FAULT): _S.FAILED,
+    (_S.REGISTERING, _T.CLOSE): _S.CLOSED,
+    (_S.READY, _T.FAULT): _S.FAILED,
+    (_S.READY, _T.CLOSE): _S.CLOSED,
+}
+del _S, _T
 
 _CONTEXT = struct.Struct("<Q")
 
@@ -102,7 +182,8 @@ def _embedded_service(message: bytes) -> int | None:
 
 
 class Session:
-    """One encapsulation session, originator side. See the module docstring."""
+    """One encapsulation session, originator side, for the life of one TCP connection
+    (reconnecting means a new ``Session``). See the module docstring."""
 
     def __init__(self, *, request_timeout: float = 10.0, context_base: int = 0) -> None:
         if request_timeout <= 0:
@@ -113,23 +194,43 @@ class Session:
         self.failure: str | None = None
         self.unmatched_replies = 0
         self._frames = encap.FrameBuffer()
-        self._out = bytearray()
+        self._outputs: list[SessionOutput] = []
         self._next_context = context_base & 0xFFFF_FFFF_FFFF_FFFF
         self._pending: dict[bytes, _Pending] = {}
         self._handles = 0
         self._register_context = b""
         self._register_deadline: float | None = None
 
-    # ------------------------------------------------------------------ output
+    # ------------------------------------------------------------------ plumbing
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
+    def take_outputs(self) -> list[SessionOutput]:
+        out, self._outputs = self._outputs, []
         return out
+
+    def _emit(self, item: SessionOutput) -> None:
+        self._outputs.append(item)
+
+    def _transmit(self, data: bytes) -> None:
+        # Bytes queued back to back go out as one write.
+        if self._outputs and isinstance(self._outputs[-1], Transmit):
+            self._outputs[-1] = Transmit(self._outputs[-1].data + data)
+        else:
+            self._outputs.append(Transmit(data))
+
+    def _transition(self, trigger: _Trigger) -> None:
+        """The single place that changes ``state``."""
+        target = TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            raise UsageError(f"session: no transition from {self.state} on {trigger!r}")
+        self.state = target
 
     def _context(self) -> bytes:
         self._next_context = (self._next_context + 1) & 0xFFFF_FFFF_FFFF_FFFF
         return _CONTEXT.pack(self._next_context)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     # ------------------------------------------------------------------ requests
 
@@ -138,12 +239,12 @@ class Session:
         if self.state is not SessionState.IDLE:
             raise UsageError(f"session already started ({self.state})")
         self._register_context = self._context()
-        self._out += encap.EncapsulationPacket(
+        self._transmit(encap.EncapsulationPacket(
             encap.Command.REGISTER_SESSION, encap.RegisterSessionData().encode(), 0, 0,
             self._register_context,
-        ).encode()
+        ).encode())
         self._register_deadline = now + self.request_timeout
-        self.state = SessionState.REGISTERING
+        self._transition(_Trigger.START)
 
     def send_rr(self, message: bytes, now: float, *, extra_items: tuple[cpf.Item, ...] = (),
                 timeout: float | None = None) -> int:
@@ -158,8 +259,8 @@ class Session:
         self._handles += 1
         context = self._context()
         p = _Pending(self._handles, message[0], encap.Command.SEND_RR_DATA,
-                     encap.send_rr_data(message, extra_items), now + (timeout or
-                                                                      self.request_timeout),
+                     encap.send_rr_data(message, extra_items),
+                     now + (timeout or self.request_timeout),
                      embedded_service=_embedded_service(message))
         self._pending[context] = p
         if self.state is SessionState.READY:
@@ -167,111 +268,120 @@ class Session:
         return p.handle
 
     def _send(self, context: bytes, p: _Pending) -> None:
-        self._out += encap.EncapsulationPacket(p.command, p.frame, self.handle, 0,
-                                               context).encode()
+        self._transmit(encap.EncapsulationPacket(p.command, p.frame, self.handle, 0,
+                                                 context).encode())
         p.sent = True
 
-    def keepalive(self) -> None:
+    def keepalive(self, now: float) -> None:
         """Queue a NOP (no reply, 2.2) so an idle session survives the target's encapsulation
         inactivity timeout and stays usable for Forward_Close (protocol.md 7.7 step 8)."""
         if self.state is SessionState.READY:
-            self._out += encap.EncapsulationPacket(encap.Command.NOP, b"", self.handle, 0,
-                                                   bytes(8)).encode()
+            self._transmit(encap.EncapsulationPacket(encap.Command.NOP, b"", self.handle, 0,
+                                                     bytes(8)).encode())
 
-    def close(self) -> list[SessionEvent]:
+    def close(self, now: float) -> None:
         """Queue UnRegisterSession (no reply is expected, 2.2) and fail what is pending."""
-        events: list[SessionEvent] = []
         if self.state is SessionState.READY:
-            self._out += encap.EncapsulationPacket(encap.Command.UNREGISTER_SESSION, b"",
-                                                   self.handle, 0, self._context()).encode()
+            self._transmit(encap.EncapsulationPacket(encap.Command.UNREGISTER_SESSION, b"",
+                                                     self.handle, 0, self._context()).encode())
         if self.state in (SessionState.REGISTERING, SessionState.READY, SessionState.IDLE):
-            events = self._fail_pending("session closed")
-            self.state = SessionState.CLOSED
-        return events
+            self._fail_pending("session closed")
+            self._transition(_Trigger.CLOSE)
 
     # ------------------------------------------------------------------ input
 
-    def receive_data(self, data: bytes, now: float) -> list[SessionEvent]:
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes read from the TCP socket; ``b""`` is EOF."""
         if self.state in (SessionState.CLOSED, SessionState.FAILED):
-            return []
+            return
         if not data:
-            return self._failed("the PLC closed the TCP connection")
+            self._failed("the PLC closed the TCP connection")
+            return
         try:
             packets = self._frames.feed(data)
         except MalformedPacket as exc:
-            return self._failed(f"unparseable encapsulation frame: {exc}")
-        events: list[SessionEvent] = []
+            self._failed(f"unparseable encapsulation frame: {exc}")
+            return
         for packet in packets:
-            events += self._handle(packet)
+            self._handle(packet)
             if self.state is SessionState.FAILED:
                 break
-        return events
 
-    def connection_lost(self, reason: str) -> list[SessionEvent]:
+    def connection_lost(self, reason: str, now: float) -> None:
         if self.state in (SessionState.CLOSED, SessionState.FAILED):
-            return []
-        return self._failed(reason)
+            return
+        self._failed(reason)
 
-    def _handle(self, packet: encap.EncapsulationPacket) -> list[SessionEvent]:
+    def _handle(self, packet: encap.EncapsulationPacket) -> None:
         if self.state is SessionState.REGISTERING:
-            return self._handle_register(packet)
+            self._handle_register(packet)
+            return
         pending = self._pending.get(packet.context)
         if pending is None or not pending.sent:
             # A reply to a request that timed out, or garbage: never used, only counted.
             self.unmatched_replies += 1
-            return []
+            return
         del self._pending[packet.context]
         if packet.command != pending.command:
-            return [RequestFailed(pending.handle, "reply with the wrong command"),
-                    *self._failed(f"reply command 0x{packet.command:04X} to a request 0x"
-                                  f"{pending.command:04X}")]
+            self._emit(RequestFailed(pending.handle, "reply with the wrong command"))
+            self._failed(f"reply command 0x{packet.command:04X} to a request 0x"
+                         f"{pending.command:04X}")
+            return
         if packet.status != 0:
             err = EncapsulationError(packet.status, packet.command)
-            return [RequestFailed(pending.handle, str(err)),
-                    *self._failed(f"{err}: reconnecting", packet.status)]
+            self._emit(RequestFailed(pending.handle, str(err)))
+            self._failed(f"{err}: reconnecting", packet.status)
+            return
         if packet.session != self.handle:
-            return [RequestFailed(pending.handle, "reply for another session"),
-                    *self._failed(f"reply carries session 0x{packet.session:08X}, ours is"
-                                  f" 0x{self.handle:08X}")]
+            self._emit(RequestFailed(pending.handle, "reply for another session"))
+            self._failed(f"reply carries session 0x{packet.session:08X}, ours is"
+                         f" 0x{self.handle:08X}")
+            return
         try:
             data = encap.SendData.decode(packet.data)
             message = data.unconnected()
             reply = cip.Reply.decode(message)
         except MalformedPacket as exc:
-            return [RequestFailed(pending.handle, f"malformed SendRRData reply: {exc}")]
+            self._emit(RequestFailed(pending.handle, f"malformed SendRRData reply: {exc}"))
+            return
         if reply.service not in (pending.service & 0x7F, pending.embedded_service):
-            return [RequestFailed(pending.handle,
-                                  f"reply service 0x{reply.service | 0x80:02X} to request"
-                                  f" service 0x{pending.service:02X}")]
-        return [ReplyReceived(pending.handle, reply, data.items[2:])]
+            self._emit(RequestFailed(pending.handle,
+                                     f"reply service 0x{reply.service | 0x80:02X} to request"
+                                     f" service 0x{pending.service:02X}"))
+            return
+        self._emit(ReplyReceived(pending.handle, reply, data.items[2:]))
 
-    def _handle_register(self, packet: encap.EncapsulationPacket) -> list[SessionEvent]:
+    def _handle_register(self, packet: encap.EncapsulationPacket) -> None:
         if packet.context != self._register_context:
             self.unmatched_replies += 1
-            return []
+            return
         if packet.command != encap.Command.REGISTER_SESSION:
-            return self._failed(f"RegisterSession answered with command 0x{packet.command:04X}")
+            self._failed(f"RegisterSession answered with command 0x{packet.command:04X}")
+            return
         if packet.status != 0:
-            return self._failed(
-                f"RegisterSession refused: encapsulation status 0x{packet.status:04X}"
-                f" {encapsulation_status_text(packet.status)}", packet.status)
+            self._failed(f"RegisterSession refused: encapsulation status 0x{packet.status:04X}"
+                         f" {encapsulation_status_text(packet.status)}", packet.status)
+            return
         if len(packet.data) != 4:
-            return self._failed(f"RegisterSession reply of {len(packet.data)} data bytes, not 4")
+            self._failed(f"RegisterSession reply of {len(packet.data)} data bytes, not 4")
+            return
         try:
             body = encap.RegisterSessionData.decode(packet.data)
         except MalformedPacket as exc:  # pragma: no cover - length checked above
-            return self._failed(str(exc))
+            self._failed(str(exc))
+            return
         if body.protocol_version != 1:
-            return self._failed(f"RegisterSession reply with protocol version"
-                                f" {body.protocol_version}")
+            self._failed(f"RegisterSession reply with protocol version {body.protocol_version}")
+            return
         if packet.session == 0:
-            return self._failed("RegisterSession reply without a session handle (0)")
+            self._failed("RegisterSession reply without a session handle (0)")
+            return
         self.handle = packet.session
-        self.state = SessionState.READY
+        self._transition(_Trigger.REGISTERED)
         self._register_deadline = None
+        self._emit(SessionReady(self.handle))
         for context, p in self._pending.items():
             self._send(context, p)
-        return [SessionReady(self.handle)]
 
     # ------------------------------------------------------------------ timers
 
@@ -282,34 +392,271 @@ class Session:
             return min(p.deadline for p in self._pending.values())
         return None
 
-    def on_timer(self, now: float) -> list[SessionEvent]:
+    def on_timer(self, now: float) -> None:
         if self.state is SessionState.REGISTERING:
             if self._register_deadline is not None and now >= self._register_deadline:
-                return self._failed(f"no RegisterSession reply within {self.request_timeout:g} s")
-            return []
+                self._failed(f"no RegisterSession reply within {self.request_timeout:g} s")
+            return
         if self.state is not SessionState.READY:
-            return []
-        expired = [c for c, p in self._pending.items() if now >= p.deadline]
-        if not expired:
-            return []
-        # A target that stops answering is unusable: fail the session so the owner reconnects.
-        return self._failed(f"no reply within {self.request_timeout:g} s")
+            return
+        if any(now >= p.deadline for p in self._pending.values()):
+            # A target that stops answering is unusable: fail the session so the owner
+            # reconnects.
+            self._failed(f"no reply within {self.request_timeout:g} s")
 
     # ------------------------------------------------------------------ failure
 
-    def _fail_pending(self, reason: str) -> list[SessionEvent]:
-        events: list[SessionEvent] = [RequestFailed(p.handle, reason)
-                                      for p in self._pending.values()]
+    def _fail_pending(self, reason: str) -> None:
+        for p in self._pending.values():
+            self._emit(RequestFailed(p.handle, reason))
         self._pending.clear()
-        return events
 
-    def _failed(self, reason: str, status: int | None = None) -> list[SessionEvent]:
-        self.state = SessionState.FAILED
+    def _failed(self, reason: str, status: int | None = None) -> None:
+        self._transition(_Trigger.FAULT)
         self.failure = reason
-        events = self._fail_pending(reason)
-        events.append(SessionFailed(reason, status))
-        return events
+        self._fail_pending(reason)
+        self._emit(SessionFailed(reason, status))
+
+
+# --------------------------------------------------------------------------- PlcSession
+
+
+class PlcState(enum.StrEnum):
+    IDLE = "IDLE"  # no TCP connection; the next request connects
+    CONNECTING = "CONNECTING"  # Connect asked, RegisterSession queued behind it
+    REGISTERING = "REGISTERING"  # TCP connected, RegisterSession sent
+    READY = "READY"  # session registered: requests go out, NOP keep-alive while idle
+    BACKOFF = "BACKOFF"  # failed: requests are refused until ``retry_at``, then it reconnects
+    CLOSED = "CLOSED"  # closed by the owner (UnRegisterSession); terminal
+
+
+class _PlcTrigger(enum.StrEnum):
+    CONNECT = "connect"
+    TCP_UP = "TCP connected"
+    REGISTERED = "session registered"
+    FAILED = "session failed"
+    RETRY_IDLE = "back-off over, nobody needs the session now"
+    CLOSE = "closed by the owner"
+
+
+_P, _PT = PlcState, _PlcTrigger
+#: (state, trigger) -> next state of a ``PlcSession``. Anything not listed is not a transition.
+PLC_TRANSITIONS: Mapping[tuple[PlcState, _PlcTrigger], PlcState] = {
+    (_P.IDLE, _PT.CONNECT): _P.CONNECTING,
+    (_P.BACKOFF, _PT.CONNECT): _P.CONNECTING,  # back-off over (timer or request), or forced
+    (_P.BACKOFF, _PT.RETRY_IDLE): _P.IDLE,
+    (_P.CONNECTING, _PT.TCP_UP): _P.REGISTERING,
+    (_P.CONNECTING, _PT.FAILED): _P.BACKOFF,
+    (_P.REGISTERING, _PT.REGISTERED): _P.READY,
+    (_P.REGISTERING, _PT.FAILED): _P.BACKOFF,
+    (_P.READY, _PT.FAILED): _P.BACKOFF,
+    **{(state, _PT.CLOSE): _P.CLOSED for state in _P if state is not _P.CLOSED},
+}
+del _P, _PT
+
+
+class PlcSession:
+    """The encapsulation session to one PLC across TCP connections (see the module docstring).
+
+    Requests (``send_rr``) connect on demand; while backing off they fail at once with
+    ``RequestFailed`` ("no session to PLC ... reconnecting in ...") unless ``force`` (a
+    Forward_Close at stop needs a session whatever the back-off says). When the back-off is
+    over ``on_timer`` reconnects ahead of need (``reconnect=True``: the owner has live users),
+    else the session waits, IDLE, for the next request. ``SessionReady`` tells the owner when
+    requests can go out (its users may wait for it); ``SessionFailed`` carries the back-off.
+    """
+
+    def __init__(self, host: str, port: int, *, rng: Rng, request_timeout: float = 10.0,
+                 keepalive_s: float = 30.0,
+                 backoff: BackoffPolicy = BackoffPolicy(0.5, 30.0, 0.25),
+                 context_rng: Rng | None = None) -> None:
+        if keepalive_s <= 0:
+            raise UsageError("keepalive_s must be positive seconds")
+        self.host = host
+        self.port = port
+        self.request_timeout = request_timeout
+        self.keepalive_s = keepalive_s
+        self.backoff = backoff
+        self._rng = rng
+        self._context_rng = context_rng or rng
+        self.state = PlcState.IDLE
+        self.session: Session | None = None  # the one of the current TCP connection
+        self.attempt = 0  # back-off exponent; reset when a session registers
+        self.retry_at = 0.0
+        self.keepalive_at = 0.0
+        self.sessions_opened = 0
+        self.sessions_failed = 0
+        self.last_failure: str | None = None
+        self._outputs: list[PlcSessionOutput] = []
+        self._handles = 0
+        self._outer: dict[int, int] = {}  # handle of the current Session -> our handle
+
+    # ------------------------------------------------------------------ plumbing
 
     @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        return self.state is PlcState.READY
+
+    def take_outputs(self) -> list[PlcSessionOutput]:
+        out, self._outputs = self._outputs, []
+        return out
+
+    def _transition(self, trigger: _PlcTrigger) -> None:
+        """The single place that changes ``state``."""
+        target = PLC_TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            raise UsageError(f"PLC {self.name}: no transition from {self.state} on {trigger!r}")
+        self.state = target
+
+    def _absorb(self, now: float, *, request_reason: str | None = None) -> None:
+        """Take the current Session's outputs: translate handles, follow its state."""
+        session = self.session
+        if session is None:
+            return
+        failed: SessionFailed | None = None
+        for out in session.take_outputs():
+            if isinstance(out, SessionReady):
+                self._transition(_PlcTrigger.REGISTERED)
+                self.attempt = 0
+                self.sessions_opened += 1
+                self.keepalive_at = now + self.keepalive_s
+                self._outputs.append(out)
+            elif isinstance(out, ReplyReceived):
+                self._outputs.append(ReplyReceived(self._outer.pop(out.handle), out.reply,
+                                                   out.items))
+            elif isinstance(out, RequestFailed):
+                self._outputs.append(RequestFailed(self._outer.pop(out.handle),
+                                                   request_reason or out.reason))
+            elif isinstance(out, SessionFailed):
+                failed = out
+            else:
+                self._outputs.append(out)
+        if failed is not None:
+            self._failed(failed, now)
+
+    def _failed(self, failed: SessionFailed, now: float) -> None:
+        self.session = None
+        self._outer.clear()
+        self.sessions_failed += 1
+        self.last_failure = failed.reason
+        delay = self.backoff.delay(self.attempt, self._rng)
+        self.attempt += 1
+        self.retry_at = now + delay
+        self._transition(_PlcTrigger.FAILED)
+        self._outputs.append(SessionFailed(failed.reason, failed.encapsulation_status, delay,
+                                           self.retry_at))
+        self._outputs.append(CloseSocket(flush=False))
+
+    def _connect(self, now: float) -> None:
+        self._transition(_PlcTrigger.CONNECT)
+        self.session = Session(request_timeout=self.request_timeout,
+                               context_base=self._context_rng.getrandbits(32) << 16)
+        self._outer.clear()
+        self._outputs.append(Connect(self.host, self.port))
+        self.session.start(now)
+        self._absorb(now)
+
+    # ------------------------------------------------------------------ inputs
+
+    def send_rr(self, message: bytes, now: float, *, extra_items: tuple[cpf.Item, ...] = (),
+                timeout: float | None = None, force: bool = False) -> int:
+        """Queue one unconnected CIP request; returns the handle of its ``ReplyReceived`` or
+        ``RequestFailed``. ``force``: connect now even while backing off."""
+        if not message:
+            raise UsageError("empty CIP message")
+        self._handles += 1
+        handle = self._handles
+        if self.state is PlcState.CLOSED:
+            self._outputs.append(RequestFailed(handle, "session closed"))
+            return handle
+        if self.state is PlcState.BACKOFF and now < self.retry_at and not force:
+            self._outputs.append(RequestFailed(
+                handle, f"no session to PLC {self.name} (last failure: {self.last_failure};"
+                f" reconnecting in {self.retry_at - now:.1f} s)"))
+            return handle
+        if self.state in (PlcState.IDLE, PlcState.BACKOFF):
+            self._connect(now)
+        assert self.session is not None
+        inner = self.session.send_rr(message, now, extra_items=extra_items, timeout=timeout)
+        self._outer[inner] = handle
+        self._absorb(now)
+        return handle
+
+    def connected(self, now: float) -> None:
+        """The TCP connection asked by ``Connect`` is up."""
+        if self.state is PlcState.CONNECTING:
+            self._transition(_PlcTrigger.TCP_UP)
+
+    def connect_failed(self, reason: str, now: float) -> None:
+        """The TCP connection asked by ``Connect`` could not be made."""
+        if self.session is None:
+            return
+        self.session.connection_lost(reason, now)
+        self._absorb(now, request_reason=f"no session to PLC {self.name}: {reason}")
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes read from the TCP socket; ``b""`` is EOF."""
+        if self.session is not None:
+            self.session.receive_data(data, now)
+            self._absorb(now)
+
+    def connection_lost(self, reason: str, now: float) -> None:
+        """The TCP connection broke (a send or receive error)."""
+        if self.session is not None:
+            self.session.connection_lost(reason, now)
+            self._absorb(now)
+
+    def close(self, now: float) -> None:
+        """UnRegisterSession when registered, close the socket, fail what is pending."""
+        if self.state is PlcState.CLOSED:
+            return
+        session, self.session = self.session, None
+        if session is not None:
+            flush = session.state is SessionState.READY
+            session.close(now)
+            rest: list[SessionOutput] = []
+            for out in session.take_outputs():
+                if isinstance(out, Transmit):
+                    self._outputs.append(out)
+                elif isinstance(out, RequestFailed):
+                    rest.append(RequestFailed(self._outer.pop(out.handle), out.reason))
+            self._outputs.append(CloseSocket(flush=flush))
+            self._outputs.extend(rest)
+            self._outer.clear()
+        self._transition(_PlcTrigger.CLOSE)
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        deadlines: list[float] = []
+        if self.session is not None:
+            d = self.session.next_deadline()
+            if d is not None:
+                deadlines.append(d)
+        if self.state is PlcState.READY:
+            deadlines.append(self.keepalive_at)
+        elif self.state is PlcState.BACKOFF:
+            deadlines.append(self.retry_at)
+        return min(deadlines) if deadlines else None
+
+    def on_timer(self, now: float, *, reconnect: bool = True) -> None:
+        """Request timeouts, the keep-alive, the end of the back-off. ``reconnect``: the owner
+        has users that will need the session, so reconnect ahead of need (a Forward_Close at
+        stop needs one, protocol.md 7.7 step 8); else wait, IDLE, for the next request."""
+        if self.session is not None:
+            self.session.on_timer(now)
+            self._absorb(now)
+        if self.state is PlcState.READY and now >= self.keepalive_at:
+            assert self.session is not None
+            self.session.keepalive(now)
+            self.keepalive_at = now + self.keepalive_s
+            self._absorb(now)
+        elif self.state is PlcState.BACKOFF and now >= self.retry_at:
+            if reconnect:
+                self._connect(now)
+            else:
+                self._transition(_PlcTrigger.RETRY_IDLE)

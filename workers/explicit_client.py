@@ -9,10 +9,9 @@ and UnRegisterSession on close. Every reply is validated before use (protocol.md
 encapsulation command, status, length, session handle and sender context; CPF layout; CIP reply
 service; for class 3 the connection id and echoed sequence count.
 
-Why not ``acquisition.session.Session``: it checks the reply service against the *outer* request
-service, so the reply to an Unconnected_Send (which is the embedded service's reply, 5.11) is
-refused; it has no SendUnitData and no ListIdentity. This client is strictly one request at a
-time, so it needs nothing of Session's request multiplexing.
+Not yet a shell over ``acquisition.session.Session`` (issue 9 wants it to be): Session has no
+SendUnitData (class 3) and no ListIdentity over TCP yet. This client is strictly one request at
+a time, so it needs nothing of Session's request multiplexing.
 
 Also here: ``list_identity`` — ListIdentity by UDP to a broadcast or unicast address, collecting
 every reply until a timeout (protocol.md 2.5), and ``local_ipv4_interfaces``.
@@ -36,7 +35,12 @@ from types import TracebackType
 from typing import Self
 
 from pyconpro.acquisition import cip, cm, cpf, encap, epath
-from pyconpro.acquisition.discovery import CatalogBuilder, TagCatalog
+from pyconpro.acquisition.discovery import (
+    CatalogBuilder,
+    CatalogDone,
+    CatalogRequest,
+    TagCatalog,
+)
 from pyconpro.acquisition.errors import (
     CipError,
     EncapsulationError,
@@ -305,8 +309,13 @@ class ExplicitClient:
 
     def run(self, builder: CatalogBuilder) -> TagCatalog:
         """Drive a sans-IO discovery exchange to its end."""
-        while (message := builder.next_request()) is not None:
-            builder.on_reply(self.request(message))
+        while outs := builder.take_outputs():
+            for out in outs:
+                match out:
+                    case CatalogRequest(message):
+                        builder.on_reply(self.request(message))
+                    case CatalogDone(catalog):
+                        return catalog
         return builder.result()
 
     def discover(self, **kwargs: object) -> TagCatalog:

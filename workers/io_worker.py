@@ -8,7 +8,7 @@ It owns, for its interface:
   ``IP_MULTICAST_IF``, ``IP_MULTICAST_ALL = 0`` so Linux delivers only the (group, interface)
   pairs this socket joined: two workers on two interfaces never see each other's traffic);
 * one TCP encapsulation session per PLC, opened from the interface address, driven by the pure
-  ``acquisition.session.Session``;
+  ``acquisition.session.PlcSession`` (connect, register, keep-alive, reconnect back-off);
 * one ``acquisition.connection.ConsumerConnection`` per consumer, the class-1 ``Demux``;
 * a ZeroMQ PUB socket (explicit SNDHWM and LINGER, never blocks: a full pipe drops and counts)
   publishing ``acquisition.wire`` samples, events and stats;
@@ -16,7 +16,8 @@ It owns, for its interface:
 
 The loop is a thin shell (STYLE.md #3): wait on every socket until the earliest deadline of any
 connection, session or periodic task; feed bytes to the core; send what it returns; publish its
-events. SIGTERM / SIGINT: Forward_Close every connection, UnRegisterSession, exit 0.
+events. Time is read from the injected ``clock`` (``time.monotonic`` by default; tests drive the
+timers with a fake one). SIGTERM / SIGINT: Forward_Close every connection, UnRegisterSession, exit 0.
 
 Run: ``python -m pyconpro.workers.io_worker --local-address 127.0.0.1 --consumer
 plc=plc1,address=127.0.0.2,tag=Counter,rpi_ms=100``. See docs/worker.md.
@@ -30,6 +31,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -65,15 +67,24 @@ from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import LogixType
-from pyconpro.acquisition.resolve import Answer, NotResolved, Resolved, Result, TypeCache
+from pyconpro.acquisition.resolve import (
+    Answer,
+    CacheRequest,
+    NotResolved,
+    Resolved,
+    Result,
+    TypeCache,
+)
 from pyconpro.acquisition.session import (
+    CloseSocket,
+    Connect,
+    PlcSession,
+    PlcSessionOutput,
     ReplyReceived,
     RequestFailed,
-    Session,
-    SessionEvent,
     SessionFailed,
     SessionReady,
-    SessionState,
+    Transmit,
 )
 from pyconpro.workers._consumers import (
     ConsumerDef,
@@ -93,6 +104,8 @@ _RECV_BATCH = 256  # datagrams per recv batch; a short batch means the socket is
 # watchdogs honest (see ``run``); the bound only keeps heartbeats going when datagrams arrive
 # faster than the worker can read them, and then watchdogs are held (``data_pending``).
 _MAX_DRAIN_BATCHES = 64
+# A safety net, not a timer: every deadline is in some machine's ``next_deadline()`` (the loop
+# waits exactly until the earliest); this only bounds the wait should one be missed.
 _MAX_WAIT_S = 1.0
 DEFAULT_UDP_RCVBUF = UDP_RCVBUF_DEFAULT  # asked per UDP socket; Linux caps it at rmem_max
 
@@ -131,22 +144,18 @@ Callback = tuple[Callable[[cip.Reply, tuple[cpf.Item, ...]], None], Callable[[st
 
 @dataclass(slots=True)
 class PlcLink:
-    """The TCP encapsulation session to one PLC (address, TCP port)."""
+    """The socket side of the encapsulation session to one PLC (address, TCP port); ``plc`` is
+    the machine that decides (connect, keep-alive, back-off, request matching)."""
 
     address: str
     port: int
+    plc: PlcSession
     sock: socket.socket | None = None
-    session: Session | None = None
     connecting: bool = False
     outbuf: bytearray = field(default_factory=bytearray)
     callbacks: dict[int, Callback] = field(default_factory=dict)
-    retry_at: float = 0.0
-    attempt: int = 0
-    keepalive_at: float = 0.0
     consumers: set[str] = field(default_factory=set)
-    sessions_opened: int = 0
-    sessions_failed: int = 0
-    last_failure: str | None = None
+    pumping: bool = False  # carrying out ``plc``'s outputs (reentrant calls leave them to it)
     # What this PLC's tag table told us, shared by its consumers (one listing in flight serves
     # them all); forgotten when the session is lost or a consumer's learned type is doubted.
     types: TypeCache = field(default_factory=TypeCache)
@@ -157,7 +166,7 @@ class PlcLink:
 
     @property
     def up(self) -> bool:
-        return self.session is not None and self.session.state is SessionState.READY
+        return self.plc.up
 
 
 @dataclass(slots=True)
@@ -179,8 +188,14 @@ class WorkerConsumer:
 
 
 class IoWorker:
-    def __init__(self, options: WorkerOptions) -> None:
+    """``clock``: monotonic seconds, read for every ``now``; ``wall_ns``: the wall clock of
+    the bus messages (``t_wall_ns``). Both injectable so tests drive the timers."""
+
+    def __init__(self, options: WorkerOptions, *, clock: Callable[[], float] = time.monotonic,
+                 wall_ns: Callable[[], int] = time.time_ns) -> None:
         self.opt = options
+        self._clock = clock
+        self._wall_ns = wall_ns
         self.name = options.worker_name
         rng = random.Random(options.seed) if options.seed is not None else random.SystemRandom()
         self.originator = Originator(rng)
@@ -193,7 +208,8 @@ class IoWorker:
             "datagrams": 0, "samples": 0, "pub_drops": 0, "heartbeats": 0,
             "heartbeat_send_errors": 0, "decode_errors": 0, "control_errors": 0,
         }
-        self.started = time.monotonic()
+        self.started = clock()
+        self._context_rng = random.Random()  # sender contexts; never the seeded originator's
         self.stopping = False
         self._stop_requested = False
         self._shutdown_deadline = 0.0
@@ -289,7 +305,7 @@ class IoWorker:
     def close(self) -> None:
         self._closed = True
         for link in list(self.links.values()):
-            self._close_link(link, unregister=True)
+            self._close_link(link)
         for group in list(self.groups):
             sock, _ = self.groups.pop(group)
             sock.close()
@@ -314,7 +330,11 @@ class IoWorker:
                           timing=self.opt.timing)
         link = self.links.get((defn.address, defn.port))
         if link is None:
-            link = self.links[(defn.address, defn.port)] = PlcLink(defn.address, defn.port)
+            link = self.links[(defn.address, defn.port)] = PlcLink(
+                defn.address, defn.port, PlcSession(
+                    defn.address, defn.port, rng=self.originator.rng,
+                    context_rng=self._context_rng, request_timeout=self.opt.request_timeout_s,
+                    keepalive_s=self.opt.keepalive_s, backoff=self.opt.session_backoff))
         link.consumers.add(defn.key)
         c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids))
         self._by_uid[c.uid] = c
@@ -345,7 +365,7 @@ class IoWorker:
                 c.sched = None  # its heap entries are stale from now on
                 c.link.consumers.discard(key)
                 if not c.link.consumers and not self.stopping:
-                    self._close_link(c.link, unregister=True)
+                    self._close_link(c.link)
                     self.links.pop((c.link.address, c.link.port), None)
 
     # ================================================================== connection outputs
@@ -405,12 +425,12 @@ class IoWorker:
                                       cpf.Sockaddr("0.0.0.0", self.udp_port)),)
 
         def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
-            c.conn.on_forward_open_reply(time.monotonic(), req, reply, items)
-            self._pump(c, time.monotonic())
+            c.conn.on_forward_open_reply(self._clock(), req, reply, items)
+            self._pump(c, self._clock())
 
         def on_error(reason: str) -> None:
-            c.conn.on_request_error(time.monotonic(), req, reason)
-            self._pump(c, time.monotonic())
+            c.conn.on_request_error(self._clock(), req, reason)
+            self._pump(c, self._clock())
 
         self._request(c.link, req.encode(), extra, on_reply, on_error, now)
 
@@ -420,16 +440,16 @@ class IoWorker:
 
         def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
             if out.awaited:
-                c.conn.on_forward_close_reply(time.monotonic(), req, reply)
-                self._pump(c, time.monotonic())
+                c.conn.on_forward_close_reply(self._clock(), req, reply)
+                self._pump(c, self._clock())
             else:
                 log.info("%s: best-effort Forward_Close of serial 0x%04X answered status 0x%02X",
                          c.defn.key, req.connection_serial, reply.status)
 
         def on_error(reason: str) -> None:
             if out.awaited:
-                c.conn.on_request_error(time.monotonic(), req, reason)
-                self._pump(c, time.monotonic())
+                c.conn.on_request_error(self._clock(), req, reason)
+                self._pump(c, self._clock())
 
         self._request(c.link, req.encode(), (), on_reply, on_error, now)
 
@@ -440,38 +460,34 @@ class IoWorker:
         if refresh and cache.refresh_for(c.type_generation):
             log.info("PLC %s: %s doubts its learned type; reading the tag table again"
                      " (type cache generation %d)", c.link.name, c.defn.key, cache.generation)
-        result = cache.resolve(c.defn.tag, c.uid)
-        if result is not None:
-            self._deliver_type(c, result, cache.generation)
-            return
+        cache.resolve(c.defn.tag, c.uid)
         self._type_requests(c.link)
 
     def _type_requests(self, link: PlcLink) -> None:
-        """Send what the PLC's type cache asks for (at most one request in flight)."""
+        """Carry out what the PLC's type cache asks (at most one request in flight) and deliver
+        its answers."""
         cache = link.types
-        while (req := cache.take_request()) is not None:
-            token = req.token
+        for out in cache.take_outputs():
+            match out:
+                case CacheRequest(token, message, what):
+                    def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...],
+                                 token: int = token) -> None:
+                        cache.on_reply(token, reply)
+                        self._type_requests(link)
 
-            def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...], token: int = token
-                         ) -> None:
-                self._type_answers(cache.on_reply(token, reply))
-                if link.types is cache:
-                    self._type_requests(link)
+                    def on_error(reason: str, token: int = token) -> None:
+                        cache.on_error(token, f"size discovery: {reason}")
+                        self._type_requests(link)
 
-            def on_error(reason: str, token: int = token) -> None:
-                self._type_answers(cache.on_error(token, f"size discovery: {reason}"))
-
-            log.debug("PLC %s: type cache asks %s", link.name, req.what)
-            self._request(link, req.message, (), on_reply, on_error, time.monotonic())
-
-    def _type_answers(self, answers: Sequence[Answer]) -> None:
-        for a in answers:
-            c = self._by_uid.get(a.waiter) if isinstance(a.waiter, int) else None
-            if c is not None:
-                self._deliver_type(c, a.result, a.generation)
+                    log.debug("PLC %s: type cache asks %s", link.name, what)
+                    self._request(link, message, (), on_reply, on_error, self._clock())
+                case Answer(waiter, _, result, generation):
+                    c = self._by_uid.get(waiter) if isinstance(waiter, int) else None
+                    if c is not None:
+                        self._deliver_type(c, result, generation)
 
     def _deliver_type(self, c: WorkerConsumer, result: Result, generation: int) -> None:
-        t = time.monotonic()
+        t = self._clock()
         if isinstance(result, Resolved):
             c.type_generation = generation
             c.conn.on_resolved(t, result.tag_bytes, result.tag_type)
@@ -487,21 +503,50 @@ class IoWorker:
         if self._closed:
             on_error("the worker is exiting")
             return
-        if link.session is None:
-            # While stopping, try at once whatever the back-off says: Forward_Close needs it.
-            if now < link.retry_at and not self.stopping:
-                on_error(f"no session to PLC {link.name} (last failure: {link.last_failure};"
-                         f" reconnecting in {link.retry_at - now:.1f} s)")
-                return
-            self._connect(link, now)
-        session = link.session
-        if session is None or session.state not in (SessionState.REGISTERING,
-                                                    SessionState.READY):
-            on_error(f"no session to PLC {link.name}: {link.last_failure}")
-            return
-        handle = session.send_rr(message, now, extra_items=extra)
+        # While stopping, connect at once whatever the back-off says: Forward_Close needs it.
+        handle = link.plc.send_rr(message, now, extra_items=extra, force=self.stopping)
         link.callbacks[handle] = (on_reply, on_error)
-        self._flush(link)
+        self._pump_link(link, now)
+
+    def _pump_link(self, link: PlcLink, now: float) -> None:
+        """Carry out what the PLC's session machine asked for, in order, then write."""
+        if link.pumping:
+            return  # called back from one of its outputs: the running pump drains the rest
+        link.pumping = True
+        try:
+            while True:
+                outs = link.plc.take_outputs()
+                if not outs:
+                    if self._write(link, now):
+                        break
+                    continue  # the write failed: the machine has more to say
+                for out in outs:
+                    self._carry_out(link, out, now)
+        finally:
+            link.pumping = False
+
+    def _carry_out(self, link: PlcLink, out: PlcSessionOutput, now: float) -> None:
+        match out:
+            case Transmit(data):
+                if link.sock is not None:
+                    link.outbuf += data
+            case Connect():
+                self._connect(link, now)
+            case CloseSocket(flush):
+                self._close_socket(link, flush=flush)
+            case SessionReady(handle):
+                log.info("session 0x%08X registered with PLC %s from %s", handle, link.name,
+                         self.opt.local_address)
+            case ReplyReceived(handle, reply, items):
+                cb = link.callbacks.pop(handle, None)
+                if cb is not None:
+                    cb[0](reply, items)
+            case RequestFailed(handle, reason):
+                cb = link.callbacks.pop(handle, None)
+                if cb is not None:
+                    cb[1](reason)
+            case SessionFailed():
+                self._link_failed(link, out, now)
 
     def _connect(self, link: PlcLink, now: float) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -513,37 +558,32 @@ class IoWorker:
             rc = sock.connect_ex((link.address, link.port))
         except OSError as exc:
             sock.close()
-            self._link_failed(link, f"cannot connect from {self.opt.local_address}: {exc}", now)
+            link.plc.connect_failed(f"cannot connect from {self.opt.local_address}: {exc}", now)
             return
         if rc not in (0, errno.EINPROGRESS):
             sock.close()
-            self._link_failed(link, f"TCP connect to {link.name} failed: {os.strerror(rc)}", now)
+            link.plc.connect_failed(f"TCP connect to {link.name} failed: {os.strerror(rc)}",
+                                    now)
             return
         link.sock = sock
         link.connecting = True
-        link.session = Session(request_timeout=self.opt.request_timeout_s,
-                               context_base=random.getrandbits(32) << 16)
-        link.session.start(now)
-        link.outbuf += link.session.data_to_send()
+        link.outbuf.clear()
         self.poller.register(sock, zmq.POLLIN | zmq.POLLOUT)
 
-    def _flush(self, link: PlcLink) -> None:
-        if link.session is not None:
-            link.outbuf += link.session.data_to_send()
-        if link.sock is None or link.connecting or not link.outbuf:
-            self._interest(link)
-            return
-        try:
-            n = link.sock.send(link.outbuf)
-            del link.outbuf[:n]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            self._session_events(link, link.session.connection_lost(
-                f"TCP send to {link.name} failed: {exc}") if link.session else [],
-                time.monotonic())
-            return
+    def _write(self, link: PlcLink, now: float) -> bool:
+        """Write what is buffered as far as the socket takes it; False when the write failed
+        (the machine was told)."""
+        if link.sock is not None and not link.connecting and link.outbuf:
+            try:
+                n = link.sock.send(link.outbuf)
+                del link.outbuf[:n]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                link.plc.connection_lost(f"TCP send to {link.name} failed: {exc}", now)
+                return False
         self._interest(link)
+        return True
 
     def _interest(self, link: PlcLink) -> None:
         if link.sock is not None:
@@ -551,91 +591,64 @@ class IoWorker:
             self.poller.register(link.sock, flags)
 
     def _on_link_io(self, link: PlcLink, flags: int, now: float) -> None:
-        assert link.sock is not None and link.session is not None
+        assert link.sock is not None
         if link.connecting and flags & (zmq.POLLOUT | zmq.POLLERR | zmq.POLLIN):
             err = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                self._session_events(link, link.session.connection_lost(
-                    f"TCP connect to {link.name} failed: {os.strerror(err)}"), now)
+                link.plc.connect_failed(f"TCP connect to {link.name} failed:"
+                                        f" {os.strerror(err)}", now)
+                self._pump_link(link, now)
                 return
             link.connecting = False
+            link.plc.connected(now)
         if flags & zmq.POLLIN:
             try:
                 data = link.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
-                data = None
+                pass
             except OSError as exc:
-                self._session_events(link, link.session.connection_lost(
-                    f"TCP receive from {link.name} failed: {exc}"), now)
-                return
-            if data is not None:
-                self._session_events(link, link.session.receive_data(data, now), now)
-                if link.session is None:
-                    return
-        self._flush(link)
+                link.plc.connection_lost(f"TCP receive from {link.name} failed: {exc}", now)
+            else:
+                link.plc.receive_data(data, now)
+        self._pump_link(link, now)
 
-    def _session_events(self, link: PlcLink, events: Sequence[SessionEvent], now: float) -> None:
-        failed: SessionFailed | None = None
-        for ev in events:
-            if isinstance(ev, SessionReady):
-                link.attempt = 0
-                link.sessions_opened += 1
-                link.keepalive_at = now + self.opt.keepalive_s
-                log.info("session 0x%08X registered with PLC %s from %s", ev.handle, link.name,
-                         self.opt.local_address)
-            elif isinstance(ev, ReplyReceived):
-                cb = link.callbacks.pop(ev.handle, None)
-                if cb is not None:
-                    cb[0](ev.reply, ev.items)
-            elif isinstance(ev, RequestFailed):
-                cb = link.callbacks.pop(ev.handle, None)
-                if cb is not None:
-                    cb[1](ev.reason)
-            elif isinstance(ev, SessionFailed):
-                failed = ev
-        if failed is not None:
-            self._link_failed(link, failed.reason, now)
-
-    def _link_failed(self, link: PlcLink, reason: str, now: float) -> None:
-        link.sessions_failed += 1
-        link.last_failure = reason
-        delay = self.opt.session_backoff.delay(link.attempt, self.originator.rng)
-        link.attempt += 1
-        link.retry_at = now + delay  # before closing: failed requests must not reconnect now
+    def _link_failed(self, link: PlcLink, failed: SessionFailed, now: float) -> None:
+        """The session failed; the machine backs off (``failed.retry_in``) and has failed the
+        requests that were pending (their callbacks ran before this)."""
+        delay = failed.retry_in or 0.0
         # The PLC may have been restarted or downloaded: a type learned from it is learned again
-        # before the next Forward_Open (issue 6). Told before the pending requests fail below.
+        # before the next Forward_Open (issue 6).
         link.types.invalidate()
         for key in link.consumers:
             if key in self.consumers:
                 self.consumers[key].conn.on_session_lost(now)
-        self._close_link(link, unregister=False)
-        # Consumers waiting for a type learn now that there is no session (they back off);
-        # the request of the forgotten generation failed above without an answer.
+        # Consumers waiting for a type learn now that there is no session (they back off).
         self._type_requests(link)
-        log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, reason, delay)
+        log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, failed.reason, delay)
         plc = next((self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
                    link.address)
         self._publish(wire.Event(
-            seq=0, publisher=self.name, plc=plc, tag="", t_wall_ns=time.time_ns(),
-            t_mono_ns=time.monotonic_ns(), kind=wire.EventKind.ERROR.value,
-            message=f"encapsulation session to {link.name} lost: {reason}; reconnecting in"
-            f" {delay:.2f} s"))
+            seq=0, publisher=self.name, plc=plc, tag="", t_wall_ns=self._wall_ns(),
+            t_mono_ns=self._mono_ns(), kind=wire.EventKind.ERROR.value,
+            message=f"encapsulation session to {link.name} lost: {failed.reason}; reconnecting"
+            f" in {delay:.2f} s"))
 
-    def _close_link(self, link: PlcLink, *, unregister: bool) -> None:
-        session, sock = link.session, link.sock
-        link.session = None
+    def _close_link(self, link: PlcLink) -> None:
+        """UnRegisterSession (when registered) and close; pending requests fail."""
+        now = self._clock()
+        link.plc.close(now)
+        self._pump_link(link, now)
+
+    def _close_socket(self, link: PlcLink, *, flush: bool) -> None:
+        sock = link.sock
         link.sock = None
         link.connecting = False
-        pending = list(link.callbacks.values())
-        link.callbacks.clear()
         if sock is not None:
-            if unregister and session is not None and session.state is SessionState.READY:
-                session.close()
-                data = bytes(link.outbuf) + session.data_to_send()
+            if flush and link.outbuf:
                 try:  # UnRegisterSession has no reply; give the kernel a moment to take it
                     sock.setblocking(True)
                     sock.settimeout(0.5)
-                    sock.sendall(data)
+                    sock.sendall(link.outbuf)
                 except OSError:
                     pass
             try:
@@ -644,8 +657,9 @@ class IoWorker:
                 pass
             sock.close()
         link.outbuf.clear()
-        for _, on_error in pending:
-            on_error(link.last_failure or "session closed")
+
+    def _mono_ns(self) -> int:
+        return round(self._clock() * 1e9)
 
     # ================================================================== multicast
 
@@ -721,11 +735,11 @@ class IoWorker:
             delivery = self.demux.receive(data, addr[0])
             if delivery is None:
                 continue
-            t_wall = time.time_ns()
-            t_mono = time.monotonic_ns()
+            t_wall = self._wall_ns()
             # The time the datagram was read, never a time taken before a possible pause of
             # this process: the watchdog counts from it.
-            now = t_mono * 1e-9
+            now = self._clock()
+            t_mono = round(now * 1e9)
             for key in delivery.owners:
                 c = self.consumers.get(str(key))
                 if c is None:
@@ -778,7 +792,7 @@ class IoWorker:
                 log.warning("%s flight recorder: %s", c.defn.key, line)
         self._publish(wire.Event(
             seq=0, publisher=self.name, plc=c.defn.plc, tag=c.defn.topic_name,
-            t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(), kind=ev.kind,
+            t_wall_ns=self._wall_ns(), t_mono_ns=self._mono_ns(), kind=ev.kind,
             state_from=ev.state_from, state_to=ev.state_to, cip_general=ev.cip_general,
             cip_extended=ev.cip_extended, status_text=ev.status_text, message=ev.message))
 
@@ -816,9 +830,9 @@ class IoWorker:
                 1 for c in self.consumers.values() if c.conn.state is st)
         counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
         counters["udp_rcvbuf"] = self.udp_rcvbuf
-        counters["uptime_s"] = round(time.monotonic() - self.started, 3)
+        counters["uptime_s"] = round(self._clock() - self.started, 3)
         self._publish(wire.Stats(seq=0, publisher=self.name, worker=self.name,
-                                 t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(),
+                                 t_wall_ns=self._wall_ns(), t_mono_ns=self._mono_ns(),
                                  counters=counters))
 
     # ================================================================== control socket
@@ -909,7 +923,7 @@ class IoWorker:
             "control": self.control_endpoint,
             "vendor_id": self.originator.vendor_id,
             "originator_serial": self.originator.serial,
-            "uptime_s": round(time.monotonic() - self.started, 3),
+            "uptime_s": round(self._clock() - self.started, 3),
             "stopping": self.stopping,
             # > 0 once a subscriber's subscription reached this PUB: from then on it gets
             # every message it subscribed to (the supervisor adds consumers only then).
@@ -920,9 +934,9 @@ class IoWorker:
                          "udp_rcvbuf": self.udp_rcvbuf},
             "groups": sorted(self.groups),
             "plcs": [{"address": link.address, "port": link.port, "up": link.up,
-                      "sessions_opened": link.sessions_opened,
-                      "sessions_failed": link.sessions_failed,
-                      "last_failure": link.last_failure,
+                      "sessions_opened": link.plc.sessions_opened,
+                      "sessions_failed": link.plc.sessions_failed,
+                      "last_failure": link.plc.last_failure,
                       "types": link.types.snapshot(),
                       "consumers": sorted(link.consumers)} for link in self.links.values()],
             "consumers": [{"key": k, "samples": c.samples, **c.conn.snapshot(),
@@ -949,22 +963,27 @@ class IoWorker:
             self._pump(c, now)
 
     def _deadline(self, now: float) -> float:
-        d = now + _MAX_WAIT_S
+        d = self.next_deadline()
+        return now + _MAX_WAIT_S if d is None else min(d, now + _MAX_WAIT_S)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of every machine (connections, PLC sessions) and periodic
+        task (stats, the shutdown timeout), or None."""
+        d = math.inf
         heap = self._heap
         while heap and heap[0][2].sched != heap[0][0]:
             heapq.heappop(heap)  # stale: the consumer was rescheduled or reaped
         if heap and heap[0][0] < d:
             d = heap[0][0]
         for link in self.links.values():
-            if link.session is not None:
-                sd = link.session.next_deadline()
-                if sd is not None and sd < d:
-                    d = sd
+            sd = link.plc.next_deadline()  # request timeouts, keep-alive, end of back-off
+            if sd is not None and sd < d:
+                d = sd
         if self.opt.stats_interval_s > 0:
             d = min(d, self._next_stats)
         if self.stopping:
             d = min(d, self._shutdown_deadline)
-        return d
+        return None if d == math.inf else d
 
     def _timers(self, now: float, data_pending: bool = False) -> None:
         """Everything due at ``now``. ``data_pending``: a UDP socket still had datagrams after
@@ -991,21 +1010,14 @@ class IoWorker:
                 if c.sched is not None:
                     heapq.heappush(heap, (c.sched, next(self._tie), c))
         for link in list(self.links.values()):
-            if link.session is not None:
-                sd = link.session.next_deadline()
-                if sd is not None and now >= sd:
-                    self._session_events(link, link.session.on_timer(now), now)
-                if link.up and now >= link.keepalive_at and link.session is not None:
-                    link.session.keepalive()
-                    link.keepalive_at = now + self.opt.keepalive_s
-                    self._flush(link)
-            elif (link.retry_at and now >= link.retry_at and not self.stopping
-                  and any(self.consumers[k].conn.is_live for k in link.consumers
-                          if k in self.consumers)):
-                # Reconnect ahead of need: a Forward_Close at stop needs a session (7.7 step 8).
-                link.retry_at = 0.0
-                self._connect(link, now)
-                self._flush(link)
+            sd = link.plc.next_deadline()
+            if sd is not None and now >= sd:
+                # Reconnect ahead of need (a Forward_Close at stop needs a session, 7.7 step 8)
+                # while one of its consumers lives.
+                link.plc.on_timer(now, reconnect=not self.stopping and any(
+                    self.consumers[k].conn.is_live for k in link.consumers
+                    if k in self.consumers))
+                self._pump_link(link, now)
         if self.opt.stats_interval_s > 0 and now >= self._next_stats:
             self._next_stats = now + self.opt.stats_interval_s
             self._publish_stats()
@@ -1024,44 +1036,14 @@ class IoWorker:
                 return
 
     def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
-        now = time.monotonic()
+        now = self._clock()
         self._next_stats = now + self.opt.stats_interval_s
         if ready is not None:
             ready({"ready": True, "worker": self.name, "pub": self.pub_endpoint,
                    "control": self.control_endpoint, "local_address": self.opt.local_address,
                    "udp_port": self.udp_port, "originator_serial": self.originator.serial})
-        while True:
-            now = time.monotonic()
-            if self._stop_requested and not self.stopping:
-                self._begin_shutdown(now)
-            if self.stopping and (now >= self._shutdown_deadline or all(
-                    c.conn.state in (State.CLOSED, State.FAILED)
-                    for c in self.consumers.values())):
-                break
-            # Read every datagram that has arrived before judging any watchdog: after a pause
-            # of this loop (GC, a slow control request, SIGSTOP, a loaded machine) the data of
-            # every connection may be waiting in the socket buffer. ``now`` was taken before
-            # the reads, and each read datagram counts from its own, later, read time, so a
-            # watchdog due at ``now`` means no datagram of that connection arrived before
-            # ``now``. Should the drain stop early, the watchdogs wait for the next pass.
-            drained = self._drain()
-            self._timers(now, data_pending=not drained)
-            self._reap()
-            if drained:
-                wait_ms = max(0, int((self._deadline(now) - time.monotonic()) * 1000) + 1)
-            else:
-                wait_ms = 0
-            for item, flags in self.poller.poll(wait_ms):
-                now = time.monotonic()
-                if item is self.control:
-                    self._on_control(now)
-                    continue
-                if item is self.pub:
-                    self._on_subscriptions()
-                    continue
-                # pyzmq's Poller reports plain sockets by file descriptor.
-                fd = item if isinstance(item, int) else item.fileno()
-                self._dispatch_fd(fd, flags, now)
+        while self.step():
+            pass
         left = [c.defn.key for c in self.consumers.values()
                 if c.conn.state not in (State.CLOSED, State.FAILED)]
         if left:
@@ -1069,6 +1051,46 @@ class IoWorker:
         self._publish_stats()
         log.info("%s: stopped", self.name)
         return 0
+
+    def step(self, max_wait_s: float | None = None) -> bool:
+        """One pass of the loop: timers due, then wait on every socket until the earliest
+        deadline (or ``max_wait_s``), and handle what arrived. False once stopped."""
+        now = self._clock()
+        if self._stop_requested and not self.stopping:
+            self._begin_shutdown(now)
+        if self.stopping and (now >= self._shutdown_deadline or all(
+                c.conn.state in (State.CLOSED, State.FAILED)
+                for c in self.consumers.values())):
+            return False
+        # Read every datagram that has arrived before judging any watchdog: after a pause
+        # of this loop (GC, a slow control request, SIGSTOP, a loaded machine) the data of
+        # every connection may be waiting in the socket buffer. ``now`` was taken before
+        # the reads, and each read datagram counts from its own, later, read time, so a
+        # watchdog due at ``now`` means no datagram of that connection arrived before
+        # ``now``. Should the drain stop early, the watchdogs wait for the next pass.
+        drained = self._drain()
+        self._timers(now, data_pending=not drained)
+        self._reap()
+        if drained:
+            until = self._deadline(now)
+            if max_wait_s is not None:
+                until = min(until, now + max_wait_s)
+            # zmq polls in whole ms: round up (never wake before the deadline and spin).
+            wait_ms = max(0, math.ceil((until - self._clock()) * 1000))
+        else:
+            wait_ms = 0
+        for item, flags in self.poller.poll(wait_ms):
+            now = self._clock()
+            if item is self.control:
+                self._on_control(now)
+                continue
+            if item is self.pub:
+                self._on_subscriptions()
+                continue
+            # pyzmq's Poller reports plain sockets by file descriptor.
+            fd = item if isinstance(item, int) else item.fileno()
+            self._dispatch_fd(fd, flags, now)
+        return True
 
 
 def route_source(address: str) -> str:

@@ -21,6 +21,8 @@ from pyconpro.acquisition.discovery import (
     DISCOVERY_SYMBOL_ATTRIBUTES,
     LEGACY_SYMBOL_ATTRIBUTES,
     CatalogBuilder,
+    CatalogDone,
+    CatalogRequest,
     DiscoveryError,
     TagCatalog,
     build_structs,
@@ -139,10 +141,14 @@ class FakeLogix:
 
 def run(builder: CatalogBuilder, plc: FakeLogix, *, as_bytes: bool = False) -> TagCatalog:
     for _ in range(10_000):
-        request = builder.next_request()
-        if request is None:
-            return builder.result()
-        reply = plc.handle(request)
+        outs = builder.take_outputs()
+        assert len(outs) == 1  # one request at a time, then the end
+        (out,) = outs
+        if isinstance(out, CatalogDone):
+            assert builder.done and builder.take_outputs() == []
+            return out.catalog
+        assert isinstance(out, CatalogRequest) and out.message == builder.outstanding
+        reply = plc.handle(out.message)
         builder.on_reply(reply.encode() if as_bytes else reply)
     raise AssertionError("discovery did not end")
 
@@ -392,9 +398,9 @@ def test_endless_partial_replies_terminate() -> None:
     b.on_reply(cip.Reply(0x03, 0, (), encode_attribute_results(
         TemplateAttributes.for_struct(MOTOR).results())))
     for _ in range(1000):
-        if b.next_request() is None:
+        if b.outstanding is None:
             break
-        b.on_reply(cip.Reply(b.next_request()[0], 0x06, (), b"\x00" * 7))  # type: ignore[index]
+        b.on_reply(cip.Reply(b.outstanding[0], 0x06, (), b"\x00" * 7))
     assert b.done and "keeps answering 0x06" in b.result().template_problems[MOTOR.instance_id]
 
 
@@ -406,7 +412,9 @@ def test_wrong_reply_service_and_malformed_bytes() -> None:
         b.on_reply(cip.Reply(0x55, 0, (), b"\x01\x00\x00\x00\x05"))
     with pytest.raises(MalformedPacket):
         b.on_reply(b"\xd5\x00")
-    assert b.next_request() == symbol_list_request(0)  # nothing advanced
+    assert b.outstanding == symbol_list_request(0)  # nothing advanced
+    assert b.take_outputs() == [CatalogRequest(symbol_list_request(0),
+                                               "symbol list of controller scope from instance 0")]
 
 
 def test_result_before_done_and_reply_after_done() -> None:

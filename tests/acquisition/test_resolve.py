@@ -20,8 +20,11 @@ from pyconpro.acquisition.logix_objects import (
 from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType, LogixType, StructType, byte_size
 from pyconpro.acquisition.resolve import (
     SYMBOL_CLASS,
+    Answer,
+    CacheRequest,
     NotResolved,
     Resolved,
+    ResolverRequest,
     Result,
     TagResolver,
     TypeCache,
@@ -29,16 +32,88 @@ from pyconpro.acquisition.resolve import (
 from pyconpro.simulator.tags import default_store
 
 
+def drive(r: TagResolver, answer: object) -> Result:
+    """Run a ``TagResolver`` to its result; ``answer(message) -> cip.Reply``."""
+    r.start()
+    for _ in range(5000):
+        outs = r.take_outputs()
+        assert len(outs) == 1  # one request at a time, or the result
+        (out,) = outs
+        if not isinstance(out, ResolverRequest):
+            assert r.take_outputs() == [] and r.result == out
+            return out
+        r.on_reply(answer(out.message))  # type: ignore[operator]
+    raise AssertionError("resolver does not terminate")
+
+
+def first_step(r: TagResolver) -> None:
+    r.start()
+    assert isinstance(r.take_outputs()[0], ResolverRequest)
+
+
+def reply_step(r: TagResolver, reply: cip.Reply) -> object:
+    r.on_reply(reply)
+    (out,) = r.take_outputs()
+    return out
+
+
+class Cache:
+    """The request/answer view of a ``TypeCache`` the tests below were written against, over
+    its ``take_outputs()``: requests are queued (never more than one in flight), answers are
+    returned by the input that settled them."""
+
+    def __init__(self) -> None:
+        self.cache = TypeCache()
+        self.requests_out: list[CacheRequest] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cache, name)
+
+    def _drain(self) -> list[Answer]:
+        answers: list[Answer] = []
+        for out in self.cache.take_outputs():
+            if isinstance(out, CacheRequest):
+                self.requests_out.append(out)
+                assert len(self.requests_out) == 1  # one request in flight per PLC
+            else:
+                answers.append(out)
+        return answers
+
+    def resolve(self, tag: str, waiter: int) -> Result | None:
+        self.cache.resolve(tag, waiter)
+        answers = self._drain()
+        assert all(a.waiter == waiter for a in answers)
+        return answers[0].result if answers else None
+
+    def take_request(self) -> CacheRequest | None:
+        self._drain()
+        return self.requests_out.pop(0) if self.requests_out else None
+
+    def on_reply(self, token: int, reply: cip.Reply) -> list[Answer]:
+        self.cache.on_reply(token, reply)
+        return self._drain()
+
+    def on_error(self, token: int, reason: str) -> list[Answer]:
+        self.cache.on_error(token, reason)
+        return self._drain()
+
+    def invalidate(self) -> None:
+        self.cache.invalidate()
+        self._drain()
+
+    def refresh_for(self, generation: int | None) -> bool:
+        done = self.cache.refresh_for(generation)
+        self._drain()
+        return done
+
+
 def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotResolved, int]:
     store = default_store()
     target = LogixController(store, **({"reply_limit": reply_limit} if reply_limit else {}))
     r = TagResolver(tag)
-    step: object = r.first()
-    for _ in range(500):
-        if not isinstance(step, bytes):
-            return step, r.requests
-        step = r.on_reply(cip.Reply.decode(target.handle(step, 0.0)))
-    raise AssertionError("resolver does not terminate")
+    result = drive(r, lambda m: cip.Reply.decode(target.handle(m, 0.0)))
+    assert isinstance(result, (Resolved, NotResolved))
+    return result, r.requests
 
 
 @pytest.mark.parametrize("name", ["Counter", "Sine", "Array10", "Big", "Matrix", "Cube", "Bits",
@@ -66,15 +141,15 @@ def test_unknown_tag_is_permanent() -> None:
 
 def test_error_reply_is_reported() -> None:
     r = TagResolver("X")
-    r.first()
-    got = r.on_reply(cip.Reply(0x55, 0x08))
+    first_step(r)
+    got = reply_step(r, cip.Reply(0x55, 0x08))
     assert isinstance(got, NotResolved) and "size" in got.message
 
 
 def test_garbage_reply_is_transient() -> None:
     r = TagResolver("X")
-    r.first()
-    got = r.on_reply(cip.Reply(0x55, 0x00, (), b"\x01\x02\x03"))
+    first_step(r)
+    got = reply_step(r, cip.Reply(0x55, 0x00, (), b"\x01\x02\x03"))
     assert isinstance(got, NotResolved) and not got.permanent
 
 
@@ -155,7 +230,7 @@ def many_tags(n: int) -> dict[str, LogixType]:
     return tags
 
 
-def serve(cache: TypeCache, plc: FakePlc, *, arrivals: list[tuple[str, int]] | None = None,
+def serve(cache: Cache, plc: FakePlc, *, arrivals: list[tuple[str, int]] | None = None,
           max_steps: int = 10_000) -> dict[int, Result]:
     """Answer every request the cache asks until it asks nothing; ``arrivals`` (tag, waiter)
     are queued one per reply (consumers that turn up while the listing is under way)."""
@@ -182,9 +257,7 @@ def serve(cache: TypeCache, plc: FakePlc, *, arrivals: list[tuple[str, int]] | N
 def resolver_requests(plc: FakePlc, tag: str) -> int:
     """What the one-tag ``TagResolver`` costs for ``tag`` (the worker's lookup before)."""
     r = TagResolver(tag)
-    step: object = r.first()
-    while isinstance(step, bytes):
-        step = r.on_reply(plc.answer(step))
+    drive(r, plc.answer)
     return r.requests
 
 
@@ -197,7 +270,7 @@ def test_n_consumers_cost_symbol_pages_plus_templates_not_n_listings() -> None:
     tags = many_tags(300)
     plc = FakePlc(tags, page=20)
     consumers = list(tags)[-200:]  # the last 200: their symbols are spread over most pages
-    cache = TypeCache()
+    cache = Cache()
     for waiter, tag in enumerate(consumers):
         assert cache.resolve(tag, waiter) is None
     got = serve(cache, plc)
@@ -218,7 +291,7 @@ def test_n_consumers_cost_symbol_pages_plus_templates_not_n_listings() -> None:
 def test_consumers_arriving_during_the_listing_share_it() -> None:
     tags = many_tags(120)
     plc = FakePlc(tags, page=10)
-    cache = TypeCache()
+    cache = Cache()
     arrivals = [(tag, i) for i, tag in enumerate(reversed(list(tags)))]  # last tag first
     got = serve(cache, plc, arrivals=arrivals)
     assert len(got) == len(tags)
@@ -233,7 +306,7 @@ def test_hits_need_no_request_and_a_missing_tag_is_permanent_once_the_listing_is
 ) -> None:
     tags = many_tags(30)
     plc = FakePlc(tags, page=8)
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("Tag029", 1)
     cache.resolve("Tag010", 2)
     serve(cache, plc)
@@ -250,7 +323,7 @@ def test_hits_need_no_request_and_a_missing_tag_is_permanent_once_the_listing_is
 def test_the_listing_stops_at_the_last_wanted_tag_and_resumes_where_it_stopped() -> None:
     tags = many_tags(100)
     plc = FakePlc(tags, page=10)
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("Tag003", 1)
     got = serve(cache, plc)
     check(got[1], DINT)
@@ -266,7 +339,7 @@ def test_the_listing_stops_at_the_last_wanted_tag_and_resumes_where_it_stopped()
 
 def test_nested_templates_are_read_once_and_a_parent_definition_is_not_read_again() -> None:
     plc = FakePlc({"C": CELL, "A": AXIS, "P": POSITION}, chunk=16)
-    cache = TypeCache()
+    cache = Cache()
     for waiter, tag in enumerate(("C", "A", "P")):
         cache.resolve(tag, waiter)
     got = serve(cache, plc)
@@ -287,7 +360,7 @@ def test_invalidate_ignores_old_replies_keeps_waiters_and_refills_from_instance_
     before: dict[str, LogixType] = {"Drive": drive_before, "Spare": DINT}
     after: dict[str, LogixType] = {"Drive": drive_after, "Spare": DINT}
     old, new = FakePlc(before, page=1), FakePlc(after, page=1)
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("Drive", 1)
     check(serve(cache, old)[1], before["Drive"])
     assert cache.generation == 1
@@ -308,7 +381,7 @@ def test_invalidate_ignores_old_replies_keeps_waiters_and_refills_from_instance_
 def test_a_doubt_refills_once_for_every_consumer_of_the_same_generation() -> None:
     tags = many_tags(60)
     plc = FakePlc(tags, page=10)
-    cache = TypeCache()
+    cache = Cache()
     for waiter, tag in enumerate(tags):
         cache.resolve(tag, waiter)
     serve(cache, plc)
@@ -326,7 +399,7 @@ def test_a_doubt_refills_once_for_every_consumer_of_the_same_generation() -> Non
 
 
 def test_a_request_error_fails_every_waiter_transiently() -> None:
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("A", 1)
     cache.resolve("B", 2)
     req = cache.take_request()
@@ -342,7 +415,7 @@ def test_a_request_error_fails_every_waiter_transiently() -> None:
 def test_a_refused_listing_fails_the_waiters_whose_symbol_is_unknown(status: int,
                                                                     permanent: bool) -> None:
     plc = FakePlc(many_tags(30), page=10)
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("Tag001", 1)
     serve(cache, plc)
     cache.resolve("Tag025", 2)
@@ -358,7 +431,7 @@ def test_a_refused_listing_fails_the_waiters_whose_symbol_is_unknown(status: int
 
 
 def test_garbage_replies_are_transient() -> None:
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("X", 1)
     req = cache.take_request()
     assert req is not None
@@ -373,7 +446,7 @@ def test_garbage_replies_are_transient() -> None:
 
 def test_a_template_that_cannot_be_read_fails_its_waiters_and_is_read_again_next_time() -> None:
     plc = FakePlc({"C": CELL, "D": DINT})
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("C", 1)
     cache.resolve("D", 2)
     got: dict[int, Result] = {}
@@ -392,10 +465,14 @@ def test_a_template_that_cannot_be_read_fails_its_waiters_and_is_read_again_next
 
 
 def test_forget_drops_a_waiter() -> None:
-    cache = TypeCache()
+    cache = Cache()
     cache.resolve("A", 1)
+    req = cache.take_request()  # asked at once
+    assert req is not None
     cache.forget(1)
-    assert cache.waiting == 0 and cache.take_request() is None
+    assert cache.waiting == 0
+    assert cache.on_reply(req.token, cip.Reply(0x55, 0x00)) == []  # nobody left to answer
+    assert cache.take_request() is None
 
 
 @pytest.mark.parametrize("name", ["Counter", "Sine", "Array10", "Big", "Matrix", "Cube", "Bits",
@@ -403,7 +480,7 @@ def test_forget_drops_a_waiter() -> None:
 def test_the_cache_answers_like_the_one_tag_resolver_on_the_simulated_controller(
         name: str) -> None:
     target = LogixController(default_store(), reply_limit=200)
-    cache = TypeCache()
+    cache = Cache()
     got = cache.resolve(name, 1)
     while got is None:
         req = cache.take_request()
@@ -412,3 +489,16 @@ def test_the_cache_answers_like_the_one_tag_resolver_on_the_simulated_controller
             got = a.result
     expected, _ = run(name, reply_limit=200)
     assert got == expected
+
+
+def test_the_cache_speaks_through_take_outputs_in_order() -> None:
+    cache = TypeCache()
+    cache.resolve("A", 1)
+    (req,) = cache.take_outputs()
+    assert isinstance(req, CacheRequest) and req.what == "symbols from instance 0"
+    cache.resolve("B", 2)
+    assert cache.take_outputs() == []  # the request in flight serves both
+    cache.on_error(req.token, "session lost")
+    outs = cache.take_outputs()
+    assert [(type(o), o.waiter) for o in outs] == [(Answer, 1), (Answer, 2)]
+    assert cache.take_outputs() == []  # nobody waits: nothing more is asked

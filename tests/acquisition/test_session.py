@@ -8,13 +8,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyconpro.acquisition import cip, cm, cpf, encap
+from pyconpro.acquisition.connection import BackoffPolicy
 from pyconpro.acquisition.session import (
+    PLC_TRANSITIONS,
+    CloseSocket,
+    Connect,
+    PlcSession,
+    PlcState,
     ReplyReceived,
     RequestFailed,
     Session,
     SessionFailed,
     SessionReady,
     SessionState,
+    Transmit,
 )
 
 HANDLE = 0x11223344
@@ -25,12 +32,29 @@ def frames(data: bytes) -> list[encap.EncapsulationPacket]:
     return encap.FrameBuffer().feed(data)
 
 
+def wire_bytes(s: Session) -> bytes:
+    """What the session wants written to TCP since the last call (its Transmit actions)."""
+    outs = s.take_outputs()
+    assert all(isinstance(o, Transmit) for o in outs), outs
+    return b"".join(o.data for o in outs if isinstance(o, Transmit))
+
+
+def events(s: Session) -> list[object]:
+    """The notifications since the last call (every output that is not a Transmit)."""
+    return [o for o in s.take_outputs() if not isinstance(o, Transmit)]
+
+
+def feed(s: Session, data: bytes, now: float = 0.0) -> list[object]:
+    s.receive_data(data, now)
+    return events(s)
+
+
 def registered(now: float = 0.0) -> Session:
     s = Session(request_timeout=5.0)
     s.start(now)
-    req = frames(s.data_to_send())[0]
+    req = frames(wire_bytes(s))[0]
     reply = encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0, req.context)
-    assert s.receive_data(reply.encode(), now) == [SessionReady(HANDLE)]
+    assert feed(s, reply.encode(), now) == [SessionReady(HANDLE)]
     return s
 
 
@@ -42,7 +66,7 @@ def rr_reply(context: bytes, reply: cip.Reply, *, extra: tuple = (), status: int
 
 def send(s: Session, message: bytes = FO, now: float = 0.0, **kw) -> tuple[int, bytes]:
     handle = s.send_rr(message, now, **kw)
-    sent = frames(s.data_to_send())
+    sent = frames(wire_bytes(s))
     assert len(sent) == 1
     return handle, sent[0].context
 
@@ -50,7 +74,7 @@ def send(s: Session, message: bytes = FO, now: float = 0.0, **kw) -> tuple[int, 
 def test_register_session_request_bytes() -> None:
     s = Session()
     s.start(0.0)
-    out = s.data_to_send()
+    out = wire_bytes(s)
     assert out[:4] == bytes.fromhex("65000400") and out[4:12] == bytes(8)
     assert out[20:] == bytes.fromhex("00000000 0100 0000")
     assert len(out) == 28 and s.state is SessionState.REGISTERING
@@ -59,16 +83,18 @@ def test_register_session_request_bytes() -> None:
 def test_requests_made_while_registering_are_sent_after_ready() -> None:
     s = Session()
     s.start(0.0)
-    reg = frames(s.data_to_send())[0]
+    reg = frames(wire_bytes(s))[0]
     handle = s.send_rr(FO, 0.0)
-    assert s.data_to_send() == b""
+    assert wire_bytes(s) == b""
     s.receive_data(encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0,
                                              reg.context).encode(), 0.0)
-    sent = frames(s.data_to_send())
+    outs = s.take_outputs()
+    assert outs[0] == SessionReady(HANDLE) and isinstance(outs[1], Transmit)
+    sent = frames(outs[1].data)
     assert len(sent) == 1 and sent[0].session == HANDLE and sent[0].command == 0x6F
     assert encap.SendData.decode(sent[0].data).unconnected() == FO
     reply = cip.Reply(0x54, 0, (), b"")
-    assert s.receive_data(rr_reply(sent[0].context, reply), 0.0) == [
+    assert feed(s, rr_reply(sent[0].context, reply)) == [
         ReplyReceived(handle, reply)]
 
 
@@ -84,10 +110,10 @@ def test_requests_made_while_registering_are_sent_after_ready() -> None:
 def test_register_reply_validated(status: int, data: bytes, session: int, needle: str) -> None:
     s = Session()
     s.start(0.0)
-    reg = frames(s.data_to_send())[0]
+    reg = frames(wire_bytes(s))[0]
     s.send_rr(FO, 0.0)
-    events = s.receive_data(
-        encap.EncapsulationPacket(0x65, data, session, status, reg.context).encode(), 0.0)
+    events = feed(s, 
+        encap.EncapsulationPacket(0x65, data, session, status, reg.context).encode())
     assert s.state is SessionState.FAILED
     assert isinstance(events[-1], SessionFailed) and needle in events[-1].reason
     assert isinstance(events[0], RequestFailed)  # the queued request fails too
@@ -98,7 +124,7 @@ def test_reply_with_sockaddr_items_and_failure_status_is_delivered() -> None:
     handle, ctx = send(s)
     item = cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr("239.192.1.32", 2222))
     reply = cm.ConnectionFailure(0x01, (0x0109, 6), 1, 2, 3).to_reply(0x54)
-    events = s.receive_data(rr_reply(ctx, reply, extra=(item,)), 0.0)
+    events = feed(s, rr_reply(ctx, reply, extra=(item,)))
     assert events == [ReplyReceived(handle, reply, (item,))]
     assert s.state is SessionState.READY and s.pending == 0
 
@@ -111,14 +137,14 @@ def test_replies_matched_by_context_in_any_order_and_split_anywhere() -> None:
     stream = rr_reply(c2, r2) + rr_reply(c1, r1)
     events = []
     for i in range(len(stream)):  # one byte at a time
-        events += s.receive_data(stream[i:i + 1], 0.0)
+        events += feed(s, stream[i:i + 1])
     assert events == [ReplyReceived(h2, r2), ReplyReceived(h1, r1)]
 
 
 def test_encapsulation_error_reply_fails_request_and_session() -> None:
     s = registered()
     _handle, ctx = send(s)
-    events = s.receive_data(rr_reply(ctx, cip.Reply(0x54), status=0x0064), 0.0)
+    events = feed(s, rr_reply(ctx, cip.Reply(0x54), status=0x0064))
     assert isinstance(events[0], RequestFailed) and "0x0064" in events[0].reason
     assert isinstance(events[-1], SessionFailed) and events[-1].encapsulation_status == 0x64
     assert s.state is SessionState.FAILED
@@ -127,21 +153,21 @@ def test_encapsulation_error_reply_fails_request_and_session() -> None:
 def test_unknown_context_ignored_and_counted() -> None:
     s = registered()
     send(s)
-    assert s.receive_data(rr_reply(b"XXXXXXXX", cip.Reply(0x54)), 0.0) == []
+    assert feed(s, rr_reply(b"XXXXXXXX", cip.Reply(0x54))) == []
     assert s.unmatched_replies == 1 and s.pending == 1
 
 
 def test_wrong_session_handle_fails_session() -> None:
     s = registered()
     _, ctx = send(s)
-    events = s.receive_data(rr_reply(ctx, cip.Reply(0x54), session=HANDLE + 1), 0.0)
+    events = feed(s, rr_reply(ctx, cip.Reply(0x54), session=HANDLE + 1))
     assert isinstance(events[-1], SessionFailed)
 
 
 def test_wrong_command_fails_session() -> None:
     s = registered()
     _, ctx = send(s)
-    events = s.receive_data(rr_reply(ctx, cip.Reply(0x54), command=0x70), 0.0)
+    events = feed(s, rr_reply(ctx, cip.Reply(0x54), command=0x70))
     assert isinstance(events[-1], SessionFailed) and s.state is SessionState.FAILED
 
 
@@ -149,7 +175,7 @@ def test_wrong_cpf_layout_fails_only_the_request() -> None:
     s = registered()
     _handle, ctx = send(s)
     data = encap.SendData((cpf.ConnectedAddress(1), cpf.ConnectedData(b"\0\0\xd4\0\0\0"))).encode()
-    events = s.receive_data(encap.EncapsulationPacket(0x6F, data, HANDLE, 0, ctx).encode(), 0.0)
+    events = feed(s, encap.EncapsulationPacket(0x6F, data, HANDLE, 0, ctx).encode())
     assert len(events) == 1 and isinstance(events[0], RequestFailed)
     assert "NullAddress" in events[0].reason and s.state is SessionState.READY
 
@@ -157,7 +183,7 @@ def test_wrong_cpf_layout_fails_only_the_request() -> None:
 def test_reply_service_must_match_request() -> None:
     s = registered()
     _handle, ctx = send(s)
-    events = s.receive_data(rr_reply(ctx, cip.Reply(0x4E)), 0.0)
+    events = feed(s, rr_reply(ctx, cip.Reply(0x4E)))
     assert isinstance(events[0], RequestFailed) and "0xCE" in events[0].reason
 
 
@@ -165,7 +191,7 @@ def test_truncated_cip_reply_fails_request() -> None:
     s = registered()
     _handle, ctx = send(s)
     data = encap.send_rr_data(b"\xd4\x00")
-    events = s.receive_data(encap.EncapsulationPacket(0x6F, data, HANDLE, 0, ctx).encode(), 0.0)
+    events = feed(s, encap.EncapsulationPacket(0x6F, data, HANDLE, 0, ctx).encode())
     assert isinstance(events[0], RequestFailed) and "malformed" in events[0].reason
 
 
@@ -173,8 +199,10 @@ def test_request_timeout_fails_session() -> None:
     s = registered(now=10.0)
     handle, _ = send(s, now=10.0)
     assert s.next_deadline() == 15.0
-    assert s.on_timer(14.9) == []
-    events = s.on_timer(15.0)
+    s.on_timer(14.9)
+    assert s.take_outputs() == []
+    s.on_timer(15.0)
+    events = s.take_outputs()
     assert events[0] == RequestFailed(handle, "no reply within 5 s")
     assert isinstance(events[1], SessionFailed)
 
@@ -183,13 +211,14 @@ def test_register_timeout() -> None:
     s = Session(request_timeout=2.0)
     s.start(1.0)
     assert s.next_deadline() == 3.0
-    assert isinstance(s.on_timer(3.0)[-1], SessionFailed)
+    s.on_timer(3.0)
+    assert isinstance(s.take_outputs()[-1], SessionFailed)
 
 
 def test_eof_fails_pending() -> None:
     s = registered()
     handle, _ = send(s)
-    events = s.receive_data(b"", 0.0)
+    events = feed(s, b"")
     assert events[0] == RequestFailed(handle, "the PLC closed the TCP connection")
     with pytest.raises(Exception, match="FAILED"):
         s.send_rr(FO, 0.0)
@@ -198,21 +227,23 @@ def test_eof_fails_pending() -> None:
 def test_close_sends_unregister_and_fails_pending() -> None:
     s = registered()
     handle, _ = send(s)
-    events = s.close()
-    assert events == [RequestFailed(handle, "session closed")]
-    out = frames(s.data_to_send())
+    s.close(0.0)
+    outs = s.take_outputs()
+    assert outs[1:] == [RequestFailed(handle, "session closed")]
+    assert isinstance(outs[0], Transmit)
+    out = frames(outs[0].data)
     assert [(f.command, f.session, len(f.data)) for f in out] == [(0x66, HANDLE, 0)]
     assert s.state is SessionState.CLOSED
-    assert s.receive_data(b"anything", 0.0) == []
+    assert feed(s, b"anything") == []
 
 
 def test_keepalive_is_a_nop_only_when_ready() -> None:
     s = Session()
-    s.keepalive()
-    assert s.data_to_send() == b""
+    s.keepalive(0.0)
+    assert wire_bytes(s) == b""
     s = registered()
-    s.keepalive()
-    assert [(f.command, f.session) for f in frames(s.data_to_send())] == [(0, HANDLE)]
+    s.keepalive(0.0)
+    assert [(f.command, f.session) for f in frames(wire_bytes(s))] == [(0, HANDLE)]
 
 
 @given(st.binary(max_size=200))
@@ -231,15 +262,232 @@ def test_routed_request_accepts_the_embedded_service_reply() -> None:
 
     s = Session()
     s.start(0.0)
-    first = _encap.EncapsulationPacket.decode(s.data_to_send())
-    s.receive_data(_encap.EncapsulationPacket(first.command, first.data, 0x42, 0, first.context).encode(), 0.0)
+    first = _encap.EncapsulationPacket.decode(wire_bytes(s))
+    feed(s, _encap.EncapsulationPacket(first.command, first.data, 0x42, 0, first.context).encode())
     inner = _cip.Request(0x01, bytes.fromhex("20012401")).encode()
     routed = _cip.Request(0x52, bytes.fromhex("20062401"),
                           _cip.UnconnectedSend(inner, b"\x01\x00").encode()).encode()
     h = s.send_rr(routed, 0.0)
-    req = _encap.EncapsulationPacket.decode(s.data_to_send())
+    req = _encap.EncapsulationPacket.decode(wire_bytes(s))
     reply = _cip.Reply(0x01, 0, (), b"identity").encode()
-    events = s.receive_data(_encap.EncapsulationPacket(
+    events = feed(s, _encap.EncapsulationPacket(
         0x6F, _encap.send_rr_data(reply), 0x42, 0, req.context).encode(), 0.1)
     assert [type(e) for e in events] == [ReplyReceived] and events[0].handle == h
     assert events[0].reply.data == b"identity"
+
+
+# ------------------------------------------------------------------------------------------
+# PlcSession: the session to one PLC across TCP connections (connect, keep-alive, back-off)
+# ------------------------------------------------------------------------------------------
+
+
+class FixedRng:
+    """No jitter (``random() == 0``: the nominal back-off) and context base 0."""
+
+    def getrandbits(self, k: int) -> int:
+        return 0
+
+    def random(self) -> float:
+        return 0.0
+
+
+def plc(**kw: object) -> PlcSession:
+    return PlcSession("10.0.0.5", 44818, rng=FixedRng(), request_timeout=5.0, keepalive_s=30.0,
+                      backoff=BackoffPolicy(0.5, 4.0, 0.25), **kw)  # type: ignore[arg-type]
+
+
+def sent_frames(outs: list[object]) -> list[encap.EncapsulationPacket]:
+    return frames(b"".join(o.data for o in outs if isinstance(o, Transmit)))
+
+
+def ready_plc(now: float = 0.0) -> PlcSession:
+    """A PlcSession that connected and registered at ``now`` (one keep-alive request sent)."""
+    p = plc()
+    h = p.send_rr(FO, now)
+    outs = p.take_outputs()
+    assert outs[0] == Connect("10.0.0.5", 44818)
+    reg = sent_frames(outs)[0]
+    assert reg.command == encap.Command.REGISTER_SESSION and p.state is PlcState.CONNECTING
+    p.connected(now)
+    assert p.state is PlcState.REGISTERING
+    p.receive_data(encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0,
+                                             reg.context).encode(), now)
+    outs = p.take_outputs()
+    assert outs[0] == SessionReady(HANDLE)
+    req = sent_frames(outs)[0]
+    p.receive_data(rr_reply(req.context, cip.Reply(0x54)), now)
+    assert p.take_outputs() == [ReplyReceived(h, cip.Reply(0x54))]
+    assert p.up and p.sessions_opened == 1
+    return p
+
+
+def test_plc_session_connects_on_the_first_request_and_queues_it_behind_registration() -> None:
+    p = ready_plc(now=100.0)
+    assert p.keepalive_at == 130.0 and p.next_deadline() == 130.0
+
+
+def test_plc_session_keepalive_exactly_at_its_deadline_then_every_interval() -> None:
+    p = ready_plc(now=100.0)
+    p.on_timer(129.999)
+    assert p.take_outputs() == []
+    p.on_timer(130.0)
+    assert [(f.command, f.session) for f in sent_frames(p.take_outputs())] == [(0, HANDLE)]
+    assert p.next_deadline() == 160.0
+
+
+def test_plc_session_request_timeout_is_a_deadline_before_the_keepalive() -> None:
+    p = ready_plc(now=0.0)
+    h = p.send_rr(FO, 1.0)
+    p.take_outputs()
+    assert p.next_deadline() == 6.0
+    p.on_timer(6.0)
+    outs = p.take_outputs()
+    assert outs == [RequestFailed(h, "no reply within 5 s"),
+                    SessionFailed("no reply within 5 s", None, 0.5, 6.5), CloseSocket(False)]
+    assert p.state is PlcState.BACKOFF and p.next_deadline() == 6.5 and p.sessions_failed == 1
+
+
+def test_plc_session_refuses_requests_while_backing_off_unless_forced() -> None:
+    p = ready_plc()
+    p.receive_data(b"", 10.0)  # EOF
+    assert p.take_outputs()[-2:] == [
+        SessionFailed("the PLC closed the TCP connection", None, 0.5, 10.5), CloseSocket(False)]
+    h = p.send_rr(FO, 10.2)
+    assert p.take_outputs() == [RequestFailed(h, "no session to PLC 10.0.0.5:44818 (last"
+                                              " failure: the PLC closed the TCP connection;"
+                                              " reconnecting in 0.3 s)")]
+    p.send_rr(FO, 10.2, force=True)  # stopping: Forward_Close needs a session now
+    assert p.take_outputs()[0] == Connect("10.0.0.5", 44818)
+    assert p.state is PlcState.CONNECTING
+
+
+def test_plc_session_reconnects_exactly_when_the_backoff_ends_with_growing_delays() -> None:
+    p = plc()
+    now = 0.0
+    delays = []
+    for _ in range(5):
+        p.send_rr(FO, now, force=True) if p.state is PlcState.IDLE else p.on_timer(now)
+        assert p.take_outputs()[0] == Connect("10.0.0.5", 44818)
+        p.connect_failed("TCP connect to 10.0.0.5:44818 failed: Connection refused", now)
+        failed = [o for o in p.take_outputs() if isinstance(o, SessionFailed)][0]
+        assert failed.retry_at == p.retry_at == p.next_deadline()
+        delays.append(failed.retry_in)
+        p.on_timer(p.retry_at - 1e-6)
+        assert p.take_outputs() == [] and p.state is PlcState.BACKOFF
+        now = p.retry_at
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]  # doubling up to the cap
+    p.on_timer(now)
+    assert p.take_outputs()[0] == Connect("10.0.0.5", 44818)
+
+
+def test_plc_session_waits_idle_when_nobody_needs_it_after_the_backoff() -> None:
+    p = ready_plc()
+    p.connection_lost("TCP receive failed: reset", 1.0)
+    p.take_outputs()
+    p.on_timer(p.retry_at, reconnect=False)
+    assert p.take_outputs() == [] and p.state is PlcState.IDLE and p.next_deadline() is None
+    p.send_rr(FO, 50.0)  # the next request connects at once
+    assert p.take_outputs()[0] == Connect("10.0.0.5", 44818)
+
+
+def test_plc_session_registration_resets_the_backoff() -> None:
+    p = plc()
+    p.send_rr(FO, 0.0)
+    p.take_outputs()
+    p.connect_failed("refused", 0.0)
+    p.take_outputs()
+    assert p.attempt == 1
+    p.on_timer(p.retry_at)
+    reg = sent_frames(p.take_outputs())[0]
+    p.connected(p.retry_at)
+    p.receive_data(encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0,
+                                             reg.context).encode(), p.retry_at)
+    assert p.take_outputs()[0] == SessionReady(HANDLE) and p.attempt == 0
+
+
+def test_plc_session_connect_failure_fails_the_waiting_requests_naming_the_plc() -> None:
+    p = plc()
+    h = p.send_rr(FO, 0.0)
+    p.take_outputs()
+    p.connect_failed("cannot connect from 127.0.0.1: boom", 0.0)
+    assert p.take_outputs() == [
+        RequestFailed(h, "no session to PLC 10.0.0.5:44818: cannot connect from 127.0.0.1:"
+                         " boom"),
+        SessionFailed("cannot connect from 127.0.0.1: boom", None, 0.5, 0.5), CloseSocket(False)]
+    assert p.last_failure == "cannot connect from 127.0.0.1: boom"
+
+
+def test_plc_session_close_unregisters_then_closes_then_fails_pending() -> None:
+    p = ready_plc()
+    h = p.send_rr(FO, 1.0)
+    p.take_outputs()
+    p.close(2.0)
+    outs = p.take_outputs()
+    assert [(f.command, f.session) for f in sent_frames(outs)] == [(0x66, HANDLE)]
+    assert outs[1:] == [CloseSocket(True), RequestFailed(h, "session closed")]
+    assert p.state is PlcState.CLOSED and p.next_deadline() is None
+    h2 = p.send_rr(FO, 3.0)
+    assert p.take_outputs() == [RequestFailed(h2, "session closed")]
+
+
+def test_plc_session_close_while_connecting_drops_the_buffer() -> None:
+    p = plc()
+    p.send_rr(FO, 0.0)
+    p.take_outputs()
+    p.close(0.1)
+    outs = p.take_outputs()
+    assert outs[0] == CloseSocket(False) and isinstance(outs[1], RequestFailed)
+
+
+def _plc_in(state: PlcState) -> PlcSession:
+    p = plc()
+    if state is PlcState.IDLE:
+        return p
+    if state is PlcState.READY:
+        p = ready_plc()
+    elif state is PlcState.CLOSED:
+        p.close(0.0)
+    else:
+        p.send_rr(FO, 0.0)
+        if state in (PlcState.REGISTERING, PlcState.BACKOFF):
+            p.connected(0.0)
+        if state is PlcState.BACKOFF:
+            p.connection_lost("reset", 0.0)
+    p.take_outputs()
+    assert p.state is state
+    return p
+
+
+_PLC_INPUTS = {
+    "send_rr": lambda p: p.send_rr(FO, 0.1),
+    "send_rr forced": lambda p: p.send_rr(FO, 0.1, force=True),
+    "connected": lambda p: p.connected(0.1),
+    "connect_failed": lambda p: p.connect_failed("refused", 0.1),
+    "receive garbage": lambda p: p.receive_data(b"\xff" * 30, 0.1),
+    "receive EOF": lambda p: p.receive_data(b"", 0.1),
+    "connection_lost": lambda p: p.connection_lost("reset", 0.1),
+    "close": lambda p: p.close(0.1),
+    "on_timer early": lambda p: p.on_timer(0.1),
+    "on_timer late": lambda p: p.on_timer(1000.0),
+    "on_timer late, not needed": lambda p: p.on_timer(1000.0, reconnect=False),
+}
+
+
+@pytest.mark.parametrize("state", list(PlcState))
+@pytest.mark.parametrize("name", list(_PLC_INPUTS))
+def test_plc_session_every_input_in_every_state_follows_the_table(state: PlcState,
+                                                                  name: str) -> None:
+    p = _plc_in(state)
+    _PLC_INPUTS[name](p)
+    outs = p.take_outputs()
+    reached = {PLC_TRANSITIONS[k] for k in PLC_TRANSITIONS if k[0] is state}
+    # One input may pass through several transitions (connect, then fail at once): every
+    # state it ends in is reachable through the table.
+    assert p.state is state or p.state in reached or any(
+        p.state is PLC_TRANSITIONS[k] for k in PLC_TRANSITIONS if k[0] in reached)
+    handles = [o.handle for o in outs if isinstance(o, (ReplyReceived, RequestFailed))]
+    assert len(handles) == len(set(handles))  # every request is answered at most once
+    if p.state is PlcState.BACKOFF and state is not PlcState.BACKOFF:
+        assert outs[-1] == CloseSocket(False) and p.next_deadline() == p.retry_at
+    assert (p.session is not None) == (p.state in (PlcState.CONNECTING, PlcState.REGISTERING,
+                                                   PlcState.READY))

@@ -19,7 +19,7 @@ import pytest
 from pyconpro.acquisition import cip, wire
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT, LogixController
-from pyconpro.acquisition.resolve import TagResolver, TypeCache
+from pyconpro.acquisition.resolve import CacheRequest, ResolverRequest, TagResolver, TypeCache
 from pyconpro.simulator.tags import TagStore, load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
@@ -61,17 +61,23 @@ def one_fill_cost(store: TagStore, tags: list[str]) -> tuple[int, int]:
 
     cache = TypeCache()
     for i, tag in enumerate(tags):
-        assert cache.resolve(tag, i) is None
+        cache.resolve(tag, i)
     answered = 0
-    while (req := cache.take_request()) is not None:
-        answered += len(cache.on_reply(req.token, answer(req.message)))
+    while outs := cache.take_outputs():
+        for out in outs:
+            if isinstance(out, CacheRequest):
+                cache.on_reply(out.token, answer(out.message))
+            else:
+                answered += 1
     assert answered == len(tags)
     separate = 0
     for tag in tags:
         r = TagResolver(tag)
-        step: object = r.first()
-        while isinstance(step, bytes):
-            step = r.on_reply(answer(step))
+        r.start()
+        while outs := r.take_outputs():
+            for step in outs:
+                if isinstance(step, ResolverRequest):
+                    r.on_reply(answer(step.message))
         separate += r.requests
     return cache.requests, separate
 

@@ -1,0 +1,138 @@
+"""The I/O worker's timers on a fake clock: the session keep-alive and the reconnect after the
+back-off happen exactly when the clock reaches their deadline (the loop waits until the
+earliest deadline of every machine, never polls for them), with the worker's real sockets on
+loopback against a tiny encapsulation listener in this thread."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from pyconpro.acquisition import encap
+from pyconpro.acquisition.connection import BackoffPolicy
+from pyconpro.acquisition.session import PlcState
+from pyconpro.workers._consumers import consumer_from_text
+from pyconpro.workers.io_worker import IoWorker, WorkerOptions
+
+LOCAL = "127.61.13.1"
+PLC = "127.61.13.2"
+HANDLE = 0x0BADCAFE
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Listener:
+    """Accepts TCP connections, answers RegisterSession, records every command; never answers
+    anything else (the worker's Forward_Open stays pending)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server((PLC, 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[tuple[socket.socket, encap.FrameBuffer]] = []
+        self.accepted = 0
+        self.commands: list[int] = []
+
+    def service(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            pass
+        else:
+            conn.setblocking(False)
+            self.conns.append((conn, encap.FrameBuffer()))
+            self.accepted += 1
+        for conn, frames in self.conns:
+            try:
+                data = conn.recv(65536)
+            except BlockingIOError:
+                continue
+            for f in frames.feed(data):
+                self.commands.append(f.command)
+                if f.command == encap.Command.REGISTER_SESSION:
+                    conn.sendall(encap.EncapsulationPacket(f.command, f.data, HANDLE, 0,
+                                                           f.context).encode())
+
+    def drop(self) -> None:
+        for conn, _ in self.conns:
+            conn.close()
+        self.conns.clear()
+
+    def close(self) -> None:
+        self.drop()
+        self.sock.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[tuple[IoWorker, Listener, FakeClock]]:
+    clock = FakeClock(1000.0)
+    listener = Listener()
+    w = IoWorker(WorkerOptions(
+        local_address=LOCAL, udp_port=0, pub_endpoint="tcp://127.0.0.1:0",
+        control_endpoint="tcp://127.0.0.1:0", stats_interval_s=0, keepalive_s=5.0,
+        request_timeout_s=60.0, session_backoff=BackoffPolicy(1.0, 1.0, 0.0),
+        backoff=BackoffPolicy(50.0, 50.0, 0.0)), clock=clock)
+    w.open()
+    try:
+        yield w, listener, clock
+    finally:
+        w.close()
+        listener.close()
+
+
+def run_until(w: IoWorker, listener: Listener, cond: Callable[[], bool],
+              timeout: float = 10.0) -> None:
+    """Step the worker and the listener (real time bounds the wait, the fake clock stands)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        w.step(max_wait_s=0.01)
+        listener.service()
+
+
+def settle(w: IoWorker, listener: Listener, passes: int = 20) -> None:
+    for _ in range(passes):
+        w.step(max_wait_s=0.005)
+        listener.service()
+
+
+def test_keepalive_and_reconnect_exactly_at_their_deadlines(
+        rig: tuple[IoWorker, Listener, FakeClock]) -> None:
+    w, listener, clock = rig
+    w.add_consumer(consumer_from_text(f"plc=p,address={PLC},port={listener.port},tag=T,size=4,"
+                                      "rpi_ms=100"), clock())
+    link = next(iter(w.links.values()))
+    run_until(w, listener, lambda: link.up and encap.Command.SEND_RR_DATA in listener.commands)
+    assert link.plc.keepalive_at == 1005.0
+    assert w.next_deadline() == 1005.0  # the keep-alive is the earliest timer of any machine
+
+    clock.t = 1004.999
+    settle(w, listener)
+    assert encap.Command.NOP not in listener.commands
+    clock.t = 1005.0
+    run_until(w, listener, lambda: encap.Command.NOP in listener.commands)
+    assert listener.commands.count(encap.Command.NOP) == 1
+    assert w.next_deadline() == 1010.0
+
+    clock.t = 1006.0
+    listener.drop()  # EOF: the session fails and backs off 1 s
+    run_until(w, listener, lambda: link.plc.state is PlcState.BACKOFF)
+    assert link.plc.retry_at == 1007.0 and w.next_deadline() == 1007.0
+    assert w.status()["plcs"][0]["sessions_failed"] == 1
+
+    clock.t = 1006.999
+    settle(w, listener)
+    assert listener.accepted == 1 and link.plc.state is PlcState.BACKOFF
+    clock.t = 1007.0
+    run_until(w, listener, lambda: listener.accepted == 2 and link.up)
+    assert w.status()["plcs"][0]["sessions_opened"] == 2
+    assert link.plc.keepalive_at == 1012.0
