@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyconpro.acquisition import cip, cpf, encap
-from pyconpro.acquisition.connection import BackoffPolicy, Rng
 from pyconpro.acquisition.errors import EncapsulationError, MalformedPacket, UsageError
+from pyconpro.acquisition.originator import BackoffPolicy, Rng
 from pyconpro.acquisition.status import encapsulation_status_text
 
 __all__ = [

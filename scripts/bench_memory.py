@@ -57,10 +57,11 @@ from bench_pipeline import (  # noqa: E402 - the process helpers are shared with
     wait_running,
 )
 from pyconpro.acquisition import class1, wire
-from pyconpro.acquisition.connection import ConsumerConnection, Originator, SendForwardOpen, State
+from pyconpro.acquisition.connection import ConsumerConnection, SendForwardOpen, State
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import AtomicType, DataTypeCode
+from pyconpro.acquisition.originator import Originator
 from pyconpro.workers._consumers import consumer_from_map
 
 SIM_ADDRESS = "127.83.44.2"

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyconpro.acquisition import cm, epath
-from pyconpro.acquisition.connection import ConsumerParams
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
+from pyconpro.acquisition.originator import ConsumerParams
 
 KEYS = {
     "plc": "PLC name used in topics (default: the address)",

@@ -48,25 +48,23 @@ import zmq
 from pyconpro.acquisition import cip, cpf, wire
 from pyconpro.acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
 from pyconpro.acquisition.connection import (
-    BackoffPolicy,
     ConnEvent,
     ConsumerConnection,
     JoinGroup,
     LeaveGroup,
     Listen,
-    Originator,
     Resolve,
     SendForwardClose,
     SendForwardOpen,
     SendHeartbeat,
     State,
-    Timing,
     Unlisten,
 )
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import LogixType
+from pyconpro.acquisition.originator import BackoffPolicy, Originator, Timing
 from pyconpro.acquisition.resolve import (
     Answer,
     CacheRequest,

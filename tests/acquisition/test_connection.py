@@ -10,26 +10,23 @@ import pytest
 from pyconpro.acquisition import cip, class1, cm, cpf, epath
 from pyconpro.acquisition.connection import (
     TRANSITIONS,
-    BackoffPolicy,
     ConnEvent,
     ConsumerConnection,
-    ConsumerParams,
     JoinGroup,
     LeaveGroup,
     Listen,
-    Originator,
     RejectClass,
     Resolve,
     SendForwardClose,
     SendForwardOpen,
     SendHeartbeat,
     State,
-    Timing,
     Unlisten,
     classify_reject,
 )
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType
+from pyconpro.acquisition.originator import BackoffPolicy, ConsumerParams, Originator, Timing
 
 T0 = 1000.0
 DEFAULT_TIMING = Timing()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyconpro.acquisition import cip, cm, cpf, encap
-from pyconpro.acquisition.connection import BackoffPolicy
+from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import (
     PLC_TRANSITIONS,
     CloseSocket,

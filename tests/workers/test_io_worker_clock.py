@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pyconpro.acquisition import encap
-from pyconpro.acquisition.connection import BackoffPolicy
+from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import PlcState
 from pyconpro.workers._consumers import consumer_from_text
 from pyconpro.workers.io_worker import IoWorker, WorkerOptions

@@ -1,0 +1,216 @@
+"""What a consumer connection is made of, pure: its parameters, timeouts and back-off policy,
+the originator's identity and id allocator, and the flight recorder.
+
+``ConsumerParams`` is one consumer as the connection machine (``acquisition.connection``) needs
+it; ``Timing`` and ``BackoffPolicy`` its local timeouts and retry delays (protocol.md 7.7 step
+6; the per-PLC session machine backs off with the same policy); ``Originator`` the serials and
+T->O connection ids of one worker run (protocol.md 5.3, 5.7, 7.7 step 4); ``FlightRecorder``
+the last datagrams and messages each way, for error reports (STYLE.md #16).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from pyconpro.acquisition import cm, epath
+from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.logix_types import LogixType, byte_size
+
+__all__ = ["BackoffPolicy", "ConsumerParams", "FlightRecorder", "Originator", "Recorded",
+           "Rng", "Timing"]
+
+
+class Rng(Protocol):
+    """What we need from ``random.Random`` (injected so tests are deterministic)."""
+
+    def getrandbits(self, k: int) -> int: ...
+
+    def random(self) -> float: ...
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy:
+    """Delay before attempt n (n = 0 after the first failure): nominal = min(cap, base * 2**n),
+    actual uniform in [nominal * (1 - jitter), nominal] so it never exceeds the cap and
+    originators restarted together spread out (protocol.md 7.7 step 6)."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base_s <= self.cap_s and 0 <= self.jitter < 1):
+            raise UsageError("back-off needs 0 < base <= cap and 0 <= jitter < 1")
+
+    def nominal(self, attempt: int) -> float:
+        return min(self.cap_s, self.base_s * (2.0 ** min(attempt, 64)))
+
+    def delay(self, attempt: int, rng: Rng) -> float:
+        nominal = self.nominal(attempt)
+        return nominal * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Local timeouts (seconds). ``request_s`` bounds a Forward_Open/Close exchange,
+    ``resolve_s`` a size discovery; ``first_data_s`` is the least time allowed for the first
+    T->O datagram after the reply (a producer may start one RPI late); ``old_connection_margin_s``
+    is added to the old connection's timeout before retrying on 0x031E/0x0113."""
+
+    request_s: float = 10.0
+    resolve_s: float = 30.0
+    first_data_s: float = 2.0
+    old_connection_margin_s: float = 0.5
+    max_immediate_retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerParams:
+    """One consumer as the connection needs it.
+
+    ``tag_bytes`` is the tag image size without the 2-byte sequence count (None = learn it);
+    ``tag_type`` the Logix type when known (its size then checks ``tag_bytes`` and a 0x0109
+    answer). ``multiplier`` is the wire code 0..7 (x4..x512). ``route`` are port segments
+    placed before ``01 <slot>``; ``plc_udp_port`` is where heartbeats go.
+    """
+
+    plc: str
+    tag: str
+    rpi_us: int
+    ot_rpi_us: int | None = None
+    multiplier: int = 1
+    multicast: bool = False
+    slot: int | None = 0
+    route: tuple[epath.PortSegment, ...] = ()
+    tag_bytes: int | None = None
+    tag_type: LogixType | None = None
+    plc_udp_port: int = 2222
+
+    def __post_init__(self) -> None:
+        cm.multiplier_factor(self.multiplier)
+        if self.rpi_us <= 0 or (self.ot_rpi_us is not None and self.ot_rpi_us <= 0):
+            raise UsageError(f"{self.plc}/{self.tag}: RPIs must be positive microseconds")
+        if self.tag_bytes is not None and not 0 < self.tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
+            raise UsageError(
+                f"{self.plc}/{self.tag}: size {self.tag_bytes} bytes is outside 1..500, the"
+                " limit of a standard produced tag (README: Configuring the produced tag in"
+                " Studio 5000)"
+            )
+        if (self.tag_type is not None and self.tag_bytes is not None
+                and byte_size(self.tag_type) != self.tag_bytes):
+            raise UsageError(
+                f"{self.plc}/{self.tag}: size {self.tag_bytes} does not match type"
+                f" {self.tag_type.name} ({byte_size(self.tag_type)} bytes); fix one of them"
+            )
+        epath.produced_tag_connection_path(self.tag, self.slot)  # validates the name now
+
+    @property
+    def ot_rpi(self) -> int:
+        return self.ot_rpi_us if self.ot_rpi_us is not None else self.rpi_us
+
+    @property
+    def factor(self) -> int:
+        return cm.multiplier_factor(self.multiplier)
+
+    def connection_path(self) -> bytes:
+        return b"".join(seg.encode() for seg in self.route) + epath.produced_tag_connection_path(
+            self.tag, self.slot
+        )
+
+
+# --------------------------------------------------------------------------- originator
+
+
+class Originator:
+    """The originator identity of one worker run and its id allocator.
+
+    ``serial`` is random per worker start (the caller logs it, protocol.md 7.7 step 4), so a
+    restarted worker never collides with its previous run's triads. Connection serials and P2P
+    T->O ids are random, never 0, unique among live connections; a serial is also kept out of
+    reuse for the next ``recent`` allocations because the PLC may still hold the old one.
+    """
+
+    def __init__(self, rng: Rng, vendor_id: int = 0x5059, serial: int | None = None,
+                 recent: int = 1024) -> None:
+        self.rng = rng
+        self.vendor_id = vendor_id
+        self.serial = serial if serial is not None else self._nonzero(32)
+        self._live_serials: set[int] = set()
+        self._recent_serials: deque[int] = deque(maxlen=recent)
+        self._recent_set: set[int] = set()
+        self._live_ids: set[int] = set()
+
+    def _nonzero(self, bits: int) -> int:
+        while True:
+            v = self.rng.getrandbits(bits)
+            if v:
+                return v
+
+    def new_serial(self) -> int:
+        for _ in range(100_000):
+            v = self._nonzero(16)
+            if v not in self._live_serials and v not in self._recent_set:
+                break
+        else:  # pragma: no cover - needs ~65000 live connections
+            raise UsageError("no free connection serial: too many live connections")
+        if len(self._recent_serials) == self._recent_serials.maxlen:
+            self._recent_set.discard(self._recent_serials[0])
+        self._recent_serials.append(v)
+        self._recent_set.add(v)
+        self._live_serials.add(v)
+        return v
+
+    def release_serial(self, serial: int) -> None:
+        self._live_serials.discard(serial)
+
+    def new_connection_id(self) -> int:
+        while True:
+            v = self._nonzero(32)
+            if v not in self._live_ids:
+                self._live_ids.add(v)
+                return v
+
+    def release_connection_id(self, cid: int) -> None:
+        self._live_ids.discard(cid)
+
+    @property
+    def live_connection_ids(self) -> frozenset[int]:
+        return frozenset(self._live_ids)
+
+
+# --------------------------------------------------------------------------- flight recorder
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    t: float
+    what: str
+    data: bytes
+
+
+class FlightRecorder:
+    """The last few datagrams/messages in each direction (STYLE.md #16), for error reports."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.incoming: deque[Recorded] = deque(maxlen=size)
+        self.outgoing: deque[Recorded] = deque(maxlen=size)
+
+    def record_in(self, now: float, what: str, data: bytes) -> None:
+        self.incoming.append(Recorded(now, what, bytes(data)))
+
+    def record_out(self, now: float, what: str, data: bytes) -> None:
+        self.outgoing.append(Recorded(now, what, bytes(data)))
+
+    def dump(self, max_bytes: int = 64) -> list[str]:
+        lines = []
+        for arrow, items in (("->", self.outgoing), ("<-", self.incoming)):
+            for r in items:
+                hx = r.data[:max_bytes].hex(" ")
+                more = f" ... (+{len(r.data) - max_bytes})" if len(r.data) > max_bytes else ""
+                lines.append(f"{r.t:.3f} {arrow} {r.what} [{len(r.data)}] {hx}{more}")
+        return lines
