@@ -22,12 +22,12 @@ from dataclasses import replace
 from types import FrameType
 
 from pyconpro.acquisition.logix_objects import ExternalAccess
-from pyconpro.acquisition.target import (
+from pyconpro.acquisition.target import ProducerTarget
+from pyconpro.acquisition.target_options import (
     MULTICAST_RPI_ERRORS,
     SIZE_ERRORS,
     UNKNOWN_TAG_ERRORS,
     KeyIdentity,
-    ProducerTarget,
     Seq16Mode,
     TargetOptions,
 )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from pyconpro.acquisition import class1, cm, cpf, epath
-from pyconpro.acquisition.target import multicast_group
+from pyconpro.acquisition.target_options import multicast_group
 from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simulator
 
 pytestmark = pytest.mark.timeout(90)

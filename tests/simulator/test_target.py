@@ -18,13 +18,15 @@ from pyconpro.acquisition.target import (
     KIND_RULES,
     CloseSession,
     ConnectionKind,
-    KeyIdentity,
     ProducerTarget,
     SendDatagram,
-    Seq16Mode,
     TargetConnection,
     TargetEvent,
     TargetEventKind,
+)
+from pyconpro.acquisition.target_options import (
+    KeyIdentity,
+    Seq16Mode,
     TargetOptions,
     multicast_base,
     multicast_group,
