@@ -9,7 +9,8 @@ Owns, with no I/O (h11 style: the caller moves the bytes):
   rows 8-9);
 * ``CatalogBuilder``: a sans-IO exchange in the one shape of ARCHITECTURE.md —
   ``take_outputs()`` gives ``CatalogRequest`` actions (the CIP request to send), ``on_reply()``
-  takes the CIP reply — that ends in a ``CatalogDone`` notification carrying the ``TagCatalog``;
+  takes the CIP reply — that ends in a ``CatalogDone`` notification carrying the ``TagCatalog``,
+  or in a ``CatalogFailed`` notification carrying the ``DiscoveryError`` of a refusal;
 * ``TagCatalog``: per PLC, tag name -> ``TagInfo`` (type, dims, element and tag byte size, T->O
   connection size and the 500-byte produced-tag check of protocol.md 7.3 / 9.4, compiled
   decoder); ``resolve()`` of members and array elements; ``check_datasize()`` for the seed API's
@@ -463,7 +464,15 @@ class CatalogDone:
     catalog: TagCatalog
 
 
-CatalogOutput = CatalogRequest | CatalogDone
+@dataclass(frozen=True, slots=True)
+class CatalogFailed:
+    """Notification: the upload ended on a refusal or an unusable reply; ``error`` names the
+    request (a shell raises it). Nothing is outstanding afterwards."""
+
+    error: DiscoveryError
+
+
+CatalogOutput = CatalogRequest | CatalogDone | CatalogFailed
 
 
 class _Step(Enum):
@@ -471,6 +480,7 @@ class _Step(Enum):
     TEMPLATE_ATTRIBUTES = "template attributes"
     TEMPLATE_READ = "template read"
     DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(slots=True)
@@ -489,6 +499,8 @@ class CatalogBuilder:
             for out in outs:
                 if isinstance(out, CatalogRequest):
                     builder.on_reply(send_and_receive(out.message))  # cip.Reply or bytes
+                elif isinstance(out, CatalogFailed):
+                    raise out.error
         catalog = builder.result()          # or CatalogDone.catalog
 
     Order: controller-scope symbols (continuing from last instance + 1 while status 0x06), then
@@ -496,8 +508,9 @@ class CatalogBuilder:
     ``programs=False`` skips them), then for each structure type used by a tag: attributes,
     definition (continuing at offset + bytes received while 0x06), and the same for nested
     templates it names. Structures are built nested-first. A template that cannot be read does
-    not fail the upload: its tags get ``type=None`` and a ``problem``; any other refusal raises
-    ``DiscoveryError`` naming the request.
+    not fail the upload: its tags get ``type=None`` and a ``problem``; any other refusal, and a
+    reply that does not parse or answers another service, ends it with ``CatalogFailed``
+    carrying a ``DiscoveryError`` that names the request.
 
     ``read_definitions=False`` stops after the template attributes (a change probe, see
     ``TagCatalog.probe``); ``extra_templates`` are probed even if no tag names them.
@@ -532,6 +545,7 @@ class CatalogBuilder:
         self._step = _Step.SYMBOLS
         self._request: bytes | None = self._symbol_request()
         self.requests_sent = 0
+        self.error: DiscoveryError | None = None
         self._outputs: list[CatalogOutput] = [CatalogRequest(self._request, self.describe())]
 
     # -- public ----------------------------------------------------------------------------
@@ -557,6 +571,8 @@ class CatalogBuilder:
             return f"symbol list of {where} from instance {self._start}"
         if self._step is _Step.DONE:
             return "discovery (done)"
+        if self._step is _Step.FAILED:
+            return "discovery (failed)"
         assert self._current is not None
         if self._step is _Step.TEMPLATE_ATTRIBUTES:
             return f"attributes of template 0x{self._current:03X}"
@@ -564,30 +580,48 @@ class CatalogBuilder:
                 f"{len(self._templates[self._current].data)}")
 
     def on_reply(self, reply: cip.Reply | bytes) -> None:
-        """Feed the reply to the outstanding request. Raises DiscoveryError on a refusal that
-        ends the upload, MalformedPacket on bytes that do not parse (nothing advances then)."""
+        """Feed the reply to the outstanding request. A refusal that ends the upload, bytes
+        that do not parse or a reply to another service end it with ``CatalogFailed``."""
         if self._request is None:
-            raise UsageError("discovery is done: no request is outstanding")
-        if not isinstance(reply, cip.Reply):
-            reply = cip.Reply.decode(reply)
-        expected = self._request[0]
-        if reply.service != expected:
-            raise MalformedPacket(f"a reply to service 0x{expected:02X}, got reply service "
-                                  f"0x{reply.service | 0x80:02X}", 0, self.describe())
-        self.requests_sent += 1
-        if self._step is _Step.SYMBOLS:
-            self._on_symbols(reply)
-        elif self._step is _Step.TEMPLATE_ATTRIBUTES:
-            self._on_template_attributes(reply)
-        elif self._step is _Step.TEMPLATE_READ:
-            self._on_template_read(reply)
+            state = "failed" if self._step is _Step.FAILED else "is done"
+            raise UsageError(f"discovery {state}: no request is outstanding")
+        try:
+            if not isinstance(reply, cip.Reply):
+                reply = cip.Reply.decode(reply)
+            expected = self._request[0]
+            if reply.service != expected:
+                raise MalformedPacket(f"a reply to service 0x{expected:02X}, got reply service "
+                                      f"0x{reply.service | 0x80:02X}", 0, self.describe())
+            self.requests_sent += 1
+            if self._step is _Step.SYMBOLS:
+                self._on_symbols(reply)
+            elif self._step is _Step.TEMPLATE_ATTRIBUTES:
+                self._on_template_attributes(reply)
+            elif self._step is _Step.TEMPLATE_READ:
+                self._on_template_read(reply)
+        except MalformedPacket as err:
+            self._fail(DiscoveryError(self.describe(), err))
+            return
+        except DiscoveryError as err:
+            self._fail(err)
+            return
         self._request = self._next()
         if self._request is not None:
             self._outputs.append(CatalogRequest(self._request, self.describe()))
         else:
             self._outputs.append(CatalogDone(self.result()))
 
+    def _fail(self, error: DiscoveryError) -> None:
+        self.error = error
+        self._request = None
+        self._current = None
+        self._step = _Step.FAILED
+        self._outputs.append(CatalogFailed(error))
+
     def result(self) -> TagCatalog:
+        """The catalog once done; raises the ``DiscoveryError`` of a failed upload."""
+        if self.error is not None:
+            raise self.error
         if not self.done:
             raise UsageError(f"discovery not finished (waiting for: {self.describe()})")
         return _build_catalog(self._symbols, self._templates, tuple(self._program_names()),

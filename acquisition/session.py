@@ -3,14 +3,18 @@
 Two machines, one inside the other:
 
 ``Session`` is one encapsulation session (one TCP connection). It owns RegisterSession /
-UnRegisterSession, sending unconnected CIP requests in SendRRData, matching replies to requests
-by sender context, per-request timeouts, and the validation of every reply before anything in it
-is used: encapsulation command, status, length, session handle, CPF layout (null address +
-unconnected data), CIP reply service. The CIP *status* is left to the caller (a failed
-Forward_Open is an answer, not a transport error) but is decoded. Implements protocol.md 2.1
-(header), 2.3 (status; an error reply is 24 bytes), 2.4 (RegisterSession rules), 2.7/2.8
-(SendRRData CPF), 3 (reply framing) and 7.7 steps 2-3 (validate everything; any encapsulation
-error or EOF ends the session so the owner reconnects and backs off).
+UnRegisterSession, sending unconnected CIP requests in SendRRData (matched to their replies by
+sender context), class-3 connected requests in SendUnitData (matched by T->O connection id and
+CIP sequence count, protocol.md 10.2 row 5), ListIdentity over TCP (2.5, matched by sender
+context), per-request timeouts, and the validation of every reply before anything in it is
+used: encapsulation command, status, length, session handle, CPF layout (null address +
+unconnected data, or connected address + connected data), CIP reply service. The CIP *status*
+is left to the caller (a failed Forward_Open is an answer, not a transport error) but is
+decoded. Implements protocol.md 2.1 (header), 2.3 (status; an error reply is 24 bytes), 2.4
+(RegisterSession rules), 2.7/2.8 (SendRRData / SendUnitData CPF), 3 (reply framing) and 7.7
+steps 2-3 (validate everything; any encapsulation error or EOF ends the session so the owner
+reconnects and backs off). A failure caused by an encapsulation status carries that status and
+the command of the reply (``SessionFailed.encapsulation_status`` / ``encapsulation_command``).
 
 ``PlcSession`` is the life of the session to one PLC across TCP connections: connect on demand,
 a fresh ``Session`` per TCP connection, a NOP keep-alive while idle (protocol.md 7.7 step 8),
@@ -19,9 +23,10 @@ while backing off. The I/O worker owns the socket and carries out its ``Connect`
 ``Transmit`` / ``CloseSocket`` actions.
 
 Both follow the one shape of ARCHITECTURE.md: inputs are method calls that take ``now`` and
-return None (``send_rr`` returns the handle its answer will carry, an id, not an output);
-everything to do or to know is drained in order with ``take_outputs()``: ``Transmit`` (bytes for
-the TCP socket), ``SessionReady``, ``ReplyReceived``, ``RequestFailed``, ``SessionFailed`` (and
+return None (``send_rr``, ``send_connected`` and ``list_identity`` return the handle their
+answer will carry, an id, not an output); everything to do or to know is drained in order with
+``take_outputs()``: ``Transmit`` (bytes for the TCP socket), ``SessionReady``,
+``ReplyReceived``, ``IdentityReceived``, ``RequestFailed``, ``SessionFailed`` (and
 for ``PlcSession`` also ``Connect`` and ``CloseSocket``); the timer is ``next_deadline()`` +
 ``on_timer(now)``. States are enums, transitions the tables ``TRANSITIONS`` and
 ``PLC_TRANSITIONS``, changed only by ``_transition``.
@@ -44,6 +49,7 @@ __all__ = [
     "TRANSITIONS",
     "CloseSocket",
     "Connect",
+    "IdentityReceived",
     "PlcSession",
     "PlcSessionOutput",
     "PlcState",
@@ -102,6 +108,14 @@ class ReplyReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityReceived:
+    """The validated reply to ListIdentity request ``handle``: the target's identity item."""
+
+    handle: int
+    identity: cpf.IdentityItem
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFailed:
     handle: int
     reason: str
@@ -110,15 +124,19 @@ class RequestFailed:
 @dataclass(frozen=True, slots=True)
 class SessionFailed:
     """The session ended by a fault. From a ``PlcSession``: ``retry_in`` is the back-off
-    (seconds) before it reconnects, ``retry_at`` the absolute time."""
+    (seconds) before it reconnects, ``retry_at`` the absolute time. A reply with a non-zero
+    encapsulation status gives ``encapsulation_status`` and the reply's command
+    (``encapsulation_command``), enough to rebuild the ``EncapsulationError``."""
 
     reason: str
     encapsulation_status: int | None = None
     retry_in: float | None = None
     retry_at: float | None = None
+    encapsulation_command: int | None = None
 
 
-SessionOutput = Transmit | SessionReady | ReplyReceived | RequestFailed | SessionFailed
+SessionOutput = (Transmit | SessionReady | ReplyReceived | IdentityReceived | RequestFailed
+                 | SessionFailed)
 PlcSessionOutput = SessionOutput | Connect | CloseSocket
 
 
@@ -155,6 +173,9 @@ TRANSITIONS: Mapping[tuple[SessionState, _Trigger], SessionState] = {
 del _S, _T
 
 _CONTEXT = struct.Struct("<Q")
+#: How a pending request is found again: its sender context (SendRRData, ListIdentity), or the
+#: T->O connection id and CIP sequence count its SendUnitData reply echoes.
+_Key = bytes | tuple[int, int]
 
 
 @dataclass(slots=True)
@@ -164,6 +185,7 @@ class _Pending:
     command: int
     frame: bytes  # unsent until READY (requests made while REGISTERING are queued)
     deadline: float
+    context: bytes  # sender context of the request frame
     sent: bool = False
     # A successful Unconnected_Send is answered with the embedded service's reply (protocol.md
     # 5.11), so a routed request accepts that service too.
@@ -196,7 +218,8 @@ class Session:
         self._frames = encap.FrameBuffer()
         self._outputs: list[SessionOutput] = []
         self._next_context = context_base & 0xFFFF_FFFF_FFFF_FFFF
-        self._pending: dict[bytes, _Pending] = {}
+        self._pending: dict[_Key, _Pending] = {}
+        self._sequences: dict[int, int] = {}  # O->T connection id -> last sequence count
         self._handles = 0
         self._register_context = b""
         self._register_deadline: float | None = None
@@ -252,24 +275,54 @@ class Session:
 
         While REGISTERING it waits for the session handle; on a closed or failed session it
         raises UsageError (the owner must make a new Session)."""
-        if self.state not in (SessionState.REGISTERING, SessionState.READY):
-            raise UsageError(f"cannot send on a session that is {self.state}")
+        self._check_open()
         if not message:
             raise UsageError("empty CIP message")
+        return self._queue(None, message[0], encap.Command.SEND_RR_DATA,
+                           encap.send_rr_data(message, extra_items), now, timeout,
+                           _embedded_service(message))
+
+    def send_connected(self, message: bytes, now: float, *, ot_connection_id: int,
+                       to_connection_id: int, timeout: float | None = None) -> int:
+        """Queue one CIP request on a class-3 connection (SendUnitData, protocol.md 10.2 row
+        5): addressed to ``ot_connection_id``, with the connection's next 16-bit sequence count
+        (1, 2, ... per O->T id); its reply must come on ``to_connection_id`` echoing that
+        count. Returns the handle its answer will carry."""
+        self._check_open()
+        if not message:
+            raise UsageError("empty CIP message")
+        seq = (self._sequences.get(ot_connection_id, 0) + 1) & 0xFFFF
+        self._sequences[ot_connection_id] = seq
+        return self._queue((to_connection_id, seq), message[0], encap.Command.SEND_UNIT_DATA,
+                           encap.send_unit_data(ot_connection_id, seq, message), now, timeout)
+
+    def list_identity(self, now: float, *, timeout: float | None = None) -> int:
+        """Queue ListIdentity over this TCP connection (protocol.md 2.5; what pycomm3 does at
+        open). Answered by ``IdentityReceived`` or ``RequestFailed``."""
+        return self._queue(None, 0, encap.Command.LIST_IDENTITY, b"", now, timeout)
+
+    def _check_open(self) -> None:
+        if self.state not in (SessionState.REGISTERING, SessionState.READY):
+            raise UsageError(f"cannot send on a session that is {self.state}")
+
+    def _queue(self, key: tuple[int, int] | None, service: int, command: int, frame: bytes,
+               now: float, timeout: float | None, embedded: int | None = None) -> int:
+        """Queue one request (sent at once when READY, else once registered); ``key``: how its
+        reply is found (None: by a fresh sender context)."""
+        self._check_open()
         self._handles += 1
         context = self._context()
-        p = _Pending(self._handles, message[0], encap.Command.SEND_RR_DATA,
-                     encap.send_rr_data(message, extra_items),
-                     now + (timeout or self.request_timeout),
-                     embedded_service=_embedded_service(message))
-        self._pending[context] = p
+        p = _Pending(self._handles, service, command, frame,
+                     now + (timeout or self.request_timeout), context,
+                     embedded_service=embedded)
+        self._pending[context if key is None else key] = p
         if self.state is SessionState.READY:
-            self._send(context, p)
+            self._send(p)
         return p.handle
 
-    def _send(self, context: bytes, p: _Pending) -> None:
+    def _send(self, p: _Pending) -> None:
         self._transmit(encap.EncapsulationPacket(p.command, p.frame, self.handle, 0,
-                                                 context).encode())
+                                                 p.context).encode())
         p.sent = True
 
     def keepalive(self, now: float) -> None:
@@ -316,6 +369,9 @@ class Session:
         if self.state is SessionState.REGISTERING:
             self._handle_register(packet)
             return
+        if packet.command == encap.Command.SEND_UNIT_DATA and self._connected_pending():
+            self._handle_connected(packet)
+            return
         pending = self._pending.get(packet.context)
         if pending is None or not pending.sent:
             # A reply to a request that timed out, or garbage: never used, only counted.
@@ -330,7 +386,10 @@ class Session:
         if packet.status != 0:
             err = EncapsulationError(packet.status, packet.command)
             self._emit(RequestFailed(pending.handle, str(err)))
-            self._failed(f"{err}: reconnecting", packet.status)
+            self._failed(f"{err}: reconnecting", packet.status, packet.command)
+            return
+        if pending.command == encap.Command.LIST_IDENTITY:
+            self._handle_identity(pending, packet)  # any session handle (2.5: no session needed)
             return
         if packet.session != self.handle:
             self._emit(RequestFailed(pending.handle, "reply for another session"))
@@ -351,6 +410,62 @@ class Session:
             return
         self._emit(ReplyReceived(pending.handle, reply, data.items[2:]))
 
+    def _connected_pending(self) -> list[tuple[int, int]]:
+        return [key for key in self._pending if isinstance(key, tuple)]
+
+    def _handle_connected(self, packet: encap.EncapsulationPacket) -> None:
+        """A SendUnitData reply while class-3 requests are pending. It names its request only
+        inside its CPF (connection id, sequence count), so a reply that cannot be matched is a
+        fault of the session, not of one request."""
+        keys = self._connected_pending()
+        if packet.status != 0:
+            err = EncapsulationError(packet.status, packet.command)
+            self._failed(f"{err}: reconnecting", packet.status, packet.command)
+            return
+        if packet.session != self.handle:
+            self._failed(f"reply carries session 0x{packet.session:08X}, ours is"
+                         f" 0x{self.handle:08X}")
+            return
+        try:
+            conn_id, seq, body = encap.SendData.decode(packet.data).connected()
+        except MalformedPacket as exc:
+            self._failed(f"SendUnitData reply: {exc}")
+            return
+        ours = sorted({c for c, _ in keys})
+        if conn_id not in ours:
+            self._failed(f"SendUnitData reply on connection 0x{conn_id:08X}, ours is "
+                         + ", ".join(f"0x{c:08X}" for c in ours))
+            return
+        pending = self._pending.pop((conn_id, seq), None)
+        if pending is None:
+            expected = sorted(s for c, s in keys if c == conn_id)
+            self._failed(f"SendUnitData reply with sequence {seq}, expected "
+                         + ", ".join(str(s) for s in expected))
+            return
+        try:
+            reply = cip.Reply.decode(body)
+        except MalformedPacket as exc:
+            self._emit(RequestFailed(pending.handle, f"malformed SendUnitData reply: {exc}"))
+            return
+        if reply.service != pending.service & 0x7F:
+            self._emit(RequestFailed(pending.handle,
+                                     f"reply service 0x{reply.service | 0x80:02X} to request"
+                                     f" service 0x{pending.service:02X}"))
+            return
+        self._emit(ReplyReceived(pending.handle, reply))
+
+    def _handle_identity(self, pending: _Pending, packet: encap.EncapsulationPacket) -> None:
+        try:
+            items = cpf.decode_items(packet.data, 0, context="ListIdentity reply")
+        except MalformedPacket as exc:
+            self._emit(RequestFailed(pending.handle, str(exc)))
+            return
+        for item in items:
+            if isinstance(item, cpf.IdentityItem):
+                self._emit(IdentityReceived(pending.handle, item))
+                return
+        self._emit(RequestFailed(pending.handle, "ListIdentity reply without an identity item"))
+
     def _handle_register(self, packet: encap.EncapsulationPacket) -> None:
         if packet.context != self._register_context:
             self.unmatched_replies += 1
@@ -360,7 +475,8 @@ class Session:
             return
         if packet.status != 0:
             self._failed(f"RegisterSession refused: encapsulation status 0x{packet.status:04X}"
-                         f" {encapsulation_status_text(packet.status)}", packet.status)
+                         f" {encapsulation_status_text(packet.status)}", packet.status,
+                         packet.command)
             return
         if len(packet.data) != 4:
             self._failed(f"RegisterSession reply of {len(packet.data)} data bytes, not 4")
@@ -380,8 +496,8 @@ class Session:
         self._transition(_Trigger.REGISTERED)
         self._register_deadline = None
         self._emit(SessionReady(self.handle))
-        for context, p in self._pending.items():
-            self._send(context, p)
+        for p in self._pending.values():
+            self._send(p)
 
     # ------------------------------------------------------------------ timers
 
@@ -411,11 +527,12 @@ class Session:
             self._emit(RequestFailed(p.handle, reason))
         self._pending.clear()
 
-    def _failed(self, reason: str, status: int | None = None) -> None:
+    def _failed(self, reason: str, status: int | None = None,
+                command: int | None = None) -> None:
         self._transition(_Trigger.FAULT)
         self.failure = reason
         self._fail_pending(reason)
-        self._emit(SessionFailed(reason, status))
+        self._emit(SessionFailed(reason, status, encapsulation_command=command))
 
 
 # --------------------------------------------------------------------------- PlcSession
@@ -548,7 +665,7 @@ class PlcSession:
         self.retry_at = now + delay
         self._transition(_PlcTrigger.FAILED)
         self._outputs.append(SessionFailed(failed.reason, failed.encapsulation_status, delay,
-                                           self.retry_at))
+                                           self.retry_at, failed.encapsulation_command))
         self._outputs.append(CloseSocket(flush=False))
 
     def _connect(self, now: float) -> None:

@@ -5,13 +5,15 @@ connect (optionally from a given local address, so the PLC sees the interface th
 its class-1 data), RegisterSession, unconnected SendRRData — wrapped in Unconnected_Send (0x52)
 routed to the CPU slot when a slot or route is given (protocol.md 5.11) — or, optionally, a
 class-3 connection (Forward_Open to the Message Router, SendUnitData; protocol.md 10.2 rows 4-5),
-and UnRegisterSession on close. Every reply is validated before use (protocol.md 7.7 step 3):
-encapsulation command, status, length, session handle and sender context; CPF layout; CIP reply
-service; for class 3 the connection id and echoed sequence count.
+and UnRegisterSession on close.
 
-Not yet a shell over ``acquisition.session.Session`` (issue 9 wants it to be): Session has no
-SendUnitData (class 3) and no ListIdentity over TCP yet. This client is strictly one request at
-a time, so it needs nothing of Session's request multiplexing.
+A thin blocking shell over the sans-IO ``acquisition.session.Session``: each request is an input
+to the session machine, whose ``Transmit`` actions are written to the socket, and the socket is
+read (no longer than the machine's ``next_deadline()``) until the machine answers that request.
+The machine does every check of a reply before use (protocol.md 7.7 step 3: encapsulation
+command, status, length, session handle and sender context; CPF layout; CIP reply service; for
+class 3 the connection id and echoed sequence count); this shell turns its failures into
+exceptions. Requests are strictly one at a time.
 
 Also here: ``list_identity`` — ListIdentity by UDP to a broadcast or unicast address, collecting
 every reply until a timeout (protocol.md 2.5), and ``local_ipv4_interfaces``.
@@ -21,14 +23,12 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import itertools
 import os
 import random
 import selectors
 import socket
 import struct
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,6 +38,7 @@ from pyconpro.acquisition import cip, cm, cpf, encap, epath
 from pyconpro.acquisition.discovery import (
     CatalogBuilder,
     CatalogDone,
+    CatalogFailed,
     CatalogRequest,
     TagCatalog,
 )
@@ -49,6 +50,15 @@ from pyconpro.acquisition.errors import (
     UsageError,
 )
 from pyconpro.acquisition.logix_types import ReadTagType
+from pyconpro.acquisition.session import (
+    IdentityReceived,
+    ReplyReceived,
+    RequestFailed,
+    Session,
+    SessionFailed,
+    SessionReady,
+    Transmit,
+)
 
 ENIP_PORT = 44818
 # Our own originator identity for class-3 connections (protocol.md 7.1: do not pose as vendor 1).
@@ -56,7 +66,6 @@ VENDOR_ID = 0x1A0F
 CLASS3_RPI_US = 2_113_537  # what pycomm3 asks (protocol.md 10.2 row 4)
 CLASS3_TIMEOUT_MULTIPLIER = 7  # x512: an idle browse session is not dropped
 UNCONNECTED_SEND_TIMEOUT_TICKS = 0x05
-_CONTEXT = struct.Struct("<Q")
 
 
 class ExplicitClientError(PyconproError):
@@ -112,14 +121,10 @@ class ExplicitClient:
         self.connection_size = connection_size
         self._clock = clock
         self._sock: socket.socket | None = None
-        self._frames = encap.FrameBuffer()
-        self._ready: deque[encap.EncapsulationPacket] = deque()
-        self._session = 0
-        self._contexts = itertools.count(random.getrandbits(32) << 16)
-        self._sequence = 0
+        self._session: Session | None = None  # the machine of the current TCP connection
+        self._stale_before = 0  # unmatched replies of earlier sessions
         self.class3: Class3Connection | None = None
         self.class3_refusal: CipError | None = None
-        self.stale_replies = 0
         self.requests = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -135,8 +140,12 @@ class ExplicitClient:
             raise ExplicitClientError(self._connect_hint(err)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
+        self._session = Session(request_timeout=self.timeout,
+                                context_base=random.getrandbits(32) << 16)
         try:
-            self._register()
+            self.requests += 1
+            self._session.start(self._clock())
+            self._await(None)
             if self.connected:
                 self._open_class3()
         except BaseException:
@@ -165,18 +174,19 @@ class ExplicitClient:
         try:
             if self.class3 is not None:
                 try:
-                    self._send_rr(cm.forward_close_for(self.class3.forward_open).encode(),
-                                  expect_service=cip.Service.FORWARD_CLOSE)
+                    self.send_rr_data(cm.forward_close_for(self.class3.forward_open).encode())
                 except (PyconproError, OSError):
                     pass  # the target drops class-3 connections with the session anyway
                 self.class3 = None
-            if self._session:
-                try:
-                    self._sock.sendall(encap.EncapsulationPacket(
-                        encap.Command.UNREGISTER_SESSION, b"", self._session, 0,
-                        self._next_context()).encode())
-                except OSError:
-                    pass
+            session = self._session
+            if session is not None:
+                session.close(self._clock())  # UnRegisterSession when registered; no reply
+                for out in session.take_outputs():
+                    if isinstance(out, Transmit):
+                        try:
+                            self._sock.sendall(out.data)
+                        except OSError:
+                            pass
         finally:
             self._abort()
 
@@ -184,9 +194,9 @@ class ExplicitClient:
         if self._sock is not None:
             self._sock.close()
         self._sock = None
-        self._session = 0
-        self._frames = encap.FrameBuffer()
-        self._ready.clear()
+        if self._session is not None:
+            self._stale_before += self._session.unmatched_replies
+        self._session = None
 
     def __enter__(self) -> Self:
         return self.open()
@@ -201,7 +211,14 @@ class ExplicitClient:
 
     @property
     def session_handle(self) -> int:
-        return self._session
+        return self._session.handle if self._session is not None else 0
+
+    @property
+    def stale_replies(self) -> int:
+        """Replies that answered no request (e.g. to one that timed out): skipped, never
+        used. Counted over every session of this client."""
+        current = self._session.unmatched_replies if self._session is not None else 0
+        return self._stale_before + current
 
     @property
     def local_endpoint(self) -> tuple[str, int]:
@@ -228,16 +245,14 @@ class ExplicitClient:
                 cip.UnconnectedSend(message, self.route, 0x0A,
                                     UNCONNECTED_SEND_TIMEOUT_TICKS).encode(),
             ).encode()
-            reply, _ = self._send_rr(wrapped, expect_service=None, timeout=timeout)
+            # The session accepts the embedded service's reply or Unconnected_Send's own.
+            reply, _ = self._send_rr(wrapped, timeout=timeout)
             if reply.service == cip.Service.UNCONNECTED_SEND and service != reply.service:
                 # the Connection Manager answered for the route itself (protocol.md 5.11)
                 raise CipError(reply.status, reply.additional, reply.service,
                                f"routing to {self._route_text()} failed")
-            if reply.service != service:
-                raise self._garbage(f"reply service 0x{reply.service | 0x80:02X} to a request "
-                                    f"0x{service:02X} routed through Unconnected_Send")
         else:
-            reply, _ = self._send_rr(message, expect_service=service, timeout=timeout)
+            reply, _ = self._send_rr(message, timeout=timeout)
         if check:
             reply.raise_for_status(allow_partial=allow_partial)
         return reply
@@ -248,8 +263,7 @@ class ExplicitClient:
         Connection Manager services. Returns the reply and the CPF items after it."""
         if not message:
             raise UsageError("empty CIP message")
-        return self._send_rr(message, expect_service=message[0], extra_items=extra_items,
-                             timeout=timeout)
+        return self._send_rr(message, extra_items=extra_items, timeout=timeout)
 
     def forward_open(self, request: cm.ForwardOpenRequest,
                      extra_items: tuple[cpf.Item, ...] = ()) -> tuple[
@@ -270,15 +284,9 @@ class ExplicitClient:
 
     def list_identity(self) -> cpf.IdentityItem:
         """ListIdentity over this TCP session (what pycomm3 does at open)."""
-        packet = self._exchange(encap.Command.LIST_IDENTITY, b"", None)
-        try:
-            items = cpf.decode_items(packet.data, 0, context="ListIdentity reply")
-        except MalformedPacket as err:
-            raise self._garbage(str(err)) from None
-        for item in items:
-            if isinstance(item, cpf.IdentityItem):
-                return item
-        raise self._garbage("ListIdentity reply without an identity item")
+        out = self._exchange(lambda s, now: s.list_identity(now))
+        assert isinstance(out, IdentityReceived)
+        return out.identity
 
     def read_tag(self, name: str, elements: int = 1) -> tuple[ReadTagType, bytes]:
         """Read Tag (0x4C) of ``elements`` elements, continuing with Read Tag Fragmented
@@ -316,6 +324,8 @@ class ExplicitClient:
                         builder.on_reply(self.request(message))
                     case CatalogDone(catalog):
                         return catalog
+                    case CatalogFailed(error):
+                        raise error
         return builder.result()
 
     def discover(self, **kwargs: object) -> TagCatalog:
@@ -352,121 +362,99 @@ class ExplicitClient:
                                        request, self.connection_size)
 
     def _send_connected(self, message: bytes, timeout: float | None) -> cip.Reply:
-        assert self.class3 is not None
-        self._sequence = (self._sequence + 1) & 0xFFFF
-        seq = self._sequence
-        packet = self._exchange(encap.Command.SEND_UNIT_DATA,
-                                encap.send_unit_data(self.class3.ot_connection_id, seq, message),
-                                timeout, match_context=False)
-        try:
-            conn_id, echoed, body = encap.SendData.decode(packet.data).connected()
-            reply = cip.Reply.decode(body)
-        except MalformedPacket as err:
-            raise self._garbage(f"SendUnitData reply: {err}") from None
-        if conn_id != self.class3.to_connection_id:
-            raise self._garbage(f"SendUnitData reply on connection 0x{conn_id:08X}, ours is "
-                                f"0x{self.class3.to_connection_id:08X}")
-        if echoed != seq:
-            raise self._garbage(f"SendUnitData reply with sequence {echoed}, expected {seq}")
-        if reply.service != message[0]:
-            raise self._garbage(f"reply service 0x{reply.service | 0x80:02X} to request "
-                                f"0x{message[0]:02X}")
-        return reply
+        c = self.class3
+        assert c is not None
+        out = self._exchange(lambda s, now: s.send_connected(
+            message, now, ot_connection_id=c.ot_connection_id,
+            to_connection_id=c.to_connection_id, timeout=timeout))
+        assert isinstance(out, ReplyReceived)
+        return out.reply
 
-    # -- encapsulation ---------------------------------------------------------------------
+    # -- the blocking shell over Session ---------------------------------------------------
 
-    def _next_context(self) -> bytes:
-        return _CONTEXT.pack(next(self._contexts) & 0xFFFF_FFFF_FFFF_FFFF)
+    def _send_rr(self, message: bytes, *, extra_items: tuple[cpf.Item, ...] = (),
+                 timeout: float | None = None) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
+        out = self._exchange(lambda s, now: s.send_rr(message, now, extra_items=extra_items,
+                                                      timeout=timeout))
+        assert isinstance(out, ReplyReceived)
+        return out.reply, out.items
 
-    def _register(self) -> None:
-        packet = self._exchange(encap.Command.REGISTER_SESSION,
-                                encap.RegisterSessionData().encode(), None, registering=True)
-        if len(packet.data) != 4:
-            raise self._garbage(f"RegisterSession reply with {len(packet.data)} data bytes, "
-                                "not 4")
-        if encap.RegisterSessionData.decode(packet.data).protocol_version != 1:
-            raise self._garbage("RegisterSession reply with a protocol version other than 1")
-        if packet.session == 0:
-            raise self._garbage("RegisterSession reply without a session handle")
-        self._session = packet.session
-
-    def _send_rr(self, message: bytes, *, expect_service: int | None,
-                 extra_items: tuple[cpf.Item, ...] = (), timeout: float | None = None
-                 ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
-        packet = self._exchange(encap.Command.SEND_RR_DATA,
-                                encap.send_rr_data(message, extra_items), timeout)
-        try:
-            send = encap.SendData.decode(packet.data)
-            reply = cip.Reply.decode(send.unconnected())
-        except MalformedPacket as err:
-            raise self._garbage(f"SendRRData reply: {err}") from None
-        if expect_service is not None and reply.service != expect_service:
-            raise self._garbage(f"reply service 0x{reply.service | 0x80:02X} to request "
-                                f"0x{expect_service:02X}")
-        return reply, send.items[2:]
-
-    def _exchange(self, command: int, data: bytes, timeout: float | None, *,
-                  registering: bool = False, match_context: bool = True
-                  ) -> encap.EncapsulationPacket:
-        if self._sock is None:
+    def _exchange(self, submit: Callable[[Session, float], int]
+                  ) -> ReplyReceived | IdentityReceived:
+        """One request: ``submit`` queues it on the session machine; wait for its answer."""
+        if self._sock is None or self._session is None:
             raise UsageError("client is not open: call open() or use it as a context manager")
-        if not registering and not self._session:
+        if self._session.handle == 0:
             raise UsageError("no session registered")
-        context = self._next_context()
-        frame = encap.EncapsulationPacket(command, data, self._session, 0, context).encode()
-        deadline = self._clock() + (timeout or self.timeout)
         self.requests += 1
-        try:
-            self._sock.sendall(frame)
-        except OSError as err:
-            self._abort()
-            raise ExplicitClientError(f"sending to {self.host}:{self.port} failed: {err}") \
-                from None
-        while True:
-            packet = self._receive(deadline)
-            # A reply to an earlier request that timed out: skip it (never use it).
-            if packet.command != command or (match_context and packet.context != context):
-                if packet.command == command or packet.command in (
-                        encap.Command.SEND_RR_DATA, encap.Command.SEND_UNIT_DATA):
-                    self.stale_replies += 1
-                    continue
-                raise self._garbage(f"reply command 0x{packet.command:04X} to a request "
-                                    f"0x{command:04X}")
-            if packet.status != 0:
-                refusal = EncapsulationError(packet.status, packet.command)
-                self._abort()  # protocol.md 7.7 step 3: an encapsulation error ends the session
-                raise refusal
-            if not registering and command != encap.Command.LIST_IDENTITY and (
-                    packet.session != self._session):
-                raise self._garbage(f"reply for session 0x{packet.session:08X}, ours is "
-                                    f"0x{self._session:08X}")
-            return packet
+        out = self._await(submit(self._session, self._clock()))
+        assert not isinstance(out, SessionReady)
+        return out
 
-    def _receive(self, deadline: float) -> encap.EncapsulationPacket:
-        assert self._sock is not None
-        while not self._ready:
-            left = deadline - self._clock()
-            if left <= 0:
-                self._abort()
-                raise ExplicitClientError(f"no reply from {self.host}:{self.port} within "
-                                          f"{self.timeout:g} s")
-            self._sock.settimeout(left)
+    def _await(self, handle: int | None
+               ) -> SessionReady | ReplyReceived | IdentityReceived:
+        """Write what the session wants written and read the socket until the session answers
+        request ``handle`` (None: until it is registered). Any failure closes the client."""
+        session, sock = self._session, self._sock
+        assert session is not None and sock is not None
+        cause = ""  # what the last input to the session was, to word its failure
+        while True:
+            answer: SessionReady | ReplyReceived | IdentityReceived | None = None
+            refused: str | None = None
+            for out in session.take_outputs():
+                match out:
+                    case Transmit(data):
+                        self._write(sock, data)
+                    case SessionReady() if handle is None:
+                        answer = out
+                    case ReplyReceived() | IdentityReceived() if out.handle == handle:
+                        answer = out
+                    case RequestFailed(h, reason) if h == handle:
+                        refused = reason
+                    case SessionFailed():
+                        raise self._session_failed(out, cause)
+            if refused is not None:
+                raise self._garbage(refused)
+            if answer is not None:
+                return answer
+            now = self._clock()
+            deadline = session.next_deadline()
+            if deadline is not None and now >= deadline:
+                cause = "timer"
+                session.on_timer(now)
+                continue
+            sock.settimeout(self.timeout if deadline is None else deadline - now)
             try:
-                chunk = self._sock.recv(65536)
+                chunk = sock.recv(65536)
             except TimeoutError:
                 continue
             except OSError as err:
                 self._abort()
                 raise ExplicitClientError(f"connection to {self.host}:{self.port} failed: "
                                           f"{err}") from None
-            if not chunk:
-                self._abort()
-                raise ExplicitClientError(f"{self.host}:{self.port} closed the TCP connection")
-            try:
-                self._ready.extend(self._frames.feed(chunk))
-            except MalformedPacket as err:
-                raise self._garbage(str(err)) from None
-        return self._ready.popleft()
+            cause = "" if chunk else "eof"
+            session.receive_data(chunk, self._clock())
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        try:
+            sock.sendall(data)
+        except OSError as err:
+            self._abort()
+            raise ExplicitClientError(f"sending to {self.host}:{self.port} failed: {err}") \
+                from None
+
+    def _session_failed(self, failed: SessionFailed, cause: str) -> PyconproError:
+        """The exception for a session the machine ended (and close the client)."""
+        self._abort()  # protocol.md 7.7 step 3: an encapsulation error ends the session
+        where = f"{self.host}:{self.port}"
+        if failed.encapsulation_status is not None:
+            return EncapsulationError(failed.encapsulation_status,
+                                      failed.encapsulation_command or 0)
+        if cause == "timer":
+            return ExplicitClientError(f"no reply from {where} within {self.timeout:g} s")
+        if cause == "eof":
+            return ExplicitClientError(f"{where} closed the TCP connection")
+        return self._garbage(failed.reason)
 
     def _garbage(self, what: str) -> ExplicitClientError:
         self._abort()

@@ -22,6 +22,7 @@ from pyconpro.acquisition.discovery import (
     LEGACY_SYMBOL_ATTRIBUTES,
     CatalogBuilder,
     CatalogDone,
+    CatalogFailed,
     CatalogRequest,
     DiscoveryError,
     TagCatalog,
@@ -147,6 +148,10 @@ def run(builder: CatalogBuilder, plc: FakeLogix, *, as_bytes: bool = False) -> T
         if isinstance(out, CatalogDone):
             assert builder.done and builder.take_outputs() == []
             return out.catalog
+        if isinstance(out, CatalogFailed):  # a refusal is a notification, the test raises it
+            assert not builder.done and builder.outstanding is None
+            assert builder.error is out.error and builder.take_outputs() == []
+            raise out.error
         assert isinstance(out, CatalogRequest) and out.message == builder.outstanding
         reply = plc.handle(out.message)
         builder.on_reply(reply.encode() if as_bytes else reply)
@@ -382,15 +387,23 @@ def test_symbol_list_refusal_raises_naming_the_request() -> None:
     assert err.value.cause.general == 0x05  # type: ignore[union-attr]
 
 
+def failure(b: CatalogBuilder) -> DiscoveryError:
+    """The error of the ``CatalogFailed`` that ended ``b`` (after any earlier requests)."""
+    outs = b.take_outputs()
+    assert isinstance(outs[-1], CatalogFailed) and b.outstanding is None
+    assert all(isinstance(o, CatalogRequest) for o in outs[:-1])
+    return outs[-1].error
+
+
 def test_endless_partial_replies_terminate() -> None:
     b = CatalogBuilder(programs=False)
-    with pytest.raises(DiscoveryError, match="at least one symbol"):
-        b.on_reply(cip.Reply(0x55, 0x06, (), b""))
+    b.on_reply(cip.Reply(0x55, 0x06, (), b""))  # returns: the refusal is an output
+    assert "at least one symbol" in str(failure(b))
     b = CatalogBuilder(programs=False)
     one = SymbolInstance.for_tag(5, "A", DINT)
     b.on_reply(cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES)))
-    with pytest.raises(DiscoveryError, match="instances from 6 on"):
-        b.on_reply(cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES)))
+    b.on_reply(cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES)))
+    assert "instances from 6 on" in str(failure(b))
     # a template whose reads never end is given up, the upload finishes
     b = CatalogBuilder(programs=False)
     b.on_reply(cip.Reply(0x55, 0, (), encode_symbol_instances(
@@ -404,17 +417,28 @@ def test_endless_partial_replies_terminate() -> None:
     assert b.done and "keeps answering 0x06" in b.result().template_problems[MOTOR.instance_id]
 
 
-def test_wrong_reply_service_and_malformed_bytes() -> None:
+@pytest.mark.parametrize(("reply", "needle"), [
+    (cip.Reply(0x4C, 0, (), b""), "reply to service 0x55, got reply service 0xCC"),
+    (cip.Reply(0x55, 0, (), b"\x01\x00\x00\x00\x05"), "malformed packet"),
+    (b"\xd5\x00", "malformed packet"),
+])
+def test_wrong_reply_service_and_malformed_bytes_end_the_upload(reply: cip.Reply | bytes,
+                                                                 needle: str) -> None:
     b = CatalogBuilder()
-    with pytest.raises(MalformedPacket, match="reply to service 0x55"):
-        b.on_reply(cip.Reply(0x4C, 0, (), b""))
-    with pytest.raises(DiscoveryError, match="symbol list"):
-        b.on_reply(cip.Reply(0x55, 0, (), b"\x01\x00\x00\x00\x05"))
-    with pytest.raises(MalformedPacket):
-        b.on_reply(b"\xd5\x00")
-    assert b.outstanding == symbol_list_request(0)  # nothing advanced
-    assert b.take_outputs() == [CatalogRequest(symbol_list_request(0),
-                                               "symbol list of controller scope from instance 0")]
+    b.on_reply(reply)
+    assert b.take_outputs() == [
+        CatalogRequest(symbol_list_request(0), "symbol list of controller scope from instance 0"),
+        CatalogFailed(b.error)]  # type: ignore[arg-type]
+    err = b.error
+    assert isinstance(err, DiscoveryError) and isinstance(err.cause, MalformedPacket)
+    assert err.request == "symbol list of controller scope from instance 0"
+    assert needle in str(err) and b.describe() == "discovery (failed)" and not b.done
+    with pytest.raises(DiscoveryError) as raised:
+        b.result()
+    assert raised.value is err
+    with pytest.raises(UsageError, match="discovery failed: no request is outstanding"):
+        b.on_reply(cip.Reply(0x55))
+    assert b.take_outputs() == []
 
 
 def test_result_before_done_and_reply_after_done() -> None:

@@ -1,6 +1,7 @@
 """The originator encapsulation session (acquisition/session.py): registration, request/reply
-matching by sender context, and validation of every reply (command, status, length, session,
-CPF layout, CIP service) on a fake clock."""
+matching by sender context (SendRRData, ListIdentity) or by connection id and sequence count
+(class-3 SendUnitData), and validation of every reply (command, status, length, session, CPF
+layout, CIP service) on a fake clock."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyconpro.acquisition import cip, cm, cpf, encap
+from pyconpro.acquisition.errors import EncapsulationError
 from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import (
     PLC_TRANSITIONS,
     CloseSocket,
     Connect,
+    IdentityReceived,
     PlcSession,
     PlcState,
     ReplyReceived,
@@ -276,6 +279,233 @@ def test_routed_request_accepts_the_embedded_service_reply() -> None:
     assert events[0].reply.data == b"identity"
 
 
+def test_encapsulation_status_failures_carry_the_reply_command() -> None:
+    s = Session()
+    s.start(0.0)
+    reg = frames(wire_bytes(s))[0]
+    (out,) = feed(s, encap.EncapsulationPacket(0x65, b"", 0, 0x0002, reg.context).encode())
+    assert isinstance(out, SessionFailed) and out.reason.startswith(
+        "RegisterSession refused: encapsulation status 0x0002 ")
+    assert (out.encapsulation_status, out.encapsulation_command) == (0x0002, 0x65)
+    s = registered()
+    _, ctx = send(s)
+    failed = feed(s, rr_reply(ctx, cip.Reply(0x54), status=0x0064))[-1]
+    assert isinstance(failed, SessionFailed)
+    assert (failed.encapsulation_status, failed.encapsulation_command) == (0x64, 0x6F)
+    assert str(EncapsulationError(0x64, 0x6F)) in failed.reason
+
+
+# ------------------------------------------------------------------------------------------
+# Class 3: SendUnitData, matched by T->O connection id and CIP sequence count
+# ------------------------------------------------------------------------------------------
+
+OT, TO = 0xC0DE0001, 0x00A1B2C3
+READ = bytes.fromhex("4c0391074d794e616d6500000100")  # any request: first byte the service
+
+
+def unit_reply(reply: cip.Reply | bytes, seq: int, *, conn: int = TO, context: bytes = bytes(8),
+               status: int = 0, session: int = HANDLE) -> bytes:
+    body = reply if isinstance(reply, bytes) else reply.encode()
+    data = b"" if status else encap.send_unit_data(conn, seq, body)
+    return encap.EncapsulationPacket(0x70, data, session, status, context).encode()
+
+
+def send_unit(s: Session, message: bytes = READ, now: float = 0.0, *, ot: int = OT,
+              to: int = TO, **kw) -> tuple[int, encap.EncapsulationPacket]:
+    handle = s.send_connected(message, now, ot_connection_id=ot, to_connection_id=to, **kw)
+    (sent,) = frames(wire_bytes(s))
+    return handle, sent
+
+
+def test_send_connected_frame_is_byte_exact_with_a_sequence_count_per_connection() -> None:
+    s = registered()
+    for seq in (1, 2, 3):
+        _, sent = send_unit(s)
+        assert sent.encode() == encap.EncapsulationPacket(
+            0x70, encap.send_unit_data(OT, seq, READ), HANDLE, 0, sent.context).encode()
+    _, other = send_unit(s, ot=OT + 1, to=TO + 1)
+    assert encap.SendData.decode(other.data).connected() == (OT + 1, 1, READ)
+    assert s.pending == 4
+
+
+def test_sequence_count_wraps_at_16_bits() -> None:
+    s = registered()
+    s._sequences[OT] = 0xFFFE  # jump ahead rather than send 65534 requests
+    seqs = [encap.SendData.decode(send_unit(s)[1].data).connected()[1] for _ in range(3)]
+    assert seqs == [0xFFFF, 0, 1]
+
+
+def test_connected_requests_made_while_registering_go_out_after_ready() -> None:
+    s = Session()
+    s.start(0.0)
+    reg = frames(wire_bytes(s))[0]
+    h = s.send_connected(READ, 0.0, ot_connection_id=OT, to_connection_id=TO)
+    assert wire_bytes(s) == b""
+    outs = feed(s, encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0,
+                                             reg.context).encode())
+    assert outs == [SessionReady(HANDLE)]
+    reply = cip.Reply(0x4C, 0, (), b"\xc4\x00\x01\x00\x00\x00")
+    assert feed(s, unit_reply(reply, 1)) == [ReplyReceived(h, reply)]
+
+
+def test_connected_replies_matched_by_sequence_in_any_order_whatever_the_context() -> None:
+    s = registered()
+    h1, _ = send_unit(s)
+    h2, _ = send_unit(s)
+    r1, r2 = cip.Reply(0x4C, 0, (), b"\x01"), cip.Reply(0x4C, 0, (), b"\x02")
+    stream = unit_reply(r2, 2, context=b"whatever") + unit_reply(r1, 1)
+    got = []
+    for i in range(len(stream)):
+        got += feed(s, stream[i:i + 1])
+    assert got == [ReplyReceived(h2, r2), ReplyReceived(h1, r1)]
+    assert s.pending == 0 and s.unmatched_replies == 0 and s.state is SessionState.READY
+
+
+@pytest.mark.parametrize(("reply", "needle"), [
+    (unit_reply(cip.Reply(0x4C), 1, conn=TO + 1),
+     f"SendUnitData reply on connection 0x{TO + 1:08X}, ours is 0x{TO:08X}"),
+    (unit_reply(cip.Reply(0x4C), 2), "SendUnitData reply with sequence 2, expected 1"),
+    (encap.EncapsulationPacket(0x70, encap.send_rr_data(b"\xcc\x00\x00\x00"), HANDLE, 0,
+                               bytes(8)).encode(), "SendUnitData reply: "),
+    (unit_reply(cip.Reply(0x4C), 1, session=HANDLE + 1), "reply carries session 0x11223345"),
+])
+def test_unmatchable_connected_reply_fails_the_session(reply: bytes, needle: str) -> None:
+    s = registered()
+    h, _ = send_unit(s)
+    got = feed(s, reply)
+    assert got[0] == RequestFailed(h, got[-1].reason)
+    assert isinstance(got[-1], SessionFailed) and needle in got[-1].reason
+    assert got[-1].encapsulation_status is None and s.state is SessionState.FAILED
+
+
+def test_connected_encapsulation_error_fails_the_session_with_status_and_command() -> None:
+    s = registered()
+    h, _ = send_unit(s)
+    got = feed(s, unit_reply(b"", 1, status=0x0064))
+    assert isinstance(got[0], RequestFailed) and got[0].handle == h
+    assert isinstance(got[-1], SessionFailed)
+    assert (got[-1].encapsulation_status, got[-1].encapsulation_command) == (0x64, 0x70)
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    (b"\xcc", "malformed SendUnitData reply"),
+    (cip.Reply(0x4E).encode(), "reply service 0xCE to request service 0x4C"),
+])
+def test_bad_connected_cip_reply_fails_only_the_request(body: bytes, needle: str) -> None:
+    s = registered()
+    h, _ = send_unit(s)
+    (got,) = feed(s, unit_reply(body, 1))
+    assert isinstance(got, RequestFailed) and got.handle == h and needle in got.reason
+    assert s.state is SessionState.READY and s.pending == 0
+
+
+def test_send_unit_data_reply_without_connected_requests_is_unmatched() -> None:
+    s = registered()
+    h, ctx = send(s)
+    assert feed(s, unit_reply(cip.Reply(0x4C), 1)) == []
+    assert s.unmatched_replies == 1 and s.pending == 1
+    # ... unless it echoes the context of an unconnected request: a reply with the wrong command
+    got = feed(s, unit_reply(cip.Reply(0x4C), 1, context=ctx))
+    assert got[0] == RequestFailed(h, "reply with the wrong command")
+    assert isinstance(got[-1], SessionFailed) and "0x0070 to a request 0x006F" in got[-1].reason
+
+
+def test_connected_and_unconnected_requests_interleave() -> None:
+    s = registered()
+    hu, _ = send_unit(s)
+    hr, ctx = send(s)
+    ru, rr = cip.Reply(0x4C, 0, (), b"u"), cip.Reply(0x54, 0, (), b"r")
+    assert feed(s, rr_reply(ctx, rr) + unit_reply(ru, 1)) == [ReplyReceived(hr, rr),
+                                                              ReplyReceived(hu, ru)]
+
+
+def test_connected_request_timeout_fails_the_session() -> None:
+    s = registered(now=1.0)
+    h, _ = send_unit(s, now=1.0, timeout=2.0)
+    assert s.next_deadline() == 3.0
+    s.on_timer(3.0)
+    assert events(s)[0] == RequestFailed(h, "no reply within 5 s")
+    assert s.state is SessionState.FAILED
+
+
+@pytest.mark.parametrize("state", ["idle", "failed", "closed"])
+def test_requests_refused_unless_registering_or_ready(state: str) -> None:
+    s = Session()
+    if state != "idle":
+        s = registered()
+        s.receive_data(b"", 0.0) if state == "failed" else s.close(0.0)
+    for ask in (lambda: s.send_connected(READ, 0.0, ot_connection_id=OT, to_connection_id=TO),
+                lambda: s.list_identity(0.0), lambda: s.send_rr(FO, 0.0)):
+        with pytest.raises(Exception, match=state.upper()):
+            ask()
+    s = registered()
+    with pytest.raises(Exception, match="empty"):
+        s.send_connected(b"", 0.0, ot_connection_id=OT, to_connection_id=TO)
+
+
+# ------------------------------------------------------------------------------------------
+# ListIdentity over TCP
+# ------------------------------------------------------------------------------------------
+
+IDENTITY = cpf.IdentityItem(1, 0x0E, 0x6C, 33, 11, 0x3060, 0x12345678, "1756-L83E/B", 3,
+                            cpf.Sockaddr("127.0.0.1", 44818))
+
+
+def identity_reply(context: bytes, data: bytes | None = None, *, status: int = 0,
+                   session: int = HANDLE) -> bytes:
+    if data is None:
+        data = cpf.encode_items([IDENTITY])
+    return encap.EncapsulationPacket(0x63, b"" if status else data, session, status,
+                                     context).encode()
+
+
+def test_list_identity_frame_is_byte_exact_and_the_reply_gives_the_identity() -> None:
+    s = registered()
+    h = s.list_identity(0.0)
+    (sent,) = frames(wire_bytes(s))
+    assert sent.encode() == encap.EncapsulationPacket(0x63, b"", HANDLE, 0, sent.context).encode()
+    assert len(sent.encode()) == 24
+    assert feed(s, identity_reply(sent.context, session=0)) == [IdentityReceived(h, IDENTITY)]
+    assert s.pending == 0 and s.state is SessionState.READY
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (b"\x01\x00", "ListIdentity reply"),
+    (cpf.encode_items([cpf.NullAddress()]), "ListIdentity reply without an identity item"),
+])
+def test_bad_list_identity_reply_fails_only_the_request(data: bytes, needle: str) -> None:
+    s = registered()
+    h = s.list_identity(0.0)
+    (sent,) = frames(wire_bytes(s))
+    (got,) = feed(s, identity_reply(sent.context, data))
+    assert isinstance(got, RequestFailed) and got.handle == h and needle in got.reason
+    assert s.state is SessionState.READY
+
+
+def test_list_identity_error_status_fails_the_session() -> None:
+    s = registered()
+    s.list_identity(0.0)
+    (sent,) = frames(wire_bytes(s))
+    got = feed(s, identity_reply(sent.context, status=0x0001))
+    assert isinstance(got[-1], SessionFailed)
+    assert (got[-1].encapsulation_status, got[-1].encapsulation_command) == (0x01, 0x63)
+
+
+def test_list_identity_asked_while_registering_goes_out_after_ready() -> None:
+    s = Session()
+    s.start(0.0)
+    reg = frames(wire_bytes(s))[0]
+    h = s.list_identity(0.0, timeout=1.0)
+    assert s.next_deadline() == s.request_timeout  # the registration's deadline
+    s.receive_data(encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0,
+                                             reg.context).encode(), 0.0)
+    outs = s.take_outputs()
+    assert outs[0] == SessionReady(HANDLE) and s.next_deadline() == 1.0
+    (sent,) = frames(outs[1].data)
+    assert sent.command == 0x63 and sent.session == HANDLE
+    assert feed(s, identity_reply(sent.context)) == [IdentityReceived(h, IDENTITY)]
+
+
 # ------------------------------------------------------------------------------------------
 # PlcSession: the session to one PLC across TCP connections (connect, keep-alive, back-off)
 # ------------------------------------------------------------------------------------------
@@ -491,3 +721,13 @@ def test_plc_session_every_input_in_every_state_follows_the_table(state: PlcStat
         assert outs[-1] == CloseSocket(False) and p.next_deadline() == p.retry_at
     assert (p.session is not None) == (p.state in (PlcState.CONNECTING, PlcState.REGISTERING,
                                                    PlcState.READY))
+
+
+def test_plc_session_failure_keeps_the_encapsulation_status_and_command() -> None:
+    p = ready_plc()
+    p.send_rr(FO, 1.0)
+    req = sent_frames(p.take_outputs())[0]
+    p.receive_data(rr_reply(req.context, cip.Reply(0x54), status=0x0064), 1.0)
+    failed = [o for o in p.take_outputs() if isinstance(o, SessionFailed)]
+    assert [(f.encapsulation_status, f.encapsulation_command, f.retry_in) for f in failed] == [
+        (0x64, 0x6F, 0.5)]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pyconpro.acquisition import cip, cm, cpf, encap
+from pyconpro.acquisition.discovery import DiscoveryError
 from pyconpro.acquisition.errors import CipError, EncapsulationError, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_controller import LogixController
@@ -231,6 +232,24 @@ def test_discovery_over_the_client_finds_the_simulated_tags(
         assert info.type == tag.type and info.byte_size == tag.size()
         assert info.decode(tag.image()) == compile_decoder(tag.type)(tag.image())
     assert not c.has_changed(cat)
+
+
+def test_discovery_refusal_raises_discovery_error_and_keeps_the_session(
+        client_factory: Callable[..., ExplicitClient]) -> None:
+    c = client_factory().open()
+    with pytest.raises(DiscoveryError, match="symbol list of Program:Ghost from instance 0"):
+        c.discover(programs=["Ghost"])
+    assert c.is_open and _dint(c, "Version") == 33
+
+
+def test_class3_encapsulation_error_ends_the_session(
+        plc: FakePLC, client_factory: Callable[..., ExplicitClient]) -> None:
+    c = client_factory(connected=True).open()
+    assert c.class3 is not None
+    plc.mode = "encap_error"
+    with pytest.raises(EncapsulationError, match="0x0064") as err:
+        _dint(c, "Version")
+    assert err.value.command == encap.Command.SEND_UNIT_DATA and not c.is_open
 
 
 def test_class3_connection_carries_requests(plc: FakePLC,
