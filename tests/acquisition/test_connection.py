@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from pyconpro.acquisition import cip, class1, cm, cpf, epath
@@ -21,11 +22,12 @@ from pyconpro.acquisition.connection import (
     SendForwardOpen,
     SendHeartbeat,
     State,
+    Trigger,
     Unlisten,
     classify_reject,
 )
 from pyconpro.acquisition.errors import UsageError
-from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType
+from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType, LogixType
 from pyconpro.acquisition.originator import BackoffPolicy, ConsumerParams, Originator, Timing
 
 T0 = 1000.0
@@ -34,16 +36,44 @@ DEFAULT_BACKOFF = BackoffPolicy()
 
 
 def make(size: int | None = 4, *, multicast: bool = False, seed: int = 1, rpi_us: int = 100_000,
-         ot_rpi_us: int | None = None, multiplier: int = 1, tag_type=None,
-         timing: Timing = DEFAULT_TIMING, backoff: BackoffPolicy = DEFAULT_BACKOFF) -> ConsumerConnection:
+         ot_rpi_us: int | None = None, multiplier: int = 1, tag_type: LogixType | None = None,
+         timing: Timing = DEFAULT_TIMING, backoff: BackoffPolicy = DEFAULT_BACKOFF
+         ) -> ConsumerConnection:
     params = ConsumerParams(plc="plc1", tag="Count", rpi_us=rpi_us, ot_rpi_us=ot_rpi_us,
                             multiplier=multiplier, multicast=multicast, tag_bytes=size,
                             tag_type=tag_type)
     return ConsumerConnection(params, Originator(random.Random(seed)), timing=timing, backoff=backoff)
 
 
-def outputs_of(conn: ConsumerConnection, cls: type) -> list:
+OutT = TypeVar("OutT")
+
+
+def outputs_of(conn: ConsumerConnection, cls: type[OutT]) -> list[OutT]:
     return [o for o in conn.take_outputs() if isinstance(o, cls)]
+
+
+def deadline(conn: ConsumerConnection) -> float:
+    """The connection's next deadline, which the caller knows is set."""
+    at = conn.next_deadline()
+    assert at is not None
+    return at
+
+
+def state(conn: ConsumerConnection) -> State:
+    """The state read afresh (mypy keeps ``conn.state`` narrowed across input calls)."""
+    return conn.state
+
+
+def failure(conn: ConsumerConnection) -> str:
+    """Why the connection FAILED, which the caller knows it did."""
+    assert conn.failure is not None
+    return conn.failure
+
+
+def watchdog_at(conn: ConsumerConnection) -> float:
+    """When the open connection's T->O watchdog expires."""
+    assert conn._open is not None
+    return conn._open.watchdog_at
 
 
 def pending_open(conn: ConsumerConnection) -> cm.ForwardOpenRequest:
@@ -63,7 +93,8 @@ def reject_reply(req: cm.ForwardOpenRequest, general: int, *additional: int) -> 
                                 req.originator_serial).to_reply(cip.Service.FORWARD_OPEN)
 
 
-def open_running(conn: ConsumerConnection, now: float = T0, **kw) -> cm.ForwardOpenRequest:
+def open_running(conn: ConsumerConnection, now: float = T0,
+                 **kw: int) -> cm.ForwardOpenRequest:
     conn.start(now)
     req = pending_open(conn)
     conn.on_forward_open_reply(now, req, ok_reply(req, **kw))
@@ -215,15 +246,14 @@ def test_every_state_input_pair(state: State, name: str, learned: bool) -> None:
     if expected is state and state is not State.OPENING:
         assert events == []  # ignored inputs change nothing and say nothing
     for ev in events:  # every emitted transition is one the table allows
+        assert ev.state_from is not None and ev.state_to is not None
         assert any(TRANSITIONS.get((State(ev.state_from), t)) is State(ev.state_to)
                    for t in _triggers())
     if expected is not state:
         assert len(events) >= 1 and events[-1].state_to == expected.value
 
 
-def _triggers():
-    from pyconpro.acquisition.connection import Trigger
-
+def _triggers() -> list[Trigger]:
     return list(Trigger)
 
 
@@ -232,7 +262,7 @@ def test_resolving_then_timer_runs_back_into_resolving() -> None:
     _fire_timer(conn)
     assert conn.state is State.BACKOFF
     _fire_timer(conn)
-    assert conn.state is State.RESOLVING
+    assert state(conn) is State.RESOLVING
     assert outputs_of(conn, Resolve) == [Resolve("Count")]  # asked again after back-off
 
 
@@ -247,13 +277,13 @@ def test_transition_table_has_no_exit_from_closed() -> None:
 def test_each_forward_open_has_fresh_serial_and_to_id_originator_serial_constant() -> None:
     conn = make()
     conn.start(T0)
-    seen = []
+    seen: list[cm.ForwardOpenRequest] = []
     now = T0
     for _ in range(20):
         req = pending_open(conn)
         seen.append(req)
         conn.on_forward_open_reply(now, req, reject_reply(req, 0x01, 0x0203))
-        now = conn.next_deadline()
+        now = deadline(conn)
         conn.on_timer(now)
     serials = [r.connection_serial for r in seen]
     ids = [r.to_connection_id for r in seen]
@@ -317,10 +347,10 @@ def test_heartbeats_on_absolute_deadlines_without_drift() -> None:
     conn.take_outputs()
     deadlines = []
     for k in range(1, 41):
-        deadline = conn.next_deadline()
-        deadlines.append(deadline)
-        conn.on_data(deadline)  # data keeps flowing, so only heartbeats are due
-        conn.on_timer(deadline + 0.003)  # always a little late
+        at = deadline(conn)
+        deadlines.append(at)
+        conn.on_data(at)  # data keeps flowing, so only heartbeats are due
+        conn.on_timer(at + 0.003)  # always a little late
         hb = outputs_of(conn, SendHeartbeat)
         assert len(hb) == 1
         assert class1.Class1Datagram.decode(hb[0].datagram).sequence == k + 1
@@ -353,7 +383,7 @@ def test_uses_granted_api_not_requested_rpi() -> None:
     conn.on_data(T0 + 0.01)
     # heartbeat at the O->T API, watchdog at T->O API x 4
     assert conn.next_deadline() == pytest.approx(T0 + 0.2)
-    assert conn._open.watchdog_at == pytest.approx(T0 + 0.01 + 1.2)
+    assert watchdog_at(conn) == pytest.approx(T0 + 0.01 + 1.2)
 
 
 def test_watchdog_expiry_closes_best_effort_and_backs_off_with_timeout_event() -> None:
@@ -362,7 +392,7 @@ def test_watchdog_expiry_closes_best_effort_and_backs_off_with_timeout_event() -
     conn.on_data(T0 + 0.1)
     now = T0 + 0.1
     while conn.state is State.RUNNING:
-        now = conn.next_deadline()
+        now = deadline(conn)
         conn.on_timer(now)
     assert now == pytest.approx(T0 + 0.1 + 0.4)
     outs = conn.take_outputs()
@@ -372,7 +402,7 @@ def test_watchdog_expiry_closes_best_effort_and_backs_off_with_timeout_event() -
     assert ev[0].kind == "timeout" and ev[0].state_from == "RUNNING"
     assert req.to_connection_id not in conn.originator.live_connection_ids
     # the retry uses a new triad
-    conn.on_timer(conn.next_deadline())
+    conn.on_timer(deadline(conn))
     assert pending_open(conn).connection_serial != req.connection_serial
 
 
@@ -386,18 +416,18 @@ def test_watchdog_is_held_while_the_caller_has_unread_datagrams() -> None:
     conn.on_timer(late, data_pending=True)
     assert conn.state is State.RUNNING and conn.counters.timeouts == 0
     assert len(outputs_of(conn, SendHeartbeat)) == 1  # heartbeats are not held
-    assert conn.next_deadline() <= late  # still due: the caller asks again once it has read
+    assert deadline(conn) <= late  # still due: the caller asks again once it has read
     conn.on_data(late + 0.001)  # the waiting datagram was this connection's: alive
     conn.on_timer(late + 0.002)
     assert conn.state is State.RUNNING
     conn.on_timer(late + 0.001 + 0.4)  # nothing since, nothing waiting: it expires
-    assert conn.state is State.BACKOFF and conn.counters.timeouts == 1
+    assert state(conn) is State.BACKOFF and conn.counters.timeouts == 1
 
 
 def test_first_data_gets_at_least_first_data_timeout() -> None:
     conn = make(multiplier=0, timing=Timing(first_data_s=5.0))
     open_running(conn, to_api=10_000)
-    assert conn._open.watchdog_at == pytest.approx(T0 + 5.0)
+    assert watchdog_at(conn) == pytest.approx(T0 + 5.0)
 
 
 def test_gap_counted_and_reported() -> None:
@@ -422,7 +452,7 @@ def test_stop_while_running_closes_and_releases() -> None:
     assert conn.state is State.CLOSING
     conn.on_forward_close_reply(T0 + 1.01, fc, cm.ForwardCloseSuccess(
         req.connection_serial, req.vendor_id, req.originator_serial).to_reply())
-    assert conn.state is State.CLOSED
+    assert state(conn) is State.CLOSED
     assert conn.originator.live_connection_ids == frozenset()
     assert conn.next_deadline() is None
 
@@ -519,7 +549,7 @@ def test_backoff_bounds_grow_exponentially_to_the_cap() -> None:
     for _ in range(10):
         req = pending_open(conn)
         conn.on_forward_open_reply(now, req, reject_reply(req, 0x01, 0x0203))
-        delay = conn.next_deadline() - now
+        delay = deadline(conn) - now
         delays.append(delay)
         now += delay
         conn.on_timer(now)
@@ -553,16 +583,16 @@ def test_backoff_resets_after_data_flows() -> None:
     for _ in range(3):
         req = pending_open(conn)
         conn.on_forward_open_reply(now, req, reject_reply(req, 0x01, 0x0203))
-        now = conn.next_deadline()
+        now = deadline(conn)
         conn.on_timer(now)
     assert conn._attempt == 3
     req = pending_open(conn)
     conn.on_forward_open_reply(now, req, ok_reply(req))
     conn.on_data(now + 0.01)
     while conn.state is State.RUNNING:
-        t = conn.next_deadline()
+        t = deadline(conn)
         conn.on_timer(t)
-    assert conn.next_deadline() - t == pytest.approx(1.0)
+    assert deadline(conn) - t == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- rejects
@@ -631,7 +661,7 @@ def test_wrong_size_not_matching_type_is_a_type_mismatch_naming_both_sizes() -> 
     conn.start(T0)
     events = reject_and_events(conn, 0x01, 0x0109, 10)
     assert conn.state is State.FAILED
-    assert "8" in conn.failure and "4" in conn.failure and "type mismatch" in conn.failure
+    assert "8" in failure(conn) and "4" in failure(conn) and "type mismatch" in failure(conn)
     assert events[-1].kind == "reject" and events[-1].cip_extended == 0x0109
 
 
@@ -639,7 +669,7 @@ def test_wrong_size_without_known_type_is_permanent_and_says_the_fix() -> None:
     conn = make(4)
     conn.start(T0)
     reject_and_events(conn, 0x01, 0x0109, 10)
-    assert conn.state is State.FAILED and "size = 8" in conn.failure
+    assert conn.state is State.FAILED and "size = 8" in failure(conn)
 
 
 def test_producer_default_rpi_adopted() -> None:
@@ -651,7 +681,7 @@ def test_producer_default_rpi_adopted() -> None:
     assert conn.state is State.OPENING and (req.to_rpi, req.ot_rpi) == (200_000, 50_000)
     # the same answer again means the producer does not accept its own values
     reject_and_events(conn, 0x01, *words)
-    assert conn.state is State.FAILED
+    assert state(conn) is State.FAILED
 
 
 @pytest.mark.parametrize("ext", [0x031E, 0x0113])
@@ -660,19 +690,19 @@ def test_out_of_consumers_waits_for_the_old_connection_timeout(ext: int) -> None
     conn.start(T0)
     events = reject_and_events(conn, 0x01, ext)
     assert conn.state is State.BACKOFF
-    assert conn.next_deadline() - (T0 + 0.01) >= 8.0
+    assert deadline(conn) - (T0 + 0.01) >= 8.0
     assert events[0].kind == "reject" and events[0].cip_extended == ext
 
 
 @pytest.mark.parametrize(("general", "additional"),
                          [(0x01, (0x031F,)), (0x01, (0x012E,)), (0x01, (0x0315,))])
-def test_unknown_or_not_produced_tag_fails_loudly(general: int, additional: tuple) -> None:
+def test_unknown_or_not_produced_tag_fails_loudly(general: int, additional: tuple[int, ...]) -> None:
     conn = make()
     conn.start(T0)
     events = reject_and_events(conn, general, *additional)
     assert conn.state is State.FAILED
-    assert "'Count'" in conn.failure and "produced" in conn.failure
-    assert "Studio 5000" in conn.failure and "'plc1'" in conn.failure
+    assert "'Count'" in failure(conn) and "produced" in failure(conn)
+    assert "Studio 5000" in failure(conn) and "'plc1'" in failure(conn)
     assert events[-1].kind == "reject" and events[-1].status_text
     assert conn.next_deadline() is None
 
@@ -712,7 +742,7 @@ def test_wrong_slot_fails_with_a_hint() -> None:
     conn = make()
     conn.start(T0)
     reject_and_events(conn, 0x01, 0x0312)
-    assert conn.state is State.FAILED and "slot" in conn.failure
+    assert conn.state is State.FAILED and "slot" in failure(conn)
 
 
 def test_unicast_refused_for_the_tag_names_the_fix() -> None:
@@ -722,14 +752,14 @@ def test_unicast_refused_for_the_tag_names_the_fix() -> None:
     conn.start(T0)
     events = reject_and_events(conn, 0x01, 0x0124)
     assert conn.state is State.FAILED and events[-1].cip_extended == 0x0124
-    assert "does not allow unicast consumers" in conn.failure
-    assert "'Allow Unicast Consumer Connections'" in conn.failure
-    assert 'transport = "multicast"' in conn.failure
+    assert "does not allow unicast consumers" in failure(conn)
+    assert "'Allow Unicast Consumer Connections'" in failure(conn)
+    assert 'transport = "multicast"' in failure(conn)
     # a multicast request refused the same way is another problem: no unicast advice
     conn = make(multicast=True)
     conn.start(T0)
     reject_and_events(conn, 0x01, 0x0124)
-    assert conn.state is State.FAILED and "unicast" not in conn.failure
+    assert conn.state is State.FAILED and "unicast" not in failure(conn)
 
 
 def test_transient_reject_backs_off_with_status_in_event() -> None:
@@ -749,14 +779,14 @@ def test_resolved_size_conflicting_with_configured_size_fails() -> None:
     conn = ConsumerConnection(params, Originator(random.Random(1)))
     conn.state = State.RESOLVING  # as if discovery was asked for the type
     conn.on_resolved(T0, 8, None)
-    assert conn.state is State.FAILED and "configured size 4" in conn.failure
+    assert conn.state is State.FAILED and "configured size 4" in failure(conn)
 
 
 def test_resolved_oversize_tag_fails() -> None:
     conn = make(None)
     conn.start(T0)
     conn.on_resolved(T0, 600, None)
-    assert conn.state is State.FAILED and "500" in conn.failure
+    assert conn.state is State.FAILED and "500" in failure(conn)
 
 
 def test_params_validation() -> None:
@@ -785,7 +815,7 @@ def test_flight_recorder_keeps_the_last_datagrams_each_way() -> None:
     conn = make()
     open_running(conn)
     for k in range(20):
-        conn.on_timer(conn.next_deadline())
+        conn.on_timer(deadline(conn))
         conn.recorder.record_in(T0 + k, "T->O", bytes([k]) * 30)
     assert len(conn.recorder.outgoing) == 8 and len(conn.recorder.incoming) == 8
     lines = conn.recorder.dump()
@@ -797,4 +827,6 @@ def test_snapshot_is_plain_data() -> None:
     conn = make()
     open_running(conn)
     snap = conn.snapshot()
-    assert snap["state"] == "RUNNING" and snap["to_id"] and snap["counters"]["opens"] == 1
+    counters = snap["counters"]
+    assert isinstance(counters, dict)
+    assert snap["state"] == "RUNNING" and snap["to_id"] and counters["opens"] == 1

@@ -11,14 +11,24 @@ from pyconpro.acquisition.connection import (
     SendForwardOpen,
     State,
 )
-from pyconpro.acquisition.logix_types import DINT, REAL, ArrayType, Member, StructType, byte_size
+from pyconpro.acquisition.logix_types import (
+    DINT,
+    REAL,
+    ArrayType,
+    LogixType,
+    Member,
+    StructType,
+    byte_size,
+)
 
 from tests.acquisition.test_connection import (
     T0,
+    failure,
     make,
     ok_reply,
     pending_open,
     reject_reply,
+    state,
 )
 
 # The same UDT before and after a download that appended a member.
@@ -33,7 +43,7 @@ def events(conn: ConsumerConnection) -> list[ConnEvent]:
     return [o for o in conn.take_outputs() if isinstance(o, ConnEvent)]
 
 
-def running_learned(tag_type=OLD_UDT, now: float = T0) -> ConsumerConnection:
+def running_learned(tag_type: LogixType = OLD_UDT, now: float = T0) -> ConsumerConnection:
     conn = make(None)
     conn.start(now)
     conn.on_resolved(now, byte_size(tag_type), tag_type)
@@ -133,7 +143,7 @@ def test_a_size_reject_with_a_learned_type_learns_it_again_then_opens_with_the_n
     req2 = pending_open(conn)
     assert req2.to_params.size == 14 and req2.connection_serial != req.connection_serial
     conn.on_forward_open_reply(T0 + 0.3, req2, ok_reply(req2))
-    assert conn.state is State.RUNNING
+    assert state(conn) is State.RUNNING
 
 
 def test_a_size_reject_that_survives_a_fresh_discovery_is_a_type_mismatch() -> None:
@@ -167,7 +177,7 @@ def test_a_request_failure_makes_the_next_attempt_learn_again() -> None:
     conn.on_request_error(T0 + 0.1, pending_open(conn), "session lost: EOF")
     assert conn.state is State.BACKOFF
     end_backoff(conn)
-    assert conn.state is State.RESOLVING
+    assert state(conn) is State.RESOLVING
 
 
 def test_a_lost_session_makes_the_next_attempt_learn_again_and_changes_nothing_now() -> None:
@@ -177,7 +187,7 @@ def test_a_lost_session_makes_the_next_attempt_learn_again_and_changes_nothing_n
     # a transient reject alone would retry the Forward_Open directly (next test) ...
     expire_watchdog(conn)
     end_backoff(conn)
-    assert conn.state is State.RESOLVING
+    assert state(conn) is State.RESOLVING
 
 
 def test_a_transient_reject_alone_retries_without_discovery() -> None:
@@ -206,7 +216,7 @@ def test_a_tag_gone_after_a_download_fails_loudly() -> None:
     expire_watchdog(conn)
     end_backoff(conn)
     conn.on_resolve_error(T0 + 5, "tag 'Count' is not in the controller's tag list", True)
-    assert conn.state is State.FAILED and "not in the controller's tag list" in conn.failure
+    assert conn.state is State.FAILED and "not in the controller's tag list" in failure(conn)
 
 
 def test_a_failed_rediscovery_is_retried_after_backoff() -> None:
@@ -216,7 +226,7 @@ def test_a_failed_rediscovery_is_retried_after_backoff() -> None:
     conn.on_resolve_error(T0 + 5, "no session", False)
     assert conn.state is State.BACKOFF
     end_backoff(conn)
-    assert conn.state is State.RESOLVING  # still stale: never opens with the old size
+    assert state(conn) is State.RESOLVING  # still stale: never opens with the old size
 
 
 def test_a_given_size_is_never_learned_again() -> None:
@@ -230,7 +240,7 @@ def test_a_given_size_is_never_learned_again() -> None:
     assert conn.state is State.OPENING and not conn.learned
     req2 = pending_open(conn)
     conn.on_forward_open_reply(T0 + 5, req2, reject_reply(req2, 0x01, 0x0109, 10))
-    assert conn.state is State.FAILED and conn.failure is not None
+    assert state(conn) is State.FAILED and conn.failure is not None
     assert "size = 8" in conn.failure and "4" in conn.failure
 
 
@@ -245,8 +255,8 @@ def test_a_given_type_is_never_learned_again_and_adopts_its_own_size() -> None:
     assert conn.state is State.OPENING
     req2 = pending_open(conn)
     conn.on_forward_open_reply(T0 + 5, req2, reject_reply(req2, 0x01, 0x0109, 10))
-    assert conn.state is State.FAILED and "type mismatch" in (conn.failure or "")
-    assert "8 bytes" in conn.failure and "REAL[1]" in conn.failure and "4 bytes" in conn.failure
+    assert state(conn) is State.FAILED and "type mismatch" in failure(conn)
+    assert "8 bytes" in failure(conn) and "REAL[1]" in failure(conn) and "4 bytes" in failure(conn)
 
 
 def test_snapshot_says_where_the_type_came_from() -> None:

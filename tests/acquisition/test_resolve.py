@@ -5,9 +5,11 @@ the logix_objects encoders, counting the requests N consumers cost."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pyconpro.acquisition import cip, epath
-from pyconpro.acquisition.logix_controller import LogixController
+from pyconpro.acquisition.logix_controller import DEFAULT_REPLY_LIMIT, LogixController
 from pyconpro.acquisition.logix_objects import (
     SymbolInstance,
     TemplateAttributes,
@@ -32,7 +34,7 @@ from pyconpro.acquisition.resolve import (
 from pyconpro.simulator.tags import default_store
 
 
-def drive(r: TagResolver, answer: object) -> Result:
+def drive(r: TagResolver, answer: Callable[[bytes], cip.Reply]) -> Result:
     """Run a ``TagResolver`` to its result; ``answer(message) -> cip.Reply``."""
     r.start()
     for _ in range(5000):
@@ -42,7 +44,7 @@ def drive(r: TagResolver, answer: object) -> Result:
         if not isinstance(out, ResolverRequest):
             assert r.take_outputs() == [] and r.result == out
             return out
-        r.on_reply(answer(out.message))  # type: ignore[operator]
+        r.on_reply(answer(out.message))
     raise AssertionError("resolver does not terminate")
 
 
@@ -66,8 +68,35 @@ class Cache:
         self.cache = TypeCache()
         self.requests_out: list[CacheRequest] = []
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.cache, name)
+    @property
+    def generation(self) -> int:
+        return self.cache.generation
+
+    @property
+    def requests(self) -> int:
+        return self.cache.requests
+
+    @property
+    def hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def listings(self) -> int:
+        return self.cache.listings
+
+    @property
+    def waiting(self) -> int:
+        return self.cache.waiting
+
+    @property
+    def complete(self) -> bool:
+        return self.cache.complete
+
+    def snapshot(self) -> dict[str, int | bool]:
+        return self.cache.snapshot()
+
+    def forget(self, waiter: int) -> None:
+        self.cache.forget(waiter)
 
     def _drain(self) -> list[Answer]:
         answers: list[Answer] = []
@@ -109,7 +138,7 @@ class Cache:
 
 def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotResolved, int]:
     store = default_store()
-    target = LogixController(store, **({"reply_limit": reply_limit} if reply_limit else {}))
+    target = LogixController(store, reply_limit=reply_limit or DEFAULT_REPLY_LIMIT)
     r = TagResolver(tag)
     result = drive(r, lambda m: cip.Reply.decode(target.handle(m, 0.0)))
     assert isinstance(result, (Resolved, NotResolved))
@@ -121,6 +150,7 @@ def run(tag: str, *, reply_limit: int | None = None) -> tuple[Resolved | NotReso
 def test_resolves_type_and_size_like_the_store(name: str) -> None:
     store = default_store()
     expected = store.find(name)
+    assert expected is not None
     got, _ = run(name)
     assert isinstance(got, Resolved), got
     assert got.tag_bytes == expected.size()
@@ -500,5 +530,7 @@ def test_the_cache_speaks_through_take_outputs_in_order() -> None:
     assert cache.take_outputs() == []  # the request in flight serves both
     cache.on_error(req.token, "session lost")
     outs = cache.take_outputs()
-    assert [(type(o), o.waiter) for o in outs] == [(Answer, 1), (Answer, 2)]
+    answers = [o for o in outs if isinstance(o, Answer)]
+    assert [type(o) for o in outs] == [Answer, Answer] and answers == outs
+    assert [a.waiter for a in answers] == [1, 2]
     assert cache.take_outputs() == []  # nobody waits: nothing more is asked

@@ -12,12 +12,14 @@ from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.supervision import (
     ACCEPTS,
     TRANSITIONS,
+    Action,
     Child,
     ChildKind,
     ChildState,
     Exited,
     Input,
     InputKind,
+    Output,
     Ready,
     RestartPolicy,
     Signal,
@@ -42,9 +44,9 @@ S = ChildState
 class Drained:
     """What a machine's take_outputs() returned, split into actions and transitions."""
 
-    actions: tuple[object, ...] = ()
+    actions: tuple[Action, ...] = ()
     events: tuple[Transition, ...] = ()
-    order: tuple[object, ...] = ()
+    order: tuple[Output, ...] = ()
 
 
 NOTHING = Drained()

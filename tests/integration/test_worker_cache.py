@@ -74,8 +74,8 @@ def one_fill_cost(store: TagStore, tags: list[str]) -> tuple[int, int]:
     for tag in tags:
         r = TagResolver(tag)
         r.start()
-        while outs := r.take_outputs():
-            for step in outs:
+        while steps := r.take_outputs():
+            for step in steps:
                 if isinstance(step, ResolverRequest):
                     r.on_reply(answer(step.message))
         separate += r.requests

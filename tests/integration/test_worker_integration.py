@@ -13,7 +13,8 @@ import os
 import signal
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -66,7 +67,7 @@ def wait_running(w: WorkerProcess, keys: list[str], timeout: float = 10.0) -> No
         w.wait_state(key, "RUNNING", timeout)
 
 
-def wait_until(predicate, timeout: float, what: str, w: WorkerProcess | None = None) -> None:
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, w: WorkerProcess | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -113,15 +114,19 @@ def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
             assert all(b.seq == a.seq + 1 for a, b in itertools.pairwise(samples))
             assert all(s.gap == 0 for s in samples)
             # decoded by the tag's type, as the controller describes it
-            t = store.find(tag).type
-            decode = compile_decoder(t)
+            sim_tag = store.find(tag)
+            assert sim_tag is not None
+            decode = compile_decoder(sim_tag.type)
             assert {s.type_name for s in samples} == {type_name}
             for s in samples:
-                assert len(s.raw) == store.find(tag).size()
+                assert len(s.raw) == sim_tag.size()
                 assert s.value == decode(s.raw)
         counters = [s.value for s in w.samples("a", "Counter")]
-        assert counters == sorted(counters) and counters[-1] > counters[0]
-        assert all(len(s.value) == 10 for s in w.samples("a", "Array10"))
+        ints = [c for c in counters if isinstance(c, int)]
+        assert ints == counters  # DINT values
+        assert ints == sorted(ints) and ints[-1] > ints[0]
+        assert all(isinstance(s.value, list) and len(s.value) == 10
+                   for s in w.samples("a", "Array10"))
         motor = w.samples("a", "Motor")[-1].value
         assert isinstance(motor, dict) and {"Speed", "Pos"} <= set(motor)
         assert all(isinstance(s.value, float) for s in w.samples("b", "Sine"))
@@ -208,6 +213,7 @@ def test_simulator_restart_is_recovered(sim_a: SimulatorProcess) -> None:
         sim_a.control.restart()
         ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5,
                         "a timeout event")
+        assert isinstance(ev, wire.Event)
         assert ev.state_from == "RUNNING" and ev.state_to == "BACKOFF"
         w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10,
                    "reopened")
@@ -262,6 +268,7 @@ def test_tcp_reset_is_reported_and_the_session_comes_back(sim_a: SimulatorProces
         assert sim_a.control.reset_tcp() >= 1
         ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
                         5, "a PLC-wide session event")
+        assert isinstance(ev, wire.Event)
         assert "session" in ev.message and ev.topic == b"event/a//"
         # class-1 data does not depend on the TCP session (protocol.md 2.4)
         assert w.state_of("a/Counter") == "RUNNING"
@@ -274,6 +281,7 @@ def test_refused_register_session_backs_off_and_recovers(sim_a: SimulatorProcess
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
         ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
                         5, "a PLC-wide session event")
+        assert isinstance(ev, wire.Event)
         assert "RegisterSession refused" in ev.message
         sim_a.control.clear_faults()
         w.wait_state("a/Counter", "RUNNING", 15)
@@ -389,7 +397,7 @@ def test_control_socket_add_list_status_remove_and_errors(sim_a: SimulatorProces
 # --------------------------------------------------------------------------- configuration
 
 
-def test_worker_takes_its_plcs_from_the_pipeline_config(tmp_path) -> None:
+def test_worker_takes_its_plcs_from_the_pipeline_config(tmp_path: Path) -> None:
     # The config names no TCP/UDP ports for PLCs: the simulator uses the standard ones on its
     # own address; the worker uses UDP 2222 on its own address (no collision on loopback).
     sim_addr, local = "127.61.7.2", "127.61.7.1"

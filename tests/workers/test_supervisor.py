@@ -485,7 +485,7 @@ def test_consumers_are_added_only_once_the_bus_subscription_reached_the_worker(
         def answered_unsubscribed() -> bool:
             s = status(sup)
             w = s["workers"][name]
-            return child(s, name)["state"] == "RUNNING" and w["bus_subscriptions"] == 0
+            return bool(child(s, name)["state"] == "RUNNING" and w["bus_subscriptions"] == 0)
 
         wait_for(answered_unsubscribed, "the worker answering with no subscription")
         # The supervisor has seen a status without subscription: nothing may be added yet.
