@@ -343,6 +343,10 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
+    @property
+    def failed(self) -> bool:
+        return self.state is SessionState.FAILED
+
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes read from the TCP socket; ``b""`` is EOF."""
         if self.state in (SessionState.CLOSED, SessionState.FAILED):
@@ -357,7 +361,7 @@ class Session:
             return
         for packet in packets:
             self._handle(packet)
-            if self.state is SessionState.FAILED:
+            if self.failed:
                 break
 
     def connection_lost(self, reason: str, now: float) -> None:
