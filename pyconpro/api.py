@@ -25,12 +25,10 @@ alongside.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import queue
-import selectors
-import signal
 import subprocess
 import sys
 import threading
@@ -46,6 +44,7 @@ import zmq
 
 from pyconpro.acquisition import wire
 from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
+from pyconpro.workers.process import SpawnError, describe_status, json_ready, spawn
 
 log = logging.getLogger("pyconpro.api")
 
@@ -102,64 +101,42 @@ class TagSample:
 # ---------------------------------------------------------------------------------------------
 
 
-# Started as ``python -c`` so the parent-death signal is set inside the child, without the
-# thread-unsafe preexec_fn: SIGTERM when this process dies (the worker then Forward_Closes its
-# connections); if we already died before prctl ran, the parent pid changed: exit at once.
-_WORKER_BOOT = """
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-except (OSError, AttributeError):
-    pass
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(0)
-from pyconpro.workers.io_worker import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
 class _Worker:
-    """One ``workers.io_worker`` subprocess and a control channel to it."""
+    """One ``workers.io_worker`` subprocess and a control channel to it.
+
+    Started by ``workers.process.spawn`` from whichever thread asks: SIGTERM when that thread's
+    process dies (the worker then Forward_Closes its connections). It stays in our process group
+    (as it always did), so a Ctrl-C in the terminal reaches it too.
+    """
 
     def __init__(self, ctx: zmq.Context[Any], local_address: str, udp_port: int,
                  log_level: str, start_timeout: float) -> None:
         self.local_address = local_address
-        cmd = [sys.executable, "-c", _WORKER_BOOT, str(os.getpid()),
+        cmd = [sys.executable, "-m", "pyconpro.workers.io_worker",
                "--local-address", local_address,
                "--udp-port", str(udp_port), "--pub", "tcp://127.0.0.1:0",
                "--control", "tcp://127.0.0.1:0", "--stats-interval", "0",
                "--name", f"api-{os.getpid()}-{local_address}", "--log-level", log_level]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL)
         try:
-            info = self._ready(start_timeout)
-        except BaseException:
-            self.kill()
-            raise
+            # stderr is ours: the worker's error is on it, above the exception
+            self.proc = spawn(cmd, ready=json_ready, ready_timeout_s=start_timeout,
+                              process_group=False)
+        except SpawnError as err:
+            if err.returncode is not None:
+                why = (f"exited ({describe_status(err.returncode)}) before it was ready; its "
+                       "error is on stderr above")
+            elif err.first_line:
+                why = f"printed an unexpected first line: {err.first_line!r}"
+            else:
+                why = f"did not start within {start_timeout:g} s"
+            raise CommError(f"the I/O worker for {local_address} {why}") from None
+        info = self.proc.ready
         self.pub = str(info["pub"])
         self.control_endpoint = str(info["control"])
         self.udp_port = int(info["udp_port"])
         self._ctx = ctx
         self._lock = threading.Lock()
         self._req: zmq.Socket[Any] | None = None
-
-    def _ready(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                raise CommError(f"the I/O worker for {self.local_address} did not start within "
-                                f"{timeout:g} s")
-        line = self.proc.stdout.readline()
-        try:
-            info = json.loads(line)
-        except ValueError:
-            code = self.proc.wait(5)
-            raise CommError(f"the I/O worker for {self.local_address} exited ({code}) before "
-                            "it was ready; its error is on stderr above") from None
-        if not info.get("ready"):
-            raise CommError(f"unexpected first line from the I/O worker: {line!r}")
-        return dict(info)
 
     def call(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """One control request; CommError if the worker does not answer."""
@@ -178,7 +155,7 @@ class _Worker:
             except zmq.ZMQError as err:
                 self._req.close()
                 self._req = None  # a REQ socket is unusable after a timeout
-                alive = self.proc.poll() is None
+                alive = self.proc.alive()
                 raise CommError(f"the I/O worker for {self.local_address} "
                                 f"{'does not answer' if alive else 'has exited'} ({err})") \
                     from None
@@ -187,26 +164,26 @@ class _Worker:
         return reply
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
+        asked = False
+        if self.proc.alive():
             try:
                 self.call({"op": "stop"})
+                asked = True
             except CommError:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
+                pass
+        if asked:  # it is stopping already: give it the time, then kill
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.proc.kill()
+        else:
+            self.proc.stop(timeout)  # SIGTERM, wait, SIGKILL
         self._close_sockets()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        self.proc.kill()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
         with self._lock:
             if self._req is not None:
                 self._req.close()

@@ -31,7 +31,6 @@ import hashlib
 import os
 import random
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -42,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from pyconpro.workers.process import Child, SpawnError, regex_ready, spawn
 
 DEMO_TAGS: tuple[tuple[str, float], ...] = (
     ("Counter", 100.0),  # DINT, counts up
@@ -150,8 +151,8 @@ class Demo:
     local_address: str
     out: TextIO = sys.stdout
     python: str = sys.executable
-    sim: subprocess.Popen[bytes] | None = None
-    sup: subprocess.Popen[bytes] | None = None
+    sim: Child | None = None
+    sup: Child | None = None
     control_base: str = ""
     first_sample: bool = False
     tags: dict[str, TagView] = field(default_factory=dict)
@@ -187,39 +188,22 @@ class Demo:
         # UDP 2222 like a real controller when it is free, so demo.toml also works against a
         # plain `pyconpro sim`; any free port otherwise.
         udp = "2222" if _udp_free(addr, 2222) else "0"
-        with open(log_path, "wb") as log_file:
-            self.sim = subprocess.Popen(
+        log_path.write_bytes(b"")  # a fresh log per run (spawn appends)
+        try:
+            self.sim = spawn(
                 [self.python, "-m", "pyconpro.simulator", "--address", addr, "--udp-port", udp,
                  "--no-identity-delay"],
-                stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
-                process_group=0,
+                ready=regex_ready(_READY), stderr=log_path, ready_timeout_s=15.0,
             )  # fmt: skip
-        line = self._read_line(self.sim, 15.0)
-        m = _READY.search(line)
-        if m is None:
+        except SpawnError as err:
+            status = "still running" if err.returncode is None else err.returncode
             raise RuntimeError(
-                f"the simulator did not start (exit code {self.sim.poll()}); see "
+                f"the simulator did not start (exit code {status}); see "
                 f"{self.rel(log_path)}:\n{_tail(log_path)}"
-            )
+            ) from None
+        m = self.sim.ready
         self.say(f"      simulated controller ready: TCP {addr}:{m['tcp']}, UDP port {m['udp']}")
         return addr, int(m["udp"])
-
-    @staticmethod
-    def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while not buf.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    break
-                chunk = os.read(proc.stdout.fileno(), 1)  # never read past the line
-                if not chunk:
-                    break
-                buf += chunk
-        return buf.decode("utf-8", "replace")
 
     def write_config(self, sim_addr: str, sim_udp: int) -> Path:
         self.control_base = control_base_for(self.directory)
@@ -266,12 +250,10 @@ flush_interval_s = 0.5
     def start_pipeline(self, config: Path) -> None:
         self.say(f"[2/3] starting the pipeline: {prog()} run {self.rel(config)} "
                  f"(log: {self.rel(self.directory / 'pyconpro.log')}) ...")  # fmt: skip
-        with open(self.directory / "supervisor.err", "wb") as err:
-            self.sup = subprocess.Popen(
-                [self.python, "-m", "pyconpro.workers.supervisor", str(config)],
-                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                process_group=0,
-            )  # fmt: skip
+        err = self.directory / "supervisor.err"
+        err.write_bytes(b"")  # a fresh file per run (spawn appends)
+        self.sup = spawn([self.python, "-m", "pyconpro.workers.supervisor", str(config)],
+                         stdout=subprocess.DEVNULL, stderr=err)
         self.say(f"      bus {self.bus}: connecting to the PLC (resolve tag types, Forward_Open)")
 
     # -------------------------------------------------------------- live view
@@ -403,11 +385,9 @@ flush_interval_s = 0.5
         if self.sup is not None and self.sup.poll() is None:
             self.say("stopping: the worker closes its connections (Forward_Close), "
                      "then the SQLite sink flushes ...")  # fmt: skip
-            _terminate(self.sup, 30.0)
-        if self.sim is not None and self.sim.poll() is None:
-            _terminate(self.sim, 10.0)
-        if self.sim is not None and self.sim.stdout is not None:
-            self.sim.stdout.close()
+            self.sup.stop(30.0)  # SIGTERM, wait, SIGKILL
+        if self.sim is not None:
+            self.sim.stop(10.0)
         short = self.control_base.removeprefix("ipc://")
         if short.startswith("/tmp/pyconpro-demo-"):  # the fallback: leave no empty directory
             try:
@@ -474,23 +454,13 @@ flush_interval_s = 0.5
                 self.stop()
             except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill
                 for p in (self.sup, self.sim):
-                    if p is not None and p.poll() is None:
+                    if p is not None:
                         p.kill()
-                        p.wait(5)
         if interrupted and not self.first_sample:
             self.say("interrupted before the first sample; nothing was written")
             return 130
         code = self.report()
         return code if not interrupted or code else 0
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

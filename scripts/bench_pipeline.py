@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -61,6 +60,7 @@ import msgpack
 import zmq
 from pyconpro.simulator.control import SimulatorControl
 from pyconpro.simulator.testing import simulator_command
+from pyconpro.workers import process
 
 # The checkout (children run from it, so a plain checkout without an install works too).
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,16 +176,19 @@ def proc_mem_kb(pid: int) -> dict[str, int]:
 
 @dataclass
 class Child:
-    """A subprocess in its own session, with stderr in a temporary log file."""
+    """A subprocess in its own process group, with stderr in a temporary log file."""
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: process.Child
     log_path: Path
-    first_line: str = ""
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def first_line(self) -> str:
+        return self.proc.first_line
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -195,60 +198,35 @@ class Child:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (graceful: the worker Forward_Closes), then SIGKILL; by PID only."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        code = self.proc.stop(timeout)
         with contextlib.suppress(FileNotFoundError):
             self.log_path.unlink()
-        return self.proc.returncode
+        return code
 
 
-def spawn(name: str, cmd: Sequence[str], timeout: float,
-          started: Callable[[Child], None] = lambda child: None) -> Child:
-    """Start ``cmd`` and return once it printed its first stdout line (its ready line).
-    ``started(child)`` is called as soon as the process exists (so an interrupt while waiting
-    for the line still finds it to stop)."""
+def _any_line(line: str) -> dict[str, Any] | None:
+    return {"line": line} if line else None
+
+
+def spawn(name: str, cmd: Sequence[str], timeout: float) -> Child:
+    """Start ``cmd`` and return once it printed its first stdout line (its ready line); a
+    child that does not is killed (also on an interrupt while waiting)."""
     fd, log_name = tempfile.mkstemp(prefix=f"pyconpro-bench-{name}-", suffix=".log")
+    os.close(fd)
+    log_path = Path(log_name)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        # Own session: a terminal's Ctrl-C reaches only this script, which then stops the
-        # children in order (worker first, so its Forward_Close still finds the simulator).
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=fd,
-                                stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
-                                start_new_session=True)
-    finally:
-        os.close(fd)
-    child = Child(name, proc, Path(log_name))
-    started(child)
-    assert proc.stdout is not None
-    line = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                break
-            chunk = os.read(proc.stdout.fileno(), 1)  # never read past the line
-            if not chunk:
-                break
-            line += chunk
-    child.first_line = line.decode(errors="replace").strip()
-    if not child.first_line:
-        text = child.log_tail()
-        child.stop(2)
-        raise BenchError(f"{name} printed no ready line within {timeout:g} s (exit"
-                         f" {proc.returncode}): {' '.join(cmd)}\nlog:\n{text}")
-    return child
+        # Own process group: a terminal's Ctrl-C reaches only this script, which then stops
+        # the children in order (worker first, so its Forward_Close still finds the simulator).
+        proc = process.spawn(cmd, ready=_any_line, stderr=log_path, cwd=ROOT, env=env,
+                             ready_timeout_s=timeout)
+    except BaseException as err:
+        log_path.unlink(missing_ok=True)  # its last lines are in the SpawnError
+        if isinstance(err, process.SpawnError):
+            raise BenchError(f"{name} did not start: {err}") from None
+        raise
+    return Child(name, proc, log_path)
 
 
 class Processes:
@@ -256,17 +234,16 @@ class Processes:
 
     def __init__(self) -> None:
         self.children: list[Child] = []
-        self.extra: list[subprocess.Popen[bytes]] = []  # helpers without a ready line (py-spy)
+        self.extra: list[process.Child] = []  # helpers without a ready line (py-spy)
 
     def start(self, name: str, cmd: Sequence[str], timeout: float = 30.0) -> Child:
-        return spawn(name, cmd, timeout, started=self.children.append)
+        child = spawn(name, cmd, timeout)
+        self.children.append(child)
+        return child
 
     def close(self) -> None:
         for proc in self.extra:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            proc.kill()
         self.extra.clear()
         while self.children:
             child = self.children.pop()
@@ -476,28 +453,25 @@ class Config:
     profile: str | None = None  # py-spy raw (collapsed stacks) output of the worker
 
 
-def start_profiler(procs: Processes, pid: int, cfg: Config) -> subprocess.Popen[bytes]:
+def start_profiler(procs: Processes, pid: int, cfg: Config) -> process.Child:
     """py-spy sampling the worker for the window (pip install py-spy; needs ptrace rights)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.path.exists(exe):
         raise BenchError("--profile-worker needs py-spy: pip install py-spy")
     assert cfg.profile is not None
-    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration",
-                             str(max(1, round(cfg.seconds))), "--rate", "250", "--format", "raw",
-                             "--nonblocking", "--output", cfg.profile],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = process.spawn([exe, "record", "--pid", str(pid), "--duration",
+                          str(max(1, round(cfg.seconds))), "--rate", "250", "--format", "raw",
+                          "--nonblocking", "--output", cfg.profile],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.extra.append(proc)
     return proc
 
 
-def finish_profiler(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    try:
+def finish_profiler(proc: process.Child, timeout: float) -> None:
+    """py-spy stops by itself after --duration; kill it only when it does not."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    proc.kill()
 
 
 def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,

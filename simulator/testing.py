@@ -7,6 +7,7 @@
         sim.control.faults(drop=0.5)                 # SimulatorControl
         sim.control.connections()
     # stopped (SIGTERM, then SIGKILL after a grace period); logs in sim.log_text()
+    # (started and stopped by pyconpro.workers.process: own process group, parent-death signal)
 
 Ports default to 0 so concurrent test runs never collide; the simulator reports the ports it
 got on its READY line. Logs (stderr) go to a temporary file, so a chatty simulator can never
@@ -17,13 +18,9 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +28,7 @@ from typing import Self
 
 from pyconpro.acquisition import cip, cm, cpf, encap
 from pyconpro.simulator.control import SimulatorControl
+from pyconpro.workers.process import Child, SpawnError, regex_ready, spawn
 
 _READY = re.compile(
     r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)"
@@ -46,7 +44,7 @@ class SimulatorError(RuntimeError):
 class SimulatorProcess:
     """A running simulator subprocess (see the module docstring)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, address: str,
+    def __init__(self, proc: Child, log_path: Path, address: str,
                  tcp_port: int, udp_port: int, control_address: tuple[str, int]) -> None:
         self.proc = proc
         self.log_path = log_path
@@ -67,7 +65,7 @@ class SimulatorProcess:
             return ""
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.alive()
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
@@ -75,16 +73,7 @@ class SimulatorProcess:
             self.control.close()
         except OSError:
             pass
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return int(self.proc.returncode)
+        return self.proc.stop(timeout)
 
     def close(self) -> None:
         self.stop()
@@ -132,48 +121,32 @@ def start_simulator(
     """Start ``python -m pyconpro.simulator`` and return once its READY line is out and its control
     channel answers. Raises SimulatorError (with the log) when it does not come up."""
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-sim-", suffix=".log")
+    os.close(fd)
     log_path = Path(log_name)
     cmd = simulator_command(address, tcp_port=tcp_port, udp_port=udp_port, config=config,
                             extra_args=extra_args, identity_delay=identity_delay)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL,
-                                cwd=_ROOT, env=env)
-    finally:
-        os.close(fd)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    line = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                break
-            chunk = os.read(proc.stdout.fileno(), 1)  # one byte: never read past the line
-            if not chunk:
-                break
-            line += chunk
-    m = _READY.search(line.decode(errors="replace"))
-    if m is None or not m.group("cport"):
-        proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
-        text = log_path.read_text(errors="replace")
-        log_path.unlink()
-        raise SimulatorError(
-            f"simulator did not report READY within {timeout:g}s (exit code {proc.returncode});"
-            f" command: {' '.join(cmd)}\nstdout: {line!r}\nlog:\n{text}"
-        )
+        proc = spawn(cmd, ready=regex_ready(_READY), stderr=log_path, cwd=_ROOT, env=env,
+                     ready_timeout_s=timeout)
+    except SpawnError as err:
+        log_path.unlink(missing_ok=True)
+        raise SimulatorError(f"simulator did not report READY within {timeout:g}s: {err}") \
+            from None
+    except BaseException:
+        log_path.unlink(missing_ok=True)
+        raise
+    m = proc.ready
     try:
-        sim = SimulatorProcess(proc, log_path, m.group("addr"), int(m.group("tcp")),
-                               int(m.group("udp")), (m.group("chost"), int(m.group("cport"))))
-    except OSError:
+        if not m.get("cport"):
+            raise SimulatorError(f"simulator READY line names no control port: "
+                                 f"{proc.first_line!r}")
+        sim = SimulatorProcess(proc, log_path, m["addr"], int(m["tcp"]), int(m["udp"]),
+                               (m["chost"], int(m["cport"])))
+    except BaseException:
         proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
-        log_path.unlink()
+        log_path.unlink(missing_ok=True)
         raise
     try:
         sim.control.ping()

@@ -18,7 +18,7 @@ Processes:
 * children run in their own process group, so a Ctrl-C in the terminal reaches only the
   supervisor, which then stops them in order (workers Forward_Close first, sinks flush last);
   each child also gets ``PR_SET_PDEATHSIG`` = SIGTERM so none outlives a supervisor that was
-  killed outright;
+  killed outright (both done by ``workers.process.spawn``, the project's one spawn);
 * a worker is ready when its control socket answers ``status``; a sink is ready after
   ``[supervisor].start_s`` alive;
 * a worker is spawned without consumers; they are added through its control socket once its
@@ -50,7 +50,6 @@ this run created.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import fcntl
 import logging
@@ -60,7 +59,6 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import time
 from collections import deque
@@ -93,6 +91,7 @@ from pyconpro.acquisition.supervision import (
 )
 from pyconpro.acquisition.wire import Event, decode
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
+from pyconpro.workers.process import Child, spawn
 
 __all__ = [
     "ChildSpec",
@@ -351,27 +350,6 @@ def diff_plans(old: Mapping[str, ChildSpec], new: Mapping[str, ChildSpec]) -> Re
 # ============================================================================ processes
 
 
-def _pdeathsig() -> Callable[[], None] | None:
-    """A preexec hook asking Linux to SIGTERM the child when the supervisor dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):  # pragma: no cover - exotic libc
-        return None
-    pr_set_pdeathsig = 1
-    sigterm = int(signal.SIGTERM)
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return hook
-
-
-_PREEXEC = _pdeathsig()
-
-
 def _signal_name(returncode: int) -> str | None:
     if returncode >= 0:
         return None
@@ -444,7 +422,7 @@ class Supervisor:
         self.control_endpoint = supervisor_control_endpoint(self.config)
         self.sup = Supervision(self.config.supervisor, random.Random().random)
         self.specs: dict[str, ChildSpec] = {}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, Child] = {}
         self.links: dict[str, _WorkerLink] = {}
         self.learned_pubs: dict[str, str] = {}
         self.last_transition: dict[str, Transition] = {}
@@ -648,10 +626,9 @@ class Supervisor:
     def close(self) -> None:
         """Release everything (children must be stopped already; any left are killed)."""
         for name, proc in list(self.procs.items()):
-            if proc.poll() is None:
+            if proc.alive():
                 log.warning("%s (pid %d) still running at exit; killing it", name, proc.pid)
-                proc.kill()
-                proc.wait(5)
+            proc.kill()
         self.procs.clear()
         if self._old_handlers:
             for sig, handler in self._old_handlers.items():
@@ -704,17 +681,10 @@ class Supervisor:
         argv = list(spec.argv) if spec.kind is ChildKind.WORKER else spec.command()
         out = self._child_output
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                process_group=0,
-                # Safe here: the hook only calls prctl(), and spawns happen in the main thread
-                # (PDEATHSIG follows the thread that forked).
-                preexec_fn=_PREEXEC,  # noqa: PLW1509
-                cwd=os.path.dirname(os.path.abspath(self.config_path)) or None,
-            )
+            # Own process group + parent-death SIGTERM (module doc); the parent-death signal
+            # follows the spawning thread, which is the one running this loop.
+            proc = spawn(argv, stdout=out, stderr=out,
+                         cwd=os.path.dirname(os.path.abspath(self.config_path)) or None)
         except OSError as exc:
             log.error("%s: cannot start %s: %s", name, argv[0], exc)
             return self.sup.handle(name, Exited(None), now)
@@ -727,16 +697,15 @@ class Supervisor:
         return self.sup.handle(name, Spawned(proc.pid), now)
 
     def _send_signal(self, action: Signal) -> None:
+        # The model times TERM -> KILL (this loop never blocks); Child.send_signal never
+        # signals a pid that was already reaped.
         proc = self.procs.get(action.child)
-        if proc is None or proc.pid != action.pid or proc.returncode is not None:
+        if proc is None or proc.pid != action.pid:
             return
         sig = signal.SIGKILL if action.signal == "KILL" else signal.SIGTERM
-        if sig is signal.SIGKILL:
+        if sig is signal.SIGKILL and proc.alive():
             log.warning("%s (pid %d) did not stop in time; killing it", action.child, action.pid)
-        try:
-            os.kill(action.pid, sig)
-        except ProcessLookupError:
-            pass
+        proc.send_signal(sig)
 
     def _reap(self, now: float) -> None:
         for name, proc in list(self.procs.items()):
@@ -1189,8 +1158,7 @@ class Supervisor:
                         log.warning("second stop request: killing every child now")
                         self._kill_all = True
                         for proc in self.procs.values():
-                            if proc.returncode is None:
-                                proc.kill()
+                            proc.send_signal(signal.SIGKILL)  # reaped by _reap, no wait here
                     continue
                 self._stop_at = now
                 log.info("stopping (%s): workers first, then sinks",

@@ -21,6 +21,7 @@ import zmq
 from pyconpro.acquisition.wire import Event, Message, Sample, Stats, unescape_name
 from pyconpro.sinks.base import BusGap, Sink
 from pyconpro.sinks.records import iso_time, to_json
+from pyconpro.workers.process import spawn
 
 # An address of our own inside 127/8 so concurrent test runs of other suites do not meet ours;
 # ports are always chosen by the kernel.
@@ -93,33 +94,24 @@ class SinkProcess:
         args += kind_options(kind, out)
         self.stdout_path = out / "stdout.txt"
         self.stderr_path = out / "stderr.txt"
-        self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        for path in (self.stdout_path, self.stderr_path):
+            path.write_bytes(b"")  # fresh files (spawn appends)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            args, stdout=self._stdout, stderr=self._stderr, cwd=REPO, env=env
-        )
+        self.proc = spawn(args, stdout=self.stdout_path, stderr=self.stderr_path, cwd=REPO,
+                          env=env)
 
     def terminate(self) -> int:
         """SIGTERM, then wait; a sink that does not stop in time is killed and fails the test."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            rc = self.proc.wait(timeout=PROCESS_TIMEOUT_S)
+            return self.proc.wait(timeout_s=PROCESS_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{self.kind} sink ignored SIGTERM for {PROCESS_TIMEOUT_S}s")
-        finally:
-            self._stdout.close()
-            self._stderr.close()
-        return rc
+            raise AssertionError(
+                f"{self.kind} sink ignored SIGTERM for {PROCESS_TIMEOUT_S}s") from None
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=PROCESS_TIMEOUT_S)
-        self._stdout.close()
-        self._stderr.close()
+        self.proc.kill()
 
     @property
     def stderr(self) -> str:

@@ -1,6 +1,6 @@
 """Run ``python -m pyconpro.workers.io_worker`` as a subprocess for tests, with a SUB socket on its bus
 and a client for its control socket. Every wait has a timeout; ``close()`` always ends the
-process (SIGTERM, then SIGKILL) and closes every socket.
+process (SIGTERM, then SIGKILL: ``pyconpro.workers.process``) and closes every socket.
 
     with start_worker("127.61.4.1", ["plc=a,address=127.61.4.2,..."]) as w:
         w.wait_for(lambda m: isinstance(m, wire.Sample), timeout=5)
@@ -9,11 +9,7 @@ process (SIGTERM, then SIGKILL) and closes every socket.
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +21,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 from pyconpro.acquisition import wire
+from pyconpro.workers.process import Child, SpawnError, json_ready, spawn
 
 _ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -34,7 +31,7 @@ class WorkerError(RuntimeError):
 
 
 class WorkerProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path, info: dict[str, Any],
+    def __init__(self, proc: Child, log_path: Path, info: dict[str, Any],
                  subscribe: Sequence[bytes]) -> None:
         self.proc = proc
         self.log_path = log_path
@@ -145,21 +142,13 @@ class WorkerProcess:
     # ------------------------------------------------------------------ life
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return int(self.proc.returncode)
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit status."""
+        return self.proc.stop(timeout)
 
     def close(self) -> None:
         try:
             self.stop()
         finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
             self.sub.close()
             self.ctx.term()
             try:
@@ -219,39 +208,24 @@ def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port:
             raise
         return w
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-worker-", suffix=".log")
+    os.close(fd)
     log_path = Path(log_name)
     cmd = [*prefix, *worker_command(local_address, consumers, udp_port=udp_port,
                                     extra_args=extra_args, pub=pub, control=control)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL,
-                                cwd=_ROOT, env=env)
-    finally:
-        os.close(fd)
-    assert proc.stdout is not None
-    line = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                break
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
+        proc = spawn(cmd, ready=json_ready, stderr=log_path, cwd=_ROOT, env=env,
+                     ready_timeout_s=timeout)
+    except SpawnError as err:
+        log_path.unlink(missing_ok=True)
+        raise WorkerError(f"worker did not start: {err}") from None
+    except BaseException:
+        log_path.unlink(missing_ok=True)
+        raise
     try:
-        info = json.loads(line)
-        if not info.get("ready"):
-            raise ValueError(line)
-    except ValueError:
+        return WorkerProcess(proc, log_path, proc.ready, subscribe)
+    except BaseException:
         proc.kill()
-        proc.wait(5)
-        proc.stdout.close()
-        text = log_path.read_text(errors="replace")
-        log_path.unlink()
-        raise WorkerError(f"worker did not start (exit {proc.returncode}): {' '.join(cmd)}\n"
-                          f"stdout: {line!r}\nlog:\n{text}") from None
-    return WorkerProcess(proc, log_path, info, subscribe)
+        log_path.unlink(missing_ok=True)
+        raise
