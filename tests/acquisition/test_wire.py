@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import math
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
