@@ -44,7 +44,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 
-from pyconpro.acquisition import wire
+from pyconpro.acquisition import control, wire
 from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
 
 log = logging.getLogger("pyconpro.api")
@@ -189,7 +189,7 @@ class _Worker:
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc.poll() is None:
             try:
-                self.call({"op": "stop"})
+                self.call(control.StopRequest().to_map())
             except CommError:
                 self.proc.send_signal(signal.SIGTERM)
             try:
@@ -489,12 +489,16 @@ class Consumer:
             spec["ot_rpi_ms"] = hint.otrpi
         if size is not None:
             spec["size"] = size
+        try:
+            request = control.AddRequest(control.consumer_from_map(spec))
+        except UsageError as err:  # the same text the worker would answer
+            raise CommError(f"{self._key}: {err}") from None
         with self._status.changed:
             self._status.state, self._status.failure = "OPENING", None
         self._started = True
         deadline = time.monotonic() + con.start_timeout
         while True:
-            reply = worker.call({"op": "add", "consumer": spec})
+            reply = worker.call(request.to_map())
             if reply.get("ok"):
                 break
             error = str(reply.get("error", "refused"))
@@ -544,7 +548,7 @@ class Consumer:
 
     def _poll_state(self) -> tuple[str, str | None]:
         assert self._worker is not None
-        reply = self._worker.call({"op": "list"})
+        reply = self._worker.call(control.ListRequest().to_map())
         for item in reply.get("consumers", []):
             if item.get("key") == self._key:
                 with self._status.changed:
@@ -563,7 +567,7 @@ class Consumer:
         if not was or self._worker is None:
             return
         try:
-            reply = self._worker.call({"op": "remove", "key": self._key})
+            reply = self._worker.call(control.RemoveRequest(self._key).to_map())
         except CommError:
             return  # the worker is gone: nothing is left open at the PLC by us
         if not reply.get("ok") and "no consumer" not in str(reply.get("error", "")):
