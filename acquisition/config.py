@@ -22,17 +22,25 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.supervision import RestartPolicy
+from pyconpro.acquisition.toml_check import MISSING as _MISSING
+from pyconpro.acquisition.toml_check import ConfigError, ConfigIssue
+from pyconpro.acquisition.toml_check import IssueLog as _Ctx
+from pyconpro.acquisition.toml_check import KeyLines as _KeyLines
+from pyconpro.acquisition.toml_check import Table as _Table
+from pyconpro.acquisition.toml_check import did_you_mean as _did_you_mean
+from pyconpro.acquisition.toml_check import fmt as _fmt
+from pyconpro.acquisition.toml_check import join as _join
+from pyconpro.acquisition.toml_check import type_name as _type_name
 
 __all__ = [
     "BusConfig",
@@ -81,41 +89,6 @@ _TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 # PLC names and aliases become topic segments (`sample/<plc>/<tag>/`): no separators, no spaces.
 _TOPIC_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _ENDPOINT_TCP = re.compile(r"tcp://(?P<host>\*|[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)")
-
-
-# --------------------------------------------------------------------------------------------
-# errors
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    """One problem in a config file: where (file, key path, line) and what to do about it."""
-
-    file: str
-    key: str
-    line: int | None
-    problem: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        key = f" {self.key}:" if self.key else ""
-        fix = f"; {self.fix}" if self.fix else ""
-        return f"{where}:{key} {self.problem}{fix}"
-
-
-class ConfigError(PyconproError, ValueError):
-    """The configuration file cannot be used. ``issues`` lists every problem found, in order."""
-
-    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
-        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
-        count = len(self.issues)
-        head = "" if count == 1 else f"{count} problems in the configuration:\n"
-        super().__init__(head + "\n".join(str(i) for i in self.issues))
-
-    @property
-    def first(self) -> ConfigIssue:
-        return self.issues[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,282 +342,6 @@ def validate_tag_name(name: str) -> tuple[str, str] | None:
             "use the tag's name exactly as Studio 5000 shows it",
         )
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# finding the line of a key path in the TOML source
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*(?P<name>[^\[\]#]+?)\s*\]\]?\s*(#.*)?$")
-_KEY_PART = r"(?:[A-Za-z0-9_\-]+|\"(?:[^\"\\]|\\.)*\"|'[^']*')"
-_KEYLINE = re.compile(rf"^\s*(?P<key>{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
-
-
-def _split_dotted(text: str) -> list[str]:
-    parts = re.findall(_KEY_PART, text)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
-
-
-class _KeyLines:
-    """Maps key paths (``plc[1].tag[0].rpi_ms``) to the 1-based line that writes them.
-
-    A line scanner, not a TOML parser: it follows ``[table]`` and ``[[array]]`` headers and
-    ``key =`` lines, skipping multi-line strings. Keys inside inline tables or multi-line arrays
-    are not indexed; ``find`` then falls back to the nearest enclosing key that is.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[str, int] = {}
-        counts: dict[str, int] = {}
-        table = ""
-        in_string: str | None = None
-        for number, raw in enumerate(text.splitlines(), start=1):
-            if in_string is not None:
-                if raw.count(in_string) % 2 == 1:
-                    in_string = None
-                continue
-            header = _HEADER.match(raw)
-            if header is not None:
-                is_array = header.group(1) == "[["
-                names = _split_dotted(header.group("name"))
-                path = ""
-                for i, name in enumerate(names):
-                    path = f"{path}.{name}" if path else name
-                    last = i == len(names) - 1
-                    if last and is_array:
-                        counts[path] = counts.get(path, 0) + 1
-                        self.lines.setdefault(path, number)  # the array as a whole
-                    if path in counts:
-                        path = f"{path}[{counts[path] - 1}]"
-                table = path
-                self.lines.setdefault(table, number)
-                continue
-            key = _KEYLINE.match(raw)
-            if key is not None:
-                parts = _split_dotted(key.group("key"))
-                for n in range(1, len(parts) + 1):  # `a.b = 1` also writes table `a`
-                    dotted = ".".join(parts[:n])
-                    self.lines.setdefault(f"{table}.{dotted}" if table else dotted, number)
-                rest = raw[key.end() :]
-                for quote in ('"""', "'''"):
-                    if rest.count(quote) % 2 == 1:
-                        in_string = quote
-                        break
-
-    def find(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            path = path[:cut] if cut > 0 else ""
-        return None
-
-
-# --------------------------------------------------------------------------------------------
-# reading tables
-
-
-class _Missing:
-    pass
-
-
-_MISSING: Final = _Missing()
-
-
-class _Ctx:
-    """Collects issues while the file is read, so one run reports every problem."""
-
-    def __init__(self, filename: str, text: str) -> None:
-        self.filename = filename
-        self.keylines = _KeyLines(text)
-        self.issues: list[ConfigIssue] = []
-
-    def error(self, key: str, problem: str, fix: str = "") -> None:
-        self.issues.append(ConfigIssue(self.filename, key, self.keylines.find(key), problem, fix))
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else ""
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-class _Table:
-    """Typed access to one TOML table; every accessor records an issue instead of raising."""
-
-    def __init__(self, ctx: _Ctx, path: str, data: Mapping[str, Any], allowed: Iterable[str]):
-        self.ctx = ctx
-        self.path = path
-        self.data = data
-        allowed = tuple(allowed)
-        where = f"[{path}]" if path else "the top level"
-        self.unknown = [key for key in data if key not in allowed]
-        for key in data:
-            if key not in allowed:
-                hint = _did_you_mean(key, allowed)
-                known = ", ".join(allowed)
-                ctx.error(
-                    _join(path, key),
-                    f"unknown key {key!r} in {where}",
-                    hint or f"the keys allowed here are: {known}",
-                )
-
-    def key(self, key: str) -> str:
-        return _join(self.path, key)
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def raw(self, key: str) -> Any:
-        return self.data.get(key, _MISSING)
-
-    def string(self, key: str, default: Any = _MISSING, *, required: bool = False) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            if required:
-                self.ctx.error(self.key(key), f"missing required key {key!r}", f'add {key} = "..."')
-            return default
-        if not isinstance(value, str):
-            self.ctx.error(
-                self.key(key),
-                f"{key} must be a string, not {_type_name(value)}",
-                f'write it in quotes: {key} = "{value}"',
-            )
-            return default
-        return value
-
-    def number(
-        self, key: str, default: Any, lo: float, hi: float, unit: str = "", *, lo_open: bool = False
-    ) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.ctx.error(
-                self.key(key),
-                f"{key} must be a number, not {_type_name(value)}",
-                f"write a number without quotes, between {_fmt(lo)} and {_fmt(hi)}",
-            )
-            return default
-        unit_s = f" {unit}" if unit else ""
-        if math.isnan(value):
-            self.ctx.error(
-                self.key(key),
-                f"{key} = nan is not a number",
-                f"use a value between {_fmt(lo)} and {_fmt(hi)}",
-            )
-            return default
-        too_low = value <= lo if lo_open else value < lo
-        if too_low or value > hi:
-            rel = "above the" if value > hi else "below the"
-            limit = hi if value > hi else lo
-            word = "maximum" if value > hi else "minimum"
-            self.ctx.error(
-                self.key(key),
-                f"{key} = {_fmt(value)} is {rel} {_fmt(limit)}{unit_s} {word}",
-                f"use a value between {_fmt(lo)} and {_fmt(hi)}",
-            )
-            return default
-        return float(value)
-
-    def integer(self, key: str, default: Any, lo: int, hi: int, unit: str = "") -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                fix = f"write {key} = {int(value)}"
-            else:
-                fix = f"use a whole number between {lo} and {hi}"
-            self.ctx.error(self.key(key), f"{key} must be an integer, not {_type_name(value)}", fix)
-            return default
-        if value < lo or value > hi:
-            unit_s = f" {unit}" if unit else ""
-            rel, limit, word = (
-                ("above the", hi, "maximum") if value > hi else ("below the", lo, "minimum")
-            )
-            self.ctx.error(
-                self.key(key),
-                f"{key} = {value} is {rel} {limit}{unit_s} {word}",
-                f"use a value between {lo} and {hi}",
-            )
-            return default
-        return value
-
-    def choice(self, key: str, default: Any, choices: Sequence[str], *, fold: bool = False) -> Any:
-        value = self.string(key, _MISSING)
-        if value is _MISSING:
-            return default
-        probe = value.upper() if fold else value
-        if probe not in choices:
-            hint = _did_you_mean(probe, choices)
-            options = ", ".join(f'"{c}"' for c in choices)
-            self.ctx.error(
-                self.key(key),
-                f"{key} = {value!r} is not one of {options}",
-                hint or f"use one of {options}",
-            )
-            return default
-        return probe
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.ctx.error(
-                self.key(key),
-                f"{key} must be true or false, not {_type_name(value)}",
-                "write true or false without quotes",
-            )
-            return default
-        return value
-
-    def table(self, key: str) -> Mapping[str, Any]:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            return {}
-        if not isinstance(value, dict):
-            self.ctx.error(
-                self.key(key),
-                f"{key} must be a table, not {_type_name(value)}",
-                f"write it as a [{self.key(key)}] section",
-            )
-            return {}
-        return value
-
-    def array_of_tables(self, key: str, header: str) -> list[Mapping[str, Any]]:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            self.ctx.error(
-                self.key(key),
-                f"{key} must be an array of tables",
-                f"write each entry as a [[{header}]] section",
-            )
-            return []
-        return value
-
-
-def _fmt(value: float) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 # --------------------------------------------------------------------------------------------

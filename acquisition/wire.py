@@ -27,7 +27,10 @@ config file can produce has exactly one topic and prefix filters stay exact. Bod
 names unescaped, so a subscriber never needs to unescape. Empty PLC, tag (for samples), worker
 and publisher names are rejected.
 
-Bodies are one MessagePack map with short string keys (tables next to each class below).
+Bodies are one MessagePack map with short string keys. Each message kind declares its keys
+once, as a table of ``WireKey`` rows (``SAMPLE_KEYS``, ``EVENT_KEYS``, ``STATS_KEYS``: key,
+dataclass field, MessagePack type, check, presence, meaning); encoding, decoding and the tables
+in docs/wire-format.md (``schema_markdown``, checked by a test) all derive from them.
 The schema evolves only by adding keys: decoders ignore keys they do not know and accept any
 ``v >= 1``; a key's meaning never changes. Every body carries ``sq``, a sequence number that
 the publisher counts per topic from 0 (``SeqCounter``), so any subscriber, whatever prefixes it
@@ -234,14 +237,6 @@ def _check_int64(what: str, x: object) -> int:
     return x
 
 
-def _check_opt_uint(what: str, x: object, maximum: int) -> int | None:
-    return None if x is None else _check_uint(what, x, maximum)
-
-
-def _check_opt_str(what: str, x: object) -> str | None:
-    return None if x is None else _check_name(what, x, allow_empty=True)
-
-
 def _check_version(x: object) -> int:
     # Any version >= 1 is accepted: versions only add keys, which decoders ignore.
     if type(x) is not int or not 1 <= x <= U64_MAX:
@@ -346,32 +341,196 @@ def _expect_topic(topic: bytes, kind: TopicKind, names: tuple[str, ...], what: s
         )
 
 
+def _check_bytes(what: str, x: object) -> bytes:
+    if type(x) is not bytes:
+        raise _Invalid(f"{what} must be bytes (MessagePack bin), got {type(x).__name__}")
+    return x
+
+
+# --------------------------------------------------------------------------- schema tables
+
+
+class Presence(enum.Enum):
+    """How a key appears in a body."""
+
+    REQUIRED = "required"  # always encoded; decoding fails without it
+    OPTIONAL = "optional"  # encoded only when the field is not None; absent and nil alike
+    DEFAULTED = "defaulted"  # always encoded; a decoder takes the field's default when absent
+
+
+Check: TypeAlias = Callable[[str, object], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WireKey:
+    """One row of a message's schema: the body key, the dataclass field it fills, its
+    MessagePack type as documented, the check that validates it both ways, and its meaning.
+
+    Encoding, decoding and the tables of docs/wire-format.md are all derived from these rows
+    (``schema_markdown``), so a key is declared exactly once."""
+
+    key: str
+    attr: str
+    wire_type: str
+    check: Check
+    meaning: str
+    presence: Presence = Presence.REQUIRED
+    default: object = None
+
+    def encode_value(self, obj: object) -> object:
+        x = getattr(obj, self.attr)
+        if self.presence is Presence.OPTIONAL and x is None:
+            return None
+        return self.check(self.attr, x)
+
+    def decode_value(self, m: dict[str, Any], what: str) -> object:
+        if self.presence is Presence.REQUIRED:
+            return self.check(self.attr, _get(m, self.key, what))
+        x = m.get(self.key, self.default)
+        if self.presence is Presence.OPTIONAL and x is None:
+            return None
+        return self.check(self.attr, x)
+
+
+def _uint(maximum: int) -> Check:
+    return lambda what, x: _check_uint(what, x, maximum)
+
+
+def _name(what: str, x: object) -> str:
+    return _check_name(what, x)
+
+
+def _name_or_empty(what: str, x: object) -> str:
+    return _check_name(what, x, allow_empty=True)
+
+
+def _kind(what: str, x: object) -> str:
+    # EventKind members are str; send their plain value.
+    return _check_name(what, str(x) if isinstance(x, str) else x)
+
+
+def _version(what: str, x: object) -> int:
+    return _check_version(x)
+
+
+def _value(what: str, x: object) -> Value:
+    return _check_value(x)
+
+
+def _counters(what: str, x: object) -> dict[str, int | float]:
+    return _check_counters(x)
+
+
+_SEQ_MEANING = "sequence number, per publisher and topic, from 0"
+
+
+def _envelope(pub_meaning: str) -> tuple[WireKey, ...]:
+    return (
+        WireKey("v", "v", "uint", _version, f"schema version, {SCHEMA_VERSION}"),
+        WireKey("sq", "seq", "uint64", _uint(U64_MAX), _SEQ_MEANING),
+        WireKey("pub", "publisher", "str", _name, pub_meaning),
+    )
+
+
+SAMPLE_KEYS: tuple[WireKey, ...] = (
+    *_envelope("id of the publishing worker"),
+    WireKey("plc", "plc", "str", _name, "PLC name as configured"),
+    WireKey("tag", "tag", "str", _name, "produced tag name"),
+    WireKey("tw", "t_wall_ns", "int64", _check_int64, "receive time, ns since the Unix epoch"),
+    WireKey("tm", "t_mono_ns", "int64", _check_int64,
+            "receive time, publisher's monotonic clock, ns"),
+    WireKey("cs", "cip_seq", "uint16", _uint(U16_MAX),
+            "CIP sequence count of the class-1 datagram (wraps at 65535)"),
+    WireKey("gap", "gap", "uint64", _uint(U64_MAX),
+            "datagrams/values this connection missed so far (CIP-level loss, counted by the"
+            " worker)"),
+    WireKey("val", "value", "any", _value,
+            "decoded value: nil, bool, int, float, str, array (Logix arrays), map with str keys"
+            f" (UDTs); nested at most {MAX_VALUE_DEPTH} levels. nil when the worker could not"
+            " decode the bytes"),
+    WireKey("raw", "raw", "bin", _check_bytes,
+            "the tag's bytes exactly as received (after the CIP sequence count and run/idle"
+            " header)"),
+    WireKey("ty", "type_name", "str", _name,
+            "Logix type name, e.g. `DINT`, `REAL`, `MyUdt`", Presence.OPTIONAL),
+)
+
+EVENT_KEYS: tuple[WireKey, ...] = (
+    *_envelope("id of the publishing worker"),
+    WireKey("plc", "plc", "str", _name, "PLC name as configured"),
+    WireKey("tag", "tag", "str", _name_or_empty, 'tag name, `""` for PLC-wide events'),
+    WireKey("tw", "t_wall_ns", "int64", _check_int64,
+            "when it happened, ns since the Unix epoch"),
+    WireKey("tm", "t_mono_ns", "int64", _check_int64,
+            "when it happened, publisher's monotonic clock, ns"),
+    WireKey("k", "kind", "str", _kind,
+            "kind: `state`, `reject`, `gap`, `timeout`, `error` (more may be added; show"
+            " unknown kinds as text)"),
+    WireKey("from", "state_from", "str", _name_or_empty,
+            "previous connection state, e.g. `OPENING`", Presence.OPTIONAL),
+    WireKey("to", "state_to", "str", _name_or_empty,
+            "new connection state, e.g. `RUNNING`, `BACKOFF`", Presence.OPTIONAL),
+    WireKey("gs", "cip_general", "uint8", _uint(0xFF),
+            "CIP general status (e.g. 1 = connection failure; protocol.md 8.1)",
+            Presence.OPTIONAL),
+    WireKey("es", "cip_extended", "uint16", _uint(U16_MAX),
+            "CIP extended status, first additional status word (e.g. 0x0109; protocol.md 8.2)",
+            Presence.OPTIONAL),
+    WireKey("stx", "status_text", "str", _name_or_empty, "human text for the status",
+            Presence.OPTIONAL),
+    WireKey("msg", "message", "str", _name_or_empty, 'free text for people, may be `""`',
+            Presence.DEFAULTED, ""),
+)
+
+STATS_KEYS: tuple[WireKey, ...] = (
+    *_envelope("id of the process that published it"),
+    WireKey("wk", "worker", "str", _name, "worker the counters describe"),
+    WireKey("tw", "t_wall_ns", "int64", _check_int64,
+            "when the counters were read, ns since the Unix epoch"),
+    WireKey("tm", "t_mono_ns", "int64", _check_int64,
+            "when the counters were read, publisher's monotonic clock, ns"),
+    WireKey("c", "counters", "map", _counters, "counter name (str) → int or float"),
+)
+
+
+def _checked_body(obj: object, keys: tuple[WireKey, ...]) -> dict[str, object]:
+    """The body map of ``obj`` in table order; raises _Invalid on a field that breaks it."""
+    body: dict[str, object] = {}
+    for k in keys:
+        x = k.encode_value(obj)
+        if x is not None or k.presence is not Presence.OPTIONAL:
+            body[k.key] = x
+    return body
+
+
+def _decoded_fields(body: bytes, keys: tuple[WireKey, ...], what: str) -> dict[str, Any]:
+    """Unpack and validate a body into dataclass keyword arguments; MalformedPacket on error."""
+    m = _unpack(body, what)
+    try:
+        return {k.attr: k.decode_value(m, what) for k in keys}
+    except _Invalid as exc:
+        raise MalformedPacket(f"valid {what} fields: {exc}", 0, what) from None
+
+
+def schema_markdown(keys: tuple[WireKey, ...]) -> str:
+    """The markdown table of docs/wire-format.md for one message kind (key, type, required,
+    meaning), generated from its schema rows."""
+    lines = ["| key | type | required | meaning |", "| --- | --- | --- | --- |"]
+    for k in keys:
+        required = "no" if k.presence is Presence.OPTIONAL else "yes"
+        lines.append(f"| `{k.key}` | {k.wire_type} | {required} | {k.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- messages
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sample:
-    """One produced-tag value as received by a worker.
-
-    ====  ============  =========  ==================================================
-    key   field         msgpack    meaning
-    ====  ============  =========  ==================================================
-    v     v             uint       schema version (1)
-    sq    seq           uint64     per-publisher, per-topic sequence, from 0
-    pub   publisher     str        worker id that published it
-    plc   plc           str        PLC name (configured), non-empty
-    tag   tag           str        tag name, non-empty
-    tw    t_wall_ns     int64      receive time, ns since the Unix epoch (UTC)
-    tm    t_mono_ns     int64      receive time, publisher's monotonic clock, ns
-    cs    cip_seq       uint16     CIP sequence count of the datagram (protocol.md 6.4)
-    gap   gap           uint64     datagrams/values missed on this connection so far
-    val   value         any        decoded value: nil/bool/int/float/str/list/map
-    raw   raw           bin        tag bytes exactly as received
-    ty    type_name     str        Logix type name, e.g. "DINT" (optional, omitted if None)
-    ====  ============  =========  ==================================================
-    """
+    """One produced-tag value as received by a worker; its keys are ``SAMPLE_KEYS``."""
 
     KIND: ClassVar[TopicKind] = TopicKind.SAMPLE
+    KEYS: ClassVar[tuple[WireKey, ...]] = SAMPLE_KEYS
     v: int = SCHEMA_VERSION
     seq: int
     publisher: str
@@ -390,22 +549,7 @@ class Sample:
         return topic_for_sample(self.plc, self.tag)
 
     def _checked_body(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "v": _check_version(self.v),
-            "sq": _check_uint("seq", self.seq, U64_MAX),
-            "pub": _check_name("publisher", self.publisher),
-            "plc": _check_name("plc", self.plc),
-            "tag": _check_name("tag", self.tag),
-            "tw": _check_int64("t_wall_ns", self.t_wall_ns),
-            "tm": _check_int64("t_mono_ns", self.t_mono_ns),
-            "cs": _check_uint("cip_seq", self.cip_seq, U16_MAX),
-            "gap": _check_uint("gap", self.gap, U64_MAX),
-            "val": _check_value(self.value),
-            "raw": _check_bytes("raw", self.raw),
-        }
-        if self.type_name is not None:
-            body["ty"] = _check_name("type_name", self.type_name)
-        return body
+        return _checked_body(self, SAMPLE_KEYS)
 
     def encode(self) -> tuple[bytes, bytes]:
         """``(topic, body)``; raises UsageError if a field breaks the schema."""
@@ -414,25 +558,7 @@ class Sample:
     @classmethod
     def decode(cls, topic: bytes, body: bytes) -> Sample:
         """Parse and validate; MalformedPacket on anything that is not a v>=1 sample."""
-        m = _unpack(body, "sample")
-        try:
-            ty = m.get("ty")
-            msg = cls(
-                v=_check_version(_get(m, "v", "sample")),
-                seq=_check_uint("seq", _get(m, "sq", "sample"), U64_MAX),
-                publisher=_check_name("publisher", _get(m, "pub", "sample")),
-                plc=_check_name("plc", _get(m, "plc", "sample")),
-                tag=_check_name("tag", _get(m, "tag", "sample")),
-                t_wall_ns=_check_int64("t_wall_ns", _get(m, "tw", "sample")),
-                t_mono_ns=_check_int64("t_mono_ns", _get(m, "tm", "sample")),
-                cip_seq=_check_uint("cip_seq", _get(m, "cs", "sample"), U16_MAX),
-                gap=_check_uint("gap", _get(m, "gap", "sample"), U64_MAX),
-                value=_check_value(_get(m, "val", "sample")),
-                raw=_check_bytes("raw", _get(m, "raw", "sample")),
-                type_name=None if ty is None else _check_name("type_name", ty),
-            )
-        except _Invalid as exc:
-            raise MalformedPacket(f"valid sample fields: {exc}", 0, "sample") from None
+        msg = cls(**_decoded_fields(body, SAMPLE_KEYS, "sample"))
         _expect_topic(topic, TopicKind.SAMPLE, (msg.plc, msg.tag), "sample")
         return msg
 
@@ -484,39 +610,15 @@ class SampleStream:
         return _pack(body, "Sample")
 
 
-def _check_bytes(what: str, x: object) -> bytes:
-    if type(x) is not bytes:
-        raise _Invalid(f"{what} must be bytes (MessagePack bin), got {type(x).__name__}")
-    return x
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Something that happened to a connection or a PLC session.
-
-    ====  =============  =========  =================================================
-    key   field          msgpack    meaning
-    ====  =============  =========  =================================================
-    v     v              uint       schema version (1)
-    sq    seq            uint64     per-publisher, per-topic sequence, from 0
-    pub   publisher      str        worker id
-    plc   plc            str        PLC name, non-empty
-    tag   tag            str        tag name; "" when the event is about the whole PLC
-    tw    t_wall_ns      int64      when it happened, ns since the Unix epoch (UTC)
-    tm    t_mono_ns      int64      same, publisher's monotonic clock, ns
-    k     kind           str        "state", "reject", "gap", "timeout", "error", ...
-    from  state_from     str        previous connection state (optional)
-    to    state_to       str        new connection state (optional)
-    gs    cip_general    uint8      CIP general status (optional, protocol.md 8.1)
-    es    cip_extended   uint16     CIP extended status (optional, protocol.md 8.2)
-    stx   status_text    str        human text of the status (optional)
-    msg   message        str        free text for people (always present, may be "")
-    ====  =============  =========  =================================================
+    """Something that happened to a connection or a PLC session; its keys are ``EVENT_KEYS``.
 
     Optional keys are omitted when None; decoders treat an absent key and nil alike.
     """
 
     KIND: ClassVar[TopicKind] = TopicKind.EVENT
+    KEYS: ClassVar[tuple[WireKey, ...]] = EVENT_KEYS
     v: int = SCHEMA_VERSION
     seq: int
     publisher: str
@@ -537,26 +639,7 @@ class Event:
         return topic_for_event(self.plc, self.tag)
 
     def _checked_body(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "v": _check_version(self.v),
-            "sq": _check_uint("seq", self.seq, U64_MAX),
-            "pub": _check_name("publisher", self.publisher),
-            "plc": _check_name("plc", self.plc),
-            "tag": _check_name("tag", self.tag, allow_empty=True),
-            "tw": _check_int64("t_wall_ns", self.t_wall_ns),
-            "tm": _check_int64("t_mono_ns", self.t_mono_ns),
-            "k": _check_name("kind", str(self.kind)),
-        }
-        optional: dict[str, object] = {
-            "from": _check_opt_str("state_from", self.state_from),
-            "to": _check_opt_str("state_to", self.state_to),
-            "gs": _check_opt_uint("cip_general", self.cip_general, 0xFF),
-            "es": _check_opt_uint("cip_extended", self.cip_extended, U16_MAX),
-            "stx": _check_opt_str("status_text", self.status_text),
-        }
-        body.update((k, x) for k, x in optional.items() if x is not None)
-        body["msg"] = _check_name("message", self.message, allow_empty=True)
-        return body
+        return _checked_body(self, EVENT_KEYS)
 
     def encode(self) -> tuple[bytes, bytes]:
         """``(topic, body)``; raises UsageError if a field breaks the schema."""
@@ -565,48 +648,17 @@ class Event:
     @classmethod
     def decode(cls, topic: bytes, body: bytes) -> Event:
         """Parse and validate; MalformedPacket on anything that is not a v>=1 event."""
-        m = _unpack(body, "event")
-        try:
-            msg = cls(
-                v=_check_version(_get(m, "v", "event")),
-                seq=_check_uint("seq", _get(m, "sq", "event"), U64_MAX),
-                publisher=_check_name("publisher", _get(m, "pub", "event")),
-                plc=_check_name("plc", _get(m, "plc", "event")),
-                tag=_check_name("tag", _get(m, "tag", "event"), allow_empty=True),
-                t_wall_ns=_check_int64("t_wall_ns", _get(m, "tw", "event")),
-                t_mono_ns=_check_int64("t_mono_ns", _get(m, "tm", "event")),
-                kind=_check_name("kind", _get(m, "k", "event")),
-                state_from=_check_opt_str("state_from", m.get("from")),
-                state_to=_check_opt_str("state_to", m.get("to")),
-                cip_general=_check_opt_uint("cip_general", m.get("gs"), 0xFF),
-                cip_extended=_check_opt_uint("cip_extended", m.get("es"), U16_MAX),
-                status_text=_check_opt_str("status_text", m.get("stx")),
-                message=_check_name("message", m.get("msg", ""), allow_empty=True),
-            )
-        except _Invalid as exc:
-            raise MalformedPacket(f"valid event fields: {exc}", 0, "event") from None
+        msg = cls(**_decoded_fields(body, EVENT_KEYS, "event"))
         _expect_topic(topic, TopicKind.EVENT, (msg.plc, msg.tag), "event")
         return msg
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
-    """Periodic counters of one worker.
-
-    ====  ============  =========  ==================================================
-    key   field         msgpack    meaning
-    ====  ============  =========  ==================================================
-    v     v             uint       schema version (1)
-    sq    seq           uint64     per-publisher, per-topic sequence, from 0
-    pub   publisher     str        id of the process that published it
-    wk    worker        str        worker the counters describe (topic name)
-    tw    t_wall_ns     int64      when the counters were read, ns since the Unix epoch
-    tm    t_mono_ns     int64      same, publisher's monotonic clock, ns
-    c     counters      map        counter name (str) -> int or float
-    ====  ============  =========  ==================================================
-    """
+    """Periodic counters of one worker; its keys are ``STATS_KEYS``."""
 
     KIND: ClassVar[TopicKind] = TopicKind.STATS
+    KEYS: ClassVar[tuple[WireKey, ...]] = STATS_KEYS
     v: int = SCHEMA_VERSION
     seq: int
     publisher: str
@@ -619,38 +671,17 @@ class Stats:
     def topic(self) -> bytes:
         return topic_for_stats(self.worker)
 
+    def _checked_body(self) -> dict[str, object]:
+        return _checked_body(self, STATS_KEYS)
+
     def encode(self) -> tuple[bytes, bytes]:
         """``(topic, body)``; raises UsageError if a field breaks the schema."""
-        try:
-            body: dict[str, object] = {
-                "v": _check_version(self.v),
-                "sq": _check_uint("seq", self.seq, U64_MAX),
-                "pub": _check_name("publisher", self.publisher),
-                "wk": _check_name("worker", self.worker),
-                "tw": _check_int64("t_wall_ns", self.t_wall_ns),
-                "tm": _check_int64("t_mono_ns", self.t_mono_ns),
-                "c": _check_counters(self.counters),
-            }
-        except _Invalid as exc:
-            raise UsageError(f"cannot encode Stats: {exc}") from None
-        return self.topic, _pack(body, "Stats")
+        return self.topic, _encode_checked(self._checked_body, "Stats")
 
     @classmethod
     def decode(cls, topic: bytes, body: bytes) -> Stats:
         """Parse and validate; MalformedPacket on anything that is not v>=1 stats."""
-        m = _unpack(body, "stats")
-        try:
-            msg = cls(
-                v=_check_version(_get(m, "v", "stats")),
-                seq=_check_uint("seq", _get(m, "sq", "stats"), U64_MAX),
-                publisher=_check_name("publisher", _get(m, "pub", "stats")),
-                worker=_check_name("worker", _get(m, "wk", "stats")),
-                t_wall_ns=_check_int64("t_wall_ns", _get(m, "tw", "stats")),
-                t_mono_ns=_check_int64("t_mono_ns", _get(m, "tm", "stats")),
-                counters=_check_counters(_get(m, "c", "stats")),
-            )
-        except _Invalid as exc:
-            raise MalformedPacket(f"valid stats fields: {exc}", 0, "stats") from None
+        msg = cls(**_decoded_fields(body, STATS_KEYS, "stats"))
         _expect_topic(topic, TopicKind.STATS, (msg.worker,), "stats")
         return msg
 

@@ -42,7 +42,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 
-from pyconpro.acquisition import wire
+from pyconpro.acquisition import control, wire
 from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
 from pyconpro.workers.process import SpawnError, describe_status, json_ready, spawn
 
@@ -167,7 +167,7 @@ class _Worker:
         asked = False
         if self.proc.alive():
             try:
-                self.call({"op": "stop"})
+                self.call(control.StopRequest().to_map())
                 asked = True
             except CommError:
                 pass
@@ -466,12 +466,16 @@ class Consumer:
             spec["ot_rpi_ms"] = hint.otrpi
         if size is not None:
             spec["size"] = size
+        try:
+            request = control.AddRequest(control.consumer_from_map(spec))
+        except UsageError as err:  # the same text the worker would answer
+            raise CommError(f"{self._key}: {err}") from None
         with self._status.changed:
             self._status.state, self._status.failure = "OPENING", None
         self._started = True
         deadline = time.monotonic() + con.start_timeout
         while True:
-            reply = worker.call({"op": "add", "consumer": spec})
+            reply = worker.call(request.to_map())
             if reply.get("ok"):
                 break
             error = str(reply.get("error", "refused"))
@@ -521,7 +525,7 @@ class Consumer:
 
     def _poll_state(self) -> tuple[str, str | None]:
         assert self._worker is not None
-        reply = self._worker.call({"op": "list"})
+        reply = self._worker.call(control.ListRequest().to_map())
         for item in reply.get("consumers", []):
             if item.get("key") == self._key:
                 with self._status.changed:
@@ -540,7 +544,7 @@ class Consumer:
         if not was or self._worker is None:
             return
         try:
-            reply = self._worker.call({"op": "remove", "key": self._key})
+            reply = self._worker.call(control.RemoveRequest(self._key).to_map())
         except CommError:
             return  # the worker is gone: nothing is left open at the PLC by us
         if not reply.get("ok") and "no consumer" not in str(reply.get("error", "")):

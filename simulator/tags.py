@@ -50,6 +50,7 @@ from pyconpro.acquisition.logix_types import (
     byte_size,
     resolve_type,
 )
+from pyconpro.acquisition.toml_check import ConfigIssue, did_you_mean
 
 # Symbol type words of non-data symbols a controller lists (system flag 0x1000 set, so
 # pycomm3 and our browser skip them; values as seen in pycomm3 debug logs of real CPUs).
@@ -696,19 +697,22 @@ _MODES = {"remote run": STATUS_REMOTE_RUN, "remote program": STATUS_REMOTE_PROG,
 
 
 class _Ctx:
-    """Error helper: every message names the file and the key."""
+    """Error helper over the shared TOML checks (``acquisition.toml_check``): every message
+    names the file and the key, and a misspelt key gets a "did you mean"."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def error(self, key: str, problem: str, fix: str) -> SimConfigError:
-        return SimConfigError(f"{self.path}: {key}: {problem}; {fix}")
+        return SimConfigError(str(ConfigIssue(self.path, key, None, problem, fix)))
 
     def check_keys(self, key: str, table: Mapping[str, Any], allowed: set[str]) -> None:
         unknown = sorted(set(table) - allowed)
         if unknown:
+            hint = did_you_mean(unknown[0], sorted(allowed))
             raise self.error(f"{key}.{unknown[0]}", "unknown key",
-                             f"use one of {', '.join(sorted(allowed))}")
+                             f"{hint + ' ' if hint else ''}use one of"
+                             f" {', '.join(sorted(allowed))}")
 
     def get(self, key: str, table: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
             default: Any = None, *, what: str) -> Any:

@@ -1,214 +1,24 @@
-"""Consumer definitions as the I/O worker receives them: from the command line
-(``--consumer plc=p1,address=10.0.0.5,tag=Count,rpi_ms=100``), from the control socket (a
-msgpack map with the same keys) or from the typed configuration (``acquisition.config``).
-
-One definition = one produced tag consumed from one PLC. Every error names the key and the fix.
-"""
+"""Consumer definitions moved to ``pyconpro.acquisition.control`` (with the worker's control
+protocol that carries them); these names stay importable from here."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from pyconpro.acquisition.control import (
+    KEYS,
+    ConsumerDef,
+    consumer_from_map,
+    consumer_from_spec,
+    consumer_from_text,
+    consumer_to_map,
+    parse_type,
+)
 
-from pyconpro.acquisition import cm, epath
-from pyconpro.acquisition.errors import UsageError
-from pyconpro.acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
-from pyconpro.acquisition.originator import ConsumerParams
-
-KEYS = {
-    "plc": "PLC name used in topics (default: the address)",
-    "address": "PLC IPv4 address (required)",
-    "port": "PLC TCP encapsulation port (default 44818)",
-    "udp_port": "PLC class-1 UDP port heartbeats go to (default 2222)",
-    "slot": "CPU slot (default 0; 'none' for no port segment)",
-    "route": "port segments before the slot, e.g. '1/2,2/10.0.0.9' (port/link, comma list)",
-    "tag": "produced tag name (required)",
-    "alias": "tag segment of the topics instead of the tag name",
-    "rpi_ms": "T->O RPI in ms (default 100)",
-    "ot_rpi_ms": "O->T (heartbeat) RPI in ms (default: rpi_ms)",
-    "multiplier": "timeout multiplier 4, 8, ..., 512 (default 8)",
-    "transport": "unicast or multicast (default unicast)",
-    "size": "tag bytes without the sequence count (default: learned from the controller)",
-    "type": "Logix type, e.g. DINT, REAL[10], INT[2,3] (default: learned)",
-}
-
-_TYPE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([0-9,\s]+)\])?\s*\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerDef:
-    plc: str
-    address: str
-    tag: str
-    rpi_us: int = 100_000
-    ot_rpi_us: int | None = None
-    multiplier: int = 1  # wire code: x8
-    multicast: bool = False
-    slot: int | None = 0
-    route: tuple[tuple[int, int | str], ...] = ()
-    size: int | None = None
-    type: str | None = None
-    alias: str | None = None
-    port: int = 44818
-    udp_port: int = 2222
-
-    @property
-    def key(self) -> str:
-        """Identity inside one worker: ``<plc>/<topic name>``."""
-        return f"{self.plc}/{self.topic_name}"
-
-    @property
-    def topic_name(self) -> str:
-        return self.alias if self.alias is not None else self.tag
-
-    def logix_type(self) -> LogixType | None:
-        return parse_type(self.type) if self.type is not None else None
-
-    def params(self) -> ConsumerParams:
-        route = tuple(
-            epath.PortSegment(port, bytes([link]) if isinstance(link, int) else link.encode())
-            for port, link in self.route
-        )
-        return ConsumerParams(
-            plc=self.plc, tag=self.tag, rpi_us=self.rpi_us, ot_rpi_us=self.ot_rpi_us,
-            multiplier=self.multiplier, multicast=self.multicast, slot=self.slot, route=route,
-            tag_bytes=self.size, tag_type=self.logix_type(), plc_udp_port=self.udp_port,
-        )
-
-    def to_map(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["route"] = [list(hop) for hop in self.route]
-        return out
-
-
-def parse_type(text: str) -> LogixType:
-    m = _TYPE.match(text)
-    if m is None:
-        raise UsageError(f"type {text!r}: write an atomic type with optional dims, e.g. DINT,"
-                         " REAL[10], INT[2,3]")
-    elem = resolve_type(m.group(1), context="type")
-    if isinstance(elem, StructType) and elem.name not in ("STRING",):
-        raise UsageError(f"type {text!r}: only atomic types and STRING can be given; omit"
-                         " 'type' to learn a UDT from the controller")
-    if m.group(2) is None:
-        return elem
-    try:
-        dims = tuple(int(d) for d in m.group(2).split(",") if d.strip())
-    except ValueError:
-        raise UsageError(f"type {text!r}: dims must be integers") from None
-    return ArrayType(elem, dims)  # type: ignore[arg-type]
-
-
-def _int(key: str, value: Any, lo: int, hi: int) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not an integer") from None
-    if not lo <= n <= hi:
-        raise UsageError(f"consumer key {key!r}: {n} is outside {lo}..{hi}")
-    return n
-
-
-def _ms_to_us(key: str, value: Any) -> int:
-    try:
-        ms = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of ms") from None
-    if not 0.1 <= ms <= 3_600_000:
-        raise UsageError(f"consumer key {key!r}: {ms} ms is outside 0.1 ms .. 1 h")
-    return round(ms * 1000)
-
-
-def _route(value: Any) -> tuple[tuple[int, int | str], ...]:
-    if value in (None, "", []):
-        return ()
-    hops = value.split(",") if isinstance(value, str) else list(value)
-    out: list[tuple[int, int | str]] = []
-    for hop in hops:
-        if isinstance(hop, str):
-            port_s, _, link_s = hop.partition("/")
-            parts: list[Any] = [port_s, link_s]
-        else:
-            parts = list(hop)
-        if len(parts) != 2 or parts[1] in ("", None):
-            raise UsageError(f"consumer key 'route': hop {hop!r} must be port/link, e.g. 1/2")
-        port = _int("route", parts[0], 1, 0xFFFF)
-        link: int | str
-        try:
-            link = _int("route", parts[1], 0, 255)
-        except UsageError:
-            link = str(parts[1])
-        out.append((port, link))
-    return tuple(out)
-
-
-def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
-    """Validate a map of the keys in ``KEYS``; UsageError names the key and the fix."""
-    unknown = sorted(set(m) - set(KEYS) - {"rpi_us", "ot_rpi_us"})
-    if unknown:
-        raise UsageError(f"unknown consumer key(s) {', '.join(map(repr, unknown))};"
-                         f" known keys: {', '.join(KEYS)}")
-    for req in ("address", "tag"):
-        if not m.get(req):
-            raise UsageError(f"consumer key {req!r} is required ({KEYS[req]})")
-    address = str(m["address"])
-    try:
-        ipaddress.IPv4Address(address)
-    except ValueError:
-        raise UsageError(f"consumer key 'address': {address!r} is not an IPv4 address") from None
-    rpi_us = (_int("rpi_us", m["rpi_us"], 100, 3_600_000_000) if "rpi_us" in m
-              else _ms_to_us("rpi_ms", m.get("rpi_ms", 100)))
-    ot_rpi_us = (_int("ot_rpi_us", m["ot_rpi_us"], 100, 3_600_000_000) if "ot_rpi_us" in m
-                 else _ms_to_us("ot_rpi_ms", m["ot_rpi_ms"]) if m.get("ot_rpi_ms") is not None
-                 else None)
-    factor = _int("multiplier", m.get("multiplier", 8), 4, 512)
-    try:
-        multiplier = cm.multiplier_code(factor)
-    except UsageError as exc:
-        raise UsageError(f"consumer key 'multiplier': {exc}") from None
-    transport = str(m.get("transport", "unicast")).lower()
-    if transport not in ("unicast", "multicast"):
-        raise UsageError(f"consumer key 'transport': {transport!r} must be unicast or multicast")
-    slot_v = m.get("slot", 0)
-    slot = None if slot_v in (None, "none", "") else _int("slot", slot_v, 0, 255)
-    size = None if m.get("size") in (None, "") else _int("size", m["size"], 1,
-                                                         cm.MAX_PRODUCED_TAG_BYTES)
-    d = ConsumerDef(
-        plc=str(m.get("plc") or address), address=address, tag=str(m["tag"]), rpi_us=rpi_us,
-        ot_rpi_us=ot_rpi_us, multiplier=multiplier, multicast=transport == "multicast",
-        slot=slot, route=_route(m.get("route")), size=size,
-        type=None if m.get("type") in (None, "") else str(m["type"]),
-        alias=None if m.get("alias") in (None, "") else str(m["alias"]),
-        port=_int("port", m.get("port", 44818), 1, 65535),
-        udp_port=_int("udp_port", m.get("udp_port", 2222), 1, 65535),
-    )
-    d.params()  # validates tag name, type/size agreement, RPIs
-    return d
-
-
-def consumer_from_text(text: str) -> ConsumerDef:
-    """``key=value,key=value``; a route's own commas are written with ';' (``route=1/2;2/10.0.0.9``)."""
-    m: dict[str, str] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise UsageError(f"--consumer {text!r}: {part!r} is not key=value")
-        m[key.strip()] = value.strip()
-    if "route" in m:
-        m["route"] = m["route"].replace(";", ",")
-    return consumer_from_map(m)
-
-
-def consumer_from_spec(spec: Any) -> ConsumerDef:
-    """From ``acquisition.config.ConsumerSpec`` (the supervisor's typed configuration)."""
-    return ConsumerDef(
-        plc=spec.plc, address=spec.address, tag=spec.tag, rpi_us=spec.rpi_us,
-        ot_rpi_us=spec.ot_rpi_us, multiplier=spec.multiplier, multicast=spec.multicast,
-        slot=spec.slot, route=tuple((h.port, h.link) for h in spec.route), size=spec.size,
-        alias=spec.alias, udp_port=spec.udp_port,
-    )
+__all__ = [
+    "KEYS",
+    "ConsumerDef",
+    "consumer_from_map",
+    "consumer_from_spec",
+    "consumer_from_text",
+    "consumer_to_map",
+    "parse_type",
+]

@@ -41,11 +41,10 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
-import msgpack
 import zmq
-from pyconpro.acquisition import cip, cpf, wire
+from pyconpro.acquisition import cip, control, cpf, wire
 from pyconpro.acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
 from pyconpro.acquisition.connection import (
     ConnEvent,
@@ -60,6 +59,7 @@ from pyconpro.acquisition.connection import (
     State,
     Unlisten,
 )
+from pyconpro.acquisition.control import ConsumerDef, consumer_from_spec, consumer_from_text
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
@@ -83,12 +83,6 @@ from pyconpro.acquisition.session import (
     SessionFailed,
     SessionReady,
     Transmit,
-)
-from pyconpro.workers._consumers import (
-    ConsumerDef,
-    consumer_from_map,
-    consumer_from_spec,
-    consumer_from_text,
 )
 
 log = logging.getLogger("pyconpro.io_worker")
@@ -844,68 +838,66 @@ class IoWorker:
             if len(frames) < 2:
                 continue
             envelope, body = frames[:-1], frames[-1]
+            reply: control.Reply
             try:
                 reply = self._control_request(body, now)
             except PyconproError as exc:
                 self.counters["control_errors"] += 1
-                reply = {"ok": False, "error": str(exc)}
+                reply = control.ErrorReply(str(exc))
             except Exception as exc:  # a bad request must never kill the worker
                 self.counters["control_errors"] += 1
                 log.exception("control request failed")
-                reply = {"ok": False, "error": f"internal error: {exc!r}"}
+                reply = control.ErrorReply(f"internal error: {exc!r}")
             try:
-                self.control.send_multipart(
-                    [*envelope, msgpack.packb(reply, use_bin_type=True, default=str)],
-                    zmq.NOBLOCK)
+                self.control.send_multipart([*envelope, control.encode_reply(reply)],
+                                            zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
 
-    def _control_request(self, body: bytes, now: float) -> dict[str, Any]:
-        try:
-            req = msgpack.unpackb(body, raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            raise UsageError("control request is not MessagePack: send a map like"
-                             " {'op': 'list'}") from None
-        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-            raise UsageError("control request must be a map with an 'op' string"
-                             " (add, remove, list, status, stop)")
-        op = req["op"]
-        if op == "add":
-            spec = req.get("consumer")
-            if not isinstance(spec, dict):
-                raise UsageError("'add' needs 'consumer': a map with at least address and tag")
-            c = self.add_consumer(consumer_from_map(spec), now)
-            return {"ok": True, "key": c.defn.key, "state": c.conn.state.value}
-        if op == "remove":
-            key = req.get("key")
-            if key is None and req.get("plc") is not None and req.get("tag") is not None:
-                key = f"{req['plc']}/{req['tag']}"
-            if not isinstance(key, str):
-                raise UsageError("'remove' needs 'key' (<plc>/<tag or alias>) or 'plc' and 'tag'")
-            self.remove_consumer(key, now)
-            return {"ok": True, "key": key, "state": self.consumers[key].conn.state.value
-                    if key in self.consumers else "CLOSED"}
-        if op == "list":
-            return {"ok": True, "consumers": [
-                {"key": k, "plc": c.defn.plc, "tag": c.defn.tag, "address": c.defn.address,
-                 "state": c.conn.state.value, "failure": c.conn.failure}
-                for k, c in self.consumers.items()]}
-        if op == "status":
-            return {"ok": True, **self.status(recorder=req.get("recorder") is True)}
-        if op == "recorder":
-            key = req.get("key")
-            if key is None and req.get("plc") is not None and req.get("tag") is not None:
-                key = f"{req['plc']}/{req['tag']}"
-            found = self.consumers.get(key) if isinstance(key, str) else None
-            if found is None:
-                raise UsageError(f"'recorder' needs the 'key' of a consumer (<plc>/<tag or"
-                                 f" alias>), got {key!r}; 'list' shows the keys")
-            return {"ok": True, "key": key, "state": found.conn.state.value,
-                    "recorder": found.conn.recorder.dump()}
-        if op == "stop":
-            self._stop_requested = True
-            return {"ok": True, "stopping": True}
-        raise UsageError(f"unknown op {op!r}: use add, remove, list, status, recorder or stop")
+    def _control_request(self, body: bytes, now: float) -> control.Reply:
+        req = control.decode_request(body)
+        return self._CONTROL_HANDLERS[type(req)](self, req, now)
+
+    def _control_add(self, req: control.AddRequest, now: float) -> control.Reply:
+        c = self.add_consumer(req.consumer, now)
+        return control.ConsumerReply(c.defn.key, c.conn.state.value)
+
+    def _control_remove(self, req: control.RemoveRequest, now: float) -> control.Reply:
+        self.remove_consumer(req.key, now)
+        found = self.consumers.get(req.key)
+        return control.ConsumerReply(req.key,
+                                     found.conn.state.value if found is not None else "CLOSED")
+
+    def _control_list(self, req: control.ListRequest, now: float) -> control.Reply:
+        return control.ListReply(tuple(
+            control.ConsumerListing(key=k, plc=c.defn.plc, tag=c.defn.tag,
+                                    address=c.defn.address, state=c.conn.state.value,
+                                    failure=c.conn.failure)
+            for k, c in self.consumers.items()))
+
+    def _control_status(self, req: control.StatusRequest, now: float) -> control.Reply:
+        return control.StatusReply(self.status(recorder=req.recorder))
+
+    def _control_recorder(self, req: control.RecorderRequest, now: float) -> control.Reply:
+        found = self.consumers.get(req.key)
+        if found is None:
+            raise control.no_recorder_key(req.key)
+        return control.RecorderReply(req.key, found.conn.state.value, found.conn.recorder.dump())
+
+    def _control_stop(self, req: control.StopRequest, now: float) -> control.Reply:
+        self._stop_requested = True
+        return control.StopReply()
+
+    #: Request class -> its handler (ARCHITECTURE.md: choices as tables keyed by input class).
+    _CONTROL_HANDLERS: ClassVar[dict[type[Any], Callable[[IoWorker, Any, float],
+                                                         control.Reply]]] = {
+        control.AddRequest: _control_add,
+        control.RemoveRequest: _control_remove,
+        control.ListRequest: _control_list,
+        control.StatusRequest: _control_status,
+        control.RecorderRequest: _control_recorder,
+        control.StopRequest: _control_stop,
+    }
 
     def status(self, recorder: bool = False) -> dict[str, Any]:
         """The ``status`` reply. The flight recorders (hex dumps, ~1 KB per consumer) only with

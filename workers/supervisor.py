@@ -68,6 +68,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from pyconpro.acquisition import control
 from pyconpro.acquisition.config import (
     Config,
     ConfigError,
@@ -167,25 +168,8 @@ def consumer_key(spec: ConsumerSpec) -> str:
 
 
 def consumer_map(spec: ConsumerSpec) -> dict[str, Any]:
-    """The worker control socket's ``add`` map for ``spec`` (keys of ``workers._consumers``)."""
-    m: dict[str, Any] = {
-        "plc": spec.plc,
-        "address": spec.address,
-        "tag": spec.tag,
-        "rpi_us": spec.rpi_us,
-        "ot_rpi_us": spec.ot_rpi_us,
-        "multiplier": spec.multiplier_factor,
-        "transport": "multicast" if spec.multicast else "unicast",
-        "slot": spec.slot,
-        "udp_port": spec.udp_port,
-    }
-    if spec.route:
-        m["route"] = [[hop.port, hop.link] for hop in spec.route]
-    if spec.size is not None:
-        m["size"] = spec.size
-    if spec.alias is not None:
-        m["alias"] = spec.alias
-    return m
+    """The worker control socket's ``add`` map for ``spec`` (``acquisition.control``)."""
+    return control.consumer_to_map(control.consumer_from_spec(spec))
 
 
 def consumer_text(spec: ConsumerSpec) -> str:
@@ -826,7 +810,8 @@ class Supervisor:
                 else:
                     interval = STATUS_INTERVAL_S
                 link.next_poll = now + interval
-                self.worker_request(name, {"op": "status"}, self._status_callback(name, child.pid))
+                self.worker_request(name, control.StatusRequest().to_map(),
+                                    self._status_callback(name, child.pid))
             self._pump_link(link, now)
 
     def _status_callback(
@@ -875,9 +860,8 @@ class Supervisor:
         log.info("%s: bus subscription reached the worker; adding %d consumer(s)", name,
                  len(consumers))  # fmt: skip
         for c in consumers:
-            self.worker_request(name, {"op": "add", "consumer": consumer_map(c)},
-                                self._change_done(name, {"op": "add",
-                                                         "consumer": consumer_map(c)}))
+            request = control.AddRequest(control.consumer_from_spec(c)).to_map()
+            self.worker_request(name, request, self._change_done(name, request))
 
     def _update_upstreams(self) -> None:
         eps = set(self.learned_pubs.values())
@@ -935,10 +919,11 @@ class Supervisor:
             self._execute(now)
         for name, keys in plan.remove_consumers.items():
             for key in keys:
-                self._worker_change(name, {"op": "remove", "key": key})
+                self._worker_change(name, control.RemoveRequest(key).to_map())
         for name, specs in plan.add_consumers.items():
             for spec in specs:
-                self._worker_change(name, {"op": "add", "consumer": consumer_map(spec)})
+                self._worker_change(
+                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map())
         self._finish_removals()
         self._update_upstreams()
         del old_specs

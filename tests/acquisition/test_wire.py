@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import math
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import msgpack
 import pytest
@@ -584,3 +586,41 @@ def test_sample_stream_shares_the_publishers_counter() -> None:
     assert [wire.decode(first.topic, first.encode(0, 0, 0, 0, 1, b"")).seq for _ in range(2)] == [0, 1]
     again = wire.SampleStream("w", "p", "t", counter=counter)  # consumer removed and re-added
     assert wire.decode(again.topic, again.encode(0, 0, 0, 0, 1, b"")).seq == 2
+
+
+# --------------------------------------------------------------------------- schema tables
+
+
+def _doc_tables_script() -> ModuleType:
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "doc_tables.py"
+    spec = importlib.util.spec_from_file_location("doc_tables", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_tables_are_generated_from_the_schema() -> None:
+    """docs/wire-format.md's key tables are what ``wire.schema_markdown`` renders (regenerate
+    them with scripts/doc_tables.py)."""
+    doc_tables = _doc_tables_script()
+    doc = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
+    text = doc.read_text(encoding="utf-8")
+    assert doc_tables.blocks_in(text) == ["wire sample", "wire event", "wire stats"]
+    new, stale = doc_tables.regenerate(text)
+    assert stale == [], f"run scripts/doc_tables.py: {stale}"
+    assert new == text
+
+
+def test_schema_tables_name_every_field_once() -> None:
+    for cls in (Sample, Event, Stats):
+        attrs = [k.attr for k in cls.KEYS]
+        keys = [k.key for k in cls.KEYS]
+        assert sorted(attrs) == sorted(f.name for f in dataclasses.fields(cls))
+        assert len(set(keys)) == len(keys)
+
+
+def test_sample_stream_key_order_is_the_schema_order() -> None:
+    body = wire.SampleStream("w1", "plc1", "Count", "DINT").encode(1, 2, 3, 4, 5, b"")
+    assert list(msgpack.unpackb(body, raw=False)) == [k.key for k in wire.SAMPLE_KEYS]

@@ -396,3 +396,12 @@ def test_parse_type() -> None:
         parse_type("BOOL[10]", {})
     cube = parse_type("SINT[2,2,2]", {})
     assert isinstance(cube, ArrayType) and math.prod(cube.dims) == 8
+
+
+def test_a_misspelt_key_gets_the_shared_did_you_mean(tmp_path: Path) -> None:
+    """Tag files are checked with the pipeline config's helpers (acquisition/toml_check.py)."""
+    path = write_toml(tmp_path, '[[tags]]\nname = "A"\ntype = "DINT"\nproduce = true\n')
+    with pytest.raises(SimConfigError) as info:
+        load_store(path)
+    assert str(info.value).startswith(f"{path}: tags[0].produce: unknown key; did you mean"
+                                      " 'produced'? use one of ")

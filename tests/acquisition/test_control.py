@@ -1,0 +1,90 @@
+"""The worker's control protocol (acquisition/control.py): every request round-trips through
+its map and MessagePack, consumer maps round-trip, and malformed requests name the fix."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from pyconpro.acquisition import control
+from pyconpro.acquisition.control import (
+    AddRequest,
+    ConsumerListing,
+    ErrorReply,
+    ListReply,
+    ListRequest,
+    RecorderRequest,
+    RemoveRequest,
+    StatusRequest,
+    StopRequest,
+    consumer_from_map,
+    consumer_from_text,
+    consumer_to_map,
+    decode_request,
+    encode_request,
+)
+from pyconpro.acquisition.errors import UsageError
+
+DEFN = consumer_from_text("plc=p1,address=10.0.0.5,port=1234,udp_port=2300,slot=none,"
+                          "route=1/2;2/10.0.0.9,tag=Count,alias=C2,rpi_ms=20,ot_rpi_ms=40,"
+                          "multiplier=16,transport=multicast,size=4")
+
+
+@pytest.mark.parametrize("req", [
+    AddRequest(DEFN), AddRequest(consumer_from_text("address=10.0.0.5,tag=T,type=REAL[10]")),
+    RemoveRequest("p1/C2"), ListRequest(), StatusRequest(), StatusRequest(recorder=True),
+    RecorderRequest("p1/C2"), StopRequest(),
+], ids=lambda r: type(r).__name__)
+def test_every_request_round_trips(req: control.Request) -> None:
+    assert decode_request(encode_request(req)) == req
+    assert req.to_map()["op"] == req.OP
+    assert control.REQUESTS[req.OP] is type(req)
+
+
+def test_consumer_map_round_trips_and_keeps_defaults_out() -> None:
+    assert consumer_from_map(consumer_to_map(DEFN)) == DEFN
+    plain = consumer_to_map(consumer_from_text("address=10.0.0.5,tag=T"))
+    assert plain == {"plc": "10.0.0.5", "address": "10.0.0.5", "tag": "T", "rpi_us": 100_000,
+                     "multiplier": 8, "transport": "unicast", "slot": 0, "udp_port": 2222}
+
+
+def test_remove_and_recorder_take_plc_and_tag_instead_of_key() -> None:
+    assert control.request_from_map({"op": "remove", "plc": "a", "tag": "T"}) == RemoveRequest("a/T")
+    assert control.request_from_map({"op": "recorder", "plc": "a", "tag": "T"}) == \
+        RecorderRequest("a/T")
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (b"\xc1", "control request is not MessagePack: send a map like {'op': 'list'}"),
+    (msgpack.packb([1]), "control request must be a map with an 'op' string (add, remove, list,"
+                         " status, stop)"),
+    (msgpack.packb({"op": 3}), "must be a map with an 'op' string"),
+    (msgpack.packb({"op": "nope"}), "unknown op 'nope': use add, remove, list, status, recorder"
+                                    " or stop"),
+    (msgpack.packb({"op": "add"}), "'add' needs 'consumer': a map with at least address and tag"),
+    (msgpack.packb({"op": "add", "consumer": {"address": "10.0.0.5", "tag": "T", "colour": 1}}),
+     "unknown consumer key(s) 'colour'; known keys: "),
+    (msgpack.packb({"op": "remove"}), "'remove' needs 'key' (<plc>/<tag or alias>) or 'plc' and"
+                                      " 'tag'"),
+    (msgpack.packb({"op": "recorder", "key": 5}), "'recorder' needs the 'key' of a consumer"
+                                                  " (<plc>/<tag or alias>), got 5; 'list' shows"
+                                                  " the keys"),
+])
+def test_malformed_requests_name_the_fix(body: bytes, error: str) -> None:
+    with pytest.raises(UsageError) as info:
+        decode_request(body)
+    assert error in str(info.value)
+
+
+def test_replies_are_the_documented_maps() -> None:
+    listing = ConsumerListing(key="a/T", plc="a", tag="T", address="10.0.0.5", state="RUNNING",
+                              failure=None)
+    assert ListReply((listing,)).to_map() == {"ok": True, "consumers": [
+        {"key": "a/T", "plc": "a", "tag": "T", "address": "10.0.0.5", "state": "RUNNING",
+         "failure": None}]}
+    assert control.ConsumerReply("a/T", "OPENING").to_map() == {"ok": True, "key": "a/T",
+                                                                "state": "OPENING"}
+    assert control.StopReply().to_map() == {"ok": True, "stopping": True}
+    assert msgpack.unpackb(control.encode_reply(ErrorReply("no"))) == {"ok": False,
+                                                                      "error": "no"}
+    assert msgpack.unpackb(control.encode_reply(control.StatusReply({"x": object}))) == {
+        "ok": True, "x": str(object)}
