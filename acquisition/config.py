@@ -306,7 +306,8 @@ def validate_tag_name(name: str) -> tuple[str, str] | None:
         return "the tag name is empty", "write the produced tag's name"
     if ":" in name:
         return (
-            f"{name!r} is program-scoped; only controller-scoped tags are produced (README: Configuring the produced tag in Studio 5000)",
+            f"{name!r} is program-scoped; only controller-scoped tags are produced (README:"
+            " Configuring the produced tag in Studio 5000)",
             "move the tag to controller scope in Studio 5000 and use its plain name",
         )
     if "." in name or "[" in name:
@@ -703,7 +704,8 @@ def _read_plc(
             ctx.error(
                 tinh.transport[1],
                 f"tag {tag.name!r} uses multicast through a route",
-                "multicast T->O has TTL 1 and never crosses a router (docs/configuration.md, transport): "
+                "multicast T->O has TTL 1 and never crosses a router (docs/configuration.md,"
+                " transport): "
                 'use transport = "unicast" for PLCs reached through a route',
             )
         tags.append(tag)
@@ -878,7 +880,10 @@ def _sink_output(sink: SinkConfig) -> tuple[str, ...] | None:
 
 
 def _check_sink_output(
-    ctx: _Ctx, index: int, entry: Mapping[str, Any], sink: SinkConfig,
+    ctx: _Ctx,
+    index: int,
+    entry: Mapping[str, Any],
+    sink: SinkConfig,
     seen: dict[tuple[str, ...], str],
 ) -> None:
     # Two sinks on one SQLite file, or two file sinks rotating the same names, interleave or

@@ -201,7 +201,8 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
 
 
 def consumer_from_text(text: str) -> ConsumerDef:
-    """``key=value,key=value``; a route's own commas are written with ';' (``route=1/2;2/10.0.0.9``)."""
+    """``key=value,key=value``; a route's own commas are written with ';'
+    (``route=1/2;2/10.0.0.9``)."""
     m: dict[str, str] = {}
     for part in text.split(","):
         if not part.strip():
@@ -246,10 +247,18 @@ def consumer_to_map(d: ConsumerDef) -> dict[str, Any]:
 def consumer_from_spec(spec: Any) -> ConsumerDef:
     """From ``acquisition.config.ConsumerSpec`` (the supervisor's typed configuration)."""
     return ConsumerDef(
-        plc=spec.plc, address=spec.address, tag=spec.tag, rpi_us=spec.rpi_us,
-        ot_rpi_us=spec.ot_rpi_us, multiplier=spec.multiplier, multicast=spec.multicast,
-        slot=spec.slot, route=tuple((h.port, h.link) for h in spec.route), size=spec.size,
-        alias=spec.alias, udp_port=spec.udp_port,
+        plc=spec.plc,
+        address=spec.address,
+        tag=spec.tag,
+        rpi_us=spec.rpi_us,
+        ot_rpi_us=spec.ot_rpi_us,
+        multiplier=spec.multiplier,
+        multicast=spec.multicast,
+        slot=spec.slot,
+        route=tuple((h.port, h.link) for h in spec.route),
+        size=spec.size,
+        alias=spec.alias,
+        udp_port=spec.udp_port,
     )
 
 
@@ -266,8 +275,10 @@ def _key_of(req: Mapping[str, Any]) -> object:
 
 def no_recorder_key(key: object) -> UsageError:
     """The error of a ``recorder`` request whose key names no consumer."""
-    return UsageError(f"'recorder' needs the 'key' of a consumer (<plc>/<tag or alias>), got"
-                      f" {key!r}; 'list' shows the keys")
+    return UsageError(
+        f"'recorder' needs the 'key' of a consumer (<plc>/<tag or alias>), got"
+        f" {key!r}; 'list' shows the keys"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,26 +378,28 @@ class StopRequest:
         return {"op": self.OP}
 
 
-Request: TypeAlias = (AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest
-                      | StopRequest)
+Request: TypeAlias = (
+    AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest | StopRequest
+)
 
 #: op -> request class; the order is the one error messages list the ops in.
 REQUESTS: dict[str, type[Request]] = {
     cls.OP: cls
-    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest,
-                StopRequest)
+    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest, StopRequest)
 }
 
 
 def request_from_map(req: object) -> Request:
     """Validate one decoded request map; UsageError names the fix."""
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-        raise UsageError("control request must be a map with an 'op' string"
-                         " (add, remove, list, status, stop)")
+        raise UsageError(
+            "control request must be a map with an 'op' string (add, remove, list, status, stop)"
+        )
     cls = REQUESTS.get(req["op"])
     if cls is None:
-        raise UsageError(f"unknown op {req['op']!r}: use add, remove, list, status, recorder"
-                         " or stop")
+        raise UsageError(
+            f"unknown op {req['op']!r}: use add, remove, list, status, recorder or stop"
+        )
     return cls.from_map(req)
 
 
@@ -395,8 +408,9 @@ def decode_request(body: bytes) -> Request:
     try:
         req = msgpack.unpackb(body, raw=False)
     except (ValueError, TypeError, msgpack.UnpackException):
-        raise UsageError("control request is not MessagePack: send a map like"
-                         " {'op': 'list'}") from None
+        raise UsageError(
+            "control request is not MessagePack: send a map like {'op': 'list'}"
+        ) from None
     return request_from_map(req)
 
 
@@ -430,8 +444,14 @@ class ConsumerListing:
     failure: str | None
 
     def to_map(self) -> dict[str, Any]:
-        return {"key": self.key, "plc": self.plc, "tag": self.tag, "address": self.address,
-                "state": self.state, "failure": self.failure}
+        return {
+            "key": self.key,
+            "plc": self.plc,
+            "tag": self.tag,
+            "address": self.address,
+            "state": self.state,
+            "failure": self.failure,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,8 +498,7 @@ class ErrorReply:
         return {"ok": False, "error": self.error}
 
 
-Reply: TypeAlias = (ConsumerReply | ListReply | StatusReply | RecorderReply | StopReply
-                    | ErrorReply)
+Reply: TypeAlias = ConsumerReply | ListReply | StatusReply | RecorderReply | StopReply | ErrorReply
 
 
 def encode_reply(reply: Reply) -> bytes:

@@ -184,7 +184,8 @@ class IdentityItem:
         name = r.take(n, "product name").decode("latin-1")
         state = r.u8("identity state")
         r.expect_end("identity item")
-        return cls(vendor, dtype, pcode, major, minor, status, serial, name, state, sockaddr, version)
+        return cls(vendor, dtype, pcode, major, minor, status, serial, name, state, sockaddr,
+                   version)
 
 
 @dataclass(frozen=True, slots=True)

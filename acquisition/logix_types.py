@@ -448,7 +448,8 @@ def produced_connection_size(tag_size: int, *, limit: int = PRODUCED_TAG_MAX_BYT
     if tag_size > limit:
         raise UsageError(
             f"produced tag is {tag_size} bytes but Logix limits standard produced tags to "
-            f"{limit} bytes (README: Configuring the produced tag in Studio 5000): split the data into several produced tags"
+            f"{limit} bytes (README: Configuring the produced tag in Studio 5000): split the"
+            " data into several produced tags"
         )
     return tag_size + SEQUENCE_COUNT_BYTES
 
@@ -525,8 +526,9 @@ class SymbolType:
             elem = t
         if isinstance(elem, StructType):
             return cls(True, dims, system, template_id=elem.instance_id)
-        return cls(False, dims, system, code=elem.code,
-                   bit=bit if elem.code == DataTypeCode.BOOL else 0)
+        return cls(
+            False, dims, system, code=elem.code, bit=bit if elem.code == DataTypeCode.BOOL else 0
+        )
 
 
 def symbol_dims(t: LogixType) -> tuple[int, int, int]:

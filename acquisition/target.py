@@ -256,7 +256,8 @@ class Producer:
 class _Reject(Exception):
     """Internal: a Forward_Open refusal (general status + additional words)."""
 
-    def __init__(self, extended: int | None, *extra: int, general: int = GeneralStatus.CONNECTION_FAILURE):
+    def __init__(self, extended: int | None, *extra: int,
+                 general: int = GeneralStatus.CONNECTION_FAILURE):
         self.general = int(general)
         self.additional = (() if extended is None else (int(extended),)) + tuple(extra)
         super().__init__(self.additional)
@@ -354,10 +355,16 @@ class ProducerTarget:
                 fixed = _LFO_FIXED if large else _FO_FIXED
                 return self._malformed(service, request.data, fixed, 10, now), ()
             to_item = next(
-                (i for i in items if isinstance(i, cpf.SockaddrInfo) and i.direction == cpf.ItemId.SOCKADDR_T2O),
+                (
+                    i
+                    for i in items
+                    if isinstance(i, cpf.SockaddrInfo) and i.direction == cpf.ItemId.SOCKADDR_T2O
+                ),
                 None,
             )
-            return self.forward_open(fo, peer_ip, session_id, now, to_item.sockaddr if to_item else None)
+            return self.forward_open(
+                fo, peer_ip, session_id, now, to_item.sockaddr if to_item else None
+            )
         if service == cip.Service.FORWARD_CLOSE:
             try:
                 fc = cm.ForwardCloseRequest.decode_body(request.data)
@@ -371,12 +378,18 @@ class ProducerTarget:
         Logix for 0x5B): no triad is echoed, the body is not even parsed."""
         self.counters.rejects += 1
         self._count_code(f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X}")
-        self._event(TargetEventKind.REJECTED, now, peer=peer_ip,
-                    detail=f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X} service 0x{service:02X}"
-                           " not supported (large_forward_open off)")
+        self._event(
+            TargetEventKind.REJECTED,
+            now,
+            peer=peer_ip,
+            detail=f"0x{GeneralStatus.SERVICE_NOT_SUPPORTED:02X} service 0x{service:02X}"
+            " not supported (large_forward_open off)",
+        )
         return cip.Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
 
-    def _malformed(self, service: int, data: bytes, fixed: int, triad_at: int, now: float) -> cip.Reply:
+    def _malformed(
+        self, service: int, data: bytes, fixed: int, triad_at: int, now: float
+    ) -> cip.Reply:
         """0x13 when the body is shorter than its fixed part + path, 0x15 when longer."""
         size_at = fixed - 2 if fixed == _FC_FIXED else fixed - 1
         if len(data) < fixed or len(data) < fixed + 2 * data[size_at]:
@@ -385,7 +398,9 @@ class ProducerTarget:
             general = GeneralStatus.TOO_MUCH_DATA
         self.counters.rejects += 1
         self._count_code(f"0x{general:02X}")
-        self._event(TargetEventKind.REJECTED, now, detail=f"malformed body: general 0x{general:02X}")
+        self._event(
+            TargetEventKind.REJECTED, now, detail=f"malformed body: general 0x{general:02X}"
+        )
         if len(data) >= triad_at + 8:
             serial, vendor, oserial = cm._TRIAD.unpack_from(data, triad_at)
             return cm.ConnectionFailure(general, (), serial, vendor, oserial, 0).to_reply(service)
@@ -408,8 +423,9 @@ class ProducerTarget:
             return self._unsupported(request.service, peer_ip, now), ()
         try:
             app = self._walk_path(request.path)
-            conn, items = _OPENERS[app.kind](self, request, app, peer_ip, session_id, now,
-                                             to_sockaddr)
+            conn, items = _OPENERS[app.kind](
+                self, request, app, peer_ip, session_id, now, to_sockaddr
+            )
         except _Reject as r:
             self.counters.rejects += 1
             code = f"0x{r.general:02X}" + (f"/0x{r.additional[0]:04X}" if r.additional else "")
@@ -419,19 +435,38 @@ class ProducerTarget:
                 tag = self._tag_name_of(request.path)
             except Exception:  # noqa: BLE001 - only for the log line
                 tag = None
-            self._event(TargetEventKind.REJECTED, now, request.triad, tag, peer_ip,
-                        f"{code} {' '.join(f'{w:#06x}' for w in r.additional[1:])}".strip())
+            self._event(
+                TargetEventKind.REJECTED,
+                now,
+                request.triad,
+                tag,
+                peer_ip,
+                f"{code} {' '.join(f'{w:#06x}' for w in r.additional[1:])}".strip(),
+            )
             failure = cm.ConnectionFailure(
-                r.general, r.additional, request.connection_serial, request.vendor_id,
-                request.originator_serial, 0,
+                r.general,
+                r.additional,
+                request.connection_serial,
+                request.vendor_id,
+                request.originator_serial,
+                0,
             )
             return failure.to_reply(request.service), ()
         success = cm.ForwardOpenSuccess(
-            conn.ot_id, conn.to_id, request.connection_serial, request.vendor_id,
-            request.originator_serial, conn.ot_api_us, conn.to_api_us,
+            conn.ot_id,
+            conn.to_id,
+            request.connection_serial,
+            request.vendor_id,
+            request.originator_serial,
+            conn.ot_api_us,
+            conn.to_api_us,
         )
         self._event(
-            TargetEventKind.OPENED, now, conn.triad, conn.tag, peer_ip,
+            TargetEventKind.OPENED,
+            now,
+            conn.triad,
+            conn.tag,
+            peer_ip,
             f"{conn.kind.value} ot_id={conn.ot_id:#010x} to_id={conn.to_id:#010x}"
             f" rpi={conn.to_api_us}us ot_rpi={conn.ot_api_us}us x{conn.multiplier}"
             + (f" dest={conn.dest[0]}:{conn.dest[1]}" if conn.dest else "")
@@ -463,7 +498,9 @@ class ProducerTarget:
         # Further hops would leave the CPU: it has no other ports.
         if any(isinstance(s, epath.PortSegment) for s in segments[i:]):
             raise _Reject(ExtendedStatus.PORT_NOT_AVAILABLE)
-        while i < len(segments) and isinstance(segments[i], (epath.ElectronicKey, epath.NetworkSegment)):
+        while i < len(segments) and isinstance(
+            segments[i], (epath.ElectronicKey, epath.NetworkSegment)
+        ):
             seg = segments[i]
             if isinstance(seg, epath.ElectronicKey):
                 self._check_key(seg)
@@ -472,8 +509,12 @@ class ProducerTarget:
         lt = epath.LogicalType
         if (
             len(rest) == 2
-            and isinstance(rest[0], epath.LogicalSegment) and rest[0].kind == lt.CLASS_ID and rest[0].value == 0x02
-            and isinstance(rest[1], epath.LogicalSegment) and rest[1].kind == lt.INSTANCE_ID and rest[1].value == 0x01
+            and isinstance(rest[0], epath.LogicalSegment)
+            and rest[0].kind == lt.CLASS_ID
+            and rest[0].value == 0x02
+            and isinstance(rest[1], epath.LogicalSegment)
+            and rest[1].kind == lt.INSTANCE_ID
+            and rest[1].value == 0x01
         ):
             return _AppPath(ConnectionKind.CLASS3)
         if len(rest) == 1 and isinstance(rest[0], epath.SymbolicSegment):
@@ -481,7 +522,12 @@ class ProducerTarget:
         if rest and all(isinstance(s, epath.SymbolicSegment) for s in rest):
             # Program-scoped or dotted: not a controller-scoped produced tag (protocol.md 4.2).
             raise _Reject(self.options.unknown_tag_error)
-        if rest and isinstance(rest[0], epath.LogicalSegment) and rest[0].kind == lt.CLASS_ID and rest[0].value == 0x04:
+        if (
+            rest
+            and isinstance(rest[0], epath.LogicalSegment)
+            and rest[0].kind == lt.CLASS_ID
+            and rest[0].value == 0x04
+        ):
             return self._assembly(rest[1:])
         raise _Reject(ExtendedStatus.INVALID_SEGMENT_IN_PATH)
 
@@ -490,10 +536,18 @@ class ProducerTarget:
         point is the produced one (protocol.md 4.3); the O->T point is a heartbeat."""
         lt = epath.LogicalType
         j = 0
-        if j < len(rest) and isinstance(rest[j], epath.LogicalSegment) and rest[j].kind == lt.INSTANCE_ID:  # type: ignore[union-attr]
+        if (
+            j < len(rest)
+            and isinstance(rest[j], epath.LogicalSegment)
+            and rest[j].kind == lt.INSTANCE_ID  # type: ignore[union-attr]
+        ):
             j += 1
         points: list[int] = []
-        while j < len(rest) and isinstance(rest[j], epath.LogicalSegment) and rest[j].kind == lt.CONNECTION_POINT:  # type: ignore[union-attr]
+        while (
+            j < len(rest)
+            and isinstance(rest[j], epath.LogicalSegment)
+            and rest[j].kind == lt.CONNECTION_POINT  # type: ignore[union-attr]
+        ):
             points.append(rest[j].value)  # type: ignore[union-attr]
             j += 1
         while j < len(rest) and isinstance(rest[j], epath.DataSegment):
@@ -583,9 +637,20 @@ class ProducerTarget:
             raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
         factor, timeout = self._watchdog(request)
         conn = TargetConnection(
-            ConnectionKind.CLASS3, request.triad, self._new_id(), request.to_connection_id, peer_ip,
-            session_id, request.ot_rpi, request.to_rpi, factor, timeout,
-            now + max(timeout, self.options.initial_watchdog_s), now, request.path, to_size=to.size,
+            ConnectionKind.CLASS3,
+            request.triad,
+            self._new_id(),
+            request.to_connection_id,
+            peer_ip,
+            session_id,
+            request.ot_rpi,
+            request.to_rpi,
+            factor,
+            timeout,
+            now + max(timeout, self.options.initial_watchdog_s),
+            now,
+            request.path,
+            to_size=to.size,
         )
         self._add(conn)
         return conn, ()
@@ -635,14 +700,28 @@ class ProducerTarget:
 
         factor, timeout = self._watchdog(request)
         conn = TargetConnection(
-            ConnectionKind.CLASS1, request.triad, self._new_id(), 0, peer_ip, session_id,
-            request.ot_rpi, request.to_rpi, factor, timeout,
-            now + max(timeout, opt.initial_watchdog_s), now, request.path, tag=name,
-            multicast=multicast, to_size=to.size,
+            ConnectionKind.CLASS1,
+            request.triad,
+            self._new_id(),
+            0,
+            peer_ip,
+            session_id,
+            request.ot_rpi,
+            request.to_rpi,
+            factor,
+            timeout,
+            now + max(timeout, opt.initial_watchdog_s),
+            now,
+            request.path,
+            tag=name,
+            multicast=multicast,
+            to_size=to.size,
         )
         items: list[cpf.Item] = []
         if opt.reply_ot_sockaddr:
-            items.append(cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_O2T, cpf.Sockaddr("0.0.0.0", opt.udp_port)))
+            items.append(
+                cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_O2T, cpf.Sockaddr("0.0.0.0", opt.udp_port))
+            )
         if multicast:
             key = name.casefold()
             producer = self._multicast.get(key)
@@ -651,19 +730,37 @@ class ProducerTarget:
                 if group is None:
                     group = multicast_group(opt.address, opt.netmask, len(self._groups))
                     self._groups[key] = group
-                producer = Producer(name, tag, self._new_id(), (group, opt.multicast_port),
-                                    request.to_rpi, now, True, [])
+                producer = Producer(
+                    name,
+                    tag,
+                    self._new_id(),
+                    (group, opt.multicast_port),
+                    request.to_rpi,
+                    now,
+                    True,
+                    [],
+                )
                 self._multicast[key] = producer
                 self._producers[producer.to_id] = producer
             conn.to_id = producer.to_id
             conn.dest = producer.dest
             producer.consumers.append(conn)
-            items.append(cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr(producer.dest[0], producer.dest[1])))
+            items.append(
+                cpf.SockaddrInfo(
+                    cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr(producer.dest[0], producer.dest[1])
+                )
+            )
         else:
-            port = to_sockaddr.port if to_sockaddr is not None and to_sockaddr.port else opt.consumer_port
+            port = (
+                to_sockaddr.port
+                if to_sockaddr is not None and to_sockaddr.port
+                else opt.consumer_port
+            )
             conn.to_id = request.to_connection_id
             conn.dest = (peer_ip, port)
-            producer = Producer(name, tag, conn.to_id, conn.dest, request.to_rpi, now, False, [conn])
+            producer = Producer(
+                name, tag, conn.to_id, conn.dest, request.to_rpi, now, False, [conn]
+            )
             # Two P2P consumers may pick the same T->O id (they choose it): key producers by
             # connection, not by id, so they stay independent.
             self._producers[id(producer)] = producer
@@ -671,7 +768,9 @@ class ProducerTarget:
         self._add(conn)
         return conn, tuple(items)
 
-    def _check_rpi(self, request: cm.ForwardOpenRequest, tag: ProducibleTag, name: str, multicast: bool) -> None:
+    def _check_rpi(
+        self, request: cm.ForwardOpenRequest, tag: ProducibleTag, name: str, multicast: bool
+    ) -> None:
         opt = self.options
         ot_ok = opt.ot_rpi_min_us <= request.ot_rpi <= opt.ot_rpi_max_us
         to_ok = tag.rpi_min_us <= request.to_rpi <= tag.rpi_max_us
@@ -680,10 +779,16 @@ class ProducerTarget:
             if default is None:
                 raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
             ot_rpi = min(max(request.ot_rpi, opt.ot_rpi_min_us), opt.ot_rpi_max_us)
-            ot_type = RPI_OK if ot_ok else (RPI_MINIMUM if request.ot_rpi < opt.ot_rpi_min_us else RPI_MAXIMUM)
+            ot_type = (
+                RPI_OK
+                if ot_ok
+                else (RPI_MINIMUM if request.ot_rpi < opt.ot_rpi_min_us else RPI_MAXIMUM)
+            )
             to_type = RPI_OK if to_ok else RPI_USE_THIS
             to_rpi = request.to_rpi if to_ok else default
-            raise _Reject(ExtendedStatus.RPI_NOT_ACCEPTABLE, *_rpi_words(ot_type, to_type, ot_rpi, to_rpi))
+            raise _Reject(
+                ExtendedStatus.RPI_NOT_ACCEPTABLE, *_rpi_words(ot_type, to_type, ot_rpi, to_rpi)
+            )
         if multicast:
             producer = self._multicast.get(name.casefold())
             if producer is not None and producer.rpi_us != request.to_rpi:
@@ -724,12 +829,21 @@ class ProducerTarget:
             refusal = CloseRefusal.NOT_FOUND if conn is None else CloseRefusal.NOT_ORIGINATOR
             general, additional = _CLOSE_REFUSALS[refusal]
             self.counters.close_rejects += 1
-            self._event(TargetEventKind.CLOSE_REJECTED, now, request.triad,
-                        conn.tag if conn else None, peer_ip,
-                        refusal.value + (f" {conn.peer_ip}" if conn else ""))
+            self._event(
+                TargetEventKind.CLOSE_REJECTED,
+                now,
+                request.triad,
+                conn.tag if conn else None,
+                peer_ip,
+                refusal.value + (f" {conn.peer_ip}" if conn else ""),
+            )
             return cm.ConnectionFailure(
-                int(general), tuple(int(a) for a in additional), request.connection_serial,
-                request.vendor_id, request.originator_serial, 0,
+                int(general),
+                tuple(int(a) for a in additional),
+                request.connection_serial,
+                request.vendor_id,
+                request.originator_serial,
+                0,
             ).to_reply(cip.Service.FORWARD_CLOSE)
         self._remove(conn)
         self._event(TargetEventKind.CLOSED, now, conn.triad, conn.tag, peer_ip, conn.kind.value)
@@ -776,8 +890,11 @@ class ProducerTarget:
         when no class-3 connection of this session has that O->T id. A repeated sequence count
         is a retransmission: the previous reply is returned and ``handler`` is not called."""
         conn = self._by_ot_id.get(connection_id)
-        if (conn is None or not KIND_RULES[conn.kind].connected_requests
-                or conn.session_id != session_id):
+        if (
+            conn is None
+            or not KIND_RULES[conn.kind].connected_requests
+            or conn.session_id != session_id
+        ):
             return None
         conn.deadline = now + conn.timeout_s
         self.counters.connected_requests += 1
@@ -789,12 +906,19 @@ class ProducerTarget:
         return conn.to_id, reply
 
     def session_closed(self, session_id: int, now: float) -> None:
-        """The TCP session ended: its class-3 connections go, class-1 ones stay (protocol.md 2.4)."""
+        """The TCP session ended: its class-3 connections go, class-1 ones stay
+        (protocol.md 2.4)."""
         for conn in [c for c in self._by_triad.values() if c.session_id == session_id]:
             if KIND_RULES[conn.kind].ends_with_session:
                 self._remove(conn)
-                self._event(TargetEventKind.SESSION_CLOSED, now, conn.triad, None, conn.peer_ip,
-                            f"class3 closed with session {session_id:#x}")
+                self._event(
+                    TargetEventKind.SESSION_CLOSED,
+                    now,
+                    conn.triad,
+                    None,
+                    conn.peer_ip,
+                    f"class3 closed with session {session_id:#x}",
+                )
 
     def restart(self, now: float) -> None:
         """Lose every connection, as a program download does: the tag database restarts too
@@ -808,9 +932,15 @@ class ProducerTarget:
         self.store.restart(now)
         new = int(self.store.incarnation) & 0xFFFF
         # Ids of the old incarnation may still sit in consumers' tables: never reuse the prefix.
-        self._incarnation = new if new not in (0, self._incarnation) else self._incarnation % 0xFFFF + 1
+        self._incarnation = (
+            new if new not in (0, self._incarnation) else self._incarnation % 0xFFFF + 1
+        )
         self._counter = 0
-        self._event(TargetEventKind.RESTARTED, now, detail=f"lost {lost} connections, incarnation {self._incarnation}")
+        self._event(
+            TargetEventKind.RESTARTED,
+            now,
+            detail=f"lost {lost} connections, incarnation {self._incarnation}",
+        )
 
     # ------------------------------------------------------------------ timers
 
@@ -824,9 +954,15 @@ class ProducerTarget:
         for conn in [c for c in self._by_triad.values() if c.deadline <= now]:
             self._remove(conn)
             self.counters.timeouts += 1
-            self._event(TargetEventKind.TIMED_OUT, now, conn.triad, conn.tag, conn.peer_ip,
-                        f"{conn.kind.value} no heartbeat for {conn.timeout_s:g}s"
-                        f" ({conn.ot_api_us}us x{conn.multiplier})")
+            self._event(
+                TargetEventKind.TIMED_OUT,
+                now,
+                conn.triad,
+                conn.tag,
+                conn.peer_ip,
+                f"{conn.kind.value} no heartbeat for {conn.timeout_s:g}s"
+                f" ({conn.ot_api_us}us x{conn.multiplier})",
+            )
             if (
                 self.options.close_sessions_on_timeout
                 and KIND_RULES[conn.kind].ends_sessions_on_timeout
@@ -862,8 +998,15 @@ class ProducerTarget:
 
     # ------------------------------------------------------------------ helpers
 
-    def _event(self, kind: TargetEventKind, now: float, triad: cm.Triad | None = None, tag: str | None = None,
-               peer: str | None = None, detail: str = "") -> None:
+    def _event(
+        self,
+        kind: TargetEventKind,
+        now: float,
+        triad: cm.Triad | None = None,
+        tag: str | None = None,
+        peer: str | None = None,
+        detail: str = "",
+    ) -> None:
         self._outputs.append(TargetEvent(kind, now, triad, tag, peer, detail))
 
     def _count_code(self, code: str) -> None:
@@ -874,8 +1017,10 @@ def _rpi_words(ot_type: int, to_type: int, ot_rpi: int, to_rpi: int) -> tuple[in
     """The 5 words after 0x0112 (protocol.md 5.9): types, O->T RPI lo/hi, T->O RPI lo/hi."""
     return (
         (ot_type & 0xFF) | ((to_type & 0xFF) << 8),
-        ot_rpi & 0xFFFF, (ot_rpi >> 16) & 0xFFFF,
-        to_rpi & 0xFFFF, (to_rpi >> 16) & 0xFFFF,
+        ot_rpi & 0xFFFF,
+        (ot_rpi >> 16) & 0xFFFF,
+        to_rpi & 0xFFFF,
+        (to_rpi >> 16) & 0xFFFF,
     )
 
 
@@ -896,16 +1041,21 @@ _OPENERS: Mapping[ConnectionKind, _Opener] = {
 #: both, or the CIP pair (protocol.md 5.9, 7.6).
 _SIZE_CODES: Mapping[ExtendedStatus, tuple[int, int]] = {
     ExtendedStatus.INVALID_CONNECTION_SIZE: (
-        ExtendedStatus.INVALID_CONNECTION_SIZE, ExtendedStatus.INVALID_CONNECTION_SIZE),
+        ExtendedStatus.INVALID_CONNECTION_SIZE,
+        ExtendedStatus.INVALID_CONNECTION_SIZE,
+    ),
     ExtendedStatus.INVALID_TO_SIZE: (
-        ExtendedStatus.INVALID_OT_SIZE, ExtendedStatus.INVALID_TO_SIZE),
+        ExtendedStatus.INVALID_OT_SIZE,
+        ExtendedStatus.INVALID_TO_SIZE,
+    ),
 }
 
 #: The words after a multicast RPI mismatch code, by ``TargetOptions.multicast_rpi_error``
 #: (arguments: the requested O->T RPI and the running production's RPI, us).
 _MULTICAST_RPI_WORDS: Mapping[ExtendedStatus, Callable[[int, int], tuple[int, ...]]] = {
     ExtendedStatus.RPI_NOT_ACCEPTABLE: lambda ot_rpi, to_rpi: _rpi_words(
-        RPI_OK, RPI_SHARED, ot_rpi, to_rpi),
+        RPI_OK, RPI_SHARED, ot_rpi, to_rpi
+    ),
     ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI: lambda ot_rpi, to_rpi: (),
 }
 
@@ -919,6 +1069,8 @@ class CloseRefusal(Enum):
 
 _CLOSE_REFUSALS: Mapping[CloseRefusal, tuple[int, tuple[int, ...]]] = {
     CloseRefusal.NOT_FOUND: (
-        GeneralStatus.CONNECTION_FAILURE, (ExtendedStatus.CONNECTION_NOT_FOUND,)),
+        GeneralStatus.CONNECTION_FAILURE,
+        (ExtendedStatus.CONNECTION_NOT_FOUND,),
+    ),
     CloseRefusal.NOT_ORIGINATOR: (GeneralStatus.PRIVILEGE_VIOLATION, ()),
 }

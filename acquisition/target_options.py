@@ -74,8 +74,10 @@ UNKNOWN_TAG_ERRORS = (
     ExtendedStatus.PRODUCING_SYMBOL_DOES_NOT_EXIST,
     ExtendedStatus.INVALID_SEGMENT_IN_PATH,
 )
-MULTICAST_RPI_ERRORS = (ExtendedStatus.RPI_NOT_ACCEPTABLE, ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI)
-
+MULTICAST_RPI_ERRORS = (
+    ExtendedStatus.RPI_NOT_ACCEPTABLE,
+    ExtendedStatus.INCOMPATIBLE_MULTICAST_RPI,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,8 @@ class TargetOptions:
             raise ValueError(f"size_error must be 0x0109 or 0x0128, not 0x{self.size_error:04X}")
         if self.unknown_tag_error not in UNKNOWN_TAG_ERRORS:
             raise ValueError(
-                f"unknown_tag_error must be 0x031F, 0x012E or 0x0315, not 0x{self.unknown_tag_error:04X}"
+                f"unknown_tag_error must be 0x031F, 0x012E or 0x0315, not"
+                f" 0x{self.unknown_tag_error:04X}"
             )
         if self.multicast_rpi_error not in MULTICAST_RPI_ERRORS:
             raise ValueError(

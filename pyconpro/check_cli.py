@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not ask the OS which local address reaches each PLC, nor whether an "
         "explicit local_address is one of this host's",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print problems and warnings only")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print problems and warnings only"
+    )
 
 
 def is_local_address(address: str) -> bool:
@@ -110,9 +112,7 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
     print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)",
           file=out)  # fmt: skip
     for plc in config.plcs:
-        names = ", ".join(
-            t.name if t.alias is None else f"{t.name} as {t.alias}" for t in plc.tags
-        )
+        names = ", ".join(t.name if t.alias is None else f"{t.name} as {t.alias}" for t in plc.tags)
         print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
     for group in groups:
         print(f"  worker {group.name}: {', '.join(group.plcs)}", file=out)

@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("pyconpro.simulator.cli", "run the Logix PLC simulator (produced tags over Class 1)"),
     "demo": ("pyconpro.demo", "simulated PLC -> worker -> SQLite, live values on screen"),
     "browse": ("pyconpro.discovery_cli", "list a PLC's tags: type, size, datasize, produced-ness"),
-    "discover": ("pyconpro.discover_cli", "find EtherNet/IP devices (ListIdentity on each interface)"),
+    "discover": (
+        "pyconpro.discover_cli",
+        "find EtherNet/IP devices (ListIdentity on each interface)",
+    ),
 }
 
 

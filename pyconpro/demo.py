@@ -2,7 +2,8 @@
 
 What it does, saying so as it goes:
 
-1. starts the PLC simulator (``python -m pyconpro.simulator``, built-in tag set) on 127.0.0.2, or on a
+1. starts the PLC simulator (``python -m pyconpro.simulator``, built-in tag set) on 127.0.0.2, or
+on a
    free 127.x.y.2 address when something already listens there;
 2. writes a pipeline config (``demo.toml``) into the demo directory (``./pyconpro-demo/`` by
    default): one PLC with five produced tags (DINT, REAL, DINT[10], a UDT, a STRING), one SQLite
@@ -62,14 +63,25 @@ _READY = re.compile(r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=15.0, metavar="S",
-                        help="seconds of live values after the first sample; 0 = until Ctrl-C"
-                        " [%(default)s]")
-    parser.add_argument("--dir", default="pyconpro-demo", metavar="DIR",
-                        help="where the config, database and logs go [%(default)s]")
-    parser.add_argument("--sim-address", default="127.0.0.2", metavar="ADDR",
-                        help="simulator address; a free 127.x.y.2 is used if it is busy"
-                        " [%(default)s]")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="seconds of live values after the first sample; 0 = until Ctrl-C [%(default)s]",
+    )
+    parser.add_argument(
+        "--dir",
+        default="pyconpro-demo",
+        metavar="DIR",
+        help="where the config, database and logs go [%(default)s]",
+    )
+    parser.add_argument(
+        "--sim-address",
+        default="127.0.0.2",
+        metavar="ADDR",
+        help="simulator address; a free 127.x.y.2 is used if it is busy [%(default)s]",
+    )
     parser.add_argument("--local-address", default="127.0.0.1", metavar="ADDR",
                         help="the I/O worker's address [%(default)s]")  # fmt: skip
 
@@ -252,8 +264,11 @@ flush_interval_s = 0.5
                  f"(log: {self.rel(self.directory / 'pyconpro.log')}) ...")  # fmt: skip
         err = self.directory / "supervisor.err"
         err.write_bytes(b"")  # a fresh file per run (spawn appends)
-        self.sup = spawn([self.python, "-m", "pyconpro.workers.supervisor", str(config)],
-                         stdout=subprocess.DEVNULL, stderr=err)
+        self.sup = spawn(
+            [self.python, "-m", "pyconpro.workers.supervisor", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         self.say(f"      bus {self.bus}: connecting to the PLC (resolve tag types, Forward_Open)")
 
     # -------------------------------------------------------------- live view

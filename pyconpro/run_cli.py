@@ -14,7 +14,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Kept here (not imported from workers.supervisor) so `pyconpro --help` stays fast.
-    parser.add_argument("config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)")
+    parser.add_argument(
+        "config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)"
+    )
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],

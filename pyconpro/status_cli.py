@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refresh period in seconds [%(default)s]")
     parser.add_argument("--json", action="store_true", help="print the status map as JSON")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="S",
-                        help="how long to wait for the supervisor's answer [%(default)s]")  # fmt: skip
+                        help="how long to wait for the supervisor's answer [%(default)s]")
 
 
 def control_endpoint(control: str | None, config: str | None) -> str:
@@ -207,7 +207,7 @@ def watch(
                 if lost_at is None:
                     lost_at = now
                 line = (f"pyconpro status: lost contact with the supervisor at {endpoint} "
-                        f"({why}) {now - lost_at:.0f} s ago; waiting for it (Ctrl-C to stop)")  # fmt: skip
+                        f"({why}) {now - lost_at:.0f} s ago; waiting for it (Ctrl-C to stop)")
                 if tty:
                     out.write("\r\x1b[K" + line)
                     out.flush()

@@ -2,7 +2,8 @@
 
 Subscribes to the pipeline's bus endpoint and prints every decoded message as it arrives: one
 human-readable line per sample / event (the stdout sink's format), or with ``--json`` one JSON
-object per line (the JSON Lines sink's records plus ``"stream"``: sample, event or stats) for other programs.
+object per line (the JSON Lines sink's records plus ``"stream"``: sample, event or stats) for other
+programs.
 
 TOPIC is a prefix as in docs/wire-format.md (``sample/``, ``sample/line1/``, ``event/``,
 ``stats/``) or a shorthand: ``line1`` means ``sample/line1/`` and ``event/line1/``, and
@@ -27,18 +28,30 @@ HINT_EVERY_S = 10.0  # ... and again this often while it stays quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("topics", nargs="*", metavar="TOPIC",
-                        help="topic prefix or PLC[/TAG] shorthand (default: sample/ event/)")
+    parser.add_argument(
+        "topics",
+        nargs="*",
+        metavar="TOPIC",
+        help="topic prefix or PLC[/TAG] shorthand (default: sample/ event/)",
+    )
     g = parser.add_mutually_exclusive_group()
-    g.add_argument("--connect", metavar="ENDPOINT",
-                   help=f"bus endpoint (default: the config's [bus].endpoint, else {DEFAULT_CONNECT})")
+    g.add_argument(
+        "--connect",
+        metavar="ENDPOINT",
+        help=f"bus endpoint (default: the config's [bus].endpoint, else {DEFAULT_CONNECT})",
+    )
     g.add_argument("--config", metavar="CONFIG", help="take the endpoint from this pipeline file")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--raw", action="store_true", help="also show raw tag bytes (text mode)")
-    parser.add_argument("--count", type=int, default=0, metavar="N",
-                        help="exit after N samples (default: run until Ctrl-C)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="exit after N samples (default: run until Ctrl-C)",
+    )
     parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
-                        help="exit with status 1 if no message arrives for S seconds (0 = wait)")  # fmt: skip
+                        help="exit with status 1 if no message arrives for S seconds (0 = wait)")
 
 
 def topic_filters(topics: list[str]) -> list[bytes]:
@@ -154,10 +167,14 @@ def _plcs_known(args: argparse.Namespace) -> bool:
 
 def _quiet_hint(endpoint: str, shown: str, heard_bus: bool, silent_s: float) -> str:
     if not heard_bus:
-        return (f"tail: no data yet on {endpoint} after {silent_s:.0f} s: is `pyconpro run` up"
-                " (`pyconpro status`), and is this its [bus].endpoint?")
-    return (f"tail: the bus is up (stats arrive) but nothing matched {shown} for"
-            f" {silent_s:.0f} s: check the PLC/tag names and their states in `pyconpro status`")
+        return (
+            f"tail: no data yet on {endpoint} after {silent_s:.0f} s: is `pyconpro run` up"
+            " (`pyconpro status`), and is this its [bus].endpoint?"
+        )
+    return (
+        f"tail: the bus is up (stats arrive) but nothing matched {shown} for"
+        f" {silent_s:.0f} s: check the PLC/tag names and their states in `pyconpro status`"
+    )
 
 
 def _follow(sub: Any, endpoint: str, filters: list[bytes], args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ sample's size by default) as fast as it can; a subscriber process receives them.
 measured one after the other on loopback TCP with kernel-chosen ports:
 
   direct      PUB (bind) -> SUB                         what a per-worker endpoint would give
-  forwarder   PUB (connect) -> XSUB | proxy | XPUB -> SUB  what `pyconpro run` gives (workers.forwarder)
+  forwarder   PUB (connect) -> XSUB | proxy | XPUB -> SUB  what `pyconpro run` gives
+  (workers.forwarder)
 
 Prints messages/s and MB/s per path and the forwarder's cost relative to direct. HWMs are
 unlimited here so that nothing is dropped and the rate is the real end-to-end rate.

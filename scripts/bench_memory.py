@@ -124,9 +124,12 @@ def print_processes(rows: Sequence[dict[str, Any]], rpi_ms: float, shape: str) -
         if r["count"] > base["count"]:
             per0 = f"{(rss - base['worker']['VmRSS']) * 1024 / (r['count'] - base['count']):,.0f}"
         if r["count"] > prev["count"] and r is not base:
-            per_step = (f"{(rss - prev['worker']['VmRSS']) * 1024 / (r['count'] - prev['count']):,.0f}")
-        print(f"{r['count']:>9} {rss:>9,} {r['worker']['VmHWM']:>9,} {per0:>12} {per_step:>16}"
-              f" {r['sim']['VmRSS']:>12,}  {r['states']}")
+            grown = (rss - prev['worker']['VmRSS']) * 1024 / (r['count'] - prev['count'])
+            per_step = f"{grown:,.0f}"
+        print(
+            f"{r['count']:>9} {rss:>9,} {r['worker']['VmHWM']:>9,} {per0:>12} {per_step:>16}"
+            f" {r['sim']['VmRSS']:>12,}  {r['states']}"
+        )
         prev = r
 
 
@@ -156,8 +159,9 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
     rows.append((label, per))
     params = [d.params() for d in defs]
     it = iter(params)
-    label, per, conns = _traced("connection (IDLE)",
-                                lambda: ConsumerConnection(next(it), originator), n)
+    label, per, conns = _traced(
+        "connection (IDLE)", lambda: ConsumerConnection(next(it), originator), n
+    )
     rows.append((label, per))
 
     from pyconpro.acquisition import cm
@@ -165,9 +169,15 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
     def to_running(c: ConsumerConnection) -> ConsumerConnection:
         c.start(now)
         req = next(o.request for o in c.take_outputs() if isinstance(o, SendForwardOpen))
-        reply = cm.ForwardOpenSuccess(0x11110001, req.to_connection_id, req.connection_serial,
-                                      req.vendor_id, req.originator_serial, 10_000,
-                                      10_000).to_reply()
+        reply = cm.ForwardOpenSuccess(
+            0x11110001,
+            req.to_connection_id,
+            req.connection_serial,
+            req.vendor_id,
+            req.originator_serial,
+            10_000,
+            10_000,
+        ).to_reply()
         c.on_forward_open_reply(now, req, reply)
         assert c.state is State.RUNNING, c.state
         c.take_outputs()
@@ -181,30 +191,35 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
         t = now
         for k in range(8):
             t += 0.01
-            c.recorder.record_in(t, "T->O", class1.Class1Datagram(0x1000, k + 1, k + 1,
-                                                                   bytes(4)).encode())
+            c.recorder.record_in(
+                t, "T->O", class1.Class1Datagram(0x1000, k + 1, k + 1, bytes(4)).encode()
+            )
             c.on_data(t)
             c.on_timer(t)  # heartbeat due: recorded outgoing
             c.take_outputs()
         return c
 
     itc = iter(conns)
-    label, per, _ = _traced("+ flight recorder full (8 in, 8 out)",
-                            lambda: fill_recorder(next(itc)), n)
+    label, per, _ = _traced(
+        "+ flight recorder full (8 in, 8 out)", lambda: fill_recorder(next(itc)), n
+    )
     rows.append((label, per))
 
     demux = Demux()
     ids = iter(range(0x1000, 0x1000 + n))
-    label, per, _ = _traced("demux route", lambda: demux.add("10.0.0.5", next(ids), 4,
-                                                             f"bench/T{len(demux)}"), n)
+    label, per, _ = _traced(
+        "demux route", lambda: demux.add("10.0.0.5", next(ids), 4, f"bench/T{len(demux)}"), n
+    )
     rows.append((label, per))
 
     seq = wire.SeqCounter()
     names = iter(range(n))
 
     def publishing() -> tuple[Any, Any]:
-        return (wire.SampleStream("worker-bench", "bench", f"T{next(names):05d}", "DINT", seq),
-                compile_decoder(dint))
+        return (
+            wire.SampleStream("worker-bench", "bench", f"T{next(names):05d}", "DINT", seq),
+            compile_decoder(dint),
+        )
 
     label, per, _ = _traced("publishing (SampleStream + decoder)", publishing, n)
     rows.append((label, per))
@@ -220,16 +235,25 @@ def print_in_process(rows: Sequence[tuple[str, float]], n: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 epilog="See docs/benchmarks.md.")
-    ap.add_argument("--counts", default="0,100,500",
-                    help="consumer counts to measure, comma separated, ascending [0,100,500]")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="See docs/benchmarks.md."
+    )
+    ap.add_argument(
+        "--counts",
+        default="0,100,500",
+        help="consumer counts to measure, comma separated, ascending [0,100,500]",
+    )
     ap.add_argument("--rpi-ms", type=float, default=100.0, help="RPI of every consumer [100]")
     ap.add_argument("--shape", choices=SHAPES, default="dint", help="tag shape [dint]")
-    ap.add_argument("--settle", type=float, default=2.0,
-                    help="seconds of data flow before reading RSS [2]")
-    ap.add_argument("--objects", type=int, default=1000,
-                    help="consumers built in-process for tracemalloc [1000]")
+    ap.add_argument(
+        "--settle", type=float, default=2.0, help="seconds of data flow before reading RSS [2]"
+    )
+    ap.add_argument(
+        "--objects",
+        type=int,
+        default=1000,
+        help="consumers built in-process for tracemalloc [1000]",
+    )
     ap.add_argument("--in-process-only", action="store_true", help="skip part 1 (processes)")
     ap.add_argument("--sim-address", default=SIM_ADDRESS, help=f"[{SIM_ADDRESS}]")
     ap.add_argument("--worker-address", default=WORKER_ADDRESS, help=f"[{WORKER_ADDRESS}]")
@@ -244,8 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with terminate_as_interrupt():
         try:
             if not args.in_process_only:
-                rows = measure_processes(counts, args.rpi_ms, args.shape, args.settle,
-                                         args.sim_address, args.worker_address)
+                rows = measure_processes(
+                    counts,
+                    args.rpi_ms,
+                    args.shape,
+                    args.settle,
+                    args.sim_address,
+                    args.worker_address,
+                )
                 print_processes(rows, args.rpi_ms, args.shape)
             print_in_process(measure_in_process(args.objects), args.objects)
         except KeyboardInterrupt:

@@ -6,7 +6,8 @@ One configuration = N produced tags of one shape consumed at RPI r for S seconds
   1. a simulator process (``python -m pyconpro.simulator``) serves a generated TOML tag file of N
      produced tags on an unusual loopback address, with ``--seq16 every`` so the CIP 16-bit
      sequence count advances on every datagram it sends (a gap in it is a lost datagram);
-  2. one I/O worker process (``python -m pyconpro.workers.io_worker``) on another loopback address gets
+  2. one I/O worker process (``python -m pyconpro.workers.io_worker``) on another loopback address
+  gets
      the N consumers through its control socket once this script's SUB socket is connected;
   3. once every consumer is RUNNING and a warm-up has passed, this script counts for S seconds
      what arrives on the worker's PUB socket and reads, at both ends of the window, the worker's
@@ -72,8 +73,10 @@ SHAPES = ("dint", "real100", "udt", "mix")
 SWEEP = ((10, 10.0), (50, 10.0), (200, 10.0), (50, 2.0))
 STATS_INTERVAL_S = 0.5
 
-_READY = re.compile(r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)"
-                    r" control=(?P<chost>[\d.]+):(?P<cport>\d+)")
+_READY = re.compile(
+    r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)"
+    r" control=(?P<chost>[\d.]+):(?P<cport>\d+)"
+)
 
 
 class BenchError(RuntimeError):
@@ -102,8 +105,14 @@ members = [
 _SHAPE_TAGS: dict[str, tuple[str, int, str]] = {
     "dint": ("DINT", 4, 'generator = { kind = "counter", interval_s = 0.01 }\n'),
     "real100": ("REAL[100]", 400, ""),
-    "udt": ("BenchUdt", 416, ('[tags.generators]\n"Speed" = { kind = "sine", amplitude = 100 }\n'
-                             '"Running" = { kind = "counter", interval_s = 0.5 }\n')),
+    "udt": (
+        "BenchUdt",
+        416,
+        (
+            '[tags.generators]\n"Speed" = { kind = "sine", amplitude = 100 }\n'
+            '"Running" = { kind = "counter", interval_s = 0.5 }\n'
+        ),
+    ),
 }
 
 
@@ -126,8 +135,10 @@ def tag_file(shape: str, n: int, max_consumers: int = 2) -> str:
         out.append(_UDT)
     for i, s in enumerate(shapes):
         logix, _size, extra = _SHAPE_TAGS[s]
-        out.append(f'\n[[tags]]\nname = "{tag_name(i)}"\ntype = "{logix}"\nproduced = true\n'
-                   f"max_consumers = {max_consumers}\n{extra}")
+        out.append(
+            f'\n[[tags]]\nname = "{tag_name(i)}"\ntype = "{logix}"\nproduced = true\n'
+            f"max_consumers = {max_consumers}\n{extra}"
+        )
     return "".join(out)
 
 
@@ -219,8 +230,9 @@ def spawn(name: str, cmd: Sequence[str], timeout: float) -> Child:
     try:
         # Own process group: a terminal's Ctrl-C reaches only this script, which then stops
         # the children in order (worker first, so its Forward_Close still finds the simulator).
-        proc = process.spawn(cmd, ready=_any_line, stderr=log_path, cwd=ROOT, env=env,
-                             ready_timeout_s=timeout)
+        proc = process.spawn(
+            cmd, ready=_any_line, stderr=log_path, cwd=ROOT, env=env, ready_timeout_s=timeout
+        )
     except BaseException as err:
         log_path.unlink(missing_ok=True)  # its last lines are in the SpawnError
         if isinstance(err, process.SpawnError):
@@ -268,33 +280,74 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def start_simulator(procs: Processes, tags_path: Path, *, address: str = SIM_ADDRESS,
-                    max_connections: int = 250, extra: Sequence[str] = ()) -> tuple[Child, dict[str, Any]]:
-    cmd = simulator_command(address, config=tags_path, extra_args=[
-        "--seq16", "every", "--max-connections", str(max_connections), "--log-level", "WARNING",
-        *extra])
+def start_simulator(
+    procs: Processes,
+    tags_path: Path,
+    *,
+    address: str = SIM_ADDRESS,
+    max_connections: int = 250,
+    extra: Sequence[str] = (),
+) -> tuple[Child, dict[str, Any]]:
+    cmd = simulator_command(
+        address,
+        config=tags_path,
+        extra_args=[
+            "--seq16",
+            "every",
+            "--max-connections",
+            str(max_connections),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+    )
     sim = procs.start("simulator", cmd)
     m = _READY.search(sim.first_line)
     if m is None:
-        raise BenchError(f"unexpected simulator ready line {sim.first_line!r}; log:\n"
-                         + sim.log_tail())
-    info = {"address": m["addr"], "tcp_port": int(m["tcp"]), "udp_port": int(m["udp"]),
-            "control": (m["chost"], int(m["cport"]))}
+        raise BenchError(
+            f"unexpected simulator ready line {sim.first_line!r}; log:\n" + sim.log_tail()
+        )
+    info = {
+        "address": m["addr"],
+        "tcp_port": int(m["tcp"]),
+        "udp_port": int(m["udp"]),
+        "control": (m["chost"], int(m["cport"])),
+    }
     return sim, info
 
 
-def start_worker(procs: Processes, *, address: str = WORKER_ADDRESS,
-                 stats_interval: float = STATS_INTERVAL_S,
-                 extra: Sequence[str] = ()) -> tuple[Child, dict[str, Any]]:
-    cmd = [sys.executable, "-m", "pyconpro.workers.io_worker", "--local-address", address,
-           "--udp-port", "0", "--pub", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0",
-           "--stats-interval", str(stats_interval), "--log-level", "WARNING", *extra]
+def start_worker(
+    procs: Processes,
+    *,
+    address: str = WORKER_ADDRESS,
+    stats_interval: float = STATS_INTERVAL_S,
+    extra: Sequence[str] = (),
+) -> tuple[Child, dict[str, Any]]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyconpro.workers.io_worker",
+        "--local-address",
+        address,
+        "--udp-port",
+        "0",
+        "--pub",
+        "tcp://127.0.0.1:0",
+        "--control",
+        "tcp://127.0.0.1:0",
+        "--stats-interval",
+        str(stats_interval),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
     worker = procs.start("worker", cmd)
     try:
         info: dict[str, Any] = json.loads(worker.first_line)
     except ValueError:
-        raise BenchError(f"unexpected worker ready line {worker.first_line!r}; log:\n"
-                         + worker.log_tail()) from None
+        raise BenchError(
+            f"unexpected worker ready line {worker.first_line!r}; log:\n" + worker.log_tail()
+        ) from None
     return worker, info
 
 
@@ -317,18 +370,25 @@ class Control:
             try:
                 reply: dict[str, Any] = msgpack.unpackb(req.recv(), raw=False)
             except zmq.Again:
-                raise BenchError(f"worker control {op!r}: no reply within"
-                                 f" {self.timeout_ms / 1000:g} s") from None
+                raise BenchError(
+                    f"worker control {op!r}: no reply within {self.timeout_ms / 1000:g} s"
+                ) from None
             return reply
         finally:
             req.close()
 
 
-def consumer_map(sim: dict[str, Any], i: int, shape: str, rpi_ms: float,
-                 learn_types: bool = False) -> dict[str, Any]:
-    spec: dict[str, Any] = {"plc": "bench", "address": sim["address"], "port": sim["tcp_port"],
-                            "udp_port": sim["udp_port"], "tag": tag_name(i),
-                            "rpi_us": round(rpi_ms * 1000)}
+def consumer_map(
+    sim: dict[str, Any], i: int, shape: str, rpi_ms: float, learn_types: bool = False
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "plc": "bench",
+        "address": sim["address"],
+        "port": sim["tcp_port"],
+        "udp_port": sim["udp_port"],
+        "tag": tag_name(i),
+        "rpi_us": round(rpi_ms * 1000),
+    }
     if not learn_types and shape != "udt":  # a UDT is always learned from the controller
         spec["type"] = _SHAPE_TAGS[shape][0]
     return spec
@@ -341,8 +401,9 @@ def add_consumers(control: Control, specs: Sequence[dict[str, Any]]) -> None:
             raise BenchError(f"worker refused consumer {spec}: {reply.get('error')}")
 
 
-def wait_running(control: Control, count: int, timeout: float,
-                 idle: Callable[[float], None] = time.sleep) -> None:
+def wait_running(
+    control: Control, count: int, timeout: float, idle: Callable[[float], None] = time.sleep
+) -> None:
     """Until ``count`` consumers are RUNNING; ``idle(seconds)`` between polls (drain the bus)."""
     deadline = time.monotonic() + timeout
     states: dict[str, int] = {}
@@ -427,7 +488,7 @@ def drain(sub: zmq.Socket[Any], until: float, w: Window) -> None:
                 elif topic.startswith(b"event/") and m.get("to"):
                     # A new triad starts a new CIP sequence count (the worker publishes the
                     # event before the first sample of the new connection).
-                    st = topics.get(b"sample/" + topic[len(b"event/"):])
+                    st = topics.get(b"sample/" + topic[len(b"event/") :])
                     if st is not None:
                         st.resync = True
                 if w.counting:
@@ -459,10 +520,25 @@ def start_profiler(procs: Processes, pid: int, cfg: Config) -> process.Child:
     if not os.path.exists(exe):
         raise BenchError("--profile-worker needs py-spy: pip install py-spy")
     assert cfg.profile is not None
-    proc = process.spawn([exe, "record", "--pid", str(pid), "--duration",
-                          str(max(1, round(cfg.seconds))), "--rate", "250", "--format", "raw",
-                          "--nonblocking", "--output", cfg.profile],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = process.spawn(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(cfg.seconds))),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            cfg.profile,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     procs.extra.append(proc)
     return proc
 
@@ -474,8 +550,9 @@ def finish_profiler(proc: process.Child, timeout: float) -> None:
     proc.kill()
 
 
-def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,
-               worker_address: str = WORKER_ADDRESS) -> dict[str, Any]:
+def run_config(
+    cfg: Config, *, sim_address: str = SIM_ADDRESS, worker_address: str = WORKER_ADDRESS
+) -> dict[str, Any]:
     """Start simulator + worker, measure one window, stop both. Returns the metrics."""
     procs = Processes()
     ctx: zmq.Context[Any] = zmq.Context()
@@ -483,8 +560,9 @@ def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,
     try:
         tags_path = Path(tmp.name) / "tags.toml"
         tags_path.write_text(tag_file(cfg.shape, cfg.tags))
-        sim, sim_info = start_simulator(procs, tags_path, address=sim_address,
-                                        max_connections=max(250, cfg.tags + 10))
+        sim, sim_info = start_simulator(
+            procs, tags_path, address=sim_address, max_connections=max(250, cfg.tags + 10)
+        )
         worker, winfo = start_worker(procs, address=worker_address)
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
@@ -500,10 +578,19 @@ def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,
             pass
         drain(sub, time.monotonic() + 0.05, w)
         shapes = tag_shapes(cfg.shape, cfg.tags)
-        add_consumers(control, [consumer_map(sim_info, i, s, cfg.rpi_ms, cfg.learn_types)
-                                for i, s in enumerate(shapes)])
-        wait_running(control, cfg.tags, 20 + 0.1 * cfg.tags,
-                     idle=lambda s: drain(sub, time.monotonic() + s, w))
+        add_consumers(
+            control,
+            [
+                consumer_map(sim_info, i, s, cfg.rpi_ms, cfg.learn_types)
+                for i, s in enumerate(shapes)
+            ],
+        )
+        wait_running(
+            control,
+            cfg.tags,
+            20 + 0.1 * cfg.tags,
+            idle=lambda s: drain(sub, time.monotonic() + s, w),
+        )
         drain(sub, time.monotonic() + cfg.warmup_s, w)
 
         with SimulatorControl(sim_info["control"]) as sim_ctl:
@@ -533,16 +620,20 @@ def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,
         before = [c for t, c in w.stats if t <= t0]
         after = [c for t, c in w.stats if t >= t_end]
         if not before or not after:
-            raise BenchError(f"no worker stats message around the window ({len(w.stats)} in"
-                             " all); is --warmup at least the stats interval?")
+            raise BenchError(
+                f"no worker stats message around the window ({len(w.stats)} in"
+                " all); is --warmup at least the stats interval?"
+            )
         wc0, wc1 = before[-1], after[0]
         if profiler is not None:
             finish_profiler(profiler, cfg.seconds + 10)
         sub.close()
         for child in (worker, sim):
             if child.proc.poll() is not None:
-                raise BenchError(f"{child.name} exited during the run ({child.proc.returncode});"
-                                 f" log:\n{child.log_tail()}")
+                raise BenchError(
+                    f"{child.name} exited during the run ({child.proc.returncode});"
+                    f" log:\n{child.log_tail()}"
+                )
     finally:
         try:
             procs.close()
@@ -565,8 +656,10 @@ def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,
         "elapsed_s": elapsed,
         "expected_s": expected,
         "sim_sent_s": (sc1["target"]["datagrams_sent"] - sc0["target"]["datagrams_sent"]) / elapsed,
-        "sim_slots_missed": (sc1["target"].get("production_slots_missed", 0)
-                             - sc0["target"].get("production_slots_missed", 0)),
+        "sim_slots_missed": (
+            sc1["target"].get("production_slots_missed", 0)
+            - sc0["target"].get("production_slots_missed", 0)
+        ),
         "worker_datagrams_s": wdelta("datagrams") / w_elapsed,
         "worker_window_s": w_elapsed,
         "worker_samples_s": worker_samples_s,
@@ -578,15 +671,21 @@ def run_config(cfg: Config, *, sim_address: str = SIM_ADDRESS,
         "reopens": w.reopens,
         "udp_drops_worker": udp1[worker_address] - udp0[worker_address],
         "udp_drops_sim": udp1[sim_info["address"]] - udp0[sim_info["address"]],
-        "worker_drops": {k: wdelta(k) for k in sorted(wc1) if k.startswith("drop_")
-                         or k == "pub_drops"},
+        "worker_drops": {
+            k: wdelta(k) for k in sorted(wc1) if k.startswith("drop_") or k == "pub_drops"
+        },
         "other": dict(w.other),
         "cpu": cpu,
-        "cpu_per_1k": cpu["worker"] / (worker_samples_s / 1000) if worker_samples_s else float("nan"),
+        "cpu_per_1k": cpu["worker"] / (worker_samples_s / 1000)
+        if worker_samples_s
+        else float("nan"),
         "rss_kb": mem.get("VmRSS", 0),
         "hwm_kb": mem.get("VmHWM", 0),
-        "lat_ms": {"p50": percentile(lat, 0.50) / 1e6, "p99": percentile(lat, 0.99) / 1e6,
-                   "max": (lat[-1] / 1e6) if lat else float("nan")},
+        "lat_ms": {
+            "p50": percentile(lat, 0.50) / 1e6,
+            "p99": percentile(lat, 0.99) / 1e6,
+            "max": (lat[-1] / 1e6) if lat else float("nan"),
+        },
     }
 
 
@@ -600,8 +699,10 @@ def machine_line() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return (f"machine: {os.cpu_count()} cores ({model or platform.machine()}), "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+    return (
+        f"machine: {os.cpu_count()} cores ({model or platform.machine()}), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -610,30 +711,62 @@ def print_table(r: dict[str, Any]) -> None:
     other = ", ".join(f"{k} {v}" for k, v in sorted(r["other"].items())) or "none"
     rows = [
         ("expected", f"{r['expected_s']:,.0f} samples/s ({cfg.tags} x 1000 / {cfg.rpi_ms:g} ms)"),
-        ("simulator sent", (f"{r['sim_sent_s']:,.0f} datagrams/s"
-                           f" ({r['sim_slots_missed']} production slots missed)")),
-        ("worker read", (f"{r['worker_datagrams_s']:,.0f} datagrams/s,"
-                        f" published {r['worker_samples_s']:,.0f} samples/s (its stats over"
-                        f" {r['worker_window_s']:.2f} s)")),
-        ("received", (f"{r['received_s']:,.0f} samples/s = {r['received_s'] / r['expected_s']:.3f}"
-                     f" x expected ({r['received']} in {r['elapsed_s']:.2f} s)")),
+        (
+            "simulator sent",
+            (
+                f"{r['sim_sent_s']:,.0f} datagrams/s"
+                f" ({r['sim_slots_missed']} production slots missed)"
+            ),
+        ),
+        (
+            "worker read",
+            (
+                f"{r['worker_datagrams_s']:,.0f} datagrams/s,"
+                f" published {r['worker_samples_s']:,.0f} samples/s (its stats over"
+                f" {r['worker_window_s']:.2f} s)"
+            ),
+        ),
+        (
+            "received",
+            (
+                f"{r['received_s']:,.0f} samples/s = {r['received_s'] / r['expected_s']:.3f}"
+                f" x expected ({r['received']} in {r['elapsed_s']:.2f} s)"
+            ),
+        ),
         ("loss on the bus", f"{r['bus_lost']} (gaps in sq)"),
-        ("loss before worker", (f"{r['cip_lost']} (gaps in cs), sample gap counters"
-                               f" +{r['gap_growth']}; kernel drops (receive buffer full):"
-                               f" worker UDP {r['udp_drops_worker']}, simulator UDP"
-                               f" {r['udp_drops_sim']} (heartbeats)")),
+        (
+            "loss before worker",
+            (
+                f"{r['cip_lost']} (gaps in cs), sample gap counters"
+                f" +{r['gap_growth']}; kernel drops (receive buffer full):"
+                f" worker UDP {r['udp_drops_worker']}, simulator UDP"
+                f" {r['udp_drops_sim']} (heartbeats)"
+            ),
+        ),
         ("reconnections", f"{r['reopens']} samples after a connection state change"),
         ("worker drops", drops),
         ("other messages", other),
-        ("CPU worker", (f"{r['cpu']['worker']:.1f} % of a core, {r['cpu_per_1k']:.2f} %"
-                       " per 1000 samples/s")),
+        (
+            "CPU worker",
+            (f"{r['cpu']['worker']:.1f} % of a core, {r['cpu_per_1k']:.2f} % per 1000 samples/s"),
+        ),
         ("CPU simulator", f"{r['cpu']['sim']:.1f} %"),
         ("CPU subscriber", f"{r['cpu']['subscriber']:.1f} %"),
-        ("CPU machine", (f"{r['cpu']['machine']:.1f} % of {os.cpu_count()} x 100 %, of which"
-                        f" other processes {r['cpu']['others']:.1f} %")),
+        (
+            "CPU machine",
+            (
+                f"{r['cpu']['machine']:.1f} % of {os.cpu_count()} x 100 %, of which"
+                f" other processes {r['cpu']['others']:.1f} %"
+            ),
+        ),
         ("worker memory", f"RSS {r['rss_kb'] / 1024:.1f} MiB, peak {r['hwm_kb'] / 1024:.1f} MiB"),
-        ("latency tw -> SUB", (f"p50 {r['lat_ms']['p50']:.2f} ms, p99 {r['lat_ms']['p99']:.2f} ms,"
-                              f" max {r['lat_ms']['max']:.2f} ms")),
+        (
+            "latency tw -> SUB",
+            (
+                f"p50 {r['lat_ms']['p50']:.2f} ms, p99 {r['lat_ms']['p99']:.2f} ms,"
+                f" max {r['lat_ms']['max']:.2f} ms"
+            ),
+        ),
     ]
     print(f"\n== {cfg.tags} x {cfg.shape} tags at RPI {cfg.rpi_ms:g} ms, {r['elapsed_s']:.1f} s ==")
     for k, v in rows:
@@ -641,43 +774,66 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def print_summary(results: Sequence[dict[str, Any]]) -> None:
-    print("\nsummary (lost = gaps in sq + gaps in cs; tmo = connection timeouts; CPU in % of"
-          " one core; per-1k = worker CPU % per 1000 samples/s; others = CPU of processes"
-          " not in the benchmark)")
-    head = (f"{'tags':>5} {'shape':>7} {'rpi ms':>6} {'expect/s':>9} {'recv/s':>9} {'ratio':>6}"
-            f" {'lost':>5} {'tmo':>4} {'wrk cpu':>7} {'per-1k':>6} {'sim cpu':>7} {'sub cpu':>7}"
-            f" {'p50 ms':>7} {'p99 ms':>7} {'RSS MiB':>7} {'others':>6}")
+    print(
+        "\nsummary (lost = gaps in sq + gaps in cs; tmo = connection timeouts; CPU in % of"
+        " one core; per-1k = worker CPU % per 1000 samples/s; others = CPU of processes"
+        " not in the benchmark)"
+    )
+    head = (
+        f"{'tags':>5} {'shape':>7} {'rpi ms':>6} {'expect/s':>9} {'recv/s':>9} {'ratio':>6}"
+        f" {'lost':>5} {'tmo':>4} {'wrk cpu':>7} {'per-1k':>6} {'sim cpu':>7} {'sub cpu':>7}"
+        f" {'p50 ms':>7} {'p99 ms':>7} {'RSS MiB':>7} {'others':>6}"
+    )
     print(head)
     for r in results:
         cfg: Config = r["config"]
         lost = r["bus_lost"] + r["cip_lost"]
-        print(f"{cfg.tags:>5} {cfg.shape:>7} {cfg.rpi_ms:>6g} {r['expected_s']:>9,.0f}"
-              f" {r['received_s']:>9,.0f} {r['received_s'] / r['expected_s']:>6.3f} {lost:>5}"
-              f" {r['other'].get('event:timeout', 0):>4}"
-              f" {r['cpu']['worker']:>7.1f} {r['cpu_per_1k']:>6.2f} {r['cpu']['sim']:>7.1f}"
-              f" {r['cpu']['subscriber']:>7.1f} {r['lat_ms']['p50']:>7.2f}"
-              f" {r['lat_ms']['p99']:>7.2f} {r['rss_kb'] / 1024:>7.1f}"
-              f" {r['cpu']['others']:>6.1f}")
+        print(
+            f"{cfg.tags:>5} {cfg.shape:>7} {cfg.rpi_ms:>6g} {r['expected_s']:>9,.0f}"
+            f" {r['received_s']:>9,.0f} {r['received_s'] / r['expected_s']:>6.3f} {lost:>5}"
+            f" {r['other'].get('event:timeout', 0):>4}"
+            f" {r['cpu']['worker']:>7.1f} {r['cpu_per_1k']:>6.2f} {r['cpu']['sim']:>7.1f}"
+            f" {r['cpu']['subscriber']:>7.1f} {r['lat_ms']['p50']:>7.2f}"
+            f" {r['lat_ms']['p99']:>7.2f} {r['rss_kb'] / 1024:>7.1f}"
+            f" {r['cpu']['others']:>6.1f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 epilog="See docs/benchmarks.md.")
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="See docs/benchmarks.md."
+    )
     ap.add_argument("--tags", type=int, default=50, help="produced tags consumed [50]")
     ap.add_argument("--rpi-ms", type=float, default=10.0, help="RPI in ms [10]")
     ap.add_argument("--seconds", type=float, default=5.0, help="measuring window [5]")
-    ap.add_argument("--warmup", type=float, default=1.0,
-                    help="seconds after every consumer is RUNNING before measuring [1]")
-    ap.add_argument("--shape", choices=SHAPES, default="dint",
-                    help="DINT, REAL[100], a 416-byte UDT, or a mix of the three [dint]")
-    ap.add_argument("--learn-types", action="store_true",
-                    help="let the worker learn every type from the simulator (a UDT always is)")
-    ap.add_argument("--sweep", action="store_true",
-                    help="run " + ", ".join(f"{n} tags at {r:g} ms" for n, r in SWEEP)
-                    + " and print a summary")
-    ap.add_argument("--profile-worker", metavar="FILE",
-                    help="sample the worker with py-spy during the window; collapsed stacks to"
-                    " FILE (with --sweep: FILE.<tags>x<rpi>)")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds after every consumer is RUNNING before measuring [1]",
+    )
+    ap.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="dint",
+        help="DINT, REAL[100], a 416-byte UDT, or a mix of the three [dint]",
+    )
+    ap.add_argument(
+        "--learn-types",
+        action="store_true",
+        help="let the worker learn every type from the simulator (a UDT always is)",
+    )
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="run " + ", ".join(f"{n} tags at {r:g} ms" for n, r in SWEEP) + " and print a summary",
+    )
+    ap.add_argument(
+        "--profile-worker",
+        metavar="FILE",
+        help="sample the worker with py-spy during the window; collapsed stacks to"
+        " FILE (with --sweep: FILE.<tags>x<rpi>)",
+    )
     ap.add_argument("--sim-address", default=SIM_ADDRESS, help=f"[{SIM_ADDRESS}]")
     ap.add_argument("--worker-address", default=WORKER_ADDRESS, help=f"[{WORKER_ADDRESS}]")
     args = ap.parse_args(argv)
@@ -694,10 +850,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile = args.profile_worker
                 if profile and args.sweep:
                     profile = f"{profile}.{n}x{rpi:g}"
-                cfg = Config(n, rpi, args.seconds, args.shape, args.warmup, args.learn_types,
-                             profile)
-                r = run_config(cfg, sim_address=args.sim_address,
-                               worker_address=args.worker_address)
+                cfg = Config(
+                    n, rpi, args.seconds, args.shape, args.warmup, args.learn_types, profile
+                )
+                r = run_config(
+                    cfg, sim_address=args.sim_address, worker_address=args.worker_address
+                )
                 print_table(r)
                 results.append(r)
                 sys.stdout.flush()

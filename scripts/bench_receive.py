@@ -68,7 +68,9 @@ def bench(name: str, t: LogixType, value: Any, n: int, connections: int) -> None
     for k in range(connections):
         demux.add(source, 0x1000 + k, len(image), owner=k)
     frames = [
-        class1.Class1Datagram(0x1000 + (i % connections), i // connections + 1, i & 0xFFFF, image).encode()
+        class1.Class1Datagram(
+            0x1000 + (i % connections), i // connections + 1, i & 0xFFFF, image
+        ).encode()
         for i in range(n)
     ]
     seqs = wire.SeqCounter()
@@ -83,6 +85,7 @@ def bench(name: str, t: LogixType, value: Any, n: int, connections: int) -> None
         def stage(f: bytes) -> object:
             d = demux.receive(f, source)
             return extra(d) if extra and d is not None else d
+
         return stage
 
     def with_decode(d: Delivery) -> object:
@@ -91,19 +94,39 @@ def bench(name: str, t: LogixType, value: Any, n: int, connections: int) -> None
     stream = wire.SampleStream("bench", "plc1", name, name)
 
     def with_publish(d: Delivery) -> object:
-        return stream.encode(time.time_ns(), time.monotonic_ns(), d.datagram.cip_sequence, 0,
-                             decoder(d.datagram.data), d.datagram.data)
+        return stream.encode(
+            time.time_ns(),
+            time.monotonic_ns(),
+            d.datagram.cip_sequence,
+            0,
+            decoder(d.datagram.data),
+            d.datagram.data,
+        )
 
     def with_validated_sample(d: Delivery) -> object:
-        s = wire.Sample(seq=0, publisher="bench", plc="plc1", tag=name, t_wall_ns=time.time_ns(),
-                        t_mono_ns=time.monotonic_ns(), cip_seq=d.datagram.cip_sequence, gap=0,
-                        value=decoder(d.datagram.data), raw=d.datagram.data, type_name=name)
+        s = wire.Sample(
+            seq=0,
+            publisher="bench",
+            plc="plc1",
+            tag=name,
+            t_wall_ns=time.time_ns(),
+            t_mono_ns=time.monotonic_ns(),
+            cip_seq=d.datagram.cip_sequence,
+            gap=0,
+            value=decoder(d.datagram.data),
+            raw=d.datagram.data,
+            type_name=name,
+        )
         topic = s.topic
         return s.encode(), seqs.next(topic)
 
     results = {"baseline": _time(baseline, frames), "parse": _time(parse, frames)}
-    stages = (("demux", None), ("decode", with_decode), ("publish", with_publish),
-              ("validated", with_validated_sample))
+    stages = (
+        ("demux", None),
+        ("decode", with_decode),
+        ("publish", with_publish),
+        ("validated", with_validated_sample),
+    )
     for stage, extra in stages:
         # fresh routes each stage: the seq32 check would drop replays as stale
         demux = Demux()

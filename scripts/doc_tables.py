@@ -33,8 +33,9 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "wire stats": lambda: wire.schema_markdown(wire.STATS_KEYS),
 }
 
-_BLOCK = re.compile(r"(<!-- generated: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
-                    re.DOTALL)
+_BLOCK = re.compile(
+    r"(<!-- generated: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL
+)
 
 
 def regenerate(text: str) -> tuple[str, list[str]]:

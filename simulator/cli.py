@@ -1,7 +1,8 @@
 """``pyconpro sim``: run the Logix PLC simulator in the foreground.
 
 Builds the tag database (``--config FILE`` or the built-in default set), the target role
-(``acquisition.target``), the simulated controller's object model (``acquisition.logix_controller``), the fault switches and
+(``acquisition.target``), the simulated controller's object model
+(``acquisition.logix_controller``), the fault switches and
 the socket server, then serves until Ctrl-C / SIGTERM (or the control channel's ``stop``).
 Logs one line per event (sessions, connections opened / rejected / closed / timed out, faults)
 on stderr. Once every socket is bound it prints one line on stdout, which launchers wait for::
@@ -76,56 +77,128 @@ def _port(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("controller")
     g.add_argument("--config", metavar="FILE", help="tag database (TOML); default: built-in tags")
-    g.add_argument("--address", default="127.0.0.2", help="IPv4 address to serve on (default %(default)s)")
-    g.add_argument("--netmask", default="255.0.0.0",
-                   help="netmask of that address: the multicast groups, and multicast "
-                        "consumers from outside the subnet get 0x0813 (default %(default)s)")
-    g.add_argument("--slot", type=int, default=0, help="backplane slot of the CPU (default %(default)s)")
-    g.add_argument("--tcp-port", type=_port, default=44818,
-                   help="encapsulation port, TCP and UDP (default %(default)s; 0 = any)")
-    g.add_argument("--udp-port", type=_port, default=2222,
-                   help="class-1 I/O port (default %(default)s; 0 = any)")
-    g.add_argument("--consumer-port", type=_port, default=2222,
-                   help="port of P2P T->O data when the Forward_Open names none (default %(default)s)")
-    g.add_argument("--multicast-port", type=_port, default=2222,
-                   help="port of multicast T->O data (default %(default)s)")
-    g.add_argument("--control", metavar="[HOST:]PORT",
-                   help="serve the JSON control channel here (e.g. 127.0.0.1:0); default: off")
-    g.add_argument("--max-sessions", type=int, default=64, help="encapsulation sessions (default %(default)s)")
-    g.add_argument("--no-identity-delay", action="store_true",
-                   help="answer UDP ListIdentity at once instead of after a random delay")
+    g.add_argument(
+        "--address", default="127.0.0.2", help="IPv4 address to serve on (default %(default)s)"
+    )
+    g.add_argument(
+        "--netmask",
+        default="255.0.0.0",
+        help="netmask of that address: the multicast groups, and multicast "
+        "consumers from outside the subnet get 0x0813 (default %(default)s)",
+    )
+    g.add_argument(
+        "--slot", type=int, default=0, help="backplane slot of the CPU (default %(default)s)"
+    )
+    g.add_argument(
+        "--tcp-port",
+        type=_port,
+        default=44818,
+        help="encapsulation port, TCP and UDP (default %(default)s; 0 = any)",
+    )
+    g.add_argument(
+        "--udp-port",
+        type=_port,
+        default=2222,
+        help="class-1 I/O port (default %(default)s; 0 = any)",
+    )
+    g.add_argument(
+        "--consumer-port",
+        type=_port,
+        default=2222,
+        help="port of P2P T->O data when the Forward_Open names none (default %(default)s)",
+    )
+    g.add_argument(
+        "--multicast-port",
+        type=_port,
+        default=2222,
+        help="port of multicast T->O data (default %(default)s)",
+    )
+    g.add_argument(
+        "--control",
+        metavar="[HOST:]PORT",
+        help="serve the JSON control channel here (e.g. 127.0.0.1:0); default: off",
+    )
+    g.add_argument(
+        "--max-sessions", type=int, default=64, help="encapsulation sessions (default %(default)s)"
+    )
+    g.add_argument(
+        "--no-identity-delay",
+        action="store_true",
+        help="answer UDP ListIdentity at once instead of after a random delay",
+    )
     g.add_argument("--seed", type=int, help="seed of every random choice (faults, delays, handles)")
 
     t = parser.add_argument_group("connection manager")
-    t.add_argument("--max-connections", type=int, default=250,
-                   help="connection pool, class 1 + class 3 (default %(default)s) -> 0x0113")
-    t.add_argument("--initial-watchdog", type=float, default=10.0, metavar="S",
-                   help="first heartbeat watchdog period at least S seconds (default %(default)s)")
-    t.add_argument("--seq16", choices=[m.value for m in Seq16Mode], default=Seq16Mode.ON_CHANGE.value,
-                   help="advance the 16-bit sequence on every packet or on change (default %(default)s)")
-    t.add_argument("--size-error", type=_code(SIZE_ERRORS), default=0x0109,
-                   help="extended status for a wrong connection size: 0x0109 or 0x0128")
-    t.add_argument("--unknown-tag-error", type=_code(UNKNOWN_TAG_ERRORS), default=0x031F,
-                   help="extended status for an unknown / not produced tag: 0x031F, 0x012E, 0x0315")
-    t.add_argument("--close-sessions-on-timeout", action="store_true",
-                   help="OpENer-like: close an originator's TCP sessions when its last class-1 "
-                        "connection times out")
-    t.add_argument("--multicast-rpi-error", type=_code(MULTICAST_RPI_ERRORS), default=0x0112,
-                   help="extended status for a multicast RPI mismatch: 0x0112 or 0x0801")
-    t.add_argument("--no-large-forward-open", action="store_true",
-                   help="old firmware: answer Large_Forward_Open (0x5B) with general status "
-                        "0x08, so originators fall back to Forward_Open (0x54)")
+    t.add_argument(
+        "--max-connections",
+        type=int,
+        default=250,
+        help="connection pool, class 1 + class 3 (default %(default)s) -> 0x0113",
+    )
+    t.add_argument(
+        "--initial-watchdog",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="first heartbeat watchdog period at least S seconds (default %(default)s)",
+    )
+    t.add_argument(
+        "--seq16",
+        choices=[m.value for m in Seq16Mode],
+        default=Seq16Mode.ON_CHANGE.value,
+        help="advance the 16-bit sequence on every packet or on change (default %(default)s)",
+    )
+    t.add_argument(
+        "--size-error",
+        type=_code(SIZE_ERRORS),
+        default=0x0109,
+        help="extended status for a wrong connection size: 0x0109 or 0x0128",
+    )
+    t.add_argument(
+        "--unknown-tag-error",
+        type=_code(UNKNOWN_TAG_ERRORS),
+        default=0x031F,
+        help="extended status for an unknown / not produced tag: 0x031F, 0x012E, 0x0315",
+    )
+    t.add_argument(
+        "--close-sessions-on-timeout",
+        action="store_true",
+        help="OpENer-like: close an originator's TCP sessions when its last class-1 "
+        "connection times out",
+    )
+    t.add_argument(
+        "--multicast-rpi-error",
+        type=_code(MULTICAST_RPI_ERRORS),
+        default=0x0112,
+        help="extended status for a multicast RPI mismatch: 0x0112 or 0x0801",
+    )
+    t.add_argument(
+        "--no-large-forward-open",
+        action="store_true",
+        help="old firmware: answer Large_Forward_Open (0x5B) with general status "
+        "0x08, so originators fall back to Forward_Open (0x54)",
+    )
 
     f = parser.add_argument_group("fault injection (also switchable at run time via --control)")
     f.add_argument("--drop", type=_rate, default=0.0, metavar="P", help="drop T->O datagrams")
-    f.add_argument("--duplicate", type=_rate, default=0.0, metavar="P", help="duplicate T->O datagrams")
+    f.add_argument(
+        "--duplicate", type=_rate, default=0.0, metavar="P", help="duplicate T->O datagrams"
+    )
     f.add_argument("--reorder", type=_rate, default=0.0, metavar="P", help="reorder T->O datagrams")
-    f.add_argument("--delay", type=float, default=0.0, metavar="S", help="delay T->O datagrams by S seconds")
-    f.add_argument("--delay-rate", type=_rate, default=1.0, metavar="P", help="share of datagrams delayed")
+    f.add_argument(
+        "--delay", type=float, default=0.0, metavar="S", help="delay T->O datagrams by S seconds"
+    )
+    f.add_argument(
+        "--delay-rate", type=_rate, default=1.0, metavar="P", help="share of datagrams delayed"
+    )
     f.add_argument("--stop-producing", action="store_true", help="send no T->O data")
-    f.add_argument("--stop-answering-tcp", action="store_true", help="read TCP requests, answer none")
+    f.add_argument(
+        "--stop-answering-tcp", action="store_true", help="read TCP requests, answer none"
+    )
     f.add_argument("--refuse-register", action="store_true", help="refuse RegisterSession (0x0002)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
 
 
 def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | None]:
@@ -136,32 +209,58 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
     store = tags.load_store(args.config) if args.config else tags.default_store()
     ident = store.identity
     faults = FaultSettings(
-        drop=args.drop, duplicate=args.duplicate, reorder=args.reorder, delay_s=args.delay,
-        delay_rate=args.delay_rate, stop_producing=args.stop_producing,
-        stop_answering_tcp=args.stop_answering_tcp, refuse_register=args.refuse_register,
+        drop=args.drop,
+        duplicate=args.duplicate,
+        reorder=args.reorder,
+        delay_s=args.delay,
+        delay_rate=args.delay_rate,
+        stop_producing=args.stop_producing,
+        stop_answering_tcp=args.stop_answering_tcp,
+        refuse_register=args.refuse_register,
     )
     rng = random.Random(args.seed)
     server_config = ServerConfig(
-        address=args.address, tcp_port=args.tcp_port, udp_port=args.udp_port,
-        max_sessions=args.max_sessions, udp_identity_delay=not args.no_identity_delay,
+        address=args.address,
+        tcp_port=args.tcp_port,
+        udp_port=args.udp_port,
+        max_sessions=args.max_sessions,
+        udp_identity_delay=not args.no_identity_delay,
     )
     # The target needs the real UDP port (0 = any) for its O->T sockaddr item: bind first.
     target_options = TargetOptions(
-        slot=args.slot, address=args.address, netmask=args.netmask,
-        identity=KeyIdentity(ident.vendor_id, ident.device_type, ident.product_code,
-                             ident.revision_major, ident.revision_minor),
-        size_error=args.size_error, unknown_tag_error=args.unknown_tag_error,
-        multicast_rpi_error=args.multicast_rpi_error, max_connections=args.max_connections,
-        initial_watchdog_s=args.initial_watchdog, seq16_mode=Seq16Mode(args.seq16),
-        consumer_port=args.consumer_port, multicast_port=args.multicast_port,
+        slot=args.slot,
+        address=args.address,
+        netmask=args.netmask,
+        identity=KeyIdentity(
+            ident.vendor_id,
+            ident.device_type,
+            ident.product_code,
+            ident.revision_major,
+            ident.revision_minor,
+        ),
+        size_error=args.size_error,
+        unknown_tag_error=args.unknown_tag_error,
+        multicast_rpi_error=args.multicast_rpi_error,
+        max_connections=args.max_connections,
+        initial_watchdog_s=args.initial_watchdog,
+        seq16_mode=Seq16Mode(args.seq16),
+        consumer_port=args.consumer_port,
+        multicast_port=args.multicast_port,
         close_sessions_on_timeout=args.close_sessions_on_timeout,
         large_forward_open=not args.no_large_forward_open,
     )
-    controller = LogixController(store, args.slot,
-                                  tcpip=TcpIpSettings(address=args.address, netmask=args.netmask))
+    controller = LogixController(
+        store, args.slot, tcpip=TcpIpSettings(address=args.address, netmask=args.netmask)
+    )
     target = ProducerTarget(store, target_options)
-    server = SimulatorServer(server_config, store, target, controller,
-                             faults=DatagramFaults(faults, random.Random(rng.random())), rng=rng)
+    server = SimulatorServer(
+        server_config,
+        store,
+        target,
+        controller,
+        faults=DatagramFaults(faults, random.Random(rng.random())),
+        rng=rng,
+    )
     server.bind()
     target.options = replace(target_options, udp_port=server.udp_port)
     control = None
@@ -173,14 +272,19 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=getattr(logging, args.log_level), stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         server, control = build(args)
     except OSError as e:
-        log.error("cannot open the simulator's sockets on %s: %s (is another simulator running "
-                  "there? pick another --address or port)", args.address, e)
+        log.error(
+            "cannot open the simulator's sockets on %s: %s (is another simulator running "
+            "there? pick another --address or port)",
+            args.address,
+            e,
+        )
         return 2
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
@@ -195,10 +299,19 @@ def run(args: argparse.Namespace) -> int:
     tags = list(server.store)
     # Tags with External Access "None" exist but are hidden from clients (browse lists the rest).
     visible = sum(1 for t in tags if t.external_access != ExternalAccess.NONE)
-    log.info("serving %d tags (%d visible to clients, %d produced) as %s slot %d",
-             len(tags), visible, len(server.store.produced()), args.address, args.slot)
-    print(f"READY tcp={args.address}:{server.tcp_port} udp={args.address}:{server.udp_port}"
-          f"{ctl} pid={os.getpid()}", flush=True)
+    log.info(
+        "serving %d tags (%d visible to clients, %d produced) as %s slot %d",
+        len(tags),
+        visible,
+        len(server.store.produced()),
+        args.address,
+        args.slot,
+    )
+    print(
+        f"READY tcp={args.address}:{server.tcp_port} udp={args.address}:{server.udp_port}"
+        f"{ctl} pid={os.getpid()}",
+        flush=True,
+    )
     try:
         server.serve_forever()
     finally:
@@ -212,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyconpro.simulator",
-                                     description="Run the Logix PLC simulator.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pyconpro.simulator", description="Run the Logix PLC simulator."
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))

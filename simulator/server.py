@@ -17,7 +17,8 @@ Owns (protocol.md 1, 2, 10.1):
 
 Dispatch of CIP requests: Forward_Open / Large_Forward_Open / Forward_Close to the Connection
 Manager go to ``ProducerTarget.handle_cm`` (it needs the peer IP, session and CPF items);
-everything else to the simulated controller's object model (``acquisition.logix_controller.LogixController``: objects, tag
+everything else to the simulated controller's object model
+(``acquisition.logix_controller.LogixController``: objects, tag
 services, Unconnected_Send, whose embedded CM requests come back through ``cm_handler``).
 SendUnitData on a class-3 connection goes through ``ProducerTarget.connected_request``.
 
@@ -217,7 +218,9 @@ class SimulatorServer:
         heapq.heappush(self._timers, (self.clock() + delay, next(self._timer_seq), callback))
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.target.next_deadline(), self.faults.next_deadline()) if t is not None]
+        times = [
+            t for t in (self.target.next_deadline(), self.faults.next_deadline()) if t is not None
+        ]
         if self._timers:
             times.append(self._timers[0][0])
         return min(times) if times else None
@@ -253,8 +256,13 @@ class SimulatorServer:
         except OSError as e:
             self.counters.send_errors += 1
             if self.counters.send_errors in (1, 10, 100, 1000):
-                log.warning("sending T->O data to %s:%d failed: %s (%d failures so far)",
-                            dest[0], dest[1], e, self.counters.send_errors)
+                log.warning(
+                    "sending T->O data to %s:%d failed: %s (%d failures so far)",
+                    dest[0],
+                    dest[1],
+                    e,
+                    self.counters.send_errors,
+                )
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -326,7 +334,9 @@ class SimulatorServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _Client(sock, peer)
             self._clients[sock] = client
-            self.selector.register(sock, selectors.EVENT_READ, lambda m, c=client: self._on_client(c, m))
+            self.selector.register(
+                sock, selectors.EVENT_READ, lambda m, c=client: self._on_client(c, m)
+            )
             self.counters.tcp_accepted += 1
             log.info("tcp connected peer=%s:%d", peer[0], peer[1])
 
@@ -402,17 +412,31 @@ class SimulatorServer:
         if client.session:
             self._sessions.pop(client.session, None)
             self.target.session_closed(client.session, self.clock())
-        log.info("tcp closed peer=%s:%d session=%#x (%s)", client.peer[0], client.peer[1],
-                 client.session, why)
+        log.info(
+            "tcp closed peer=%s:%d session=%#x (%s)",
+            client.peer[0],
+            client.peer[1],
+            client.session,
+            why,
+        )
         self._carry_out(self.clock())
 
     # ------------------------------------------------------------------ encapsulation
 
     @staticmethod
-    def _reply(pkt: encap.EncapsulationPacket, data: bytes = b"", *, session: int | None = None,
-               status: int = 0) -> bytes:
+    def _reply(
+        pkt: encap.EncapsulationPacket,
+        data: bytes = b"",
+        *,
+        session: int | None = None,
+        status: int = 0,
+    ) -> bytes:
         return encap.EncapsulationPacket(
-            pkt.command, data, pkt.session if session is None else session, status, pkt.context,
+            pkt.command,
+            data,
+            pkt.session if session is None else session,
+            status,
+            pkt.context,
             pkt.options,
         ).encode()
 
@@ -427,7 +451,9 @@ class SimulatorServer:
             item = ident.item(sockaddr)
             assert isinstance(item, cpf.IdentityItem)
             return item
-        return cpf.IdentityItem(1, 0x0E, 166, 33, 11, 0x3060, 0x00C0FFEE, "1756-L83E/B", 3, sockaddr)
+        return cpf.IdentityItem(
+            1, 0x0E, 166, 33, 11, 0x3060, 0x00C0FFEE, "1756-L83E/B", 3, sockaddr
+        )
 
     def _discovery_reply(self, pkt: encap.EncapsulationPacket) -> bytes | None:
         if pkt.command == Command.LIST_IDENTITY:
@@ -438,7 +464,9 @@ class SimulatorServer:
             return self._reply(pkt, cpf.encode_items([]))
         return None
 
-    def _handle_tcp(self, client: _Client, pkt: encap.EncapsulationPacket, now: float) -> bytes | None:
+    def _handle_tcp(
+        self, client: _Client, pkt: encap.EncapsulationPacket, now: float
+    ) -> bytes | None:
         cmd = pkt.command
         if cmd == Command.NOP:
             return None
@@ -474,8 +502,9 @@ class SimulatorServer:
             return self._error(pkt, EncapsulationStatus.UNSUPPORTED_PROTOCOL_VERSION)
         if client.session:
             self.counters.encap_errors += 1
-            return self._reply(pkt, pkt.data, session=client.session,
-                               status=EncapsulationStatus.INVALID_COMMAND)
+            return self._reply(
+                pkt, pkt.data, session=client.session, status=EncapsulationStatus.INVALID_COMMAND
+            )
         if self.faults.settings.refuse_register or len(self._sessions) >= self.config.max_sessions:
             log.info("register refused peer=%s:%d", client.peer[0], client.peer[1])
             return self._reply(pkt, b"", session=0, status=EncapsulationStatus.INSUFFICIENT_MEMORY)
@@ -483,7 +512,9 @@ class SimulatorServer:
         client.session = handle
         self._sessions[handle] = client
         self.counters.sessions_registered += 1
-        log.info("session registered peer=%s:%d session=%#x", client.peer[0], client.peer[1], handle)
+        log.info(
+            "session registered peer=%s:%d session=%#x", client.peer[0], client.peer[1], handle
+        )
         return self._reply(pkt, pkt.data, session=handle)
 
     def _new_session(self) -> int:
@@ -492,8 +523,9 @@ class SimulatorServer:
             if self._next_session not in self._sessions:
                 return self._next_session
 
-    def _send_rr_data(self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData,
-                      now: float) -> bytes:
+    def _send_rr_data(
+        self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData, now: float
+    ) -> bytes:
         try:
             message = send.unconnected()
         except MalformedPacket:
@@ -505,8 +537,14 @@ class SimulatorServer:
             request = cip.Request.decode(message)
         except MalformedPacket:
             pass
-        if request is not None and request.path == epath.CONNECTION_MANAGER_PATH and request.service in _CM_SERVICES:
-            reply, items = self.target.handle_cm(request, client.peer[0], client.session, now, extra)
+        if (
+            request is not None
+            and request.path == epath.CONNECTION_MANAGER_PATH
+            and request.service in _CM_SERVICES
+        ):
+            reply, items = self.target.handle_cm(
+                request, client.peer[0], client.session, now, extra
+            )
             answer = reply.encode()
         else:
             self._cm_context = (client.peer[0], client.session, now)
@@ -524,8 +562,9 @@ class SimulatorServer:
         reply, _ = self.target.handle_cm(request, peer, session, now)
         return reply.encode()
 
-    def _send_unit_data(self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData,
-                        now: float) -> bytes:
+    def _send_unit_data(
+        self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData, now: float
+    ) -> bytes:
         try:
             conn_id, seq, message = send.connected()
         except MalformedPacket:
@@ -533,7 +572,9 @@ class SimulatorServer:
 
         def handler(msg: bytes, when: float, conn: TargetConnection) -> bytes:
             # the connection size includes the 2-byte sequence count of the connected data item
-            return self.controller.handle(msg, when, reply_limit=(conn.to_size - 2) if conn.to_size > 2 else None)
+            return self.controller.handle(
+                msg, when, reply_limit=(conn.to_size - 2) if conn.to_size > 2 else None
+            )
 
         result = self.target.connected_request(conn_id, client.session, seq, message, now, handler)
         if result is None:
@@ -550,8 +591,15 @@ class SimulatorServer:
         if not (settings.delay_s or settings.reorder):
             for dgram, dest in self.faults.due(float("inf")):
                 self._send_datagram(dgram, dest)
-        log.info("faults %s", " ".join(f"{k}={v}" for k, v in settings.as_dict().items()
-                                        if v != getattr(FaultSettings(), k)) or "off")
+        log.info(
+            "faults %s",
+            " ".join(
+                f"{k}={v}"
+                for k, v in settings.as_dict().items()
+                if v != getattr(FaultSettings(), k)
+            )
+            or "off",
+        )
         if old.stop_answering_tcp and not settings.stop_answering_tcp:
             for client in self._clients.values():
                 client.frames = encap.FrameBuffer()  # drop any half frame swallowed meanwhile

@@ -465,13 +465,19 @@ class TagStore:
             canonical = self.add_program(program)
             tag.name = f"Program:{canonical}.{tag.base_name}"
             if tag.produced:
-                raise UsageError(f"{tag.name}: produced tags must be controller-scoped "
-                                 "(README: Configuring the produced tag in Studio 5000); move it out of the program or set "
-                                 "produced = false")
+                raise UsageError(
+                    f"{tag.name}: produced tags must be controller-scoped "
+                    "(README: Configuring the produced tag in Studio 5000); move it out of the"
+                    " program or set "
+                    "produced = false"
+                )
         if tag.produced and tag.size() > PRODUCED_TAG_MAX_BYTES:
-            raise UsageError(f"{tag.name}: {tag.size()} bytes, but a standard produced tag holds "
-                             f"at most {PRODUCED_TAG_MAX_BYTES} (README: Configuring the produced tag in Studio 5000); shrink it or "
-                             "set produced = false")
+            raise UsageError(
+                f"{tag.name}: {tag.size()} bytes, but a standard produced tag holds "
+                f"at most {PRODUCED_TAG_MAX_BYTES} (README: Configuring the produced tag in"
+                " Studio 5000); shrink it or "
+                "set produced = false"
+            )
         tag.instance_id = self._allocate(tag.instance_id)
         self._tags.append(tag)
         self._by_name[key] = tag
@@ -479,12 +485,15 @@ class TagStore:
         for st in _structs(tag.type):
             known = self._templates.get(st.instance_id)
             if known is not None and known != st:
-                raise UsageError(f"template instance {st.instance_id:#x} is used by both "
-                                 f"{known.name} and {st.name}; give the UDTs distinct ids")
+                raise UsageError(
+                    f"template instance {st.instance_id:#x} is used by both "
+                    f"{known.name} and {st.name}; give the UDTs distinct ids"
+                )
             self._templates[st.instance_id] = st
         return tag
 
-    # -- lookups (acquisition.logix_controller.TagDatabase) ------------------------------------------
+    # -- lookups (acquisition.logix_controller.TagDatabase)
+    # ------------------------------------------
 
     @property
     def tags(self) -> list[SimTag]:
@@ -518,15 +527,31 @@ class TagStore:
         for tag in self._tags:
             if tag.program != program or tag.external_access == ExternalAccess.NONE:
                 continue
-            out.append(SymbolInstance.for_tag(
-                tag.instance_id, tag.base_name, tag.type,
-                address=0x1000_0000 + 0x100 * tag.instance_id,
-                object_address=0x2000_0000 + 0x40 * tag.instance_id,
-                external_access=tag.external_access))
+            out.append(
+                SymbolInstance.for_tag(
+                    tag.instance_id,
+                    tag.base_name,
+                    tag.type,
+                    address=0x1000_0000 + 0x100 * tag.instance_id,
+                    object_address=0x2000_0000 + 0x40 * tag.instance_id,
+                    external_access=tag.external_access,
+                )
+            )
         for s in self._system:
             if s.program == program:
-                out.append(SymbolInstance(s.instance_id, s.name, s.type_word, 0, 0, 0, 0,
-                                          (0, 0, 0), ExternalAccess.NONE))
+                out.append(
+                    SymbolInstance(
+                        s.instance_id,
+                        s.name,
+                        s.type_word,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (0, 0, 0),
+                        ExternalAccess.NONE,
+                    )
+                )
         return sorted(out, key=lambda s: s.instance_id)
 
     # -- time --------------------------------------------------------------------------------
@@ -565,70 +590,155 @@ def _structs(t: LogixType) -> Iterator[StructType]:
 # Built-in default tag set
 # ---------------------------------------------------------------------------------------------
 
-POSITION = StructType.build("Position", [("X", "REAL"), ("Y", "REAL"), ("Homed", "BOOL")],
-                            instance_id=0x0101, handle=0x5A01)
+POSITION = StructType.build(
+    "Position", [("X", "REAL"), ("Y", "REAL"), ("Homed", "BOOL")], instance_id=0x0101, handle=0x5A01
+)
 MOTOR_DATA = StructType.build(
     "MotorData",
-    [("Running", "BOOL"), ("Faulted", "BOOL"), ("Speed", "REAL"), ("Counts", "DINT", 4),
-     ("Pos", POSITION), ("Flags", "BOOL", 32), ("Energy", "LREAL")],
-    instance_id=0x0102, handle=0x5A02,
+    [
+        ("Running", "BOOL"),
+        ("Faulted", "BOOL"),
+        ("Speed", "REAL"),
+        ("Counts", "DINT", 4),
+        ("Pos", POSITION),
+        ("Flags", "BOOL", 32),
+        ("Energy", "LREAL"),
+    ],
+    instance_id=0x0102,
+    handle=0x5A02,
 )
 # A produced UDT "with status" (protocol.md 7.2): CONNECTION_STATUS first, so consumers see the
 # producer's RunMode (and set ConnectionFaulted themselves when the connection breaks).
 CELL_STATUS = StructType.build(
     "CellStatus",
     [("Status", "CONNECTION_STATUS"), ("Parts", "DINT"), ("Temperature", "REAL")],
-    instance_id=0x0103, handle=0x5A03,
+    instance_id=0x0103,
+    handle=0x5A03,
 )
 
 
 def _t(spec: str, types: Mapping[str, StructType] | None = None) -> LogixType:
-    return parse_type(spec, types or {"Position": POSITION, "MotorData": MOTOR_DATA,
-                                      "CellStatus": CELL_STATUS})
+    return parse_type(
+        spec, types or {"Position": POSITION, "MotorData": MOTOR_DATA, "CellStatus": CELL_STATUS}
+    )
 
 
 def default_store() -> TagStore:
     """The built-in tag set used by the demo and the tests (documented in docs/simulator.md)."""
     G = Generator
     K = GeneratorKind
-    motor_zero = {"Running": False, "Faulted": False, "Speed": 0.0, "Counts": [0, 0, 0, 0],
-                  "Pos": {"X": 0.0, "Y": 0.0, "Homed": True}, "Flags": [False] * 32,
-                  "Energy": 0.0}
+    motor_zero = {
+        "Running": False,
+        "Faulted": False,
+        "Speed": 0.0,
+        "Counts": [0, 0, 0, 0],
+        "Pos": {"X": 0.0, "Y": 0.0, "Homed": True},
+        "Flags": [False] * 32,
+        "Energy": 0.0,
+    }
     tags = [
         # produced tags
-        SimTag("Counter", _t("DINT"), produced=True, max_consumers=8,
-               generators={"": G(K.COUNTER, interval_s=0.1)}),
-        SimTag("Sine", _t("REAL"), produced=True, max_consumers=8,
-               generators={"": G(K.SINE, amplitude=100.0, period_s=10.0)}),
-        SimTag("Array10", _t("DINT[10]"), produced=True, max_consumers=4,
-               generators={"": G(K.COUNTER, interval_s=0.5)}),
-        SimTag("Motor", _t("MotorData"), produced=True, max_consumers=4, initial=motor_zero,
-               generators={
-                   "Running": G(K.COUNTER, interval_s=2.0),
-                   "Speed": G(K.SINE, amplitude=1500.0, offset=1500.0, period_s=20.0),
-                   "Counts": G(K.COUNTER, interval_s=0.25),
-                   "Pos.X": G(K.RAMP, minimum=0.0, maximum=100.0, period_s=30.0),
-                   "Pos.Y": G(K.RANDOM_WALK, start=50.0, step=1.0, interval_s=0.2, seed=7),
-                   "Flags": G(K.COUNTER, interval_s=1.0),
-                   "Energy": G(K.RAMP, minimum=0.0, maximum=1e6, period_s=3600.0),
-               }),
-        SimTag("Message", _t("STRING"), produced=True, max_consumers=4,
-               generators={"": G(K.COUNTER, interval_s=1.0, format="tick {v}")}),
-        SimTag("Exclusive", _t("DINT"), produced=True, max_consumers=1,
-               generators={"": G(K.COUNTER, interval_s=0.1, start=1000)}),
-        SimTag("Limited", _t("DINT"), produced=True, max_consumers=4, rpi_min_us=10_000,
-               rpi_max_us=100_000, default_rpi_us=20_000,
-               generators={"": G(K.COUNTER, interval_s=0.02)}),
-        SimTag("Big", _t("DINT[125]"), produced=True, max_consumers=4,
-               generators={"": G(K.RAMP, minimum=0.0, maximum=1_000_000.0, period_s=60.0)}),
-        SimTag("Walk", _t("REAL"), produced=True, max_consumers=4, unicast_allowed=False,
-               generators={"": G(K.RANDOM_WALK, start=0.0, step=0.5, minimum=-10.0,
-                                 maximum=10.0, interval_s=0.1, seed=42)}),
+        SimTag(
+            "Counter",
+            _t("DINT"),
+            produced=True,
+            max_consumers=8,
+            generators={"": G(K.COUNTER, interval_s=0.1)},
+        ),
+        SimTag(
+            "Sine",
+            _t("REAL"),
+            produced=True,
+            max_consumers=8,
+            generators={"": G(K.SINE, amplitude=100.0, period_s=10.0)},
+        ),
+        SimTag(
+            "Array10",
+            _t("DINT[10]"),
+            produced=True,
+            max_consumers=4,
+            generators={"": G(K.COUNTER, interval_s=0.5)},
+        ),
+        SimTag(
+            "Motor",
+            _t("MotorData"),
+            produced=True,
+            max_consumers=4,
+            initial=motor_zero,
+            generators={
+                "Running": G(K.COUNTER, interval_s=2.0),
+                "Speed": G(K.SINE, amplitude=1500.0, offset=1500.0, period_s=20.0),
+                "Counts": G(K.COUNTER, interval_s=0.25),
+                "Pos.X": G(K.RAMP, minimum=0.0, maximum=100.0, period_s=30.0),
+                "Pos.Y": G(K.RANDOM_WALK, start=50.0, step=1.0, interval_s=0.2, seed=7),
+                "Flags": G(K.COUNTER, interval_s=1.0),
+                "Energy": G(K.RAMP, minimum=0.0, maximum=1e6, period_s=3600.0),
+            },
+        ),
+        SimTag(
+            "Message",
+            _t("STRING"),
+            produced=True,
+            max_consumers=4,
+            generators={"": G(K.COUNTER, interval_s=1.0, format="tick {v}")},
+        ),
+        SimTag(
+            "Exclusive",
+            _t("DINT"),
+            produced=True,
+            max_consumers=1,
+            generators={"": G(K.COUNTER, interval_s=0.1, start=1000)},
+        ),
+        SimTag(
+            "Limited",
+            _t("DINT"),
+            produced=True,
+            max_consumers=4,
+            rpi_min_us=10_000,
+            rpi_max_us=100_000,
+            default_rpi_us=20_000,
+            generators={"": G(K.COUNTER, interval_s=0.02)},
+        ),
+        SimTag(
+            "Big",
+            _t("DINT[125]"),
+            produced=True,
+            max_consumers=4,
+            generators={"": G(K.RAMP, minimum=0.0, maximum=1_000_000.0, period_s=60.0)},
+        ),
+        SimTag(
+            "Walk",
+            _t("REAL"),
+            produced=True,
+            max_consumers=4,
+            unicast_allowed=False,
+            generators={
+                "": G(
+                    K.RANDOM_WALK,
+                    start=0.0,
+                    step=0.5,
+                    minimum=-10.0,
+                    maximum=10.0,
+                    interval_s=0.1,
+                    seed=42,
+                )
+            },
+        ),
         # the original library's README examples consume "test" and "test2" (DINT, datasize 6)
-        SimTag("test", _t("DINT"), produced=True, max_consumers=4,
-               generators={"": G(K.COUNTER, interval_s=0.5)}),
-        SimTag("test2", _t("DINT"), produced=True, max_consumers=4,
-               generators={"": G(K.COUNTER, interval_s=1.0, start=100)}),
+        SimTag(
+            "test",
+            _t("DINT"),
+            produced=True,
+            max_consumers=4,
+            generators={"": G(K.COUNTER, interval_s=0.5)},
+        ),
+        SimTag(
+            "test2",
+            _t("DINT"),
+            produced=True,
+            max_consumers=4,
+            generators={"": G(K.COUNTER, interval_s=1.0, start=100)},
+        ),
         # not produced: written by clients (one per type) and fixed values
         SimTag("Setpoint", _t("REAL"), initial=42.5),
         SimTag("Flag", _t("BOOL"), initial=True),
@@ -640,8 +750,11 @@ def default_store() -> TagStore:
         SimTag("Matrix", _t("INT[2,3]"), initial=[[1, 2, 3], [4, 5, 6]]),
         SimTag("Cube", _t("SINT[2,2,2]"), initial=[[[1, 2], [3, 4]], [[5, 6], [7, 8]]]),
         SimTag("Bits", _t("BOOL[64]"), initial=[i % 3 == 0 for i in range(64)]),
-        SimTag("Station", _t("MotorData"), initial={**motor_zero, "Speed": 12.5,
-                                                    "Counts": [1, 2, 3, 4]}),
+        SimTag(
+            "Station",
+            _t("MotorData"),
+            initial={**motor_zero, "Speed": 12.5, "Counts": [1, 2, 3, 4]},
+        ),
         SimTag("Version", _t("DINT"), initial=33, external_access=ExternalAccess.READ_ONLY),
         SimTag("Heartbeat", _t("DINT"), generators={"": G(K.CONSTANT, value=1)}, initial=1),
         SimTag("Hidden", _t("DINT"), initial=99, external_access=ExternalAccess.NONE),
@@ -651,13 +764,18 @@ def default_store() -> TagStore:
         # Added last so the instance ids above never move. The simulated controller is in
         # (remote) run mode: RunMode is set and held (a write is reverted at the next tick);
         # ConnectionFaulted is the consumer's to set, the producer sends it clear.
-        SimTag("CellStatus", _t("CellStatus"), produced=True, max_consumers=4,
-               initial={"Status": {"RunMode": True, "ConnectionFaulted": False}},
-               generators={
-                   "Status.RunMode": G(K.CONSTANT, value=True),
-                   "Parts": G(K.COUNTER, interval_s=0.5),
-                   "Temperature": G(K.SINE, amplitude=5.0, offset=40.0, period_s=30.0),
-               }),
+        SimTag(
+            "CellStatus",
+            _t("CellStatus"),
+            produced=True,
+            max_consumers=4,
+            initial={"Status": {"RunMode": True, "ConnectionFaulted": False}},
+            generators={
+                "Status.RunMode": G(K.CONSTANT, value=True),
+                "Parts": G(K.COUNTER, interval_s=0.5),
+                "Temperature": G(K.SINE, amplitude=5.0, offset=40.0, period_s=30.0),
+            },
+        ),
     ]
     return TagStore(tags, programs=("MainProgram", "Aux"))
 
@@ -685,15 +803,46 @@ def parse_type(spec: str, types: Mapping[str, StructType]) -> LogixType:
     return ArrayType(base, dims)
 
 
-_CONTROLLER_KEYS = {"program_name", "product_name", "product_code", "revision", "serial",
-                    "mode", "programs", "tasks", "vendor_id", "device_type"}
-_TAG_KEYS = {"name", "type", "dims", "produced", "max_consumers", "rpi_min_us", "rpi_max_us",
-             "default_rpi_us", "unicast_allowed", "access", "instance_id", "value", "generator",
-             "generators", "description"}
-_ACCESS = {"read/write": ExternalAccess.READ_WRITE, "read only": ExternalAccess.READ_ONLY,
-           "none": ExternalAccess.NONE}
-_MODES = {"remote run": STATUS_REMOTE_RUN, "remote program": STATUS_REMOTE_PROG,
-          "run": 0x1060, "program": 0x2070}
+_CONTROLLER_KEYS = {
+    "program_name",
+    "product_name",
+    "product_code",
+    "revision",
+    "serial",
+    "mode",
+    "programs",
+    "tasks",
+    "vendor_id",
+    "device_type",
+}
+_TAG_KEYS = {
+    "name",
+    "type",
+    "dims",
+    "produced",
+    "max_consumers",
+    "rpi_min_us",
+    "rpi_max_us",
+    "default_rpi_us",
+    "unicast_allowed",
+    "access",
+    "instance_id",
+    "value",
+    "generator",
+    "generators",
+    "description",
+}
+_ACCESS = {
+    "read/write": ExternalAccess.READ_WRITE,
+    "read only": ExternalAccess.READ_ONLY,
+    "none": ExternalAccess.NONE,
+}
+_MODES = {
+    "remote run": STATUS_REMOTE_RUN,
+    "remote program": STATUS_REMOTE_PROG,
+    "run": 0x1060,
+    "program": 0x2070,
+}
 
 
 class _Ctx:
@@ -710,12 +859,22 @@ class _Ctx:
         unknown = sorted(set(table) - allowed)
         if unknown:
             hint = did_you_mean(unknown[0], sorted(allowed))
-            raise self.error(f"{key}.{unknown[0]}", "unknown key",
-                             f"{hint + ' ' if hint else ''}use one of"
-                             f" {', '.join(sorted(allowed))}")
+            raise self.error(
+                f"{key}.{unknown[0]}",
+                "unknown key",
+                f"{hint + ' ' if hint else ''}use one of {', '.join(sorted(allowed))}",
+            )
 
-    def get(self, key: str, table: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
-            default: Any = None, *, what: str) -> Any:
+    def get(
+        self,
+        key: str,
+        table: Mapping[str, Any],
+        name: str,
+        kind: type | tuple[type, ...],
+        default: Any = None,
+        *,
+        what: str,
+    ) -> Any:
         if name not in table:
             return default
         value = table[name]
@@ -734,8 +893,7 @@ def load_store(path: str | Path) -> TagStore:
     except FileNotFoundError:
         raise SimConfigError(f"{p}: file not found; check the path given to --config") from None
     except tomllib.TOMLDecodeError as err:
-        raise SimConfigError(f"{p}: not valid TOML ({err}); fix the syntax at that line") \
-            from None
+        raise SimConfigError(f"{p}: not valid TOML ({err}); fix the syntax at that line") from None
     ctx.check_keys("(top level)", doc, {"controller", "types", "tags"})
     store = _controller(ctx, doc.get("controller", {}))
     types = _types(ctx, doc.get("types", {}))
@@ -747,8 +905,7 @@ def load_store(path: str | Path) -> TagStore:
         try:
             store.add(tag)
         except UsageError as err:
-            raise ctx.error(f"tags[{i}] ({tag.name})", str(err), "see docs/simulator.md") \
-                from None
+            raise ctx.error(f"tags[{i}] ({tag.name})", str(err), "see docs/simulator.md") from None
     return store
 
 
@@ -761,19 +918,25 @@ def _controller(ctx: _Ctx, table: Any) -> TagStore:
     if rev is not None:
         m = re.fullmatch(r"(\d+)\.(\d+)", rev)
         if m is None or not 1 <= int(m.group(1)) <= 127 or int(m.group(2)) > 255:
-            raise ctx.error("controller.revision", f"{rev!r} is not MAJOR.MINOR",
-                            'write e.g. "33.11" (major >= 21 for symbol-instance addressing)')
+            raise ctx.error(
+                "controller.revision",
+                f"{rev!r} is not MAJOR.MINOR",
+                'write e.g. "33.11" (major >= 21 for symbol-instance addressing)',
+            )
         ident = replace(ident, revision_major=int(m.group(1)), revision_minor=int(m.group(2)))
     mode = ctx.get("controller", table, "mode", str, what="a keyswitch mode string")
     if mode is not None:
         if mode.lower() not in _MODES:
-            raise ctx.error("controller.mode", f"unknown mode {mode!r}",
-                            f"use one of {', '.join(_MODES)}")
+            raise ctx.error(
+                "controller.mode", f"unknown mode {mode!r}", f"use one of {', '.join(_MODES)}"
+            )
         ident = replace(ident, status=_MODES[mode.lower()])
-    for key, attr, limit in (("product_code", "product_code", 0xFFFF),
-                             ("serial", "serial_number", 0xFFFFFFFF),
-                             ("vendor_id", "vendor_id", 0xFFFF),
-                             ("device_type", "device_type", 0xFFFF)):
+    for key, attr, limit in (
+        ("product_code", "product_code", 0xFFFF),
+        ("serial", "serial_number", 0xFFFFFFFF),
+        ("vendor_id", "vendor_id", 0xFFFF),
+        ("device_type", "device_type", 0xFFFF),
+    ):
         v = ctx.get("controller", table, key, int, what="an integer")
         if v is not None:
             if not 0 <= v <= limit:
@@ -782,16 +945,19 @@ def _controller(ctx: _Ctx, table: Any) -> TagStore:
     pname = ctx.get("controller", table, "product_name", str, what="a string")
     if pname is not None:
         if not pname.isascii() or not 1 <= len(pname) <= 32:
-            raise ctx.error("controller.product_name", f"{pname!r}",
-                            "use 1-32 ASCII characters, e.g. \"1756-L83E/B\"")
+            raise ctx.error(
+                "controller.product_name",
+                f"{pname!r}",
+                'use 1-32 ASCII characters, e.g. "1756-L83E/B"',
+            )
         ident = replace(ident, product_name=pname)
-    program_name = ctx.get("controller", table, "program_name", str, "PYCONPRO_SIM",
-                           what="a string")
+    program_name = ctx.get(
+        "controller", table, "program_name", str, "PYCONPRO_SIM", what="a string"
+    )
     programs = ctx.get("controller", table, "programs", list, [], what="a list of names")
     tasks = ctx.get("controller", table, "tasks", list, ["MainTask"], what="a list of names")
     try:
-        return TagStore(identity=ident, program_name=program_name, programs=programs,
-                        tasks=tasks)
+        return TagStore(identity=ident, program_name=program_name, programs=programs, tasks=tasks)
     except UsageError as err:
         raise ctx.error("controller.programs", str(err), "fix the program name") from None
 
@@ -806,8 +972,11 @@ def _types(ctx: _Ctx, table: Any) -> dict[str, StructType]:
         if name in done:
             return done[name]
         if name in visiting:
-            raise ctx.error(f"types.{name}", "contains itself (through "
-                            f"{' -> '.join(visiting + [name])})", "remove the cycle")
+            raise ctx.error(
+                f"types.{name}",
+                f"contains itself (through {' -> '.join(visiting + [name])})",
+                "remove the cycle",
+            )
         visiting.append(name)
         udt = table[name]
         key = f"types.{name}"
@@ -816,20 +985,23 @@ def _types(ctx: _Ctx, table: Any) -> dict[str, StructType]:
         ctx.check_keys(key, udt, {"members", "instance_id", "handle"})
         members = udt.get("members")
         if not isinstance(members, list) or not members:
-            raise ctx.error(f"{key}.members", "missing or empty",
-                            'write members = [{ name = "X", type = "REAL" }, ...]')
+            raise ctx.error(
+                f"{key}.members",
+                "missing or empty",
+                'write members = [{ name = "X", type = "REAL" }, ...]',
+            )
         specs: list[tuple[str, LogixType]] = []
         for j, m in enumerate(members):
             mkey = f"{key}.members[{j}]"
             if not isinstance(m, Mapping):
-                raise ctx.error(mkey, "must be an inline table", 'write { name = "X", type = '
-                                '"REAL" }')
+                raise ctx.error(
+                    mkey, "must be an inline table", 'write { name = "X", type = "REAL" }'
+                )
             ctx.check_keys(mkey, m, {"name", "type", "dims", "description"})
             mname = ctx.get(mkey, m, "name", str, what="a member name string")
             mtype = ctx.get(mkey, m, "type", str, what="a type string")
             if mname is None or mtype is None:
-                raise ctx.error(mkey, "needs name and type", 'write { name = "X", type = '
-                                '"REAL" }')
+                raise ctx.error(mkey, "needs name and type", 'write { name = "X", type = "REAL" }')
             mt = _member_type(ctx, f"{mkey}.type", mtype, m.get("dims"), table, build, done)
             specs.append((mname, mt))
         ids: dict[str, int] = {}
@@ -852,8 +1024,15 @@ def _types(ctx: _Ctx, table: Any) -> dict[str, StructType]:
     return done
 
 
-def _member_type(ctx: _Ctx, key: str, spec: str, dims: Any, table: Mapping[str, Any],
-                 build: Any, done: Mapping[str, StructType]) -> LogixType:
+def _member_type(
+    ctx: _Ctx,
+    key: str,
+    spec: str,
+    dims: Any,
+    table: Mapping[str, Any],
+    build: Any,
+    done: Mapping[str, StructType],
+) -> LogixType:
     m = _TYPE_RE.match(spec)
     if m is None:
         raise ctx.error(key, f"{spec!r} is not a type", "write NAME or NAME[n]")
@@ -867,8 +1046,7 @@ def _member_type(ctx: _Ctx, key: str, spec: str, dims: Any, table: Mapping[str, 
     try:
         return parse_type(spec, done)
     except UsageError as err:
-        raise ctx.error(key, str(err), "declare the UDT under [types] or fix the name") \
-            from None
+        raise ctx.error(key, str(err), "declare the UDT under [types] or fix the name") from None
 
 
 def _generator(ctx: _Ctx, key: str, table: Any) -> Generator:
@@ -878,8 +1056,11 @@ def _generator(ctx: _Ctx, key: str, table: Any) -> Generator:
     try:
         kind = GeneratorKind(kind_text)
     except ValueError:
-        raise ctx.error(f"{key}.kind", f"unknown generator {kind_text!r}",
-                        f"use one of {', '.join(k.value for k in GeneratorKind)}") from None
+        raise ctx.error(
+            f"{key}.kind",
+            f"unknown generator {kind_text!r}",
+            f"use one of {', '.join(k.value for k in GeneratorKind)}",
+        ) from None
     allowed = set(_GENERATOR_PARAMS[kind]) | {"kind"}
     ctx.check_keys(key, table, allowed)
     params: dict[str, Any] = {}
@@ -888,8 +1069,11 @@ def _generator(ctx: _Ctx, key: str, table: Any) -> Generator:
             continue
         if name == "format":
             if not isinstance(value, str) or "{v" not in value:
-                raise ctx.error(f"{key}.format", f"{value!r}",
-                                'write a format string using {v}, e.g. "tick {v}"')
+                raise ctx.error(
+                    f"{key}.format",
+                    f"{value!r}",
+                    'write a format string using {v}, e.g. "tick {v}"',
+                )
         elif name == "seed":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ctx.error(f"{key}.seed", f"{value!r} is not an integer", "write seed = 7")
@@ -906,7 +1090,9 @@ def _generator(ctx: _Ctx, key: str, table: Any) -> Generator:
         raise ctx.error(key, str(err), "fix the parameter") from None
 
 
-def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> SimTag:
+# Checks every key of one [[tag]] table in file order, one branch per key, so each error names
+# its key and line (complexity 19).
+def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> SimTag:  # noqa: C901
     if not isinstance(table, Mapping):
         raise ctx.error(key, "must be a table", "write [[tags]] with name and type")
     ctx.check_keys(key, table, _TAG_KEYS)
@@ -920,8 +1106,11 @@ def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> Si
     except UsageError as err:
         raise ctx.error(f"{key}.name", str(err), "use a Logix identifier") from None
     if len(parsed.parts) != 1 or parsed.parts[0].indices:
-        raise ctx.error(f"{key}.name", "a tag name has no members or indices",
-                        'write "Tag" or "Program:Main.Tag" and give dims in type')
+        raise ctx.error(
+            f"{key}.name",
+            "a tag name has no members or indices",
+            'write "Tag" or "Program:Main.Tag" and give dims in type',
+        )
     dims = table.get("dims")
     if dims is not None:
         if "[" in spec:
@@ -950,25 +1139,35 @@ def _tag(ctx: _Ctx, key: str, table: Any, types: Mapping[str, StructType]) -> Si
         raise ctx.error(f"{key}.rpi_min_us", f"{rmin} > rpi_max_us {rmax}", "swap them")
     drpi = ints["default_rpi_us"]
     if drpi is not None and not rmin <= drpi <= rmax:
-        raise ctx.error(f"{key}.default_rpi_us", f"{drpi} outside {rmin}..{rmax}",
-                        "pick a default inside the RPI limits")
+        raise ctx.error(
+            f"{key}.default_rpi_us",
+            f"{drpi} outside {rmin}..{rmax}",
+            "pick a default inside the RPI limits",
+        )
     gens: dict[str, Generator] = {}
     if "generator" in table:
         gens[""] = _generator(ctx, f"{key}.generator", table["generator"])
     members = table.get("generators", {})
     if not isinstance(members, Mapping):
-        raise ctx.error(f"{key}.generators", "must be a table of member path -> generator",
-                        'write generators = { "Speed" = { kind = "sine" } }')
+        raise ctx.error(
+            f"{key}.generators",
+            "must be a table of member path -> generator",
+            'write generators = { "Speed" = { kind = "sine" } }',
+        )
     for path, g in members.items():
         gens[path] = _generator(ctx, f"{key}.generators.{path}", g)
     try:
         return SimTag(
-            name=name, type=t,
+            name=name,
+            type=t,
             produced=ctx.get(key, table, "produced", bool, False, what="true or false"),
             max_consumers=ints["max_consumers"] or DEFAULT_MAX_CONSUMERS,
-            rpi_min_us=rmin, rpi_max_us=rmax, default_rpi_us=drpi,
-            unicast_allowed=ctx.get(key, table, "unicast_allowed", bool, True,
-                                    what="true or false"),
+            rpi_min_us=rmin,
+            rpi_max_us=rmax,
+            default_rpi_us=drpi,
+            unicast_allowed=ctx.get(
+                key, table, "unicast_allowed", bool, True, what="true or false"
+            ),
             external_access=_ACCESS[access_text.lower()],
             instance_id=ints["instance_id"] or 0,
             initial=table.get("value"),

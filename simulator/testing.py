@@ -99,8 +99,19 @@ def simulator_command(
     extra_args: Sequence[str] = (),
     identity_delay: bool = False,
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "pyconpro.simulator", "--address", address, "--tcp-port", str(tcp_port),
-           "--udp-port", str(udp_port), "--control", "127.0.0.1:0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyconpro.simulator",
+        "--address",
+        address,
+        "--tcp-port",
+        str(tcp_port),
+        "--udp-port",
+        str(udp_port),
+        "--control",
+        "127.0.0.1:0",
+    ]
     if not identity_delay:
         cmd.append("--no-identity-delay")
     if config is not None:
@@ -123,27 +134,38 @@ def start_simulator(
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-sim-", suffix=".log")
     os.close(fd)
     log_path = Path(log_name)
-    cmd = simulator_command(address, tcp_port=tcp_port, udp_port=udp_port, config=config,
-                            extra_args=extra_args, identity_delay=identity_delay)
+    cmd = simulator_command(
+        address,
+        tcp_port=tcp_port,
+        udp_port=udp_port,
+        config=config,
+        extra_args=extra_args,
+        identity_delay=identity_delay,
+    )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        proc = spawn(cmd, ready=regex_ready(_READY), stderr=log_path, cwd=_ROOT, env=env,
-                     ready_timeout_s=timeout)
+        proc = spawn(
+            cmd,
+            ready=regex_ready(_READY),
+            stderr=log_path,
+            cwd=_ROOT,
+            env=env,
+            ready_timeout_s=timeout,
+        )
     except SpawnError as err:
         log_path.unlink(missing_ok=True)
-        raise SimulatorError(f"simulator did not report READY within {timeout:g}s: {err}") \
-            from None
+        raise SimulatorError(f"simulator did not report READY within {timeout:g}s: {err}") from None
     except BaseException:
         log_path.unlink(missing_ok=True)
         raise
     m = proc.ready
     try:
         if not m.get("cport"):
-            raise SimulatorError(f"simulator READY line names no control port: "
-                                 f"{proc.first_line!r}")
-        sim = SimulatorProcess(proc, log_path, m["addr"], int(m["tcp"]), int(m["udp"]),
-                               (m["chost"], int(m["cport"])))
+            raise SimulatorError(f"simulator READY line names no control port: {proc.first_line!r}")
+        sim = SimulatorProcess(
+            proc, log_path, m["addr"], int(m["tcp"]), int(m["udp"]), (m["chost"], int(m["cport"]))
+        )
     except BaseException:
         proc.kill()
         log_path.unlink(missing_ok=True)
@@ -164,18 +186,27 @@ def start_simulator(
 class EncapClient:
     """One TCP encapsulation session, request/reply, every receive with a timeout."""
 
-    def __init__(self, address: str, port: int, timeout: float = 5.0, register: bool = True,
-                 source: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        timeout: float = 5.0,
+        register: bool = True,
+        source: str | None = None,
+    ) -> None:
         """``source``: connect from this local address (the simulator sends P2P T->O data to
         the TCP peer's IP, so a consumer on its own 127.x address gets its own data)."""
-        self.sock = socket.create_connection((address, port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
+        self.sock = socket.create_connection(
+            (address, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.frames = encap.FrameBuffer()
         self.pending: list[encap.EncapsulationPacket] = []
         self.session = 0
         self._context = 0
         if register:
-            reply = self.request(encap.Command.REGISTER_SESSION, encap.RegisterSessionData().encode())
+            reply = self.request(
+                encap.Command.REGISTER_SESSION, encap.RegisterSessionData().encode()
+            )
             reply.check_status()
             self.session = reply.session
 
@@ -188,12 +219,19 @@ class EncapClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, command: int, data: bytes = b"", *, session: int | None = None,
-             context: bytes | None = None) -> bytes:
+    def send(
+        self,
+        command: int,
+        data: bytes = b"",
+        *,
+        session: int | None = None,
+        context: bytes | None = None,
+    ) -> bytes:
         self._context += 1
         ctx = context if context is not None else self._context.to_bytes(8, "little")
-        frame = encap.EncapsulationPacket(command, data, self.session if session is None else session,
-                                          0, ctx).encode()
+        frame = encap.EncapsulationPacket(
+            command, data, self.session if session is None else session, 0, ctx
+        ).encode()
         self.sock.sendall(frame)
         return ctx
 
@@ -211,27 +249,33 @@ class EncapClient:
         assert reply.context == ctx, "reply context differs from the request's"
         return reply
 
-    def send_rr(self, message: bytes, extra: tuple[cpf.Item, ...] = ()
-                ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
+    def send_rr(
+        self, message: bytes, extra: tuple[cpf.Item, ...] = ()
+    ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
         """One unconnected CIP request; the reply and the CPF items after the data item."""
         reply = self.request(encap.Command.SEND_RR_DATA, encap.send_rr_data(message, extra))
         reply.check_status()
         send = encap.SendData.decode(reply.data)
         return cip.Reply.decode(send.unconnected()), send.items[2:]
 
-    def send_unit(self, connection_id: int, sequence: int, message: bytes) -> tuple[int, int, cip.Reply]:
-        reply = self.request(encap.Command.SEND_UNIT_DATA,
-                             encap.send_unit_data(connection_id, sequence, message))
+    def send_unit(
+        self, connection_id: int, sequence: int, message: bytes
+    ) -> tuple[int, int, cip.Reply]:
+        reply = self.request(
+            encap.Command.SEND_UNIT_DATA, encap.send_unit_data(connection_id, sequence, message)
+        )
         reply.check_status()
         cid, seq, body = encap.SendData.decode(reply.data).connected()
         return cid, seq, cip.Reply.decode(body)
 
-    def forward_open(self, request: cm.ForwardOpenRequest, extra: tuple[cpf.Item, ...] = ()
-                     ) -> tuple[cm.ForwardOpenSuccess | cm.ConnectionFailure, tuple[cpf.Item, ...]]:
+    def forward_open(
+        self, request: cm.ForwardOpenRequest, extra: tuple[cpf.Item, ...] = ()
+    ) -> tuple[cm.ForwardOpenSuccess | cm.ConnectionFailure, tuple[cpf.Item, ...]]:
         reply, items = self.send_rr(request.encode(), extra)
         return cm.decode_forward_open_reply(reply), items
 
-    def forward_close(self, request: cm.ForwardCloseRequest
-                      ) -> cm.ForwardCloseSuccess | cm.ConnectionFailure:
+    def forward_close(
+        self, request: cm.ForwardCloseRequest
+    ) -> cm.ForwardCloseSuccess | cm.ConnectionFailure:
         reply, _ = self.send_rr(request.encode())
         return cm.decode_forward_close_reply(reply)

@@ -313,7 +313,8 @@ class SubscriberLoop:
         if gap.restart:
             self.counters.restarts += 1
             log.warning(
-                "publisher %r restarted on %s (sq %d after %d); %d message(s) of the new run missed",
+                "publisher %r restarted on %s (sq %d after %d); %d message(s) of the new run"
+                " missed",
                 gap.publisher,
                 gap.topic,
                 gap.received_seq,

@@ -1,7 +1,8 @@
 """``pyconpro sink KIND --connect ENDPOINT [--connect ...] [--topic PREFIX ...] [options]``.
 
 KIND is one of sqlite, jsonl, csv, stdout. Registered in ``pyconpro/cli.py`` as
-``"sink": ("pyconpro.sinks.cli", "run a sink process")``; ``python -m pyconpro.sinks.cli KIND ...`` runs the same
+``"sink": ("pyconpro.sinks.cli", "run a sink process")``; ``python -m pyconpro.sinks.cli KIND ...``
+runs the same
 thing without the front end (the tests do that).
 
 Exit status: 0 after SIGTERM/SIGINT (everything received was flushed), 2 when the bus or

@@ -81,7 +81,10 @@ def test_bench_memory_prints_its_tables() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "I/O worker RSS by consumer count" in out
-    lines = {int(m.group(1)): m.group(0) for m in re.finditer(r"^\s+(\d+)\s+[\d,]+\s.*$", out, re.MULTILINE)}
+    lines = {
+        int(m.group(1)): m.group(0)
+        for m in re.finditer(r"^\s+(\d+)\s+[\d,]+\s.*$", out, re.MULTILINE)
+    }
     assert set(lines) >= {0, 2}, out
     assert "'RUNNING': 2" in lines[2]
     assert "pure parts per consumer" in out
@@ -95,11 +98,25 @@ def test_bench_memory_prints_its_tables() -> None:
 def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "bench_pipeline.py"), "--tags", "2",
-                             "--seconds", "60", "--sim-address", "127.83.53.2",
-                             "--worker-address", "127.83.53.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPTS / "bench_pipeline.py"),
+            "--tags",
+            "2",
+            "--seconds",
+            "60",
+            "--sim-address",
+            "127.83.53.2",
+            "--worker-address",
+            "127.83.53.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 30
         while len(processes_using("127.83.53.")) < 2:  # simulator and worker are up

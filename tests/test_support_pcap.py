@@ -296,7 +296,8 @@ def test_capture_starting_mid_stream(tmp_path: Path) -> None:
     bodies=st.lists(st.binary(max_size=60), min_size=1, max_size=6),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_any_segmentation_reassembles(tmp_path_factory: pytest.TempPathFactory, bodies: list[bytes], seed: int) -> None:
+def test_any_segmentation_reassembles(tmp_path_factory: pytest.TempPathFactory,
+                                      bodies: list[bytes], seed: int) -> None:
     """Random cuts, shuffled order and duplicated segments still give the same PDUs."""
     rng = random.Random(seed)
     pdus = [_pdu(0x70, body) for body in bodies]

@@ -17,7 +17,8 @@ It owns, for its interface:
 The loop is a thin shell (STYLE.md #3): wait on every socket until the earliest deadline of any
 connection, session or periodic task; feed bytes to the core; send what it returns; publish its
 events. Time is read from the injected ``clock`` (``time.monotonic`` by default; tests drive the
-timers with a fake one). SIGTERM / SIGINT: Forward_Close every connection, UnRegisterSession, exit 0.
+timers with a fake one). SIGTERM / SIGINT: Forward_Close every connection, UnRegisterSession, exit
+0.
 
 Run: ``python -m pyconpro.workers.io_worker --local-address 127.0.0.1 --consumer
 plc=plc1,address=127.0.0.2,tag=Counter,rpi_ms=100``. See docs/worker.md.
@@ -183,8 +184,13 @@ class IoWorker:
     """``clock``: monotonic seconds, read for every ``now``; ``wall_ns``: the wall clock of
     the bus messages (``t_wall_ns``). Both injectable so tests drive the timers."""
 
-    def __init__(self, options: WorkerOptions, *, clock: Callable[[], float] = time.monotonic,
-                 wall_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.opt = options
         self._clock = clock
         self._wall_ns = wall_ns
@@ -197,8 +203,13 @@ class IoWorker:
         self.groups: dict[str, tuple[socket.socket, int]] = {}  # group -> (socket, refcount)
         self.seq = wire.SeqCounter()
         self.counters: dict[str, int] = {
-            "datagrams": 0, "samples": 0, "pub_drops": 0, "heartbeats": 0,
-            "heartbeat_send_errors": 0, "decode_errors": 0, "control_errors": 0,
+            "datagrams": 0,
+            "samples": 0,
+            "pub_drops": 0,
+            "heartbeats": 0,
+            "heartbeat_send_errors": 0,
+            "decode_errors": 0,
+            "control_errors": 0,
         }
         self.started = clock()
         self._context_rng = random.Random()  # sender contexts; never the seeded originator's
@@ -237,9 +248,12 @@ class IoWorker:
         try:
             self.udp.bind((self.opt.local_address, self.opt.udp_port))
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot bind UDP {self.opt.local_address}:"
-                          f"{self.opt.udp_port} (another worker or program on this address?"
-                          f" {self.opt.udp_port_hint}): {exc.strerror}") from None
+            raise OSError(
+                exc.errno,
+                f"cannot bind UDP {self.opt.local_address}:"
+                f"{self.opt.udp_port} (another worker or program on this address?"
+                f" {self.opt.udp_port_hint}): {exc.strerror}",
+            ) from None
         self.udp.setblocking(False)
         self.udp_port = self.udp.getsockname()[1]
         self.ctx = zmq.Context()
@@ -253,14 +267,16 @@ class IoWorker:
         # dropping silently, so the loss is counted ("pub_drops"); we still never block.
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
         tmp = tempfile.gettempdir()
-        self.pub_endpoint = _bind(self.pub, self.opt.pub_endpoint
-                                  or f"ipc://{tmp}/pyconpro-{self.name}.pub")
+        self.pub_endpoint = _bind(
+            self.pub, self.opt.pub_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.pub"
+        )
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.SNDHWM, 1000)
         self.control.setsockopt(zmq.RCVHWM, 1000)
-        self.control_endpoint = _bind(self.control, self.opt.control_endpoint
-                                      or f"ipc://{tmp}/pyconpro-{self.name}.ctl")
+        self.control_endpoint = _bind(
+            self.control, self.opt.control_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.ctl"
+        )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -269,21 +285,38 @@ class IoWorker:
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.pub, zmq.POLLIN)
         self.poller.register(self._wake_r, zmq.POLLIN)
-        log.info("%s: originator vendor 0x%04X serial 0x%08X (random per start), UDP %s:%d,"
-                 " PUB %s, control %s", self.name, self.originator.vendor_id,
-                 self.originator.serial, self.opt.local_address, self.udp_port,
-                 self.pub_endpoint, self.control_endpoint)
+        log.info(
+            "%s: originator vendor 0x%04X serial 0x%08X (random per start), UDP %s:%d,"
+            " PUB %s, control %s",
+            self.name,
+            self.originator.vendor_id,
+            self.originator.serial,
+            self.opt.local_address,
+            self.udp_port,
+            self.pub_endpoint,
+            self.control_endpoint,
+        )
         asked = self.opt.udp_rcvbuf
         # Linux doubles the value asked for (bookkeeping overhead) and caps the request at
         # net.core.rmem_max, so what it reports back is the number that counts.
         if asked > 0 and self.udp_rcvbuf < 2 * asked:
-            log.warning("%s: UDP receive buffer %d bytes granted, %d asked (Linux reports twice"
-                        " the usable size): raise net.core.rmem_max (sysctl -w"
-                        " net.core.rmem_max=%d) or lower --udp-rcvbuf, else bursts of datagrams"
-                        " are dropped by the kernel", self.name, self.udp_rcvbuf, asked, asked)
+            log.warning(
+                "%s: UDP receive buffer %d bytes granted, %d asked (Linux reports twice"
+                " the usable size): raise net.core.rmem_max (sysctl -w"
+                " net.core.rmem_max=%d) or lower --udp-rcvbuf, else bursts of datagrams"
+                " are dropped by the kernel",
+                self.name,
+                self.udp_rcvbuf,
+                asked,
+                asked,
+            )
         else:
-            log.info("%s: UDP receive buffer %d bytes granted (%d asked)", self.name,
-                     self.udp_rcvbuf, asked)
+            log.info(
+                "%s: UDP receive buffer %d bytes granted (%d asked)",
+                self.name,
+                self.udp_rcvbuf,
+                asked,
+            )
 
     def _set_rcvbuf(self, sock: socket.socket) -> int:
         """Ask for ``udp_rcvbuf`` (0 = the system default) and return what was granted."""
@@ -316,17 +349,27 @@ class IoWorker:
         if self.stopping:
             raise UsageError("the worker is stopping; not adding consumers")
         if defn.key in self.consumers:
-            raise UsageError(f"consumer {defn.key!r} exists already; remove it first or give"
-                             " another 'alias'")
-        conn = ConsumerConnection(defn.params(), self.originator, backoff=self.opt.backoff,
-                          timing=self.opt.timing)
+            raise UsageError(
+                f"consumer {defn.key!r} exists already; remove it first or give another 'alias'"
+            )
+        conn = ConsumerConnection(
+            defn.params(), self.originator, backoff=self.opt.backoff, timing=self.opt.timing
+        )
         link = self.links.get((defn.address, defn.port))
         if link is None:
             link = self.links[(defn.address, defn.port)] = PlcLink(
-                defn.address, defn.port, PlcSession(
-                    defn.address, defn.port, rng=self.originator.rng,
-                    context_rng=self._context_rng, request_timeout=self.opt.request_timeout_s,
-                    keepalive_s=self.opt.keepalive_s, backoff=self.opt.session_backoff))
+                defn.address,
+                defn.port,
+                PlcSession(
+                    defn.address,
+                    defn.port,
+                    rng=self.originator.rng,
+                    context_rng=self._context_rng,
+                    request_timeout=self.opt.request_timeout_s,
+                    keepalive_s=self.opt.keepalive_s,
+                    backoff=self.opt.session_backoff,
+                ),
+            )
         link.consumers.add(defn.key)
         c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids))
         self._by_uid[c.uid] = c
@@ -413,8 +456,9 @@ class IoWorker:
         extra: tuple[cpf.Item, ...] = ()
         if self.udp_port != DEFAULT_UDP_PORT and not c.defn.multicast:
             # Ask for P2P data on our port (protocol.md 1, 6.7): only when it is not 2222.
-            extra = (cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O,
-                                      cpf.Sockaddr("0.0.0.0", self.udp_port)),)
+            extra = (
+                cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr("0.0.0.0", self.udp_port)),
+            )
 
         def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
             c.conn.on_forward_open_reply(self._clock(), req, reply, items)
@@ -435,8 +479,12 @@ class IoWorker:
                 c.conn.on_forward_close_reply(self._clock(), req, reply)
                 self._pump(c, self._clock())
             else:
-                log.info("%s: best-effort Forward_Close of serial 0x%04X answered status 0x%02X",
-                         c.defn.key, req.connection_serial, reply.status)
+                log.info(
+                    "%s: best-effort Forward_Close of serial 0x%04X answered status 0x%02X",
+                    c.defn.key,
+                    req.connection_serial,
+                    reply.status,
+                )
 
         def on_error(reason: str) -> None:
             if out.awaited:
@@ -450,8 +498,13 @@ class IoWorker:
         miss waits for the one listing in flight for that PLC."""
         cache = c.link.types
         if refresh and cache.refresh_for(c.type_generation):
-            log.info("PLC %s: %s doubts its learned type; reading the tag table again"
-                     " (type cache generation %d)", c.link.name, c.defn.key, cache.generation)
+            log.info(
+                "PLC %s: %s doubts its learned type; reading the tag table again"
+                " (type cache generation %d)",
+                c.link.name,
+                c.defn.key,
+                cache.generation,
+            )
         cache.resolve(c.defn.tag, c.uid)
         self._type_requests(c.link)
 
@@ -462,8 +515,10 @@ class IoWorker:
         for out in cache.take_outputs():
             match out:
                 case CacheRequest(token, message, what):
-                    def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...],
-                                 token: int = token) -> None:
+
+                    def on_reply(
+                        reply: cip.Reply, items: tuple[cpf.Item, ...], token: int = token
+                    ) -> None:
                         cache.on_reply(token, reply)
                         self._type_requests(link)
 
@@ -489,9 +544,15 @@ class IoWorker:
 
     # ================================================================== PLC sessions
 
-    def _request(self, link: PlcLink, message: bytes, extra: tuple[cpf.Item, ...],
-                 on_reply: Callable[[cip.Reply, tuple[cpf.Item, ...]], None],
-                 on_error: Callable[[str], None], now: float) -> None:
+    def _request(
+        self,
+        link: PlcLink,
+        message: bytes,
+        extra: tuple[cpf.Item, ...],
+        on_reply: Callable[[cip.Reply, tuple[cpf.Item, ...]], None],
+        on_error: Callable[[str], None],
+        now: float,
+    ) -> None:
         if self._closed:
             on_error("the worker is exiting")
             return
@@ -527,8 +588,12 @@ class IoWorker:
             case CloseSocket(flush):
                 self._close_socket(link, flush=flush)
             case SessionReady(handle):
-                log.info("session 0x%08X registered with PLC %s from %s", handle, link.name,
-                         self.opt.local_address)
+                log.info(
+                    "session 0x%08X registered with PLC %s from %s",
+                    handle,
+                    link.name,
+                    self.opt.local_address,
+                )
             case ReplyReceived(handle, reply, items):
                 cb = link.callbacks.pop(handle, None)
                 if cb is not None:
@@ -554,8 +619,7 @@ class IoWorker:
             return
         if rc not in (0, errno.EINPROGRESS):
             sock.close()
-            link.plc.connect_failed(f"TCP connect to {link.name} failed: {os.strerror(rc)}",
-                                    now)
+            link.plc.connect_failed(f"TCP connect to {link.name} failed: {os.strerror(rc)}", now)
             return
         link.sock = sock
         link.connecting = True
@@ -587,8 +651,9 @@ class IoWorker:
         if link.connecting and flags & (zmq.POLLOUT | zmq.POLLERR | zmq.POLLIN):
             err = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                link.plc.connect_failed(f"TCP connect to {link.name} failed:"
-                                        f" {os.strerror(err)}", now)
+                link.plc.connect_failed(
+                    f"TCP connect to {link.name} failed: {os.strerror(err)}", now
+                )
                 self._pump_link(link, now)
                 return
             link.connecting = False
@@ -617,13 +682,23 @@ class IoWorker:
         # Consumers waiting for a type learn now that there is no session (they back off).
         self._type_requests(link)
         log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, failed.reason, delay)
-        plc = next((self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
-                   link.address)
-        self._publish(wire.Event(
-            seq=0, publisher=self.name, plc=plc, tag="", t_wall_ns=self._wall_ns(),
-            t_mono_ns=self._mono_ns(), kind=wire.EventKind.ERROR.value,
-            message=f"encapsulation session to {link.name} lost: {failed.reason}; reconnecting"
-            f" in {delay:.2f} s"))
+        plc = next(
+            (self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
+            link.address,
+        )
+        self._publish(
+            wire.Event(
+                seq=0,
+                publisher=self.name,
+                plc=plc,
+                tag="",
+                t_wall_ns=self._wall_ns(),
+                t_mono_ns=self._mono_ns(),
+                kind=wire.EventKind.ERROR.value,
+                message=f"encapsulation session to {link.name} lost: {failed.reason}; reconnecting"
+                f" in {delay:.2f} s",
+            )
+        )
 
     def _close_link(self, link: PlcLink) -> None:
         """UnRegisterSession (when registered) and close; pending requests fail."""
@@ -668,8 +743,9 @@ class IoWorker:
             self._set_rcvbuf(sock)
             sock.bind((group, self.udp_port))
             local = socket.inet_aton(self.opt.local_address)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            socket.inet_aton(group) + local)
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + local
+            )
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, local)
             sock.setblocking(False)
         except OSError as exc:
@@ -678,8 +754,7 @@ class IoWorker:
             return
         self.groups[group] = (sock, 1)
         self.poller.register(sock, zmq.POLLIN)
-        log.info("joined multicast %s on %s port %d", group, self.opt.local_address,
-                 self.udp_port)
+        log.info("joined multicast %s on %s port %d", group, self.opt.local_address, self.udp_port)
 
     def _leave(self, group: str) -> None:
         entry = self.groups.get(group)
@@ -739,12 +814,14 @@ class IoWorker:
                 c.conn.recorder.record_in(now, "T->O", data)
                 c.conn.on_data(now, delivery.missed)
                 self._pump(c, now)
-                self._publish_sample(c, delivery.datagram.cip_sequence,
-                                     delivery.datagram.data, t_wall, t_mono)
+                self._publish_sample(
+                    c, delivery.datagram.cip_sequence, delivery.datagram.data, t_wall, t_mono
+                )
         return _RECV_BATCH
 
-    def _publish_sample(self, c: WorkerConsumer, cip_seq: int, raw: bytes, t_wall: int,
-                        t_mono: int) -> None:
+    def _publish_sample(
+        self, c: WorkerConsumer, cip_seq: int, raw: bytes, t_wall: int, t_mono: int
+    ) -> None:
         t = c.conn.tag_type
         # The connection hands out a new type object only when the type changed (learned again
         # after a download): rebuild the decoder and the stream (its type name) then.
@@ -753,8 +830,13 @@ class IoWorker:
             c.decoder = compile_decoder(t) if t is not None else None
             c.stream = None  # never the old type's name on the new type's values
             try:
-                c.stream = wire.SampleStream(self.name, c.defn.plc, c.defn.topic_name,
-                                             t.name if t is not None else None, self.seq)
+                c.stream = wire.SampleStream(
+                    self.name,
+                    c.defn.plc,
+                    c.defn.topic_name,
+                    t.name if t is not None else None,
+                    self.seq,
+                )
             except UsageError as exc:  # names that break the schema: refused at add time
                 log.error("%s: cannot publish samples: %s", c.defn.key, exc)
                 return
@@ -777,16 +859,33 @@ class IoWorker:
 
     def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
         level = logging.INFO if ev.kind in ("state", "gap") else logging.WARNING
-        log.log(level, "%s: %s%s", c.defn.key,
-                f"{ev.state_from} -> {ev.state_to}: " if ev.state_to else "", ev.message)
+        log.log(
+            level,
+            "%s: %s%s",
+            c.defn.key,
+            f"{ev.state_from} -> {ev.state_to}: " if ev.state_to else "",
+            ev.message,
+        )
         if c.conn.state is State.FAILED and ev.state_to == "FAILED":
             for line in c.conn.recorder.dump():
                 log.warning("%s flight recorder: %s", c.defn.key, line)
-        self._publish(wire.Event(
-            seq=0, publisher=self.name, plc=c.defn.plc, tag=c.defn.topic_name,
-            t_wall_ns=self._wall_ns(), t_mono_ns=self._mono_ns(), kind=ev.kind,
-            state_from=ev.state_from, state_to=ev.state_to, cip_general=ev.cip_general,
-            cip_extended=ev.cip_extended, status_text=ev.status_text, message=ev.message))
+        self._publish(
+            wire.Event(
+                seq=0,
+                publisher=self.name,
+                plc=c.defn.plc,
+                tag=c.defn.topic_name,
+                t_wall_ns=self._wall_ns(),
+                t_mono_ns=self._mono_ns(),
+                kind=ev.kind,
+                state_from=ev.state_from,
+                state_to=ev.state_to,
+                cip_general=ev.cip_general,
+                cip_extended=ev.cip_extended,
+                status_text=ev.status_text,
+                message=ev.message,
+            )
+        )
 
     def _publish(self, msg: wire.Sample | wire.Event | wire.Stats) -> None:
         topic = msg.topic
@@ -819,13 +918,21 @@ class IoWorker:
         counters["consumers"] = len(self.consumers)
         for st in State:
             counters[f"state_{st.value.lower()}"] = sum(
-                1 for c in self.consumers.values() if c.conn.state is st)
+                1 for c in self.consumers.values() if c.conn.state is st
+            )
         counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
         counters["udp_rcvbuf"] = self.udp_rcvbuf
         counters["uptime_s"] = round(self._clock() - self.started, 3)
-        self._publish(wire.Stats(seq=0, publisher=self.name, worker=self.name,
-                                 t_wall_ns=self._wall_ns(), t_mono_ns=self._mono_ns(),
-                                 counters=counters))
+        self._publish(
+            wire.Stats(
+                seq=0,
+                publisher=self.name,
+                worker=self.name,
+                t_wall_ns=self._wall_ns(),
+                t_mono_ns=self._mono_ns(),
+                counters=counters,
+            )
+        )
 
     # ================================================================== control socket
 
@@ -849,8 +956,7 @@ class IoWorker:
                 log.exception("control request failed")
                 reply = control.ErrorReply(f"internal error: {exc!r}")
             try:
-                self.control.send_multipart([*envelope, control.encode_reply(reply)],
-                                            zmq.NOBLOCK)
+                self.control.send_multipart([*envelope, control.encode_reply(reply)], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
 
@@ -865,15 +971,24 @@ class IoWorker:
     def _control_remove(self, req: control.RemoveRequest, now: float) -> control.Reply:
         self.remove_consumer(req.key, now)
         found = self.consumers.get(req.key)
-        return control.ConsumerReply(req.key,
-                                     found.conn.state.value if found is not None else "CLOSED")
+        return control.ConsumerReply(
+            req.key, found.conn.state.value if found is not None else "CLOSED"
+        )
 
     def _control_list(self, req: control.ListRequest, now: float) -> control.Reply:
-        return control.ListReply(tuple(
-            control.ConsumerListing(key=k, plc=c.defn.plc, tag=c.defn.tag,
-                                    address=c.defn.address, state=c.conn.state.value,
-                                    failure=c.conn.failure)
-            for k, c in self.consumers.items()))
+        return control.ListReply(
+            tuple(
+                control.ConsumerListing(
+                    key=k,
+                    plc=c.defn.plc,
+                    tag=c.defn.tag,
+                    address=c.defn.address,
+                    state=c.conn.state.value,
+                    failure=c.conn.failure,
+                )
+                for k, c in self.consumers.items()
+            )
+        )
 
     def _control_status(self, req: control.StatusRequest, now: float) -> control.Reply:
         return control.StatusReply(self.status(recorder=req.recorder))
@@ -889,8 +1004,9 @@ class IoWorker:
         return control.StopReply()
 
     #: Request class -> its handler (ARCHITECTURE.md: choices as tables keyed by input class).
-    _CONTROL_HANDLERS: ClassVar[dict[type[Any], Callable[[IoWorker, Any, float],
-                                                         control.Reply]]] = {
+    _CONTROL_HANDLERS: ClassVar[
+        dict[type[Any], Callable[[IoWorker, Any, float], control.Reply]]
+    ] = {
         control.AddRequest: _control_add,
         control.RemoveRequest: _control_remove,
         control.ListRequest: _control_list,
@@ -918,20 +1034,31 @@ class IoWorker:
             # > 0 once a subscriber's subscription reached this PUB: from then on it gets
             # every message it subscribed to (the supervisor adds consumers only then).
             "bus_subscriptions": len(self.bus_subscriptions),
-            "bus_topics": sorted(t.decode("utf-8", "replace") for t in self.bus_subscriptions
-                                 )[:32],
-            "counters": {**self.counters, **self.demux.counters(),
-                         "udp_rcvbuf": self.udp_rcvbuf},
+            "bus_topics": sorted(t.decode("utf-8", "replace") for t in self.bus_subscriptions)[:32],
+            "counters": {**self.counters, **self.demux.counters(), "udp_rcvbuf": self.udp_rcvbuf},
             "groups": sorted(self.groups),
-            "plcs": [{"address": link.address, "port": link.port, "up": link.up,
-                      "sessions_opened": link.plc.sessions_opened,
-                      "sessions_failed": link.plc.sessions_failed,
-                      "last_failure": link.plc.last_failure,
-                      "types": link.types.snapshot(),
-                      "consumers": sorted(link.consumers)} for link in self.links.values()],
-            "consumers": [{"key": k, "samples": c.samples, **c.conn.snapshot(),
-                           **({"recorder": c.conn.recorder.dump()} if recorder else {})}
-                          for k, c in self.consumers.items()],
+            "plcs": [
+                {
+                    "address": link.address,
+                    "port": link.port,
+                    "up": link.up,
+                    "sessions_opened": link.plc.sessions_opened,
+                    "sessions_failed": link.plc.sessions_failed,
+                    "last_failure": link.plc.last_failure,
+                    "types": link.types.snapshot(),
+                    "consumers": sorted(link.consumers),
+                }
+                for link in self.links.values()
+            ],
+            "consumers": [
+                {
+                    "key": k,
+                    "samples": c.samples,
+                    **c.conn.snapshot(),
+                    **({"recorder": c.conn.recorder.dump()} if recorder else {}),
+                }
+                for k, c in self.consumers.items()
+            ],
         }
 
     # ================================================================== main loop
@@ -1004,9 +1131,15 @@ class IoWorker:
             if sd is not None and now >= sd:
                 # Reconnect ahead of need (a Forward_Close at stop needs a session, 7.7 step 8)
                 # while one of its consumers lives.
-                link.plc.on_timer(now, reconnect=not self.stopping and any(
-                    self.consumers[k].conn.is_live for k in link.consumers
-                    if k in self.consumers))
+                link.plc.on_timer(
+                    now,
+                    reconnect=not self.stopping
+                    and any(
+                        self.consumers[k].conn.is_live
+                        for k in link.consumers
+                        if k in self.consumers
+                    ),
+                )
                 self._pump_link(link, now)
         if self.opt.stats_interval_s > 0 and now >= self._next_stats:
             self._next_stats = now + self.opt.stats_interval_s
@@ -1029,13 +1162,24 @@ class IoWorker:
         now = self._clock()
         self._next_stats = now + self.opt.stats_interval_s
         if ready is not None:
-            ready({"ready": True, "worker": self.name, "pub": self.pub_endpoint,
-                   "control": self.control_endpoint, "local_address": self.opt.local_address,
-                   "udp_port": self.udp_port, "originator_serial": self.originator.serial})
+            ready(
+                {
+                    "ready": True,
+                    "worker": self.name,
+                    "pub": self.pub_endpoint,
+                    "control": self.control_endpoint,
+                    "local_address": self.opt.local_address,
+                    "udp_port": self.udp_port,
+                    "originator_serial": self.originator.serial,
+                }
+            )
         while self.step():
             pass
-        left = [c.defn.key for c in self.consumers.values()
-                if c.conn.state not in (State.CLOSED, State.FAILED)]
+        left = [
+            c.defn.key
+            for c in self.consumers.values()
+            if c.conn.state not in (State.CLOSED, State.FAILED)
+        ]
         if left:
             log.warning("%s: stop timeout; not confirmed closed: %s", self.name, ", ".join(left))
         self._publish_stats()
@@ -1048,9 +1192,10 @@ class IoWorker:
         now = self._clock()
         if self._stop_requested and not self.stopping:
             self._begin_shutdown(now)
-        if self.stopping and (now >= self._shutdown_deadline or all(
-                c.conn.state in (State.CLOSED, State.FAILED)
-                for c in self.consumers.values())):
+        if self.stopping and (
+            now >= self._shutdown_deadline
+            or all(c.conn.state in (State.CLOSED, State.FAILED) for c in self.consumers.values())
+        ):
             return False
         # Read every datagram that has arrived before judging any watchdog: after a pause
         # of this loop (GC, a slow control request, SIGSTOP, a loaded machine) the data of
@@ -1108,11 +1253,13 @@ def _rcvbuf(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes (e.g. 4194304;"
-                                         " 0 = the system default)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of bytes (e.g. 4194304; 0 = the system default)"
+        ) from None
     if not 0 <= value <= UDP_RCVBUF_MAX:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..{UDP_RCVBUF_MAX} bytes"
-                                         " (0 = the system default)")
+        raise argparse.ArgumentTypeError(
+            f"{value} is outside 0..{UDP_RCVBUF_MAX} bytes (0 = the system default)"
+        )
     return value
 
 
@@ -1120,32 +1267,66 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pyconpro.workers.io_worker",
         description="pyconpro I/O worker: consumes produced tags through one local interface"
-        " and publishes samples on ZeroMQ (docs/worker.md).")
-    p.add_argument("--local-address", required=True,
-                   help="IPv4 address of the interface facing the PLCs (bound for UDP and TCP)")
-    p.add_argument("--udp-port", type=int, default=DEFAULT_UDP_PORT,
-                   help="local class-1 UDP port (default 2222; 0 = any free port)")
-    p.add_argument("--pub", dest="pub_endpoint",
-                   help="ZeroMQ PUB endpoint to bind (default ipc://<tmp>/pyconpro-<name>.pub;"
-                   " tcp://127.0.0.1:0 picks a free port)")
-    p.add_argument("--control", dest="control_endpoint",
-                   help="ZeroMQ control endpoint to bind (default ipc://<tmp>/pyconpro-<name>.ctl)")
-    p.add_argument("--name", help="worker name in stats topics and 'pub' (default"
-                   " worker-<local address>)")
-    p.add_argument("--consumer", action="append", default=[], metavar="KEY=VALUE,...",
-                   help="a consumer, e.g. plc=p1,address=10.0.0.5,tag=Count,rpi_ms=100"
-                   " (repeatable; keys in docs/worker.md)")
-    p.add_argument("--config", help="pipeline TOML file: consume the PLCs it assigns to"
-                   " --local-address")
-    p.add_argument("--stats-interval", type=float, default=None,
-                   help="seconds between stats messages (default 5; 0 = never)")
+        " and publishes samples on ZeroMQ (docs/worker.md).",
+    )
+    p.add_argument(
+        "--local-address",
+        required=True,
+        help="IPv4 address of the interface facing the PLCs (bound for UDP and TCP)",
+    )
+    p.add_argument(
+        "--udp-port",
+        type=int,
+        default=DEFAULT_UDP_PORT,
+        help="local class-1 UDP port (default 2222; 0 = any free port)",
+    )
+    p.add_argument(
+        "--pub",
+        dest="pub_endpoint",
+        help="ZeroMQ PUB endpoint to bind (default ipc://<tmp>/pyconpro-<name>.pub;"
+        " tcp://127.0.0.1:0 picks a free port)",
+    )
+    p.add_argument(
+        "--control",
+        dest="control_endpoint",
+        help="ZeroMQ control endpoint to bind (default ipc://<tmp>/pyconpro-<name>.ctl)",
+    )
+    p.add_argument(
+        "--name", help="worker name in stats topics and 'pub' (default worker-<local address>)"
+    )
+    p.add_argument(
+        "--consumer",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="a consumer, e.g. plc=p1,address=10.0.0.5,tag=Count,rpi_ms=100"
+        " (repeatable; keys in docs/worker.md)",
+    )
+    p.add_argument(
+        "--config", help="pipeline TOML file: consume the PLCs it assigns to --local-address"
+    )
+    p.add_argument(
+        "--stats-interval",
+        type=float,
+        default=None,
+        help="seconds between stats messages (default 5; 0 = never)",
+    )
     p.add_argument("--hwm", type=int, default=None, help="PUB send high-water mark")
-    p.add_argument("--udp-rcvbuf", type=_rcvbuf, default=None, metavar="BYTES",
-                   help="SO_RCVBUF asked for each UDP socket (default 4 MiB, or [worker]"
-                   " udp_rcvbuf of --config; Linux grants at most net.core.rmem_max; 0 = system"
-                   " default); the granted size is logged and in stats as udp_rcvbuf")
-    p.add_argument("--shutdown-timeout", type=float, default=3.0,
-                   help="seconds to wait for Forward_Close replies on stop")
+    p.add_argument(
+        "--udp-rcvbuf",
+        type=_rcvbuf,
+        default=None,
+        metavar="BYTES",
+        help="SO_RCVBUF asked for each UDP socket (default 4 MiB, or [worker]"
+        " udp_rcvbuf of --config; Linux grants at most net.core.rmem_max; 0 = system"
+        " default); the granted size is logged and in stats as udp_rcvbuf",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=3.0,
+        help="seconds to wait for Forward_Close replies on stop",
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
     return p
@@ -1153,11 +1334,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts = WorkerOptions(local_address=args.local_address, udp_port=args.udp_port,
-                         pub_endpoint=args.pub_endpoint, control_endpoint=args.control_endpoint,
-                         name=args.name, shutdown_timeout_s=args.shutdown_timeout)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    opts = WorkerOptions(
+        local_address=args.local_address,
+        udp_port=args.udp_port,
+        pub_endpoint=args.pub_endpoint,
+        control_endpoint=args.control_endpoint,
+        name=args.name,
+        shutdown_timeout_s=args.shutdown_timeout,
+    )
     if args.udp_port_hint:
         opts.udp_port_hint = args.udp_port_hint
     defs: list[ConsumerDef] = []
@@ -1173,11 +1362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.udp_rcvbuf = cfg.worker.udp_rcvbuf
             if args.udp_port == DEFAULT_UDP_PORT:
                 opts.udp_port = cfg.worker.udp_port
-            groups = [g for g in group_by_local_address(cfg, route_source)
-                      if g.local_address == args.local_address]
+            groups = [
+                g
+                for g in group_by_local_address(cfg, route_source)
+                if g.local_address == args.local_address
+            ]
             if not groups:
-                print(f"{args.config}: no PLC is assigned to local address"
-                      f" {args.local_address}", file=sys.stderr)
+                print(
+                    f"{args.config}: no PLC is assigned to local address {args.local_address}",
+                    file=sys.stderr,
+                )
                 return 2
             defs += [consumer_from_spec(s) for g in groups for s in g.consumers]
     except PyconproError as exc:

@@ -271,7 +271,8 @@ def plan_children(
         )
     for sink in config.sinks:
         name = f"sink-{sink.name}"
-        argv = (runtime.python, "-m", "pyconpro.sinks.cli", *sink_argv(sink, runtime.bus_connect, level))
+        argv = (runtime.python, "-m", "pyconpro.sinks.cli",
+                *sink_argv(sink, runtime.bus_connect, level))
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out
 
@@ -588,7 +589,9 @@ class Supervisor:
         self._wake_w.setblocking(False)
         self.poller.register(self._wake_r, zmq.POLLIN)
         try:
-            self._old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+            self._old_wakeup = signal.set_wakeup_fd(
+                self._wake_w.fileno(), warn_on_full_buffer=False
+            )
         except ValueError:  # not the main thread (tests run supervisors in threads)
             self._old_wakeup = -1
             return
@@ -667,8 +670,12 @@ class Supervisor:
         try:
             # Own process group + parent-death SIGTERM (module doc); the parent-death signal
             # follows the spawning thread, which is the one running this loop.
-            proc = spawn(argv, stdout=out, stderr=out,
-                         cwd=os.path.dirname(os.path.abspath(self.config_path)) or None)
+            proc = spawn(
+                argv,
+                stdout=out,
+                stderr=out,
+                cwd=os.path.dirname(os.path.abspath(self.config_path)) or None,
+            )
         except OSError as exc:
             log.error("%s: cannot start %s: %s", name, argv[0], exc)
             return self.sup.handle(name, Exited(None), now)
@@ -800,8 +807,11 @@ class Supervisor:
             if child is None:
                 continue
             live = child.state in (ChildState.STARTING, ChildState.RUNNING) and child.pid
-            if live and link.inflight is None and now >= link.next_poll and not any(
-                r.get("op") == "status" for r, _ in link.queue
+            if (
+                live
+                and link.inflight is None
+                and now >= link.next_poll
+                and not any(r.get("op") == "status" for r, _ in link.queue)
             ):
                 if child.state is ChildState.STARTING:
                     interval = STARTING_POLL_S
@@ -810,8 +820,9 @@ class Supervisor:
                 else:
                     interval = STATUS_INTERVAL_S
                 link.next_poll = now + interval
-                self.worker_request(name, control.StatusRequest().to_map(),
-                                    self._status_callback(name, child.pid))
+                self.worker_request(
+                    name, control.StatusRequest().to_map(), self._status_callback(name, child.pid)
+                )
             self._pump_link(link, now)
 
     def _status_callback(
@@ -835,12 +846,17 @@ class Supervisor:
         if child.state is ChildState.STARTING and child.pid == pid:
             self.sup.handle(name, Ready(pid), now)
             self._execute(now)
-        if (pid is not None and child.pid == pid and link.added_pid != pid
-                and child.state in (ChildState.STARTING, ChildState.RUNNING)):
+        if (
+            pid is not None
+            and child.pid == pid
+            and link.added_pid != pid
+            and child.state in (ChildState.STARTING, ChildState.RUNNING)
+        ):
             self._maybe_add_consumers(name, link, pid, reply, now)
 
-    def _maybe_add_consumers(self, name: str, link: _WorkerLink, pid: int,
-                             reply: dict[str, Any], now: float) -> None:
+    def _maybe_add_consumers(
+        self, name: str, link: _WorkerLink, pid: int, reply: dict[str, Any], now: float
+    ) -> None:
         """Add the worker's consumers once a bus subscription reached its PUB socket."""
         if link.answered_at is None:
             link.answered_at = now
@@ -923,7 +939,8 @@ class Supervisor:
         for name, specs in plan.add_consumers.items():
             for spec in specs:
                 self._worker_change(
-                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map())
+                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map()
+                )
         self._finish_removals()
         self._update_upstreams()
         del old_specs
@@ -936,8 +953,12 @@ class Supervisor:
     def _worker_change(self, name: str, request: dict[str, Any]) -> None:
         child = self.sup.children.get(name)
         link = self.links.get(name)
-        if (child is None or child.state is not ChildState.RUNNING or link is None
-                or link.added_pid != child.pid):
+        if (
+            child is None
+            or child.state is not ChildState.RUNNING
+            or link is None
+            or link.added_pid != child.pid
+        ):
             # Not running, or its consumers are not added yet: that (at the next spawn or once
             # the bus subscription arrives) uses the new consumer list from the plan.
             return
@@ -1048,14 +1069,24 @@ class Supervisor:
             entry: dict[str, Any] = {"control": link.endpoint, "age_s": None, "rates": link.rates}
             if st is not None:
                 entry["age_s"] = round(now - link.status_at, 3)
-                entry.update({k: st.get(k) for k in ("local_address", "udp_port", "pub",
-                                                     "uptime_s", "counters", "plcs",
-                                                     "bus_subscriptions")})
+                entry.update(
+                    {
+                        k: st.get(k)
+                        for k in (
+                            "local_address",
+                            "udp_port",
+                            "pub",
+                            "uptime_s",
+                            "counters",
+                            "plcs",
+                            "bus_subscriptions",
+                        )
+                    }
+                )
                 wc = self.sup.children.get(name)
                 entry["consumers_added"] = wc is not None and link.added_pid == wc.pid
                 entry["consumers"] = [
-                    {k: v for k, v in c.items() if k != "recorder"}
-                    for c in st.get("consumers", [])
+                    {k: v for k, v in c.items() if k != "recorder"} for c in st.get("consumers", [])
                 ]
             workers[name] = entry
         return {
@@ -1196,8 +1227,11 @@ class Supervisor:
                 wait = min(wait, link.deadline - now)
                 continue
             child = self.sup.children.get(name)
-            if (child is not None and child.pid
-                    and child.state in (ChildState.STARTING, ChildState.RUNNING)):
+            if (
+                child is not None
+                and child.pid
+                and child.state in (ChildState.STARTING, ChildState.RUNNING)
+            ):
                 wait = min(wait, link.next_poll - now)
         return max(0.0, wait)
 
@@ -1350,7 +1384,9 @@ def build_parser(prog: str = "python -m pyconpro.workers.supervisor") -> argpars
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)")
+    parser.add_argument(
+        "config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)"
+    )
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
@@ -1358,7 +1394,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m pyconpro.workers.supervisor") -> int:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m pyconpro.workers.supervisor"
+) -> int:
     args = build_parser(prog).parse_args(argv)
     return run_config(args.config, log_level=args.log_level)
 

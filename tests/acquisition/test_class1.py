@@ -30,7 +30,11 @@ def test_encode_a4_and_heartbeat() -> None:
 def test_run_idle_header() -> None:
     d = class1.Class1Datagram(7, 1, 2, b"\xaa" * 32, 1)
     raw = d.encode()
-    assert raw[16:18] == (38).to_bytes(2, "little") and raw[18:20] == b"\x02\x00" and raw[20:24] == b"\x01\x00\x00\x00"
+    assert (
+        raw[16:18] == (38).to_bytes(2, "little")
+        and raw[18:20] == b"\x02\x00"
+        and raw[20:24] == b"\x01\x00\x00\x00"
+    )
     assert class1.Class1Datagram.decode(raw, run_idle_header=True) == d
     with pytest.raises(MalformedPacket):
         class1.Class1Datagram.decode(class1.heartbeat(1, 1), run_idle_header=True)

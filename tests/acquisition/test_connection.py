@@ -42,7 +42,9 @@ def make(size: int | None = 4, *, multicast: bool = False, seed: int = 1, rpi_us
     params = ConsumerParams(plc="plc1", tag="Count", rpi_us=rpi_us, ot_rpi_us=ot_rpi_us,
                             multiplier=multiplier, multicast=multicast, tag_bytes=size,
                             tag_type=tag_type)
-    return ConsumerConnection(params, Originator(random.Random(seed)), timing=timing, backoff=backoff)
+    return ConsumerConnection(
+        params, Originator(random.Random(seed)), timing=timing, backoff=backoff
+    )
 
 
 OutT = TypeVar("OutT")
@@ -81,20 +83,32 @@ def pending_open(conn: ConsumerConnection) -> cm.ForwardOpenRequest:
     return conn._open.request
 
 
-def ok_reply(req: cm.ForwardOpenRequest, *, ot_id: int = 0x11110001, ot_api: int = 100_000,
-             to_api: int = 100_000, to_id: int | None = None) -> cip.Reply:
-    return cm.ForwardOpenSuccess(ot_id, req.to_connection_id if to_id is None else to_id,
-                                 req.connection_serial, req.vendor_id, req.originator_serial,
-                                 ot_api, to_api).to_reply()
+def ok_reply(
+    req: cm.ForwardOpenRequest,
+    *,
+    ot_id: int = 0x11110001,
+    ot_api: int = 100_000,
+    to_api: int = 100_000,
+    to_id: int | None = None,
+) -> cip.Reply:
+    return cm.ForwardOpenSuccess(
+        ot_id,
+        req.to_connection_id if to_id is None else to_id,
+        req.connection_serial,
+        req.vendor_id,
+        req.originator_serial,
+        ot_api,
+        to_api,
+    ).to_reply()
 
 
 def reject_reply(req: cm.ForwardOpenRequest, general: int, *additional: int) -> cip.Reply:
-    return cm.ConnectionFailure(general, tuple(additional), req.connection_serial, req.vendor_id,
-                                req.originator_serial).to_reply(cip.Service.FORWARD_OPEN)
+    return cm.ConnectionFailure(
+        general, tuple(additional), req.connection_serial, req.vendor_id, req.originator_serial
+    ).to_reply(cip.Service.FORWARD_OPEN)
 
 
-def open_running(conn: ConsumerConnection, now: float = T0,
-                 **kw: int) -> cm.ForwardOpenRequest:
+def open_running(conn: ConsumerConnection, now: float = T0, **kw: int) -> cm.ForwardOpenRequest:
     conn.start(now)
     req = pending_open(conn)
     conn.on_forward_open_reply(now, req, ok_reply(req, **kw))
@@ -165,9 +179,16 @@ def _learned_in_state(state: State) -> ConsumerConnection:
 def _any_open_request(conn: ConsumerConnection) -> cm.ForwardOpenRequest:
     if conn._open is not None:
         return conn._open.request
-    return cm.produced_tag_forward_open(tag="Count", tag_bytes=4, to_rpi_us=1, ot_rpi_us=1,
-                                        connection_serial=9, vendor_id=1, originator_serial=1,
-                                        to_connection_id=5)
+    return cm.produced_tag_forward_open(
+        tag="Count",
+        tag_bytes=4,
+        to_rpi_us=1,
+        ot_rpi_us=1,
+        connection_serial=9,
+        vendor_id=1,
+        originator_serial=1,
+        to_connection_id=5,
+    )
 
 
 def _fire_timer(conn: ConsumerConnection, data_pending: bool = False) -> None:
@@ -181,21 +202,28 @@ INPUTS: dict[str, Callable[[ConsumerConnection], None]] = {
     "resolved": lambda c: c.on_resolved(T0 + 0.01, 4, DINT),
     "resolve_error": lambda c: c.on_resolve_error(T0 + 0.01, "no session", permanent=False),
     "resolve_fatal": lambda c: c.on_resolve_error(T0 + 0.01, "tag not found", permanent=True),
-    "open_ok": lambda c: c.on_forward_open_reply(T0 + 0.01, _any_open_request(c),
-                                                 ok_reply(_any_open_request(c))),
+    "open_ok": lambda c: c.on_forward_open_reply(
+        T0 + 0.01, _any_open_request(c), ok_reply(_any_open_request(c))
+    ),
     "open_transient": lambda c: c.on_forward_open_reply(
-        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0203)),
+        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0203)
+    ),
     "open_fatal": lambda c: c.on_forward_open_reply(
-        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x031F)),
+        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x031F)
+    ),
     # 0x0109 wanting 8 bytes + 2: neither the size we asked (4) nor DINT's
     "open_size": lambda c: c.on_forward_open_reply(
-        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0109, 10)),
+        T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0109, 10)
+    ),
     "session_lost": lambda c: c.on_session_lost(T0 + 0.01),
     "request_error": lambda c: c.on_request_error(
-        T0 + 0.01, c._closing if c.state is State.CLOSING else _any_open_request(c), "EOF"),
+        T0 + 0.01, c._closing if c.state is State.CLOSING else _any_open_request(c), "EOF"
+    ),
     "close_reply": lambda c: c.on_forward_close_reply(
-        T0 + 0.01, c._closing or cm.forward_close_for(_any_open_request(c)),
-        cm.ForwardCloseSuccess(1, 1, 1).to_reply()),
+        T0 + 0.01,
+        c._closing or cm.forward_close_for(_any_open_request(c)),
+        cm.ForwardCloseSuccess(1, 1, 1).to_reply(),
+    ),
     "data": lambda c: c.on_data(T0 + 0.01),
     "timer": _fire_timer,
     # the caller has unread datagrams: only a T->O watchdog is held, every other timer acts
@@ -205,16 +233,28 @@ INPUTS: dict[str, Callable[[ConsumerConnection], None]] = {
 # Written from the design (protocol.md 7.7 and ARCHITECTURE.md), not from TRANSITIONS.
 EXPECTED: dict[State, dict[str, State]] = {
     State.IDLE: {"start": State.OPENING, "stop": State.CLOSED},
-    State.RESOLVING: {"stop": State.CLOSED, "resolved": State.OPENING,
-                      "resolve_error": State.BACKOFF, "resolve_fatal": State.FAILED,
-                      "timer": State.BACKOFF},
-    State.OPENING: {"stop": State.CLOSING, "open_ok": State.RUNNING,
-                    "open_transient": State.BACKOFF, "open_fatal": State.FAILED,
-                    "open_size": State.FAILED,  # a size the user gave: "size mismatch"
-                    "request_error": State.BACKOFF, "timer": State.BACKOFF},
+    State.RESOLVING: {
+        "stop": State.CLOSED,
+        "resolved": State.OPENING,
+        "resolve_error": State.BACKOFF,
+        "resolve_fatal": State.FAILED,
+        "timer": State.BACKOFF,
+    },
+    State.OPENING: {
+        "stop": State.CLOSING,
+        "open_ok": State.RUNNING,
+        "open_transient": State.BACKOFF,
+        "open_fatal": State.FAILED,
+        "open_size": State.FAILED,  # a size the user gave: "size mismatch"
+        "request_error": State.BACKOFF,
+        "timer": State.BACKOFF,
+    },
     State.RUNNING: {"stop": State.CLOSING, "timer": State.RUNNING},  # first deadline: heartbeat
-    State.CLOSING: {"close_reply": State.CLOSED, "request_error": State.CLOSED,
-                    "timer": State.CLOSED},
+    State.CLOSING: {
+        "close_reply": State.CLOSED,
+        "request_error": State.CLOSED,
+        "timer": State.CLOSED,
+    },
     State.BACKOFF: {"stop": State.CLOSED, "timer": State.OPENING},
     State.FAILED: {"stop": State.CLOSED},
     State.CLOSED: {},
@@ -247,8 +287,9 @@ def test_every_state_input_pair(state: State, name: str, learned: bool) -> None:
         assert events == []  # ignored inputs change nothing and say nothing
     for ev in events:  # every emitted transition is one the table allows
         assert ev.state_from is not None and ev.state_to is not None
-        assert any(TRANSITIONS.get((State(ev.state_from), t)) is State(ev.state_to)
-                   for t in _triggers())
+        assert any(
+            TRANSITIONS.get((State(ev.state_from), t)) is State(ev.state_to) for t in _triggers()
+        )
     if expected is not state:
         assert len(events) >= 1 and events[-1].state_to == expected.value
 
@@ -315,8 +356,15 @@ def test_released_serial_is_not_reused_soon() -> None:
     o = Originator(random.Random(3), serial=1, recent=4)
     first = o.new_serial()
     o.release_serial(first)
-    o.rng = type("R", (), {"vals": [first, first, 77], "getrandbits":
-                           lambda self, k: self.vals.pop(0), "random": lambda self: 0.5})()
+    o.rng = type(
+        "R",
+        (),
+        {
+            "vals": [first, first, 77],
+            "getrandbits": lambda self, k: self.vals.pop(0),
+            "random": lambda self: 0.5,
+        },
+    )()
     assert o.new_serial() == 77
 
 
@@ -450,8 +498,13 @@ def test_stop_while_running_closes_and_releases() -> None:
     fc = cm.forward_close_for(req)
     assert SendForwardClose(fc, awaited=True) in outs and Unlisten(req.to_connection_id) in outs
     assert conn.state is State.CLOSING
-    conn.on_forward_close_reply(T0 + 1.01, fc, cm.ForwardCloseSuccess(
-        req.connection_serial, req.vendor_id, req.originator_serial).to_reply())
+    conn.on_forward_close_reply(
+        T0 + 1.01,
+        fc,
+        cm.ForwardCloseSuccess(
+            req.connection_serial, req.vendor_id, req.originator_serial
+        ).to_reply(),
+    )
     assert state(conn) is State.CLOSED
     assert conn.originator.live_connection_ids == frozenset()
     assert conn.next_deadline() is None
@@ -464,7 +517,8 @@ def test_stop_while_opening_closes_the_in_flight_triad() -> None:
     conn.take_outputs()
     conn.stop(T0)
     assert outputs_of(conn, SendForwardClose) == [
-        SendForwardClose(cm.forward_close_for(req), awaited=True)]
+        SendForwardClose(cm.forward_close_for(req), awaited=True)
+    ]
     # the late Forward_Open reply is ignored
     conn.on_forward_open_reply(T0, req, ok_reply(req))
     assert conn.state is State.CLOSING
@@ -694,9 +748,12 @@ def test_out_of_consumers_waits_for_the_old_connection_timeout(ext: int) -> None
     assert events[0].kind == "reject" and events[0].cip_extended == ext
 
 
-@pytest.mark.parametrize(("general", "additional"),
-                         [(0x01, (0x031F,)), (0x01, (0x012E,)), (0x01, (0x0315,))])
-def test_unknown_or_not_produced_tag_fails_loudly(general: int, additional: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    ("general", "additional"), [(0x01, (0x031F,)), (0x01, (0x012E,)), (0x01, (0x0315,))]
+)
+def test_unknown_or_not_produced_tag_fails_loudly(
+    general: int, additional: tuple[int, ...]
+) -> None:
     conn = make()
     conn.start(T0)
     events = reject_and_events(conn, general, *additional)
@@ -709,7 +766,8 @@ def test_unknown_or_not_produced_tag_fails_loudly(general: int, additional: tupl
 
 @pytest.mark.parametrize("multicast", [False, True])
 def test_not_produced_with_a_type_learned_from_the_controller_says_it_exists(
-        multicast: bool) -> None:
+    multicast: bool,
+) -> None:
     conn = make(None, multicast=multicast)
     conn.start(T0)
     conn.on_resolved(T0, 4, REAL)  # the controller answered: the tag exists, as a REAL
@@ -801,8 +859,9 @@ def test_params_validation() -> None:
 
 
 def test_route_is_prepended_to_the_connection_path() -> None:
-    params = ConsumerParams(plc="p", tag="T", rpi_us=1000, tag_bytes=4,
-                            route=(epath.PortSegment.slot(2, port=1),))
+    params = ConsumerParams(
+        plc="p", tag="T", rpi_us=1000, tag_bytes=4, route=(epath.PortSegment.slot(2, port=1),)
+    )
     conn = ConsumerConnection(params, Originator(random.Random(1)))
     conn.start(T0)
     assert pending_open(conn).path.startswith(b"\x01\x02\x01\x00")

@@ -48,27 +48,49 @@ def test_consumer_map_round_trips_and_keeps_defaults_out() -> None:
 
 
 def test_remove_and_recorder_take_plc_and_tag_instead_of_key() -> None:
-    assert control.request_from_map({"op": "remove", "plc": "a", "tag": "T"}) == RemoveRequest("a/T")
-    assert control.request_from_map({"op": "recorder", "plc": "a", "tag": "T"}) == \
-        RecorderRequest("a/T")
+    assert control.request_from_map({"op": "remove", "plc": "a", "tag": "T"}) == RemoveRequest(
+        "a/T"
+    )
+    assert control.request_from_map({"op": "recorder", "plc": "a", "tag": "T"}) == RecorderRequest(
+        "a/T"
+    )
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    (b"\xc1", "control request is not MessagePack: send a map like {'op': 'list'}"),
-    (msgpack.packb([1]), "control request must be a map with an 'op' string (add, remove, list,"
-                         " status, stop)"),
-    (msgpack.packb({"op": 3}), "must be a map with an 'op' string"),
-    (msgpack.packb({"op": "nope"}), "unknown op 'nope': use add, remove, list, status, recorder"
-                                    " or stop"),
-    (msgpack.packb({"op": "add"}), "'add' needs 'consumer': a map with at least address and tag"),
-    (msgpack.packb({"op": "add", "consumer": {"address": "10.0.0.5", "tag": "T", "colour": 1}}),
-     "unknown consumer key(s) 'colour'; known keys: "),
-    (msgpack.packb({"op": "remove"}), "'remove' needs 'key' (<plc>/<tag or alias>) or 'plc' and"
-                                      " 'tag'"),
-    (msgpack.packb({"op": "recorder", "key": 5}), "'recorder' needs the 'key' of a consumer"
-                                                  " (<plc>/<tag or alias>), got 5; 'list' shows"
-                                                  " the keys"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"\xc1", "control request is not MessagePack: send a map like {'op': 'list'}"),
+        (
+            msgpack.packb([1]),
+            "control request must be a map with an 'op' string (add, remove, list, status, stop)",
+        ),
+        (msgpack.packb({"op": 3}), "must be a map with an 'op' string"),
+        (
+            msgpack.packb({"op": "nope"}),
+            "unknown op 'nope': use add, remove, list, status, recorder or stop",
+        ),
+        (
+            msgpack.packb({"op": "add"}),
+            "'add' needs 'consumer': a map with at least address and tag",
+        ),
+        (
+            msgpack.packb(
+                {"op": "add", "consumer": {"address": "10.0.0.5", "tag": "T", "colour": 1}}
+            ),
+            "unknown consumer key(s) 'colour'; known keys: ",
+        ),
+        (
+            msgpack.packb({"op": "remove"}),
+            "'remove' needs 'key' (<plc>/<tag or alias>) or 'plc' and 'tag'",
+        ),
+        (
+            msgpack.packb({"op": "recorder", "key": 5}),
+            "'recorder' needs the 'key' of a consumer"
+            " (<plc>/<tag or alias>), got 5; 'list' shows"
+            " the keys",
+        ),
+    ],
+)
 def test_malformed_requests_name_the_fix(body: bytes, error: str) -> None:
     with pytest.raises(UsageError) as info:
         decode_request(body)
@@ -76,15 +98,30 @@ def test_malformed_requests_name_the_fix(body: bytes, error: str) -> None:
 
 
 def test_replies_are_the_documented_maps() -> None:
-    listing = ConsumerListing(key="a/T", plc="a", tag="T", address="10.0.0.5", state="RUNNING",
-                              failure=None)
-    assert ListReply((listing,)).to_map() == {"ok": True, "consumers": [
-        {"key": "a/T", "plc": "a", "tag": "T", "address": "10.0.0.5", "state": "RUNNING",
-         "failure": None}]}
-    assert control.ConsumerReply("a/T", "OPENING").to_map() == {"ok": True, "key": "a/T",
-                                                                "state": "OPENING"}
+    listing = ConsumerListing(
+        key="a/T", plc="a", tag="T", address="10.0.0.5", state="RUNNING", failure=None
+    )
+    assert ListReply((listing,)).to_map() == {
+        "ok": True,
+        "consumers": [
+            {
+                "key": "a/T",
+                "plc": "a",
+                "tag": "T",
+                "address": "10.0.0.5",
+                "state": "RUNNING",
+                "failure": None,
+            }
+        ],
+    }
+    assert control.ConsumerReply("a/T", "OPENING").to_map() == {
+        "ok": True,
+        "key": "a/T",
+        "state": "OPENING",
+    }
     assert control.StopReply().to_map() == {"ok": True, "stopping": True}
-    assert msgpack.unpackb(control.encode_reply(ErrorReply("no"))) == {"ok": False,
-                                                                      "error": "no"}
+    assert msgpack.unpackb(control.encode_reply(ErrorReply("no"))) == {"ok": False, "error": "no"}
     assert msgpack.unpackb(control.encode_reply(control.StatusReply({"x": object}))) == {
-        "ok": True, "x": str(object)}
+        "ok": True,
+        "x": str(object),
+    }

@@ -81,8 +81,14 @@ class FakeLogix:
     log: list[tuple[Any, ...]] = field(default_factory=list)
 
     @classmethod
-    def for_tags(cls, tags: Mapping[str, LogixType], *, programs: Mapping[str, Mapping[str, LogixType]] = {},
-                 extra: Sequence[SymbolInstance] = (), **kw: Any) -> FakeLogix:
+    def for_tags(
+        cls,
+        tags: Mapping[str, LogixType],
+        *,
+        programs: Mapping[str, Mapping[str, LogixType]] = {},
+        extra: Sequence[SymbolInstance] = (),
+        **kw: Any,
+    ) -> FakeLogix:
         scopes: dict[str | None, list[SymbolInstance]] = {None: []}
         structs: dict[int, StructType] = {}
         inst = 1
@@ -117,25 +123,34 @@ class FakeLogix:
             self.log.append(("symbols", program, inst))
             if program not in self.scopes:
                 return cip.Reply(0x55, 0x05, (0,))
-            todo = sorted((s for s in self.scopes[program] if s.instance_id >= inst),
-                          key=lambda s: s.instance_id)
+            todo = sorted(
+                (s for s in self.scopes[program] if s.instance_id >= inst),
+                key=lambda s: s.instance_id,
+            )
             part = todo[: self.page]
-            return cip.Reply(0x55, 0x06 if len(todo) > self.page else 0,
-                             (), encode_symbol_instances(part, attrs))
+            return cip.Reply(
+                0x55, 0x06 if len(todo) > self.page else 0, (), encode_symbol_instances(part, attrs)
+            )
         assert cls_id == 0x6C
         if req.service == 0x03:
             self.log.append(("attributes", inst))
             if inst in self.refuse_templates or inst not in self.structs:
                 return cip.Reply(0x03, 0x05, (0,))
-            return cip.Reply(0x03, 0, (), encode_attribute_results(
-                TemplateAttributes.for_struct(self.structs[inst]).results()))
+            return cip.Reply(
+                0x03,
+                0,
+                (),
+                encode_attribute_results(
+                    TemplateAttributes.for_struct(self.structs[inst]).results()
+                ),
+            )
         assert req.service == 0x4C
         rr = TemplateReadRequest.parse(req.data)
         self.log.append(("read", inst, rr.offset, rr.length))
         if inst in self.refuse_reads:
             return cip.Reply(0x4C, 0x05, (0,))
         data = encode_template_definition(self.structs[inst])
-        wanted = data[rr.offset: rr.offset + rr.length]
+        wanted = data[rr.offset : rr.offset + rr.length]
         chunk = wanted[: self.chunk]
         return cip.Reply(0x4C, 0x06 if len(chunk) < len(wanted) else 0, (), chunk)
 
@@ -159,10 +174,16 @@ def run(builder: CatalogBuilder, plc: FakeLogix, *, as_bytes: bool = False) -> T
 
 
 # A default tag set covering every type a produced tag can have, plus things around them.
-MOTOR = StructType.build("Motor", [("Speed", "REAL"), ("Run", "BOOL"), ("Fault", "BOOL"),
-                                   ("Count", "DINT"), ("Name", "STRING")], instance_id=0x210)
-LINE = StructType.build("Line", [("Status", CONNECTION_STATUS), ("Motors", MOTOR, 2),
-                                 ("Total", "LINT"), ("Bits", "BOOL", 32)], instance_id=0x220)
+MOTOR = StructType.build(
+    "Motor",
+    [("Speed", "REAL"), ("Run", "BOOL"), ("Fault", "BOOL"), ("Count", "DINT"), ("Name", "STRING")],
+    instance_id=0x210,
+)
+LINE = StructType.build(
+    "Line",
+    [("Status", CONNECTION_STATUS), ("Motors", MOTOR, 2), ("Total", "LINT"), ("Bits", "BOOL", 32)],
+    instance_id=0x220,
+)
 TAGS: dict[str, LogixType] = {
     "test": DINT,
     "test2": DINT,
@@ -178,14 +199,17 @@ TAGS: dict[str, LogixType] = {
     "Line1": LINE,
     "Motors": ArrayType(MOTOR, (6,)),  # 6 * 100 > 500 bytes
 }
-SYSTEM = [SymbolInstance.for_tag(900, "__private", DINT),
-          SymbolInstance.for_tag(901, "Routine:Main", DINT),
-          SymbolInstance.for_tag(902, "Sys", DINT, system=True)]
+SYSTEM = [
+    SymbolInstance.for_tag(900, "__private", DINT),
+    SymbolInstance.for_tag(901, "Routine:Main", DINT),
+    SymbolInstance.for_tag(902, "Sys", DINT, system=True),
+]
 
 
 def default_plc(**kw: Any) -> FakeLogix:
-    return FakeLogix.for_tags(TAGS, programs={"MainProgram": {"Local": DINT, "LMotor": MOTOR}},
-                              extra=SYSTEM, **kw)
+    return FakeLogix.for_tags(
+        TAGS, programs={"MainProgram": {"Local": DINT, "LMotor": MOTOR}}, extra=SYSTEM, **kw
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,22 +221,29 @@ def test_symbol_list_request_matches_pycomm3_bytes() -> None:
     row6 = bytes.fromhex("55 02 20 6B 24 00 07 00 01 00 02 00 03 00 05 00 06 00 08 00 0A 00")
     assert symbol_list_request(0, None, PYCOMM3_SYMBOL_ATTRIBUTES) == row6
     assert symbol_list_request(0x1234, None, PYCOMM3_SYMBOL_ATTRIBUTES)[:8] == bytes.fromhex(
-        "55 03 20 6B 25 00 34 12")
+        "55 03 20 6B 25 00 34 12"
+    )
     row7 = symbol_list_request(0, "Main", PYCOMM3_SYMBOL_ATTRIBUTES)
-    assert row7 == bytes.fromhex("55 09 91 0C") + b"Program:Main" + bytes.fromhex(
-        "20 6B 24 00") + row6[6:]
+    assert (
+        row7
+        == bytes.fromhex("55 09 91 0C") + b"Program:Main" + bytes.fromhex("20 6B 24 00") + row6[6:]
+    )
     odd = symbol_list_request(5, "Odd", (1, 2, 8))
     assert odd == bytes.fromhex("55 09 91 0B") + b"Program:Odd\x00" + bytes.fromhex(
-        "20 6B 24 05 03 00 01 00 02 00 08 00")
+        "20 6B 24 05 03 00 01 00 02 00 08 00"
+    )
 
 
 def test_template_requests_match_pycomm3_bytes() -> None:
     assert template_attributes_request(0x42) == bytes.fromhex(
-        "03 02 20 6C 24 42 04 00 04 00 05 00 02 00 01 00")
+        "03 02 20 6C 24 42 04 00 04 00 05 00 02 00 01 00"
+    )
     assert template_attributes_request(0x3A1) == bytes.fromhex(
-        "03 03 20 6C 25 00 A1 03 04 00 04 00 05 00 02 00 01 00")
+        "03 03 20 6C 25 00 A1 03 04 00 04 00 05 00 02 00 01 00"
+    )
     assert template_read_request(0x3A1, 0x10, 0x64) == bytes.fromhex(
-        "4C 03 20 6C 25 00 A1 03 10 00 00 00 64 00")
+        "4C 03 20 6C 25 00 A1 03 10 00 00 00 64 00"
+    )
 
 
 def test_discovery_needs_name_type_and_dims() -> None:
@@ -243,9 +274,15 @@ def test_every_type_is_discovered_sized_and_decoded(page: int, chunk: int) -> No
         sample = _sample(t)
         assert info.decode(compile_encoder(t)(sample)) == sample
     assert cat["Line1"].decode(compile_encoder(LINE)(_line_value()))["Status"] == {
-        "RunMode": True, "ConnectionFaulted": False}
-    assert set(cat.templates) == {MOTOR.instance_id, LINE.instance_id, STRING.instance_id,
-                                  CONNECTION_STATUS.instance_id}
+        "RunMode": True,
+        "ConnectionFaulted": False,
+    }
+    assert set(cat.templates) == {
+        MOTOR.instance_id,
+        LINE.instance_id,
+        STRING.instance_id,
+        CONNECTION_STATUS.instance_id,
+    }
     # nested templates are read after the templates that name them, each exactly once
     reads = [e[1] for e in plc.log if e[0] == "attributes"]
     assert len(reads) == len(set(reads)) == 4
@@ -258,13 +295,15 @@ def _sample(t: LogixType, seed: int = 1) -> Any:
             return [i % 3 == seed % 3 for i in range(t.dims[0])]
         out = [_sample(t.element, seed + i) for i in range(t.count)]
         for d in reversed(t.dims[1:]):
-            out = [out[i:i + d] for i in range(0, len(out), d)]
+            out = [out[i : i + d] for i in range(0, len(out), d)]
         return out
     if isinstance(t, StructType):
         if t.string_capacity is not None:
             return f"s{seed}"
-        return {m.name: (seed % 2 == 0 if m.bit is not None else _sample(m.type, seed + i))
-                for i, m in enumerate(t.visible_members)}
+        return {
+            m.name: (seed % 2 == 0 if m.bit is not None else _sample(m.type, seed + i))
+            for i, m in enumerate(t.visible_members)
+        }
     if t == BOOL:
         return True
     if t.code.name in ("REAL", "LREAL"):
@@ -274,8 +313,12 @@ def _sample(t: LogixType, seed: int = 1) -> Any:
 
 def _line_value() -> dict[str, Any]:
     motor = {"Speed": 1.5, "Run": True, "Fault": False, "Count": 3, "Name": "m"}
-    return {"Status": {"RunMode": True, "ConnectionFaulted": False}, "Motors": [motor, motor],
-            "Total": 2**40, "Bits": [i % 3 == 0 for i in range(32)]}
+    return {
+        "Status": {"RunMode": True, "ConnectionFaulted": False},
+        "Motors": [motor, motor],
+        "Total": 2**40,
+        "Bits": [i % 3 == 0 for i in range(32)],
+    }
 
 
 def test_case_insensitive_lookup_and_unknown_names() -> None:
@@ -303,8 +346,7 @@ def test_catalog_agrees_with_pycomm3_on_the_same_bytes() -> None:
             elem = info.type.element if isinstance(info.type, ArrayType) else info.type
             assert isinstance(elem, StructType)
             if p3_tag["data_type"].get("string") is None:
-                assert p3_tag["data_type"]["attributes"] == [m.name
-                                                             for m in elem.visible_members]
+                assert p3_tag["data_type"]["attributes"] == [m.name for m in elem.visible_members]
         else:
             assert info.element_size == getattr(p3_cip, p3_tag["data_type"]).size
         assert info.byte_size == info.element_size * elements
@@ -316,8 +358,12 @@ def test_catalog_agrees_with_pycomm3_on_the_same_bytes() -> None:
 
 
 def _value(t: LogixType) -> Any:
-    return {MOTOR: {"Speed": 2.0, "Run": False, "Fault": True, "Count": -9, "Name": "pump"},
-            LINE: _line_value(), STRING: "hello", REAL: 50.0}[t]
+    return {
+        MOTOR: {"Speed": 2.0, "Run": False, "Fault": True, "Count": -9, "Name": "pump"},
+        LINE: _line_value(),
+        STRING: "hello",
+        REAL: 50.0,
+    }[t]
 
 
 def test_without_attribute_7_or_10_sizes_come_from_types_and_templates() -> None:
@@ -401,15 +447,30 @@ def test_endless_partial_replies_terminate() -> None:
     assert "at least one symbol" in str(failure(b))
     b = CatalogBuilder(programs=False)
     one = SymbolInstance.for_tag(5, "A", DINT)
-    b.on_reply(cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES)))
-    b.on_reply(cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES)))
+    b.on_reply(
+        cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES))
+    )
+    b.on_reply(
+        cip.Reply(0x55, 0x06, (), encode_symbol_instances([one], DISCOVERY_SYMBOL_ATTRIBUTES))
+    )
     assert "instances from 6 on" in str(failure(b))
     # a template whose reads never end is given up, the upload finishes
     b = CatalogBuilder(programs=False)
-    b.on_reply(cip.Reply(0x55, 0, (), encode_symbol_instances(
-        [SymbolInstance.for_tag(1, "M", MOTOR)], DISCOVERY_SYMBOL_ATTRIBUTES)))
-    b.on_reply(cip.Reply(0x03, 0, (), encode_attribute_results(
-        TemplateAttributes.for_struct(MOTOR).results())))
+    b.on_reply(
+        cip.Reply(
+            0x55,
+            0,
+            (),
+            encode_symbol_instances(
+                [SymbolInstance.for_tag(1, "M", MOTOR)], DISCOVERY_SYMBOL_ATTRIBUTES
+            ),
+        )
+    )
+    b.on_reply(
+        cip.Reply(
+            0x03, 0, (), encode_attribute_results(TemplateAttributes.for_struct(MOTOR).results())
+        )
+    )
     for _ in range(1000):
         if b.outstanding is None:
             break
@@ -417,18 +478,23 @@ def test_endless_partial_replies_terminate() -> None:
     assert b.done and "keeps answering 0x06" in b.result().template_problems[MOTOR.instance_id]
 
 
-@pytest.mark.parametrize(("reply", "needle"), [
-    (cip.Reply(0x4C, 0, (), b""), "reply to service 0x55, got reply service 0xCC"),
-    (cip.Reply(0x55, 0, (), b"\x01\x00\x00\x00\x05"), "malformed packet"),
-    (b"\xd5\x00", "malformed packet"),
-])
-def test_wrong_reply_service_and_malformed_bytes_end_the_upload(reply: cip.Reply | bytes,
-                                                                 needle: str) -> None:
+@pytest.mark.parametrize(
+    ("reply", "needle"),
+    [
+        (cip.Reply(0x4C, 0, (), b""), "reply to service 0x55, got reply service 0xCC"),
+        (cip.Reply(0x55, 0, (), b"\x01\x00\x00\x00\x05"), "malformed packet"),
+        (b"\xd5\x00", "malformed packet"),
+    ],
+)
+def test_wrong_reply_service_and_malformed_bytes_end_the_upload(
+    reply: cip.Reply | bytes, needle: str
+) -> None:
     b = CatalogBuilder()
     b.on_reply(reply)
     assert b.take_outputs() == [
         CatalogRequest(symbol_list_request(0), "symbol list of controller scope from instance 0"),
-        CatalogFailed(b.error)]  # type: ignore[arg-type]
+        CatalogFailed(b.error),
+    ]  # type: ignore[arg-type]
     err = b.error
     assert isinstance(err, DiscoveryError) and isinstance(err.cause, MalformedPacket)
     assert err.request == "symbol list of controller scope from instance 0"
@@ -457,9 +523,13 @@ def test_malformed_and_cyclic_definitions_become_problems() -> None:
     # B names template 0x301 (itself) as a member
     b_def = bytearray(encode_template_definition(a))
     b_def[2:4] = (0x8000 | 0x301).to_bytes(2, "little")
-    structs, problems = build_structs({0x300: (attrs, encode_template_definition(a)),
-                                       0x301: (attrs, bytes(b_def)),
-                                       0x302: (attrs, b"\x01")})
+    structs, problems = build_structs(
+        {
+            0x300: (attrs, encode_template_definition(a)),
+            0x301: (attrs, bytes(b_def)),
+            0x302: (attrs, b"\x01"),
+        }
+    )
     assert structs[0x300] == a
     assert "cycle" in problems[0x301]
     assert "0x302" in problems[0x302]
@@ -473,8 +543,11 @@ def test_malformed_and_cyclic_definitions_become_problems() -> None:
 def test_produced_size_checks_and_datasize_errors() -> None:
     cat = run(CatalogBuilder(), default_plc())
     assert cat.check_datasize("test", 6) == 6 and cat.check_datasize("Level", None) == 6
-    with pytest.raises(UsageError, match=r"datasize=4 is wrong for tag test \(DINT, 4 bytes\): "
-                                         r"use datasize=6"):
+    with pytest.raises(
+        UsageError,
+        match=r"datasize=4 is wrong for tag test \(DINT, 4 bytes\): "
+        r"use datasize=6",
+    ):
         cat.check_datasize("test", 4)
     assert cat.connection_size("Line1") == byte_size(LINE) + 2
     assert byte_size(MOTOR) == 100
@@ -505,16 +578,22 @@ def test_resolve_members_elements_and_bits() -> None:
     assert cat.resolve("line1.motors[1].run").decode_from_base(image) is True
     assert cat.resolve("Line1.Motors[0].Fault").decode_from_base(image) is False
     assert [cat.resolve(f"Line1.Bits[{i}]").decode_from_base(image) for i in range(32)] == (
-        _line_value()["Bits"])
+        _line_value()["Bits"]
+    )
     assert cat.resolve("Line1.Motors[1].Name").decode_from_base(image) == "m"
     grid = compile_encoder(TAGS["Grid"])([[1, 2, 3], [4, 5, 6]])
     assert cat.resolve("Grid[1,2]").decode_from_base(grid) == 6
     assert cat.resolve("Program:MainProgram.LMotor.Count").type == DINT
     assert cat.resolve("test").offset == 0 and cat.resolve("test").byte_size == 4
-    for bad, msg in [("Grid[1]", "2 dimension"), ("Grid[2,0]", "out of range 0..1"),
-                     ("test.X", "has no member"), ("Motor1.Nope", "members: Speed, Run"),
-                     ("Motor1[0]", "not an array"), ("Ghost", "not in the controller"),
-                     ("Line1.Motors[0].Run.X", "has no member")]:
+    for bad, msg in [
+        ("Grid[1]", "2 dimension"),
+        ("Grid[2,0]", "out of range 0..1"),
+        ("test.X", "has no member"),
+        ("Motor1.Nope", "members: Speed, Run"),
+        ("Motor1[0]", "not an array"),
+        ("Ghost", "not in the controller"),
+        ("Line1.Motors[0].Run.X", "has no member"),
+    ]:
         with pytest.raises(UsageError, match=msg):
             cat.resolve(bad)
 
@@ -525,9 +604,18 @@ def test_resolve_members_elements_and_bits() -> None:
 
 
 def _changed_motor() -> StructType:
-    return StructType.build("Motor", [("Speed", "REAL"), ("Run", "BOOL"), ("Fault", "BOOL"),
-                                      ("Count", "DINT"), ("Amps", "REAL"), ("Name", "STRING")],
-                            instance_id=0x210)
+    return StructType.build(
+        "Motor",
+        [
+            ("Speed", "REAL"),
+            ("Run", "BOOL"),
+            ("Fault", "BOOL"),
+            ("Count", "DINT"),
+            ("Amps", "REAL"),
+            ("Name", "STRING"),
+        ],
+        instance_id=0x210,
+    )
 
 
 def test_unchanged_controller_probes_equal_and_changed_udt_is_noticed() -> None:
@@ -543,11 +631,20 @@ def test_unchanged_controller_probes_equal_and_changed_udt_is_noticed() -> None:
 
     # "download": Motor gains a member (new size, new handle), Line nests it
     motor2 = _changed_motor()
-    line2 = StructType.build("Line", [("Status", CONNECTION_STATUS), ("Motors", motor2, 2),
-                                      ("Total", "LINT"), ("Bits", "BOOL", 32)], instance_id=0x220)
+    line2 = StructType.build(
+        "Line",
+        [
+            ("Status", CONNECTION_STATUS),
+            ("Motors", motor2, 2),
+            ("Total", "LINT"),
+            ("Bits", "BOOL", 32),
+        ],
+        instance_id=0x220,
+    )
     tags2 = {**TAGS, "Motor1": motor2, "Line1": line2, "Motors": ArrayType(motor2, (6,))}
-    plc2 = FakeLogix.for_tags(tags2, programs={"MainProgram": {"Local": DINT, "LMotor": motor2}},
-                              extra=SYSTEM)
+    plc2 = FakeLogix.for_tags(
+        tags2, programs={"MainProgram": {"Local": DINT, "LMotor": motor2}}, extra=SYSTEM
+    )
     assert run(cat.probe(), plc2).shape_fingerprint != cat.shape_fingerprint
     new = run(CatalogBuilder(), plc2)
     diff = cat.diff(new)
@@ -564,8 +661,12 @@ def test_added_removed_and_retyped_tags_change_the_shape() -> None:
     tags.pop("Small")
     tags["test2"] = REAL
     tags["New"] = DINT
-    new = run(CatalogBuilder(), FakeLogix.for_tags(
-        tags, programs={"MainProgram": {"Local": DINT, "LMotor": MOTOR}}, extra=SYSTEM))
+    new = run(
+        CatalogBuilder(),
+        FakeLogix.for_tags(
+            tags, programs={"MainProgram": {"Local": DINT, "LMotor": MOTOR}}, extra=SYSTEM
+        ),
+    )
     assert new.shape_fingerprint != cat.shape_fingerprint
     d = cat.diff(new)
     assert (d.added, d.removed, d.changed) == (("New",), ("Small",), ("test2",))
@@ -582,8 +683,8 @@ def test_catalog_from_listing_matches_an_upload() -> None:
     plc = default_plc()
     cat = run(CatalogBuilder(), plc)
     offline = catalog_from_listing(
-        plc.scopes[None], plc.structs,
-        program_symbols={"MainProgram": plc.scopes["MainProgram"]})
+        plc.scopes[None], plc.structs, program_symbols={"MainProgram": plc.scopes["MainProgram"]}
+    )
     assert offline.tags == cat.tags
     assert offline.fingerprint == cat.fingerprint
 
@@ -595,8 +696,9 @@ def test_catalog_from_listing_matches_an_upload() -> None:
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(struct_types(2), st.integers(1, 4), st.integers(5, 64), st.data())
-def test_random_udts_round_trip_through_discovery(udt: StructType, page: int, chunk: int,
-                                                  data: st.DataObject) -> None:
+def test_random_udts_round_trip_through_discovery(
+    udt: StructType, page: int, chunk: int, data: st.DataObject
+) -> None:
     assume(has_unique_template_ids(udt))  # as on a controller
     tags: dict[str, LogixType] = {"U": udt, "UArr": ArrayType(udt, (2,)), "D": DINT}
     cat = run(CatalogBuilder(programs=False), FakeLogix.for_tags(tags, page=page, chunk=chunk))

@@ -9,7 +9,8 @@ Parsers may raise ``MalformedPacket`` and nothing else; receive loops that promi
 Deterministic by default (fixed seed, ~300 000 inputs, well under a minute). Scale up with
 environment variables, e.g. an overnight run:
 
-    PYCONPRO_FUZZ_SCALE=50 PYCONPRO_FUZZ_SEED=$RANDOM python -m pytest tests/acquisition/test_fuzz.py
+    PYCONPRO_FUZZ_SCALE=50 PYCONPRO_FUZZ_SEED=$RANDOM python -m pytest
+    tests/acquisition/test_fuzz.py
 
 A failure lists, per (parser, exception type), the first input that escaped, in hex, so it can be
 pasted into a regression test.
@@ -272,12 +273,34 @@ _BUS_TOPIC = wire.topic_for_sample("plc", "tag")
 
 
 def _bus_bodies() -> list[bytes]:
-    sample = wire.Sample(seq=3, publisher="w", plc="plc", tag="tag", t_wall_ns=1, t_mono_ns=2,
-                         cip_seq=4, gap=0, value={"a": [1, 2.5, True, "x"]}, raw=b"\x01\x02",
-                         type_name="MotorData")
-    event = wire.Event(seq=1, publisher="w", plc="plc", tag="tag", t_wall_ns=1, t_mono_ns=2,
-                       kind=wire.EventKind.REJECT, state_from="OPENING", state_to="BACKOFF",
-                       cip_general=1, cip_extended=0x0109, status_text="x", message="m")
+    sample = wire.Sample(
+        seq=3,
+        publisher="w",
+        plc="plc",
+        tag="tag",
+        t_wall_ns=1,
+        t_mono_ns=2,
+        cip_seq=4,
+        gap=0,
+        value={"a": [1, 2.5, True, "x"]},
+        raw=b"\x01\x02",
+        type_name="MotorData",
+    )
+    event = wire.Event(
+        seq=1,
+        publisher="w",
+        plc="plc",
+        tag="tag",
+        t_wall_ns=1,
+        t_mono_ns=2,
+        kind=wire.EventKind.REJECT,
+        state_from="OPENING",
+        state_to="BACKOFF",
+        cip_general=1,
+        cip_extended=0x0109,
+        status_text="x",
+        message="m",
+    )
     return [sample.encode()[1], event.encode()[1]]
 
 
@@ -370,7 +393,9 @@ TARGETS = [
         lambda c: [b"\x04\x00\xff\x00\x00\x00\xff\xff\xff\xff"],
     ),
     Target(
-        "logix_requests.Identity.decode", logix_requests.Identity.decode, lambda c: _cm(c, 0x01, replies=True)
+        "logix_requests.Identity.decode",
+        logix_requests.Identity.decode,
+        lambda c: _cm(c, 0x01, replies=True),
     ),
     Target(
         "logix_objects.parse_attribute_ids",

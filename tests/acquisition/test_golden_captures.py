@@ -55,7 +55,9 @@ def test_every_encapsulation_frame_decodes_and_reencodes(name: str) -> None:
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("name", WELL_FORMED)
-def test_every_encapsulation_frame_matches_tshark(name: str, tshark_frames: tshark.FramesOf) -> None:
+def test_every_encapsulation_frame_matches_tshark(
+    name: str, tshark_frames: tshark.FramesOf
+) -> None:
     frames = tshark_frames(name)
     by_frame: dict[int, list[walk.Message]] = {}
     for m in _messages(name):
@@ -319,7 +321,9 @@ def test_list_identity_reply(name: str, frame: int) -> None:
     "name,frame",
     [("suricata_enip_test1.pcap", 6), ("icsnpp_enip_cip_example.pcap", 372)],
 )
-def test_list_identity_matches_tshark(name: str, frame: int, tshark_frames: tshark.FramesOf) -> None:
+def test_list_identity_matches_tshark(
+    name: str, frame: int, tshark_frames: tshark.FramesOf
+) -> None:
     (m,) = [m for m in _messages(name) if m.frame == frame]
     (item,) = cpf.decode_items(m.packet.data)
     assert isinstance(item, cpf.IdentityItem)

@@ -210,7 +210,8 @@ def test_every_class1_datagram_decodes_and_reencodes(messages: dict[int, walk.Me
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("n", FORWARD_OPENS)
-def test_forward_open_matches_tshark(messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int) -> None:
+def test_forward_open_matches_tshark(messages: dict[int, walk.Message],
+                                     tshark_frames: tshark.FramesOf, n: int) -> None:
     fo = cm.ForwardOpenRequest.from_request(_request(messages, n))
     (layer,) = tshark_frames(PCAP)[n].layer("cipcm", skip=tshark.GENERATED)
     compare.assert_forward_open_request(n, fo, layer)
@@ -218,7 +219,9 @@ def test_forward_open_matches_tshark(messages: dict[int, walk.Message], tshark_f
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("n", FO_SUCCESS)
-def test_forward_open_success_matches_tshark(messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int) -> None:
+def test_forward_open_success_matches_tshark(
+    messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int
+) -> None:
     rep = _reply(messages, n)
     frame = tshark_frames(PCAP)[n]
     compare.assert_reply_status(n, rep, frame)
@@ -233,7 +236,9 @@ def test_forward_open_success_matches_tshark(messages: dict[int, walk.Message], 
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("n", sorted(FO_FAILURE))
-def test_forward_open_failure_matches_tshark(messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int) -> None:
+def test_forward_open_failure_matches_tshark(
+    messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int
+) -> None:
     rep = _reply(messages, n)
     frame = tshark_frames(PCAP)[n]
     compare.assert_reply_status(n, rep, frame)
@@ -245,7 +250,9 @@ def test_forward_open_failure_matches_tshark(messages: dict[int, walk.Message], 
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("n", FORWARD_CLOSES)
-def test_forward_close_matches_tshark(messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int) -> None:
+def test_forward_close_matches_tshark(
+    messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int
+) -> None:
     fc = cm.ForwardCloseRequest.decode_body(_request(messages, n).data)
     (layer,) = tshark_frames(PCAP)[n].layer("cipcm", skip=tshark.GENERATED)
     compare.assert_forward_close_request(n, fc, layer)
@@ -253,7 +260,9 @@ def test_forward_close_matches_tshark(messages: dict[int, walk.Message], tshark_
 
 @pytest.mark.tshark
 @pytest.mark.parametrize("n", FC_SUCCESS)
-def test_forward_close_success_matches_tshark(messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int) -> None:
+def test_forward_close_success_matches_tshark(
+    messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf, n: int
+) -> None:
     rep = _reply(messages, n)
     frame = tshark_frames(PCAP)[n]
     compare.assert_reply_status(n, rep, frame)
@@ -264,7 +273,9 @@ def test_forward_close_success_matches_tshark(messages: dict[int, walk.Message],
 
 
 @pytest.mark.tshark
-def test_class1_datagrams_match_tshark(messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf) -> None:
+def test_class1_datagrams_match_tshark(
+    messages: dict[int, walk.Message], tshark_frames: tshark.FramesOf
+) -> None:
     conns = _io_connections(messages)
     frames = tshark_frames(PCAP)
     for p in walk.class1_datagrams(golden_pcap(PCAP)):

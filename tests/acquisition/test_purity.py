@@ -7,7 +7,16 @@ import sys
 
 import pyconpro.acquisition as acquisition
 
-FORBIDDEN = ["socket", "asyncio", "zmq", "time", "threading", "multiprocessing", "select", "selectors"]
+FORBIDDEN = [
+    "socket",
+    "asyncio",
+    "zmq",
+    "time",
+    "threading",
+    "multiprocessing",
+    "select",
+    "selectors",
+]
 
 CORE = sorted(
     p.stem for p in pathlib.Path(acquisition.__file__).parent.glob("*.py") if p.stem != "__init__"
@@ -33,7 +42,11 @@ def test_no_core_module_imports_io_modules() -> None:
     )
     root = pathlib.Path(acquisition.__file__).parent.parent
     out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=root, timeout=60,
+        [sys.executable, "-I", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
         check=False,
     )
     assert out.returncode == 0, out.stderr

@@ -559,9 +559,19 @@ def test_sample_stream_bytes_equal_sample_encode() -> None:
     stream = wire.SampleStream("w1", "plc/1", "Motor %1", "MotorData")
     for seq, value in enumerate([1, 2.5, {"a": [True, "x"]}, None]):
         body = stream.encode(10 + seq, 20, 7, 1, value, b"\x01\x02")
-        expected = wire.Sample(seq=seq, publisher="w1", plc="plc/1", tag="Motor %1", t_wall_ns=10 + seq,
-                               t_mono_ns=20, cip_seq=7, gap=1, value=value, raw=b"\x01\x02",
-                               type_name="MotorData").encode()
+        expected = wire.Sample(
+            seq=seq,
+            publisher="w1",
+            plc="plc/1",
+            tag="Motor %1",
+            t_wall_ns=10 + seq,
+            t_mono_ns=20,
+            cip_seq=7,
+            gap=1,
+            value=value,
+            raw=b"\x01\x02",
+            type_name="MotorData",
+        ).encode()
         assert (stream.topic, body) == expected
         assert wire.decode(stream.topic, body).seq == seq
 
@@ -573,7 +583,11 @@ def test_sample_stream_checks_constant_fields_once() -> None:
     assert wire.Sample.decode(stream.topic, stream.encode(1, 2, 3, 4, [1.5], b"")).type_name is None
 
 
-@given(st.lists(st.floats(allow_nan=False), max_size=20), st.integers(0, 0xFFFF), st.binary(max_size=40))
+@given(
+    st.lists(st.floats(allow_nan=False), max_size=20),
+    st.integers(0, 0xFFFF),
+    st.binary(max_size=40),
+)
 def test_sample_stream_round_trip(values: list, cip_seq: int, raw: bytes) -> None:
     stream = wire.SampleStream("pub", "plc", "tag", "REAL")
     s = wire.Sample.decode(stream.topic, stream.encode(5, 6, cip_seq, 0, values, raw))
@@ -583,7 +597,10 @@ def test_sample_stream_round_trip(values: list, cip_seq: int, raw: bytes) -> Non
 def test_sample_stream_shares_the_publishers_counter() -> None:
     counter = wire.SeqCounter()
     first = wire.SampleStream("w", "p", "t", counter=counter)
-    assert [wire.decode(first.topic, first.encode(0, 0, 0, 0, 1, b"")).seq for _ in range(2)] == [0, 1]
+    assert [wire.decode(first.topic, first.encode(0, 0, 0, 0, 1, b"")).seq for _ in range(2)] == [
+        0,
+        1,
+    ]
     again = wire.SampleStream("w", "p", "t", counter=counter)  # consumer removed and re-added
     assert wire.decode(again.topic, again.encode(0, 0, 0, 0, 1, b"")).seq == 2
 

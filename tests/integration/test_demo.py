@@ -63,7 +63,9 @@ def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
     shown = os.path.relpath(db, tmp_path)  # paths are shown relative to where it was started
     assert f"The data is in {shown}: {total} samples" in text
     assert f"and {events} events" in text
-    assert f'sqlite3 {shown} "SELECT tag, COUNT(*), MAX(value_json) FROM samples GROUP BY tag"' in text
+    assert (
+        f'sqlite3 {shown} "SELECT tag, COUNT(*), MAX(value_json) FROM samples GROUP BY tag"' in text
+    )
     one_liner = re.search(r'^\s+(\S*python\S*) -c "(.+)"$', text, re.MULTILINE)
     assert one_liner is not None, text
     q = subprocess.run([sys.executable, "-c", one_liner.group(2)], check=False, capture_output=True,

@@ -1,6 +1,7 @@
 """pycomm3's LogixDriver against the real simulator process on loopback.
 
-Each test starts ``python -m pyconpro.simulator`` on its own unusual 127.x.y.z address with TCP port 0
+Each test starts ``python -m pyconpro.simulator`` on its own unusual 127.x.y.z address with TCP
+port 0
 (pycomm3 takes ``ip:port``), browses it with pycomm3 and checks what it gets against the same
 tag set built in this process (``default_store()`` or the test's TOML file): the fixed values
 exactly, the moving ones against their generators' ranges. Every socket has pycomm3's timeout;
@@ -69,14 +70,31 @@ def same(a: object, b: object) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+        return (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
             and math.isclose(a, b, rel_tol=1e-6)
+        )
     return a == b and type(a) is type(b)
 
 
-FIXED = ["Setpoint", "Flag", "Small", "Medium", "Large", "Precise", "Text", "Matrix", "Cube",
-         "Bits", "Station", "Version", "Heartbeat", "Program:MainProgram.Local",
-         "Program:MainProgram.Recipe"]
+FIXED = [
+    "Setpoint",
+    "Flag",
+    "Small",
+    "Medium",
+    "Large",
+    "Precise",
+    "Text",
+    "Matrix",
+    "Cube",
+    "Bits",
+    "Station",
+    "Version",
+    "Heartbeat",
+    "Program:MainProgram.Local",
+    "Program:MainProgram.Recipe",
+]
 
 
 def test_open_identity_and_tag_list(sim: SimulatorProcess, store: TagStore) -> None:
@@ -104,12 +122,19 @@ def test_open_identity_and_tag_list(sim: SimulatorProcess, store: TagStore) -> N
             assert got["tag_type"] == ("struct" if isinstance(elem, StructType) else "atomic")
             assert got["data_type_name"] == elem.name
             dims = list(t.dims) if isinstance(t, ArrayType) else []
-            assert got["dim"] == len(dims) and got["dimensions"][:len(dims)] == dims
+            assert got["dim"] == len(dims) and got["dimensions"][: len(dims)] == dims
             assert got["external_access"] == ("Read Only" if name == "Version" else "Read/Write")
 
         motor = plc.data_types["MotorData"]
-        assert motor["attributes"] == ["Running", "Faulted", "Speed", "Counts", "Pos", "Flags",
-                                       "Energy"]
+        assert motor["attributes"] == [
+            "Running",
+            "Faulted",
+            "Speed",
+            "Counts",
+            "Pos",
+            "Flags",
+            "Energy",
+        ]
         assert motor["template"]["structure_size"] == 48
         internal = motor["internal_tags"]
         assert internal["Running"]["bit"] == 0 and internal["Faulted"]["bit"] == 1
@@ -130,21 +155,47 @@ def test_read_fixed_values_single_and_multi(sim: SimulatorProcess, store: TagSto
         assert [r.error for r in results] == [None] * len(FIXED)
         for name, r in zip(FIXED, results):
             assert same(r.value, flat(expected[name])), (name, r.value)
-        parts = plc.read("Station.Speed", "Station.Counts[2]", "Station.Pos", "Matrix[1,2]",
-                         "Bits[3]", "Bits[4]", "Station.Pos.Homed", "Medium.2")
-        assert [p.value for p in parts] == [12.5, 3, {"X": 0.0, "Y": 0.0, "Homed": True}, 6,
-                                            True, False, True, False]
+        parts = plc.read(
+            "Station.Speed",
+            "Station.Counts[2]",
+            "Station.Pos",
+            "Matrix[1,2]",
+            "Bits[3]",
+            "Bits[4]",
+            "Station.Pos.Homed",
+            "Medium.2",
+        )
+        assert [p.value for p in parts] == [
+            12.5,
+            3,
+            {"X": 0.0, "Y": 0.0, "Homed": True},
+            6,
+            True,
+            False,
+            True,
+            False,
+        ]
         missing = plc.read("Hidden")
         assert missing.error is not None and missing.value is None
 
 
 def test_read_moving_values(sim: SimulatorProcess) -> None:
     with driver(sim) as plc:
-        first = plc.read("Counter", "Sine", "Array10{10}", "Motor", "Message", "Big{125}", "Walk",
-                         "Limited", "Exclusive")
+        first = plc.read(
+            "Counter",
+            "Sine",
+            "Array10{10}",
+            "Motor",
+            "Message",
+            "Big{125}",
+            "Walk",
+            "Limited",
+            "Exclusive",
+        )
         assert [r.error for r in first] == [None] * len(first)
-        counter, sine, array10, motor, message, big, walk, limited, exclusive = \
-            (r.value for r in first)
+        counter, sine, array10, motor, message, big, walk, limited, exclusive = (
+            r.value for r in first
+        )
         assert counter >= 0 and -100.0 <= sine <= 100.0
         assert array10 == [array10[0] + i for i in range(10)]
         assert set(motor) == {"Running", "Faulted", "Speed", "Counts", "Pos", "Flags", "Energy"}
@@ -168,12 +219,21 @@ def test_write_then_read_back(sim: SimulatorProcess, store: TagStore) -> None:
     station["Speed"] = -7.25
     station["Pos"] = {"X": 1.5, "Y": -2.5, "Homed": False}
     station["Flags"] = [i % 2 == 0 for i in range(32)]
-    writes = [("Setpoint", 0.5), ("Flag", False), ("Small", -128), ("Medium", 32767),
-              ("Large", -(1 << 62)), ("Precise", math.e), ("Text", "written by pycomm3"),
-              ("Matrix{6}", [6, 5, 4, 3, 2, 1]), ("Cube{8}", [-1, -2, -3, -4, 5, 6, 7, 8]),
-              ("Bits{64}", [i % 5 == 0 for i in range(64)]), ("Station", station),
-              ("Program:MainProgram.Local", -42),
-              ("Program:MainProgram.Recipe{4}", [0.25, 0.5, 0.75, 1.0])]
+    writes = [
+        ("Setpoint", 0.5),
+        ("Flag", False),
+        ("Small", -128),
+        ("Medium", 32767),
+        ("Large", -(1 << 62)),
+        ("Precise", math.e),
+        ("Text", "written by pycomm3"),
+        ("Matrix{6}", [6, 5, 4, 3, 2, 1]),
+        ("Cube{8}", [-1, -2, -3, -4, 5, 6, 7, 8]),
+        ("Bits{64}", [i % 5 == 0 for i in range(64)]),
+        ("Station", station),
+        ("Program:MainProgram.Local", -42),
+        ("Program:MainProgram.Recipe{4}", [0.25, 0.5, 0.75, 1.0]),
+    ]
     with driver(sim) as plc:
         for name, value in writes:  # one write per request (Write Tag)
             result = plc.write(name, value)
@@ -184,12 +244,25 @@ def test_write_then_read_back(sim: SimulatorProcess, store: TagStore) -> None:
             assert got.error is None and same(got.value, value), (name, got.value)
 
         # several at once (Multiple Service Packet), members, elements and bits
-        many = plc.write(("Station.Counts[1]", 99), ("Station.Pos.Homed", True),
-                         ("Matrix[0,1]", -9), ("Bits[33]", True), ("Medium.0", False),
-                         ("Small", 12), ("Text", "multi"))
+        many = plc.write(
+            ("Station.Counts[1]", 99),
+            ("Station.Pos.Homed", True),
+            ("Matrix[0,1]", -9),
+            ("Bits[33]", True),
+            ("Medium.0", False),
+            ("Small", 12),
+            ("Text", "multi"),
+        )
         assert [r.error for r in many] == [None] * 7
-        back = plc.read("Station.Counts{4}", "Station.Pos.Homed", "Matrix{6}", "Bits[33]",
-                        "Medium", "Small", "Text")
+        back = plc.read(
+            "Station.Counts{4}",
+            "Station.Pos.Homed",
+            "Matrix{6}",
+            "Bits[33]",
+            "Medium",
+            "Small",
+            "Text",
+        )
         assert back[0].value == [1, 99, 3, 4] and back[1].value is True
         assert back[2].value == [6, -9, 4, 3, 2, 1] and back[3].value is True
         assert (back[4].value, back[5].value, back[6].value) == (32766, 12, "multi")
@@ -203,7 +276,8 @@ def test_write_then_read_back(sim: SimulatorProcess, store: TagStore) -> None:
 
 
 def test_tag_file_with_many_tags_large_arrays_and_program_tags(tmp_path: Path) -> None:
-    body = [textwrap.dedent("""
+    body = [
+        textwrap.dedent("""
         [controller]
         program_name = "MANY"
         programs = ["Cell1"]
@@ -212,12 +286,13 @@ def test_tag_file_with_many_tags_large_arrays_and_program_tags(tmp_path: Path) -
         [[tags]]
         name = "Huge"
         type = "DINT[2000]"
-        """) + f"value = {list(range(2000))}\n"]
+        """)
+        + f"value = {list(range(2000))}\n"
+    ]
     for i in range(150):  # enough to need several 0x55 replies in each scope
         body.append(f'[[tags]]\nname = "Tag_{i:03d}"\ntype = "Pair"\nvalue = {{ A = {i} }}\n')
     for i in range(90):
-        body.append(f'[[tags]]\nname = "Program:Cell1.Local_{i:02d}"\ntype = "INT"\n'
-                    f"value = {i}\n")
+        body.append(f'[[tags]]\nname = "Program:Cell1.Local_{i:02d}"\ntype = "INT"\nvalue = {i}\n')
     path = tmp_path / "many.toml"
     path.write_text("".join(body))
     local = load_store(path)
@@ -226,10 +301,10 @@ def test_tag_file_with_many_tags_large_arrays_and_program_tags(tmp_path: Path) -
         assert plc.info["name"] == "MANY"
         assert set(plc.tags) == {t.name for t in local}
         assert max(t["instance_id"] for t in plc.tags.values()) > 0xFF
-        reads = plc.read(*[f"Tag_{i:03d}" for i in range(0, 150, 7)],
-                         "Program:Cell1.Local_89", "Tag_149.A")
-        assert [r.value for r in reads[:-2]] == [{"A": i, "Ok": False}
-                                                  for i in range(0, 150, 7)]
+        reads = plc.read(
+            *[f"Tag_{i:03d}" for i in range(0, 150, 7)], "Program:Cell1.Local_89", "Tag_149.A"
+        )
+        assert [r.value for r in reads[:-2]] == [{"A": i, "Ok": False} for i in range(0, 150, 7)]
         assert (reads[-2].value, reads[-1].value) == (89, 149)
         huge = plc.read("Huge{2000}")  # 8000 bytes: Read Tag Fragmented
         assert huge.error is None and huge.value == list(range(2000))

@@ -334,7 +334,8 @@ def test_reload_adds_a_tag_without_restarting_the_worker(
     assert out.returncode == 0, out.stderr
     lines = [json.loads(x) for x in out.stdout.splitlines()]
     assert len(lines) == 3
-    assert all(x["stream"] == "sample" and (x["plc"], x["tag"], x["type"]) == ("line1", "Sine", "REAL")
+    assert all(x["stream"] == "sample"
+               and (x["plc"], x["tag"], x["type"]) == ("line1", "Sine", "REAL")
                for x in lines)  # fmt: skip
     assert run.stop() == 0, run.log_text()
     run.assert_children_gone()
@@ -375,8 +376,9 @@ class BusListener:
                 chain.append(ev)
         return out
 
-    def wait_running(self, keys: set[tuple[str, str]], since: int = 0,
-                     timeout: float = WAIT_S) -> dict[tuple[str, str], list[wire.Event]]:
+    def wait_running(
+        self, keys: set[tuple[str, str]], since: int = 0, timeout: float = WAIT_S
+    ) -> dict[tuple[str, str], list[wire.Event]]:
         deadline = time.monotonic() + timeout
         while True:
             chains = self.chains(since)
@@ -384,8 +386,9 @@ class BusListener:
                 return chains
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"not every consumer reported RUNNING on the bus within"
-                                     f" {timeout:g} s: {chains}")
+                raise AssertionError(
+                    f"not every consumer reported RUNNING on the bus within {timeout:g} s: {chains}"
+                )
             self.poll(min(left, 0.2))
 
     def close(self) -> None:

@@ -67,7 +67,9 @@ def wait_running(w: WorkerProcess, keys: list[str], timeout: float = 10.0) -> No
         w.wait_state(key, "RUNNING", timeout)
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, w: WorkerProcess | None = None) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, w: WorkerProcess | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -76,15 +78,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, w: Wo
             w.poll(0.05)
         else:
             time.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout:g} s"
-                         + (f"; worker log:\n{w.log_text()[-4000:]}" if w else ""))
+    raise AssertionError(
+        f"{what} within {timeout:g} s" + (f"; worker log:\n{w.log_text()[-4000:]}" if w else "")
+    )
 
 
 # --------------------------------------------------------------------------- data path
 
 
 def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
-        sim_a: SimulatorProcess, sim_b: SimulatorProcess) -> None:
+    sim_a: SimulatorProcess, sim_b: SimulatorProcess
+) -> None:
     specs = {
         ("a", "Counter"): (20, "DINT"),
         ("a", "Array10"): (40, "DINT[10]"),
@@ -109,8 +113,9 @@ def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
             assert statistics.median(intervals) == pytest.approx(rpi, rel=0.4), (plc, tag)
             assert len(samples) >= 0.5 * 1500 / rpi
             # CIP sequence count +1 per datagram (--seq16 every), bus sequence +1 per message
-            assert all((b.cip_seq - a.cip_seq) & 0xFFFF == 1
-                       for a, b in itertools.pairwise(samples)), (plc, tag)
+            assert all(
+                (b.cip_seq - a.cip_seq) & 0xFFFF == 1 for a, b in itertools.pairwise(samples)
+            ), (plc, tag)
             assert all(b.seq == a.seq + 1 for a, b in itertools.pairwise(samples))
             assert all(s.gap == 0 for s in samples)
             # decoded by the tag's type, as the controller describes it
@@ -125,8 +130,9 @@ def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
         ints = [c for c in counters if isinstance(c, int)]
         assert ints == counters  # DINT values
         assert ints == sorted(ints) and ints[-1] > ints[0]
-        assert all(isinstance(s.value, list) and len(s.value) == 10
-                   for s in w.samples("a", "Array10"))
+        assert all(
+            isinstance(s.value, list) and len(s.value) == 10 for s in w.samples("a", "Array10")
+        )
         motor = w.samples("a", "Motor")[-1].value
         assert isinstance(motor, dict) and {"Speed", "Pos"} <= set(motor)
         assert all(isinstance(s.value, float) for s in w.samples("b", "Sine"))
@@ -148,11 +154,15 @@ def test_size_only_publishes_raw_bytes(sim_a: SimulatorProcess) -> None:
 
 
 def test_stats_are_published(sim_a: SimulatorProcess) -> None:
-    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)],
-                      extra_args=["--stats-interval", "0.3"]) as w:
+    with start_worker(
+        WORKER, [consumer(sim_a, "a", "Counter", 20)], extra_args=["--stats-interval", "0.3"]
+    ) as w:
         wait_running(w, ["a/Counter"])
-        st = w.wait_for(lambda m: isinstance(m, wire.Stats) and m.counters["samples"] > 0, 5,
-                        "stats with samples")
+        st = w.wait_for(
+            lambda m: isinstance(m, wire.Stats) and m.counters["samples"] > 0,
+            5,
+            "stats with samples",
+        )
         assert isinstance(st, wire.Stats) and st.worker == w.info["worker"]
         assert st.counters["state_running"] == 1 and st.counters["sessions_up"] == 1
 
@@ -185,8 +195,7 @@ def test_sigint_also_closes(sim_a: SimulatorProcess) -> None:
 # --------------------------------------------------------------------------- faults
 
 
-def test_heartbeat_loss_in_the_simulators_view_is_recovered(
-        sim_steady: SimulatorProcess) -> None:
+def test_heartbeat_loss_in_the_simulators_view_is_recovered(sim_steady: SimulatorProcess) -> None:
     # O->T 50 ms x4 = 0.2 s at the simulator from the first period on (--initial-watchdog 0);
     # the worker is frozen until the simulator has dropped it
     sim_a = sim_steady
@@ -195,14 +204,17 @@ def test_heartbeat_loss_in_the_simulators_view_is_recovered(
         wait_running(w, ["a/Counter"])
         os.kill(w.pid, signal.SIGSTOP)
         try:
-            wait_until(lambda: sim_a.control.connections() == [], 5,
-                       "simulator dropped the silent consumer")
+            wait_until(
+                lambda: sim_a.control.connections() == [],
+                5,
+                "simulator dropped the silent consumer",
+            )
         finally:
             os.kill(w.pid, signal.SIGCONT)
-        w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5,
-                   "a timeout event")
-        w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10,
-                   "reopened")
+        w.wait_for(
+            lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5, "a timeout event"
+        )
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10, "reopened")
         w.wait_for(lambda m: isinstance(m, wire.Sample), 5, "samples again")
         assert len(sim_a.control.connections()) == 1
 
@@ -211,12 +223,12 @@ def test_simulator_restart_is_recovered(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20, multiplier=4)]) as w:
         wait_running(w, ["a/Counter"])
         sim_a.control.restart()
-        ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5,
-                        "a timeout event")
+        ev = w.wait_for(
+            lambda m: isinstance(m, wire.Event) and m.kind == "timeout", 5, "a timeout event"
+        )
         assert isinstance(ev, wire.Event)
         assert ev.state_from == "RUNNING" and ev.state_to == "BACKOFF"
-        w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10,
-                   "reopened")
+        w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "RUNNING", 10, "reopened")
         first = w.wait_for(lambda m: isinstance(m, wire.Sample), 5, "samples again")
         assert isinstance(first, wire.Sample)
         assert len(sim_a.control.connections()) == 1
@@ -257,8 +269,10 @@ def test_duplicates_and_reordering_are_dropped_as_stale(sim_a: SimulatorProcess)
         w.collect(1.5)
         sim_a.control.clear_faults()
         samples = w.samples("a", "Counter")
-        assert all(((b.cip_seq - a.cip_seq) & 0xFFFF) < 0x8000 and b.cip_seq != a.cip_seq
-                   for a, b in itertools.pairwise(samples))
+        assert all(
+            ((b.cip_seq - a.cip_seq) & 0xFFFF) < 0x8000 and b.cip_seq != a.cip_seq
+            for a, b in itertools.pairwise(samples)
+        )
         assert w.control("status")["counters"]["drop_stale"] > 0
 
 
@@ -266,8 +280,11 @@ def test_tcp_reset_is_reported_and_the_session_comes_back(sim_a: SimulatorProces
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
         wait_running(w, ["a/Counter"])
         assert sim_a.control.reset_tcp() >= 1
-        ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
-                        5, "a PLC-wide session event")
+        ev = w.wait_for(
+            lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
+            5,
+            "a PLC-wide session event",
+        )
         assert isinstance(ev, wire.Event)
         assert "session" in ev.message and ev.topic == b"event/a//"
         # class-1 data does not depend on the TCP session (protocol.md 2.4)
@@ -279,8 +296,11 @@ def test_tcp_reset_is_reported_and_the_session_comes_back(sim_a: SimulatorProces
 def test_refused_register_session_backs_off_and_recovers(sim_a: SimulatorProcess) -> None:
     sim_a.control.faults(refuse_register=True)
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
-        ev = w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
-                        5, "a PLC-wide session event")
+        ev = w.wait_for(
+            lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
+            5,
+            "a PLC-wide session event",
+        )
         assert isinstance(ev, wire.Event)
         assert "RegisterSession refused" in ev.message
         sim_a.control.clear_faults()
@@ -321,11 +341,16 @@ def test_rejects_are_reported_with_status(sim_a: SimulatorProcess) -> None:
 
 
 def test_out_of_consumers_waits_then_takes_the_freed_slot(sim_a: SimulatorProcess) -> None:
-    cons = [consumer(sim_a, "a", "Exclusive", 20, ot_rpi_ms=20, multiplier=4),
-            consumer(sim_a, "a", "Exclusive", 20, ot_rpi_ms=20, multiplier=4, alias="Second")]
+    cons = [
+        consumer(sim_a, "a", "Exclusive", 20, ot_rpi_ms=20, multiplier=4),
+        consumer(sim_a, "a", "Exclusive", 20, ot_rpi_ms=20, multiplier=4, alias="Second"),
+    ]
     with start_worker(WORKER, cons) as w:
-        w.wait_for(lambda m: isinstance(m, wire.Event) and m.kind == "reject"
-                   and m.cip_extended == 0x031E, 10, "a 0x031E reject")
+        w.wait_for(
+            lambda m: isinstance(m, wire.Event) and m.kind == "reject" and m.cip_extended == 0x031E,
+            10,
+            "a 0x031E reject",
+        )
         keys = {c["key"]: c["state"] for c in w.control("list")["consumers"]}
         assert sorted(keys.values()) == ["BACKOFF", "RUNNING"]
         running = next(k for k, s in keys.items() if s == "RUNNING")
@@ -358,8 +383,14 @@ def test_producer_default_rpi_is_adopted(sim_a: SimulatorProcess) -> None:
 def test_control_socket_add_list_status_remove_and_errors(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, []) as w:
         assert w.control("list") == {"ok": True, "consumers": []}
-        spec = {"plc": "a", "address": sim_a.address, "port": sim_a.tcp_port,
-                "udp_port": sim_a.udp_port, "tag": "Counter", "rpi_ms": 20}
+        spec = {
+            "plc": "a",
+            "address": sim_a.address,
+            "port": sim_a.tcp_port,
+            "udp_port": sim_a.udp_port,
+            "tag": "Counter",
+            "rpi_ms": 20,
+        }
         r = w.control("add", consumer=spec)
         assert r["ok"] and r["key"] == "a/Counter"
         w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
@@ -421,8 +452,10 @@ local_address = "{local}"
   alias = "wave"
   rpi_ms = 20
 """)
-    with start_simulator(sim_addr, tcp_port=44818, udp_port=2222) as sim, \
-            start_worker(local, [], udp_port=2222, extra_args=["--config", str(cfg)]) as w:
+    with (
+        start_simulator(sim_addr, tcp_port=44818, udp_port=2222) as sim,
+        start_worker(local, [], udp_port=2222, extra_args=["--config", str(cfg)]) as w,
+    ):
         assert sim.tcp_port == 44818
         w.wait_state("cfgplc/Counter", "RUNNING", 10)
         w.wait_state("cfgplc/wave", "RUNNING", 10)
@@ -435,7 +468,10 @@ def test_stop_right_after_session_loss_still_closes(sim_a: SimulatorProcess) -> 
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20)]) as w:
         wait_running(w, ["a/Counter"])
         sim_a.control.reset_tcp()
-        w.wait_for(lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
-                   5, "the session loss event")
+        w.wait_for(
+            lambda m: isinstance(m, wire.Event) and m.tag == "" and m.kind == "error",
+            5,
+            "the session loss event",
+        )
         assert w.stop() == 0  # inside the reconnect back-off: must reconnect to close
         assert sim_a.control.connections() == []

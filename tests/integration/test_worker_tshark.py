@@ -34,10 +34,15 @@ WORKER = "127.61.9.1"
 
 def _start_capture(path: Path, host: str) -> subprocess.Popen[bytes]:
     if os.geteuid() != 0:
-        skip_or_fail("capture", "capturing on the loopback interface needs root (or dumpcap capabilities)")
-    proc = subprocess.Popen([tshark.require_tshark(), "-n", "-i", "lo", "-f", f"host {host}",
-                             "-w", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+        skip_or_fail(
+            "capture", "capturing on the loopback interface needs root (or dumpcap capabilities)"
+        )
+    proc = subprocess.Popen(
+        [tshark.require_tshark(), "-n", "-i", "lo", "-f", f"host {host}", "-w", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stderr is not None
     seen = b""
     deadline = time.monotonic() + 20
@@ -90,16 +95,24 @@ def test_capture_of_worker_traffic_has_no_malformed_frames(tshark_bin: str) -> N
         pcap = Path(tmp) / "worker.pcapng"
         capture = _start_capture(pcap, SIM)
         try:
-            with start_simulator(SIM, tcp_port=44818, udp_port=2222,
-                                 extra_args=["--seq16", "every"]) as sim:
-                base = (f"plc=a,address={sim.address},port={sim.tcp_port},"
-                        f"udp_port={sim.udp_port},rpi_ms=50")
-                with start_worker(WORKER, [f"{base},tag=Counter", f"{base},tag=Motor",
-                                           f"{base},tag=Setpoint,type=REAL"]) as w:
+            with start_simulator(
+                SIM, tcp_port=44818, udp_port=2222, extra_args=["--seq16", "every"]
+            ) as sim:
+                base = (
+                    f"plc=a,address={sim.address},port={sim.tcp_port},"
+                    f"udp_port={sim.udp_port},rpi_ms=50"
+                )
+                with start_worker(
+                    WORKER,
+                    [f"{base},tag=Counter", f"{base},tag=Motor", f"{base},tag=Setpoint,type=REAL"],
+                ) as w:
                     w.wait_state("a/Counter", "RUNNING", 10)
                     w.wait_state("a/Motor", "RUNNING", 10)
-                    w.wait_for(lambda m: isinstance(m, wire.Sample) and m.tag == "Motor", 5,
-                               "a Motor sample")
+                    w.wait_for(
+                        lambda m: isinstance(m, wire.Sample) and m.tag == "Motor",
+                        5,
+                        "a Motor sample",
+                    )
                     w.collect(0.5)
                     assert w.stop() == 0
             _wait_for_marker(pcap, SIM)

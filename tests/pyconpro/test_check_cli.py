@@ -75,7 +75,9 @@ def test_valid_file_summary(
     ]
 
 
-def test_invalid_file_prints_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_file_prints_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(INVALID)
     assert main(["check", str(cfg)]) == 1
@@ -96,7 +98,9 @@ def test_invalid_file_prints_every_problem(tmp_path: Path, capsys: pytest.Captur
 
 def test_unknown_interface_is_a_problem_unless_not_resolving(tmp_path: Path) -> None:
     cfg = tmp_path / "route.toml"
-    cfg.write_text(VALID.replace('address = "127.0.0.2"', 'address = "127.0.0.2"\ninterface = "nosuchif9"'))
+    cfg.write_text(
+        VALID.replace('address = "127.0.0.2"', 'address = "127.0.0.2"\ninterface = "nosuchif9"')
+    )
     lines: list[str] = []
 
     class Out:
@@ -120,13 +124,13 @@ def test_unknown_interface_is_a_problem_unless_not_resolving(tmp_path: Path) -> 
 def test_missing_file_and_quiet_mode(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     res = subprocess.run([sys.executable, "-m", "pyconpro.cli", "check", "-q", str(missing)],
-                         check=False, capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+                         check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert res.returncode == 1
     assert f"{missing}: cannot read the file" in res.stdout
     ok = tmp_path / "ok.toml"
     ok.write_text(VALID.replace('local_address = "10.99.0.1"', 'local_address = "127.0.0.1"'))
     res = subprocess.run([sys.executable, "-m", "pyconpro.cli", "check", "-q", str(ok)],
-                         check=False, capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+                         check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert (res.returncode, res.stdout) == (0, "")
 
 

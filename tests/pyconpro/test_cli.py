@@ -44,8 +44,20 @@ def test_reader_gone_exits_141_without_a_traceback() -> None:
     os.close(read_end)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "pyconpro.cli", "check", "--no-resolve", "examples/pipeline.toml"],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False, cwd=root,
+            [
+                sys.executable,
+                "-m",
+                "pyconpro.cli",
+                "check",
+                "--no-resolve",
+                "examples/pipeline.toml",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=root,
         )
     finally:
         os.close(write_end)

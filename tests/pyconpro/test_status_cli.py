@@ -59,7 +59,9 @@ def test_render_one_screen() -> None:
     assert lines[1] == "bus tcp://127.0.0.1:5555  30 msg/s  1234 msgs forwarded  1 publisher(s)"
     assert lines[2] == "last reload FAILED: the new configuration is not valid, nothing changed:"
     text = "\n".join(lines)
-    assert "worker-10.0.0.1  worker  RUNNING  100  1         killed by SIGKILL  reported ready" in text
+    assert (
+        "worker-10.0.0.1  worker  RUNNING  100  1         killed by SIGKILL  reported ready" in text
+    )
     assert ("sink-db          sink    BACKOFF  -    2         exit code 2        exited with code 2"
             " during start-up (2/5); retry in 1.5s") in text  # fmt: skip
     assert "worker-10.0.0.1  10.0.0.1:2222  10.0 samples/s  drops: drop_wrong_source=3" in text

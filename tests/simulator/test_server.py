@@ -103,19 +103,25 @@ def test_bad_session_handle_is_a_24_byte_0x0064(client: EncapClient, command: in
     assert reply.status == 0x0064 and len(raw) == 24 and reply.context == b"_pycomm_"
 
 
-@pytest.mark.parametrize("command", [Command.LIST_TARGETS, Command.INDICATE_STATUS, Command.CANCEL, 0x1234])
+@pytest.mark.parametrize(
+    "command", [Command.LIST_TARGETS, Command.INDICATE_STATUS, Command.CANCEL, 0x1234]
+)
 def test_unsupported_command(client: EncapClient, command: int) -> None:
     raw, reply = raw_request(client, command)
     assert (reply.command, reply.status, len(raw)) == (command, 0x0001, 24)
 
 
-@pytest.mark.parametrize("data", [
-    b"",  # no interface handle / timeout
-    b"\x00" * 6,  # no CPF
-    b"\x00" * 6 + b"\x02\x00\x00\x00\x00\x00\xb2\x00\x10\x00\x01",  # item longer than the data
-    encap.SendData((cpf.ConnectedAddress(1), cpf.UnconnectedData(b"\x01\x00"))).encode(),
-    encap.SendData((cpf.NullAddress(),)).encode(),
-], ids=["empty", "no-cpf", "short-item", "wrong-address-item", "one-item"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # no interface handle / timeout
+        b"\x00" * 6,  # no CPF
+        b"\x00" * 6 + b"\x02\x00\x00\x00\x00\x00\xb2\x00\x10\x00\x01",  # item longer than the data
+        encap.SendData((cpf.ConnectedAddress(1), cpf.UnconnectedData(b"\x01\x00"))).encode(),
+        encap.SendData((cpf.NullAddress(),)).encode(),
+    ],
+    ids=["empty", "no-cpf", "short-item", "wrong-address-item", "one-item"],
+)
 def test_bad_cpf_on_send_rr_data(client: EncapClient, data: bytes) -> None:
     raw, reply = raw_request(client, Command.SEND_RR_DATA, data, session=client.session)
     assert reply.status == 0x0003 and len(raw) == 24
@@ -123,7 +129,10 @@ def test_bad_cpf_on_send_rr_data(client: EncapClient, data: bytes) -> None:
 
 def test_bad_cpf_on_send_unit_data(client: EncapClient) -> None:
     data = encap.send_rr_data(b"\x01\x02\x20\x01\x24\x01")  # unconnected layout
-    assert raw_request(client, Command.SEND_UNIT_DATA, data, session=client.session)[1].status == 0x0003
+    assert (
+        raw_request(client, Command.SEND_UNIT_DATA, data, session=client.session)[1].status
+        == 0x0003
+    )
 
 
 def test_nop_gets_no_reply(client: EncapClient) -> None:
@@ -137,8 +146,9 @@ def test_nop_gets_no_reply(client: EncapClient) -> None:
 
 
 @pytest.mark.parametrize("session", [0, None, 0xDEADBEEF])
-def test_list_identity_over_tcp_whatever_the_session(client: EncapClient, sim: SimulatorProcess,
-                                                     session: int | None) -> None:
+def test_list_identity_over_tcp_whatever_the_session(
+    client: EncapClient, sim: SimulatorProcess, session: int | None
+) -> None:
     _, reply = raw_request(client, Command.LIST_IDENTITY, session=session)
     assert reply.status == 0
     (item,) = cpf.decode_items(reply.data)
@@ -163,8 +173,10 @@ def _udp(sim: SimulatorProcess, command: int) -> encap.EncapsulationPacket:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         s.bind(("127.0.0.1", 0))
-        s.sendto(encap.EncapsulationPacket(command, context=b"\xf4\x01udp!!!").encode(),
-                 (sim.address, sim.tcp_port))
+        s.sendto(
+            encap.EncapsulationPacket(command, context=b"\xf4\x01udp!!!").encode(),
+            (sim.address, sim.tcp_port),
+        )
         data, src = s.recvfrom(2048)
         assert src == (sim.address, sim.tcp_port)
         return encap.EncapsulationPacket.decode(data)
@@ -172,7 +184,9 @@ def _udp(sim: SimulatorProcess, command: int) -> encap.EncapsulationPacket:
 
 def test_udp_discovery(sim: SimulatorProcess) -> None:
     ident = _udp(sim, Command.LIST_IDENTITY)
-    assert ident.context == b"\xf4\x01udp!!!" and isinstance(cpf.decode_items(ident.data)[0], cpf.IdentityItem)
+    assert ident.context == b"\xf4\x01udp!!!" and isinstance(
+        cpf.decode_items(ident.data)[0], cpf.IdentityItem
+    )
     assert isinstance(cpf.decode_items(_udp(sim, Command.LIST_SERVICES).data)[0], cpf.ServicesItem)
     other = _udp(sim, Command.REGISTER_SESSION)
     assert other.status == 0x0001 and other.data == b""
@@ -183,7 +197,9 @@ def test_udp_discovery(sim: SimulatorProcess) -> None:
 
 def test_unconnected_send_identity_like_pycomm3(client: EncapClient) -> None:
     # protocol.md 10.2 row 3, byte for byte.
-    reply, items = client.send_rr(bytes.fromhex("52022006240 10A05 0600 01022001 2401 0100 0100".replace(" ", "")))
+    reply, items = client.send_rr(
+        bytes.fromhex("52022006240 10A05 0600 01022001 2401 0100 0100".replace(" ", ""))
+    )
     assert items == () and reply.service == 0x01 and reply.status == 0
     vendor, dtype = struct.unpack_from("<HH", reply.data)
     assert (vendor, dtype) == (1, 0x0E)
@@ -191,16 +207,27 @@ def test_unconnected_send_identity_like_pycomm3(client: EncapClient) -> None:
 
 def test_unconnected_send_to_a_wrong_slot_is_refused(client: EncapClient) -> None:
     msg = cip.UnconnectedSend(bytes.fromhex("01022001 2401"), bytes.fromhex("0105"))
-    reply, _ = client.send_rr(cip.Request(0x52, epath.CONNECTION_MANAGER_PATH, msg.encode()).encode())
+    reply, _ = client.send_rr(
+        cip.Request(0x52, epath.CONNECTION_MANAGER_PATH, msg.encode()).encode()
+    )
     assert reply.status != 0
 
 
 def test_forward_open_inside_unconnected_send_reaches_the_target(client: EncapClient) -> None:
-    fo = cm.produced_tag_forward_open(tag="Counter", tag_bytes=4, to_rpi_us=100_000,
-                                      ot_rpi_us=100_000, connection_serial=0x4321, vendor_id=0x77,
-                                      originator_serial=0x88, to_connection_id=0x99)
+    fo = cm.produced_tag_forward_open(
+        tag="Counter",
+        tag_bytes=4,
+        to_rpi_us=100_000,
+        ot_rpi_us=100_000,
+        connection_serial=0x4321,
+        vendor_id=0x77,
+        originator_serial=0x88,
+        to_connection_id=0x99,
+    )
     wrapped = cip.UnconnectedSend(fo.encode(), bytes.fromhex("0100"))
-    reply, _ = client.send_rr(cip.Request(0x52, epath.CONNECTION_MANAGER_PATH, wrapped.encode()).encode())
+    reply, _ = client.send_rr(
+        cip.Request(0x52, epath.CONNECTION_MANAGER_PATH, wrapped.encode()).encode()
+    )
     ok = cm.decode_forward_open_reply(reply)
     assert isinstance(ok, cm.ForwardOpenSuccess)
     assert isinstance(client.forward_close(cm.forward_close_for(fo)), cm.ForwardCloseSuccess)
@@ -227,16 +254,19 @@ def test_class3_connected_messaging(sim: SimulatorProcess, client: EncapClient) 
     cid, seq, reply = client.send_unit(ok.ot_connection_id, 1, program_name)
     assert (cid, seq, reply.service, reply.status) == (0x11223344, 1, 0x01, 0)
     length = struct.unpack_from("<H", reply.data)[0]
-    assert reply.data[2:2 + length].decode()
+    assert reply.data[2 : 2 + length].decode()
     # Same sequence count again = retransmission: same reply, request not executed twice.
     before = sim.control.status()["target"]["connected_retransmits"]
     assert client.send_unit(ok.ot_connection_id, 1, program_name)[2] == reply
     assert sim.control.status()["target"]["connected_retransmits"] == before + 1
     # Another session cannot use this connection id.
     with EncapClient(sim.address, sim.tcp_port) as other:
-        _, bad = raw_request(other, Command.SEND_UNIT_DATA,
-                             encap.send_unit_data(ok.ot_connection_id, 2, program_name),
-                             session=other.session)
+        _, bad = raw_request(
+            other,
+            Command.SEND_UNIT_DATA,
+            encap.send_unit_data(ok.ot_connection_id, 2, program_name),
+            session=other.session,
+        )
         assert bad.status == 0x0003
     closed = client.forward_close(cm.forward_close_for(_class3(0x0427)))
     assert isinstance(closed, cm.ForwardCloseSuccess)
@@ -302,7 +332,11 @@ def test_restart_with_close_tcp(sim: SimulatorProcess) -> None:
 
 def test_control_status_and_errors(sim: SimulatorProcess) -> None:
     st = sim.control.status()
-    assert st["address"] == ADDRESS and st["tcp_port"] == sim.tcp_port and st["udp_port"] == sim.udp_port
+    assert (
+        st["address"] == ADDRESS
+        and st["tcp_port"] == sim.tcp_port
+        and st["udp_port"] == sim.udp_port
+    )
     assert set(st) >= {"connections", "target", "server", "faults", "fault_counters", "incarnation"}
     with pytest.raises(ControlError, match="unknown command"):
         sim.control.call("explode")
@@ -322,9 +356,16 @@ def test_control_status_and_errors(sim: SimulatorProcess) -> None:
 
 
 def test_control_flips_the_produced_flag(sim: SimulatorProcess, client: EncapClient) -> None:
-    fo = cm.produced_tag_forward_open(tag="Counter", tag_bytes=4, to_rpi_us=100_000,
-                                      ot_rpi_us=100_000, connection_serial=0x7001, vendor_id=0x77,
-                                      originator_serial=0x88, to_connection_id=0x99)
+    fo = cm.produced_tag_forward_open(
+        tag="Counter",
+        tag_bytes=4,
+        to_rpi_us=100_000,
+        ot_rpi_us=100_000,
+        connection_serial=0x7001,
+        vendor_id=0x77,
+        originator_serial=0x88,
+        to_connection_id=0x99,
+    )
     assert sim.control.set_produced("Counter") is False
     try:
         res, _ = client.forward_open(fo)
@@ -349,8 +390,15 @@ def test_cli_arguments() -> None:
     cli.add_arguments(parser)
     args = parser.parse_args([])
     assert (args.address, args.tcp_port, args.udp_port, args.slot, args.control) == (
-        "127.0.0.2", 44818, 2222, 0, None)
-    args = parser.parse_args(["--size-error", "0x0128", "--unknown-tag-error", "0x012e", "--drop", "0.5"])
+        "127.0.0.2",
+        44818,
+        2222,
+        0,
+        None,
+    )
+    args = parser.parse_args(
+        ["--size-error", "0x0128", "--unknown-tag-error", "0x012e", "--drop", "0.5"]
+    )
     assert (args.size_error, args.unknown_tag_error, args.drop) == (0x0128, 0x012E, 0.5)
     for bad in (["--size-error", "0x0114"], ["--drop", "2"], ["--tcp-port", "70000"]):
         with pytest.raises(SystemExit):
@@ -377,9 +425,21 @@ def test_control_stop_command() -> None:
 def test_busy_port_is_reported() -> None:
     with start_simulator("127.0.92.5") as sim:
         proc = subprocess.run(
-            [sys.executable, "-m", "pyconpro.simulator", "--address", "127.0.92.5", "--tcp-port",
-             str(sim.tcp_port), "--udp-port", "0"],
-            capture_output=True, text=True, timeout=30, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pyconpro.simulator",
+                "--address",
+                "127.0.92.5",
+                "--tcp-port",
+                str(sim.tcp_port),
+                "--udp-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         assert proc.returncode == 2 and "cannot open the simulator's sockets" in proc.stderr
 
@@ -391,7 +451,11 @@ def test_udp_list_identity_after_a_random_delay() -> None:
             u.settimeout(5)
             u.bind(("127.0.0.1", 0))
             for _ in range(3):
-                u.sendto(encap.EncapsulationPacket(Command.LIST_IDENTITY, context=b"\x01\x00delay!").encode(),
-                         (s.address, s.tcp_port))
+                u.sendto(
+                    encap.EncapsulationPacket(
+                        Command.LIST_IDENTITY, context=b"\x01\x00delay!"
+                    ).encode(),
+                    (s.address, s.tcp_port),
+                )
             replies = [encap.EncapsulationPacket.decode(u.recvfrom(2048)[0]) for _ in range(3)]
         assert all(r.context == b"\x01\x00delay!" and r.status == 0 for r in replies)

@@ -104,7 +104,8 @@ def test_fake_store_finds_case_insensitively_and_by_instance() -> None:
     assert FakeTag("x", nbytes=2, value=0x1234).image() == b"\x34\x12"
 
 
-def make(options: TargetOptions | None = None, **tag_kw: object) -> tuple[ProducerTarget, FakeStore]:
+def make(options: TargetOptions | None = None,
+         **tag_kw: object) -> tuple[ProducerTarget, FakeStore]:
     store = FakeStore(
         [
             FakeTag("Prod", **tag_kw),  # type: ignore[arg-type]
@@ -129,9 +130,18 @@ def fo(
     **changes: object,
 ) -> cm.ForwardOpenRequest:
     req = cm.produced_tag_forward_open(
-        tag=tag, tag_bytes=tag_bytes, to_rpi_us=rpi, ot_rpi_us=10_000, connection_serial=serial,
-        vendor_id=0x0F0F, originator_serial=0xCAFE, to_connection_id=to_id, multicast=multicast,
-        timeout_multiplier=mult, slot=slot, key=key,
+        tag=tag,
+        tag_bytes=tag_bytes,
+        to_rpi_us=rpi,
+        ot_rpi_us=10_000,
+        connection_serial=serial,
+        vendor_id=0x0F0F,
+        originator_serial=0xCAFE,
+        to_connection_id=to_id,
+        multicast=multicast,
+        timeout_multiplier=mult,
+        slot=slot,
+        key=key,
     )
     return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
 
@@ -141,8 +151,21 @@ def class3_fo(serial: int = 0x0427, large: bool = True, **changes: object) -> cm
     size = 4000 if large else 500
     ncp = cm.NetworkParameters(cm.ConnectionType.POINT_TO_POINT, cm.Priority.LOW, True, size)
     req = cm.ForwardOpenRequest(
-        0, 0x11223344, serial, 0x1009, 0x10090000, 7, 2_113_537, ncp, 2_113_537, ncp, 0xA3,
-        bytes.fromhex("01002002 2401"), 0x0A, 0x05, large,
+        0,
+        0x11223344,
+        serial,
+        0x1009,
+        0x10090000,
+        7,
+        2_113_537,
+        ncp,
+        2_113_537,
+        ncp,
+        0xA3,
+        bytes.fromhex("01002002 2401"),
+        0x0A,
+        0x05,
+        large,
     )
     return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
 
@@ -151,9 +174,14 @@ def status(reply: cip.Reply) -> tuple[int, tuple[int, ...]]:
     return reply.status, reply.additional
 
 
-def opened(target: ProducerTarget, req: cm.ForwardOpenRequest, now: float = 0.0, ip: str = PEER,
-           session: int = SESSION, to_sockaddr: cpf.Sockaddr | None = None
-           ) -> tuple[cm.ForwardOpenSuccess, tuple[cpf.Item, ...]]:
+def opened(
+    target: ProducerTarget,
+    req: cm.ForwardOpenRequest,
+    now: float = 0.0,
+    ip: str = PEER,
+    session: int = SESSION,
+    to_sockaddr: cpf.Sockaddr | None = None,
+) -> tuple[cm.ForwardOpenSuccess, tuple[cpf.Item, ...]]:
     reply, items = target.forward_open(req, ip, session, now, to_sockaddr)
     assert reply.status == 0, reply.error()
     ok = cm.decode_forward_open_reply(reply)
@@ -161,8 +189,9 @@ def opened(target: ProducerTarget, req: cm.ForwardOpenRequest, now: float = 0.0,
     return ok, items
 
 
-def rejected(target: ProducerTarget, req: cm.ForwardOpenRequest, now: float = 0.0, ip: str = PEER
-             ) -> tuple[int, tuple[int, ...]]:
+def rejected(
+    target: ProducerTarget, req: cm.ForwardOpenRequest, now: float = 0.0, ip: str = PEER
+) -> tuple[int, tuple[int, ...]]:
     reply, items = target.forward_open(req, ip, SESSION, now, None)
     assert items == ()
     failure = cm.decode_forward_open_reply(reply)
@@ -205,18 +234,34 @@ def test_large_forward_open_for_a_produced_tag_is_accepted() -> None:
     assert reply.service == cip.Service.LARGE_FORWARD_OPEN and reply.status == 0
 
 
-@pytest.mark.parametrize("path", [
-    epath.produced_tag_connection_path("Prod", 0, epath.NO_KEY),
-    epath.produced_tag_connection_path("Prod", None, None),  # CompactLogix style, no port, no key
-    epath.produced_tag_connection_path("PROD", 0, None),  # Logix names are case-insensitive
-    epath.produced_tag_connection_path("Prod", 0, epath.ElectronicKey(1, 0x0E, 166, 33, 11)),
-    epath.produced_tag_connection_path("Prod", 0, epath.ElectronicKey(1, 0, 0, 33, 5, True)),
-    bytes.fromhex("0100 4305") + epath.encode_path([epath.SymbolicSegment("Prod")]),  # inhibit time
-    bytes.fromhex("20042401 2CC6 2C01"),  # assembly path: config 1, O->T heartbeat 0xC6, T->O 1
-    bytes.fromhex("0100 20042C01"),  # one connection point = the produced one
-    bytes.fromhex("20042401 2C972C01 80021234 5678"),  # configuration data is ignored
-], ids=["slot+nokey", "bare", "case", "key-match", "key-compat", "network-seg", "assembly",
-        "assembly-1cp", "assembly-data"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        epath.produced_tag_connection_path("Prod", 0, epath.NO_KEY),
+        epath.produced_tag_connection_path(
+            "Prod", None, None
+        ),  # CompactLogix style, no port, no key
+        epath.produced_tag_connection_path("PROD", 0, None),  # Logix names are case-insensitive
+        epath.produced_tag_connection_path("Prod", 0, epath.ElectronicKey(1, 0x0E, 166, 33, 11)),
+        epath.produced_tag_connection_path("Prod", 0, epath.ElectronicKey(1, 0, 0, 33, 5, True)),
+        bytes.fromhex("0100 4305")
+        + epath.encode_path([epath.SymbolicSegment("Prod")]),  # inhibit time
+        bytes.fromhex("20042401 2CC6 2C01"),  # assembly path: config 1, O->T heartbeat 0xC6, T->O 1
+        bytes.fromhex("0100 20042C01"),  # one connection point = the produced one
+        bytes.fromhex("20042401 2C972C01 80021234 5678"),  # configuration data is ignored
+    ],
+    ids=[
+        "slot+nokey",
+        "bare",
+        "case",
+        "key-match",
+        "key-compat",
+        "network-seg",
+        "assembly",
+        "assembly-1cp",
+        "assembly-data",
+    ],
+)
 def test_accepted_connection_paths(path: bytes) -> None:
     t, _ = make()
     opened(t, fo(path=path))
@@ -257,11 +302,14 @@ def test_second_multicast_tag_gets_the_next_group() -> None:
     assert items[-1].sockaddr.address == multicast_group("127.0.0.2", "255.0.0.0", 1)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("address,netmask,group", [
-    ("192.168.1.10", "255.255.255.0", "239.192.2.32"),  # protocol.md 6.7 example
-    ("127.0.0.2", "255.0.0.0", "239.192.1.32"),
-    ("10.0.0.1", "255.0.0.0", "239.192.1.0"),
-])
+@pytest.mark.parametrize(
+    "address,netmask,group",
+    [
+        ("192.168.1.10", "255.255.255.0", "239.192.2.32"),  # protocol.md 6.7 example
+        ("127.0.0.2", "255.0.0.0", "239.192.1.32"),
+        ("10.0.0.1", "255.0.0.0", "239.192.1.0"),
+    ],
+)
 def test_multicast_base_allocation(address: str, netmask: str, group: str) -> None:
     assert multicast_base(address, netmask) == group
     assert multicast_group(address, netmask, 33) == multicast_group(address, netmask, 1)
@@ -270,26 +318,52 @@ def test_multicast_base_allocation(address: str, netmask: str, group: str) -> No
 # --------------------------------------------------------------------------- rejections
 
 
-def _reject_cases() -> list[tuple[str, dict[str, object], TargetOptions | None, tuple[int, tuple[int, ...]]]]:
+def _reject_cases() -> list[
+    tuple[str, dict[str, object], TargetOptions | None, tuple[int, tuple[int, ...]]]
+]:
     p = epath.produced_tag_connection_path
     ncp = cm.NetworkParameters
-    P2P, MC, NULL = cm.ConnectionType.POINT_TO_POINT, cm.ConnectionType.MULTICAST, cm.ConnectionType.NULL
+    P2P, MC, NULL = (
+        cm.ConnectionType.POINT_TO_POINT,
+        cm.ConnectionType.MULTICAST,
+        cm.ConnectionType.NULL,
+    )
     sched = cm.Priority.SCHEDULED
     return [
         ("size", {"to_params": ncp(P2P, sched, False, 8)}, None, (1, (0x0109, 6))),
-        ("size-cip", {"to_params": ncp(P2P, sched, False, 8)},
-         TargetOptions(size_error=0x0128), (1, (0x0128, 6))),
+        (
+            "size-cip",
+            {"to_params": ncp(P2P, sched, False, 8)},
+            TargetOptions(size_error=0x0128),
+            (1, (0x0128, 6)),
+        ),
         ("ot-size", {"ot_params": ncp(P2P, sched, False, 0)}, None, (1, (0x0109, 2))),
-        ("ot-size-cip", {"ot_params": ncp(P2P, sched, False, 4)},
-         TargetOptions(size_error=0x0128), (1, (0x0127, 2))),
+        (
+            "ot-size-cip",
+            {"ot_params": ncp(P2P, sched, False, 4)},
+            TargetOptions(size_error=0x0128),
+            (1, (0x0127, 2)),
+        ),
         ("unknown", {"path": p("Nope", 0)}, None, (1, (0x031F,))),
         ("not-produced", {"path": p("Hidden", 0)}, None, (1, (0x031F,))),
-        ("unknown-012E", {"path": p("Nope", 0)},
-         TargetOptions(unknown_tag_error=0x012E), (1, (0x012E,))),
-        ("unknown-0315", {"path": p("Hidden", 0)},
-         TargetOptions(unknown_tag_error=0x0315), (1, (0x0315,))),
-        ("program-scope", {"path": epath.encode_path(epath.tag_path("Program:Main.Prod"))},
-         None, (1, (0x031F,))),
+        (
+            "unknown-012E",
+            {"path": p("Nope", 0)},
+            TargetOptions(unknown_tag_error=0x012E),
+            (1, (0x012E,)),
+        ),
+        (
+            "unknown-0315",
+            {"path": p("Hidden", 0)},
+            TargetOptions(unknown_tag_error=0x0315),
+            (1, (0x0315,)),
+        ),
+        (
+            "program-scope",
+            {"path": epath.encode_path(epath.tag_path("Program:Main.Prod"))},
+            None,
+            (1, (0x031F,)),
+        ),
         ("member", {"path": epath.encode_path(epath.tag_path("Prod[1]"))}, None, (1, (0x0315,))),
         ("bad-segment", {"path": b"\x91\x05Prod"}, None, (1, (0x0315,))),  # truncated symbol
         ("other-class", {"path": bytes.fromhex("20012401")}, None, (1, (0x0315,))),
@@ -297,15 +371,48 @@ def _reject_cases() -> list[tuple[str, dict[str, object], TargetOptions | None, 
         ("unknown-point", {"path": bytes.fromhex("20042401 2CC6 2C55")}, None, (1, (0x031F,))),
         ("wrong-slot", {"path": p("Prod", 3)}, None, (1, (0x0312,))),
         ("wrong-port", {"path": bytes.fromhex("0200") + p("Prod", None)}, None, (1, (0x0311,))),
-        ("second-hop", {"path": bytes.fromhex("0100 0200") + p("Prod", None)}, None, (1, (0x0311,))),
-        ("key-vendor", {"path": p("Prod", 0, epath.ElectronicKey(vendor_id=2))}, None, (1, (0x0114,))),
-        ("key-product", {"path": p("Prod", 0, epath.ElectronicKey(product_code=1))}, None, (1, (0x0114,))),
-        ("key-type", {"path": p("Prod", 0, epath.ElectronicKey(device_type=0x0C))}, None, (1, (0x0115,))),
-        ("key-major", {"path": p("Prod", 0, epath.ElectronicKey(major_revision=20))}, None, (1, (0x0116,))),
-        ("key-minor", {"path": p("Prod", 0, epath.ElectronicKey(major_revision=33, minor_revision=2))},
-         None, (1, (0x0116,))),
-        ("key-compat-newer", {"path": p("Prod", 0, epath.ElectronicKey(0, 0, 0, 33, 12, True))},
-         None, (1, (0x0116,))),
+        (
+            "second-hop",
+            {"path": bytes.fromhex("0100 0200") + p("Prod", None)},
+            None,
+            (1, (0x0311,)),
+        ),
+        (
+            "key-vendor",
+            {"path": p("Prod", 0, epath.ElectronicKey(vendor_id=2))},
+            None,
+            (1, (0x0114,)),
+        ),
+        (
+            "key-product",
+            {"path": p("Prod", 0, epath.ElectronicKey(product_code=1))},
+            None,
+            (1, (0x0114,)),
+        ),
+        (
+            "key-type",
+            {"path": p("Prod", 0, epath.ElectronicKey(device_type=0x0C))},
+            None,
+            (1, (0x0115,)),
+        ),
+        (
+            "key-major",
+            {"path": p("Prod", 0, epath.ElectronicKey(major_revision=20))},
+            None,
+            (1, (0x0116,)),
+        ),
+        (
+            "key-minor",
+            {"path": p("Prod", 0, epath.ElectronicKey(major_revision=33, minor_revision=2))},
+            None,
+            (1, (0x0116,)),
+        ),
+        (
+            "key-compat-newer",
+            {"path": p("Prod", 0, epath.ElectronicKey(0, 0, 0, 33, 12, True))},
+            None,
+            (1, (0x0116,)),
+        ),
         ("transport-class3", {"transport": 0xA3}, None, (1, (0x0103,))),
         ("transport-cos", {"transport": 0x91}, None, (1, (0x0103,))),
         ("transport-class0", {"transport": 0x80}, None, (1, (0x0103,))),
@@ -317,15 +424,24 @@ def _reject_cases() -> list[tuple[str, dict[str, object], TargetOptions | None, 
         ("rpi-high", {"to_rpi": 750_000_001}, None, (1, (0x0111,))),
         ("ot-rpi-zero", {"ot_rpi": 0}, None, (1, (0x0111,))),
         # PEER 127.0.0.1 is outside 127.0.1.0/24 (protocol.md 6.7, 7.6)
-        ("off-subnet-multicast", {"multicast": True},
-         TargetOptions(address="127.0.1.2", netmask="255.255.255.0"), (1, (0x0813,))),
+        (
+            "off-subnet-multicast",
+            {"multicast": True},
+            TargetOptions(address="127.0.1.2", netmask="255.255.255.0"),
+            (1, (0x0813,)),
+        ),
     ]
 
 
-@pytest.mark.parametrize("name,changes,options,expected", _reject_cases(),
-                         ids=[c[0] for c in _reject_cases()])
-def test_rejections(name: str, changes: dict[str, object], options: TargetOptions | None,
-                    expected: tuple[int, tuple[int, ...]]) -> None:
+@pytest.mark.parametrize(
+    "name,changes,options,expected", _reject_cases(), ids=[c[0] for c in _reject_cases()]
+)
+def test_rejections(
+    name: str,
+    changes: dict[str, object],
+    options: TargetOptions | None,
+    expected: tuple[int, tuple[int, ...]],
+) -> None:
     t, _ = make(options)
     assert rejected(t, fo(**changes)) == expected  # type: ignore[arg-type]
     assert t.connections() == [] and t.next_deadline() is None
@@ -340,17 +456,21 @@ def test_unicast_not_allowed_rejects_p2p_but_accepts_multicast() -> None:
     opened(t, fo(multicast=True))
 
 
-@pytest.mark.parametrize("address,netmask,peer,ok", [
-    ("127.0.1.2", "255.255.255.0", "127.0.1.200", True),  # same /24
-    ("127.0.1.2", "255.255.255.0", "127.0.2.1", False),
-    ("127.0.1.2", "255.255.255.0", "127.0.0.1", False),
-    ("127.0.1.2", "255.255.0.0", "127.0.2.1", True),  # a wider mask takes it in
-    ("127.0.0.2", "255.0.0.0", "127.99.3.4", True),  # the default: all of loopback
-    ("192.168.1.10", "255.255.255.0", "192.168.2.10", False),
-    ("127.0.1.2", "255.255.255.0", "::1", False),  # not even IPv4
-])
-def test_multicast_only_for_originators_on_our_subnet(address: str, netmask: str, peer: str,
-                                                      ok: bool) -> None:
+@pytest.mark.parametrize(
+    "address,netmask,peer,ok",
+    [
+        ("127.0.1.2", "255.255.255.0", "127.0.1.200", True),  # same /24
+        ("127.0.1.2", "255.255.255.0", "127.0.2.1", False),
+        ("127.0.1.2", "255.255.255.0", "127.0.0.1", False),
+        ("127.0.1.2", "255.255.0.0", "127.0.2.1", True),  # a wider mask takes it in
+        ("127.0.0.2", "255.0.0.0", "127.99.3.4", True),  # the default: all of loopback
+        ("192.168.1.10", "255.255.255.0", "192.168.2.10", False),
+        ("127.0.1.2", "255.255.255.0", "::1", False),  # not even IPv4
+    ],
+)
+def test_multicast_only_for_originators_on_our_subnet(
+    address: str, netmask: str, peer: str, ok: bool
+) -> None:
     t, _ = make(TargetOptions(address=address, netmask=netmask, initial_watchdog_s=1.0))
     if ok:
         opened(t, fo(multicast=True), ip=peer)
@@ -402,7 +522,9 @@ def test_rpi_with_producer_default_gives_0112_and_the_acceptable_rpis() -> None:
     assert general == 1 and words[0] == 0x0112 and len(words) == 6
     assert words[1] == 0x0100  # O->T type 0 (fine as requested), T->O type 1 (use this)
     assert words[2] | words[3] << 16 == 70_000 and words[4] | words[5] << 16 == 20_000
-    assert "acceptable O->T RPI 70000 us, T->O RPI 20000 us" in str(cip.Reply(0x54, general, words).error())
+    assert "acceptable O->T RPI 70000 us, T->O RPI 20000 us" in str(
+        cip.Reply(0x54, general, words).error()
+    )
     # A negotiating consumer re-issues with the returned RPI.
     opened(t, fo(rpi=20_000, ot_rpi=70_000))
 
@@ -427,8 +549,13 @@ def test_multicast_rpi_mismatch(code: int) -> None:
 
 
 def test_options_validate_uncertain_codes() -> None:
-    for bad in ({"size_error": 0x0127}, {"unknown_tag_error": 0x0114}, {"multicast_rpi_error": 0x0111},
-                {"address": "not-an-ip"}, {"max_connections": -1}):
+    for bad in (
+        {"size_error": 0x0127},
+        {"unknown_tag_error": 0x0114},
+        {"multicast_rpi_error": 0x0111},
+        {"address": "not-an-ip"},
+        {"max_connections": -1},
+    ):
         with pytest.raises(ValueError):
             TargetOptions(**bad)
 
@@ -456,9 +583,12 @@ def test_class3_open_has_no_sockaddr_items_and_checks_its_own_rules() -> None:
 # --------------------------------------------------------------------------- CM dispatch
 
 
-def _cm(target: ProducerTarget, service: int, data: bytes, items: tuple[cpf.Item, ...] = ()
-        ) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
-    return target.handle_cm(cip.Request(service, epath.CONNECTION_MANAGER_PATH, data), PEER, SESSION, 0.0, items)
+def _cm(
+    target: ProducerTarget, service: int, data: bytes, items: tuple[cpf.Item, ...] = ()
+) -> tuple[cip.Reply, tuple[cpf.Item, ...]]:
+    return target.handle_cm(
+        cip.Request(service, epath.CONNECTION_MANAGER_PATH, data), PEER, SESSION, 0.0, items
+    )
 
 
 def test_handle_cm_dispatches_forward_open_with_its_t2o_sockaddr() -> None:
@@ -480,7 +610,12 @@ def test_large_forward_open_switched_off_answers_service_not_supported() -> None
     for req in (fo(large=True), class3_fo(large=True)):
         for body in (req.encode_body(), req.encode_body()[:7], b""):  # not even parsed
             reply, items = _cm(t, 0x5B, body)
-            assert (reply.service, reply.status, reply.additional, reply.data) == (0x5B, 0x08, (), b"")
+            assert (reply.service, reply.status, reply.additional, reply.data) == (
+                0x5B,
+                0x08,
+                (),
+                b"",
+            )
             assert items == ()
         reply, items = t.forward_open(req, PEER, SESSION, 0.0, None)  # direct call: same answer
         assert (reply.status, reply.data, items) == (0x08, b"", ())
@@ -643,8 +778,19 @@ def test_malformed_and_unknown_datagrams_are_counted() -> None:
 
 # Class-1 connection, triad fo(): states and the inputs that can reach it.
 C1_STATES = ["absent", "open", "running", "closed", "expired", "restarted"]
-C1_INPUTS = ["fo_same", "fo_new_triad", "fc", "fc_other_ip", "hb_new", "hb_stale", "hb_foreign",
-             "timer_before", "timer_at", "session_closed", "restart"]
+C1_INPUTS = [
+    "fo_same",
+    "fo_new_triad",
+    "fc",
+    "fc_other_ip",
+    "hb_new",
+    "hb_stale",
+    "hb_foreign",
+    "timer_before",
+    "timer_at",
+    "session_closed",
+    "restart",
+]
 
 # (state, input) -> (observed state after, outcome)
 # outcome: reply status "0" / "0x01/0x0100" ..., or a counter name that went up, or "-".
@@ -657,11 +803,15 @@ for _s in C1_STATES:
     _C1[(_s, "fc_other_ip")] = (_s, "0x0F") if _live else ("absent", "0x01/0x0107")
     _C1[(_s, "hb_new")] = ("running", "heartbeats") if _live else ("absent", "heartbeats_unknown")
     _C1[(_s, "hb_stale")] = (
-        ("running", "heartbeats") if _s == "open"
-        else ("running", "heartbeats_stale") if _s == "running"
+        ("running", "heartbeats")
+        if _s == "open"
+        else ("running", "heartbeats_stale")
+        if _s == "running"
         else ("absent", "heartbeats_unknown")
     )
-    _C1[(_s, "hb_foreign")] = (_s, "heartbeats_foreign") if _live else ("absent", "heartbeats_unknown")
+    _C1[(_s, "hb_foreign")] = (
+        (_s, "heartbeats_foreign") if _live else ("absent", "heartbeats_unknown")
+    )
     _C1[(_s, "timer_before")] = (_s if _live else "absent", "-")
     _C1[(_s, "timer_at")] = ("absent", "timeouts") if _live else ("absent", "-")
     _C1[(_s, "session_closed")] = (_s if _live else "absent", "-")
@@ -719,8 +869,17 @@ def _c1_apply(t: ProducerTarget, inp: str, ot: int, deadline: float) -> str:
         t.restart(now)
     if result == "-":
         after = t.counters.as_dict()
-        changed = [k for k in ("heartbeats", "heartbeats_stale", "heartbeats_foreign",
-                               "heartbeats_unknown", "timeouts") if after[k] != counters_before[k]]
+        changed = [
+            k
+            for k in (
+                "heartbeats",
+                "heartbeats_stale",
+                "heartbeats_foreign",
+                "heartbeats_unknown",
+                "timeouts",
+            )
+            if after[k] != counters_before[k]
+        ]
         assert len(changed) <= 1, changed
         result = changed[0] if changed else "-"
     return result
@@ -767,9 +926,20 @@ def test_restart_bumps_incarnation_and_ids() -> None:
 
 # Class-3 connection, triad class3_fo(), session SESSION.
 C3_STATES = ["absent", "open", "active", "closed"]
-C3_INPUTS = ["fo_same", "fc", "fc_other_ip", "req_new", "req_repeat", "req_other_session",
-             "session_closed", "other_session_closed", "timer_before", "timer_at", "restart",
-             "class1_datagram"]
+C3_INPUTS = [
+    "fo_same",
+    "fc",
+    "fc_other_ip",
+    "req_new",
+    "req_repeat",
+    "req_other_session",
+    "session_closed",
+    "other_session_closed",
+    "timer_before",
+    "timer_at",
+    "restart",
+    "class1_datagram",
+]
 
 _C3: dict[tuple[str, str], tuple[str, str]] = {}
 for _s in C3_STATES:
@@ -779,7 +949,11 @@ for _s in C3_STATES:
     _C3[(_s, "fc_other_ip")] = (_s, "0x0F") if _live else ("absent", "0x01/0x0107")
     _C3[(_s, "req_new")] = ("active", "handled") if _live else ("absent", "none")
     _C3[(_s, "req_repeat")] = (
-        ("active", "retransmit") if _s == "active" else ("active", "handled") if _live else ("absent", "none")
+        ("active", "retransmit")
+        if _s == "active"
+        else ("active", "handled")
+        if _live
+        else ("absent", "none")
     )
     _C3[(_s, "req_other_session")] = (_s if _live else "absent", "none")
     _C3[(_s, "session_closed")] = ("absent", "-")
@@ -805,12 +979,15 @@ def _c3_setup(state: str) -> tuple[ProducerTarget, int, float, list[bytes]]:
     ok, _ = opened(t, class3_fo(ot_rpi=1_000, timeout_multiplier=0))  # 4 ms watchdog
     ot = ok.ot_connection_id
     if state == "active":
+
         def first(message: bytes, when: float, conn: object) -> bytes:
             calls.append(message)
             return b"reply1"
 
         assert t.connected_request(ot, SESSION, 1, b"\x01\x02\x20\x64\x24\x01", 0.001, first) == (
-            0x11223344, b"reply1")
+            0x11223344,
+            b"reply1",
+        )
     elif state == "closed":
         t.forward_close(cm.forward_close_for(class3_fo()), PEER, 0.001)
     conn = next(iter(t.connections()), None)
@@ -869,7 +1046,9 @@ def test_event_strings_name_what_happened() -> None:
     rejected(t, fo(path=epath.produced_tag_connection_path("Nope", 0)))
     (ev,) = events(t)
     text = str(ev)
-    assert text.startswith("rejected tag=Nope peer=127.0.0.1 triad=0x1234/0x0f0f/0x0000cafe 0x01/0x031F")
+    assert text.startswith(
+        "rejected tag=Nope peer=127.0.0.1 triad=0x1234/0x0f0f/0x0000cafe 0x01/0x031F"
+    )
 
 
 def test_snapshot_is_plain_data() -> None:
@@ -925,11 +1104,21 @@ def test_no_session_close_request_by_default() -> None:
 _FUZZ_PEERS = ("127.0.0.1", "127.0.0.9", "127.0.1.7", "127.200.3.4", "10.1.2.3")
 _FUZZ_OPTIONS = (
     TargetOptions(initial_watchdog_s=0.05),
-    TargetOptions(large_forward_open=False, size_error=0x0128, unknown_tag_error=0x0315,
-                  initial_watchdog_s=0.0),
-    TargetOptions(address="127.0.1.2", netmask="255.255.255.0", max_connections=5,
-                  multicast_rpi_error=0x0801, close_sessions_on_timeout=True,
-                  seq16_mode=Seq16Mode.EVERY_PACKET, assemblies={1: "Prod", 2: "Hidden"}),
+    TargetOptions(
+        large_forward_open=False,
+        size_error=0x0128,
+        unknown_tag_error=0x0315,
+        initial_watchdog_s=0.0,
+    ),
+    TargetOptions(
+        address="127.0.1.2",
+        netmask="255.255.255.0",
+        max_connections=5,
+        multicast_rpi_error=0x0801,
+        close_sessions_on_timeout=True,
+        seq16_mode=Seq16Mode.EVERY_PACKET,
+        assemblies={1: "Prod", 2: "Hidden"},
+    ),
 )
 
 
@@ -937,13 +1126,19 @@ def _fuzz_seeds() -> list[tuple[int, bytes]]:
     """Valid Connection Manager requests of every shape the target knows: (service, body)."""
     p = epath.produced_tag_connection_path
     opens = [
-        fo(), fo(large=True), fo(multicast=True), fo(multicast=True, large=True),
-        fo("Big", 100, rpi=2_000, mult=3), fo(path=p("Prod", None, None)),
+        fo(),
+        fo(large=True),
+        fo(multicast=True),
+        fo(multicast=True, large=True),
+        fo("Big", 100, rpi=2_000, mult=3),
+        fo(path=p("Prod", None, None)),
         fo(path=p("Prod", 0, epath.ElectronicKey(1, 0x0E, 166, 33, 11))),
-        fo(path=bytes.fromhex("20042401 2CC6 2C01")), fo(path=bytes.fromhex("0100 20042C01")),
+        fo(path=bytes.fromhex("20042401 2CC6 2C01")),
+        fo(path=bytes.fromhex("0100 20042C01")),
         fo(path=bytes.fromhex("20042401 2C972C01 80021234 5678")),
         fo(path=epath.encode_path(epath.tag_path("Program:Main.Prod[1].X"))),
-        class3_fo(), class3_fo(large=False),
+        class3_fo(),
+        class3_fo(large=False),
     ]
     seeds = [(int(r.service), r.encode_body()) for r in opens]
     seeds += [(0x4E, cm.forward_close_for(r).encode_body()) for r in opens]
@@ -958,7 +1153,7 @@ def _mutate(rng: random.Random, body: bytes, seeds: list[tuple[int, bytes]]) -> 
             for _ in range(rng.randint(1, 8)):
                 data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         elif how == 1:  # truncate
-            del data[rng.randrange(len(data) + 1):]
+            del data[rng.randrange(len(data) + 1) :]
         elif how == 2:  # extend with junk
             data += rng.randbytes(rng.randint(1, 40))
         elif how == 3 and data:  # corrupt a length: the path size byte of FO, LFO or FC
@@ -978,7 +1173,7 @@ def _mutate(rng: random.Random, body: bytes, seeds: list[tuple[int, bytes]]) -> 
                 data.insert(at, rng.randrange(256))
         elif how == 7 and len(data) > 4:  # extreme values in a 32-bit field (ids, RPIs)
             at = rng.randrange(len(data) - 3)
-            data[at:at + 4] = rng.choice((b"\x00" * 4, b"\xff" * 4, b"\x00\x00\x00\x80"))
+            data[at : at + 4] = rng.choice((b"\x00" * 4, b"\xff" * 4, b"\x00\x00\x00\x80"))
     return bytes(data)
 
 
@@ -1030,8 +1225,11 @@ def test_fuzzed_cm_requests_and_datagrams_never_escape(seed: int) -> None:
         peer = rng.choice(_FUZZ_PEERS)
         items: tuple[cpf.Item, ...] = ()
         if rng.random() < 0.2:
-            items = (cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_T2O,
-                                      cpf.Sockaddr("0.0.0.0", rng.randrange(65536))),)
+            items = (
+                cpf.SockaddrInfo(
+                    cpf.ItemId.SOCKADDR_T2O, cpf.Sockaddr("0.0.0.0", rng.randrange(65536))
+                ),
+            )
         request = cip.Request(service, epath.CONNECTION_MANAGER_PATH, body)
         where = f"seed {seed} #{i}: service 0x{service:02X} body {body.hex()} peer {peer}"
         try:
@@ -1049,7 +1247,9 @@ def test_fuzzed_cm_requests_and_datagrams_never_escape(seed: int) -> None:
                     dgram = _mutate(rng, dgram, [(0, dgram)])
             else:
                 dgram = rng.randbytes(rng.randrange(64))
-            src = conn.peer_ip if conn is not None and rng.random() < 0.7 else rng.choice(_FUZZ_PEERS)
+            src = (
+                conn.peer_ip if conn is not None and rng.random() < 0.7 else rng.choice(_FUZZ_PEERS)
+            )
             try:
                 t.on_datagram(dgram, src, now)
             except Exception as err:  # noqa: BLE001

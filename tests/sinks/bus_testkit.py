@@ -275,7 +275,7 @@ def _read_stdout(proc: SinkProcess) -> Output:
             st = None if m["st"] in (None, "?") else m["st"]
             o.events.append((m["time"], unescape_name(m["plc"]), unescape_name(m["tag"]),
                              m["kind"], sf, st, _opt_int(m["gs"] and int(m["gs"], 16)),
-                             _opt_int(m["es"] and int(m["es"], 16)), m["pub"], int(m["sq"])))  # fmt: skip
+                             _opt_int(m["es"] and int(m["es"], 16)), m["pub"], int(m["sq"])))
         elif m := _LOSS_LINE.match(line):
             o.gaps.append((m["pub"], m["topic"], int(m["exp"]), int(m["got"]),
                            int(m["missed"]), False))  # fmt: skip

@@ -30,7 +30,9 @@ def test_text_all_keys() -> None:
 
 def test_map_equals_text() -> None:
     m = {"plc": "p", "address": "10.0.0.5", "tag": "T", "rpi_ms": 20, "size": 4}
-    assert consumer_from_map(m) == consumer_from_text("plc=p,address=10.0.0.5,tag=T,rpi_ms=20,size=4")
+    assert consumer_from_map(m) == consumer_from_text(
+        "plc=p,address=10.0.0.5,tag=T,rpi_ms=20,size=4"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Tests of workers.explicit_client against a fake PLC on loopback.
 
 The fake is a real TCP server (one thread, 127.61.7.1, port 0) whose CIP answers come from the
-simulator's pure explicit-message target (acquisition.logix_controller.LogixController over the default
+simulator's pure explicit-message target (acquisition.logix_controller.LogixController over the
+default
 simulated tag set), with switchable misbehaviours to exercise every reply check. Every socket
 has a timeout; the fixture joins the thread and closes every socket.
 """
@@ -62,12 +63,27 @@ class FakePLC:
     def _cm(self, message: bytes) -> bytes:
         req = cm.ForwardOpenRequest.from_request(cip.Request.decode(message))
         if self.mode == "refuse_class3":
-            return cm.ConnectionFailure(0x01, (0x0113,), req.connection_serial, req.vendor_id,
-                                        req.originator_serial).to_reply(req.service).encode()
+            return (
+                cm.ConnectionFailure(
+                    0x01, (0x0113,), req.connection_serial, req.vendor_id, req.originator_serial
+                )
+                .to_reply(req.service)
+                .encode()
+            )
         self.class3_to_id = req.to_connection_id
-        return cm.ForwardOpenSuccess(0xC0DE0001, req.to_connection_id, req.connection_serial,
-                                     req.vendor_id, req.originator_serial, req.ot_rpi,
-                                     req.to_rpi).to_reply().encode()
+        return (
+            cm.ForwardOpenSuccess(
+                0xC0DE0001,
+                req.to_connection_id,
+                req.connection_serial,
+                req.vendor_id,
+                req.originator_serial,
+                req.ot_rpi,
+                req.to_rpi,
+            )
+            .to_reply()
+            .encode()
+        )
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -104,9 +120,16 @@ class FakePLC:
                     return
                 conn.sendall(out)
 
-    def _answer(self, pkt: encap.EncapsulationPacket, session: int) -> bytes | None:
-        def reply(data: bytes, status: int = 0, sess: int = session,
-                  context: bytes = pkt.context, command: int = pkt.command) -> bytes:
+    # The fake controller's dispatch: one branch per encapsulation command and fault it plays.
+    def _answer(self, pkt: encap.EncapsulationPacket,  # noqa: C901
+                session: int) -> bytes | None:
+        def reply(
+            data: bytes,
+            status: int = 0,
+            sess: int = session,
+            context: bytes = pkt.context,
+            command: int = pkt.command,
+        ) -> bytes:
             return encap.EncapsulationPacket(command, data, sess, status, context).encode()
 
         mode = self.mode
@@ -143,8 +166,9 @@ class FakePLC:
         body = reply(encap.send_rr_data(answer))
         if mode == "stale_first":
             self.mode = "normal"
-            stale = reply(encap.send_rr_data(b"\xcc\x00\x00\x00\xc4\x00\x00\x00\x00\x00"),
-                          context=b"oldreply")
+            stale = reply(
+                encap.send_rr_data(b"\xcc\x00\x00\x00\xc4\x00\x00\x00\x00\x00"), context=b"oldreply"
+            )
             return stale + body
         if mode == "split":
             return body  # sent whole; see test_reply_split_across_segments
@@ -182,9 +206,9 @@ def _dint(c: ExplicitClient, name: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_session_routed_requests_and_clean_close(plc: FakePLC,
-                                                  client_factory: Callable[..., ExplicitClient]
-                                                  ) -> None:
+def test_session_routed_requests_and_clean_close(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     c = client_factory(local_address=CLIENT_ADDR).open()
     assert c.session_handle == 0x5E55 and c.local_endpoint[0] == CLIENT_ADDR
     assert plc.peers == [CLIENT_ADDR]
@@ -204,7 +228,8 @@ def test_session_routed_requests_and_clean_close(plc: FakePLC,
 
 
 def test_unconnected_send_to_the_wrong_slot_is_a_routing_error(
-        client_factory: Callable[..., ExplicitClient]) -> None:
+    client_factory: Callable[..., ExplicitClient],
+) -> None:
     c = client_factory(slot=3).open()
     with pytest.raises(CipError, match="routing to slot 3 failed") as err:
         c.request(cip.Request(0x4C, b"\x91\x07Version\x00", b"\x01\x00").encode())
@@ -215,14 +240,16 @@ def test_unconnected_send_to_the_wrong_slot_is_a_routing_error(
 
 
 def test_large_reads_continue_with_fragmented_reads(
-        client_factory: Callable[..., ExplicitClient]) -> None:
+    client_factory: Callable[..., ExplicitClient],
+) -> None:
     c = client_factory().open()
     header, data = c.read_tag("Big", 125)
     assert header.code == 0xC4 and len(data) == 500
 
 
 def test_discovery_over_the_client_finds_the_simulated_tags(
-        plc: FakePLC, client_factory: Callable[..., ExplicitClient]) -> None:
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     c = client_factory().open()
     cat = c.discover()
     listed = [t for t in plc.store.tags if t.external_access != 3]  # access None: unlisted
@@ -235,7 +262,8 @@ def test_discovery_over_the_client_finds_the_simulated_tags(
 
 
 def test_discovery_refusal_raises_discovery_error_and_keeps_the_session(
-        client_factory: Callable[..., ExplicitClient]) -> None:
+    client_factory: Callable[..., ExplicitClient],
+) -> None:
     c = client_factory().open()
     with pytest.raises(DiscoveryError, match="symbol list of Program:Ghost from instance 0"):
         c.discover(programs=["Ghost"])
@@ -243,7 +271,8 @@ def test_discovery_refusal_raises_discovery_error_and_keeps_the_session(
 
 
 def test_class3_encapsulation_error_ends_the_session(
-        plc: FakePLC, client_factory: Callable[..., ExplicitClient]) -> None:
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     c = client_factory(connected=True).open()
     assert c.class3 is not None
     plc.mode = "encap_error"
@@ -252,9 +281,9 @@ def test_class3_encapsulation_error_ends_the_session(
     assert err.value.command == encap.Command.SEND_UNIT_DATA and not c.is_open
 
 
-def test_class3_connection_carries_requests(plc: FakePLC,
-                                            client_factory: Callable[..., ExplicitClient]
-                                            ) -> None:
+def test_class3_connection_carries_requests(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     c = client_factory(connected=True).open()
     assert c.class3 is not None and c.class3.ot_connection_id == 0xC0DE0001
     assert _dint(c, "Version") == 33
@@ -265,8 +294,9 @@ def test_class3_connection_carries_requests(plc: FakePLC,
     assert not c.is_open
 
 
-def test_class3_wrong_connection_id(plc: FakePLC,
-                                    client_factory: Callable[..., ExplicitClient]) -> None:
+def test_class3_wrong_connection_id(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     c = client_factory(connected=True).open()
     plc.mode = "wrong_conn"
     with pytest.raises(ExplicitClientError, match="on connection"):
@@ -274,7 +304,8 @@ def test_class3_wrong_connection_id(plc: FakePLC,
 
 
 def test_class3_refusal_falls_back_to_unconnected(
-        plc: FakePLC, client_factory: Callable[..., ExplicitClient]) -> None:
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     plc.mode = "refuse_class3"
     c = client_factory(connected=True).open()
     assert c.class3 is None and c.class3_refusal is not None
@@ -283,14 +314,22 @@ def test_class3_refusal_falls_back_to_unconnected(
     assert _dint(c, "Version") == 33
 
 
-@pytest.mark.parametrize("mode,error,match", [
-    ("encap_error", EncapsulationError, "0x0064"),
-    ("wrong_session", ExplicitClientError, "session 0x00005E56"),
-    ("garbage", ExplicitClientError, "unusable reply"),
-    ("close", ExplicitClientError, "closed the TCP connection"),
-])
-def test_bad_replies_end_the_session(plc: FakePLC, client_factory: Callable[..., ExplicitClient],
-                                     mode: str, error: type[Exception], match: str) -> None:
+@pytest.mark.parametrize(
+    "mode,error,match",
+    [
+        ("encap_error", EncapsulationError, "0x0064"),
+        ("wrong_session", ExplicitClientError, "session 0x00005E56"),
+        ("garbage", ExplicitClientError, "unusable reply"),
+        ("close", ExplicitClientError, "closed the TCP connection"),
+    ],
+)
+def test_bad_replies_end_the_session(
+    plc: FakePLC,
+    client_factory: Callable[..., ExplicitClient],
+    mode: str,
+    error: type[Exception],
+    match: str,
+) -> None:
     c = client_factory().open()
     plc.mode = mode
     with pytest.raises(error, match=match):
@@ -310,16 +349,18 @@ def test_no_reply_times_out(plc: FakePLC, client_factory: Callable[..., Explicit
     assert not c.is_open
 
 
-def test_stale_reply_is_skipped(plc: FakePLC, client_factory: Callable[..., ExplicitClient]
-                                ) -> None:
+def test_stale_reply_is_skipped(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     c = client_factory().open()
     plc.mode = "stale_first"
     assert _dint(c, "Version") == 33
     assert c.stale_replies == 1
 
 
-def test_refused_register_session(plc: FakePLC,
-                                  client_factory: Callable[..., ExplicitClient]) -> None:
+def test_refused_register_session(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
     plc.mode = "refuse_register"
     with pytest.raises(EncapsulationError, match="0x0002"):
         client_factory().open()
@@ -357,8 +398,9 @@ def test_list_identity_collects_replies_and_skips_garbage() -> None:
         item = store.identity.item(cpf.Sockaddr(HOST, 44818))
         good = encap.EncapsulationPacket(0x63, cpf.encode_items([item]), 0, 0, pkt.context)
         responder.sendto(b"junk", src)
-        responder.sendto(encap.EncapsulationPacket(0x63, good.data, 0, 0, bytes(8)).encode(),
-                         src)  # wrong context: not an answer to us
+        responder.sendto(
+            encap.EncapsulationPacket(0x63, good.data, 0, 0, bytes(8)).encode(), src
+        )  # wrong context: not an answer to us
         responder.sendto(good.encode(), src)
         responder.sendto(good.encode(), src)  # duplicate
 

@@ -500,7 +500,8 @@ def test_consumers_are_added_only_once_the_bus_subscription_reached_the_worker(
         assert status(sup)["workers"][name]["bus_subscriptions"] >= 1
 
 
-# ============================================================================ idle, FATAL, control_base
+# ============================================================================ idle, FATAL,
+# control_base
 
 
 def _fatal_worker(tmp: Path) -> tuple[Supervisor, float]:
@@ -577,7 +578,8 @@ def test_second_supervisor_on_the_same_control_base_is_refused(tmp_path: Path) -
             second.close()
         assert str(info.value).startswith(
             f"another pyconpro run (pid {os.getpid()}) already uses control_base "
-            f"ipc://{tmp_path}/ctl; stop it or set [bus].control_base")
+            f"ipc://{tmp_path}/ctl; stop it or set [bus].control_base"
+        )
         # the first one still owns its sockets
         assert status(first)["supervisor"]["pid"] == os.getpid()
         assert (tmp_path / "ctl-supervisor").exists()
@@ -589,7 +591,8 @@ def test_second_supervisor_on_the_same_control_base_is_refused(tmp_path: Path) -
 def test_stale_socket_files_are_replaced_and_a_missing_directory_created(tmp_path: Path) -> None:
     base = tmp_path / "run" / "sub"  # does not exist yet
     text = config_text(tmp_path, second_plc=False).replace(
-        f'control_base = "ipc://{tmp_path}/ctl"', f'control_base = "ipc://{base}/ctl"')
+        f'control_base = "ipc://{tmp_path}/ctl"', f'control_base = "ipc://{base}/ctl"'
+    )
     assert f"ipc://{base}/ctl" in text
     with running(tmp_path, text) as first:
         wait_for(lambda: child(status(first), "sink-db")["state"] == "RUNNING", "sink running")

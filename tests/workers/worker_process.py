@@ -1,4 +1,5 @@
-"""Run ``python -m pyconpro.workers.io_worker`` as a subprocess for tests, with a SUB socket on its bus
+"""Run ``python -m pyconpro.workers.io_worker`` as a subprocess for tests, with a SUB socket on
+its bus
 and a client for its control socket. Every wait has a timeout; ``close()`` always ends the
 process (SIGTERM, then SIGKILL: ``pyconpro.workers.process``) and closes every socket.
 
@@ -31,8 +32,9 @@ class WorkerError(RuntimeError):
 
 
 class WorkerProcess:
-    def __init__(self, proc: Child, log_path: Path, info: dict[str, Any],
-                 subscribe: Sequence[bytes]) -> None:
+    def __init__(
+        self, proc: Child, log_path: Path, info: dict[str, Any], subscribe: Sequence[bytes]
+    ) -> None:
         self.proc = proc
         self.log_path = log_path
         self.info = info
@@ -67,14 +69,19 @@ class WorkerProcess:
         self.received_at.append(time.monotonic())
         return msg
 
-    def wait_for(self, predicate: Callable[[wire.Message], bool], timeout: float,
-                 what: str = "a matching message") -> wire.Message:
+    def wait_for(
+        self,
+        predicate: Callable[[wire.Message], bool],
+        timeout: float,
+        what: str = "a matching message",
+    ) -> wire.Message:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {what} within {timeout:g} s; worker log:\n"
-                                     + self.log_text()[-4000:])
+                raise AssertionError(
+                    f"no {what} within {timeout:g} s; worker log:\n" + self.log_text()[-4000:]
+                )
             msg = self.poll(left)
             if msg is not None and predicate(msg):
                 return msg
@@ -90,12 +97,22 @@ class WorkerProcess:
         return out
 
     def samples(self, plc: str | None = None, tag: str | None = None) -> list[wire.Sample]:
-        return [m for m in self.messages if isinstance(m, wire.Sample)
-                and (plc is None or m.plc == plc) and (tag is None or m.tag == tag)]
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, wire.Sample)
+            and (plc is None or m.plc == plc)
+            and (tag is None or m.tag == tag)
+        ]
 
     def events(self, tag: str | None = None, kind: str | None = None) -> list[wire.Event]:
-        return [m for m in self.messages if isinstance(m, wire.Event)
-                and (tag is None or m.tag == tag) and (kind is None or m.kind == kind)]
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, wire.Event)
+            and (tag is None or m.tag == tag)
+            and (kind is None or m.kind == kind)
+        ]
 
     # ------------------------------------------------------------------ control
 
@@ -136,8 +153,10 @@ class WorkerProcess:
             if self.state_of(key) == state:
                 return
             self.poll(0.05)
-        raise AssertionError(f"{key} not {state} within {timeout:g} s (is {self.state_of(key)});"
-                             f" log:\n{self.log_text()[-4000:]}")
+        raise AssertionError(
+            f"{key} not {state} within {timeout:g} s (is {self.state_of(key)});"
+            f" log:\n{self.log_text()[-4000:]}"
+        )
 
     # ------------------------------------------------------------------ life
 
@@ -159,27 +178,54 @@ class WorkerProcess:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
-def worker_command(local_address: str, consumers: Sequence[str], *, udp_port: int = 0,
-                   extra_args: Sequence[str] = (), pub: str = "tcp://127.0.0.1:0",
-                   control: str = "tcp://127.0.0.1:0") -> list[str]:
-    cmd = [sys.executable, "-m", "pyconpro.workers.io_worker", "--local-address", local_address,
-           "--udp-port", str(udp_port), "--pub", pub, "--control", control,
-           "--log-level", "DEBUG"]
+def worker_command(
+    local_address: str,
+    consumers: Sequence[str],
+    *,
+    udp_port: int = 0,
+    extra_args: Sequence[str] = (),
+    pub: str = "tcp://127.0.0.1:0",
+    control: str = "tcp://127.0.0.1:0",
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyconpro.workers.io_worker",
+        "--local-address",
+        local_address,
+        "--udp-port",
+        str(udp_port),
+        "--pub",
+        pub,
+        "--control",
+        control,
+        "--log-level",
+        "DEBUG",
+    ]
     for c in consumers:
         cmd += ["--consumer", c]
     return cmd + list(extra_args)
 
 
-def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port: int = 0,
-                 extra_args: Sequence[str] = (), subscribe: Sequence[bytes] = (b"",),
-                 timeout: float = 15.0, prefix: Sequence[str] = (),
-                 pub: str = "tcp://127.0.0.1:0", control: str = "tcp://127.0.0.1:0",
-                 via_control: bool = True) -> WorkerProcess:
+def start_worker(
+    local_address: str,
+    consumers: Sequence[str] = (),
+    *,
+    udp_port: int = 0,
+    extra_args: Sequence[str] = (),
+    subscribe: Sequence[bytes] = (b"",),
+    timeout: float = 15.0,
+    prefix: Sequence[str] = (),
+    pub: str = "tcp://127.0.0.1:0",
+    control: str = "tcp://127.0.0.1:0",
+    via_control: bool = True,
+) -> WorkerProcess:
     """Start the worker (``prefix`` e.g. ``["ip", "netns", "exec", "ns1"]``; use ``ipc://``
     endpoints then, they are reachable across network namespaces) and wait for its ready
     line.
@@ -191,9 +237,18 @@ def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port:
     if via_control and consumers:
         if "--stats-interval" not in extra_args:
             extra_args = [*extra_args, "--stats-interval", "0.2"]
-        w = start_worker(local_address, (), udp_port=udp_port, extra_args=extra_args,
-                         subscribe=subscribe, timeout=timeout, prefix=prefix, pub=pub,
-                         control=control, via_control=False)
+        w = start_worker(
+            local_address,
+            (),
+            udp_port=udp_port,
+            extra_args=extra_args,
+            subscribe=subscribe,
+            timeout=timeout,
+            prefix=prefix,
+            pub=pub,
+            control=control,
+            via_control=False,
+        )
         try:
             if b"" not in subscribe and not any(b"stats/".startswith(p) for p in subscribe):
                 w.sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
@@ -210,13 +265,23 @@ def start_worker(local_address: str, consumers: Sequence[str] = (), *, udp_port:
     fd, log_name = tempfile.mkstemp(prefix="pyconpro-worker-", suffix=".log")
     os.close(fd)
     log_path = Path(log_name)
-    cmd = [*prefix, *worker_command(local_address, consumers, udp_port=udp_port,
-                                    extra_args=extra_args, pub=pub, control=control)]
+    cmd = [
+        *prefix,
+        *worker_command(
+            local_address,
+            consumers,
+            udp_port=udp_port,
+            extra_args=extra_args,
+            pub=pub,
+            control=control,
+        ),
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        proc = spawn(cmd, ready=json_ready, stderr=log_path, cwd=_ROOT, env=env,
-                     ready_timeout_s=timeout)
+        proc = spawn(
+            cmd, ready=json_ready, stderr=log_path, cwd=_ROOT, env=env, ready_timeout_s=timeout
+        )
     except SpawnError as err:
         log_path.unlink(missing_ok=True)
         raise WorkerError(f"worker did not start: {err}") from None
