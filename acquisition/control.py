@@ -415,7 +415,8 @@ def decode_request(body: bytes) -> Request:
 
 
 def encode_request(req: Request) -> bytes:
-    return msgpack.packb(req.to_map(), use_bin_type=True)
+    packed: bytes = msgpack.packb(req.to_map(), use_bin_type=True)
+    return packed
 
 
 # ---------------------------------------------------------------------------- replies
@@ -503,4 +504,5 @@ Reply: TypeAlias = ConsumerReply | ListReply | StatusReply | RecorderReply | Sto
 
 def encode_reply(reply: Reply) -> bytes:
     # default=str: a status value of a type MessagePack lacks is sent as its text.
-    return msgpack.packb(reply.to_map(), use_bin_type=True, default=str)
+    packed: bytes = msgpack.packb(reply.to_map(), use_bin_type=True, default=str)
+    return packed

@@ -294,7 +294,8 @@ def _check_counters(x: object) -> dict[str, int | float]:
 
 def _pack(body: dict[str, object], what: str) -> bytes:
     try:
-        return msgpack.packb(body, use_bin_type=True)
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"{what}: cannot encode as MessagePack: {exc}") from None
 

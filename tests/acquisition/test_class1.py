@@ -75,7 +75,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 
 
 @given(u32, u32, st.integers(0, 0xFFFF), st.binary(max_size=500), st.one_of(st.none(), u32))
-def test_round_trip(cid: int, seq: int, cseq: int, data: bytes, ri) -> None:
+def test_round_trip(cid: int, seq: int, cseq: int, data: bytes, ri: int | None) -> None:
     d = class1.Class1Datagram(cid, seq, cseq, data, ri)
     assert class1.Class1Datagram.decode(d.encode(), run_idle_header=ri is not None) == d
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyconpro.acquisition import config as cfg
+from pyconpro.acquisition import toml_check
 from pyconpro.acquisition.config import (
     BusConfig,
     ConfigError,
@@ -1101,7 +1102,7 @@ rpi_ms = 5
 [ worker ]
 udp_port = 1
 """
-    lines = cfg._KeyLines(text).lines
+    lines = toml_check.KeyLines(text).lines
     assert lines["bus"] == 2 and lines["bus.endpoint"] == 3
     assert lines["logging.file"] == 5 and "logging.rpi_ms" not in lines
     assert lines["plc[0]"] == 9 and lines["plc[0].name"] == 10
@@ -1110,7 +1111,7 @@ udp_port = 1
     assert lines["plc[1]"] == 16 and lines["plc[1].tag[0].a.b"] == 18
     assert lines["plc[1].tag[0].a"] == 18 and lines["plc[0].tag"] == 12
     assert lines["worker.udp_port"] == 20
-    finder = cfg._KeyLines(text)
+    finder = toml_check.KeyLines(text)
     assert finder.find("plc[1].tag[0].name") == 17  # missing key -> its section header
     assert finder.find("plc[0].tag[1].size") == 14
     assert finder.find("nothing.here") is None

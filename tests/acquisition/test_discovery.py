@@ -491,10 +491,11 @@ def test_wrong_reply_service_and_malformed_bytes_end_the_upload(
 ) -> None:
     b = CatalogBuilder()
     b.on_reply(reply)
+    assert b.error is not None
     assert b.take_outputs() == [
         CatalogRequest(symbol_list_request(0), "symbol list of controller scope from instance 0"),
         CatalogFailed(b.error),
-    ]  # type: ignore[arg-type]
+    ]
     err = b.error
     assert isinstance(err, DiscoveryError) and isinstance(err.cause, MalformedPacket)
     assert err.request == "symbol list of controller scope from instance 0"

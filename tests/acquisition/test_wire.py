@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import msgpack
 import pytest
@@ -208,7 +209,8 @@ def test_example_in_docs_matches_the_encoder() -> None:
 def _patched(body: bytes, **changes: object) -> bytes:
     m = msgpack.unpackb(body, raw=False)
     m.update(changes)
-    return msgpack.packb(m, use_bin_type=True)
+    packed: bytes = msgpack.packb(m, use_bin_type=True)
+    return packed
 
 
 def test_unknown_extra_fields_are_ignored() -> None:
@@ -509,7 +511,7 @@ def test_prefix_filter_is_exact() -> None:
         ((None, "a"), "name without kind"),
     ],
 )
-def test_topic_prefix_misuse(args: tuple, why: str) -> None:
+def test_topic_prefix_misuse(args: tuple[Any, ...], why: str) -> None:
     with pytest.raises((UsageError, ValueError)):
         topic_prefix(*args)
 
@@ -588,7 +590,7 @@ def test_sample_stream_checks_constant_fields_once() -> None:
     st.integers(0, 0xFFFF),
     st.binary(max_size=40),
 )
-def test_sample_stream_round_trip(values: list, cip_seq: int, raw: bytes) -> None:
+def test_sample_stream_round_trip(values: list[Any], cip_seq: int, raw: bytes) -> None:
     stream = wire.SampleStream("pub", "plc", "tag", "REAL")
     s = wire.Sample.decode(stream.topic, stream.encode(5, 6, cip_seq, 0, values, raw))
     assert (s.value, s.cip_seq, s.raw, s.seq) == (values, cip_seq, raw, 0)

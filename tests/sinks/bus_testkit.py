@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import zmq
 from pyconpro.acquisition.wire import Event, Message, Sample, Stats, unescape_name
@@ -204,7 +204,7 @@ def _stream_files(proc: SinkProcess, stream: str, suffix: str) -> list[Path]:
 
 def _records(proc: SinkProcess, stream: str) -> list[dict[str, str]]:
     """Records of one stream as dicts of text (CSV) or JSON values (JSONL)."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     if proc.kind == "jsonl":
         for p in _stream_files(proc, stream, ".jsonl"):
             rows += [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()]

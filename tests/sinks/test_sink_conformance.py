@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ def publisher() -> Iterator[TestPublisher]:
 
 
 @pytest.fixture
-def start_sink(tmp_path: Path, publisher: TestPublisher) -> Iterator[object]:
+def start_sink(tmp_path: Path, publisher: TestPublisher) -> Iterator[Callable[..., SinkProcess]]:
     started: list[SinkProcess] = []
 
     def start(kind: str, *extra: str) -> SinkProcess:
@@ -117,7 +117,8 @@ def summary(proc: SinkProcess) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_delivers_exactly_what_was_published(kind: str, publisher, start_sink) -> None:
+def test_delivers_exactly_what_was_published(kind: str, publisher: TestPublisher,
+        start_sink: Callable[..., SinkProcess]) -> None:
     proc = start_sink(kind)
     samples = make_samples(120)
     events = make_events()
@@ -136,7 +137,8 @@ def test_delivers_exactly_what_was_published(kind: str, publisher, start_sink) -
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_bus_loss_and_publisher_restart_are_recorded(kind: str, publisher, start_sink) -> None:
+def test_bus_loss_and_publisher_restart_are_recorded(kind: str, publisher: TestPublisher,
+        start_sink: Callable[..., SinkProcess]) -> None:
     proc = start_sink(kind)
     base = make_samples(1)[0]
     a = dataclasses.replace(base, tag="A")
@@ -164,7 +166,8 @@ def test_bus_loss_and_publisher_restart_are_recorded(kind: str, publisher, start
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_malformed_messages_are_counted_and_skipped(kind: str, publisher, start_sink) -> None:
+def test_malformed_messages_are_counted_and_skipped(kind: str, publisher: TestPublisher,
+        start_sink: Callable[..., SinkProcess]) -> None:
     proc = start_sink(kind)
     good = make_samples(6)
     topic, body = good[0].encode()
@@ -189,7 +192,8 @@ def test_malformed_messages_are_counted_and_skipped(kind: str, publisher, start_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_sigterm_flushes_everything_received(kind: str, publisher, start_sink) -> None:
+def test_sigterm_flushes_everything_received(kind: str, publisher: TestPublisher,
+        start_sink: Callable[..., SinkProcess]) -> None:
     """With writes held back (hour-long interval, huge batches), only the SIGTERM path can
     produce output: N published -> N written."""
     proc = start_sink(kind, "--flush-interval", "3600", "--batch-size", "1000000")

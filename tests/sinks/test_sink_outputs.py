@@ -8,6 +8,7 @@ import io
 import json
 import math
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -267,7 +268,7 @@ def test_file_sink_reports_an_unusable_directory(tmp_path: Path) -> None:
 def test_stdout_lines() -> None:
     buf = io.StringIO()
     sink = StdoutSink(buf, raw=True)
-    write_all_stdout = [
+    write_all_stdout: list[Callable[[], None]] = [
         lambda: sink.write_samples([dataclasses.replace(S, plc="line 2")]),
         lambda: sink.write_events([E]),
         lambda: sink.write_gaps([G, dataclasses.replace(G, restart=True, missed=0)]),
