@@ -11,7 +11,7 @@ decoders and the first TCP session). No subscriber is connected (nothing queues 
 
 Part 2, in this process: tracemalloc of what one consumer costs in the pure core, for
 ``--objects`` consumers at once, stage by stage:
-  definition    workers._consumers.ConsumerDef (what the control socket builds)
+  definition    acquisition.control.ConsumerDef (what the control socket builds)
   connection    acquisition.connection.ConsumerConnection, constructed (IDLE)
   running       the same after Forward_Open success (RUNNING: triad, granted APIs)
   recorder      the same after 8 T->O datagrams and 8 heartbeats (full flight recorder)
@@ -58,11 +58,11 @@ from bench_pipeline import (  # noqa: E402 - the process helpers are shared with
 )
 from pyconpro.acquisition import class1, wire
 from pyconpro.acquisition.connection import ConsumerConnection, SendForwardOpen, State
+from pyconpro.acquisition.control import consumer_from_map
 from pyconpro.acquisition.demux import Demux
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import AtomicType, DataTypeCode
 from pyconpro.acquisition.originator import Originator
-from pyconpro.workers._consumers import consumer_from_map
 
 SIM_ADDRESS = "127.83.44.2"
 WORKER_ADDRESS = "127.83.44.1"

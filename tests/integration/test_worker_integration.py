@@ -19,10 +19,10 @@ from pathlib import Path
 import msgpack
 import pytest
 from pyconpro.acquisition import wire
+from pyconpro.acquisition.control import parse_type
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.simulator.tags import default_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
-from pyconpro.workers._consumers import parse_type
 
 from tests.workers.worker_process import WorkerProcess, start_worker
 

@@ -1,12 +1,12 @@
-"""Consumer definitions (workers/_consumers.py): command-line text, control-socket maps and the
+"""Consumer definitions (acquisition/control.py): command-line text, control-socket maps and the
 typed configuration all give the same ConsumerDef; every error names the key."""
 
 from __future__ import annotations
 
 import pytest
+from pyconpro.acquisition.control import consumer_from_map, consumer_from_text, parse_type
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import DINT, INT, REAL, ArrayType
-from pyconpro.workers._consumers import consumer_from_map, consumer_from_text, parse_type
 
 
 def test_text_with_defaults() -> None:

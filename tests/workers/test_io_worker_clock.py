@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pyconpro.acquisition import encap
+from pyconpro.acquisition.control import consumer_from_text
 from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import PlcState
-from pyconpro.workers._consumers import consumer_from_text
 from pyconpro.workers.io_worker import IoWorker, WorkerOptions
 
 LOCAL = "127.61.13.1"

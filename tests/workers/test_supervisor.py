@@ -232,7 +232,7 @@ def running(tmp: Path, text: str) -> Iterator[Supervisor]:
 
 
 def test_consumer_text_is_what_the_worker_parses() -> None:
-    consumers = pytest.importorskip("pyconpro.workers._consumers")
+    from pyconpro.acquisition import control as consumers
     cfg = parse_config("""
 [[plc]]
 name = "line1"
