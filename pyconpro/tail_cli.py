@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--raw", action="store_true", help="also show raw tag bytes (text mode)")
     parser.add_argument(
+        "--utc", action="store_true", help="show times in UTC (default: local time, text mode)"
+    )
+    parser.add_argument(
         "--count",
         type=int,
         default=0,
@@ -106,15 +109,15 @@ def json_line(msg: Any) -> str:
     return json.dumps(rec, separators=(",", ":"), allow_nan=False)
 
 
-def text_line(msg: Any, raw: bool = False) -> str:
+def text_line(msg: Any, raw: bool = False, utc: bool = False) -> str:
     from pyconpro.acquisition.wire import Event, Sample
     from pyconpro.sinks.stdout import format_event, format_sample, format_stats
 
     if isinstance(msg, Sample):
-        return format_sample(msg, raw=raw)
+        return format_sample(msg, raw=raw, utc=utc)
     if isinstance(msg, Event):
-        return format_event(msg)
-    return format_stats(msg)
+        return format_event(msg, utc=utc)
+    return format_stats(msg, utc=utc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,7 +217,8 @@ def _follow(sub: Any, endpoint: str, filters: list[bytes], args: argparse.Namesp
             if msg is None:
                 malformed += 1
                 continue
-            print(json_line(msg) if args.json else text_line(msg, raw=args.raw), flush=True)
+            line = json_line(msg) if args.json else text_line(msg, raw=args.raw, utc=args.utc)
+            print(line, flush=True)
             if isinstance(msg, Sample):
                 samples += 1
                 if args.count and samples >= args.count:

@@ -6,35 +6,108 @@
     2023-11-14T22:13:22.000000000Z BUS-LOSS 5 message(s) from w1 on sample/plc1/Count/ ...
     2023-11-14T22:13:23.000000000Z stats w1 rx=300 rate=0.5  [pub=w1 sq=1]
 
-PLC and tag names are shown escaped as in topics (no spaces or control characters), values as
-compact JSON. Meant for people and ``grep``; use jsonl/csv/sqlite for machines.
+Times are UTC (``Z``) when ``utc`` is set, else local time with its offset
+(``2023-11-14T23:13:20.123456789+01:00``). PLC and tag names are shown escaped as in topics (no
+spaces or control characters), values as compact JSON, except that a REAL (32-bit float) is shown
+as the shortest decimal that reads back as the same float32 (``-53.95303``, not the float64
+digits ``-53.95302963256836``). A structure's members carry no type on the bus, so inside a
+UDT every float that is exactly a float32 value is shown that way (an LREAL member holding such a
+value, say 0.5, shows the same digits either way unless it needs more than float32 precision,
+which it then keeps). Meant for people and ``grep``; use jsonl/csv/sqlite for machines.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import math
+import struct
 import sys
 from typing import TextIO
 
-from pyconpro.acquisition.wire import Event, Sample, Stats, escape_name
+from pyconpro.acquisition.logix_types import DataTypeCode
+from pyconpro.acquisition.wire import Event, Sample, Stats, Value, escape_name
 from pyconpro.sinks.base import BusGap, Sink
 from pyconpro.sinks.records import iso_time, to_json
+
+_F32 = struct.Struct("<f")
+_ATOMIC_NAMES = frozenset(c.name for c in DataTypeCode)
 
 
 def _name(plc: str, tag: str) -> str:
     return f"{escape_name(plc)}/{escape_name(tag)}"
 
 
-def format_sample(s: Sample, *, raw: bool = False) -> str:
+def display_time(t_wall_ns: int, *, utc: bool = False) -> str:
+    """ISO 8601 with nanoseconds: UTC with ``Z``, or local time with its UTC offset."""
+    if utc:
+        return iso_time(t_wall_ns)
+    secs, ns = divmod(t_wall_ns, 1_000_000_000)
+    try:
+        local = _dt.datetime.fromtimestamp(secs, _dt.UTC).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return f"@{t_wall_ns}ns"
+    offset = local.strftime("%z")
+    return f"{local.strftime('%Y-%m-%dT%H:%M:%S')}.{ns:09d}{offset[:3]}:{offset[3:]}"
+
+
+def float32_text(x: float) -> str | None:
+    """The shortest decimal that reads back as the float32 ``x``; None if ``x`` is no float32."""
+    if not math.isfinite(x):
+        return None
+    try:
+        if _F32.unpack(_F32.pack(x))[0] != x:
+            return None
+    except OverflowError:
+        return None
+    for digits in range(1, 10):  # 9 significant digits always round-trip a float32
+        text = f"{x:.{digits}g}"
+        try:
+            if _F32.unpack(_F32.pack(float(text)))[0] == x:
+                break
+        except OverflowError:  # rounded up past FLT_MAX: more digits needed
+            continue
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return text
+
+
+def display_value(value: Value, type_name: str | None) -> str:
+    """``value`` as compact JSON, REAL values (and float32 values in a UDT) in float32 digits."""
+    base = (type_name or "").split("[", 1)[0]
+    if base in _ATOMIC_NAMES and base != "REAL":
+        return to_json(value)  # LREAL keeps its float64 digits; integers are exact anyway
+    return _json32(value)
+
+
+def _json32(value: Value) -> str:
+    if type(value) is float:
+        return float32_text(value) or to_json(value)
+    if type(value) is list:
+        return "[" + ",".join(_json32(v) for v in value) + "]"
+    if type(value) is dict:
+        return (
+            "{"
+            + ",".join(
+                json.dumps(k, ensure_ascii=False) + ":" + _json32(v) for k, v in value.items()
+            )
+            + "}"
+        )
+    return to_json(value)
+
+
+def format_sample(s: Sample, *, raw: bool = False, utc: bool = False) -> str:
     type_part = f" {s.type_name}" if s.type_name else ""
     raw_part = f" raw={s.raw.hex()}" if raw else ""
     return (
-        f"{iso_time(s.t_wall_ns)} sample {_name(s.plc, s.tag)}{type_part} = {to_json(s.value)}"
+        f"{display_time(s.t_wall_ns, utc=utc)} sample {_name(s.plc, s.tag)}{type_part}"
+        f" = {display_value(s.value, s.type_name)}"
         f"  [cs={s.cip_seq} gap={s.gap} pub={s.publisher} sq={s.seq}{raw_part}]"
     )
 
 
-def format_event(e: Event) -> str:
-    parts = [iso_time(e.t_wall_ns), "EVENT", _name(e.plc, e.tag), str(e.kind)]
+def format_event(e: Event, *, utc: bool = False) -> str:
+    parts = [display_time(e.t_wall_ns, utc=utc), "EVENT", _name(e.plc, e.tag), str(e.kind)]
     if e.state_from is not None or e.state_to is not None:
         parts.append(f"{e.state_from or '?'}->{e.state_to or '?'}")
     if e.cip_general is not None:
@@ -47,30 +120,34 @@ def format_event(e: Event) -> str:
     return " ".join(parts) + f"  [pub={e.publisher} sq={e.seq}]"
 
 
-def format_gap(g: BusGap) -> str:
+def format_gap(g: BusGap, *, utc: bool = False) -> str:
+    when = display_time(g.t_wall_ns, utc=utc)
     if g.restart:
         return (
-            f"{iso_time(g.t_wall_ns)} BUS-RESTART {g.publisher} on {g.topic} restarted at sq"
+            f"{when} BUS-RESTART {g.publisher} on {g.topic} restarted at sq"
             f" {g.received_seq} (was at {g.expected_seq - 1}); missed={g.missed}"
         )
     return (
-        f"{iso_time(g.t_wall_ns)} BUS-LOSS missed={g.missed} from {g.publisher} on {g.topic}"
+        f"{when} BUS-LOSS missed={g.missed} from {g.publisher} on {g.topic}"
         f" (sq {g.received_seq}, expected {g.expected_seq})"
     )
 
 
-def format_stats(s: Stats) -> str:
+def format_stats(s: Stats, *, utc: bool = False) -> str:
     counters = " ".join(f"{escape_name(k)}={v}" for k, v in s.counters.items())
     return (
-        f"{iso_time(s.t_wall_ns)} stats {escape_name(s.worker)} {counters}"
+        f"{display_time(s.t_wall_ns, utc=utc)} stats {escape_name(s.worker)} {counters}"
         f"  [pub={s.publisher} sq={s.seq}]"
     )
 
 
 class StdoutSink(Sink):
-    def __init__(self, stream: TextIO | None = None, *, raw: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, raw: bool = False, utc: bool = False
+    ) -> None:
         self.stream = stream
         self.raw = raw
+        self.utc = utc
 
     @property
     def _out(self) -> TextIO:
@@ -84,16 +161,16 @@ class StdoutSink(Sink):
                 raise SystemExit(0) from None
 
     def write_samples(self, samples: list[Sample]) -> None:
-        self._lines([format_sample(s, raw=self.raw) for s in samples])
+        self._lines([format_sample(s, raw=self.raw, utc=self.utc) for s in samples])
 
     def write_events(self, events: list[Event]) -> None:
-        self._lines([format_event(e) for e in events])
+        self._lines([format_event(e, utc=self.utc) for e in events])
 
     def write_gaps(self, gaps: list[BusGap]) -> None:
-        self._lines([format_gap(g) for g in gaps])
+        self._lines([format_gap(g, utc=self.utc) for g in gaps])
 
     def write_stats(self, stats: list[Stats]) -> None:
-        self._lines([format_stats(s) for s in stats])
+        self._lines([format_stats(s, utc=self.utc) for s in stats])
 
     def flush(self) -> None:
         try:

@@ -37,8 +37,9 @@ def test_topic_filters() -> None:
 
 
 def test_lines() -> None:
-    assert text_line(SAMPLE) == ("2023-11-14T22:13:20.000000000Z sample line%201/Count DINT = 12"
-                                 "  [cs=42 gap=0 pub=w1 sq=7]")
+    assert text_line(SAMPLE, utc=True) == (
+        "2023-11-14T22:13:20.000000000Z sample line%201/Count DINT = 12  [cs=42 gap=0 pub=w1 sq=7]"
+    )
     rec = json.loads(json_line(SAMPLE))
     assert (rec["stream"], rec["plc"], rec["tag"], rec["value"], rec["raw"]) == (
         "sample", "line 1", "Count", 12, "0c000000")

@@ -8,6 +8,8 @@ import io
 import json
 import math
 import sqlite3
+import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,15 @@ from pyconpro.sinks.base import BusGap
 from pyconpro.sinks.files import CsvSink, JsonlSink, RotatingFile
 from pyconpro.sinks.records import iso_time, to_json
 from pyconpro.sinks.sqlite import SqliteSink
-from pyconpro.sinks.stdout import StdoutSink, format_event, format_gap
+from pyconpro.sinks.stdout import (
+    StdoutSink,
+    display_time,
+    display_value,
+    float32_text,
+    format_event,
+    format_gap,
+    format_sample,
+)
 
 S = Sample(
     seq=0, publisher="w1", plc="plc1", tag="Temp", t_wall_ns=1_700_000_000_000_000_001,
@@ -267,7 +277,7 @@ def test_file_sink_reports_an_unusable_directory(tmp_path: Path) -> None:
 
 def test_stdout_lines() -> None:
     buf = io.StringIO()
-    sink = StdoutSink(buf, raw=True)
+    sink = StdoutSink(buf, raw=True, utc=True)
     write_all_stdout: list[Callable[[], None]] = [
         lambda: sink.write_samples([dataclasses.replace(S, plc="line 2")]),
         lambda: sink.write_events([E]),
@@ -282,14 +292,62 @@ def test_stdout_lines() -> None:
         "2023-11-14T22:13:20.000000001Z sample line%202/Temp REAL = 21.5"
         "  [cs=7 gap=1 pub=w1 sq=0 raw=0000ac41]"
     )
-    assert lines[1] == format_event(E)
+    assert lines[1] == format_event(E, utc=True)
     assert (
         "reject OPENING->BACKOFF status=0x01/0x0113 (out of connections) : retry in 2 s" in lines[1]
     )
-    assert lines[2] == format_gap(G)
+    assert lines[2] == format_gap(G, utc=True)
     assert "BUS-LOSS missed=4" in lines[2]
     assert "BUS-RESTART" in lines[3]
     assert lines[4].endswith("stats eth0 rx=10  [pub=w1 sq=4]")
+
+
+def test_stdout_local_time_carries_its_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A POSIX TZ string needs no tz database: one hour east of UTC, no daylight saving.
+    monkeypatch.setenv("TZ", "XYZ-1")
+    time.tzset()
+    try:
+        assert display_time(1_700_000_000_123_456_789) == "2023-11-14T23:13:20.123456789+01:00"
+        assert display_time(1_700_000_000_123_456_789, utc=True).endswith("20.123456789Z")
+        line = format_sample(dataclasses.replace(S, t_wall_ns=0))
+        assert line.startswith("1970-01-01T01:00:00.000000000+01:00 sample")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (-53.95302963256836, "-53.95303"),  # float32(-53.95303) widened to float64
+        (0.10000000149011612, "0.1"),
+        (21.5, "21.5"),
+        (3.0, "3.0"),
+        (16777216.0, "16777216.0"),
+        (3.4028234663852886e38, "3.4028235e+38"),  # FLT_MAX
+        (1.401298464324817e-45, "1e-45"),  # the smallest subnormal
+    ],
+)
+def test_float32_shortest_text_reads_back_exactly(value: float, text: str) -> None:
+    assert float32_text(value) == text
+    assert struct.unpack("<f", struct.pack("<f", float(text)))[0] == value
+
+
+def test_float32_text_refuses_what_no_float32_holds() -> None:
+    assert float32_text(0.1) is None  # needs float64 precision
+    assert float32_text(1e39) is None  # beyond FLT_MAX
+    assert float32_text(math.nan) is None and float32_text(math.inf) is None
+
+
+def test_displayed_values_keep_the_precision_of_their_type() -> None:
+    f32 = struct.unpack("<f", struct.pack("<f", -53.95303))[0]
+    assert display_value(f32, "REAL") == "-53.95303"
+    assert display_value([f32, 1.5, math.nan], "REAL[3]") == '[-53.95303,1.5,"NaN"]'
+    assert display_value(f32, "LREAL") == "-53.95302963256836"  # LREAL: float64 digits kept
+    assert display_value({"t": f32, "n": 3, "s": "a\"b", "x": 0.1}, "Recipe") == (
+        '{"t":-53.95303,"n":3,"s":"a\\"b","x":0.1}'
+    )
+    assert display_value(7, "DINT") == "7"
 
 
 def test_stdout_reader_gone_ends_quietly() -> None:
