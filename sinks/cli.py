@@ -55,7 +55,7 @@ def _make_csv(args: argparse.Namespace) -> Sink:
 def _make_stdout(args: argparse.Namespace) -> Sink:
     from pyconpro.sinks.stdout import StdoutSink
 
-    return StdoutSink(raw=args.raw)
+    return StdoutSink(raw=args.raw, utc=args.utc)
 
 
 # kind -> (factory, help, default flush interval in seconds)
@@ -153,6 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             _rotation(p)
         elif kind == "stdout":
             p.add_argument("--raw", action="store_true", help="also show the raw tag bytes")
+            p.add_argument(
+                "--utc", action="store_true", help="times in UTC (default: local time with offset)"
+            )
 
 
 def run(args: argparse.Namespace) -> int:

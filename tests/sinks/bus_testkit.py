@@ -128,7 +128,7 @@ def kind_options(kind: str, out: Path) -> list[str]:
     if kind in ("jsonl", "csv"):
         return ["--dir", str(out / "files")]
     if kind == "stdout":
-        return ["--raw"]
+        return ["--raw", "--utc"]  # UTC "Z" times compare as text with the other kinds
     raise AssertionError(kind)
 
 
