@@ -88,7 +88,10 @@ class Option:
     def __post_init__(self) -> None:
         if self.key in COMMON_KEYS:
             raise ValueError(f"sink option {self.key!r} is a common [[sink]] key")
-        if self.type in ("integer", "number") and not self.lo <= self.default <= self.hi:
+        numeric = self.type in ("integer", "number")
+        if numeric and not (
+            isinstance(self.default, int | float) and self.lo <= self.default <= self.hi
+        ):
             raise ValueError(f"sink option {self.key!r}: default outside {self.lo}..{self.hi}")
         if self.type == "choice" and self.default not in self.choices:
             raise ValueError(f"sink option {self.key!r}: default is not one of its choices")

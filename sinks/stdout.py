@@ -13,11 +13,21 @@ compact JSON. Meant for people and ``grep``; use jsonl/csv/sqlite for machines.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
+from pyconpro.acquisition.sink_config import Option, OptionValue, SinkSchema
 from pyconpro.acquisition.wire import Event, Sample, Stats, escape_name
 from pyconpro.sinks.base import BusGap, Sink
 from pyconpro.sinks.records import iso_time, to_json
+from pyconpro.sinks.registry import SinkKind
+
+STDOUT_SCHEMA = SinkSchema(
+    kind="stdout",
+    help="print human-readable live lines",
+    options=(Option("raw", "boolean", False, "Also show the raw tag bytes."),),
+    flush_interval_s=0.1,  # people watch it live
+)
 
 
 def _name(plc: str, tag: str) -> str:
@@ -101,3 +111,10 @@ class StdoutSink(Sink):
         except BrokenPipeError:
             # `pyconpro sink stdout | head`: the reader left; nothing more to show anyone.
             raise SystemExit(0) from None
+
+
+def from_options(options: Mapping[str, OptionValue]) -> StdoutSink:
+    return StdoutSink(raw=bool(options["raw"]))
+
+
+SINK_KINDS = (SinkKind(STDOUT_SCHEMA, from_options),)
