@@ -136,12 +136,14 @@ class Output:
     """Which options name what a sink writes, so two sinks writing the same output are refused.
 
     Two sinks of one kind whose ``keys`` are equal (``path`` options as absolute paths) write
-    the same output. ``what`` and ``fix`` are ``str.format`` templates over the options.
+    the same output. ``what`` (the output in a sentence), ``fix`` (for a duplicate) and
+    ``where`` (the output in a summary line) are ``str.format`` templates over the options.
     """
 
     keys: tuple[str, ...]
     what: str
     fix: str
+    where: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ class SinkSchema:
         """What a sink of this kind with ``options`` writes, in a few words."""
         if self.output is None:
             return self.kind
-        return self.output.what.format(**options)
+        return self.output.where.format(**options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,8 +435,8 @@ def _doc_value(value: OptionValue) -> str:
 
 def options_markdown(schema: SinkSchema) -> str:
     """The markdown table of ``schema``'s keys (docs/configuration.md, scripts/doc_tables.py)."""
-    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines = ["| key | type | default | flag | meaning |", "| --- | --- | --- | --- | --- |"]
     for o in schema.options:
         default = o.doc_default or f"`{_doc_value(o.default)}`"
-        lines.append(f"| `{o.key}` | {_doc_type(o)} | {default} | {o.help} |")
+        lines.append(f"| `{o.key}` | {_doc_type(o)} | {default} | `{o.cli_flag}` | {o.help} |")
     return "\n".join(lines) + "\n"

@@ -304,6 +304,7 @@ def _schema(kind: str, help_text: str) -> SinkSchema:
             keys=("directory", "prefix"),
             what=f"the files {{prefix}}-*.{kind} in {{directory!r}}",
             fix=f"give each {kind} sink its own directory or prefix",
+            where=f"{{directory}}/{{prefix}}-*.{kind}",
         ),
     )  # fmt: skip
 

@@ -111,6 +111,7 @@ SQLITE_SCHEMA = SinkSchema(
         keys=("path",),
         what="the database {path!r}",
         fix='give each sqlite sink its own path, e.g. path = "second.sqlite3"',
+        where="{path}",
     ),
 )  # fmt: skip
 

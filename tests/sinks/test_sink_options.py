@@ -211,3 +211,22 @@ def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: 
     issue = info.value.first
     assert (issue.file, issue.key, issue.line) == ("--section", key, None)
     assert problem in issue.problem
+
+
+def test_configuration_md_sink_tables_are_generated_from_the_schemas() -> None:
+    """docs/configuration.md's per-kind key tables are what ``options_markdown`` renders from
+    each kind's schema (regenerate them with scripts/doc_tables.py)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("doc_tables", root / "scripts" / "doc_tables.py")
+    assert spec is not None and spec.loader is not None
+    doc_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(doc_tables)
+    text = (root / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert doc_tables.blocks_in(text) == [f"sink {kind}" for kind in sink_kinds()]
+    new, stale = doc_tables.regenerate(text)
+    assert stale == [], f"run scripts/doc_tables.py: {stale}"
+    assert new == text
+    for schema in sink_schemas().values():  # every flag is in the table next to its key
+        assert all(f"| `{o.key}` |" in text and f"`{o.cli_flag}`" in text for o in schema.options)
