@@ -15,31 +15,34 @@ scanning the source text, because tomllib does not report positions of values), 
 how to fix it. Unknown keys are errors with a "did you mean" suggestion: a typo in a config file
 must never silently fall back to a default.
 
-Pure: no sockets, no clock; ``load_config`` reads one file, everything else works on strings.
+A ``[[sink]]`` section's common keys are read by ``acquisition.sink_config``; the options of
+each sink kind come from that kind's schema, which the caller passes in (``sink_kinds``: the
+schemas live with their sinks, see ``sinks/registry.py``).
+
+Pure: no sockets, no clock, no files: ``parse_config`` works on the text
+(``pyconpro/config_file.py`` reads the file).
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema, read_sink
 from pyconpro.acquisition.supervision import RestartPolicy
 from pyconpro.acquisition.toml_check import MISSING as _MISSING
 from pyconpro.acquisition.toml_check import ConfigError, ConfigIssue
 from pyconpro.acquisition.toml_check import IssueLog as _Ctx
 from pyconpro.acquisition.toml_check import KeyLines as _KeyLines
 from pyconpro.acquisition.toml_check import Table as _Table
-from pyconpro.acquisition.toml_check import did_you_mean as _did_you_mean
 from pyconpro.acquisition.toml_check import fmt as _fmt
-from pyconpro.acquisition.toml_check import join as _join
+from pyconpro.acquisition.toml_check import parse_toml as _parse_toml
+from pyconpro.acquisition.toml_check import relative_to as _relative_to
 from pyconpro.acquisition.toml_check import type_name as _type_name
 
 __all__ = [
@@ -52,23 +55,19 @@ __all__ = [
     "LoggingConfig",
     "PlcConfig",
     "RouteHop",
-    "SinkConfig",
     "TagConfig",
     "WorkerConfig",
     "WorkerGroup",
     "consumer_specs",
     "group_by_local_address",
-    "load_config",
     "multiplier_code",
     "parse_config",
-    "sink_argv",
     "validate_tag_name",
 ]
 
 Transport = Literal["unicast", "multicast"]
 UDP_RCVBUF_DEFAULT: Final = 4 << 20  # 4 MiB: a burst or a pause of the worker fits in it
 UDP_RCVBUF_MAX: Final = 1 << 30  # SO_RCVBUF is an int; Linux doubles what it grants
-SinkKind = Literal["sqlite", "jsonl", "csv", "stdout"]
 
 # RPI limits accepted in the file. protocol.md 7.5: vendors quote ~0.5-750 ms for EtherNet/IP I/O;
 # the controller has the final word (0x0111/0x0112), so the ceiling here is generous and only
@@ -80,8 +79,6 @@ MAX_TAG_SIZE: Final = 500
 # protocol.md 5.4: code m means a timeout of (4 << m) x RPI.
 MULTIPLIER_FACTORS: Final = tuple(4 << m for m in range(8))
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SINK_KINDS: Final = ("sqlite", "jsonl", "csv", "stdout")
-TOPIC_ROOTS: Final = ("sample", "event", "stats")
 # Port names as pycomm3 spells them in a route, so users can copy paths between the tools.
 PORT_NAMES: Final = {"bp": 1, "backplane": 1, "enet": 2, "a": 2, "b": 3}
 
@@ -172,33 +169,6 @@ class PlcConfig:
     local_address: str | None = None
     udp_port: int = 2222  # the PLC's class-1 UDP port (where O->T heartbeats go)
     tags: tuple[TagConfig, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SinkConfig:
-    """A ``[[sink]]`` entry; one sink process (``pyconpro sink KIND``, see ``sink_argv``).
-
-    Options that do not apply to ``kind`` are refused in the file and keep their defaults here.
-    """
-
-    kind: SinkKind
-    name: str
-    topics: tuple[str, ...] = ("sample/", "event/", "stats/")
-    rcvhwm: int = 100_000
-    batch_size: int = 1000
-    flush_interval_s: float = 1.0  # stdout: 0.1
-    drain_max_s: float = 5.0
-    # sqlite
-    path: str | None = None
-    synchronous: str = "NORMAL"
-    # jsonl, csv
-    directory: str | None = None
-    prefix: str = "pyconpro"
-    rotate_bytes: int = 64 * 1024 * 1024  # 0 = never
-    rotate_s: float = 3600.0  # 0 = never
-    fsync: bool = False
-    # stdout
-    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,16 +334,6 @@ _SUPERVISOR_KEYS: Final = (
     "max_quick_failures", "stop_timeout_s",
 )  # fmt: skip
 _TOP_KEYS: Final = ("bus", "logging", "defaults", "plc", "sink", "worker", "supervisor")
-_SINK_COMMON: Final = (
-    "kind", "name", "topics", "rcvhwm", "batch_size", "flush_interval_s", "drain_max_s",
-)  # fmt: skip
-_FILE_OPTIONS: Final = ("directory", "prefix", "rotate_bytes", "rotate_s", "fsync")
-_SINK_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "sqlite": ("path", "synchronous"),
-    "jsonl": _FILE_OPTIONS,
-    "csv": _FILE_OPTIONS,
-    "stdout": ("raw",),
-}
 
 
 def _endpoint(t: _Table, key: str, default: str) -> str:
@@ -474,14 +434,6 @@ def _read_logging(ctx: _Ctx, data: Mapping[str, Any], base_dir: str | None) -> L
     if file == "":
         file = None
     return LoggingConfig(level=level, file=_relative_to(base_dir, file))
-
-
-def _relative_to(base_dir: str | None, path: str | None) -> str | None:
-    # Paths in the file are relative to the file, so the pipeline writes to the same place
-    # whatever directory it is started from.
-    if path is None or base_dir is None or os.path.isabs(path):
-        return path
-    return os.path.join(base_dir, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,226 +675,6 @@ def _read_plc(
     )
 
 
-def _check_topic_filter(ctx: _Ctx, key: str, topic: str, plcs: Mapping[str, PlcConfig]) -> None:
-    if topic == "":
-        return
-    parts = topic.split("/")
-    complete = parts[:-1]  # segments followed by '/' are whole; the last one may be a prefix
-    root_ok = (
-        any(r.startswith(parts[0]) for r in TOPIC_ROOTS)
-        if not complete
-        else parts[0] in TOPIC_ROOTS
-    )
-    if not root_ok:
-        roots = ", ".join(f'"{r}/"' for r in TOPIC_ROOTS)
-        close = difflib.get_close_matches(parts[0], TOPIC_ROOTS, n=1, cutoff=0.6)
-        hint = f'did you mean "{close[0]}/"?' if close else ""
-        ctx.error(
-            key,
-            f"topic filter {topic!r} matches nothing: topics start with {roots}",
-            hint or 'write e.g. "sample/" or "sample/<plc>/"',
-        )
-        return
-    if len(complete) >= 2 and parts[0] in ("sample", "event"):
-        plc_name = parts[1]
-        if plc_name not in plcs:
-            hint = _did_you_mean(plc_name, plcs)
-            ctx.error(
-                key,
-                f"topic filter {topic!r} names PLC {plc_name!r}, which is not configured",
-                hint or f"use one of the [[plc]] names: {', '.join(plcs) or '(none)'}",
-            )
-            return
-        if len(complete) >= 3:
-            names = [tg.topic_name for tg in plcs[plc_name].tags]
-            if parts[2] not in names:
-                hint = _did_you_mean(parts[2], names)
-                ctx.error(
-                    key,
-                    f"topic filter {topic!r} names tag {parts[2]!r}, which PLC {plc_name!r} does "
-                    "not publish (topics use the alias when one is set)",
-                    hint or f"use one of: {', '.join(names)}",
-                )
-
-
-def _read_sink(
-    ctx: _Ctx,
-    index: int,
-    data: Mapping[str, Any],
-    plcs: Mapping[str, PlcConfig],
-    base_dir: str | None,
-) -> SinkConfig | None:
-    path = f"sink[{index}]"
-    kind_v = data.get("kind")
-    kind = kind_v if isinstance(kind_v, str) and kind_v in SINK_KINDS else None
-    every_option = sorted({o for opts in _SINK_OPTIONS.values() for o in opts})
-    if kind is not None:
-        # An option of another kind is a clearer mistake than an unknown key: say whose it is.
-        for key in [k for k in data if k in every_option and k not in _SINK_OPTIONS[kind]]:
-            kinds = [k for k, opts in _SINK_OPTIONS.items() if key in opts]
-            ctx.error(
-                _join(path, key),
-                f"{key} is not an option of sink kind {kind!r}",
-                f"it applies to kind {', '.join(repr(k) for k in kinds)}; remove it",
-            )
-        data = {k: v for k, v in data.items() if k not in every_option or k in _SINK_OPTIONS[kind]}
-    allowed = (*_SINK_COMMON, *(_SINK_OPTIONS[kind] if kind else every_option))
-    t = _Table(ctx, path, data, allowed)
-    if not t.has("kind"):
-        choices = ", ".join(f'"{k}"' for k in SINK_KINDS)
-        ctx.error(path + ".kind", "missing required key 'kind'", f"add kind = one of {choices}")
-    kind_s = t.choice("kind", None, SINK_KINDS)
-    d = SinkConfig(kind="stdout", name="")
-    name = t.string("name", f"{kind_s or 'sink'}-{index}")
-    if not _TOPIC_SEGMENT.fullmatch(name):
-        ctx.error(
-            t.key("name"),
-            f"name = {name!r} is not usable as a process name",
-            "use 1-64 characters from A-Z a-z 0-9 _ . -",
-        )
-    topics_v = t.raw("topics")
-    topics = d.topics
-    if topics_v is not _MISSING:
-        if not isinstance(topics_v, list) or not all(isinstance(x, str) for x in topics_v):
-            ctx.error(
-                t.key("topics"),
-                "topics must be an array of strings",
-                'write e.g. topics = ["sample/", "event/line1/"]',
-            )
-        elif not topics_v:
-            ctx.error(
-                t.key("topics"),
-                "topics is empty, so this sink would receive nothing",
-                'list at least one prefix, e.g. topics = ["sample/"], or remove the key',
-            )
-        else:
-            topics = tuple(topics_v)
-            for i, topic in enumerate(topics):
-                _check_topic_filter(ctx, f"{t.key('topics')}[{i}]", topic, plcs)
-    flush_default = 0.1 if kind_s == "stdout" else d.flush_interval_s
-    common = {
-        "rcvhwm": t.integer("rcvhwm", d.rcvhwm, 1, 10_000_000, "messages"),
-        "batch_size": t.integer("batch_size", d.batch_size, 1, 1_000_000),
-        "flush_interval_s": t.number("flush_interval_s", flush_default, 0.0, 3600.0, "s"),
-        "drain_max_s": t.number("drain_max_s", d.drain_max_s, 0.0, 3600.0, "s"),
-    }
-    db = t.string("path", "pyconpro.sqlite3")
-    directory = t.string("directory", "data")
-    for key, value in (("path", db), ("directory", directory)):
-        if t.has(key) and value == "":
-            ctx.error(t.key(key), f"{key} is empty", f'write a {key}, e.g. {key} = "data"')
-    prefix = t.string("prefix", d.prefix)
-    if t.has("prefix") and not _TOPIC_SEGMENT.fullmatch(prefix):
-        ctx.error(
-            t.key("prefix"),
-            f"prefix = {prefix!r} is not a plain file name prefix",
-            "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/')",
-        )
-    rotate_bytes = t.integer("rotate_bytes", d.rotate_bytes, 0, 1 << 50, "bytes")
-    if t.has("rotate_bytes") and 0 < rotate_bytes < 4096:
-        ctx.error(
-            t.key("rotate_bytes"),
-            f"rotate_bytes = {rotate_bytes} would start a new file every few records",
-            "use 0 (never rotate by size) or at least 4096",
-        )
-    rotate_s = t.number("rotate_s", d.rotate_s, 0.0, 366 * 86400.0, "s")
-    synchronous = t.choice(
-        "synchronous", d.synchronous, ("OFF", "NORMAL", "FULL", "EXTRA"), fold=True
-    )
-    fsync = t.boolean("fsync", d.fsync)
-    raw = t.boolean("raw", d.raw)
-    if kind_s is None:
-        return None
-    return SinkConfig(
-        kind=kind_s,
-        name=name,
-        topics=topics,
-        path=_relative_to(base_dir, db) if kind_s == "sqlite" else None,
-        synchronous=synchronous,
-        directory=_relative_to(base_dir, directory) if kind_s in ("jsonl", "csv") else None,
-        prefix=prefix,
-        rotate_bytes=rotate_bytes,
-        rotate_s=rotate_s,
-        fsync=fsync,
-        raw=raw,
-        **common,
-    )
-
-
-def _sink_output(sink: SinkConfig) -> tuple[str, ...] | None:
-    """What a sink writes, as a key equal for two sinks that would write the same files."""
-    if sink.kind == "sqlite" and sink.path is not None:
-        return ("sqlite", os.path.normcase(os.path.abspath(sink.path)))
-    if sink.kind in ("jsonl", "csv") and sink.directory is not None:
-        # Each kind names its files <prefix>-<stream>.<kind>, so only the same kind collides.
-        return (sink.kind, os.path.normcase(os.path.abspath(sink.directory)), sink.prefix)
-    return None
-
-
-def _check_sink_output(
-    ctx: _Ctx,
-    index: int,
-    entry: Mapping[str, Any],
-    sink: SinkConfig,
-    seen: dict[tuple[str, ...], str],
-) -> None:
-    # Two sinks on one SQLite file, or two file sinks rotating the same names, interleave or
-    # duplicate every record; both usually come from leaving path / directory at the default.
-    output = _sink_output(sink)
-    if output is None:
-        return
-    first = seen.get(output)
-    if first is None:
-        seen[output] = f"sink[{index}] ({sink.name!r})"
-        return
-    if sink.kind == "sqlite":
-        key = "path"
-        what = f"the database {sink.path!r}"
-        default = "" if "path" in entry else " (the default path)"
-        fix = 'give each sqlite sink its own path, e.g. path = "second.sqlite3"'
-    else:
-        key = "prefix" if "prefix" in entry else "directory"
-        what = f"the files {sink.prefix}-*.{sink.kind} in {sink.directory!r}"
-        default = "" if "directory" in entry or "prefix" in entry else " (the defaults)"
-        fix = f"give each {sink.kind} sink its own directory or prefix"
-    ctx.error(
-        f"sink[{index}].{key}" if key in entry else f"sink[{index}]",
-        f"sink {sink.name!r} and {first} both write to {what}{default}",
-        fix,
-    )
-
-
-def sink_argv(sink: SinkConfig, endpoint: str, log_level: str = "INFO") -> list[str]:
-    """Arguments after ``pyconpro sink`` that run ``sink`` subscribed to ``endpoint``.
-
-    Mirrors the options of ``sinks/cli.py`` (a test parses the result with that parser).
-    """
-    argv = [sink.kind, "--connect", endpoint]
-    for topic in sink.topics:
-        argv += ["--topic", topic]
-    argv += [
-        "--rcvhwm", str(sink.rcvhwm),
-        "--batch-size", str(sink.batch_size),
-        "--flush-interval", repr(sink.flush_interval_s),
-        "--drain-max", repr(sink.drain_max_s),
-        "--log-level", log_level if log_level != "CRITICAL" else "ERROR",
-    ]  # fmt: skip
-    if sink.kind == "sqlite":
-        argv += ["--db", sink.path or "pyconpro.sqlite3", "--synchronous", sink.synchronous]
-    elif sink.kind in ("jsonl", "csv"):
-        argv += [
-            "--dir", sink.directory or "data",
-            "--prefix", sink.prefix,
-            "--max-bytes", str(sink.rotate_bytes),
-            "--max-seconds", repr(sink.rotate_s),
-        ]  # fmt: skip
-        if sink.fsync:
-            argv.append("--fsync")
-    elif sink.raw:
-        argv.append("--raw")
-    return argv
-
-
 def _read_worker(ctx: _Ctx, data: Mapping[str, Any]) -> WorkerConfig:
     t = _Table(ctx, "worker", data, _WORKER_KEYS)
     d = WorkerConfig()
@@ -980,33 +712,52 @@ def _read_supervisor(ctx: _Ctx, data: Mapping[str, Any]) -> RestartPolicy:
 # entry points
 
 
-def parse_config(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
+def _read_sinks(
+    ctx: _Ctx,
+    top: _Table,
+    plcs: Mapping[str, PlcConfig],
+    sink_kinds: Mapping[str, SinkSchema],
+    base_dir: str | None,
+) -> tuple[SinkConfig, ...]:
+    sinks: list[SinkConfig] = []
+    names: dict[str, str] = {}
+    outputs = OutputCheck(sink_kinds)
+    topic_names = {p.name: [tg.topic_name for tg in p.tags] for p in plcs.values()}
+    for i, entry in enumerate(top.array_of_tables("sink", "sink")):
+        path = f"sink[{i}]"
+        sink = read_sink(
+            ctx, path, entry, sink_kinds,
+            default_name=f"{{kind}}-{i}", plcs=topic_names, base_dir=base_dir,
+        )  # fmt: skip
+        if sink is None:
+            continue
+        if sink.name in names:
+            ctx.error(
+                f"{path}.name" if "name" in entry else path,
+                f"sink name {sink.name!r} is already used by {names[sink.name]}",
+                "give every [[sink]] a unique name",
+            )
+            continue
+        names[sink.name] = path
+        outputs.add(ctx, path, entry, sink)
+        sinks.append(sink)
+    return tuple(sinks)
+
+
+def parse_config(
+    text: str,
+    filename: str = "<string>",
+    *,
+    sink_kinds: Mapping[str, SinkSchema],
+    base_dir: str | None = None,
+) -> Config:
     """Parse and validate TOML ``text``; raise ``ConfigError`` listing every problem.
 
-    ``filename`` only labels error messages; relative sink/log paths are joined to ``base_dir``
-    when given (``load_config`` passes the file's directory).
+    ``filename`` only labels error messages; ``sink_kinds`` maps each sink kind to the schema of
+    its options (``sinks.registry.sink_schemas()``); relative sink/log paths are joined to
+    ``base_dir`` when given (``pyconpro.config_file.load_config`` passes the file's directory).
     """
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = int(m.group(1)) if m else None
-        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
-        col = f" (column {m.group(2)})" if m else ""
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    filename,
-                    "",
-                    line,
-                    f"TOML syntax error: {problem}{col}",
-                    "check quotes, brackets and '=' on that line (strings need quotes, "
-                    "tables are written [name] or [[name]])",
-                )
-            ]
-        ) from None
-
+    raw = _parse_toml(text, filename)
     ctx = _Ctx(filename, text)
     top = _Table(ctx, "", raw, _TOP_KEYS)
     bus = _read_bus(ctx, top.table("bus"))
@@ -1040,24 +791,7 @@ def parse_config(text: str, filename: str = "<string>", *, base_dir: str | None 
             continue
         plcs[plc.name] = plc
 
-    sinks: list[SinkConfig] = []
-    sink_names: dict[str, str] = {}
-    sink_outputs: dict[tuple[str, ...], str] = {}
-    for i, entry in enumerate(top.array_of_tables("sink", "sink")):
-        sink = _read_sink(ctx, i, entry, plcs, base_dir)
-        if sink is None:
-            continue
-        if sink.name in sink_names:
-            ctx.error(
-                f"sink[{i}].name" if "name" in entry else f"sink[{i}]",
-                f"sink name {sink.name!r} is already used by {sink_names[sink.name]}",
-                "give every [[sink]] a unique name",
-            )
-            continue
-        sink_names[sink.name] = f"sink[{i}]"
-        _check_sink_output(ctx, i, entry, sink, sink_outputs)
-        sinks.append(sink)
-
+    sinks = _read_sinks(ctx, top, plcs, sink_kinds, base_dir)
     worker = _read_worker(ctx, top.table("worker"))
     supervisor = _read_supervisor(ctx, top.table("supervisor"))
 
@@ -1069,47 +803,11 @@ def parse_config(text: str, filename: str = "<string>", *, base_dir: str | None 
         logging=logging_,
         defaults=defaults,
         plcs=tuple(plcs.values()),
-        sinks=tuple(sinks),
+        sinks=sinks,
         worker=worker,
         supervisor=supervisor,
         key_lines=MappingProxyType(dict(ctx.keylines.lines)),
     )
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the TOML file at ``path``."""
-    filename = os.fspath(path)
-    try:
-        with open(filename, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    filename,
-                    "",
-                    None,
-                    f"cannot read the file: {exc.strerror or exc}",
-                    "check the path and its permissions",
-                )
-            ]
-        ) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    filename,
-                    "",
-                    line,
-                    "the file is not valid UTF-8",
-                    "save it as UTF-8 (TOML requires it)",
-                )
-            ]
-        ) from None
-    return parse_config(text, filename, base_dir=os.path.dirname(os.path.abspath(filename)))
 
 
 def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:

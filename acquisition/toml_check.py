@@ -1,12 +1,14 @@
 """TOML validation shared by every file pyconpro reads: the pipeline configuration
 (``acquisition.config``) and the simulator's tag files (``simulator.tags``).
 
-Owns: the issue record (``ConfigIssue``: file, key path, line, problem, fix) and the error that
-carries them (``ConfigError``), the line finder (``KeyLines``: tomllib does not report positions
-of values, so the source text is scanned for the line that writes a key path), the collector
-(``IssueLog``) that lets one run report every problem, typed access to one table (``Table``:
-unknown keys with a "did you mean" suggestion, strings, numbers in a range, integers, choices,
-booleans, sub-tables) and the wording helpers (``did_you_mean``, ``type_name``, ``fmt``).
+Owns: decoding TOML with positioned syntax errors (``parse_toml``), the issue record
+(``ConfigIssue``: file, key path, line, problem, fix) and the error that carries them
+(``ConfigError``), the line finder (``KeyLines``: tomllib does not report positions of values,
+so the source text is scanned for the line that writes a key path), the collector (``IssueLog``)
+that lets one run report every problem, typed access to one table (``Table``: unknown keys with
+a "did you mean" suggestion, strings, numbers in a range, integers, choices, booleans,
+sub-tables), the wording helpers (``did_you_mean``, ``type_name``, ``fmt``) and ``relative_to``
+(paths written in a file are relative to that file).
 
 Pure: works on strings and decoded TOML; reading files is the caller's business.
 """
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,6 +36,8 @@ __all__ = [
     "did_you_mean",
     "fmt",
     "join",
+    "parse_toml",
+    "relative_to",
     "type_name",
 ]
 
@@ -79,6 +85,30 @@ _KEYLINE = re.compile(rf"^\s*(?P<key>{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 def _split_dotted(text: str) -> list[str]:
     parts = re.findall(_KEY_PART, text)
     return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+def parse_toml(text: str, filename: str) -> dict[str, Any]:
+    """``text`` decoded as TOML; a syntax error is a ``ConfigError`` with its line and column."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else None
+        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
+        col = f" (column {m.group(2)})" if m else ""
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    filename,
+                    "",
+                    line,
+                    f"TOML syntax error: {problem}{col}",
+                    "check quotes, brackets and '=' on that line (strings need quotes, "
+                    "tables are written [name] or [[name]])",
+                )
+            ]
+        ) from None
 
 
 class KeyLines:
@@ -161,6 +191,17 @@ class IssueLog:
 
 def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def relative_to(base_dir: str | None, path: str | None) -> str | None:
+    """``path`` joined to ``base_dir`` unless it is absolute (or either is None).
+
+    Paths in a file are relative to the file, so what it names is the same whatever directory
+    the program is started from.
+    """
+    if path is None or base_dir is None or os.path.isabs(path):
+        return path
+    return os.path.join(base_dir, path)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

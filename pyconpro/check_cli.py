@@ -80,7 +80,8 @@ def check(
 ) -> int:
     """Validate ``path``; print problems, warnings and (unless ``quiet``) a summary to ``out``;
     0 valid (warnings or not), 1 problems."""
-    from pyconpro.acquisition.config import ConfigError, group_by_local_address, load_config
+    from pyconpro.acquisition.config import ConfigError, group_by_local_address
+    from pyconpro.config_file import load_config
     from pyconpro.workers.supervisor import interface_address, resolve_local_address
 
     out = out if out is not None else sys.stdout
@@ -106,6 +107,7 @@ def check(
 
 
 def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextIO) -> None:
+    from pyconpro.sinks.registry import sink_schemas
     from pyconpro.workers.supervisor import supervisor_control_endpoint
 
     tags = sum(len(p.tags) for p in config.plcs)
@@ -116,8 +118,9 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
         print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
     for group in groups:
         print(f"  worker {group.name}: {', '.join(group.plcs)}", file=out)
+    schemas = sink_schemas()
     for sink in config.sinks:
-        where = sink.path or sink.directory or "stdout"
+        where = schemas[sink.kind].where(sink.options)
         print(f"  sink {sink.name} ({sink.kind}) -> {where}; topics {', '.join(sink.topics)}",
               file=out)  # fmt: skip
     print(f"  bus {config.bus.endpoint}; control {supervisor_control_endpoint(config)}", file=out)

@@ -44,7 +44,7 @@ def control_endpoint(control: str | None, config: str | None) -> str:
     if control:
         return control
     if config:
-        from pyconpro.acquisition.config import load_config
+        from pyconpro.config_file import load_config
         from pyconpro.workers.supervisor import supervisor_control_endpoint
 
         return supervisor_control_endpoint(load_config(config))

@@ -89,7 +89,7 @@ def bus_endpoint(connect: str | None, config: str | None) -> str:
     if connect:
         return connect
     if config:
-        from pyconpro.acquisition.config import load_config
+        from pyconpro.config_file import load_config
         from pyconpro.workers.forwarder import connectable
 
         return connectable(load_config(config).bus.endpoint)
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _plcs_known(args: argparse.Namespace) -> bool:
     """False (after saying which) when a topic names a PLC that is not in ``args.config``."""
-    from pyconpro.acquisition.config import load_config
+    from pyconpro.config_file import load_config
 
     known = [p.name for p in load_config(args.config).plcs]
     missing = unknown_plcs(args.topics, known)

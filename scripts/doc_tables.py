@@ -16,12 +16,14 @@ and is rewritten from the function ``GENERATORS[name]``. Run it after changing a
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pyconpro.acquisition import wire
+from pyconpro.acquisition import sink_config, wire
+from pyconpro.sinks.registry import sink_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -31,6 +33,11 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "wire sample": lambda: wire.schema_markdown(wire.SAMPLE_KEYS),
     "wire event": lambda: wire.schema_markdown(wire.EVENT_KEYS),
     "wire stats": lambda: wire.schema_markdown(wire.STATS_KEYS),
+    # docs/configuration.md: the keys of each sink kind, from the schema the sink declares
+    **{
+        f"sink {kind}": functools.partial(sink_config.options_markdown, schema)
+        for kind, schema in sink_schemas().items()
+    },
 }
 
 _BLOCK = re.compile(

@@ -1,81 +1,68 @@
-"""``pyconpro sink KIND --connect ENDPOINT [--connect ...] [--topic PREFIX ...] [options]``.
+"""``pyconpro sink``: run one sink process, described in one of three ways.
 
-KIND is one of sqlite, jsonl, csv, stdout. Registered in ``pyconpro/cli.py`` as
-``"sink": ("pyconpro.sinks.cli", "run a sink process")``; ``python -m pyconpro.sinks.cli KIND ...``
-runs the same
-thing without the front end (the tests do that).
+- ``pyconpro sink KIND --connect ENDPOINT [--topic PREFIX ...] [options]``: by hand. KIND is a
+  kind of ``sinks/registry.py``; its options are flags derived from the kind's schema (the same
+  schema that validates a ``[[sink]]`` section: ``--db`` is ``path``, ``--max-bytes`` is
+  ``rotate_bytes``, ...; ``pyconpro sink KIND --help`` lists them).
+- ``pyconpro sink --section JSON --connect ENDPOINT``: the sink a ``[[sink]]`` section says,
+  given as JSON with paths already resolved. ``pyconpro run`` starts its sinks so: the command
+  carries the configuration the supervisor loaded, so a reload that changes a sink's options
+  changes its command (and restarts it), and a crash restart runs the same section again.
+- ``pyconpro sink --config FILE --sink NAME [--connect ENDPOINT]``: the ``[[sink]]`` named NAME
+  in FILE (connecting to its ``[bus].endpoint`` unless ``--connect`` says otherwise).
 
-Exit status: 0 after SIGTERM/SIGINT (everything received was flushed), 2 when the bus or
-the output cannot be used (the message on stderr says what to fix), 1 for a crash.
+All three become one validated ``SinkConfig`` (``acquisition.sink_config``) and one sink built
+by its kind's factory. ``python -m pyconpro.sinks.cli ...`` runs the same without the front end.
+
+Exit status: 0 after SIGTERM/SIGINT (everything received was flushed), 2 when the section, the
+bus or the output cannot be used (the message on stderr says what to fix), 1 for a crash.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import zmq
-from pyconpro.sinks.base import DEFAULT_TOPICS, LoopOptions, Sink, run_sink
+from pyconpro.acquisition.sink_config import (
+    Option,
+    SinkConfig,
+    SinkSchema,
+    parse_sink_section,
+)
+from pyconpro.acquisition.toml_check import ConfigError
+from pyconpro.sinks.base import LoopOptions, run_sink
+from pyconpro.sinks.registry import make_sink, sink_kinds, sink_schemas
 
 log = logging.getLogger("pyconpro.sink")
 
-
-def _make_sqlite(args: argparse.Namespace) -> Sink:
-    from pyconpro.sinks.sqlite import SqliteSink
-
-    return SqliteSink(args.db, synchronous=args.synchronous)
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+_OPTION_DEST = "option_"  # argparse dest of a schema option: option_<key>
 
 
-def _make_jsonl(args: argparse.Namespace) -> Sink:
-    from pyconpro.sinks.files import JsonlSink
-
-    return JsonlSink(
-        args.dir,
-        prefix=args.prefix,
-        max_bytes=args.max_bytes,
-        max_seconds=args.max_seconds,
-        fsync=args.fsync,
+def _bus(parser: argparse.ArgumentParser | Any, *, required: bool) -> None:
+    parser.add_argument(
+        "--connect",
+        action="append",
+        required=required,
+        metavar="ENDPOINT",
+        help="bus endpoint to subscribe to, e.g. tcp://127.0.0.1:5600 (repeatable)",
     )
-
-
-def _make_csv(args: argparse.Namespace) -> Sink:
-    from pyconpro.sinks.files import CsvSink
-
-    return CsvSink(
-        args.dir,
-        prefix=args.prefix,
-        max_bytes=args.max_bytes,
-        max_seconds=args.max_seconds,
-        fsync=args.fsync,
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=LOG_LEVELS,
+        help="stderr log level [%(default)s]",
     )
-
-
-def _make_stdout(args: argparse.Namespace) -> Sink:
-    from pyconpro.sinks.stdout import StdoutSink
-
-    return StdoutSink(raw=args.raw, utc=args.utc)
-
-
-# kind -> (factory, help, default flush interval in seconds)
-KINDS: dict[str, tuple[Callable[[argparse.Namespace], Sink], str, float]] = {
-    "sqlite": (_make_sqlite, "write to a SQLite database (WAL, batched transactions)", 1.0),
-    "jsonl": (_make_jsonl, "write JSON Lines files, rotated by size/age", 1.0),
-    "csv": (_make_csv, "write CSV files, rotated by size/age", 1.0),
-    "stdout": (_make_stdout, "print human-readable live lines", 0.1),
-}
 
 
 def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
     g = parser.add_argument_group("bus")
-    g.add_argument(
-        "--connect",
-        action="append",
-        required=True,
-        metavar="ENDPOINT",
-        help="bus endpoint to subscribe to, e.g. tcp://127.0.0.1:5600 (repeatable)",
-    )
+    _bus(g, required=True)
     g.add_argument(
         "--topic",
         action="append",
@@ -109,93 +96,153 @@ def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
         metavar="SECONDS",
         help="on SIGTERM, longest time spent taking in what already arrived [%(default)s]",
     )
-    g.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="stderr log level [%(default)s]",
-    )
 
 
-def _rotation(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("files")
-    g.add_argument("--dir", required=True, help="output directory (created if missing)")
-    g.add_argument("--prefix", default="pyconpro", help="file name prefix [%(default)s]")
-    g.add_argument(
-        "--max-bytes",
-        type=int,
-        default=64 * 1024 * 1024,
-        help="start a new file past this size, 0 = never [%(default)s]",
+_FLAG_TYPES: dict[str, Any] = {"string": str, "path": str, "integer": int, "number": float}
+
+
+def _add_option(group: Any, o: Option) -> None:
+    shown = str(o.default).lower() if isinstance(o.default, bool) else str(o.default)
+    help_text = f"{o.help} (key {o.key})" + ("" if o.cli_required else f" [{shown}]")
+    kw: dict[str, Any] = {
+        "dest": _OPTION_DEST + o.key,
+        "default": argparse.SUPPRESS,  # absent: the schema's default, as in the file
+        "required": o.cli_required,
+        "help": help_text.replace("%", "%%"),
+    }
+    if o.type == "boolean":
+        action = argparse.BooleanOptionalAction if o.default else "store_true"
+        group.add_argument(o.cli_flag, action=action, **kw)
+    elif o.type == "choice":
+        kind = str.upper if o.fold else str
+        group.add_argument(o.cli_flag, type=kind, choices=o.choices, **kw)
+    else:
+        metavar = {"s": "SECONDS"}.get(o.unit, o.unit.upper()) or o.key.upper()
+        group.add_argument(o.cli_flag, type=_FLAG_TYPES[o.type], metavar=metavar, **kw)
+
+
+def add_option_flags(parser: argparse.ArgumentParser, schema: SinkSchema) -> None:
+    """One flag per option of ``schema``."""
+    group = parser.add_argument_group(f"{schema.kind} options")
+    for o in schema.options:
+        _add_option(group, o)
+
+
+def section_from_args(args: argparse.Namespace, schema: SinkSchema) -> dict[str, Any]:
+    """The ``[[sink]]`` section that the flags of ``pyconpro sink KIND`` describe."""
+    section: dict[str, Any] = {"kind": schema.kind}
+    if args.topic:
+        section["topics"] = list(args.topic)
+    section.update(
+        rcvhwm=args.rcvhwm,
+        batch_size=args.batch_size,
+        flush_interval_s=args.flush_interval,
+        drain_max_s=args.drain_max,
     )
-    g.add_argument(
-        "--max-seconds",
-        type=float,
-        default=3600.0,
-        help="start a new file after this age, 0 = never [%(default)s]",
-    )
-    g.add_argument("--fsync", action="store_true", help="fsync files on every flush")
+    for o in schema.options:
+        if hasattr(args, _OPTION_DEST + o.key):
+            section[o.key] = getattr(args, _OPTION_DEST + o.key)
+    return section
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, (_factory, help_text, flush_default) in KINDS.items():
-        p = sub.add_parser(kind, help=help_text, description=help_text)
-        _common(p, flush_default)
-        if kind == "sqlite":
-            p.add_argument("--db", required=True, help="database file (created if missing)")
-            p.add_argument(
-                "--synchronous",
-                default="NORMAL",
-                choices=["OFF", "NORMAL", "FULL", "EXTRA"],
-                help="SQLite synchronous pragma; NORMAL is safe with WAL [%(default)s]",
-            )
-        elif kind in ("jsonl", "csv"):
-            _rotation(p)
-        elif kind == "stdout":
-            p.add_argument("--raw", action="store_true", help="also show the raw tag bytes")
-            p.add_argument(
-                "--utc", action="store_true", help="times in UTC (default: local time with offset)"
-            )
+    g = parser.add_argument_group("a sink described by a [[sink]] section (instead of KIND)")
+    g.add_argument("--section", metavar="JSON", help="the section as a JSON object")
+    g.add_argument("--config", metavar="FILE", help="a config file; with --sink")
+    g.add_argument("--sink", metavar="NAME", help="the name of the [[sink]] in --config")
+    _bus(g, required=False)
+    sub = parser.add_subparsers(dest="kind", metavar="KIND")
+    for kind, spec in sink_kinds().items():
+        p = sub.add_parser(kind, help=spec.schema.help, description=spec.schema.help)
+        _common(p, spec.schema.flush_interval_s)
+        add_option_flags(p, spec.schema)
 
 
-def run(args: argparse.Namespace) -> int:
+class _Unusable(Exception):
+    """What was asked for cannot run; the message says why."""
+
+
+def _from_file(path: str, name: str | None) -> tuple[SinkConfig, str]:
+    from pyconpro.workers.forwarder import connectable
+
+    from pyconpro.config_file import load_config
+
+    config = load_config(path)
+    names = [s.name for s in config.sinks]
+    if name is None or name not in names:
+        raise _Unusable(
+            f"{path} has no [[sink]] named {name!r}; --sink takes one of: "
+            f"{', '.join(names) or '(none)'}"
+        )
+    return config.sinks[names.index(name)], connectable(config.bus.endpoint)
+
+
+def sink_from_args(args: argparse.Namespace) -> tuple[SinkConfig, list[str]]:
+    """The validated sink and the endpoints the arguments ask for; ``ConfigError`` when the
+    section is not valid, ``_Unusable`` for arguments that do not fit together."""
+    if args.kind is not None:
+        if args.section is not None or args.config is not None:
+            raise _Unusable("give either KIND with its flags or --section / --config, not both")
+        section = section_from_args(args, sink_kinds()[args.kind].schema)
+        return parse_sink_section(section, sink_schemas(), "pyconpro sink"), list(args.connect)
+    if (args.section is None) == (args.config is None):
+        raise _Unusable("give a sink KIND, --section JSON, or --config FILE --sink NAME")
+    if args.config is not None:
+        sink, endpoint = _from_file(args.config, args.sink)
+        return sink, list(args.connect or [endpoint])
+    try:
+        data = json.loads(args.section)
+    except json.JSONDecodeError as exc:
+        raise _Unusable(f"--section is not valid JSON: {exc}") from None
+    if not args.connect:
+        raise _Unusable("--section needs --connect ENDPOINT")
+    return parse_sink_section(data, sink_schemas(), "--section"), list(args.connect)
+
+
+def loop_options(sink: SinkConfig, endpoints: Sequence[str]) -> LoopOptions:
+    return LoopOptions(
+        endpoints=list(endpoints),
+        topics=tuple(t.encode("utf-8") for t in sink.topics),
+        rcvhwm=sink.rcvhwm,
+        flush_interval=sink.flush_interval_s,
+        batch_size=sink.batch_size,
+        drain_max=sink.drain_max_s,
+    )
+
+
+def _setup_logging(level: str) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=getattr(logging, args.log_level),
+            level=getattr(logging, level),
             stream=sys.stderr,
             format="%(asctime)s %(name)s %(levelname)s %(message)s",
         )
     else:
-        log.setLevel(getattr(logging, args.log_level))
-    factory = KINDS[args.kind][0]
-    for name in ("batch_size", "rcvhwm"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
-    if args.flush_interval < 0 or args.drain_max < 0:
-        print("error: --flush-interval and --drain-max must be >= 0", file=sys.stderr)
-        return 2
-    topics = tuple(t.encode("utf-8") for t in args.topic) if args.topic else DEFAULT_TOPICS
-    options = LoopOptions(
-        endpoints=list(args.connect),
-        topics=topics,
-        rcvhwm=args.rcvhwm,
-        flush_interval=args.flush_interval,
-        batch_size=args.batch_size,
-        drain_max=args.drain_max,
-    )
+        log.setLevel(getattr(logging, level))
+
+
+def run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
     try:
-        sink = factory(args)
-        return run_sink(sink, options)
+        config, endpoints = sink_from_args(args)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 2
+    except _Unusable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_sink(make_sink(config), loop_options(config, endpoints))
     except zmq.ZMQError as exc:
         print(
-            f"error: cannot subscribe to {', '.join(args.connect)}: {exc}; endpoints look like"
+            f"error: cannot subscribe to {', '.join(endpoints)}: {exc}; endpoints look like"
             " tcp://HOST:PORT or ipc:///path",
             file=sys.stderr,
         )
         return 2
     except (RuntimeError, ValueError, OSError) as exc:
-        print(f"error: {args.kind} sink: {exc}", file=sys.stderr)
+        print(f"error: {config.kind} sink: {exc}", file=sys.stderr)
         return 2
 
 

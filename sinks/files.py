@@ -20,11 +20,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
 from pyconpro.acquisition.wire import Event, Sample, Stats
 from pyconpro.sinks.base import BusGap, Sink
 from pyconpro.sinks.records import (
@@ -38,6 +40,7 @@ from pyconpro.sinks.records import (
     stats_record,
     to_json,
 )
+from pyconpro.sinks.registry import SinkKind
 
 STREAMS: dict[str, Sequence[str]] = {
     "samples": SAMPLE_FIELDS,
@@ -248,3 +251,82 @@ class CsvSink(_FileSink):
             # value is always JSON text (so "1" the string and 1 the number stay distinct).
             cells.append(to_json(x) if f in ("value", "counters") else _csv_cell(x))
         return self._row(cells)
+
+
+# --------------------------------------------------------------------------------------------
+# the [[sink]] options of both kinds
+
+_PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _check_prefix(prefix: str) -> tuple[str, str] | None:
+    if _PREFIX.fullmatch(prefix):
+        return None
+    return (
+        f"prefix = {prefix!r} is not a plain file name prefix",
+        "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/')",
+    )
+
+
+def _check_rotate_bytes(n: int) -> tuple[str, str] | None:
+    if 0 < n < 4096:
+        return (
+            f"rotate_bytes = {n} would start a new file every few records",
+            "use 0 (never rotate by size) or at least 4096",
+        )
+    return None
+
+
+def _schema(kind: str, help_text: str) -> SinkSchema:
+    return SinkSchema(
+        kind=kind,
+        help=help_text,
+        options=(
+            Option(
+                "directory", "path", "data", "Output directory (created if missing).",
+                flag="--dir", cli_required=True,
+            ),
+            Option("prefix", "string", "pyconpro", "File name prefix.", check=_check_prefix),
+            Option(
+                "rotate_bytes", "integer", 64 * 1024 * 1024,
+                "Start a new file past this size; `0` = never. At least 4096 when not 0.",
+                lo=0, hi=1 << 50, unit="bytes", check=_check_rotate_bytes, flag="--max-bytes",
+                doc_default="`67108864` (64 MiB)",
+            ),
+            Option(
+                "rotate_s", "number", 3600.0, "Start a new file after this age; `0` = never.",
+                lo=0.0, hi=366 * 86400.0, unit="s", flag="--max-seconds",
+            ),
+            Option("fsync", "boolean", False, "fsync the files on every flush."),
+        ),
+        # Each kind names its files <prefix>-<stream>-....<kind>, so only the same kind collides.
+        output=Output(
+            keys=("directory", "prefix"),
+            what=f"the files {{prefix}}-*.{kind} in {{directory!r}}",
+            fix=f"give each {kind} sink its own directory or prefix",
+            where=f"{{directory}}/{{prefix}}-*.{kind}",
+        ),
+    )  # fmt: skip
+
+
+def _file_options(options: Mapping[str, OptionValue]) -> dict[str, Any]:
+    return {
+        "directory": str(options["directory"]),
+        "prefix": str(options["prefix"]),
+        "max_bytes": int(options["rotate_bytes"]),
+        "max_seconds": float(options["rotate_s"]),
+        "fsync": bool(options["fsync"]),
+    }
+
+
+def jsonl_from_options(options: Mapping[str, OptionValue]) -> JsonlSink:
+    return JsonlSink(**_file_options(options))
+
+
+def csv_from_options(options: Mapping[str, OptionValue]) -> CsvSink:
+    return CsvSink(**_file_options(options))
+
+
+JSONL_SCHEMA = _schema("jsonl", "write JSON Lines files, rotated by size/age")
+CSV_SCHEMA = _schema("csv", "write CSV files, rotated by size/age")
+SINK_KINDS = (SinkKind(JSONL_SCHEMA, jsonl_from_options), SinkKind(CSV_SCHEMA, csv_from_options))

@@ -25,11 +25,14 @@ a flush is one fsync-light commit and readers (Grafana, sqlite3 CLI) never block
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
+from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
 from pyconpro.acquisition.wire import Event, Sample, Stats
 from pyconpro.sinks.base import BusGap, Sink
 from pyconpro.sinks.records import to_json, value_real
+from pyconpro.sinks.registry import SinkKind
 
 DB_SCHEMA_VERSION = 1
 
@@ -88,6 +91,30 @@ CREATE TABLE IF NOT EXISTS stats (
 );
 """
 
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+SQLITE_SCHEMA = SinkSchema(
+    kind="sqlite",
+    help="write to a SQLite database (WAL, batched transactions)",
+    options=(
+        Option(
+            "path", "path", "pyconpro.sqlite3", "Database file (created if missing).",
+            flag="--db", cli_required=True,
+        ),
+        Option(
+            "synchronous", "choice", "NORMAL",
+            "SQLite `synchronous` pragma; `NORMAL` is safe with WAL.",
+            choices=SYNCHRONOUS, fold=True,
+        ),
+    ),
+    output=Output(
+        keys=("path",),
+        what="the database {path!r}",
+        fix='give each sqlite sink its own path, e.g. path = "second.sqlite3"',
+        where="{path}",
+    ),
+)  # fmt: skip
+
 _I64_WRAP = 2**64
 _I64_MAX = 2**63 - 1
 
@@ -98,7 +125,7 @@ def _i64(n: int) -> int:
 
 class SqliteSink(Sink):
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        if synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous={synchronous!r}: use OFF, NORMAL, FULL or EXTRA")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
@@ -228,3 +255,10 @@ class SqliteSink(Sink):
                 db.execute("COMMIT")
         finally:
             db.close()
+
+
+def from_options(options: Mapping[str, OptionValue]) -> SqliteSink:
+    return SqliteSink(str(options["path"]), synchronous=str(options["synchronous"]))
+
+
+SINK_KINDS = (SinkKind(SQLITE_SCHEMA, from_options),)

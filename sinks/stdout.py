@@ -23,12 +23,25 @@ import json
 import math
 import struct
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 from pyconpro.acquisition.logix_types import DataTypeCode
+from pyconpro.acquisition.sink_config import Option, OptionValue, SinkSchema
 from pyconpro.acquisition.wire import Event, Sample, Stats, Value, escape_name
 from pyconpro.sinks.base import BusGap, Sink
 from pyconpro.sinks.records import iso_time, to_json
+from pyconpro.sinks.registry import SinkKind
+
+STDOUT_SCHEMA = SinkSchema(
+    kind="stdout",
+    help="print human-readable live lines",
+    options=(
+        Option("raw", "boolean", False, "Also show the raw tag bytes."),
+        Option("utc", "boolean", False, "Times in UTC with `Z` instead of local time with offset."),
+    ),
+    flush_interval_s=0.1,  # people watch it live
+)
 
 _F32 = struct.Struct("<f")
 _ATOMIC_NAMES = frozenset(c.name for c in DataTypeCode)
@@ -178,3 +191,10 @@ class StdoutSink(Sink):
         except BrokenPipeError:
             # `pyconpro sink stdout | head`: the reader left; nothing more to show anyone.
             raise SystemExit(0) from None
+
+
+def from_options(options: Mapping[str, OptionValue]) -> StdoutSink:
+    return StdoutSink(raw=bool(options["raw"]), utc=bool(options["utc"]))
+
+
+SINK_KINDS = (SinkKind(STDOUT_SCHEMA, from_options),)

@@ -1354,7 +1354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for text in args.consumer:
             defs.append(consumer_from_text(text))
         if args.config:
-            from pyconpro.acquisition.config import group_by_local_address, load_config
+            from pyconpro.acquisition.config import group_by_local_address
+
+            from pyconpro.config_file import load_config
 
             cfg = load_config(args.config)
             opts.stats_interval_s = cfg.worker.stats_interval_s

@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import json
 import logging
 import os
 import random
@@ -75,8 +76,6 @@ from pyconpro.acquisition.config import (
     ConsumerSpec,
     WorkerGroup,
     group_by_local_address,
-    load_config,
-    sink_argv,
 )
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.supervision import (
@@ -93,6 +92,8 @@ from pyconpro.acquisition.supervision import (
 from pyconpro.acquisition.wire import Event, decode
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.process import Child, spawn
+
+from pyconpro.config_file import load_config
 
 __all__ = [
     "ChildSpec",
@@ -270,9 +271,14 @@ def plan_children(
             consumers=group.consumers,
         )
     for sink in config.sinks:
+        # The sink gets its validated section (paths resolved) as data, not the file: a reload
+        # compares these commands to decide restarts, and a crash restart must run the
+        # configuration loaded here, not whatever the file says meanwhile.
         name = f"sink-{sink.name}"
         argv = (runtime.python, "-m", "pyconpro.sinks.cli",
-                *sink_argv(sink, runtime.bus_connect, level))
+                "--section", json.dumps(sink.section(), sort_keys=True, separators=(",", ":")),
+                "--connect", runtime.bus_connect,
+                "--log-level", level if level != "CRITICAL" else "ERROR")  # fmt: skip
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out
 

@@ -12,20 +12,21 @@ from pyconpro.acquisition import config as cfg
 from pyconpro.acquisition import toml_check
 from pyconpro.acquisition.config import (
     BusConfig,
+    Config,
     ConfigError,
     ConfigIssue,
     ConsumerSpec,
     RouteHop,
     consumer_specs,
     group_by_local_address,
-    load_config,
     multiplier_code,
     parse_config,
-    sink_argv,
     validate_tag_name,
 )
 from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.sink_config import COMMON_KEYS
 from pyconpro.acquisition.supervision import RestartPolicy
+from pyconpro.sinks.registry import sink_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
@@ -42,9 +43,14 @@ address = "127.0.0.2"
 """
 
 
+def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
+    """``parse_config`` with the schemas of every sink kind."""
+    return parse_config(text, filename, sink_kinds=sink_schemas(), base_dir=base_dir)
+
+
 def issues_of(text: str) -> tuple[ConfigIssue, ...]:
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "plant.toml")
+        parse(text, "plant.toml")
     return info.value.issues
 
 
@@ -59,12 +65,12 @@ def one_issue(text: str) -> ConfigIssue:
 
 @pytest.mark.parametrize("value", [0, 212992, 8 << 20, 1 << 30])
 def test_worker_udp_rcvbuf_is_taken_from_the_file(value: int) -> None:
-    c = parse_config(f"[worker]\nudp_rcvbuf = {value}\n" + BASE)
+    c = parse(f"[worker]\nudp_rcvbuf = {value}\n" + BASE)
     assert c.worker.udp_rcvbuf == value
 
 
 def test_minimal_file_gets_every_default() -> None:
-    c = parse_config(BASE)
+    c = parse(BASE)
     assert c.source == "<string>"
     assert c.bus == BusConfig()
     assert c.logging.level == "INFO" and c.logging.file is None
@@ -95,7 +101,7 @@ def test_minimal_file_gets_every_default() -> None:
 
 
 def test_settings_inherit_tag_then_plc_then_defaults() -> None:
-    c = parse_config(
+    c = parse(
         """
 [defaults]
 rpi_ms = 10
@@ -145,7 +151,7 @@ address = "10.0.0.2"
 
 
 def test_consumer_specs_carry_wire_units() -> None:
-    c = parse_config(
+    c = parse(
         BASE
         + """\
   rpi_ms = 12.3456
@@ -192,7 +198,7 @@ udp_port = 2223
 
 
 def test_multicast_flag_and_frozen_values() -> None:
-    c = parse_config(BASE + '  transport = "multicast"\n')
+    c = parse(BASE + '  transport = "multicast"\n')
     (spec,) = consumer_specs(c)["line1"]
     assert spec.multicast is True
     with pytest.raises(AttributeError):
@@ -200,21 +206,6 @@ def test_multicast_flag_and_frozen_values() -> None:
     with pytest.raises(AttributeError):
         c.plcs = ()  # type: ignore[misc]
     assert hash(spec) == hash(consumer_specs(c)["line1"][0])
-
-
-def test_examples_are_valid(tmp_path: Path) -> None:
-    # Pipeline configs are every example except the simulator's tag files (sim-*.toml).
-    names = sorted(
-        p.name for p in (ROOT / "examples").glob("*.toml") if not p.name.startswith("sim-")
-    )
-    assert {"pipeline.toml", "real-plc.toml"} <= set(names)
-    for name in names:
-        load_config(ROOT / "examples" / name)
-    pipeline = load_config(ROOT / "examples" / "pipeline.toml")
-    assert [p.address for p in pipeline.plcs] == ["127.0.0.2", "127.0.0.3"]
-    # relative sink paths are relative to the file, not the working directory
-    db = next(s for s in pipeline.sinks if s.kind == "sqlite")
-    assert db.path == str(ROOT / "examples" / "pipeline.sqlite3")
 
 
 def _doc_example() -> str:
@@ -226,7 +217,7 @@ def _doc_example() -> str:
 
 
 def test_documented_full_example_is_valid_and_uses_every_section() -> None:
-    c = parse_config(_doc_example(), "doc")
+    c = parse(_doc_example(), "doc")
     assert [p.name for p in c.plcs] == ["press1", "packer"]
     assert [s.kind for s in c.sinks] == ["sqlite", "jsonl", "stdout"]
     forces = c.plcs[0].tags[1]
@@ -243,100 +234,12 @@ def test_every_key_is_documented() -> None:
         "plc.tag": cfg._TAG_KEYS,
         "worker": cfg._WORKER_KEYS,
         "supervisor": cfg._SUPERVISOR_KEYS,
-        "sink": (*cfg._SINK_COMMON, *(k for v in cfg._SINK_OPTIONS.values() for k in v)),
+        "sink": (*COMMON_KEYS, *(k for schema in sink_schemas().values() for k in schema.keys)),
     }
     missing = [f"{g}.{k}" for g, keys in groups.items() for k in keys if f"`{k}`" not in text]
     assert missing == []
     for section in cfg._TOP_KEYS:
         assert f"[{section}]" in text or f"[[{section}]]" in text
-
-
-def test_sink_options_and_defaults() -> None:
-    c = parse_config(
-        BASE
-        + """
-[[sink]]
-kind = "sqlite"
-synchronous = "full"
-
-[[sink]]
-kind = "csv"
-name = "csv-out"
-topics = ["sample/line1/Speed/", "event/line1/", "stats/"]
-directory = "/tmp/x"
-rotate_bytes = 0
-rotate_s = 60
-fsync = true
-
-[[sink]]
-kind = "stdout"
-raw = true
-""",
-        base_dir="/srv/pp",
-    )
-    sqlite, csv, out = c.sinks
-    assert (sqlite.name, sqlite.path, sqlite.synchronous) == (
-        "sqlite-0",
-        "/srv/pp/pyconpro.sqlite3",
-        "FULL",
-    )
-    assert sqlite.topics == ("sample/", "event/", "stats/") and sqlite.directory is None
-    assert (csv.directory, csv.rotate_bytes, csv.rotate_s, csv.fsync) == ("/tmp/x", 0, 60, True)
-    assert (out.name, out.raw, out.flush_interval_s, out.path) == ("stdout-2", True, 0.1, None)
-
-
-def test_sinks_writing_different_files_are_fine() -> None:
-    c = parse_config(
-        BASE + '\n[[sink]]\nkind = "sqlite"\n\n[[sink]]\nkind = "sqlite"\npath = "b.sqlite3"\n'
-        '\n[[sink]]\nkind = "jsonl"\n\n[[sink]]\nkind = "csv"\n'  # same dir, other suffix
-        '\n[[sink]]\nkind = "jsonl"\nprefix = "second"\n'
-        '\n[[sink]]\nkind = "stdout"\n\n[[sink]]\nkind = "stdout"\n',
-        "plant.toml",
-    )
-    assert len(c.sinks) == 7
-
-
-def test_sink_argv_matches_the_sink_cli() -> None:
-    cli = pytest.importorskip("pyconpro.sinks.cli")
-    c = parse_config(
-        BASE
-        + """
-[[sink]]
-kind = "sqlite"
-path = "db.sqlite3"
-batch_size = 7
-
-[[sink]]
-kind = "jsonl"
-topics = ["sample/line1/"]
-rotate_bytes = 8192
-fsync = true
-
-[[sink]]
-kind = "stdout"
-raw = true
-""",
-        base_dir="/d",
-    )
-    parser = cli.build_parser()
-    sqlite, jsonl, out = (
-        parser.parse_args(sink_argv(s, "tcp://127.0.0.1:5555", "DEBUG")) for s in c.sinks
-    )
-    assert (sqlite.kind, sqlite.db, sqlite.batch_size, sqlite.connect) == (
-        "sqlite",
-        "/d/db.sqlite3",
-        7,
-        ["tcp://127.0.0.1:5555"],
-    )
-    assert sqlite.topic == ["sample/", "event/", "stats/"] and sqlite.log_level == "DEBUG"
-    assert (jsonl.dir, jsonl.max_bytes, jsonl.max_seconds, jsonl.fsync, jsonl.topic) == (
-        "/d/data",
-        8192,
-        3600.0,
-        True,
-        ["sample/line1/"],
-    )
-    assert out.raw is True and out.flush_interval == 0.1
 
 
 def test_control_endpoints() -> None:
@@ -1043,39 +946,6 @@ def test_toml_duplicate_key_is_a_syntax_error_with_line() -> None:
     assert issue.line == 7
 
 
-def test_load_config_names_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "plant.toml"
-    path.write_text(BASE + "  rpi_ms = 0.1\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert str(info.value).startswith(f"{path}:7: plc[0].tag[0].rpi_ms: rpi_ms = 0.1")
-
-    with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "missing.toml")
-    assert "cannot read the file" in str(info.value) and "check the path" in str(info.value)
-
-    bad = tmp_path / "latin1.toml"
-    bad.write_bytes(b'[[plc]]\nname = "caf\xe9"\n')
-    with pytest.raises(ConfigError) as info:
-        load_config(bad)
-    assert info.value.first.line == 2 and "UTF-8" in info.value.first.problem
-
-
-def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "conf" / "plant.toml"
-    path.parent.mkdir()
-    path.write_text(
-        BASE + '\n[logging]\nfile = "logs/p.log"\n\n[[sink]]\nkind = "jsonl"\n'
-        '\n[[sink]]\nkind = "sqlite"\npath = "/abs/db.sqlite3"\n',
-        encoding="utf-8",
-    )
-    c = load_config(path)
-    assert c.source == str(path)
-    assert c.logging.file == str(tmp_path / "conf" / "logs" / "p.log")
-    assert c.sinks[0].directory == str(tmp_path / "conf" / "data")
-    assert c.sinks[1].path == "/abs/db.sqlite3"
-
-
 # ----------------------------------------------------------------------------- key lines
 
 
@@ -1175,7 +1045,7 @@ address = "10.0.0.22"
 
 
 def test_group_by_local_address() -> None:
-    c = parse_config(GROUPING)
+    c = parse(GROUPING)
     asked: list[str] = []
 
     def resolve(addr: str) -> str:
@@ -1194,7 +1064,7 @@ def test_group_by_local_address() -> None:
 
 
 def test_group_by_local_address_failures_name_the_plc() -> None:
-    c = parse_config(GROUPING, "plant.toml")
+    c = parse(GROUPING, "plant.toml")
 
     def unreachable(addr: str) -> str:
         raise OSError(101, "Network is unreachable")
@@ -1258,7 +1128,7 @@ FRAGMENTS = st.sampled_from(
 @given(st.lists(FRAGMENTS, max_size=25))
 def test_any_fragment_soup_gives_a_config_or_a_config_error(lines: list[str]) -> None:
     try:
-        parse_config("\n".join(lines) + "\n", "f.toml")
+        parse("\n".join(lines) + "\n", "f.toml")
     except ConfigError as exc:
         assert exc.issues
         for issue in exc.issues:
@@ -1269,6 +1139,6 @@ def test_any_fragment_soup_gives_a_config_or_a_config_error(lines: list[str]) ->
 @given(st.text(max_size=200))
 def test_arbitrary_text_gives_a_config_or_a_config_error(text: str) -> None:
     try:
-        parse_config(text)
+        parse(text)
     except ConfigError:
         pass

@@ -18,6 +18,8 @@ FORBIDDEN = [
     "selectors",
 ]
 
+SHELLS = ["sinks", "workers", "simulator", "config_file"]
+
 CORE = sorted(
     p.stem for p in pathlib.Path(acquisition.__file__).parent.glob("*.py") if p.stem != "__init__"
 )
@@ -71,5 +73,9 @@ def test_no_core_module_source_imports_io_modules() -> None:
                 continue
             for name in names:
                 if name.split(".")[0] in FORBIDDEN:
+                    offenders.append(f"{path.name}:{node.lineno} imports {name}")
+                # The core is handed what it needs from the shells (the sink option schemas
+                # are a parameter of parse_config), never imports them.
+                if name.split(".")[:2] in (["pyconpro", p] for p in SHELLS):
                     offenders.append(f"{path.name}:{node.lineno} imports {name}")
     assert offenders == []

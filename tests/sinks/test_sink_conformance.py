@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyconpro.acquisition.wire import Event, EventKind, Sample, SeqCounter, topic_for_sample
 from pyconpro.sinks.base import DEFAULT_TOPICS
-from pyconpro.sinks.cli import KINDS
+from pyconpro.sinks.registry import sink_kinds
 
 from tests.sinks.bus_testkit import (
     BUS_HOST,
@@ -25,7 +25,7 @@ from tests.sinks.bus_testkit import (
 
 pytestmark = pytest.mark.timeout(90)
 
-ALL_KINDS = sorted(KINDS)
+ALL_KINDS = sorted(sink_kinds())
 T0 = 1_700_000_000_000_000_000
 
 

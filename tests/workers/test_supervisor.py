@@ -26,6 +26,7 @@ import pytest
 import zmq
 from pyconpro.acquisition.config import Config, WorkerGroup, consumer_specs, parse_config
 from pyconpro.acquisition.supervision import ChildKind
+from pyconpro.sinks.registry import sink_schemas
 from pyconpro.workers.forwarder import ForwarderError
 from pyconpro.workers.supervisor import (
     CONTROL_HWM,
@@ -253,7 +254,7 @@ address = "10.1.2.4"
   [[plc.tag]]
   name = "Flags"
   transport = "multicast"
-""")
+""", sink_kinds=sink_schemas())
     for spec in (s for specs in consumer_specs(cfg).values() for s in specs):
         for parsed in (consumers.consumer_from_text(consumer_text(spec)),
                        consumers.consumer_from_map(consumer_map(spec))):  # fmt: skip
@@ -262,7 +263,7 @@ address = "10.1.2.4"
 
 
 def _plan(text: str, tmp: Path) -> dict[str, ChildSpec]:
-    cfg = parse_config(text, "p.toml", base_dir=str(tmp))
+    cfg = parse_config(text, "p.toml", sink_kinds=sink_schemas(), base_dir=str(tmp))
     from pyconpro.acquisition.config import group_by_local_address
 
     groups = group_by_local_address(cfg, lambda a: "x")
@@ -283,11 +284,16 @@ def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> Non
         "tag=Counter", "tag=Sine"]  # fmt: skip
     sink = plan["sink-db"]
     assert sink.kind is ChildKind.SINK
-    from pyconpro.sinks.cli import build_parser
+    from pyconpro.sinks.cli import build_parser, sink_from_args
 
-    args = build_parser().parse_args(list(sink.argv[3:]))
-    assert (args.kind, args.connect, args.db) == ("sqlite", ["ipc:///b"],
-                                                  str(tmp_path / "db.sqlite3"))  # fmt: skip
+    # the sink gets its validated section, paths resolved against the file's directory
+    assert sink.argv[:4] == ("py", "-m", "pyconpro.sinks.cli", "--section")
+    section = json.loads(sink.argv[4])
+    assert (section["kind"], section["path"]) == ("sqlite", str(tmp_path / "db.sqlite3"))
+    config, endpoints = sink_from_args(build_parser().parse_args(list(sink.argv[3:])))
+    assert endpoints == ["ipc:///b"]
+    assert config == parse_config(config_text(tmp_path), "p.toml", sink_kinds=sink_schemas(),
+                                  base_dir=str(tmp_path)).sinks[0]  # fmt: skip
 
 
 def test_worker_argv_carries_the_udp_receive_buffer_of_the_file(tmp_path: Path) -> None:
@@ -465,7 +471,8 @@ def test_reload_changes_consumers_without_restarting_the_worker(tmp_path: Path) 
             "control requests")]  # fmt: skip
         assert sorted(ops) == [("add", "p1/Array10"), ("remove", "p1/Counter")]
         sink_start = [e for e in read_log(tmp_path) if e["ev"] == "start" and "argv" in e][-1]
-        assert sink_start["argv"][sink_start["argv"].index("--batch-size") + 1] == "10"
+        section = json.loads(sink_start["argv"][sink_start["argv"].index("--section") + 1])
+        assert section["batch_size"] == 10
         # an invalid file changes nothing and says why
         (tmp_path / "pipe.toml").write_text(config_text(tmp_path) + "\n[bus]\nendpont = 1\n")
         reply = request(sup.control_endpoint, {"op": "reload"}, 5.0)

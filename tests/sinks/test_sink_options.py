@@ -1,0 +1,232 @@
+"""The option schemas of the real sink kinds: what ``[[sink]]`` sections of each kind take,
+and the two ways a sink process is described (flags derived from the schema for hand use, the
+section as JSON as the supervisor passes it) building the same sink."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyconpro.acquisition.config import Config, ConfigError, parse_config
+from pyconpro.acquisition.sink_config import SinkConfig, parse_sink_section
+from pyconpro.sinks.base import Sink
+from pyconpro.sinks.cli import build_parser, sink_from_args
+from pyconpro.sinks.files import _FileSink
+from pyconpro.sinks.registry import make_sink, sink_kinds, sink_schemas
+from pyconpro.sinks.sqlite import SqliteSink
+from pyconpro.sinks.stdout import StdoutSink
+
+BASE = """\
+[bus]
+endpoint = "tcp://*:5591"
+
+[[plc]]
+name = "line1"
+address = "127.0.0.2"
+
+  [[plc.tag]]
+  name = "Speed"
+"""
+EP = "tcp://127.0.0.1:5555"
+
+
+def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
+    return parse_config(text, filename, sink_kinds=sink_schemas(), base_dir=base_dir)
+
+
+def test_every_kind_is_registered_in_order() -> None:
+    assert list(sink_kinds()) == ["sqlite", "jsonl", "csv", "stdout"]
+    assert all(k.schema.kind == name for name, k in sink_kinds().items())
+
+
+def test_sink_options_and_defaults() -> None:
+    c = parse(
+        BASE
+        + """
+[[sink]]
+kind = "sqlite"
+synchronous = "full"
+
+[[sink]]
+kind = "csv"
+name = "csv-out"
+topics = ["sample/line1/Speed/", "event/line1/", "stats/"]
+directory = "/tmp/x"
+rotate_bytes = 0
+rotate_s = 60
+fsync = true
+
+[[sink]]
+kind = "stdout"
+raw = true
+""",
+        base_dir="/srv/pp",
+    )
+    sqlite, csv, out = c.sinks
+    assert (sqlite.name, dict(sqlite.options)) == (
+        "sqlite-0",
+        {"path": "/srv/pp/pyconpro.sqlite3", "synchronous": "FULL"},
+    )
+    assert sqlite.topics == ("sample/", "event/", "stats/") and sqlite.flush_interval_s == 1.0
+    assert dict(csv.options) == {
+        "directory": "/tmp/x", "prefix": "pyconpro", "rotate_bytes": 0, "rotate_s": 60.0,
+        "fsync": True,
+    }  # fmt: skip
+    assert (out.name, dict(out.options), out.flush_interval_s) == ("stdout-2", {"raw": True}, 0.1)
+
+
+def test_sinks_writing_different_files_are_fine() -> None:
+    c = parse(
+        BASE + '\n[[sink]]\nkind = "sqlite"\n\n[[sink]]\nkind = "sqlite"\npath = "b.sqlite3"\n'
+        '\n[[sink]]\nkind = "jsonl"\n\n[[sink]]\nkind = "csv"\n'  # same dir, other suffix
+        '\n[[sink]]\nkind = "jsonl"\nprefix = "second"\n'
+        '\n[[sink]]\nkind = "stdout"\n\n[[sink]]\nkind = "stdout"\n',
+        "plant.toml",
+    )
+    assert len(c.sinks) == 7
+
+
+# ----------------------------------------------------------------------------- two descriptions
+
+SINKS = """
+[[sink]]
+kind = "sqlite"
+name = "db"
+path = "db.sqlite3"
+batch_size = 7
+synchronous = "OFF"
+
+[[sink]]
+kind = "jsonl"
+topics = ["sample/line1/"]
+rotate_bytes = 8192
+rotate_s = 0.5
+fsync = true
+
+[[sink]]
+kind = "csv"
+directory = "/abs/csv"
+prefix = "c"
+drain_max_s = 0
+
+[[sink]]
+kind = "stdout"
+raw = true
+"""
+
+
+def flags_for(sink: SinkConfig) -> list[str]:
+    """``pyconpro sink KIND ...`` for ``sink``, every value spelled as the flag the kind's
+    schema derives."""
+    argv = [sink.kind, "--connect", EP, "--log-level", "DEBUG"]
+    for topic in sink.topics:
+        argv += ["--topic", topic]
+    argv += ["--rcvhwm", str(sink.rcvhwm), "--batch-size", str(sink.batch_size),
+             "--flush-interval", repr(sink.flush_interval_s),
+             "--drain-max", repr(sink.drain_max_s)]  # fmt: skip
+    for o in sink_schemas()[sink.kind].options:
+        value = sink.options[o.key]
+        if o.type == "boolean":
+            argv += [o.cli_flag] if value else []
+        else:
+            argv += [o.cli_flag, str(value)]
+    return argv
+
+
+def built(sink: Sink) -> tuple[Any, ...]:
+    """What a constructed sink will do, comparable."""
+    if isinstance(sink, SqliteSink):
+        return ("sqlite", sink.path, sink.synchronous)
+    if isinstance(sink, _FileSink):
+        streams = {n: (s.max_bytes, s.max_seconds, s.fsync) for n, s in sink.streams.items()}
+        return (type(sink).__name__, sink.directory, sink.prefix, streams)
+    assert isinstance(sink, StdoutSink)
+    return ("stdout", sink.raw)
+
+
+def test_schema_flags_and_the_section_build_the_same_sink(tmp_path: Path) -> None:
+    c = parse(BASE + SINKS, base_dir=str(tmp_path))
+    parser = build_parser()
+    for sink in c.sinks:
+        section_argv = ["--section", json.dumps(sink.section()), "--connect", EP]
+        from_section, eps = sink_from_args(parser.parse_args(section_argv))
+        assert from_section == sink and eps == [EP]
+        from_flags, eps = sink_from_args(parser.parse_args(flags_for(sink)))
+        assert replace(from_flags, name=sink.name) == sink and eps == [EP]
+        assert built(make_sink(from_flags)) == built(make_sink(from_section))
+    assert built(make_sink(c.sinks[0])) == ("sqlite", tmp_path / "db.sqlite3", "OFF")
+    assert built(make_sink(c.sinks[1]))[3]["samples"] == (8192, 0.5, True)
+
+
+def test_flags_left_out_take_the_schema_defaults() -> None:
+    args = build_parser().parse_args(["jsonl", "--connect", EP, "--dir", "out"])
+    sink, _ = sink_from_args(args)
+    assert sink == parse_sink_section({"kind": "jsonl", "directory": "out"}, sink_schemas())
+    assert sink.name == "jsonl" and sink.options["rotate_bytes"] == 64 * 1024 * 1024
+
+
+def test_flags_are_validated_by_the_schema() -> None:
+    parser = build_parser()
+    with pytest.raises(ConfigError) as info:
+        sink_from_args(parser.parse_args(["csv", "--connect", EP, "--dir", "d", "--max-bytes",
+                                          "100", "--batch-size", "0"]))  # fmt: skip
+    assert [(i.file, i.key) for i in info.value.issues] == [
+        ("pyconpro sink", "batch_size"), ("pyconpro sink", "rotate_bytes")]  # fmt: skip
+    assert "would start a new file every few records" in info.value.issues[1].problem
+    with pytest.raises(SystemExit):  # hand use: the output is not left to a default
+        parser.parse_args(["sqlite", "--connect", EP])
+
+
+def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> None:
+    from pyconpro.config_file import load_config
+
+    path = tmp_path / "plant.toml"
+    path.write_text(BASE + SINKS, encoding="utf-8")
+    config = load_config(path)
+    parser = build_parser()
+    sink, eps = sink_from_args(parser.parse_args(["--config", str(path), "--sink", "db"]))
+    assert sink == config.sinks[0] and eps == ["tcp://127.0.0.1:5591"]  # [bus].endpoint
+    with pytest.raises(Exception, match="--sink takes one of: db, jsonl-1, csv-2, stdout-3"):
+        sink_from_args(parser.parse_args(["--config", str(path), "--sink", "nope"]))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "problem"),
+    [
+        ({"kind": "sqlite", "rotate_s": 1}, "rotate_s", "not an option of sink kind 'sqlite'"),
+        ({"kind": "sqlite", "paht": "x"}, "paht", "unknown key 'paht'"),
+        ({"kind": "pg"}, "kind", "kind = 'pg' is not one of"),
+        ({"kind": "stdout", "topics": []}, "topics", "topics is empty"),
+        ({"kind": "csv", "prefix": "a/b"}, "prefix", "is not a plain file name prefix"),
+        ({"kind": "sqlite", "path": ""}, "path", "path is empty"),
+        (["kind", "stdout"], "", "a sink section must be a table"),
+    ],
+)
+def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_sink_section(section, sink_schemas(), "--section")
+    issue = info.value.first
+    assert (issue.file, issue.key, issue.line) == ("--section", key, None)
+    assert problem in issue.problem
+
+
+def test_configuration_md_sink_tables_are_generated_from_the_schemas() -> None:
+    """docs/configuration.md's per-kind key tables are what ``options_markdown`` renders from
+    each kind's schema (regenerate them with scripts/doc_tables.py)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("doc_tables", root / "scripts" / "doc_tables.py")
+    assert spec is not None and spec.loader is not None
+    doc_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(doc_tables)
+    text = (root / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert doc_tables.blocks_in(text) == [f"sink {kind}" for kind in sink_kinds()]
+    new, stale = doc_tables.regenerate(text)
+    assert stale == [], f"run scripts/doc_tables.py: {stale}"
+    assert new == text
+    for schema in sink_schemas().values():  # every flag is in the table next to its key
+        assert all(f"| `{o.key}` |" in text and f"`{o.cli_flag}`" in text for o in schema.options)
