@@ -75,7 +75,11 @@ raw = true
         "directory": "/tmp/x", "prefix": "pyconpro", "rotate_bytes": 0, "rotate_s": 60.0,
         "fsync": True,
     }  # fmt: skip
-    assert (out.name, dict(out.options), out.flush_interval_s) == ("stdout-2", {"raw": True}, 0.1)
+    assert (out.name, dict(out.options), out.flush_interval_s) == (
+        "stdout-2",
+        {"raw": True, "utc": False},
+        0.1,
+    )
 
 
 def test_sinks_writing_different_files_are_fine() -> None:
