@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.security import SecurityConfig, check_exposure, read_security
 from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema, read_sink
 from pyconpro.acquisition.supervision import RestartPolicy
 from pyconpro.acquisition.toml_check import MISSING as _MISSING
@@ -55,6 +56,7 @@ __all__ = [
     "LoggingConfig",
     "PlcConfig",
     "RouteHop",
+    "SecurityConfig",
     "TagConfig",
     "WorkerConfig",
     "WorkerGroup",
@@ -194,6 +196,9 @@ class Config:
     sinks: tuple[SinkConfig, ...] = ()
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     supervisor: RestartPolicy = field(default_factory=RestartPolicy)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    # What is valid but probably not meant (`check` prints them, `run` logs them).
+    warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False, repr=False)
     # Line of each key path in the source, so later checks (group_by_local_address) can still
     # point at a line. Not part of the value.
     key_lines: Mapping[str, int] = field(
@@ -333,7 +338,9 @@ _SUPERVISOR_KEYS: Final = (
     "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
     "max_quick_failures", "stop_timeout_s",
 )  # fmt: skip
-_TOP_KEYS: Final = ("bus", "logging", "defaults", "plc", "sink", "worker", "supervisor")
+_TOP_KEYS: Final = (
+    "bus", "logging", "defaults", "plc", "sink", "worker", "supervisor", "security",
+)  # fmt: skip
 
 
 def _endpoint(t: _Table, key: str, default: str) -> str:
@@ -794,6 +801,8 @@ def parse_config(
     sinks = _read_sinks(ctx, top, plcs, sink_kinds, base_dir)
     worker = _read_worker(ctx, top.table("worker"))
     supervisor = _read_supervisor(ctx, top.table("supervisor"))
+    security = read_security(ctx, top.table("security"), base_dir)
+    warnings = check_exposure(ctx, security, bus=bus.endpoint, control_base=bus.control_base)
 
     if ctx.issues:
         raise ConfigError(ctx.issues)
@@ -806,6 +815,8 @@ def parse_config(
         sinks=sinks,
         worker=worker,
         supervisor=supervisor,
+        security=security,
+        warnings=tuple(warnings),
         key_lines=MappingProxyType(dict(ctx.keylines.lines)),
     )
 

@@ -98,7 +98,7 @@ def check(
         n = len(exc.issues)
         print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was started", file=out)
         return 1
-    warnings = local_address_warnings(config, path) if resolve else []
+    warnings = [*config.warnings, *(local_address_warnings(config, path) if resolve else [])]
     if not quiet:
         summary(config, path, groups, out)
     for warning in warnings:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("pyconpro.simulator.cli", "run the Logix PLC simulator (produced tags over Class 1)"),
     "demo": ("pyconpro.demo", "simulated PLC -> worker -> SQLite, live values on screen"),
     "browse": ("pyconpro.discovery_cli", "list a PLC's tags: type, size, datasize, produced-ness"),
+    "keygen": ("pyconpro.keygen_cli", "make a CURVE key pair for the bus and control sockets"),
     "discover": (
         "pyconpro.discover_cli",
         "find EtherNet/IP devices (ListIdentity on each interface)",

@@ -49,9 +49,30 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                 )
             ]
         ) from None
-    return parse_config(
+    config = parse_config(
         text,
         filename,
         sink_kinds=sink_schemas(),
         base_dir=os.path.dirname(os.path.abspath(filename)),
     )
+    _check_key_files(config)
+    return config
+
+
+def _check_key_files(config: Config) -> None:
+    """The key files ``[security]`` names exist and hold keys (``check`` finds what ``run``
+    would stop on)."""
+    from pyconpro.workers.guard import CurveError, load_allowed, load_key_pair
+
+    issues = []
+    for key, load in (("server_key", load_key_pair), ("client_keys", load_allowed)):
+        path = getattr(config.security, key)
+        if path is None:
+            continue
+        try:
+            load(path)
+        except CurveError as exc:
+            full = f"security.{key}"
+            issues.append(ConfigIssue(config.source, full, config.key_lines.get(full), str(exc)))
+    if issues:
+        raise ConfigError(issues)

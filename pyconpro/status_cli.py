@@ -17,12 +17,16 @@ until it answers again; Ctrl-C then exits 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from pyconpro.workers.guard import ClientKeys
 
 DEFAULT_CONTROL = "ipc:///tmp/pyconpro-supervisor"
 
@@ -38,21 +42,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the status map as JSON")
     parser.add_argument("--timeout", type=float, default=3.0, metavar="S",
                         help="how long to wait for the supervisor's answer [%(default)s]")
+    from pyconpro.workers.guard import add_client_arguments
+
+    add_client_arguments(parser)
 
 
 def control_endpoint(control: str | None, config: str | None) -> str:
-    if control:
-        return control
-    if config:
-        from pyconpro.config_file import load_config
-        from pyconpro.workers.supervisor import supervisor_control_endpoint
-
-        return supervisor_control_endpoint(load_config(config))
-    return DEFAULT_CONTROL
+    return control_target(control, config)[0]
 
 
-def request(endpoint: str, req: dict[str, Any], timeout: float = 3.0) -> dict[str, Any] | None:
-    """One request to a supervisor control socket; None when it does not answer in time."""
+def control_target(
+    control: str | None, config: str | None, args: argparse.Namespace | None = None
+) -> tuple[str, ClientKeys | None]:
+    """The supervisor's control endpoint (``--control``, else the config's, else the default)
+    and the CURVE client keys to reach it (the flags in ``args``, else the config's keys when
+    its control socket uses CURVE; None: plain)."""
+    from pyconpro.workers.guard import client_keys_from_args
+
+    args = args if args is not None else argparse.Namespace()
+    if not config:
+        return control or DEFAULT_CONTROL, client_keys_from_args(args, None, None)
+    from pyconpro.config_file import load_config
+    from pyconpro.workers.supervisor import supervisor_control_endpoint
+
+    cfg = load_config(config)
+    configured = supervisor_control_endpoint(cfg)
+    return control or configured, client_keys_from_args(args, cfg.security, configured)
+
+
+def request(
+    endpoint: str, req: dict[str, Any], timeout: float = 3.0, curve: ClientKeys | None = None
+) -> dict[str, Any] | None:
+    """One request to a supervisor control socket; None when it does not answer in time.
+
+    ``curve``: client keys when the control socket uses CURVE (a client whose key is refused
+    gets no answer either: the handshake fails before the request is sent)."""
     import msgpack
     import zmq
 
@@ -62,6 +86,8 @@ def request(endpoint: str, req: dict[str, Any], timeout: float = 3.0) -> dict[st
     sock.setsockopt(zmq.SNDHWM, 16)  # one request, one reply
     sock.setsockopt(zmq.RCVHWM, 16)
     try:
+        if curve is not None:
+            curve.apply(sock)
         sock.connect(endpoint)
         sock.send_multipart([b"", msgpack.packb(req, use_bin_type=True)])
         if not sock.poll(int(timeout * 1000)):
@@ -236,11 +262,12 @@ def watch(
 
 def run(args: argparse.Namespace) -> int:
     from pyconpro.acquisition.config import ConfigError
+    from pyconpro.workers.guard import CurveError
 
     try:
-        endpoint = control_endpoint(args.control, args.config)
-    except ConfigError as exc:
+        endpoint, curve = control_target(args.control, args.config, args)
+    except (ConfigError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tty = sys.stdout.isatty() and not args.json and not args.once
-    return watch(endpoint, args, tty=tty)
+    return watch(endpoint, args, tty=tty, ask=functools.partial(request, curve=curve))

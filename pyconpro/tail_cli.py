@@ -20,7 +20,10 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyconpro.workers.guard import ClientKeys
 
 DEFAULT_CONNECT = "tcp://127.0.0.1:5555"
 HINT_AFTER_S = 3.0  # quiet this long: say what to check
@@ -55,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
                         help="exit with status 1 if no message arrives for S seconds (0 = wait)")
+    from pyconpro.workers.guard import add_client_arguments
+
+    add_client_arguments(parser)
 
 
 def topic_filters(topics: list[str]) -> list[bytes]:
@@ -86,14 +92,25 @@ def unknown_plcs(topics: list[str], known: list[str]) -> list[str]:
 
 def bus_endpoint(connect: str | None, config: str | None) -> str:
     """``--connect`` as given, else the config's bus endpoint (connectable), else the default."""
-    if connect:
-        return connect
-    if config:
-        from pyconpro.config_file import load_config
-        from pyconpro.workers.forwarder import connectable
+    return bus_target(connect, config)[0]
 
-        return connectable(load_config(config).bus.endpoint)
-    return DEFAULT_CONNECT
+
+def bus_target(
+    connect: str | None, config: str | None, args: argparse.Namespace | None = None
+) -> tuple[str, ClientKeys | None]:
+    """The endpoint to subscribe to and the CURVE client keys for it (the flags in ``args``,
+    else the config's keys when its bus endpoint uses CURVE; None: plain)."""
+    from pyconpro.workers.guard import client_keys_from_args
+
+    args = args if args is not None else argparse.Namespace()
+    if not config:
+        return connect or DEFAULT_CONNECT, client_keys_from_args(args, None, None)
+    from pyconpro.config_file import load_config
+    from pyconpro.workers.forwarder import connectable
+
+    cfg = load_config(config)
+    endpoint = connect or connectable(cfg.bus.endpoint)
+    return endpoint, client_keys_from_args(args, cfg.security, cfg.bus.endpoint)
 
 
 def json_line(msg: Any) -> str:
@@ -124,12 +141,13 @@ def run(args: argparse.Namespace) -> int:
     import zmq
 
     from pyconpro.acquisition.config import ConfigError
+    from pyconpro.workers.guard import CurveError
 
     try:
-        endpoint = bus_endpoint(args.connect, args.config)
+        endpoint, curve = bus_target(args.connect, args.config, args)
         if args.config and not _plcs_known(args):
             return 2
-    except ConfigError as exc:
+    except (ConfigError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     filters = topic_filters(args.topics)
@@ -142,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for f in filters + hidden:
             sub.subscribe(f)
+        if curve is not None:
+            curve.apply(sub)
         sub.connect(endpoint)
     except zmq.ZMQError as exc:
         print(f"error: cannot subscribe to {endpoint}: {exc}; endpoints look like"

@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
+from pyconpro.workers.guard import ClientKeys
 
 log = logging.getLogger("pyconpro.sink")
 
@@ -114,6 +115,7 @@ class LoopOptions:
 
     endpoints: Sequence[str]
     topics: Sequence[bytes] = DEFAULT_TOPICS
+    curve: ClientKeys | None = None  # CURVE client keys when the bus uses CURVE
     # Messages queued in this process before ZeroMQ drops (the publisher never blocks).
     rcvhwm: int = 100_000
     flush_interval: float = 1.0  # seconds a received record may wait before flush()
@@ -197,6 +199,8 @@ class SubscriberLoop:
             self.sink.open()
             for prefix in self.options.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
+            if self.options.curve is not None:
+                self.options.curve.apply(sock)
             for endpoint in self.options.endpoints:
                 sock.connect(endpoint)
             subscribed = True

@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 from pyconpro.acquisition.sink_config import (
@@ -37,6 +37,12 @@ from pyconpro.acquisition.sink_config import (
 from pyconpro.acquisition.toml_check import ConfigError
 from pyconpro.sinks.base import LoopOptions, run_sink
 from pyconpro.sinks.registry import make_sink, sink_kinds, sink_schemas
+from pyconpro.workers.guard import (
+    ClientKeys,
+    CurveError,
+    add_client_arguments,
+    client_keys_from_args,
+)
 
 log = logging.getLogger("pyconpro.sink")
 
@@ -58,6 +64,7 @@ def _bus(parser: argparse.ArgumentParser | Any, *, required: bool) -> None:
         choices=LOG_LEVELS,
         help="stderr log level [%(default)s]",
     )
+    add_client_arguments(parser)
 
 
 def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
@@ -162,11 +169,21 @@ class _Unusable(Exception):
     """What was asked for cannot run; the message says why."""
 
 
-def _from_file(path: str, name: str | None) -> tuple[SinkConfig, str]:
+class SinkRun(NamedTuple):
+    """What the arguments ask for: the validated sink, the endpoints it subscribes to, and the
+    CURVE client keys when the bus uses CURVE (None: plain)."""
+
+    sink: SinkConfig
+    endpoints: list[str]
+    curve: ClientKeys | None = None
+
+
+def _from_file(args: argparse.Namespace) -> SinkRun:
     from pyconpro.workers.forwarder import connectable
 
     from pyconpro.config_file import load_config
 
+    path, name = args.config, args.sink
     config = load_config(path)
     names = [s.name for s in config.sinks]
     if name is None or name not in names:
@@ -174,33 +191,42 @@ def _from_file(path: str, name: str | None) -> tuple[SinkConfig, str]:
             f"{path} has no [[sink]] named {name!r}; --sink takes one of: "
             f"{', '.join(names) or '(none)'}"
         )
-    return config.sinks[names.index(name)], connectable(config.bus.endpoint)
+    return SinkRun(
+        config.sinks[names.index(name)],
+        list(args.connect or [connectable(config.bus.endpoint)]),
+        client_keys_from_args(args, config.security, config.bus.endpoint),
+    )
 
 
-def sink_from_args(args: argparse.Namespace) -> tuple[SinkConfig, list[str]]:
-    """The validated sink and the endpoints the arguments ask for; ``ConfigError`` when the
-    section is not valid, ``_Unusable`` for arguments that do not fit together."""
+def sink_from_args(args: argparse.Namespace) -> SinkRun:
+    """The validated sink, the endpoints and the CURVE keys the arguments ask for;
+    ``ConfigError`` when the section is not valid, ``_Unusable`` for arguments that do not fit
+    together, ``CurveError`` for an unusable key file."""
     if args.kind is not None:
         if args.section is not None or args.config is not None:
             raise _Unusable("give either KIND with its flags or --section / --config, not both")
         section = section_from_args(args, sink_kinds()[args.kind].schema)
-        return parse_sink_section(section, sink_schemas(), "pyconpro sink"), list(args.connect)
+        sink = parse_sink_section(section, sink_schemas(), "pyconpro sink")
+        return SinkRun(sink, list(args.connect), client_keys_from_args(args, None, None))
     if (args.section is None) == (args.config is None):
         raise _Unusable("give a sink KIND, --section JSON, or --config FILE --sink NAME")
     if args.config is not None:
-        sink, endpoint = _from_file(args.config, args.sink)
-        return sink, list(args.connect or [endpoint])
+        return _from_file(args)
     try:
         data = json.loads(args.section)
     except json.JSONDecodeError as exc:
         raise _Unusable(f"--section is not valid JSON: {exc}") from None
     if not args.connect:
         raise _Unusable("--section needs --connect ENDPOINT")
-    return parse_sink_section(data, sink_schemas(), "--section"), list(args.connect)
+    sink = parse_sink_section(data, sink_schemas(), "--section")
+    return SinkRun(sink, list(args.connect), client_keys_from_args(args, None, None))
 
 
-def loop_options(sink: SinkConfig, endpoints: Sequence[str]) -> LoopOptions:
+def loop_options(
+    sink: SinkConfig, endpoints: Sequence[str], curve: ClientKeys | None = None
+) -> LoopOptions:
     return LoopOptions(
+        curve=curve,
         endpoints=list(endpoints),
         topics=tuple(t.encode("utf-8") for t in sink.topics),
         rcvhwm=sink.rcvhwm,
@@ -224,16 +250,16 @@ def _setup_logging(level: str) -> None:
 def run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
-        config, endpoints = sink_from_args(args)
+        config, endpoints, curve = sink_from_args(args)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return 2
-    except _Unusable as exc:
+    except (_Unusable, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_sink(make_sink(config), loop_options(config, endpoints))
+        return run_sink(make_sink(config), loop_options(config, endpoints, curve))
     except zmq.ZMQError as exc:
         print(
             f"error: cannot subscribe to {', '.join(endpoints)}: {exc}; endpoints look like"

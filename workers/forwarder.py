@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from pyconpro.acquisition.security import SecurityConfig
+from pyconpro.workers.guard import ServerGuard
 
 __all__ = ["Forwarder", "ForwarderError", "ForwarderStats", "connectable"]
 
@@ -94,7 +96,9 @@ class Forwarder:
     """XSUB bound on ``upstream`` -> XPUB bound on ``public``; run with ``start()``.
 
     ``public`` / ``upstream`` may use ``tcp://HOST:0`` (or ``:*``); the bound addresses are then in
-    ``public_endpoint`` / ``upstream_endpoint`` after ``start()`` returns.
+    ``public_endpoint`` / ``upstream_endpoint`` after ``start()`` returns. ``guard``: the
+    process's CURVE keys; each side bound on an endpoint that needs CURVE is a CURVE server, and
+    the XSUB connects to publishers on such endpoints as a client with the pipeline's keys.
     """
 
     def __init__(
@@ -105,8 +109,11 @@ class Forwarder:
         hwm: int = 100_000,
         linger_ms: int = 1000,
         context: zmq.Context[Any] | None = None,
+        guard: ServerGuard | None = None,
     ) -> None:
         self._public_wanted = public
+        # CURVE for the endpoints that need it (workers/guard.py); none by default.
+        self._guard = guard if guard is not None else ServerGuard(SecurityConfig())
         self._upstream_wanted = upstream
         self.hwm = hwm
         self.linger_ms = linger_ms
@@ -159,24 +166,8 @@ class Forwarder:
             xsub.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             xpub.setsockopt(zmq.SNDHWM, self.hwm)
             ctl.connect(self._control_ep)
-            try:
-                xsub.bind(self._upstream_wanted)
-                self.upstream_endpoint = xsub.getsockopt_string(zmq.LAST_ENDPOINT)
-            except zmq.ZMQError as exc:
-                self._error = (
-                    f"cannot bind the workers' side of the bus {self._upstream_wanted}: {exc}; "
-                    "check [bus].control_base (its directory must exist and be writable)"
-                )
-                return
-            try:
-                xpub.bind(self._public_wanted)
-                self.public_endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
-            except zmq.ZMQError as exc:
-                self._error = (
-                    f"cannot bind the bus endpoint {self._public_wanted}: {exc}; another "
-                    "pyconpro (or another program) may be using it: stop it or change "
-                    "[bus].endpoint"
-                )
+            self._error = self._bind(xsub, xpub)
+            if self._error is not None:
                 return
             self._bound.set()
             log.info("bus forwarder: %s -> %s", self.upstream_endpoint, self.public_endpoint)
@@ -211,6 +202,36 @@ class Forwarder:
             self._bound.set()
             for sock in (xsub, xpub, ctl):
                 sock.close()
+
+    def _bind(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> str | None:
+        """Bind both sides (CURVE servers where their endpoints need it); None, or the error."""
+        guard = self._guard
+        try:
+            guard.secure_bind(xsub, self._upstream_wanted)
+            xsub.bind(self._upstream_wanted)
+            self.upstream_endpoint = xsub.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            return (
+                f"cannot bind the workers' side of the bus {self._upstream_wanted}: {exc}; "
+                "check [bus].control_base (its directory must exist and be writable)"
+            )
+        # The same socket also connects to the workers' PUB endpoints, as a client (libzmq
+        # copies the options into each bind and each connect when it is made).
+        xsub.curve_server = False
+        client = guard.client_keys(self._upstream_wanted)
+        if client is not None:
+            client.apply(xsub)
+        try:
+            guard.secure_bind(xpub, self._public_wanted)
+            xpub.bind(self._public_wanted)
+            self.public_endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            return (
+                f"cannot bind the bus endpoint {self._public_wanted}: {exc}; another "
+                "pyconpro (or another program) may be using it: stop it or change "
+                "[bus].endpoint"
+            )
+        return None
 
     def set_upstreams(self, endpoints: Iterable[str]) -> None:
         """Connect the XSUB side to exactly these publisher endpoints (workers' PUB sockets).

@@ -74,6 +74,7 @@ from pyconpro.acquisition.resolve import (
     Result,
     TypeCache,
 )
+from pyconpro.acquisition.security import SecurityConfig
 from pyconpro.acquisition.session import (
     CloseSocket,
     Connect,
@@ -85,6 +86,7 @@ from pyconpro.acquisition.session import (
     SessionReady,
     Transmit,
 )
+from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 
 log = logging.getLogger("pyconpro.io_worker")
 
@@ -121,6 +123,7 @@ class WorkerOptions:
     session_backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(0.5, 30.0, 0.25))
     timing: Timing = field(default_factory=Timing)
     seed: int | None = None
+    security: SecurityConfig = field(default_factory=SecurityConfig)  # CURVE for pub/control
     # What the UDP bind error tells the user to change (the supervisor names the config key).
     udp_port_hint: str = "choose another --udp-port"
 
@@ -218,6 +221,7 @@ class IoWorker:
         self._shutdown_deadline = 0.0
         self._next_stats = 0.0
         self.ctx: zmq.Context[Any] | None = None
+        self.guard: ServerGuard | None = None  # set by open()
         self.udp: socket.socket | None = None
         self.udp_port = options.udp_port
         self.pub_endpoint = ""
@@ -242,7 +246,9 @@ class IoWorker:
     # ================================================================== set-up / tear-down
 
     def open(self) -> None:
-        """Bind every socket. Raises OSError / zmq.ZMQError with the address on failure."""
+        """Bind every socket. Raises OSError / zmq.ZMQError with the address on failure, and
+        CurveError when a key file of ``security`` is unusable (before anything is bound)."""
+        self.guard = guard = ServerGuard(self.opt.security)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp_rcvbuf = self._set_rcvbuf(self.udp)
         try:
@@ -268,14 +274,16 @@ class IoWorker:
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
         tmp = tempfile.gettempdir()
         self.pub_endpoint = _bind(
-            self.pub, self.opt.pub_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.pub"
+            self.pub, self.opt.pub_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.pub", guard
         )
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.SNDHWM, 1000)
         self.control.setsockopt(zmq.RCVHWM, 1000)
         self.control_endpoint = _bind(
-            self.control, self.opt.control_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.ctl"
+            self.control,
+            self.opt.control_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.ctl",
+            guard,
         )
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -340,6 +348,8 @@ class IoWorker:
         if self.ctx is not None:
             self.pub.close()
             self.control.close()
+            if self.guard is not None:
+                self.guard.close()
             self.ctx.term()
             self.ctx = None
 
@@ -1235,15 +1245,19 @@ def route_source(address: str) -> str:
         return str(s.getsockname()[0])
 
 
-def _bind(sock: zmq.Socket[Any], endpoint: str) -> str:
+def _bind(sock: zmq.Socket[Any], endpoint: str, guard: ServerGuard) -> str:
+    """Bind ``sock`` (a CURVE server when ``endpoint`` needs it; an ipc file made 0600)."""
     if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
         endpoint = endpoint[:-2] + ":*"
+    guard.secure_bind(sock, endpoint)
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         raise zmq.ZMQError(exc.errno, f"cannot bind {endpoint}: {exc}") from None
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
-    return last.decode() if isinstance(last, bytes) else str(last)
+    bound = last.decode() if isinstance(last, bytes) else str(last)
+    restrict_ipc(bound)
+    return bound
 
 
 # ====================================================================== command line
@@ -1327,6 +1341,18 @@ def _parser() -> argparse.ArgumentParser:
         default=3.0,
         help="seconds to wait for Forward_Close replies on stop",
     )
+    p.add_argument(
+        "--curve-key",
+        metavar="FILE",
+        help="the pipeline's secret key file ([security] server_key): PUB and control sockets"
+        " on non-loopback TCP endpoints are CURVE servers",
+    )
+    p.add_argument(
+        "--curve-clients", metavar="DIR", help="directory of allowed client public keys (*.key)"
+    )
+    p.add_argument(
+        "--curve-on-loopback", action="store_true", help="CURVE on loopback endpoints too"
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
     return p
@@ -1346,6 +1372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         control_endpoint=args.control_endpoint,
         name=args.name,
         shutdown_timeout_s=args.shutdown_timeout,
+        security=SecurityConfig(args.curve_key, args.curve_clients, args.curve_on_loopback),
     )
     if args.udp_port_hint:
         opts.udp_port_hint = args.udp_port_hint
@@ -1388,7 +1415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = IoWorker(opts)
     try:
         worker.open()
-    except (OSError, zmq.ZMQError) as exc:
+    except (OSError, zmq.ZMQError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         worker.close()
         return 2

@@ -78,6 +78,7 @@ from pyconpro.acquisition.config import (
     group_by_local_address,
 )
 from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.security import SecurityConfig, uses_curve
 from pyconpro.acquisition.supervision import (
     ChildKind,
     ChildState,
@@ -91,6 +92,7 @@ from pyconpro.acquisition.supervision import (
 )
 from pyconpro.acquisition.wire import Event, decode
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
+from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
 from pyconpro.workers.process import Child, spawn
 
 from pyconpro.config_file import load_config
@@ -228,6 +230,26 @@ def _pub_endpoint(config: Config, name: str) -> str:
     return "tcp://127.0.0.1:0"  # a tcp control base: the worker picks a port, status tells it
 
 
+def worker_security_args(security: SecurityConfig) -> tuple[str, ...]:
+    """The I/O worker's flags for the pipeline's ``[security]`` (none without a key)."""
+    if security.server_key is None:
+        return ()
+    out: tuple[str, ...] = ("--curve-key", security.server_key)
+    if security.client_keys is not None:
+        out += ("--curve-clients", security.client_keys)
+    if security.curve_on_loopback:
+        out += ("--curve-on-loopback",)
+    return out
+
+
+def client_security_args(security: SecurityConfig, endpoint: str) -> tuple[str, ...]:
+    """Flags of a child that connects to the pipeline's ``endpoint`` (a sink to the bus): the
+    pipeline's own key pair as a client when that endpoint uses CURVE."""
+    if security.server_key is None or not uses_curve(endpoint, security):
+        return ()
+    return ("--curve-server-key", security.server_key, "--curve-key", security.server_key)
+
+
 def supervisor_control_endpoint(config: Config) -> str:
     """Where ``pyconpro status`` finds the supervisor of ``config``."""
     return config.bus.control_endpoint("supervisor", 0)
@@ -261,6 +283,7 @@ def plan_children(
             "--hwm", str(bus_cfg.bus.hwm),
             "--log-level", level,
             "--udp-port-hint", UDP_PORT_HINT,
+            *worker_security_args(bus_cfg.security),
         )  # fmt: skip
         out[name] = ChildSpec(
             name=name,
@@ -278,6 +301,7 @@ def plan_children(
         argv = (runtime.python, "-m", "pyconpro.sinks.cli",
                 "--section", json.dumps(sink.section(), sort_keys=True, separators=(",", ":")),
                 "--connect", runtime.bus_connect,
+                *client_security_args(bus_cfg.security, bus_cfg.bus.endpoint),
                 "--log-level", level if level != "CRITICAL" else "ERROR")  # fmt: skip
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out
@@ -401,6 +425,7 @@ class Supervisor:
         self.log_level = log_level or self.config.logging.level
         self._child_output = child_output  # file for children's stdout+stderr; None: inherit
         self.ctx: zmq.Context[Any] = zmq.Context()
+        self.guard = ServerGuard(self.config.security)  # CurveError: a bad key file
         self.forwarder = Forwarder(
             self.config.bus.endpoint,
             f"{self.config.bus.control_base}-bus-in"
@@ -409,6 +434,7 @@ class Supervisor:
             hwm=self.config.bus.hwm,
             linger_ms=self.config.bus.linger_ms,
             context=self.ctx,
+            guard=self.guard,
         )
         self.control_endpoint = supervisor_control_endpoint(self.config)
         self.sup = Supervision(self.config.supervisor, random.Random().random)
@@ -474,6 +500,7 @@ class Supervisor:
         self.control.setsockopt(zmq.SNDHWM, CONTROL_HWM)
         self.control.setsockopt(zmq.RCVHWM, CONTROL_HWM)
         try:
+            self.guard.secure_bind(self.control, self.control_endpoint)
             self.control.bind(self.control_endpoint)
         except zmq.ZMQError as exc:
             self.forwarder.stop()
@@ -491,6 +518,7 @@ class Supervisor:
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.setsockopt(zmq.RCVHWM, 10_000)
         self.events.subscribe(b"event/")
+        self.guard.secure_connect(self.events, self.config.bus.endpoint)
         self.events.connect(connectable(self.forwarder.public_endpoint))
         self.poller.register(self.events, zmq.POLLIN)
         self._install_signals()
@@ -506,6 +534,7 @@ class Supervisor:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            self.guard.secure_connect(sock, self.control_endpoint)
             sock.connect(self.control_endpoint)
             sock.send_multipart([b"", msgpack.packb({"op": "ping"}, use_bin_type=True)])
             if not sock.poll(int(timeout * 1000)):
@@ -537,7 +566,7 @@ class Supervisor:
         parent = os.path.dirname(path)
         if parent and not os.path.isdir(parent):
             try:
-                os.makedirs(parent, exist_ok=True)
+                private_directory(parent)
             except OSError as exc:
                 raise ForwarderError(
                     f"cannot create {parent} for [bus].control_base "
@@ -567,6 +596,7 @@ class Supervisor:
         p = ipc_path(endpoint)
         if p is None:
             return
+        restrict_ipc(endpoint)
         try:
             self._ipc_files[p] = os.lstat(p).st_ino
         except OSError:
@@ -637,6 +667,7 @@ class Supervisor:
                 s.close(0)
         self.control = self.events = None
         self.forwarder.stop()
+        self.guard.close()
         for w in (self._wake_r, self._wake_w):
             if w is not None:
                 w.close()
@@ -751,6 +782,7 @@ class Supervisor:
             link.sock.setsockopt(zmq.LINGER, 0)
             link.sock.setsockopt(zmq.SNDHWM, LINK_HWM)
             link.sock.setsockopt(zmq.RCVHWM, LINK_HWM)
+            self.guard.secure_connect(link.sock, link.endpoint)
             link.sock.connect(link.endpoint)
             self.poller.register(link.sock, zmq.POLLIN)
         return link.sock
@@ -909,14 +941,16 @@ class Supervisor:
             return self._reload_result(
                 False, f"the new configuration is not valid, nothing changed:\n{exc}"
             )
-        if new_config.bus != self.config.bus:
-            log.warning(
-                "reload: [bus] changed in %s; it takes effect only when `pyconpro run` restarts",
-                self.config_path,
-            )
+        for section, changed in (("[bus]", new_config.bus != self.config.bus),
+                                 ("[security]", new_config.security != self.config.security)):
+            if changed:
+                log.warning(
+                    "reload: %s changed in %s; it takes effect only when `pyconpro run` restarts",
+                    section, self.config_path,
+                )  # fmt: skip
         plan = diff_plans(self.specs, new_specs)
         log.info("reload: %s", plan.describe())
-        self.config = replace(new_config, bus=self.config.bus)
+        self.config = replace(new_config, bus=self.config.bus, security=self.config.security)
         old_specs, self.specs = self.specs, new_specs
         for name in plan.stop:
             self.sup.child(name).stop(now)
@@ -1050,6 +1084,15 @@ class Supervisor:
             return {"ok": True, "child": name, "state": child.state.value}
         return {"ok": False, "error": f"unknown op {op!r}; use one of {ops}"}
 
+    def _security_status(self) -> dict[str, Any]:
+        """Which endpoints use CURVE, and how many clients the ZAP handler admitted/refused."""
+        bus = self.config.bus
+        return {
+            "curve_bus": self.guard.uses_curve(bus.endpoint),
+            "curve_control": self.guard.uses_curve(self.control_endpoint),
+            **self.guard.stats(),
+        }
+
     def status(self) -> dict[str, Any]:
         """Everything ``pyconpro status`` shows, as plain data (docs/operations.md)."""
         now = time.monotonic()
@@ -1106,6 +1149,7 @@ class Supervisor:
                 "state": "stopping" if self.sup.shutting_down else "running",
                 "reloads": self.reloads,
                 "last_reload": self.last_reload,
+                "security": self._security_status(),
             },
             "forwarder": {
                 "alive": self.forwarder.alive,
@@ -1361,10 +1405,14 @@ def run_config(path: str, *, log_level: str | None = None) -> int:
             print(f"error: {issue}", file=sys.stderr)
         return 2
     log_file = setup_logging(config, log_level)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     try:
         sup = Supervisor(path, config=config, log_level=log_level, child_output=log_file)
-    except ConfigError as exc:  # pragma: no cover - the config was already loaded
+    except (ConfigError, CurveError) as exc:  # a key file named by [security] is unusable
         print(f"error: {exc}", file=sys.stderr)
+        if log_file is not None:
+            log_file.close()
         return 2
     try:
         try:

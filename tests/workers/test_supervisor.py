@@ -290,7 +290,7 @@ def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> Non
     assert sink.argv[:4] == ("py", "-m", "pyconpro.sinks.cli", "--section")
     section = json.loads(sink.argv[4])
     assert (section["kind"], section["path"]) == ("sqlite", str(tmp_path / "db.sqlite3"))
-    config, endpoints = sink_from_args(build_parser().parse_args(list(sink.argv[3:])))
+    config, endpoints, _ = sink_from_args(build_parser().parse_args(list(sink.argv[3:])))
     assert endpoints == ["ipc:///b"]
     assert config == parse_config(config_text(tmp_path), "p.toml", sink_kinds=sink_schemas(),
                                   base_dir=str(tmp_path)).sinks[0]  # fmt: skip
