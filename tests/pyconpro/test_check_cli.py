@@ -147,7 +147,14 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     cfg = tmp_path / "plant.toml"
     cfg.write_text("\n".join(line.removeprefix("   ") for line in block.group(1).splitlines()))
     out = io.StringIO()
+    assert check(str(cfg), resolve=False, out=out) == 1  # its keys are made by the next step
+    assert "security.server_key" in out.getvalue() and "pyconpro keygen" in out.getvalue()
+    # the README's commands: `mkdir -p keys/clients && pyconpro keygen keys/plant`, then check
+    (tmp_path / "keys" / "clients").mkdir(parents=True)
+    assert main(["keygen", str(tmp_path / "keys" / "plant")]) == 0
+    out = io.StringIO()
     assert check(str(cfg), resolve=False, out=out) == 0, out.getvalue()
+    assert "WARNING" not in out.getvalue()  # the network bus is behind CURVE
     assert "plc press1 at 192.168.1.20 slot 0: PressStatus, PressForces" in out.getvalue()
 
 
