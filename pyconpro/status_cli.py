@@ -4,6 +4,8 @@ Asks the supervisor of a running ``pyconpro run`` (its control socket, ``[bus].c
 ``-supervisor``; default ``ipc:///tmp/pyconpro-supervisor``) for its status and shows: the
 supervisor and bus forwarder (endpoint, messages/s), every child process with its state
 (STARTING / RUNNING / BACKOFF / EXITED / STOPPING / FATAL), pid, restarts and last exit, every
+sink's output (writing, or retrying with the cause and the fix; records written, pending in
+memory and dropped), every
 worker's PLC sessions, and every consumer (PLC/tag) with its connection state, samples/s,
 samples, CIP gaps, timeouts, the worker's drop counters, and the last error seen for that tag.
 Refreshes every ``--interval`` seconds until Ctrl-C; ``--once`` prints one screen and exits;
@@ -153,6 +155,7 @@ def render(st: dict[str, Any], width: int = 160) -> str:
             str(c.get("restarts", 0)), c.get("last_exit") or "-", extra,
         ])  # fmt: skip
     lines += _table(rows, ["PROCESS", "KIND", "STATE", "PID", "RESTARTS", "LAST EXIT", "WHY"])
+    lines += _sink_lines(st.get("sinks") or {}, width)
     errors = st.get("last_errors", {})
     for wname, w in st.get("workers", {}).items():
         lines.append("")
@@ -192,6 +195,27 @@ def render(st: dict[str, Any], width: int = 160) -> str:
                 rows, ["TAG", "STATE", "TYPE", "RATE/s", "SAMPLES", "GAPS", "TIMEOUTS",
                        "REJECTS", "LAST ERROR"])]  # fmt: skip
     return "\n".join(lines)
+
+
+def _sink_lines(sinks: dict[str, Any], width: int) -> list[str]:
+    """One line per sink from its own report: writing, or retrying with the cause and fix."""
+    if not sinks:
+        return []
+    rows = []
+    for name, r in sinks.items():
+        if r.get("age_s") is None:
+            rows.append([name, "-", "-", "-", "-", "no report yet"])
+            continue
+        state = str(r.get("state", "?"))
+        why = ""
+        if state == "retrying":
+            state = f"RETRYING {_fmt_s(r.get('since_s'))}"
+            why = str(r.get("message") or r.get("cause") or "")
+            if isinstance(r.get("retry_in_s"), (int, float)):
+                why += f"; next try in {r['retry_in_s']:.0f}s"
+        rows.append([name, state, str(r.get("written", 0)), str(r.get("pending", 0)),
+                     str(r.get("dropped", 0)), why[: max(40, width - 70)]])  # fmt: skip
+    return ["", *_table(rows, ["SINK", "OUTPUT", "WRITTEN", "PENDING", "DROPPED", "WHY"])]
 
 
 def _no_answer(endpoint: str, why: str) -> str:

@@ -7,23 +7,37 @@ per-publisher, per-topic ``sq`` numbers (telling a publisher restart apart from 
 malformed messages (counted, logged, skipped), batch records and hand them to the ``Sink`` on a
 size or time trigger, and on SIGTERM/SIGINT drain what already arrived, flush, and exit 0.
 
+When the output cannot take writes (disk full, read-only, locked, its directory gone: the sink
+raises ``OutputUnavailable`` after undoing the partial write), the records stay in memory, in
+arrival order, up to the sink's ``max_pending`` (past it the oldest are dropped and counted); the
+loop says so once, reminds every minute, retries with backoff (``OutputHealth``) and, once a
+write goes through, writes what it kept, oldest first. It never exits for such a condition, so
+the supervisor sees no crash loop. With ``LoopOptions.report`` it sends its state to the
+supervisor's control socket (``sink_report``), which ``pyconpro status`` shows.
+
 The loop polls with a short timeout so that a stop request is seen within ``poll_interval``.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
+import itertools
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeAlias
 
+import msgpack
 import zmq
 from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
 from pyconpro.workers.guard import ClientKeys
 
@@ -38,6 +52,11 @@ DEFAULT_TOPICS: tuple[bytes, ...] = (
 # garbage cannot flood the log too.
 MALFORMED_LOG_FIRST = 10
 MALFORMED_LOG_EVERY = 1000
+# Records a sink keeps in memory while its output cannot be written, unless it says otherwise.
+DEFAULT_MAX_PENDING = 100_000
+# Exit status of ``run_sink`` when it was stopped while the output could not be written: the
+# records still in memory are lost (the log says how many).
+EXIT_UNWRITTEN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +98,42 @@ class GapDetector:
         return BusGap(publisher, topic_text, last + 1, seq, seq - last - 1, False, now_wall_ns)
 
 
+class OutputUnavailable(Exception):
+    """The output cannot take writes now, for a reason outside this process that may pass: the
+    disk is full, the file system read-only, the database locked by another program, the
+    directory gone, an I/O error. ``cause`` is a few words (``disk full``) for status lines,
+    the message says what happened where and what to do.
+
+    A sink raises it only after undoing everything handed to it since its last successful
+    ``flush()`` (the loop hands those records again on its next attempt), and gets ready to
+    reopen its output on the next call.
+    """
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.message = message
+
+
 class Sink(abc.ABC):
     """One output of a sink process. The loop calls, from a single thread:
 
     ``open()`` once; then any number of ``write_*`` calls each followed by ``flush()``, which
     must make everything written so far durable (commit, file flush); ``close()`` once at the
     end (after a final ``flush()`` on a clean stop, without one if the loop died of an error).
+
+    Any of them may raise ``OutputUnavailable`` (see there); the loop then keeps the records,
+    at most ``max_pending`` of them, and calls ``write_*`` / ``flush()`` again later (a retry
+    with nothing to write is a bare ``flush()``, which should check that the output is usable).
+    Any other exception ends the loop.
     """
 
+    #: Records kept in memory while the output is unavailable; past it the oldest are dropped.
+    max_pending: int = DEFAULT_MAX_PENDING
+
     def open(self) -> None:
-        """Create files/tables; raise with a helpful message if the output is unusable."""
+        """Create files/tables; raise with a helpful message if the output is unusable
+        (``OutputUnavailable`` when that may pass by itself: the loop then retries)."""
 
     @abc.abstractmethod
     def write_samples(self, samples: list[Sample]) -> None: ...
@@ -125,6 +170,14 @@ class LoopOptions:
     drain_max: float = 5.0  # on stop: but never longer than this
     quiet_warn: float = 5.0  # nothing at all received this long: warn (the bus may be down)
     quiet_repeat: float = 60.0  # ... and again this often while it stays quiet
+    # While the output is unavailable: retry after 0.5, 1, 2, 4, 5, 5 ... s; remind every minute.
+    retry: BackoffPolicy = BackoffPolicy(base_s=0.5, cap_s=5.0, jitter=0.0)
+    remind_every: float = 60.0
+    # The supervisor's control socket to send this sink's state to (``pyconpro run`` sets it),
+    # as child ``report_name``, every ``report_interval`` seconds and at once on a change.
+    report: str | None = None
+    report_name: str = "sink"
+    report_interval: float = 2.0
 
 
 @dataclass
@@ -138,20 +191,97 @@ class Counters:
     lost: int = 0
     restarts: int = 0
     flushes: int = 0
+    written: int = 0  # records the output took (committed)
+    dropped: int = 0  # records dropped, oldest first, past max_pending while it could not
+    write_failures: int = 0  # writes that raised OutputUnavailable
 
     def summary(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.__dict__.items())
 
 
+Record: TypeAlias = Sample | Event | BusGap | Stats
+
+
 @dataclass
 class _Batch:
-    samples: list[Sample] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    gaps: list[BusGap] = field(default_factory=list)
-    stats: list[Stats] = field(default_factory=list)
+    """Records of one write, by kind, each kind in arrival order."""
 
-    def __len__(self) -> int:
-        return len(self.samples) + len(self.events) + len(self.gaps) + len(self.stats)
+    samples: list[Sample]
+    events: list[Event]
+    gaps: list[BusGap]
+    stats: list[Stats]
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> _Batch:
+        batch = cls([], [], [], [])
+        lists: dict[type, list[Any]] = {
+            Sample: batch.samples, Event: batch.events, BusGap: batch.gaps, Stats: batch.stats,
+        }  # fmt: skip
+        for r in records:
+            lists[type(r)].append(r)
+        return batch
+
+
+class OutputState(enum.Enum):
+    WRITING = "writing"
+    RETRYING = "retrying"  # the last write raised OutputUnavailable; records are kept
+
+
+class OutputHealth:
+    """Whether the output takes writes and, while it does not, when to try again and when to
+    remind the user. Pure bookkeeping: the loop reports each write's outcome with ``now``."""
+
+    __slots__ = (
+        "_next_reminder", "_policy", "_remind_every", "cause", "failures", "message",
+        "next_attempt", "since", "state",
+    )  # fmt: skip
+
+    def __init__(self, policy: BackoffPolicy, remind_every: float) -> None:
+        self._policy = policy
+        self._remind_every = remind_every
+        self._next_reminder = 0.0
+        self.state = OutputState.WRITING
+        self.cause = ""
+        self.message = ""
+        self.since = 0.0  # when the current state began
+        self.failures = 0  # consecutive failed writes
+        self.next_attempt: float | None = None  # while retrying
+
+    @property
+    def retrying(self) -> bool:
+        return self.state is OutputState.RETRYING
+
+    def failed(self, cause: str, message: str, now: float) -> bool:
+        """A write raised ``OutputUnavailable``. True when the user should be told: the first
+        failure of an outage, or a cause other than the last one."""
+        tell = not self.retrying or cause != self.cause
+        if not self.retrying:
+            self.state, self.since = OutputState.RETRYING, now
+        if tell:
+            self._next_reminder = now + self._remind_every
+        self.next_attempt = now + self._policy.nominal(self.failures)
+        self.failures += 1
+        self.cause, self.message = cause, message
+        return tell
+
+    def succeeded(self, now: float) -> float | None:
+        """A write went through; the length of the outage it ends, None if there was none."""
+        if not self.retrying:
+            return None
+        outage = now - self.since
+        self.state, self.since = OutputState.WRITING, now
+        self.failures, self.next_attempt = 0, None
+        return outage
+
+    def attempt_due(self, now: float) -> bool:
+        return self.next_attempt is not None and now >= self.next_attempt
+
+    def reminder_due(self, now: float) -> bool:
+        """True once per ``remind_every`` seconds while retrying."""
+        if not self.retrying or now < self._next_reminder:
+            return False
+        self._next_reminder = now + self._remind_every
+        return True
 
 
 class SubscriberLoop:
@@ -180,10 +310,21 @@ class SubscriberLoop:
         self._context = context
         self._clock = clock
         self._wall_ns = wall_ns
-        self._batch = _Batch()
+        self._pending: deque[Record] = deque()  # not written yet, oldest first
+        # Never below a batch: a full batch is written before another record is taken in.
+        self._limit = max(1, sink.max_pending, options.batch_size)
+        self._outage_dropped = 0  # dropped since the output became unavailable
+        self.health = OutputHealth(options.retry, options.remind_every)
+        self.unwritten = 0  # records still in memory when the loop ended (lost)
         self._flush_due: float | None = None
         self._last_rx: float | None = None  # when something last arrived (or the loop started)
         self._next_quiet_warn = 0.0
+        self._report_due = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Records received and not written yet."""
+        return len(self._pending)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -192,11 +333,17 @@ class SubscriberLoop:
         ctx = zmq.Context() if own_context else self._context
         assert ctx is not None
         sock = ctx.socket(zmq.SUB)
+        reporter = None
+        if self.options.report is not None:
+            reporter = _Reporter(ctx, self.options.report)
         clean = subscribed = False
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
-            self.sink.open()
+            try:
+                self.sink.open()
+            except OutputUnavailable as exc:  # keep what arrives; retry (a disk may be late)
+                self._unavailable(exc)
             for prefix in self.options.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             if self.options.curve is not None:
@@ -209,12 +356,14 @@ class SubscriberLoop:
                 ", ".join(repr(t.decode("utf-8", "replace")) for t in self.options.topics),
                 ", ".join(self.options.endpoints),
             )
-            self._serve(sock, should_stop)
+            self._serve(sock, should_stop, reporter)
             self._drain(sock)
-            self._flush()
+            self._flush_all()
             clean = True
         finally:
             sock.close(linger=0)
+            if reporter is not None:
+                reporter.close()
             if own_context:
                 ctx.term()
             try:
@@ -226,18 +375,27 @@ class SubscriberLoop:
             if subscribed:  # a bad endpoint: the caller's error message says it all
                 log.info("sink stopped: %s", self.counters.summary())
 
-    def _serve(self, sock: zmq.Socket[Any], should_stop: Callable[[], bool]) -> None:
+    def _serve(
+        self, sock: zmq.Socket[Any], should_stop: Callable[[], bool], reporter: _Reporter | None
+    ) -> None:
         poll_ms = max(1, int(self.options.poll_interval * 1000))
         self._last_rx = self._clock()
         while not should_stop():
             timeout = poll_ms
-            if self._flush_due is not None:
-                left = int((self._flush_due - self._clock()) * 1000)
+            due = self._next_write_at()
+            if reporter is not None:
+                due = self._report_due if due is None else min(due, self._report_due)
+            if due is not None:
+                left = int((due - self._clock()) * 1000)
                 timeout = max(0, min(timeout, left))
             if sock.poll(timeout, zmq.POLLIN):
                 self._receive_available(sock)
             self.flush_if_due()
             self.quiet_check()
+            self.unavailable_check()
+            if reporter is not None and self._clock() >= self._report_due:
+                self._report_due = self._clock() + self.options.report_interval
+                reporter.send(self.options.report_name, self.report())
 
     def quiet_check(self) -> str | None:
         """Warn when nothing at all arrived for ``quiet_warn`` seconds, again every
@@ -278,8 +436,8 @@ class SubscriberLoop:
             except zmq.Again:
                 return
             self.handle(frames)
-            if len(self._batch) >= self.options.batch_size:
-                self._flush()
+            if len(self._pending) >= self.options.batch_size and not self.health.retrying:
+                self._write_batch()
 
     # -- per message (public so tests can feed frames without sockets) -----------------
 
@@ -303,15 +461,11 @@ class SubscriberLoop:
             self._record_gap(gap)
         if isinstance(msg, Sample):
             self.counters.samples += 1
-            self._batch.samples.append(msg)
         elif isinstance(msg, Event):
             self.counters.events += 1
-            self._batch.events.append(msg)
         else:
             self.counters.stats += 1
-            self._batch.stats.append(msg)
-        if self._flush_due is None:
-            self._flush_due = self._clock() + self.options.flush_interval
+        self._keep(msg)
 
     def _record_gap(self, gap: BusGap) -> None:
         if gap.restart:
@@ -337,7 +491,21 @@ class SubscriberLoop:
                 gap.expected_seq,
             )
         self.counters.lost += gap.missed
-        self._batch.gaps.append(gap)
+        self._keep(gap)
+
+    def _keep(self, record: Record) -> None:
+        """Queue ``record`` for the next write; past the limit the oldest record goes."""
+        if len(self._pending) >= self._limit:
+            self._pending.popleft()
+            self.counters.dropped += 1
+            self._outage_dropped += 1
+            if self._outage_dropped == 1:
+                log.warning(
+                    "%d records wait for the output (max_pending): dropping the oldest from now"
+                    " on, counted in `dropped`; raise max_pending to keep more (about 0.6 KB"
+                    " each)", self._limit,
+                )  # fmt: skip
+        self._pending.append(record)
         if self._flush_due is None:
             self._flush_due = self._clock() + self.options.flush_interval
 
@@ -351,30 +519,139 @@ class SubscriberLoop:
 
     # -- batching ------------------------------------------------------------------------
 
-    def flush_if_due(self) -> None:
-        """Hand the batch to the sink if it is full or its oldest record waited long enough."""
-        if self._flush_due is not None and (
-            len(self._batch) >= self.options.batch_size or self._clock() >= self._flush_due
-        ):
-            self._flush()
+    def _next_write_at(self) -> float | None:
+        """When ``flush_if_due`` next has something to do (None: not before a record arrives)."""
+        if self.health.retrying:
+            return self.health.next_attempt
+        if self._flush_due is not None and len(self._pending) >= self.options.batch_size:
+            return self._clock()
+        return self._flush_due
 
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, _Batch()
-        self._flush_due = None
-        if batch.samples:
-            self.sink.write_samples(batch.samples)
-        if batch.events:
-            self.sink.write_events(batch.events)
-        if batch.gaps:
-            self.sink.write_gaps(batch.gaps)
-        if batch.stats:
-            self.sink.write_stats(batch.stats)
-        self.sink.flush()
+    def flush_if_due(self) -> None:
+        """Hand the oldest batch to the sink if it is full or its oldest record waited long
+        enough; while the output is unavailable, when the next attempt is due."""
+        at = self._next_write_at()
+        if at is not None and self._clock() >= at:
+            self._write_batch()
+
+    def _flush_all(self) -> None:
+        """On stop: write everything kept, now (one attempt, whatever the backoff says)."""
+        while self._write_batch() and self._pending:
+            pass
+        self.unwritten = len(self._pending)
+        if self.unwritten:
+            log.error(
+                "stopping with %d record(s) not written, now lost: %s (%d dropped before)",
+                self.unwritten, self.health.message, self.counters.dropped,
+            )  # fmt: skip
+
+    def _write_batch(self) -> bool:
+        """Write the oldest ``batch_size`` records (all of them, or none) and flush; False
+        when the output is unavailable (the records stay, the next attempt is scheduled)."""
+        n = min(len(self._pending), self.options.batch_size)
+        batch = _Batch.of(itertools.islice(self._pending, n))
+        try:
+            if batch.samples:
+                self.sink.write_samples(batch.samples)
+            if batch.events:
+                self.sink.write_events(batch.events)
+            if batch.gaps:
+                self.sink.write_gaps(batch.gaps)
+            if batch.stats:
+                self.sink.write_stats(batch.stats)
+            self.sink.flush()
+        except OutputUnavailable as exc:
+            self._unavailable(exc)
+            return False
+        for _ in range(n):
+            self._pending.popleft()
+        self.counters.written += n
         self.counters.flushes += 1
+        now = self._clock()
+        self._flush_due = now if self._pending else None  # a backlog: on with the next batch
+        outage = self.health.succeeded(now)
+        if outage is not None:
+            self._report_due = now
+            level = logging.WARNING if self._outage_dropped else logging.INFO
+            log.log(
+                level,
+                "writing again after %.1f s (%s): %d kept record(s) being written, %d dropped",
+                outage, self.health.cause, n + len(self._pending), self._outage_dropped,
+            )  # fmt: skip
+            self._outage_dropped = 0
+        return True
+
+    def _unavailable(self, exc: OutputUnavailable) -> None:
+        now = self._clock()
+        self.counters.write_failures += 1
+        if self.health.failed(exc.cause, exc.message, now):
+            self._report_due = now
+            log.error(
+                "cannot write: %s; keeping up to %d records in memory (%d now) and retrying"
+                " until it works", exc.message, self._limit, len(self._pending),
+            )  # fmt: skip
+        else:
+            log.debug("still cannot write: %s", exc.message)
+
+    def unavailable_check(self) -> str | None:
+        """While the output is unavailable, a reminder every ``remind_every`` seconds (logged
+        and returned; None when none is due)."""
+        now = self._clock()
+        if not self.health.reminder_due(now):
+            return None
+        text = (
+            f"still cannot write after {now - self.health.since:.0f} s: {self.health.message};"
+            f" {len(self._pending)} record(s) kept, {self.counters.dropped} dropped so far"
+        )
+        log.error("%s", text)
+        return text
+
+    def report(self) -> dict[str, Any]:
+        """This sink's state for ``pyconpro status`` (docs/operations.md, ``sinks``)."""
+        now = self._clock()
+        h = self.health
+        return {
+            "state": h.state.value,
+            "cause": h.cause if h.retrying else "",
+            "message": h.message if h.retrying else "",
+            "since_s": round(now - h.since, 3) if h.retrying else None,
+            "retry_in_s": round(max(0.0, h.next_attempt - now), 3)
+            if h.next_attempt is not None
+            else None,
+            "pending": len(self._pending),
+            "max_pending": self._limit,
+            **self.counters.__dict__,
+        }
+
+
+class _Reporter:
+    """A DEALER socket to the supervisor's control socket: ``sink_report`` requests, sent
+    without waiting (a supervisor that does not read them costs nothing); replies are
+    discarded."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 4)
+        self.sock.setsockopt(zmq.RCVHWM, 4)
+        self.sock.connect(endpoint)
+
+    def send(self, name: str, report: dict[str, Any]) -> None:
+        request = {"op": "sink_report", "child": name, "pid": os.getpid(), "report": report}
+        try:
+            while self.sock.poll(0, zmq.POLLIN):
+                self.sock.recv_multipart(zmq.NOBLOCK)
+            self.sock.send_multipart([b"", msgpack.packb(request, use_bin_type=True)], zmq.NOBLOCK)
+        except zmq.ZMQError:  # queue full (supervisor busy or gone): the next report follows
+            pass
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
 
 
 def run_sink(sink: Sink, options: LoopOptions, *, context: zmq.Context[Any] | None = None) -> int:
-    """Run a sink in this (main) thread until SIGTERM or SIGINT, then flush and return 0.
+    """Run a sink in this (main) thread until SIGTERM or SIGINT, then flush and return 0
+    (``EXIT_UNWRITTEN`` when the output could not take what was still kept).
 
     The handlers only set a flag: the loop notices it within ``poll_interval`` and stops
     through the same drain-and-flush path as any other stop.
@@ -387,11 +664,12 @@ def run_sink(sink: Sink, options: LoopOptions, *, context: zmq.Context[Any] | No
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    loop = SubscriberLoop(sink, options, context=context)
     try:
-        SubscriberLoop(sink, options, context=context).run(stop.is_set)
+        loop.run(stop.is_set)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
     if received:
         log.info("stopped by %s", signal.Signals(received[0]).name)
-    return 0
+    return EXIT_UNWRITTEN if loop.unwritten else 0

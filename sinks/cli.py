@@ -15,7 +15,11 @@ All three become one validated ``SinkConfig`` (``acquisition.sink_config``) and 
 by its kind's factory. ``python -m pyconpro.sinks.cli ...`` runs the same without the front end.
 
 Exit status: 0 after SIGTERM/SIGINT (everything received was flushed), 2 when the section, the
-bus or the output cannot be used (the message on stderr says what to fix), 1 for a crash.
+bus or the output cannot be used (the message on stderr says what to fix), 1 for a crash, 3
+after SIGTERM/SIGINT while the output could not be written (disk full, read-only, ...): the
+records still held in memory are lost, the log says how many. An output that stops taking
+writes while the sink runs (or is not writable at start) is no reason to exit: the sink keeps
+records in memory, retries and resumes by itself (``sinks/base.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ def _bus(parser: argparse.ArgumentParser | Any, *, required: bool) -> None:
         help="stderr log level [%(default)s]",
     )
     add_client_arguments(parser)
+    parser.add_argument(
+        "--report",
+        metavar="ENDPOINT",
+        help="a supervisor's control socket to send this sink's state to (writing or retrying"
+        " and why, pending and dropped records), shown by `pyconpro status`; `pyconpro run`"
+        " sets it",
+    )
 
 
 def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
@@ -223,7 +234,10 @@ def sink_from_args(args: argparse.Namespace) -> SinkRun:
 
 
 def loop_options(
-    sink: SinkConfig, endpoints: Sequence[str], curve: ClientKeys | None = None
+    sink: SinkConfig,
+    endpoints: Sequence[str],
+    curve: ClientKeys | None = None,
+    report: str | None = None,
 ) -> LoopOptions:
     return LoopOptions(
         curve=curve,
@@ -233,6 +247,8 @@ def loop_options(
         flush_interval=sink.flush_interval_s,
         batch_size=sink.batch_size,
         drain_max=sink.drain_max_s,
+        report=report,
+        report_name=f"sink-{sink.name}",
     )
 
 
@@ -259,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_sink(make_sink(config), loop_options(config, endpoints, curve))
+        return run_sink(make_sink(config), loop_options(config, endpoints, curve, args.report))
     except zmq.ZMQError as exc:
         print(
             f"error: cannot subscribe to {', '.join(endpoints)}: {exc}; endpoints look like"

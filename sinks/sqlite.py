@@ -20,17 +20,29 @@ INTEGERs, since SQLite integers are signed; no real run reaches that.
 
 Durability: WAL journal, ``synchronous=NORMAL`` by default, one transaction per loop flush, so
 a flush is one fsync-light commit and readers (Grafana, sqlite3 CLI) never block the writer.
+
+When the disk cannot take a write (full, read-only, locked by another writer, its directory
+removed, an I/O error) the transaction is rolled back, so the file only ever holds whole
+batches and passes ``PRAGMA integrity_check``; the connection is closed, and
+``OutputUnavailable`` names the cause and the fix (``diagnose``). The next write reopens the
+database at ``path``. Before and after each COMMIT the file at ``path`` is checked to be the
+one open: SQLite writes on into a file deleted under it without an error, so a removed file
+(or directory) is noticed there, and a batch committed into it is written again.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
 from pyconpro.acquisition.wire import Event, Sample, Stats
-from pyconpro.sinks.base import BusGap, Sink
+from pyconpro.sinks.base import DEFAULT_MAX_PENDING, BusGap, OutputUnavailable, Sink
 from pyconpro.sinks.records import to_json, value_real
 from pyconpro.sinks.registry import SinkKind
 
@@ -92,6 +104,10 @@ CREATE TABLE IF NOT EXISTS stats (
 """
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# How long a write waits for another connection's write lock before the database counts as
+# locked (and the loop retries later): long enough for a short write by another program,
+# short enough that the loop stays responsive.
+BUSY_TIMEOUT_S = 1.0
 
 SQLITE_SCHEMA = SinkSchema(
     kind="sqlite",
@@ -105,6 +121,13 @@ SQLITE_SCHEMA = SinkSchema(
             "synchronous", "choice", "NORMAL",
             "SQLite `synchronous` pragma; `NORMAL` is safe with WAL.",
             choices=SYNCHRONOUS, fold=True,
+        ),
+        Option(
+            "max_pending", "integer", DEFAULT_MAX_PENDING,
+            "Records kept in memory while the database cannot be written (disk full, read-only,"
+            " locked, directory missing); past it the oldest are dropped and counted. About"
+            " 0.6 KB each for a scalar sample. Never below `batch_size`.",
+            lo=1, hi=100_000_000, unit="records",
         ),
     ),
     output=Output(
@@ -123,24 +146,160 @@ def _i64(n: int) -> int:
     return n - _I64_WRAP if n > _I64_MAX else n
 
 
+# Primary SQLite result codes (the low byte of an extended code).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+_SQLITE_IOERR = 10
+# Codes that may come from the disk or its directory rather than from the database itself.
+_DISK_CODES = (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN)
+
+
+def diagnose(exc: BaseException, path: Path) -> OutputUnavailable | None:
+    """What an error opening or writing the database at ``path`` means, when it is a condition
+    that may pass (the disk, its directory, another program's lock); None for anything else.
+
+    The directory is looked at as well as the error code, because SQLite reports one cause
+    under several codes: a file system remounted read-only makes writes fail with
+    SQLITE_IOERR_WRITE and opens with SQLITE_CANTOPEN, a missing directory is SQLITE_CANTOPEN.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    what = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return OutputUnavailable(
+            "locked",
+            f"database {path} is locked by another connection holding a write transaction "
+            f"(waited {BUSY_TIMEOUT_S:g} s): end that transaction or stop that program",
+        )
+    if not isinstance(exc, OSError) and primary not in _DISK_CODES:
+        return None
+    directory = path.parent
+    if not directory.is_dir():
+        return OutputUnavailable(
+            "directory missing",
+            f"directory {directory} does not exist (removed, or its disk not mounted): "
+            "create it or point `path` elsewhere",
+        )
+    try:
+        fs = os.statvfs(directory)
+    except OSError as e:
+        return _io_error(path, f"{what}; statvfs: {e.strerror}")
+    if fs.f_flag & os.ST_RDONLY:
+        return OutputUnavailable(
+            "read-only",
+            f"{directory} is on a read-only file system ({what}): remount it read-write or "
+            "point `path` elsewhere",
+        )
+    if (
+        primary == _SQLITE_FULL
+        or getattr(exc, "errno", None) == errno.ENOSPC
+        or (primary == _SQLITE_IOERR and fs.f_bavail == 0)
+    ):
+        return OutputUnavailable(
+            "disk full", f"disk full at {directory}: free space there or point `path` elsewhere"
+        )
+    if primary in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN) or isinstance(
+        exc, PermissionError
+    ):
+        return OutputUnavailable(
+            "not writable",
+            f"cannot write {path} ({what}): make {directory} and the database files in it "
+            "writable for this user (and not immutable: lsattr), or point `path` elsewhere",
+        )
+    return _io_error(path, what)
+
+
+def _io_error(path: Path, what: str) -> OutputUnavailable:
+    return OutputUnavailable(
+        "I/O error",
+        f"I/O error on {path} ({what}): check the disk (dmesg, SMART) or point `path` elsewhere",
+    )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _writing(
+    method: Callable[Concatenate[SqliteSink, _P], _R],
+) -> Callable[Concatenate[SqliteSink, _P], _R]:
+    """A write method whose disk or lock errors roll the transaction back, close the
+    connection and become ``OutputUnavailable`` (the next write reopens the database)."""
+
+    @functools.wraps(method)
+    def guarded(self: SqliteSink, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except OutputUnavailable:
+            self._abandon()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self._abandon()
+            problem = diagnose(exc, self.path)
+            if problem is None:
+                raise
+            raise problem from exc
+
+    return guarded
+
+
 class SqliteSink(Sink):
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        max_pending: int = DEFAULT_MAX_PENDING,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         if synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous={synchronous!r}: use OFF, NORMAL, FULL or EXTRA")
         self.path = Path(path)
         self.synchronous = synchronous.upper()
+        self.max_pending = max_pending
+        self.busy_timeout_s = busy_timeout_s
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the open database
 
     def open(self) -> None:
+        self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        """The database at ``path``, WAL on, schema in place; ``OutputUnavailable`` for a
+        condition that may pass, ``RuntimeError`` for one that will not."""
+        if self.path.is_dir():
+            raise RuntimeError(
+                f"{self.path} is a directory: `path` names the database file, e.g."
+                f" {self.path / 'pyconpro.sqlite3'}"
+            )
+        db: sqlite3.Connection | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per flush.
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        except sqlite3.Error as exc:
-            raise RuntimeError(
-                f"cannot open SQLite database {self.path}: {exc}; check the directory exists"
-                " and is writable"
-            ) from exc
-        self._db = db
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=True,
+                timeout=self.busy_timeout_s,
+            )  # fmt: skip
+            self._prepare(db)
+            st = os.stat(self.path)
+        except (sqlite3.Error, OSError) as exc:
+            _close_quietly(db)
+            problem = diagnose(exc, self.path)
+            if problem is not None:
+                raise problem from exc
+            primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
+                raise RuntimeError(
+                    f"{self.path} is not a SQLite database or is damaged ({exc}): move it away"
+                    " (a new one is then started) or point `path` elsewhere"
+                ) from exc
+            raise RuntimeError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        except BaseException:
+            _close_quietly(db)
+            raise
+        self._file = (st.st_dev, st.st_ino)
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > DB_SCHEMA_VERSION:
             raise RuntimeError(
@@ -159,12 +318,42 @@ class SqliteSink(Sink):
         db.execute("COMMIT")
 
     def _conn(self) -> sqlite3.Connection:
+        """The connection, reopened after an outage, inside a transaction."""
         if self._db is None:
-            raise RuntimeError("SqliteSink used before open()")
+            self._db = self._connect()
         if not self._db.in_transaction:
             self._db.execute("BEGIN")
         return self._db
 
+    def _abandon(self) -> None:
+        """Roll back and close; whatever was not committed is the loop's to write again."""
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # closing rolls back too
+            _close_quietly(db)
+
+    def _same_file(self) -> None:
+        """Raise ``OutputUnavailable`` unless ``path`` is still the file that is open."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != self._file:
+            if not self.path.parent.is_dir():
+                problem = diagnose(FileNotFoundError(errno.ENOENT, "removed"), self.path)
+                assert problem is not None
+                raise problem
+            raise OutputUnavailable(
+                "file removed",
+                f"{self.path} was removed or replaced while open: the batch is written again"
+                " into a new database at that path",
+            )
+
+    @_writing
     def write_samples(self, samples: list[Sample]) -> None:
         self._conn().executemany(
             "INSERT INTO samples (plc, tag, t_wall_ns, t_mono_ns, type, value_json, value_real,"
@@ -188,6 +377,7 @@ class SqliteSink(Sink):
             ],
         )
 
+    @_writing
     def write_events(self, events: list[Event]) -> None:
         self._conn().executemany(
             "INSERT INTO events (plc, tag, t_wall_ns, t_mono_ns, kind, state_from, state_to,"
@@ -213,6 +403,7 @@ class SqliteSink(Sink):
             ],
         )
 
+    @_writing
     def write_gaps(self, gaps: list[BusGap]) -> None:
         self._conn().executemany(
             "INSERT INTO gaps (t_wall_ns, publisher, topic, expected_seq, received_seq, missed,"
@@ -231,6 +422,7 @@ class SqliteSink(Sink):
             ],
         )
 
+    @_writing
     def write_stats(self, stats: list[Stats]) -> None:
         self._conn().executemany(
             "INSERT INTO stats (t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)"
@@ -241,9 +433,13 @@ class SqliteSink(Sink):
             ],
         )
 
+    @_writing
     def flush(self) -> None:
-        if self._db is not None and self._db.in_transaction:
-            self._db.execute("COMMIT")
+        # Also the loop's retry with nothing to write: reopening is the test of the disk.
+        db = self._conn()
+        self._same_file()
+        db.execute("COMMIT")
+        self._same_file()  # deleted between the check and the commit: written again
 
     def close(self) -> None:
         db, self._db = self._db, None
@@ -257,8 +453,20 @@ class SqliteSink(Sink):
             db.close()
 
 
+def _close_quietly(db: sqlite3.Connection | None) -> None:
+    if db is not None:
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+
+
 def from_options(options: Mapping[str, OptionValue]) -> SqliteSink:
-    return SqliteSink(str(options["path"]), synchronous=str(options["synchronous"]))
+    return SqliteSink(
+        str(options["path"]),
+        synchronous=str(options["synchronous"]),
+        max_pending=int(options["max_pending"]),
+    )
 
 
 SINK_KINDS = (SinkKind(SQLITE_SCHEMA, from_options),)

@@ -297,11 +297,14 @@ def plan_children(
         # The sink gets its validated section (paths resolved) as data, not the file: a reload
         # compares these commands to decide restarts, and a crash restart must run the
         # configuration loaded here, not whatever the file says meanwhile.
+        # It reports its state (writing / retrying and why, pending, dropped) to our control
+        # socket: ``sink_report``, shown in ``status``.
         name = f"sink-{sink.name}"
         argv = (runtime.python, "-m", "pyconpro.sinks.cli",
                 "--section", json.dumps(sink.section(), sort_keys=True, separators=(",", ":")),
                 "--connect", runtime.bus_connect,
                 *client_security_args(bus_cfg.security, bus_cfg.bus.endpoint),
+                "--report", connectable(supervisor_control_endpoint(bus_cfg)),
                 "--log-level", level if level != "CRITICAL" else "ERROR")  # fmt: skip
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out
@@ -445,6 +448,7 @@ class Supervisor:
         self.last_transition: dict[str, Transition] = {}
         self.last_events: dict[str, dict[str, Any]] = {}  # "<plc>/<tag>" -> last event
         self.last_errors: dict[str, dict[str, Any]] = {}  # "<plc>/<tag>" -> last error event
+        self.sink_reports: dict[str, tuple[float, dict[str, Any]]] = {}  # name -> (at, report)
         self.pending_remove: set[str] = set()
         self.reloads = 0
         self.last_reload: dict[str, Any] | None = None
@@ -1054,12 +1058,14 @@ class Supervisor:
                 pass
 
     def _control_request(self, req: Any, now: float) -> dict[str, Any]:
-        ops = "status, reload, start, stop, restart, shutdown, ping"
+        ops = "status, reload, start, stop, restart, shutdown, ping, sink_report"
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
             return {"ok": False, "error": f"a request is a map with 'op' (one of {ops})"}
         op = req["op"]
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
+        if op == "sink_report":
+            return self._sink_report(req, now)
         if op == "status":
             return {"ok": True, **self.status()}
         if op == "reload":
@@ -1092,6 +1098,16 @@ class Supervisor:
             "curve_control": self.guard.uses_curve(self.control_endpoint),
             **self.guard.stats(),
         }
+
+    def _sink_report(self, req: dict[str, Any], now: float) -> dict[str, Any]:
+        """A sink's state, sent by the sink itself (``sinks/base.py``) every few seconds."""
+        name, report = req.get("child"), req.get("report")
+        child = self.sup.children.get(name) if isinstance(name, str) else None
+        if child is None or child.kind is not ChildKind.SINK or not isinstance(report, dict):
+            return {"ok": False, "error": f"sink_report: {name!r} is not a sink of this "
+                    "pipeline, or 'report' is not a map"}  # fmt: skip
+        self.sink_reports[str(name)] = (now, {**report, "pid": req.get("pid")})
+        return {"ok": True}
 
     def status(self) -> dict[str, Any]:
         """Everything ``pyconpro status`` shows, as plain data (docs/operations.md)."""
@@ -1138,6 +1154,13 @@ class Supervisor:
                     {k: v for k, v in c.items() if k != "recorder"} for c in st.get("consumers", [])
                 ]
             workers[name] = entry
+        sinks: dict[str, Any] = {}
+        for name, child in self.sup.children.items():
+            if child.kind is ChildKind.SINK:
+                got = self.sink_reports.get(name)
+                sinks[name] = (
+                    {**got[1], "age_s": round(now - got[0], 3)} if got else {"age_s": None}
+                )
         return {
             "supervisor": {
                 "pid": os.getpid(),
@@ -1159,6 +1182,7 @@ class Supervisor:
             },
             "children": children,
             "workers": workers,
+            "sinks": sinks,
             "last_events": self.last_events,
             "last_errors": self.last_errors,
         }

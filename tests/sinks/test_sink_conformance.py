@@ -213,9 +213,11 @@ def test_unusable_output_or_endpoint_exits_2_with_a_reason(tmp_path: Path) -> No
 
     from tests.sinks.bus_testkit import PROCESS_TIMEOUT_S, REPO
 
+    # A database path that is a directory cannot become usable by itself; a missing or
+    # read-only directory can (tests/sinks/test_sqlite_disk.py: the sink waits for it).
     cases = [
-        (["sqlite", "--connect", f"tcp://{BUS_HOST}:1", "--db", str(tmp_path / "no" / "x.db")],
-         "cannot open SQLite database"),
+        (["sqlite", "--connect", f"tcp://{BUS_HOST}:1", "--db", str(tmp_path)],
+         "is a directory: `path` names the database file"),
         (["stdout", "--connect", "nonsense://x"], "endpoints look like"),
     ]  # fmt: skip
     for argv, reason in cases:

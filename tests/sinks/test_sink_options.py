@@ -68,7 +68,7 @@ raw = true
     sqlite, csv, out = c.sinks
     assert (sqlite.name, dict(sqlite.options)) == (
         "sqlite-0",
-        {"path": "/srv/pp/pyconpro.sqlite3", "synchronous": "FULL"},
+        {"path": "/srv/pp/pyconpro.sqlite3", "synchronous": "FULL", "max_pending": 100_000},
     )
     assert sqlite.topics == ("sample/", "event/", "stats/") and sqlite.flush_interval_s == 1.0
     assert dict(csv.options) == {
@@ -102,6 +102,7 @@ name = "db"
 path = "db.sqlite3"
 batch_size = 7
 synchronous = "OFF"
+max_pending = 5000
 
 [[sink]]
 kind = "jsonl"
@@ -143,7 +144,7 @@ def flags_for(sink: SinkConfig) -> list[str]:
 def built(sink: Sink) -> tuple[Any, ...]:
     """What a constructed sink will do, comparable."""
     if isinstance(sink, SqliteSink):
-        return ("sqlite", sink.path, sink.synchronous)
+        return ("sqlite", sink.path, sink.synchronous, sink.max_pending)
     if isinstance(sink, _FileSink):
         streams = {n: (s.max_bytes, s.max_seconds, s.fsync) for n, s in sink.streams.items()}
         return (type(sink).__name__, sink.directory, sink.prefix, streams)
@@ -161,7 +162,7 @@ def test_schema_flags_and_the_section_build_the_same_sink(tmp_path: Path) -> Non
         from_flags, eps, _ = sink_from_args(parser.parse_args(flags_for(sink)))
         assert replace(from_flags, name=sink.name) == sink and eps == [EP]
         assert built(make_sink(from_flags)) == built(make_sink(from_section))
-    assert built(make_sink(c.sinks[0])) == ("sqlite", tmp_path / "db.sqlite3", "OFF")
+    assert built(make_sink(c.sinks[0])) == ("sqlite", tmp_path / "db.sqlite3", "OFF", 5000)
     assert built(make_sink(c.sinks[1]))[3]["samples"] == (8192, 0.5, True)
 
 
