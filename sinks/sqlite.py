@@ -158,9 +158,11 @@ def diagnose(exc: BaseException, path: Path) -> OutputUnavailable | None:
     """What an error opening or writing the database at ``path`` means, when it is a condition
     that may pass (the disk, its directory, another program's lock); None for anything else.
 
-    The directory is looked at as well as the error code, because SQLite reports one cause
-    under several codes: a file system remounted read-only makes writes fail with
-    SQLITE_IOERR_WRITE and opens with SQLITE_CANTOPEN, a missing directory is SQLITE_CANTOPEN.
+    The directory is asked as well as SQLite, because SQLite reports one cause under several
+    codes (a file system that turned read-only after an error fails writes with
+    SQLITE_IOERR_WRITE and opens with SQLITE_READONLY; a missing directory is SQLITE_CANTOPEN):
+    writing one byte to an unnamed file there gets the system's own answer (EROFS, ENOSPC,
+    EACCES, EIO).
     """
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
@@ -180,40 +182,59 @@ def diagnose(exc: BaseException, path: Path) -> OutputUnavailable | None:
             f"directory {directory} does not exist (removed, or its disk not mounted): "
             "create it or point `path` elsewhere",
         )
-    try:
-        fs = os.statvfs(directory)
-    except OSError as e:
-        return _io_error(path, f"{what}; statvfs: {e.strerror}")
-    if fs.f_flag & os.ST_RDONLY:
+    refused = _write_refused(directory)
+    said = refused or getattr(exc, "errno", None)
+    if said == errno.EROFS or _read_only(directory):
         return OutputUnavailable(
             "read-only",
-            f"{directory} is on a read-only file system ({what}): remount it read-write or "
-            "point `path` elsewhere",
+            f"{directory} is on a read-only file system ({what}): remount it read-write (after"
+            " an error: check the disk, dmesg) or point `path` elsewhere",
         )
-    if (
-        primary == _SQLITE_FULL
-        or getattr(exc, "errno", None) == errno.ENOSPC
-        or (primary == _SQLITE_IOERR and fs.f_bavail == 0)
-    ):
+    if primary == _SQLITE_FULL or said in (errno.ENOSPC, errno.EDQUOT):
         return OutputUnavailable(
             "disk full", f"disk full at {directory}: free space there or point `path` elsewhere"
         )
-    if primary in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN) or isinstance(
-        exc, PermissionError
-    ):
+    if said in (errno.EACCES, errno.EPERM) or primary in (_SQLITE_READONLY, _SQLITE_PERM):
         return OutputUnavailable(
             "not writable",
             f"cannot write {path} ({what}): make {directory} and the database files in it "
             "writable for this user (and not immutable: lsattr), or point `path` elsewhere",
         )
-    return _io_error(path, what)
-
-
-def _io_error(path: Path, what: str) -> OutputUnavailable:
+    if refused is None and primary == _SQLITE_CANTOPEN:
+        return OutputUnavailable(
+            "cannot open",
+            f"cannot open {path} ({what}): check that it is a file this user can open, or point"
+            " `path` elsewhere",
+        )
+    detail = f"{what}, {errno.errorcode.get(refused, refused)}" if refused else what
     return OutputUnavailable(
         "I/O error",
-        f"I/O error on {path} ({what}): check the disk (dmesg, SMART) or point `path` elsewhere",
+        f"I/O error on {path} ({detail}): check the disk (dmesg, SMART) or point `path`"
+        " elsewhere",
     )
+
+
+def _write_refused(directory: Path) -> int | None:
+    """The errno of writing one byte to an unnamed file in ``directory`` (nothing is left
+    behind); None when it works or the file system has no unnamed files."""
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        return None if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL) else exc.errno
+    try:
+        os.write(fd, b"\0")  # takes a block: ENOSPC on a full disk
+    except OSError as exc:
+        return exc.errno
+    finally:
+        os.close(fd)
+    return None
+
+
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 _P = ParamSpec("_P")
@@ -260,6 +281,7 @@ class SqliteSink(Sink):
         self.busy_timeout_s = busy_timeout_s
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the open database
+        self._dir_dev: int | None = None  # st_dev of its directory at the first open
 
     def open(self) -> None:
         self._db = self._connect()
@@ -272,6 +294,7 @@ class SqliteSink(Sink):
                 f"{self.path} is a directory: `path` names the database file, e.g."
                 f" {self.path / 'pyconpro.sqlite3'}"
             )
+        self._same_file_system()
         db: sqlite3.Connection | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per flush.
@@ -297,7 +320,26 @@ class SqliteSink(Sink):
             _close_quietly(db)
             raise
         self._file = (st.st_dev, st.st_ino)
+        if self._dir_dev is None:
+            self._dir_dev = os.stat(self.path.parent).st_dev
         return db
+
+    def _same_file_system(self) -> None:
+        """Refuse to reopen in a directory that moved to another file system: its disk was
+        unmounted and the mount point shows the disk below it (a new database there would
+        fill the wrong disk and hide the data when the disk comes back)."""
+        if self._dir_dev is None:
+            return
+        try:
+            dev = os.stat(self.path.parent).st_dev
+        except OSError:
+            return  # missing: connecting says so
+        if dev != self._dir_dev:
+            raise OutputUnavailable(
+                "not mounted",
+                f"{self.path.parent} is no longer on the file system {self.path} was on (its"
+                " disk unmounted?): mount it again, or restart the sink to write there anyway",
+            )
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -4,12 +4,20 @@ and the loop over real sockets in a thread (topic filters, several endpoints, pr
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
-from pyconpro.sinks.base import BusGap, GapDetector, LoopOptions, SubscriberLoop
+from pyconpro.sinks.base import (
+    BusGap,
+    GapDetector,
+    LoopOptions,
+    OutputUnavailable,
+    SubscriberLoop,
+)
 
 from tests.sinks.bus_testkit import MemorySink, TestPublisher
 
@@ -259,3 +267,195 @@ def test_a_failing_sink_stops_the_loop_and_is_still_closed(
     assert not t.thread.is_alive()
     assert isinstance(t.error, OSError)
     assert sink.closed
+
+
+# --------------------------------------------------------------------------- output unavailable
+
+
+class FlakySink(MemorySink):
+    """A MemorySink whose output can be taken away: while ``down`` holds a cause, every write
+    raises OutputUnavailable after undoing what it took since the last flush, as a real sink
+    must."""
+
+    def __init__(self, max_pending: int = 100_000) -> None:
+        super().__init__()
+        self.max_pending = max_pending
+        self.down: str | None = None
+        self.attempts: list[float] = []  # clock of each flush attempt while down
+        self.clock: FakeClock | None = None
+
+    def _check(self) -> None:
+        if self.down is not None:
+            self.pending = []  # rolled back
+            if self.clock is not None:
+                self.attempts.append(self.clock.now)
+            raise OutputUnavailable(self.down, f"{self.down} at /data: fix it")
+
+    def open(self) -> None:
+        super().open()
+        self._check()
+
+    def write_samples(self, samples: list[Sample]) -> None:
+        self._check()
+        super().write_samples(samples)
+
+    def flush(self) -> None:
+        self._check()
+        super().flush()
+
+
+def flaky_loop(
+    max_pending: int = 100_000, **options: object
+) -> tuple[SubscriberLoop, FlakySink, FakeClock]:
+    sink = FlakySink(max_pending)
+    clock = FakeClock()
+    sink.clock = clock
+    opts = LoopOptions(endpoints=["tcp://127.0.0.1:1"], **options)  # type: ignore[arg-type]
+    return SubscriberLoop(sink, opts, clock=clock, wall_ns=lambda: 5), sink, clock
+
+
+def sample(i: int) -> Sample:
+    return dataclasses.replace(S, seq=i, value=i)
+
+
+def test_records_are_kept_while_the_output_is_down_and_written_in_order_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop, sink, clock = flaky_loop(flush_interval=0.1, batch_size=4)
+    for i in range(3):
+        loop.handle(frames(sample(i)))
+    clock.now += 0.1
+    loop.flush_if_due()
+    assert sink.flushed == [sample(i) for i in range(3)]
+    sink.down = "disk full"
+    with caplog.at_level(logging.INFO, logger="pyconpro.sink"):
+        for i in range(3, 13):  # more than two batches' worth while the output is down
+            loop.handle(frames(sample(i)))
+            clock.now += 0.1
+            loop.flush_if_due()
+        assert loop.health.retrying and loop.pending == 10
+        report = loop.report()
+        assert (report["state"], report["cause"], report["pending"], report["dropped"]) == (
+            "retrying", "disk full", 10, 0)
+        assert report["message"] == "disk full at /data: fix it"
+        sink.down = None
+        clock.now += 60
+        loop.flush_if_due()  # one batch per call, oldest first ...
+        assert sink.flushed == [sample(i) for i in range(7)]
+        while loop.pending:  # ... and the backlog is due at once, batch after batch
+            loop.flush_if_due()
+    assert sink.flushed == [sample(i) for i in range(13)]
+    assert not loop.health.retrying and loop.report()["state"] == "writing"
+    assert (loop.counters.written, loop.counters.dropped) == (13, 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == ["cannot write: disk full at /data: fix it; keeping up to 100000 records"
+                      " in memory (1 now) and retrying until it works"]  # fmt: skip
+    infos = [r.getMessage() for r in caplog.records if "writing again" in r.getMessage()]
+    assert len(infos) == 1 and "(disk full): 10 kept record(s) being written, 0 dropped" in infos[0]
+
+
+def test_retries_back_off_from_half_a_second_to_five() -> None:
+    loop, sink, clock = flaky_loop(flush_interval=0.0)
+    sink.down = "locked"
+    start = clock.now
+    loop.handle(frames(sample(0)))
+    for _ in range(80):  # 8 s in steps of 0.1 s (the attempt falls due on a step)
+        loop.flush_if_due()
+        clock.now = round(clock.now + 0.1, 3)
+    assert [round(t - start, 3) for t in sink.attempts] == [0.0, 0.5, 1.5, 3.5, 7.5]
+    assert loop.report()["retry_in_s"] == pytest.approx(4.5)  # next at 12.5
+
+
+def test_oldest_records_are_dropped_past_max_pending_with_exact_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop, sink, clock = flaky_loop(max_pending=5, flush_interval=0.0, batch_size=2)
+    sink.down = "read-only"
+    with caplog.at_level(logging.WARNING, logger="pyconpro.sink"):
+        for i in range(12):
+            loop.handle(frames(sample(i)))
+            loop.flush_if_due()
+    assert (loop.pending, loop.counters.dropped) == (5, 7)
+    assert loop.report()["dropped"] == 7
+    drops = [r.getMessage() for r in caplog.records if "dropping the oldest" in r.getMessage()]
+    assert len(drops) == 1  # said once, counted after
+    sink.down = None
+    clock.now += 10
+    while loop.pending:
+        loop.flush_if_due()
+    assert sink.flushed == [sample(i) for i in range(7, 12)]  # the newest five, in order
+    assert (loop.counters.written, loop.counters.dropped) == (5, 7)
+
+
+def test_max_pending_is_never_below_a_batch() -> None:
+    loop, sink, clock = flaky_loop(max_pending=1, flush_interval=3600.0, batch_size=3)
+    for i in range(3):  # a full batch is written before the limit could drop from it
+        loop.handle(frames(sample(i)))
+    loop.flush_if_due()
+    assert sink.flushed == [sample(i) for i in range(3)] and loop.counters.dropped == 0
+
+
+def test_a_new_cause_is_told_again_and_a_lasting_one_reminded_every_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop, sink, clock = flaky_loop(flush_interval=0.0)
+    sink.down = "disk full"
+    with caplog.at_level(logging.INFO, logger="pyconpro.sink"):
+        loop.handle(frames(sample(0)))
+        loop.flush_if_due()
+        assert loop.unavailable_check() is None
+        clock.now += 59.9
+        loop.flush_if_due()
+        assert loop.unavailable_check() is None
+        clock.now += 0.1
+        text = loop.unavailable_check()
+        assert text == ("still cannot write after 60 s: disk full at /data: fix it; 1 record(s)"
+                        " kept, 0 dropped so far")  # fmt: skip
+        assert loop.unavailable_check() is None  # once a minute
+        sink.down = "read-only"
+        clock.now += 5
+        loop.flush_if_due()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert [e.split(";")[0] for e in errors] == [
+        "cannot write: disk full at /data: fix it",
+        "still cannot write after 60 s: disk full at /data: fix it",
+        "cannot write: read-only at /data: fix it",
+    ]
+
+
+def test_an_output_unusable_at_start_is_retried_not_fatal(publishers: list[TestPublisher]) -> None:
+    sink = FlakySink()
+    sink.down = "directory missing"
+    t = LoopThread(sink, LoopOptions(endpoints=[publishers[0].endpoint], flush_interval=0.0,
+                                     poll_interval=0.02))  # fmt: skip
+    try:
+        publishers[0].wait_subscribed([b"sample/"])
+        publishers[0].send(sample(0))
+        deadline = time.monotonic() + 20
+        while t.loop.pending == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the record is kept in memory
+        assert t.loop.pending == 1 and t.loop.health.retrying
+        sink.down = None
+        while sink.flushed != [sample(0)] and time.monotonic() < deadline:
+            time.sleep(0.01)  # the next attempt (0.5 s after the first) writes it
+        assert sink.flushed == [sample(0)]
+    finally:
+        t.join()
+    assert t.loop.unwritten == 0
+
+
+def test_stopping_while_the_output_is_down_counts_what_is_lost(
+    publishers: list[TestPublisher],
+) -> None:
+    sink = FlakySink()
+    t = LoopThread(sink, LoopOptions(endpoints=[publishers[0].endpoint], flush_interval=0.0,
+                                     poll_interval=0.02))  # fmt: skip
+    publishers[0].wait_subscribed([b"sample/"])
+    sink.down = "disk full"
+    for i in range(3):
+        publishers[0].send(sample(i))
+    deadline = time.monotonic() + 20
+    while t.loop.pending < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t.join()
+    assert (t.loop.unwritten, sink.flushed, sink.closed) == (3, [], True)
