@@ -155,7 +155,7 @@ def render(st: dict[str, Any], width: int = 160) -> str:
             str(c.get("restarts", 0)), c.get("last_exit") or "-", extra,
         ])  # fmt: skip
     lines += _table(rows, ["PROCESS", "KIND", "STATE", "PID", "RESTARTS", "LAST EXIT", "WHY"])
-    lines += _sink_lines(st.get("sinks") or {}, width)
+    lines += _sink_lines(st.get("sinks") or {})
     errors = st.get("last_errors", {})
     for wname, w in st.get("workers", {}).items():
         lines.append("")
@@ -197,25 +197,27 @@ def render(st: dict[str, Any], width: int = 160) -> str:
     return "\n".join(lines)
 
 
-def _sink_lines(sinks: dict[str, Any], width: int) -> list[str]:
-    """One line per sink from its own report: writing, or retrying with the cause and fix."""
+def _sink_lines(sinks: dict[str, Any]) -> list[str]:
+    """A table of the sinks from their own reports, then, for each one that cannot write, its
+    message in full (it names the fix)."""
     if not sinks:
         return []
-    rows = []
+    rows, messages = [], []
     for name, r in sinks.items():
         if r.get("age_s") is None:
             rows.append([name, "-", "-", "-", "-", "no report yet"])
             continue
-        state = str(r.get("state", "?"))
-        why = ""
+        state, why = str(r.get("state", "?")), ""
         if state == "retrying":
             state = f"RETRYING {_fmt_s(r.get('since_s'))}"
-            why = str(r.get("message") or r.get("cause") or "")
+            why = str(r.get("cause") or "")
             if isinstance(r.get("retry_in_s"), (int, float)):
                 why += f"; next try in {r['retry_in_s']:.0f}s"
+            messages.append(f"  {name}: {r.get('message')}")
         rows.append([name, state, str(r.get("written", 0)), str(r.get("pending", 0)),
-                     str(r.get("dropped", 0)), why[: max(40, width - 70)]])  # fmt: skip
-    return ["", *_table(rows, ["SINK", "OUTPUT", "WRITTEN", "PENDING", "DROPPED", "WHY"])]
+                     str(r.get("dropped", 0)), why])  # fmt: skip
+    return ["", *_table(rows, ["SINK", "OUTPUT", "WRITTEN", "PENDING", "DROPPED", "WHY"]),
+            *messages]  # fmt: skip
 
 
 def _no_answer(endpoint: str, why: str) -> str:

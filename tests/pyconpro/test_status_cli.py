@@ -74,6 +74,27 @@ def test_render_one_screen() -> None:
     assert "worker-10.0.1.1: no status yet" in text
 
 
+def test_render_shows_each_sink_writing_or_why_it_cannot() -> None:
+    st = {**STATUS, "sinks": {
+        "sink-db": {"state": "retrying", "cause": "disk full", "since_s": 95.0,
+                    "retry_in_s": 4.2, "written": 1200, "pending": 5000, "dropped": 7,
+                    "message": "disk full at /data: free space there or point `path` elsewhere",
+                    "age_s": 0.5},
+        "sink-files": {"state": "writing", "cause": "", "message": "", "since_s": None,
+                       "retry_in_s": None, "written": 9, "pending": 0, "dropped": 0,
+                       "age_s": 1.0},
+        "sink-new": {"age_s": None},
+    }}  # fmt: skip
+    lines = render(st).splitlines()
+    start = lines.index("SINK        OUTPUT        WRITTEN  PENDING  DROPPED  WHY")
+    assert lines[start + 1 : start + 5] == [
+        "sink-db     RETRYING 95s  1200     5000     7        disk full; next try in 4s",
+        "sink-files  writing       9        0        0",
+        "sink-new    -             -        -        -        no report yet",
+        "  sink-db: disk full at /data: free space there or point `path` elsewhere",
+    ]
+
+
 def test_no_supervisor_says_what_to_check(tmp_path: Path) -> None:
     endpoint = f"ipc://{tmp_path}/nobody-supervisor"
     res = subprocess.run(

@@ -290,8 +290,10 @@ def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> Non
     assert sink.argv[:4] == ("py", "-m", "pyconpro.sinks.cli", "--section")
     section = json.loads(sink.argv[4])
     assert (section["kind"], section["path"]) == ("sqlite", str(tmp_path / "db.sqlite3"))
-    config, endpoints, _ = sink_from_args(build_parser().parse_args(list(sink.argv[3:])))
+    args = build_parser().parse_args(list(sink.argv[3:]))
+    config, endpoints, _ = sink_from_args(args)
     assert endpoints == ["ipc:///b"]
+    assert args.report == f"ipc://{tmp_path}/ctl-supervisor"  # where it sends its state
     assert config == parse_config(config_text(tmp_path), "p.toml", sink_kinds=sink_schemas(),
                                   base_dir=str(tmp_path)).sinks[0]  # fmt: skip
 
@@ -366,8 +368,18 @@ def test_starts_everything_reports_status_and_stops_workers_before_sinks(tmp_pat
         assert request(sup.control_endpoint, {"op": "nope"}, 5.0) == {
             "ok": False,
             "error": "unknown op 'nope'; use one of status, reload, start, stop, restart, "
-            "shutdown, ping",
+            "shutdown, ping, sink_report",
         }
+        # A sink's own report of its output (sinks/base.py sends it) shows in the status.
+        assert status(sup)["sinks"] == {"sink-db": {"age_s": None}}
+        report = {"state": "retrying", "cause": "disk full", "pending": 12, "dropped": 0}
+        assert request(sup.control_endpoint, {"op": "sink_report", "child": "sink-db",
+                                              "pid": 7, "report": report}, 5.0) == {"ok": True}
+        got = status(sup)["sinks"]["sink-db"]
+        assert {k: got[k] for k in (*report, "pid")} == {**report, "pid": 7}
+        refused = request(sup.control_endpoint, {"op": "sink_report",
+                                                 "child": "worker-127.88.1.1", "report": {}}, 5.0)
+        assert refused is not None and not refused["ok"]
     log = read_log(tmp_path)
     worker_exits = [e["t"] for e in log if e["ev"] == "exit"]
     sink_stops = [e["t"] for e in log if e["ev"] == "stop" and e["name"] == "sink-db"]
