@@ -30,6 +30,7 @@ import zmq
 from pyconpro.acquisition import wire
 
 from pyconpro.status_cli import request
+from tests.support.wait import wait_for
 
 simulator_testing = pytest.importorskip("pyconpro.simulator.testing")
 
@@ -65,16 +66,6 @@ def _free_udp_port(*addrs: str) -> int:
         if all(_free(a, port, socket.SOCK_DGRAM) for a in addrs[1:]):
             return port
     raise AssertionError("no UDP port free on every worker address")
-
-
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @dataclass

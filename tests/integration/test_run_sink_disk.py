@@ -15,9 +15,15 @@ from typing import Any
 import pytest
 
 from pyconpro.status_cli import render
-from tests.integration.test_run import Plant, Run, plant, run_factory, wait_for  # noqa: F401
+from tests.integration import test_run
+from tests.integration.test_run import Plant, Run
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+# The plant of test_run.py: two simulated PLCs, and `pyconpro run` started on its config.
+plant = test_run.plant
+run_factory = test_run.run_factory
 
 
 def rows(db: Path) -> int:

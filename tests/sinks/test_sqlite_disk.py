@@ -35,6 +35,7 @@ from pyconpro.workers.process import Child, spawn
 
 from tests.sinks.bus_testkit import BUS_HOST, PROCESS_TIMEOUT_S, REPO, TestPublisher
 from tests.support.requirements import skip_or_fail
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,16 +71,6 @@ def count(path: Path) -> int:
         return len(stored(path)) if path.exists() else 0
     except sqlite3.OperationalError:
         return 0
-
-
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 # --------------------------------------------------------------------------- on a fake clock

@@ -46,6 +46,7 @@ from pyconpro.workers.supervisor import (
 )
 
 from pyconpro.status_cli import request
+from tests.support.wait import wait_for
 
 TIMEOUT_S = 20.0
 
@@ -184,16 +185,6 @@ def read_log(tmp: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def status(sup: Supervisor) -> dict[str, Any]:
