@@ -502,8 +502,8 @@ class SubscriberLoop:
             if self._outage_dropped == 1:
                 log.warning(
                     "%d records wait for the output (max_pending): dropping the oldest from now"
-                    " on, counted in `dropped`; raise max_pending to keep more (about 0.6 KB"
-                    " each)", self._limit,
+                    " on, counted in `dropped`; raise max_pending to keep more (about 1.5 KB of"
+                    " memory each)", self._limit,
                 )  # fmt: skip
         self._pending.append(record)
         if self._flush_due is None:

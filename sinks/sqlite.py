@@ -126,7 +126,7 @@ SQLITE_SCHEMA = SinkSchema(
             "max_pending", "integer", DEFAULT_MAX_PENDING,
             "Records kept in memory while the database cannot be written (disk full, read-only,"
             " locked, directory missing); past it the oldest are dropped and counted. About"
-            " 0.6 KB each for a scalar sample. Never below `batch_size`.",
+            " 1.5 KB of memory each (100000: 150 MB). Never below `batch_size`.",
             lo=1, hi=100_000_000, unit="records",
         ),
     ),
@@ -170,8 +170,8 @@ def diagnose(exc: BaseException, path: Path) -> OutputUnavailable | None:
     if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return OutputUnavailable(
             "locked",
-            f"database {path} is locked by another connection holding a write transaction "
-            f"(waited {BUSY_TIMEOUT_S:g} s): end that transaction or stop that program",
+            f"database {path} is locked by another connection holding a write transaction:"
+            " end that transaction or stop that program",
         )
     if not isinstance(exc, OSError) and primary not in _DISK_CODES:
         return None
