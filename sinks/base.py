@@ -178,6 +178,7 @@ class LoopOptions:
     report: str | None = None
     report_name: str = "sink"
     report_interval: float = 2.0
+    report_curve: ClientKeys | None = None  # CURVE client keys when that socket uses CURVE
 
 
 @dataclass
@@ -335,7 +336,7 @@ class SubscriberLoop:
         sock = ctx.socket(zmq.SUB)
         reporter = None
         if self.options.report is not None:
-            reporter = _Reporter(ctx, self.options.report)
+            reporter = _Reporter(ctx, self.options.report, self.options.report_curve)
         clean = subscribed = False
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
@@ -629,11 +630,13 @@ class _Reporter:
     without waiting (a supervisor that does not read them costs nothing); replies are
     discarded."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 4)
         self.sock.setsockopt(zmq.RCVHWM, 4)
+        if curve is not None:
+            curve.apply(self.sock)
         self.sock.connect(endpoint)
 
     def send(self, name: str, report: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ from pyconpro.workers.guard import (
     CurveError,
     add_client_arguments,
     client_keys_from_args,
+    load_key_pair,
 )
 
 log = logging.getLogger("pyconpro.sink")
@@ -75,6 +76,12 @@ def _bus(parser: argparse.ArgumentParser | Any, *, required: bool) -> None:
         help="a supervisor's control socket to send this sink's state to (writing or retrying"
         " and why, pending and dropped records), shown by `pyconpro status`; `pyconpro run`"
         " sets it",
+    )
+    parser.add_argument(
+        "--report-curve-key",
+        metavar="FILE",
+        help="CURVE: the pipeline's secret key file ([security] server_key) when the --report"
+        " socket uses CURVE; `pyconpro run` sets it",
     )
 
 
@@ -238,6 +245,7 @@ def loop_options(
     endpoints: Sequence[str],
     curve: ClientKeys | None = None,
     report: str | None = None,
+    report_curve: ClientKeys | None = None,
 ) -> LoopOptions:
     return LoopOptions(
         curve=curve,
@@ -249,7 +257,16 @@ def loop_options(
         drain_max=sink.drain_max_s,
         report=report,
         report_name=f"sink-{sink.name}",
+        report_curve=report_curve,
     )
+
+
+def report_keys(args: argparse.Namespace) -> ClientKeys | None:
+    """The pipeline's own key pair, as the client of its own control socket."""
+    if args.report_curve_key is None:
+        return None
+    pair = load_key_pair(args.report_curve_key)
+    return ClientKeys(pair, pair.public)
 
 
 def _setup_logging(level: str) -> None:
@@ -267,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
         config, endpoints, curve = sink_from_args(args)
+        report_curve = report_keys(args)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -275,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_sink(make_sink(config), loop_options(config, endpoints, curve, args.report))
+        options = loop_options(config, endpoints, curve, args.report, report_curve)
+        return run_sink(make_sink(config), options)
     except zmq.ZMQError as exc:
         print(
             f"error: cannot subscribe to {', '.join(endpoints)}: {exc}; endpoints look like"

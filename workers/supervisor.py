@@ -250,6 +250,17 @@ def client_security_args(security: SecurityConfig, endpoint: str) -> tuple[str, 
     return ("--curve-server-key", security.server_key, "--curve-key", security.server_key)
 
 
+def sink_report_args(config: Config) -> tuple[str, ...]:
+    """Flags that make a sink send its state to our control socket (with the pipeline's own
+    key pair when that socket uses CURVE)."""
+    endpoint = supervisor_control_endpoint(config)
+    out: tuple[str, ...] = ("--report", connectable(endpoint))
+    security = config.security
+    if security.server_key is not None and uses_curve(endpoint, security):
+        out += ("--report-curve-key", security.server_key)
+    return out
+
+
 def supervisor_control_endpoint(config: Config) -> str:
     """Where ``pyconpro status`` finds the supervisor of ``config``."""
     return config.bus.control_endpoint("supervisor", 0)
@@ -304,7 +315,7 @@ def plan_children(
                 "--section", json.dumps(sink.section(), sort_keys=True, separators=(",", ":")),
                 "--connect", runtime.bus_connect,
                 *client_security_args(bus_cfg.security, bus_cfg.bus.endpoint),
-                "--report", connectable(supervisor_control_endpoint(bus_cfg)),
+                *sink_report_args(bus_cfg),
                 "--log-level", level if level != "CRITICAL" else "ERROR")  # fmt: skip
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out

@@ -179,6 +179,12 @@ def test_bus_and_control_behind_curve(secured: tuple[Path, Keys, str, str]) -> N
         db = config.parent / "out.sqlite3"
         wait_for(lambda: _rows(db) >= 20, "rows from the sink (which connects through CURVE)")
 
+        def sink_reported() -> bool:  # ... and reports its state to the control socket too
+            st = status()
+            return st is not None and st["sinks"]["sink-sqlite-0"].get("state") == "writing"
+
+        wait_for(sink_reported, "the sink's own report (through CURVE) in status")
+
         good = _subscriber(ctx, bus, operator)
         stranger = _subscriber(ctx, bus, keys.client(keys.stranger_secret))
         plain = _subscriber(ctx, bus, None)
