@@ -6,10 +6,8 @@ itself once it can. Two simulated PLCs and real processes, as in test_run.py."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from pyconpro.status_cli import render
 from tests.integration import test_run
 from tests.integration.test_run import Plant, Run
+from tests.support.sqlite_rows import stored_count as rows
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -24,18 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 # The plant of test_run.py: two simulated PLCs, and `pyconpro run` started on its config.
 plant = test_run.plant
 run_factory = test_run.run_factory
-
-
-def rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(con.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return 0
-    finally:
-        con.close()
 
 
 def sink_state(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -35,6 +35,8 @@ from pyconpro.workers.process import Child, spawn
 
 from tests.sinks.bus_testkit import BUS_HOST, PROCESS_TIMEOUT_S, REPO, TestPublisher
 from tests.support.requirements import skip_or_fail
+from tests.support.sqlite_rows import stored_count as count
+from tests.support.sqlite_rows import stored_seqs as stored
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -53,24 +55,6 @@ def make_samples(n: int, start: int = 0, raw_size: int = 100) -> list[Sample]:
                value=float(i), raw=bytes(raw_size), type_name="REAL")
         for i in range(start, start + n)
     ]  # fmt: skip
-
-
-def stored(path: Path) -> list[int]:
-    """The ``seq`` of every sample row, in insertion order; checks the file's integrity."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        return [seq for (seq,) in db.execute("SELECT seq FROM samples ORDER BY id")]
-    finally:
-        db.close()
-
-
-def count(path: Path) -> int:
-    """Sample rows in ``path`` now; 0 while the file or its table does not exist yet."""
-    try:
-        return len(stored(path)) if path.exists() else 0
-    except sqlite3.OperationalError:
-        return 0
 
 
 # --------------------------------------------------------------------------- on a fake clock
