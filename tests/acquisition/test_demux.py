@@ -40,7 +40,7 @@ def test_accepts_and_routes_to_owner() -> None:
         (dgram(0x1000, 1, b"\x01\x02"), PLC, DropReason.WRONG_SIZE),
     ],
 )
-def test_drop_reasons(data: bytes, source: str, reason: DropReason) -> None:
+def test_drop_reasons(data: bytes, source: tuple[str, int], reason: DropReason) -> None:
     d = Demux()
     d.add(PLC, 0x1000, 4, "a")
     assert d.receive(data, source) is None
