@@ -207,8 +207,9 @@ def measure_in_process(n: int) -> list[tuple[str, float]]:
 
     demux = Demux()
     ids = iter(range(0x1000, 0x1000 + n))
+    source = ("10.0.0.5", 2222)
     label, per, _ = _traced(
-        "demux route", lambda: demux.add("10.0.0.5", next(ids), 4, f"bench/T{len(demux)}"), n
+        "demux route", lambda: demux.add(source, next(ids), 4, f"bench/T{len(demux)}"), n
     )
     rows.append((label, per))
 

@@ -64,7 +64,7 @@ def bench(name: str, t: LogixType, value: Any, n: int, connections: int) -> None
     image = compile_encoder(t)(value)
     decoder = compile_decoder(t)
     demux = Demux()
-    source = "10.0.0.5"
+    source = ("10.0.0.5", 2222)
     for k in range(connections):
         demux.add(source, 0x1000 + k, len(image), owner=k)
     frames = [

@@ -61,7 +61,7 @@ from pyconpro.acquisition.connection import (
     Unlisten,
 )
 from pyconpro.acquisition.control import ConsumerDef, consumer_from_spec, consumer_from_text
-from pyconpro.acquisition.demux import Demux
+from pyconpro.acquisition.demux import Demux, DropReason
 from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import LogixType
@@ -94,11 +94,21 @@ log = logging.getLogger("pyconpro.io_worker")
 # joined them on). Python 3.11 does not export the constant.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 DEFAULT_UDP_PORT = 2222
-_RECV_BATCH = 256  # datagrams per recv batch; a short batch means the socket is empty
-# Batches read per socket before the timers run anyway. Reading to the end first is what keeps
-# watchdogs honest (see ``run``); the bound only keeps heartbeats going when datagrams arrive
-# faster than the worker can read them, and then watchdogs are held (``data_pending``).
-_MAX_DRAIN_BATCHES = 64
+_RECV_BATCH = 64  # datagrams per recv batch; a short batch means the socket is empty
+# How long one drain may read before the timers run anyway. Reading to the end first is what
+# keeps watchdogs honest (see ``step``); the bound keeps heartbeats on time when datagrams (a
+# flood of junk, say) arrive faster than the worker can read them. Watchdogs are then held
+# (``data_pending``: the connection's data may be in the buffer), but never longer than
+# ``_MAX_WATCHDOG_HOLD_S`` in a row: a dead PLC behind a flood still times out.
+_DRAIN_BUDGET_S = 0.002
+_MAX_WATCHDOG_HOLD_S = 1.0
+# Dropped datagrams (junk, forgeries) are reported in the log at most this often, as a rate
+# with the reasons and the last sender, so a flood reads as a flood and not as PLC trouble.
+_DROP_REPORT_S = 10.0
+_REPORTED_DROPS = (
+    DropReason.MALFORMED, DropReason.UNKNOWN_ID, DropReason.WRONG_SOURCE, DropReason.WRONG_PORT,
+    DropReason.SEQ_JUMP, DropReason.WRONG_SIZE,
+)  # fmt: skip
 # A safety net, not a timer: every deadline is in some machine's ``next_deadline()`` (the loop
 # waits exactly until the earliest); this only bounds the wait should one be missed.
 _MAX_WAIT_S = 1.0
@@ -182,6 +192,11 @@ class WorkerConsumer:
     # is not ``sched`` is stale and skipped when popped.
     sched: float | None = None
 
+    @property
+    def producer(self) -> tuple[str, int]:
+        """Where this consumer's T->O datagrams come from: the PLC's address and class-1 port."""
+        return (self.defn.address, self.defn.udp_port)
+
 
 class IoWorker:
     """``clock``: monotonic seconds, read for every ``now``; ``wall_ns``: the wall clock of
@@ -220,6 +235,9 @@ class IoWorker:
         self._stop_requested = False
         self._shutdown_deadline = 0.0
         self._next_stats = 0.0
+        self._pending_since: float | None = None  # datagrams left after every drain since then
+        self._drops_report_at = 0.0
+        self._drops_reported: dict[DropReason, int] = {}
         self.ctx: zmq.Context[Any] | None = None
         self.guard: ServerGuard | None = None  # set by open()
         self.udp: socket.socket | None = None
@@ -428,9 +446,12 @@ class IoWorker:
             elif isinstance(out, SendForwardClose):
                 self._send_forward_close(c, out, now)
             elif isinstance(out, Listen):
-                self.demux.add(c.defn.address, out.connection_id, out.data_size, c.defn.key)
+                # Believed only from the PLC's class-1 port, and no further ahead than the
+                # connection's timeout multiplier (acquisition/demux.py).
+                self.demux.add(c.producer, out.connection_id, out.data_size, c.defn.key,
+                               max_jump=4 << c.defn.multiplier)  # fmt: skip
             elif isinstance(out, Unlisten):
-                self.demux.remove(c.defn.address, out.connection_id, c.defn.key)
+                self.demux.remove(c.producer, out.connection_id, c.defn.key)
             elif isinstance(out, JoinGroup):
                 self._join(out.group)
             elif isinstance(out, LeaveGroup):
@@ -782,20 +803,18 @@ class IoWorker:
     # ================================================================== receive path
 
     def _drain(self) -> bool:
-        """Read every UDP socket until it is empty (a batch comes back short); False when one
-        still had datagrams after ``_MAX_DRAIN_BATCHES`` batches."""
-        empty = True
+        """Read the UDP sockets, a batch from each in turn, until every one is empty (its
+        batch came back short) or ``_DRAIN_BUDGET_S`` is spent; False when one still had
+        datagrams."""
+        pending = [sock for sock, _ in self.groups.values()]
         if self.udp is not None:
-            empty = self._drain_socket(self.udp)
-        for sock, _ in self.groups.values():
-            empty = self._drain_socket(sock) and empty
-        return empty
-
-    def _drain_socket(self, sock: socket.socket) -> bool:
-        for _ in range(_MAX_DRAIN_BATCHES):
-            if self._drain_udp(sock) < _RECV_BATCH:
-                return True
-        return False
+            pending.insert(0, self.udp)
+        deadline = self._clock() + _DRAIN_BUDGET_S
+        while pending:
+            pending = [sock for sock in pending if self._drain_udp(sock) == _RECV_BATCH]
+            if pending and self._clock() >= deadline:
+                return False
+        return True
 
     def _drain_udp(self, sock: socket.socket) -> int:
         """Read up to ``_RECV_BATCH`` datagrams; return how many reads were made (fewer: the
@@ -809,7 +828,7 @@ class IoWorker:
                 log.debug("UDP receive error: %s", exc)
                 continue
             self.counters["datagrams"] += 1
-            delivery = self.demux.receive(data, addr[0])
+            delivery = self.demux.receive(data, addr)
             if delivery is None:
                 continue
             t_wall = self._wall_ns()
@@ -931,7 +950,7 @@ class IoWorker:
                 1 for c in self.consumers.values() if c.conn.state is st
             )
         counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
-        counters["udp_rcvbuf"] = self.udp_rcvbuf
+        counters.update(self._socket_counters())
         counters["uptime_s"] = round(self._clock() - self.started, 3)
         self._publish(
             wire.Stats(
@@ -1025,6 +1044,15 @@ class IoWorker:
         control.StopRequest: _control_stop,
     }
 
+    def _socket_counters(self) -> dict[str, int]:
+        """``udp_rcvbuf`` (granted) and ``udp_kernel_drops``: datagrams the kernel dropped
+        because a UDP socket of this worker was full (the worker never saw them; Linux only,
+        -1 where it cannot be read)."""
+        socks = [sock for sock, _ in self.groups.values()]
+        if self.udp is not None:
+            socks.append(self.udp)
+        return {"udp_rcvbuf": self.udp_rcvbuf, "udp_kernel_drops": udp_kernel_drops(socks)}
+
     def status(self, recorder: bool = False) -> dict[str, Any]:
         """The ``status`` reply. The flight recorders (hex dumps, ~1 KB per consumer) only with
         ``recorder``: the periodic status of a worker with hundreds of consumers must stay
@@ -1045,7 +1073,7 @@ class IoWorker:
             # every message it subscribed to (the supervisor adds consumers only then).
             "bus_subscriptions": len(self.bus_subscriptions),
             "bus_topics": sorted(t.decode("utf-8", "replace") for t in self.bus_subscriptions)[:32],
-            "counters": {**self.counters, **self.demux.counters(), "udp_rcvbuf": self.udp_rcvbuf},
+            "counters": {**self.counters, **self.demux.counters(), **self._socket_counters()},
             "groups": sorted(self.groups),
             "plcs": [
                 {
@@ -1154,6 +1182,32 @@ class IoWorker:
         if self.opt.stats_interval_s > 0 and now >= self._next_stats:
             self._next_stats = now + self.opt.stats_interval_s
             self._publish_stats()
+        if now >= self._drops_report_at:
+            self._report_drops(now)
+
+    def _report_drops(self, now: float) -> None:
+        """One log line for the datagrams dropped since the last one (reasons, rate, the
+        last sender of each), at most every ``_DROP_REPORT_S``; nothing when none were."""
+        since = self._drops_report_at - _DROP_REPORT_S
+        self._drops_report_at = now + _DROP_REPORT_S
+        drops = self.demux.drops
+        new = {r: drops[r] - self._drops_reported.get(r, 0) for r in _REPORTED_DROPS}
+        self._drops_reported = {r: drops[r] for r in _REPORTED_DROPS}
+        total = sum(new.values())
+        if total == 0:
+            return
+        span = max(now - since, 1e-3)
+        parts = []
+        for reason, n in new.items():
+            if n:
+                host, port = self.demux.last_dropped[reason]
+                parts.append(f"{reason.value} {n} (last from {host}:{port})")
+        log.warning(
+            "%s: %d datagram(s) dropped in the last %.0f s (%.0f/s): %s; these are not from a"
+            " PLC's live connection (junk, forgeries or a misdirected sender), and are not the"
+            " data of any tag",
+            self.name, total, span, total / span, ", ".join(parts),
+        )  # fmt: skip
 
     def _dispatch_fd(self, fd: int, flags: int, now: float) -> None:
         # UDP sockets are read at the top of every loop iteration (``run``), never here.
@@ -1171,6 +1225,7 @@ class IoWorker:
     def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
         now = self._clock()
         self._next_stats = now + self.opt.stats_interval_s
+        self._drops_report_at = now + _DROP_REPORT_S
         if ready is not None:
             ready(
                 {
@@ -1214,7 +1269,14 @@ class IoWorker:
         # watchdog due at ``now`` means no datagram of that connection arrived before
         # ``now``. Should the drain stop early, the watchdogs wait for the next pass.
         drained = self._drain()
-        self._timers(now, data_pending=not drained)
+        hold = False
+        if drained:
+            self._pending_since = None
+        else:
+            if self._pending_since is None:
+                self._pending_since = now
+            hold = now - self._pending_since < _MAX_WATCHDOG_HOLD_S
+        self._timers(now, data_pending=hold)
         self._reap()
         if drained:
             until = self._deadline(now)
@@ -1236,6 +1298,20 @@ class IoWorker:
             fd = item if isinstance(item, int) else item.fileno()
             self._dispatch_fd(fd, flags, now)
         return True
+
+
+def udp_kernel_drops(socks: Sequence[socket.socket]) -> int:
+    """Datagrams the kernel dropped on these UDP sockets (receive buffer full), from the
+    ``drops`` column of /proc/net/udp matched by socket inode; -1 when it cannot be read."""
+    try:
+        inodes = {str(os.fstat(sock.fileno()).st_ino) for sock in socks}
+        with open("/proc/net/udp", encoding="ascii") as f:
+            next(f)  # the header line
+            rows = [line.split() for line in f]
+    except (OSError, StopIteration, ValueError):
+        return -1
+    # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+    return sum(int(r[-1]) for r in rows if len(r) >= 13 and r[9] in inodes)
 
 
 def route_source(address: str) -> str:

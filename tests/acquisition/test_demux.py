@@ -10,8 +10,9 @@ from pyconpro.acquisition.class1 import Class1Datagram
 from pyconpro.acquisition.demux import Demux, DropReason
 from pyconpro.acquisition.errors import UsageError
 
-PLC = "10.1.2.3"
-OTHER = "10.1.2.4"
+PLC = ("10.1.2.3", 2222)
+OTHER = ("10.1.2.4", 2222)
+PLC_OTHER_PORT = ("10.1.2.3", 40000)
 
 
 def dgram(cid: int, seq: int, data: bytes = b"\x2a\x00\x00\x00", cseq: int = 1) -> bytes:
@@ -34,15 +35,18 @@ def test_accepts_and_routes_to_owner() -> None:
         (dgram(0x1000, 1)[:-1] + b"", PLC, DropReason.MALFORMED),
         (dgram(0x9999, 1), PLC, DropReason.UNKNOWN_ID),
         (dgram(0x1000, 1), OTHER, DropReason.WRONG_SOURCE),
+        (dgram(0x1000, 1), PLC_OTHER_PORT, DropReason.WRONG_PORT),
+        (dgram(0x1000, 1)[:2] + b"\x01\x80" + dgram(0x1000, 1)[4:], PLC, DropReason.MALFORMED),
         (dgram(0x1000, 1, b"\x01\x02"), PLC, DropReason.WRONG_SIZE),
     ],
 )
-def test_drop_reasons(data: bytes, source: str, reason: DropReason) -> None:
+def test_drop_reasons(data: bytes, source: tuple[str, int], reason: DropReason) -> None:
     d = Demux()
     d.add(PLC, 0x1000, 4, "a")
     assert d.receive(data, source) is None
     assert d.drops[reason] == 1
     assert sum(d.drops.values()) == 1
+    assert d.last_dropped == {reason: source}
 
 
 def test_stale_and_duplicate_seq32_dropped_gap_counted() -> None:
@@ -105,9 +109,63 @@ def test_counters() -> None:
     assert c["drop_malformed"] == 1 and c["accepted"] == 1 and c["routes"] == 1
 
 
-@given(st.binary(max_size=64), st.sampled_from([PLC, OTHER]))
-def test_never_raises_on_arbitrary_bytes(data: bytes, source: str) -> None:
+@given(st.binary(max_size=64), st.sampled_from([PLC, OTHER, PLC_OTHER_PORT]))
+def test_never_raises_on_arbitrary_bytes(data: bytes, source: tuple[str, int]) -> None:
     d = Demux()
-    d.add(PLC, 0x1000, 4, "a")
+    d.add(PLC, 0x1000, 4, "a", max_jump=16)
     d.receive(data, source)
     assert d.accepted + sum(d.drops.values()) == 1
+
+
+def test_forged_datagrams_from_another_port_change_nothing() -> None:
+    # Five datagrams with the live id from the PLC's address but another port: dropped, and
+    # the real stream goes on as if they had never been sent (no gap, nothing stale).
+    d = Demux()
+    d.add(PLC, 0x1000, 4, "a", max_jump=16)
+    assert d.receive(dgram(0x1000, 100), PLC) is not None
+    for k in range(5):
+        assert d.receive(dgram(0x1000, 1_000_000_000 + k, b"\xff" * 4), PLC_OTHER_PORT) is None
+    got = d.receive(dgram(0x1000, 101), PLC)
+    assert got is not None and got.missed == 0 and got.datagram.data == b"\x2a\0\0\0"
+    assert d.drops[DropReason.WRONG_PORT] == 5 and d.drops[DropReason.STALE] == 0
+
+
+def test_a_sequence_jump_beyond_the_watchdog_is_dropped_and_keeps_the_place() -> None:
+    d = Demux()
+    d.add(PLC, 0x1000, 4, "a", max_jump=16)
+    d.receive(dgram(0x1000, 100), PLC)
+    ok = d.receive(dgram(0x1000, 116), PLC)  # 15 missed: within the window
+    assert ok is not None and ok.missed == 15
+    assert d.receive(dgram(0x1000, 116 + 1_000_048_823), PLC) is None  # a forged far jump
+    assert d.drops[DropReason.SEQ_JUMP] == 1
+    nxt = d.receive(dgram(0x1000, 117), PLC)  # the real stream is not stale because of it
+    assert nxt is not None and nxt.missed == 0
+
+
+def test_a_real_jump_is_believed_when_the_stream_continues_from_it() -> None:
+    # The worker was stopped and its socket buffer overflowed: the PLC's sequence really moved
+    # on by 5000. The first datagram after the hole is held back, its successor confirms it.
+    d = Demux()
+    d.add(PLC, 0x1000, 4, "a", max_jump=16)
+    d.receive(dgram(0x1000, 10), PLC)
+    assert d.receive(dgram(0x1000, 5010), PLC) is None
+    got = d.receive(dgram(0x1000, 5011), PLC)
+    assert got is not None and got.missed == 5000  # 11..5010, the held-back one included
+    after = d.receive(dgram(0x1000, 5012), PLC)
+    assert after is not None and after.missed == 0
+    assert d.drops[DropReason.SEQ_JUMP] == 1
+
+
+def test_two_unrelated_jumps_are_both_dropped() -> None:
+    d = Demux()
+    d.add(PLC, 0x1000, 4, "a", max_jump=16)
+    d.receive(dgram(0x1000, 10), PLC)
+    assert d.receive(dgram(0x1000, 90_000), PLC) is None
+    assert d.receive(dgram(0x1000, 50_000), PLC) is None  # not a successor of 90_000
+    assert d.drops[DropReason.SEQ_JUMP] == 2
+    assert d.receive(dgram(0x1000, 11), PLC) is not None
+
+
+def test_max_jump_must_be_positive() -> None:
+    with pytest.raises(UsageError):
+        Demux().add(PLC, 0x1000, 4, "a", max_jump=0)

@@ -248,8 +248,8 @@ def _frame_buffer(stream: bytes) -> object:
 
 def _demux_never_raises(d: bytes) -> object:
     dm = Demux()
-    dm.add("10.0.0.1", class1.peek_connection_id(d) or 1, 4, "owner")
-    return dm.receive(d, "10.0.0.1")
+    dm.add(("10.0.0.1", 2222), class1.peek_connection_id(d) or 1, 4, "owner", max_jump=16)
+    return dm.receive(d, ("10.0.0.1", 2222))
 
 
 def _session_never_raises(stream: bytes) -> object:
