@@ -116,3 +116,38 @@ def test_data_flows_again_within_a_second_and_an_rpi_after_the_plc_is_back(
     print(f"\noutage {outage_s:g} s: recovery after the PLC accepts TCP again "
           + ", ".join(f"{tag} {r:.3f} s" for tag, r in each.items()))
     assert worst < 1.0 + RPI_MS / 1000 + ALLOWANCE_S, each
+
+
+def test_a_one_second_t_to_o_stall_is_an_outage_with_its_missed_samples() -> None:
+    """The PLC stops producing for 1 s (watchdog 0.32 s: 20 ms x16): the connection times out
+    and reopens; the samples lost across the reopen, which no CIP sequence counter can see, are
+    one outage record, in the events and in the consumer's status."""
+    with start_simulator(SIM, extra_args=SIM_ARGS) as sim, start_worker(
+            WORKER, [f"plc=a,address={sim.address},port={sim.tcp_port},"
+                     f"udp_port={sim.udp_port},tag=Counter,rpi_ms={RPI_MS},multiplier=16"],
+            subscribe=[b"sample/", b"event/"]) as w:
+        w.wait_state("a/Counter", "RUNNING", 15)
+        _wait(w, lambda: len(w.samples("a", "Counter")) >= 5, 10, "samples")
+        sim.control.faults(stop_producing=True)
+        stalled_at = time.monotonic()
+        _wait(w, lambda: bool(w.events("Counter", "timeout")), 10, "the T->O timeout")
+        w.collect(max(0.0, stalled_at + 1.0 - time.monotonic()))
+        sim.control.clear_faults()
+        _wait(w, lambda: bool(w.events("Counter", "outage")), 15, "the outage event")
+        (ev,) = w.events("Counter", "outage")
+        # The event goes out just before the sample that ends the outage.
+        _wait(w, lambda: w.samples("a", "Counter")[-1].t_mono_ns >= ev.t_mono_ns, 5,
+              "the first sample after the outage")
+        samples = w.samples("a", "Counter")
+        before = [s for s in samples if s.t_mono_ns <= ev.outage_start_mono_ns]
+        after = [s for s in samples if s.t_mono_ns >= ev.t_mono_ns]
+        assert before[-1].t_mono_ns == ev.outage_start_mono_ns
+        assert after[0].t_mono_ns == ev.t_mono_ns
+        span = (ev.t_mono_ns - ev.outage_start_mono_ns) / 1e9
+        assert ev.cause == wire.OutageCause.TIMEOUT and ev.resumed is True
+        assert ev.expected == round(span / (RPI_MS / 1000)) - 1
+        assert ev.expected >= 45  # at least the second of the stall, at 20 ms
+        assert after[0].gap == 0  # the CIP gap counter cannot see a loss across a reopen
+        counters = next(c["counters"] for c in w.control("status")["consumers"])
+        assert (counters["outages"], counters["outage_missed"]) == (1, ev.expected)
+        print(f"\n1 s stall: outage of {span:.3f} s, {ev.expected} samples missed")
