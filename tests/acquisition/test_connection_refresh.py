@@ -187,7 +187,7 @@ def test_a_lost_session_changes_nothing_now_then_waits_and_learns_again_when_bac
     # a transient reject alone would retry the Forward_Open directly (next test) ...
     assert conn.granted is not None
     conn.on_timer(conn.granted.watchdog_at)
-    assert conn.state is State.WAITING and conn.next_deadline() is None
+    assert state(conn) is State.WAITING and conn.next_deadline() is None
     conn.on_session_ready(T0 + 9)
     assert state(conn) is State.RESOLVING
     assert [o for o in conn.take_outputs() if isinstance(o, Resolve)] == [

@@ -37,7 +37,7 @@ from tests.acquisition.test_connection import (
     state,
 )
 
-# --------------------------------------------------------------------------- every pair, session down
+# --------------------------------------------------------------------------- session down
 
 # Written from the design: with the session down, a request that fails or would be made waits
 # for the session (WAITING); what the PLC itself answers is handled as before.
@@ -72,14 +72,14 @@ def test_every_state_input_pair_with_the_session_down(st: State, name: str,
     expected = _expected_down(learned)[st].get(name, st)
     assert conn.state is expected
     for ev in (o for o in conn.take_outputs() if isinstance(o, ConnEvent) and o.state_to):
-        assert ev.state_from is not None
+        assert ev.state_from is not None and ev.state_to is not None
         assert any(TRANSITIONS.get((State(ev.state_from), t)) is State(ev.state_to)
                    for t in Trigger)
     if expected is State.WAITING:
         assert conn.next_deadline() is None  # no timer: only the session's return moves it
 
 
-# --------------------------------------------------------------------------- no back-off for "no session"
+# --------------------------------------------------------------------------- no back-off
 
 
 def test_no_session_failures_never_grow_the_backoff() -> None:
@@ -130,7 +130,7 @@ def test_watchdog_while_the_session_is_down_waits_and_reopens_when_it_is_back() 
     assert not [o for o in outs if isinstance(o, SendForwardClose)]
     conn.on_session_ready(at + 7.0)
     sent = outputs_of(conn, SendForwardOpen)
-    assert conn.state is State.OPENING and len(sent) == 1
+    assert state(conn) is State.OPENING and len(sent) == 1
     assert sent[0].request.connection_serial != req.connection_serial  # a fresh triad
 
 
@@ -167,7 +167,7 @@ def test_a_consumer_started_while_the_session_is_down_waits_without_a_timer() ->
     assert conn.state is State.WAITING and conn.next_deadline() is None
     assert not [o for o in outs if isinstance(o, SendForwardOpen)]
     conn.on_session_ready(T0 + 3)
-    assert conn.state is State.OPENING
+    assert state(conn) is State.OPENING
 
 
 # --------------------------------------------------------------------------- outages

@@ -23,6 +23,7 @@ from pyconpro.acquisition.control import (
     encode_request,
 )
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.originator import SessionPolicy
 
 DEFN = consumer_from_text("plc=p1,address=10.0.0.5,port=1234,udp_port=2300,slot=none,"
                           "route=1/2;2/10.0.0.9,tag=Count,alias=C2,rpi_ms=20,ot_rpi_ms=40,"
@@ -132,7 +133,7 @@ def test_replies_are_the_documented_maps() -> None:
 
 def test_session_keys_travel_with_the_consumer_and_default_to_the_policy() -> None:
     d = consumer_from_text("address=10.0.0.5,tag=T,reconnect_max_s=2,max_in_flight=4")
-    assert d.session_policy() == control.SessionPolicy(0.1, 2.0, 2.0, 4)
+    assert d.session_policy() == SessionPolicy(0.1, 2.0, 2.0, 4)
     assert consumer_to_map(d)["reconnect_max_s"] == 2.0
     assert "reconnect_min_s" not in consumer_to_map(d)  # defaults stay out
 

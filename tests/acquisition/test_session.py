@@ -787,7 +787,7 @@ def test_plc_session_connect_that_gets_no_answer_is_given_up_at_its_deadline() -
     assert p.take_outputs() == [
         SessionFailed(reason, None, 0.5, 12.0), CloseSocket(False),
         RequestFailed(h, f"no session to PLC 10.0.0.5:44818: {reason}")]
-    assert p.state is PlcState.BACKOFF and p.down_since == 11.5
+    assert plc_state(p) is PlcState.BACKOFF and p.down_since == 11.5
 
 
 def test_plc_session_down_since_the_first_failure_until_registered_again() -> None:

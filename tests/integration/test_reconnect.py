@@ -139,6 +139,7 @@ def test_a_one_second_t_to_o_stall_is_an_outage_with_its_missed_samples() -> Non
         _wait(w, lambda: w.samples("a", "Counter")[-1].t_mono_ns >= ev.t_mono_ns, 5,
               "the first sample after the outage")
         samples = w.samples("a", "Counter")
+        assert ev.outage_start_mono_ns is not None
         before = [s for s in samples if s.t_mono_ns <= ev.outage_start_mono_ns]
         after = [s for s in samples if s.t_mono_ns >= ev.t_mono_ns]
         assert before[-1].t_mono_ns == ev.outage_start_mono_ns
