@@ -138,21 +138,22 @@ def _int(key: str, value: Any, lo: int, hi: int) -> int:
     return n
 
 
-def _ms_to_us(key: str, value: Any) -> int:
+def _float(key: str, value: Any, unit: str) -> float:
     try:
-        ms = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of ms") from None
+        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of {unit}") from None
+
+
+def _ms_to_us(key: str, value: Any) -> int:
+    ms = _float(key, value, "ms")
     if not 0.1 <= ms <= 3_600_000:
         raise UsageError(f"consumer key {key!r}: {ms} ms is outside 0.1 ms .. 1 h")
     return round(ms * 1000)
 
 
 def _seconds(key: str, value: Any, lo: float, hi: float) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of seconds") from None
+    x = _float(key, value, "seconds")
     if not lo <= x <= hi:
         raise UsageError(f"consumer key {key!r}: {x:g} s is outside {lo:g} .. {hi:g} s")
     return x

@@ -773,18 +773,7 @@ class IoWorker:
     def _publish_plc_event(self, link: PlcLink, kind: wire.EventKind, message: str) -> None:
         """A PLC-wide event (``event/<plc>//``)."""
         plc = next((c.defn.plc for c in self._link_consumers(link)), link.address)
-        self._publish(
-            wire.Event(
-                seq=0,
-                publisher=self.name,
-                plc=plc,
-                tag="",
-                t_wall_ns=self._wall_ns(),
-                t_mono_ns=self._mono_ns(),
-                kind=kind.value,
-                message=message,
-            )
-        )
+        self._publish(self._event(plc, "", kind=kind.value, message=message))
 
     def _close_link(self, link: PlcLink) -> None:
         """UnRegisterSession (when registered) and close; pending requests fail."""
@@ -954,13 +943,9 @@ class IoWorker:
             for line in c.conn.recorder.dump():
                 log.warning("%s flight recorder: %s", c.defn.key, line)
         self._publish(
-            wire.Event(
-                seq=0,
-                publisher=self.name,
-                plc=c.defn.plc,
-                tag=c.defn.topic_name,
-                t_wall_ns=self._wall_ns(),
-                t_mono_ns=self._mono_ns(),
+            self._event(
+                c.defn.plc,
+                c.defn.topic_name,
                 kind=ev.kind,
                 state_from=ev.state_from,
                 state_to=ev.state_to,
@@ -971,6 +956,13 @@ class IoWorker:
             )
         )
 
+    def _event(self, plc: str, tag: str, **fields: Any) -> wire.Event:
+        """An event of this worker about ``plc`` / ``tag`` (``""``: the whole PLC), dated now
+        unless ``fields`` give its times; ``seq`` is numbered when it is published."""
+        fields.setdefault("t_wall_ns", self._wall_ns())
+        fields.setdefault("t_mono_ns", self._mono_ns())
+        return wire.Event(seq=0, publisher=self.name, plc=plc, tag=tag, **fields)
+
     def _publish_outage(self, c: WorkerConsumer, out: OutageEnded) -> None:
         """The outage record of ``c``'s data: an ``outage`` event whose tw/tm are its end.
         Wall times are the monotonic ones moved by the current offset between the clocks, so
@@ -978,22 +970,16 @@ class IoWorker:
         offset = self._wall_ns() - self._mono_ns()
         start, end = round(out.start * 1e9), round(out.end * 1e9)
         rpi_ms = out.rpi_us / 1000
-        what = (
-            "data back"
-            if out.resumed
-            else "stopped before its data came back"
-        )
+        what = "data back" if out.resumed else "stopped before its data came back"
         message = (
             f"outage of {out.end - out.start:.3f} s ({out.cause}), {what}: {out.expected}"
             f" sample(s) expected at {rpi_ms:g} ms were not received"
         )
         log.info("%s: %s", c.defn.key, message)
         self._publish(
-            wire.Event(
-                seq=0,
-                publisher=self.name,
-                plc=c.defn.plc,
-                tag=c.defn.topic_name,
+            self._event(
+                c.defn.plc,
+                c.defn.topic_name,
                 t_wall_ns=offset + end,
                 t_mono_ns=end,
                 kind=wire.EventKind.OUTAGE.value,

@@ -10,7 +10,7 @@ import math
 import sqlite3
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -138,15 +138,20 @@ OUTAGE = Event(
 )  # fmt: skip
 
 
-def test_sqlite_records_outages_in_gaps_with_their_start_end_and_missed_samples(
-        db_path: Path) -> None:
+def write_and_close(db_path: Path, events: list[Event], gaps: Sequence[BusGap] = ()) -> None:
+    """One sink run that writes ``events`` and ``gaps`` into ``db_path``."""
     sink = SqliteSink(db_path)
     sink.open()
-    restart = dataclasses.replace(OUTAGE, seq=4, cause="restart", resumed=False, expected=7)
-    sink.write_events([E, OUTAGE, restart])
-    sink.write_gaps([G])
+    sink.write_events(events)
+    sink.write_gaps(list(gaps))
     sink.flush()
     sink.close()
+
+
+def test_sqlite_records_outages_in_gaps_with_their_start_end_and_missed_samples(
+        db_path: Path) -> None:
+    restart = dataclasses.replace(OUTAGE, seq=4, cause="restart", resumed=False, expected=7)
+    write_and_close(db_path, [E, OUTAGE, restart], [G])
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("SELECT count(*) FROM events WHERE kind = 'outage'").fetchone() == (2,)
@@ -183,11 +188,7 @@ def test_sqlite_upgrades_a_version_1_file_keeping_its_gaps(db_path: Path) -> Non
         PRAGMA user_version = 1;
     """)
     db.close()
-    sink = SqliteSink(db_path)
-    sink.open()
-    sink.write_events([OUTAGE])
-    sink.flush()
-    sink.close()
+    write_and_close(db_path, [OUTAGE])
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("PRAGMA user_version").fetchone() == (2,)
