@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.originator import SessionPolicy
 from pyconpro.acquisition.security import SecurityConfig, check_exposure, read_security
 from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema, read_sink
 from pyconpro.acquisition.supervision import RestartPolicy
@@ -57,6 +58,7 @@ __all__ = [
     "PlcConfig",
     "RouteHop",
     "SecurityConfig",
+    "SessionPolicy",
     "TagConfig",
     "WorkerConfig",
     "WorkerGroup",
@@ -76,6 +78,12 @@ UDP_RCVBUF_MAX: Final = 1 << 30  # SO_RCVBUF is an int; Linux doubles what it gr
 # catches unit mistakes (microseconds typed as milliseconds).
 RPI_MIN_MS: Final = 0.5
 RPI_MAX_MS: Final = 10_000.0
+# The session's reconnect schedule and limits (acquisition.originator.SessionPolicy): attempts
+# are cheap, so the cap stays short; the ceilings only catch unit mistakes.
+RECONNECT_MIN_RANGE_S: Final = (0.01, 60.0)
+RECONNECT_MAX_RANGE_S: Final = (0.05, 60.0)
+CONNECT_TIMEOUT_RANGE_S: Final = (0.1, 60.0)
+MAX_IN_FLIGHT_RANGE: Final = (1, 256)
 # protocol.md 7.3: standard produced tags carry at most 500 bytes.
 MAX_TAG_SIZE: Final = 500
 # protocol.md 5.4: code m means a timeout of (4 << m) x RPI.
@@ -131,6 +139,7 @@ class Defaults:
     multiplier: int = 16  # the factor (x16 = code 2), protocol.md 7.1 recommends x8..x16
     transport: Transport = "unicast"
     udp_port: int = 2222
+    session: SessionPolicy = field(default_factory=SessionPolicy)  # every PLC's, unless set
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +180,7 @@ class PlcConfig:
     local_address: str | None = None
     udp_port: int = 2222  # the PLC's class-1 UDP port (where O->T heartbeats go)
     tags: tuple[TagConfig, ...] = ()
+    session: SessionPolicy = field(default_factory=SessionPolicy)  # reconnect and pacing
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +243,7 @@ class ConsumerSpec:
     size: int | None
     alias: str | None
     udp_port: int
+    session: SessionPolicy = field(default_factory=SessionPolicy)  # its PLC's session
 
     @property
     def topic_name(self) -> str:
@@ -327,10 +338,12 @@ def validate_tag_name(name: str) -> tuple[str, str] | None:
 _BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms")
 _LOGGING_KEYS: Final = ("level", "file")
 _CONSUMER_KEYS: Final = ("rpi_ms", "ot_rpi_ms", "multiplier", "transport")
-_DEFAULTS_KEYS: Final = (*_CONSUMER_KEYS, "udp_port")
+_SESSION_KEYS: Final = ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s",
+                        "max_in_flight")
+_DEFAULTS_KEYS: Final = (*_CONSUMER_KEYS, "udp_port", *_SESSION_KEYS)
 _PLC_KEYS: Final = (
     "name", "address", "slot", "route", "interface", "local_address", "udp_port",
-    *_CONSUMER_KEYS, "tag",
+    *_CONSUMER_KEYS, *_SESSION_KEYS, "tag",
 )  # fmt: skip
 _TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias")
 _WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf")
@@ -469,6 +482,35 @@ def _read_consumer_keys(t: _Table, parent: _Inherited) -> _Inherited:
     )
 
 
+def _read_session(t: _Table, parent: SessionPolicy) -> SessionPolicy:
+    """The session keys of ``[defaults]`` or a ``[[plc]]`` over ``parent`` (what it inherits)."""
+    lo_min, hi_min = RECONNECT_MIN_RANGE_S
+    lo_max, hi_max = RECONNECT_MAX_RANGE_S
+    lo_conn, hi_conn = CONNECT_TIMEOUT_RANGE_S
+    lo_flight, hi_flight = MAX_IN_FLIGHT_RANGE
+    low = t.number("reconnect_min_s", parent.reconnect_min_s, lo_min, hi_min, "s")
+    high = t.number("reconnect_max_s", parent.reconnect_max_s, lo_max, hi_max, "s")
+    if high < low:
+        key = "reconnect_max_s" if t.has("reconnect_max_s") else "reconnect_min_s"
+        t.ctx.error(
+            t.key(key),
+            f"reconnect_max_s = {_fmt(high)} is below reconnect_min_s = {_fmt(low)}",
+            "make reconnect_max_s (the longest wait between two reconnect attempts) at least"
+            " reconnect_min_s (the first wait)",
+        )
+        low, high = parent.reconnect_min_s, max(parent.reconnect_max_s, parent.reconnect_min_s)
+    return SessionPolicy(
+        reconnect_min_s=low,
+        reconnect_max_s=high,
+        connect_timeout_s=t.number(
+            "connect_timeout_s", parent.connect_timeout_s, lo_conn, hi_conn, "s"
+        ),
+        max_in_flight=t.integer(
+            "max_in_flight", parent.max_in_flight, lo_flight, hi_flight, "requests"
+        ),
+    )
+
+
 def _read_defaults(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Defaults, _Inherited]:
     t = _Table(ctx, "defaults", data, _DEFAULTS_KEYS)
     base = Defaults()
@@ -486,6 +528,7 @@ def _read_defaults(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Defaults, _Inher
         multiplier=inh.multiplier[0],
         transport=inh.transport[0],  # type: ignore[arg-type]
         udp_port=udp_port,
+        session=_read_session(t, base.session),
     )
     return defaults, inh
 
@@ -624,6 +667,7 @@ def _read_plc(
             "keep one: local_address picks the worker by address, interface by interface name",
         )
     udp_port = t.integer("udp_port", defaults.udp_port, 1, 65535)
+    session = _read_session(t, defaults.session)
     inh = _read_consumer_keys(t, inherited)
 
     tags: list[TagConfig] = []
@@ -679,6 +723,7 @@ def _read_plc(
         local_address=local_address,
         udp_port=udp_port,
         tags=tuple(tags),
+        session=session,
     )
 
 
@@ -840,6 +885,7 @@ def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:
                 size=tag.size,
                 alias=tag.alias,
                 udp_port=plc.udp_port,
+                session=plc.session,
             )
             for tag in plc.tags
         )

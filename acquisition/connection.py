@@ -23,6 +23,19 @@ download replaces: after anything that may hide one (T->O watchdog, a failed req
 session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING again, and a
 changed type is announced ("tag type changed after a download: 32 -> 40 bytes") so the caller
 rebuilds its decoder (issue 6; protocol.md 9.4).
+
+The connection needs the PLC's encapsulation session for everything but the class-1 data
+(size discovery, Forward_Open, Forward_Close). The caller says when that session is lost and
+when it is back (``on_session_lost`` / ``on_session_ready``); while it is down, a connection
+that would send a request waits in WAITING, without growing its back-off (a request then would
+only fail at once with "no session"), and opens the moment the session is back. Back-off stays
+for what the PLC itself refuses (protocol.md 7.7 step 5).
+
+Every interruption of the data (a T->O watchdog expiry, whatever the reopen takes, a session
+loss behind it, a restart of the worker reported through ``start(outage_since=...)``) is an
+*outage*: it begins at the receive time of the last datagram before it and ends at the first
+one after it (``OutageEnded``, with the samples the RPI promised in between), or when the
+connection is stopped before the data came back.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ from pyconpro.acquisition.status import (
     extended_status_text,
     general_status_text,
 )
+from pyconpro.acquisition.wire import OutageCause
 
 __all__ = [
     "TRANSITIONS",
@@ -55,6 +69,7 @@ __all__ = [
     "LeaveGroup",
     "Listen",
     "Output",
+    "OutageEnded",
     "RejectClass",
     "Resolve",
     "SendForwardClose",
@@ -77,6 +92,7 @@ class State(enum.StrEnum):
     RUNNING = "RUNNING"  # connection open: heartbeats out, data in
     CLOSING = "CLOSING"  # Forward_Close sent on stop, waiting for the reply
     BACKOFF = "BACKOFF"  # waiting before the next attempt
+    WAITING = "WAITING"  # the PLC's session is down: wait for it, then open at once
     FAILED = "FAILED"  # permanent error (configuration); only stop() leaves it
     CLOSED = "CLOSED"  # stopped; terminal
 
@@ -99,6 +115,11 @@ class Trigger(enum.StrEnum):
     STOP = "stop, a connection may be open"
     STOP_NOW = "stop, nothing open"
     CLOSE_DONE = "Forward_Close answered or gave up"
+    START_WAIT = "start, the PLC's session is down"
+    WATCHDOG_WAIT = "T->O watchdog expired, the PLC's session is down"
+    NO_SESSION = "the PLC's session is down: wait for it"
+    SESSION_OPEN = "session back, size known"
+    SESSION_RESOLVE = "session back, size unknown or to be learned again"
 
 
 S, T = State, Trigger
@@ -107,10 +128,12 @@ TRANSITIONS: Mapping[tuple[State, Trigger], State] = {
     (S.IDLE, T.START_RESOLVE): S.RESOLVING,
     (S.IDLE, T.START_OPEN): S.OPENING,
     (S.IDLE, T.STOP_NOW): S.CLOSED,
+    (S.IDLE, T.START_WAIT): S.WAITING,
     (S.RESOLVING, T.RESOLVED): S.OPENING,
     (S.RESOLVING, T.RESOLVE_FAILED): S.BACKOFF,
     (S.RESOLVING, T.RESOLVE_FATAL): S.FAILED,
     (S.RESOLVING, T.STOP_NOW): S.CLOSED,
+    (S.RESOLVING, T.NO_SESSION): S.WAITING,
     (S.OPENING, T.OPENED): S.RUNNING,
     (S.OPENING, T.REOPEN_NOW): S.OPENING,
     (S.OPENING, T.REJECTED): S.BACKOFF,
@@ -119,14 +142,22 @@ TRANSITIONS: Mapping[tuple[State, Trigger], State] = {
     # download); learn the type again before the next Forward_Open.
     (S.OPENING, T.SIZE_REJECTED): S.RESOLVING,
     (S.OPENING, T.REQUEST_FAILED): S.BACKOFF,
+    (S.OPENING, T.NO_SESSION): S.WAITING,
     # A Forward_Open in flight may open the connection: close its triad (TCP keeps the order).
     (S.OPENING, T.STOP): S.CLOSING,
     (S.RUNNING, T.WATCHDOG): S.BACKOFF,
+    (S.RUNNING, T.WATCHDOG_WAIT): S.WAITING,
     (S.RUNNING, T.STOP): S.CLOSING,
     (S.CLOSING, T.CLOSE_DONE): S.CLOSED,
     (S.BACKOFF, T.RETRY_OPEN): S.OPENING,
     (S.BACKOFF, T.RETRY_RESOLVE): S.RESOLVING,
     (S.BACKOFF, T.STOP_NOW): S.CLOSED,
+    (S.BACKOFF, T.NO_SESSION): S.WAITING,
+    # The session is back: every waiting connection goes at once (the session paces the
+    # requests it has in flight, so hundreds of Forward_Opens never hit the PLC at once).
+    (S.WAITING, T.SESSION_OPEN): S.OPENING,
+    (S.WAITING, T.SESSION_RESOLVE): S.RESOLVING,
+    (S.WAITING, T.STOP_NOW): S.CLOSED,
     (S.FAILED, T.STOP_NOW): S.CLOSED,
 }
 del S, T
@@ -211,9 +242,26 @@ class LeaveGroup:
     group: str
 
 
+@dataclass(frozen=True, slots=True)
+class OutageEnded:
+    """An outage of the tag's data is over (``resumed``: its first datagram arrived at
+    ``end``) or the connection stopped during it (``resumed`` False, ``end`` = the stop).
+
+    ``start`` is the receive time of the last datagram before it (monotonic seconds, like
+    ``now``); ``expected`` the datagrams the T->O API (``rpi_us``) promised in between and
+    that never came; ``cause`` an ``OutageCause`` value (what interrupted the data)."""
+
+    start: float
+    end: float
+    rpi_us: int
+    expected: int
+    cause: str
+    resumed: bool = True
+
+
 Output = (
     ConnEvent | Resolve | SendForwardOpen | SendForwardClose | SendHeartbeat | Listen | Unlisten
-    | JoinGroup | LeaveGroup
+    | JoinGroup | LeaveGroup | OutageEnded
 )
 
 
@@ -295,6 +343,25 @@ class _Open:
 
 
 @dataclass(slots=True)
+class _Outage:
+    """The outage in progress: since when, why, and the T->O API the data came at (None until
+    a connection of this consumer ran)."""
+
+    start: float
+    cause: str
+    api_s: float | None
+
+
+def expected_samples(start: float, end: float, api_s: float, *, resumed: bool) -> int:
+    """Datagrams an API of ``api_s`` promised between the one received at ``start`` and the
+    one received at ``end`` (``resumed``), or up to ``end`` (stopped before data came back)."""
+    if api_s <= 0 or end <= start:
+        return 0
+    periods = (end - start) / api_s
+    return max(0, round(periods) - 1) if resumed else int(periods)
+
+
+@dataclass(slots=True)
 class Counters:
     forward_opens: int = 0
     rejects: int = 0
@@ -306,6 +373,9 @@ class Counters:
     timeouts: int = 0
     request_errors: int = 0
     forward_closes: int = 0
+    waits: int = 0  # times it waited for the PLC's session instead of backing off
+    outages: int = 0  # outages over (data back, or stopped during one)
+    outage_missed: int = 0  # datagrams the RPI promised during those outages
 
 
 class ConsumerConnection:
@@ -347,6 +417,10 @@ class ConsumerConnection:
         self._min_retry_at = 0.0  # earliest next Forward_Open (old connection's timeout)
         self._open: _Open | None = None  # current triad (OPENING, RUNNING, CLOSING)
         self._closing: cm.ForwardCloseRequest | None = None
+        # False from a session loss until the session is back: requests wait (WAITING).
+        self.session_up = True
+        self._last_data: float | None = None  # receive time of the last datagram accepted
+        self._outage: _Outage | None = None  # the interruption of the data in progress
 
     # ------------------------------------------------------------------ plumbing
 
@@ -388,16 +462,28 @@ class ConsumerConnection:
 
     # ------------------------------------------------------------------ inputs
 
-    def start(self, now: float) -> None:
+    def start(self, now: float, *, outage_since: float | None = None) -> None:
+        """Start. ``outage_since``: this consumer's data stopped then, before this start (the
+        worker that received it died or was restarted; the caller knows, this process cannot),
+        so the first datagram ends an outage of cause ``restart`` that began then."""
         if self.state is not State.IDLE:
             return  # starting twice is harmless
-        if self.tag_bytes is None:
+        if outage_since is not None:
+            self._outage = _Outage(min(outage_since, now), OutageCause.RESTART, None)
+        if not self.session_up:
+            self.counters.waits += 1
+            self._transition(Trigger.START_WAIT, now,
+                             message="waiting for the session to the PLC (it is down)")
+        elif self.tag_bytes is None:
             self._enter_resolving(Trigger.START_RESOLVE, now)
         else:
             self._enter_opening(Trigger.START_OPEN, now)
 
     def stop(self, now: float) -> None:
-        """Stop for good: Forward_Close if a connection is or may be open, then CLOSED."""
+        """Stop for good: Forward_Close if a connection is or may be open, then CLOSED. An
+        outage in progress is over then (``OutageEnded`` with ``resumed`` False)."""
+        if self.state not in (State.CLOSING, State.CLOSED):
+            self._end_outage(now, resumed=False)
         if self.state in (State.OPENING, State.RUNNING):
             assert self._open is not None
             self._leave_running()
@@ -406,17 +492,32 @@ class ConsumerConnection:
             self._emit(SendForwardClose(self._closing, awaited=True))
             self._deadline = now + self.timing.request_s
             self._transition(Trigger.STOP, now, message="stopping: Forward_Close sent")
-        elif self.state in (State.IDLE, State.RESOLVING, State.BACKOFF, State.FAILED):
+        elif self.state in (State.IDLE, State.RESOLVING, State.BACKOFF, State.FAILED,
+                            State.WAITING):
             self._deadline = None
             self._transition(Trigger.STOP_NOW, now, message="stopped")
         # CLOSING / CLOSED: already on the way out.
 
     def on_session_lost(self, now: float) -> None:
-        """The PLC's encapsulation session ended (EOF, reset, encapsulation error). The class-1
-        connection does not depend on it, so nothing changes now; but the controller may have
-        been restarted or downloaded, so a learned type is learned again before the next
-        Forward_Open."""
+        """The PLC's encapsulation session ended (EOF, reset, encapsulation error), or it is
+        down when this connection is created. The class-1 connection does not depend on it, so
+        a RUNNING connection goes on; but the controller may have been restarted or
+        downloaded, so a learned type is learned again before the next Forward_Open, and
+        until ``on_session_ready`` every request this connection would make waits (WAITING)
+        instead of failing and backing off. A request in flight fails next: that failure then
+        means "wait", not "back off"."""
+        self.session_up = False
         self._mark_stale()
+
+    def on_session_ready(self, now: float) -> None:
+        """The PLC's session is (back) up: a WAITING connection opens now, learning its type
+        first when it is unknown or doubted."""
+        self.session_up = True
+        if self.state is State.WAITING:
+            if self.tag_bytes is None or self._type_stale:
+                self._enter_resolving(Trigger.SESSION_RESOLVE, now)
+            else:
+                self._enter_opening(Trigger.SESSION_OPEN, now)
 
     def on_resolved(self, now: float, tag_bytes: int, tag_type: LogixType | None = None) -> None:
         if self.state is not State.RESOLVING:
@@ -456,6 +557,8 @@ class ConsumerConnection:
             return
         if permanent:
             self._fail(Trigger.RESOLVE_FATAL, now, message)
+        elif not self.session_up:
+            self._wait(now, message)
         else:
             self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error", message=message)
 
@@ -528,6 +631,9 @@ class ConsumerConnection:
         self._attempt = 0  # data flows: the next failure starts back-off from the base
         self._immediate = 0
         o.watchdog_at = now + o.to_api_s * self.params.factor
+        if self._outage is not None:
+            self._end_outage(now, resumed=True)
+        self._last_data = now
         if missed > 0:
             self.counters.gap += missed
             self._emit(ConnEvent("gap", f"{missed} datagram(s) missed (total {self.counters.gap})"))
@@ -565,16 +671,22 @@ class ConsumerConnection:
             return
         self._deadline = None
         if st is State.RESOLVING:
-            self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error",
-                                message=f"size discovery gave no answer within"
-                                f" {self.timing.resolve_s:g} s")
+            message = f"size discovery gave no answer within {self.timing.resolve_s:g} s"
+            if not self.session_up:
+                self._wait(now, message)
+            else:
+                self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error", message=message)
         elif st is State.OPENING:
             self._request_failed(now, f"no Forward_Open reply within {self.timing.request_s:g} s")
         elif st is State.CLOSING:
             self._finish_close(now, f"closed without confirmation: no Forward_Close reply within"
                                f" {self.timing.request_s:g} s")
         elif st is State.BACKOFF:
-            if self.tag_bytes is None or self._type_stale:
+            if not self.session_up:
+                self.counters.waits += 1
+                self._transition(Trigger.NO_SESSION, now, message="back-off over; waiting for"
+                                 " the session to the PLC (it is down)")
+            elif self.tag_bytes is None or self._type_stale:
                 self._enter_resolving(Trigger.RETRY_RESOLVE, now)
             else:
                 self._enter_opening(Trigger.RETRY_OPEN, now)
@@ -677,17 +789,28 @@ class ConsumerConnection:
         assert o is not None
         self.counters.timeouts += 1
         self._mark_stale()  # data stopped: the controller may have been restarted or downloaded
+        if self._outage is None and self._last_data is not None:
+            cause = OutageCause.TIMEOUT if self.session_up else OutageCause.SESSION
+            self._outage = _Outage(self._last_data, cause, o.to_api_s)
         self._leave_running()
+        period = o.to_api_s * self.params.factor
+        message = (f"no T->O data for {period:g} s (T->O API x {self.params.factor});"
+                   " reopening with a new triad")
+        if not self.session_up:
+            # Nothing can reach the PLC now (not even a Forward_Close): wait for the session
+            # and reopen the moment it is back.
+            self._release_triad()
+            self._open = None
+            self.counters.waits += 1
+            self._transition(Trigger.WATCHDOG_WAIT, now, kind="timeout",
+                             message=f"{message} once the session to the PLC is back")
+            return
         # The PLC may still hold the connection (e.g. only our receive path broke): close the
         # triad best-effort so a Max Consumers = 1 tag does not refuse the retry (7.4, 7.7).
         self._emit(SendForwardClose(cm.forward_close_for(o.request), awaited=False))
         self.counters.forward_closes += 1
         self._release_triad()
-        period = o.to_api_s * self.params.factor
-        self._enter_backoff(
-            Trigger.WATCHDOG, now, kind="timeout",
-            message=f"no T->O data for {period:g} s (T->O API x {self.params.factor});"
-            " reopening with a new triad")
+        self._enter_backoff(Trigger.WATCHDOG, now, kind="timeout", message=message)
 
     def _enter_backoff(self, trigger: Trigger, now: float, *, kind: str, message: str,
                        status: tuple[int, tuple[int, ...]] | None = None,
@@ -715,10 +838,41 @@ class ConsumerConnection:
     def _request_failed(self, now: float, message: str) -> None:
         self.counters.request_errors += 1
         self._mark_stale()  # session lost or PLC silent: it may have been restarted/downloaded
+        if not self.session_up:
+            # It failed because the session is gone: not the PLC's answer, so no back-off.
+            # No Forward_Close either: nothing reaches the PLC now, and a triad it may have
+            # opened times out there without our heartbeats.
+            self._wait(now, message)
+            return
         # The Forward_Open may still have reached the PLC: close that triad best-effort.
         assert self._open is not None
         self._emit(SendForwardClose(cm.forward_close_for(self._open.request), awaited=False))
         self._enter_backoff(Trigger.REQUEST_FAILED, now, kind="error", message=message)
+
+    def _wait(self, now: float, message: str) -> None:
+        """RESOLVING or OPENING, and the session is down: wait for it (no back-off)."""
+        if self._open is not None:
+            self._release_triad()
+        self._open = None
+        self._deadline = None
+        self.counters.waits += 1
+        self._transition(Trigger.NO_SESSION, now, kind="error",
+                         message=f"{message}; waiting for the session to the PLC")
+
+    def _end_outage(self, now: float, *, resumed: bool) -> None:
+        """The outage in progress (if any) is over at ``now``: count it and say so."""
+        outage, self._outage = self._outage, None
+        if outage is None:
+            return
+        api_s = outage.api_s
+        if api_s is None:
+            api_s = (self._open.to_api_s if self._open is not None and self._open.to_api_s
+                     else self.to_rpi_us / 1e6)
+        expected = expected_samples(outage.start, now, api_s, resumed=resumed)
+        self.counters.outages += 1
+        self.counters.outage_missed += expected
+        self._emit(OutageEnded(outage.start, now, round(api_s * 1e6), expected, outage.cause,
+                               resumed))
 
     def _finish_close(self, now: float, message: str) -> None:
         self._release_triad()
@@ -849,8 +1003,9 @@ class ConsumerConnection:
 
     # ------------------------------------------------------------------ reports
 
-    def snapshot(self) -> dict[str, object]:
-        """A plain-data status for the control socket."""
+    def snapshot(self, now: float | None = None) -> dict[str, object]:
+        """A plain-data status for the control socket. With ``now``, an outage in progress
+        also says how long it lasts and how many datagrams it has cost so far."""
         o = self._open
         out: dict[str, object] = {
             "plc": self.params.plc,
@@ -872,6 +1027,16 @@ class ConsumerConnection:
                            to_api_us=round(o.to_api_s * 1e6), group=o.group)
         if self.last_status is not None:
             out["last_status"] = describe_cip_status(*self.last_status)
+        if self._last_data is not None:
+            out["last_data_s"] = self._last_data  # monotonic seconds, the caller's clock
+        outage = self._outage
+        if outage is not None:
+            current: dict[str, object] = {"since_s": outage.start, "cause": outage.cause}
+            if now is not None:
+                api_s = outage.api_s or self.to_rpi_us / 1e6
+                current["for_s"] = round(max(0.0, now - outage.start), 3)
+                current["missed"] = expected_samples(outage.start, now, api_s, resumed=False)
+            out["outage"] = current
         return out
 
 

@@ -18,6 +18,7 @@ requests from these classes. Sans-IO: no sockets, only MessagePack.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ import msgpack
 from pyconpro.acquisition import cm, epath
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
-from pyconpro.acquisition.originator import ConsumerParams
+from pyconpro.acquisition.originator import ConsumerParams, SessionPolicy
 
 KEYS = {
     "plc": "PLC name used in topics (default: the address)",
@@ -44,7 +45,12 @@ KEYS = {
     "transport": "unicast or multicast (default unicast)",
     "size": "tag bytes without the sequence count (default: learned from the controller)",
     "type": "Logix type, e.g. DINT, REAL[10], INT[2,3] (default: learned)",
+    "reconnect_min_s": "first wait before reconnecting the PLC's session (default 0.1)",
+    "reconnect_max_s": "longest wait between reconnect attempts (default 0.5)",
+    "connect_timeout_s": "give one TCP connect to the PLC up after this long (default 2)",
+    "max_in_flight": "requests (Forward_Open, ...) sent to the PLC at once (default 8)",
 }
+_SESSION_DEFAULTS = SessionPolicy()
 
 _TYPE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([0-9,\s]+)\])?\s*\Z")
 
@@ -65,6 +71,11 @@ class ConsumerDef:
     alias: str | None = None
     port: int = 44818
     udp_port: int = 2222
+    # The PLC's session (the same for every consumer of that PLC; the last one added wins).
+    reconnect_min_s: float = _SESSION_DEFAULTS.reconnect_min_s
+    reconnect_max_s: float = _SESSION_DEFAULTS.reconnect_max_s
+    connect_timeout_s: float = _SESSION_DEFAULTS.connect_timeout_s
+    max_in_flight: int = _SESSION_DEFAULTS.max_in_flight
 
     @property
     def key(self) -> str:
@@ -88,6 +99,10 @@ class ConsumerDef:
             multiplier=self.multiplier, multicast=self.multicast, slot=self.slot, route=route,
             tag_bytes=self.size, tag_type=self.logix_type(), plc_udp_port=self.udp_port,
         )
+
+    def session_policy(self) -> SessionPolicy:
+        return SessionPolicy(self.reconnect_min_s, self.reconnect_max_s,
+                             self.connect_timeout_s, self.max_in_flight)
 
     def to_map(self) -> dict[str, Any]:
         out = asdict(self)
@@ -123,14 +138,41 @@ def _int(key: str, value: Any, lo: int, hi: int) -> int:
     return n
 
 
-def _ms_to_us(key: str, value: Any) -> int:
+def _float(key: str, value: Any, unit: str) -> float:
     try:
-        ms = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of ms") from None
+        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of {unit}") from None
+
+
+def _ms_to_us(key: str, value: Any) -> int:
+    ms = _float(key, value, "ms")
     if not 0.1 <= ms <= 3_600_000:
         raise UsageError(f"consumer key {key!r}: {ms} ms is outside 0.1 ms .. 1 h")
     return round(ms * 1000)
+
+
+def _seconds(key: str, value: Any, lo: float, hi: float) -> float:
+    x = _float(key, value, "seconds")
+    if not lo <= x <= hi:
+        raise UsageError(f"consumer key {key!r}: {x:g} s is outside {lo:g} .. {hi:g} s")
+    return x
+
+
+def _session(m: Mapping[str, Any]) -> SessionPolicy:
+    d = _SESSION_DEFAULTS
+    try:
+        return SessionPolicy(
+            reconnect_min_s=_seconds("reconnect_min_s", m.get("reconnect_min_s",
+                                                              d.reconnect_min_s), 0.01, 60.0),
+            reconnect_max_s=_seconds("reconnect_max_s", m.get("reconnect_max_s",
+                                                              d.reconnect_max_s), 0.05, 60.0),
+            connect_timeout_s=_seconds("connect_timeout_s", m.get("connect_timeout_s",
+                                                                  d.connect_timeout_s), 0.1, 60.0),
+            max_in_flight=_int("max_in_flight", m.get("max_in_flight", d.max_in_flight), 1, 256),
+        )
+    except UsageError as exc:
+        raise UsageError(f"consumer keys: {exc}") from None
 
 
 def _route(value: Any) -> tuple[tuple[int, int | str], ...]:
@@ -187,6 +229,7 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     slot = None if slot_v in (None, "none", "") else _int("slot", slot_v, 0, 255)
     size = None if m.get("size") in (None, "") else _int("size", m["size"], 1,
                                                          cm.MAX_PRODUCED_TAG_BYTES)
+    session = _session(m)
     d = ConsumerDef(
         plc=str(m.get("plc") or address), address=address, tag=str(m["tag"]), rpi_us=rpi_us,
         ot_rpi_us=ot_rpi_us, multiplier=multiplier, multicast=transport == "multicast",
@@ -195,6 +238,8 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
         alias=None if m.get("alias") in (None, "") else str(m["alias"]),
         port=_int("port", m.get("port", 44818), 1, 65535),
         udp_port=_int("udp_port", m.get("udp_port", 2222), 1, 65535),
+        reconnect_min_s=session.reconnect_min_s, reconnect_max_s=session.reconnect_max_s,
+        connect_timeout_s=session.connect_timeout_s, max_in_flight=session.max_in_flight,
     )
     d.params()  # validates tag name, type/size agreement, RPIs
     return d
@@ -241,6 +286,10 @@ def consumer_to_map(d: ConsumerDef) -> dict[str, Any]:
         m["type"] = d.type
     if d.port != 44818:
         m["port"] = d.port
+    session = d.session_policy()
+    for key in ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s", "max_in_flight"):
+        if getattr(session, key) != getattr(_SESSION_DEFAULTS, key):
+            m[key] = getattr(session, key)
     return m
 
 
@@ -259,6 +308,10 @@ def consumer_from_spec(spec: Any) -> ConsumerDef:
         size=spec.size,
         alias=spec.alias,
         udp_port=spec.udp_port,
+        reconnect_min_s=spec.session.reconnect_min_s,
+        reconnect_max_s=spec.session.reconnect_max_s,
+        connect_timeout_s=spec.session.connect_timeout_s,
+        max_in_flight=spec.session.max_in_flight,
     )
 
 
@@ -283,20 +336,34 @@ def no_recorder_key(key: object) -> UsageError:
 
 @dataclass(frozen=True, slots=True)
 class AddRequest:
-    """Start consuming a tag: ``{"op": "add", "consumer": {<consumer keys>}}``."""
+    """Start consuming a tag: ``{"op": "add", "consumer": {<consumer keys>}}``.
+
+    ``outage_since`` (optional): the tag's data stopped then, before this add, on this host's
+    monotonic clock (seconds, ``time.monotonic()``): the supervisor says so when it adds the
+    consumers of a worker that replaces one that died or was restarted, and the first sample
+    ends an outage of cause ``restart`` that began then."""
 
     OP: ClassVar[str] = "add"
     consumer: ConsumerDef
+    outage_since: float | None = None
 
     @classmethod
     def from_map(cls, req: Mapping[str, Any]) -> AddRequest:
         spec = req.get("consumer")
         if not isinstance(spec, dict):
             raise UsageError("'add' needs 'consumer': a map with at least address and tag")
-        return cls(consumer_from_map(spec))
+        since = req.get("outage_since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, (int, float))
+                                  or not math.isfinite(since) or since < 0):
+            raise UsageError(f"'add': outage_since {since!r} is not a time: give the"
+                             " monotonic clock's seconds when the tag's data stopped, or omit it")
+        return cls(consumer_from_map(spec), None if since is None else float(since))
 
     def to_map(self) -> dict[str, Any]:
-        return {"op": self.OP, "consumer": consumer_to_map(self.consumer)}
+        out: dict[str, Any] = {"op": self.OP, "consumer": consumer_to_map(self.consumer)}
+        if self.outage_since is not None:
+            out["outage_since"] = self.outage_since
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@ the originator's identity and id allocator, and the flight recorder.
 
 ``ConsumerParams`` is one consumer as the connection machine (``acquisition.connection``) needs
 it; ``Timing`` and ``BackoffPolicy`` its local timeouts and retry delays (protocol.md 7.7 step
-6; the per-PLC session machine backs off with the same policy); ``Originator`` the serials and
+6); ``SessionPolicy`` how the per-PLC session machine (``acquisition.session.PlcSession``)
+reconnects and paces its requests (the pipeline's ``reconnect_min_s``, ``reconnect_max_s``,
+``connect_timeout_s``, ``max_in_flight``); ``Originator`` the serials and
 T->O connection ids of one worker run (protocol.md 5.3, 5.7, 7.7 step 4); ``FlightRecorder``
 the last datagrams and messages each way, for error reports (STYLE.md #16).
 """
@@ -19,7 +21,7 @@ from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import LogixType, byte_size
 
 __all__ = ["BackoffPolicy", "ConsumerParams", "FlightRecorder", "Originator", "Recorded",
-           "Rng", "Timing"]
+           "Rng", "SessionPolicy", "Timing"]
 
 
 class Rng(Protocol):
@@ -53,6 +55,40 @@ class BackoffPolicy:
     def delay(self, attempt: int, rng: Rng) -> float:
         nominal = self.nominal(attempt)
         return nominal * (1.0 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How the session to one PLC comes back after a failure, and how hard it is used.
+
+    Reachability attempts are cheap (one TCP SYN), so the reconnect schedule is short and
+    capped: ``reconnect_min_s`` after the first failure, doubling to at most
+    ``reconnect_max_s`` (with jitter below it), whatever the outage length; a PLC that
+    accepts TCP again is found within ``reconnect_max_s``. ``connect_timeout_s`` bounds one TCP
+    connect that gets no answer (a PLC that is off or unreachable); ``max_in_flight`` bounds
+    the unconnected requests (Forward_Open, Forward_Close, tag listing) sent to the PLC at
+    once: when hundreds of consumers reopen together the rest follow as earlier ones are
+    answered."""
+
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 0.5
+    connect_timeout_s: float = 2.0
+    max_in_flight: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise UsageError(
+                f"reconnect_min_s {self.reconnect_min_s:g} and reconnect_max_s"
+                f" {self.reconnect_max_s:g}: need 0 < reconnect_min_s <= reconnect_max_s")
+        if self.connect_timeout_s <= 0:
+            raise UsageError(f"connect_timeout_s {self.connect_timeout_s:g}: give positive"
+                             " seconds")
+        if self.max_in_flight < 1:
+            raise UsageError(f"max_in_flight {self.max_in_flight}: at least 1 request")
+
+    def backoff(self, jitter: float = 0.25) -> BackoffPolicy:
+        """The reconnect schedule as a back-off policy."""
+        return BackoffPolicy(self.reconnect_min_s, self.reconnect_max_s, jitter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,15 @@ reconnects and backs off). A failure caused by an encapsulation status carries t
 the command of the reply (``SessionFailed.encapsulation_status`` / ``encapsulation_command``).
 
 ``PlcSession`` is the life of the session to one PLC across TCP connections: connect on demand,
-a fresh ``Session`` per TCP connection, a NOP keep-alive while idle (protocol.md 7.7 step 8),
-reconnect after a failure with capped, jittered back-off (7.7 step 6), and refusing requests
-while backing off. The I/O worker owns the socket and carries out its ``Connect`` /
+a fresh ``Session`` per TCP connection, a bounded TCP connect (``connect_timeout``), a NOP
+keep-alive while idle (protocol.md 7.7 step 8), reconnect after a failure on a short, capped,
+jittered schedule (7.7 step 6: reachability attempts are cheap, so the cap is a few seconds at
+most and a PLC that comes back is found at once), refusing requests while backing off, and a
+bound on the requests in flight (``max_in_flight``: when hundreds of consumers reopen at once
+after an outage, their Forward_Opens go out as earlier ones are answered, not all at once). When
+the session fails, ``SessionFailed`` comes before the ``RequestFailed`` of the requests it took
+with it, so the owner knows why they failed (its consumers then wait for the session instead of
+backing off each on its own). The I/O worker owns the socket and carries out its ``Connect`` /
 ``Transmit`` / ``CloseSocket`` actions.
 
 Both follow the one shape of ARCHITECTURE.md: inputs are method calls that take ``now`` and
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -576,6 +583,16 @@ PLC_TRANSITIONS: Mapping[tuple[PlcState, _PlcTrigger], PlcState] = {
 del _P, _PT
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A request waiting for a place among the requests in flight (``max_in_flight``)."""
+
+    handle: int
+    message: bytes
+    extra_items: tuple[cpf.Item, ...]
+    timeout: float | None
+
+
 class PlcSession:
     """The encapsulation session to one PLC across TCP connections (see the module docstring).
 
@@ -584,12 +601,19 @@ class PlcSession:
     Forward_Close at stop needs a session whatever the back-off says). When the back-off is
     over ``on_timer`` reconnects ahead of need (``reconnect=True``: the owner has live users),
     else the session waits, IDLE, for the next request. ``SessionReady`` tells the owner when
-    requests can go out (its users may wait for it); ``SessionFailed`` carries the back-off.
+    requests can go out (its users wait for it); ``SessionFailed`` carries the back-off and
+    comes before the failures of the requests the session took with it.
+
+    ``backoff`` is the reconnect schedule (the pipeline's ``reconnect_min_s`` /
+    ``reconnect_max_s``), ``connect_timeout`` bounds one TCP connect, ``max_in_flight`` the
+    requests handed to the TCP session at once (the others wait here, in order, and are not
+    timed until they go out).
     """
 
     def __init__(self, host: str, port: int, *, rng: Rng, request_timeout: float = 10.0,
                  keepalive_s: float = 30.0,
-                 backoff: BackoffPolicy = BackoffPolicy(0.5, 30.0, 0.25),
+                 backoff: BackoffPolicy = BackoffPolicy(0.1, 0.5, 0.25),
+                 connect_timeout: float = 2.0, max_in_flight: int = 8,
                  context_rng: Rng | None = None) -> None:
         if keepalive_s <= 0:
             raise UsageError("keepalive_s must be positive seconds")
@@ -598,19 +622,37 @@ class PlcSession:
         self.request_timeout = request_timeout
         self.keepalive_s = keepalive_s
         self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.max_in_flight = max_in_flight
+        self.configure(backoff=backoff, connect_timeout=connect_timeout,
+                       max_in_flight=max_in_flight)
         self._rng = rng
         self._context_rng = context_rng or rng
         self.state = PlcState.IDLE
         self.session: Session | None = None  # the one of the current TCP connection
         self.attempt = 0  # back-off exponent; reset when a session registers
         self.retry_at = 0.0
+        self.connect_deadline = 0.0  # while CONNECTING: give the TCP connect up then
         self.keepalive_at = 0.0
         self.sessions_opened = 0
         self.sessions_failed = 0
         self.last_failure: str | None = None
+        self.down_since: float | None = None  # first failure since the session was last up
         self._outputs: list[PlcSessionOutput] = []
         self._handles = 0
         self._outer: dict[int, int] = {}  # handle of the current Session -> our handle
+        self._held: deque[_Held] = deque()  # requests waiting for a place in flight
+
+    def configure(self, *, backoff: BackoffPolicy, connect_timeout: float,
+                  max_in_flight: int) -> None:
+        """Set the reconnect schedule and limits (from the next attempt / request on)."""
+        if connect_timeout <= 0:
+            raise UsageError("connect_timeout must be positive seconds")
+        if max_in_flight < 1:
+            raise UsageError("max_in_flight must be at least 1 request")
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.max_in_flight = max_in_flight
 
     # ------------------------------------------------------------------ plumbing
 
@@ -621,6 +663,22 @@ class PlcSession:
     @property
     def up(self) -> bool:
         return self.state is PlcState.READY
+
+    @property
+    def down(self) -> bool:
+        """The last attempt failed and the next one is not due yet: a request now would fail
+        at once, so users wait for ``SessionReady`` instead of asking."""
+        return self.state is PlcState.BACKOFF
+
+    @property
+    def in_flight(self) -> int:
+        """Requests handed to the TCP session and not answered yet."""
+        return len(self._outer)
+
+    @property
+    def held(self) -> int:
+        """Requests waiting for a place among those in flight."""
+        return len(self._held)
 
     def take_outputs(self) -> list[PlcSessionOutput]:
         out, self._outputs = self._outputs, []
@@ -634,15 +692,21 @@ class PlcSession:
         self.state = target
 
     def _absorb(self, now: float, *, request_reason: str | None = None) -> None:
-        """Take the current Session's outputs: translate handles, follow its state."""
-        session = self.session
-        if session is None:
-            return
+        """Take the current Session's outputs (translate handles, follow its state), and hand
+        it held requests while there is room in flight."""
+        while self.session is not None:
+            self._take(self.session, now, request_reason)
+            if not self._release(now):
+                return
+
+    def _take(self, session: Session, now: float, request_reason: str | None) -> None:
         failed: SessionFailed | None = None
+        requests_failed: list[PlcSessionOutput] = []
         for out in session.take_outputs():
             if isinstance(out, SessionReady):
                 self._transition(_PlcTrigger.REGISTERED)
                 self.attempt = 0
+                self.down_since = None
                 self.sessions_opened += 1
                 self.keepalive_at = now + self.keepalive_s
                 self._outputs.append(out)
@@ -650,20 +714,40 @@ class PlcSession:
                 self._outputs.append(ReplyReceived(self._outer.pop(out.handle), out.reply,
                                                    out.items))
             elif isinstance(out, RequestFailed):
-                self._outputs.append(RequestFailed(self._outer.pop(out.handle),
-                                                   request_reason or out.reason))
+                requests_failed.append(RequestFailed(self._outer.pop(out.handle),
+                                                     request_reason or out.reason))
             elif isinstance(out, SessionFailed):
                 failed = out
             else:
                 self._outputs.append(out)
         if failed is not None:
+            # The session first, then the requests it took with it (and those still held):
+            # whoever made them learns why before hearing that they failed.
             self._failed(failed, now)
+            reason = request_reason or f"no session to PLC {self.name}: {failed.reason}"
+            requests_failed += [RequestFailed(h.handle, reason) for h in self._held]
+            self._held.clear()
+        self._outputs.extend(requests_failed)
+
+    def _release(self, now: float) -> bool:
+        """Hand held requests to the session while fewer than ``max_in_flight`` are out;
+        True when one was handed over (its outputs are then taken)."""
+        session = self.session
+        moved = False
+        while self._held and session is not None and len(self._outer) < self.max_in_flight:
+            h = self._held.popleft()
+            inner = session.send_rr(h.message, now, extra_items=h.extra_items, timeout=h.timeout)
+            self._outer[inner] = h.handle
+            moved = True
+        return moved
 
     def _failed(self, failed: SessionFailed, now: float) -> None:
         self.session = None
         self._outer.clear()
         self.sessions_failed += 1
         self.last_failure = failed.reason
+        if self.down_since is None:
+            self.down_since = now
         delay = self.backoff.delay(self.attempt, self._rng)
         self.attempt += 1
         self.retry_at = now + delay
@@ -677,6 +761,7 @@ class PlcSession:
         self.session = Session(request_timeout=self.request_timeout,
                                context_base=self._context_rng.getrandbits(32) << 16)
         self._outer.clear()
+        self.connect_deadline = now + self.connect_timeout
         self._outputs.append(Connect(self.host, self.port))
         self.session.start(now)
         self._absorb(now)
@@ -701,9 +786,7 @@ class PlcSession:
             return handle
         if self.state in (PlcState.IDLE, PlcState.BACKOFF):
             self._connect(now)
-        assert self.session is not None
-        inner = self.session.send_rr(message, now, extra_items=extra_items, timeout=timeout)
-        self._outer[inner] = handle
+        self._held.append(_Held(handle, message, extra_items, timeout))
         self._absorb(now)
         return handle
 
@@ -736,18 +819,20 @@ class PlcSession:
         if self.state is PlcState.CLOSED:
             return
         session, self.session = self.session, None
+        rest: list[PlcSessionOutput] = []
         if session is not None:
             flush = session.state is SessionState.READY
             session.close(now)
-            rest: list[SessionOutput] = []
             for out in session.take_outputs():
                 if isinstance(out, Transmit):
                     self._outputs.append(out)
                 elif isinstance(out, RequestFailed):
                     rest.append(RequestFailed(self._outer.pop(out.handle), out.reason))
             self._outputs.append(CloseSocket(flush=flush))
-            self._outputs.extend(rest)
             self._outer.clear()
+        rest += [RequestFailed(h.handle, "session closed") for h in self._held]
+        self._held.clear()
+        self._outputs.extend(rest)
         self._transition(_PlcTrigger.CLOSE)
 
     # ------------------------------------------------------------------ timers
@@ -762,12 +847,19 @@ class PlcSession:
             deadlines.append(self.keepalive_at)
         elif self.state is PlcState.BACKOFF:
             deadlines.append(self.retry_at)
+        elif self.state is PlcState.CONNECTING:
+            deadlines.append(self.connect_deadline)
         return min(deadlines) if deadlines else None
 
     def on_timer(self, now: float, *, reconnect: bool = True) -> None:
-        """Request timeouts, the keep-alive, the end of the back-off. ``reconnect``: the owner
-        has users that will need the session, so reconnect ahead of need (a Forward_Close at
-        stop needs one, protocol.md 7.7 step 8); else wait, IDLE, for the next request."""
+        """Request timeouts, the connect timeout, the keep-alive, the end of the back-off.
+        ``reconnect``: the owner has users that will need the session, so reconnect ahead of
+        need (a Forward_Close at stop needs one, protocol.md 7.7 step 8, and waiting
+        consumers reopen the moment it is back); else wait, IDLE, for the next request."""
+        if self.state is PlcState.CONNECTING and now >= self.connect_deadline:
+            self.connect_failed(f"TCP connect to {self.name}: no answer within"
+                                f" {self.connect_timeout:g} s", now)
+            return
         if self.session is not None:
             self.session.on_timer(now)
             self._absorb(now)

@@ -17,7 +17,7 @@ Topics are UTF-8, ``/``-separated, with a trailing ``/`` so that a prefix subscr
 matches a longer name by accident (``sample/plc1/`` does not match ``sample/plc10/...``)::
 
     sample/<plc>/<tag>/     one decoded produced-tag value
-    event/<plc>/<tag>/      connection state change, reject, gap, timeout, error
+    event/<plc>/<tag>/      connection state change, reject, gap, timeout, outage, error
                             (<tag> may be empty for PLC-wide events: ``event/<plc>//``)
     stats/<worker>/         periodic counters of one worker
 
@@ -77,6 +77,15 @@ class EventKind(enum.StrEnum):
     GAP = "gap"  # CIP sequence count jumped: datagrams the PLC sent that we missed
     TIMEOUT = "timeout"  # T->O watchdog expired
     ERROR = "error"  # anything else worth a line in a log (session lost, bad datagram)
+    OUTAGE = "outage"  # the tag's data was interrupted and is back (or the consumer stopped)
+
+
+class OutageCause(enum.StrEnum):
+    """Known values of an outage event's ``cause``: what interrupted the tag's data."""
+
+    TIMEOUT = "timeout"  # T->O watchdog expired while the PLC's session was up
+    SESSION = "session"  # T->O watchdog expired while the PLC's session was down
+    RESTART = "restart"  # the worker that received the tag died or was restarted
 
 
 class _Invalid(Exception):
@@ -422,6 +431,12 @@ def _counters(what: str, x: object) -> dict[str, int | float]:
     return _check_counters(x)
 
 
+def _bool(what: str, x: object) -> bool:
+    if type(x) is not bool:
+        raise _Invalid(f"{what} must be true or false, got {x!r}")
+    return x
+
+
 _SEQ_MEANING = "sequence number, per publisher and topic, from 0"
 
 
@@ -465,8 +480,8 @@ EVENT_KEYS: tuple[WireKey, ...] = (
     WireKey("tm", "t_mono_ns", "int64", _check_int64,
             "when it happened, publisher's monotonic clock, ns"),
     WireKey("k", "kind", "str", _kind,
-            "kind: `state`, `reject`, `gap`, `timeout`, `error` (more may be added; show"
-            " unknown kinds as text)"),
+            "kind: `state`, `reject`, `gap`, `timeout`, `outage`, `error` (more may be added;"
+            " show unknown kinds as text)"),
     WireKey("from", "state_from", "str", _name_or_empty,
             "previous connection state, e.g. `OPENING`", Presence.OPTIONAL),
     WireKey("to", "state_to", "str", _name_or_empty,
@@ -481,6 +496,28 @@ EVENT_KEYS: tuple[WireKey, ...] = (
             Presence.OPTIONAL),
     WireKey("msg", "message", "str", _name_or_empty, 'free text for people, may be `""`',
             Presence.DEFAULTED, ""),
+    # Outage events (k = "outage"), added in schema version 1: the record of one interruption
+    # of a tag's data. The event's own tw/tm are its end.
+    WireKey("stw", "outage_start_wall_ns", "int64", _check_int64,
+            "outage: its start, ns since the Unix epoch: the receive time of the last sample"
+            " before it (the end is `tw`: the first sample after it, or the consumer's stop)",
+            Presence.OPTIONAL),
+    WireKey("stm", "outage_start_mono_ns", "int64", _check_int64,
+            "outage: its start on the publisher's monotonic clock, ns (the end is `tm`)",
+            Presence.OPTIONAL),
+    WireKey("exp", "expected", "uint64", _uint(U64_MAX),
+            "outage: samples the RPI promised between its start and its end that never came",
+            Presence.OPTIONAL),
+    WireKey("rpi", "rpi_us", "uint32", _uint(0xFFFF_FFFF),
+            "outage: the T->O RPI (granted API, µs) `exp` is counted at", Presence.OPTIONAL),
+    WireKey("cause", "cause", "str", _name,
+            "outage: what interrupted the data: `timeout` (no T->O data while the PLC's session"
+            " was up), `session` (no data while the session was down: PLC unreachable or"
+            " restarted), `restart` (the worker restarted); more may be added",
+            Presence.OPTIONAL),
+    WireKey("res", "resumed", "bool", _bool,
+            "outage: true when data came back at its end, false when the consumer was stopped"
+            " (removed, worker stopped) before it did", Presence.OPTIONAL),
 )
 
 STATS_KEYS: tuple[WireKey, ...] = (
@@ -634,6 +671,12 @@ class Event:
     cip_extended: int | None = None
     status_text: str | None = None
     message: str = ""
+    outage_start_wall_ns: int | None = None
+    outage_start_mono_ns: int | None = None
+    expected: int | None = None
+    rpi_us: int | None = None
+    cause: str | None = None
+    resumed: bool | None = None
 
     @property
     def topic(self) -> bytes:
@@ -717,6 +760,7 @@ __all__ = [
     "Event",
     "EventKind",
     "Message",
+    "OutageCause",
     "Sample",
     "SeqCounter",
     "Stats",

@@ -7,7 +7,8 @@ supervisor and bus forwarder (endpoint, messages/s), every child process with it
 sink's output (writing, or retrying with the cause and the fix; records written, pending in
 memory and dropped), every
 worker's PLC sessions, and every consumer (PLC/tag) with its connection state, samples/s,
-samples, CIP gaps, timeouts, the worker's drop counters, and the last error seen for that tag.
+samples, CIP gaps, outages (interruptions of its data) and the samples they cost, timeouts, the
+worker's drop counters, and the last error seen for that tag.
 Refreshes every ``--interval`` seconds until Ctrl-C; ``--once`` prints one screen and exits;
 ``--json`` prints the raw status map (docs/operations.md describes it).
 
@@ -173,6 +174,8 @@ def render(st: dict[str, Any], width: int = 160) -> str:
         )
         for plc in w.get("plcs") or []:
             state = "up" if plc.get("up") else "DOWN"
+            if not plc.get("up") and isinstance(plc.get("down_for_s"), (int, float)):
+                state += f" for {plc['down_for_s']:.1f}s ({plc.get('attempts', 0)} attempts)"
             fail = f"  last failure: {plc['last_failure']}" if plc.get("last_failure") else ""
             lines.append(f"  session {plc.get('address')}:{plc.get('port')} {state}{fail}")
         rows = []
@@ -184,16 +187,17 @@ def render(st: dict[str, Any], width: int = 160) -> str:
             status = c.get("last_status")
             if status and not err:
                 err = str(status)
+            outages, missed = _outages(c)
             rows.append([
                 key, str(c.get("state", "?")), str(c.get("type") or "?"),
                 f"{rate:.1f}" if isinstance(rate, (int, float)) else "-",
-                str(c.get("samples", 0)), str(cc.get("gap", 0)), str(cc.get("timeouts", 0)),
-                str(cc.get("rejects", 0)), err[: max(40, width - 60)],
+                str(c.get("samples", 0)), str(cc.get("gap", 0)), outages, missed,
+                str(cc.get("timeouts", 0)), str(cc.get("rejects", 0)), err[: max(40, width - 80)],
             ])  # fmt: skip
         if rows:
             lines += ["  " + x for x in _table(
-                rows, ["TAG", "STATE", "TYPE", "RATE/s", "SAMPLES", "GAPS", "TIMEOUTS",
-                       "REJECTS", "LAST ERROR"])]  # fmt: skip
+                rows, ["TAG", "STATE", "TYPE", "RATE/s", "SAMPLES", "GAPS", "OUTAGES", "MISSED",
+                       "TIMEOUTS", "REJECTS", "LAST ERROR"])]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -218,6 +222,18 @@ def _sink_lines(sinks: dict[str, Any]) -> list[str]:
                      str(r.get("dropped", 0)), why])  # fmt: skip
     return ["", *_table(rows, ["SINK", "OUTPUT", "WRITTEN", "PENDING", "DROPPED", "WHY"]),
             *messages]  # fmt: skip
+
+
+def _outages(c: dict[str, Any]) -> tuple[str, str]:
+    """The OUTAGES and MISSED cells of a consumer: outages over, and the samples they cost,
+    plus the one in progress (``+1`` and its samples so far)."""
+    cc = c.get("counters") or {}
+    count, missed = str(cc.get("outages", 0)), int(cc.get("outage_missed", 0) or 0)
+    current = c.get("outage")
+    if isinstance(current, dict):
+        count += "+1"
+        missed += int(current.get("missed", 0) or 0)
+    return count, str(missed)
 
 
 def _no_answer(endpoint: str, why: str) -> str:

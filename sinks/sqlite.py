@@ -1,6 +1,6 @@
-"""SQLite sink: every sample, event, bus gap and stats message in one database file.
+"""SQLite sink: every sample, event, gap (bus loss and outages) and stats message in one file.
 
-Schema (``PRAGMA user_version`` = 1; later versions only add tables/columns)::
+Schema (``PRAGMA user_version`` = 2; later versions only add tables/columns)::
 
     samples(id INTEGER PRIMARY KEY, plc TEXT, tag TEXT, t_wall_ns INTEGER, t_mono_ns INTEGER,
             type TEXT NULL, value_json TEXT, value_real REAL NULL, raw BLOB,
@@ -9,14 +9,24 @@ Schema (``PRAGMA user_version`` = 1; later versions only add tables/columns)::
     events(id, plc, tag, t_wall_ns, t_mono_ns, kind, state_from, state_to, cip_general,
            cip_extended, status_text, message, publisher, seq)
         index events_by_tag_time (plc, tag, t_wall_ns)
-    gaps(id, t_wall_ns, publisher, topic, expected_seq, received_seq, missed, restart)
-        -- bus loss seen by this sink; CIP-level loss is samples.gap and events kind='gap'
+    gaps(id, t_wall_ns, publisher, topic, expected_seq NULL, received_seq NULL, missed,
+         restart, kind, plc NULL, tag NULL, start_wall_ns NULL, start_mono_ns NULL,
+         end_wall_ns NULL, end_mono_ns NULL, rpi_us NULL, cause NULL, resumed NULL)
+        index gaps_by_tag_time (plc, tag, start_wall_ns)
+        -- every known loss of data, one row each (docs/operations.md "Gaps and outages"):
+        -- kind 'bus': messages this sink missed on one topic (expected/received_seq set);
+        -- kind 'outage': an interruption of one tag's data at the worker (an `outage` event:
+        -- start/end, missed = samples the RPI promised in between, cause, resumed).
+        -- Datagrams lost inside a running connection are samples.gap and events kind='gap'.
     stats(id, t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)
 
 ``value_json`` is the decoded value as strict JSON (NaN/inf as strings, see sinks.records);
 ``value_real`` repeats it when it is a scalar number (bool as 0/1; SQLite stores NaN as NULL).
 Unsigned 64-bit counters (``seq``, ``gap``) above 2**63-1 are stored wrapped to negative
 INTEGERs, since SQLite integers are signed; no real run reaches that.
+
+A version 1 file is upgraded when opened: its ``gaps`` rows (all bus loss) are kept, as
+``kind`` 'bus', in the version 2 table.
 
 Durability: WAL journal, ``synchronous=NORMAL`` by default, one transaction per loop flush, so
 a flush is one fsync-light commit and readers (Grafana, sqlite3 CLI) never block the writer.
@@ -41,12 +51,19 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
-from pyconpro.acquisition.wire import Event, Sample, Stats
+from pyconpro.acquisition.wire import (
+    Event,
+    EventKind,
+    OutageCause,
+    Sample,
+    Stats,
+    topic_for_sample,
+)
 from pyconpro.sinks.base import DEFAULT_MAX_PENDING, BusGap, OutputUnavailable, Sink
 from pyconpro.sinks.records import to_json, value_real
 from pyconpro.sinks.registry import SinkKind
 
-DB_SCHEMA_VERSION = 1
+DB_SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -87,11 +104,22 @@ CREATE TABLE IF NOT EXISTS gaps (
     t_wall_ns INTEGER NOT NULL,
     publisher TEXT NOT NULL,
     topic TEXT NOT NULL,
-    expected_seq INTEGER NOT NULL,
-    received_seq INTEGER NOT NULL,
+    expected_seq INTEGER,
+    received_seq INTEGER,
     missed INTEGER NOT NULL,
-    restart INTEGER NOT NULL
+    restart INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'bus',
+    plc TEXT,
+    tag TEXT,
+    start_wall_ns INTEGER,
+    start_mono_ns INTEGER,
+    end_wall_ns INTEGER,
+    end_mono_ns INTEGER,
+    rpi_us INTEGER,
+    cause TEXT,
+    resumed INTEGER
 );
+CREATE INDEX IF NOT EXISTS gaps_by_tag_time ON gaps (plc, tag, start_wall_ns);
 CREATE TABLE IF NOT EXISTS stats (
     id INTEGER PRIMARY KEY,
     t_wall_ns INTEGER NOT NULL,
@@ -353,6 +381,7 @@ class SqliteSink(Sink):
             raise RuntimeError(f"{self.path}: could not enable WAL (got {mode}); use a local disk")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("BEGIN")
+        _upgrade_gaps_v1(db)
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
@@ -444,6 +473,35 @@ class SqliteSink(Sink):
                 for e in events
             ],
         )
+        self._write_outages(events)
+
+    def _write_outages(self, events: list[Event]) -> None:
+        """The ``outage`` events as rows of ``gaps`` (kind 'outage'): start, end, missed."""
+        self._conn().executemany(
+            "INSERT INTO gaps (t_wall_ns, publisher, topic, missed, restart, kind, plc, tag,"
+            " start_wall_ns, start_mono_ns, end_wall_ns, end_mono_ns, rpi_us, cause, resumed)"
+            " VALUES (?,?,?,?,?,'outage',?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    e.t_wall_ns,
+                    e.publisher,
+                    topic_for_sample(e.plc, e.tag).decode("utf-8"),
+                    _i64(e.expected or 0),
+                    int(e.cause == OutageCause.RESTART),
+                    e.plc,
+                    e.tag,
+                    e.outage_start_wall_ns,
+                    e.outage_start_mono_ns,
+                    e.t_wall_ns,
+                    e.t_mono_ns,
+                    e.rpi_us,
+                    e.cause,
+                    None if e.resumed is None else int(e.resumed),
+                )
+                for e in events
+                if e.kind == EventKind.OUTAGE and e.outage_start_wall_ns is not None and e.tag
+            ],
+        )
 
     @_writing
     def write_gaps(self, gaps: list[BusGap]) -> None:
@@ -501,6 +559,21 @@ def _close_quietly(db: sqlite3.Connection | None) -> None:
             db.close()
         except sqlite3.Error:
             pass
+
+
+def _upgrade_gaps_v1(db: sqlite3.Connection) -> None:
+    """A version 1 ``gaps`` table (bus loss only, sequence columns NOT NULL) becomes the
+    version 2 one, its rows kept as kind 'bus' (SQLite cannot relax NOT NULL in place)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(gaps)")}
+    if not columns or "kind" in columns:
+        return
+    kept = "id, t_wall_ns, publisher, topic, expected_seq, received_seq, missed, restart"
+    db.execute("ALTER TABLE gaps RENAME TO gaps_v1")
+    for statement in SCHEMA.split(";"):
+        if "TABLE IF NOT EXISTS gaps " in statement:
+            db.execute(statement)
+    db.execute(f"INSERT INTO gaps ({kept}) SELECT {kept} FROM gaps_v1")
+    db.execute("DROP TABLE gaps_v1")
 
 
 def from_options(options: Mapping[str, OptionValue]) -> SqliteSink:

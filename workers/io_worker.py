@@ -8,7 +8,9 @@ It owns, for its interface:
   ``IP_MULTICAST_IF``, ``IP_MULTICAST_ALL = 0`` so Linux delivers only the (group, interface)
   pairs this socket joined: two workers on two interfaces never see each other's traffic);
 * one TCP encapsulation session per PLC, opened from the interface address, driven by the pure
-  ``acquisition.session.PlcSession`` (connect, register, keep-alive, reconnect back-off);
+  ``acquisition.session.PlcSession`` (connect, register, keep-alive, a short capped reconnect
+  schedule, requests in flight bounded); while it is down the PLC's consumers wait for it
+  (``on_session_lost`` / ``on_session_ready``) and reopen the moment it is back;
 * one ``acquisition.connection.ConsumerConnection`` per consumer, the class-1 ``Demux``;
 * a ZeroMQ PUB socket (explicit SNDHWM and LINGER, never blocks: a full pipe drops and counts)
   publishing ``acquisition.wire`` samples, events and stats;
@@ -53,6 +55,7 @@ from pyconpro.acquisition.connection import (
     JoinGroup,
     LeaveGroup,
     Listen,
+    OutageEnded,
     Resolve,
     SendForwardClose,
     SendForwardOpen,
@@ -112,6 +115,9 @@ _REPORTED_DROPS = (
 # A safety net, not a timer: every deadline is in some machine's ``next_deadline()`` (the loop
 # waits exactly until the earliest); this only bounds the wait should one be missed.
 _MAX_WAIT_S = 1.0
+# While a PLC stays unreachable its reconnect attempts (every reconnect_max_s at most) are
+# logged at DEBUG; the first failure, this reminder and the return are logged and published.
+_SESSION_REMINDER_S = 60.0
 DEFAULT_UDP_RCVBUF = UDP_RCVBUF_DEFAULT  # asked per UDP socket; Linux caps it at rmem_max
 
 
@@ -130,7 +136,9 @@ class WorkerOptions:
     request_timeout_s: float = 10.0
     keepalive_s: float = 30.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    session_backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(0.5, 30.0, 0.25))
+    # Jitter of each PLC session's reconnect schedule (the schedule itself is the PLC's:
+    # ConsumerDef.session_policy()); tests set 0 to land on exact deadlines.
+    session_jitter: float = 0.25
     timing: Timing = field(default_factory=Timing)
     seed: int | None = None
     security: SecurityConfig = field(default_factory=SecurityConfig)  # CURVE for pub/control
@@ -162,6 +170,8 @@ class PlcLink:
     callbacks: dict[int, Callback] = field(default_factory=dict)
     consumers: set[str] = field(default_factory=set)
     pumping: bool = False  # carrying out ``plc``'s outputs (reentrant calls leave them to it)
+    down_since: float | None = None  # the session failed then and is not back yet
+    remind_at: float = 0.0  # next "still unreachable" line while it stays down
     # What this PLC's tag table told us, shared by its consumers (one listing in flight serves
     # them all); forgotten when the session is lost or a consumer's learned type is doubted.
     types: TypeCache = field(default_factory=TypeCache)
@@ -373,7 +383,11 @@ class IoWorker:
 
     # ================================================================== consumers
 
-    def add_consumer(self, defn: ConsumerDef, now: float) -> WorkerConsumer:
+    def add_consumer(
+        self, defn: ConsumerDef, now: float, *, outage_since: float | None = None
+    ) -> WorkerConsumer:
+        """Start consuming ``defn``. ``outage_since``: its data stopped then, in a previous
+        worker (see ``control.AddRequest``); its first sample here ends that outage."""
         if self.stopping:
             raise UsageError("the worker is stopping; not adding consumers")
         if defn.key in self.consumers:
@@ -383,6 +397,7 @@ class IoWorker:
         conn = ConsumerConnection(
             defn.params(), self.originator, backoff=self.opt.backoff, timing=self.opt.timing
         )
+        policy = defn.session_policy()
         link = self.links.get((defn.address, defn.port))
         if link is None:
             link = self.links[(defn.address, defn.port)] = PlcLink(
@@ -395,13 +410,23 @@ class IoWorker:
                     context_rng=self._context_rng,
                     request_timeout=self.opt.request_timeout_s,
                     keepalive_s=self.opt.keepalive_s,
-                    backoff=self.opt.session_backoff,
+                    backoff=policy.backoff(self.opt.session_jitter),
+                    connect_timeout=policy.connect_timeout_s,
+                    max_in_flight=policy.max_in_flight,
                 ),
+            )
+        else:  # the PLC's session settings: the last consumer added says what they are now
+            link.plc.configure(
+                backoff=policy.backoff(self.opt.session_jitter),
+                connect_timeout=policy.connect_timeout_s,
+                max_in_flight=policy.max_in_flight,
             )
         link.consumers.add(defn.key)
         c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids))
         self._by_uid[c.uid] = c
-        conn.start(now)
+        if link.plc.down:
+            conn.on_session_lost(now)  # it waits for the session like the others
+        conn.start(now, outage_since=outage_since)
         self._pump(c, now)
         return c
 
@@ -458,6 +483,8 @@ class IoWorker:
                 self._leave(out.group)
             elif isinstance(out, Resolve):
                 self._resolve(c, out.refresh)
+            elif isinstance(out, OutageEnded):
+                self._publish_outage(c, out)
         self._schedule(c)
 
     def _schedule(self, c: WorkerConsumer) -> None:
@@ -619,12 +646,7 @@ class IoWorker:
             case CloseSocket(flush):
                 self._close_socket(link, flush=flush)
             case SessionReady(handle):
-                log.info(
-                    "session 0x%08X registered with PLC %s from %s",
-                    handle,
-                    link.name,
-                    self.opt.local_address,
-                )
+                self._link_ready(link, handle, now)
             case ReplyReceived(handle, reply, items):
                 cb = link.callbacks.pop(handle, None)
                 if cb is not None:
@@ -700,36 +722,58 @@ class IoWorker:
                 link.plc.receive_data(data, now)
         self._pump_link(link, now)
 
+    def _link_consumers(self, link: PlcLink) -> list[WorkerConsumer]:
+        return [self.consumers[k] for k in link.consumers if k in self.consumers]
+
     def _link_failed(self, link: PlcLink, failed: SessionFailed, now: float) -> None:
-        """The session failed; the machine backs off (``failed.retry_in``) and has failed the
-        requests that were pending (their callbacks ran before this)."""
+        """The session failed (or an attempt to make it did); the machine retries after
+        ``failed.retry_in``. The requests it took with it fail right after this, and its
+        consumers, told first, wait for the session instead of backing off."""
         delay = failed.retry_in or 0.0
         # The PLC may have been restarted or downloaded: a type learned from it is learned again
         # before the next Forward_Open (issue 6).
         link.types.invalidate()
-        for key in link.consumers:
-            if key in self.consumers:
-                self.consumers[key].conn.on_session_lost(now)
-        # Consumers waiting for a type learn now that there is no session (they back off).
+        for c in self._link_consumers(link):
+            c.conn.on_session_lost(now)
+        # Consumers waiting for a type learn now that there is no session (they wait for it).
         self._type_requests(link)
-        log.warning("PLC %s: %s; reconnecting in %.2f s", link.name, failed.reason, delay)
-        plc = next(
-            (self.consumers[k].defn.plc for k in link.consumers if k in self.consumers),
-            link.address,
-        )
-        self._publish(
-            wire.Event(
-                seq=0,
-                publisher=self.name,
-                plc=plc,
-                tag="",
-                t_wall_ns=self._wall_ns(),
-                t_mono_ns=self._mono_ns(),
-                kind=wire.EventKind.ERROR.value,
-                message=f"encapsulation session to {link.name} lost: {failed.reason}; reconnecting"
-                f" in {delay:.2f} s",
+        if link.down_since is None:  # up (or never up) until now: say it once, loudly
+            link.down_since = now
+            link.remind_at = now + _SESSION_REMINDER_S
+            log.warning("PLC %s: %s; reconnecting in %.2f s (then every %.2f s at most; its"
+                        " consumers wait for it)", link.name, failed.reason, delay,
+                        link.plc.backoff.cap_s)  # fmt: skip
+            self._publish_plc_event(
+                link,
+                wire.EventKind.ERROR,
+                f"encapsulation session to {link.name} lost: {failed.reason}; reconnecting in"
+                f" {delay:.2f} s",
             )
-        )
+        elif now >= link.remind_at:
+            link.remind_at = now + _SESSION_REMINDER_S
+            log.warning("PLC %s: still no session after %.0f s (%d attempts): %s", link.name,
+                        now - link.down_since, link.plc.attempt, failed.reason)  # fmt: skip
+        else:
+            log.debug("PLC %s: %s; next attempt in %.2f s", link.name, failed.reason, delay)
+
+    def _link_ready(self, link: PlcLink, handle: int, now: float) -> None:
+        """The session is registered: every consumer waiting for it goes now (the session
+        paces their requests, ``max_in_flight``)."""
+        log.info("session 0x%08X registered with PLC %s from %s", handle, link.name,
+                 self.opt.local_address)  # fmt: skip
+        if link.down_since is not None:
+            down, link.down_since = now - link.down_since, None
+            self._publish_plc_event(
+                link, wire.EventKind.STATE, f"encapsulation session to {link.name} back after"
+                f" {down:.2f} s down")  # fmt: skip
+        for c in self._link_consumers(link):
+            c.conn.on_session_ready(now)
+            self._pump(c, now)
+
+    def _publish_plc_event(self, link: PlcLink, kind: wire.EventKind, message: str) -> None:
+        """A PLC-wide event (``event/<plc>//``)."""
+        plc = next((c.defn.plc for c in self._link_consumers(link)), link.address)
+        self._publish(self._event(plc, "", kind=kind.value, message=message))
 
     def _close_link(self, link: PlcLink) -> None:
         """UnRegisterSession (when registered) and close; pending requests fail."""
@@ -899,13 +943,9 @@ class IoWorker:
             for line in c.conn.recorder.dump():
                 log.warning("%s flight recorder: %s", c.defn.key, line)
         self._publish(
-            wire.Event(
-                seq=0,
-                publisher=self.name,
-                plc=c.defn.plc,
-                tag=c.defn.topic_name,
-                t_wall_ns=self._wall_ns(),
-                t_mono_ns=self._mono_ns(),
+            self._event(
+                c.defn.plc,
+                c.defn.topic_name,
                 kind=ev.kind,
                 state_from=ev.state_from,
                 state_to=ev.state_to,
@@ -913,6 +953,43 @@ class IoWorker:
                 cip_extended=ev.cip_extended,
                 status_text=ev.status_text,
                 message=ev.message,
+            )
+        )
+
+    def _event(self, plc: str, tag: str, **fields: Any) -> wire.Event:
+        """An event of this worker about ``plc`` / ``tag`` (``""``: the whole PLC), dated now
+        unless ``fields`` give its times; ``seq`` is numbered when it is published."""
+        fields.setdefault("t_wall_ns", self._wall_ns())
+        fields.setdefault("t_mono_ns", self._mono_ns())
+        return wire.Event(seq=0, publisher=self.name, plc=plc, tag=tag, **fields)
+
+    def _publish_outage(self, c: WorkerConsumer, out: OutageEnded) -> None:
+        """The outage record of ``c``'s data: an ``outage`` event whose tw/tm are its end.
+        Wall times are the monotonic ones moved by the current offset between the clocks, so
+        the duration is the monotonic one."""
+        offset = self._wall_ns() - self._mono_ns()
+        start, end = round(out.start * 1e9), round(out.end * 1e9)
+        rpi_ms = out.rpi_us / 1000
+        what = "data back" if out.resumed else "stopped before its data came back"
+        message = (
+            f"outage of {out.end - out.start:.3f} s ({out.cause}), {what}: {out.expected}"
+            f" sample(s) expected at {rpi_ms:g} ms were not received"
+        )
+        log.info("%s: %s", c.defn.key, message)
+        self._publish(
+            self._event(
+                c.defn.plc,
+                c.defn.topic_name,
+                t_wall_ns=offset + end,
+                t_mono_ns=end,
+                kind=wire.EventKind.OUTAGE.value,
+                message=message,
+                outage_start_wall_ns=offset + start,
+                outage_start_mono_ns=start,
+                expected=out.expected,
+                rpi_us=out.rpi_us,
+                cause=out.cause,
+                resumed=out.resumed,
             )
         )
 
@@ -994,7 +1071,7 @@ class IoWorker:
         return self._CONTROL_HANDLERS[type(req)](self, req, now)
 
     def _control_add(self, req: control.AddRequest, now: float) -> control.Reply:
-        c = self.add_consumer(req.consumer, now)
+        c = self.add_consumer(req.consumer, now, outage_since=req.outage_since)
         return control.ConsumerReply(c.defn.key, c.conn.state.value)
 
     def _control_remove(self, req: control.RemoveRequest, now: float) -> control.Reply:
@@ -1058,6 +1135,7 @@ class IoWorker:
         ``recorder``: the periodic status of a worker with hundreds of consumers must stay
         small and quick, it is built while the receive loop waits."""
         self._on_subscriptions()  # read what arrived since the last poll: the answer is current
+        now = self._clock()
         return {
             "worker": self.name,
             "local_address": self.opt.local_address,
@@ -1067,7 +1145,7 @@ class IoWorker:
             "control": self.control_endpoint,
             "vendor_id": self.originator.vendor_id,
             "originator_serial": self.originator.serial,
-            "uptime_s": round(self._clock() - self.started, 3),
+            "uptime_s": round(now - self.started, 3),
             "stopping": self.stopping,
             # > 0 once a subscriber's subscription reached this PUB: from then on it gets
             # every message it subscribed to (the supervisor adds consumers only then).
@@ -1080,6 +1158,13 @@ class IoWorker:
                     "address": link.address,
                     "port": link.port,
                     "up": link.up,
+                    "state": link.plc.state.value,
+                    "down_for_s": None
+                    if link.down_since is None
+                    else round(now - link.down_since, 3),
+                    "attempts": link.plc.attempt,
+                    "in_flight": link.plc.in_flight,
+                    "held": link.plc.held,
                     "sessions_opened": link.plc.sessions_opened,
                     "sessions_failed": link.plc.sessions_failed,
                     "last_failure": link.plc.last_failure,
@@ -1092,7 +1177,7 @@ class IoWorker:
                 {
                     "key": k,
                     "samples": c.samples,
-                    **c.conn.snapshot(),
+                    **c.conn.snapshot(now),
                     **({"recorder": c.conn.recorder.dump()} if recorder else {}),
                 }
                 for k, c in self.consumers.items()

@@ -110,6 +110,7 @@ __all__ = [
     "main",
     "plan_children",
     "resolve_local_address",
+    "restart_outages",
     "supervisor_control_endpoint",
 ]
 
@@ -321,6 +322,32 @@ def plan_children(
     return out
 
 
+def restart_outages(
+    status: Mapping[str, Any] | None, exited_at: float, *, crashed: bool
+) -> dict[str, float]:
+    """When the data of each consumer of a worker that exited stopped (monotonic seconds, the
+    host's clock), from the worker's last ``status``: the worker that replaces it reports the
+    outage from then to its first sample (``AddRequest.outage_since``, cause ``restart``).
+
+    A worker cannot record its own death. A consumer whose data was flowing lost it when the
+    worker exited (``exited_at``, when the supervisor saw it). One already in an outage lost
+    it at that outage's start, unless the worker stopped cleanly: then it recorded that outage
+    up to its stop itself (``resumed`` false), and the new one starts at the exit. A consumer
+    that never had data has no outage."""
+    out: dict[str, float] = {}
+    for c in (status or {}).get("consumers") or []:
+        key = c.get("key")
+        if not isinstance(key, str):
+            continue
+        outage = c.get("outage")
+        since = outage.get("since_s") if isinstance(outage, dict) else None
+        if crashed and isinstance(since, (int, float)) and not isinstance(since, bool):
+            out[key] = min(float(since), exited_at)
+        elif isinstance(c.get("last_data_s"), (int, float)) or since is not None:
+            out[key] = exited_at
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ReloadPlan:
     """What a reload changes. Children not named anywhere here are left alone."""
@@ -405,6 +432,8 @@ class _WorkerLink:
     rates: dict[str, float] = field(default_factory=dict)
     errors: int = 0
     added_pid: int | None = None  # the worker process whose consumers were added
+    # Consumer key -> when its data stopped, for the next process (``restart_outages``).
+    outage_since: dict[str, float] = field(default_factory=dict)
     answered_at: float | None = None  # first answer of the current process (for the warning)
     warned_pid: int | None = None
 
@@ -757,6 +786,10 @@ class Supervisor:
                 continue
             del self.procs[name]
             sig = _signal_name(code)
+            link = self.links.get(name)
+            if link is not None and link.added_pid == proc.pid:
+                stopped = restart_outages(link.status, now, crashed=code != 0)
+                link.outage_since = {**stopped, **link.outage_since}  # the older ones stand
             self.sup.handle(name, Exited(proc.pid, None if sig else code, sig), now)
             self._execute(now)
 
@@ -928,8 +961,11 @@ class Supervisor:
         consumers = spec.consumers if spec is not None else ()
         log.info("%s: bus subscription reached the worker; adding %d consumer(s)", name,
                  len(consumers))  # fmt: skip
+        since, link.outage_since = link.outage_since, {}
         for c in consumers:
-            request = control.AddRequest(control.consumer_from_spec(c)).to_map()
+            request = control.AddRequest(
+                control.consumer_from_spec(c), outage_since=since.get(consumer_key(c))
+            ).to_map()
             self.worker_request(name, request, self._change_done(name, request))
 
     def _update_upstreams(self) -> None:

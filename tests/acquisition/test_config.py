@@ -1142,3 +1142,49 @@ def test_arbitrary_text_gives_a_config_or_a_config_error(text: str) -> None:
         parse(text)
     except ConfigError:
         pass
+
+
+# --------------------------------------------------------------------------- the PLC session
+
+
+def test_session_keys_are_inherited_plc_from_defaults() -> None:
+    config = parse("""\
+[defaults]
+reconnect_max_s = 2.0
+max_in_flight = 4
+
+[[plc]]
+name = "a"
+address = "127.0.0.2"
+connect_timeout_s = 0.5
+  [[plc.tag]]
+  name = "X"
+
+[[plc]]
+name = "b"
+address = "127.0.0.3"
+reconnect_min_s = 0.05
+reconnect_max_s = 0.2
+  [[plc.tag]]
+  name = "Y"
+""")
+    a, b = config.plcs
+    assert a.session == cfg.SessionPolicy(0.1, 2.0, 0.5, 4)
+    assert b.session == cfg.SessionPolicy(0.05, 0.2, 2.0, 4)
+    specs = consumer_specs(config)
+    assert specs["a"][0].session == a.session and specs["b"][0].session == b.session
+    assert parse(BASE).plcs[0].session == cfg.SessionPolicy()
+
+
+@pytest.mark.parametrize(("lines", "key", "needle"), [
+    ("reconnect_max_s = 0.01", "plc[0].reconnect_max_s", "below the 0.05 s minimum"),
+    ("reconnect_min_s = 120", "plc[0].reconnect_min_s", "above the 60 s maximum"),
+    ("reconnect_min_s = 2\nreconnect_max_s = 1", "plc[0].reconnect_max_s",
+     "reconnect_max_s = 1 is below reconnect_min_s = 2"),
+    ("connect_timeout_s = \"2\"", "plc[0].connect_timeout_s", "must be a number"),
+    ("max_in_flight = 0", "plc[0].max_in_flight", "below the 1 requests minimum"),
+])
+def test_bad_session_keys_name_the_key_and_the_fix(lines: str, key: str, needle: str) -> None:
+    head, tag = BASE.split("\n\n")
+    issue = one_issue(f"{head}\n{lines}\n\n{tag}")
+    assert issue.key == key and needle in issue.problem and issue.fix

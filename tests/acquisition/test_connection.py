@@ -147,6 +147,9 @@ def in_state(state: State, learned: bool = False) -> ConsumerConnection:
         conn.on_forward_open_reply(T0, req, reject_reply(req, 0x01, 0x031F))
     elif state is State.CLOSED:
         conn.stop(T0)
+    elif state is State.WAITING:
+        conn.on_session_lost(T0)
+        conn.start(T0)
     conn.take_outputs()
     assert conn.state is state
     return conn
@@ -154,9 +157,11 @@ def in_state(state: State, learned: bool = False) -> ConsumerConnection:
 
 def _learned_in_state(state: State) -> ConsumerConnection:
     conn = make(None)
+    if state is State.WAITING:
+        conn.on_session_lost(T0)
     if state is not State.IDLE and state is not State.CLOSED:
         conn.start(T0)
-    if state not in (State.IDLE, State.RESOLVING, State.CLOSED):
+    if state not in (State.IDLE, State.RESOLVING, State.CLOSED, State.WAITING):
         conn.on_resolved(T0, 4, DINT)
     if state in (State.RUNNING, State.CLOSING, State.BACKOFF):
         req = pending_open(conn)
@@ -216,6 +221,7 @@ INPUTS: dict[str, Callable[[ConsumerConnection], None]] = {
         T0 + 0.01, _any_open_request(c), reject_reply(_any_open_request(c), 0x01, 0x0109, 10)
     ),
     "session_lost": lambda c: c.on_session_lost(T0 + 0.01),
+    "session_ready": lambda c: c.on_session_ready(T0 + 0.01),
     "request_error": lambda c: c.on_request_error(
         T0 + 0.01, c._closing if c.state is State.CLOSING else _any_open_request(c), "EOF"
     ),
@@ -258,6 +264,8 @@ EXPECTED: dict[State, dict[str, State]] = {
     State.BACKOFF: {"stop": State.CLOSED, "timer": State.OPENING},
     State.FAILED: {"stop": State.CLOSED},
     State.CLOSED: {},
+    # The session is down; nothing but its return (or a stop) moves the connection.
+    State.WAITING: {"stop": State.CLOSED, "session_ready": State.OPENING},
 }
 
 # A type learned from the controller is learned again when it may be stale (issue 6): after a
@@ -267,6 +275,7 @@ EXPECTED_LEARNED: dict[State, dict[str, State]] = {
     State.IDLE: {"start": State.RESOLVING, "stop": State.CLOSED},
     State.OPENING: {**EXPECTED[State.OPENING], "open_size": State.RESOLVING},
     State.BACKOFF: {"stop": State.CLOSED, "timer": State.RESOLVING},
+    State.WAITING: {"stop": State.CLOSED, "session_ready": State.RESOLVING},
 }
 for _table in (EXPECTED, EXPECTED_LEARNED):
     for _row in _table.values():

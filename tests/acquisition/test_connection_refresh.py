@@ -180,14 +180,18 @@ def test_a_request_failure_makes_the_next_attempt_learn_again() -> None:
     assert state(conn) is State.RESOLVING
 
 
-def test_a_lost_session_makes_the_next_attempt_learn_again_and_changes_nothing_now() -> None:
+def test_a_lost_session_changes_nothing_now_then_waits_and_learns_again_when_back() -> None:
     conn = running_learned()
     conn.on_session_lost(T0 + 0.1)
     assert conn.state is State.RUNNING and conn.take_outputs() == []
     # a transient reject alone would retry the Forward_Open directly (next test) ...
-    expire_watchdog(conn)
-    end_backoff(conn)
+    assert conn.granted is not None
+    conn.on_timer(conn.granted.watchdog_at)
+    assert state(conn) is State.WAITING and conn.next_deadline() is None
+    conn.on_session_ready(T0 + 9)
     assert state(conn) is State.RESOLVING
+    assert [o for o in conn.take_outputs() if isinstance(o, Resolve)] == [
+        Resolve("Count", refresh=True)]
 
 
 def test_a_transient_reject_alone_retries_without_discovery() -> None:
@@ -207,8 +211,10 @@ def test_session_lost_during_backoff_after_a_transient_reject_learns_again() -> 
     req = pending_open(conn)
     conn.on_forward_open_reply(T0 + 0.1, req, reject_reply(req, 0x01, 0x0203))
     conn.on_session_lost(T0 + 0.2)
-    end_backoff(conn)
-    assert conn.state is State.RESOLVING
+    end_backoff(conn)  # the back-off of the reject is served, then it waits for the session
+    assert conn.state is State.WAITING
+    conn.on_session_ready(T0 + 5)
+    assert state(conn) is State.RESOLVING
 
 
 def test_a_tag_gone_after_a_download_fails_loudly() -> None:
@@ -235,6 +241,7 @@ def test_a_given_size_is_never_learned_again() -> None:
     req = pending_open(conn)
     conn.on_forward_open_reply(T0, req, ok_reply(req))
     conn.on_session_lost(T0 + 0.1)
+    conn.on_session_ready(T0 + 0.2)
     expire_watchdog(conn)
     end_backoff(conn)
     assert conn.state is State.OPENING and not conn.learned

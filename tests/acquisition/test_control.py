@@ -23,6 +23,7 @@ from pyconpro.acquisition.control import (
     encode_request,
 )
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.originator import SessionPolicy
 
 DEFN = consumer_from_text("plc=p1,address=10.0.0.5,port=1234,udp_port=2300,slot=none,"
                           "route=1/2;2/10.0.0.9,tag=Count,alias=C2,rpi_ms=20,ot_rpi_ms=40,"
@@ -31,6 +32,9 @@ DEFN = consumer_from_text("plc=p1,address=10.0.0.5,port=1234,udp_port=2300,slot=
 
 @pytest.mark.parametrize("req", [
     AddRequest(DEFN), AddRequest(consumer_from_text("address=10.0.0.5,tag=T,type=REAL[10]")),
+    AddRequest(DEFN, outage_since=12345.5),
+    AddRequest(consumer_from_text("address=10.0.0.5,tag=T,reconnect_min_s=0.2,"
+                                  "reconnect_max_s=3,connect_timeout_s=0.5,max_in_flight=2")),
     RemoveRequest("p1/C2"), ListRequest(), StatusRequest(), StatusRequest(recorder=True),
     RecorderRequest("p1/C2"), StopRequest(),
 ], ids=lambda r: type(r).__name__)
@@ -125,3 +129,28 @@ def test_replies_are_the_documented_maps() -> None:
         "ok": True,
         "x": str(object),
     }
+
+
+def test_session_keys_travel_with_the_consumer_and_default_to_the_policy() -> None:
+    d = consumer_from_text("address=10.0.0.5,tag=T,reconnect_max_s=2,max_in_flight=4")
+    assert d.session_policy() == SessionPolicy(0.1, 2.0, 2.0, 4)
+    assert consumer_to_map(d)["reconnect_max_s"] == 2.0
+    assert "reconnect_min_s" not in consumer_to_map(d)  # defaults stay out
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("reconnect_max_s=0.01", "reconnect_max_s"),
+    ("reconnect_min_s=1,reconnect_max_s=0.5", "reconnect_min_s <= reconnect_max_s"),
+    ("connect_timeout_s=soon", "connect_timeout_s"),
+    ("max_in_flight=0", "max_in_flight"),
+])
+def test_bad_session_keys_name_the_key(text: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        consumer_from_text(f"address=10.0.0.5,tag=T,{text}")
+
+
+@pytest.mark.parametrize("since", [-1, "yesterday", True, float("nan")])
+def test_add_refuses_an_outage_since_that_is_no_time(since: object) -> None:
+    with pytest.raises(UsageError, match="outage_since"):
+        control.request_from_map({"op": "add", "consumer": {"address": "10.0.0.5", "tag": "T"},
+                                  "outage_since": since})

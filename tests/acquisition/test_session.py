@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyconpro.acquisition import cip, cm, cpf, encap
-from pyconpro.acquisition.errors import EncapsulationError
+from pyconpro.acquisition.errors import EncapsulationError, UsageError
 from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import (
     PLC_TRANSITIONS,
@@ -587,15 +587,16 @@ def test_plc_session_request_timeout_is_a_deadline_before_the_keepalive() -> Non
     assert p.next_deadline() == 6.0
     p.on_timer(6.0)
     outs = p.take_outputs()
-    assert outs == [RequestFailed(h, "no reply within 5 s"),
-                    SessionFailed("no reply within 5 s", None, 0.5, 6.5), CloseSocket(False)]
+    # The session's failure first, then the request it took with it.
+    assert outs == [SessionFailed("no reply within 5 s", None, 0.5, 6.5), CloseSocket(False),
+                    RequestFailed(h, "no reply within 5 s")]
     assert p.state is PlcState.BACKOFF and p.next_deadline() == 6.5 and p.sessions_failed == 1
 
 
 def test_plc_session_refuses_requests_while_backing_off_unless_forced() -> None:
     p = ready_plc()
     p.receive_data(b"", 10.0)  # EOF
-    assert p.take_outputs()[-2:] == [
+    assert p.take_outputs()[:2] == [
         SessionFailed("the PLC closed the TCP connection", None, 0.5, 10.5), CloseSocket(False)]
     h = p.send_rr(FO, 10.2)
     assert p.take_outputs() == [RequestFailed(h, "no session to PLC 10.0.0.5:44818 (last"
@@ -656,9 +657,9 @@ def test_plc_session_connect_failure_fails_the_waiting_requests_naming_the_plc()
     p.take_outputs()
     p.connect_failed("cannot connect from 127.0.0.1: boom", 0.0)
     assert p.take_outputs() == [
+        SessionFailed("cannot connect from 127.0.0.1: boom", None, 0.5, 0.5), CloseSocket(False),
         RequestFailed(h, "no session to PLC 10.0.0.5:44818: cannot connect from 127.0.0.1:"
-                         " boom"),
-        SessionFailed("cannot connect from 127.0.0.1: boom", None, 0.5, 0.5), CloseSocket(False)]
+                         " boom")]
     assert p.last_failure == "cannot connect from 127.0.0.1: boom"
 
 
@@ -733,7 +734,11 @@ def test_plc_session_every_input_in_every_state_follows_the_table(state: PlcStat
     handles = [o.handle for o in outs if isinstance(o, (ReplyReceived, RequestFailed))]
     assert len(handles) == len(set(handles))  # every request is answered at most once
     if p.state is PlcState.BACKOFF and state is not PlcState.BACKOFF:
-        assert outs[-1] == CloseSocket(False) and p.next_deadline() == p.retry_at
+        # The failure, the socket closed, then (only then) the requests it took with it.
+        at = next(i for i, o in enumerate(outs) if isinstance(o, SessionFailed))
+        assert outs[at + 1] == CloseSocket(False) and p.next_deadline() == p.retry_at
+        assert all(isinstance(o, RequestFailed) for o in outs[at + 2:])
+        assert not any(isinstance(o, RequestFailed) for o in outs[:at])
     assert (p.session is not None) == (p.state in (PlcState.CONNECTING, PlcState.REGISTERING,
                                                    PlcState.READY))
 
@@ -746,3 +751,102 @@ def test_plc_session_failure_keeps_the_encapsulation_status_and_command() -> Non
     failed = [o for o in p.take_outputs() if isinstance(o, SessionFailed)]
     assert [(f.encapsulation_status, f.encapsulation_command, f.retry_in) for f in failed] == [
         (0x64, 0x6F, 0.5)]
+
+
+# ------------------------------------------------------------------------------------------
+# PlcSession: a short reconnect schedule, a bounded connect, a bound on requests in flight
+# ------------------------------------------------------------------------------------------
+
+
+def test_plc_session_default_schedule_retries_within_half_a_second_whatever_the_outage() -> None:
+    p = PlcSession("10.0.0.5", 44818, rng=FixedRng())
+    delays = []
+    now = 0.0
+    p.send_rr(FO, now)
+    for _ in range(200):  # 200 refused attempts: the PLC is down for a long time
+        p.take_outputs()
+        p.connect_failed("Connection refused", now)
+        failed = [o for o in p.take_outputs() if isinstance(o, SessionFailed)][0]
+        assert failed.retry_in is not None
+        delays.append(failed.retry_in)
+        now = p.retry_at
+        p.on_timer(now)
+    assert delays[:5] == [0.1, 0.2, 0.4, 0.5, 0.5] and max(delays) == 0.5
+    assert p.down_since == 0.0 and p.attempt == 200
+
+
+def test_plc_session_connect_that_gets_no_answer_is_given_up_at_its_deadline() -> None:
+    p = plc(connect_timeout=1.5)
+    h = p.send_rr(FO, 10.0)
+    assert p.take_outputs()[0] == Connect("10.0.0.5", 44818)
+    assert p.next_deadline() == 11.5  # before the RegisterSession timeout (15.0)
+    p.on_timer(11.4999)
+    assert p.take_outputs() == [] and p.state is PlcState.CONNECTING
+    p.on_timer(11.5)
+    reason = "TCP connect to 10.0.0.5:44818: no answer within 1.5 s"
+    assert p.take_outputs() == [
+        SessionFailed(reason, None, 0.5, 12.0), CloseSocket(False),
+        RequestFailed(h, f"no session to PLC 10.0.0.5:44818: {reason}")]
+    assert plc_state(p) is PlcState.BACKOFF and p.down_since == 11.5
+
+
+def test_plc_session_down_since_the_first_failure_until_registered_again() -> None:
+    p = ready_plc(now=0.0)
+    assert p.down_since is None and not p.down
+    p.receive_data(b"", 5.0)  # EOF: the PLC went away
+    assert p.down and p.down_since == 5.0
+    for _ in range(3):
+        p.on_timer(p.retry_at)
+        p.connect_failed("Connection refused", p.retry_at)
+    assert p.down_since == 5.0 and p.sessions_failed == 4
+    p.on_timer(p.retry_at)
+    reg = sent_frames(p.take_outputs())[0]
+    p.connected(p.retry_at)
+    p.receive_data(encap.EncapsulationPacket(0x65, b"\x01\x00\x00\x00", HANDLE, 0,
+                                             reg.context).encode(), p.retry_at)
+    assert SessionReady(HANDLE) in p.take_outputs()
+    assert p.down_since is None and p.up and p.attempt == 0
+
+
+def test_plc_session_hands_the_session_at_most_max_in_flight_requests_in_order() -> None:
+    p = ready_plc(now=0.0)
+    p.configure(backoff=BackoffPolicy(0.5, 4.0, 0.25), connect_timeout=2.0, max_in_flight=2)
+    handles = [p.send_rr(bytes([0x54, i]), 1.0) for i in range(5)]
+    first = sent_frames(p.take_outputs())
+    assert len(first) == 2 and p.in_flight == 2 and p.held == 3
+    assert [encap.SendData.decode(f.data).unconnected() for f in first] == [b"\x54\x00",
+                                                                           b"\x54\x01"]
+    # One answer makes room for one more, the next in order; the request timeout of a held
+    # request starts when it goes out.
+    p.receive_data(rr_reply(first[0].context, cip.Reply(0x54)), 4.0)
+    outs = p.take_outputs()
+    assert outs[0] == ReplyReceived(handles[0], cip.Reply(0x54))
+    nxt = sent_frames(outs)
+    assert [encap.SendData.decode(f.data).unconnected() for f in nxt] == [b"\x54\x02"]
+    assert p.in_flight == 2 and p.held == 2
+    assert p.next_deadline() == 1.0 + 5.0  # the oldest in flight, sent at 1.0
+    # The session fails: first that, then the requests in flight, then the held ones.
+    p.receive_data(b"", 5.0)
+    outs = p.take_outputs()
+    assert isinstance(outs[0], SessionFailed) and outs[1] == CloseSocket(False)
+    assert [o.handle for o in outs[2:] if isinstance(o, RequestFailed)] == handles[1:]
+    assert p.in_flight == 0 and p.held == 0
+
+
+def test_plc_session_close_fails_held_requests_too() -> None:
+    p = ready_plc(now=0.0)
+    p.configure(backoff=BackoffPolicy(0.5, 4.0, 0.25), connect_timeout=2.0, max_in_flight=1)
+    h1, h2 = p.send_rr(FO, 1.0), p.send_rr(FO, 1.0)
+    p.take_outputs()
+    p.close(2.0)
+    failed = [o for o in p.take_outputs() if isinstance(o, RequestFailed)]
+    assert failed == [RequestFailed(h1, "session closed"), RequestFailed(h2, "session closed")]
+
+
+@pytest.mark.parametrize(("kw", "needle"), [
+    ({"connect_timeout": 0.0}, "connect_timeout"),
+    ({"max_in_flight": 0}, "max_in_flight"),
+])
+def test_plc_session_refuses_nonsense_limits(kw: dict[str, Any], needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        plc(**kw)

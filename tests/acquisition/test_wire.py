@@ -445,6 +445,35 @@ def test_event_without_tag_uses_empty_segment() -> None:
     assert decode(topic, body) == ev
 
 
+def test_outage_event_round_trips_and_an_older_reader_sees_a_plain_event() -> None:
+    ev = Event(seq=12, publisher="w1", plc="plc1", tag="Count", t_wall_ns=1_700_000_002_020_000_000,
+               t_mono_ns=52_020_000_000, kind=EventKind.OUTAGE, message="outage",
+               outage_start_wall_ns=1_700_000_001_000_000_000, outage_start_mono_ns=51_000_000_000,
+               expected=50, rpi_us=20_000, cause=wire.OutageCause.TIMEOUT, resumed=True)
+    topic, body = ev.encode()
+    assert decode(topic, body) == ev
+    m = msgpack.unpackb(body, raw=False)
+    assert {k: m[k] for k in ("k", "stw", "stm", "exp", "rpi", "cause", "res")} == {
+        "k": "outage", "stw": 1_700_000_001_000_000_000, "stm": 51_000_000_000, "exp": 50,
+        "rpi": 20_000, "cause": "timeout", "res": True}
+    # Every other event leaves the outage keys out.
+    plain = msgpack.unpackb(dataclasses.replace(ev, kind="state", outage_start_wall_ns=None,
+                                                outage_start_mono_ns=None, expected=None,
+                                                rpi_us=None, cause=None, resumed=None
+                                                ).encode()[1], raw=False)
+    assert not {"stw", "stm", "exp", "rpi", "cause", "res"} & set(plain)
+
+
+@pytest.mark.parametrize("change", [{"resumed": 1}, {"expected": -1}, {"rpi_us": 2**32},
+                                    {"cause": ""}])
+def test_outage_keys_are_checked(change: dict[str, object]) -> None:
+    ev = Event(seq=0, publisher="w", plc="p", tag="T", t_wall_ns=0, t_mono_ns=0,
+               kind=EventKind.OUTAGE, outage_start_wall_ns=0, outage_start_mono_ns=0, expected=0,
+               rpi_us=1000, cause="timeout", resumed=False)
+    with pytest.raises(UsageError):
+        dataclasses.replace(ev, **change).encode()  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- topics
 
 

@@ -301,6 +301,57 @@ def test_sigkilled_worker_and_sink_come_back_and_data_flows(
     run.assert_children_gone()
 
 
+def test_a_killed_worker_leaves_one_outage_per_tag_in_the_gaps_table(
+    plant: Plant, run_factory: Callable[..., Run]
+) -> None:
+    """A worker cannot record its own death: its successor does, from the time the supervisor
+    saw it die to its own first sample of each tag (cause ``restart``), in the SQLite sink's
+    gaps table and in ``pyconpro status``."""
+    run = run_factory()
+    worker = f"worker-{plant.addr(1)}"
+    wait_for(lambda: run.counts().get(("line1", "Counter"), 0) >= 5, "first rows")
+    st = wait_for(lambda: (s := run.status()) and all(
+        c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
+    victim = next(c["pid"] for c in st["children"] if c["name"] == worker)
+    # The supervisor must have seen the consumers' data before the kill (its status poll).
+    wait_for(lambda: (cs := run.status()["workers"][worker].get("consumers")) and all(
+        "last_data_s" in c for c in cs), "the worker's status with its consumers' data")
+    os.kill(victim, signal.SIGKILL)
+    killed_ns = time.time_ns()
+
+    def outages() -> list[tuple[Any, ...]]:
+        return run.query(
+            "SELECT tag, cause, resumed, start_wall_ns, end_wall_ns, end_mono_ns, missed, rpi_us,"
+            " publisher FROM gaps WHERE kind = 'outage' AND plc = 'line1' ORDER BY tag")
+
+    rows = wait_for(lambda: len(outages()) == 2 and outages(), "an outage row per line1 tag")
+    assert [r[:3] for r in rows] == [("Array10", "restart", 1), ("Counter", "restart", 1)]
+    for tag, _, _, start, end, end_mono, missed, rpi_us, pub in rows:
+        assert rpi_us == 50_000 and pub == worker
+        # Before the outage: the killed worker's last sample; after: the new one's first.
+        (last,) = run.query("SELECT max(t_wall_ns) FROM samples WHERE plc='line1' AND tag=?"
+                            " AND t_wall_ns < ?", tag, killed_ns)
+        (first,) = run.query("SELECT t_wall_ns, t_mono_ns FROM samples WHERE plc='line1' AND"
+                             " tag=? AND t_wall_ns > ? ORDER BY t_wall_ns LIMIT 1", tag, killed_ns)
+        assert last[0] <= start <= first[0] and end_mono == first[1]
+        assert missed == round((end - start) / 50e6) - 1
+
+    def counted() -> bool:
+        consumers = run.status()["workers"][worker].get("consumers") or []
+        return bool(consumers) and all(c["counters"].get("outages") == 1 for c in consumers)
+
+    wait_for(counted, "the outages in the worker's status")
+    out = subprocess.run(
+        [sys.executable, "-m", "pyconpro.cli", "status", "--once", "--control", run.control],
+        check=False, capture_output=True, text=True, timeout=30, cwd=REPO,
+    )  # fmt: skip
+    counter = next(line.split() for line in out.stdout.splitlines()
+                   if line.strip().startswith("line1/Counter"))
+    assert counter[6] == "1"  # OUTAGES
+    assert run.stop() == 0, run.log_text()
+    run.assert_children_gone()
+
+
 def test_reload_adds_a_tag_without_restarting_the_worker(
     plant: Plant, run_factory: Callable[..., Run]
 ) -> None:

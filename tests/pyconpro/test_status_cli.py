@@ -36,10 +36,17 @@ STATUS = {
             "control": "ipc:///tmp/w1", "age_s": 0.2, "local_address": "10.0.0.1",
             "udp_port": 2222, "rates": {"line1/Counter": 10.0, "*": 10.0},
             "counters": {"samples": 500, "drop_wrong_source": 3, "drop_stale": 0, "pub_drops": 0},
-            "plcs": [{"address": "10.0.0.5", "port": 44818, "up": True, "last_failure": None}],
+            "plcs": [{"address": "10.0.0.5", "port": 44818, "up": True, "last_failure": None},
+                     {"address": "10.0.0.6", "port": 44818, "up": False, "down_for_s": 12.34,
+                      "attempts": 25, "last_failure": "Connection refused"}],
             "consumers": [
                 {"key": "line1/Counter", "state": "RUNNING", "type": "DINT", "samples": 500,
-                 "counters": {"gap": 2, "timeouts": 0, "rejects": 0}},
+                 "counters": {"gap": 2, "timeouts": 0, "rejects": 0, "outages": 2,
+                              "outage_missed": 75}},
+                {"key": "line2/Speed", "state": "WAITING", "type": "REAL", "samples": 9,
+                 "counters": {"gap": 0, "timeouts": 1, "rejects": 0, "outages": 0,
+                              "outage_missed": 0},
+                 "outage": {"since_s": 5.0, "cause": "session", "for_s": 1.0, "missed": 10}},
                 {"key": "line1/Missing", "state": "FAILED", "type": None, "samples": 0,
                  "failure": "tag 'Missing' is not in the controller's tag list",
                  "counters": {"gap": 0, "timeouts": 0, "rejects": 1}},
@@ -66,11 +73,16 @@ def test_render_one_screen() -> None:
             " during start-up (2/5); retry in 1.5s") in text  # fmt: skip
     assert "worker-10.0.0.1  10.0.0.1:2222  10.0 samples/s  drops: drop_wrong_source=3" in text
     assert "  session 10.0.0.5:44818 up" in text
-    rows = {line.split()[0]: line.split() for line in lines if line.startswith("  line1/")}
-    assert rows["line1/Counter"][:8] == ["line1/Counter", "RUNNING", "DINT", "10.0", "500", "2",
-                                         "0", "0"]  # fmt: skip
+    assert ("  session 10.0.0.6:44818 DOWN for 12.3s (25 attempts)  last failure: Connection"
+            " refused") in text
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("  line")}
+    assert rows["line1/Counter"][:10] == ["line1/Counter", "RUNNING", "DINT", "10.0", "500",
+                                          "2", "2", "75", "0", "0"]  # fmt: skip
+    # an outage in progress: counted as one more, its samples so far in MISSED
+    assert rows["line2/Speed"][:10] == ["line2/Speed", "WAITING", "REAL", "-", "9", "0", "0+1",
+                                        "10", "1", "0"]  # fmt: skip
     assert "not in the controller's tag list" in " ".join(rows["line1/Missing"])
-    assert " ".join(rows["line1/Busy"][8:]) == "0x01/0x0113 out of connections"
+    assert " ".join(rows["line1/Busy"][10:]) == "0x01/0x0113 out of connections"
     assert "worker-10.0.1.1: no status yet" in text
 
 

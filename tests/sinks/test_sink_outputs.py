@@ -10,7 +10,7 @@ import math
 import sqlite3
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -90,7 +90,7 @@ def test_sqlite_rows_types_and_wal(db_path: Path) -> None:
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         rows = db.execute(
             "SELECT value_json, value_real, typeof(value_real), raw, type, seq FROM samples"
             " ORDER BY id"
@@ -109,9 +109,11 @@ def test_sqlite_rows_types_and_wal(db_path: Path) -> None:
         assert db.execute(
             "SELECT kind, cip_general, cip_extended, message FROM events"
         ).fetchall() == [("reject", 1, 0x0113, "retry in 2 s")]
-        assert db.execute("SELECT * FROM gaps").fetchall() == [
-            (1, 77, "w1", "sample/plc1/Temp/", 5, 9, 4, 0)
-        ]
+        assert db.execute(
+            "SELECT id, t_wall_ns, publisher, topic, expected_seq, received_seq, missed, restart,"
+            " kind, plc, tag, start_wall_ns, cause FROM gaps"
+        ).fetchall() == [(1, 77, "w1", "sample/plc1/Temp/", 5, 9, 4, 0, "bus", None, None, None,
+                          None)]
         assert db.execute("SELECT worker, counters_json FROM stats").fetchall() == [
             ("eth0", '{"rx":10}')
         ]
@@ -126,6 +128,75 @@ def test_sqlite_rows_types_and_wal(db_path: Path) -> None:
     finally:
         db.close()
         sink.close()
+
+
+OUTAGE = Event(
+    seq=3, publisher="w1", plc="plc1", tag="Temp", t_wall_ns=1_700_000_002_020_000_000,
+    t_mono_ns=52_020_000_000, kind=EventKind.OUTAGE, message="outage of 1.020 s (timeout) ...",
+    outage_start_wall_ns=1_700_000_001_000_000_000, outage_start_mono_ns=51_000_000_000,
+    expected=50, rpi_us=20_000, cause="timeout", resumed=True,
+)  # fmt: skip
+
+
+def write_and_close(db_path: Path, events: list[Event], gaps: Sequence[BusGap] = ()) -> None:
+    """One sink run that writes ``events`` and ``gaps`` into ``db_path``."""
+    sink = SqliteSink(db_path)
+    sink.open()
+    sink.write_events(events)
+    sink.write_gaps(list(gaps))
+    sink.flush()
+    sink.close()
+
+
+def test_sqlite_records_outages_in_gaps_with_their_start_end_and_missed_samples(
+        db_path: Path) -> None:
+    restart = dataclasses.replace(OUTAGE, seq=4, cause="restart", resumed=False, expected=7)
+    write_and_close(db_path, [E, OUTAGE, restart], [G])
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("SELECT count(*) FROM events WHERE kind = 'outage'").fetchone() == (2,)
+        rows = db.execute(
+            "SELECT kind, plc, tag, topic, start_wall_ns, end_wall_ns, start_mono_ns,"
+            " end_mono_ns, missed, rpi_us, cause, resumed, restart, expected_seq, t_wall_ns"
+            " FROM gaps ORDER BY id").fetchall()
+        assert rows == [
+            ("outage", "plc1", "Temp", "sample/plc1/Temp/", 1_700_000_001_000_000_000,
+             1_700_000_002_020_000_000, 51_000_000_000, 52_020_000_000, 50, 20_000, "timeout",
+             1, 0, None, 1_700_000_002_020_000_000),
+            ("outage", "plc1", "Temp", "sample/plc1/Temp/", 1_700_000_001_000_000_000,
+             1_700_000_002_020_000_000, 51_000_000_000, 52_020_000_000, 7, 20_000, "restart",
+             0, 1, None, 1_700_000_002_020_000_000),
+            ("bus", None, None, "sample/plc1/Temp/", None, None, None, None, 4, None, None, None,
+             0, 5, 77),
+        ]  # fmt: skip
+        # "How much of Temp was lost between t1 and t2" is one indexed query.
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT sum(missed) FROM gaps WHERE plc = 'plc1' AND"
+            " tag = 'Temp' AND start_wall_ns BETWEEN 0 AND 5"))
+        assert "gaps_by_tag_time" in plan
+    finally:
+        db.close()
+
+
+def test_sqlite_upgrades_a_version_1_file_keeping_its_gaps(db_path: Path) -> None:
+    db = sqlite3.connect(db_path)
+    db.executescript("""
+        CREATE TABLE gaps (id INTEGER PRIMARY KEY, t_wall_ns INTEGER NOT NULL,
+            publisher TEXT NOT NULL, topic TEXT NOT NULL, expected_seq INTEGER NOT NULL,
+            received_seq INTEGER NOT NULL, missed INTEGER NOT NULL, restart INTEGER NOT NULL);
+        INSERT INTO gaps VALUES (1, 77, 'w1', 'sample/plc1/Temp/', 5, 9, 4, 0);
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    write_and_close(db_path, [OUTAGE])
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("SELECT id, kind, expected_seq, missed FROM gaps ORDER BY id"
+                          ).fetchall() == [(1, "bus", 5, 4), (2, "outage", None, 50)]
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()
 
 
 def test_sqlite_appends_to_an_existing_database(db_path: Path) -> None:
@@ -144,7 +215,7 @@ def test_sqlite_appends_to_an_existing_database(db_path: Path) -> None:
 
 def test_sqlite_refuses_a_newer_schema(db_path: Path) -> None:
     db = sqlite3.connect(db_path)
-    db.execute("PRAGMA user_version=2")
+    db.execute("PRAGMA user_version=3")
     db.close()
     sink = SqliteSink(db_path)
     with pytest.raises(RuntimeError, match="newer than this pyconpro"):

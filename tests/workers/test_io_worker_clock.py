@@ -78,7 +78,7 @@ def rig() -> Iterator[tuple[IoWorker, Listener, FakeClock]]:
     w = IoWorker(WorkerOptions(
         local_address=LOCAL, udp_port=0, pub_endpoint="tcp://127.0.0.1:0",
         control_endpoint="tcp://127.0.0.1:0", stats_interval_s=0, keepalive_s=5.0,
-        request_timeout_s=60.0, session_backoff=BackoffPolicy(1.0, 1.0, 0.0),
+        request_timeout_s=60.0, session_jitter=0.0,
         backoff=BackoffPolicy(50.0, 50.0, 0.0)), clock=clock)
     w.open()
     try:
@@ -109,7 +109,7 @@ def test_keepalive_and_reconnect_exactly_at_their_deadlines(
         rig: tuple[IoWorker, Listener, FakeClock]) -> None:
     w, listener, clock = rig
     w.add_consumer(consumer_from_text(f"plc=p,address={PLC},port={listener.port},tag=T,size=4,"
-                                      "rpi_ms=100"), clock())
+                                      "rpi_ms=100,reconnect_min_s=1,reconnect_max_s=1"), clock())
     link = next(iter(w.links.values()))
     run_until(w, listener, lambda: link.up and encap.Command.SEND_RR_DATA in listener.commands)
     assert link.plc.keepalive_at == 1005.0

@@ -43,6 +43,7 @@ from pyconpro.workers.supervisor import (
     interface_address,
     plan_children,
     resolve_local_address,
+    restart_outages,
 )
 
 from pyconpro.status_cli import request
@@ -614,3 +615,18 @@ def test_stale_socket_files_are_replaced_and_a_missing_directory_created(tmp_pat
     with running(tmp_path, text) as again:
         assert status(again)["supervisor"]["control"] == f"ipc://{base}/ctl-supervisor"
     assert not (base / "ctl-supervisor").exists()
+
+
+def test_restart_outages_say_when_each_consumers_data_stopped() -> None:
+    status = {"consumers": [
+        {"key": "a/Running", "state": "RUNNING", "last_data_s": 99.9},
+        {"key": "a/Out", "state": "WAITING", "last_data_s": 90.0,
+         "outage": {"since_s": 90.0, "cause": "session"}},
+        {"key": "a/Never", "state": "BACKOFF"},
+    ]}  # fmt: skip
+    # Killed: a running tag lost its data at the exit; one already out, at its outage's start.
+    assert restart_outages(status, 100.0, crashed=True) == {"a/Running": 100.0, "a/Out": 90.0}
+    # Stopped cleanly: the worker recorded its open outage up to its stop itself.
+    assert restart_outages(status, 100.0, crashed=False) == {"a/Running": 100.0,
+                                                            "a/Out": 100.0}
+    assert restart_outages(None, 100.0, crashed=True) == {}
