@@ -231,6 +231,12 @@ def _pub_endpoint(config: Config, name: str) -> str:
     return "tcp://127.0.0.1:0"  # a tcp control base: the worker picks a port, status tells it
 
 
+# What the supervisor's status repeats of each worker's own status reply (None until it came).
+_WORKER_STATUS_KEYS = (
+    "local_address", "udp_port", "pub", "uptime_s", "counters", "plcs", "bus_subscriptions",
+)  # fmt: skip
+
+
 def worker_security_args(security: SecurityConfig) -> tuple[str, ...]:
     """The I/O worker's flags for the pipeline's ``[security]`` (none without a key)."""
     if security.server_key is None:
@@ -1178,25 +1184,19 @@ class Supervisor:
         workers: dict[str, Any] = {}
         for name, link in self.links.items():
             st = link.status
-            entry: dict[str, Any] = {"control": link.endpoint, "age_s": None, "rates": link.rates}
+            wc = self.sup.children.get(name)
+            # The same keys whether or not the worker has answered yet (None/empty until then),
+            # so a reader never meets a missing key.
+            entry: dict[str, Any] = {
+                "control": link.endpoint,
+                "age_s": None,
+                "rates": link.rates,
+                "consumers_added": wc is not None and link.added_pid == wc.pid,
+                "consumers": [],
+                **{k: (st or {}).get(k) for k in _WORKER_STATUS_KEYS},
+            }
             if st is not None:
                 entry["age_s"] = round(now - link.status_at, 3)
-                entry.update(
-                    {
-                        k: st.get(k)
-                        for k in (
-                            "local_address",
-                            "udp_port",
-                            "pub",
-                            "uptime_s",
-                            "counters",
-                            "plcs",
-                            "bus_subscriptions",
-                        )
-                    }
-                )
-                wc = self.sup.children.get(name)
-                entry["consumers_added"] = wc is not None and link.added_pid == wc.pid
                 entry["consumers"] = [
                     {k: v for k, v in c.items() if k != "recorder"} for c in st.get("consumers", [])
                 ]
