@@ -643,6 +643,9 @@ def test_a_bad_control_request_gets_an_error_reply_and_the_supervisor_goes_on(
         assert not_msgpack["error"].startswith("bad request: ")
         assert not_msgpack["error"].endswith("send a msgpack map like {'op': 'status'}")
         not_a_map = _raw_request(sup.control_endpoint, msgpack.packb([1, 2]))
-        assert not_a_map == {"ok": False, "error": "a request is a map with 'op' (one of status,"
-                             " reload, start, stop, restart, shutdown, ping, sink_report)"}  # fmt: skip
+        assert not_a_map == {
+            "ok": False,
+            "error": "a request is a map with 'op' (one of status, reload, start, stop, restart,"
+            " shutdown, ping, sink_report)",
+        }
         assert status(sup)["ok"]
