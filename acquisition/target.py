@@ -602,9 +602,32 @@ class ProducerTarget:
         if len(self._by_triad) >= self.options.max_connections:
             raise _Reject(ExtendedStatus.OUT_OF_CONNECTIONS)
 
-    def _watchdog(self, request: cm.ForwardOpenRequest) -> tuple[int, float]:
+    def _new_connection(self, kind: ConnectionKind, request: cm.ForwardOpenRequest, to_id: int,
+                        peer_ip: str, session_id: int, now: float, *, to_size: int,
+                        tag: str | None = None, multicast: bool = False) -> TargetConnection:
+        """An accepted Forward_Open's connection: a new O->T id, the RPIs it asked for as APIs,
+        and its O->T watchdog (API x the multiplier's factor, the first period at least
+        ``initial_watchdog_s``)."""
         factor = 4 << (request.timeout_multiplier & 0x07)
-        return factor, request.ot_rpi * factor / 1e6
+        timeout = request.ot_rpi * factor / 1e6
+        return TargetConnection(
+            kind,
+            request.triad,
+            self._new_id(),
+            to_id,
+            peer_ip,
+            session_id,
+            request.ot_rpi,
+            request.to_rpi,
+            factor,
+            timeout,
+            now + max(timeout, self.options.initial_watchdog_s),
+            now,
+            request.path,
+            tag=tag,
+            multicast=multicast,
+            to_size=to_size,
+        )
 
     def _open_class3(
         self,
@@ -635,23 +658,8 @@ class ProducerTarget:
         self._check_pool()
         if request.ot_rpi == 0 or request.to_rpi == 0:
             raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
-        factor, timeout = self._watchdog(request)
-        conn = TargetConnection(
-            ConnectionKind.CLASS3,
-            request.triad,
-            self._new_id(),
-            request.to_connection_id,
-            peer_ip,
-            session_id,
-            request.ot_rpi,
-            request.to_rpi,
-            factor,
-            timeout,
-            now + max(timeout, self.options.initial_watchdog_s),
-            now,
-            request.path,
-            to_size=to.size,
-        )
+        conn = self._new_connection(ConnectionKind.CLASS3, request, request.to_connection_id,
+                                    peer_ip, session_id, now, to_size=to.size)
         self._add(conn)
         return conn, ()
 
@@ -698,25 +706,8 @@ class ProducerTarget:
         self._check_pool()
         self._check_rpi(request, tag, name, multicast)
 
-        factor, timeout = self._watchdog(request)
-        conn = TargetConnection(
-            ConnectionKind.CLASS1,
-            request.triad,
-            self._new_id(),
-            0,
-            peer_ip,
-            session_id,
-            request.ot_rpi,
-            request.to_rpi,
-            factor,
-            timeout,
-            now + max(timeout, opt.initial_watchdog_s),
-            now,
-            request.path,
-            tag=name,
-            multicast=multicast,
-            to_size=to.size,
-        )
+        conn = self._new_connection(ConnectionKind.CLASS1, request, 0, peer_ip, session_id, now,
+                                    to_size=to.size, tag=name, multicast=multicast)
         items: list[cpf.Item] = []
         if opt.reply_ot_sockaddr:
             items.append(

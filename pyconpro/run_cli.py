@@ -13,7 +13,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Kept here (not imported from workers.supervisor) so `pyconpro --help` stays fast.
+    # Here, not in workers.supervisor (which uses these), so `pyconpro --help` stays fast.
     parser.add_argument(
         "config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)"
     )

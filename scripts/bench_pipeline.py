@@ -187,11 +187,11 @@ def proc_mem_kb(pid: int) -> dict[str, int]:
 
 @dataclass
 class Child:
-    """A subprocess in its own process group, with stderr in a temporary log file."""
+    """A subprocess in its own process group, with stderr in a temporary log file
+    (``process.spawn_with_log``)."""
 
     name: str
     proc: process.Child
-    log_path: Path
 
     @property
     def pid(self) -> int:
@@ -202,17 +202,12 @@ class Child:
         return self.proc.first_line
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+        return self.proc.stderr_text()[-chars:]
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (graceful: the worker Forward_Closes), then SIGKILL; by PID only."""
-        code = self.proc.stop(timeout)
-        with contextlib.suppress(FileNotFoundError):
-            self.log_path.unlink()
-        return code
+        """SIGTERM (graceful: the worker Forward_Closes), then SIGKILL; by PID only; the log
+        is deleted."""
+        return self.proc.close(timeout)
 
 
 def _any_line(line: str) -> dict[str, Any] | None:
@@ -222,23 +217,16 @@ def _any_line(line: str) -> dict[str, Any] | None:
 def spawn(name: str, cmd: Sequence[str], timeout: float) -> Child:
     """Start ``cmd`` and return once it printed its first stdout line (its ready line); a
     child that does not is killed (also on an interrupt while waiting)."""
-    fd, log_name = tempfile.mkstemp(prefix=f"pyconpro-bench-{name}-", suffix=".log")
-    os.close(fd)
-    log_path = Path(log_name)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     try:
         # Own process group: a terminal's Ctrl-C reaches only this script, which then stops
         # the children in order (worker first, so its Forward_Close still finds the simulator).
-        proc = process.spawn(
-            cmd, ready=_any_line, stderr=log_path, cwd=ROOT, env=env, ready_timeout_s=timeout
-        )
-    except BaseException as err:
-        log_path.unlink(missing_ok=True)  # its last lines are in the SpawnError
-        if isinstance(err, process.SpawnError):
-            raise BenchError(f"{name} did not start: {err}") from None
-        raise
-    return Child(name, proc, log_path)
+        proc = process.spawn_with_log(
+            cmd, log_prefix=f"pyconpro-bench-{name}-", ready=_any_line, cwd=ROOT,
+            env=process.source_env(ROOT), ready_timeout_s=timeout,
+        )  # fmt: skip
+    except process.SpawnError as err:  # its last lines are in the SpawnError
+        raise BenchError(f"{name} did not start: {err}") from None
+    return Child(name, proc)
 
 
 class Processes:

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
+from typing import TypeVar
 
 from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.target import ProducerTarget
@@ -39,39 +40,33 @@ from pyconpro.simulator.server import ServerConfig, SimulatorServer
 log = logging.getLogger("pyconpro.sim")
 
 
-def _code(choices: tuple[int, ...]) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _checked(convert: Callable[[str], _N], accept: Callable[[_N], bool],
+             hint: str) -> Callable[[str], _N]:
+    """An argparse ``type``: ``convert`` the text, refuse it unless ``accept``; the error
+    quotes the text and says ``hint``."""
+
+    def parse(text: str) -> _N:
         try:
-            value = int(text, 0)
+            value = convert(text)
+            if accept(value):
+                return value
         except ValueError:
-            value = -1
-        if value not in choices:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: choose one of {', '.join(f'0x{c:04X}' for c in choices)}"
-            )
-        return value
+            pass
+        raise argparse.ArgumentTypeError(f"{text!r}: {hint}")
 
     return parse
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a probability between 0 and 1")
-    return value
+def _code(choices: tuple[int, ...]) -> Callable[[str], int]:
+    return _checked(lambda text: int(text, 0), choices.__contains__,
+                    f"choose one of {', '.join(f'0x{c:04X}' for c in choices)}")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a port 0..65535 (0 = any free port)")
-    return value
+_rate = _checked(float, lambda v: 0.0 <= v <= 1.0, "give a probability between 0 and 1")
+_port = _checked(int, lambda v: 0 <= v <= 65535, "give a port 0..65535 (0 = any free port)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@
         sim.control.faults(drop=0.5)                 # SimulatorControl
         sim.control.connections()
     # stopped (SIGTERM, then SIGKILL after a grace period); logs in sim.log_text()
-    # (started and stopped by pyconpro.workers.process: own process group, parent-death signal)
+    # (started and stopped by pyconpro.workers.process.spawn_with_log: own process group,
+    # parent-death signal, the log a temporary file deleted at the close)
 
 Ports default to 0 so concurrent test runs never collide; the simulator reports the ports it
 got on its READY line. Logs (stderr) go to a temporary file, so a chatty simulator can never
@@ -20,7 +21,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +28,7 @@ from typing import Self
 
 from pyconpro.acquisition import cip, cm, cpf, encap
 from pyconpro.simulator.control import SimulatorControl
-from pyconpro.workers.process import Child, SpawnError, regex_ready, spawn
+from pyconpro.workers.process import Child, SpawnError, regex_ready, source_env, spawn_with_log
 
 _READY = re.compile(
     r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)"
@@ -44,10 +44,9 @@ class SimulatorError(RuntimeError):
 class SimulatorProcess:
     """A running simulator subprocess (see the module docstring)."""
 
-    def __init__(self, proc: Child, log_path: Path, address: str,
-                 tcp_port: int, udp_port: int, control_address: tuple[str, int]) -> None:
-        self.proc = proc
-        self.log_path = log_path
+    def __init__(self, proc: Child, address: str, tcp_port: int, udp_port: int,
+                 control_address: tuple[str, int]) -> None:
+        self.proc = proc  # from spawn_with_log: its stderr is the log, deleted by close()
         self.address = address
         self.tcp_port = tcp_port
         self.udp_port = udp_port
@@ -59,10 +58,7 @@ class SimulatorProcess:
         return self.proc.pid
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.proc.stderr_text()
 
     def alive(self) -> bool:
         return self.proc.alive()
@@ -76,11 +72,9 @@ class SimulatorProcess:
         return self.proc.stop(timeout)
 
     def close(self) -> None:
+        """``stop`` and delete the log."""
         self.stop()
-        try:
-            self.log_path.unlink()
-        except FileNotFoundError:
-            pass
+        self.proc.close()
 
     def __enter__(self) -> Self:
         return self
@@ -131,9 +125,6 @@ def start_simulator(
 ) -> SimulatorProcess:
     """Start ``python -m pyconpro.simulator`` and return once its READY line is out and its control
     channel answers. Raises SimulatorError (with the log) when it does not come up."""
-    fd, log_name = tempfile.mkstemp(prefix="pyconpro-sim-", suffix=".log")
-    os.close(fd)
-    log_path = Path(log_name)
     cmd = simulator_command(
         address,
         tcp_port=tcp_port,
@@ -142,33 +133,20 @@ def start_simulator(
         extra_args=extra_args,
         identity_delay=identity_delay,
     )
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        proc = spawn(
-            cmd,
-            ready=regex_ready(_READY),
-            stderr=log_path,
-            cwd=_ROOT,
-            env=env,
-            ready_timeout_s=timeout,
-        )
+        proc = spawn_with_log(cmd, log_prefix="pyconpro-sim-", ready=regex_ready(_READY),
+                              cwd=_ROOT, env=source_env(_ROOT), ready_timeout_s=timeout)
     except SpawnError as err:
-        log_path.unlink(missing_ok=True)
         raise SimulatorError(f"simulator did not report READY within {timeout:g}s: {err}") from None
-    except BaseException:
-        log_path.unlink(missing_ok=True)
-        raise
     m = proc.ready
     try:
         if not m.get("cport"):
             raise SimulatorError(f"simulator READY line names no control port: {proc.first_line!r}")
         sim = SimulatorProcess(
-            proc, log_path, m["addr"], int(m["tcp"]), int(m["udp"]), (m["chost"], int(m["cport"]))
+            proc, m["addr"], int(m["tcp"]), int(m["udp"]), (m["chost"], int(m["cport"]))
         )
     except BaseException:
-        proc.kill()
-        log_path.unlink(missing_ok=True)
+        proc.close(0)
         raise
     try:
         sim.control.ping()

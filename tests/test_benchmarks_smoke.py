@@ -9,7 +9,6 @@ chosen by the OS and the scripts stop every process they start.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pyconpro.workers.process import source_env, spawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -26,10 +26,9 @@ SCRIPTS = ROOT / "scripts"
 
 
 def run_script(name: str, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=env, check=False)
+                          text=True, timeout=timeout, cwd=ROOT, env=source_env(ROOT),
+                          check=False)  # fmt: skip
 
 
 def processes_using(address: str) -> list[str]:
@@ -96,9 +95,7 @@ def test_bench_memory_prints_its_tables() -> None:
 
 @pytest.mark.parametrize("delay", [0.0, 2.5], ids=["while-starting", "while-measuring"])
 def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             sys.executable,
             str(SCRIPTS / "bench_pipeline.py"),
@@ -113,22 +110,19 @@ def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         cwd=ROOT,
-        env=env,
+        env=source_env(ROOT),
     )
     try:
         deadline = time.monotonic() + 30
         while len(processes_using("127.83.53.")) < 2:  # simulator and worker are up
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate(timeout=5)
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate(5)
             time.sleep(0.05)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=5)
+        proc.kill()  # when it is still running; reaps it and closes the pipes
     assert proc.returncode == 130, out + err
     assert "interrupted" in err
     assert processes_using("127.83.53.") == []

@@ -13,6 +13,9 @@ def test_detects_a_thread_a_process_and_a_socket() -> None:
     stop = threading.Event()
     t = threading.Thread(target=stop.wait, name="leaky-thread")
     t.start()
+    # A bare Popen on purpose, not workers/process.spawn: the detector must find any child
+    # this process has, however it was started (the helper's exec wrapper, process group and
+    # parent-death signal are not what is tested here).
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:

@@ -89,6 +89,7 @@ from pyconpro.acquisition.session import (
     SessionReady,
     Transmit,
 )
+from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 
 log = logging.getLogger("pyconpro.io_worker")
@@ -1043,28 +1044,19 @@ class IoWorker:
     # ================================================================== control socket
 
     def _on_control(self, now: float) -> None:
-        for _ in range(100):
-            try:
-                frames = self.control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                continue
-            envelope, body = frames[:-1], frames[-1]
-            reply: control.Reply
-            try:
-                reply = self._control_request(body, now)
-            except PyconproError as exc:
-                self.counters["control_errors"] += 1
-                reply = control.ErrorReply(str(exc))
-            except Exception as exc:  # a bad request must never kill the worker
-                self.counters["control_errors"] += 1
-                log.exception("control request failed")
-                reply = control.ErrorReply(f"internal error: {exc!r}")
-            try:
-                self.control.send_multipart([*envelope, control.encode_reply(reply)], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+        answer_waiting(self.control,
+                       lambda body: control.encode_reply(self._control_reply(body, now)))
+
+    def _control_reply(self, body: bytes, now: float) -> control.Reply:
+        try:
+            return self._control_request(body, now)
+        except PyconproError as exc:
+            self.counters["control_errors"] += 1
+            return control.ErrorReply(str(exc))
+        except Exception as exc:  # a bad request must never kill the worker
+            self.counters["control_errors"] += 1
+            log.exception("control request failed")
+            return control.ErrorReply(f"internal error: {exc!r}")
 
     def _control_request(self, body: bytes, now: float) -> control.Reply:
         req = control.decode_request(body)

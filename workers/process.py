@@ -14,10 +14,18 @@ test helper, the benchmarks and the tests all start their children here.
     with spawn(argv, ready=json_ready) as child:   # stopped on the way out
         ...
 
+    child = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = child.communicate(30)   # wait for the exit; what it printed, as text
+
+    child = spawn_with_log(argv, log_prefix="pyconpro-sim-", ready=..., env=source_env(root))
+    child.stderr_text()         # its log so far (a temporary file the child owns)
+    child.close()               # stop it and delete the log
+
 Ready lines kept as the children print them today: the I/O worker prints one JSON object with
 ``"ready": true`` (``json_ready``), the simulator a ``READY tcp=... udp=...`` text line
-(``regex_ready``). Only the first line counts; it is read one byte at a time so nothing after it
-is consumed.
+(``regex_ready``). Only the first line counts (``ready_lines`` allows a few lines before it, for
+a program that warns first, such as tshark running as root); lines are read one byte at a time
+so nothing after the ready line is consumed.
 
 Why the parent-death signal is set by a tiny exec wrapper rather than ``preexec_fn``: Python
 code between fork and exec may deadlock when the parent has other threads (the API's dispatcher,
@@ -43,6 +51,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -58,7 +67,9 @@ __all__ = [
     "describe_status",
     "json_ready",
     "regex_ready",
+    "source_env",
     "spawn",
+    "spawn_with_log",
     "stop",
 ]
 
@@ -72,8 +83,9 @@ _TAIL_LINES = 20
 ReadyParser = Callable[[str], Mapping[str, Any] | None]
 
 # Where a child's stdout/stderr go: what Popen accepts (None: inherit, subprocess.DEVNULL, a file
-# descriptor or a file object), or a path: the file is opened for appending, and its last lines
-# are quoted when the child fails to start.
+# descriptor or a file object; subprocess.PIPE, read with Child.communicate; for stderr,
+# subprocess.STDOUT), or a path: the file is opened for appending, and its last lines are quoted
+# when the child fails to start.
 Stream = int | IO[Any] | str | os.PathLike[str] | None
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -150,8 +162,9 @@ class Child:
         self.proc = proc
         self.argv = list(argv)
         self.stderr_path = stderr_path
+        self.owns_stderr_file = False  # spawn_with_log made it: close() deletes it
         self.ready: dict[str, Any] = {}
-        self.first_line = ""
+        self.first_line = ""  # the first stdout line (the ready line, or what came instead)
 
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else describe_status(self.returncode)
@@ -187,8 +200,16 @@ class Child:
             return False
         return self.proc.returncode is None
 
+    def communicate(self, timeout_s: float | None = None) -> tuple[str, str]:
+        """Wait for the exit; what it wrote to its stdout and stderr pipes (spawned with
+        ``subprocess.PIPE``; after a ready line, the rest of stdout), decoded; "" for a stream
+        that is not a pipe. ``subprocess.TimeoutExpired`` when it outlives ``timeout_s``: it
+        keeps running (``stop`` or ``kill`` it), and a later call reads on."""
+        out, err = self.proc.communicate(timeout=timeout_s)
+        return _text(out), _text(err)
+
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> int:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; reap; close our end of its stdout.
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; reap; close our end of its pipes.
         Idempotent; returns the exit status."""
         if self.proc.poll() is None and timeout_s > 0:
             self.send_signal(signal.SIGTERM)
@@ -197,36 +218,84 @@ class Child:
         return self.kill()
 
     def kill(self) -> int:
-        """SIGKILL (if still running) and reap; close our end of its stdout; the exit status."""
+        """SIGKILL (if still running) and reap; close our end of its pipes; the exit status."""
         if self.proc.poll() is None:
             self.send_signal(signal.SIGKILL)
             self.proc.wait(_REAP_AFTER_KILL_S)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
         assert self.proc.returncode is not None
         return self.proc.returncode
 
-    def stderr_tail(self, lines: int = _TAIL_LINES) -> str:
-        """The last ``lines`` lines of its stderr when it goes to a file (else "")."""
+    def close(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> int:
+        """``stop``, then delete its stderr file if ``spawn_with_log`` made it; the exit status."""
+        try:
+            return self.stop(timeout_s)
+        finally:
+            if self.owns_stderr_file and self.stderr_path is not None:
+                self.stderr_path.unlink(missing_ok=True)
+
+    def stderr_text(self) -> str:
+        """Everything in its stderr file so far ("" when stderr is not a file we know)."""
         if self.stderr_path is None:
             return ""
         try:
-            text = self.stderr_path.read_text(errors="replace")
+            return self.stderr_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def stderr_tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last ``lines`` lines of its stderr when it goes to a file (else "")."""
+        return "\n".join(self.stderr_text().splitlines()[-lines:])
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop()
+        self.close()
 
 
 def stop(child: Child, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> int:
     """``child.stop(timeout_s)``: SIGTERM, wait, SIGKILL, reap; the exit status."""
     return child.stop(timeout_s)
+
+
+def source_env(root: str | os.PathLike[str]) -> dict[str, str]:
+    """This process's environment for a Python child that runs the code of the checkout at
+    ``root``: ``root`` first on PYTHONPATH, and PYTHONUNBUFFERED=1 so each line it logs is in
+    its log file as soon as it is written."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.fspath(root), env.get("PYTHONPATH", ""))
+                                        if p)
+    return env
+
+
+def spawn_with_log(
+    argv: Sequence[str],
+    *,
+    log_prefix: str,
+    ready: ReadyParser | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+) -> Child:
+    """``spawn`` with stderr in a new temporary file (``<log_prefix>XXXXXXXX.log`` in the
+    temporary directory) that the child owns: ``Child.stderr_text`` reads it, ``Child.close``
+    (and ``with``) stops the child and deletes it. A child that does not start leaves no file
+    behind (a ``SpawnError`` quotes its last lines)."""
+    fd, name = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
+    os.close(fd)
+    log = Path(name)
+    try:
+        child = spawn(argv, ready=ready, env=env, cwd=cwd, stderr=log,
+                      ready_timeout_s=ready_timeout_s)
+    except BaseException:
+        log.unlink(missing_ok=True)
+        raise
+    child.owns_stderr_file = True
+    return child
 
 
 def spawn(
@@ -240,6 +309,7 @@ def spawn(
     parent_death_signal: bool | int = True,
     process_group: bool = True,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+    ready_lines: int = 1,
 ) -> Child:
     """Start ``argv`` (stdin from /dev/null) and return its ``Child``.
 
@@ -248,7 +318,10 @@ def spawn(
     Linux sends the child when the spawning thread ends (True: SIGTERM, so it can still close
     gracefully; False: none). ``ready``: wait up to ``ready_timeout_s`` for the first stdout
     line and parse it (stdout is then a pipe); ``SpawnError`` when the child exits first,
-    prints something else, or stays silent. ``stdout`` / ``stderr``: see ``Stream``.
+    prints something else, or stays silent. ``ready_lines``: the ready line may be any of the
+    first that many lines (a program that warns before it is ready; with
+    ``stderr=subprocess.STDOUT`` for one that says it is ready on stderr).
+    ``stdout`` / ``stderr``: see ``Stream``.
     OSError (as from Popen) when the program cannot be found or run.
     """
     argv = [os.fspath(a) for a in argv]
@@ -256,6 +329,8 @@ def spawn(
         raise ValueError("spawn needs a command")
     if ready is not None and stdout is not None:
         raise ValueError("with ready=..., stdout is the pipe the ready line is read from")
+    if ready_lines < 1:
+        raise ValueError(f"ready_lines must be at least 1, not {ready_lines}")
     sig = int(signal.SIGTERM) if parent_death_signal is True else int(parent_death_signal)
     cmd = argv
     if sig and sys.platform.startswith("linux"):
@@ -272,38 +347,38 @@ def spawn(
     if ready is None:
         return child
     try:
-        _await_ready(child, ready, ready_timeout_s)
+        _await_ready(child, ready, ready_timeout_s, ready_lines,
+                     merged=stderr == subprocess.STDOUT)
     except BaseException:
         child.kill()  # a SpawnError, or an interrupt while waiting: never leave it behind
         raise
     return child
 
 
-def _await_ready(child: Child, parse: ReadyParser, timeout_s: float) -> None:
+def _await_ready(child: Child, parse: ReadyParser, timeout_s: float, max_lines: int, *,
+                 merged: bool) -> None:
     stdout = child.proc.stdout
     assert stdout is not None
-    line, eof = b"", False
+    lines: list[str] = []
+    eof = False
     deadline = time.monotonic() + timeout_s
     with selectors.DefaultSelector() as sel:
         sel.register(stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                break
-            chunk = os.read(stdout.fileno(), 1)  # one byte: never read past the line
-            if not chunk:
-                eof = True
-                break
-            line += chunk
-    text = line.decode(errors="replace").strip()
-    child.first_line = text
-    info = parse(text) if line.endswith(b"\n") else None
-    if info is not None:
-        child.ready = dict(info)
-        return
+        while len(lines) < max_lines:
+            line, eof = _read_line(stdout.fileno(), sel, deadline)
+            if line:
+                lines.append(line.decode(errors="replace").strip())
+                child.first_line = lines[0]
+            if not line.endswith(b"\n"):
+                break  # EOF or the deadline, before a whole line
+            info = parse(lines[-1])
+            if info is not None:
+                child.ready = dict(info)
+                return
     if eof:  # it closed stdout: normally it exited; give it a moment to be reaped
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(min(2.0, max(0.1, deadline - time.monotonic())))
+    text = "\n".join(lines)
     code = child.poll()
     if code is not None:
         why = f"exited ({describe_status(code)}) before it was ready"
@@ -317,10 +392,32 @@ def _await_ready(child: Child, parse: ReadyParser, timeout_s: float) -> None:
         where = f"last lines of its stderr ({child.stderr_path}):\n{tail}"
     elif child.stderr_path is not None:
         where = f"its stderr ({child.stderr_path}) is empty"
+    elif merged:
+        where = "its stderr went to the same pipe as its stdout"
     else:
         where = "its stderr did not go to a file (see this process's stderr or its log)"
     raise SpawnError(f"{' '.join(child.argv)}\n  (pid {child.pid}) {why}; {where}",
-                     argv=child.argv, returncode=code, first_line=text, stderr_tail=tail)
+                     argv=child.argv, returncode=code, first_line=child.first_line,
+                     stderr_tail=tail)
+
+
+def _read_line(fd: int, sel: selectors.BaseSelector, deadline: float) -> tuple[bytes, bool]:
+    """One line (with its newline), or less at the deadline or EOF; and whether EOF came. One
+    byte at a time: never read past the line."""
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not sel.select(left):
+            return line, False
+        chunk = os.read(fd, 1)
+        if not chunk:
+            return line, True
+        line += chunk
+    return line, False
+
+
+def _text(data: bytes | None) -> str:
+    return "" if data is None else data.decode(errors="replace")
 
 
 def _as_path(stream: Stream) -> Path | None:

@@ -91,11 +91,13 @@ from pyconpro.acquisition.supervision import (
     Transition,
 )
 from pyconpro.acquisition.wire import Event, decode
+from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
 from pyconpro.workers.process import Child, spawn
 
 from pyconpro.config_file import load_config
+from pyconpro.run_cli import add_arguments  # `pyconpro run` takes the same arguments
 
 __all__ = [
     "ChildSpec",
@@ -1087,28 +1089,17 @@ class Supervisor:
 
     def _on_control(self, now: float) -> None:
         assert self.control is not None
-        for _ in range(100):
-            try:
-                frames = self.control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if len(frames) < 2:
-                continue
-            envelope, body = frames[:-1], frames[-1]
-            try:
-                req = msgpack.unpackb(body, raw=False)
-                reply = self._control_request(req, now)
-            except Exception as exc:  # a bad request must never stop the supervisor
-                if not isinstance(exc, (ValueError, msgpack.UnpackException)):
-                    log.exception("control request failed")
-                reply = {"ok": False, "error": f"bad request: {exc}; send a msgpack map like "
-                         "{'op': 'status'}"}  # fmt: skip
-            try:
-                self.control.send_multipart(
-                    [*envelope, msgpack.packb(reply, use_bin_type=True, default=str)], zmq.NOBLOCK
-                )
-            except zmq.ZMQError:
-                pass
+        answer_waiting(self.control, lambda body: msgpack.packb(
+            self._control_reply(body, now), use_bin_type=True, default=str))
+
+    def _control_reply(self, body: bytes, now: float) -> dict[str, Any]:
+        try:
+            return self._control_request(msgpack.unpackb(body, raw=False), now)
+        except Exception as exc:  # a bad request must never stop the supervisor
+            if not isinstance(exc, (ValueError, msgpack.UnpackException)):
+                log.exception("control request failed")
+            return {"ok": False, "error": f"bad request: {exc}; send a msgpack map like "
+                    "{'op': 'status'}"}  # fmt: skip
 
     def _control_request(self, req: Any, now: float) -> dict[str, Any]:
         ops = "status, reload, start, stop, restart, shutdown, ping, sink_report"
@@ -1506,17 +1497,6 @@ def build_parser(prog: str = "python -m pyconpro.workers.supervisor") -> argpars
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_arguments(p)
     return p
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "config", metavar="CONFIG", help="pipeline TOML file (docs/configuration.md)"
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        help="override [logging].level",
-    )
 
 
 def main(

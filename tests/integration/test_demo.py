@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pyconpro.workers.process import regex_ready, spawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -100,22 +102,20 @@ def test_the_written_config_runs_after_the_demo(tmp_path: Path) -> None:
     assert not any(p.is_socket() for p in base.parent.iterdir())  # removed at the stop
     from pyconpro.status_cli import request
 
-    run = subprocess.Popen(
+    run = spawn(
         [sys.executable, "-m", "pyconpro.cli", "run", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
     )  # fmt: skip
     try:
         st = request(f"ipc://{base}-supervisor", {"op": "status"}, 10.0)
-        assert st is not None and st["ok"], run.stderr
+        assert st is not None and st["ok"], run.proc.stderr
         assert st["supervisor"]["pid"] == run.pid
     finally:
-        run.send_signal(2)
+        run.send_signal(signal.SIGINT)
         try:
             assert run.wait(30) == 0
         finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait(10)
+            run.kill()  # when it is still running; reaps it and closes the pipe
 
 
 def test_a_long_directory_gets_a_short_socket_path(tmp_path: Path) -> None:
@@ -133,22 +133,19 @@ def test_a_long_directory_gets_a_short_socket_path(tmp_path: Path) -> None:
 def test_ctrl_c_before_the_first_sample_exits_130(tmp_path: Path) -> None:
     sim, local = _addresses()
     out_dir = tmp_path / "demo"
-    proc = subprocess.Popen(
+    # Any first line: the demo is under way (the assertion below says which line it must be).
+    proc = spawn(
         [sys.executable, "-u", "-m", "pyconpro.cli", "demo", "--duration", "5", "--dir",
          str(out_dir), "--sim-address", sim, "--local-address", local],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-        cwd=tmp_path,
+        ready=regex_ready(r"^"), stderr=subprocess.STDOUT, cwd=tmp_path, ready_timeout_s=60,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # the demo is under way: interrupt it now
+        first = proc.first_line  # the demo is under way: interrupt it now
         assert "[1/3]" in first, first
-        proc.send_signal(2)
-        out, _ = proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        proc.kill()  # when it is still running; reaps it and closes the pipe
     assert proc.returncode == 130, first + out
     assert "interrupted before the first sample" in out
     assert "no samples were written" not in out and "read " not in out

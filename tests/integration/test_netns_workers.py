@@ -17,18 +17,16 @@ The bus and control sockets are ipc:// (shared across network namespaces).
 from __future__ import annotations
 
 import os
-import re
-import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pyconpro.workers.process import Child, SpawnError, regex_ready, source_env, spawn_with_log
 
 from tests.support.requirements import skip_or_fail
 from tests.workers.worker_process import WorkerProcess, start_worker
@@ -36,7 +34,7 @@ from tests.workers.worker_process import WorkerProcess, start_worker
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(120)]
 
 _ROOT = Path(__file__).resolve().parent.parent.parent
-_READY = re.compile(rb"READY tcp=([\d.]+):(\d+) udp=[\d.]+:(\d+)")
+_READY = regex_ready(r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)")
 GROUP = "239.192.1.32"
 
 
@@ -93,16 +91,15 @@ def net() -> Iterator[Net]:
 
 @dataclass
 class Sim:
-    proc: subprocess.Popen[bytes]
+    proc: Child  # from spawn_with_log: its stderr is the log, deleted by close()
     address: str
     tcp_port: int
     udp_port: int
-    log: Path
 
 
 def start_sim_in(ns: str, address: str, seed: int) -> Sim:
-    fd, log_name = tempfile.mkstemp(prefix="pyconpro-netns-sim-", suffix=".log")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(_ROOT))
+    """The simulator in network namespace ``ns`` (no control channel: the test process is not
+    in that namespace, so ``simulator.testing.start_simulator`` cannot ping it)."""
     cmd = [
         "ip",
         "netns",
@@ -122,45 +119,16 @@ def start_sim_in(ns: str, address: str, seed: int) -> Sim:
         str(seed),
     ]
     try:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=fd, stdin=subprocess.DEVNULL, cwd=_ROOT, env=env
-        )
-    finally:
-        os.close(fd)
-    assert proc.stdout is not None
-    line = b""
-    deadline = time.monotonic() + 15
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            if not sel.select(deadline - time.monotonic()):
-                break
-            chunk = os.read(proc.stdout.fileno(), 1)
-            if not chunk:
-                break
-            line += chunk
-    m = _READY.search(line)
-    if m is None:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError(
-            f"simulator in {ns} did not start: {line!r}\n"
-            + Path(log_name).read_text(errors="replace")
-        )
-    return Sim(proc, m.group(1).decode(), int(m.group(2)), int(m.group(3)), Path(log_name))
+        proc = spawn_with_log(cmd, log_prefix="pyconpro-netns-sim-", ready=_READY, cwd=_ROOT,
+                              env=source_env(_ROOT), ready_timeout_s=15)
+    except SpawnError as err:
+        raise AssertionError(f"simulator in {ns} did not start: {err}") from None
+    m = proc.ready
+    return Sim(proc, m["addr"], int(m["tcp"]), int(m["udp"]))
 
 
 def stop_sim(sim: Sim) -> None:
-    if sim.proc.poll() is None:
-        sim.proc.terminate()
-        try:
-            sim.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.proc.kill()
-            sim.proc.wait(10)
-    if sim.proc.stdout is not None:
-        sim.proc.stdout.close()
-    sim.log.unlink(missing_ok=True)
+    sim.proc.close(10)
 
 
 def consumers_for(sim: Sim, plc: str) -> list[str]:

@@ -28,8 +28,10 @@ from typing import Any
 import pytest
 import zmq
 from pyconpro.acquisition import wire
+from pyconpro.workers.process import spawn
 
 from pyconpro.status_cli import request
+from tests.support.leaks import alive
 from tests.support.wait import wait_for
 
 simulator_testing = pytest.importorskip("pyconpro.simulator.testing")
@@ -147,11 +149,9 @@ class Run:
         self.log = plant.tmp / "run.log"
         self.control = f"ipc://{plant.tmp}/ctl-supervisor"
         self.db = plant.tmp / "out.sqlite3"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pyconpro.cli", "run", str(self.config)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO,
-            )  # fmt: skip
+        self.log.write_bytes(b"")  # a fresh log per run (spawn appends)
+        self.proc = spawn([sys.executable, "-m", "pyconpro.cli", "run", str(self.config)],
+                          stdout=self.log, stderr=self.log, cwd=REPO)  # fmt: skip
         self.child_pids: set[int] = set()
 
     def status(self) -> dict[str, Any]:
@@ -185,24 +185,16 @@ class Run:
             con.close()
 
     def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGTERM)  # when it is still running
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(10)
             raise AssertionError(f"pyconpro run did not stop; log:\n{self.log_text()}") from None
 
     def assert_children_gone(self) -> None:
         def gone() -> bool:
-            for pid in self.child_pids:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    continue
-                return False
-            return True
+            return not any(alive(pid) for pid in self.child_pids)
 
         wait_for(gone, "every child process to be gone", 10.0)
 
@@ -218,9 +210,7 @@ def run_factory(plant: Plant) -> Iterator[Callable[..., Run]]:
 
     yield start
     for r in runs:
-        if r.proc.poll() is None:
-            r.proc.kill()
-            r.proc.wait(10)
+        r.proc.kill()  # when it is still running; reaps it
 
 
 EXPECTED = {("line1", "Counter"), ("line1", "Array10"), ("line2", "Counter"), ("line2", "wave")}
@@ -511,11 +501,8 @@ local_address = "{local}"
   name = "Counter"
 """)
         log = tmp_path / "run.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pyconpro.cli", "run", str(config)],
-                stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO,
-            )  # fmt: skip
+        proc = spawn([sys.executable, "-m", "pyconpro.cli", "run", str(config)],
+                     stdout=log, stderr=log, cwd=REPO)  # fmt: skip
         try:
             control = f"ipc://{tmp_path}/ctl-supervisor"
 
@@ -538,7 +525,5 @@ local_address = "{local}"
             try:
                 assert proc.wait(20) == 0
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+                proc.kill()  # when it is still running; reaps it
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_socket()) == []

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pytest
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
+from pyconpro.workers.process import regex_ready, spawn
 
 from pyconpro import CommError, Connection, ConsumerHint, DatasizeError, TagSample
+from tests.support.leaks import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_TAGS = ROOT / "examples" / "sim-seed-tags.toml"
@@ -162,30 +164,17 @@ threading.Event().wait(60)
 
 
 def test_the_worker_stops_and_closes_when_the_user_process_dies(sim: SimulatorProcess) -> None:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, sim.address], stdout=subprocess.PIPE,
-                             text=True, env=dict(os.environ))
+    # its first line is the worker's pid, once a sample arrived
+    child = spawn([sys.executable, "-c", CHILD, sim.address],
+                  ready=regex_ready(r"^(?P<worker>\d+)$"), ready_timeout_s=60)
     try:
-        assert child.stdout is not None
-        worker_pid = int(child.stdout.readline())
+        worker_pid = int(child.ready["worker"])
         assert len(sim.control.connections()) == 1
         child.kill()  # no Close(), no atexit: only the parent-death signal is left
-        child.wait(WAIT)
         deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and _alive(worker_pid):
+        while time.monotonic() < deadline and alive(worker_pid):
             time.sleep(0.05)
-        assert not _alive(worker_pid)
+        assert not alive(worker_pid)
         assert sim.control.connections() == []  # it sent Forward_Close on its way out
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(WAIT)
-        if child.stdout is not None:
-            child.stdout.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        child.kill()  # when it is still running; reaps it and closes the pipe

@@ -7,19 +7,16 @@ dissects by port without decode-as; the consumer uses its own loopback address (
 and UDP 2222), so a concurrent run of other tests cannot collide with it. ``dumpcap`` records
 ``lo`` with a capture filter on that /24.
 
-``tests/support/tshark.py`` has no capture helper yet, so ``Capture`` below is a small local
-one (start dumpcap, wait until it captures, stop once a sentinel datagram is in the file).
+``Capture`` below starts dumpcap (``tests/support/tshark.start_capture``: it returns once dumpcap
+captures) and stops it once a sentinel datagram is in the file.
 """
 
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,25 +71,9 @@ class Capture:
         if exe is None:
             skip_or_fail("capture", "dumpcap is not installed (apt-get install tshark)")
         self.path = path
-        self.proc = subprocess.Popen(
-            [exe, "-q", "-P", "-i", "lo", "-f", capture_filter, "-w", str(path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        self.proc = ts.start_capture(
+            [exe, "-q", "-P", "-i", "lo", "-f", capture_filter, "-w", str(path)], 15
         )
-        assert self.proc.stderr is not None
-        seen = b""
-        deadline = time.monotonic() + 15
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
-            while b"Capturing on" not in seen:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    self.stop()
-                    pytest.fail(f"dumpcap did not start capturing: {seen.decode(errors='replace')}")
-                chunk = os.read(self.proc.stderr.fileno(), 4096)
-                if not chunk:
-                    self.stop()
-                    pytest.fail(f"dumpcap exited: {seen.decode(errors='replace')}")
-                seen += chunk
 
     def sync(self, marker: bytes, to: tuple[str, int], source: str) -> None:
         """Send ``marker`` datagrams until one is in the file: dumpcap announces itself before
@@ -115,15 +96,7 @@ class Capture:
             return False  # dumpcap is in the middle of writing a record
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self.proc.stop(10)
 
 
 @pytest.fixture(scope="module")

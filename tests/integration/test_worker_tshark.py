@@ -11,9 +11,7 @@ T->O sockaddr item).
 from __future__ import annotations
 
 import os
-import selectors
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 from pyconpro.acquisition import wire
 from pyconpro.simulator.testing import start_simulator
+from pyconpro.workers.process import Child
 
 from tests.support import tshark
 from tests.support.requirements import skip_or_fail
@@ -32,34 +31,14 @@ SIM = "127.61.9.2"
 WORKER = "127.61.9.1"
 
 
-def _start_capture(path: Path, host: str) -> subprocess.Popen[bytes]:
+def _start_capture(path: Path, host: str) -> Child:
     if os.geteuid() != 0:
         skip_or_fail(
             "capture", "capturing on the loopback interface needs root (or dumpcap capabilities)"
         )
-    proc = subprocess.Popen(
-        [tshark.require_tshark(), "-n", "-i", "lo", "-f", f"host {host}", "-w", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+    return tshark.start_capture(
+        [tshark.require_tshark(), "-n", "-i", "lo", "-f", f"host {host}", "-w", str(path)], 20
     )
-    assert proc.stderr is not None
-    seen = b""
-    deadline = time.monotonic() + 20
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        while b"Capturing on" not in seen and time.monotonic() < deadline:
-            if not sel.select(deadline - time.monotonic()):
-                break
-            chunk = os.read(proc.stderr.fileno(), 256)
-            if not chunk:
-                break
-            seen += chunk
-    if b"Capturing on" not in seen:
-        proc.kill()
-        proc.wait(5)
-        pytest.fail(f"tshark did not start capturing: {seen.decode(errors='replace')}")
-    return proc
 
 
 def _wait_for_marker(path: Path, host: str, timeout: float = 15.0) -> None:
@@ -77,17 +56,6 @@ def _wait_for_marker(path: Path, host: str, timeout: float = 15.0) -> None:
                 pass
             time.sleep(0.05)  # poll interval of a wait-until loop, not a timing assumption
     pytest.fail("the capture never showed the marker datagram")
-
-
-def _stop_capture(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    if proc.stderr is not None:
-        proc.stderr.close()
 
 
 def test_capture_of_worker_traffic_has_no_malformed_frames(tshark_bin: str) -> None:
@@ -117,7 +85,7 @@ def test_capture_of_worker_traffic_has_no_malformed_frames(tshark_bin: str) -> N
                     assert w.stop() == 0
             _wait_for_marker(pcap, SIM)
         finally:
-            _stop_capture(capture)
+            capture.stop(20)
         frames = tshark.dissect(pcap)
         tshark.assert_capture_clean(pcap)
         commands = [int(v, 0) for ff in frames.values() for v in ff.values("enip.command")]

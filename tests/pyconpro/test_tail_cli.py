@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import zmq
 from pyconpro.acquisition.wire import Event, Sample, Stats
+from pyconpro.workers.process import spawn
 
 from pyconpro import tail_cli
 from pyconpro.tail_cli import json_line, text_line, topic_filters, unknown_plcs
@@ -55,21 +56,19 @@ def test_tail_prints_live_samples(tmp_path: Path) -> None:
     pub.setsockopt(zmq.RCVTIMEO, 20_000)
     endpoint = f"ipc://{tmp_path}/bus"
     pub.bind(endpoint)
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "pyconpro.cli", "tail", "line 1", "--json", "--count", "3",
          "--timeout", "20", "--connect", endpoint],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
     )  # fmt: skip
     try:
         subs = {pub.recv() for _ in range(3)}  # the subscriptions arrive: tail is listening
         assert subs == {b"\x01sample/line%201/", b"\x01event/line%201/", b"\x01stats/"}
         for i in range(3):
             pub.send_multipart(list(replace(SAMPLE, seq=i, value=i).encode()))
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        proc.kill()  # when it is still running; reaps it and closes the pipes
         pub.close()
         ctx.term()
     assert proc.returncode == 0, err

@@ -385,7 +385,7 @@ def test_parse_endpoint() -> None:
 # --------------------------------------------------------------------------- CLI / process
 
 
-def test_cli_arguments() -> None:
+def test_cli_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args([])
@@ -400,9 +400,15 @@ def test_cli_arguments() -> None:
         ["--size-error", "0x0128", "--unknown-tag-error", "0x012e", "--drop", "0.5"]
     )
     assert (args.size_error, args.unknown_tag_error, args.drop) == (0x0128, 0x012E, 0.5)
-    for bad in (["--size-error", "0x0114"], ["--drop", "2"], ["--tcp-port", "70000"]):
+    for bad, why in (
+        (["--size-error", "0x0114"], "'0x0114': choose one of 0x0109, 0x0128"),
+        (["--drop", "2"], "'2': give a probability between 0 and 1"),
+        (["--drop", "often"], "'often': give a probability between 0 and 1"),
+        (["--tcp-port", "70000"], "'70000': give a port 0..65535 (0 = any free port)"),
+    ):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+        assert why in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

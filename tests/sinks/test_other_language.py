@@ -18,6 +18,7 @@ from pathlib import Path
 import msgpack
 import pytest
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Value
+from pyconpro.workers.process import spawn
 
 from tests.sinks.bus_testkit import PROCESS_TIMEOUT_S, TestPublisher
 
@@ -131,11 +132,10 @@ def test_c_subscriber_reads_the_bus(c_subscriber: Path) -> None:
     newer_expected = {**wire_view(base), "v": 2}
 
     with TestPublisher() as pub:
-        proc = subprocess.Popen(
+        proc = spawn(
             [str(c_subscriber), pub.endpoint, "7", "sample/plc1/", "event/"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         try:
             pub.wait_subscribed([b"sample/plc1/", b"event/"])
@@ -145,11 +145,9 @@ def test_c_subscriber_reads_the_bus(c_subscriber: Path) -> None:
                 pub.send(s)
             pub.send_frames([newer_topic, msgpack.packb(newer, use_bin_type=True)])
             pub.send(event)
-            out, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+            out, err = proc.communicate(PROCESS_TIMEOUT_S)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=PROCESS_TIMEOUT_S)
+            proc.kill()  # when it is still running; reaps it and closes the pipes
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert lines[-1] == "done received=7 malformed=1"

@@ -30,7 +30,9 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """``pid`` still runs: it exists and is not a zombie (a zombie has exited; its parent reaps
+    it later). For tests that wait until processes they did not start are gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -53,7 +55,7 @@ def _sockets() -> set[str]:
 def snapshot() -> Snapshot:
     return Snapshot(
         frozenset(t.ident for t in threading.enumerate() if t.ident is not None and t.is_alive()),
-        frozenset(p for p in _children(os.getpid()) if _alive(p)),
+        frozenset(p for p in _children(os.getpid()) if alive(p)),
         frozenset(_sockets()),
     )
 

@@ -12,6 +12,9 @@ as ENIP CPF I/O ("cipio") on its own. The CIP I/O payload (``cip.seq``, ``cip.32
 Forward_Open that created the connection is in the same capture; without it tshark shows
 ``cipio.data`` = the whole connected-data item (see ``ndpi_cip_io.pcap``).
 
+``start_capture(argv)`` starts a capture program (``dumpcap`` or ``tshark -w FILE``) and returns
+once it captures.
+
 When tshark is missing, ``require_tshark()`` skips the test with the reason, unless the
 environment sets ``PYCONPRO_REQUIRE_TSHARK=1`` (CI does, in ``.ci/run``): then it fails.
 
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pyconpro.workers.process import Child, SpawnError, regex_ready, spawn
 
 ENV_REQUIRE = "PYCONPRO_REQUIRE_TSHARK"
 
@@ -101,6 +105,22 @@ def tshark_version() -> tuple[int, ...]:
     ).stdout
     word = out.split("\n", 1)[0].split()[2]  # "TShark (Wireshark) 4.0.17 (Git ...)"
     return tuple(int(x) for x in word.split(".")[:3] if x.isdigit())
+
+
+# Lines a capture program may print on stderr before "Capturing on" (tshark run as root warns
+# "Running as user "root" and group "root". This could be dangerous." first).
+_CAPTURE_READY_LINES = 5
+
+
+def start_capture(argv: Sequence[str], timeout_s: float) -> Child:
+    """Start ``argv`` (``dumpcap`` or ``tshark``, writing a file with ``-w``) and return once it
+    says "Capturing on" on its stderr; fail the test when it does not within ``timeout_s``.
+    Stop it with ``Child.stop`` (SIGTERM: it closes its file)."""
+    try:
+        return spawn(argv, ready=regex_ready("Capturing on"), stderr=subprocess.STDOUT,
+                     ready_lines=_CAPTURE_READY_LINES, ready_timeout_s=timeout_s)
+    except SpawnError as err:
+        pytest.fail(f"{Path(argv[0]).name} did not start capturing: {err}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,22 +19,17 @@ from pyconpro.workers.process import (
     describe_status,
     json_ready,
     regex_ready,
+    source_env,
     spawn,
+    spawn_with_log,
     stop,
 )
+
+from tests.support.leaks import alive
 
 PY = sys.executable
 SLEEPER = "import time\nwhile True: time.sleep(1)\n"
 READY_JSON = "import json, sys\nprint(json.dumps({'ready': True, 'port': 7}), flush=True)\n"
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _wait_until(cond: object, timeout_s: float = 10.0) -> bool:
@@ -148,14 +145,87 @@ def test_child_dies_with_its_parent() -> None:
     parent = spawn([PY, "-c", PARENT], ready=json_ready, ready_timeout_s=30)
     grandchild = int(parent.ready["child"])
     try:
-        assert not _gone(grandchild)
+        assert alive(grandchild)
         parent.send_signal(signal.SIGKILL)  # no cleanup code runs in the parent
         assert parent.wait(10) == -signal.SIGKILL
-        assert _wait_until(lambda: _gone(grandchild)), "the grandchild outlived its parent"
+        assert _wait_until(lambda: not alive(grandchild)), "the grandchild outlived its parent"
     finally:
         parent.kill()
-        if not _gone(grandchild):  # pragma: no cover - only when the test fails
+        if alive(grandchild):  # pragma: no cover - only when the test fails
             os.kill(grandchild, signal.SIGKILL)
+
+
+def test_pipes_read_to_the_exit_as_text() -> None:
+    prog = "import sys\nprint('out ü')\nsys.stderr.write('err\\n')\nsys.exit(4)\n"
+    child = spawn([PY, "-c", prog], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.communicate(20) == ("out ü\n", "err\n")
+    assert child.returncode == 4
+    assert child.stop() == 4
+
+
+def test_communicate_times_out_and_kill_closes_both_pipes() -> None:
+    child = spawn([PY, "-c", SLEEPER], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.communicate(0.2)
+    assert child.alive()  # still running: the caller decides
+    assert child.kill() == -signal.SIGKILL
+    assert child.proc.stdout is not None and child.proc.stdout.closed
+    assert child.proc.stderr is not None and child.proc.stderr.closed
+
+
+def test_rest_of_stdout_after_the_ready_line() -> None:
+    prog = READY_JSON + "print('after')\nprint('and more')\n"
+    child = spawn([PY, "-c", prog], ready=json_ready, ready_timeout_s=20)
+    assert child.ready["port"] == 7
+    assert child.communicate(20) == ("after\nand more\n", "")
+    assert child.returncode == 0
+
+
+def test_ready_line_on_stderr_after_a_warning() -> None:
+    # as tshark does when run as root: a warning, then "Capturing on ..." (both on stderr)
+    prog = ("import sys\nsys.stderr.write('Running as root: careful\\n')\n"
+            "sys.stderr.write(\"Capturing on 'lo'\\n\")\nsys.stderr.flush()\n" + SLEEPER)
+    with spawn([PY, "-c", prog], ready=regex_ready(r"Capturing on '(?P<dev>\w+)'"),
+               stderr=subprocess.STDOUT, ready_lines=3, ready_timeout_s=20) as child:
+        assert child.ready == {"dev": "lo"}
+        assert child.first_line == "Running as root: careful"
+    with pytest.raises(SpawnError) as info:  # one line allowed: the warning is not ready
+        spawn([PY, "-c", prog], ready=regex_ready("Capturing on"), stderr=subprocess.STDOUT,
+              ready_timeout_s=20)
+    assert "'Running as root: careful' instead of its ready line" in str(info.value)
+    assert "its stderr went to the same pipe as its stdout" in str(info.value)
+    with pytest.raises(ValueError, match="ready_lines must be at least 1"):
+        spawn([PY, "-c", "pass"], ready=json_ready, ready_lines=0)
+
+
+def test_a_child_with_its_own_log_deletes_it_when_closed() -> None:
+    prog = "import sys\nsys.stderr.write('logged\\n')\n" + READY_JSON + SLEEPER
+    with spawn_with_log([PY, "-c", prog], log_prefix="pyconpro-test-", ready=json_ready,
+                        ready_timeout_s=20) as child:
+        log = child.stderr_path
+        assert log is not None and log.name.startswith("pyconpro-test-")
+        assert child.stderr_text() == "logged\n"
+    assert child.returncode == -signal.SIGTERM
+    assert not log.exists()
+    assert child.stderr_text() == ""
+
+
+def test_a_child_with_its_own_log_that_fails_leaves_no_file(tmp_path: Path) -> None:
+    prog = "import sys\nsys.stderr.write('why it failed\\n')\nsys.exit(2)\n"
+    before = set(Path(tempfile.gettempdir()).glob("pyconpro-test-fail-*"))
+    with pytest.raises(SpawnError, match="why it failed"):
+        spawn_with_log([PY, "-c", prog], log_prefix="pyconpro-test-fail-", ready=json_ready,
+                       ready_timeout_s=20)
+    assert set(Path(tempfile.gettempdir()).glob("pyconpro-test-fail-*")) == before
+
+
+def test_source_env_puts_the_checkout_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = source_env(Path("/src/pyconpro"))
+    assert env["PYTHONPATH"] == os.pathsep.join(["/src/pyconpro", "/elsewhere"])
+    assert env["PYTHONUNBUFFERED"] == "1"
+    monkeypatch.delenv("PYTHONPATH")
+    assert source_env("/src/pyconpro")["PYTHONPATH"] == "/src/pyconpro"
 
 
 def test_json_ready_accepts_only_ready_objects() -> None:

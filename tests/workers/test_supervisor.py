@@ -630,3 +630,38 @@ def test_restart_outages_say_when_each_consumers_data_stopped() -> None:
     assert restart_outages(status, 100.0, crashed=False) == {"a/Running": 100.0,
                                                             "a/Out": 100.0}
     assert restart_outages(None, 100.0, crashed=True) == {}
+
+
+def _raw_request(endpoint: str, body: bytes) -> dict[str, Any]:
+    """Send ``body`` as it is (not necessarily msgpack) to a supervisor control socket."""
+    import msgpack
+
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(TIMEOUT_S * 1000))
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart([b"", body])
+        reply: dict[str, Any] = msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+        return reply
+    finally:
+        sock.close()
+
+
+def test_a_bad_control_request_gets_an_error_reply_and_the_supervisor_goes_on(
+        tmp_path: Path) -> None:
+    import msgpack
+
+    with running(tmp_path, config_text(tmp_path, second_plc=False)) as sup:
+        not_msgpack = _raw_request(sup.control_endpoint, b"\xc1")
+        assert not_msgpack["ok"] is False
+        assert not_msgpack["error"].startswith("bad request: ")
+        assert not_msgpack["error"].endswith("send a msgpack map like {'op': 'status'}")
+        not_a_map = _raw_request(sup.control_endpoint, msgpack.packb([1, 2]))
+        assert not_a_map == {
+            "ok": False,
+            "error": "a request is a map with 'op' (one of status, reload, start, stop, restart,"
+            " shutdown, ping, sink_report)",
+        }
+        assert status(sup)["ok"]

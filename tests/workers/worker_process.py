@@ -10,9 +10,7 @@ process (SIGTERM, then SIGKILL: ``pyconpro.workers.process``) and closes every s
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 from pyconpro.acquisition import wire
-from pyconpro.workers.process import Child, SpawnError, json_ready, spawn
+from pyconpro.workers.process import Child, SpawnError, json_ready, source_env, spawn_with_log
 
 _ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -32,11 +30,8 @@ class WorkerError(RuntimeError):
 
 
 class WorkerProcess:
-    def __init__(
-        self, proc: Child, log_path: Path, info: dict[str, Any], subscribe: Sequence[bytes]
-    ) -> None:
-        self.proc = proc
-        self.log_path = log_path
+    def __init__(self, proc: Child, info: dict[str, Any], subscribe: Sequence[bytes]) -> None:
+        self.proc = proc  # from spawn_with_log: its stderr is the log, deleted by close()
         self.info = info
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
@@ -53,10 +48,7 @@ class WorkerProcess:
         return self.proc.pid
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self.proc.stderr_text()
 
     # ------------------------------------------------------------------ bus
 
@@ -170,10 +162,7 @@ class WorkerProcess:
         finally:
             self.sub.close()
             self.ctx.term()
-            try:
-                self.log_path.unlink()
-            except FileNotFoundError:
-                pass
+            self.proc.close()  # stopped already: deletes the log
 
     def __enter__(self) -> Self:
         return self
@@ -262,9 +251,6 @@ def start_worker(
             w.close()
             raise
         return w
-    fd, log_name = tempfile.mkstemp(prefix="pyconpro-worker-", suffix=".log")
-    os.close(fd)
-    log_path = Path(log_name)
     cmd = [
         *prefix,
         *worker_command(
@@ -276,21 +262,13 @@ def start_worker(
             control=control,
         ),
     ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
     try:
-        proc = spawn(
-            cmd, ready=json_ready, stderr=log_path, cwd=_ROOT, env=env, ready_timeout_s=timeout
-        )
+        proc = spawn_with_log(cmd, log_prefix="pyconpro-worker-", ready=json_ready, cwd=_ROOT,
+                              env=source_env(_ROOT), ready_timeout_s=timeout)
     except SpawnError as err:
-        log_path.unlink(missing_ok=True)
         raise WorkerError(f"worker did not start: {err}") from None
-    except BaseException:
-        log_path.unlink(missing_ok=True)
-        raise
     try:
-        return WorkerProcess(proc, log_path, proc.ready, subscribe)
+        return WorkerProcess(proc, proc.ready, subscribe)
     except BaseException:
-        proc.kill()
-        log_path.unlink(missing_ok=True)
+        proc.close(0)
         raise
