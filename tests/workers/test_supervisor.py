@@ -350,7 +350,9 @@ def test_starts_everything_reports_status_and_stops_workers_before_sinks(tmp_pat
             c["state"] == "RUNNING" for c in s["children"]) and s, "every child RUNNING")
         assert {c["name"] for c in st["children"]} == {
             "worker-127.88.1.1", "worker-127.88.1.4", "sink-db"}  # fmt: skip
-        assert child(st, "worker-127.88.1.1")["reason"] == "reported ready"
+        # A worker counts as started when its first status reply says it is ready, or when it
+        # has been alive start_s (0.3 s) before that reply came, as on a busy machine.
+        assert child(st, "worker-127.88.1.1")["reason"] in ("reported ready", "alive for 0.3 s")
         assert st["supervisor"]["bus"] == f"ipc://{tmp_path}/bus"
         assert st["forwarder"]["alive"]
         assert f"ipc://{tmp_path}/ctl-worker-127.88.1.1.pub" in st["forwarder"]["upstreams"]
