@@ -408,9 +408,15 @@ def _latency(rig: WorkerRig, opts: CeilingOptions, fig: Figure, ceiling: float |
         fig.notes.append("the latency rate is above the worker's zero-loss ceiling")
 
 
+def held_rate(ladder: Ladder) -> float:
+    """The ceiling a ladder found: its highest held rate, or what the source achieved there
+    when that was less (the source limited it)."""
+    best = ladder.best
+    return min(best.rate, best.sent.achieved()) if best is not None else 0.0
+
+
 def _ceiling_values(fig: Figure, worker: Ladder, bare: Ladder) -> None:
-    w = worker.best.rate if worker.best else 0.0
-    b = bare.best.rate if bare.best else 0.0
+    w, b = held_rate(worker), held_rate(bare)
     fig.values.update(
         worker_ceiling_samples_s=w,
         bare_ceiling_datagrams_s=b,
@@ -428,10 +434,9 @@ def _ceiling_values(fig: Figure, worker: Ladder, bare: Ladder) -> None:
 
 def measure(env: Env, opts: CeilingOptions, *, ceiling: bool, latency: bool) -> Figure:
     """The ``ceiling`` and/or ``latency`` figures (they share the worker's setup)."""
-    fig = Figure(conditions={
-        "connections": opts.streams, "shape": opts.shape, "step_s": opts.step_s,
-        "factor": opts.factor, "refine": opts.refine,
-    })  # fmt: skip
+    fig = Figure(conditions={"connections": opts.streams, "shape": opts.shape})
+    if ceiling:
+        fig.conditions.update(step_s=opts.step_s, factor=opts.factor, refine=opts.refine)
     rig = WorkerRig(env, opts)
     worker = Ladder()
     try:

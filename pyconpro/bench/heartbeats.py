@@ -11,7 +11,8 @@ with the ideal absolute schedule ``origin + k x RPI``:
 * the schedule's phase is unknown to the receiver, but a sender that follows absolute deadlines
   is never early, only late by less than one period (later than that it skips the slot): the
   heartbeats' phases (arrival time modulo the RPI) fill an arc of the circle that starts at
-  the ideal phase. The ideal phase is taken where that arc starts, after the largest empty arc;
+  the ideal phase, densely when the sender is mostly on time. The ideal phase is taken as the
+  heartbeat phase that, taken as on time, makes the mean lateness smallest (``ideal_phase``);
 * lateness = a heartbeat's phase minus the ideal phase; its slot k follows from its ideal time;
 * skipped slots = slots between a connection's first and last heartbeat that none arrived in;
 * achieved rate = heartbeats per second over each connection's first-to-last span, against
@@ -71,12 +72,15 @@ class HeartbeatStats:
 
 
 def ideal_phase(phases: list[int], period: int) -> int:
-    """Where the arc of ``phases`` (sorted, in [0, period)) starts: after the largest gap."""
-    best_gap, start = phases[0] + period - phases[-1], phases[0]
-    for a, b in zip(phases, phases[1:], strict=False):
-        if b - a > best_gap:
-            best_gap, start = b - a, b
-    return start
+    """The phase of the ideal schedule, from the heartbeats' ``phases`` (sorted, in
+    [0, period)): the one of them that makes the mean lateness smallest. Taking phase
+    ``phases[j]`` as on time makes the lateness of the others ``(p - phases[j]) mod period``;
+    their sum is ``sum(phases) - n * phases[j] + j * period``, so the best j minimises
+    ``j * period - n * phases[j]``. A few very late heartbeats do not move it; a dense start
+    of the arc does."""
+    n = len(phases)
+    best = min(range(n), key=lambda j: j * period - n * phases[j])
+    return phases[best]
 
 
 def analyse(records: Iterable[tuple[int, int, int]], period_ns: int) -> HeartbeatStats:
@@ -142,6 +146,7 @@ def measure(env: Env, opts: HeartbeatOptions, key: str) -> Figure:
         records = work / "heartbeats.bin"
         with SimulatorControl(sim_info.control) as sc:
             drops0 = udp_socket_drops([sim_info.address])[sim_info.address]
+            timeouts0 = sc.status()["target"]["timeouts"]
             cpu = CpuMeter({"worker": worker.pid, "sim": sim.pid})
             sc.record_heartbeats(str(records))
             cpu.start()
@@ -149,6 +154,7 @@ def measure(env: Env, opts: HeartbeatOptions, key: str) -> Figure:
             used = cpu.stop()
             sc.record_heartbeats(None)
             drops = udp_socket_drops([sim_info.address])[sim_info.address] - drops0
+            timeouts = sc.status()["target"]["timeouts"] - timeouts0
         worker.check_alive()
         sim.check_alive()
     finally:
@@ -167,8 +173,14 @@ def measure(env: Env, opts: HeartbeatOptions, key: str) -> Figure:
     env.progress(
         f"  {stats.heartbeats:,} heartbeats of {stats.connections} connections (about"
         f" {expected:,.0f} expected), {stats.skipped} slots skipped, {stats.duplicates} extra,"
-        f" simulator CPU {100.0 * used['sim'] / used['elapsed']:.0f} %, kernel drops {drops}"
+        f" simulator CPU {100.0 * used['sim'] / used['elapsed']:.0f} %, kernel drops {drops},"
+        f" connections the simulator timed out {timeouts}"
     )
+    if timeouts:
+        fig.notes.append(
+            f"{key}: the simulator timed out {timeouts} connections (no heartbeat for O->T RPI x"
+            " the timeout multiplier): the worker reopens them, with new connection ids"
+        )
     if stats.connections < opts.connections:
         fig.notes.append(f"{key}: heartbeats of only {stats.connections} of {opts.connections}"
                          " connections arrived")

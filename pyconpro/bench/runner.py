@@ -160,6 +160,12 @@ def record(runs: Sequence[Figure], plan: Plan, quick: bool, header: Sequence[str
     }
 
 
+def _shown(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
+
+
 def print_table(rec: dict[str, Any], plan: Plan) -> None:
     for line in rec["machine"]:
         print(line)
@@ -168,11 +174,9 @@ def print_table(rec: dict[str, Any], plan: Plan) -> None:
         for k in figure_keys(fig, plan.sinks.kinds):
             if k not in rec["figures"]:
                 continue
-            v = rec["figures"][k]
-            shown = "n/a" if v is None else f"{v:,.4g}" if abs(v) < 100 else f"{v:,.0f}"
             s = rec["spread"].get(k)
-            rng = "" if not s or s["min"] is None else f"   [{s['min']:,.4g} .. {s['max']:,.4g}]"
-            print(f"  {k:<36} {shown:>12}{rng}")
+            rng = f"   [{_shown(s['min'])} .. {_shown(s['max'])}]" if s else ""
+            print(f"  {k:<36} {_shown(rec['figures'][k]):>12}{rng}")
     print("\nconditions: " + ", ".join(f"{k}={v}" for k, v in rec["conditions"].items()))
     for n in rec["notes"]:
         print(f"note: {n}")

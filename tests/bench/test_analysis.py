@@ -11,7 +11,7 @@ import random
 import pytest
 
 from pyconpro.bench import heartbeats, runner
-from pyconpro.bench.ceiling import Step, climb
+from pyconpro.bench.ceiling import Step, climb, held_rate
 from pyconpro.bench.common import Figure
 from pyconpro.bench.counting import StepCounter
 from pyconpro.bench.native import SendResult
@@ -69,9 +69,19 @@ def test_connections_are_judged_each_on_its_own_phase() -> None:
     assert s.connections == 2 and s.heartbeats == 200 and set(s.lateness_ns) == {0}
 
 
-def test_ideal_phase_is_after_the_largest_gap() -> None:
-    assert heartbeats.ideal_phase([1, 2, 3, 8], 10) == 8  # the arc 8, 1, 2, 3 wraps past 0
+def test_ideal_phase_makes_the_mean_lateness_smallest() -> None:
     assert heartbeats.ideal_phase([4, 5, 6], 10) == 4
+    assert heartbeats.ideal_phase([1, 7, 8, 9], 10) == 7  # the arc 7, 8, 9, 1 wraps past 0
+    # lateness 0, 1, 2, 7 (sum 10) beats 0, 3, 4, 5 from 8 (sum 12)
+    assert heartbeats.ideal_phase([1, 2, 3, 8], 10) == 1
+
+
+def test_a_few_very_late_heartbeats_do_not_move_the_schedule() -> None:
+    late = [0, 1 * MS, 2 * MS] * 100 + [8 * MS] * 5  # a sparse cluster 8 ms late of 10
+    recs = schedule(5, 10**12, 10 * MS, range(len(late)), late)
+    s = heartbeats.analyse(recs, 10 * MS)
+    assert sorted(s.lateness_ns) == sorted(late)
+    assert s.skipped == 0 and s.duplicates == 0
 
 
 def _sample(sq: int, cs: int, tm: int = 0) -> dict[str, object]:
@@ -125,6 +135,7 @@ def test_climb_stops_where_the_source_cannot_keep_up() -> None:
     ladder = climb(lambda r: _step(r, True, achieved=min(r, 300_000.0)), 100_000.0, 2.0, 2,
                    lambda _: None)
     assert ladder.best is not None and ladder.best.rate == 400_000.0
+    assert held_rate(ladder) == pytest.approx(300_000.0)  # what the source achieved there
     assert "load source reached its limit" in ladder.note
 
 
