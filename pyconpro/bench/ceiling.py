@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -248,7 +249,7 @@ class WorkerRig:
         assert self.sub is not None
         receive_until(self.sub, time.monotonic() + seconds, lambda *_: None)
 
-    def _take_over(self, sim_info: SimInfo, work: Any) -> None:
+    def _take_over(self, sim_info: SimInfo, work: Path) -> None:
         """Stop the simulator's production; the sender produces the same datagrams."""
         with SimulatorControl(sim_info.control) as sc:
             sc.faults(stop_producing=True)
@@ -276,7 +277,7 @@ class WorkerRig:
         sender's (a gap event per connection) happens here, not in a measured step."""
         self.step(len(self.streams) * 10.0, 0.1)
 
-    def step(self, rate: float, seconds: float, *, timing: Any = None) -> Step:
+    def step(self, rate: float, seconds: float, *, timing: Path | None = None) -> Step:
         assert self.sender is not None and self.sub is not None and self.worker is not None
         sender, sub, counter, worker = self.sender, self.sub, self.counter, self.worker
         address = self.env.worker_address
@@ -391,6 +392,9 @@ def _latency(rig: WorkerRig, opts: CeilingOptions, fig: Figure, ceiling: float |
         read.append(tm_ns - t_call[j])
     total.sort()
     read.sort()
+    if total and (total[0] < 0 or read[0] < 0):  # a sample before its datagram: a bug here
+        raise BenchError("latency: a sample arrived before its datagram was sent; the sample"
+                         " -> datagram mapping is wrong (please report it)")
     fig.values.update(
         latency_p50_ms=percentile(total, 0.50) / 1e6,
         latency_p99_ms=percentile(total, 0.99) / 1e6,

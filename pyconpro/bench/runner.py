@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -77,29 +77,34 @@ class Plan:
     sinks: SinkOptions
 
 
+_T = TypeVar("_T")
+
+
+def _given(options: _T, **fields: Any) -> _T:
+    """``options`` with the fields that were given on the command line (not None)."""
+    return replace(options, **{k: v for k, v in fields.items() if v is not None})  # type: ignore[type-var]
+
+
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """The options of every figure: ``--quick`` defaults, then what was given."""
     quick = bool(args.quick)
-    c = CeilingOptions.quick() if quick else CeilingOptions()
-    c = replace(c, **{k: v for k, v in {
-        "streams": args.connections, "shape": args.shape, "step_s": args.step_s,
-        "start_rate": args.start_rate, "latency_rate": args.latency_rate,
-        "latency_s": args.latency_s,
-    }.items() if v is not None})  # fmt: skip
-    hb = HeartbeatOptions(20, 10.0, 2.0, 0.5) if quick else HeartbeatOptions()
-    hb = replace(hb, **{k: v for k, v in {
-        "connections": args.hb_connections, "rpi_ms": args.hb_rpi_ms, "seconds": args.hb_seconds,
-    }.items() if v is not None})  # fmt: skip
+    c = _given(
+        CeilingOptions.quick() if quick else CeilingOptions(),
+        streams=args.connections, shape=args.shape, step_s=args.step_s,
+        start_rate=args.start_rate, latency_rate=args.latency_rate, latency_s=args.latency_s,
+    )  # fmt: skip
+    hb = _given(
+        HeartbeatOptions(20, 10.0, 2.0, 0.5) if quick else HeartbeatOptions(),
+        connections=args.hb_connections, rpi_ms=args.hb_rpi_ms, seconds=args.hb_seconds,
+    )  # fmt: skip
     single = replace(hb, connections=1, rpi_ms=args.hb_single_rpi_ms or 1.0)
-    op = OpenOptions(40, 2, 1000.0, 1.0) if quick else OpenOptions()
-    op = replace(op, **{k: v for k, v in {
-        "connections": args.open_connections, "plcs": args.open_plcs, "rpi_ms": args.open_rpi_ms,
-        "hold_s": args.open_hold_s,
-    }.items() if v is not None})  # fmt: skip
-    sk = SinkOptions(samples=5000) if quick else SinkOptions()
-    sk = replace(sk, **{k: v for k, v in {
-        "samples": args.sink_samples, "kinds": args.sinks,
-    }.items() if v is not None})  # fmt: skip
+    op = _given(
+        OpenOptions(40, 2, 1000.0, 1.0) if quick else OpenOptions(),
+        connections=args.open_connections, plcs=args.open_plcs, rpi_ms=args.open_rpi_ms,
+        hold_s=args.open_hold_s,
+    )  # fmt: skip
+    sk = _given(SinkOptions(samples=5000) if quick else SinkOptions(),
+                samples=args.sink_samples, kinds=args.sinks)
     return Plan(tuple(args.only or FIGURES), c, hb, single, op, sk)
 
 

@@ -9,7 +9,9 @@ built once per run. For each sink kind (sqlite, jsonl, stdout):
   the N samples as fast as it can and then SIGTERM: the sink takes in what is queued, flushes
   and exits after its stop path has seen the socket quiet for ``LoopOptions.drain_idle``. Its
   time is first message to exit, minus that quiet period. Its own counters (the "sink
-  stopped" log line) must show N samples and no loss, and the output must hold N records.
+  stopped" log line) must show N samples and no loss, and the output must hold N records. (A
+  sink that stopped early, because the transfer itself paused for that long on a stalled
+  machine, is measured again.)
 * the bare loop (``bare sink KIND``): SUB + ``msgpack.unpackb`` + the same store, exits after N
   samples; its time is first message to exit.
 
@@ -41,6 +43,7 @@ from pyconpro.bench.procs import BenchError, Child
 from pyconpro.sinks.base import LoopOptions
 
 TAGS = 100
+ATTEMPTS = 3  # a sink that stopped on a quiet moment of the transfer is measured again
 DRAIN_IDLE_S = LoopOptions(endpoints=["-"]).drain_idle
 _STOPPED = re.compile(r"sink stopped: (?P<counters>.*)$", re.MULTILINE)
 
@@ -158,13 +161,20 @@ def _run_one(env: Env, kind: str, data: Sequence[tuple[bytes, bytes]], out: Path
     return t_exit - t0 - (0.0 if bare else DRAIN_IDLE_S)
 
 
+class _StoppedEarly(BenchError):
+    """The sink stopped before it had every sample: its stop path saw a quiet moment of the
+    transfer (a stalled machine), not the end of the data."""
+
+
 def _check(name: str, kind: str, out: Path, bare: bool, n: int, log: str) -> None:
     if not bare:
         m = _STOPPED.search(log)
         counters = dict(kv.split("=", 1) for kv in m["counters"].split()) if m else {}
-        if counters.get("samples") != str(n) or counters.get("lost") != "0":
-            raise BenchError(f"{name} took in {counters or 'an unknown number of'} samples, not"
-                             f" {n} without loss; log:\n{log[-3000:]}")
+        if counters.get("lost") != "0" or not counters.get("samples", "").isdigit():
+            raise BenchError(f"{name} lost samples or did not say: {counters};"
+                             f" log:\n{log[-3000:]}")
+        if int(counters["samples"]) < n:
+            raise _StoppedEarly(f"{name} stopped after {counters['samples']} of {n} samples")
     records = _output_records(kind, out, bare)
     if records is not None and records != n:
         raise BenchError(f"{name} wrote {records} samples, not {n}")
@@ -177,8 +187,15 @@ def measure(env: Env, opts: SinkOptions) -> Figure:
     env.progress(f"sinks: {opts.samples:,} DINT samples of {TAGS} tags into each sink and its"
                  " bare loop")
     for kind in opts.kinds:
-        out = env.scratch(f"sink-{kind}-{time.monotonic_ns()}")
-        sink_s = _run_one(env, kind, data, out, False, opts.timeout_s)
+        for attempt in range(1, ATTEMPTS + 1):
+            out = env.scratch(f"sink-{kind}-{time.monotonic_ns()}")
+            try:
+                sink_s = _run_one(env, kind, data, out, False, opts.timeout_s)
+                break
+            except _StoppedEarly as exc:
+                env.progress(f"  {exc}: again ({attempt} of {ATTEMPTS})")
+                if attempt == ATTEMPTS:
+                    raise
         bare_s = _run_one(env, kind, data, out, True, opts.timeout_s)
         sink_rate, bare_rate = opts.samples / sink_s, opts.samples / bare_s
         env.progress(f"  {kind:<6} sink {sink_rate:>9,.0f} samples/s, bare {bare_rate:>9,.0f}"
