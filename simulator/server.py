@@ -89,6 +89,8 @@ class ServerConfig:
     address: str = "127.0.0.2"
     tcp_port: int = 44818  # 0 = any free port (tests); UDP ListIdentity uses the same number
     udp_port: int = 2222  # 0 = any free port; announced in the O->T sockaddr reply item
+    #: SO_REUSEPORT on the class-1 socket: a load generator may send T->O data from its port
+    share_udp_port: bool = False
     max_sessions: int = 64
     multicast_ttl: int = 1
     #: delay UDP ListIdentity replies randomly as protocol.md 2.5 describes.
@@ -184,6 +186,11 @@ class SimulatorServer:
         udp.setblocking(False)
         self._udp_encap = udp
         io = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if cfg.share_udp_port:
+            # The first socket of the port's group: the native load source of `pyconpro
+            # bench` joins it to send data as the controller does, from this port, and steers
+            # whatever arrives at the port (the heartbeats) to the group's first socket.
+            io.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         io.bind((cfg.address, cfg.udp_port))
         io.setblocking(False)
         # Multicast T->O leaves through the interface of our address, TTL 1 (protocol.md 6.7).

@@ -146,12 +146,14 @@ def rounds_for(rate: float, seconds: float, streams: int) -> int:
 
 
 class Sender:
-    """Runs the compiled sender for a set of streams, one run at a time, from ``bind`` (the
-    producer's address: receivers accept data only from it) to ``dest``."""
+    """Runs the compiled sender for a set of streams, one run at a time, from ``bind`` to
+    ``dest``. The worker believes T->O data only from its producer's address and class-1 port:
+    ``bind_port`` with ``share_port`` sends from the simulator's class-1 port, which the
+    simulator then shares (``--share-udp-port``) and still receives every heartbeat on."""
 
     def __init__(
         self, exe: Path, bind: str, dest: tuple[str, int], streams: Sequence[Stream],
-        workdir: Path,
+        workdir: Path, *, bind_port: int = 0, share_port: bool = False,
     ) -> None:
         if not streams:
             raise BenchError("the load source needs at least one stream")
@@ -160,6 +162,8 @@ class Sender:
         self.dest = dest
         self.streams = list(streams)
         self.workdir = workdir
+        self.bind_port = bind_port
+        self.share_port = share_port
         self._n = 0
         self._running: process.Child | None = None
         self._out: Path | None = None
@@ -183,6 +187,10 @@ class Sender:
             "--port", str(self.dest[1]), "--rate", f"{rate:.3f}",
             "--count", str(rounds * len(self.streams)),
         ]  # fmt: skip
+        if self.bind_port:
+            cmd += ["--bind-port", str(self.bind_port)]
+        if self.share_port:
+            cmd.append("--share-port")
         if timing is not None:
             cmd += ["--timing", str(timing)]
         if end_marker:

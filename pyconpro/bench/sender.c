@@ -6,8 +6,8 @@
  * (little-endian, protocol.md 6.1). Datagram k goes to stream k % N (round robin) and carries
  * the stream's first sequence numbers plus k / N.
  *
- *   pyconpro-sender --plan FILE --bind ADDR --dest ADDR --port PORT --rate R --count K
- *                   [--batch B] [--timing FILE] [--end-marker]
+ *   pyconpro-sender --plan FILE --bind ADDR [--bind-port P [--share-port]] --dest ADDR
+ *                   --port PORT --rate R --count K [--batch B] [--timing FILE] [--end-marker]
  *
  * Plan file (text):  "pyconpro-sender-plan 1", then N, then N lines "SEQ32 SEQ16 HEX" giving
  * each stream's sequence numbers for its first datagram and its template in hex.
@@ -16,6 +16,10 @@
  * datagram is. --timing writes one record per sendmmsg call, two native int64: the monotonic
  * time in ns just before the call and the index of its first datagram. --end-marker sends a
  * 1-byte datagram after the last one (a receiver that counts can tell the run ended).
+ * --bind-port sends from that port; with --share-port the port is shared with the socket that
+ * bound it first (SO_REUSEPORT: the simulator started with --share-udp-port), as a controller
+ * sends T->O data from its class-1 port, and a BPF program steers every datagram arriving at the
+ * port to that first socket, so the simulator still receives the heartbeats.
  * On success it prints one JSON line: {"sent": K, "t_start_ns": ..., "t_end_ns": ...,
  * "calls": ..., "errors": ...} and exits 0; bad arguments exit 2, a socket failure 1.
  */
@@ -24,6 +28,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +43,9 @@
 #define MAX_DATAGRAM 65507
 #define MIN_DATAGRAM 20 /* the class-1 prefix up to and including the CIP sequence count */
 #define MAX_ERRORS_IN_A_ROW 1000
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
 
 struct stream {
     unsigned char *tmpl;
@@ -118,16 +126,17 @@ static void parse_address(const char *text, struct in_addr *out, const char *wha
 
 int main(int argc, char **argv) {
     const char *plan = NULL, *bind_to = NULL, *dest = NULL, *timing_path = NULL;
-    long port = -1, batch = 64;
+    long port = -1, batch = 64, bind_port = 0;
     double rate = 0;
     unsigned long long count = 0;
-    int end_marker = 0;
+    int end_marker = 0, share_port = 0;
     static const struct option options[] = {
         {"plan", required_argument, NULL, 'p'},  {"bind", required_argument, NULL, 'b'},
         {"dest", required_argument, NULL, 'd'},  {"port", required_argument, NULL, 'P'},
         {"rate", required_argument, NULL, 'r'},  {"count", required_argument, NULL, 'c'},
         {"batch", required_argument, NULL, 'B'}, {"timing", required_argument, NULL, 't'},
-        {"end-marker", no_argument, NULL, 'e'},  {NULL, 0, NULL, 0},
+        {"end-marker", no_argument, NULL, 'e'},  {"bind-port", required_argument, NULL, 'q'},
+        {"share-port", no_argument, NULL, 's'},  {NULL, 0, NULL, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -141,13 +150,17 @@ int main(int argc, char **argv) {
         case 'B': batch = strtol(optarg, NULL, 10); break;
         case 't': timing_path = optarg; break;
         case 'e': end_marker = 1; break;
+        case 'q': bind_port = strtol(optarg, NULL, 10); break;
+        case 's': share_port = 1; break;
         default: die(2, "unknown option (see the comment at the top of sender.c)", NULL);
         }
     }
     if (!plan || !bind_to || !dest || port < 1 || port > 65535 || !(rate > 0) || count == 0 ||
-        batch < 1 || batch > MAX_BATCH)
-        die(2, "usage: --plan FILE --bind ADDR --dest ADDR --port 1..65535 --rate R>0 "
-               "--count K>0 [--batch 1..1024] [--timing FILE] [--end-marker]", NULL);
+        batch < 1 || batch > MAX_BATCH || bind_port < 0 || bind_port > 65535 ||
+        (share_port && bind_port == 0))
+        die(2, "usage: --plan FILE --bind ADDR [--bind-port 1..65535 [--share-port]] --dest ADDR "
+               "--port 1..65535 --rate R>0 --count K>0 [--batch 1..1024] [--timing FILE] "
+               "[--end-marker]", NULL);
 
     size_t n_streams = 0;
     struct stream *streams = read_plan(plan, &n_streams);
@@ -159,12 +172,27 @@ int main(int argc, char **argv) {
     parse_address(bind_to, &local.sin_addr, "--bind is not an IPv4 address");
     parse_address(dest, &remote.sin_addr, "--dest is not an IPv4 address");
     remote.sin_port = htons((uint16_t)port);
+    local.sin_port = htons((uint16_t)bind_port);
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     if (fd < 0) die(1, "socket", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die(1, "bind", strerror(errno));
-    /* connected: no route lookup per datagram, and the kernel checks the address once */
-    if (connect(fd, (struct sockaddr *)&remote, sizeof remote) < 0)
+    int one = 1;
+    if (share_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        die(1, "SO_REUSEPORT", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0)
+        die(1, share_port ? "bind (is the port's first socket opened with SO_REUSEPORT, e.g. "
+                            "the simulator with --share-udp-port?)" : "bind", strerror(errno));
+    if (share_port) {
+        /* "return 0": every datagram arriving at the port goes to the group's first socket */
+        struct sock_filter code[] = {{BPF_RET | BPF_K, 0, 0, 0}};
+        struct sock_fprog prog = {.len = 1, .filter = code};
+        if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0)
+            die(1, "SO_ATTACH_REUSEPORT_CBPF", strerror(errno));
+        /* not connected: a connected member of the group would take the receiver's datagrams
+           (its 4-tuple matches them better than the BPF program's choice) */
+    } else if (connect(fd, (struct sockaddr *)&remote, sizeof remote) < 0) {
+        /* connected: no route lookup per datagram, and the kernel checks the address once */
         die(1, "connect", strerror(errno));
+    }
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake up on time, not 50 us late */
 
     FILE *timing = NULL;
@@ -180,6 +208,10 @@ int main(int argc, char **argv) {
         iov[j].iov_base = bufs + (size_t)j * largest;
         msgs[j].msg_hdr.msg_iov = &iov[j];
         msgs[j].msg_hdr.msg_iovlen = 1;
+        if (share_port) {
+            msgs[j].msg_hdr.msg_name = &remote;
+            msgs[j].msg_hdr.msg_namelen = sizeof remote;
+        }
     }
 
     const double ns_per_datagram = 1e9 / rate;
@@ -226,7 +258,7 @@ int main(int argc, char **argv) {
     const uint64_t end = now_ns();
     if (end_marker) {
         unsigned char marker = 0;
-        if (send(fd, &marker, 1, 0) < 0) errors++;
+        if (sendto(fd, &marker, 1, 0, (struct sockaddr *)&remote, sizeof remote) < 0) errors++;
     }
     if (timing && fclose(timing) != 0) die(1, "cannot write the timing file", strerror(errno));
     printf("{\"sent\": %" PRIu64 ", \"t_start_ns\": %" PRIu64 ", \"t_end_ns\": %" PRIu64

@@ -110,6 +110,45 @@ def test_a_second_run_continues_the_sequence(
     assert seqs == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_shared_port_sends_from_it_and_leaves_what_arrives_to_its_first_socket(
+    exe: Path, receiver: socket.socket, tmp_path: Path
+) -> None:
+    """How the benchmark sends from the simulator's class-1 port: the simulator's socket
+    (here ``first``) keeps receiving every heartbeat sent to that port meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first.bind((SOURCE, 0))
+        first.settimeout(10.0)
+        port = first.getsockname()[1]
+        stream = native.Stream(native.template(0x42, b"\x00" * 4), 1, 1)
+        sender = native.Sender(exe, SOURCE, receiver.getsockname(), [stream], tmp_path,
+                               bind_port=port, share_port=True)
+        sender.start(100.0, 100)  # one second
+        try:
+            data, src = receiver.recvfrom(2048)  # it runs, from the shared port
+            assert src == (SOURCE, port) and class1.Class1Datagram.decode(data).sequence == 1
+            for k in range(1, 21):
+                receiver.sendto(class1.heartbeat(7, k), (SOURCE, port))
+            beats = [class1.Class1Datagram.decode(first.recvfrom(2048)[0]).sequence
+                     for _ in range(20)]
+            assert beats == list(range(1, 21))
+            rest = [class1.Class1Datagram.decode(raw).sequence for raw, _ in receive(receiver, 99)]
+            assert rest == list(range(2, 101))
+        finally:
+            sender.finish(30.0)
+
+
+def test_a_port_nobody_shares_is_refused_with_the_reason(exe: Path, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((SOURCE, 0))  # without SO_REUSEPORT
+        stream = native.Stream(native.template(1, b""), 1, 1)
+        sender = native.Sender(exe, SOURCE, (DEST, 9), [stream], tmp_path,
+                               bind_port=taken.getsockname()[1], share_port=True)
+        sender.start(1000.0, 1)
+        with pytest.raises(BenchError, match="share-udp-port"):
+            sender.finish(30.0)
+
+
 def test_a_bad_template_is_refused(exe: Path, tmp_path: Path) -> None:
     sender = native.Sender(exe, SOURCE, (DEST, 9), [native.Stream(b"\x02\x00", 1, 1)], tmp_path)
     sender.start(1000.0, 1)
