@@ -21,7 +21,6 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -147,11 +146,10 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Child:
-    """A child process with stderr in a temporary log file."""
+    """A child process with its stderr in a temporary log file (``process.spawn_with_log``)."""
 
     name: str
     proc: process.Child
-    log_path: Path
 
     @property
     def pid(self) -> int:
@@ -162,10 +160,7 @@ class Child:
         return self.proc.first_line
 
     def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+        return self.proc.stderr_text()[-chars:]
 
     def check_alive(self) -> None:
         """BenchError with the log tail when the child has exited."""
@@ -177,19 +172,13 @@ class Child:
             )
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM (graceful: a worker Forward_Closes), then SIGKILL; by PID only."""
-        code = self.proc.stop(timeout)
-        with contextlib.suppress(FileNotFoundError):
-            self.log_path.unlink()
-        return code
+        """SIGTERM (graceful: a worker Forward_Closes), then SIGKILL; by PID only; the log is
+        deleted."""
+        return self.proc.close(timeout)
 
 
 def _any_line(line: str) -> dict[str, Any] | None:
     return {"line": line} if line else None
-
-
-def child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def spawn(
@@ -201,22 +190,16 @@ def spawn(
 ) -> Child:
     """Start ``cmd``; with ``ready`` return once it printed its first stdout line (a child that
     does not is killed, also on an interrupt while waiting), else at once."""
-    fd, log_name = tempfile.mkstemp(prefix=f"pyconpro-bench-{name}-", suffix=".log")
-    os.close(fd)
-    log_path = Path(log_name)
     try:
         # Own process group: a terminal's Ctrl-C reaches only the benchmark, which then stops
         # the children in order (worker first, so its Forward_Close still finds the simulator).
-        proc = process.spawn(
-            cmd, ready=ready, stdout=stdout, stderr=log_path, env=child_env(),
-            ready_timeout_s=timeout,
-        )
-    except BaseException as err:
-        log_path.unlink(missing_ok=True)  # its last lines are in the SpawnError
-        if isinstance(err, process.SpawnError):
-            raise BenchError(f"{name} did not start: {err}") from None
-        raise
-    return Child(name, proc, log_path)
+        proc = process.spawn_with_log(
+            cmd, log_prefix=f"pyconpro-bench-{name}-", ready=ready, stdout=stdout,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"), ready_timeout_s=timeout,
+        )  # fmt: skip
+    except process.SpawnError as err:  # its last lines are in the SpawnError
+        raise BenchError(f"{name} did not start: {err}") from None
+    return Child(name, proc)
 
 
 class Processes:
