@@ -252,6 +252,22 @@ class Producer:
     def next_due(self) -> float:
         return self.epoch + self.slot * self.period_s
 
+    def summary(self) -> dict[str, object]:
+        """What a load generator needs to produce this stream's datagrams in its place (the
+        simulator's ``producers`` control command): the T->O id and destination, the sequence
+        numbers of the last datagram produced, and the tag image that is sent now."""
+        return {
+            "tag": self.tag_name,
+            "to_id": self.to_id,
+            "dest": list(self.dest),
+            "rpi_us": self.rpi_us,
+            "multicast": self.multicast,
+            "consumers": len(self.consumers),
+            "seq32": self.seq32,
+            "seq16": self.seq16,
+            "image": self.tag.image().hex(),
+        }
+
 
 class _Reject(Exception):
     """Internal: a Forward_Open refusal (general status + additional words)."""

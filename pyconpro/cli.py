@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pyconpro.discover_cli",
         "find EtherNet/IP devices (ListIdentity on each interface)",
     ),
+    "bench": ("pyconpro.bench_cli", "measure the speed figures on loopback (docs/performance.md)"),
 }
 
 

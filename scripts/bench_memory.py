@@ -38,15 +38,22 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from pyconpro.acquisition import class1, wire
+from pyconpro.acquisition.connection import ConsumerConnection, SendForwardOpen, State
+from pyconpro.acquisition.control import consumer_from_map
+from pyconpro.acquisition.demux import Demux
+from pyconpro.acquisition.logix_codec import compile_decoder
+from pyconpro.acquisition.logix_types import AtomicType, DataTypeCode
+from pyconpro.acquisition.originator import Originator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import (  # noqa: E402 - the process helpers are shared with the pipeline benchmark
+from pyconpro.bench.procs import (
     SHAPES,
     BenchError,
     Control,
     Processes,
     add_consumers,
     consumer_map,
+    count_states,
     machine_line,
     proc_mem_kb,
     start_simulator,
@@ -56,13 +63,6 @@ from bench_pipeline import (  # noqa: E402 - the process helpers are shared with
     terminate_as_interrupt,
     wait_running,
 )
-from pyconpro.acquisition import class1, wire
-from pyconpro.acquisition.connection import ConsumerConnection, SendForwardOpen, State
-from pyconpro.acquisition.control import consumer_from_map
-from pyconpro.acquisition.demux import Demux
-from pyconpro.acquisition.logix_codec import compile_decoder
-from pyconpro.acquisition.logix_types import AtomicType, DataTypeCode
-from pyconpro.acquisition.originator import Originator
 
 SIM_ADDRESS = "127.83.44.2"
 WORKER_ADDRESS = "127.83.44.1"
@@ -95,12 +95,8 @@ def measure_processes(counts: Sequence[int], rpi_ms: float, shape: str, settle_s
                 wait_running(control, count, 30 + 0.2 * count)
             time.sleep(settle_s)
             for child in (worker, sim):
-                if child.proc.poll() is not None:
-                    raise BenchError(f"{child.name} exited ({child.proc.returncode}); log:\n"
-                                     + child.log_tail())
-            states: dict[str, int] = {}
-            for c in control("list")["consumers"]:
-                states[c["state"]] = states.get(c["state"], 0) + 1
+                child.check_alive()
+            states = count_states(control("list")["consumers"])
             rows.append({"count": count, "worker": proc_mem_kb(worker.pid),
                          "sim": proc_mem_kb(sim.pid), "states": states})
     finally:

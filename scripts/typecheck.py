@@ -36,6 +36,8 @@ def stage(dest: Path) -> dict[str, str]:
     for entry in sorted((ROOT / "pyconpro").iterdir()):
         if entry.suffix in (".py", ".pyi", ".typed"):
             (pkg / entry.name).symlink_to(entry)
+        elif (entry / "__init__.py").is_file():  # a subpackage kept inside pyconpro/ (bench)
+            (pkg / entry.name).symlink_to(entry, target_is_directory=True)
     back[str(pkg) + os.sep] = "pyconpro" + os.sep
     for name, folder in SUBPACKAGES.items():
         (pkg / name).symlink_to(ROOT / folder, target_is_directory=True)

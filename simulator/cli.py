@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="class-1 I/O port (default %(default)s; 0 = any)",
     )
     g.add_argument(
+        "--share-udp-port",
+        action="store_true",
+        help="open the class-1 port with SO_REUSEPORT, so that a load generator (pyconpro"
+        " bench) can send T->O data from it; heartbeats still arrive here if the generator"
+        " steers the port's datagrams to this socket, as pyconpro bench's does",
+    )
+    g.add_argument(
         "--consumer-port",
         type=_port,
         default=2222,
@@ -218,6 +225,7 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
         address=args.address,
         tcp_port=args.tcp_port,
         udp_port=args.udp_port,
+        share_udp_port=args.share_udp_port,
         max_sessions=args.max_sessions,
         udp_identity_delay=not args.no_identity_delay,
     )

@@ -11,6 +11,11 @@ One JSON object per line in, one per line out (``{"ok": true, ...}`` or ``{"ok":
 | ``restart``      | ``close_tcp``: bool (default false)   | new incarnation, connections lost    |
 | ``reset_tcp``    |                                       | RST every TCP connection             |
 | ``set_produced`` | ``tag``, ``produced``: bool or null   | set (or flip, with null) the flag    |
+| ``producers``    |                                       | every T->O stream: id, destination,  |
+|                  |                                       | last sequence numbers, tag image     |
+| ``record_heartbeats`` | ``path``: file, or null to stop  | write every class-1 datagram         |
+|                  |                                       | received with its kernel time        |
+|                  |                                       | (``server.HEARTBEAT_RECORD``)        |
 | ``stop``         |                                       | end the simulator process cleanly    |
 
 ``ControlServer`` lives inside the simulator's selector loop (no threads); ``SimulatorControl``
@@ -178,12 +183,19 @@ class ControlServer:
             if produced is not None and not isinstance(produced, bool):
                 raise ValueError('"produced" must be true, false or null (flip)')
             return {"tag": tag, "produced": srv.set_produced(tag, produced)}
+        if cmd == "producers":
+            return {"producers": srv.producers()}
+        if cmd == "record_heartbeats":
+            path = request.get("path")
+            if path is not None and not isinstance(path, str):
+                raise ValueError('"path" must be a file path, or null to stop recording')
+            return {"records": srv.record_heartbeats(path)}
         if cmd == "stop":
             srv.request_stop()
             return {}
         raise ValueError(
             f"unknown command {cmd!r}; known: ping, status, faults, restart, reset_tcp,"
-            " set_produced, stop"
+            " set_produced, producers, record_heartbeats, stop"
         )
 
 
@@ -254,6 +266,16 @@ class SimulatorControl:
 
     def set_produced(self, tag: str, produced: bool | None = None) -> bool:
         return bool(self.call("set_produced", tag=tag, produced=produced)["produced"])
+
+    def producers(self) -> list[dict[str, Any]]:
+        """Every T->O stream the simulator produces (``Producer.summary``)."""
+        producers: list[dict[str, Any]] = self.call("producers")["producers"]
+        return producers
+
+    def record_heartbeats(self, path: str | None) -> int:
+        """Start recording received class-1 datagrams to ``path`` (None: stop); the number of
+        records the recording that ended wrote."""
+        return int(self.call("record_heartbeats", path=path)["records"])
 
     def stop(self) -> None:
         self.call("stop")

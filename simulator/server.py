@@ -13,7 +13,9 @@ Owns (protocol.md 1, 2, 10.1):
 * UDP (address, tcp_port): ListIdentity (after the random delay of protocol.md 2.5 unless
   disabled), ListServices, ListInterfaces; other commands 0x0001.
 * UDP (address, udp_port, default 2222): O->T heartbeats in, T->O data out (P2P, or multicast
-  with TTL 1 on the interface of ``address``).
+  with TTL 1 on the interface of ``address``). On request (``record_heartbeats``) every datagram
+  that arrives there is also written to a file with its kernel receive time (``HEARTBEAT_RECORD``):
+  how benchmarks measure an originator's heartbeat timing at the receiving end.
 
 Dispatch of CIP requests: Forward_Open / Large_Forward_Open / Forward_Close to the Connection
 Manager go to ``ProducerTarget.handle_cm`` (it needs the peer IP, session and CPF items);
@@ -42,7 +44,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from pyconpro.acquisition import cip, cpf, encap, epath
 from pyconpro.acquisition.encap import Command
@@ -61,6 +63,18 @@ from pyconpro.simulator.faults import DatagramFaults, FaultSettings
 log = logging.getLogger("pyconpro.sim")
 
 _RECV = 65536
+
+#: One record per datagram received on the class-1 socket while recording
+#: (``SimulatorServer.record_heartbeats``): kernel receive time (ns since the Unix epoch,
+#: ``SO_TIMESTAMPNS``), connection id and 32-bit sequence number (both 0 when the datagram is too
+#: short to carry them).
+HEARTBEAT_RECORD = struct.Struct("<qII")
+_IDS = struct.Struct("<6xII")  # class-1 prefix: item count, type, length, connection id, sequence
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux (asm-generic) value
+_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+_RECORD_RCVBUF = 4 * 1024 * 1024  # bytes asked while recording: no record lost to a short stall
 _CM_SERVICES = (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN, cip.Service.FORWARD_CLOSE)
 
 
@@ -75,6 +89,8 @@ class ServerConfig:
     address: str = "127.0.0.2"
     tcp_port: int = 44818  # 0 = any free port (tests); UDP ListIdentity uses the same number
     udp_port: int = 2222  # 0 = any free port; announced in the O->T sockaddr reply item
+    #: SO_REUSEPORT on the class-1 socket: a load generator may send T->O data from its port
+    share_udp_port: bool = False
     max_sessions: int = 64
     multicast_ttl: int = 1
     #: delay UDP ListIdentity replies randomly as protocol.md 2.5 describes.
@@ -139,6 +155,9 @@ class SimulatorServer:
         self._tcp: socket.socket | None = None
         self._udp_encap: socket.socket | None = None
         self._udp_io: socket.socket | None = None
+        self._heartbeat_log: IO[bytes] | None = None
+        self._heartbeat_records = 0
+        self._rcvbuf_before = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -167,6 +186,11 @@ class SimulatorServer:
         udp.setblocking(False)
         self._udp_encap = udp
         io = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if cfg.share_udp_port:
+            # The first socket of the port's group: the native load source of `pyconpro
+            # bench` joins it to send data as the controller does, from this port, and steers
+            # whatever arrives at the port (the heartbeats) to the group's first socket.
+            io.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         io.bind((cfg.address, cfg.udp_port))
         io.setblocking(False)
         # Multicast T->O leaves through the interface of our address, TTL 1 (protocol.md 6.7).
@@ -201,6 +225,7 @@ class SimulatorServer:
         self.service_timers(self.clock())
 
     def close(self) -> None:
+        self.record_heartbeats(None)
         for client in list(self._clients.values()):
             self._drop_client(client, "server stopping")
         for sock in (self._tcp, self._udp_encap, self._udp_io, self._wake_r, self._wake_w):
@@ -273,16 +298,52 @@ class SimulatorServer:
     # ------------------------------------------------------------------ UDP
 
     def _on_udp_io(self, mask: int) -> None:
-        assert self._udp_io is not None
+        sock, log_file = self._udp_io, self._heartbeat_log
+        assert sock is not None
         for _ in range(256):
             try:
-                data, src = self._udp_io.recvfrom(_RECV)
+                if log_file is None:
+                    data, src = sock.recvfrom(_RECV)
+                else:
+                    data, ancillary, _flags, src = sock.recvmsg(_RECV, _ANCILLARY)
+                    ids = _IDS.unpack_from(data) if len(data) >= _IDS.size else (0, 0)
+                    log_file.write(HEARTBEAT_RECORD.pack(_receive_time_ns(ancillary), *ids))
+                    self._heartbeat_records += 1
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return  # e.g. ICMP port unreachable reported on a later recv
             self.counters.datagrams_received += 1
             self.target.on_datagram(data, src[0], self.clock())
+
+    def record_heartbeats(self, path: str | None) -> int:
+        """Write a ``HEARTBEAT_RECORD`` for every datagram the class-1 socket receives from now
+        on to ``path`` (created or truncated), or stop recording (``None``). Returns how many
+        records the recording that ended wrote (0 when none was running). The kernel stamps
+        each datagram as it arrives, so the times do not depend on how busy this loop is; the
+        socket's receive buffer is raised meanwhile so that a stall of the loop loses nothing."""
+        sock = self._udp_io
+        written, old = self._heartbeat_records, self._heartbeat_log
+        if old is not None:
+            self._heartbeat_log, self._heartbeat_records = None, 0
+            old.close()
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 0)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf_before // 2)
+            log.info("heartbeat recording stopped: %d records", written)
+        if path is None:
+            return written
+        if sock is None:
+            raise ValueError("the class-1 socket is not open yet")
+        try:
+            self._heartbeat_log = open(path, "wb")  # noqa: SIM115 - closed when recording stops
+        except OSError as e:
+            raise ValueError(f"cannot write heartbeat records to {path!r}: {e}") from None
+        self._rcvbuf_before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECORD_RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        log.info("recording class-1 datagrams to %s", path)
+        return written
 
     def _on_udp_encap(self, mask: int) -> None:
         assert self._udp_encap is not None
@@ -628,6 +689,10 @@ class SimulatorServer:
         log.info("tag %s produced=%s", tag.name, tag.produced)
         return bool(tag.produced)
 
+    def producers(self) -> list[dict[str, object]]:
+        """Every T->O stream being produced (``Producer.summary``)."""
+        return [p.summary() for p in self.target.producers()]
+
     def status(self) -> dict[str, Any]:
         snap = self.target.snapshot()
         return {
@@ -644,3 +709,12 @@ class SimulatorServer:
             "faults": self.faults.settings.as_dict(),
             "fault_counters": self.faults.counters.as_dict(),
         }
+
+
+def _receive_time_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive time of a datagram (``SCM_TIMESTAMPNS``), else the time now."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            return int(sec) * 1_000_000_000 + int(nsec)
+    return time.time_ns()

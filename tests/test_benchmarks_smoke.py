@@ -1,14 +1,18 @@
-"""Smoke tests of the benchmark scripts: each runs with tiny parameters, exits 0 and prints its
-table. Not a timed test: no number is compared to a target (targets live in the benchmarks'
-output and docs/benchmarks.md, measured as ratios in one run).
+"""Smoke tests of the benchmarks: ``pyconpro bench --quick --json`` and the scripts each run with
+tiny parameters, exit 0 and print their figures or tables. Not a timed test: no number is
+compared to a target (targets live in docs/performance.md and docs/benchmarks.md, measured as
+ratios in one run).
 
-The scripts run as subprocesses on their own loopback addresses (127.83.5x.y, different from the
-scripts' defaults so a benchmark someone runs by hand does not meet this test); every port is
-chosen by the OS and the scripts stop every process they start.
+The benchmarks run as subprocesses on their own loopback addresses (127.83.5x.y, different from
+the defaults so a benchmark someone runs by hand does not meet this test); every port is chosen
+by the OS and the benchmarks stop every process they start.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
 import signal
 import subprocess
@@ -17,7 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-from pyconpro.workers.process import source_env, spawn
+from pyconpro.workers.process import Child, source_env, spawn
+
+from pyconpro.bench.options import FIGURES
+from pyconpro.bench.runner import figure_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -126,3 +133,73 @@ def test_bench_pipeline_stops_its_processes_on_ctrl_c(delay: float) -> None:
     assert proc.returncode == 130, out + err
     assert "interrupted" in err
     assert processes_using("127.83.53.") == []
+
+
+def bench(tmp_path: Path, *args: str) -> Child:
+    """``pyconpro bench ARGS`` with stdout and stderr in files of ``tmp_path``; its cache
+    directory (in ``tmp_path``) is in the environment of every process it starts."""
+    return spawn(
+        [sys.executable, "-m", "pyconpro.cli", "bench", *args],
+        stdout=tmp_path / "out.txt", stderr=tmp_path / "err.txt",
+        env=dict(os.environ, PYCONPRO_CACHE_DIR=str(tmp_path / "cache")),
+    )
+
+
+def descendants_of_bench(tmp_path: Path) -> list[str]:
+    """Running processes started by a ``bench(tmp_path, ...)`` (they inherit its environment):
+    simulators, workers, sinks, bare loops, the load source."""
+    marker = f"PYCONPRO_CACHE_DIR={tmp_path / 'cache'}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()!r}")
+        except OSError:
+            continue
+    return found
+
+
+def test_pyconpro_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
+    child = bench(tmp_path, "--quick", "--json", "--addresses", "127.83.54")
+    try:
+        code = child.wait(150)
+    finally:
+        child.stop()
+    out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    if code != 0 and "needs a C compiler" in err:
+        from tests.support.requirements import skip_or_fail
+
+        skip_or_fail("gcc", err.strip())
+    assert code == 0, out + err
+    record = json.loads(out)
+    figures = record["figures"]
+    for name in FIGURES:
+        for key in figure_keys(name):
+            value = figures.get(key)
+            assert isinstance(value, int | float) and math.isfinite(value), (key, value, err)
+    assert figures["worker_ceiling_samples_s"] > 0 and figures["bare_ceiling_datagrams_s"] > 0
+    assert record["conditions"]["quick"] is True
+    assert record["machine"][0].startswith("machine: ")
+    assert "worker" in err and "sinks" in err  # the progress lines
+    assert descendants_of_bench(tmp_path) == []
+
+
+def test_pyconpro_bench_stops_its_processes_on_ctrl_c(tmp_path: Path) -> None:
+    child = bench(tmp_path, "--only", "heartbeats", "--hb-seconds", "60", "--addresses",
+                  "127.83.55")
+    try:
+        deadline = time.monotonic() + 60
+        while len(processes_using("127.83.55.")) < 2:  # simulator and worker are up
+            assert time.monotonic() < deadline and child.alive(), (tmp_path / "err.txt").read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        child.send_signal(signal.SIGINT)
+        code = child.wait(30)
+    finally:
+        child.stop()
+    err = (tmp_path / "err.txt").read_text()
+    assert code == 130, err
+    assert "interrupted" in err
+    assert descendants_of_bench(tmp_path) == []

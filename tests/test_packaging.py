@@ -24,7 +24,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBPACKAGES = ("acquisition", "workers", "sinks", "simulator")
+SUBPACKAGES = ("acquisition", "workers", "sinks", "simulator", "bench")
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -57,6 +57,7 @@ def test_wheel_holds_only_the_pyconpro_namespace(wheel: Path) -> None:
     for sub in SUBPACKAGES:
         assert f"pyconpro/{sub}/__init__.py" in names, sorted(names)
     assert "pyconpro/acquisition/connection.py" in names
+    assert "pyconpro/bench/sender.c" in names  # package data: the benchmark's load source
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
 
 
@@ -95,6 +96,24 @@ def test_every_subpackage_imports_from_the_installed_wheel(venv: Path, tmp_path:
     assert len(files) == len(SUBPACKAGES)
     assert all(str(venv) in f for f in files), files
     assert stray == "[]"
+
+
+def test_the_load_source_builds_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from pyconpro.bench import native\n"
+            "from importlib import resources\n"
+            "print(resources.files('pyconpro.bench').joinpath('sender.c'))\n"
+            "print(native.build_sender(Path(sys.argv[1])))\n")
+    res = _run([str(venv / "bin" / "python"), "-c", code, str(tmp_path / "cache")], cwd=tmp_path)
+    if res.returncode != 0 and "needs a C compiler" in res.stderr:
+        from tests.support.requirements import skip_or_fail
+
+        skip_or_fail("gcc", res.stderr.strip().splitlines()[-1])
+    assert res.returncode == 0, res.stderr
+    source, exe = res.stdout.splitlines()
+    assert str(venv) in source
+    assert Path(exe).parent == tmp_path / "cache" and os.access(exe, os.X_OK)
 
 
 def _free_addresses() -> tuple[str, str]:

@@ -279,17 +279,19 @@ def spawn_with_log(
     ready: ReadyParser | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    stdout: Stream = None,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
 ) -> Child:
     """``spawn`` with stderr in a new temporary file (``<log_prefix>XXXXXXXX.log`` in the
     temporary directory) that the child owns: ``Child.stderr_text`` reads it, ``Child.close``
     (and ``with``) stops the child and deletes it. A child that does not start leaves no file
-    behind (a ``SpawnError`` quotes its last lines)."""
+    behind (a ``SpawnError`` quotes its last lines). ``stdout`` as for ``spawn`` (without a
+    ready line)."""
     fd, name = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
     os.close(fd)
     log = Path(name)
     try:
-        child = spawn(argv, ready=ready, env=env, cwd=cwd, stderr=log,
+        child = spawn(argv, ready=ready, env=env, cwd=cwd, stdout=stdout, stderr=log,
                       ready_timeout_s=ready_timeout_s)
     except BaseException:
         log.unlink(missing_ok=True)

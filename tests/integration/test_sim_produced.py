@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from pyconpro.acquisition import class1, cm, cpf, epath
 from pyconpro.acquisition.target_options import multicast_group
+from pyconpro.simulator.control import ControlError
 from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simulator
 
 pytestmark = pytest.mark.timeout(90)
@@ -508,6 +509,54 @@ def test_stop_producing_keeps_the_connection(sim: SimulatorProcess, consumer: Co
     sim.control.faults(stop_producing=False)
     consumer.udp.settimeout(2.0)
     assert consumer.stream(ok, 0.1)
+
+
+def test_producers_tell_a_load_source_what_to_send(
+    sim: SimulatorProcess, consumer: Consumer
+) -> None:
+    ok, _ = consumer.open_ok(consumer.request("Fixed", rpi_us=10_000, ot_rpi_us=10_000))
+    consumer.stream(ok, 0.05)
+    raw, _ = consumer.udp.recvfrom(2048)
+    seen = class1.Class1Datagram.decode(raw)
+    [p] = [p for p in sim.control.producers() if p["to_id"] == ok.to_connection_id]
+    assert p["tag"] == "Fixed" and p["dest"] == [consumer.ip, consumer.port]
+    assert p["multicast"] is False and p["consumers"] == 1 and p["rpi_us"] == 10_000
+    assert class1.seq32_diff(p["seq32"], seen.sequence) >= 0  # the last one produced
+    # the simulator's datagram is the template with the sequence numbers written in
+    image = bytes.fromhex(p["image"])
+    assert raw == class1.Class1Datagram(
+        ok.to_connection_id, seen.sequence, seen.cip_sequence, image).encode()
+
+
+def test_record_heartbeats_with_their_receive_times(
+    sim: SimulatorProcess, consumer: Consumer, tmp_path: Path
+) -> None:
+    from pyconpro.simulator.server import HEARTBEAT_RECORD
+
+    ok, _ = consumer.open_ok(consumer.request("Fixed", rpi_us=100_000, ot_rpi_us=100_000))
+    path = tmp_path / "heartbeats.bin"
+    received = sim.control.status()["server"]["datagrams_received"]
+    assert sim.control.record_heartbeats(str(path)) == 0
+    before = time.time_ns()
+    for _ in range(5):
+        consumer.heartbeat(ok.ot_connection_id)
+    consumer.udp.sendto(b"\x00", (sim.address, sim.udp_port))  # too short: ids 0
+    deadline = time.monotonic() + 10
+    while sim.control.status()["server"]["datagrams_received"] < received + 6:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert sim.control.record_heartbeats(None) == 6
+    after = time.time_ns()
+    records = list(HEARTBEAT_RECORD.iter_unpack(path.read_bytes()))
+    assert [(cid, seq) for _, cid, seq in records] == [
+        (ok.ot_connection_id, n) for n in range(1, 6)] + [(0, 0)]
+    times = [t for t, _, _ in records]
+    assert before <= times[0] and times == sorted(times) and times[-1] <= after
+    # not recording any more; a path that cannot be written is refused
+    consumer.heartbeat(ok.ot_connection_id)
+    assert sim.control.record_heartbeats(None) == 0 and len(path.read_bytes()) == 6 * 16
+    with pytest.raises(ControlError, match="cannot write"):
+        sim.control.record_heartbeats(str(tmp_path / "no-such-dir" / "x.bin"))
 
 
 def test_restart_loses_connections_and_changes_ids(

@@ -465,3 +465,17 @@ def test_udp_list_identity_after_a_random_delay() -> None:
                 )
             replies = [encap.EncapsulationPacket.decode(u.recvfrom(2048)[0]) for _ in range(3)]
         assert all(r.context == b"\x01\x00delay!" and r.status == 0 for r in replies)
+
+
+def test_share_udp_port_lets_a_load_source_send_from_the_class1_port(
+    sim: SimulatorProcess,
+) -> None:
+    def bind_shared(address: str, port: int) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((address, port))
+
+    with pytest.raises(OSError):  # without the option the port is the simulator's alone
+        bind_shared(sim.address, sim.udp_port)
+    with start_simulator("127.0.92.7", extra_args=["--share-udp-port"]) as shared:
+        bind_shared(shared.address, shared.udp_port)
