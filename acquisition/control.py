@@ -19,6 +19,7 @@ requests from these classes. Sans-IO: no sockets, only MessagePack.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -292,6 +293,14 @@ def consumer_to_map(d: ConsumerDef) -> dict[str, Any]:
         if getattr(session, key) != getattr(_SESSION_DEFAULTS, key):
             m[key] = getattr(session, key)
     return m
+
+
+def consumer_digest(d: ConsumerDef) -> str:
+    """A short fingerprint of ``d`` (of its control-socket map): the worker reports it per
+    consumer in ``status`` (``def``), so the supervisor sees a consumer changed behind its back
+    without the whole definition in every status reply."""
+    packed: bytes = msgpack.packb(consumer_to_map(d), use_bin_type=True)
+    return hashlib.sha256(packed).hexdigest()[:16]
 
 
 def consumer_from_spec(spec: Any) -> ConsumerDef:

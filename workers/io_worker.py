@@ -197,6 +197,7 @@ class WorkerConsumer:
     samples: int = 0
     decode_errors: int = 0
     uid: int = 0  # this consumer's waiter id in its PLC's TypeCache (keys can be reused)
+    digest: str = ""  # control.consumer_digest(defn): ``def`` in status, for the supervisor
     type_generation: int | None = None  # the TypeCache generation its learned type came from
     # The time of this consumer's entry in the worker's timer heap, or None: the heap holds an
     # entry at or before the connection's next deadline (never after it); an entry whose time
@@ -423,7 +424,8 @@ class IoWorker:
                 max_in_flight=policy.max_in_flight,
             )
         link.consumers.add(defn.key)
-        c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids))
+        c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids),
+                                                      digest=control.consumer_digest(defn))
         self._by_uid[c.uid] = c
         try:
             if link.plc.down:
@@ -1186,6 +1188,7 @@ class IoWorker:
             "consumers": [
                 {
                     "key": k,
+                    "def": c.digest,
                     "samples": c.samples,
                     **c.conn.snapshot(now),
                     **({"recorder": c.conn.recorder.dump()} if recorder else {}),

@@ -27,11 +27,18 @@ Processes:
   already on the bus endpoint have arrived there (the XSUB side sends them all at once when it
   connects). So a consumer's first events (IDLE -> RESOLVING -> OPENING -> RUNNING) are never
   lost to ZeroMQ's slow-joiner window; the same after every restart of a worker;
+* every worker's ``status`` (read every second) is compared with the configured consumer set
+  (keys, and each definition's ``def`` fingerprint): a consumer removed, added or changed
+  through the worker's control socket behind the supervisor's back is put back (re-added,
+  removed, or removed then added), with a warning line and an ``error`` event naming what was
+  changed and that it was restored, published on the bus by ``supervisor`` through the
+  forwarder's workers' side;
 * SIGTERM / SIGINT: graceful shutdown (a second one kills what is left); SIGHUP: reload.
 
 Reload (SIGHUP or the ``reload`` control op) reads the file again and diffs it against what runs:
 consumers added to / removed from a worker that stays are sent to that worker's control socket
-(``add`` / ``remove``) without restarting it; a worker whose other settings changed is restarted;
+(``add`` / ``remove``) without restarting it (a changed one is removed, and added again by the
+consumer-set check once its key is free); a worker whose other settings changed is restarted;
 new local addresses get a new worker, vanished ones are stopped; sinks whose options changed are
 restarted, new ones started, removed ones stopped; other sinks and workers are untouched.
 ``[bus]`` changes need a restart of ``pyconpro run`` (logged, not applied).
@@ -90,7 +97,7 @@ from pyconpro.acquisition.supervision import (
     Supervision,
     Transition,
 )
-from pyconpro.acquisition.wire import Event, decode
+from pyconpro.acquisition.wire import Event, EventKind, SeqCounter, decode
 from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
@@ -131,6 +138,8 @@ LINK_HWM = 16
 ERROR_EVENT_KINDS = frozenset({"reject", "timeout", "error"})
 PING_TIMEOUT_S = 0.3  # is another supervisor on this control_base? (answers in milliseconds)
 FATAL_REMINDER_S = 60.0  # while every worker is FATAL, say so this often
+RESTORE_RETRY_S = 5.0  # a consumer set restored behind our back is restored again after this
+SUPERVISOR_PUBLISHER = "supervisor"  # ``pub`` of the events the supervisor publishes
 UDP_PORT_HINT = "set [worker].udp_port in the config"  # the worker's bind error, under `run`
 
 
@@ -444,6 +453,12 @@ class _WorkerLink:
     outage_since: dict[str, float] = field(default_factory=dict)
     answered_at: float | None = None  # first answer of the current process (for the warning)
     warned_pid: int | None = None
+    changes: int = 0  # add / remove requests sent and not answered yet
+    # Consumers changed behind our back: key -> what happened, while the configured one is
+    # being put back (a changed one is removed first, then added); and when a key may be
+    # restored again (a restore that keeps failing is retried, not repeated every second).
+    restoring: dict[str, str | None] = field(default_factory=dict)  # None: a reload of ours
+    restore_after: dict[str, float] = field(default_factory=dict)
 
 
 # ============================================================================ the supervisor
@@ -509,6 +524,8 @@ class Supervisor:
         self._old_wakeup = -1
         self.control: zmq.Socket[Any] | None = None
         self.events: zmq.Socket[Any] | None = None
+        self.bus_out: zmq.Socket[Any] | None = None  # our own events, into the forwarder
+        self._bus_seq = SeqCounter()
         self.poller = zmq.Poller()
         self._kill_all = False
         self._stop_at = 0.0
@@ -573,6 +590,11 @@ class Supervisor:
         self.guard.secure_connect(self.events, self.config.bus.endpoint)
         self.events.connect(connectable(self.forwarder.public_endpoint))
         self.poller.register(self.events, zmq.POLLIN)
+        self.bus_out = self.ctx.socket(zmq.PUB)
+        self.bus_out.setsockopt(zmq.LINGER, 0)
+        self.bus_out.setsockopt(zmq.SNDHWM, CONTROL_HWM)
+        self.guard.secure_connect(self.bus_out, self.forwarder.upstream_endpoint)
+        self.bus_out.connect(connectable(self.forwarder.upstream_endpoint))
         self._install_signals()
         self.specs = self._plan(self.config)
         for name, spec in self.specs.items():
@@ -714,10 +736,10 @@ class Supervisor:
             if link.sock is not None:
                 link.sock.close(0)
         self.links.clear()
-        for s in (self.control, self.events):
+        for s in (self.control, self.events, self.bus_out):
             if s is not None:
                 s.close(0)
-        self.control = self.events = None
+        self.control = self.events = self.bus_out = None
         self.forwarder.stop()
         self.guard.close()
         for w in (self._wake_r, self._wake_w):
@@ -940,13 +962,12 @@ class Supervisor:
         if child.state is ChildState.STARTING and child.pid == pid:
             self.sup.handle(name, Ready(pid), now)
             self._execute(now)
-        if (
-            pid is not None
-            and child.pid == pid
-            and link.added_pid != pid
-            and child.state in (ChildState.STARTING, ChildState.RUNNING)
-        ):
+        if pid is None or child.pid != pid:
+            return
+        if link.added_pid != pid and child.state in (ChildState.STARTING, ChildState.RUNNING):
             self._maybe_add_consumers(name, link, pid, reply, now)
+        elif link.added_pid == pid and child.state is ChildState.RUNNING:
+            self._reconcile(name, link, reply, now)
 
     def _maybe_add_consumers(
         self, name: str, link: _WorkerLink, pid: int, reply: dict[str, Any], now: float
@@ -970,11 +991,86 @@ class Supervisor:
         log.info("%s: bus subscription reached the worker; adding %d consumer(s)", name,
                  len(consumers))  # fmt: skip
         since, link.outage_since = link.outage_since, {}
+        link.restoring.clear()
         for c in consumers:
-            request = control.AddRequest(
+            self._send_change(name, control.AddRequest(
                 control.consumer_from_spec(c), outage_since=since.get(consumer_key(c))
-            ).to_map()
-            self.worker_request(name, request, self._change_done(name, request))
+            ).to_map())  # fmt: skip
+
+    def _reconcile(self, name: str, link: _WorkerLink, reply: dict[str, Any], now: float) -> None:
+        """Put back the configured consumer set of worker ``name`` when its ``status`` shows
+        a consumer removed, added or changed behind the supervisor's back (through the
+        worker's control socket): re-add the missing, remove the extra, replace the changed
+        (removed first, added once it is gone). Nothing is judged while our own add / remove
+        requests are unanswered: the status may be older than they are."""
+        spec = self.specs.get(name)
+        if link.changes or spec is None:
+            return
+        want = {consumer_key(c): c for c in spec.consumers}
+        have = {c["key"]: c for c in reply.get("consumers") or []
+                if isinstance(c, dict) and isinstance(c.get("key"), str)}  # fmt: skip
+        for key, c in have.items():
+            if c.get("state") in ("CLOSING", "CLOSED") or now < link.restore_after.get(key, 0):
+                continue  # on its way out, or restored a moment ago
+            wanted = want.get(key)
+            if wanted is None:
+                self._restore(name, link, key, f"{key} was added to {name}", "removed it",
+                              control.RemoveRequest(key), now)
+            elif isinstance(c.get("def"), str) and c["def"] != control.consumer_digest(
+                    control.consumer_from_spec(wanted)):
+                link.restoring[key] = f"{key} on {name} was changed"
+                self._restore(name, link, key, link.restoring[key], "removed it, to add the"
+                              " configured one", control.RemoveRequest(key), now)
+        for key, wanted in want.items():
+            if key in have or (key not in link.restoring
+                               and now < link.restore_after.get(key, 0)):
+                continue
+            add = control.AddRequest(control.consumer_from_spec(wanted))
+            what = link.restoring.get(key, f"{key} was removed from {name}")
+            if what is None:  # replaced by a reload of ours: not news
+                link.restoring.pop(key)
+                self._send_change(name, add.to_map())
+                continue
+            self._restore(name, link, key, what, "added the configured one", add, now)
+
+    def _restore(self, name: str, link: _WorkerLink, key: str, what: str, how: str,
+                 request: control.AddRequest | control.RemoveRequest, now: float) -> None:
+        """One step of putting the configured set back: log it, send ``request``. The last
+        step publishes an ``error`` event saying what was changed and that it was restored
+        (or why it could not be)."""
+        link.restore_after[key] = now + RESTORE_RETRY_S
+        head = (f"consumer {what} behind the supervisor's back (through the worker's control"
+                " socket, not the config file)")
+        log.warning("%s: %s; restoring the configured set: %s", name, head, how.replace(
+            "removed", "removing").replace("added", "adding"))  # fmt: skip
+        last = key not in link.restoring or isinstance(request, control.AddRequest)
+        plc, _, tag = key.partition("/")
+
+        def done(reply: dict[str, Any] | None) -> None:
+            if reply is None or not reply.get("ok"):
+                error = "no answer" if reply is None else reply.get("error")
+                link.restoring.pop(key, None)
+                self._publish_event(plc, tag, f"{head}; not restored: {error}")
+            elif last:
+                link.restoring.pop(key, None)
+                log.warning("%s: %s; restored: %s", name, head, how)
+                self._publish_event(plc, tag, f"{head}; restored: {how}")
+
+        self._send_change(name, request.to_map(), done)
+
+    def _publish_event(self, plc: str, tag: str, message: str) -> None:
+        """An ``error`` event about ``plc`` / ``tag`` on the bus (publisher ``supervisor``)."""
+        if self.bus_out is None:
+            return
+        event = Event(seq=0, publisher=SUPERVISOR_PUBLISHER, plc=plc, tag=tag,
+                      t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(),
+                      kind=EventKind.ERROR.value, message=message)  # fmt: skip
+        topic = event.topic
+        try:
+            _, body = replace(event, seq=self._bus_seq.next(topic)).encode()
+            self.bus_out.send_multipart([topic, body], zmq.NOBLOCK)
+        except zmq.Again:  # never block the loop: the event is in the log as well
+            log.debug("event on %r dropped: the bus forwarder is not taking it", topic)
 
     def _update_upstreams(self) -> None:
         eps = set(self.learned_pubs.values())
@@ -1032,18 +1128,29 @@ class Supervisor:
                 self._add_link(name, new_specs[name])
             self.sup.child(name).start(now)
             self._execute(now)
-        for name, keys in plan.remove_consumers.items():
-            for key in keys:
-                self._worker_change(name, control.RemoveRequest(key).to_map())
-        for name, specs in plan.add_consumers.items():
-            for spec in specs:
-                self._worker_change(
-                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map()
-                )
+        self._change_consumers(plan)
         self._finish_removals()
         self._update_upstreams()
         del old_specs
         return self._reload_result(True, plan.describe())
+
+    def _change_consumers(self, plan: ReloadPlan) -> None:
+        """The consumers a reload removes from and adds to workers that keep running."""
+        for name, keys in plan.remove_consumers.items():
+            for key in keys:
+                self._worker_change(name, control.RemoveRequest(key).to_map())
+        for name, specs in plan.add_consumers.items():
+            replaced = set(plan.remove_consumers.get(name, ()))
+            link = self.links.get(name)
+            for spec in specs:
+                if consumer_key(spec) in replaced and link is not None:
+                    # Its key is taken until the old one's Forward_Close is answered: the
+                    # consumer-set check adds the new definition once the old one is gone.
+                    link.restoring[consumer_key(spec)] = None
+                    continue
+                self._worker_change(
+                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map()
+                )
 
     def _reload_result(self, ok: bool, message: str) -> dict[str, Any]:
         self.last_reload = {"ok": ok, "message": message, "t_wall": time.time()}
@@ -1061,12 +1168,26 @@ class Supervisor:
             # Not running, or its consumers are not added yet: that (at the next spawn or once
             # the bus subscription arrives) uses the new consumer list from the plan.
             return
-        self.worker_request(name, request, self._change_done(name, request))
+        self._send_change(name, request)
+
+    def _send_change(self, name: str, request: dict[str, Any],
+                     then: Callable[[dict[str, Any] | None], None] | None = None) -> None:
+        """Send an add / remove to worker ``name``, counted until it is answered (the
+        consumer set is judged only when none is outstanding); ``then(reply)`` after."""
+        link = self.links.get(name)
+        if link is not None:
+            link.changes += 1
+        self.worker_request(name, request, self._change_done(name, request, link, then))
 
     def _change_done(
-        self, name: str, request: dict[str, Any]
+        self, name: str, request: dict[str, Any], link: _WorkerLink | None = None,
+        then: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> Callable[[dict[str, Any] | None], None]:
         def done(reply: dict[str, Any] | None) -> None:
+            if link is not None:
+                link.changes = max(0, link.changes - 1)
+            if then is not None:
+                then(reply)
             what = request.get("key") or consumer_key_of_map(request.get("consumer", {}))
             if reply is None:
                 log.error("%s: no answer to %s %s; restarting it to apply the config", name,
