@@ -416,6 +416,7 @@ class IoWorker:
                     connect_timeout=policy.connect_timeout_s,
                     max_in_flight=policy.max_in_flight,
                 ),
+                types=TypeCache(plc=f"{defn.address}:{defn.port}"),
             )
         else:  # the PLC's session settings: the last consumer added says what they are now
             link.plc.configure(
