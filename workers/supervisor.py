@@ -103,7 +103,7 @@ from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
 from pyconpro.workers.process import Child, spawn
 
-from pyconpro.config_file import load_config
+from pyconpro.config_file import load_config, run_issues, run_warnings
 from pyconpro.run_cli import add_arguments  # `pyconpro run` takes the same arguments
 
 __all__ = [
@@ -114,6 +114,7 @@ __all__ = [
     "consumer_key",
     "consumer_map",
     "consumer_text",
+    "control_base_endpoints",
     "diff_plans",
     "interface_address",
     "main",
@@ -287,6 +288,24 @@ def supervisor_control_endpoint(config: Config) -> str:
 def ipc_path(endpoint: str) -> str | None:
     """The file of an ``ipc://`` endpoint, None for other transports."""
     return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+def bus_in_endpoint(config: Config) -> str:
+    """Where the forwarder's workers' side is bound (publishers may connect there)."""
+    base = config.bus.control_base
+    return f"{base}-bus-in" if base.startswith("ipc://") else "tcp://127.0.0.1:0"
+
+
+def control_base_endpoints(config: Config, worker_names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every endpoint ``pyconpro run`` binds under ``[bus].control_base``, as (what, endpoint):
+    its own control socket, the forwarder's workers' side, each worker's control and PUB
+    sockets (``worker_names`` in the order the plan numbers them)."""
+    out = [("the supervisor's control socket", supervisor_control_endpoint(config)),
+           ("the bus forwarder's workers' side", bus_in_endpoint(config))]
+    for index, name in enumerate(worker_names, start=1):
+        out += [(f"{name}'s control socket", config.bus.control_endpoint(name, index)),
+                (f"{name}'s PUB socket", _pub_endpoint(config, name))]
+    return out
 
 
 def plan_children(
@@ -494,9 +513,7 @@ class Supervisor:
         self.guard = ServerGuard(self.config.security)  # CurveError: a bad key file
         self.forwarder = Forwarder(
             self.config.bus.endpoint,
-            f"{self.config.bus.control_base}-bus-in"
-            if self.config.bus.control_base.startswith("ipc://")
-            else "tcp://127.0.0.1:0",
+            bus_in_endpoint(self.config),
             hwm=self.config.bus.hwm,
             linger_ms=self.config.bus.linger_ms,
             context=self.ctx,
@@ -652,11 +669,8 @@ class Supervisor:
             if other is not None:
                 raise ForwarderError(self._in_use_message(other))
         # Nobody answers: the files are left over from a supervisor that was killed.
-        stale = [self.control_endpoint, f"{self.config.bus.control_base}-bus-in"]
-        for index, group in enumerate(groups, start=1):
-            stale += [self.config.bus.control_endpoint(group.name, index),
-                      _pub_endpoint(self.config, group.name)]  # fmt: skip
-        for endpoint in stale:
+        stale = control_base_endpoints(self.config, [g.name for g in groups])
+        for _, endpoint in stale:
             p = ipc_path(endpoint)
             try:
                 if p is not None and stat.S_ISSOCK(os.lstat(p).st_mode):
@@ -1583,12 +1597,24 @@ def run_config(path: str, *, log_level: str | None = None) -> int:
     """Load ``path``, supervise until stopped. Exit codes: 0 stopped, 2 unusable config/bus."""
     try:
         config = load_config(path)
+        try:
+            names: list[str] | None = [g.name for g in group_by_local_address(
+                config, resolve_local_address, interface_address)]
+        except ConfigError:
+            names = None  # open() reports it, with the same words
+        problems = run_issues(config, names)  # what `pyconpro check` reports too
+        if problems:
+            raise ConfigError(problems)
+        log_file = setup_logging(config, log_level)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return 2
-    log_file = setup_logging(config, log_level)
-    for warning in config.warnings:
+    except OSError as exc:  # the log file, between the check and the open
+        print(f"error: cannot open the log file {config.logging.file}: {exc.strerror};"
+              " check [logging].file", file=sys.stderr)
+        return 2
+    for warning in (*config.warnings, *run_warnings(config)):
         log.warning("%s", warning)
     try:
         sup = Supervisor(path, config=config, log_level=log_level, child_output=log_file)
