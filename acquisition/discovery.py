@@ -88,8 +88,8 @@ TEMPLATE_READ_OVERHEAD = 21
 
 @dataclass(frozen=True, slots=True)
 class ListingLimits:
-    """How much of a controller's tag table one listing may read (docs/worker.md "Learning a
-    tag's type"). A controller that never ends its symbol listing (or lists the same symbols
+    """How much of a controller's tag table one listing may read (docs/worker.md "Listing
+    limits"). A controller that never ends its symbol listing (or lists the same symbols
     again and again under new instance numbers), or whose template definitions never end,
     would otherwise fill the reader's memory: past a limit the listing stops with an error that
     names the PLC and the limit, and whoever asked backs off like after any failed listing.

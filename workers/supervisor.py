@@ -1032,20 +1032,20 @@ class Supervisor:
                               control.RemoveRequest(key), now)
             elif isinstance(c.get("def"), str) and c["def"] != control.consumer_digest(
                     control.consumer_from_spec(wanted)):
-                link.restoring[key] = f"{key} on {name} was changed"
-                self._restore(name, link, key, link.restoring[key], "removed it, to add the"
-                              " configured one", control.RemoveRequest(key), now)
+                what = link.restoring[key] = f"{key} on {name} was changed"
+                self._restore(name, link, key, what, "removed it, to add the configured one",
+                              control.RemoveRequest(key), now)
         for key, wanted in want.items():
             if key in have or (key not in link.restoring
                                and now < link.restore_after.get(key, 0)):
                 continue
             add = control.AddRequest(control.consumer_from_spec(wanted))
-            what = link.restoring.get(key, f"{key} was removed from {name}")
-            if what is None:  # replaced by a reload of ours: not news
+            incident = link.restoring.get(key, f"{key} was removed from {name}")
+            if incident is None:  # replaced by a reload of ours: not news
                 link.restoring.pop(key)
                 self._send_change(name, add.to_map())
                 continue
-            self._restore(name, link, key, what, "added the configured one", add, now)
+            self._restore(name, link, key, incident, "added the configured one", add, now)
 
     def _restore(self, name: str, link: _WorkerLink, key: str, what: str, how: str,
                  request: control.AddRequest | control.RemoveRequest, now: float) -> None:
@@ -1602,9 +1602,9 @@ def run_config(path: str, *, log_level: str | None = None) -> int:
                 config, resolve_local_address, interface_address)]
         except ConfigError:
             names = None  # open() reports it, with the same words
-        problems = run_issues(config, names)  # what `pyconpro check` reports too
-        if problems:
-            raise ConfigError(problems)
+        issues = run_issues(config, names)  # what `pyconpro check` reports too
+        if issues:
+            raise ConfigError(issues)
         log_file = setup_logging(config, log_level)
     except ConfigError as exc:
         for issue in exc.issues:

@@ -90,7 +90,7 @@ def control_error(consumer: dict[str, Any]) -> control.ConsumerKeyError:
 @pytest.mark.parametrize("case", CASES)
 def test_file_and_control_socket_refuse_with_the_same_words(case: str) -> None:
     table, file_key, map_key, value = CASES[case]
-    where = {"plc": {}, "tag": {}}
+    where: dict[str, dict[str, Any]] = {"plc": {}, "tag": {}}
     where[table][file_key] = value
     issue = config_issue(where["plc"], where["tag"])
     error = control_error({map_key: value})
