@@ -113,6 +113,7 @@ __all__ = [
     "Supervisor",
     "consumer_key",
     "consumer_map",
+    "consumer_set_diff",
     "consumer_text",
     "control_base_endpoints",
     "diff_plans",
@@ -382,6 +383,31 @@ def restart_outages(
         elif isinstance(c.get("last_data_s"), (int, float)) or since is not None:
             out[key] = exited_at
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSetDiff:
+    """How a worker's consumers differ from the configured ones (keys)."""
+
+    missing: frozenset[str] = frozenset()  # configured, not in the worker
+    extra: frozenset[str] = frozenset()  # in the worker, not configured
+    changed: frozenset[str] = frozenset()  # in both, with another definition
+
+
+def consumer_set_diff(configured: Mapping[str, str], reported: Sequence[Any]) -> ConsumerSetDiff:
+    """Compare the configured consumers (key -> ``control.consumer_digest``) with the
+    ``consumers`` of a worker's ``status`` (pure). One on its way out (CLOSING, CLOSED) is
+    neither extra nor changed, but not missing either until it is gone; an entry without a
+    ``def`` fingerprint is not judged changed."""
+    have = {c["key"]: c for c in reported if isinstance(c, dict) and isinstance(c.get("key"), str)}
+    live = {k for k, c in have.items() if c.get("state") not in ("CLOSING", "CLOSED")}
+    return ConsumerSetDiff(
+        missing=frozenset(configured.keys() - have.keys()),
+        extra=frozenset(live - configured.keys()),
+        changed=frozenset(k for k in live & configured.keys()
+                          if isinstance(have[k].get("def"), str)
+                          and have[k]["def"] != configured[k]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1021,25 +1047,19 @@ class Supervisor:
         if link.changes or spec is None:
             return
         want = {consumer_key(c): c for c in spec.consumers}
-        have = {c["key"]: c for c in reply.get("consumers") or []
-                if isinstance(c, dict) and isinstance(c.get("key"), str)}  # fmt: skip
-        for key, c in have.items():
-            if c.get("state") in ("CLOSING", "CLOSED") or now < link.restore_after.get(key, 0):
-                continue  # on its way out, or restored a moment ago
-            wanted = want.get(key)
-            if wanted is None:
-                self._restore(name, link, key, f"{key} was added to {name}", "removed it",
-                              control.RemoveRequest(key), now)
-            elif isinstance(c.get("def"), str) and c["def"] != control.consumer_digest(
-                    control.consumer_from_spec(wanted)):
-                what = link.restoring[key] = f"{key} on {name} was changed"
-                self._restore(name, link, key, what, "removed it, to add the configured one",
-                              control.RemoveRequest(key), now)
-        for key, wanted in want.items():
-            if key in have or (key not in link.restoring
-                               and now < link.restore_after.get(key, 0)):
-                continue
-            add = control.AddRequest(control.consumer_from_spec(wanted))
+        quiet = {k for k, at in link.restore_after.items() if now < at}  # restored a moment ago
+        diff = consumer_set_diff(
+            {k: control.consumer_digest(control.consumer_from_spec(c)) for k, c in want.items()},
+            reply.get("consumers") or [])
+        for key in sorted(diff.extra - quiet):
+            self._restore(name, link, key, f"{key} was added to {name}", "removed it",
+                          control.RemoveRequest(key), now)
+        for key in sorted(diff.changed - quiet):
+            what = link.restoring[key] = f"{key} on {name} was changed"
+            self._restore(name, link, key, what, "removed it, to add the configured one",
+                          control.RemoveRequest(key), now)
+        for key in sorted(diff.missing - (quiet - set(link.restoring))):
+            add = control.AddRequest(control.consumer_from_spec(want[key]))
             incident = link.restoring.get(key, f"{key} was removed from {name}")
             if incident is None:  # replaced by a reload of ours: not news
                 link.restoring.pop(key)
