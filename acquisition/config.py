@@ -5,9 +5,10 @@ its validation, and the two pure views the supervisor needs: the consumer defini
 (``consumer_specs``) and the grouping of PLCs into I/O workers by local address
 (``group_by_local_address``).
 
-Protocol facts used here (protocol.md): the timeout multiplier encoding 0..7 = x4..x512 (5.4),
-multicast T->O never crosses a router (6.7), the recommended Forward_Open values (7.1), RPI ranges
-(7.5) and the 500-byte produced-tag limit (7.3).
+The rules of each consumer key (names, addresses, routes, RPIs, multiplier, size, the PLC
+session's keys, with their ranges) are ``acquisition.consumer_keys``, which the worker's control
+socket reads its consumers through too. Protocol facts used here (protocol.md): multicast T->O
+never crosses a router (6.7) and the recommended Forward_Open values (7.1).
 
 Every problem found is collected and raised once as ``ConfigError`` whose ``issues`` each name the
 file, the TOML key path (``plc[1].tag[0].rpi_ms``), the line where that key is written (found by
@@ -32,12 +33,25 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from pyconpro.acquisition.consumer_keys import (
+    PLC_ADDRESS,
+    Inherited,
+    RouteHop,
+    multiplier_code,
+    read_consumer_keys,
+    read_ipv4,
+    read_route,
+    read_session,
+    read_tag_name,
+    read_tag_size,
+    read_topic_segment,
+    validate_tag_name,
+)
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.originator import SessionPolicy
 from pyconpro.acquisition.security import SecurityConfig, check_exposure, read_security
 from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema, read_sink
 from pyconpro.acquisition.supervision import RestartPolicy
-from pyconpro.acquisition.toml_check import MISSING as _MISSING
 from pyconpro.acquisition.toml_check import ConfigError, ConfigIssue
 from pyconpro.acquisition.toml_check import IssueLog as _Ctx
 from pyconpro.acquisition.toml_check import KeyLines as _KeyLines
@@ -45,7 +59,6 @@ from pyconpro.acquisition.toml_check import Table as _Table
 from pyconpro.acquisition.toml_check import fmt as _fmt
 from pyconpro.acquisition.toml_check import parse_toml as _parse_toml
 from pyconpro.acquisition.toml_check import relative_to as _relative_to
-from pyconpro.acquisition.toml_check import type_name as _type_name
 
 __all__ = [
     "BusConfig",
@@ -73,28 +86,7 @@ Transport = Literal["unicast", "multicast"]
 UDP_RCVBUF_DEFAULT: Final = 4 << 20  # 4 MiB: a burst or a pause of the worker fits in it
 UDP_RCVBUF_MAX: Final = 1 << 30  # SO_RCVBUF is an int; Linux doubles what it grants
 
-# RPI limits accepted in the file. protocol.md 7.5: vendors quote ~0.5-750 ms for EtherNet/IP I/O;
-# the controller has the final word (0x0111/0x0112), so the ceiling here is generous and only
-# catches unit mistakes (microseconds typed as milliseconds).
-RPI_MIN_MS: Final = 0.5
-RPI_MAX_MS: Final = 10_000.0
-# The session's reconnect schedule and limits (acquisition.originator.SessionPolicy): attempts
-# are cheap, so the cap stays short; the ceilings only catch unit mistakes.
-RECONNECT_MIN_RANGE_S: Final = (0.01, 60.0)
-RECONNECT_MAX_RANGE_S: Final = (0.05, 60.0)
-CONNECT_TIMEOUT_RANGE_S: Final = (0.1, 60.0)
-MAX_IN_FLIGHT_RANGE: Final = (1, 256)
-# protocol.md 7.3: standard produced tags carry at most 500 bytes.
-MAX_TAG_SIZE: Final = 500
-# protocol.md 5.4: code m means a timeout of (4 << m) x RPI.
-MULTIPLIER_FACTORS: Final = tuple(4 << m for m in range(8))
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# Port names as pycomm3 spells them in a route, so users can copy paths between the tools.
-PORT_NAMES: Final = {"bp": 1, "backplane": 1, "enet": 2, "a": 2, "b": 3}
-
-_TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
-# PLC names and aliases become topic segments (`sample/<plc>/<tag>/`): no separators, no spaces.
-_TOPIC_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _ENDPOINT_TCP = re.compile(r"tcp://(?P<host>\*|[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)")
 
 
@@ -140,14 +132,6 @@ class Defaults:
     transport: Transport = "unicast"
     udp_port: int = 2222
     session: SessionPolicy = field(default_factory=SessionPolicy)  # every PLC's, unless set
-
-
-@dataclass(frozen=True, slots=True)
-class RouteHop:
-    """One port segment of a route: leave through ``port`` towards ``link`` (slot or IP)."""
-
-    port: int
-    link: int | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,65 +256,6 @@ class WorkerGroup:
         return f"worker-{self.local_address}"
 
 
-def multiplier_code(factor: int) -> int:
-    """x4 -> 0, x8 -> 1, ..., x512 -> 7 (protocol.md 5.4)."""
-    try:
-        return MULTIPLIER_FACTORS.index(factor)
-    except ValueError:
-        raise UsageError(
-            f"timeout multiplier {factor} is not one of {', '.join(map(str, MULTIPLIER_FACTORS))}"
-        ) from None
-
-
-def validate_tag_name(name: str) -> tuple[str, str] | None:
-    """``(problem, fix)`` when ``name`` cannot be consumed as a produced tag, else None.
-
-    Produced tags are whole controller-scoped tags (protocol.md 7.3), so program scope, members
-    and elements are refused here with the reason; the rest are Logix identifier rules.
-    """
-    if name == "":
-        return "the tag name is empty", "write the produced tag's name"
-    if ":" in name:
-        return (
-            f"{name!r} is program-scoped; only controller-scoped tags are produced (README:"
-            " Configuring the produced tag in Studio 5000)",
-            "move the tag to controller scope in Studio 5000 and use its plain name",
-        )
-    if "." in name or "[" in name:
-        base = re.split(r"[.\[]", name, maxsplit=1)[0]
-        return (
-            f"{name!r} names a member or element; a produced-tag connection carries one whole tag",
-            f"consume {base!r} and pick the member from the decoded value",
-        )
-    if len(name) > 40:
-        return (
-            f"{name!r} is {len(name)} characters long; Logix tag names have at most 40",
-            "use the tag's name exactly as Studio 5000 shows it",
-        )
-    if not _TAG_NAME.fullmatch(name):
-        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c == "_"))})
-        if bad:
-            return (
-                f"{name!r} contains {''.join(bad)!r}; Logix tag names use only A-Z a-z 0-9 _",
-                "use the tag's name exactly as Studio 5000 shows it",
-            )
-        return (
-            f"{name!r} starts with a digit; Logix tag names start with a letter or _",
-            "use the tag's name exactly as Studio 5000 shows it",
-        )
-    if "__" in name:
-        return (
-            f"{name!r} contains two consecutive underscores, which Logix does not allow",
-            "use the tag's name exactly as Studio 5000 shows it",
-        )
-    if name.endswith("_"):
-        return (
-            f"{name!r} ends with an underscore, which Logix does not allow",
-            "use the tag's name exactly as Studio 5000 shows it",
-        )
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # sections
 
@@ -382,60 +307,6 @@ def _endpoint(t: _Table, key: str, default: str) -> str:
     return str(value)
 
 
-def _ipv4(t: _Table, key: str, *, what: str, required: bool = False) -> str | None:
-    value = t.string(key, None, required=required)
-    if value is None:
-        return None
-    try:
-        addr = ipaddress.IPv4Address(value)
-    except ValueError:
-        t.ctx.error(
-            t.key(key),
-            f"{key} = {value!r} is not an IPv4 address",
-            f'write the {what} as four numbers 0-255, e.g. "192.168.1.10" '
-            "(host names are not resolved: the worker matches datagrams by source address)",
-        )
-        return None
-    if addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address("255.255.255.255"):
-        t.ctx.error(
-            t.key(key),
-            f"{key} = {value!r} is a multicast, broadcast or unspecified address",
-            f"write the {what}'s own unicast address",
-        )
-        return None
-    return str(addr)
-
-
-def _multiplier(t: _Table, key: str, default: int) -> int:
-    value = t.raw(key)
-    if value is _MISSING:
-        return default
-    factors = ", ".join(map(str, MULTIPLIER_FACTORS))
-    if isinstance(value, str):
-        m = re.fullmatch(r"[xX]?(\d+)", value.strip())
-        if m is not None and int(m.group(1)) in MULTIPLIER_FACTORS:
-            return int(m.group(1))
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if value in MULTIPLIER_FACTORS:
-            return value
-        if 0 <= value <= 7:
-            t.ctx.error(
-                t.key(key),
-                f"multiplier = {value} looks like the 0..7 wire code; this key takes the timeout "
-                "factor",
-                f"write multiplier = {4 << value} (code {value} means x{4 << value}); "
-                f"allowed: {factors}",
-            )
-            return default
-    t.ctx.error(
-        t.key(key),
-        f"multiplier = {value!r} is not a timeout multiplier",
-        f'use one of {factors} (or "x16" style); the connection times out after '
-        "multiplier x RPI without data",
-    )
-    return default
-
-
 def _read_bus(ctx: _Ctx, data: Mapping[str, Any]) -> BusConfig:
     t = _Table(ctx, "bus", data, _BUS_KEYS)
     d = BusConfig()
@@ -456,71 +327,16 @@ def _read_logging(ctx: _Ctx, data: Mapping[str, Any], base_dir: str | None) -> L
     return LoggingConfig(level=level, file=_relative_to(base_dir, file))
 
 
-@dataclass(frozen=True, slots=True)
-class _Inherited:
-    """A consumer setting as resolved so far, with the key path that set it (for errors)."""
-
-    rpi_ms: tuple[float, str]
-    ot_rpi_ms: tuple[float | None, str]
-    multiplier: tuple[int, str]
-    transport: tuple[str, str]
-
-
-def _read_consumer_keys(t: _Table, parent: _Inherited) -> _Inherited:
-    def pick(key: str, value: Any, old: tuple[Any, str]) -> tuple[Any, str]:
-        return (value, t.key(key)) if t.has(key) and value is not _MISSING else old
-
-    rpi = t.number("rpi_ms", _MISSING, RPI_MIN_MS, RPI_MAX_MS, "ms")
-    ot = t.number("ot_rpi_ms", _MISSING, RPI_MIN_MS, RPI_MAX_MS, "ms")
-    mult = _multiplier(t, "multiplier", _MISSING)  # type: ignore[arg-type]
-    transport = t.choice("transport", _MISSING, ("unicast", "multicast"))
-    return _Inherited(
-        rpi_ms=pick("rpi_ms", rpi, parent.rpi_ms),
-        ot_rpi_ms=pick("ot_rpi_ms", ot, parent.ot_rpi_ms),
-        multiplier=pick("multiplier", mult, parent.multiplier),
-        transport=pick("transport", transport, parent.transport),
-    )
-
-
-def _read_session(t: _Table, parent: SessionPolicy) -> SessionPolicy:
-    """The session keys of ``[defaults]`` or a ``[[plc]]`` over ``parent`` (what it inherits)."""
-    lo_min, hi_min = RECONNECT_MIN_RANGE_S
-    lo_max, hi_max = RECONNECT_MAX_RANGE_S
-    lo_conn, hi_conn = CONNECT_TIMEOUT_RANGE_S
-    lo_flight, hi_flight = MAX_IN_FLIGHT_RANGE
-    low = t.number("reconnect_min_s", parent.reconnect_min_s, lo_min, hi_min, "s")
-    high = t.number("reconnect_max_s", parent.reconnect_max_s, lo_max, hi_max, "s")
-    if high < low:
-        key = "reconnect_max_s" if t.has("reconnect_max_s") else "reconnect_min_s"
-        t.ctx.error(
-            t.key(key),
-            f"reconnect_max_s = {_fmt(high)} is below reconnect_min_s = {_fmt(low)}",
-            "make reconnect_max_s (the longest wait between two reconnect attempts) at least"
-            " reconnect_min_s (the first wait)",
-        )
-        low, high = parent.reconnect_min_s, max(parent.reconnect_max_s, parent.reconnect_min_s)
-    return SessionPolicy(
-        reconnect_min_s=low,
-        reconnect_max_s=high,
-        connect_timeout_s=t.number(
-            "connect_timeout_s", parent.connect_timeout_s, lo_conn, hi_conn, "s"
-        ),
-        max_in_flight=t.integer(
-            "max_in_flight", parent.max_in_flight, lo_flight, hi_flight, "requests"
-        ),
-    )
-
-
-def _read_defaults(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Defaults, _Inherited]:
+def _read_defaults(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Defaults, Inherited]:
     t = _Table(ctx, "defaults", data, _DEFAULTS_KEYS)
     base = Defaults()
-    start = _Inherited(
+    start = Inherited(
         rpi_ms=(base.rpi_ms, "defaults.rpi_ms"),
         ot_rpi_ms=(None, "defaults.ot_rpi_ms"),
         multiplier=(base.multiplier, "defaults.multiplier"),
         transport=(base.transport, "defaults.transport"),
     )
-    inh = _read_consumer_keys(t, start)
+    inh = read_consumer_keys(t, start)
     udp_port = t.integer("udp_port", base.udp_port, 1, 65535)
     defaults = Defaults(
         rpi_ms=inh.rpi_ms[0],
@@ -528,102 +344,19 @@ def _read_defaults(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Defaults, _Inher
         multiplier=inh.multiplier[0],
         transport=inh.transport[0],  # type: ignore[arg-type]
         udp_port=udp_port,
-        session=_read_session(t, base.session),
+        session=read_session(t, base.session),
     )
     return defaults, inh
 
 
-def _read_route(t: _Table) -> tuple[RouteHop, ...]:
-    value = t.raw("route")
-    if value is _MISSING:
-        return ()
-    example = 'route = [["backplane", 2], ["enet", "192.168.2.10"]]'
-    if not isinstance(value, list):
-        t.ctx.error(
-            t.key("route"),
-            f"route must be an array of [port, link] pairs, not {_type_name(value)}",
-            f"write e.g. {example}",
-        )
-        return ()
-    hops: list[RouteHop] = []
-    for i, hop in enumerate(value):
-        key = f"{t.key('route')}[{i}]"
-        if not (isinstance(hop, list) and len(hop) == 2):
-            t.ctx.error(
-                key, f"route hop {hop!r} is not a [port, link] pair", f"write e.g. {example}"
-            )
-            continue
-        port_v, link_v = hop
-        if isinstance(port_v, str) and port_v.lower() in PORT_NAMES:
-            port = PORT_NAMES[port_v.lower()]
-        elif isinstance(port_v, int) and not isinstance(port_v, bool) and 1 <= port_v <= 0xFFFF:
-            port = port_v
-        else:
-            t.ctx.error(
-                key,
-                f"route port {port_v!r} is not a port number or name",
-                f"use 1-65535 or one of {', '.join(repr(n) for n in PORT_NAMES)}",
-            )
-            continue
-        link: int | str
-        if isinstance(link_v, int) and not isinstance(link_v, bool) and 0 <= link_v <= 255:
-            link = link_v
-        elif isinstance(link_v, str):
-            try:
-                link = str(ipaddress.IPv4Address(link_v))
-            except ValueError:
-                t.ctx.error(
-                    key,
-                    f"route link {link_v!r} is neither a slot number nor an IPv4 address",
-                    'use a slot 0-255 or an address like "192.168.2.10"',
-                )
-                continue
-        else:
-            t.ctx.error(
-                key,
-                f"route link {link_v!r} is neither a slot number nor an IPv4 address",
-                'use a slot 0-255 or an address like "192.168.2.10"',
-            )
-            continue
-        hops.append(RouteHop(port, link))
-    return tuple(hops)
-
-
-def _tag_size(t: _Table) -> int | None:
-    value = t.raw("size")
-    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_TAG_SIZE:
-        t.ctx.error(
-            t.key("size"),
-            f"size = {value} is above the {MAX_TAG_SIZE} bytes a standard produced tag can carry "
-            "(README: Configuring the produced tag in Studio 5000)",
-            "split the data into several produced tags, or omit size to learn it from the "
-            "controller",
-        )
-        return None
-    size: int | None = t.integer("size", None, 1, MAX_TAG_SIZE, "bytes")
-    return size
-
-
 def _read_tag(
-    ctx: _Ctx, path: str, data: Mapping[str, Any], inherited: _Inherited
-) -> tuple[TagConfig | None, _Inherited]:
+    ctx: _Ctx, path: str, data: Mapping[str, Any], inherited: Inherited
+) -> tuple[TagConfig | None, Inherited]:
     t = _Table(ctx, path, data, _TAG_KEYS)
-    name = t.string("name", None, required=True)
-    if name is not None:
-        why = validate_tag_name(name)
-        if why is not None:
-            ctx.error(t.key("name"), f"name = {name!r} cannot be consumed: {why[0]}", why[1])
-            name = None
-    inh = _read_consumer_keys(t, inherited)
-    size = _tag_size(t)
-    alias = t.string("alias", None)
-    if alias is not None and not _TOPIC_SEGMENT.fullmatch(alias):
-        ctx.error(
-            t.key("alias"),
-            f"alias = {alias!r} cannot be a topic segment",
-            "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/' or spaces)",
-        )
-        alias = None
+    name = read_tag_name(t, "name")
+    inh = read_consumer_keys(t, inherited)
+    size = read_tag_size(t)
+    alias = read_topic_segment(t, "alias", "alias")
     if name is None:
         return None, inh
     rpi = inh.rpi_ms[0]
@@ -643,23 +376,16 @@ def _read_tag(
 
 
 def _read_plc(
-    ctx: _Ctx, index: int, data: Mapping[str, Any], defaults: Defaults, inherited: _Inherited
+    ctx: _Ctx, index: int, data: Mapping[str, Any], defaults: Defaults, inherited: Inherited
 ) -> PlcConfig | None:
     path = f"plc[{index}]"
     t = _Table(ctx, path, data, _PLC_KEYS)
-    name = t.string("name", None, required=True)
-    if name is not None and not _TOPIC_SEGMENT.fullmatch(name):
-        ctx.error(
-            t.key("name"),
-            f"name = {name!r} cannot be a topic segment",
-            "use 1-64 characters from A-Z a-z 0-9 _ . - (no '/' or spaces), e.g. \"line1\"",
-        )
-        name = None
-    address = _ipv4(t, "address", what="PLC's EtherNet/IP module address", required=True)
+    name = read_topic_segment(t, "name", "PLC name", required=True)
+    address = read_ipv4(t, "address", what=PLC_ADDRESS, required=True)
     slot = t.integer("slot", 0, 0, 255)
-    route = _read_route(t)
+    route = read_route(t)
     interface = t.string("interface", None)
-    local_address = _ipv4(t, "local_address", what="local interface")
+    local_address = read_ipv4(t, "local_address", what="local interface")
     if t.has("interface") and t.has("local_address"):
         ctx.error(
             t.key("interface"),
@@ -667,8 +393,8 @@ def _read_plc(
             "keep one: local_address picks the worker by address, interface by interface name",
         )
     udp_port = t.integer("udp_port", defaults.udp_port, 1, 65535)
-    session = _read_session(t, defaults.session)
-    inh = _read_consumer_keys(t, inherited)
+    session = read_session(t, defaults.session)
+    inh = read_consumer_keys(t, inherited)
 
     tags: list[TagConfig] = []
     seen: dict[str, str] = {}  # casefolded name -> key path; Logix names are case-insensitive

@@ -4,7 +4,9 @@ A consumer definition (``ConsumerDef``) is one produced tag consumed from one PL
 from the command line (``--consumer plc=p1,address=10.0.0.5,tag=Count,rpi_ms=100``), from the
 control socket (a msgpack map with the same keys, ``consumer_from_map``) or from the typed
 configuration (``acquisition.config.ConsumerSpec``); ``consumer_to_map`` writes the map back.
-Every error names the key and the fix.
+A map is read through the config file's own rules (``acquisition.consumer_keys``: names and
+their lengths, addresses, ranges, types, the session's keys), so what the file refuses the
+socket refuses, in the same words: every error names the key and the fix.
 
 The control socket (docs/worker.md "Control socket") takes one MessagePack map per request,
 ``{"op": <name>, ...}``, and answers one map, ``{"ok": true, ...}`` or ``{"ok": false, "error":
@@ -17,7 +19,7 @@ requests from these classes. Sans-IO: no sockets, only MessagePack.
 
 from __future__ import annotations
 
-import ipaddress
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -25,25 +27,40 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeAlias
 
 import msgpack
-from pyconpro.acquisition import cm, epath
+from pyconpro.acquisition import epath
+from pyconpro.acquisition.consumer_keys import (
+    PLC_ADDRESS,
+    RPI_MAX_MS,
+    RPI_MIN_MS,
+    Inherited,
+    multiplier_code,
+    read_consumer_keys,
+    read_ipv4,
+    read_route,
+    read_session,
+    read_tag_name,
+    read_tag_size,
+    read_topic_segment,
+)
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
 from pyconpro.acquisition.originator import ConsumerParams, SessionPolicy
+from pyconpro.acquisition.toml_check import ConfigIssue, IssueLog, Table
 
 KEYS = {
-    "plc": "PLC name used in topics (default: the address)",
+    "plc": "PLC name used in topics, 1-64 of A-Z a-z 0-9 _ . - (default: the address)",
     "address": "PLC IPv4 address (required)",
     "port": "PLC TCP encapsulation port (default 44818)",
     "udp_port": "PLC class-1 UDP port heartbeats go to (default 2222)",
-    "slot": "CPU slot (default 0; 'none' for no port segment)",
-    "route": "port segments before the slot, e.g. '1/2,2/10.0.0.9' (port/link, comma list)",
-    "tag": "produced tag name (required)",
+    "slot": "CPU slot 0-255 (default 0; 'none' for no port segment)",
+    "route": "port segments before the slot: [[port, link], ...] or '1/2,2/10.0.0.9'",
+    "tag": "produced tag name, controller scope, as Logix writes it (required)",
     "alias": "tag segment of the topics instead of the tag name",
-    "rpi_ms": "T->O RPI in ms (default 100)",
+    "rpi_ms": "T->O RPI in ms, 0.5-10000 (default 100)",
     "ot_rpi_ms": "O->T (heartbeat) RPI in ms (default: rpi_ms)",
     "multiplier": "timeout multiplier 4, 8, ..., 512 (default 8)",
     "transport": "unicast or multicast (default unicast)",
-    "size": "tag bytes without the sequence count (default: learned from the controller)",
+    "size": "tag bytes without the sequence count, 1-500 (default: learned from the controller)",
     "type": "Logix type, e.g. DINT, REAL[10], INT[2,3] (default: learned)",
     "reconnect_min_s": "first wait before reconnecting the PLC's session (default 0.1)",
     "reconnect_max_s": "longest wait between reconnect attempts (default 0.5)",
@@ -128,136 +145,121 @@ def parse_type(text: str) -> LogixType:
     return ArrayType(elem, dims)  # type: ignore[arg-type]
 
 
-def _int(key: str, value: Any, lo: int, hi: int) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not an integer") from None
-    if not lo <= n <= hi:
-        raise UsageError(f"consumer key {key!r}: {n} is outside {lo}..{hi}")
-    return n
+class ConsumerKeyError(UsageError):
+    """A consumer map was refused. ``issues`` are what the config file would say of the same
+    values (``acquisition.consumer_keys``): key path, problem and fix, every one found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(_issue_text(i) for i in self.issues))
 
 
-def _float(key: str, value: Any, unit: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"consumer key {key!r}: {value!r} is not a number of {unit}") from None
+def _issue_text(issue: ConfigIssue) -> str:
+    fix = f"; {issue.fix}" if issue.fix else ""
+    return f"{issue.key}: {issue.problem}{fix}"
 
 
-def _ms_to_us(key: str, value: Any) -> int:
-    ms = _float(key, value, "ms")
-    if not 0.1 <= ms <= 3_600_000:
-        raise UsageError(f"consumer key {key!r}: {ms} ms is outside 0.1 ms .. 1 h")
-    return round(ms * 1000)
+#: Keys whose text on the command line is a number ("rpi_ms=20"), as they are in a map.
+_NUMERIC_KEYS = frozenset({
+    "port", "udp_port", "slot", "rpi_ms", "rpi_us", "ot_rpi_ms", "ot_rpi_us", "multiplier",
+    "size", "reconnect_min_s", "reconnect_max_s", "connect_timeout_s", "max_in_flight",
+})  # fmt: skip
+_CONTROL_START = Inherited(
+    rpi_ms=(100.0, "consumer.rpi_ms"),
+    ot_rpi_ms=(None, "consumer.ot_rpi_ms"),
+    multiplier=(8, "consumer.multiplier"),
+    transport=("unicast", "consumer.transport"),
+)
 
 
-def _seconds(key: str, value: Any, lo: float, hi: float) -> float:
-    x = _float(key, value, "seconds")
-    if not lo <= x <= hi:
-        raise UsageError(f"consumer key {key!r}: {x:g} s is outside {lo:g} .. {hi:g} s")
-    return x
-
-
-def _session(m: Mapping[str, Any]) -> SessionPolicy:
-    d = _SESSION_DEFAULTS
-    try:
-        return SessionPolicy(
-            reconnect_min_s=_seconds("reconnect_min_s", m.get("reconnect_min_s",
-                                                              d.reconnect_min_s), 0.01, 60.0),
-            reconnect_max_s=_seconds("reconnect_max_s", m.get("reconnect_max_s",
-                                                              d.reconnect_max_s), 0.05, 60.0),
-            connect_timeout_s=_seconds("connect_timeout_s", m.get("connect_timeout_s",
-                                                                  d.connect_timeout_s), 0.1, 60.0),
-            max_in_flight=_int("max_in_flight", m.get("max_in_flight", d.max_in_flight), 1, 256),
-        )
-    except UsageError as exc:
-        raise UsageError(f"consumer keys: {exc}") from None
-
-
-def _route(value: Any) -> tuple[tuple[int, int | str], ...]:
-    if value in (None, "", []):
-        return ()
-    hops = value.split(",") if isinstance(value, str) else list(value)
-    out: list[tuple[int, int | str]] = []
-    for hop in hops:
-        if isinstance(hop, str):
-            port_s, _, link_s = hop.partition("/")
-            parts: list[Any] = [port_s, link_s]
-        else:
-            parts = list(hop)
-        if len(parts) != 2 or parts[1] in ("", None):
-            raise UsageError(f"consumer key 'route': hop {hop!r} must be port/link, e.g. 1/2")
-        port = _int("route", parts[0], 1, 0xFFFF)
-        link: int | str
+def _number_text(text: str) -> int | float | str:
+    """``"20"`` -> 20, ``"2.5"`` -> 2.5; anything else stays text (and is refused as such)."""
+    for kind in (int, float):
         try:
-            link = _int("route", parts[1], 0, 255)
-        except UsageError:
-            link = str(parts[1])
-        out.append((port, link))
-    return tuple(out)
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _route_pairs(text: str) -> list[list[int | float | str]]:
+    """``"1/2,2/10.0.0.9"`` -> ``[[1, 2], [2, "10.0.0.9"]]`` (a hop without '/' stays whole
+    and is refused by the route rule)."""
+    hops: list[list[int | float | str]] = []
+    for hop in (h.strip() for h in text.split(",") if h.strip()):
+        port, slash, link = hop.partition("/")
+        hops.append([_number_text(port), _number_text(link)] if slash else [hop])
+    return hops
+
+
+def _rpi_us(t: Table, key: str) -> int | None:
+    """``rpi_us`` / ``ot_rpi_us``: the same range as the ms keys, in whole microseconds."""
+    value: int | None = t.integer(key, None, round(RPI_MIN_MS * 1000), round(RPI_MAX_MS * 1000),
+                                  "us")
+    return value
+
+
+def _slot(t: Table) -> int | None:
+    if t.raw("slot") in (None, "none", ""):
+        return None  # no port segment: the path goes to the target itself
+    slot: int = t.integer("slot", 0, 0, 255)
+    return slot
 
 
 def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
-    """Validate a map of the keys in ``KEYS``; UsageError names the key and the fix."""
-    unknown = sorted(set(m) - set(KEYS) - {"rpi_us", "ot_rpi_us"})
-    if unknown:
-        raise UsageError(f"unknown consumer key(s) {', '.join(map(repr, unknown))};"
-                         f" known keys: {', '.join(KEYS)}")
-    for req in ("address", "tag"):
-        if not m.get(req):
-            raise UsageError(f"consumer key {req!r} is required ({KEYS[req]})")
-    address = str(m["address"])
-    try:
-        ipaddress.IPv4Address(address)
-    except ValueError:
-        raise UsageError(f"consumer key 'address': {address!r} is not an IPv4 address") from None
-    rpi_us = (_int("rpi_us", m["rpi_us"], 100, 3_600_000_000) if "rpi_us" in m
-              else _ms_to_us("rpi_ms", m.get("rpi_ms", 100)))
-    ot_rpi_us = (_int("ot_rpi_us", m["ot_rpi_us"], 100, 3_600_000_000) if "ot_rpi_us" in m
-                 else _ms_to_us("ot_rpi_ms", m["ot_rpi_ms"]) if m.get("ot_rpi_ms") is not None
-                 else None)
-    factor = _int("multiplier", m.get("multiplier", 8), 4, 512)
-    try:
-        multiplier = cm.multiplier_code(factor)
-    except UsageError as exc:
-        raise UsageError(f"consumer key 'multiplier': {exc}") from None
-    transport = str(m.get("transport", "unicast")).lower()
-    if transport not in ("unicast", "multicast"):
-        raise UsageError(f"consumer key 'transport': {transport!r} must be unicast or multicast")
-    slot_v = m.get("slot", 0)
-    slot = None if slot_v in (None, "none", "") else _int("slot", slot_v, 0, 255)
-    size = None if m.get("size") in (None, "") else _int("size", m["size"], 1,
-                                                         cm.MAX_PRODUCED_TAG_BYTES)
-    session = _session(m)
+    """Validate a map of the keys in ``KEYS`` through the config file's own rules
+    (``acquisition.consumer_keys``); ``ConsumerKeyError`` lists every problem with its key and
+    fix."""
+    if isinstance(m.get("route"), str):
+        m = {**m, "route": _route_pairs(m["route"])}
+    log = IssueLog("consumer", "")
+    t = Table(log, "consumer", m, (*KEYS, "rpi_us", "ot_rpi_us"))
+    address = read_ipv4(t, "address", what=PLC_ADDRESS, required=True)
+    tag = read_tag_name(t, "tag")
+    plc = read_topic_segment(t, "plc", "PLC name")
+    alias = read_topic_segment(t, "alias", "alias")
+    inh = read_consumer_keys(t, _CONTROL_START)
+    rpi_us = _rpi_us(t, "rpi_us") if t.has("rpi_us") else round(inh.rpi_ms[0] * 1000)
+    ot_ms = inh.ot_rpi_ms[0]
+    ot_rpi_us = (_rpi_us(t, "ot_rpi_us") if t.has("ot_rpi_us")
+                 else None if ot_ms is None else round(ot_ms * 1000))
+    slot = _slot(t)
+    route = read_route(t)
+    size = read_tag_size(t)
+    type_text = t.string("type", None)
+    port = t.integer("port", 44818, 1, 65535)
+    udp_port = t.integer("udp_port", 2222, 1, 65535)
+    session = read_session(t, _SESSION_DEFAULTS)
+    if log.issues or address is None or tag is None:
+        raise ConsumerKeyError(log.issues)
     d = ConsumerDef(
-        plc=str(m.get("plc") or address), address=address, tag=str(m["tag"]), rpi_us=rpi_us,
-        ot_rpi_us=ot_rpi_us, multiplier=multiplier, multicast=transport == "multicast",
-        slot=slot, route=_route(m.get("route")), size=size,
-        type=None if m.get("type") in (None, "") else str(m["type"]),
-        alias=None if m.get("alias") in (None, "") else str(m["alias"]),
-        port=_int("port", m.get("port", 44818), 1, 65535),
-        udp_port=_int("udp_port", m.get("udp_port", 2222), 1, 65535),
+        plc=plc or address, address=address, tag=tag, rpi_us=rpi_us or 100_000,
+        ot_rpi_us=ot_rpi_us, multiplier=multiplier_code(inh.multiplier[0]),
+        multicast=inh.transport[0] == "multicast", slot=slot,
+        route=tuple((hop.port, hop.link) for hop in route), size=size,
+        type=type_text or None, alias=alias, port=port, udp_port=udp_port,
         reconnect_min_s=session.reconnect_min_s, reconnect_max_s=session.reconnect_max_s,
         connect_timeout_s=session.connect_timeout_s, max_in_flight=session.max_in_flight,
     )
-    d.params()  # validates tag name, type/size agreement, RPIs
+    d.params().connection_path()  # the type and its agreement with size; the path encodes
     return d
 
 
 def consumer_from_text(text: str) -> ConsumerDef:
     """``key=value,key=value``; a route's own commas are written with ';'
-    (``route=1/2;2/10.0.0.9``)."""
-    m: dict[str, str] = {}
+    (``route=1/2;2/10.0.0.9``). Numbers are read as numbers, so the values meet the same rules
+    as in a map."""
+    m: dict[str, Any] = {}
     for part in text.split(","):
         if not part.strip():
             continue
         key, eq, value = part.partition("=")
         if not eq:
             raise UsageError(f"--consumer {text!r}: {part!r} is not key=value")
-        m[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        m[key] = _number_text(value) if key in _NUMERIC_KEYS else value
     if "route" in m:
-        m["route"] = m["route"].replace(";", ",")
+        m["route"] = _route_pairs(str(m["route"]).replace(";", ","))
     return consumer_from_map(m)
 
 
@@ -291,6 +293,14 @@ def consumer_to_map(d: ConsumerDef) -> dict[str, Any]:
         if getattr(session, key) != getattr(_SESSION_DEFAULTS, key):
             m[key] = getattr(session, key)
     return m
+
+
+def consumer_digest(d: ConsumerDef) -> str:
+    """A short fingerprint of ``d`` (of its control-socket map): the worker reports it per
+    consumer in ``status`` (``def``), so the supervisor sees a consumer changed behind its back
+    without the whole definition in every status reply."""
+    packed: bytes = msgpack.packb(consumer_to_map(d), use_bin_type=True)
+    return hashlib.sha256(packed).hexdigest()[:16]
 
 
 def consumer_from_spec(spec: Any) -> ConsumerDef:

@@ -86,11 +86,50 @@ PROGRAM_PREFIX = "Program:"
 TEMPLATE_READ_OVERHEAD = 21
 
 
+@dataclass(frozen=True, slots=True)
+class ListingLimits:
+    """How much of a controller's tag table one listing may read (docs/worker.md "Listing
+    limits"). A controller that never ends its symbol listing (or lists the same symbols
+    again and again under new instance numbers), or whose template definitions never end,
+    would otherwise fill the reader's memory: past a limit the listing stops with an error that
+    names the PLC and the limit, and whoever asked backs off like after any failed listing.
+
+    ``symbols``: entries listed, every scope together (a large controller has tens of
+    thousands); ``templates``: structure templates read; ``bytes``: reply bytes of the symbol
+    pages and the template definitions together."""
+
+    symbols: int = 65_536
+    templates: int = 8_192
+    bytes: int = 8 << 20
+
+    def exceeded(self, symbols: int, templates: int, nbytes: int) -> str | None:
+        """Which limit the counts passed, in words, or None."""
+        for count, limit, what in ((symbols, self.symbols, "symbol entries"),
+                                   (templates, self.templates, "templates"),
+                                   (nbytes, self.bytes, "bytes")):  # fmt: skip
+            if count > limit:
+                return f"the limit of {limit} {what}"
+        return None
+
+
+def listing_too_large(plc: str, passed: str) -> str:
+    """The error of a listing stopped by ``ListingLimits``: which PLC, which limit, what to do."""
+    who = f"PLC {plc}" if plc else "the controller"
+    return (f"the tag listing of {who} passed {passed} (limits: docs/worker.md); stopped"
+            " reading it: a controller that never ends its listing, or a very large tag table?"
+            " give the tags' 'size' (or 'type') in the configuration so no listing is needed")
+
+
+class ListingTooLarge(PyconproError):
+    """A listing passed one of its ``ListingLimits``."""
+
+
 class DiscoveryError(PyconproError):
     """A controller refused a discovery request; ``cause`` is the CipError, ``request`` says
     which one (e.g. ``symbol list of Program:Main from instance 0``)."""
 
-    def __init__(self, request: str, cause: CipError | MalformedPacket) -> None:
+    def __init__(self, request: str, cause: CipError | MalformedPacket | ListingTooLarge
+                 ) -> None:
         self.request = request
         self.cause = cause
         super().__init__(f"{request}: {cause}")
@@ -515,7 +554,9 @@ class CatalogBuilder:
     carrying a ``DiscoveryError`` that names the request.
 
     ``read_definitions=False`` stops after the template attributes (a change probe, see
-    ``TagCatalog.probe``); ``extra_templates`` are probed even if no tag names them.
+    ``TagCatalog.probe``); ``extra_templates`` are probed even if no tag names them. The
+    upload is bounded by ``limits`` (``ListingLimits``): past one it ends with ``CatalogFailed``
+    whose cause is ``ListingTooLarge``, naming ``plc`` (a label for messages) and the limit.
     """
 
     def __init__(
@@ -525,6 +566,8 @@ class CatalogBuilder:
         programs: bool | Iterable[str] = True,
         read_definitions: bool = True,
         extra_templates: Iterable[int] = (),
+        plc: str = "",
+        limits: ListingLimits = ListingLimits(),
     ) -> None:
         attrs = tuple(int(a) for a in attributes)
         for needed in (SymbolAttribute.NAME, SymbolAttribute.TYPE, SymbolAttribute.DIMENSIONS):
@@ -547,6 +590,10 @@ class CatalogBuilder:
         self._step = _Step.SYMBOLS
         self._request: bytes | None = self._symbol_request()
         self.requests_sent = 0
+        self._plc = plc
+        self._limits = limits
+        self._entries = 0  # symbol entries listed, every scope
+        self._bytes = 0  # reply bytes of symbol pages and template definitions
         self.error: DiscoveryError | None = None
         self._outputs: list[CatalogOutput] = [CatalogRequest(self._request, self.describe())]
 
@@ -595,12 +642,17 @@ class CatalogBuilder:
                 raise MalformedPacket(f"a reply to service 0x{expected:02X}, got reply service "
                                       f"0x{reply.service | 0x80:02X}", 0, self.describe())
             self.requests_sent += 1
+            self._bytes += len(reply.data)
             if self._step is _Step.SYMBOLS:
                 self._on_symbols(reply)
             elif self._step is _Step.TEMPLATE_ATTRIBUTES:
                 self._on_template_attributes(reply)
             elif self._step is _Step.TEMPLATE_READ:
                 self._on_template_read(reply)
+            passed = self._limits.exceeded(self._entries, len(self._templates), self._bytes)
+            if passed is not None:
+                raise DiscoveryError(self.describe(),
+                                     ListingTooLarge(listing_too_large(self._plc, passed)))
         except MalformedPacket as err:
             self._fail(DiscoveryError(self.describe(), err))
             return
@@ -646,6 +698,7 @@ class CatalogBuilder:
         except MalformedPacket as err:
             raise DiscoveryError(self.describe(), err) from None
         self._symbols.setdefault(scope, []).extend(batch)
+        self._entries += len(batch)
         if scope is None and self._auto_programs:
             for sym in batch:
                 name = sym.name or ""

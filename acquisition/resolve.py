@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from pyconpro.acquisition import cip, epath, logix_objects
+from pyconpro.acquisition.discovery import ListingLimits, listing_too_large
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
 from pyconpro.acquisition.logix_types import LogixType, StructType
 
@@ -267,6 +268,10 @@ class TypeCache:
 
     So N consumers cost O(symbol pages + templates) requests, not O(N x pages).
 
+    A listing is bounded (``discovery.ListingLimits``: symbol entries, templates, bytes; and
+    ``max_requests``): past a limit every waiter fails (transient: it backs off and asks again)
+    with a message naming ``plc`` and the limit, and what was read is dropped.
+
     ``invalidate()`` forgets everything (the controller's tag table may have changed: a lost
     session, a size reject) and starts a new ``generation``; a reply to a request of an older
     generation is ignored, waiters are kept and served from the new one. A waiter that doubts
@@ -277,8 +282,12 @@ class TypeCache:
     Pure: no I/O, no clock (protocol.md 9.2-9.4; the same requests as ``TagResolver``).
     """
 
-    def __init__(self, *, max_requests: int = 5000) -> None:
+    def __init__(self, *, max_requests: int = 5000, plc: str = "",
+                 limits: ListingLimits = ListingLimits()) -> None:
         self.max_requests = max_requests  # per generation: a runaway listing gives up
+        self.plc = plc  # for messages: "PLC 10.0.0.5:44818"
+        self.limits = limits
+        self.given_up = 0  # listings stopped by a limit
         self.generation = 1
         self.requests = 0  # every request handed out, all generations
         self.hits = 0
@@ -302,6 +311,8 @@ class TypeCache:
 
     def _reset(self) -> None:
         self._symbols: dict[str, logix_objects.SymbolInstance] = {}
+        self._entries = 0  # symbol entries listed (a controller may repeat names)
+        self._bytes = 0  # reply bytes of symbol pages and template definitions
         self._next_instance = 0
         self._complete = False
         self._structs: dict[int, StructType] = {}
@@ -329,7 +340,7 @@ class TypeCache:
                 "requests": self.requests, "generation_requests": self._generation_requests,
                 "listings": self.listings, "hits": self.hits,
                 "misses": self.misses, "invalidations": self.invalidations,
-                "waiting": len(self._waiting)}
+                "given_up": self.given_up, "waiting": len(self._waiting)}
 
     def resolve(self, tag: str, waiter: Hashable) -> None:
         """``waiter`` wants the type of ``tag``: its ``Answer`` comes out at once on a hit,
@@ -439,18 +450,35 @@ class TypeCache:
         self._answer_all(self._on_reply(step, reply))
 
     def _on_reply(self, step: str, reply: cip.Reply) -> list[Answer]:
+        self._bytes += len(reply.data)
         if self._generation_requests >= self.max_requests:
-            return self._fail_all(f"gave up after {self._generation_requests} requests", False)
+            return self._give_up(f"the limit of {self.max_requests} requests")
         try:
             if step == "symbols":
-                return self._on_symbols(reply)
-            if step == "template attributes":
-                return self._on_template_attrs(reply)
-            return self._on_template_read(reply)
+                answers = self._on_symbols(reply)
+            elif step == "template attributes":
+                answers = self._on_template_attrs(reply)
+            else:
+                answers = self._on_template_read(reply)
         except (MalformedPacket, UsageError, LookupError) as exc:
             if step == "symbols":
                 return self._fail_listing(f"unusable symbol list reply: {exc}", False)
             return self._fail_templates(f"unusable {step} reply: {exc}")
+        passed = self.limits.exceeded(self._entries, len(self._structs) + len(self._raw)
+                                      + len(self._stack), self._bytes)
+        return answers + self._give_up(passed) if passed is not None else answers
+
+    def _give_up(self, passed: str) -> list[Answer]:
+        """The listing passed a limit (``ListingLimits``, or ``max_requests``): every waiter
+        gets a transient failure naming the PLC and the limit (its connection backs off and
+        asks again later), and everything read is dropped, so memory is given back and the
+        next try starts from the first symbol."""
+        self.given_up += 1
+        reason = listing_too_large(self.plc, passed)
+        self._abandon_templates()
+        self._reset()
+        self._generation_requests = 0
+        return self._fail(lambda tag: True, lambda tag: f"type of {tag!r}: {reason}", False)
 
     def on_error(self, token: int, reason: str) -> None:
         """The request ``token`` failed below CIP (session lost, no reply): every waiter gets
@@ -466,6 +494,7 @@ class TypeCache:
             return self._fail_listing(f"{reply.error()}; give the tag's 'size' (or 'type') in"
                                       " the configuration", reply.status in (0x08, 0x05, 0x04))
         instances = logix_objects.parse_symbol_instances(reply.data, _ATTRS)
+        self._entries += len(instances)
         for inst in instances:
             if inst.name is not None:
                 self._symbols[inst.name.casefold()] = inst

@@ -69,6 +69,9 @@ class Option:
     integers and numbers (``unit`` words the messages). ``check`` sees a value the file wrote
     that passed the type and range checks. ``flag`` overrides the derived ``--key-name``;
     ``cli_required`` makes the flag mandatory for hand use (the file keeps the default).
+    ``creates`` says what a ``path`` option names, for ``pyconpro check``: ``"file"`` (its
+    directory must exist and be writable) or ``"directory"`` (created with its parents if
+    missing, so its nearest existing ancestor must be a writable directory).
     """
 
     key: str
@@ -84,6 +87,7 @@ class Option:
     flag: str = ""
     cli_required: bool = False
     doc_default: str = ""  # how the docs show the default when the value alone says too little
+    creates: Literal["", "file", "directory"] = ""
 
     def __post_init__(self) -> None:
         if self.key in COMMON_KEYS:

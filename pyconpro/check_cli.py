@@ -5,6 +5,12 @@ and exits 1 when there is any. A valid file gets a summary: the PLCs and tags, w
 (local address) would serve each PLC, the sinks and the bus endpoint. Finding the local address
 asks the OS's routing table (a UDP ``connect()``, which sends nothing); ``--no-resolve`` skips it.
 
+Beyond the file's own rules it checks what ``pyconpro run`` would stop on here
+(``config_file.run_issues``): the log file's directory, sink output directories, ipc socket
+paths too long for the worker names the config produces (with ``--no-resolve``, for a file
+written for another machine, the longest worker name is assumed and the file system is not
+looked at).
+
 Things that are legitimate in a file written for another machine but would stop the pipeline on
 this one (an explicit ``local_address`` that is not an address of this host) are printed as
 ``WARNING: FILE:LINE: KEY: ...`` lines and do not change the exit status; ``--no-resolve``
@@ -29,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-resolve",
         action="store_true",
-        help="do not ask the OS which local address reaches each PLC, nor whether an "
-        "explicit local_address is one of this host's",
+        help="do not ask the OS which local address reaches each PLC, whether an explicit "
+        "local_address is one of this host's, nor whether the log file and sink outputs can be "
+        "written here (a file written for another machine)",
     )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print problems and warnings only"
@@ -81,7 +88,7 @@ def check(
     """Validate ``path``; print problems, warnings and (unless ``quiet``) a summary to ``out``;
     0 valid (warnings or not), 1 problems."""
     from pyconpro.acquisition.config import ConfigError, group_by_local_address
-    from pyconpro.config_file import load_config
+    from pyconpro.config_file import load_config, run_issues, run_warnings
     from pyconpro.workers.supervisor import interface_address, resolve_local_address
 
     out = out if out is not None else sys.stdout
@@ -92,13 +99,19 @@ def check(
             if resolve
             else ()
         )
+        # What `run` would die of: files, directories, socket paths (config_file.run_issues).
+        issues = run_issues(config, [g.name for g in groups] if resolve else None,
+                            files=resolve)
+        if issues:
+            raise ConfigError(issues)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=out)
         n = len(exc.issues)
         print(f"{path}: {n} problem{'s' if n != 1 else ''}; nothing was started", file=out)
         return 1
-    warnings = [*config.warnings, *(local_address_warnings(config, path) if resolve else [])]
+    warnings = [*config.warnings,
+                *(local_address_warnings(config, path) + run_warnings(config) if resolve else [])]
     if not quiet:
         summary(config, path, groups, out)
     for warning in warnings:

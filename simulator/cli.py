@@ -198,6 +198,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stop-answering-tcp", action="store_true", help="read TCP requests, answer none"
     )
     f.add_argument("--refuse-register", action="store_true", help="refuse RegisterSession (0x0002)")
+    f.add_argument(
+        "--endless-listing", choices=("new", "repeat"), default="",
+        help="the symbol listing never ends: new tags forever, or the same ones again under"
+        " new instance numbers",
+    )  # fmt: skip
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
@@ -219,6 +224,7 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
         stop_producing=args.stop_producing,
         stop_answering_tcp=args.stop_answering_tcp,
         refuse_register=args.refuse_register,
+        endless_listing=args.endless_listing,
     )
     rng = random.Random(args.seed)
     server_config = ServerConfig(

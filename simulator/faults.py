@@ -4,7 +4,10 @@
 run time). ``DatagramFaults`` applies the T->O datagram faults — drop, duplicate, reorder,
 delay, stop producing — to what ``ProducerTarget.on_timer`` wants to send; it is pure (time is
 an argument, randomness comes from a seeded ``random.Random``) so tests drive it with a fake
-clock. The TCP-side switches (stop answering, refuse RegisterSession) are read by the server.
+clock. The TCP-side switches (stop answering, refuse RegisterSession) are read by the server,
+and so is ``endless_listing``: the symbol listing (0x55) never ends, ``endless_listing_reply``
+answers it in its place (a hostile or broken controller, for the listing limits of
+``acquisition.discovery.ListingLimits``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,23 @@ import random
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition.discovery import SYMBOL_CLASS
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_objects import (
+    SymbolInstance,
+    encode_symbol_instances,
+    parse_attribute_ids,
+)
+from pyconpro.acquisition.logix_types import DINT
+from pyconpro.acquisition.status import GeneralStatus
+
 Datagram = tuple[bytes, tuple[str, int]]
 
 #: How long a datagram held back for reordering waits for a successor before it goes anyway.
 REORDER_HOLD_S = 0.5
+ENDLESS_LISTING_MODES = ("", "new", "repeat")
+_ENDLESS_PAGE = 8  # symbols per page of an endless listing (fits an unconnected reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +48,14 @@ class FaultSettings:
     stop_producing: bool = False
     stop_answering_tcp: bool = False
     refuse_register: bool = False
+    # The symbol listing never ends: "new" lists new tags forever, "repeat" the same tags again
+    # and again under new instance numbers; "" answers it truly.
+    endless_listing: str = ""
 
     def __post_init__(self) -> None:
+        if self.endless_listing not in ENDLESS_LISTING_MODES:
+            raise ValueError(f"fault endless_listing={self.endless_listing!r}: give one of"
+                             f" {', '.join(map(repr, ENDLESS_LISTING_MODES))}")
         for name in ("drop", "duplicate", "reorder", "delay_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -143,3 +165,31 @@ class DatagramFaults:
 
     def pending(self) -> int:
         return len(self._delayed) + len(self._held)
+
+
+def endless_listing_reply(message: bytes, mode: str) -> bytes | None:
+    """The reply of a controller whose symbol listing never ends to ``message``, when it asks
+    for the listing (0x55 on the Symbol class, straight or inside Unconnected_Send); None for
+    any other request (the controller answers those). Every page is "partial, more follows"
+    (0x06): ``mode`` "new" lists new DINT tags ``Endless<n>`` forever, "repeat" the same
+    ``_ENDLESS_PAGE`` names again under ever higher instance numbers."""
+    try:
+        req = cip.Request.decode(message)
+        if (req.service == cip.Service.UNCONNECTED_SEND
+                and req.path == epath.CONNECTION_MANAGER_PATH):
+            req = cip.Request.decode(cip.UnconnectedSend.decode(req.data).message)
+        logical = [s.value for s in epath.decode_path(req.path)
+                   if isinstance(s, epath.LogicalSegment)]  # fmt: skip
+        attrs = parse_attribute_ids(req.data)
+    except (MalformedPacket, UsageError, ValueError):
+        return None
+    if req.service != cip.Service.GET_INSTANCE_ATTRIBUTE_LIST or logical[:1] != [SYMBOL_CLASS]:
+        return None
+    start = logical[1] if len(logical) > 1 else 0
+    page = [SymbolInstance.for_tag(start + i, f"Endless{start + i if mode == 'new' else i}", DINT)
+            for i in range(_ENDLESS_PAGE)]  # fmt: skip
+    try:
+        data = encode_symbol_instances(page, attrs)
+    except UsageError:
+        return None
+    return cip.Reply(req.service, GeneralStatus.PARTIAL_TRANSFER, (), data).encode()

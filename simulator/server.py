@@ -58,7 +58,7 @@ from pyconpro.acquisition.target import (
     TargetConnection,
     TargetEvent,
 )
-from pyconpro.simulator.faults import DatagramFaults, FaultSettings
+from pyconpro.simulator.faults import DatagramFaults, FaultSettings, endless_listing_reply
 
 log = logging.getLogger("pyconpro.sim")
 
@@ -610,8 +610,14 @@ class SimulatorServer:
         else:
             self._cm_context = (client.peer[0], client.session, now)
             # Unconnected replies are limited like a Logix UCMM reply (about 500 bytes).
-            answer = self.controller.handle(message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
+            answer = self._listing_fault(message) or self.controller.handle(
+                message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
         return self._reply(pkt, encap.send_rr_data(answer, items))
+
+    def _listing_fault(self, message: bytes) -> bytes | None:
+        """The endless symbol listing (fault ``endless_listing``) in place of the controller's."""
+        mode = self.faults.settings.endless_listing
+        return endless_listing_reply(message, mode) if mode else None
 
     def _cm_from_controller(self, message: bytes) -> bytes:
         """A Connection Manager request that arrived inside Unconnected_Send."""
@@ -633,7 +639,7 @@ class SimulatorServer:
 
         def handler(msg: bytes, when: float, conn: TargetConnection) -> bytes:
             # the connection size includes the 2-byte sequence count of the connected data item
-            return self.controller.handle(
+            return self._listing_fault(msg) or self.controller.handle(
                 msg, when, reply_limit=(conn.to_size - 2) if conn.to_size > 2 else None
             )
 

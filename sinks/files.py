@@ -284,7 +284,7 @@ def _schema(kind: str, help_text: str) -> SinkSchema:
         options=(
             Option(
                 "directory", "path", "data", "Output directory (created if missing).",
-                flag="--dir", cli_required=True,
+                flag="--dir", cli_required=True, creates="directory",
             ),
             Option("prefix", "string", "pyconpro", "File name prefix.", check=_check_prefix),
             Option(

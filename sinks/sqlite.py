@@ -143,7 +143,7 @@ SQLITE_SCHEMA = SinkSchema(
     options=(
         Option(
             "path", "path", "pyconpro.sqlite3", "Database file (created if missing).",
-            flag="--db", cli_required=True,
+            flag="--db", cli_required=True, creates="file",
         ),
         Option(
             "synchronous", "choice", "NORMAL",

@@ -66,6 +66,9 @@ VENDOR_ID = 0x1A0F
 CLASS3_RPI_US = 2_113_537  # what pycomm3 asks (protocol.md 10.2 row 4)
 CLASS3_TIMEOUT_MULTIPLIER = 7  # x512: an idle browse session is not dropped
 UNCONNECTED_SEND_TIMEOUT_TICKS = 0x05
+# The most a fragmented Read Tag collects (a Logix tag holds at most a few MB): a controller
+# that keeps answering "more follows" is given up here instead of filling memory.
+READ_TAG_MAX_BYTES = 16 << 20
 
 
 class ExplicitClientError(PyconproError):
@@ -288,9 +291,11 @@ class ExplicitClient:
         assert isinstance(out, IdentityReceived)
         return out.identity
 
-    def read_tag(self, name: str, elements: int = 1) -> tuple[ReadTagType, bytes]:
+    def read_tag(self, name: str, elements: int = 1,
+                 max_bytes: int = READ_TAG_MAX_BYTES) -> tuple[ReadTagType, bytes]:
         """Read Tag (0x4C) of ``elements`` elements, continuing with Read Tag Fragmented
-        (0x52) while the controller answers 0x06; returns the type header and the data."""
+        (0x52) while the controller answers 0x06; returns the type header and the data. A
+        read that goes on past ``max_bytes`` raises ExplicitClientError."""
         path = epath.encode_path(epath.tag_path(name))
         reply = self.request(cip.Request(cip.Service.READ_TAG, path,
                                          struct.pack("<H", elements)).encode())
@@ -311,6 +316,9 @@ class ExplicitClient:
             if not chunk and reply.status == 0x06:
                 raise self._garbage(f"Read Tag Fragmented {name}: 0x06 without data")
             data += chunk
+            if len(data) > max_bytes:
+                raise self._garbage(f"Read Tag Fragmented {name}: more than {max_bytes} bytes"
+                                    " and the controller says more follows")
         return header, bytes(data)
 
     # -- tag discovery ---------------------------------------------------------------------
@@ -329,7 +337,10 @@ class ExplicitClient:
         return builder.result()
 
     def discover(self, **kwargs: object) -> TagCatalog:
-        """Upload the tag list and templates (``CatalogBuilder`` keyword arguments)."""
+        """Upload the tag list and templates (``CatalogBuilder`` keyword arguments), bounded by
+        its ``ListingLimits``: a controller that never ends its listing raises DiscoveryError
+        naming this PLC and the limit."""
+        kwargs.setdefault("plc", f"{self.host}:{self.port}")
         return self.run(CatalogBuilder(**kwargs))  # type: ignore[arg-type]
 
     def has_changed(self, catalog: TagCatalog) -> bool:

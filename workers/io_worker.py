@@ -197,6 +197,7 @@ class WorkerConsumer:
     samples: int = 0
     decode_errors: int = 0
     uid: int = 0  # this consumer's waiter id in its PLC's TypeCache (keys can be reused)
+    digest: str = ""  # control.consumer_digest(defn): ``def`` in status, for the supervisor
     type_generation: int | None = None  # the TypeCache generation its learned type came from
     # The time of this consumer's entry in the worker's timer heap, or None: the heap holds an
     # entry at or before the connection's next deadline (never after it); an entry whose time
@@ -415,6 +416,7 @@ class IoWorker:
                     connect_timeout=policy.connect_timeout_s,
                     max_in_flight=policy.max_in_flight,
                 ),
+                types=TypeCache(plc=f"{defn.address}:{defn.port}"),
             )
         else:  # the PLC's session settings: the last consumer added says what they are now
             link.plc.configure(
@@ -423,12 +425,22 @@ class IoWorker:
                 max_in_flight=policy.max_in_flight,
             )
         link.consumers.add(defn.key)
-        c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids))
+        c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids),
+                                                      digest=control.consumer_digest(defn))
         self._by_uid[c.uid] = c
-        if link.plc.down:
-            conn.on_session_lost(now)  # it waits for the session like the others
-        conn.start(now, outage_since=outage_since)
-        self._pump(c, now)
+        try:
+            if link.plc.down:
+                conn.on_session_lost(now)  # it waits for the session like the others
+            conn.start(now, outage_since=outage_since)
+            self._pump(c, now)
+        except Exception as exc:
+            # A refused add leaves nothing behind: not the consumer (its key stays free for a
+            # correct add), nor a session opened only for it.
+            self._forget(c)
+            log.error("%s: add refused: %s; the consumer was not added", defn.key, exc)
+            self._publish(self._event(defn.plc, defn.topic_name, kind=wire.EventKind.ERROR.value,
+                                      message=f"add refused: {exc}; the consumer was not added"))
+            raise
         return c
 
     def remove_consumer(self, key: str, now: float) -> None:
@@ -448,14 +460,21 @@ class IoWorker:
                 self._removing.discard(key)
             elif c.conn.state is State.CLOSED:
                 self._removing.discard(key)
-                del self.consumers[key]
-                del self._by_uid[c.uid]
-                c.link.types.forget(c.uid)
-                c.sched = None  # its heap entries are stale from now on
-                c.link.consumers.discard(key)
-                if not c.link.consumers and not self.stopping:
-                    self._close_link(c.link)
-                    self.links.pop((c.link.address, c.link.port), None)
+                self._forget(c)
+
+    def _forget(self, c: WorkerConsumer) -> None:
+        """Drop every trace of ``c`` (closed, or an add that failed), and its PLC's session
+        when no other consumer uses it."""
+        key = c.defn.key
+        if self.consumers.get(key) is c:
+            del self.consumers[key]
+        self._by_uid.pop(c.uid, None)
+        c.link.types.forget(c.uid)
+        c.sched = None  # its heap entries are stale from now on
+        c.link.consumers.discard(key)
+        if not c.link.consumers and not self.stopping:
+            self._close_link(c.link)
+            self.links.pop((c.link.address, c.link.port), None)
 
     # ================================================================== connection outputs
 
@@ -520,12 +539,14 @@ class IoWorker:
             )
 
         def on_reply(reply: cip.Reply, items: tuple[cpf.Item, ...]) -> None:
-            c.conn.on_forward_open_reply(self._clock(), req, reply, items)
-            self._pump(c, self._clock())
+            if self._by_uid.get(c.uid) is c:  # else its add failed: nothing to open
+                c.conn.on_forward_open_reply(self._clock(), req, reply, items)
+                self._pump(c, self._clock())
 
         def on_error(reason: str) -> None:
-            c.conn.on_request_error(self._clock(), req, reason)
-            self._pump(c, self._clock())
+            if self._by_uid.get(c.uid) is c:
+                c.conn.on_request_error(self._clock(), req, reason)
+                self._pump(c, self._clock())
 
         self._request(c.link, req.encode(), extra, on_reply, on_error, now)
 
@@ -1168,6 +1189,7 @@ class IoWorker:
             "consumers": [
                 {
                     "key": k,
+                    "def": c.digest,
                     "samples": c.samples,
                     **c.conn.snapshot(now),
                     **({"recorder": c.conn.recorder.dump()} if recorder else {}),

@@ -27,11 +27,18 @@ Processes:
   already on the bus endpoint have arrived there (the XSUB side sends them all at once when it
   connects). So a consumer's first events (IDLE -> RESOLVING -> OPENING -> RUNNING) are never
   lost to ZeroMQ's slow-joiner window; the same after every restart of a worker;
+* every worker's ``status`` (read every second) is compared with the configured consumer set
+  (keys, and each definition's ``def`` fingerprint): a consumer removed, added or changed
+  through the worker's control socket behind the supervisor's back is put back (re-added,
+  removed, or removed then added), with a warning line and an ``error`` event naming what was
+  changed and that it was restored, published on the bus by ``supervisor`` through the
+  forwarder's workers' side;
 * SIGTERM / SIGINT: graceful shutdown (a second one kills what is left); SIGHUP: reload.
 
 Reload (SIGHUP or the ``reload`` control op) reads the file again and diffs it against what runs:
 consumers added to / removed from a worker that stays are sent to that worker's control socket
-(``add`` / ``remove``) without restarting it; a worker whose other settings changed is restarted;
+(``add`` / ``remove``) without restarting it (a changed one is removed, and added again by the
+consumer-set check once its key is free); a worker whose other settings changed is restarted;
 new local addresses get a new worker, vanished ones are stopped; sinks whose options changed are
 restarted, new ones started, removed ones stopped; other sinks and workers are untouched.
 ``[bus]`` changes need a restart of ``pyconpro run`` (logged, not applied).
@@ -90,13 +97,13 @@ from pyconpro.acquisition.supervision import (
     Supervision,
     Transition,
 )
-from pyconpro.acquisition.wire import Event, decode
+from pyconpro.acquisition.wire import Event, EventKind, SeqCounter, decode
 from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
 from pyconpro.workers.process import Child, spawn
 
-from pyconpro.config_file import load_config
+from pyconpro.config_file import load_config, run_issues, run_warnings
 from pyconpro.run_cli import add_arguments  # `pyconpro run` takes the same arguments
 
 __all__ = [
@@ -106,7 +113,9 @@ __all__ = [
     "Supervisor",
     "consumer_key",
     "consumer_map",
+    "consumer_set_diff",
     "consumer_text",
+    "control_base_endpoints",
     "diff_plans",
     "interface_address",
     "main",
@@ -131,6 +140,8 @@ LINK_HWM = 16
 ERROR_EVENT_KINDS = frozenset({"reject", "timeout", "error"})
 PING_TIMEOUT_S = 0.3  # is another supervisor on this control_base? (answers in milliseconds)
 FATAL_REMINDER_S = 60.0  # while every worker is FATAL, say so this often
+RESTORE_RETRY_S = 5.0  # a consumer set restored behind our back is restored again after this
+SUPERVISOR_PUBLISHER = "supervisor"  # ``pub`` of the events the supervisor publishes
 UDP_PORT_HINT = "set [worker].udp_port in the config"  # the worker's bind error, under `run`
 
 
@@ -280,6 +291,24 @@ def ipc_path(endpoint: str) -> str | None:
     return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
 
 
+def bus_in_endpoint(config: Config) -> str:
+    """Where the forwarder's workers' side is bound (publishers may connect there)."""
+    base = config.bus.control_base
+    return f"{base}-bus-in" if base.startswith("ipc://") else "tcp://127.0.0.1:0"
+
+
+def control_base_endpoints(config: Config, worker_names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every endpoint ``pyconpro run`` binds under ``[bus].control_base``, as (what, endpoint):
+    its own control socket, the forwarder's workers' side, each worker's control and PUB
+    sockets (``worker_names`` in the order the plan numbers them)."""
+    out = [("the supervisor's control socket", supervisor_control_endpoint(config)),
+           ("the bus forwarder's workers' side", bus_in_endpoint(config))]
+    for index, name in enumerate(worker_names, start=1):
+        out += [(f"{name}'s control socket", config.bus.control_endpoint(name, index)),
+                (f"{name}'s PUB socket", _pub_endpoint(config, name))]
+    return out
+
+
 def plan_children(
     config: Config, groups: Sequence[WorkerGroup], runtime: Runtime
 ) -> dict[str, ChildSpec]:
@@ -354,6 +383,31 @@ def restart_outages(
         elif isinstance(c.get("last_data_s"), (int, float)) or since is not None:
             out[key] = exited_at
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSetDiff:
+    """How a worker's consumers differ from the configured ones (keys)."""
+
+    missing: frozenset[str] = frozenset()  # configured, not in the worker
+    extra: frozenset[str] = frozenset()  # in the worker, not configured
+    changed: frozenset[str] = frozenset()  # in both, with another definition
+
+
+def consumer_set_diff(configured: Mapping[str, str], reported: Sequence[Any]) -> ConsumerSetDiff:
+    """Compare the configured consumers (key -> ``control.consumer_digest``) with the
+    ``consumers`` of a worker's ``status`` (pure). One on its way out (CLOSING, CLOSED) is
+    neither extra nor changed, but not missing either until it is gone; an entry without a
+    ``def`` fingerprint is not judged changed."""
+    have = {c["key"]: c for c in reported if isinstance(c, dict) and isinstance(c.get("key"), str)}
+    live = {k for k, c in have.items() if c.get("state") not in ("CLOSING", "CLOSED")}
+    return ConsumerSetDiff(
+        missing=frozenset(configured.keys() - have.keys()),
+        extra=frozenset(live - configured.keys()),
+        changed=frozenset(k for k in live & configured.keys()
+                          if isinstance(have[k].get("def"), str)
+                          and have[k]["def"] != configured[k]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +498,12 @@ class _WorkerLink:
     outage_since: dict[str, float] = field(default_factory=dict)
     answered_at: float | None = None  # first answer of the current process (for the warning)
     warned_pid: int | None = None
+    changes: int = 0  # add / remove requests sent and not answered yet
+    # Consumers changed behind our back: key -> what happened, while the configured one is
+    # being put back (a changed one is removed first, then added); and when a key may be
+    # restored again (a restore that keeps failing is retried, not repeated every second).
+    restoring: dict[str, str | None] = field(default_factory=dict)  # None: a reload of ours
+    restore_after: dict[str, float] = field(default_factory=dict)
 
 
 # ============================================================================ the supervisor
@@ -479,9 +539,7 @@ class Supervisor:
         self.guard = ServerGuard(self.config.security)  # CurveError: a bad key file
         self.forwarder = Forwarder(
             self.config.bus.endpoint,
-            f"{self.config.bus.control_base}-bus-in"
-            if self.config.bus.control_base.startswith("ipc://")
-            else "tcp://127.0.0.1:0",
+            bus_in_endpoint(self.config),
             hwm=self.config.bus.hwm,
             linger_ms=self.config.bus.linger_ms,
             context=self.ctx,
@@ -509,6 +567,8 @@ class Supervisor:
         self._old_wakeup = -1
         self.control: zmq.Socket[Any] | None = None
         self.events: zmq.Socket[Any] | None = None
+        self.bus_out: zmq.Socket[Any] | None = None  # our own events, into the forwarder
+        self._bus_seq = SeqCounter()
         self.poller = zmq.Poller()
         self._kill_all = False
         self._stop_at = 0.0
@@ -573,6 +633,11 @@ class Supervisor:
         self.guard.secure_connect(self.events, self.config.bus.endpoint)
         self.events.connect(connectable(self.forwarder.public_endpoint))
         self.poller.register(self.events, zmq.POLLIN)
+        self.bus_out = self.ctx.socket(zmq.PUB)
+        self.bus_out.setsockopt(zmq.LINGER, 0)
+        self.bus_out.setsockopt(zmq.SNDHWM, CONTROL_HWM)
+        self.guard.secure_connect(self.bus_out, self.forwarder.upstream_endpoint)
+        self.bus_out.connect(connectable(self.forwarder.upstream_endpoint))
         self._install_signals()
         self.specs = self._plan(self.config)
         for name, spec in self.specs.items():
@@ -630,11 +695,8 @@ class Supervisor:
             if other is not None:
                 raise ForwarderError(self._in_use_message(other))
         # Nobody answers: the files are left over from a supervisor that was killed.
-        stale = [self.control_endpoint, f"{self.config.bus.control_base}-bus-in"]
-        for index, group in enumerate(groups, start=1):
-            stale += [self.config.bus.control_endpoint(group.name, index),
-                      _pub_endpoint(self.config, group.name)]  # fmt: skip
-        for endpoint in stale:
+        stale = control_base_endpoints(self.config, [g.name for g in groups])
+        for _, endpoint in stale:
             p = ipc_path(endpoint)
             try:
                 if p is not None and stat.S_ISSOCK(os.lstat(p).st_mode):
@@ -714,10 +776,10 @@ class Supervisor:
             if link.sock is not None:
                 link.sock.close(0)
         self.links.clear()
-        for s in (self.control, self.events):
+        for s in (self.control, self.events, self.bus_out):
             if s is not None:
                 s.close(0)
-        self.control = self.events = None
+        self.control = self.events = self.bus_out = None
         self.forwarder.stop()
         self.guard.close()
         for w in (self._wake_r, self._wake_w):
@@ -940,13 +1002,12 @@ class Supervisor:
         if child.state is ChildState.STARTING and child.pid == pid:
             self.sup.handle(name, Ready(pid), now)
             self._execute(now)
-        if (
-            pid is not None
-            and child.pid == pid
-            and link.added_pid != pid
-            and child.state in (ChildState.STARTING, ChildState.RUNNING)
-        ):
+        if pid is None or child.pid != pid:
+            return
+        if link.added_pid != pid and child.state in (ChildState.STARTING, ChildState.RUNNING):
             self._maybe_add_consumers(name, link, pid, reply, now)
+        elif link.added_pid == pid and child.state is ChildState.RUNNING:
+            self._reconcile(name, link, reply, now)
 
     def _maybe_add_consumers(
         self, name: str, link: _WorkerLink, pid: int, reply: dict[str, Any], now: float
@@ -970,11 +1031,80 @@ class Supervisor:
         log.info("%s: bus subscription reached the worker; adding %d consumer(s)", name,
                  len(consumers))  # fmt: skip
         since, link.outage_since = link.outage_since, {}
+        link.restoring.clear()
         for c in consumers:
-            request = control.AddRequest(
+            self._send_change(name, control.AddRequest(
                 control.consumer_from_spec(c), outage_since=since.get(consumer_key(c))
-            ).to_map()
-            self.worker_request(name, request, self._change_done(name, request))
+            ).to_map())  # fmt: skip
+
+    def _reconcile(self, name: str, link: _WorkerLink, reply: dict[str, Any], now: float) -> None:
+        """Put back the configured consumer set of worker ``name`` when its ``status`` shows
+        a consumer removed, added or changed behind the supervisor's back (through the
+        worker's control socket): re-add the missing, remove the extra, replace the changed
+        (removed first, added once it is gone). Nothing is judged while our own add / remove
+        requests are unanswered: the status may be older than they are."""
+        spec = self.specs.get(name)
+        if link.changes or spec is None:
+            return
+        want = {consumer_key(c): c for c in spec.consumers}
+        quiet = {k for k, at in link.restore_after.items() if now < at}  # restored a moment ago
+        diff = consumer_set_diff(
+            {k: control.consumer_digest(control.consumer_from_spec(c)) for k, c in want.items()},
+            reply.get("consumers") or [])
+        for key in sorted(diff.extra - quiet):
+            self._restore(name, link, key, f"{key} was added to {name}", "removed it",
+                          control.RemoveRequest(key), now)
+        for key in sorted(diff.changed - quiet):
+            what = link.restoring[key] = f"{key} on {name} was changed"
+            self._restore(name, link, key, what, "removed it, to add the configured one",
+                          control.RemoveRequest(key), now)
+        for key in sorted(diff.missing - (quiet - set(link.restoring))):
+            add = control.AddRequest(control.consumer_from_spec(want[key]))
+            incident = link.restoring.get(key, f"{key} was removed from {name}")
+            if incident is None:  # replaced by a reload of ours: not news
+                link.restoring.pop(key)
+                self._send_change(name, add.to_map())
+                continue
+            self._restore(name, link, key, incident, "added the configured one", add, now)
+
+    def _restore(self, name: str, link: _WorkerLink, key: str, what: str, how: str,
+                 request: control.AddRequest | control.RemoveRequest, now: float) -> None:
+        """One step of putting the configured set back: log it, send ``request``. The last
+        step publishes an ``error`` event saying what was changed and that it was restored
+        (or why it could not be)."""
+        link.restore_after[key] = now + RESTORE_RETRY_S
+        head = (f"consumer {what} behind the supervisor's back (through the worker's control"
+                " socket, not the config file)")
+        log.warning("%s: %s; restoring the configured set: %s", name, head, how.replace(
+            "removed", "removing").replace("added", "adding"))  # fmt: skip
+        last = key not in link.restoring or isinstance(request, control.AddRequest)
+        plc, _, tag = key.partition("/")
+
+        def done(reply: dict[str, Any] | None) -> None:
+            if reply is None or not reply.get("ok"):
+                error = "no answer" if reply is None else reply.get("error")
+                link.restoring.pop(key, None)
+                self._publish_event(plc, tag, f"{head}; not restored: {error}")
+            elif last:
+                link.restoring.pop(key, None)
+                log.warning("%s: %s; restored: %s", name, head, how)
+                self._publish_event(plc, tag, f"{head}; restored: {how}")
+
+        self._send_change(name, request.to_map(), done)
+
+    def _publish_event(self, plc: str, tag: str, message: str) -> None:
+        """An ``error`` event about ``plc`` / ``tag`` on the bus (publisher ``supervisor``)."""
+        if self.bus_out is None:
+            return
+        event = Event(seq=0, publisher=SUPERVISOR_PUBLISHER, plc=plc, tag=tag,
+                      t_wall_ns=time.time_ns(), t_mono_ns=time.monotonic_ns(),
+                      kind=EventKind.ERROR.value, message=message)  # fmt: skip
+        topic = event.topic
+        try:
+            _, body = replace(event, seq=self._bus_seq.next(topic)).encode()
+            self.bus_out.send_multipart([topic, body], zmq.NOBLOCK)
+        except zmq.Again:  # never block the loop: the event is in the log as well
+            log.debug("event on %r dropped: the bus forwarder is not taking it", topic)
 
     def _update_upstreams(self) -> None:
         eps = set(self.learned_pubs.values())
@@ -1032,18 +1162,29 @@ class Supervisor:
                 self._add_link(name, new_specs[name])
             self.sup.child(name).start(now)
             self._execute(now)
-        for name, keys in plan.remove_consumers.items():
-            for key in keys:
-                self._worker_change(name, control.RemoveRequest(key).to_map())
-        for name, specs in plan.add_consumers.items():
-            for spec in specs:
-                self._worker_change(
-                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map()
-                )
+        self._change_consumers(plan)
         self._finish_removals()
         self._update_upstreams()
         del old_specs
         return self._reload_result(True, plan.describe())
+
+    def _change_consumers(self, plan: ReloadPlan) -> None:
+        """The consumers a reload removes from and adds to workers that keep running."""
+        for name, keys in plan.remove_consumers.items():
+            for key in keys:
+                self._worker_change(name, control.RemoveRequest(key).to_map())
+        for name, specs in plan.add_consumers.items():
+            replaced = set(plan.remove_consumers.get(name, ()))
+            link = self.links.get(name)
+            for spec in specs:
+                if consumer_key(spec) in replaced and link is not None:
+                    # Its key is taken until the old one's Forward_Close is answered: the
+                    # consumer-set check adds the new definition once the old one is gone.
+                    link.restoring[consumer_key(spec)] = None
+                    continue
+                self._worker_change(
+                    name, control.AddRequest(control.consumer_from_spec(spec)).to_map()
+                )
 
     def _reload_result(self, ok: bool, message: str) -> dict[str, Any]:
         self.last_reload = {"ok": ok, "message": message, "t_wall": time.time()}
@@ -1061,12 +1202,26 @@ class Supervisor:
             # Not running, or its consumers are not added yet: that (at the next spawn or once
             # the bus subscription arrives) uses the new consumer list from the plan.
             return
-        self.worker_request(name, request, self._change_done(name, request))
+        self._send_change(name, request)
+
+    def _send_change(self, name: str, request: dict[str, Any],
+                     then: Callable[[dict[str, Any] | None], None] | None = None) -> None:
+        """Send an add / remove to worker ``name``, counted until it is answered (the
+        consumer set is judged only when none is outstanding); ``then(reply)`` after."""
+        link = self.links.get(name)
+        if link is not None:
+            link.changes += 1
+        self.worker_request(name, request, self._change_done(name, request, link, then))
 
     def _change_done(
-        self, name: str, request: dict[str, Any]
+        self, name: str, request: dict[str, Any], link: _WorkerLink | None = None,
+        then: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> Callable[[dict[str, Any] | None], None]:
         def done(reply: dict[str, Any] | None) -> None:
+            if link is not None:
+                link.changes = max(0, link.changes - 1)
+            if then is not None:
+                then(reply)
             what = request.get("key") or consumer_key_of_map(request.get("consumer", {}))
             if reply is None:
                 log.error("%s: no answer to %s %s; restarting it to apply the config", name,
@@ -1462,12 +1617,24 @@ def run_config(path: str, *, log_level: str | None = None) -> int:
     """Load ``path``, supervise until stopped. Exit codes: 0 stopped, 2 unusable config/bus."""
     try:
         config = load_config(path)
+        try:
+            names: list[str] | None = [g.name for g in group_by_local_address(
+                config, resolve_local_address, interface_address)]
+        except ConfigError:
+            names = None  # open() reports it, with the same words
+        issues = run_issues(config, names)  # what `pyconpro check` reports too
+        if issues:
+            raise ConfigError(issues)
+        log_file = setup_logging(config, log_level)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
         return 2
-    log_file = setup_logging(config, log_level)
-    for warning in config.warnings:
+    except OSError as exc:  # the log file, between the check and the open
+        print(f"error: cannot open the log file {config.logging.file}: {exc.strerror};"
+              " check [logging].file", file=sys.stderr)
+        return 2
+    for warning in (*config.warnings, *run_warnings(config)):
         log.warning("%s", warning)
     try:
         sup = Supervisor(path, config=config, log_level=log_level, child_output=log_file)

@@ -417,7 +417,7 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         BASE + '  alias = "a/b"\n',
         "plc[0].tag[0].alias",
         7,
-        "alias = 'a/b' cannot be a topic segment",
+        "alias 'a/b' cannot be a topic segment",
         "no '/' or spaces",
     ),
     (
@@ -433,7 +433,7 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         BASE.replace('"line1"', '"line 1"'),
         "plc[0].name",
         2,
-        "name = 'line 1' cannot be a topic segment",
+        "PLC name 'line 1' cannot be a topic segment",
         'e.g. "line1"',
     ),
     (

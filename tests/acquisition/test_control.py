@@ -81,7 +81,7 @@ def test_remove_and_recorder_take_plc_and_tag_instead_of_key() -> None:
             msgpack.packb(
                 {"op": "add", "consumer": {"address": "10.0.0.5", "tag": "T", "colour": 1}}
             ),
-            "unknown consumer key(s) 'colour'; known keys: ",
+            "consumer.colour: unknown key 'colour' in [consumer]; the keys allowed here are: ",
         ),
         (
             msgpack.packb({"op": "remove"}),
@@ -140,7 +140,7 @@ def test_session_keys_travel_with_the_consumer_and_default_to_the_policy() -> No
 
 @pytest.mark.parametrize(("text", "needle"), [
     ("reconnect_max_s=0.01", "reconnect_max_s"),
-    ("reconnect_min_s=1,reconnect_max_s=0.5", "reconnect_min_s <= reconnect_max_s"),
+    ("reconnect_min_s=1,reconnect_max_s=0.5", "reconnect_max_s = 0.5 is below reconnect_min_s = 1"),
     ("connect_timeout_s=soon", "connect_timeout_s"),
     ("max_in_flight=0", "max_in_flight"),
 ])

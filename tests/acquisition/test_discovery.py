@@ -25,6 +25,8 @@ from pyconpro.acquisition.discovery import (
     CatalogFailed,
     CatalogRequest,
     DiscoveryError,
+    ListingLimits,
+    ListingTooLarge,
     TagCatalog,
     build_structs,
     catalog_from_listing,
@@ -58,6 +60,7 @@ from pyconpro.acquisition.logix_types import (
     StructType,
     byte_size,
 )
+from pyconpro.simulator.faults import endless_listing_reply
 
 from tests.acquisition.test_logix_objects import TemplatesFromOurBytes, all_structs
 from tests.acquisition.test_logix_types import has_unique_template_ids, struct_types, values_for
@@ -708,3 +711,47 @@ def test_random_udts_round_trip_through_discovery(
         assert cat[name].byte_size == byte_size(t)
     value = data.draw(values_for(udt))
     assert cat["U"].decode(compile_encoder(udt)(value)) == value
+
+
+@pytest.mark.parametrize(("mode", "limits", "passed"), [
+    ("new", ListingLimits(symbols=500), "the limit of 500 symbol entries"),
+    ("repeat", ListingLimits(symbols=500), "the limit of 500 symbol entries"),
+    ("new", ListingLimits(bytes=10_000), "the limit of 10000 bytes"),
+])
+def test_an_upload_whose_listing_never_ends_fails_at_a_limit(
+    mode: str, limits: ListingLimits, passed: str
+) -> None:
+    b = CatalogBuilder(plc="10.0.0.5:44818", limits=limits)
+    for _ in range(10_000):
+        if b.outstanding is None:
+            break
+        reply = endless_listing_reply(b.outstanding, mode)
+        assert reply is not None
+        b.on_reply(reply)
+    error = failure_after_requests(b)
+    assert isinstance(error.cause, ListingTooLarge)
+    assert f"the tag listing of PLC 10.0.0.5:44818 passed {passed}" in str(error)
+    assert str(error).startswith("symbol list of controller scope from instance ")
+    assert b.requests_sent <= 500 // 8 + 2 or "bytes" in passed
+
+
+def test_an_upload_is_bounded_in_templates() -> None:
+    structs = [StructType.build(f"U{i}", [("A", "DINT")], instance_id=0x100 + i) for i in range(9)]
+    symbols = [SymbolInstance.for_tag(i + 1, f"T{i}", st) for i, st in enumerate(structs)]
+    b = CatalogBuilder(programs=False, limits=ListingLimits(templates=5))
+    b.on_reply(cip.Reply(0x55, 0, (), encode_symbol_instances(symbols,
+                                                             DISCOVERY_SYMBOL_ATTRIBUTES)))
+    for _ in range(100):
+        if b.outstanding is None:
+            break
+        b.on_reply(cip.Reply(b.outstanding[0], 0x05, (), b""))  # every template refused
+    error = failure_after_requests(b)
+    assert isinstance(error.cause, ListingTooLarge)
+    assert "passed the limit of 5 templates" in str(error)
+
+
+def failure_after_requests(b: CatalogBuilder) -> DiscoveryError:
+    """The error of the ``CatalogFailed`` that ended ``b``, after any number of requests."""
+    outs = b.take_outputs()
+    assert isinstance(outs[-1], CatalogFailed) and b.outstanding is None
+    return outs[-1].error

@@ -6,9 +6,11 @@ the logix_objects encoders, counting the requests N consumers cost."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition.discovery import ListingLimits
 from pyconpro.acquisition.logix_controller import DEFAULT_REPLY_LIMIT, LogixController
 from pyconpro.acquisition.logix_objects import (
     SymbolInstance,
@@ -31,6 +33,7 @@ from pyconpro.acquisition.resolve import (
     TagResolver,
     TypeCache,
 )
+from pyconpro.simulator.faults import endless_listing_reply
 from pyconpro.simulator.tags import default_store
 
 
@@ -534,3 +537,86 @@ def test_the_cache_speaks_through_take_outputs_in_order() -> None:
     assert [type(o) for o in outs] == [Answer, Answer] and answers == outs
     assert [a.waiter for a in answers] == [1, 2]
     assert cache.take_outputs() == []  # nobody waits: nothing more is asked
+
+
+# --------------------------------------------------------------------------- listing limits
+
+
+def endless(mode: str) -> Callable[[bytes], cip.Reply]:
+    """The simulator's endless listing fault, as replies (every page "more follows")."""
+    def answer(message: bytes) -> cip.Reply:
+        reply = endless_listing_reply(message, mode)
+        assert reply is not None, "only the symbol listing is asked"
+        return cip.Reply.decode(reply)
+    return answer
+
+
+def serve_until_answered(cache: TypeCache, answer: Callable[[bytes], cip.Reply]) -> list[Answer]:
+    """Answer the cache's requests until it answers a waiter; the answers."""
+    for _ in range(10_000):
+        outs = cache.take_outputs()
+        answers = [o for o in outs if isinstance(o, Answer)]
+        if answers:
+            assert not [o for o in outs if isinstance(o, CacheRequest)]  # nothing more asked
+            return answers
+        (req,) = outs
+        assert isinstance(req, CacheRequest)
+        cache.on_reply(req.token, answer(req.message))
+    raise AssertionError("the listing is not bounded")
+
+
+@pytest.mark.parametrize(("mode", "limits", "passed"), [
+    ("new", ListingLimits(symbols=1000), "the limit of 1000 symbol entries"),
+    ("repeat", ListingLimits(symbols=1000), "the limit of 1000 symbol entries"),
+    ("new", ListingLimits(bytes=20_000), "the limit of 20000 bytes"),
+])
+def test_a_listing_that_never_ends_is_given_up_at_a_limit_and_its_memory_dropped(
+    mode: str, limits: ListingLimits, passed: str
+) -> None:
+    cache = TypeCache(plc="10.0.0.5:44818", limits=limits)
+    cache.resolve("Wanted", 1)
+    cache.resolve("Other", 2)
+    answers = serve_until_answered(cache, endless(mode))
+    assert [a.waiter for a in answers] == [1, 2]
+    for a in answers:
+        assert isinstance(a.result, NotResolved) and not a.result.permanent  # it backs off
+        assert f"the tag listing of PLC 10.0.0.5:44818 passed {passed}" in a.result.message
+        assert "give the tags' 'size' (or 'type')" in a.result.message
+    snap = cache.snapshot()
+    assert snap["given_up"] == 1 and snap["symbols"] == 0 and snap["waiting"] == 0
+    assert cache.requests <= 1000 // 8 + 2  # pages of 8 up to the limit, not one more
+    # The next try (after the consumer's back-off) reads the listing from its start again.
+    cache.resolve("Wanted", 1)
+    (req,) = cache.take_outputs()
+    assert isinstance(req, CacheRequest) and req.what == "symbols from instance 0"
+    assert cache.snapshot()["listings"] == 2
+
+
+def test_a_template_definition_that_never_ends_is_given_up_at_the_byte_limit() -> None:
+    motor = next(iter(FakePlc({"M": CELL}).structs.values()))
+    endless_attrs = replace(TemplateAttributes.for_struct(motor), definition_size=0x3FFFFFFF)
+    cache = TypeCache(plc="plc1", limits=ListingLimits(bytes=50_000))
+
+    def answer(message: bytes) -> cip.Reply:
+        req = cip.Request.decode(message)
+        if req.service == cip.Service.GET_INSTANCE_ATTRIBUTE_LIST:
+            return cip.Reply(req.service, 0, (), encode_symbol_instances(
+                [SymbolInstance.for_tag(1, "M", motor)], SYMBOL_ATTRS))
+        if req.service == cip.Service.GET_ATTRIBUTE_LIST:
+            return cip.Reply(req.service, 0, (), encode_attribute_results(endless_attrs.results()))
+        return cip.Reply(req.service, 0x06, (), b"\x00" * 400)  # the definition never ends
+
+    cache.resolve("M", 1)
+    [a] = serve_until_answered(cache, answer)
+    assert isinstance(a.result, NotResolved) and not a.result.permanent
+    assert "the tag listing of PLC plc1 passed the limit of 50000 bytes" in a.result.message
+    assert cache.snapshot()["templates"] == 0 and cache.requests < 50_000 // 400 + 5
+
+
+def test_max_requests_gives_up_the_same_way() -> None:
+    cache = TypeCache(plc="plc1", max_requests=20)
+    cache.resolve("Wanted", 1)
+    [a] = serve_until_answered(cache, endless("new"))
+    assert isinstance(a.result, NotResolved)
+    assert "passed the limit of 20 requests" in a.result.message
+    assert cache.snapshot()["generation_requests"] == 0

@@ -373,6 +373,106 @@ def test_reload_adds_a_tag_without_restarting_the_worker(
     run.assert_children_gone()
 
 
+def test_consumers_changed_behind_the_supervisors_back_are_restored(
+    plant: Plant, run_factory: Callable[..., Run]
+) -> None:
+    """Someone uses a worker's control socket directly: removes a configured consumer, adds one
+    the config does not have, changes another (removes it and adds it with another RPI). The
+    supervisor sees it in the worker's status within a second or two and puts the configured
+    set back, with a log line and an ``error`` event naming what was changed and that it was
+    restored (published on the bus: the SQLite sink stores it)."""
+    run = run_factory()
+    wait_for(lambda: set(run.counts()) == EXPECTED, "first rows of every tag")
+    name1, name2 = f"worker-{plant.addr(1)}", f"worker-{plant.addr(4)}"
+    workers = wait_for(lambda: (w := run.status()["workers"]) and all(
+        w[n]["consumers_added"] for n in (name1, name2)) and w, "consumers added")
+
+    def worker(name: str, req: dict[str, Any]) -> dict[str, Any]:
+        reply = request(workers[name]["control"], req, 5.0)
+        assert reply is not None and reply["ok"], reply
+        return reply
+
+    def running(name: str) -> dict[str, dict[str, Any]]:
+        return {c["key"]: c for c in worker(name, {"op": "status"})["consumers"]}
+
+    configured = {name1: running(name1), name2: running(name2)}
+    sim = plant.sims[0]
+    extra = {"plc": "line1", "address": plant.addr(2), "udp_port": sim.udp_port, "tag": "Sine",
+             "rpi_ms": 50}
+    changed = {"plc": "line2", "address": plant.addr(3), "udp_port": plant.sims[1].udp_port,
+               "tag": "Counter", "rpi_ms": 250}
+    t0 = time.monotonic()
+    worker(name1, {"op": "remove", "key": "line1/Counter"})
+    worker(name1, {"op": "add", "consumer": extra})
+
+    def change() -> bool:
+        """Remove line2/Counter and add it with another RPI once its key is free (the
+        supervisor may put the configured one back first: then again)."""
+        request(workers[name2]["control"], {"op": "remove", "key": "line2/Counter"}, 5.0)
+        wait_for(lambda: running(name2).get("line2/Counter", {}).get("state") != "CLOSING",
+                 "line2/Counter closed", 10.0)  # fmt: skip
+        reply = request(workers[name2]["control"], {"op": "add", "consumer": changed}, 5.0)
+        return reply is not None and bool(reply["ok"])
+
+    wait_for(change, "line2/Counter changed behind the supervisor's back", 30.0, 0.0)
+
+    def restored() -> bool:
+        one, two = running(name1), running(name2)
+        return (set(one) == set(configured[name1]) and set(two) == set(configured[name2])
+                and all(c["state"] == "RUNNING" for c in (*one.values(), *two.values()))
+                and two["line2/Counter"]["def"] == configured[name2]["line2/Counter"]["def"])
+
+    wait_for(restored, "the configured consumer set back on both workers", 20.0)
+    took = time.monotonic() - t0
+    assert took < 15.0, took
+    errors = wait_for(lambda: (e := run.status()["last_errors"]) and all(
+        "restored" in (e.get(k) or {}).get("message", "")
+        for k in ("line1/Counter", "line1/Sine", "line2/Counter")) and e, "restore events")
+    assert "line1/Counter was removed from " + name1 in errors["line1/Counter"]["message"]
+    assert "line1/Sine was added to " + name1 in errors["line1/Sine"]["message"]
+    assert "line2/Counter on " + name2 + " was changed" in errors["line2/Counter"]["message"]
+    assert {errors[k]["publisher"] for k in errors if "restored" in errors[k]["message"]} == {
+        "supervisor"}
+    wait_for(lambda: {(p, t) for p, t in run.query(
+        "SELECT plc, tag FROM events WHERE publisher = 'supervisor' AND kind = 'error'"
+        " AND message LIKE '%restored%'")} == {("line1", "Counter"), ("line1", "Sine"),
+                                               ("line2", "Counter")},
+             "the three events in the database")  # fmt: skip
+    log = run.log_text()
+    assert "behind the supervisor's back" in log and "restoring the configured set" in log
+    before = run.counts()[("line1", "Counter")]
+    wait_for(lambda: run.counts()[("line1", "Counter")] >= before + 5, "rows again")
+    assert run.stop() == 0, run.log_text()
+    run.assert_children_gone()
+
+
+def test_reload_changes_a_tag_in_place(plant: Plant, run_factory: Callable[..., Run]) -> None:
+    """A reload that changes one tag: the worker keeps running, the old consumer is removed
+    and the new definition added once its key is free; that is the supervisor's own doing, so
+    no "behind the supervisor's back" line or event."""
+    run = run_factory()
+    wait_for(lambda: set(run.counts()) == EXPECTED, "first rows of every tag")
+    name = f"worker-{plant.addr(1)}"
+    st = wait_for(lambda: (s := run.status()) and s["workers"][name]["consumers_added"] and s,
+                  "consumers added")  # fmt: skip
+    pid = {c["name"]: c["pid"] for c in st["children"]}[name]
+    run.config.write_text(plant.config().replace("rpi_ms = 50", "rpi_ms = 120", 1))
+    run.proc.send_signal(signal.SIGHUP)
+
+    def changed() -> bool:
+        reply = request(st["workers"][name]["control"], {"op": "status"}, 5.0) or {}
+        return any(c["key"] == "line1/Counter" and c["rpi_us"] == 120_000
+                   and c["state"] == "RUNNING" for c in reply.get("consumers", []))
+
+    wait_for(changed, "line1/Counter running at its new RPI", 20.0)
+    st = run.status()
+    assert {c["name"]: c["pid"] for c in st["children"]}[name] == pid
+    assert "remove line1/Counter" in st["supervisor"]["last_reload"]["message"]
+    assert "behind the supervisor's back" not in run.log_text()
+    assert run.stop() == 0, run.log_text()
+    run.assert_children_gone()
+
+
 class BusListener:
     """A SUB socket on the public bus endpoint, connected before ``pyconpro run`` binds it."""
 

@@ -425,6 +425,31 @@ def test_control_socket_add_list_status_remove_and_errors(sim_a: SimulatorProces
         assert w.proc.wait(10) == 0
 
 
+def test_a_refused_add_leaves_the_key_free_for_a_correct_add(sim_a: SimulatorProcess) -> None:
+    """Values the config file refuses are refused on the control socket too, and a refused add
+    leaves nothing behind: no consumer holding the key, no session to the PLC opened for it."""
+    with start_worker(WORKER, []) as w:
+        good = {"plc": "a", "address": sim_a.address, "port": sim_a.tcp_port,
+                "udp_port": sim_a.udp_port, "tag": "Counter", "rpi_ms": 20}
+        for bad, problem in (
+            ({"slot": 1.5}, "consumer.slot: slot must be an integer, not a number"),
+            ({"route": [[1, 0]] * 17}, "consumer.route: route has 17 hops"),
+            ({"route": [[1, "x" * 600]]}, "neither a slot number nor an IPv4 address"),
+            ({"plc": "a/b"}, "consumer.plc: PLC name 'a/b' cannot be a topic segment"),
+            ({"tag": "C" * 100_000}, "is 100000 characters long; Logix tag names have at most"),
+        ):
+            refused = w.control("add", consumer={**good, **bad})
+            assert not refused["ok"] and problem in refused["error"], refused
+            assert len(refused["error"]) < 1000
+        status = w.control("status")
+        assert status["consumers"] == [] and status["plcs"] == []
+        assert sim_a.control.status()["server"]["tcp_accepted"] == 0
+        added = w.control("add", consumer=good)
+        assert added["ok"] and added["key"] == "a/Counter", added
+        w.wait_state("a/Counter", "RUNNING", 10)
+        assert [c["key"] for c in w.control("list")["consumers"]] == ["a/Counter"]
+
+
 # --------------------------------------------------------------------------- configuration
 
 

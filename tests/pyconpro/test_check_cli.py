@@ -86,7 +86,7 @@ def test_invalid_file_prints_every_problem(
         f"{cfg}:3: bus.endpont: unknown key 'endpont' in [bus]; did you mean 'endpoint'?"
     )
     assert out[1] == (
-        f"{cfg}:8: plc[0].tag[0].name: name = 'Program:Main.X' cannot be consumed: "
+        f"{cfg}:8: plc[0].tag[0].name: tag name 'Program:Main.X' cannot be consumed: "
         "'Program:Main.X' is program-scoped; only controller-scoped tags are produced "
         "(README: Configuring the produced tag in Studio 5000); move the tag to controller scope "
         "in Studio 5000 and use its plain name"

@@ -1,11 +1,20 @@
-"""simulator.faults: T->O datagram faults on a fake clock with a seeded RNG."""
+"""simulator.faults: T->O datagram faults on a fake clock with a seeded RNG; the endless
+symbol listing."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-from pyconpro.simulator.faults import REORDER_HOLD_S, DatagramFaults, FaultSettings
+from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition.discovery import symbol_list_request, template_attributes_request
+from pyconpro.acquisition.logix_objects import parse_symbol_instances
+from pyconpro.simulator.faults import (
+    REORDER_HOLD_S,
+    DatagramFaults,
+    FaultSettings,
+    endless_listing_reply,
+)
 
 A = ("127.0.0.1", 2222)
 B = ("127.0.0.9", 2222)
@@ -113,3 +122,24 @@ def test_updated_names_unknown_switches_and_checks_booleans() -> None:
         s.updated({"explode": 1})
     with pytest.raises(ValueError, match="true or false"):
         s.updated({"refuse_register": 1})
+
+
+def test_endless_listing_answers_only_the_listing_and_never_ends() -> None:
+    with pytest.raises(ValueError, match="endless_listing"):
+        FaultSettings(endless_listing="forever")
+    assert FaultSettings().updated({"endless_listing": "repeat"}).active
+    assert endless_listing_reply(template_attributes_request(0x100), "new") is None
+    attrs = (1, 2, 7, 8)
+    routed = cip.Request(cip.Service.UNCONNECTED_SEND, epath.CONNECTION_MANAGER_PATH,
+                         cip.UnconnectedSend(symbol_list_request(40, attributes=attrs),
+                                             b"\x01\x00").encode()).encode()
+    for mode, names in (("new", [f"Endless{i}" for i in range(40, 48)]),
+                        ("repeat", [f"Endless{i}" for i in range(8)])):
+        for message in (symbol_list_request(40, attributes=attrs), routed):
+            raw = endless_listing_reply(message, mode)
+            assert raw is not None
+            reply = cip.Reply.decode(raw)
+            assert reply.status == 0x06  # more follows, always
+            page = parse_symbol_instances(reply.data, attrs)
+            assert [s.instance_id for s in page] == list(range(40, 48))
+            assert [s.name for s in page] == names

@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pyconpro.acquisition import cip, cm, cpf, encap
-from pyconpro.acquisition.discovery import DiscoveryError
+from pyconpro.acquisition.discovery import DiscoveryError, ListingLimits, ListingTooLarge
 from pyconpro.acquisition.errors import CipError, EncapsulationError, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_controller import LogixController
 from pyconpro.acquisition.logix_types import DINT, STRING
+from pyconpro.simulator.faults import endless_listing_reply
 from pyconpro.simulator.tags import default_store
 from pyconpro.workers.explicit_client import (
     ExplicitClient,
@@ -162,7 +163,15 @@ class FakePLC:
             if mode == "wrong_conn":
                 return reply(encap.send_unit_data(self.class3_to_id + 1, seq, answer))
             return reply(encap.send_unit_data(self.class3_to_id, seq, answer))
-        answer = self.target.handle(send.unconnected(), time.monotonic())
+        if mode == "endless_listing":  # the symbol listing never ends
+            answer = endless_listing_reply(send.unconnected(), "new") or self.target.handle(
+                send.unconnected(), time.monotonic())
+        elif mode == "endless_read":  # a fragmented read whose data never ends
+            routed = cip.Request.decode(send.unconnected())  # inside Unconnected_Send
+            service = cip.UnconnectedSend.decode(routed.data).message[0]
+            answer = cip.Reply(service, 0x06, (), struct.pack("<H", 0xC4) + bytes(400)).encode()
+        else:
+            answer = self.target.handle(send.unconnected(), time.monotonic())
         body = reply(encap.send_rr_data(answer))
         if mode == "stale_first":
             self.mode = "normal"
@@ -268,6 +277,30 @@ def test_discovery_refusal_raises_discovery_error_and_keeps_the_session(
     with pytest.raises(DiscoveryError, match="symbol list of Program:Ghost from instance 0"):
         c.discover(programs=["Ghost"])
     assert c.is_open and _dint(c, "Version") == 33
+
+
+def test_a_listing_that_never_ends_raises_naming_the_plc_and_the_limit(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
+    c = client_factory().open()
+    plc.mode = "endless_listing"
+    with pytest.raises(DiscoveryError) as info:
+        c.discover(limits=ListingLimits(symbols=2000))
+    assert isinstance(info.value.cause, ListingTooLarge)
+    assert f"the tag listing of PLC {HOST}:{plc.port} passed the limit of 2000 symbol entries" \
+        in str(info.value)
+    assert c.requests <= 2000 // 8 + 2
+    plc.mode = "normal"
+    assert c.is_open and _dint(c, "Version") == 33  # the session is still good
+
+
+def test_a_fragmented_read_that_never_ends_is_given_up(
+    plc: FakePLC, client_factory: Callable[..., ExplicitClient]
+) -> None:
+    c = client_factory().open()
+    plc.mode = "endless_read"
+    with pytest.raises(ExplicitClientError, match="more than 10000 bytes"):
+        c.read_tag("Big", 125, max_bytes=10_000)
 
 
 def test_class3_encapsulation_error_ends_the_session(

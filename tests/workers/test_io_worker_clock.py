@@ -8,10 +8,12 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 from pyconpro.acquisition import encap
 from pyconpro.acquisition.control import consumer_from_text
+from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import PlcState
 from pyconpro.workers.io_worker import IoWorker, WorkerOptions
@@ -136,3 +138,22 @@ def test_keepalive_and_reconnect_exactly_at_their_deadlines(
     run_until(w, listener, lambda: listener.accepted == 2 and link.up)
     assert w.status()["plcs"][0]["sessions_opened"] == 2
     assert link.plc.keepalive_at == 1012.0
+
+
+def test_a_refused_add_leaves_nothing_behind(rig: tuple[IoWorker, Listener, FakeClock]) -> None:
+    """A definition that fails once the consumer is registered (here: a connection path longer
+    than a Forward_Open can carry, which a caller of the Python API can build) is rolled back:
+    no consumer, no PLC session opened for it, the key free for a correct add."""
+    w, listener, clock = rig
+    good = consumer_from_text(f"plc=p,address={PLC},port={listener.port},tag=T,size=4")
+    bad = replace(good, route=((1, 0),) * 300)
+    with pytest.raises(UsageError, match="connection path"):
+        w.add_consumer(bad, clock())
+    assert w.consumers == {} and w.links == {} and w.status()["plcs"] == []
+    settle(w, listener)
+    assert listener.accepted == 0  # no session was opened for nothing
+    c = w.add_consumer(good, clock())
+    assert list(w.consumers) == ["p/T"] and w.consumers["p/T"] is c
+    link = next(iter(w.links.values()))
+    run_until(w, listener, lambda: link.up and encap.Command.SEND_RR_DATA in listener.commands)
+    assert listener.accepted == 1

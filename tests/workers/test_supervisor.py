@@ -38,6 +38,7 @@ from pyconpro.workers.supervisor import (
     Supervisor,
     consumer_key,
     consumer_map,
+    consumer_set_diff,
     consumer_text,
     diff_plans,
     interface_address,
@@ -332,6 +333,25 @@ def test_diff_plans(tmp_path: Path) -> None:
     assert d2.restart == () and d2.stop == () and d2.start == ()
     # back again: the removed worker is started
     assert diff_plans(new, old).start == ("worker-127.88.1.4",)
+
+
+def test_consumer_set_diff_judges_a_workers_status_against_the_configuration() -> None:
+    configured = {"p/A": "aaaa", "p/B": "bbbb", "p/C": "cccc", "p/D": "dddd"}
+    reported = [
+        {"key": "p/A", "def": "aaaa", "state": "RUNNING"},  # as configured
+        {"key": "p/B", "def": "b2b2", "state": "RUNNING"},  # changed behind our back
+        {"key": "p/C", "def": "c3c3", "state": "CLOSING"},  # on its way out: wait
+        {"key": "p/X", "def": "xxxx", "state": "OPENING"},  # not configured
+        {"key": "p/Y", "def": "yyyy", "state": "CLOSED"},  # not configured, leaving anyway
+        {"key": "p/E", "state": "RUNNING"},  # no fingerprint (an older worker): not judged
+        "garbage", {"key": 5},
+    ]
+    diff = consumer_set_diff({**configured, "p/E": "eeee"}, reported)
+    assert diff.missing == {"p/D"}
+    assert diff.extra == {"p/X"}
+    assert diff.changed == {"p/B"}
+    assert consumer_set_diff(configured, [
+        {"key": k, "def": d, "state": "RUNNING"} for k, d in configured.items()]) == type(diff)()
 
 
 def test_local_address_lookup() -> None:

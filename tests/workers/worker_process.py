@@ -20,6 +20,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 from pyconpro.acquisition import wire
+from pyconpro.acquisition.control import consumer_from_text, consumer_to_map
 from pyconpro.workers.process import Child, SpawnError, json_ready, source_env, spawn_with_log
 
 _ROOT = Path(__file__).resolve().parent.parent.parent
@@ -243,7 +244,8 @@ def start_worker(
                 w.sub.setsockopt(zmq.SUBSCRIBE, b"stats/")
             w.wait_for(lambda m: isinstance(m, wire.Stats), timeout, "a first stats message")
             for text in consumers:
-                spec = dict(part.split("=", 1) for part in text.split(",") if part)
+                # The command line's text as the map a client sends: typed values.
+                spec = consumer_to_map(consumer_from_text(text))
                 reply = w.control("add", consumer=spec)
                 if not reply.get("ok"):
                     raise WorkerError(f"add {text!r}: {reply.get('error')}")
