@@ -6,8 +6,8 @@ Owns what a Logix CPU answers to one CIP request, as bytes in / bytes out with n
 * the controller's program name (class 0x64, protocol.md 10.2 row 5);
 * Symbol object (class 0x6B): Get_Instance_Attribute_List 0x55 with continuation, for the
   controller and ``Program:<name>`` scopes (protocol.md 9.2, 10.2 rows 6-7);
-* Template object (class 0x6C): Get_Attribute_List 0x03 and Read 0x4C with continuation
-  (protocol.md 9.3, 10.2 rows 8-9);
+* Template object (class 0x6C): Get_Attribute_List 0x03 of attributes 1-5 and Read 0x4C with
+  continuation, up to 4 x attribute 4 - 20 bytes (protocol.md 9.3, 10.2 rows 8-9);
 * the Logix tag services Read Tag 0x4C, Read Tag Fragmented 0x52, Write Tag 0x4D, Write Tag
   Fragmented 0x53, Read-Modify-Write 0x4E on symbolic (``91 ...``, members, ``28`` element
   segments) and symbol-instance (``20 6B 25 00 <id>``) paths (protocol.md 4.1, 10.2 row 10);
@@ -15,7 +15,9 @@ Owns what a Logix CPU answers to one CIP request, as bytes in / bytes out with n
 * Unconnected_Send 0x52 to the Connection Manager: the route is checked against the CPU slot
   and the embedded request answered here (protocol.md 5.11); every other Connection Manager
   service is handed to an optional ``cm_handler`` (the ``ProducerTarget`` of acquisition.target);
-* TCP/IP Interface object (class 0xF5) attributes 1-6, 8, 9, 13 (protocol.md 6.7, 10.3).
+* TCP/IP Interface object (class 0xF5) attributes 1-6, 8, 9, 13 (protocol.md 6.7, 10.3);
+* Wall Clock Time object (class 0x8B): the controller's clock, ``wall_clock``
+  (acquisition.logix_clock, protocol.md 10.5).
 
 ``LogixController.handle`` never raises on bad input: a request that does not parse becomes the
 CIP error reply a Logix would send (protocol.md 8.1, 8.3). Status choices, and the evidence:
@@ -30,6 +32,7 @@ CIP error reply a Logix would send (protocol.md 8.1, 8.3). Status choices, and t
 | path size beyond the message                   | 0x26                         | PM020       |
 | elements beyond the end of the tag             | 0xFF + 0x2105                | PM020       |
 | fragment offset beyond the end                 | 0xFF + 0x2104                | PM020       |
+| template read at or beyond its end             | 0xFF + 0x2104                | pylogix     |
 | write/RMW type differs from the tag            | 0xFF + 0x2107                | PM020       |
 | reply larger than the connection allows        | 0x06 with what fits          | PM020       |
 | an embedded service of a 0x0A packet failed    | 0x1E                         | CIP         |
@@ -59,17 +62,20 @@ from pyconpro.acquisition.epath import (
     decode_path,
 )
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.logix_clock import WallClock, wall_clock_service
 from pyconpro.acquisition.logix_objects import (
+    TEMPLATE_READ_AREA_OVERHEAD,
     AttributeResult,
     ExternalAccess,
     SymbolInstance,
+    TemplateAttribute,
     TemplateAttributes,
     TemplateReadRequest,
-    definition_size_words,
     encode_attribute_results,
     encode_symbol_instances,
     encode_template_definition,
     parse_attribute_ids,
+    template_read_area,
 )
 from pyconpro.acquisition.logix_requests import (
     Identity,
@@ -105,6 +111,7 @@ class ObjectClass(IntEnum):
     PROGRAM_NAME = 0x64  # Rockwell KB 23341
     SYMBOL = 0x6B
     TEMPLATE = 0x6C
+    WALL_CLOCK = 0x8B
     TCPIP_INTERFACE = 0xF5
 
 
@@ -235,7 +242,8 @@ class LogixController:
     Connection Manager request except Unconnected_Send (e.g. Forward_Open) and returns the
     encoded reply; without it those get 0x08. ``reply_limit`` is the largest reply (CIP header
     included) before Read Tag / listings answer 0x06; ``handle`` can override it per call with
-    the size of the connection the request came on.
+    the size of the connection the request came on. ``wall_clock`` runs with the ``now`` of
+    each request; its owner sets it (``WallClock.set_utc``), as the simulator does at start.
     """
 
     def __init__(
@@ -246,10 +254,13 @@ class LogixController:
         tcpip: TcpIpSettings | None = None,
         cm_handler: Callable[[bytes], bytes] | None = None,
         reply_limit: int = DEFAULT_REPLY_LIMIT,
+        wall_clock: WallClock | None = None,
     ) -> None:
         self.store = store
         self.slot = slot
         self.tcpip = tcpip or TcpIpSettings()
+        # Until set (the simulator sets it from the host's clock), 1970 at now = 0.
+        self.wall_clock = wall_clock or WallClock()
         self.cm_handler = cm_handler
         self.reply_limit = reply_limit
         self._template_cache: dict[int, bytes] = {}
@@ -263,12 +274,12 @@ class LogixController:
         self.requests += 1
         self.store.tick(now)
         limit = max(reply_limit if reply_limit is not None else self.reply_limit, 8)
-        reply = self._handle(bytes(message), limit, depth=0)
+        reply = self._handle(bytes(message), limit, 0, now)
         if reply.status not in (0, GeneralStatus.PARTIAL_TRANSFER):
             self.errors += 1
         return reply.encode()
 
-    def _handle(self, message: bytes, limit: int, depth: int) -> Reply:
+    def _handle(self, message: bytes, limit: int, depth: int, now: float) -> Reply:
         if not message:
             return Reply(0, GeneralStatus.NOT_ENOUGH_DATA)
         service = message[0] & 0x7F
@@ -283,7 +294,7 @@ class LogixController:
         path, data = message[2:path_end], message[path_end:]
         try:
             segments = decode_path(path)
-            return self._dispatch(service, segments, data, message, limit, depth)
+            return self._dispatch(service, segments, data, message, limit, depth, now)
         except PathError as err:
             return Reply(service, err.status, err.additional)
         except MalformedPacket:
@@ -292,7 +303,7 @@ class LogixController:
     # -- routing by path ---------------------------------------------------------------------
 
     def _dispatch(self, service: int, segs: tuple[Segment, ...], data: bytes, message: bytes,
-                  limit: int, depth: int) -> Reply:
+                  limit: int, depth: int, now: float) -> Reply:
         if not segs:
             raise path_not_found("empty request path")
         first = segs[0]
@@ -304,7 +315,7 @@ class LogixController:
         instance, rest = self._instance(segs[1:])
         if cls == ObjectClass.CONNECTION_MANAGER:
             return self._connection_manager(service, instance, rest, data, message, limit,
-                                            depth)
+                                            depth, now)
         if cls == ObjectClass.SYMBOL:
             return self._symbol_class(service, None, instance, rest, data, limit)
         if cls == ObjectClass.TEMPLATE:
@@ -314,9 +325,14 @@ class LogixController:
         if cls == ObjectClass.PROGRAM_NAME:
             return self._program_name(service, instance, rest, data)
         if cls == ObjectClass.MESSAGE_ROUTER:
-            return self._router(service, instance, rest, data, limit, depth)
+            return self._router(service, instance, rest, data, limit, depth, now)
         if cls == ObjectClass.TCPIP_INTERFACE:
             return self._tcpip(service, instance, rest, data)
+        if cls == ObjectClass.WALL_CLOCK:
+            if instance != 1:
+                raise no_destination("the Wall Clock Time object has instance 1 only")
+            return wall_clock_service(self.wall_clock, service, self._attribute(rest), data,
+                                      now)
         raise no_destination(f"class 0x{cls:02X} is not implemented by this controller")
 
     @staticmethod
@@ -405,16 +421,16 @@ class LogixController:
 
     def _connection_manager(self, service: int, instance: int | None,
                             rest: tuple[Segment, ...], data: bytes, message: bytes,
-                            limit: int, depth: int) -> Reply:
+                            limit: int, depth: int, now: float) -> Reply:
         if instance != 1 or rest:
             raise no_destination("the Connection Manager has instance 1 only")
         if service != Service.UNCONNECTED_SEND:
             if self.cm_handler is None:
                 return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
             return Reply.decode(self.cm_handler(message))
-        return self._unconnected_send(data, limit, depth)
+        return self._unconnected_send(data, limit, depth, now)
 
-    def _unconnected_send(self, data: bytes, limit: int, depth: int) -> Reply:
+    def _unconnected_send(self, data: bytes, limit: int, depth: int, now: float) -> Reply:
         # Layout in acquisition.cip.UnconnectedSend; parsed by hand here so that a short
         # message (0x13) and trailing bytes (0x15) get different answers.
         svc = Service.UNCONNECTED_SEND
@@ -436,7 +452,7 @@ class LogixController:
         if failure is not None:
             # Routing failure: 0x01 + extended status, then the remaining route path size.
             return Reply(svc, GeneralStatus.CONNECTION_FAILURE, (failure,), bytes([words]))
-        return self._handle(embedded, limit, depth)
+        return self._handle(embedded, limit, depth, now)
 
     def _check_route(self, route: bytes) -> int | None:
         """None when the route ends at this CPU, else the CM extended status (protocol.md
@@ -459,7 +475,7 @@ class LogixController:
     # -- Message Router: Multiple Service Packet ---------------------------------------------
 
     def _router(self, service: int, instance: int | None, rest: tuple[Segment, ...],
-                data: bytes, limit: int, depth: int) -> Reply:
+                data: bytes, limit: int, depth: int, now: float) -> Reply:
         self._attribute(rest)
         if instance != 1:
             raise no_destination("the Message Router has instance 1 only")
@@ -481,7 +497,7 @@ class LogixController:
         for i in range(count):
             # Keep 4 bytes for each later reply so that a 0x11 answer always fits.
             room = budget - _REPLY_HEADER * (count - i - 1)
-            sub = self._handle(data[bounds[i]:bounds[i + 1]], max(room, 8), depth + 1)
+            sub = self._handle(data[bounds[i]:bounds[i + 1]], max(room, 8), depth + 1, now)
             encoded = sub.encode()
             if len(encoded) > room:
                 encoded = Reply(sub.service, GeneralStatus.REPLY_DATA_TOO_LARGE).encode()
@@ -613,7 +629,7 @@ class LogixController:
                 self._definition_words(st), st.size, len(st.members), st.handle)
             results = []
             for a in attrs:
-                if a in (1, 2, 4, 5):
+                if a in TemplateAttribute._value2member_map_:
                     results.append(AttributeResult(a, 0, values.value(a)))
                 else:
                     results.append(AttributeResult(a, GeneralStatus.ATTRIBUTE_NOT_SUPPORTED,
@@ -627,11 +643,13 @@ class LogixController:
             except MalformedPacket:
                 return Reply(service, GeneralStatus.NOT_ENOUGH_DATA if len(data) < 6
                              else GeneralStatus.TOO_MUCH_DATA)
-            definition = self._definition(st)
-            if req.offset > len(definition):
+            area = self._definition(st)
+            if req.offset >= len(area):
+                # Nothing is left there: an error, so that no client asks again forever
+                # (pylogix repeats a read until it has the bytes it asked for).
                 raise logix_error(LogixExtendedStatus.ADDRESS_OUT_OF_RANGE,
-                                   "template read offset beyond the definition")
-            wanted = definition[req.offset:req.offset + req.length]
+                                   "template read offset at or beyond the end")
+            wanted = area[req.offset:req.offset + req.length]
             room = _room(limit)
             if len(wanted) > room:
                 return Reply(service, GeneralStatus.PARTIAL_TRANSFER, data=wanted[:room])
@@ -639,14 +657,15 @@ class LogixController:
         return Reply(service, GeneralStatus.SERVICE_NOT_SUPPORTED)
 
     def _definition(self, st: StructType) -> bytes:
+        """What Template Reads of ``st`` return: its definition and the bytes after it."""
         cached = self._template_cache.get(st.instance_id)
         if cached is None:
-            cached = encode_template_definition(st)
+            cached = template_read_area(encode_template_definition(st))
             self._template_cache[st.instance_id] = cached
         return cached
 
     def _definition_words(self, st: StructType) -> int:
-        return definition_size_words(len(self._definition(st)))
+        return (len(self._definition(st)) + TEMPLATE_READ_AREA_OVERHEAD) // 4
 
     # -- tag services ------------------------------------------------------------------------
 

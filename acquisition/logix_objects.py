@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -251,18 +251,87 @@ def parse_symbol_instances(data: bytes, attrs: Sequence[int]) -> tuple[SymbolIns
 
 
 # ---------------------------------------------------------------------------------------------
+# Get_Attribute_List (0x03) / Set_Attribute_List (0x04) data, CIP Vol 1 A-4.3 / A-4.4
+# ---------------------------------------------------------------------------------------------
+#
+# | data                         | layout                                                    |
+# |------------------------------|-----------------------------------------------------------|
+# | Get_Attribute_List request   | UINT count, count x UINT id (encode_attribute_ids)        |
+# | Get_Attribute_List reply     | UINT count, per attribute UINT id, UINT status, value     |
+# | Set_Attribute_List request   | UINT count, per attribute UINT id, value                  |
+# | Set_Attribute_List reply     | UINT count, per attribute UINT id, UINT status            |
+#
+# A value follows only a status of 0; its width is the attribute's, known to both sides (the
+# lists carry no sizes), so the parsers take a table of widths.
+
+_ENTRY_HEAD = struct.Struct("<HH")
+
+
+def encode_attribute_list(entries: Sequence[tuple[int, int, bytes]]) -> bytes:
+    """Get_Attribute_List reply data from (id, status, value) entries (the value is left out
+    when the status is not 0)."""
+    out = bytearray(_U16.pack(len(entries)))
+    for attr, status, value in entries:
+        out += _ENTRY_HEAD.pack(attr, status)
+        if status == 0:
+            out += value
+    return bytes(out)
+
+
+def parse_attribute_list(data: bytes, widths: Mapping[int, int],
+                         context: str = "Get_Attribute_List reply") -> tuple[
+                             tuple[int, int, bytes], ...]:
+    """Inverse of ``encode_attribute_list``: (id, status, value) with the value's width from
+    ``widths`` (an attribute of unknown width with status 0 cannot be delimited: malformed)."""
+    r = Reader(data, context=context)
+    count = r.u16("attribute count")
+    out = []
+    for _ in range(count):
+        attr, status = r.unpack(_ENTRY_HEAD, "attribute id and status")
+        value = b""
+        if status == 0:
+            width = widths.get(attr)
+            if width is None:
+                raise r.fail(f"an attribute of known width ({', '.join(map(str, widths))}), "
+                             f"got {attr}")
+            value = r.take(width, f"attribute {attr} value")
+        out.append((attr, status, value))
+    r.expect_end(context)
+    return tuple(out)
+
+
+def encode_attribute_values(entries: Sequence[tuple[int, bytes]]) -> bytes:
+    """Set_Attribute_List request data from (id, value) entries."""
+    out = bytearray(_U16.pack(len(entries)))
+    for attr, value in entries:
+        out += _U16.pack(attr) + value
+    return bytes(out)
+
+
+def encode_attribute_statuses(entries: Sequence[tuple[int, int]]) -> bytes:
+    """Set_Attribute_List reply data from (id, status) entries."""
+    return _U16.pack(len(entries)) + b"".join(_ENTRY_HEAD.pack(a, s) for a, s in entries)
+
+
+def parse_attribute_statuses(data: bytes) -> tuple[tuple[int, int], ...]:
+    """Inverse of ``encode_attribute_statuses``."""
+    r = Reader(data, context="Set_Attribute_List reply")
+    count = r.u16("attribute count")
+    out = tuple(r.unpack(_ENTRY_HEAD, f"attribute {i + 1} of {count}") for i in range(count))
+    r.expect_end("Set_Attribute_List reply")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Template object: Get_Attribute_List (0x03), protocol.md 9.3 step 1
 # ---------------------------------------------------------------------------------------------
 #
-# Request data: UINT count + UINT ids (pycomm3 sends 4, 5, 2, 1) — encode_attribute_ids.
-# Reply data:
-# | offset | size | field                                            |
-# |--------|------|--------------------------------------------------|
-# | 0      | 2    | UINT attribute count                             |
-# | 2      | ...  | per attribute: UINT id, UINT status, value       |
-# value widths (pycomm3 StructTemplateAttributes): 4 UDINT definition size in 32-bit words,
-# 5 UDINT structure size in bytes, 2 UINT member count, 1 UINT structure handle. A non-zero
-# status is followed by no value.
+# Request data: UINT count + UINT ids (pycomm3 sends 4, 5, 2, 1, pylogix 4, 3, 2, 1) —
+# encode_attribute_ids. Reply data: the Get_Attribute_List layout above, with the value widths
+# of pycomm3's StructTemplateAttributes: 4 UDINT definition size in 32-bit words, 5 UDINT
+# structure size in bytes, 2 UINT member count, 1 UINT structure handle; and 3 a UINT of
+# undocumented meaning (pylogix reads the member count at a fixed offset that is right only
+# when attribute 3 takes 2 bytes; protocol.md 9.3).
 
 
 class TemplateAttribute(IntEnum):
@@ -270,17 +339,22 @@ class TemplateAttribute(IntEnum):
 
     HANDLE = 1
     MEMBER_COUNT = 2
+    UNDOCUMENTED_3 = 3
     DEFINITION_SIZE = 4
     STRUCTURE_SIZE = 5
 
 
 PYCOMM3_TEMPLATE_ATTRIBUTES = (4, 5, 2, 1)
-_TEMPLATE_WIDTHS = {1: _U16, 2: _U16, 4: _U32, 5: _U32}
+PYLOGIX_TEMPLATE_ATTRIBUTES = (4, 3, 2, 1)
+_TEMPLATE_WIDTHS = {1: _U16, 2: _U16, 3: _U16, 4: _U32, 5: _U32}
+TEMPLATE_ATTRIBUTE_3 = 0  # what the simulator answers for attribute 3 (value unknown)
 
-# pycomm3 reads 4 * definition_size - 21 bytes of definition, libplctag 4 * size - 23
-# (protocol.md 9.3, 11.10). Defining size = ceil((len + 23) / 4) lets both read everything; a
-# target must then answer a read longer than the definition with what exists.
+# pycomm3 reads 4 * definition_size - 21 bytes of definition, libplctag and pylogix
+# 4 * size - 23 rounded up to 4 bytes, i.e. 4 * size - 20 (protocol.md 9.3, 11.10). A Logix
+# defines size = ceil((len + 23) / 4) (pylogix issue #45: 63 definition bytes, 22 words) and a
+# read returns 4 * size - 20 bytes: the definition, then 3 to 6 more bytes.
 TEMPLATE_DEFINITION_OVERHEAD = 23
+TEMPLATE_READ_AREA_OVERHEAD = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +391,7 @@ class TemplateAttributes:
         return {
             1: self.handle,
             2: self.member_count,
+            3: TEMPLATE_ATTRIBUTE_3,
             4: self.definition_size,
             5: self.structure_size,
         }[attr]
@@ -345,38 +420,39 @@ def definition_size_words(definition_len: int) -> int:
 
 def encode_attribute_results(results: Sequence[AttributeResult]) -> bytes:
     """Get_Attribute_List reply data for template attributes."""
-    out = bytearray(_U16.pack(len(results)))
+    entries = []
     for res in results:
-        out += _U16.pack(res.attribute) + _U16.pack(res.status)
+        value = b""
         if res.status == 0:
             st = _TEMPLATE_WIDTHS.get(res.attribute)
             if st is None or res.value is None:
                 raise UsageError(f"template attribute {res.attribute}: unknown width or no "
-                                 "value; supported attributes are 1, 2, 4, 5")
+                                 "value; supported attributes are 1, 2, 3, 4, 5")
             try:
-                out += st.pack(res.value)
+                value = st.pack(res.value)
             except struct.error:
                 raise UsageError(f"template attribute {res.attribute} value {res.value} does "
                                  f"not fit {st.size} bytes") from None
-    return bytes(out)
+        entries.append((res.attribute, res.status, value))
+    return encode_attribute_list(entries)
 
 
 def parse_attribute_results(data: bytes) -> tuple[AttributeResult, ...]:
-    r = Reader(data, context="template Get_Attribute_List reply")
-    count = r.u16("attribute count")
-    out = []
-    for _ in range(count):
-        attr = r.u16("attribute id")
-        status = r.u16(f"attribute {attr} status")
-        value = None
-        if status == 0:
-            st = _TEMPLATE_WIDTHS.get(attr)
-            if st is None:
-                raise r.fail(f"a template attribute of known width (1, 2, 4, 5), got {attr}")
-            value = r.unpack(st, f"attribute {attr} value")[0]
-        out.append(AttributeResult(attr, status, value))
-    r.expect_end("template Get_Attribute_List reply")
-    return tuple(out)
+    entries = parse_attribute_list(data, {a: st.size for a, st in _TEMPLATE_WIDTHS.items()},
+                                   "template Get_Attribute_List reply")
+    return tuple(
+        AttributeResult(attr, status,
+                        _TEMPLATE_WIDTHS[attr].unpack(value)[0] if status == 0 else None)
+        for attr, status, value in entries
+    )
+
+
+def template_read_area(definition: bytes) -> bytes:
+    """What Template Reads return for a definition: the definition, then zeros up to
+    4 x attribute 4 - 20 bytes (a Logix returns unspecified bytes there; pylogix and libplctag
+    ask for exactly that many, protocol.md 9.3)."""
+    size = 4 * definition_size_words(len(definition)) - TEMPLATE_READ_AREA_OVERHEAD
+    return definition + bytes(size - len(definition))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,16 +466,24 @@ def parse_attribute_results(data: bytes) -> tuple[AttributeResult, ...]:
 # | 8k      | 2    | UINT info: array length (0 = scalar) or, for BOOL, bit number   |
 # | 8k + 2  | 2    | UINT type: atomic code, or 0x8000 | template id; 0x2000 = array |
 # | 8k + 4  | 4    | UDINT member offset in bytes                                    |
-# | 8n      | ...  | NUL-terminated strings: "<name>;<suffix>" then each member name |
+# | 8n      | ...  | NUL-terminated strings: "<name>;n<2 letters per member>", then  |
+# |         |      | each member name                                               |
 #
 # Predefined types may give their name as the first string without ';' (pycomm3 handles that).
-# BOOL arrays are members of type DWORD whose info counts DWORDs.
+# BOOL arrays are members of type DWORD whose info counts DWORDs. A Logix puts two letters per
+# member after ";n" ("my_UDT;nHAEA" for a REAL then a DINT, pylogix issue #45); pylogix reads
+# them as (Scope0, Scope1) and takes Scope1 & 3 == 0 for an internal member, so it fails on a
+# template name without them. Our reading, unverified (protocol.md 9.3 ⚠️): 'A' + the member's
+# display radix (0 none, 4 Decimal, 7 Float), then 'A' + its external access (0 read/write,
+# 3 none for hidden members: 'D' & 3 == 0).
 
 _TEMPLATE_RECORD = struct.Struct("<HHI")
 _TEMPLATE_READ_REQUEST = struct.Struct("<IH")
 _ARRAY_FLAG = 0x2000
 _STRUCT_FLAG = 0x8000
 TEMPLATE_NAME_SUFFIX = ";n"  # what follows the name; pycomm3/libplctag keep text before ';'
+_RADIX_NONE, _RADIX_DECIMAL, _RADIX_FLOAT = 0, 4, 7
+_ACCESS_READ_WRITE, _ACCESS_NONE = 0, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +547,19 @@ def _member_record(m: Member) -> TemplateMemberRecord:
     return TemplateMemberRecord(info, flag | t.code, m.offset)
 
 
+def _member_letters(m: Member) -> str:
+    """The two letters a template name carries for member ``m`` (see the layout above)."""
+    t = m.type.element if isinstance(m.type, ArrayType) else m.type
+    if isinstance(t, StructType):
+        radix = _RADIX_NONE
+    elif t.code in (DataTypeCode.REAL, DataTypeCode.LREAL):
+        radix = _RADIX_FLOAT
+    else:
+        radix = _RADIX_DECIMAL
+    access = _ACCESS_NONE if m.hidden else _ACCESS_READ_WRITE
+    return chr(ord("A") + radix) + chr(ord("A") + access)
+
+
 def encode_template_definition(st: StructType) -> bytes:
     """The bytes a Template Read returns for ``st``: member records, then names."""
     out = bytearray()
@@ -472,7 +569,8 @@ def encode_template_definition(st: StructType) -> bytes:
             out += _TEMPLATE_RECORD.pack(rec.info, rec.type_word, rec.offset)
         except struct.error:
             raise UsageError(f"{st.name}.{m.name}: template record {rec} out of range") from None
-    names = [_template_name_for(st) + TEMPLATE_NAME_SUFFIX] + [m.name for m in st.members]
+    suffix = TEMPLATE_NAME_SUFFIX + "".join(_member_letters(m) for m in st.members)
+    names = [_template_name_for(st) + suffix] + [m.name for m in st.members]
     try:
         out += b"".join(n.encode("ascii") + b"\x00" for n in names)
     except UnicodeEncodeError:

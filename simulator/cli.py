@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
@@ -272,6 +273,9 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
     )
     server.bind()
     target.options = replace(target_options, udp_port=server.udp_port)
+    # The controller's wall clock (class 0x8B) starts at the host's time, then runs on its own
+    # (clients may set it, as they set a real controller's).
+    controller.wall_clock.set_utc(time.time_ns() // 1_000, server.clock())
     control = None
     if args.control:
         host, port = parse_endpoint(args.control)

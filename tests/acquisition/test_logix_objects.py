@@ -45,6 +45,7 @@ from pyconpro.acquisition.logix_objects import (
     tag_byte_size,
     tag_type,
     template_dependencies,
+    template_read_area,
 )
 from pyconpro.acquisition.logix_types import (
     BOOL,
@@ -307,29 +308,39 @@ def test_template_attribute_errors() -> None:
     with pytest.raises(MalformedPacket, match="attribute 5 .*status 0x14"):
         TemplateAttributes.from_results(failed)
     with pytest.raises(MalformedPacket, match="known width"):
-        parse_attribute_results(bytes.fromhex("0100" "0300" "0000" "00"))
+        parse_attribute_results(bytes.fromhex("0100" "0700" "0000" "00"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Template definition (Read 0x4C)
 # ---------------------------------------------------------------------------------------------
 
-# STRING: LEN DINT @0, DATA SINT[82] @4 (array flag 0x2000), names after "ASCIISTRING82;".
+# STRING: LEN DINT @0, DATA SINT[82] @4 (array flag 0x2000), names after "ASCIISTRING82;n" and
+# two letters per member (decimal, read/write: "EA").
 GOLDEN_STRING_DEFINITION = (
     bytes.fromhex("0000" "c400" "00000000" "5200" "c220" "04000000")
-    + b"ASCIISTRING82;n\x00LEN\x00DATA\x00"
+    + b"ASCIISTRING82;nEAEA\x00LEN\x00DATA\x00"
 )
-# Pair: hidden SINT host @0, BOOL a = bit 0 of it, DINT v @4; 8 bytes.
+# Pair: hidden SINT host @0 (access none: "ED"), BOOL a = bit 0 of it, DINT v @4; 8 bytes.
 PAIR = StructType.build("Pair", [("a", "BOOL"), ("v", "DINT")], instance_id=0x234,
                         handle=0xBEEF)
 GOLDEN_PAIR_DEFINITION = (
     bytes.fromhex("0000" "c200" "00000000" "0000" "c100" "00000000" "0000" "c400" "04000000")
-    + b"Pair;n\x00ZZZZZZZZZZPair0\x00a\x00v\x00"
+    + b"Pair;nEDEAEA\x00ZZZZZZZZZZPair0\x00a\x00v\x00"
+)
+# What a 1756-L75 (firmware 32) returned for a UDT of a REAL and a DINT, as printed in pylogix
+# issue #45 (protocol.md 9.3): 63 definition bytes, attribute 4 = 22 words (pylogix asked for
+# 68 bytes and got them: the definition and 5 more).
+MY_UDT = StructType.build("my_UDT", [("udt_member1_real", "REAL"), ("udt_member2_dint", "DINT")])
+GOLDEN_L75_DEFINITION = (
+    bytes.fromhex("0000" "ca00" "00000000" "0000" "c400" "04000000")
+    + b"my_UDT;nHAEA\x00udt_member1_real\x00udt_member2_dint\x00"
 )
 
 
 @pytest.mark.parametrize(("struct_type", "golden"), [
-    (STRING, GOLDEN_STRING_DEFINITION), (PAIR, GOLDEN_PAIR_DEFINITION)])
+    (STRING, GOLDEN_STRING_DEFINITION), (PAIR, GOLDEN_PAIR_DEFINITION),
+    (MY_UDT, GOLDEN_L75_DEFINITION)])
 def test_template_definition_golden(struct_type: StructType, golden: bytes) -> None:
     assert encode_template_definition(struct_type) == golden
     attrs = TemplateAttributes.for_struct(struct_type)
@@ -347,6 +358,19 @@ def test_definition_size_lets_pycomm3_and_libplctag_read_everything() -> None:
         words = definition_size_words(n)
         assert 4 * words - 23 >= n and 4 * words - 21 >= n  # libplctag / pycomm3
         assert 4 * (words - 1) - 23 < n  # and it is the smallest such size
+    assert definition_size_words(len(GOLDEN_L75_DEFINITION)) == 22  # as the L75 said
+
+
+def test_template_read_area_is_what_pylogix_and_libplctag_ask_for() -> None:
+    for n in range(64):
+        definition = bytes(range(1, n + 1))
+        area = template_read_area(definition)
+        words = definition_size_words(n)
+        # pylogix / libplctag: 4 * words - 23 rounded up to 4 bytes; pycomm3 asks one less.
+        assert len(area) == -(-(4 * words - 23) // 4) * 4 == 4 * words - 20
+        assert area.startswith(definition) and area[n:] == bytes(len(area) - n)
+        assert 3 <= len(area) - n <= 6
+    assert len(template_read_area(GOLDEN_L75_DEFINITION)) == 68
 
 
 def test_template_read_request_matches_pycomm3() -> None:

@@ -39,6 +39,7 @@ from pyconpro.acquisition.logix_objects import (
     parse_attribute_results,
     parse_symbol_instances,
     parse_template_definition,
+    template_read_area,
 )
 from pyconpro.acquisition.logix_requests import (
     Identity,
@@ -400,20 +401,51 @@ def test_template_attributes_and_read(target: LogixController, st_type: StructTy
         offset += len(r.data)
         if r.status == 0:
             break
-    assert raw == encode_template_definition(st_type)
+    definition = encode_template_definition(st_type)
+    assert raw == template_read_area(definition)[:words * 4 - 21]  # all of it, zeros after
     rebuilt = parse_template_definition(raw, attributes, instance_id=st_type.instance_id,
                                         lookup=lambda i: target.store.templates()[i])
     assert rebuilt == st_type
+
+
+@pytest.mark.parametrize("st_type", [MOTOR_DATA, POSITION, STRING])
+@pytest.mark.parametrize("limit", [40, 3998])
+def test_template_read_as_pylogix_reads_it(target: LogixController, st_type: StructType,
+                                           limit: int) -> None:
+    """pylogix asks for attributes 4, 3, 2, 1, reads the member count 18 bytes into the reply
+    data, then reads 4 * attribute 4 - 23 rounded up to 4 bytes, asking again from the end of
+    what it has until it has them all (eip.py ``_get_udt``, ``_get_template``)."""
+    reply = call(target, request(0x03, template_path(st_type.instance_id),
+                                 bytes.fromhex("04 00 04 00 03 00 02 00 01 00")))
+    assert reply.status == 0
+    words = struct.unpack_from("<I", reply.data, 6)[0]
+    assert struct.unpack_from("<H", reply.data, 20)[0] == len(st_type.members)
+    assert [(a.attribute, a.status) for a in parse_attribute_results(reply.data)] \
+        == [(4, 0), (3, 0), (2, 0), (1, 0)]
+    size = -(-(words * 4 - 23) // 4) * 4
+    data, requests = b"", 0
+    while len(data) < size:
+        r = call(target, request(0x4C, template_path(st_type.instance_id),
+                                 struct.pack("<IH", len(data), size - len(data))),
+                 reply_limit=limit)
+        requests += 1
+        assert r.status in (0, 0x06) and r.data and requests < 50
+        data += r.data
+    assert data == template_read_area(encode_template_definition(st_type))
+    # At the end there is nothing more: an error, never an empty success to ask again after.
+    end = call(target, request(0x4C, template_path(st_type.instance_id),
+                               struct.pack("<IH", len(data), 4)))
+    assert (end.status, end.additional) == (0xFF, (0x2104,))
 
 
 def test_template_errors(target: LogixController) -> None:
     assert call(target, request(0x03, template_path(0x0EEE), b"\x01\x00\x01\x00")).status \
         == 0x05
     mixed = call(target, request(0x03, template_path(MOTOR_DATA.instance_id),
-                                 encode_attribute_ids((1, 3))))
+                                 encode_attribute_ids((1, 6))))
     assert mixed.status == 0x0A
     assert [(a.attribute, a.status) for a in parse_attribute_results(mixed.data)] \
-        == [(1, 0), (3, 0x14)]
+        == [(1, 0), (6, 0x14)]
     read = template_path(MOTOR_DATA.instance_id)
     assert call(target, request(0x4C, read, b"\x00\x00")).status == 0x13
     assert call(target, request(0x4C, read, bytes(7))).status == 0x15
