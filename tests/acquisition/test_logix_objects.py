@@ -28,6 +28,7 @@ from pyconpro.acquisition.logix_objects import (
     LIBPLCTAG_SYMBOL_ATTRIBUTES,
     PYCOMM3_SYMBOL_ATTRIBUTES,
     PYCOMM3_TEMPLATE_ATTRIBUTES,
+    PYLOGIX_TEMPLATE_ATTRIBUTES,
     AttributeResult,
     SymbolAttribute,
     SymbolInstance,
@@ -35,11 +36,16 @@ from pyconpro.acquisition.logix_objects import (
     TemplateReadRequest,
     definition_size_words,
     encode_attribute_ids,
+    encode_attribute_list,
     encode_attribute_results,
+    encode_attribute_statuses,
+    encode_attribute_values,
     encode_symbol_instances,
     encode_template_definition,
     parse_attribute_ids,
+    parse_attribute_list,
     parse_attribute_results,
+    parse_attribute_statuses,
     parse_symbol_instances,
     parse_template_definition,
     tag_byte_size,
@@ -271,6 +277,51 @@ def _field_of(attr: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Get_Attribute_List / Set_Attribute_List data (any object: attribute widths are a parameter)
+# ---------------------------------------------------------------------------------------------
+
+_LIST_WIDTHS = {1: 2, 3: 2, 6: 8, 10: 1}
+
+
+def test_set_attribute_list_request_golden_from_pycomm3_encoder() -> None:
+    # pycomm3 set_plc_time: Struct(UINT, UINT, ULINT).encode([1, 6, microseconds])
+    golden = bytes(p3_cip.Struct(P3_UINT, P3_UINT, p3_cip.ULINT).encode([1, 6, 123456789]))
+    assert encode_attribute_values([(6, struct.pack("<Q", 123456789))]) == golden
+
+
+def test_attribute_list_reply_golden() -> None:
+    golden = bytes.fromhex("0300" "0100 0000 3412" "0300 1400" "0a00 0000 01")
+    entries = ((1, 0, b"\x34\x12"), (3, 0x14, b""), (10, 0, b"\x01"))
+    assert encode_attribute_list(entries) == golden
+    assert parse_attribute_list(golden, _LIST_WIDTHS) == entries
+    assert_prefixes_malformed(lambda b: parse_attribute_list(b, _LIST_WIDTHS), golden)
+    with pytest.raises(MalformedPacket, match="known width"):
+        parse_attribute_list(bytes.fromhex("0100 0700 0000 00"), _LIST_WIDTHS)
+    with pytest.raises(MalformedPacket, match="end"):
+        parse_attribute_list(golden + b"\x00", _LIST_WIDTHS)
+
+
+def test_set_attribute_list_reply_golden() -> None:
+    golden = bytes.fromhex("0200" "0600 0000" "0a00 0900")
+    assert encode_attribute_statuses([(6, 0), (10, 9)]) == golden
+    assert parse_attribute_statuses(golden) == ((6, 0), (10, 9))
+    assert_prefixes_malformed(parse_attribute_statuses, golden)
+
+
+_ENTRY = st.sampled_from(sorted(_LIST_WIDTHS)).flatmap(
+    lambda a: st.tuples(st.just(a), st.sampled_from([0, 0x09, 0x14]),
+                        st.binary(min_size=_LIST_WIDTHS[a], max_size=_LIST_WIDTHS[a])))
+
+
+@given(st.lists(_ENTRY, max_size=6))
+def test_attribute_list_round_trip(entries: list[tuple[int, int, bytes]]) -> None:
+    expected = tuple((a, s, v if s == 0 else b"") for a, s, v in entries)
+    assert parse_attribute_list(encode_attribute_list(entries), _LIST_WIDTHS) == expected
+    statuses = [(a, s) for a, s, _ in entries]
+    assert parse_attribute_statuses(encode_attribute_statuses(statuses)) == tuple(statuses)
+
+
+# ---------------------------------------------------------------------------------------------
 # Template Get_Attribute_List reply
 # ---------------------------------------------------------------------------------------------
 
@@ -309,6 +360,17 @@ def test_template_attribute_errors() -> None:
         TemplateAttributes.from_results(failed)
     with pytest.raises(MalformedPacket, match="known width"):
         parse_attribute_results(bytes.fromhex("0100" "0700" "0000" "00"))
+
+
+def test_template_attribute_3_is_a_uint_where_pylogix_expects_it() -> None:
+    attrs = TemplateAttributes(definition_size=22, structure_size=8, member_count=2, handle=7)
+    raw = encode_attribute_results(
+        [AttributeResult(a, 0, attrs.value(a)) for a in PYLOGIX_TEMPLATE_ATTRIBUTES])
+    # pylogix (eip.py _get_udt): attribute 4 at 10, member count at 24 of the reply from 46,
+    # i.e. 6 and 20 bytes into the reply data.
+    assert struct.unpack_from("<I", raw, 6)[0] == 22
+    assert struct.unpack_from("<H", raw, 20)[0] == 2
+    assert [r.attribute for r in parse_attribute_results(raw)] == [4, 3, 2, 1]
 
 
 # ---------------------------------------------------------------------------------------------

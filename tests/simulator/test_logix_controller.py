@@ -27,7 +27,7 @@ from pycomm3.packets.logix import (
     WriteTagRequestPacket,
 )
 from pycomm3.packets.util import request_path, wrap_unconnected_send
-from pyconpro.acquisition import cip, epath
+from pyconpro.acquisition import cip, encap, epath
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.logix_controller import LogixController, TcpIpSettings
 from pyconpro.acquisition.logix_objects import (
@@ -60,6 +60,8 @@ from pyconpro.acquisition.logix_types import (
     StructType,
 )
 from pyconpro.simulator.tags import MOTOR_DATA, POSITION, TagStore, default_store
+from pylogix import PLC
+from pylogix.lgx_device import Device
 
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
@@ -278,6 +280,29 @@ def test_identity_get_attribute_single(target: LogixController) -> None:
     assert call(target, request(0x01, path, b"\x00")).status == 0x15
 
 
+def test_identity_reply_ends_with_the_product_name_as_a_logix_and_pylogix_reads_it(
+        target: LogixController) -> None:
+    # A 1756-L61/B (rev 20.11) answers Get_Attributes_All with 35 data bytes ending with the
+    # product name: no State, Configuration Consistency Value or Heartbeat Interval after it
+    # (protocol.md 10.2 row 3), though CIP allows them and Wireshark would decode them.
+    l61 = Identity(product_code=54, revision_major=20, revision_minor=11, status=0x3160,
+                   serial_number=0x006C061A, product_name="1756-L61/B LOGIX5561")
+    assert len(l61.encode()) == 35 and l61.encode().endswith(b"\x141756-L61/B LOGIX5561")
+    # pylogix GetDeviceProperties: Unconnected_Send of Get_Attributes_All to 01 <slot>, then
+    # Device.parse of 4 zero bytes + the SendRRData reply, whose last byte it calls the State
+    # (the field that ends a ListIdentity item): on a Logix, the product name's last letter.
+    msg = PLC()._cip_message(0x01, 0x01, 0x01)
+    reply = call(target, wrap_unconnected_send(msg, b"\x01\x00\x01\x00"))
+    assert reply.status == 0
+    packet = encap.EncapsulationPacket(encap.Command.SEND_RR_DATA,
+                                       encap.send_rr_data(reply.encode()), 1, 0, bytes(8))
+    device = Device.parse(bytes(4) + packet.encode(), "127.0.0.2")
+    assert (device.VendorID, device.DeviceID, device.ProductCode) == (1, 14, 166)
+    assert (device.Revision, device.Status, device.SerialNumber) == ("33.11", 0x3060, "0xc0ffee")
+    assert device.ProductName == "1756-L83E/B"
+    assert device.State == ord("B")
+
+
 def test_program_name(target: LogixController, store: TagStore) -> None:
     reply = call(target, bytes.fromhex("01 02 20 64 24 01"))
     assert reply.status == 0
@@ -452,6 +477,82 @@ def test_template_errors(target: LogixController) -> None:
     far = call(target, request(0x4C, read, struct.pack("<IH", 10_000, 10)))
     assert (far.status, far.additional) == (0xFF, (0x2104,))
     assert call(target, request(0x4D, read)).status == 0x08
+
+
+class PylogixConnection:
+    """Stands in for pylogix's ``Connection`` (lgx_comm.py): each connected request goes to
+    the controller, and the reply comes back where pylogix looks for it in a SendUnitData
+    reply, the CIP reply at byte 46. A fake of the transport only: pylogix's own code builds
+    every request and parses every reply."""
+
+    def __init__(self, target: LogixController) -> None:
+        self.target = target
+        self.requests: list[bytes] = []
+
+    def connect(self, connected: bool = True) -> tuple[bool, None]:
+        return True, None
+
+    def send(self, request: bytes, connected: bool = True, slot: int | None = None
+             ) -> tuple[int, bytes]:
+        assert connected and slot is None
+        self.requests.append(request)
+        reply = self.target.handle(request, NOW)
+        return reply[2], bytes(46) + reply
+
+
+def test_pylogix_lists_tags_and_decodes_udts(target: LogixController, store: TagStore) -> None:
+    plc = PLC()
+    conn = PylogixConnection(target)
+    plc.conn = conn
+    result = plc.GetTagList()
+    assert result.Status == "Success"
+    assert len(conn.requests) < 40  # listings and templates once each, no endless re-reads
+    tags = {t.TagName: t for t in result.Value}
+    assert {"Program:MainProgram", "Program:Aux"} <= set(tags)
+    visible = {t.name: t for t in store if t.external_access != 3}
+    assert {n for n in tags if not n.startswith("Program:") or "." in n} == set(visible)
+    for name, tag in visible.items():
+        t = tag.type
+        elem = t.element if isinstance(t, ArrayType) else t
+        if isinstance(t, ArrayType) and t.is_bool_array:
+            assert (tags[name].DataType, tags[name].Size) == ("DWORD", t.count // 32)
+            continue
+        # STRING is the predefined template ASCIISTRING82, as a Logix names it.
+        wire = "ASCIISTRING82" if elem.name == "STRING" else elem.name
+        assert tags[name].DataType == wire, name
+        assert tags[name].Struct == isinstance(elem, StructType)
+        assert tags[name].Size == (t.dims[0] if isinstance(t, ArrayType) else 0)
+    udts = {u.Name: u for u in plc.UDT.values()}
+    assert set(udts) == {"MotorData", "Position", "CellStatus", "ASCIISTRING82"}
+    for st_type in (MOTOR_DATA, POSITION):
+        fields = udts[st_type.name].Fields
+        assert [f.TagName for f in fields] == [m.name for m in st_type.members]
+        assert [f.Internal for f in fields] == [m.hidden for m in st_type.members]
+    pos = udts["MotorData"].FieldsByName["Pos"]
+    assert (pos.Struct, pos.DataType) == (1, "Position")
+    counts = udts["MotorData"].FieldsByName["Counts"]
+    assert (counts.Array, counts.Size, counts.DataType) == (1, 4, "DINT")
+
+
+def test_wall_clock_through_the_controller(target: LogixController) -> None:
+    t0 = 1_700_000_000_000_000
+    target.wall_clock.set_utc(t0, NOW)
+    get = bytes.fromhex("03 02 20 8B 24 01 0100 0600")  # pycomm3 get_plc_time
+    assert cip.Reply.decode(target.handle(get, NOW + 1.5)).data[6:] == struct.pack(
+        "<Q", t0 + 1_500_000)
+    # unconnected, as pylogix Message() and libplctag raw tags may send it, and in a packet
+    routed = call(target, wrap_unconnected_send(get, b"\x01\x00\x01\x00"))
+    assert routed.data[6:] == struct.pack("<Q", t0)
+    multi = call(target, request(0x0A, [epath.class_id(2), epath.instance_id(1)],
+                                 cip.encode_multiple([get, bytes.fromhex("0E03 208B 2401 300A")])))
+    parts = [cip.Reply.decode(p) for p in cip.decode_multiple(multi.data)]
+    assert [(p.service, p.status, p.data[-1:]) for p in parts] == [(0x03, 0, b"\x00"),
+                                                                   (0x0E, 0, b"\x00")]
+    put = bytes.fromhex("10 03 20 8B 24 01 30 0A 01")  # Set_Attribute_Single DST = 1
+    assert call(target, put).status == 0 and target.wall_clock.dst
+    assert call(target, bytes.fromhex("03 02 20 8B 24 02 0100 0600")).status == 0x05
+    assert call(target, bytes.fromhex("03 02 20 8B 24 00 0100 0600")).status == 0x05
+    assert call(target, bytes.fromhex("03 04 20 8B 24 01 30 06 30 06")).status == 0x04
 
 
 # ---------------------------------------------------------------------------------------------
