@@ -13,24 +13,19 @@ from __future__ import annotations
 import math
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
-from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.logix_types import ArrayType, StructType
 from pyconpro.simulator.tags import TagStore, default_store, load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
+from tests.support.clients import same, simulator_fixture, visible_tags
+
 ADDRESS = "127.93.41.7"
-
-
-@pytest.fixture
-def sim() -> Iterator[SimulatorProcess]:
-    with start_simulator(ADDRESS) as proc:
-        yield proc
+sim = simulator_fixture(ADDRESS)
 
 
 @pytest.fixture
@@ -42,10 +37,6 @@ def driver(sim: SimulatorProcess, **kw: object) -> LogixDriver:
     plc = LogixDriver(f"{sim.address}:{sim.tcp_port}", **kw)  # type: ignore[arg-type]
     plc.socket_timeout = 5.0
     return plc
-
-
-def user_tags(store: TagStore) -> dict[str, object]:
-    return {t.name: t for t in store if t.external_access != ExternalAccess.NONE}
 
 
 def pycomm3_name(store: TagStore, name: str) -> str:
@@ -61,21 +52,6 @@ def flat(value: Any) -> Any:
     if isinstance(value, list) and value and isinstance(value[0], list):
         return [x for sub in value for x in flat(sub)]
     return value
-
-
-def same(a: object, b: object) -> bool:
-    """Equal, with float32 rounding allowed, through lists and dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return (
-            isinstance(a, (int, float))
-            and isinstance(b, (int, float))
-            and math.isclose(a, b, rel_tol=1e-6)
-        )
-    return a == b and type(a) is type(b)
 
 
 FIXED = [
@@ -110,11 +86,11 @@ def test_open_identity_and_tag_list(sim: SimulatorProcess, store: TagStore) -> N
         assert plc.connected and plc.connection_size == 4000  # Large_Forward_Open granted
 
         tags = plc.tags
-        assert set(tags) == set(user_tags(store))
-        for name, tag in user_tags(store).items():
+        assert set(tags) == set(visible_tags(store))
+        for name, tag in visible_tags(store).items():
             got = tags[name]
-            t = tag.type  # type: ignore[attr-defined]
-            assert got["instance_id"] == tag.instance_id  # type: ignore[attr-defined]
+            t = tag.type
+            assert got["instance_id"] == tag.instance_id
             elem = t.element if isinstance(t, ArrayType) else t
             if isinstance(t, ArrayType) and t.is_bool_array:
                 assert (got["data_type_name"], got["dimensions"][0]) == ("DWORD", t.count // 32)

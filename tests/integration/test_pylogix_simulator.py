@@ -13,27 +13,23 @@ import datetime
 import math
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pycomm3 import LogixDriver
-from pyconpro.acquisition.logix_objects import ExternalAccess
-from pyconpro.acquisition.logix_types import ArrayType, StructType
 from pyconpro.simulator.tags import TagStore, default_store, load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 from pylogix import PLC
+
+from tests.support.clients import assert_pylogix_tag_list, same, simulator_fixture
 
 ADDRESS = "127.93.42.7"
 HOUR_US = 3_600_000_000
 SLACK_US = 1_000_000  # host clock steps (NTP) between two readings; the clocks agree to µs
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorProcess]:
-    with start_simulator(ADDRESS) as proc:
-        yield proc
+sim = simulator_fixture(ADDRESS)
 
 
 @pytest.fixture
@@ -52,37 +48,14 @@ def ok(response: Any) -> Any:
     return response.Value
 
 
-def same(a: object, b: object) -> bool:
-    """Equal, with float32 rounding allowed, through lists."""
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) \
-            and math.isclose(a, b, rel_tol=1e-6)
-    return a == b
-
-
 def now_us() -> int:
     return time.time_ns() // 1_000
 
 
 def test_tag_list_with_udts_and_programs(sim: SimulatorProcess, store: TagStore) -> None:
     with plc(sim) as comm:
-        tags = {t.TagName: t for t in ok(comm.GetTagList())}
-        visible = {t.name: t for t in store if t.external_access != ExternalAccess.NONE}
-        assert {n for n in tags if not n.startswith("Program:") or "." in n} == set(visible)
+        assert_pylogix_tag_list({t.TagName: t for t in ok(comm.GetTagList())}, store)
         assert ok(comm.GetProgramsList()) == ["Program:MainProgram", "Program:Aux"]
-        for name, tag in visible.items():
-            t = tag.type
-            elem = t.element if isinstance(t, ArrayType) else t
-            if isinstance(t, ArrayType) and t.is_bool_array:
-                assert (tags[name].DataType, tags[name].Size) == ("DWORD", t.count // 32)
-                continue
-            # The predefined STRING is template ASCIISTRING82, as a Logix names it.
-            assert tags[name].DataType == ("ASCIISTRING82" if elem.name == "STRING"
-                                           else elem.name), name
-            assert tags[name].Struct == isinstance(elem, StructType)
-            assert tags[name].Array == (len(t.dims) if isinstance(t, ArrayType) else 0)
         udts = {u.Name: u for u in comm.UDT.values()}
         assert set(udts) == {"MotorData", "Position", "CellStatus", "ASCIISTRING82"}
         motor = udts["MotorData"]

@@ -64,6 +64,7 @@ from pylogix import PLC
 from pylogix.lgx_device import Device
 
 from tests.acquisition.codec_helpers import assert_prefixes_malformed
+from tests.support.clients import assert_pylogix_tag_list
 
 NOW = 5.0
 
@@ -509,19 +510,7 @@ def test_pylogix_lists_tags_and_decodes_udts(target: LogixController, store: Tag
     assert len(conn.requests) < 40  # listings and templates once each, no endless re-reads
     tags = {t.TagName: t for t in result.Value}
     assert {"Program:MainProgram", "Program:Aux"} <= set(tags)
-    visible = {t.name: t for t in store if t.external_access != 3}
-    assert {n for n in tags if not n.startswith("Program:") or "." in n} == set(visible)
-    for name, tag in visible.items():
-        t = tag.type
-        elem = t.element if isinstance(t, ArrayType) else t
-        if isinstance(t, ArrayType) and t.is_bool_array:
-            assert (tags[name].DataType, tags[name].Size) == ("DWORD", t.count // 32)
-            continue
-        # STRING is the predefined template ASCIISTRING82, as a Logix names it.
-        wire = "ASCIISTRING82" if elem.name == "STRING" else elem.name
-        assert tags[name].DataType == wire, name
-        assert tags[name].Struct == isinstance(elem, StructType)
-        assert tags[name].Size == (t.dims[0] if isinstance(t, ArrayType) else 0)
+    assert_pylogix_tag_list(tags, store)
     udts = {u.Name: u for u in plc.UDT.values()}
     assert set(udts) == {"MotorData", "Position", "CellStatus", "ASCIISTRING82"}
     for st_type in (MOTOR_DATA, POSITION):
