@@ -10,8 +10,6 @@ the simulator is stopped (and its log shown on failure) at the end of each test.
 
 from __future__ import annotations
 
-import math
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,13 @@ from pyconpro.acquisition.logix_types import ArrayType, StructType
 from pyconpro.simulator.tags import TagStore, default_store, load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
-from tests.support.clients import same, simulator_fixture, visible_tags
+from tests.support.clients import (
+    ATOMIC_WRITES,
+    many_tags_file,
+    same,
+    simulator_fixture,
+    visible_tags,
+)
 
 ADDRESS = "127.93.41.7"
 sim = simulator_fixture(ADDRESS)
@@ -196,12 +200,7 @@ def test_write_then_read_back(sim: SimulatorProcess, store: TagStore) -> None:
     station["Pos"] = {"X": 1.5, "Y": -2.5, "Homed": False}
     station["Flags"] = [i % 2 == 0 for i in range(32)]
     writes = [
-        ("Setpoint", 0.5),
-        ("Flag", False),
-        ("Small", -128),
-        ("Medium", 32767),
-        ("Large", -(1 << 62)),
-        ("Precise", math.e),
+        *ATOMIC_WRITES,
         ("Text", "written by pycomm3"),
         ("Matrix{6}", [6, 5, 4, 3, 2, 1]),
         ("Cube{8}", [-1, -2, -3, -4, 5, 6, 7, 8]),
@@ -252,25 +251,7 @@ def test_write_then_read_back(sim: SimulatorProcess, store: TagStore) -> None:
 
 
 def test_tag_file_with_many_tags_large_arrays_and_program_tags(tmp_path: Path) -> None:
-    body = [
-        textwrap.dedent("""
-        [controller]
-        program_name = "MANY"
-        programs = ["Cell1"]
-        [types.Pair]
-        members = [{ name = "A", type = "DINT" }, { name = "Ok", type = "BOOL" }]
-        [[tags]]
-        name = "Huge"
-        type = "DINT[2000]"
-        """)
-        + f"value = {list(range(2000))}\n"
-    ]
-    for i in range(150):  # enough to need several 0x55 replies in each scope
-        body.append(f'[[tags]]\nname = "Tag_{i:03d}"\ntype = "Pair"\nvalue = {{ A = {i} }}\n')
-    for i in range(90):
-        body.append(f'[[tags]]\nname = "Program:Cell1.Local_{i:02d}"\ntype = "INT"\nvalue = {i}\n')
-    path = tmp_path / "many.toml"
-    path.write_text("".join(body))
+    path = many_tags_file(tmp_path / "many.toml")
     local = load_store(path)
     assert len(local.listing(None)) * 40 > 4000  # type: ignore[arg-type]
     with start_simulator("127.93.41.8", config=path) as proc, driver(proc) as plc:

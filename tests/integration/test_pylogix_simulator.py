@@ -10,8 +10,6 @@ TOML file). pylogix's socket timeout is 5 s; the simulator is stopped at the end
 from __future__ import annotations
 
 import datetime
-import math
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,13 @@ from pyconpro.simulator.tags import TagStore, default_store, load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 from pylogix import PLC
 
-from tests.support.clients import assert_pylogix_tag_list, same, simulator_fixture
+from tests.support.clients import (
+    ATOMIC_WRITES,
+    assert_pylogix_tag_list,
+    many_tags_file,
+    same,
+    simulator_fixture,
+)
 
 ADDRESS = "127.93.42.7"
 HOUR_US = 3_600_000_000
@@ -118,12 +122,7 @@ def test_reads_atomic_arrays_members_and_strings(sim: SimulatorProcess, store: T
 
 def test_writes_then_read_back(sim: SimulatorProcess) -> None:
     writes: list[tuple[str, Any]] = [
-        ("Setpoint", 0.5),
-        ("Flag", False),
-        ("Small", -128),
-        ("Medium", 32767),
-        ("Large", -(1 << 62)),
-        ("Precise", math.e),
+        *ATOMIC_WRITES,
         ("Text", "written by pylogix"),
         ("Program:MainProgram.Local", -42),
         ("Station.Speed", -7.25),
@@ -203,24 +202,7 @@ def test_device_and_module_properties(sim: SimulatorProcess, store: TagStore) ->
 
 def test_tag_file_with_many_tags_and_large_arrays(tmp_path: Path) -> None:
     """Listings over several 0x06 replies in both scopes, Read/Write Tag Fragmented."""
-    body = [
-        textwrap.dedent("""
-        [controller]
-        programs = ["Cell1"]
-        [types.Pair]
-        members = [{ name = "A", type = "DINT" }, { name = "Ok", type = "BOOL" }]
-        [[tags]]
-        name = "Huge"
-        type = "DINT[2000]"
-        """)
-        + f"value = {list(range(2000))}\n"
-    ]
-    for i in range(150):
-        body.append(f'[[tags]]\nname = "Tag_{i:03d}"\ntype = "Pair"\nvalue = {{ A = {i} }}\n')
-    for i in range(90):
-        body.append(f'[[tags]]\nname = "Program:Cell1.Local_{i:02d}"\ntype = "INT"\nvalue = {i}\n')
-    path = tmp_path / "many.toml"
-    path.write_text("".join(body))
+    path = many_tags_file(tmp_path / "many.toml")
     local = load_store(path)
     with start_simulator("127.93.42.8", config=path) as proc, plc(proc) as comm:
         tags = {t.TagName for t in ok(comm.GetTagList())}

@@ -1,15 +1,19 @@
 """What the tests of well-known clients against the simulator share (pycomm3, pylogix).
 
 ``simulator_fixture(address)`` makes a pytest fixture that runs the real simulator process on
-``address`` for one test; ``visible_tags`` is what a client lists of a tag store; ``same``
-compares a client's values with ours, allowing float32 rounding; ``assert_pylogix_tag_list``
-checks what pylogix's ``GetTagList`` made of the store's tags.
+``address`` for one test; ``many_tags_file`` writes a tag file large enough for listings of
+several replies and fragmented reads; ``visible_tags`` is what a client lists of a tag store;
+``same`` compares a client's values with ours, allowing float32 rounding; ``ATOMIC_WRITES``
+are values for the built-in atomic tags;
+``assert_pylogix_tag_list`` checks what pylogix's ``GetTagList`` made of the store's tags.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +21,16 @@ from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.logix_types import ArrayType, StructType
 from pyconpro.simulator.tags import SimTag, TagStore
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
+
+#: A write to each fixed atomic tag of the built-in set, at the edges of its type's range.
+ATOMIC_WRITES: list[tuple[str, Any]] = [
+    ("Setpoint", 0.5),  # REAL
+    ("Flag", False),  # BOOL
+    ("Small", -128),  # SINT
+    ("Medium", 32767),  # INT
+    ("Large", -(1 << 62)),  # LINT
+    ("Precise", math.e),  # LREAL
+]
 
 
 def simulator_fixture(address: str) -> Callable[[], Iterator[SimulatorProcess]]:
@@ -28,6 +42,31 @@ def simulator_fixture(address: str) -> Callable[[], Iterator[SimulatorProcess]]:
             yield proc
 
     return sim
+
+
+def many_tags_file(path: Path, program_name: str = "MANY") -> Path:
+    """A tag file with ``Huge`` (DINT[2000], 0..1999), 150 ``Tag_NNN`` of a UDT ``Pair``
+    (A DINT = NNN, Ok BOOL) and 90 ``Program:Cell1.Local_NN`` (INT = NN): several 0x55 replies
+    in each scope, Read/Write Tag Fragmented for ``Huge``."""
+    body = [
+        textwrap.dedent(f"""
+        [controller]
+        program_name = "{program_name}"
+        programs = ["Cell1"]
+        [types.Pair]
+        members = [{{ name = "A", type = "DINT" }}, {{ name = "Ok", type = "BOOL" }}]
+        [[tags]]
+        name = "Huge"
+        type = "DINT[2000]"
+        """)
+        + f"value = {list(range(2000))}\n"
+    ]
+    for i in range(150):
+        body.append(f'[[tags]]\nname = "Tag_{i:03d}"\ntype = "Pair"\nvalue = {{ A = {i} }}\n')
+    for i in range(90):
+        body.append(f'[[tags]]\nname = "Program:Cell1.Local_{i:02d}"\ntype = "INT"\nvalue = {i}\n')
+    path.write_text("".join(body))
+    return path
 
 
 def visible_tags(store: TagStore) -> dict[str, SimTag]:
