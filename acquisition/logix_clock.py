@@ -44,6 +44,7 @@ from pyconpro.acquisition.logix_objects import (
 from pyconpro.acquisition.status import GeneralStatus
 
 __all__ = [
+    "ATTRIBUTE_WIDTHS",
     "DST_ADJUSTMENT_US",
     "WallClock",
     "WallClockAttribute",
@@ -71,7 +72,8 @@ _LAYOUTS: dict[int, struct.Struct] = {
     WallClockAttribute.DST: _USINT,
     WallClockAttribute.CURRENT_LOCAL: _ULINT,
 }
-WIDTHS = {attr: layout.size for attr, layout in _LAYOUTS.items()}
+#: Bytes of each attribute's value (what parse_attribute_list needs to read a reply).
+ATTRIBUTE_WIDTHS = {attr: layout.size for attr, layout in _LAYOUTS.items()}
 
 DST_ADJUSTMENT_US = 3_600_000_000  # one hour, the Logix default DST adjustment
 _EPOCH = datetime.datetime(1970, 1, 1)
@@ -132,7 +134,14 @@ class WallClock:
         return None
 
     def set(self, attr: int, value: bytes, now: float) -> int:
-        """Set attribute ``attr`` (``value`` has its width); returns the CIP status."""
+        """Set attribute ``attr`` to ``value`` (of its width); returns the CIP status."""
+        width = ATTRIBUTE_WIDTHS.get(attr)
+        if width is None:
+            raise UsageError(f"wall clock attribute {attr} is not served; these are: "
+                             f"{', '.join(map(str, ATTRIBUTE_WIDTHS))}")
+        if len(value) != width:
+            raise UsageError(f"wall clock attribute {attr}: a value of {width} bytes, got "
+                             f"{len(value)}")
         if attr == WallClockAttribute.DST:
             (flag,) = _USINT.unpack(value)
             if flag > 1:
@@ -170,7 +179,7 @@ def wall_clock_service(clock: WallClock, service: int, attr: int | None, data: b
             return Reply(service, GeneralStatus.ATTRIBUTE_NOT_SUPPORTED)
         return Reply(service, data=value)
     if service == Service.SET_ATTRIBUTE_SINGLE and attr is not None:
-        width = WIDTHS.get(attr)
+        width = ATTRIBUTE_WIDTHS.get(attr)
         if width is None:
             return Reply(service, GeneralStatus.ATTRIBUTE_NOT_SUPPORTED)
         if len(data) != width:
@@ -209,7 +218,7 @@ def _set_list(clock: WallClock, data: bytes, now: float) -> Reply:
         count = r.u16("attribute count")
         for i in range(count):
             attr = r.u16(f"attribute id {i + 1} of {count}")
-            width = WIDTHS.get(attr)
+            width = ATTRIBUTE_WIDTHS.get(attr)
             if width is None:
                 pending.append((attr, None))
                 break

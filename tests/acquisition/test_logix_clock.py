@@ -21,6 +21,7 @@ from pycomm3.tag import Tag
 from pyconpro.acquisition import cip, epath
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
 from pyconpro.acquisition.logix_clock import (
+    ATTRIBUTE_WIDTHS,
     DST_ADJUSTMENT_US,
     WallClock,
     WallClockAttribute,
@@ -40,7 +41,7 @@ from tests.acquisition.codec_helpers import assert_prefixes_malformed
 
 T0 = 1_700_000_000_123_456  # 2023-11-14 22:13:20.123456 UTC, in microseconds
 NOW = 1000.0  # the monotonic seconds at which the clock is set in most tests
-WIDTHS = {5: 28, 6: 8, 10: 1, 11: 8}
+WIDTHS = {5: 28, 6: 8, 10: 1, 11: 8}  # DINT[7], ULINT, USINT, ULINT
 
 
 def clock_at_t0() -> WallClock:
@@ -129,6 +130,10 @@ def test_pylogix_gets_local_time_and_sets_utc_with_dst() -> None:
     assert clock.utc_us(NOW + 3) == later + 2_000_000
 
 
+def test_attribute_widths() -> None:
+    assert ATTRIBUTE_WIDTHS == WIDTHS
+
+
 def test_get_attribute_list_reply_golden() -> None:
     clock = clock_at_t0()
     reply = serve(clock, cip.Request(0x03, epath.encode_path(
@@ -188,6 +193,10 @@ def test_values_a_clock_cannot_hold_are_refused() -> None:
     assert clock.set(11, struct.pack("<Q", 1000), NOW) == 0x09  # local before 1970 + 1 h
     assert clock.utc_us(NOW) == T0  # nothing changed
     assert clock.get(7, NOW) is None
+    with pytest.raises(UsageError, match="a value of 8 bytes, got 4"):
+        clock.set(6, bytes(4), NOW)
+    with pytest.raises(UsageError, match="attribute 7 is not served"):
+        clock.set(7, b"", NOW)
 
 
 def test_date_time_golden_and_errors() -> None:
