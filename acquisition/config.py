@@ -87,6 +87,12 @@ UDP_RCVBUF_DEFAULT: Final = 4 << 20  # 4 MiB: a burst or a pause of the worker f
 UDP_RCVBUF_MAX: Final = 1 << 30  # SO_RCVBUF is an int; Linux doubles what it grants
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# [bus] replay buffer: 60 s / 64 MiB by default (at 10 000 samples/s of ~200 bytes, 64 MiB
+# holds about 20 s); the ceilings only catch unit mistakes.
+REPLAY_S_DEFAULT: Final = 60.0
+REPLAY_S_MAX: Final = 86_400.0
+REPLAY_BYTES_DEFAULT: Final = 64 << 20
+REPLAY_BYTES_MAX: Final = 1 << 40
 _ENDPOINT_TCP = re.compile(r"tcp://(?P<host>\*|[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)")
 
 
@@ -102,6 +108,14 @@ class BusConfig:
     control_base: str = "ipc:///tmp/pyconpro"
     hwm: int = 100_000
     linger_ms: int = 1000
+    # The forwarder's replay buffer (acquisition/replay.py): the latest messages, at most this
+    # old and this big, for sinks that restart. Either 0: no buffer, no replay.
+    replay_s: float = REPLAY_S_DEFAULT
+    replay_bytes: int = REPLAY_BYTES_DEFAULT
+
+    @property
+    def replay(self) -> bool:
+        return self.replay_s > 0 and self.replay_bytes > 0
 
     def control_endpoint(self, name: str, index: int) -> str:
         """Control endpoint of process ``name`` (index 0 is the supervisor, workers 1, 2, ...).
@@ -260,7 +274,7 @@ class WorkerGroup:
 # sections
 
 
-_BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms")
+_BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms", "replay_s", "replay_bytes")
 _LOGGING_KEYS: Final = ("level", "file")
 _CONSUMER_KEYS: Final = ("rpi_ms", "ot_rpi_ms", "multiplier", "transport")
 _SESSION_KEYS: Final = ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s",
@@ -315,6 +329,8 @@ def _read_bus(ctx: _Ctx, data: Mapping[str, Any]) -> BusConfig:
         control_base=_endpoint(t, "control_base", d.control_base),
         hwm=t.integer("hwm", d.hwm, 1, 10_000_000, "messages"),
         linger_ms=t.integer("linger_ms", d.linger_ms, 0, 600_000, "ms"),
+        replay_s=t.number("replay_s", d.replay_s, 0, REPLAY_S_MAX, "s"),
+        replay_bytes=t.integer("replay_bytes", d.replay_bytes, 0, REPLAY_BYTES_MAX, "bytes"),
     )
 
 

@@ -15,6 +15,14 @@ write goes through, writes what it kept, oldest first. It never exits for such a
 the supervisor sees no crash loop. With ``LoopOptions.report`` it sends its state to the
 supervisor's control socket (``sink_report``), which ``pyconpro status`` shows.
 
+A sink whose output keeps track of what it stored (``Sink.stored_marks``: per stream, the
+mark of the last message stored) starts from there: the gap detector continues each stream
+from its stored ``sq``, and with ``LoopOptions.replay`` (the supervisor's control socket) the
+loop subscribes live, asks the bus's replay buffer for everything after those marks, writes
+what comes back before any live message, and drops the live messages the replay already
+brought (``acquisition.replay.ReplayClient``; docs/operations.md "When a sink restarts").
+What the buffer no longer held is a jump in ``sq`` the gap detector records, exact.
+
 The loop polls with a short timeout so that a stop request is seen within ``poll_interval``.
 """
 
@@ -29,7 +37,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeAlias
@@ -38,6 +46,15 @@ import msgpack
 import zmq
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.originator import BackoffPolicy
+from pyconpro.acquisition.replay import (
+    REPLAY_TOPIC,
+    Deliver,
+    Key,
+    Mark,
+    ReplayClient,
+    ReplayEnded,
+    SendRequest,
+)
 from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
 from pyconpro.workers.guard import ClientKeys
 
@@ -78,17 +95,32 @@ class BusGap:
 
 
 class GapDetector:
-    """Tracks the last ``sq`` per (publisher, topic); pure logic, fed by the loop."""
+    """Tracks the last ``sq`` per (publisher, topic); pure logic, fed by the loop.
 
-    __slots__ = ("_last",)
+    ``seed`` starts a stream from what the output stored before this process started, so the
+    first message after a restart is compared with it (``resuming`` until then).
+    """
+
+    __slots__ = ("_last", "_seeded")
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, bytes], int] = {}
+        self._seeded: set[tuple[str, bytes]] = set()
+
+    def seed(self, publisher: str, topic: bytes, seq: int) -> None:
+        self._last[(publisher, topic)] = seq
+        self._seeded.add((publisher, topic))
+
+    def resuming(self, publisher: str, topic: bytes) -> bool:
+        """True until the first message of a seeded stream has been observed."""
+        return bool(self._seeded) and (publisher, topic) in self._seeded
 
     def observe(self, publisher: str, topic: bytes, seq: int, now_wall_ns: int) -> BusGap | None:
         key = (publisher, topic)
         last = self._last.get(key)
         self._last[key] = seq
+        if self._seeded:
+            self._seeded.discard(key)
         if last is None or seq == last + 1:
             # First sight of a stream: a late joiner cannot know what it missed before.
             return None
@@ -147,6 +179,12 @@ class Sink(abc.ABC):
     def write_stats(self, stats: list[Stats]) -> None:
         """Worker counters; default: ignored."""
 
+    def stored_marks(self) -> Mapping[Key, Mark] | None:
+        """After ``open()``: per stream (publisher, topic), the mark ``(tm, sq)`` of the last
+        message this output stored, as committed with it, so a restart asks the replay for
+        exactly what follows. None: this output does not keep track (no replay)."""
+        return None
+
     @abc.abstractmethod
     def flush(self) -> None: ...
 
@@ -179,6 +217,12 @@ class LoopOptions:
     report_name: str = "sink"
     report_interval: float = 2.0
     report_curve: ClientKeys | None = None  # CURVE client keys when that socket uses CURVE
+    # The supervisor's control socket to ask for the messages missed while this sink was down
+    # (the bus's replay buffer; ``pyconpro run`` sets it); None: live data only.
+    replay: str | None = None
+    replay_curve: ClientKeys | None = None  # CURVE client keys when that socket uses CURVE
+    replay_new: bool = False  # also replay streams never stored (all the buffer holds)
+    replay_timeout: float = 10.0  # no reply for this long: give the replay up, go live
 
 
 @dataclass
@@ -191,6 +235,8 @@ class Counters:
     gaps: int = 0
     lost: int = 0
     restarts: int = 0
+    replayed: int = 0  # messages the replay brought at start
+    duplicates: int = 0  # live messages dropped because the replay had brought them
     flushes: int = 0
     written: int = 0  # records the output took (committed)
     dropped: int = 0  # records dropped, oldest first, past max_pending while it could not
@@ -321,6 +367,8 @@ class SubscriberLoop:
         self._last_rx: float | None = None  # when something last arrived (or the loop started)
         self._next_quiet_warn = 0.0
         self._report_due = 0.0
+        # Why messages missed while this sink was down were not replayed (for the gap's log).
+        self._replay_note = "no replay asked"
 
     @property
     def pending(self) -> int:
@@ -338,13 +386,17 @@ class SubscriberLoop:
         if self.options.report is not None:
             reporter = _Reporter(ctx, self.options.report, self.options.report_curve)
         clean = subscribed = False
+        replay: _ReplayLink | None = None
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
+            marks: Mapping[Key, Mark] | None = None
             try:
                 self.sink.open()
+                marks = self._resume_from(self.sink.stored_marks())
             except OutputUnavailable as exc:  # keep what arrives; retry (a disk may be late)
                 self._unavailable(exc)
+                self._replay_note = "the output could not be read at start to know what it had"
             for prefix in self.options.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             if self.options.curve is not None:
@@ -357,11 +409,17 @@ class SubscriberLoop:
                 ", ".join(repr(t.decode("utf-8", "replace")) for t in self.options.topics),
                 ", ".join(self.options.endpoints),
             )
-            self._serve(sock, should_stop, reporter)
-            self._drain(sock)
+            replay = self._start_replay(ctx, sock, marks)
+            self._serve(sock, should_stop, reporter, replay)
+            if replay is not None and replay.client.active:
+                self._stop_replay(replay)
+            else:
+                self._drain(sock)
             self._flush_all()
             clean = True
         finally:
+            if replay is not None:
+                replay.close()
             sock.close(linger=0)
             if reporter is not None:
                 reporter.close()
@@ -377,7 +435,11 @@ class SubscriberLoop:
                 log.info("sink stopped: %s", self.counters.summary())
 
     def _serve(
-        self, sock: zmq.Socket[Any], should_stop: Callable[[], bool], reporter: _Reporter | None
+        self,
+        sock: zmq.Socket[Any],
+        should_stop: Callable[[], bool],
+        reporter: _Reporter | None,
+        replay: _ReplayLink | None = None,
     ) -> None:
         poll_ms = max(1, int(self.options.poll_interval * 1000))
         self._last_rx = self._clock()
@@ -389,7 +451,12 @@ class SubscriberLoop:
             if due is not None:
                 left = int((due - self._clock()) * 1000)
                 timeout = max(0, min(timeout, left))
-            if sock.poll(timeout, zmq.POLLIN):
+            if replay is not None and replay.client.active:
+                timeout = min(timeout, self._serve_replay(sock, replay))
+            if replay is not None and replay.client.active:
+                if sock in replay.wait(sock, timeout):
+                    self._hold_available(sock, replay.client)
+            elif sock.poll(timeout, zmq.POLLIN):
                 self._receive_available(sock)
             self.flush_if_due()
             self.quiet_check()
@@ -397,6 +464,121 @@ class SubscriberLoop:
             if reporter is not None and self._clock() >= self._report_due:
                 self._report_due = self._clock() + self.options.report_interval
                 reporter.send(self.options.report_name, self.report())
+
+    # -- the replay at start --------------------------------------------------------------
+
+    def _resume_from(self, stored: Mapping[Key, Mark] | None) -> Mapping[Key, Mark] | None:
+        """The marks of the streams this sink subscribes to, each stream's gap detection
+        continued from its stored ``sq``; None when the output does not keep track."""
+        if stored is None:
+            self._replay_note = "this output does not keep track of what it stored"
+            return None
+        topics = self.options.topics
+        marks = {k: m for k, m in stored.items() if any(k[1].startswith(p) for p in topics)}
+        for (publisher, topic), (_tm, seq) in marks.items():
+            self.gaps.seed(publisher, topic, seq)
+        return marks
+
+    def _start_replay(
+        self, ctx: zmq.Context[Any], sock: zmq.Socket[Any], marks: Mapping[Key, Mark] | None
+    ) -> _ReplayLink | None:
+        """Ask for what was missed since ``marks`` (the live subscription is connected)."""
+        opts = self.options
+        if opts.replay is None:
+            if marks:
+                self._replay_note = "no replay asked (no --replay endpoint)"
+            return None
+        if marks is None:
+            if not opts.replay_new:
+                return None
+            marks = {}
+        if not marks and not opts.replay_new:
+            log.info("replay: nothing stored yet, so nothing to ask for; live data only")
+            return None
+        client = ReplayClient(
+            os.urandom(8).hex(), marks, opts.topics if opts.replay_new else (),
+            timeout_s=opts.replay_timeout, max_held=opts.rcvhwm,
+        )  # fmt: skip
+        # After connect(): the marker's subscription follows the data subscriptions.
+        sock.setsockopt(zmq.SUBSCRIBE, client.marker_topic)
+        link = _ReplayLink(ctx, opts.replay, opts.replay_curve, client)
+        log.info("replay: asking %s for what %d stream(s) missed, holding live data meanwhile",
+                 opts.replay, len(marks))  # fmt: skip
+        client.start(self._clock())
+        self._replay_outputs(sock, link)
+        return link
+
+    def _serve_replay(self, sock: zmq.Socket[Any], link: _ReplayLink) -> int:
+        """Replies and the replay's timer; the milliseconds until the replay's deadline."""
+        now = self._clock()
+        for body in link.replies():
+            link.client.reply(body, now)
+        link.client.on_timer(now)
+        self._replay_outputs(sock, link)
+        if not link.client.active:
+            return 0
+        due = link.client.next_deadline()
+        return 0 if due is None else max(0, int((due - now) * 1000))
+
+    def _replay_outputs(self, sock: zmq.Socket[Any], link: _ReplayLink) -> None:
+        for out in link.client.take_outputs():
+            match out:
+                case SendRequest(body):
+                    link.send(body)
+                case Deliver(messages, replayed):
+                    if replayed:
+                        self.counters.replayed += len(messages)
+                    for topic, body in messages:
+                        self.handle([topic, body])
+                        self._write_if_full()
+                case ReplayEnded() as ended:
+                    self._replay_ended(sock, link, ended)
+
+    def _replay_ended(self, sock: zmq.Socket[Any], link: _ReplayLink, e: ReplayEnded) -> None:
+        sock.setsockopt(zmq.UNSUBSCRIBE, link.client.marker_topic)
+        link.close()
+        self.counters.duplicates += e.duplicates
+        if e.ok:
+            self._replay_note = ("the bus's replay buffer no longer held them: raise [bus]"
+                                 " replay_s / replay_bytes to bridge longer outages")  # fmt: skip
+            log.info(
+                "replay done in %.3f s: %d message(s) replayed, %d live held meanwhile (%d of"
+                " them already replayed, dropped); live from now on",
+                e.seconds, e.replayed, e.held, e.duplicates,
+            )  # fmt: skip
+        else:
+            self._replay_note = f"the replay failed: {e.reason}"
+            log.warning(
+                "replay from %s given up after %.1f s: %s; %d message(s) replayed before;"
+                " live from now on (what is missing is recorded as gaps)",
+                self.options.replay, e.seconds, e.reason, e.replayed,
+            )  # fmt: skip
+        if e.evicted:
+            log.warning("replay: the buffer dropped %d message(s) while the replay ran; what"
+                        " this sink missed of them is recorded as gaps", e.evicted)  # fmt: skip
+
+    def _hold_available(self, sock: zmq.Socket[Any], client: ReplayClient) -> None:
+        """During the replay: live messages wait in ``client`` (up to its bound; past it in
+        the socket) until the replay has ended."""
+        for _ in range(self.options.batch_size):
+            if client.held_full:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._last_rx = self._clock()
+            if len(frames) == 2 and not frames[0].startswith(REPLAY_TOPIC):
+                client.live(frames[0], frames[1])
+            else:
+                self.handle(frames)  # counted as malformed now (or our marker: ignored)
+
+    def _stop_replay(self, link: _ReplayLink) -> None:
+        """Stopped during the replay: keep what was replayed, not the live messages held (they
+        come after what is still to replay; the next start asks for both again)."""
+        held = link.client.abandon()
+        log.warning("stopped during the replay: %d live message(s) held are not written; the"
+                    " next start asks for them again", held)  # fmt: skip
 
     def quiet_check(self) -> str | None:
         """Warn when nothing at all arrived for ``quiet_warn`` seconds, again every
@@ -437,12 +619,17 @@ class SubscriberLoop:
             except zmq.Again:
                 return
             self.handle(frames)
-            if len(self._pending) >= self.options.batch_size and not self.health.retrying:
-                self._write_batch()
+            self._write_if_full()
+
+    def _write_if_full(self) -> None:
+        if len(self._pending) >= self.options.batch_size and not self.health.retrying:
+            self._write_batch()
 
     # -- per message (public so tests can feed frames without sockets) -----------------
 
     def handle(self, frames: list[bytes]) -> None:
+        if frames and frames[0].startswith(REPLAY_TOPIC):
+            return  # the marker of this sink's replay (acquisition/replay.py), not data
         self.counters.received += 1
         self._last_rx = self._clock()
         self._next_quiet_warn = 0.0
@@ -457,9 +644,10 @@ class SubscriberLoop:
         except MalformedPacket as exc:
             self._malformed(topic, str(exc))
             return
+        resuming = self.gaps.resuming(msg.publisher, topic)
         gap = self.gaps.observe(msg.publisher, topic, msg.seq, self._wall_ns())
         if gap is not None:
-            self._record_gap(gap)
+            self._record_gap(gap, resuming)
         if isinstance(msg, Sample):
             self.counters.samples += 1
         elif isinstance(msg, Event):
@@ -468,8 +656,15 @@ class SubscriberLoop:
             self.counters.stats += 1
         self._keep(msg)
 
-    def _record_gap(self, gap: BusGap) -> None:
-        if gap.restart:
+    def _record_gap(self, gap: BusGap, while_down: bool = False) -> None:
+        if while_down and not gap.restart:
+            self.counters.gaps += 1
+            log.warning(
+                "while this sink was down, %d message(s) from %r on %s were missed (sq %d..%d):"
+                " %s", gap.missed, gap.publisher, gap.topic, gap.expected_seq,
+                gap.received_seq - 1, self._replay_note,
+            )  # fmt: skip
+        elif gap.restart:
             self.counters.restarts += 1
             log.warning(
                 "publisher %r restarted on %s (sq %d after %d); %d message(s) of the new run"
@@ -623,6 +818,55 @@ class SubscriberLoop:
             "max_pending": self._limit,
             **self.counters.__dict__,
         }
+
+
+class _ReplayLink:
+    """A DEALER to the replay endpoint (the supervisor's control socket) and the replay it
+    carries; one request or reply of about ``max_bytes`` in flight each way."""
+
+    def __init__(
+        self, ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None, client: ReplayClient
+    ) -> None:
+        self.client = client
+        self.sock: zmq.Socket[Any] | None = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 16)
+        self.sock.setsockopt(zmq.RCVHWM, 16)
+        if curve is not None:
+            curve.apply(self.sock)
+        self.sock.connect(endpoint)
+
+    def send(self, body: bytes) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.sock.send_multipart([b"", body], zmq.NOBLOCK)
+        except zmq.ZMQError:  # cannot queue: the replay's timeout gives it up
+            pass
+
+    def replies(self) -> list[bytes]:
+        out: list[bytes] = []
+        while self.sock is not None:
+            try:
+                out.append(self.sock.recv_multipart(zmq.NOBLOCK)[-1])
+            except zmq.Again:
+                break
+        return out
+
+    def wait(self, live: zmq.Socket[Any], timeout_ms: int) -> set[zmq.Socket[Any]]:
+        """The sockets readable within ``timeout_ms``: replies, and live data unless the
+        client holds all it may."""
+        poller = zmq.Poller()
+        if self.sock is not None:
+            poller.register(self.sock, zmq.POLLIN)
+        if not self.client.held_full:
+            poller.register(live, zmq.POLLIN)
+        return {sock for sock, _ in poller.poll(timeout_ms)}
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
 
 
 class _Reporter:

@@ -83,6 +83,28 @@ def _bus(parser: argparse.ArgumentParser | Any, *, required: bool) -> None:
         help="CURVE: the pipeline's secret key file ([security] server_key) when the --report"
         " socket uses CURVE; `pyconpro run` sets it",
     )
+    parser.add_argument(
+        "--replay",
+        metavar="ENDPOINT",
+        help="a supervisor's control socket to ask, at start, for the messages missed since"
+        " the last one stored (the bus's replay buffer, [bus] replay_s); `pyconpro run` sets"
+        " it, --config uses that file's. Live data waits until the replay has ended",
+    )
+    parser.add_argument(
+        "--replay-curve-key",
+        metavar="FILE",
+        help="CURVE: the pipeline's secret key file when the --replay socket uses CURVE;"
+        " `pyconpro run` sets it (else --curve-server-key/--curve-key apply to a tcp:// one)",
+    )
+    parser.add_argument(
+        "--no-replay", action="store_true", help="live data only, even with --config",
+    )
+    parser.add_argument(
+        "--replay-all",
+        action="store_true",
+        help="also replay the topics this sink never stored (a new sink: everything the"
+        " buffer holds for its topics); by default only what follows what it stored",
+    )
 
 
 def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
@@ -189,11 +211,14 @@ class _Unusable(Exception):
 
 class SinkRun(NamedTuple):
     """What the arguments ask for: the validated sink, the endpoints it subscribes to, and the
-    CURVE client keys when the bus uses CURVE (None: plain)."""
+    CURVE client keys when the bus uses CURVE (None: plain); the replay endpoint and its keys
+    (None: no replay)."""
 
     sink: SinkConfig
     endpoints: list[str]
     curve: ClientKeys | None = None
+    replay: str | None = None
+    replay_curve: ClientKeys | None = None
 
 
 def _from_file(args: argparse.Namespace) -> SinkRun:
@@ -209,10 +234,17 @@ def _from_file(args: argparse.Namespace) -> SinkRun:
             f"{path} has no [[sink]] named {name!r}; --sink takes one of: "
             f"{', '.join(names) or '(none)'}"
         )
+    replay = replay_curve = None
+    if config.bus.replay and args.replay is None and not args.no_replay:
+        control = config.bus.control_endpoint("supervisor", 0)
+        replay = connectable(control)
+        replay_curve = client_keys_from_args(args, config.security, control)
     return SinkRun(
         config.sinks[names.index(name)],
         list(args.connect or [connectable(config.bus.endpoint)]),
         client_keys_from_args(args, config.security, config.bus.endpoint),
+        replay,
+        replay_curve,
     )
 
 
@@ -246,6 +278,10 @@ def loop_options(
     curve: ClientKeys | None = None,
     report: str | None = None,
     report_curve: ClientKeys | None = None,
+    *,
+    replay: str | None = None,
+    replay_curve: ClientKeys | None = None,
+    replay_new: bool = False,
 ) -> LoopOptions:
     return LoopOptions(
         curve=curve,
@@ -258,15 +294,35 @@ def loop_options(
         report=report,
         report_name=f"sink-{sink.name}",
         report_curve=report_curve,
+        replay=replay,
+        replay_curve=replay_curve,
+        replay_new=replay_new,
     )
 
 
-def report_keys(args: argparse.Namespace) -> ClientKeys | None:
-    """The pipeline's own key pair, as the client of its own control socket."""
-    if args.report_curve_key is None:
+def report_keys(args: argparse.Namespace, flag: str = "report_curve_key") -> ClientKeys | None:
+    """The pipeline's own key pair (``--report-curve-key`` or ``--replay-curve-key``), as the
+    client of its own control socket."""
+    path = getattr(args, flag)
+    if path is None:
         return None
-    pair = load_key_pair(args.report_curve_key)
+    pair = load_key_pair(path)
     return ClientKeys(pair, pair.public)
+
+
+def replay_from_args(
+    args: argparse.Namespace, run: SinkRun
+) -> tuple[str | None, ClientKeys | None]:
+    """The replay endpoint and its CURVE keys: ``--replay`` (with ``--replay-curve-key``, or
+    the bus's ``--curve-*`` keys for a tcp:// endpoint), else what ``--config`` implies."""
+    if args.no_replay:
+        return None, None
+    if args.replay is None:
+        return run.replay, run.replay_curve
+    keys = report_keys(args, "replay_curve_key")
+    if keys is None and args.replay.startswith("tcp://"):
+        keys = client_keys_from_args(args, None, None)
+    return args.replay, keys
 
 
 def _setup_logging(level: str) -> None:
@@ -283,8 +339,10 @@ def _setup_logging(level: str) -> None:
 def run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
-        config, endpoints, curve = sink_from_args(args)
+        sink_run = sink_from_args(args)
+        config, endpoints, curve = sink_run.sink, sink_run.endpoints, sink_run.curve
         report_curve = report_keys(args)
+        replay, replay_curve = replay_from_args(args, sink_run)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {issue}", file=sys.stderr)
@@ -293,7 +351,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        options = loop_options(config, endpoints, curve, args.report, report_curve)
+        options = loop_options(
+            config, endpoints, curve, args.report, report_curve,
+            replay=replay, replay_curve=replay_curve, replay_new=args.replay_all,
+        )  # fmt: skip
         return run_sink(make_sink(config), options)
     except zmq.ZMQError as exc:
         print(

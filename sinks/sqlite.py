@@ -19,6 +19,8 @@ Schema (``PRAGMA user_version`` = 2; later versions only add tables/columns)::
         -- start/end, missed = samples the RPI promised in between, cause, resumed).
         -- Datagrams lost inside a running connection are samples.gap and events kind='gap'.
     stats(id, t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)
+    bus_marks(publisher, topic, seq, t_mono_ns)  PRIMARY KEY (publisher, topic)
+        -- per bus stream, the last message stored: what a restart asks the replay to follow
 
 ``value_json`` is the decoded value as strict JSON (NaN/inf as strings, see sinks.records);
 ``value_real`` repeats it when it is a scalar number (bool as 0/1; SQLite stores NaN as NULL).
@@ -27,6 +29,11 @@ INTEGERs, since SQLite integers are signed; no real run reaches that.
 
 A version 1 file is upgraded when opened: its ``gaps`` rows (all bus loss) are kept, as
 ``kind`` 'bus', in the version 2 table.
+
+``bus_marks`` is written in the same transaction as the rows it describes, so at any moment,
+whatever killed the sink, it says exactly what the file holds of each stream, and the next start
+asks the bus's replay buffer for what follows (``stored_marks``, sinks/base.py). A file from
+before the table existed gets it filled from its last rows of each stream when first opened.
 
 Durability: WAL journal, ``synchronous=NORMAL`` by default, one transaction per loop flush, so
 a flush is one fsync-light commit and readers (Grafana, sqlite3 CLI) never block the writer.
@@ -50,6 +57,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
+from pyconpro.acquisition.replay import Key, Mark
 from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
 from pyconpro.acquisition.wire import (
     Event,
@@ -57,7 +65,9 @@ from pyconpro.acquisition.wire import (
     OutageCause,
     Sample,
     Stats,
+    topic_for_event,
     topic_for_sample,
+    topic_for_stats,
 )
 from pyconpro.sinks.base import DEFAULT_MAX_PENDING, BusGap, OutputUnavailable, Sink
 from pyconpro.sinks.records import to_json, value_real
@@ -129,6 +139,13 @@ CREATE TABLE IF NOT EXISTS stats (
     seq INTEGER NOT NULL,
     counters_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bus_marks (
+    publisher TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    t_mono_ns INTEGER NOT NULL,
+    PRIMARY KEY (publisher, topic)
+) WITHOUT ROWID;
 """
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -166,12 +183,21 @@ SQLITE_SCHEMA = SinkSchema(
     ),
 )  # fmt: skip
 
+# Each row's topic, for bus_marks: escaping a name per row would cost more than the insert.
+_sample_topic = functools.lru_cache(maxsize=1 << 16)(topic_for_sample)
+_event_topic = functools.lru_cache(maxsize=1 << 16)(topic_for_event)
+_stats_topic = functools.lru_cache(maxsize=1 << 12)(topic_for_stats)
+
 _I64_WRAP = 2**64
 _I64_MAX = 2**63 - 1
 
 
 def _i64(n: int) -> int:
     return n - _I64_WRAP if n > _I64_MAX else n
+
+
+def _u64(n: int) -> int:
+    return n + _I64_WRAP if n < 0 else n
 
 
 # Primary SQLite result codes (the low byte of an extended code).
@@ -310,9 +336,20 @@ class SqliteSink(Sink):
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the open database
         self._dir_dev: int | None = None  # st_dev of its directory at the first open
+        self._marks: dict[Key, Mark] = {}  # bus_marks as committed
+        self._new_marks: dict[Key, Mark] = {}  # written in the transaction under way
 
     def open(self) -> None:
         self._db = self._connect()
+        self._marks = {
+            (pub, topic.encode("utf-8")): (tm, _u64(seq))
+            for pub, topic, seq, tm in self._db.execute(
+                "SELECT publisher, topic, seq, t_mono_ns FROM bus_marks"
+            )
+        }
+
+    def stored_marks(self) -> dict[Key, Mark]:
+        return dict(self._marks)
 
     def _connect(self) -> sqlite3.Connection:
         """The database at ``path``, WAL on, schema in place; ``OutputUnavailable`` for a
@@ -382,9 +419,12 @@ class SqliteSink(Sink):
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("BEGIN")
         _upgrade_gaps_v1(db)
+        had_marks = _has_table(db, "bus_marks")
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
+        if not had_marks:
+            _fill_marks(db)
         db.execute(f"PRAGMA user_version={DB_SCHEMA_VERSION}")
         db.execute("COMMIT")
 
@@ -398,6 +438,7 @@ class SqliteSink(Sink):
 
     def _abandon(self) -> None:
         """Roll back and close; whatever was not committed is the loop's to write again."""
+        self._new_marks.clear()
         db, self._db = self._db, None
         if db is not None:
             try:
@@ -426,6 +467,9 @@ class SqliteSink(Sink):
 
     @_writing
     def write_samples(self, samples: list[Sample]) -> None:
+        marks = self._new_marks
+        for s in samples:
+            marks[(s.publisher, _sample_topic(s.plc, s.tag))] = (s.t_mono_ns, s.seq)
         self._conn().executemany(
             "INSERT INTO samples (plc, tag, t_wall_ns, t_mono_ns, type, value_json, value_real,"
             " raw, cip_seq, gap, publisher, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -450,6 +494,9 @@ class SqliteSink(Sink):
 
     @_writing
     def write_events(self, events: list[Event]) -> None:
+        marks = self._new_marks
+        for e in events:
+            marks[(e.publisher, _event_topic(e.plc, e.tag))] = (e.t_mono_ns, e.seq)
         self._conn().executemany(
             "INSERT INTO events (plc, tag, t_wall_ns, t_mono_ns, kind, state_from, state_to,"
             " cip_general, cip_extended, status_text, message, publisher, seq)"
@@ -524,6 +571,9 @@ class SqliteSink(Sink):
 
     @_writing
     def write_stats(self, stats: list[Stats]) -> None:
+        marks = self._new_marks
+        for st in stats:
+            marks[(st.publisher, _stats_topic(st.worker))] = (st.t_mono_ns, st.seq)
         self._conn().executemany(
             "INSERT INTO stats (t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)"
             " VALUES (?,?,?,?,?,?)",
@@ -538,8 +588,21 @@ class SqliteSink(Sink):
         # Also the loop's retry with nothing to write: reopening is the test of the disk.
         db = self._conn()
         self._same_file()
-        db.execute("COMMIT")
+        self._commit(db)
         self._same_file()  # deleted between the check and the commit: written again
+
+    def _commit(self, db: sqlite3.Connection) -> None:
+        """COMMIT, with the marks of the rows written in it: a crash keeps both or neither."""
+        if self._new_marks:
+            db.executemany(
+                "INSERT OR REPLACE INTO bus_marks (publisher, topic, seq, t_mono_ns)"
+                " VALUES (?,?,?,?)",
+                [(pub, topic.decode("utf-8"), _i64(sq), tm)
+                 for (pub, topic), (tm, sq) in self._new_marks.items()],
+            )  # fmt: skip
+        db.execute("COMMIT")
+        self._marks.update(self._new_marks)
+        self._new_marks.clear()
 
     def close(self) -> None:
         db, self._db = self._db, None
@@ -548,7 +611,7 @@ class SqliteSink(Sink):
         try:
             if db.in_transaction:
                 # close() without a prior flush() means the loop died: keep what we have.
-                db.execute("COMMIT")
+                self._commit(db)
         finally:
             db.close()
 
@@ -574,6 +637,30 @@ def _upgrade_gaps_v1(db: sqlite3.Connection) -> None:
             db.execute(statement)
     db.execute(f"INSERT INTO gaps ({kept}) SELECT {kept} FROM gaps_v1")
     db.execute("DROP TABLE gaps_v1")
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                      (name,)).fetchone() is not None  # fmt: skip
+
+
+def _fill_marks(db: sqlite3.Connection) -> None:
+    """``bus_marks`` of a file written before it existed: the last row of each stream."""
+    last = "WHERE id IN (SELECT MAX(id) FROM {0} GROUP BY {1})"
+    queries = (
+        ("samples", "publisher, plc, tag", topic_for_sample),
+        ("events", "publisher, plc, tag", topic_for_event),
+        ("stats", "publisher, worker", lambda worker, _: topic_for_stats(worker)),
+    )
+    rows = []
+    for table, names, topic_of in queries:
+        sql = f"SELECT {names}, seq, t_mono_ns FROM {table} " + last.format(table, names)
+        for pub, a, *rest in db.execute(sql):
+            b = rest[0] if len(rest) == 3 else ""
+            seq, tm = rest[-2], rest[-1]
+            rows.append((pub, topic_of(a, b).decode("utf-8"), seq, tm))
+    db.executemany("INSERT OR REPLACE INTO bus_marks (publisher, topic, seq, t_mono_ns)"
+                   " VALUES (?,?,?,?)", rows)  # fmt: skip
 
 
 def from_options(options: Mapping[str, OptionValue]) -> SqliteSink:

@@ -20,11 +20,14 @@ MAX_PER_WAKEUP = 100
 
 
 def answer_waiting(sock: zmq.Socket[Any], answer: Callable[[bytes], bytes],
-                   limit: int = MAX_PER_WAKEUP) -> int:
+                   limit: int = MAX_PER_WAKEUP,
+                   take: Callable[[list[bytes]], bool] | None = None) -> int:  # fmt: skip
     """Answer up to ``limit`` requests waiting on ``sock``: ``answer(body)`` is the reply body.
     A message without an envelope is dropped unanswered, and so is a reply the peer can no
-    longer take (it went away, or its queue is full: ``NOBLOCK``). Returns how many requests
-    were answered."""
+    longer take (it went away, or its queue is full: ``NOBLOCK``). ``take(frames)``, when
+    given, sees each request first: True means the caller took it and answers it later itself,
+    with the same envelope (the supervisor's replay requests). Returns how many requests were
+    answered here."""
     answered = 0
     for _ in range(limit):
         try:
@@ -32,6 +35,8 @@ def answer_waiting(sock: zmq.Socket[Any], answer: Callable[[bytes], bytes],
         except zmq.Again:
             break
         if len(frames) < 2:
+            continue
+        if take is not None and take(frames):
             continue
         envelope, body = frames[:-1], frames[-1]
         reply = answer(body)

@@ -15,8 +15,14 @@ and the supervisor can read its counters (``STATISTICS``) over an inproc control
 ``scripts/bench_forwarder.py`` measures it against a direct PUB/SUB link in the same run
 (docs/operations.md records the numbers).
 
+With a replay buffer (``replay_s`` and ``replay_bytes`` above 0, ``[bus]``), the proxy also
+gets a capture socket (a PUB on an inproc endpoint: libzmq copies every forwarded message to
+it without ever waiting) and the XSUB a second, inproc, endpoint; the replay thread
+(``workers/replay.py``) reads the one and publishes its markers into the other.
+
 Sockets are never shared across threads: the proxy thread creates, binds, uses and closes the
-XSUB/XPUB pair; the caller's thread only ever touches its end of the inproc control pair.
+XSUB/XPUB pair and the capture socket; the caller's thread only ever touches its end of the
+inproc control pair (and of the replay thread's pipe).
 PUB never blocks: the XPUB side drops for a subscriber past its HWM (STYLE.md #10).
 """
 
@@ -32,6 +38,7 @@ from typing import Any
 import zmq
 from pyconpro.acquisition.security import SecurityConfig
 from pyconpro.workers.guard import ServerGuard
+from pyconpro.workers.replay import ReplayThread
 
 __all__ = ["Forwarder", "ForwarderError", "ForwarderStats", "connectable"]
 
@@ -40,6 +47,9 @@ log = logging.getLogger("pyconpro.forwarder")
 
 # The PAIR pipe between the owner and the forwarder thread carries a few commands only.
 _CONTROL_HWM = 16
+# Copies queued for the replay thread when the bus's own HWM is unlimited (0): past it the
+# thread, not the bus, loses them (counted as the buffer's ``lost``).
+_CAPTURE_HWM = 100_000
 
 class ForwarderError(RuntimeError):
     """The forwarder could not bind or stopped unexpectedly; the message says what to change."""
@@ -99,6 +109,8 @@ class Forwarder:
     ``public_endpoint`` / ``upstream_endpoint`` after ``start()`` returns. ``guard``: the
     process's CURVE keys; each side bound on an endpoint that needs CURVE is a CURVE server, and
     the XSUB connects to publishers on such endpoints as a client with the pipeline's keys.
+    ``replay_s`` / ``replay_bytes``: the replay buffer's bounds (either 0: no buffer); its
+    thread is ``replay`` after ``start()``.
     """
 
     def __init__(
@@ -110,6 +122,8 @@ class Forwarder:
         linger_ms: int = 1000,
         context: zmq.Context[Any] | None = None,
         guard: ServerGuard | None = None,
+        replay_s: float = 0.0,
+        replay_bytes: int = 0,
     ) -> None:
         self._public_wanted = public
         # CURVE for the endpoints that need it (workers/guard.py); none by default.
@@ -129,6 +143,14 @@ class Forwarder:
         self._want: frozenset[str] = frozenset()  # publisher endpoints the XSUB connects to
         self._stopping = False
         self._base = (0, 0, 0, 0, 0)  # counters of earlier proxy runs (reconfigurations)
+        self.replay: ReplayThread | None = None
+        if replay_s > 0 and replay_bytes > 0:
+            self._capture_ep = f"inproc://pyconpro-forwarder-{id(self):x}-capture"
+            self._input_ep = f"inproc://pyconpro-forwarder-{id(self):x}-input"
+            self.replay = ReplayThread(
+                self._ctx, capture=self._capture_ep, marker=self._input_ep,
+                max_age_s=replay_s, max_bytes=replay_bytes, hwm=hwm,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -149,14 +171,22 @@ class Forwarder:
             self._thread.join(timeout)
             self._close_control()
             raise ForwarderError(self._error)
+        if self.replay is not None:
+            self.replay.start(timeout)
 
     def _run(self) -> None:
         xsub = self._ctx.socket(zmq.XSUB)
         xpub = self._ctx.socket(zmq.XPUB)
         ctl = self._ctx.socket(zmq.PAIR)
+        capture = self._ctx.socket(zmq.PUB) if self.replay is not None else None
         try:
             for sock in (xsub, xpub, ctl):
                 sock.setsockopt(zmq.LINGER, self.linger_ms)
+            if capture is not None:
+                capture.setsockopt(zmq.LINGER, 0)
+                capture.setsockopt(zmq.SNDHWM, self.hwm or _CAPTURE_HWM)
+                capture.bind(self._capture_ep)
+                xsub.bind(self._input_ep)  # the replay thread's markers come in here
             ctl.setsockopt(zmq.SNDHWM, _CONTROL_HWM)
             ctl.setsockopt(zmq.RCVHWM, _CONTROL_HWM)
             xsub.setsockopt(zmq.RCVHWM, self.hwm)
@@ -191,7 +221,7 @@ class Forwarder:
                         log.error("bus forwarder: cannot connect to publisher %s: %s", ep, exc)
                 try:
                     # Returns on TERMINATE: either a stop or a change of upstream endpoints.
-                    zmq.proxy_steerable(xsub, xpub, None, ctl)
+                    zmq.proxy_steerable(xsub, xpub, capture, ctl)
                 except zmq.ContextTerminated:
                     break
                 except zmq.ZMQError as exc:  # pragma: no cover - libzmq failure
@@ -200,8 +230,9 @@ class Forwarder:
                     break
         finally:
             self._bound.set()
-            for sock in (xsub, xpub, ctl):
-                sock.close()
+            for sock in (xsub, xpub, ctl, capture):
+                if sock is not None:
+                    sock.close()
 
     def _bind(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any]) -> str | None:
         """Bind both sides (CURVE servers where their endpoints need it); None, or the error."""
@@ -259,6 +290,8 @@ class Forwarder:
         """Stop forwarding and close the sockets (idempotent)."""
         if self._thread is None or self._control is None:
             return
+        if self.replay is not None:
+            self.replay.stop(timeout)
         with self._lock:
             self._stopping = True
         if self._thread.is_alive():

@@ -47,6 +47,8 @@ Control socket (ZeroMQ ROUTER at ``[bus].control_base`` for name ``supervisor``;
 or DEALER): requests and replies are msgpack maps. Requests ``{"op": "status"}``, ``"reload"``,
 ``"start"`` / ``"stop"`` / ``"restart"`` with ``"child": NAME``, ``"shutdown"``, ``"ping"``.
 Replies ``{"ok": true, ...}`` or ``{"ok": false, "error": "what went wrong and what to do"}``.
+``"replay"`` / ``"replay_next"`` (a sink that restarts asking for what it missed) are handed to
+the forwarder's replay thread, which answers through this socket (``workers/replay.py``).
 docs/operations.md documents the status map. Before binding, ``open()`` pings that socket: a
 supervisor that answers owns the control_base (exit 2 naming its pid: ZeroMQ's ipc bind would
 silently take its sockets over); otherwise socket files a killed one left are removed. The
@@ -102,6 +104,7 @@ from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
 from pyconpro.workers.process import Child, spawn
+from pyconpro.workers.replay import REPLAY_OPS
 
 from pyconpro.config_file import load_config, run_issues, run_warnings
 from pyconpro.run_cli import add_arguments  # `pyconpro run` takes the same arguments
@@ -273,11 +276,23 @@ def client_security_args(security: SecurityConfig, endpoint: str) -> tuple[str, 
 def sink_report_args(config: Config) -> tuple[str, ...]:
     """Flags that make a sink send its state to our control socket (with the pipeline's own
     key pair when that socket uses CURVE)."""
+    return _control_client_args(config, "--report")
+
+
+def sink_replay_args(config: Config) -> tuple[str, ...]:
+    """Flags that make a sink that starts ask our control socket for the messages it missed
+    (the forwarder's replay buffer), when ``[bus]`` keeps one."""
+    return _control_client_args(config, "--replay") if config.bus.replay else ()
+
+
+def _control_client_args(config: Config, flag: str) -> tuple[str, ...]:
+    """``flag`` with our control socket, and ``flag-curve-key`` with the pipeline's own key
+    pair when that socket uses CURVE."""
     endpoint = supervisor_control_endpoint(config)
-    out: tuple[str, ...] = ("--report", connectable(endpoint))
+    out: tuple[str, ...] = (flag, connectable(endpoint))
     security = config.security
     if security.server_key is not None and uses_curve(endpoint, security):
-        out += ("--report-curve-key", security.server_key)
+        out += (f"{flag}-curve-key", security.server_key)
     return out
 
 
@@ -354,6 +369,7 @@ def plan_children(
                 "--connect", runtime.bus_connect,
                 *client_security_args(bus_cfg.security, bus_cfg.bus.endpoint),
                 *sink_report_args(bus_cfg),
+                *sink_replay_args(bus_cfg),
                 "--log-level", level if level != "CRITICAL" else "ERROR")  # fmt: skip
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
     return out
@@ -544,6 +560,8 @@ class Supervisor:
             linger_ms=self.config.bus.linger_ms,
             context=self.ctx,
             guard=self.guard,
+            replay_s=self.config.bus.replay_s,
+            replay_bytes=self.config.bus.replay_bytes,
         )
         self.control_endpoint = supervisor_control_endpoint(self.config)
         self.sup = Supervision(self.config.supervisor, random.Random().random)
@@ -626,6 +644,8 @@ class Supervisor:
             ) from None
         self._bound_ipc(self.control_endpoint)
         self.poller.register(self.control, zmq.POLLIN)
+        if self.forwarder.replay is not None:
+            self.poller.register(self.forwarder.replay.socket, zmq.POLLIN)
         self.events = self.ctx.socket(zmq.SUB)
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.setsockopt(zmq.RCVHWM, 10_000)
@@ -1245,7 +1265,8 @@ class Supervisor:
     def _on_control(self, now: float) -> None:
         assert self.control is not None
         answer_waiting(self.control, lambda body: msgpack.packb(
-            self._control_reply(body, now), use_bin_type=True, default=str))
+            self._control_reply(body, now), use_bin_type=True, default=str),
+            take=self._take_replay)
 
     def _control_reply(self, body: bytes, now: float) -> dict[str, Any]:
         try:
@@ -1256,8 +1277,35 @@ class Supervisor:
             return {"ok": False, "error": f"bad request: {exc}; send a msgpack map like "
                     "{'op': 'status'}"}  # fmt: skip
 
+    def _take_replay(self, frames: list[bytes]) -> bool:
+        """A replay request goes to the forwarder's replay thread, which answers it (True);
+        without one, or when it cannot take it now, ``_control_request`` says so."""
+        replay = self.forwarder.replay
+        if replay is None or b"replay" not in frames[-1]:
+            return False
+        try:
+            req = msgpack.unpackb(frames[-1], raw=False)
+        except (ValueError, msgpack.UnpackException):
+            return False
+        return isinstance(req, dict) and req.get("op") in REPLAY_OPS and replay.request(frames)
+
+    def _replay_refused(self) -> dict[str, Any]:
+        if self.forwarder.replay is None:
+            return {"ok": False, "error": "this pipeline keeps no replay buffer ([bus]"
+                    " replay_s or replay_bytes is 0): set both above 0 and restart"
+                    " `pyconpro run`"}  # fmt: skip
+        return {"ok": False, "error": "the replay thread is busy or gone: try again"}
+
+    def _on_replay_replies(self) -> None:
+        assert self.control is not None and self.forwarder.replay is not None
+        for frames in self.forwarder.replay.replies():
+            try:
+                self.control.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.ZMQError:  # the client is gone or not reading: its timeout tells it
+                pass
+
     def _control_request(self, req: Any, now: float) -> dict[str, Any]:
-        ops = "status, reload, start, stop, restart, shutdown, ping, sink_report"
+        ops = "status, reload, start, stop, restart, shutdown, ping, sink_report, replay"
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
             return {"ok": False, "error": f"a request is a map with 'op' (one of {ops})"}
         op = req["op"]
@@ -1265,6 +1313,8 @@ class Supervisor:
             return {"ok": True, "pid": os.getpid()}
         if op == "sink_report":
             return self._sink_report(req, now)
+        if op in REPLAY_OPS:  # not taken by the replay thread (_take_replay)
+            return self._replay_refused()
         if op == "status":
             return {"ok": True, **self.status()}
         if op == "reload":
@@ -1372,6 +1422,7 @@ class Supervisor:
                 "upstreams": sorted(self.forwarder.upstreams),
                 "rate_msgs_s": round(self._fwd_rate, 1),
                 **self._fwd_status,
+                "replay": self.forwarder.replay.stats() if self.forwarder.replay else None,
             },
             "children": children,
             "workers": workers,
@@ -1535,6 +1586,8 @@ class Supervisor:
                 now = time.monotonic()
                 if sock is self.control:
                     self._on_control(now)
+                elif self.forwarder.replay is not None and sock is self.forwarder.replay.socket:
+                    self._on_replay_replies()
                 elif sock is self.events:
                     self._on_events()
                 elif self._wake_r is not None and sock in (self._wake_r, self._wake_r.fileno()):

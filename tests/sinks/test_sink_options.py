@@ -157,9 +157,9 @@ def test_schema_flags_and_the_section_build_the_same_sink(tmp_path: Path) -> Non
     parser = build_parser()
     for sink in c.sinks:
         section_argv = ["--section", json.dumps(sink.section()), "--connect", EP]
-        from_section, eps, _ = sink_from_args(parser.parse_args(section_argv))
+        from_section, eps, *_ = sink_from_args(parser.parse_args(section_argv))
         assert from_section == sink and eps == [EP]
-        from_flags, eps, _ = sink_from_args(parser.parse_args(flags_for(sink)))
+        from_flags, eps, *_ = sink_from_args(parser.parse_args(flags_for(sink)))
         assert replace(from_flags, name=sink.name) == sink and eps == [EP]
         assert built(make_sink(from_flags)) == built(make_sink(from_section))
     assert built(make_sink(c.sinks[0])) == ("sqlite", tmp_path / "db.sqlite3", "OFF", 5000)
@@ -168,7 +168,7 @@ def test_schema_flags_and_the_section_build_the_same_sink(tmp_path: Path) -> Non
 
 def test_flags_left_out_take_the_schema_defaults() -> None:
     args = build_parser().parse_args(["jsonl", "--connect", EP, "--dir", "out"])
-    sink, _, _ = sink_from_args(args)
+    sink, *_ = sink_from_args(args)
     assert sink == parse_sink_section({"kind": "jsonl", "directory": "out"}, sink_schemas())
     assert sink.name == "jsonl" and sink.options["rotate_bytes"] == 64 * 1024 * 1024
 
@@ -192,7 +192,7 @@ def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> No
     path.write_text(BASE + SINKS, encoding="utf-8")
     config = load_config(path)
     parser = build_parser()
-    sink, eps, _ = sink_from_args(parser.parse_args(["--config", str(path), "--sink", "db"]))
+    sink, eps, *_ = sink_from_args(parser.parse_args(["--config", str(path), "--sink", "db"]))
     assert sink == config.sinks[0] and eps == ["tcp://127.0.0.1:5591"]  # [bus].endpoint
     with pytest.raises(Exception, match="--sink takes one of: db, jsonl-1, csv-2, stdout-3"):
         sink_from_args(parser.parse_args(["--config", str(path), "--sink", "nope"]))

@@ -284,9 +284,10 @@ def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> Non
     section = json.loads(sink.argv[4])
     assert (section["kind"], section["path"]) == ("sqlite", str(tmp_path / "db.sqlite3"))
     args = build_parser().parse_args(list(sink.argv[3:]))
-    config, endpoints, _ = sink_from_args(args)
+    config, endpoints, *_ = sink_from_args(args)
     assert endpoints == ["ipc:///b"]
     assert args.report == f"ipc://{tmp_path}/ctl-supervisor"  # where it sends its state
+    assert args.replay == f"ipc://{tmp_path}/ctl-supervisor"  # where it asks what it missed
     assert config == parse_config(config_text(tmp_path), "p.toml", sink_kinds=sink_schemas(),
                                   base_dir=str(tmp_path)).sinks[0]  # fmt: skip
 
@@ -382,7 +383,7 @@ def test_starts_everything_reports_status_and_stops_workers_before_sinks(tmp_pat
         assert request(sup.control_endpoint, {"op": "nope"}, 5.0) == {
             "ok": False,
             "error": "unknown op 'nope'; use one of status, reload, start, stop, restart, "
-            "shutdown, ping, sink_report",
+            "shutdown, ping, sink_report, replay",
         }
         # A sink's own report of its output (sinks/base.py sends it) shows in the status.
         assert status(sup)["sinks"] == {"sink-db": {"age_s": None}}
