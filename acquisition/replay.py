@@ -405,8 +405,8 @@ class ReplayService:
         buffer: ReplayBuffer,
         *,
         marker_timeout_s: float = 5.0,
-        idle_timeout_s: float = 30.0,
-        max_replays: int = 16,
+        idle_timeout_s: float = 10.0,
+        max_replays: int = 64,
     ) -> None:
         self.buffer = buffer
         self.marker_timeout_s = marker_timeout_s

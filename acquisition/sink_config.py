@@ -53,7 +53,12 @@ OptionCheck = Callable[[Any], tuple[str, str] | None]
 
 COMMON_KEYS: Final = (
     "kind", "name", "topics", "rcvhwm", "batch_size", "flush_interval_s", "drain_max_s",
+    "replay",
 )  # fmt: skip
+# What a sink asks the bus's replay buffer for when it starts (docs/operations.md "When a sink
+# restarts"): what follows what its output stored, that and every other stream it subscribes
+# to (a new sink gets what the buffer holds), or nothing.
+REPLAY_MODES: Final = ("stored", "all", "none")
 DEFAULT_TOPICS: Final = ("sample/", "event/", "stats/")
 TOPIC_ROOTS: Final = ("sample", "event", "stats")
 # Sink names become process names (``sink-<name>``) and log labels.
@@ -199,6 +204,7 @@ class SinkConfig:
     batch_size: int = 1000
     flush_interval_s: float = 1.0
     drain_max_s: float = 5.0
+    replay: str = "stored"  # one of REPLAY_MODES
     options: Mapping[str, OptionValue] = field(default_factory=lambda: MappingProxyType({}))
 
     def section(self) -> dict[str, Any]:
@@ -211,6 +217,7 @@ class SinkConfig:
             "batch_size": self.batch_size,
             "flush_interval_s": self.flush_interval_s,
             "drain_max_s": self.drain_max_s,
+            "replay": self.replay,
             **self.options,
         }
 
@@ -351,6 +358,7 @@ def read_sink(
         "batch_size": t.integer("batch_size", d.batch_size, 1, 1_000_000),
         "flush_interval_s": t.number("flush_interval_s", flush_default, 0.0, 3600.0, "s"),
         "drain_max_s": t.number("drain_max_s", d.drain_max_s, 0.0, 3600.0, "s"),
+        "replay": t.choice("replay", d.replay, REPLAY_MODES),
     }
     if kind is None:
         return None

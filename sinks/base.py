@@ -502,6 +502,10 @@ class SubscriberLoop:
         # After connect(): the marker's subscription follows the data subscriptions.
         sock.setsockopt(zmq.SUBSCRIBE, client.marker_topic)
         link = _ReplayLink(ctx, opts.replay, opts.replay_curve, client)
+        # A stream whose first replayed message is not the next after its mark: the buffer no
+        # longer held those (if the replay fails, _replay_ended says so instead).
+        self._replay_note = ("the bus's replay buffer no longer held them: raise [bus] replay_s"
+                             " / replay_bytes to bridge longer outages")  # fmt: skip
         log.info("replay: asking %s for what %d stream(s) missed, holding live data meanwhile",
                  opts.replay, len(marks))  # fmt: skip
         client.start(self._clock())
@@ -539,8 +543,6 @@ class SubscriberLoop:
         link.close()
         self.counters.duplicates += e.duplicates
         if e.ok:
-            self._replay_note = ("the bus's replay buffer no longer held them: raise [bus]"
-                                 " replay_s / replay_bytes to bridge longer outages")  # fmt: skip
             log.info(
                 "replay done in %.3f s: %d message(s) replayed, %d live held meanwhile (%d of"
                 " them already replayed, dropped); live from now on",

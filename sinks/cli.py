@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import zmq
 from pyconpro.acquisition.sink_config import (
+    REPLAY_MODES,
     Option,
     SinkConfig,
     SinkSchema,
@@ -96,15 +97,6 @@ def _bus(parser: argparse.ArgumentParser | Any, *, required: bool) -> None:
         help="CURVE: the pipeline's secret key file when the --replay socket uses CURVE;"
         " `pyconpro run` sets it (else --curve-server-key/--curve-key apply to a tcp:// one)",
     )
-    parser.add_argument(
-        "--no-replay", action="store_true", help="live data only, even with --config",
-    )
-    parser.add_argument(
-        "--replay-all",
-        action="store_true",
-        help="also replay the topics this sink never stored (a new sink: everything the"
-        " buffer holds for its topics); by default only what follows what it stored",
-    )
 
 
 def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
@@ -142,6 +134,13 @@ def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
         default=5.0,
         metavar="SECONDS",
         help="on SIGTERM, longest time spent taking in what already arrived [%(default)s]",
+    )
+    g.add_argument(
+        "--replay-mode",
+        choices=REPLAY_MODES,
+        default="stored",
+        help="with --replay, what to ask for at start: what follows what the output stored,"
+        " 'all' the buffer holds of the topics (a new sink too), or 'none' [%(default)s]",
     )
 
 
@@ -185,6 +184,7 @@ def section_from_args(args: argparse.Namespace, schema: SinkSchema) -> dict[str,
         batch_size=args.batch_size,
         flush_interval_s=args.flush_interval,
         drain_max_s=args.drain_max,
+        replay=args.replay_mode,
     )
     for o in schema.options:
         if hasattr(args, _OPTION_DEST + o.key):
@@ -235,7 +235,7 @@ def _from_file(args: argparse.Namespace) -> SinkRun:
             f"{', '.join(names) or '(none)'}"
         )
     replay = replay_curve = None
-    if config.bus.replay and args.replay is None and not args.no_replay:
+    if config.bus.replay and args.replay is None:
         control = config.bus.control_endpoint("supervisor", 0)
         replay = connectable(control)
         replay_curve = client_keys_from_args(args, config.security, control)
@@ -281,7 +281,6 @@ def loop_options(
     *,
     replay: str | None = None,
     replay_curve: ClientKeys | None = None,
-    replay_new: bool = False,
 ) -> LoopOptions:
     return LoopOptions(
         curve=curve,
@@ -294,9 +293,9 @@ def loop_options(
         report=report,
         report_name=f"sink-{sink.name}",
         report_curve=report_curve,
-        replay=replay,
+        replay=None if sink.replay == "none" else replay,
         replay_curve=replay_curve,
-        replay_new=replay_new,
+        replay_new=sink.replay == "all",
     )
 
 
@@ -315,8 +314,6 @@ def replay_from_args(
 ) -> tuple[str | None, ClientKeys | None]:
     """The replay endpoint and its CURVE keys: ``--replay`` (with ``--replay-curve-key``, or
     the bus's ``--curve-*`` keys for a tcp:// endpoint), else what ``--config`` implies."""
-    if args.no_replay:
-        return None, None
     if args.replay is None:
         return run.replay, run.replay_curve
     keys = report_keys(args, "replay_curve_key")
@@ -353,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = loop_options(
             config, endpoints, curve, args.report, report_curve,
-            replay=replay, replay_curve=replay_curve, replay_new=args.replay_all,
+            replay=replay, replay_curve=replay_curve,
         )  # fmt: skip
         return run_sink(make_sink(config), options)
     except zmq.ZMQError as exc:

@@ -131,7 +131,7 @@ def flags_for(sink: SinkConfig) -> list[str]:
         argv += ["--topic", topic]
     argv += ["--rcvhwm", str(sink.rcvhwm), "--batch-size", str(sink.batch_size),
              "--flush-interval", repr(sink.flush_interval_s),
-             "--drain-max", repr(sink.drain_max_s)]  # fmt: skip
+             "--drain-max", repr(sink.drain_max_s), "--replay-mode", sink.replay]  # fmt: skip
     for o in sink_schemas()[sink.kind].options:
         value = sink.options[o.key]
         if o.type == "boolean":
