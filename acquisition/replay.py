@@ -37,7 +37,7 @@ import itertools
 import re
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
 import msgpack
@@ -629,9 +629,17 @@ class ReplayClient:
     ``marks``: per stream the sink stored, the mark of the last message it stored. ``new``:
     topic prefixes whose other streams are replayed too (empty: not). Inputs: ``start(now)``
     (after the live subscriptions and ``marker_topic`` are set up), ``reply(body, now)`` for
-    each reply, ``live(topic, body)`` for each live message while ``active``, the timer (no
-    reply within ``timeout_s``: give up). Outputs: ``SendRequest``, ``Deliver``, and one
-    ``ReplayEnded``, after which live messages go straight to the sink.
+    each reply, ``live(topic, body, now)`` for each live message while ``active`` (the marker
+    too), the timer. Outputs: ``SendRequest``, ``Deliver``, and one ``ReplayEnded``, after
+    which ``active`` is False and live messages go straight to the sink.
+
+    While replies come, live messages are held (``held_full``: hold no more, leave them in the
+    socket). When the replay has ended, the held ones it did not bring are delivered; live
+    messages that were still queued before the marker may have been replayed too, so until
+    the marker itself arrives live each one is delivered only if it follows the last message
+    of its stream the sink has. A replay that fails (refused, unreadable, no reply within
+    ``timeout_s``) ends the same way; a marker that does not arrive within ``timeout_s`` of
+    the replay's end is not waited for longer.
     """
 
     def __init__(
@@ -651,9 +659,14 @@ class ReplayClient:
         self.active = False
         self._last: dict[Key, Mark] = dict(marks)
         self._held: list[tuple[bytes, bytes]] = []
+        self._replying = False  # replies still to come: live messages are held
+        self._answered = False  # a reply came: its marker went out on the bus
+        self._marker_seen = False
+        self._result: ReplayEnded | None = None  # the replay is over; waiting for the marker
         self._deadline: float | None = None
         self._started = 0.0
         self._replayed = 0
+        self._duplicates = 0
         self._outputs: list[ClientOutput] = []
 
     def take_outputs(self) -> list[ClientOutput]:
@@ -663,18 +676,29 @@ class ReplayClient:
     @property
     def held_full(self) -> bool:
         """Hold no more now (the shell leaves further live messages in its socket)."""
-        return len(self._held) >= self.max_held
+        return self._replying and len(self._held) >= self.max_held
 
     def start(self, now: float) -> None:
-        self.active = True
+        self.active = self._replying = True
         self._started = now
         self._ask(self.request.encode(), now)
 
-    def live(self, topic: bytes, body: bytes) -> None:
-        self._held.append((topic, body))
+    def live(self, topic: bytes, body: bytes, now: float) -> None:
+        """A live message while ``active``: held while replies come, then delivered unless
+        the replay brought it."""
+        if not self.active:
+            raise UsageError("a live message after the replay ended goes to the sink directly")
+        if topic == self.marker_topic:
+            self._marker_seen = True
+            if self._result is not None:
+                self._finish()
+        elif self._replying:
+            self._held.append((topic, body))
+        elif self._new(topic, body):
+            self._outputs.append(Deliver(((topic, body),), replayed=False))
 
     def reply(self, body: bytes, now: float) -> None:
-        if not self.active:
+        if not self._replying:
             return
         try:
             m = msgpack.unpackb(body, raw=False, strict_map_key=True)
@@ -683,12 +707,13 @@ class ReplayClient:
             if m.get("id") not in (self.request.id, None):
                 return  # a late reply to an earlier request of this socket
             if not m.get("ok"):
-                self._end(now, False, f"refused: {m.get('error') or 'no reason given'}")
+                self._replay_over(now, False, f"refused: {m.get('error') or 'no reason given'}")
                 return
             messages = _messages(m.get("m"))
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            self._end(now, False, f"unreadable reply ({exc})")
+            self._replay_over(now, False, f"unreadable reply ({exc})")
             return
+        self._answered = True
         end = m.get("end") is True
         if not end:  # ask for the next one first: it comes while this one is handled
             self._ask(NextRequest(self.request.id).encode(), now)
@@ -702,13 +727,13 @@ class ReplayClient:
             self._outputs.append(Deliver(tuple(messages), replayed=True))
         if end:
             evicted = m.get("evicted")
-            self._end(now, True, "", evicted if type(evicted) is int else 0)
+            self._replay_over(now, True, "", evicted if type(evicted) is int else 0)
 
     def abandon(self) -> int:
         """Stop here (the sink is stopping): the held live messages are dropped, nothing more
         is asked; how many were held."""
         held, self._held = len(self._held), []
-        self.active = False
+        self.active = self._replying = False
         self._deadline = None
         return held
 
@@ -716,30 +741,46 @@ class ReplayClient:
         return self._deadline
 
     def on_timer(self, now: float) -> None:
-        if self.active and self._deadline is not None and now >= self._deadline:
-            self._end(now, False, f"no reply within {self.timeout_s:g} s")
+        if not self.active or self._deadline is None or now < self._deadline:
+            return
+        if self._replying:
+            self._replay_over(now, False, f"no reply within {self.timeout_s:g} s")
+        else:
+            self._finish()  # the marker did not come through: stop filtering
 
     def _ask(self, body: bytes, now: float) -> None:
         self._deadline = now + self.timeout_s
         self._outputs.append(SendRequest(body))
 
-    def _end(self, now: float, ok: bool, reason: str, evicted: int = 0) -> None:
-        """Release the held live messages the replay did not bring, and say it is over."""
-        kept: list[tuple[bytes, bytes]] = []
-        for topic, body in self._held:
-            mark = message_mark(body)
-            if mark is not None:
-                last = self._last.get((mark[0], topic))
-                if last is not None and (mark[1], mark[2]) <= last:
-                    continue
-            kept.append((topic, body))
-        held, self._held = len(self._held), []
+    def _new(self, topic: bytes, body: bytes) -> bool:
+        """Not a message of a stream the sink already has up to or past it."""
+        mark = message_mark(body)
+        if mark is not None:
+            last = self._last.get((mark[0], topic))
+            if last is not None and (mark[1], mark[2]) <= last:
+                self._duplicates += 1
+                return False
+        return True
+
+    def _replay_over(self, now: float, ok: bool, reason: str, evicted: int = 0) -> None:
+        """No more replies: deliver the held live messages the replay did not bring; end now,
+        or once the marker arrives (when a reply came, it is on its way)."""
+        held, self._held = self._held, []
+        self._replying = False
+        kept = tuple(m for m in held if self._new(*m))
+        if kept:
+            self._outputs.append(Deliver(kept, replayed=False))
+        self._result = ReplayEnded(ok, self._replayed, len(held), 0, now - self._started,
+                                   evicted, reason)  # fmt: skip
+        self._deadline = now + self.timeout_s
+        if self._marker_seen or not self._answered:
+            self._finish()
+
+    def _finish(self) -> None:
+        assert self._result is not None
         self.active = False
         self._deadline = None
-        if kept:
-            self._outputs.append(Deliver(tuple(kept), replayed=False))
-        self._outputs.append(ReplayEnded(ok, self._replayed, held, held - len(kept),
-                                         now - self._started, evicted, reason))  # fmt: skip
+        self._outputs.append(replace(self._result, duplicates=self._duplicates))
 
 
 def _messages(raw: object) -> list[tuple[bytes, bytes]]:

@@ -412,7 +412,7 @@ class SubscriberLoop:
             replay = self._start_replay(ctx, sock, marks)
             self._serve(sock, should_stop, reporter, replay)
             if replay is not None and replay.client.active:
-                self._stop_replay(replay)
+                self._stop_replay(sock, replay)
             else:
                 self._drain(sock)
             self._flush_all()
@@ -560,25 +560,28 @@ class SubscriberLoop:
                         " this sink missed of them is recorded as gaps", e.evicted)  # fmt: skip
 
     def _hold_available(self, sock: zmq.Socket[Any], client: ReplayClient) -> None:
-        """During the replay: live messages wait in ``client`` (up to its bound; past it in
-        the socket) until the replay has ended."""
+        """During the replay: live messages go through ``client`` (held, up to its bound and
+        past it left in the socket, until the replay has ended; then those it did not bring
+        are delivered)."""
         for _ in range(self.options.batch_size):
-            if client.held_full:
+            if client.held_full or not client.active:
                 return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._last_rx = self._clock()
-            if len(frames) == 2 and not frames[0].startswith(REPLAY_TOPIC):
-                client.live(frames[0], frames[1])
+            if len(frames) == 2:
+                client.live(frames[0], frames[1], self._last_rx)
             else:
-                self.handle(frames)  # counted as malformed now (or our marker: ignored)
+                self.handle(frames)  # counted as malformed
 
-    def _stop_replay(self, link: _ReplayLink) -> None:
-        """Stopped during the replay: keep what was replayed, not the live messages held (they
-        come after what is still to replay; the next start asks for both again)."""
+    def _stop_replay(self, sock: zmq.Socket[Any], link: _ReplayLink) -> None:
+        """Stopped during the replay: keep what was replayed, not the live messages held or
+        still queued (they come after what is still to replay; the next start asks the buffer
+        for them again)."""
         held = link.client.abandon()
+        self._replay_outputs(sock, link)
         log.warning("stopped during the replay: %d live message(s) held are not written; the"
                     " next start asks for them again", held)  # fmt: skip
 
