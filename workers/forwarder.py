@@ -18,7 +18,9 @@ and the supervisor can read its counters (``STATISTICS``) over an inproc control
 With a replay buffer (``replay_s`` and ``replay_bytes`` above 0, ``[bus]``), the proxy also
 gets a capture socket (a PUB on an inproc endpoint: libzmq copies every forwarded message to
 it without ever waiting) and the XSUB a second, inproc, endpoint; the replay thread
-(``workers/replay.py``) reads the one and publishes its markers into the other.
+(``workers/replay.py``) reads the one and publishes its markers into the other. The XSUB then
+also subscribes upstream to everything (the empty prefix), so publishers keep sending what a
+sink that is down subscribed to, and the buffer has it when that sink comes back.
 
 Sockets are never shared across threads: the proxy thread creates, binds, uses and closes the
 XSUB/XPUB pair and the capture socket; the caller's thread only ever touches its end of the
@@ -199,6 +201,11 @@ class Forwarder:
             self._error = self._bind(xsub, xpub)
             if self._error is not None:
                 return
+            if capture is not None:
+                # Subscribe upstream to everything, for the buffer: a sink that is down takes
+                # its subscriptions with it, and the workers would stop sending what only it
+                # wanted. XSUB sends it to every publisher it connects to, now and later.
+                xsub.send(b"\x01")
             self._bound.set()
             log.info("bus forwarder: %s -> %s", self.upstream_endpoint, self.public_endpoint)
             connected: set[str] = set()
