@@ -30,6 +30,7 @@ PUB never blocks: the XPUB side drops for a subscriber past its HWM (STYLE.md #1
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import threading
@@ -52,6 +53,7 @@ _CONTROL_HWM = 16
 # Copies queued for the replay thread when the bus's own HWM is unlimited (0): past it the
 # thread, not the bus, loses them (counted as the buffer's ``lost``).
 _CAPTURE_HWM = 100_000
+_INSTANCES = itertools.count()
 
 class ForwarderError(RuntimeError):
     """The forwarder could not bind or stopped unexpectedly; the message says what to change."""
@@ -134,7 +136,10 @@ class Forwarder:
         self.hwm = hwm
         self.linger_ms = linger_ms
         self._ctx = context if context is not None else zmq.Context.instance()
-        self._control_ep = f"inproc://pyconpro-forwarder-{id(self):x}"
+        # inproc names unique in the process: one of a forwarder just stopped may still be
+        # bound for a moment (sockets close in the background), and ids are reused.
+        self._n = next(_INSTANCES)
+        self._control_ep = f"inproc://pyconpro-forwarder-{self._n}"
         self._control: zmq.Socket[Any] | None = None
         self._thread: threading.Thread | None = None
         self._bound = threading.Event()
@@ -147,8 +152,8 @@ class Forwarder:
         self._base = (0, 0, 0, 0, 0)  # counters of earlier proxy runs (reconfigurations)
         self.replay: ReplayThread | None = None
         if replay_s > 0 and replay_bytes > 0:
-            self._capture_ep = f"inproc://pyconpro-forwarder-{id(self):x}-capture"
-            self._input_ep = f"inproc://pyconpro-forwarder-{id(self):x}-input"
+            self._capture_ep = f"inproc://pyconpro-forwarder-{self._n}-capture"
+            self._input_ep = f"inproc://pyconpro-forwarder-{self._n}-input"
             self.replay = ReplayThread(
                 self._ctx, capture=self._capture_ep, marker=self._input_ep,
                 max_age_s=replay_s, max_bytes=replay_bytes, hwm=hwm,

@@ -22,6 +22,7 @@ supervisor's thread only ever touches its end of the PAIR (``socket``, ``request
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ _STOP = b"STOP"  # the one-frame command on the PAIR; requests have two frames o
 _PIPE_HWM = 1000  # requests and replies between the two threads
 _CAPTURE_BATCH = 1000  # captured messages taken per wake-up before the others get a turn
 _STATS_EVERY_S = 1.0
+_INSTANCES = itertools.count()
 
 
 class ReplayThread:
@@ -64,7 +66,8 @@ class ReplayThread:
         self._marker_ep = marker
         self._service = ReplayService(ReplayBuffer(max_age_s, max_bytes))
         self._hwm = hwm
-        self._pipe_ep = f"inproc://pyconpro-replay-{id(self):x}"
+        self._n = next(_INSTANCES)  # a unique inproc name (workers/forwarder.py says why)
+        self._pipe_ep = f"inproc://pyconpro-replay-{self._n}"
         self._pipe: zmq.Socket[Any] | None = None
         self._thread: threading.Thread | None = None
         self._stats: dict[str, Any] = self._service.stats(time.monotonic())
@@ -181,7 +184,7 @@ class ReplayThread:
             if capture in ready:
                 _drain(capture, _CAPTURE_BATCH, lambda frames: service.captured(frames, now))
             if marker in ready:
-                _drain(marker, self._hwm, lambda frames: service.subscription(frames[0], now))
+                _drain(marker, _CAPTURE_BATCH, lambda frames: service.subscription(frames[0], now))
             if pipe in ready and not _drain(pipe, _PIPE_HWM, lambda frames: self._request(
                     frames, now)):  # fmt: skip
                 return
