@@ -56,6 +56,7 @@ from pyconpro.acquisition.replay import (
     SendRequest,
 )
 from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
+from pyconpro.sinks.replay import ReplayLink
 from pyconpro.workers.guard import ClientKeys
 
 log = logging.getLogger("pyconpro.sink")
@@ -386,7 +387,7 @@ class SubscriberLoop:
         if self.options.report is not None:
             reporter = _Reporter(ctx, self.options.report, self.options.report_curve)
         clean = subscribed = False
-        replay: _ReplayLink | None = None
+        replay: ReplayLink | None = None
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
@@ -439,7 +440,7 @@ class SubscriberLoop:
         sock: zmq.Socket[Any],
         should_stop: Callable[[], bool],
         reporter: _Reporter | None,
-        replay: _ReplayLink | None = None,
+        replay: ReplayLink | None = None,
     ) -> None:
         poll_ms = max(1, int(self.options.poll_interval * 1000))
         self._last_rx = self._clock()
@@ -481,7 +482,7 @@ class SubscriberLoop:
 
     def _start_replay(
         self, ctx: zmq.Context[Any], sock: zmq.Socket[Any], marks: Mapping[Key, Mark] | None
-    ) -> _ReplayLink | None:
+    ) -> ReplayLink | None:
         """Ask for what was missed since ``marks`` (the live subscription is connected)."""
         opts = self.options
         if opts.replay is None:
@@ -501,7 +502,7 @@ class SubscriberLoop:
         )  # fmt: skip
         # After connect(): the marker's subscription follows the data subscriptions.
         sock.setsockopt(zmq.SUBSCRIBE, client.marker_topic)
-        link = _ReplayLink(ctx, opts.replay, opts.replay_curve, client)
+        link = ReplayLink(ctx, opts.replay, opts.replay_curve, client)
         # A stream whose first replayed message is not the next after its mark: the buffer no
         # longer held those (if the replay fails, _replay_ended says so instead).
         self._replay_note = ("the bus's replay buffer no longer held them: raise [bus] replay_s"
@@ -512,7 +513,7 @@ class SubscriberLoop:
         self._replay_outputs(sock, link)
         return link
 
-    def _serve_replay(self, sock: zmq.Socket[Any], link: _ReplayLink) -> int:
+    def _serve_replay(self, sock: zmq.Socket[Any], link: ReplayLink) -> int:
         """Replies and the replay's timer; the milliseconds until the replay's deadline."""
         now = self._clock()
         for body in link.replies():
@@ -524,7 +525,7 @@ class SubscriberLoop:
         due = link.client.next_deadline()
         return 0 if due is None else max(0, int((due - now) * 1000))
 
-    def _replay_outputs(self, sock: zmq.Socket[Any], link: _ReplayLink) -> None:
+    def _replay_outputs(self, sock: zmq.Socket[Any], link: ReplayLink) -> None:
         for out in link.client.take_outputs():
             match out:
                 case SendRequest(body):
@@ -538,7 +539,7 @@ class SubscriberLoop:
                 case ReplayEnded() as ended:
                     self._replay_ended(sock, link, ended)
 
-    def _replay_ended(self, sock: zmq.Socket[Any], link: _ReplayLink, e: ReplayEnded) -> None:
+    def _replay_ended(self, sock: zmq.Socket[Any], link: ReplayLink, e: ReplayEnded) -> None:
         sock.setsockopt(zmq.UNSUBSCRIBE, link.client.marker_topic)
         link.close()
         self.counters.duplicates += e.duplicates
@@ -576,7 +577,7 @@ class SubscriberLoop:
             else:
                 self.handle(frames)  # counted as malformed
 
-    def _stop_replay(self, sock: zmq.Socket[Any], link: _ReplayLink) -> None:
+    def _stop_replay(self, sock: zmq.Socket[Any], link: ReplayLink) -> None:
         """Stopped during the replay: keep what was replayed, not the live messages held or
         still queued (they come after what is still to replay; the next start asks the buffer
         for them again)."""
@@ -823,55 +824,6 @@ class SubscriberLoop:
             "max_pending": self._limit,
             **self.counters.__dict__,
         }
-
-
-class _ReplayLink:
-    """A DEALER to the replay endpoint (the supervisor's control socket) and the replay it
-    carries; one request or reply of about ``max_bytes`` in flight each way."""
-
-    def __init__(
-        self, ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None, client: ReplayClient
-    ) -> None:
-        self.client = client
-        self.sock: zmq.Socket[Any] | None = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 16)
-        self.sock.setsockopt(zmq.RCVHWM, 16)
-        if curve is not None:
-            curve.apply(self.sock)
-        self.sock.connect(endpoint)
-
-    def send(self, body: bytes) -> None:
-        if self.sock is None:
-            return
-        try:
-            self.sock.send_multipart([b"", body], zmq.NOBLOCK)
-        except zmq.ZMQError:  # cannot queue: the replay's timeout gives it up
-            pass
-
-    def replies(self) -> list[bytes]:
-        out: list[bytes] = []
-        while self.sock is not None:
-            try:
-                out.append(self.sock.recv_multipart(zmq.NOBLOCK)[-1])
-            except zmq.Again:
-                break
-        return out
-
-    def wait(self, live: zmq.Socket[Any], timeout_ms: int) -> set[zmq.Socket[Any]]:
-        """The sockets readable within ``timeout_ms``: replies, and live data unless the
-        client holds all it may."""
-        poller = zmq.Poller()
-        if self.sock is not None:
-            poller.register(self.sock, zmq.POLLIN)
-        if not self.client.held_full:
-            poller.register(live, zmq.POLLIN)
-        return {sock for sock, _ in poller.poll(timeout_ms)}
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close(linger=0)
-            self.sock = None
 
 
 class _Reporter:
