@@ -136,7 +136,11 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
         where = schemas[sink.kind].where(sink.options)
         print(f"  sink {sink.name} ({sink.kind}) -> {where}; topics {', '.join(sink.topics)}",
               file=out)  # fmt: skip
-    print(f"  bus {config.bus.endpoint}; control {supervisor_control_endpoint(config)}", file=out)
+    bus = config.bus
+    replay = (f"replay buffer {bus.replay_s:g} s, {bus.replay_bytes / 2**20:g} MiB" if bus.replay
+              else "no replay buffer")  # fmt: skip
+    print(f"  bus {bus.endpoint}; control {supervisor_control_endpoint(config)}; {replay}",
+          file=out)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

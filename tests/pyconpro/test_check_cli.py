@@ -71,7 +71,8 @@ def test_valid_file_summary(
         "  worker worker-10.99.0.1: far",
         "  worker worker-127.0.0.1: line1",
         f"  sink sqlite-0 (sqlite) -> {tmp_path / 'x.sqlite3'}; topics sample/, event/, stats/",
-        "  bus tcp://127.0.0.1:5599; control ipc:///tmp/pyconpro-supervisor",
+        "  bus tcp://127.0.0.1:5599; control ipc:///tmp/pyconpro-supervisor; replay buffer 60 s,"
+        " 64 MiB",
     ]
 
 
