@@ -33,50 +33,17 @@ run_factory = test_run.run_factory
 
 Stream = tuple[str, bytes]  # (publisher, topic)
 KILLS = 10
-TAGS1 = ("Counter", "Sine", "Array10", "Motor", "Message")  # line1, every 10 ms
-TAGS2 = ("Counter", "Sine")  # line2, every 10 ms
+TAGS1 = ("Counter", "Sine", "Array10", "Motor", "Message")  # line1; line2 has 2 tags
 
 
 def config(plant: Plant, *, replay_s: float, sink_replay: str) -> str:
-    """Both PLCs' tags every 10 ms (about 700 samples/s), the SQLite sink, the replay buffer."""
-    def tags(names: Iterable[str]) -> str:
-        return "".join(f'  [[plc.tag]]\n  name = "{t}"\n' for t in names)
-
-    return f"""
-[bus]
-endpoint = "ipc://{plant.tmp}/bus"
-control_base = "ipc://{plant.tmp}/ctl"
-replay_s = {replay_s}
-[worker]
-udp_port = {plant.worker_port}
-stats_interval_s = 1
-[supervisor]
-start_s = 0.5
-backoff_initial_s = 0.2
-backoff_max_s = 1
-stop_timeout_s = 15
-[defaults]
-rpi_ms = 10
-
-[[plc]]
-name = "line1"
-address = "{plant.addr(2)}"
-local_address = "{plant.addr(1)}"
-udp_port = {plant.sims[0].udp_port}
-{tags(TAGS1)}
-[[plc]]
-name = "line2"
-address = "{plant.addr(3)}"
-local_address = "{plant.addr(4)}"
-udp_port = {plant.sims[1].udp_port}
-{tags(TAGS2)}
-[[sink]]
-kind = "sqlite"
-name = "db"
-path = "out.sqlite3"
-flush_interval_s = 0.2
-replay = "{sink_replay}"
-"""
+    """test_run.py's plant with every tag at 10 ms (about 700 samples/s), the replay buffer,
+    and the sink's replay mode."""
+    text = plant.config(line1_tags=", ".join(f'"{t}"' for t in TAGS1))
+    text = re.sub(r"rpi_ms = \d+", "rpi_ms = 10", text)
+    text = text.replace("[bus]\n", f"[bus]\nreplay_s = {replay_s}\n")
+    assert text.count("[[sink]]") == 1
+    return text + f'replay = "{sink_replay}"\n'
 
 
 class Recorder:
@@ -204,13 +171,17 @@ def log_times(text: str, pattern: str) -> list[float]:
     return out
 
 
+def started(run: Run) -> Run:
+    wait_for(lambda: sample_rows(run) > 100, "the first rows", 60)
+    return run
+
+
 def test_a_sink_killed_ten_times_under_load_stores_every_message_exactly_once(
     plant: Plant, run_factory: Callable[..., Run]
 ) -> None:
     recorder = Recorder(f"ipc://{plant.tmp}/bus")
     try:
-        run = run_factory(config(plant, replay_s=60, sink_replay="all"))
-        wait_for(lambda: sample_rows(run) > 100, "the first rows", 60)
+        run = started(run_factory(config(plant, replay_s=60, sink_replay="all")))
         killed: list[tuple[int, float]] = []  # (pid, when)
         for i in range(KILLS):
             rows_before = sample_rows(run)
@@ -263,14 +234,12 @@ def test_a_sink_killed_ten_times_under_load_stores_every_message_exactly_once(
           f" live data (restart + replay) {min(to_live):.2f}..{max(to_live):.2f} s")  # fmt: skip
 
 
-
 def test_a_buffer_shorter_than_the_outage_records_the_exact_missing_range(
     plant: Plant, run_factory: Callable[..., Run]
 ) -> None:
     recorder = Recorder(f"ipc://{plant.tmp}/bus")
     try:
-        run = run_factory(config(plant, replay_s=1, sink_replay="stored"))
-        wait_for(lambda: sample_rows(run) > 100, "the first rows", 60)
+        run = started(run_factory(config(plant, replay_s=1, sink_replay="stored")))
         # Down longer than the buffer holds: stopped (what it stored is exact), and started
         # again once 2000 more messages (about 3 s) were published.
         assert (request(run.control, {"op": "stop", "child": "sink-db"}, 10) or {}).get("ok")
