@@ -133,8 +133,10 @@ def stored(run: Run) -> dict[Stream, list[int]]:
 
 
 def gap_rows(run: Run) -> list[tuple[str, str, int, int, int, int]]:
+    """Bus loss rows (outages of a tag's data at the worker are rows of their own kind)."""
     return run.query(
-        "SELECT publisher, topic, expected_seq, received_seq, missed, restart FROM gaps ORDER BY id"
+        "SELECT publisher, topic, expected_seq, received_seq, missed, restart FROM gaps"
+        " WHERE kind = 'bus' ORDER BY id"
     )
 
 

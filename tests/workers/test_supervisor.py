@@ -685,6 +685,6 @@ def test_a_bad_control_request_gets_an_error_reply_and_the_supervisor_goes_on(
         assert not_a_map == {
             "ok": False,
             "error": "a request is a map with 'op' (one of status, reload, start, stop, restart,"
-            " shutdown, ping, sink_report)",
+            " shutdown, ping, sink_report, replay)",
         }
         assert status(sup)["ok"]
