@@ -397,7 +397,10 @@ class SubscriberLoop:
                 marks = self._resume_from(self.sink.stored_marks())
             except OutputUnavailable as exc:  # keep what arrives; retry (a disk may be late)
                 self._unavailable(exc)
-                self._replay_note = "the output could not be read at start to know what it had"
+                if self.options.replay is not None:
+                    log.warning("cannot read what the output stored (%s): no replay, and what"
+                                " was published while this sink was down is not known",
+                                exc.cause)  # fmt: skip
             for prefix in self.options.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             if self.options.curve is not None:
