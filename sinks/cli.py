@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import zmq
+from pyconpro.acquisition.security import uses_curve
 from pyconpro.acquisition.sink_config import (
     REPLAY_MODES,
     Option,
@@ -238,7 +239,8 @@ def _from_file(args: argparse.Namespace) -> SinkRun:
     if config.bus.replay and args.replay is None:
         control = config.bus.control_endpoint("supervisor", 0)
         replay = connectable(control)
-        replay_curve = client_keys_from_args(args, config.security, control)
+        if uses_curve(control, config.security):  # that socket is a CURVE server
+            replay_curve = client_keys_from_args(args, config.security, control)
     return SinkRun(
         config.sinks[names.index(name)],
         list(args.connect or [connectable(config.bus.endpoint)]),

@@ -235,3 +235,33 @@ def test_configuration_md_sink_tables_are_generated_from_the_schemas() -> None:
     assert new == text
     for schema in sink_schemas().values():  # every flag is in the table next to its key
         assert all(f"| `{o.key}` |" in text and f"`{o.cli_flag}`" in text for o in schema.options)
+
+
+def test_where_a_sink_asks_for_its_replay(tmp_path: Path) -> None:
+    from pyconpro.sinks.cli import loop_options, replay_from_args
+    from pyconpro.workers.guard import keygen
+
+    parser = build_parser()
+    path = tmp_path / "plant.toml"
+    path.write_text(BASE + SINKS, encoding="utf-8")
+    # --config: that file's supervisor (ipc: never CURVE), unless the file keeps no buffer
+    args = parser.parse_args(["--config", str(path), "--sink", "db"])
+    assert replay_from_args(args, sink_from_args(args)) == ("ipc:///tmp/pyconpro-supervisor", None)
+    path.write_text(BASE.replace("[bus]\n", "[bus]\nreplay_s = 0\n") + SINKS, encoding="utf-8")
+    assert replay_from_args(args, sink_from_args(args)) == (None, None)
+    # by hand: --replay, with the bus's client keys for a tcp:// one
+    keygen(tmp_path / "plant")
+    keygen(tmp_path / "me")
+    hand = ["sqlite", "--connect", EP, "--db", "x.db", "--curve-server-key",
+            str(tmp_path / "plant.key"), "--curve-key", str(tmp_path / "me.key_secret")]
+    args = parser.parse_args([*hand, "--replay", "tcp://10.0.0.5:5600"])
+    endpoint, keys = replay_from_args(args, sink_from_args(args))
+    assert endpoint == "tcp://10.0.0.5:5600" and keys is not None
+    args = parser.parse_args([*hand, "--replay", "ipc:///run/p-supervisor"])
+    assert replay_from_args(args, sink_from_args(args)) == ("ipc:///run/p-supervisor", None)
+    # the section's replay mode: "none" asks nothing, "all" asks for new streams too
+    run = sink_from_args(parser.parse_args([*hand, "--replay-mode", "all"]))
+    options = loop_options(run.sink, run.endpoints, replay="ipc:///r")
+    assert (options.replay, options.replay_new) == ("ipc:///r", True)
+    run = sink_from_args(parser.parse_args([*hand, "--replay-mode", "none"]))
+    assert loop_options(run.sink, run.endpoints, replay="ipc:///r").replay is None
