@@ -26,7 +26,11 @@ How it fits together (docs/operations.md "When a sink restarts"):
   comes back through the capture: what the proxy forwarded before it is in the buffer, what it
   forwarded after it reaches the sink live.
 - The sink holds its live messages until the replay has ended, then drops those the replay
-  already gave it (a mark not after the last one it has of that stream).
+  already gave it (a mark not after the last one it has of that stream), and goes on dropping
+  such live messages until the marker itself arrives on its SUB: those were queued before the
+  cut, and may have been replayed too. A live message that falls in a hole of the replay (the
+  buffer dropped it before the replay got there) is dropped as well: it would come out of
+  order, and the hole is recorded as a gap anyway.
 - What the buffer no longer holds shows as a jump in ``sq`` between the stored mark and the
   first message of the stream the sink gets: its gap detector records that exact range.
 """
