@@ -59,6 +59,7 @@ from pyconpro.acquisition.toml_check import Table as _Table
 from pyconpro.acquisition.toml_check import fmt as _fmt
 from pyconpro.acquisition.toml_check import parse_toml as _parse_toml
 from pyconpro.acquisition.toml_check import relative_to as _relative_to
+from pyconpro.acquisition.web_config import WebConfig, read_web, web_warnings
 
 __all__ = [
     "BusConfig",
@@ -74,6 +75,7 @@ __all__ = [
     "SessionPolicy",
     "TagConfig",
     "WorkerConfig",
+    "WebConfig",
     "WorkerGroup",
     "consumer_specs",
     "group_by_local_address",
@@ -205,6 +207,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     supervisor: RestartPolicy = field(default_factory=RestartPolicy)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    web: WebConfig | None = None  # None: no [web] section (or enabled = false): no web process
     # What is valid but probably not meant (`check` prints them, `run` logs them).
     warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False, repr=False)
     # Line of each key path in the source, so later checks (group_by_local_address) can still
@@ -291,7 +294,7 @@ _SUPERVISOR_KEYS: Final = (
     "max_quick_failures", "stop_timeout_s",
 )  # fmt: skip
 _TOP_KEYS: Final = (
-    "bus", "logging", "defaults", "plc", "sink", "worker", "supervisor", "security",
+    "bus", "logging", "defaults", "plc", "sink", "worker", "supervisor", "security", "web",
 )  # fmt: skip
 
 
@@ -590,6 +593,9 @@ def parse_config(
     supervisor = _read_supervisor(ctx, top.table("supervisor"))
     security = read_security(ctx, top.table("security"), base_dir)
     warnings = check_exposure(ctx, security, bus=bus.endpoint, control_base=bus.control_base)
+    # Off unless the file has a [web] section (acquisition/web_config.py).
+    web = read_web(ctx, top.table("web"), base_dir) if "web" in raw else None
+    warnings += web_warnings(ctx, web)
 
     if ctx.issues:
         raise ConfigError(ctx.issues)
@@ -603,6 +609,7 @@ def parse_config(
         worker=worker,
         supervisor=supervisor,
         security=security,
+        web=web,
         warnings=tuple(warnings),
         key_lines=MappingProxyType(dict(ctx.keylines.lines)),
     )

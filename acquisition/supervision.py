@@ -1,10 +1,11 @@
-"""Pure model of child-process supervision (I/O workers, sinks, the bus forwarder).
+"""Pure model of child-process supervision (I/O workers, sinks, the web process, the forwarder).
 
 Owns: the per-child state machine in the style of supervisord / circus (STOPPED, STARTING,
 RUNNING, BACKOFF, STOPPING, EXITED, FATAL), capped exponential backoff with jitter, the FATAL
 threshold for children that keep dying during start-up, stop-then-kill escalation, and the
 graceful shutdown order of a whole pipeline (workers first so they Forward_Close while sinks still
-listen, sinks after them so they flush everything the workers published, the forwarder last).
+listen, sinks after them so they flush everything the workers published, the web page after them
+so it shows the stop to the end, the forwarder last).
 
 It does nothing itself: time is an argument, randomness comes from a passed-in ``rng`` callable,
 and every decision comes back as data, drained in order with ``take_outputs()``: ``Spawn`` /
@@ -80,7 +81,8 @@ class ChildKind(enum.IntEnum):
 
     WORKER = 0  # stops first: Forward_Close while the bus and the sinks still run
     SINK = 1  # then flushes what the workers published
-    FORWARDER = 2  # the bus endpoint goes last so sinks drain through it
+    WEB = 2  # the live page and /metrics: watches the others stop (started before them)
+    FORWARDER = 3  # the bus endpoint goes last so sinks drain through it
 
 
 class InputKind(enum.Enum):
@@ -578,7 +580,8 @@ _HANDLERS: Final[Mapping[InputKind, Callable[[Child, Input, float], None]]] = {
 
 
 def stop_phases(kinds: Mapping[str, ChildKind]) -> tuple[tuple[str, ...], ...]:
-    """Graceful stop order as phases: every worker, then every sink, then the forwarder.
+    """Graceful stop order as phases: every worker, then every sink, the web process, then the
+    forwarder.
 
     A phase starts when every child of the previous one has exited, so workers can Forward_Close
     and publish their last samples while sinks are still there to write them.

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: Subpackage of ``pyconpro`` -> its folder in the checkout (mirrors pyproject.toml).
 SUBPACKAGES = {"acquisition": "acquisition", "workers": "workers", "sinks": "sinks",
-               "simulator": "simulator"}
+               "simulator": "simulator", "web": "web"}
 
 
 def stage(dest: Path) -> dict[str, str]:

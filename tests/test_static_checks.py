@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["acquisition", "workers", "sinks", "simulator", "pyconpro"]
+PACKAGES = ["acquisition", "workers", "sinks", "simulator", "web", "pyconpro"]
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def test_imports_use_the_pyconpro_namespace() -> None:
     of a module under another name."""
     import ast
 
-    bare = {"acquisition", "workers", "sinks", "simulator"}
+    bare = {"acquisition", "workers", "sinks", "simulator", "web"}
     offenders = []
     for folder in [*PACKAGES, "scripts", "tests"]:
         for path in sorted((ROOT / folder).rglob("*.py")):

@@ -3,8 +3,9 @@
 Owns: the config file, which I/O worker serves which PLCs (grouped by the local address that
 routes to each PLC: ``group_by_local_address`` with ``resolve_local_address``, or the PLC's
 ``local_address`` / ``interface``), starting / watching / restarting the worker and sink child
-processes, the single public bus endpoint (``workers.forwarder``: an XSUB/XPUB proxy thread that
-connects to every worker's PUB socket), graceful shutdown, reload, and a control/status socket.
+processes (and the web process of ``[web]``: the live page and ``/metrics``), the single public
+bus endpoint (``workers.forwarder``: an XSUB/XPUB proxy thread that connects to every worker's
+PUB socket), graceful shutdown, reload, and a control/status socket.
 
 What it decides and what it does are separate: every start/restart/stop decision comes from the
 pure ``acquisition.supervision.Supervision`` model (STARTING / RUNNING / BACKOFF / EXITED /
@@ -19,8 +20,8 @@ Processes:
   supervisor, which then stops them in order (workers Forward_Close first, sinks flush last);
   each child also gets ``PR_SET_PDEATHSIG`` = SIGTERM so none outlives a supervisor that was
   killed outright (both done by ``workers.process.spawn``, the project's one spawn);
-* a worker is ready when its control socket answers ``status``; a sink is ready after
-  ``[supervisor].start_s`` alive;
+* a worker is ready when its control socket answers ``status``; a sink (and the web process) is
+  ready after ``[supervisor].start_s`` alive;
 * a worker is spawned without consumers; they are added through its control socket once its
   ``status`` reports a bus subscription (``bus_subscriptions`` > 0), i.e. once the forwarder has
   connected to its PUB socket and the subscriptions of the supervisor and of every subscriber
@@ -61,6 +62,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -126,6 +128,7 @@ __all__ = [
     "resolve_local_address",
     "restart_outages",
     "supervisor_control_endpoint",
+    "web_argv",
 ]
 
 log = logging.getLogger("pyconpro.supervisor")
@@ -146,6 +149,7 @@ FATAL_REMINDER_S = 60.0  # while every worker is FATAL, say so this often
 RESTORE_RETRY_S = 5.0  # a consumer set restored behind our back is restored again after this
 SUPERVISOR_PUBLISHER = "supervisor"  # ``pub`` of the events the supervisor publishes
 UDP_PORT_HINT = "set [worker].udp_port in the config"  # the worker's bind error, under `run`
+WEB_CHILD = "web"  # the name of the web process (the live page and /metrics) among the children
 
 
 # ============================================================================ local addresses
@@ -296,6 +300,33 @@ def _control_client_args(config: Config, flag: str) -> tuple[str, ...]:
     return out
 
 
+def web_argv(config: Config, bus_cfg: Config, runtime: Runtime) -> tuple[str, ...] | None:
+    """The web process's command for ``config``'s ``[web]`` (None: no [web] section).
+
+    An inline ``token`` is passed as its SHA-256 (the process compares digests), so the secret
+    is not in the process list and a changed token still changes the command (a reload then
+    restarts the web process); a ``token_file`` is read by the process itself."""
+    web = config.web
+    if web is None:
+        return None
+    argv: tuple[str, ...] = (
+        runtime.python, "-m", "pyconpro.web.server",
+        "--address", web.address,
+        "--port", str(web.port),
+        "--history", repr(web.history_s),
+        "--updates-per-s", repr(web.updates_per_s),
+        "--connect", runtime.bus_connect,
+        *client_security_args(bus_cfg.security, bus_cfg.bus.endpoint),
+        *_control_client_args(bus_cfg, "--control"),
+        "--log-level", runtime.log_level if runtime.log_level != "CRITICAL" else "ERROR",
+    )  # fmt: skip
+    if web.token is not None:
+        argv += ("--token-sha256", hashlib.sha256(web.token.encode()).hexdigest())
+    elif web.token_file is not None:
+        argv += ("--token-file", web.token_file)
+    return argv
+
+
 def supervisor_control_endpoint(config: Config) -> str:
     """Where ``pyconpro status`` finds the supervisor of ``config``."""
     return config.bus.control_endpoint("supervisor", 0)
@@ -327,7 +358,8 @@ def control_base_endpoints(config: Config, worker_names: Sequence[str]) -> list[
 def plan_children(
     config: Config, groups: Sequence[WorkerGroup], runtime: Runtime
 ) -> dict[str, ChildSpec]:
-    """Every child ``config`` means: one I/O worker per group, one process per sink."""
+    """Every child ``config`` means: one I/O worker per group, one process per sink, and the
+    web process when the file has a ``[web]`` section."""
     bus_cfg = runtime.control_base if runtime.control_base is not None else config
     out: dict[str, ChildSpec] = {}
     level = runtime.log_level
@@ -372,6 +404,9 @@ def plan_children(
                 *sink_replay_args(bus_cfg),
                 "--log-level", level if level != "CRITICAL" else "ERROR")  # fmt: skip
         out[name] = ChildSpec(name=name, kind=ChildKind.SINK, argv=argv)
+    web = web_argv(config, bus_cfg, runtime)
+    if web is not None:  # [web]: the live page and /metrics (pyconpro.web.server)
+        out[WEB_CHILD] = ChildSpec(name=WEB_CHILD, kind=ChildKind.WEB, argv=web)
     return out
 
 
