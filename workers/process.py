@@ -312,6 +312,7 @@ def spawn(
     process_group: bool = True,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
     ready_lines: int = 1,
+    pass_fds: Sequence[int] = (),
 ) -> Child:
     """Start ``argv`` (stdin from /dev/null) and return its ``Child``.
 
@@ -323,7 +324,8 @@ def spawn(
     prints something else, or stays silent. ``ready_lines``: the ready line may be any of the
     first that many lines (a program that warns before it is ready; with
     ``stderr=subprocess.STDOUT`` for one that says it is ready on stderr).
-    ``stdout`` / ``stderr``: see ``Stream``.
+    ``stdout`` / ``stderr``: see ``Stream``. ``pass_fds``: file descriptors the child keeps
+    open, under the same numbers (``subprocess.Popen``'s; a pipe to a browser's DevTools).
     OSError (as from Popen) when the program cannot be found or run.
     """
     argv = [os.fspath(a) for a in argv]
@@ -344,7 +346,8 @@ def spawn(
         err = _open(stderr, files)
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 env=None if env is None else dict(env), cwd=cwd,
-                                process_group=0 if process_group else None)
+                                process_group=0 if process_group else None,
+                                pass_fds=tuple(pass_fds))
     child = Child(proc, argv, stderr_path)
     if ready is None:
         return child

@@ -176,6 +176,7 @@
     const h = st.hist[key] || [];
     const line = card.querySelector("polyline");
     const range = card.querySelector(".range");
+    card.classList.toggle("nospark", h.length < 2);
     if (h.length < 2) {
       line.setAttribute("points", "");
       range.replaceChildren();
