@@ -8,7 +8,8 @@ that opens the file. Sink sections are validated with the schemas their sinks de
 ``run_issues`` is what ``pyconpro check`` and ``pyconpro run`` both ask before anything starts,
 so ``check`` catches what ``run`` would die of: the log file's directory missing or not
 writable, ipc socket paths longer than a Unix socket path can be for the worker names this
-config produces, sink output directories that cannot be created. ``run_warnings`` is what
+config produces, sink output directories that cannot be created, a ``[web]`` token file that
+cannot be read. ``run_warnings`` is what
 ``run`` survives but should be said (a database whose directory is missing: its sink waits).
 """
 
@@ -104,7 +105,8 @@ def run_issues(config: Config, worker_names: Sequence[str] | None = None, *,
     names = list(worker_names) if worker_names is not None else [LONGEST_WORKER_NAME]
     issues = _ipc_issues(config, names, assumed=worker_names is None, files=files)
     if files:
-        issues = [*_log_file_issues(config), *issues, *_sink_issues(config, "directory")]
+        issues = [*_log_file_issues(config), *issues, *_sink_issues(config, "directory"),
+                  *_web_issues(config)]
     return issues
 
 
@@ -211,6 +213,22 @@ def _ipc_issues(config: Config, worker_names: Sequence[str], *, assumed: bool,
         issues.append(_issue(config, "bus.control_base", f"the directory of control_base {why}",
                              "point control_base at a directory this user may create"))
     return issues
+
+
+def _web_issues(config: Config) -> list[ConfigIssue]:
+    """``[web].token_file`` unreadable or not a usable token: the web process would not start."""
+    web = config.web
+    if web is None or web.token_file is None:
+        return []
+    from pyconpro.web.http import read_token_file
+
+    try:
+        read_token_file(web.token_file)
+    except ValueError as exc:
+        return [_issue(config, "web.token_file", f"the token file {web.token_file!r} {exc}",
+                       "put a random token of at least 16 characters in it, e.g. `python3 -c "
+                       "'import secrets; print(secrets.token_urlsafe(32))' > FILE`")]
+    return []
 
 
 def _sink_issues(config: Config, creates: str) -> list[ConfigIssue]:

@@ -42,7 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, Final, Protocol
+
+from pyconpro.acquisition.web_config import token_problem
 
 __all__ = [
     "COOKIE",
@@ -50,6 +53,7 @@ __all__ = [
     "StreamEnded",
     "WebApp",
     "WebHTTPServer",
+    "read_token_file",
     "sse_frame",
     "token_digest",
 ]
@@ -73,6 +77,21 @@ _STATIC: Final = {  # path -> (file, content type)
 # Everything the page loads comes from here: no inline script or style, no other origin.
 _CSP: Final = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def read_token_file(path: str) -> str:
+    """The token in file ``path``, surrounding white space ignored; ``ValueError`` saying
+    what is wrong with the file (``pyconpro check`` and the web process both read it so)."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+    why = token_problem(token)
+    if why is not None:
+        raise ValueError(f"is not usable: {why}")
+    return token
 
 
 def token_digest(token: str) -> bytes:

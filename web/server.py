@@ -43,7 +43,13 @@ from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.web_config import WebConfig, token_problem
 from pyconpro.acquisition.wire import Event, Sample, decode, topic_prefix
 from pyconpro.sinks.base import GapDetector
-from pyconpro.web.http import Broadcaster, WebHTTPServer, sse_frame, token_digest
+from pyconpro.web.http import (
+    Broadcaster,
+    WebHTTPServer,
+    read_token_file,
+    sse_frame,
+    token_digest,
+)
 from pyconpro.web.live import LiveView, StatusChanged, Values
 from pyconpro.web.metrics import WebCounters, render
 from pyconpro.workers.guard import (
@@ -336,20 +342,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def read_token_file(path: str) -> bytes:
-    """The SHA-256 of the token in ``path`` (surrounding white space ignored)."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise WebError(f"cannot read the token file {path}: {why}; check [web].token_file")
-    why = token_problem(token)
-    if why is not None:
-        raise WebError(f"the token file {path} is not usable: {why}; put a random token of at "
-                       "least 16 characters in it")  # fmt: skip
-    return token_digest(token)
-
-
 def options_from_args(args: argparse.Namespace) -> WebOptions:
     """``WebError`` / ``CurveError`` for arguments that cannot work."""
     if not 0 < args.updates_per_s <= 50 or not 10 <= args.history <= 3600:
@@ -363,7 +355,11 @@ def options_from_args(args: argparse.Namespace) -> WebOptions:
         if len(digest) != 32:
             raise WebError("--token-sha256 takes 64 hex digits (the token's SHA-256)")
     elif args.token_file is not None:
-        digest = read_token_file(args.token_file)
+        try:
+            digest = token_digest(read_token_file(args.token_file))
+        except ValueError as exc:
+            raise WebError(f"the token file {args.token_file} {exc}; put a random token of at "
+                           "least 16 characters in it ([web].token_file)") from None
     elif os.environ.get(TOKEN_ENV):
         token = os.environ[TOKEN_ENV].strip()
         why = token_problem(token)

@@ -26,6 +26,7 @@ from pyconpro.acquisition.config import (
 from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.sink_config import COMMON_KEYS
 from pyconpro.acquisition.supervision import RestartPolicy
+from pyconpro.acquisition.web_config import WEB_KEYS
 from pyconpro.sinks.registry import sink_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,6 +235,7 @@ def test_every_key_is_documented() -> None:
         "plc.tag": cfg._TAG_KEYS,
         "worker": cfg._WORKER_KEYS,
         "supervisor": cfg._SUPERVISOR_KEYS,
+        "web": WEB_KEYS,
         "sink": (*COMMON_KEYS, *(k for schema in sink_schemas().values() for k in schema.keys)),
     }
     missing = [f"{g}.{k}" for g, keys in groups.items() for k in keys if f"`{k}`" not in text]
