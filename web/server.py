@@ -16,6 +16,9 @@ The bus loop publishes each update once into the ``Broadcaster``; slow pages nev
 CPU seconds per process (for ``/metrics``) are read from ``/proc/<pid>/stat`` of the
 supervisor and of each child it reports: they all run on this host.
 
+Once it listens it prints one JSON line on standard output, ``{"ready": true, "url": ...,
+"port": N}`` (``--port 0`` takes a free port: tests read it there).
+
 Exit status: 0 after SIGTERM / SIGINT, 2 when the address cannot be listened on, the token file
 cannot be used or an argument is wrong (the message says which and what to do).
 """
@@ -123,9 +126,13 @@ class WebProcess:
         self._serving = False  # serve_forever runs (shutdown() would wait for it forever else)
 
     @property
+    def port(self) -> int:
+        """The port it listens on (the one the OS chose for ``--port 0``)."""
+        return int(self.http.server_address[1]) if self.http is not None else self.opt.port
+
+    @property
     def url(self) -> str:
-        port = self.http.server_address[1] if self.http is not None else self.opt.port
-        return WebConfig(address=self.opt.address, port=port).url
+        return WebConfig(address=self.opt.address, port=self.port).url
 
     # ------------------------------------------------------------------ life
 
@@ -392,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         web = WebProcess(options_from_args(args))
         web.open()
+        # The ready line (as the I/O worker's): one JSON object; with --port 0, where it listens.
+        print(json.dumps({"ready": True, "url": web.url, "port": web.port}), flush=True)
         web.run(stop.is_set)
     except (WebError, CurveError, zmq.ZMQError) as exc:
         print(f"error: web: {exc}", file=sys.stderr)
