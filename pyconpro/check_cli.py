@@ -2,7 +2,7 @@
 
 Prints every problem as ``FILE:LINE: KEY: what is wrong; how to fix it`` (acquisition.config)
 and exits 1 when there is any. A valid file gets a summary: the PLCs and tags, which I/O worker
-(local address) would serve each PLC, the sinks and the bus endpoint. Finding the local address
+(local address) would serve each PLC, the sinks, the bus endpoint and the live page. Finding the local address
 asks the OS's routing table (a UDP ``connect()``, which sends nothing); ``--no-resolve`` skips it.
 
 Beyond the file's own rules it checks what ``pyconpro run`` would stop on here
@@ -141,6 +141,10 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
               else "no replay buffer")  # fmt: skip
     print(f"  bus {bus.endpoint}; control {supervisor_control_endpoint(config)}; {replay}",
           file=out)  # fmt: skip
+    if config.web is not None:
+        web = config.web
+        auth = "token required" if web.authenticated else "no token"
+        print(f"  web {web.url} (listening on {web.address}:{web.port}, {auth})", file=out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,10 +7,11 @@ on a
    free 127.x.y.2 address when something already listens there;
 2. writes a pipeline config (``demo.toml``) into the demo directory (``./pyconpro-demo/`` by
    default): one PLC with five produced tags (DINT, REAL, DINT[10], a UDT, a STRING), one SQLite
-   sink, the bus on a free 127.0.0.1 TCP port, the I/O worker on 127.0.0.1 (UDP 2222, or a free
-   port when 2222 is taken);
-3. starts ``pyconpro run demo.toml`` (the supervisor: forwarder, worker, SQLite sink) and shows
-   the connection progress (resolving, Forward_Open, retries) from the bus events;
+   sink, the live page (``[web]``) on 127.0.0.1 port 8780 (or a free port), the bus on a free
+   127.0.0.1 TCP port, the I/O worker on 127.0.0.1 (UDP 2222, or a free port when 2222 is taken);
+3. starts ``pyconpro run demo.toml`` (the supervisor: forwarder, worker, SQLite sink, the web
+   page), prints the page's address, and shows the connection progress (resolving,
+   Forward_Open, retries) from the bus events;
 4. shows every tag's latest value updating in place for ``--duration`` seconds from the first
    sample (0 = until Ctrl-C);
 5. stops the supervisor gracefully (Forward_Close, then the sink flushes), then the simulator,
@@ -59,6 +60,7 @@ CONNECT_TIMEOUT_S = 30.0
 # its worker derive from control_base adds "-worker-<address>.pub" (at most ~30 bytes).
 IPC_PATH_MAX = 107
 IPC_SUFFIX_MAX = 32
+WEB_PORT = 8780  # the live page's port when it is free ([web].port's default)
 _READY = re.compile(r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+) udp=[\d.]+:(?P<udp>\d+)")
 
 
@@ -166,6 +168,7 @@ class Demo:
     sim: Child | None = None
     sup: Child | None = None
     control_base: str = ""
+    web_url: str = ""
     first_sample: bool = False
     tags: dict[str, TagView] = field(default_factory=dict)
     drawn_lines: int = 0
@@ -220,6 +223,8 @@ class Demo:
     def write_config(self, sim_addr: str, sim_udp: int) -> Path:
         self.control_base = control_base_for(self.directory)
         bus_port = _free_port("127.0.0.1", socket.SOCK_STREAM)
+        web_port = WEB_PORT if _tcp_free("127.0.0.1", WEB_PORT) else _free_port(
+            "127.0.0.1", socket.SOCK_STREAM)  # fmt: skip
         udp = 2222 if _udp_free(self.local_address, 2222) else _free_port(
             self.local_address, socket.SOCK_DGRAM)  # fmt: skip
         tags = "\n".join(
@@ -252,11 +257,15 @@ kind = "sqlite"
 name = "db"
 path = "{DB_NAME}"
 flush_interval_s = 0.5
+
+[web]                         # the live page: http://127.0.0.1:{web_port}/ (and /metrics)
+port = {web_port}
 """
         path = self.directory / "demo.toml"
         path.write_text(text, encoding="utf-8")
         self.bus = f"tcp://127.0.0.1:{bus_port}"
         self.control = f"{self.control_base}-supervisor"
+        self.web_url = f"http://127.0.0.1:{web_port}/"
         return path
 
     def start_pipeline(self, config: Path) -> None:
@@ -269,6 +278,7 @@ flush_interval_s = 0.5
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
+        self.say(f"      live page: {self.web_url} (Prometheus metrics: {self.web_url}metrics)")
         self.say(f"      bus {self.bus}: connecting to the PLC (resolve tag types, Forward_Open)")
 
     # -------------------------------------------------------------- live view

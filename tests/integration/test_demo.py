@@ -7,6 +7,7 @@ stops them itself, which the test checks by PID afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -15,10 +16,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 from pyconpro.workers.process import regex_ready, spawn
+
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -61,6 +65,7 @@ def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
     # Progress, live values, the stop, then where the data is and how to query it.
     assert f"starting the PLC simulator on {sim}" in text
     assert "live values from demo (for 5 s)" in text
+    assert re.search(r"live page: http://127\.0\.0\.1:\d+/ \(Prometheus metrics: ", text), text
     assert re.search(r"Counter\s+DINT\s+\d+ samples", text)
     shown = os.path.relpath(db, tmp_path)  # paths are shown relative to where it was started
     assert f"The data is in {shown}: {total} samples" in text
@@ -110,6 +115,21 @@ def test_the_written_config_runs_after_the_demo(tmp_path: Path) -> None:
         st = request(f"ipc://{base}-supervisor", {"op": "status"}, 10.0)
         assert st is not None and st["ok"], run.proc.stderr
         assert st["supervisor"]["pid"] == run.pid
+        # ... with its live page where the demo said ([web] in demo.toml)
+        port = re.search(r"^port = (\d+)$", config.read_text(), re.MULTILINE)
+        assert port is not None and f"http://127.0.0.1:{port.group(1)}/" in proc.stdout
+
+        def tags() -> set[str] | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/api/status",
+                                            timeout=5) as reply:  # fmt: skip
+                    keys = {t["key"] for t in json.loads(reply.read())["tags"]}
+            except OSError:
+                return None
+            return keys if "demo/Counter" in keys else None
+
+        assert wait_for(tags, "the demo's tags on its live page", 30.0) >= {
+            "demo/Counter", "demo/Motor", "demo/Sine"}
     finally:
         run.send_signal(signal.SIGINT)
         try:

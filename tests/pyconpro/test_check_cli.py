@@ -76,6 +76,28 @@ def test_valid_file_summary(
     ]
 
 
+def test_the_web_page_is_in_the_summary_and_an_open_one_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], all_local: None
+) -> None:
+    cfg = tmp_path / "web.toml"
+    cfg.write_text(VALID + '[web]\naddress = "0.0.0.0"\nport = 9100\n')
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "  web http://127.0.0.1:9100/ (listening on 0.0.0.0:9100, no token)" in out
+    [warning] = [line for line in out if line.startswith("WARNING:")]
+    assert warning.startswith(f"WARNING: {cfg}:")
+    assert "web.address: address = '0.0.0.0' serves the live page" in warning
+    token = tmp_path / "web.token"
+    cfg.write_text(VALID + '[web]\naddress = "0.0.0.0"\ntoken_file = "web.token"\n')
+    assert main(["check", str(cfg)]) == 1  # the token file does not exist
+    out = capsys.readouterr().out
+    assert f"web.token_file: the token file {str(token)!r} cannot be read" in out
+    token.write_text("Zx9-4kQ_vT2mLp8sR1wY\n")
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "token required" in out and "WARNING" not in out
+
+
 def test_invalid_file_prints_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ The model's timing itself is tested with a fake clock in tests/acquisition/test_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -334,6 +335,30 @@ def test_diff_plans(tmp_path: Path) -> None:
     assert d2.restart == () and d2.stop == () and d2.start == ()
     # back again: the removed worker is started
     assert diff_plans(new, old).start == ("worker-127.88.1.4",)
+
+
+def test_plan_a_web_process_only_for_a_web_section(tmp_path: Path) -> None:
+    from pyconpro.web.server import build_parser, options_from_args
+
+    assert all(s.kind is not ChildKind.WEB for s in _plan(config_text(tmp_path), tmp_path).values())
+    token = "Zx9-4kQ_vT2mLp8sR1wY"
+    text = config_text(tmp_path) + f'[web]\nport = 9100\ntoken = "{token}"\nupdates_per_s = 2\n'
+    plan = _plan(text, tmp_path)
+    assert list(plan)[-1] == "web"
+    web = plan["web"]
+    assert web.kind is ChildKind.WEB and web.control is None
+    assert web.argv[:3] == ("py", "-m", "pyconpro.web.server")
+    assert token not in " ".join(web.argv)  # only its SHA-256 is in the process list
+    opts = options_from_args(build_parser().parse_args(list(web.argv[3:])))
+    assert (opts.address, opts.port, opts.updates_per_s) == ("127.0.0.1", 9100, 2.0)
+    assert opts.connect == ["ipc:///b"]  # the bus, like the sinks
+    assert opts.control == f"ipc://{tmp_path}/ctl-supervisor"  # where it asks for status
+    assert opts.token_sha256 == hashlib.sha256(token.encode()).digest()
+    # A token file is read by the web process itself; a change of [web] restarts it.
+    other = _plan(text.replace(f'token = "{token}"', 'token_file = "web.token"'), tmp_path)
+    assert other["web"].argv[-2:] == ("--token-file", str(tmp_path / "web.token"))
+    assert diff_plans(plan, other).restart == ("web",)
+    assert diff_plans(plan, _plan(config_text(tmp_path), tmp_path)).stop == ("web",)
 
 
 def test_consumer_set_diff_judges_a_workers_status_against_the_configuration() -> None:
