@@ -51,6 +51,8 @@
       st.hist = d.history || {};
       onStatus(d.status);
       for (const key of Object.keys(st.values)) showValue(key);
+      // How many streams this page has had (1, then one more after each reconnection).
+      document.body.dataset.streams = String(Number(document.body.dataset.streams || 0) + 1);
       setConn("live");
     });
     es.addEventListener("values", (e) => {
@@ -182,19 +184,22 @@
       range.replaceChildren();
       return;
     }
+    // The window, or less while there is less history: the line always spans the width.
     const t1 = h[h.length - 1][0];
-    const t0 = t1 - st.historyS * 1000;
+    const t0 = Math.max(t1 - st.historyS * 1000, h[0][0]);
     let lo = Infinity;
     let hi = -Infinity;
     for (const p of h) {
       lo = Math.min(lo, p[1]);
       hi = Math.max(hi, p[1]);
     }
-    const span = hi - lo || 1;
+    const height = hi - lo || 1;
     line.setAttribute("points", h.map((p) =>
-      ((p[0] - t0) / (t1 - t0) * 100).toFixed(2) + "," + (22 - (p[1] - lo) / span * 20).toFixed(2)).join(" "));
-    const minutes = st.historyS >= 120 ? Math.round(st.historyS / 60) + " min" : st.historyS + " s";
-    range.replaceChildren(el("span", "", "min " + fmt(lo)), el("span", "", minutes), el("span", "", "max " + fmt(hi)));
+      ((p[0] - t0) / (t1 - t0 || 1) * 100).toFixed(2) + "," + (22 - (p[1] - lo) / height * 20).toFixed(2)).join(" "));
+    const span = (t1 - t0) / 1000;
+    const last = span >= 120 ? Math.round(span / 60) + " min" : Math.max(1, Math.round(span)) + " s";
+    range.replaceChildren(el("span", "", "min " + fmt(lo)), el("span", "", "last " + last),
+      el("span", "", "max " + fmt(hi)));
   }
 
   // ---------------------------------------------------------------- cards
@@ -260,7 +265,9 @@
   function showTag(t) {
     const c = card(t.key);
     c.dataset.health = t.health;
-    c.querySelector(".state").textContent = t.state || "?";
+    // Still RUNNING a moment after its PLC's session went down: say what is wrong.
+    c.querySelector(".state").textContent =
+      t.health === "error" && t.state === "RUNNING" ? "PLC DOWN" : t.state || "?";
     if (t.type) c.querySelector(".type").textContent = t.type;
     setStat(c, "rate", num(t.rate, 1));
     setStat(c, "samples", num(t.samples));
