@@ -24,7 +24,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBPACKAGES = ("acquisition", "workers", "sinks", "simulator", "bench")
+SUBPACKAGES = ("acquisition", "workers", "sinks", "simulator", "bench", "web")
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -58,6 +58,8 @@ def test_wheel_holds_only_the_pyconpro_namespace(wheel: Path) -> None:
         assert f"pyconpro/{sub}/__init__.py" in names, sorted(names)
     assert "pyconpro/acquisition/connection.py" in names
     assert "pyconpro/bench/sender.c" in names  # package data: the benchmark's load source
+    for static in ("index.html", "app.js", "app.css", "favicon.svg"):  # the live page
+        assert f"pyconpro/web/static/{static}" in names, sorted(names)
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
 
 
@@ -87,6 +89,7 @@ def test_every_subpackage_imports_from_the_installed_wheel(venv: Path, tmp_path:
             "    m = importlib.import_module('pyconpro.' + sub)\n"
             "    print(m.__file__)\n"
             "import pyconpro.workers.io_worker, pyconpro.sinks.cli, pyconpro.simulator.cli\n"
+            "import pyconpro.web.server\n"
             "import sys\n"
             "print(sorted(n for n in sys.modules if n.split('.')[0] in"
             f" {SUBPACKAGES!r}))\n")

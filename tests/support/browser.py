@@ -190,17 +190,22 @@ class Page:
         return result.get("result", {}).get("value")
 
     def wait_for(self, expression: str, what: str, timeout: float = 20.0) -> Any:
-        """The first truthy value of ``expression``, polled; AssertionError naming ``what``
-        (and the page's text) after ``timeout`` seconds."""
+        """The first truthy value of ``expression``, polled (one that throws, say before the
+        page has loaded, counts as not yet); AssertionError naming ``what``, the last error
+        and the page's text after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        error = ""
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except DevToolsError as exc:
+                value, error = None, f" (it threw: {str(exc)[:300]})"
             if value:
                 return value
             if time.monotonic() > deadline:
                 text = self.evaluate("document.body ? document.body.innerText : ''")
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; the "
-                                     f"page shows:\n{str(text)[:3000]}")  # fmt: skip
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{error};"
+                                     f" the page shows:\n{str(text)[:3000]}")  # fmt: skip
             time.sleep(0.1)
 
     def errors(self) -> list[str]:

@@ -16,7 +16,8 @@ from tests.web.status_maps import status_map
 prometheus_parser = pytest.importorskip(
     "prometheus_client.parser", reason="prometheus_client comes with the test extras")
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "operations.md"
 TAG = ("worker", "plc", "tag")
 WORKER = ("worker",)
 PROCESS = ("process", "kind")
@@ -121,6 +122,16 @@ def test_names_follow_the_prometheus_conventions() -> None:
 def test_every_metric_is_documented_in_operations_md() -> None:
     text = DOCS.read_text(encoding="utf-8")
     assert [m.name for m in METRICS if f"`{m.name}`" not in text] == []
+
+
+def test_the_grafana_example_asks_for_metrics_that_exist() -> None:
+    import json
+
+    dashboard = json.loads((REPO / "examples" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", n) for e in exprs
+            for n in re.findall(r"pyconpro_[a-z0-9_]+", e)}  # fmt: skip
+    assert used and used <= {m.name for m in METRICS}, used - {m.name for m in METRICS}
 
 
 def test_values_come_from_the_status_map() -> None:
