@@ -1,9 +1,10 @@
 """``pyconpro check CONFIG``: validate a pipeline config without starting anything.
 
 Prints every problem as ``FILE:LINE: KEY: what is wrong; how to fix it`` (acquisition.config)
-and exits 1 when there is any. A valid file gets a summary: the PLCs and tags, which I/O worker
-(local address) would serve each PLC, the sinks, the bus endpoint and the live page. Finding the local address
-asks the OS's routing table (a UDP ``connect()``, which sends nothing); ``--no-resolve`` skips it.
+and exits 1 when there is any. A valid file gets a summary: the PLCs and tags, which I/O
+worker (local address) would serve each PLC, the sinks, the bus endpoint and the live page.
+Finding the local address asks the OS's routing table (a UDP ``connect()``, which sends
+nothing); ``--no-resolve`` skips it.
 
 Beyond the file's own rules it checks what ``pyconpro run`` would stop on here
 (``config_file.run_issues``): the log file's directory, sink output directories, ipc socket

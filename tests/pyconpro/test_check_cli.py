@@ -90,12 +90,12 @@ def test_the_web_page_is_in_the_summary_and_an_open_one_is_warned_about(
     token = tmp_path / "web.token"
     cfg.write_text(VALID + '[web]\naddress = "0.0.0.0"\ntoken_file = "web.token"\n')
     assert main(["check", str(cfg)]) == 1  # the token file does not exist
-    out = capsys.readouterr().out
-    assert f"web.token_file: the token file {str(token)!r} cannot be read" in out
+    text = capsys.readouterr().out
+    assert f"web.token_file: the token file {str(token)!r} cannot be read" in text
     token.write_text("Zx9-4kQ_vT2mLp8sR1wY\n")
     assert main(["check", str(cfg)]) == 0
-    out = capsys.readouterr().out
-    assert "token required" in out and "WARNING" not in out
+    text = capsys.readouterr().out
+    assert "token required" in text and "WARNING" not in text
 
 
 def test_invalid_file_prints_every_problem(

@@ -163,7 +163,7 @@ class EventStream:
 
     def until(self, what: str, pred: Any, timeout: float = 20.0) -> list[tuple[float, str, Any]]:
         """Events up to and including the first for which ``pred(name, data)`` holds."""
-        seen = []
+        seen: list[tuple[float, str, Any]] = []
         deadline = time.monotonic() + timeout
         while True:
             try:
