@@ -4,32 +4,14 @@ hosts, which use CURVE, what the config refuses and what it warns about."""
 from __future__ import annotations
 
 import pytest
-from pyconpro.acquisition.config import Config, ConfigError, parse_config
 from pyconpro.acquisition.security import (
     Exposure,
     SecurityConfig,
     endpoint_exposure,
     uses_curve,
 )
-from pyconpro.sinks.registry import sink_schemas
 
-PLC = """
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-  [[plc.tag]]
-  name = "Counter"
-"""
-
-
-def parse(text: str) -> Config:
-    return parse_config(text + PLC, "plant.toml", sink_kinds=sink_schemas(), base_dir="/srv/pp")
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as exc:
-        parse(text)
-    return [f"{i.key}: {i.problem}; {i.fix}" for i in exc.value.issues]
+from tests.support.configs import parse, problems
 
 
 @pytest.mark.parametrize(

@@ -4,28 +4,11 @@ warning for a page that any host can read."""
 from __future__ import annotations
 
 import pytest
-from pyconpro.acquisition.config import Config, ConfigError, parse_config
 from pyconpro.acquisition.web_config import WebConfig, is_loopback_host, token_problem
-from pyconpro.sinks.registry import sink_schemas
 
-PLC = """
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-  [[plc.tag]]
-  name = "Counter"
-"""
+from tests.support.configs import parse, problems
+
 TOKEN = "Zx9-4kQ_vT2mLp8sR1wY"
-
-
-def parse(text: str) -> Config:
-    return parse_config(text + PLC, "plant.toml", sink_kinds=sink_schemas(), base_dir="/srv/pp")
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as exc:
-        parse(text)
-    return [f"{i.line}: {i.key}: {i.problem}; {i.fix}" for i in exc.value.issues]
 
 
 def test_no_section_means_no_web_process() -> None:
@@ -62,7 +45,7 @@ def test_token_file_is_relative_to_the_config_file() -> None:
 
 
 def test_bad_values_are_errors_naming_the_key_and_the_fix() -> None:
-    got = problems("""[web]
+    got = problems(lines=True, text="""[web]
 address = "plc-gateway"
 port = 70000
 token = "short"

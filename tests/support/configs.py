@@ -1,0 +1,34 @@
+"""The smallest valid config file around the section a test is about: one PLC with one tag.
+
+    config = parse('[web]\nport = 9100\n')        # + the PLC; relative paths under /srv/pp
+    problems('[web]\nport = 0\n')                  # ["web.port: port = 0 is below ...; use ..."]
+"""
+
+from __future__ import annotations
+
+import pytest
+from pyconpro.acquisition.config import Config, ConfigError, parse_config
+from pyconpro.sinks.registry import sink_schemas
+
+ONE_PLC = """
+[[plc]]
+name = "line1"
+address = "127.0.0.2"
+  [[plc.tag]]
+  name = "Counter"
+"""
+BASE_DIR = "/srv/pp"
+
+
+def parse(text: str) -> Config:
+    """``text`` followed by ``ONE_PLC``, as the file ``plant.toml`` in ``BASE_DIR``."""
+    return parse_config(text + ONE_PLC, "plant.toml", sink_kinds=sink_schemas(),
+                        base_dir=BASE_DIR)  # fmt: skip
+
+
+def problems(text: str, *, lines: bool = False) -> list[str]:
+    """What ``parse`` refuses ``text`` for, as ``KEY: problem; fix`` (``LINE: KEY: ...``)."""
+    with pytest.raises(ConfigError) as exc:
+        parse(text)
+    return [f"{f'{i.line}: ' if lines else ''}{i.key}: {i.problem}; {i.fix}"
+            for i in exc.value.issues]  # fmt: skip
