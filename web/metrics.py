@@ -64,6 +64,12 @@ METRICS: Final[tuple[Metric, ...]] = (
     _c("pyconpro_supervisor_reloads_total", "Configuration reloads asked for (SIGHUP or reload)"),
     _c("pyconpro_bus_messages_total", "Messages the bus forwarder took in from publishers"),
     _c("pyconpro_bus_bytes_total", "Bytes the bus forwarder took in from publishers"),
+    _g("pyconpro_bus_replay_messages", "Messages the bus's replay buffer holds"),
+    _g("pyconpro_bus_replay_bytes", "Bytes the replay buffer holds (as replay_bytes counts)"),
+    _g("pyconpro_bus_replay_oldest_seconds", "Age of the oldest message in the replay buffer"),
+    _c("pyconpro_bus_replay_evicted_total", "Messages the replay buffer let go (age or size)"),
+    _c("pyconpro_bus_replay_lost_total", "Messages the replay buffer could not keep up with"),
+    _c("pyconpro_bus_replayed_total", "Messages sent to sinks that restarted"),
     _c("pyconpro_curve_admitted_total", "CURVE clients the supervisor's allow-list admitted"),
     _c("pyconpro_curve_refused_total", "CURVE clients the supervisor's allow-list refused"),
     # processes
@@ -116,6 +122,8 @@ METRICS: Final[tuple[Metric, ...]] = (
     _c("pyconpro_sink_write_failures_total", "Writes the output refused (disk full, ...)", _S),
     _c("pyconpro_sink_bus_lost_total", "Bus messages the sink missed (sequence gaps)", _S),
     _c("pyconpro_sink_malformed_total", "Bus messages the sink skipped as malformed", _S),
+    _c("pyconpro_sink_replayed_total", "Messages the bus's replay brought the sink at its start",
+       _S),
     _g("pyconpro_sink_retrying", "1 while the sink's output cannot be written", _S),
     _g("pyconpro_sink_report_age_seconds", "Age of the sink's last report to the supervisor",
        _S),
@@ -227,6 +235,14 @@ def _pipeline(out: _Samples, st: Mapping[str, Any]) -> None:
     out.add("pyconpro_supervisor_reloads_total", sup.get("reloads"))
     out.add("pyconpro_bus_messages_total", fwd.get("messages_in"))
     out.add("pyconpro_bus_bytes_total", fwd.get("bytes_in"))
+    replay = fwd.get("replay") or {}  # null without a replay buffer
+    for metric, key in (("pyconpro_bus_replay_messages", "messages"),
+                        ("pyconpro_bus_replay_bytes", "bytes"),
+                        ("pyconpro_bus_replay_oldest_seconds", "oldest_s"),
+                        ("pyconpro_bus_replay_evicted_total", "evicted"),
+                        ("pyconpro_bus_replay_lost_total", "lost"),
+                        ("pyconpro_bus_replayed_total", "replayed")):  # fmt: skip
+        out.add(metric, replay.get(key))
     out.add("pyconpro_curve_admitted_total", security.get("curve_admitted"))
     out.add("pyconpro_curve_refused_total", security.get("curve_refused"))
 
@@ -318,6 +334,7 @@ def _sink(out: _Samples, name: str, r: Mapping[str, Any]) -> None:
                         ("pyconpro_sink_dropped_total", "dropped"),
                         ("pyconpro_sink_write_failures_total", "write_failures"),
                         ("pyconpro_sink_bus_lost_total", "lost"),
-                        ("pyconpro_sink_malformed_total", "malformed")):  # fmt: skip
+                        ("pyconpro_sink_malformed_total", "malformed"),
+                        ("pyconpro_sink_replayed_total", "replayed")):  # fmt: skip
         out.add(metric, r.get(key), sink=name)
     out.add("pyconpro_sink_retrying", r.get("state") == "retrying", sink=name)

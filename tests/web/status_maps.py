@@ -39,7 +39,11 @@ def status_map() -> dict[str, Any]:
         "forwarder": {"alive": True, "upstreams": ["ipc:///tmp/pyconpro-worker-127.0.0.1.pub"],
                       "rate_msgs_s": 70.0, "messages_in": 9000, "frames_in": 18000,
                       "bytes_in": 1_200_000, "frames_out": 18000, "bytes_out": 1_200_000,
-                      "subscriptions": 3},
+                      "subscriptions": 3,
+                      "replay": {"messages": 1500, "bytes": 420_000, "streams": 3,
+                                 "oldest_s": 59.5, "max_s": 60.0, "max_bytes": 67_108_864,
+                                 "added": 1800, "evicted": 300, "lost": 0, "skipped": 0,
+                                 "replays": 1, "replayed": 368, "under_way": 0, "failed": 0}},
         "children": [
             {"name": worker, "kind": "worker", "state": "RUNNING", "pid": 101, "restarts": 1,
              "failures": 0, "last_exit": "killed by SIGKILL", "reason": "reported ready",
@@ -93,7 +97,7 @@ def status_map() -> dict[str, Any]:
                         "max_pending": 100000, "received": 9000, "samples": 8000,
                         "events": 900, "stats": 100, "malformed": 0, "gaps": 1, "lost": 6,
                         "restarts": 0, "flushes": 80, "written": 8500, "dropped": 0,
-                        "write_failures": 4, "pid": 102, "age_s": 1.5},
+                        "write_failures": 4, "replayed": 368, "pid": 102, "age_s": 1.5},
         },
         "last_events": {},
         "last_errors": {

@@ -33,6 +33,12 @@ STABLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "pyconpro_supervisor_reloads_total": ("counter", ()),
     "pyconpro_bus_messages_total": ("counter", ()),
     "pyconpro_bus_bytes_total": ("counter", ()),
+    "pyconpro_bus_replay_messages": ("gauge", ()),
+    "pyconpro_bus_replay_bytes": ("gauge", ()),
+    "pyconpro_bus_replay_oldest_seconds": ("gauge", ()),
+    "pyconpro_bus_replay_evicted_total": ("counter", ()),
+    "pyconpro_bus_replay_lost_total": ("counter", ()),
+    "pyconpro_bus_replayed_total": ("counter", ()),
     "pyconpro_curve_admitted_total": ("counter", ()),
     "pyconpro_curve_refused_total": ("counter", ()),
     "pyconpro_process_state": ("gauge", (*PROCESS, "state")),
@@ -69,6 +75,7 @@ STABLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "pyconpro_sink_write_failures_total": ("counter", SINK),
     "pyconpro_sink_bus_lost_total": ("counter", SINK),
     "pyconpro_sink_malformed_total": ("counter", SINK),
+    "pyconpro_sink_replayed_total": ("counter", SINK),
     "pyconpro_sink_retrying": ("gauge", SINK),
     "pyconpro_sink_report_age_seconds": ("gauge", SINK),
     "pyconpro_web_bus_messages_total": ("counter", ()),
@@ -141,6 +148,10 @@ def test_values_come_from_the_status_map() -> None:
     assert value(p, "pyconpro_supervisor_reloads_total") == 2
     assert value(p, "pyconpro_bus_messages_total") == 9000
     assert value(p, "pyconpro_curve_refused_total") == 3
+    assert value(p, "pyconpro_bus_replay_messages") == 1500
+    assert value(p, "pyconpro_bus_replay_oldest_seconds") == 59.5
+    assert value(p, "pyconpro_bus_replay_evicted_total") == 300
+    assert value(p, "pyconpro_bus_replayed_total") == 368
     w = {"worker": "worker-127.0.0.1"}
     assert value(p, "pyconpro_worker_datagrams_total", **w) == 5000
     drops = {labels["reason"]: v for labels, v in p["pyconpro_worker_dropped_datagrams_total"][1]}
@@ -174,6 +185,7 @@ def test_values_come_from_the_status_map() -> None:
     assert value(p, "pyconpro_sink_received_total", sink="db") == 9000
     assert value(p, "pyconpro_sink_bus_lost_total", sink="db") == 6
     assert value(p, "pyconpro_sink_retrying", sink="db") == 1
+    assert value(p, "pyconpro_sink_replayed_total", sink="db") == 368
     assert value(p, "pyconpro_web_clients") == 2
     assert value(p, "pyconpro_web_requests_refused_total") == 5
 
@@ -183,6 +195,7 @@ def test_without_a_status_only_what_the_web_process_knows() -> None:
     assert value(p, "pyconpro_up") == 0
     assert p["pyconpro_tag_samples_total"][1] == []
     assert p["pyconpro_status_age_seconds"][1] == []
+    assert p["pyconpro_bus_replay_messages"][1] == []  # no buffer: no series
     assert value(p, "pyconpro_web_bus_messages_total") == 0
 
 
