@@ -159,10 +159,15 @@ def wait_changed(page: Page, key: str, timeout: float = 15.0) -> None:
                   f"the value of {key} to change from {before!r}", timeout)  # fmt: skip
 
 
+@pytest.fixture
+def chromium() -> str:
+    """Chromium's path, asked before anything starts (a skip then costs nothing)."""
+    return require_chromium()
+
+
 def test_the_live_page_in_a_real_browser(
-    tmp_path: Path, plant: tuple[str, list[Any], Child]
+    chromium: str, tmp_path: Path, plant: tuple[str, list[Any], Child]
 ) -> None:
-    chromium = require_chromium()
     url, sims, run = plant
     wait_for(lambda: running(url) or run.poll() is not None,
              "every tag RUNNING on /api/status", 40.0)  # fmt: skip
