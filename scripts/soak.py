@@ -330,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db-size-mb", type=int, default=256, help="size of the tmpfs for the db")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(143)  # unwind: children stopped, tmpfs unmounted, directory removed
+
+    signal.signal(signal.SIGTERM, on_term)
     kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in FAULTS]
     if unknown or not kinds:
