@@ -448,12 +448,14 @@ port = {web_port}
         self.say("")
         self.say(f"The data is in {d}: {total} samples ({per_tag}) and {events} events.")
         self.say("Query it with the sqlite3 shell:")
-        self.say(f'  sqlite3 {d} "SELECT tag, COUNT(*), MAX(value_json) FROM samples GROUP BY tag"')
+        self.say(f'  sqlite3 {d} "SELECT tag, COUNT(*), MIN(value_real), MAX(value_real) FROM'
+                 ' samples GROUP BY tag"')
         self.say("or with Python:")
         self.say(f"  {Path(self.python).name} -c \"import sqlite3; db = sqlite3.connect('{d}'); "
                  "print(db.execute('SELECT tag, value_json FROM samples ORDER BY id DESC "
                  "LIMIT 5').fetchall())\"")  # fmt: skip
-        self.say(f"Schema: sinks/sqlite.py. Config: {self.rel(self.directory / 'demo.toml')} "
+        self.say(f"Tables, columns and more queries: docs/sqlite.md. "
+                 f"Config: {self.rel(self.directory / 'demo.toml')} "
                  f"(run it yourself with `{prog()} sim --address {self.sim_address}` and "
                  f"`{prog()} run {self.rel(self.directory / 'demo.toml')}`).")  # fmt: skip
         return 0

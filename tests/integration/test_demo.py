@@ -71,7 +71,8 @@ def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
     assert f"The data is in {shown}: {total} samples" in text
     assert f"and {events} events" in text
     assert (
-        f'sqlite3 {shown} "SELECT tag, COUNT(*), MAX(value_json) FROM samples GROUP BY tag"' in text
+        f'sqlite3 {shown} "SELECT tag, COUNT(*), MIN(value_real), MAX(value_real) FROM samples'
+        ' GROUP BY tag"' in text
     )
     one_liner = re.search(r'^\s+(\S*python\S*) -c "(.+)"$', text, re.MULTILINE)
     assert one_liner is not None, text
