@@ -125,22 +125,54 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [fmt.format(*header).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
 
 
-def render(st: dict[str, Any], width: int = 160) -> str:
-    """The status screen as text (pure; tests call it with a status map)."""
+def _clip(text: str, n: int) -> str:
+    """``text`` in at most ``n`` characters, an ellipsis marking what was cut."""
+    return text if len(text) <= n else text[: max(0, n - 1)] + "…"
+
+
+def _fields(parts: list[str], width: int) -> list[str]:
+    """Header fields joined by two spaces, a new line wherever the next would pass ``width``
+    (so the header never wraps in a terminal that narrow)."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += "  " + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _last_error(c: dict[str, Any], entry: dict[str, Any] | None, now_ns: int) -> str:
+    """The LAST ERROR cell: the consumer's current failure, else the last error event of the
+    tag with its age, marked ``past`` when the tag has been running since."""
+    if c.get("failure"):
+        return str(c["failure"])
+    if entry and entry.get("message"):
+        text = str(entry["message"])
+        t = entry.get("t_wall_ns")
+        age = f"{_fmt_s((now_ns - t) / 1e9)} ago" if isinstance(t, int) else ""
+        if c.get("state") == "RUNNING":
+            return f"(past{', ' + age if age else ''}) {text}"
+        return f"({age}) {text}" if age else text
+    status = c.get("last_status")
+    return str(status) if status else ""
+
+
+def render(st: dict[str, Any], width: int = 160, now_ns: int | None = None) -> str:
+    """The status screen as text (pure: tests call it with a status map and ``now_ns``, the
+    wall clock the ages of last errors are taken from)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
     sup = st.get("supervisor", {})
     fwd = st.get("forwarder", {})
-    head = (
-        f"pyconpro {sup.get('state', '?')}  pid {sup.get('pid')}  up {_fmt_s(sup.get('uptime_s'))}"
-        f"  config {sup.get('config')}"
-    )
-    bus = (
-        f"bus {sup.get('bus')}  {fwd.get('rate_msgs_s', 0):.0f} msg/s  "
-        f"{fwd.get('messages_in', 0)} msgs forwarded  "
-        f"{len(fwd.get('upstreams', []))} publisher(s)"
-    )
+    lines = _fields([f"pyconpro {sup.get('state', '?')}", f"pid {sup.get('pid')}",
+                     f"up {_fmt_s(sup.get('uptime_s'))}", f"config {sup.get('config')}"],
+                    width)  # fmt: skip
+    bus = [f"bus {sup.get('bus')}", f"{fwd.get('rate_msgs_s', 0):.0f} msg/s",
+           f"{fwd.get('messages_in', 0)} msgs forwarded",
+           f"{len(fwd.get('upstreams', []))} publisher(s)"]  # fmt: skip
     if not fwd.get("alive", True):
-        bus += "  FORWARDER DOWN"
-    lines = [head, bus]
+        bus.append("FORWARDER DOWN")
+    lines += _fields(bus, width)
     reload_ = sup.get("last_reload")
     if reload_:
         ok = "ok" if reload_.get("ok") else "FAILED"
@@ -183,16 +215,14 @@ def render(st: dict[str, Any], width: int = 160) -> str:
             key = c.get("key", "?")
             cc = c.get("counters") or {}
             rate = (w.get("rates") or {}).get(key)
-            err = c.get("failure") or (errors.get(key) or {}).get("message") or ""
-            status = c.get("last_status")
-            if status and not err:
-                err = str(status)
+            err = _last_error(c, errors.get(key), now_ns)
             outages, missed = _outages(c)
             rows.append([
                 key, str(c.get("state", "?")), str(c.get("type") or "?"),
                 f"{rate:.1f}" if isinstance(rate, (int, float)) else "-",
                 str(c.get("samples", 0)), str(cc.get("gap", 0)), outages, missed,
-                str(cc.get("timeouts", 0)), str(cc.get("rejects", 0)), err[: max(40, width - 80)],
+                str(cc.get("timeouts", 0)), str(cc.get("rejects", 0)),
+                _clip(err, max(40, width - 80)),
             ])  # fmt: skip
         if rows:
             lines += ["  " + x for x in _table(

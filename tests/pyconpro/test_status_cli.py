@@ -175,3 +175,39 @@ def test_lost_contact_without_a_terminal_says_it_once_and_recovers() -> None:
     assert code == 0
     assert err.getvalue().count("lost contact") == 1
     assert out.getvalue().count("pyconpro running  pid 42") == 2
+
+
+def test_last_error_has_its_age_and_is_marked_past_once_the_tag_runs() -> None:
+    now = 1_800_000_000 * 10**9
+    st = {**STATUS, "last_errors": {
+        "line1/Busy": {"kind": "reject", "message": "0x01/0x0113 out of connections",
+                       "t_wall_ns": now - 95 * 10**9},
+        "line1/Counter": {"kind": "timeout", "message": "no T->O data for 0.8 s",
+                          "t_wall_ns": now - 3 * 3600 * 10**9},
+    }}  # fmt: skip
+    text = render(st, now_ns=now)
+    busy = next(x for x in text.splitlines() if x.startswith("  line1/Busy"))
+    assert busy.endswith("(95s ago) 0x01/0x0113 out of connections")  # still backing off
+    counter = next(x for x in text.splitlines() if x.startswith("  line1/Counter"))
+    assert counter.endswith("(past, 3.0h ago) no T->O data for 0.8 s")  # running again since
+
+
+def test_long_errors_end_with_an_ellipsis_and_the_header_fits_80_columns() -> None:
+    base: Any = STATUS
+    long_failure = "tag 'Missing' is not in the controller's tag list; " + "x" * 200
+    consumers = [dict(c) for c in base["workers"]["worker-10.0.0.1"]["consumers"]]
+    consumers[2]["failure"] = long_failure
+    worker = {**base["workers"]["worker-10.0.0.1"], "consumers": consumers}
+    sup = {**base["supervisor"], "config": "/srv/pyconpro/plants/north-hall/line-3.toml",
+           "bus": "ipc:///var/run/pyconpro/north-hall/line-3/bus"}  # fmt: skip
+    st = {**base, "supervisor": sup, "workers": {"worker-10.0.0.1": worker}}
+    lines = render(st, width=80, now_ns=0).splitlines()
+    missing = next(x for x in lines if x.startswith("  line1/Missing"))
+    assert missing.endswith("controller'…")  # 40 characters of it, the cut marked
+    head = lines[: lines.index("")]
+    assert all(len(x) <= 80 for x in head), head
+    assert " ".join(head).split() == (
+        "pyconpro running pid 42 up 62m config /srv/pyconpro/plants/north-hall/line-3.toml bus"
+        " ipc:///var/run/pyconpro/north-hall/line-3/bus 30 msg/s 1234 msgs forwarded 1"
+        " publisher(s) last reload FAILED: the new configuration is not valid, nothing"
+        " changed:").split()

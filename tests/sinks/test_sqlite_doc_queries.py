@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from pyconpro.acquisition.wire import Sample
+from pyconpro.acquisition.wire import Sample, Value
 from pyconpro.sinks.sqlite import SqliteSink
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sqlite.md"
@@ -18,7 +18,7 @@ def queries() -> list[str]:
     return re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
 
 
-def sample(i: int, tag: str, value: object, type_name: str, t_wall_ns: int) -> Sample:
+def sample(i: int, tag: str, value: Value, type_name: str, t_wall_ns: int) -> Sample:
     return Sample(seq=i, publisher="w1", plc="demo", tag=tag, t_wall_ns=t_wall_ns, t_mono_ns=i,
                   cip_seq=i, gap=0, value=value, raw=b"\0", type_name=type_name)  # fmt: skip
 
