@@ -61,6 +61,7 @@ from pyconpro.workers.guard import ClientKeys
 
 log = logging.getLogger("pyconpro.sink")
 
+STATS_PREFIX = topic_prefix("stats")
 DEFAULT_TOPICS: tuple[bytes, ...] = (
     topic_prefix("sample"),
     topic_prefix("event"),
@@ -207,7 +208,10 @@ class LoopOptions:
     poll_interval: float = 0.1  # upper bound on the reaction time to a stop request
     drain_idle: float = 0.25  # on stop: keep receiving until the socket is quiet this long
     drain_max: float = 5.0  # on stop: but never longer than this
-    quiet_warn: float = 5.0  # nothing at all received this long: warn (the bus may be down)
+    # Nothing at all received this long: warn (the bus may be down). A sink that does not want
+    # stats still subscribes to them, unstored, as a sign of life (workers send them every
+    # [worker] stats_interval_s, 5 s by default): three intervals of silence, not one.
+    quiet_warn: float = 15.0
     quiet_repeat: float = 60.0  # ... and again this often while it stays quiet
     # While the output is unavailable: retry after 0.5, 1, 2, 4, 5, 5 ... s; remind every minute.
     retry: BackoffPolicy = BackoffPolicy(base_s=0.5, cap_s=5.0, jitter=0.0)
@@ -367,6 +371,10 @@ class SubscriberLoop:
         self._flush_due: float | None = None
         self._last_rx: float | None = None  # when something last arrived (or the loop started)
         self._next_quiet_warn = 0.0
+        # Stats subscribed to only as a sign of life when the sink's topics leave them out.
+        self._alive_only: tuple[bytes, ...] = (
+            () if any(STATS_PREFIX.startswith(p) for p in options.topics) else (STATS_PREFIX,)
+        )
         self._report_due = 0.0
         # Why messages missed while this sink was down were not replayed (for the gap's log).
         self._replay_note = "no replay asked"
@@ -401,7 +409,7 @@ class SubscriberLoop:
                     log.warning("cannot read what the output stored (%s): no replay, and what"
                                 " was published while this sink was down is not known",
                                 exc.cause)  # fmt: skip
-            for prefix in self.options.topics:
+            for prefix in (*self.options.topics, *self._alive_only):
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             if self.options.curve is not None:
                 self.options.curve.apply(sock)
@@ -639,9 +647,11 @@ class SubscriberLoop:
     def handle(self, frames: list[bytes]) -> None:
         if frames and frames[0].startswith(REPLAY_TOPIC):
             return  # the marker of this sink's replay (acquisition/replay.py), not data
-        self.counters.received += 1
         self._last_rx = self._clock()
         self._next_quiet_warn = 0.0
+        if self._alive_only and frames and frames[0].startswith(self._alive_only):
+            return  # stats this sink does not store: only a sign that the bus is up
+        self.counters.received += 1
         if len(frames) != 2:
             self._malformed(
                 frames[0] if frames else b"", f"2 frames [topic, body], got {len(frames)}"

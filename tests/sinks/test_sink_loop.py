@@ -139,24 +139,46 @@ def test_flush_on_size() -> None:
     assert len(sink.flushed) == 3
 
 
-def test_silence_is_reported_after_5_s_once_then_every_minute() -> None:
+def test_silence_is_reported_after_15_s_once_then_every_minute() -> None:
     loop, _, clock = make_loop()
     assert loop.quiet_check() is None  # the clock starts here
-    clock.now += 4.9
+    clock.now += 14.9
     assert loop.quiet_check() is None
     clock.now += 0.1
     text = loop.quiet_check()
-    assert text == ("nothing received from tcp://127.0.0.1:1 for 5 s: is `pyconpro run` up"
+    assert text == ("nothing received from tcp://127.0.0.1:1 for 15 s: is `pyconpro run` up"
                     " (`pyconpro status`), is the endpoint right?")  # fmt: skip
     clock.now += 59.9
     assert loop.quiet_check() is None  # once ...
     clock.now += 0.1
     assert loop.quiet_check() is not None  # ... then every minute
-    loop.handle(frames(S))  # something arrives: quiet again only 5 s from now
-    clock.now += 4.0
+    loop.handle(frames(S))  # something arrives: quiet again only 15 s from now
+    clock.now += 14.0
     assert loop.quiet_check() is None
     clock.now += 1.0
     assert loop.quiet_check() is not None
+
+
+def test_a_sink_filtered_to_events_takes_stats_as_a_sign_of_life_only() -> None:
+    # A sink of `event/` only: no event for minutes is normal while the bus is up. The stats
+    # it did not ask for keep it from warning, and are neither stored nor counted.
+    loop, sink, clock = make_loop(topics=(b"event/",))
+    st = Stats(seq=0, publisher="w1", worker="w1", t_wall_ns=1, t_mono_ns=1, counters={"rx": 1})
+    assert loop.quiet_check() is None
+    for i in range(20):  # 100 s of stats every 5 s, no event
+        clock.now += 5.0
+        loop.handle(frames(dataclasses.replace(st, seq=i)))
+        assert loop.quiet_check() is None
+    loop.flush_if_due()
+    clock.now += 10.0
+    loop.flush_if_due()
+    assert loop.counters.received == 0 and sink.flushed == []
+    clock.now += 5.0  # the stats stopped 15 s ago: now the bus is silent
+    assert loop.quiet_check() is not None
+    # A sink that asked for stats stores them as before.
+    loop2, _, _ = make_loop(topics=(b"stats/",))
+    loop2.handle(frames(st))
+    assert loop2.counters.received == 1
 
 
 def test_every_kind_reaches_the_sink_with_gaps() -> None:
