@@ -26,9 +26,11 @@ alongside.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +53,8 @@ log = logging.getLogger("pyconpro.api")
 DEFAULT_START_TIMEOUT = 10.0
 _CONTROL_TIMEOUT_MS = 5000
 _POLL_S = 0.02
+_UDP_PORT_HINT = ("pass Connection(udp_port=0) for any free port, or another udp_port "
+                  "(or set PYCONPRO_UDP_PORT)")
 
 
 class CommError(Exception):
@@ -112,17 +116,24 @@ class _Worker:
     def __init__(self, ctx: zmq.Context[Any], local_address: str, udp_port: int,
                  log_level: str, start_timeout: float) -> None:
         self.local_address = local_address
+        self._ctx = ctx
+        self._lock = threading.Lock()  # before anything can fail: stop()/kill() use it
+        self._req: zmq.Socket[Any] | None = None
         cmd = [sys.executable, "-m", "pyconpro.workers.io_worker",
                "--local-address", local_address,
                "--udp-port", str(udp_port), "--pub", "tcp://127.0.0.1:0",
                "--control", "tcp://127.0.0.1:0", "--stats-interval", "0",
-               "--name", f"api-{os.getpid()}-{local_address}", "--log-level", log_level]
+               "--name", f"api-{os.getpid()}-{local_address}", "--log-level", log_level,
+               "--udp-port-hint", _UDP_PORT_HINT, "--recorder-log-level", "DEBUG"]
         try:
             # stderr is ours: the worker's error is on it, above the exception
             self.proc = spawn(cmd, ready=json_ready, ready_timeout_s=start_timeout,
                               process_group=False)
         except SpawnError as err:
-            if err.returncode is not None:
+            if err.returncode is not None and _udp_port_taken(local_address, udp_port):
+                why = (f"cannot bind UDP {local_address}:{udp_port}: the port is taken (a "
+                       f"`pyconpro run` or another consumer on this host?); {_UDP_PORT_HINT}")
+            elif err.returncode is not None:
                 why = (f"exited ({describe_status(err.returncode)}) before it was ready; its "
                        "error is on stderr above")
             elif err.first_line:
@@ -134,9 +145,6 @@ class _Worker:
         self.pub = str(info["pub"])
         self.control_endpoint = str(info["control"])
         self.udp_port = int(info["udp_port"])
-        self._ctx = ctx
-        self._lock = threading.Lock()
-        self._req: zmq.Socket[Any] | None = None
 
     def call(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """One control request; CommError if the worker does not answer."""
@@ -363,6 +371,18 @@ class Connection:
             return w
 
 
+def _udp_port_taken(local_address: str, udp_port: int) -> bool:
+    """Whether binding UDP ``local_address:udp_port`` fails because someone else has it."""
+    if udp_port == 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((local_address, udp_port))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
 def _shutdown(workers: dict[str, _Worker]) -> None:
     for w in list(workers.values()):
         w.stop()
@@ -520,8 +540,27 @@ class Consumer:
                 self._started = False
                 raise CommError(f"{self._key}: {failure or 'the controller refused'}")
             time.sleep(_POLL_S)
+        cause = self._cause() or self.state
+        with self._status.changed:
+            self._status.failure = cause
         log.warning("%s: not running after %.1f s (%s); the worker keeps trying", self._key,
-                    self.plc.connection.start_timeout, self._status.failure or self.state)
+                    self.plc.connection.start_timeout, cause)
+
+    def _cause(self) -> str | None:
+        """Why this consumer is not running yet, from the worker's status: its own failure or
+        last CIP status, else its PLC session's last failure (unreachable, refused, ...)."""
+        assert self._worker is not None
+        try:
+            status = self._worker.call(control.StatusRequest().to_map())
+        except CommError as err:
+            return str(err)
+        for item in status.get("consumers", []):
+            if item.get("key") == self._key and (item.get("failure") or item.get("last_status")):
+                return str(item.get("failure") or item.get("last_status"))
+        for link in status.get("plcs", []):
+            if link.get("address") == self.plc.ip and link.get("last_failure"):
+                return f"PLC {self.plc.ip}: {link['last_failure']}"
+        return None
 
     def _poll_state(self) -> tuple[str, str | None]:
         assert self._worker is not None
@@ -529,8 +568,10 @@ class Consumer:
         for item in reply.get("consumers", []):
             if item.get("key") == self._key:
                 with self._status.changed:
-                    self._status.state = str(item.get("state"))
-                    self._status.failure = item.get("failure")
+                    self._status.state = state = str(item.get("state"))
+                    # a retrying consumer keeps the cause Start() found until it runs
+                    self._status.failure = item.get("failure") or (
+                        None if state == "RUNNING" else self._status.failure)
                     self._status.changed.notify_all()
                 return self._status.state, self._status.failure
         with self._status.changed:

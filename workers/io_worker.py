@@ -145,6 +145,10 @@ class WorkerOptions:
     security: SecurityConfig = field(default_factory=SecurityConfig)  # CURVE for pub/control
     # What the UDP bind error tells the user to change (the supervisor names the config key).
     udp_port_hint: str = "choose another --udp-port"
+    # The level of a FAILED consumer's flight recorder dump (hex of the last exchanges): the
+    # pipeline keeps it at WARNING for the log; the Python API asks DEBUG (its caller gets the
+    # reason as an exception, the hex only when asking for it).
+    recorder_log_level: int = logging.WARNING
 
     @property
     def worker_name(self) -> str:
@@ -963,7 +967,7 @@ class IoWorker:
         )
         if c.conn.state is State.FAILED and ev.state_to == "FAILED":
             for line in c.conn.recorder.dump():
-                log.warning("%s flight recorder: %s", c.defn.key, line)
+                log.log(self.opt.recorder_log_level, "%s flight recorder: %s", c.defn.key, line)
         self._publish(
             self._event(
                 c.defn.plc,
@@ -1530,6 +1534,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
+    p.add_argument("--recorder-log-level", default="WARNING", help=argparse.SUPPRESS)  # the API's
     return p
 
 
@@ -1551,6 +1556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.udp_port_hint:
         opts.udp_port_hint = args.udp_port_hint
+    opts.recorder_log_level = logging.getLevelNamesMapping()[args.recorder_log_level.upper()]
     defs: list[ConsumerDef] = []
     try:
         for text in args.consumer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -178,3 +179,51 @@ def test_the_worker_stops_and_closes_when_the_user_process_dies(sim: SimulatorPr
         assert sim.control.connections() == []  # it sent Forward_Close on its way out
     finally:
         child.kill()  # when it is still running; reaps it and closes the pipe
+
+
+# -- Start() when it cannot run: what the caller gets and what the log shows -------------------
+
+
+def test_a_taken_udp_port_names_the_api_parameter() -> None:
+    """A `pyconpro run` (here: a socket of ours) holds the class-1 port: Start() raises a
+    CommError that says so and names Connection(udp_port=...), and Close() is clean."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        con = Connection(udp_port=port, local_address="127.0.0.1")
+        con.Start()
+        c = con.addPLC("127.62.5.98").addConsumer(ConsumerHint(tag="test"), print)
+        with pytest.raises(CommError) as info:
+            c.Start()
+        con.Close()  # nothing half-made left to trip over
+    message = str(info.value)
+    assert f"cannot bind UDP 127.0.0.1:{port}: the port is taken" in message
+    assert "Connection(udp_port=0)" in message and "--udp-port" not in message
+
+
+def test_an_unreachable_plc_start_returns_with_the_cause_readable() -> None:
+    """Nothing listens on the PLC's address: Start() returns after start_timeout (the worker
+    keeps retrying) and c.failure says why it is not running."""
+    with Connection(udp_port=0, start_timeout=2.0) as con:
+        c = con.addPLC("127.62.5.97").addConsumer(ConsumerHint(tag="test"), print)
+        c.Start()
+        assert c.state != "RUNNING"
+        assert c.failure is not None
+        assert "127.62.5.97" in c.failure and "refused" in c.failure, c.failure
+
+
+def test_a_refused_tag_raises_without_hex_dumps_in_the_log(tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """A tag that exists but is not produced: a clean CommError; the worker's flight recorder
+    dump is logged at DEBUG only (the API's worker logs WARNING and up by default)."""
+    tags = tmp_path / "tags.toml"
+    tags.write_text('[[tags]]\nname = "plain"\ntype = "DINT"\nvalue = 7\n')
+    with start_simulator("127.62.5.6", tcp_port=44818, udp_port=2222, config=tags) as sim, \
+            Connection(udp_port=0) as con:
+        c = con.addPLC(sim.address).addConsumer(ConsumerHint(tag="plain", rpi=100), print)
+        with pytest.raises(CommError, match="plain"):
+            c.Start()
+        assert c.state == "FAILED"
+    err = capfd.readouterr().err
+    assert "flight recorder" not in err
