@@ -30,6 +30,14 @@ INTEGERs, since SQLite integers are signed; no real run reaches that.
 A version 1 file is upgraded when opened: its ``gaps`` rows (all bus loss) are kept, as
 ``kind`` 'bus', in the version 2 table.
 
+One writer per file: opening takes an exclusive ``flock`` on ``<db>.lock`` beside the database
+and writes its PID there; a second sink (another pipeline, in this process or another) is
+refused with the path and that PID. The lock is the kernel's, so it goes with its process: the
+file left by a sink that was killed holds a dead PID and is simply taken over. ``close`` releases
+it (the file stays, empty), and so does an outage of the disk (nothing of the sink may stay open
+there: a disk with a file open cannot be unmounted or remounted read-only); the lock is taken
+again with the database when the disk is back.
+
 ``bus_marks`` is written in the same transaction as the rows it describes, so at any moment,
 whatever killed the sink, it says exactly what the file holds of each stream, and the next start
 asks the bus's replay buffer for what follows (``stored_marks``, sinks/base.py). A file from
@@ -49,7 +57,9 @@ one open: SQLite writes on into a file deleted under it without an error, so a r
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import functools
 import os
 import sqlite3
@@ -338,6 +348,11 @@ class SqliteSink(Sink):
         self._dir_dev: int | None = None  # st_dev of its directory at the first open
         self._marks: dict[Key, Mark] = {}  # bus_marks as committed
         self._new_marks: dict[Key, Mark] = {}  # written in the transaction under way
+        self._lock_fd: int | None = None  # <db>.lock, flock'ed while this sink writes
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     def open(self) -> None:
         self._db = self._connect()
@@ -351,6 +366,37 @@ class SqliteSink(Sink):
     def stored_marks(self) -> dict[Key, Mark]:
         return dict(self._marks)
 
+    def _take_writer_lock(self) -> None:
+        """Hold ``<db>.lock`` (module doc); RuntimeError naming the owner's PID when another
+        sink holds it. A directory that is missing or read-only is left to ``_connect`` to
+        diagnose (it may pass): the lock is then taken at the next open."""
+        if self._lock_fd is not None:
+            return
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RuntimeError(
+                f"{self.path} is written by another sink (PID {owner}, lock {self.lock_path}):"
+                " two pipelines must not write one database; stop that one, or give this one"
+                " another path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+
+    def _release_writer_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):  # a failing disk: the PID stays, stale
+                os.ftruncate(fd, 0)
+            os.close(fd)  # releases the flock
+
     def _connect(self) -> sqlite3.Connection:
         """The database at ``path``, WAL on, schema in place; ``OutputUnavailable`` for a
         condition that may pass, ``RuntimeError`` for one that will not."""
@@ -360,6 +406,7 @@ class SqliteSink(Sink):
                 f" {self.path / 'pyconpro.sqlite3'}"
             )
         self._same_file_system()
+        self._take_writer_lock()
         db: sqlite3.Connection | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per flush.
@@ -371,6 +418,7 @@ class SqliteSink(Sink):
             st = os.stat(self.path)
         except (sqlite3.Error, OSError) as exc:
             _close_quietly(db)
+            self._release_writer_lock()
             problem = diagnose(exc, self.path)
             if problem is not None:
                 raise problem from exc
@@ -383,6 +431,7 @@ class SqliteSink(Sink):
             raise RuntimeError(f"cannot open SQLite database {self.path}: {exc}") from exc
         except BaseException:
             _close_quietly(db)
+            self._release_writer_lock()
             raise
         self._file = (st.st_dev, st.st_ino)
         if self._dir_dev is None:
@@ -447,6 +496,7 @@ class SqliteSink(Sink):
             except sqlite3.Error:
                 pass  # closing rolls back too
             _close_quietly(db)
+        self._release_writer_lock()  # nothing of ours stays open on a failing disk
 
     def _same_file(self) -> None:
         """Raise ``OutputUnavailable`` unless ``path`` is still the file that is open."""
@@ -606,14 +656,14 @@ class SqliteSink(Sink):
 
     def close(self) -> None:
         db, self._db = self._db, None
-        if db is None:
-            return
         try:
-            if db.in_transaction:
+            if db is not None and db.in_transaction:
                 # close() without a prior flush() means the loop died: keep what we have.
                 self._commit(db)
         finally:
-            db.close()
+            if db is not None:
+                db.close()
+            self._release_writer_lock()
 
 
 def _close_quietly(db: sqlite3.Connection | None) -> None:
