@@ -1,5 +1,5 @@
 """The installed distribution is one import namespace, ``pyconpro`` (pyproject.toml
-``package-dir``): build the wheel, install it into a fresh virtual environment, check that
+``package-dir``): build the sdist and the wheel with ``python -m build``, install it into a fresh virtual environment, check that
 nothing but ``pyconpro`` and its metadata landed at the top level of site-packages, that every
 subpackage imports from there (not from this checkout), and that the demo runs from it.
 
@@ -42,9 +42,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis",
         "pyconpro-demo", "*.sqlite3"))
     out = tmp_path_factory.mktemp("wheel")
-    res = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out),
-                str(src)], cwd=out)
+    # `python -m build` as a release is made: the sdist, then the wheel built from the sdist
+    # (so a file missing from the sdist is missing from the wheel too), in an isolated build
+    # environment with pyproject.toml's build requirements, as pip would.
+    res = _run([sys.executable, "-m", "build", "--outdir", str(out), str(src)], cwd=out)
+    if res.returncode != 0 and "No module named build" in res.stderr:
+        pytest.fail("the `build` package is missing: pip install -e '.[test]'")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert len(list(out.glob("pyconpro-*.tar.gz"))) == 1, sorted(out.iterdir())
     [whl] = out.glob("pyconpro-*.whl")
     return whl
 
