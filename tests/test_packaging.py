@@ -1,7 +1,8 @@
 """The installed distribution is one import namespace, ``pyconpro`` (pyproject.toml
-``package-dir``): build the sdist and the wheel with ``python -m build``, install it into a fresh virtual environment, check that
-nothing but ``pyconpro`` and its metadata landed at the top level of site-packages, that every
-subpackage imports from there (not from this checkout), and that the demo runs from it.
+``package-dir``): build the sdist and the wheel with ``python -m build``, install the wheel
+into a fresh virtual environment, check that nothing but ``pyconpro`` and its metadata landed
+at the top level of site-packages, that every subpackage imports from there (not from this
+checkout), and that the demo runs from it.
 
 The fresh environment gets the runtime dependencies from this interpreter's site-packages
 (a ``.pth`` line) instead of the network, so the test costs one wheel build.

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from pyconpro.sinks.sqlite import SqliteSink
-
 from pyconpro.workers.process import spawn
 
-from tests.sinks.bus_testkit import REPO, PROCESS_TIMEOUT_S, SinkProcess, TestPublisher
+from tests.sinks.bus_testkit import PROCESS_TIMEOUT_S, REPO, SinkProcess, TestPublisher
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
