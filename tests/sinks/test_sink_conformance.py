@@ -30,15 +30,6 @@ T0 = 1_700_000_000_000_000_000
 
 
 @pytest.fixture
-def publisher() -> Iterator[TestPublisher]:
-    pub = TestPublisher()
-    try:
-        yield pub
-    finally:
-        pub.close()
-
-
-@pytest.fixture
 def start_sink(tmp_path: Path, publisher: TestPublisher) -> Iterator[Callable[..., SinkProcess]]:
     started: list[SinkProcess] = []
 

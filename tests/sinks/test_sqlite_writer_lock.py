@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.sinks.bus_testkit import PROCESS_TIMEOUT_S, REPO, SinkProcess, TestPu
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def publisher() -> Iterator[TestPublisher]:
-    pub = TestPublisher()
-    try:
-        yield pub
-    finally:
-        pub.close()
 
 
 def _holder(lock: Path) -> str:
