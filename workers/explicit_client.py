@@ -488,15 +488,27 @@ class Interface:
     broadcast: str | None
 
 
+def subnet_broadcast(address: str, netmask: str) -> str | None:
+    """The directed broadcast address of ``address``'s subnet (``10.1.2.3`` in
+    ``255.255.255.0``: ``10.1.2.255``); None for /31 and /32, which have none."""
+    try:
+        net = ipaddress.IPv4Network(f"{address}/{netmask}", strict=False)
+    except ValueError:
+        return None
+    return None if net.prefixlen >= 31 else str(net.broadcast_address)
+
+
 def local_ipv4_interfaces() -> list[Interface]:
     """Up IPv4 interfaces with their broadcast address (Linux: SIOCGIF*; elsewhere only the
-    limited broadcast through the default interface)."""
+    limited broadcast through the default interface). An interface that can broadcast but has
+    no broadcast address set (``ip addr add 10.1.2.3/24`` without ``brd +``: the kernel then
+    reports 0.0.0.0) gets the one its address and netmask imply."""
     out: list[Interface] = []
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not Linux
         return [Interface("default", "0.0.0.0", "255.255.255.255")]
-    siocgifaddr, siocgifbrdaddr, siocgifflags = 0x8915, 0x8919, 0x8913
+    siocgifaddr, siocgifbrdaddr, siocgifflags, siocgifnetmask = 0x8915, 0x8919, 0x8913, 0x891B
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _, name in socket.if_nameindex():
             req = struct.pack("256s", name.encode()[:15])
@@ -513,6 +525,14 @@ def local_ipv4_interfaces() -> list[Interface]:
                     bcast = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifbrdaddr, req)[20:24])
                 except OSError:
                     bcast = None
+                if bcast in (None, "0.0.0.0"):
+                    try:
+                        mask = socket.inet_ntoa(
+                            fcntl.ioctl(s.fileno(), siocgifnetmask, req)[20:24]
+                        )
+                    except OSError:
+                        mask = "255.255.255.255"
+                    bcast = subnet_broadcast(addr, mask)
             out.append(Interface(name, addr, bcast))
     return out
 

@@ -180,3 +180,39 @@ def test_two_workers_two_interfaces_each_gets_only_its_own_traffic(net: Net) -> 
         for sim in sims:
             stop_sim(sim)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+LISTENER = r"""
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 8, 1)  # IP_PKTINFO: the datagram's destination address
+s.bind(("0.0.0.0", 44818))
+s.settimeout(30)
+print("READY", flush=True)
+data, anc, _flags, src = s.recvmsg(600, socket.CMSG_SPACE(12))
+dst = next(socket.inet_ntoa(d[8:12]) for lvl, typ, d in anc if lvl == socket.IPPROTO_IP)
+print(f"command=0x{struct.unpack_from('<H', data)[0]:04X} from={src[0]} to={dst}", flush=True)
+"""
+
+
+def test_discover_broadcasts_to_each_subnet_even_without_a_broadcast_address_set(
+        net: Net) -> None:
+    # The host's addresses were added as 10.201.N.1/24 without `brd +`: the kernel reports
+    # broadcast 0.0.0.0 for them. Discovery must send to 10.201.N.255 (inside the namespaces
+    # only: nothing leaves this test's veth pairs).
+    listener = spawn_with_log(["ip", "netns", "exec", net.plcs[0], sys.executable, "-c",
+                               LISTENER], log_prefix="pyconpro-netns-listen-",
+                              ready=regex_ready(r"READY"), ready_timeout_s=15)  # fmt: skip
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "exec", net.host, sys.executable, "-m", "pyconpro.cli", "discover",
+             "--timeout", "1", "--json"],
+            cwd=_ROOT, env=source_env(_ROOT), capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]"  # the listener does not answer
+        got, _err = listener.communicate(30)
+        assert "command=0x0063 from=10.201.1.1 to=10.201.1.255" in got, got
+    finally:
+        listener.close()

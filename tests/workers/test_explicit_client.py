@@ -29,6 +29,7 @@ from pyconpro.workers.explicit_client import (
     ExplicitClientError,
     list_identity,
     local_ipv4_interfaces,
+    subnet_broadcast,
 )
 
 HOST = "127.61.7.1"
@@ -454,3 +455,20 @@ def test_list_identity_collects_replies_and_skips_garbage() -> None:
 def test_local_interfaces_include_loopback() -> None:
     ifaces = local_ipv4_interfaces()
     assert any(i.address.startswith("127.") for i in ifaces)
+
+
+@pytest.mark.parametrize(
+    ("address", "netmask", "broadcast"),
+    [
+        ("10.1.2.3", "255.255.255.0", "10.1.2.255"),
+        ("192.168.17.40", "255.255.240.0", "192.168.31.255"),
+        ("172.16.0.1", "255.255.0.0", "172.16.255.255"),
+        ("10.0.0.8", "255.255.255.252", "10.0.0.11"),
+        ("10.0.0.8", "255.255.255.254", None),  # /31: no broadcast address
+        ("10.0.0.8", "255.255.255.255", None),
+        ("10.0.0.8", "255.0.255.0", None),  # not a netmask
+    ],
+)
+def test_subnet_broadcast_from_address_and_netmask(address: str, netmask: str,
+                                                   broadcast: str | None) -> None:
+    assert subnet_broadcast(address, netmask) == broadcast
