@@ -37,6 +37,7 @@ from pyconpro.acquisition.target_options import (
 from pyconpro.simulator.control import ControlServer, parse_endpoint
 from pyconpro.simulator.faults import DatagramFaults, FaultSettings
 from pyconpro.simulator.server import ServerConfig, SimulatorServer
+from pyconpro.workers.logfmt import LOG_FORMAT
 
 log = logging.getLogger("pyconpro.sim")
 
@@ -287,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     try:
         server, control = build(args)

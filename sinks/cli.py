@@ -50,6 +50,7 @@ from pyconpro.workers.guard import (
     client_keys_from_args,
     load_key_pair,
 )
+from pyconpro.workers.logfmt import LOG_FORMAT
 
 log = logging.getLogger("pyconpro.sink")
 
@@ -329,7 +330,7 @@ def _setup_logging(level: str) -> None:
         logging.basicConfig(
             level=getattr(logging, level),
             stream=sys.stderr,
-            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+            format=LOG_FORMAT,
         )
     else:
         log.setLevel(getattr(logging, level))

@@ -62,6 +62,7 @@ from pyconpro.workers.guard import (
     client_keys_from_args,
     load_key_pair,
 )
+from pyconpro.workers.logfmt import LOG_FORMAT
 
 from pyconpro.status_cli import request
 
@@ -388,7 +389,7 @@ def options_from_args(args: argparse.Namespace) -> WebOptions:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
+                        format=LOG_FORMAT)  # fmt: skip
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -91,6 +91,7 @@ from pyconpro.acquisition.session import (
 )
 from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
+from pyconpro.workers.logfmt import LOG_FORMAT
 
 log = logging.getLogger("pyconpro.io_worker")
 
@@ -149,6 +150,11 @@ class WorkerOptions:
     # pipeline keeps it at WARNING for the log; the Python API asks DEBUG (its caller gets the
     # reason as an exception, the hex only when asking for it).
     recorder_log_level: int = logging.WARNING
+    # The level of a connection's routine events (state changes, CIP gaps) in the log: INFO
+    # for a worker run by hand; the supervisor asks DEBUG, as the events are on the bus (the
+    # stdout sink, `pyconpro tail`, the sinks' events tables) and would show twice. Rejects,
+    # timeouts and errors are WARNING either way.
+    event_log_level: int = logging.INFO
 
     @property
     def worker_name(self) -> str:
@@ -957,7 +963,7 @@ class IoWorker:
             log.error("cannot publish on %r: %s", c.stream.topic, exc)
 
     def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
-        level = logging.INFO if ev.kind in ("state", "gap") else logging.WARNING
+        level = self.opt.event_log_level if ev.kind in ("state", "gap") else logging.WARNING
         log.log(
             level,
             "%s: %s%s",
@@ -1535,6 +1541,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
     p.add_argument("--recorder-log-level", default="WARNING", help=argparse.SUPPRESS)  # the API's
+    p.add_argument(
+        "--event-log-level",
+        default="INFO",
+        help="log level of routine connection events (state changes, gaps); `pyconpro run`"
+        " passes DEBUG: they are on the bus already",
+    )
     return p
 
 
@@ -1543,7 +1555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     opts = WorkerOptions(
         local_address=args.local_address,
@@ -1556,7 +1568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.udp_port_hint:
         opts.udp_port_hint = args.udp_port_hint
-    opts.recorder_log_level = logging.getLevelNamesMapping()[args.recorder_log_level.upper()]
+    levels = logging.getLevelNamesMapping()
+    opts.recorder_log_level = levels[args.recorder_log_level.upper()]
+    opts.event_log_level = levels[args.event_log_level.upper()]
     defs: list[ConsumerDef] = []
     try:
         for text in args.consumer:

@@ -71,6 +71,7 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import time
 from collections import deque
@@ -105,6 +106,7 @@ from pyconpro.acquisition.wire import Event, EventKind, SeqCounter, decode
 from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import Forwarder, ForwarderError, connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, private_directory, restrict_ipc
+from pyconpro.workers.logfmt import LOG_FORMAT
 from pyconpro.workers.process import Child, spawn
 from pyconpro.workers.replay import REPLAY_OPS
 
@@ -257,6 +259,10 @@ _WORKER_STATUS_KEYS = (
 )  # fmt: skip
 
 
+# Children whose standard output is not for people (see ``_spawn``).
+_QUIET_STDOUT = (ChildKind.WORKER, ChildKind.WEB)
+
+
 def worker_security_args(security: SecurityConfig) -> tuple[str, ...]:
     """The I/O worker's flags for the pipeline's ``[security]`` (none without a key)."""
     if security.server_key is None:
@@ -379,6 +385,7 @@ def plan_children(
             "--hwm", str(bus_cfg.bus.hwm),
             "--log-level", level,
             "--udp-port-hint", UDP_PORT_HINT,
+            "--event-log-level", "DEBUG",  # the events are on the bus (and in the sinks)
             *worker_security_args(bus_cfg.security),
         )  # fmt: skip
         out[name] = ChildSpec(
@@ -878,7 +885,10 @@ class Supervisor:
             # follows the spawning thread, which is the one running this loop.
             proc = spawn(
                 argv,
-                stdout=out,
+                # A worker's and the web process's stdout carries only the ready line for a
+                # program that starts them directly; here readiness comes through the control
+                # socket, and the console keeps what people read (logs, the stdout sink).
+                stdout=subprocess.DEVNULL if spec.kind in _QUIET_STDOUT else out,
                 stderr=out,
                 cwd=os.path.dirname(os.path.abspath(self.config_path)) or None,
             )
@@ -1695,7 +1705,7 @@ def setup_logging(config: Config, level: str | None = None) -> Any:
     logging.basicConfig(
         level=getattr(logging, level),
         handlers=handlers,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         force=True,
     )
     return log_file
