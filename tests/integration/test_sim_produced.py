@@ -491,10 +491,12 @@ def test_drop_and_duplicate_faults(sim: SimulatorProcess, consumer: Consumer) ->
 
 
 def test_stop_producing_keeps_the_connection(sim: SimulatorProcess, consumer: Consumer) -> None:
-    ok, _ = consumer.open_ok(consumer.request("Fixed", rpi_us=10_000, ot_rpi_us=10_000))
+    # O->T every 100 ms: the simulator's watchdog (1.6 s) outlasts this test process being
+    # descheduled on a busy machine; the loop below heartbeats every 50 ms or sooner.
+    ok, _ = consumer.open_ok(consumer.request("Fixed", rpi_us=10_000, ot_rpi_us=100_000))
     consumer.stream(ok, 0.05)
     sim.control.faults(stop_producing=True)
-    consumer.udp.settimeout(0.05)  # heartbeat at least every 50 ms (watchdog 10 ms x 16)
+    consumer.udp.settimeout(0.05)
     received_after = 0
     end = time.monotonic() + 0.4
     while time.monotonic() < end:
