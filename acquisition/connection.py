@@ -211,10 +211,14 @@ class SendForwardClose:
 
 @dataclass(frozen=True, slots=True)
 class SendHeartbeat:
-    """One O->T datagram to (PLC address, ``port``)."""
+    """One O->T datagram to (PLC address, ``port``). ``due`` is its slot's deadline on the
+    absolute schedule (the sender's lateness is its send time minus ``due``); ``skipped`` the
+    slots passed without a heartbeat just before it (the caller was late by whole periods)."""
 
     datagram: bytes
     port: int
+    due: float = 0.0
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +436,11 @@ class ConsumerConnection:
         out, self._outputs = self._outputs, []
         return out
 
+    @property
+    def has_outputs(self) -> bool:
+        """Something waits in ``take_outputs()`` (the receive loop asks before taking)."""
+        return bool(self._outputs)
+
     def _emit(self, item: Output) -> None:
         self._outputs.append(item)
 
@@ -621,13 +630,15 @@ class ConsumerConnection:
         elif self.state is State.CLOSING and request == self._closing:
             self._finish_close(now, f"closed without confirmation: {message}")
 
-    def on_data(self, now: float, missed: int = 0) -> None:
+    def on_data(self, now: float, missed: int = 0, count: int = 1) -> None:
         """A T->O datagram was accepted for this connection; ``missed`` = datagrams the 32-bit
-        sequence says we did not get since the previous one."""
+        sequence says we did not get since the previous one. ``count`` > 1: that many were
+        accepted in a row, none missed between them, the last at ``now`` (a caller that reads
+        datagrams in batches may report them so)."""
         if self.state is not State.RUNNING or self._open is None:
             return
         o = self._open
-        self.counters.datagrams += 1
+        self.counters.datagrams += count
         self._attempt = 0  # data flows: the next failure starts back-off from the base
         self._immediate = 0
         o.watchdog_at = now + o.to_api_s * self.params.factor
@@ -663,9 +674,10 @@ class ConsumerConnection:
                 # Absolute schedule (no drift); if we are late by whole periods, send one
                 # heartbeat and skip the missed slots rather than bursting.
                 slot = max(int((now - o.hb_origin) // o.ot_api_s), o.hb_index)
-                self.counters.heartbeats_late += slot - o.hb_index
+                skipped = slot - o.hb_index
+                self.counters.heartbeats_late += skipped
                 o.hb_index = slot + 1
-                self._heartbeat(now)
+                self._heartbeat(now, o.hb_origin + slot * o.ot_api_s, skipped)
             return
         if self._deadline is None or now < self._deadline:
             return
@@ -765,16 +777,16 @@ class ConsumerConnection:
         self._emit(Listen(o.to_id, self.tag_bytes))
         # The consumer sends first (6.5): heartbeat now, then every O->T API.
         o.hb_index = 1
-        self._heartbeat(now)
+        self._heartbeat(now, now)
 
-    def _heartbeat(self, now: float) -> None:
+    def _heartbeat(self, now: float, due: float, skipped: int = 0) -> None:
         o = self._open
         assert o is not None
-        o.hb_seq32 = (o.hb_seq32 + 1) & 0xFFFFFFFF
-        dgram = class1.heartbeat(o.ot_id, o.hb_seq32, o.hb_seq32 & 0xFFFF)
+        o.hb_seq32 = seq = (o.hb_seq32 + 1) & 0xFFFFFFFF
+        dgram = class1.heartbeat(o.ot_id, seq, seq & 0xFFFF)
         self.counters.heartbeats += 1
         self.recorder.record_out(now, "heartbeat", dgram)
-        self._emit(SendHeartbeat(dgram, self.params.plc_udp_port))
+        self._outputs.append(SendHeartbeat(dgram, self.params.plc_udp_port, due, skipped))
 
     def _leave_running(self) -> None:
         """Stop routing data to a connection that is being abandoned or closed."""

@@ -35,16 +35,19 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from pyconpro.acquisition import class1
-from pyconpro.acquisition.errors import MalformedPacket, UsageError
+from pyconpro.acquisition.errors import UsageError
 
 __all__ = ["Delivery", "Demux", "DropReason", "Route", "Source"]
 
 #: Where a datagram comes from: (IPv4 address, UDP port), as ``recvfrom`` reports it.
 Source = tuple[str, int]
 
-# item count, address item type, its length, T->O connection id: enough to route (protocol.md 6.1)
-_HEAD = struct.Struct("<HHHI")
+# The 20-byte prefix of a class-1 datagram (protocol.md 6.1): item count, sequenced address
+# item type, its length, T->O connection id, 32-bit sequence, connected data item type, its
+# length, CIP sequence count.
+_PREFIX = struct.Struct("<HHHIIHHH")
 _SEQUENCED_ADDRESS = 0x8002
+_CONNECTED_DATA = 0x00B1
 
 
 class DropReason(enum.StrEnum):
@@ -69,6 +72,8 @@ class Route:
     last_seq32: int | None = None
     jumped_to: int | None = None  # sequence of the last datagram dropped as a jump
     accepted: int = 0
+    missed: int = 0  # of the last accepted datagram: datagrams skipped before it
+    cip_sequence: int = 0  # of the last accepted datagram: its CIP sequence count
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +152,23 @@ class Demux:
 
     def receive(self, data: bytes, source: Source) -> Delivery | None:
         """Admit one datagram from ``source`` (the sender's address and port) or drop it."""
+        route = self.admit(data, source)
+        if route is None:
+            return None
+        dgram = class1.Class1Datagram(route.connection_id, route.last_seq32 or 0,
+                                      route.cip_sequence, data[class1.PREFIX_SIZE:])
+        return Delivery(tuple(route.owners), dgram, route.missed)
+
+    def admit(self, data: bytes, source: Source) -> Route | None:
+        """``receive`` without a ``Delivery``: the route of an accepted datagram, whose
+        ``missed`` and ``cip_sequence`` describe it (its data is ``data[PREFIX_SIZE:]``), or
+        None when it was dropped. The receive loop's form: it creates no object per datagram.
+        """
         if len(data) < class1.PREFIX_SIZE:
             self._drop(DropReason.MALFORMED, source)
             return None
-        count, item_type, item_len, cid = _HEAD.unpack_from(data)
+        count, item_type, item_len, cid, seq, data_type, data_len, cseq = _PREFIX.unpack_from(
+            data)
         if count != 2 or item_type != _SEQUENCED_ADDRESS or item_len != 8:
             self._drop(DropReason.MALFORMED, source)
             return None
@@ -163,22 +181,23 @@ class Demux:
             same_host = any(src[0] == source[0] for src in by_src)
             self._drop(DropReason.WRONG_PORT if same_host else DropReason.WRONG_SOURCE, source)
             return None
-        try:
-            dgram = class1.Class1Datagram.decode(data)
-        except MalformedPacket:
+        # The connected data item (class1.Class1Datagram.decode's checks, without decoding).
+        if data_type != _CONNECTED_DATA or data_len != len(data) - 18:
             self._drop(DropReason.MALFORMED, source)
             return None
-        if len(dgram.data) != route.data_size:
+        if len(data) - class1.PREFIX_SIZE != route.data_size:
             self._drop(DropReason.WRONG_SIZE, source)
             return None
-        missed = self._admit(route, dgram.sequence, source)
+        missed = self._admit(route, seq, source)
         if missed is None:
             return None
-        route.last_seq32 = dgram.sequence
+        route.last_seq32 = seq
         route.jumped_to = None
         route.accepted += 1
+        route.missed = missed
+        route.cip_sequence = cseq
         self.accepted += 1
-        return Delivery(tuple(route.owners), dgram, missed)
+        return route
 
     def _admit(self, route: Route, seq: int, source: Source) -> int | None:
         """The datagrams skipped before ``seq``, or None when it is dropped (and counted)."""

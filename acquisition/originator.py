@@ -12,6 +12,7 @@ the last datagrams and messages each way, for error reports (STYLE.md #16).
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,7 +22,7 @@ from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import LogixType, byte_size
 
 __all__ = ["BackoffPolicy", "ConsumerParams", "FlightRecorder", "Originator", "Recorded",
-           "Rng", "SessionPolicy", "Timing"]
+           "RECORD_BYTES", "RECORD_SIZE", "Rng", "SessionPolicy", "Timing", "what_code"]
 
 
 class Rng(Protocol):
@@ -221,32 +222,104 @@ class Originator:
 
 # --------------------------------------------------------------------------- flight recorder
 
+# One record of the ring (little-endian, no padding): receive/send time (monotonic seconds),
+# the datagram's full length, the code of what it was (``what_code``), its first
+# ``RECORD_BYTES`` bytes (zero-padded). The compiled receive path (workers/_fastpath.c) writes
+# the same layout; tests/workers/test_fastpath.py holds both to it.
+_RECORD = struct.Struct("<dIH2x64s")
+RECORD_SIZE = _RECORD.size  # 80
+RECORD_BYTES = 64  # bytes of each datagram kept (the dump shows at most these)
+_COUNTS = 16  # two u64 counters (records in, records out) at the start of the ring
+
+_WHAT: list[str] = []  # code -> what was recorded ("T->O", "heartbeat", ...)
+_WHAT_CODES: dict[str, int] = {}
+
+
+def what_code(what: str) -> int:
+    """The ring's code for ``what`` (the kinds are few and fixed by the code that records)."""
+    code = _WHAT_CODES.get(what)
+    if code is None:
+        if len(_WHAT) > 0xFFFF:
+            raise UsageError("too many kinds of flight recorder entries")
+        code = _WHAT_CODES[what] = len(_WHAT)
+        _WHAT.append(what)
+    return code
+
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
+    """One entry, formatted from the ring when asked: ``data`` holds at most ``RECORD_BYTES``
+    of the ``size`` bytes recorded."""
+
     t: float
     what: str
     data: bytes
+    size: int
 
 
 class FlightRecorder:
-    """The last few datagrams/messages in each direction (STYLE.md #16), for error reports."""
+    """The last ``size`` datagrams/messages in each direction (STYLE.md #16), for error reports.
+
+    A preallocated ring of bytes (``buf``): recording one datagram is one ``pack_into`` and
+    creates no object, because the receive path records every datagram and the recorder is
+    read only when something failed or somebody asks. Layout: the number of records written
+    in and out (two native u64), then ``size`` incoming records, then ``size`` outgoing ones
+    (``_RECORD``); record k of a direction is in slot k % size.
+    """
+
+    __slots__ = ("_codes", "_counts", "buf", "size")
 
     def __init__(self, size: int = 8) -> None:
-        self.incoming: deque[Recorded] = deque(maxlen=size)
-        self.outgoing: deque[Recorded] = deque(maxlen=size)
+        if size < 1:
+            raise UsageError("a flight recorder holds at least one record each way")
+        self.size = size
+        self.buf = bytearray(_COUNTS + 2 * size * RECORD_SIZE)
+        self._counts = memoryview(self.buf)[:_COUNTS].cast("Q")
+        self._codes = _WHAT_CODES
 
     def record_in(self, now: float, what: str, data: bytes) -> None:
-        self.incoming.append(Recorded(now, what, bytes(data)))
+        counts = self._counts
+        k = counts[0]
+        counts[0] = k + 1
+        code = self._codes.get(what)
+        _RECORD.pack_into(self.buf, _COUNTS + (k % self.size) * RECORD_SIZE, now, len(data),
+                          what_code(what) if code is None else code, data)
 
     def record_out(self, now: float, what: str, data: bytes) -> None:
-        self.outgoing.append(Recorded(now, what, bytes(data)))
+        counts = self._counts
+        k = counts[1]
+        counts[1] = k + 1
+        code = self._codes.get(what)
+        _RECORD.pack_into(self.buf, _COUNTS + (self.size + k % self.size) * RECORD_SIZE, now,
+                          len(data), what_code(what) if code is None else code, data)
 
-    def dump(self, max_bytes: int = 64) -> list[str]:
+    def _entries(self, direction: int) -> list[Recorded]:
+        size, written = self.size, self._counts[direction]
+        base = _COUNTS + direction * size * RECORD_SIZE
+        out = []
+        for k in range(max(0, written - size), written):
+            t, n, code, data = _RECORD.unpack_from(self.buf, base + (k % size) * RECORD_SIZE)
+            what = _WHAT[code] if code < len(_WHAT) else f"entry {code}"
+            out.append(Recorded(t, what, data[:min(n, RECORD_BYTES)], n))
+        return out
+
+    @property
+    def incoming(self) -> list[Recorded]:
+        """What was received, oldest first."""
+        return self._entries(0)
+
+    @property
+    def outgoing(self) -> list[Recorded]:
+        """What was sent, oldest first."""
+        return self._entries(1)
+
+    def dump(self, max_bytes: int = RECORD_BYTES) -> list[str]:
+        """One line per entry (sent, then received): time, direction, what, size, hex."""
+        max_bytes = min(max_bytes, RECORD_BYTES)
         lines = []
         for arrow, items in (("->", self.outgoing), ("<-", self.incoming)):
             for r in items:
                 hx = r.data[:max_bytes].hex(" ")
-                more = f" ... (+{len(r.data) - max_bytes})" if len(r.data) > max_bytes else ""
-                lines.append(f"{r.t:.3f} {arrow} {r.what} [{len(r.data)}] {hx}{more}")
+                more = f" ... (+{r.size - max_bytes})" if r.size > max_bytes else ""
+                lines.append(f"{r.t:.3f} {arrow} {r.what} [{r.size}] {hx}{more}")
         return lines

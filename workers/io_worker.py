@@ -37,11 +37,13 @@ import logging
 import math
 import os
 import random
+import select
 import signal
 import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -66,6 +68,7 @@ from pyconpro.acquisition.connection import (
 from pyconpro.acquisition.control import ConsumerDef, consumer_from_spec, consumer_from_text
 from pyconpro.acquisition.demux import Demux, DropReason
 from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.lateness import LatenessHistogram
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import LogixType
 from pyconpro.acquisition.originator import BackoffPolicy, Originator, Timing
@@ -100,6 +103,15 @@ log = logging.getLogger("pyconpro.io_worker")
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 DEFAULT_UDP_PORT = 2222
 _RECV_BATCH = 64  # datagrams per recv batch; a short batch means the socket is empty
+_PREFIX_SIZE = 20  # a class-1 datagram's data follows its 20-byte prefix (class1.PREFIX_SIZE)
+# pyzmq flags as plain ints: an enum ``|`` on every send costs more than the send's checks.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+# zmq.Poller waits in whole milliseconds: the loop polls the ZeroMQ sockets for the floor of its
+# wait and waits the rest (under 1 ms) in ``select`` on the UDP sockets, so it wakes at its
+# deadline with sub-millisecond precision instead of up to 1 ms late (or early). While such
+# short waits follow each other, the ZeroMQ sockets are still polled at least this often.
+_ZMQ_POLL_EVERY_S = 0.001
 # How long one drain may read before the timers run anyway. Reading to the end first is what
 # keeps watchdogs honest (see ``step``); the bound keeps heartbeats on time when datagrams (a
 # flood of junk, say) arrive faster than the worker can read them. Watchdogs are then held
@@ -186,6 +198,7 @@ class PlcLink:
     # What this PLC's tag table told us, shared by its consumers (one listing in flight serves
     # them all); forgotten when the session is lost or a consumer's learned type is doubted.
     types: TypeCache = field(default_factory=TypeCache)
+    sched: float | None = None  # its entry in the worker's timer heap (see WorkerConsumer)
 
     @property
     def name(self) -> str:
@@ -220,6 +233,11 @@ class WorkerConsumer:
         return (self.defn.address, self.defn.udp_port)
 
 
+#: What the timer heap holds: a consumer (its connection's deadlines) or a PLC link (its
+#: session's).
+Timed = WorkerConsumer | PlcLink
+
+
 class IoWorker:
     """``clock``: monotonic seconds, read for every ``now``; ``wall_ns``: the wall clock of
     the bus messages (``t_wall_ns``). Both injectable so tests drive the timers."""
@@ -247,6 +265,7 @@ class IoWorker:
             "samples": 0,
             "pub_drops": 0,
             "heartbeats": 0,
+            "heartbeats_skipped": 0,
             "heartbeat_send_errors": 0,
             "decode_errors": 0,
             "control_errors": 0,
@@ -272,12 +291,20 @@ class IoWorker:
         # Topic prefixes somebody subscribed to on the PUB socket (XPUB reports each prefix
         # when its first subscriber arrives and when its last one leaves).
         self.bus_subscriptions: set[bytes] = set()
-        # Connection deadlines: a heap of (time, tie-breaker, consumer) with lazy invalidation
-        # (WorkerConsumer.sched), so a loop iteration costs O(log N) per due timer, not O(N).
-        self._heap: list[tuple[float, int, WorkerConsumer]] = []
+        # The deadlines of every connection and PLC session: a heap of (time, tie-breaker,
+        # consumer or link) with lazy invalidation (``sched``), so a loop iteration costs
+        # O(log N) per due timer, not O(N), and data that moves a watchdog touches nothing.
+        self._heap: list[tuple[float, int, Timed]] = []
         self._tie = itertools.count()
-        self._held: list[WorkerConsumer] | None = None  # due again within the running _timers pass
+        self._held: list[Timed] | None = None  # due again within the running _timers pass
         self._held_before = 0.0
+        # Heartbeats the connections asked for, sent together at the end of a timer pass or
+        # loop iteration; how late they went out (``stats``: p50 / p99 / max per interval).
+        self._heartbeats: list[tuple[WorkerConsumer, SendHeartbeat]] = []
+        self.lateness = LatenessHistogram()
+        self._zmq_polled = -math.inf  # when the ZeroMQ sockets were last polled
+        self._udp_socks: list[socket.socket] = []  # the UDP socket, then one per group
+        self._link_fds: dict[int, PlcLink] = {}  # TCP socket fd -> its link
         self._removing: set[str] = set()  # consumers waiting for CLOSED to be reaped
         self._uids = itertools.count(1)
         self._by_uid: dict[int, WorkerConsumer] = {}  # TypeCache waiter id -> consumer
@@ -302,6 +329,7 @@ class IoWorker:
             ) from None
         self.udp.setblocking(False)
         self.udp_port = self.udp.getsockname()[1]
+        self._udp_socks = [self.udp]
         self.ctx = zmq.Context()
         # XPUB, not PUB: the same publishing, plus the subscriptions as messages, so ``status``
         # can say when a subscriber's (the supervisor's forwarder's) subscription has arrived
@@ -493,7 +521,7 @@ class IoWorker:
         conn = c.conn
         for out in conn.take_outputs():
             if isinstance(out, SendHeartbeat):
-                self._send_heartbeat(c, out)
+                self._heartbeats.append((c, out))  # sent with the others due (_send_heartbeats)
             elif isinstance(out, ConnEvent):
                 self._publish_event(c, out)
             elif isinstance(out, SendForwardOpen):
@@ -515,29 +543,39 @@ class IoWorker:
                 self._resolve(c, out.refresh)
             elif isinstance(out, OutageEnded):
                 self._publish_outage(c, out)
-        self._schedule(c)
+        self._schedule(c, conn.next_deadline())
 
-    def _schedule(self, c: WorkerConsumer) -> None:
-        """Make sure the timer heap has an entry for ``c`` at or before its next deadline.
-        Data only moves a running connection's watchdog later, so the hot path pushes nothing;
-        an entry left early is re-checked when it comes due (``_timers``)."""
-        d = c.conn.next_deadline()
-        if d is None or (c.sched is not None and c.sched <= d):
+    def _schedule(self, item: Timed, d: float | None) -> None:
+        """Make sure the timer heap has an entry for ``item`` (a consumer or a PLC link) at
+        or before its next deadline ``d``. Data only moves a running connection's watchdog
+        later, so the hot path pushes nothing; an entry left early is re-checked when it comes
+        due (``_timers``)."""
+        if d is None or (item.sched is not None and item.sched <= d):
             return
-        c.sched = d
+        item.sched = d
         if self._held is not None and d <= self._held_before:
-            self._held.append(c)  # due again in this pass: next pass (no endless loop)
+            self._held.append(item)  # due again in this pass: next pass (no endless loop)
         else:
-            heapq.heappush(self._heap, (d, next(self._tie), c))
+            heapq.heappush(self._heap, (d, next(self._tie), item))
 
-    def _send_heartbeat(self, c: WorkerConsumer, out: SendHeartbeat) -> None:
-        assert self.udp is not None
-        try:
-            self.udp.sendto(out.datagram, (c.defn.address, out.port))
-            self.counters["heartbeats"] += 1
-        except OSError as exc:  # e.g. no route: the watchdog will tell the story
-            self.counters["heartbeat_send_errors"] += 1
-            log.debug("%s: heartbeat not sent: %s", c.defn.key, exc)
+    def _send_heartbeats(self) -> None:
+        """Send the heartbeats the connections asked for since the last call, in one go, and
+        record how late each went out against its slot on the absolute schedule."""
+        batch, self._heartbeats = self._heartbeats, []
+        if not batch or self.udp is None:
+            return
+        counters, lateness = self.counters, self.lateness
+        t = self._clock()
+        sendto = self.udp.sendto
+        for c, out in batch:
+            lateness.add(t - out.due)
+            counters["heartbeats_skipped"] += out.skipped
+            try:
+                sendto(out.datagram, (c.defn.address, out.port))
+                counters["heartbeats"] += 1
+            except OSError as exc:  # e.g. no route: the watchdog will tell the story
+                counters["heartbeat_send_errors"] += 1
+                log.debug("%s: heartbeat not sent: %s", c.defn.key, exc)
 
     def _send_forward_open(self, c: WorkerConsumer, out: SendForwardOpen, now: float) -> None:
         req = out.request
@@ -667,6 +705,7 @@ class IoWorker:
                     self._carry_out(link, out, now)
         finally:
             link.pumping = False
+        self._schedule(link, link.plc.next_deadline())
 
     def _carry_out(self, link: PlcLink, out: PlcSessionOutput, now: float) -> None:
         match out:
@@ -709,6 +748,7 @@ class IoWorker:
         link.sock = sock
         link.connecting = True
         link.outbuf.clear()
+        self._link_fds[sock.fileno()] = link
         self.poller.register(sock, zmq.POLLIN | zmq.POLLOUT)
 
     def _write(self, link: PlcLink, now: float) -> bool:
@@ -829,6 +869,7 @@ class IoWorker:
                 self.poller.unregister(sock)
             except KeyError:
                 pass
+            self._link_fds.pop(sock.fileno(), None)
             sock.close()
         link.outbuf.clear()
 
@@ -860,6 +901,7 @@ class IoWorker:
             log.error("cannot join multicast %s on %s: %s", group, self.opt.local_address, exc)
             return
         self.groups[group] = (sock, 1)
+        self._udp_socks.append(sock)
         self.poller.register(sock, zmq.POLLIN)
         log.info("joined multicast %s on %s port %d", group, self.opt.local_address, self.udp_port)
 
@@ -872,6 +914,7 @@ class IoWorker:
             self.groups[group] = (sock, refs - 1)
             return
         del self.groups[group]
+        self._udp_socks.remove(sock)
         self.poller.unregister(sock)
         sock.close()  # closing drops the membership
         log.info("left multicast %s", group)
@@ -882,68 +925,88 @@ class IoWorker:
         """Read the UDP sockets, a batch from each in turn, until every one is empty (its
         batch came back short) or ``_DRAIN_BUDGET_S`` is spent; False when one still had
         datagrams."""
-        pending = [sock for sock, _ in self.groups.values()]
-        if self.udp is not None:
-            pending.insert(0, self.udp)
-        deadline = self._clock() + _DRAIN_BUDGET_S
+        pending = self._udp_socks
+        clock = self._clock
+        deadline = clock() + _DRAIN_BUDGET_S
         while pending:
             pending = [sock for sock in pending if self._drain_udp(sock) == _RECV_BATCH]
-            if pending and self._clock() >= deadline:
+            if pending and clock() >= deadline:
                 return False
         return True
 
     def _drain_udp(self, sock: socket.socket) -> int:
-        """Read up to ``_RECV_BATCH`` datagrams; return how many reads were made (fewer: the
-        socket is empty)."""
-        for n in range(_RECV_BATCH):
+        """Read up to ``_RECV_BATCH`` datagrams, then handle them; return how many reads were
+        made (fewer: the socket is empty). One clock read for the batch: its datagrams were
+        all read by then."""
+        batch = []
+        recvfrom = sock.recvfrom
+        reads = 0
+        while reads < _RECV_BATCH:
+            reads += 1
             try:
-                data, addr = sock.recvfrom(2048)
+                batch.append(recvfrom(2048))
             except (BlockingIOError, InterruptedError):
-                return n
+                reads -= 1
+                break
             except OSError as exc:  # ICMP errors surface here on Linux; the next read goes on
                 log.debug("UDP receive error: %s", exc)
+        if batch:
+            self._deliver(batch)
+        return reads
+
+    def _deliver(self, batch: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """Admit and publish a batch of datagrams read just now."""
+        # The time the datagrams were read, never a time taken before a possible pause of
+        # this process: the watchdog counts from it.
+        now = self._clock()
+        self.counters["datagrams"] += len(batch)
+        admit = self.demux.admit
+        consumers = self.consumers
+        t_wall = t_mono = 0
+        for data, addr in batch:
+            route = admit(data, addr)
+            if route is None:
                 continue
-            self.counters["datagrams"] += 1
-            delivery = self.demux.receive(data, addr)
-            if delivery is None:
-                continue
-            t_wall = self._wall_ns()
-            # The time the datagram was read, never a time taken before a possible pause of
-            # this process: the watchdog counts from it.
-            now = self._clock()
-            t_mono = round(now * 1e9)
-            for key in delivery.owners:
-                c = self.consumers.get(str(key))
+            if not t_wall:
+                t_wall, t_mono = self._wall_ns(), round(now * 1e9)
+            raw = data[_PREFIX_SIZE:]
+            # Nothing below changes routes (no Unlisten comes from data), so the owners list
+            # can be walked as it is.
+            for key in route.owners:
+                c = consumers.get(str(key))
                 if c is None:
                     continue
-                c.conn.recorder.record_in(now, "T->O", data)
-                c.conn.on_data(now, delivery.missed)
-                self._pump(c, now)
-                self._publish_sample(
-                    c, delivery.datagram.cip_sequence, delivery.datagram.data, t_wall, t_mono
-                )
-        return _RECV_BATCH
+                conn = c.conn
+                conn.recorder.record_in(now, "T->O", data)
+                conn.on_data(now, route.missed)
+                if conn.has_outputs:  # a gap, the end of an outage
+                    self._pump(c, now)
+                self._publish_sample(c, route.cip_sequence, raw, t_wall, t_mono)
+
+    def _sample_stream(self, c: WorkerConsumer) -> wire.SampleStream | None:
+        """The decoder and stream of ``c``'s current type, built when it changed."""
+        t = c.conn.tag_type
+        c.decoder_type = t
+        c.decoder = compile_decoder(t) if t is not None else None
+        c.stream = None  # never the old type's name on the new type's values
+        try:
+            c.stream = wire.SampleStream(
+                self.name, c.defn.plc, c.defn.topic_name, t.name if t is not None else None,
+                self.seq,
+            )
+        except UsageError as exc:  # names that break the schema: refused at add time
+            log.error("%s: cannot publish samples: %s", c.defn.key, exc)
+        return c.stream
 
     def _publish_sample(
         self, c: WorkerConsumer, cip_seq: int, raw: bytes, t_wall: int, t_mono: int
     ) -> None:
-        t = c.conn.tag_type
         # The connection hands out a new type object only when the type changed (learned again
         # after a download): rebuild the decoder and the stream (its type name) then.
-        if t is not c.decoder_type or c.stream is None:
-            c.decoder_type = t
-            c.decoder = compile_decoder(t) if t is not None else None
-            c.stream = None  # never the old type's name on the new type's values
-            try:
-                c.stream = wire.SampleStream(
-                    self.name,
-                    c.defn.plc,
-                    c.defn.topic_name,
-                    t.name if t is not None else None,
-                    self.seq,
-                )
-            except UsageError as exc:  # names that break the schema: refused at add time
-                log.error("%s: cannot publish samples: %s", c.defn.key, exc)
+        stream = c.stream
+        if c.conn.tag_type is not c.decoder_type or stream is None:
+            stream = self._sample_stream(c)
+            if stream is None:
                 return
         value: Any = None
         if c.decoder is not None:
@@ -955,12 +1018,14 @@ class IoWorker:
         c.samples += 1
         self.counters["samples"] += 1
         try:
-            body = c.stream.encode(t_wall, t_mono, cip_seq, c.conn.counters.gap, value, raw)
-            self.pub.send_multipart([c.stream.topic, body], flags=zmq.NOBLOCK)
+            body = stream.encode(t_wall, t_mono, cip_seq, c.conn.counters.gap, value, raw)
+            send = self.pub.send
+            send(stream.topic, _SNDMORE_NOBLOCK)
+            send(body, _NOBLOCK)
         except zmq.Again:
             self.counters["pub_drops"] += 1
         except UsageError as exc:  # a decoded value msgpack cannot carry: a bug, not fatal
-            log.error("cannot publish on %r: %s", c.stream.topic, exc)
+            log.error("cannot publish on %r: %s", stream.topic, exc)
 
     def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
         level = self.opt.event_log_level if ev.kind in ("state", "gap") else logging.WARNING
@@ -1054,11 +1119,14 @@ class IoWorker:
         counters: dict[str, int | float] = dict(self.counters)
         counters.update(self.demux.counters())
         counters["consumers"] = len(self.consumers)
+        states = Counter(c.conn.state for c in self.consumers.values())
         for st in State:
-            counters[f"state_{st.value.lower()}"] = sum(
-                1 for c in self.consumers.values() if c.conn.state is st
-            )
+            counters[f"state_{st.value.lower()}"] = states[st]
         counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
+        # How late the heartbeats of this interval went out (0 when none was sent).
+        for k, v in self.lateness.summary_ms().items():
+            counters[f"heartbeat_late_{k}"] = v or 0.0
+        self.lateness.reset()
         counters.update(self._socket_counters())
         counters["uptime_s"] = round(self._clock() - self.started, 3)
         self._publish(
@@ -1232,17 +1300,26 @@ class IoWorker:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of every machine (connections, PLC sessions) and periodic
-        task (stats, the shutdown timeout), or None."""
+        task (stats, the shutdown timeout), or None. O(1) but for the heap entries it finds
+        stale or early on top (each one once)."""
         d = math.inf
         heap = self._heap
-        while heap and heap[0][2].sched != heap[0][0]:
-            heapq.heappop(heap)  # stale: the consumer was rescheduled or reaped
-        if heap and heap[0][0] < d:
-            d = heap[0][0]
-        for link in self.links.values():
-            sd = link.plc.next_deadline()  # request timeouts, keep-alive, end of back-off
-            if sd is not None and sd < d:
-                d = sd
+        while heap:
+            at, _, item = heap[0]
+            if item.sched != at:
+                heapq.heappop(heap)  # stale: rescheduled, reaped or closed
+                continue
+            due = item.conn.next_deadline() if isinstance(item, WorkerConsumer) else (
+                item.plc.next_deadline())
+            if due is None:
+                heapq.heappop(heap)
+                item.sched = None
+            elif due > at:  # early (a deadline moved later): re-file at the real one
+                item.sched = due
+                heapq.heapreplace(heap, (due, next(self._tie), item))
+            else:
+                d = at
+                break
         if self.opt.stats_interval_s > 0:
             d = min(d, self._next_stats)
         if self.stopping:
@@ -1256,43 +1333,49 @@ class IoWorker:
         self._held, self._held_before = [], now
         try:
             while heap and heap[0][0] <= now:
-                at, _, c = heapq.heappop(heap)
-                if c.sched != at:
+                at, _, item = heapq.heappop(heap)
+                if item.sched != at:
                     continue  # stale entry
-                c.sched = None
-                d = c.conn.next_deadline()
+                item.sched = None
+                if isinstance(item, PlcLink):
+                    self._link_timer(item, now)
+                    continue
+                d = item.conn.next_deadline()
                 if d is not None and d > now:
                     # The entry was early (data moved the watchdog): re-file it, nothing due.
-                    c.sched = d
-                    heapq.heappush(heap, (d, next(self._tie), c))
+                    item.sched = d
+                    heapq.heappush(heap, (d, next(self._tie), item))
                     continue
-                c.conn.on_timer(now, data_pending=data_pending)
-                self._pump(c, now)  # reschedules; still due now -> held for the next pass
+                item.conn.on_timer(now, data_pending=data_pending)
+                self._pump(item, now)  # reschedules; still due now -> held for the next pass
         finally:
             held, self._held = self._held, None
-            for c in held:
-                if c.sched is not None:
-                    heapq.heappush(heap, (c.sched, next(self._tie), c))
-        for link in list(self.links.values()):
-            sd = link.plc.next_deadline()
-            if sd is not None and now >= sd:
-                # Reconnect ahead of need (a Forward_Close at stop needs a session, 7.7 step 8)
-                # while one of its consumers lives.
-                link.plc.on_timer(
-                    now,
-                    reconnect=not self.stopping
-                    and any(
-                        self.consumers[k].conn.is_live
-                        for k in link.consumers
-                        if k in self.consumers
-                    ),
-                )
-                self._pump_link(link, now)
+            for item in held:
+                if item.sched is not None:
+                    heapq.heappush(heap, (item.sched, next(self._tie), item))
+        self._send_heartbeats()
         if self.opt.stats_interval_s > 0 and now >= self._next_stats:
             self._next_stats = now + self.opt.stats_interval_s
             self._publish_stats()
         if now >= self._drops_report_at:
             self._report_drops(now)
+
+    def _link_timer(self, link: PlcLink, now: float) -> None:
+        """``link``'s heap entry came due: run its session's timers if they are."""
+        sd = link.plc.next_deadline()
+        if sd is None:
+            return
+        if sd > now:
+            self._schedule(link, sd)  # early entry: re-file
+            return
+        # Reconnect ahead of need (a Forward_Close at stop needs a session, 7.7 step 8)
+        # while one of its consumers lives.
+        link.plc.on_timer(
+            now,
+            reconnect=not self.stopping
+            and any(self.consumers[k].conn.is_live for k in link.consumers if k in self.consumers),
+        )
+        self._pump_link(link, now)  # reschedules
 
     def _report_drops(self, now: float) -> None:
         """One log line for the datagrams dropped since the last one (reasons, rate, the
@@ -1326,10 +1409,9 @@ class IoWorker:
             except OSError:
                 pass
             return
-        for link in self.links.values():
-            if link.sock is not None and fd == link.sock.fileno():
-                self._on_link_io(link, flags, now)
-                return
+        link = self._link_fds.get(fd)
+        if link is not None and link.sock is not None:
+            self._on_link_io(link, flags, now)
 
     def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
         now = self._clock()
@@ -1387,15 +1469,12 @@ class IoWorker:
             hold = now - self._pending_since < _MAX_WATCHDOG_HOLD_S
         self._timers(now, data_pending=hold)
         self._reap()
+        until = now
         if drained:
             until = self._deadline(now)
             if max_wait_s is not None:
                 until = min(until, now + max_wait_s)
-            # zmq polls in whole ms: round up (never wake before the deadline and spin).
-            wait_ms = max(0, math.ceil((until - self._clock()) * 1000))
-        else:
-            wait_ms = 0
-        for item, flags in self.poller.poll(wait_ms):
+        for item, flags in self._wait(until):
             now = self._clock()
             if item is self.control:
                 self._on_control(now)
@@ -1406,7 +1485,34 @@ class IoWorker:
             # pyzmq's Poller reports plain sockets by file descriptor.
             fd = item if isinstance(item, int) else item.fileno()
             self._dispatch_fd(fd, flags, now)
+        self._send_heartbeats()  # those asked for by what arrived (a Forward_Open reply)
         return True
+
+    def _wait(self, until: float) -> list[tuple[Any, int]]:
+        """Wait until ``until`` (monotonic seconds) or until a socket has something, and
+        return what the ZeroMQ poller reported. zmq waits in whole milliseconds: it waits the
+        floor of the time left, and ``select`` on the UDP sockets (and the wake-up pipe) the
+        rest, so the loop wakes at its deadline with sub-millisecond precision; a datagram
+        ends either wait at once. While the waits are short, the ZeroMQ sockets (control,
+        subscriptions, TCP sessions) are polled at most ``_ZMQ_POLL_EVERY_S`` apart."""
+        clock = self._clock
+        t = clock()
+        left = until - t
+        ms = int(left * 1000) if left > 0 else 0  # floor: never past the deadline
+        events: list[tuple[Any, int]] = []
+        if ms > 0 or left <= 0 or t - self._zmq_polled >= _ZMQ_POLL_EVERY_S:
+            events = self.poller.poll(ms)
+            self._zmq_polled = t = clock()
+        if events:
+            return events
+        left = until - t
+        if left > 0:
+            fds = self._udp_socks if self._wake_r is None else [*self._udp_socks, self._wake_r]
+            try:
+                select.select(fds, [], [], left)
+            except (OSError, ValueError):  # a socket closed under us: the next pass sees it
+                pass
+        return events
 
 
 def udp_kernel_drops(socks: Sequence[socket.socket]) -> int:
