@@ -466,6 +466,14 @@ class ConsumerConnection:
         return self.state not in (State.FAILED, State.CLOSED)
 
     @property
+    def data_is_routine(self) -> bool:
+        """A datagram without a gap would change nothing here but the counters and the
+        watchdog (RUNNING, no outage to end): a caller may then report such datagrams in
+        bulk (``on_data(last, 0, count)``) before its next call that reads or moves this
+        machine."""
+        return self.state is State.RUNNING and self._open is not None and self._outage is None
+
+    @property
     def granted(self) -> _Open | None:
         return self._open if self.state is State.RUNNING else None
 

@@ -142,7 +142,7 @@ def _compile_struct_unpack(t: StructType) -> _Unpack:
             return bytes(buf[start:start + n]).decode("latin-1")
 
         return unpack_string
-    if _uses_assumed_connection_status(t):
+    if uses_assumed_connection_status(t):
         def unpack_status(buf: bytes, off: int) -> dict[str, bool]:
             b = buf[off]
             return {"RunMode": b & 1 != 0, "ConnectionFaulted": b & 2 != 0}
@@ -156,7 +156,9 @@ def _compile_struct_unpack(t: StructType) -> _Unpack:
     return unpack_struct
 
 
-def _uses_assumed_connection_status(t: StructType) -> bool:
+def uses_assumed_connection_status(t: StructType) -> bool:
+    """A CONNECTION_STATUS whose template does not name its flags: decoded as the two flags
+    Logix puts in its first byte (RunMode, ConnectionFaulted)."""
     names = {m.name for m in t.visible_members}
     return t.name == "CONNECTION_STATUS" and not set(CONNECTION_STATUS_FLAGS) <= names
 
@@ -301,7 +303,7 @@ def _index_text(flat_index: int, dims: tuple[int, ...]) -> str:
 def _compile_struct_pack(t: StructType) -> _Pack:
     if t.string_capacity is not None:
         return _compile_string_pack(t, t.string_capacity)
-    if _uses_assumed_connection_status(t):
+    if uses_assumed_connection_status(t):
         return _pack_connection_status
     plan: list[tuple[str, int, int | None, _Pack | None]] = []
     for m in t.visible_members:

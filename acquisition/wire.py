@@ -230,6 +230,12 @@ class SeqCounter:
         self._next[topic] = (n + 1) & U64_MAX
         return n
 
+    @property
+    def table(self) -> dict[bytes, int]:
+        """The live table topic -> next ``sq``: a compiled encoder that publishes on the same
+        topics numbers its messages in it, so both stay one sequence per topic."""
+        return self._next
+
 
 # --------------------------------------------------------------------------- field checks
 
@@ -646,6 +652,33 @@ class SampleStream:
         if "ty" in self._const:
             body["ty"] = self._const["ty"]
         return _pack(body, "Sample")
+
+    def fragments(self) -> tuple[bytes, ...]:
+        """The constant MessagePack around the variable fields of every body of this stream,
+        for an encoder that writes the bytes itself (workers/_fastpath.c): a body is
+
+            f[0] sq f[1] tw f[2] tm f[3] cs f[4] gap f[5] val f[6] raw f[7]
+
+        with each variable field packed as ``msgpack.packb`` packs it (``raw`` as bin).
+        Joined so, the bytes are ``encode``'s (tests/acquisition/test_wire.py)."""
+        const = self._const
+
+        def p(x: object) -> bytes:
+            packed: bytes = msgpack.packb(x, use_bin_type=True)
+            return packed
+
+        header = msgpack.Packer(use_bin_type=True).pack_map_header(11 + ("ty" in const))
+        return (
+            header + p("v") + p(const["v"]) + p("sq"),
+            p("pub") + p(const["pub"]) + p("plc") + p(const["plc"]) + p("tag") + p(const["tag"])
+            + p("tw"),
+            p("tm"),
+            p("cs"),
+            p("gap"),
+            p("val"),
+            p("raw"),
+            p("ty") + p(const["ty"]) if "ty" in const else b"",
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

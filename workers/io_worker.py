@@ -71,7 +71,7 @@ from pyconpro.acquisition.errors import PyconproError, UsageError
 from pyconpro.acquisition.lateness import LatenessHistogram
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import LogixType
-from pyconpro.acquisition.originator import BackoffPolicy, Originator, Timing
+from pyconpro.acquisition.originator import BackoffPolicy, Originator, Timing, what_code
 from pyconpro.acquisition.resolve import (
     Answer,
     CacheRequest,
@@ -92,6 +92,8 @@ from pyconpro.acquisition.session import (
     SessionReady,
     Transmit,
 )
+from pyconpro.acquisition.value_plan import compile_value_plan
+from pyconpro.workers import fastpath
 from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 from pyconpro.workers.logfmt import LOG_FORMAT
@@ -107,6 +109,10 @@ _PREFIX_SIZE = 20  # a class-1 datagram's data follows its 20-byte prefix (class
 # pyzmq flags as plain ints: an enum ``|`` on every send costs more than the send's checks.
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+# pyzmq's compiled ``Socket.send``, without the checks of its Python subclass (a Frame, a
+# tracker, copy thresholds: none of them applies to a small ``bytes`` body): 1.0 us for a
+# topic and a body against 2.4 us. The subclass's when the compiled class is not there.
+_SEND: Callable[..., Any] = getattr(getattr(zmq, "backend", None), "Socket", zmq.Socket).send
 # zmq.Poller waits in whole milliseconds: the loop polls the ZeroMQ sockets for the floor of its
 # wait and waits the rest (under 1 ms) in ``select`` on the UDP sockets, so it wakes at its
 # deadline with sub-millisecond precision instead of up to 1 ms late (or early). While such
@@ -226,6 +232,11 @@ class WorkerConsumer:
     # entry at or before the connection's next deadline (never after it); an entry whose time
     # is not ``sched`` is stale and skipped when popped.
     sched: float | None = None
+    # The compiled receive path's view of this consumer (workers/fastpath.py), or None on the
+    # pure-Python path; ``tap_stream``: it can encode this consumer's samples (its type has a
+    # value program), so its routine datagrams may be handled there.
+    tap: Any = None
+    tap_stream: bool = False
 
     @property
     def producer(self) -> tuple[str, int]:
@@ -240,7 +251,9 @@ Timed = WorkerConsumer | PlcLink
 
 class IoWorker:
     """``clock``: monotonic seconds, read for every ``now``; ``wall_ns``: the wall clock of
-    the bus messages (``t_wall_ns``). Both injectable so tests drive the timers."""
+    the bus messages (``t_wall_ns``). Both injectable so tests drive the timers. ``path``: the
+    receive path (default: what ``PYCONPRO_FASTPATH`` asks, ``fastpath.choose``; raises
+    ``fastpath.FastPathError`` when it asks for the compiled one and that cannot run)."""
 
     def __init__(
         self,
@@ -248,6 +261,7 @@ class IoWorker:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
+        path: fastpath.Choice | None = None,
     ) -> None:
         self.opt = options
         self._clock = clock
@@ -255,7 +269,12 @@ class IoWorker:
         self.name = options.worker_name
         rng = random.Random(options.seed) if options.seed is not None else random.SystemRandom()
         self.originator = Originator(rng)
-        self.demux = Demux()
+        # The receive path (PYCONPRO_FASTPATH, workers/fastpath.py): pure Python or compiled.
+        self.path = path if path is not None else fastpath.choose()
+        self._fast: Any = self.path.module
+        self.demux: Demux | fastpath.CompiledDemux = (
+            Demux() if self._fast is None else fastpath.CompiledDemux(self._fast))
+        self._what_in = what_code("T->O")
         self.consumers: dict[str, WorkerConsumer] = {}
         self.links: dict[tuple[str, int], PlcLink] = {}
         self.groups: dict[str, tuple[socket.socket, int]] = {}  # group -> (socket, refcount)
@@ -304,6 +323,7 @@ class IoWorker:
         self.lateness = LatenessHistogram()
         self._zmq_polled = -math.inf  # when the ZeroMQ sockets were last polled
         self._udp_socks: list[socket.socket] = []  # the UDP socket, then one per group
+        self._udp_fds: list[int] = []  # their file descriptors (the compiled path reads them)
         self._link_fds: dict[int, PlcLink] = {}  # TCP socket fd -> its link
         self._removing: set[str] = set()  # consumers waiting for CLOSED to be reaped
         self._uids = itertools.count(1)
@@ -330,6 +350,7 @@ class IoWorker:
         self.udp.setblocking(False)
         self.udp_port = self.udp.getsockname()[1]
         self._udp_socks = [self.udp]
+        self._udp_fds = [self.udp.fileno()]
         self.ctx = zmq.Context()
         # XPUB, not PUB: the same publishing, plus the subscriptions as messages, so ``status``
         # can say when a subscriber's (the supervisor's forwarder's) subscription has arrived
@@ -340,6 +361,8 @@ class IoWorker:
         # With NODROP a full subscriber pipe makes send(NOBLOCK) fail with EAGAIN instead of
         # dropping silently, so the loss is counted ("pub_drops"); we still never block.
         self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+        if isinstance(self.demux, fastpath.CompiledDemux):
+            self.demux.c.publisher(self.pub.underlying)  # routine samples are sent from there
         tmp = tempfile.gettempdir()
         self.pub_endpoint = _bind(
             self.pub, self.opt.pub_endpoint or f"ipc://{tmp}/pyconpro-{self.name}.pub", guard
@@ -465,6 +488,9 @@ class IoWorker:
         link.consumers.add(defn.key)
         c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids),
                                                       digest=control.consumer_digest(defn))
+        if self._fast is not None:
+            c.tap = self._fast.Tap(defn.key)
+            c.tap.recorder(conn.recorder.buf, conn.recorder.size, self._what_in)
         self._by_uid[c.uid] = c
         try:
             if link.plc.down:
@@ -486,6 +512,7 @@ class IoWorker:
         if c is None:
             raise UsageError(f"no consumer {key!r}; 'list' shows the keys (<plc>/<tag or alias>)")
         self._removing.add(key)
+        self._sync(c)
         c.conn.stop(now)
         self._pump(c, now)
 
@@ -530,11 +557,15 @@ class IoWorker:
                 self._send_forward_close(c, out, now)
             elif isinstance(out, Listen):
                 # Believed only from the PLC's class-1 port, and no further ahead than the
-                # connection's timeout multiplier (acquisition/demux.py).
-                self.demux.add(c.producer, out.connection_id, out.data_size, c.defn.key,
+                # connection's timeout multiplier (acquisition/demux.py). On the compiled
+                # path the owner is the consumer's tap, and the connection's first datagram
+                # comes to Python (express off until it decided: an outage may end there).
+                if c.tap is not None:
+                    c.tap.express = 0
+                self.demux.add(c.producer, out.connection_id, out.data_size, self._owner(c),
                                max_jump=4 << c.defn.multiplier)  # fmt: skip
             elif isinstance(out, Unlisten):
-                self.demux.remove(c.producer, out.connection_id, c.defn.key)
+                self.demux.remove(c.producer, out.connection_id, self._owner(c))
             elif isinstance(out, JoinGroup):
                 self._join(out.group)
             elif isinstance(out, LeaveGroup):
@@ -544,6 +575,19 @@ class IoWorker:
             elif isinstance(out, OutageEnded):
                 self._publish_outage(c, out)
         self._schedule(c, conn.next_deadline())
+
+    @staticmethod
+    def _owner(c: WorkerConsumer) -> Any:
+        """Whom the demultiplexer delivers ``c``'s datagrams to: its key, or its tap."""
+        return c.defn.key if c.tap is None else c.tap
+
+    def _sync(self, c: WorkerConsumer) -> None:
+        """Tell ``c``'s connection about the datagrams the compiled path handled for it since
+        the last time (its watchdog, its counters): before anything reads or moves it."""
+        if c.tap is not None and c.tap.pending:
+            n, last = c.tap.take()
+            c.samples += n
+            c.conn.on_data(last, 0, n)
 
     def _schedule(self, item: Timed, d: float | None) -> None:
         """Make sure the timer heap has an entry for ``item`` (a consumer or a PLC link) at
@@ -566,10 +610,17 @@ class IoWorker:
             return
         counters, lateness = self.counters, self.lateness
         t = self._clock()
-        sendto = self.udp.sendto
         for c, out in batch:
             lateness.add(t - out.due)
             counters["heartbeats_skipped"] += out.skipped
+        if self._fast is not None:  # one sendmmsg for all of them
+            sent, failed = self._fast.sendmmsg(
+                self.udp.fileno(), [(out.datagram, c.defn.address, out.port) for c, out in batch])
+            counters["heartbeats"] += sent
+            counters["heartbeat_send_errors"] += failed
+            return
+        sendto = self.udp.sendto
+        for c, out in batch:
             try:
                 sendto(out.datagram, (c.defn.address, out.port))
                 counters["heartbeats"] += 1
@@ -902,6 +953,7 @@ class IoWorker:
             return
         self.groups[group] = (sock, 1)
         self._udp_socks.append(sock)
+        self._udp_fds = [s.fileno() for s in self._udp_socks]
         self.poller.register(sock, zmq.POLLIN)
         log.info("joined multicast %s on %s port %d", group, self.opt.local_address, self.udp_port)
 
@@ -915,6 +967,7 @@ class IoWorker:
             return
         del self.groups[group]
         self._udp_socks.remove(sock)
+        self._udp_fds = [s.fileno() for s in self._udp_socks]
         self.poller.unregister(sock)
         sock.close()  # closing drops the membership
         log.info("left multicast %s", group)
@@ -925,6 +978,12 @@ class IoWorker:
         """Read the UDP sockets, a batch from each in turn, until every one is empty (its
         batch came back short) or ``_DRAIN_BUDGET_S`` is spent; False when one still had
         datagrams."""
+        if isinstance(self.demux, fastpath.CompiledDemux):
+            drained, slow = self.demux.c.drain(self._udp_fds, self._clock, self._wall_ns,
+                                               _DRAIN_BUDGET_S)
+            if slow:
+                self._deliver_slow(slow)
+            return bool(drained)
         pending = self._udp_socks
         clock = self._clock
         deadline = clock() + _DRAIN_BUDGET_S
@@ -960,6 +1019,7 @@ class IoWorker:
         # this process: the watchdog counts from it.
         now = self._clock()
         self.counters["datagrams"] += len(batch)
+        assert isinstance(self.demux, Demux)  # the pure-Python path
         admit = self.demux.admit
         consumers = self.consumers
         t_wall = t_mono = 0
@@ -983,8 +1043,29 @@ class IoWorker:
                     self._pump(c, now)
                 self._publish_sample(c, route.cip_sequence, raw, t_wall, t_mono)
 
+    def _deliver_slow(self, slow: list[tuple[Any, bytes, int, int, float, int]]) -> None:
+        """The datagrams the compiled path handed over (a gap, the first after an outage or
+        an open, a consumer without a value program), in order: what ``_deliver`` does with
+        each, then its consumer's routine datagrams go back to the compiled path."""
+        consumers = self.consumers
+        for tap, data, missed, cseq, now, t_wall in slow:
+            c = consumers.get(tap.key)
+            if c is None or c.tap is not tap:
+                continue
+            self._sync(c)  # what the compiled path took for it before this one
+            conn = c.conn
+            conn.recorder.record_in(now, "T->O", data)
+            conn.on_data(now, missed)
+            if conn.has_outputs:
+                self._pump(c, now)
+            self._publish_sample(c, cseq, data[_PREFIX_SIZE:], t_wall, round(now * 1e9))
+            if c.tap_stream and conn.data_is_routine:
+                tap.gap = conn.counters.gap
+                tap.express = 1
+
     def _sample_stream(self, c: WorkerConsumer) -> wire.SampleStream | None:
-        """The decoder and stream of ``c``'s current type, built when it changed."""
+        """The decoder and stream of ``c``'s current type, built when it changed (and its
+        tap's, on the compiled path: the same bytes, numbered in the same table)."""
         t = c.conn.tag_type
         c.decoder_type = t
         c.decoder = compile_decoder(t) if t is not None else None
@@ -996,6 +1077,14 @@ class IoWorker:
             )
         except UsageError as exc:  # names that break the schema: refused at add time
             log.error("%s: cannot publish samples: %s", c.defn.key, exc)
+        if c.tap is not None:
+            plan = compile_value_plan(t) if c.stream is not None else None
+            size = c.conn.tag_bytes
+            c.tap_stream = plan is not None and size is not None
+            if c.stream is not None and plan is not None and size is not None:
+                c.tap.stream(c.stream.topic, c.stream.fragments(), plan, size, self.seq.table)
+            else:
+                c.tap.stream(None)  # its samples are published from Python
         return c.stream
 
     def _publish_sample(
@@ -1019,9 +1108,8 @@ class IoWorker:
         self.counters["samples"] += 1
         try:
             body = stream.encode(t_wall, t_mono, cip_seq, c.conn.counters.gap, value, raw)
-            send = self.pub.send
-            send(stream.topic, _SNDMORE_NOBLOCK)
-            send(body, _NOBLOCK)
+            _SEND(self.pub, stream.topic, _SNDMORE_NOBLOCK)
+            _SEND(self.pub, body, _NOBLOCK)
         except zmq.Again:
             self.counters["pub_drops"] += 1
         except UsageError as exc:  # a decoded value msgpack cannot carry: a bug, not fatal
@@ -1115,9 +1203,22 @@ class IoWorker:
             else:
                 self.bus_subscriptions.discard(msg[1:])
 
-    def _publish_stats(self) -> None:
-        counters: dict[str, int | float] = dict(self.counters)
+    def _counters(self) -> dict[str, int]:
+        """The worker's counters, the compiled path's included (every consumer synced)."""
+        for c in self.consumers.values():
+            self._sync(c)
+        counters = dict(self.counters)
+        if isinstance(self.demux, fastpath.CompiledDemux):
+            fast = self.demux.c
+            counters["datagrams"] += fast.datagrams
+            counters["samples"] += fast.samples
+            counters["pub_drops"] += fast.pub_drops
         counters.update(self.demux.counters())
+        counters["fastpath"] = int(self._fast is not None)
+        return counters
+
+    def _publish_stats(self) -> None:
+        counters: dict[str, int | float] = dict(self._counters())
         counters["consumers"] = len(self.consumers)
         states = Counter(c.conn.state for c in self.consumers.values())
         for st in State:
@@ -1242,7 +1343,12 @@ class IoWorker:
             # every message it subscribed to (the supervisor adds consumers only then).
             "bus_subscriptions": len(self.bus_subscriptions),
             "bus_topics": sorted(t.decode("utf-8", "replace") for t in self.bus_subscriptions)[:32],
-            "counters": {**self.counters, **self.demux.counters(), **self._socket_counters()},
+            "counters": {**self._counters(), **self._socket_counters()},
+            # Which receive path runs (PYCONPRO_FASTPATH) and why; how late the heartbeats of
+            # the current stats interval went out.
+            "receive_path": self.path.name,
+            "receive_path_note": self.path.reason,
+            "heartbeat_lateness": self.lateness.summary_ms(),
             "groups": sorted(self.groups),
             "plcs": [
                 {
@@ -1291,6 +1397,7 @@ class IoWorker:
         self._shutdown_deadline = now + self.opt.shutdown_timeout_s
         log.info("%s: stopping: Forward_Close for %d consumer(s)", self.name, len(self.consumers))
         for c in self.consumers.values():
+            self._sync(c)
             c.conn.stop(now)
             self._pump(c, now)
 
@@ -1340,6 +1447,7 @@ class IoWorker:
                 if isinstance(item, PlcLink):
                     self._link_timer(item, now)
                     continue
+                self._sync(item)
                 d = item.conn.next_deadline()
                 if d is not None and d > now:
                     # The entry was early (data moved the watchdog): re-file it, nothing due.
@@ -1414,6 +1522,7 @@ class IoWorker:
             self._on_link_io(link, flags, now)
 
     def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
+        log.info("%s: receive path %s", self.name, self.path.reason)
         now = self._clock()
         self._next_stats = now + self.opt.stats_interval_s
         self._drops_report_at = now + _DROP_REPORT_S
@@ -1427,6 +1536,7 @@ class IoWorker:
                     "local_address": self.opt.local_address,
                     "udp_port": self.udp_port,
                     "originator_serial": self.originator.serial,
+                    "receive_path": self.path.name,
                 }
             )
         while self.step():
@@ -1656,6 +1766,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _open_worker(opts: WorkerOptions) -> IoWorker | None:
+    """A worker with its sockets bound, or None when it cannot start (the error printed)."""
+    try:
+        worker = IoWorker(opts)
+    except (fastpath.FastPathError, UsageError) as exc:  # PYCONPRO_FASTPATH asks the impossible
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    try:
+        worker.open()
+    except (OSError, zmq.ZMQError, CurveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        worker.close()
+        return None
+    return worker
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -1713,12 +1839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts.pub_hwm = args.hwm
     if args.udp_rcvbuf is not None:  # the command line wins over the file
         opts.udp_rcvbuf = args.udp_rcvbuf
-    worker = IoWorker(opts)
-    try:
-        worker.open()
-    except (OSError, zmq.ZMQError, CurveError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        worker.close()
+    worker = _open_worker(opts)
+    if worker is None:
         return 2
 
     def on_signal(signum: int, frame: object) -> None:

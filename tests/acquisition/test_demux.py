@@ -1,5 +1,6 @@
 """The class-1 receive path (acquisition/demux.py): routing by (source, T->O id) and every drop
-reason; hostile bytes never raise."""
+reason; hostile bytes never raise. Every test runs on the pure-Python demultiplexer and on the
+compiled one (workers/_fastpath.c), which must follow the same rules."""
 
 from __future__ import annotations
 
@@ -7,20 +8,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyconpro.acquisition.class1 import Class1Datagram
-from pyconpro.acquisition.demux import Demux, DropReason
+from pyconpro.acquisition.demux import DropReason
 from pyconpro.acquisition.errors import UsageError
+
+from tests.support.receive_paths import PATHS, NewDemux, demux_factory
 
 PLC = ("10.1.2.3", 2222)
 OTHER = ("10.1.2.4", 2222)
 PLC_OTHER_PORT = ("10.1.2.3", 40000)
 
 
+@pytest.fixture(scope="module", params=PATHS)
+def new_demux(request: pytest.FixtureRequest) -> NewDemux:
+    return demux_factory(request.param)
+
+
 def dgram(cid: int, seq: int, data: bytes = b"\x2a\x00\x00\x00", cseq: int = 1) -> bytes:
     return Class1Datagram(cid, seq, cseq, data).encode()
 
 
-def test_accepts_and_routes_to_owner() -> None:
-    d = Demux()
+def test_accepts_and_routes_to_owner(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     d.add(PLC, 0x2000, 4, "b")
     got = d.receive(dgram(0x2000, 7), PLC)
@@ -40,8 +48,10 @@ def test_accepts_and_routes_to_owner() -> None:
         (dgram(0x1000, 1, b"\x01\x02"), PLC, DropReason.WRONG_SIZE),
     ],
 )
-def test_drop_reasons(data: bytes, source: tuple[str, int], reason: DropReason) -> None:
-    d = Demux()
+def test_drop_reasons(
+    new_demux: NewDemux, data: bytes, source: tuple[str, int], reason: DropReason,
+) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     assert d.receive(data, source) is None
     assert d.drops[reason] == 1
@@ -49,8 +59,8 @@ def test_drop_reasons(data: bytes, source: tuple[str, int], reason: DropReason) 
     assert d.last_dropped == {reason: source}
 
 
-def test_stale_and_duplicate_seq32_dropped_gap_counted() -> None:
-    d = Demux()
+def test_stale_and_duplicate_seq32_dropped_gap_counted(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     first = d.receive(dgram(0x1000, 10), PLC)
     assert first is not None and first.missed == 0
@@ -61,16 +71,16 @@ def test_stale_and_duplicate_seq32_dropped_gap_counted() -> None:
     assert d.drops[DropReason.STALE] == 2
 
 
-def test_seq32_wraps() -> None:
-    d = Demux()
+def test_seq32_wraps(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     d.receive(dgram(0x1000, 0xFFFFFFFF), PLC)
     got = d.receive(dgram(0x1000, 1), PLC)
     assert got is not None and got.missed == 1
 
 
-def test_remove_and_shared_multicast_route() -> None:
-    d = Demux()
+def test_remove_and_shared_multicast_route(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     d.add(PLC, 0x1000, 4, "b")
     both = d.receive(dgram(0x1000, 1), PLC)
@@ -84,15 +94,15 @@ def test_remove_and_shared_multicast_route() -> None:
     d.remove(PLC, 0x1000, "b")  # idempotent
 
 
-def test_shared_route_must_agree_on_size() -> None:
-    d = Demux()
+def test_shared_route_must_agree_on_size(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     with pytest.raises(UsageError):
         d.add(PLC, 0x1000, 8, "b")
 
 
-def test_new_route_after_remove_starts_a_new_sequence_space() -> None:
-    d = Demux()
+def test_new_route_after_remove_starts_a_new_sequence_space(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     d.receive(dgram(0x1000, 100), PLC)
     d.remove(PLC, 0x1000, "a")
@@ -100,8 +110,8 @@ def test_new_route_after_remove_starts_a_new_sequence_space() -> None:
     assert d.receive(dgram(0x1000, 1), PLC) is not None
 
 
-def test_counters() -> None:
-    d = Demux()
+def test_counters(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a")
     d.receive(b"junk", PLC)
     d.receive(dgram(0x1000, 1), PLC)
@@ -110,17 +120,19 @@ def test_counters() -> None:
 
 
 @given(st.binary(max_size=64), st.sampled_from([PLC, OTHER, PLC_OTHER_PORT]))
-def test_never_raises_on_arbitrary_bytes(data: bytes, source: tuple[str, int]) -> None:
-    d = Demux()
+def test_never_raises_on_arbitrary_bytes(
+    new_demux: NewDemux, data: bytes, source: tuple[str, int],
+) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a", max_jump=16)
     d.receive(data, source)
     assert d.accepted + sum(d.drops.values()) == 1
 
 
-def test_forged_datagrams_from_another_port_change_nothing() -> None:
+def test_forged_datagrams_from_another_port_change_nothing(new_demux: NewDemux) -> None:
     # Five datagrams with the live id from the PLC's address but another port: dropped, and
     # the real stream goes on as if they had never been sent (no gap, nothing stale).
-    d = Demux()
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a", max_jump=16)
     assert d.receive(dgram(0x1000, 100), PLC) is not None
     for k in range(5):
@@ -130,8 +142,10 @@ def test_forged_datagrams_from_another_port_change_nothing() -> None:
     assert d.drops[DropReason.WRONG_PORT] == 5 and d.drops[DropReason.STALE] == 0
 
 
-def test_a_sequence_jump_beyond_the_watchdog_is_dropped_and_keeps_the_place() -> None:
-    d = Demux()
+def test_a_sequence_jump_beyond_the_watchdog_is_dropped_and_keeps_the_place(
+    new_demux: NewDemux,
+) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a", max_jump=16)
     d.receive(dgram(0x1000, 100), PLC)
     ok = d.receive(dgram(0x1000, 116), PLC)  # 15 missed: within the window
@@ -142,10 +156,10 @@ def test_a_sequence_jump_beyond_the_watchdog_is_dropped_and_keeps_the_place() ->
     assert nxt is not None and nxt.missed == 0
 
 
-def test_a_real_jump_is_believed_when_the_stream_continues_from_it() -> None:
+def test_a_real_jump_is_believed_when_the_stream_continues_from_it(new_demux: NewDemux) -> None:
     # The worker was stopped and its socket buffer overflowed: the PLC's sequence really moved
     # on by 5000. The first datagram after the hole is held back, its successor confirms it.
-    d = Demux()
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a", max_jump=16)
     d.receive(dgram(0x1000, 10), PLC)
     assert d.receive(dgram(0x1000, 5010), PLC) is None
@@ -156,8 +170,8 @@ def test_a_real_jump_is_believed_when_the_stream_continues_from_it() -> None:
     assert d.drops[DropReason.SEQ_JUMP] == 1
 
 
-def test_two_unrelated_jumps_are_both_dropped() -> None:
-    d = Demux()
+def test_two_unrelated_jumps_are_both_dropped(new_demux: NewDemux) -> None:
+    d = new_demux()
     d.add(PLC, 0x1000, 4, "a", max_jump=16)
     d.receive(dgram(0x1000, 10), PLC)
     assert d.receive(dgram(0x1000, 90_000), PLC) is None
@@ -166,6 +180,6 @@ def test_two_unrelated_jumps_are_both_dropped() -> None:
     assert d.receive(dgram(0x1000, 11), PLC) is not None
 
 
-def test_max_jump_must_be_positive() -> None:
+def test_max_jump_must_be_positive(new_demux: NewDemux) -> None:
     with pytest.raises(UsageError):
-        Demux().add(PLC, 0x1000, 4, "a", max_jump=0)
+        new_demux().add(PLC, 0x1000, 4, "a", max_jump=0)

@@ -636,6 +636,34 @@ def test_sample_stream_shares_the_publishers_counter() -> None:
     assert wire.decode(again.topic, again.encode(0, 0, 0, 0, 1, b"")).seq == 2
 
 
+@given(
+    st.sampled_from([None, "DINT", "T" * 40]),
+    st.integers(0, 2**64 - 1), st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**63 - 1),
+    st.integers(0, 0xFFFF), st.integers(0, 2**64 - 1),
+    st.one_of(st.none(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=40)),
+    st.binary(max_size=300),
+)
+def test_fragments_around_the_packed_fields_are_the_encoded_body(
+    type_name: str | None, seq: int, t_wall: int, t_mono: int, cip_seq: int, gap: int,
+    value: Any, raw: bytes,
+) -> None:
+    # The layout a compiled encoder writes (workers/_fastpath.c): the fragments, and each
+    # variable field as msgpack packs it, give the bytes of encode.
+    counter = wire.SeqCounter()
+    counter.table[topic_for_sample("plc1", "Tag %1")] = seq
+    stream = wire.SampleStream("w1", "plc1", "Tag %1", type_name, counter)
+    f = stream.fragments()
+
+    def p(x: object) -> bytes:
+        packed: bytes = msgpack.packb(x, use_bin_type=True)
+        return packed
+
+    joined = (f[0] + p(seq) + f[1] + p(t_wall) + f[2] + p(t_mono) + f[3] + p(cip_seq) + f[4]
+              + p(gap) + f[5] + p(value) + f[6] + p(raw) + f[7])
+    assert joined == stream.encode(t_wall, t_mono, cip_seq, gap, value, raw)
+    assert counter.table[stream.topic] == (seq + 1) % 2**64
+
+
 # --------------------------------------------------------------------------- schema tables
 
 
