@@ -14,7 +14,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 _NOTE = (
-    "\n*** pyconpro: the compiled receive path (workers/_fastpath.c) was not built: {why}.\n"
+    "\n*** pyconpro: the compiled receive path (workers/_fastpath.c) was not built: {why}\n"
     "*** The I/O worker runs its pure-Python path instead (the same behaviour, fewer samples\n"
     "*** per second; docs/performance.md). To build it: install a C compiler (Debian/Ubuntu:\n"
     "*** apt-get install gcc) and the Python headers (python3-dev), then reinstall pyconpro.\n"

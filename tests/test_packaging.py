@@ -28,31 +28,38 @@ ROOT = Path(__file__).resolve().parent.parent
 SUBPACKAGES = ("acquisition", "workers", "sinks", "simulator", "bench", "web")
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+def _run(args: list[str], cwd: Path, timeout: float = 240, env: dict[str, str] | None = None,
+         ) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          check=False, env=env)
+                          check=False, env={**full, **(env or {})})
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _build_wheel(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None,
+                 ) -> tuple[Path, str]:
+    """The wheel, and what the build said."""
     # From a copy of the checkout without what .gitignore keeps out of a clone; pip builds in
     # the source tree, so this also keeps build/ out of ours.
     src = tmp_path_factory.mktemp("src") / "pyconpro"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis",
-        "pyconpro-demo", "*.sqlite3"))
+        "pyconpro-demo", "*.sqlite3", "*.so"))
     out = tmp_path_factory.mktemp("wheel")
     # `python -m build` as a release is made: the sdist, then the wheel built from the sdist
     # (so a file missing from the sdist is missing from the wheel too), in an isolated build
     # environment with pyproject.toml's build requirements, as pip would.
-    res = _run([sys.executable, "-m", "build", "--outdir", str(out), str(src)], cwd=out)
+    res = _run([sys.executable, "-m", "build", "--outdir", str(out), str(src)], cwd=out, env=env)
     if res.returncode != 0 and "No module named build" in res.stderr:
         pytest.fail("the `build` package is missing: pip install -e '.[test]'")
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(list(out.glob("pyconpro-*.tar.gz"))) == 1, sorted(out.iterdir())
     [whl] = out.glob("pyconpro-*.whl")
-    return whl
+    return whl, res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_wheel(tmp_path_factory)[0]
 
 
 def test_wheel_holds_only_the_pyconpro_namespace(wheel: Path) -> None:
@@ -67,10 +74,18 @@ def test_wheel_holds_only_the_pyconpro_namespace(wheel: Path) -> None:
     for static in ("index.html", "app.js", "app.css", "favicon.svg"):  # the live page
         assert f"pyconpro/web/static/{static}" in names, sorted(names)
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
+    # The compiled receive path is built into the wheel where there is a compiler (else the
+    # build says so and the wheel is pure Python).
+    built = [n for n in names if n.startswith("pyconpro/workers/_fastpath.")
+             and n.endswith(".so")]
+    if not built:
+        from tests.support.requirements import skip_or_fail
+
+        skip_or_fail("gcc", "the wheel was built without the compiled receive path (no gcc?)")
+    assert len(built) == 1, built
 
 
-@pytest.fixture(scope="module")
-def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp_path_factory.mktemp("venv") / "v"
     res = _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=env_dir.parent)
     assert res.returncode == 0, res.stderr
@@ -89,6 +104,33 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env_dir
 
 
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _venv(wheel, tmp_path_factory)
+
+
+def test_without_a_compiler_the_install_says_so_and_the_worker_runs_python(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    whl, said = _build_wheel(tmp_path_factory, env={"CC": "false"})
+    assert "the compiled receive path (workers/_fastpath.c) was not built" in said
+    assert "apt-get install gcc" in said
+    with zipfile.ZipFile(whl) as z:
+        assert not [n for n in z.namelist() if n.endswith(".so")]
+    py = _venv(whl, tmp_path_factory) / "bin" / "python"
+    code = ("from pyconpro.workers import fastpath\n"
+            "c = fastpath.choose()\n"
+            "print(c.name, '|', c.reason)\n"
+            "try:\n"
+            "    fastpath.choose({'PYCONPRO_FASTPATH': '1'})\n"
+            "except fastpath.FastPathError as exc:\n"
+            "    print(exc)\n")
+    res = _run([str(py), "-c", code], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    chosen, refused = res.stdout.splitlines()
+    assert chosen.startswith("python | pure Python: the compiled receive path is not built")
+    assert refused.startswith("PYCONPRO_FASTPATH=1: the compiled receive path is not built")
+
+
 def test_every_subpackage_imports_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
     code = ("import importlib, pyconpro\n"
             f"for sub in {SUBPACKAGES!r}:\n"
@@ -96,13 +138,16 @@ def test_every_subpackage_imports_from_the_installed_wheel(venv: Path, tmp_path:
             "    print(m.__file__)\n"
             "import pyconpro.workers.io_worker, pyconpro.sinks.cli, pyconpro.simulator.cli\n"
             "import pyconpro.web.server\n"
+            "from pyconpro.workers import fastpath\n"
+            "print('receive path:', fastpath.choose().name)\n"
             "import sys\n"
             "print(sorted(n for n in sys.modules if n.split('.')[0] in"
             f" {SUBPACKAGES!r}))\n")
     res = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    *files, stray = res.stdout.splitlines()
+    *files, path, stray = res.stdout.splitlines()
     assert len(files) == len(SUBPACKAGES)
+    assert path in ("receive path: compiled", "receive path: python")
     assert all(str(venv) in f for f in files), files
     assert stray == "[]"
 

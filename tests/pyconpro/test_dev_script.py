@@ -63,8 +63,17 @@ def test_dev_announces_the_one_time_install_and_then_is_quiet(tmp_path: Path) ->
     stamp = tmp_path / ".venv" / ".installed"
     os.utime(stamp, (stamp.stat().st_atime - 10, stamp.stat().st_mtime - 10))
     updated = _run(tmp_path, "--version")
-    assert "pyproject.toml changed" in updated.stderr
+    assert "pyproject.toml, setup.py or workers/_fastpath.c changed" in updated.stderr
     assert "first run" not in updated.stderr
+
+    # So is an edited C source of the compiled receive path (the install builds it).
+    (tmp_path / "workers").mkdir()
+    (tmp_path / "workers" / "_fastpath.c").write_text("/* edited */\n")
+    os.utime(stamp, (stamp.stat().st_atime - 10, stamp.stat().st_mtime - 10))
+    rebuilt = _run(tmp_path, "--version")
+    assert "workers/_fastpath.c changed" in rebuilt.stderr
+    quiet = _run(tmp_path, "--version")
+    assert quiet.stderr == ""
 
     # An install that was interrupted (no stamp) is retried, and says so.
     stamp.unlink()
