@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import golden_pcap, leaks
 from tests.support import tshark as _tshark
+from tests.support.receive_paths import PATHS, use_receive_path
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,13 @@ def tshark_frames(tshark_bin: str) -> Callable[[str], dict[int, _tshark.FrameFie
         return _tshark.dissect(golden_pcap(name))
 
     return get
+
+
+@pytest.fixture(params=PATHS)
+def receive_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per receive path of the worker ("python", "compiled"); the compiled
+    one skips where it was not built (fails where PYCONPRO_REQUIRE_FASTPATH=1)."""
+    return use_receive_path(str(request.param), monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -421,9 +421,23 @@ def test_late_by_several_periods_sends_one_heartbeat_and_counts_the_skipped() ->
     conn.on_data(T0 + 0.05)
     conn.take_outputs()
     conn.on_timer(T0 + 0.35)  # slots 1, 2, 3 passed
-    assert len(outputs_of(conn, SendHeartbeat)) == 1
+    [hb] = outputs_of(conn, SendHeartbeat)
     assert conn.counters.heartbeats_late == 2
+    # It stands for slot 3 (due T0 + 0.3); slots 1 and 2 went without one.
+    assert hb.due == pytest.approx(T0 + 0.3) and hb.skipped == 2
     assert conn.next_deadline() == pytest.approx(T0 + 0.4)
+
+
+def test_each_heartbeat_says_its_slot_so_the_sender_can_tell_its_lateness() -> None:
+    conn = make(ot_rpi_us=100_000)
+    open_running(conn, ot_api=100_000)
+    [first] = outputs_of(conn, SendHeartbeat)
+    assert (first.due, first.skipped) == (T0, 0)  # the one right after the reply
+    for k in range(1, 6):
+        conn.on_data(T0 + 0.1 * k - 0.01)
+        conn.on_timer(T0 + 0.1 * k + 0.0007 * k)  # later and later, less than a period
+        [hb] = outputs_of(conn, SendHeartbeat)
+        assert hb.due == pytest.approx(T0 + 0.1 * k) and hb.skipped == 0
 
 
 def test_early_timer_does_nothing() -> None:

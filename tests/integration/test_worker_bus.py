@@ -26,7 +26,10 @@ from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 
 from tests.workers.worker_process import WorkerProcess, start_worker
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [
+    pytest.mark.slow, pytest.mark.timeout(120),
+    pytest.mark.usefixtures("receive_path"),  # every test on both receive paths
+]
 
 WORKER = "127.61.13.1"
 SIM = "127.61.13.2"

@@ -28,7 +28,10 @@ from tests.integration.test_worker_pause import consumers as _consumers
 from tests.integration.test_worker_pause import tag_file, wait_all_running
 from tests.workers.worker_process import start_worker
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.slow, pytest.mark.timeout(180),
+    pytest.mark.usefixtures("receive_path"),  # every test on both receive paths
+]
 
 WORKER = "127.61.13.1"
 SIM = "127.61.13.2"

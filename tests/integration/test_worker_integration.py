@@ -86,6 +86,7 @@ def wait_until(
 # --------------------------------------------------------------------------- data path
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
     sim_a: SimulatorProcess, sim_b: SimulatorProcess
 ) -> None:
@@ -139,6 +140,7 @@ def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
         assert len(sim_a.control.connections()) == 3 and len(sim_b.control.connections()) == 2
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_given_type_skips_discovery_and_decodes(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, [consumer(sim_a, "a", "Array10", 20, type="DINT[10]")]) as w:
         msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
@@ -147,13 +149,14 @@ def test_given_type_skips_discovery_and_decodes(sim_a: SimulatorProcess) -> None
         assert not [e for e in w.events("Array10") if e.state_to == "RESOLVING"]
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_size_only_publishes_raw_bytes(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20, size=4)]) as w:
         msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
         assert isinstance(msg, wire.Sample) and len(msg.raw) == 4 and msg.value is None
 
 
-def test_stats_are_published(sim_a: SimulatorProcess) -> None:
+def test_stats_are_published(sim_a: SimulatorProcess, receive_path: str) -> None:
     with start_worker(
         WORKER, [consumer(sim_a, "a", "Counter", 20)], extra_args=["--stats-interval", "0.3"]
     ) as w:
@@ -165,6 +168,18 @@ def test_stats_are_published(sim_a: SimulatorProcess) -> None:
         )
         assert isinstance(st, wire.Stats) and st.worker == w.info["worker"]
         assert st.counters["state_running"] == 1 and st.counters["sessions_up"] == 1
+        # Which receive path runs, and how late this interval's heartbeats went out.
+        assert st.counters["fastpath"] == (receive_path == "compiled")
+        beat = w.wait_for(lambda m: isinstance(m, wire.Stats) and m.counters["heartbeats"] > 20
+                          and m.counters["heartbeat_late_max_ms"] > 0, 10, "stats of heartbeats")
+        assert isinstance(beat, wire.Stats)
+        c = beat.counters
+        assert 0 <= c["heartbeat_late_p50_ms"] <= c["heartbeat_late_p99_ms"]
+        assert c["heartbeat_late_p99_ms"] <= c["heartbeat_late_max_ms"]
+        assert c["heartbeats_skipped"] >= 0 and c["heartbeat_send_errors"] == 0
+        status = w.control("status")
+        assert status["receive_path"] == receive_path
+        assert set(status["heartbeat_lateness"]) == {"p50_ms", "p99_ms", "max_ms"}
 
 
 # --------------------------------------------------------------------------- stop
@@ -195,6 +210,7 @@ def test_sigint_also_closes(sim_a: SimulatorProcess) -> None:
 # --------------------------------------------------------------------------- faults
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_heartbeat_loss_in_the_simulators_view_is_recovered(sim_steady: SimulatorProcess) -> None:
     # O->T 50 ms x4 = 0.2 s at the simulator from the first period on (--initial-watchdog 0);
     # the worker is frozen until the simulator has dropped it
@@ -234,6 +250,7 @@ def test_simulator_restart_is_recovered(sim_a: SimulatorProcess) -> None:
         assert len(sim_a.control.connections()) == 1
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_stop_producing_times_out_closes_and_reopens(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, [consumer(sim_a, "a", "Exclusive", 20, multiplier=4)]) as w:
         wait_running(w, ["a/Exclusive"])
@@ -245,6 +262,7 @@ def test_stop_producing_times_out_closes_and_reopens(sim_a: SimulatorProcess) ->
         assert len(sim_a.control.connections()) == 1
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_dropped_packets_are_counted_as_gaps(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10)]) as w:
         wait_running(w, ["a/Counter"])
@@ -261,6 +279,7 @@ def test_dropped_packets_are_counted_as_gaps(sim_a: SimulatorProcess) -> None:
         assert w.state_of("a/Counter") == "RUNNING"
 
 
+@pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_duplicates_and_reordering_are_dropped_as_stale(sim_a: SimulatorProcess) -> None:
     with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10)]) as w:
         wait_running(w, ["a/Counter"])

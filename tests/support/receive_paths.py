@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
+import pytest
 from pyconpro.acquisition.demux import Demux
-from pyconpro.workers.fastpath import CompiledDemux, load
+from pyconpro.workers.fastpath import ENV, CompiledDemux, load
 
 from tests.support.requirements import skip_or_fail
 
@@ -33,3 +34,13 @@ def demux_factory(path: str) -> NewDemux:
         return Demux
     module = compiled()
     return lambda: CompiledDemux(module)
+
+
+
+def use_receive_path(path: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make every worker the test starts run receive path ``path`` (a worker process inherits
+    ``PYCONPRO_FASTPATH``; tests/workers/worker_process.py checks its ready line says so)."""
+    if path == "compiled":
+        compiled()
+    monkeypatch.setenv(ENV, "1" if path == "compiled" else "0")
+    return path

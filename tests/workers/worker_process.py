@@ -10,6 +10,7 @@ process (SIGTERM, then SIGKILL: ``pyconpro.workers.process``) and closes every s
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -269,6 +270,12 @@ def start_worker(
                               env=source_env(_ROOT), ready_timeout_s=timeout)
     except SpawnError as err:
         raise WorkerError(f"worker did not start: {err}") from None
+    # A test run on one receive path (tests/support/receive_paths.py) gets a worker on it.
+    wanted = {"0": "python", "1": "compiled"}.get(os.environ.get("PYCONPRO_FASTPATH", ""))
+    if wanted is not None and proc.ready.get("receive_path") != wanted:
+        proc.close(0)
+        raise WorkerError(f"the worker runs the {proc.ready.get('receive_path')} receive path,"
+                          f" not {wanted}")
     try:
         return WorkerProcess(proc, proc.ready, subscribe)
     except BaseException:
