@@ -29,6 +29,7 @@ plc=plc1,address=127.0.0.2,tag=Counter,rpi_ms=100``. See docs/worker.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import heapq
 import itertools
@@ -118,15 +119,10 @@ _SEND: Callable[..., Any] = getattr(getattr(zmq, "backend", None), "Socket", zmq
 # deadline with sub-millisecond precision instead of up to 1 ms late (or early). While such
 # short waits follow each other, the ZeroMQ sockets are still polled at least this often.
 _ZMQ_POLL_EVERY_S = 0.001
-# Heartbeats due close together go out in one wake-up: a connection's timers are due at the
-# first point of a fixed grid at or after their deadline (``_timers``, ``_wait``), whose step
-# is a twentieth of the shortest O->T API, at most 0.5 ms. 100 connections at 10 ms wake the
-# loop at most 2,000 times a second instead of 10,000, each heartbeat is late by less than the
-# step, and by the same amount every period (the grid is fixed, so its interval to the next
-# one stays the RPI). Heartbeats are never early. A wake-up costs about 25 us of CPU on a VM
-# before any work (docs/performance.md).
-_COALESCE_MAX_S = 0.0005
-_COALESCE_FRACTION = 1 / 20
+# Linux lets a sleeping thread's timer fire up to its "timer slack" late (50 us by default) to
+# group wake-ups; the loop asks for 1 ns (prctl PR_SET_TIMERSLACK), so a heartbeat's wake-up
+# is not moved by a varying few tens of microseconds (a receiver sees that as jitter).
+_PR_SET_TIMERSLACK = 29
 # How long one drain may read before the timers run anyway. Reading to the end first is what
 # keeps watchdogs honest (see ``step``); the bound keeps heartbeats on time when datagrams (a
 # flood of junk, say) arrive faster than the worker can read them. Watchdogs are then held
@@ -331,7 +327,6 @@ class IoWorker:
         self._heartbeats: list[tuple[WorkerConsumer, SendHeartbeat]] = []
         self.lateness = LatenessHistogram()
         self._zmq_polled = -math.inf  # when the ZeroMQ sockets were last polled
-        self._coalesce_s = _COALESCE_MAX_S  # see _COALESCE_MAX_S; set from the running APIs
         self._udp_socks: list[socket.socket] = []  # the UDP socket, then one per group
         self._udp_fds: list[int] = []  # their file descriptors (the compiled path reads them)
         self._link_fds: dict[int, PlcLink] = {}  # TCP socket fd -> its link
@@ -447,6 +442,8 @@ class IoWorker:
             if s is not None:
                 s.close()
         if self.ctx is not None:
+            if isinstance(self.demux, fastpath.CompiledDemux):
+                self.demux.c.publisher(0)  # it holds the libzmq socket closed next
             self.pub.close()
             self.control.close()
             if self.guard is not None:
@@ -572,7 +569,6 @@ class IoWorker:
                 # comes to Python (express off until it decided: an outage may end there).
                 if c.tap is not None:
                     c.tap.express = 0
-                self._coalesce_for(c)
                 self.demux.add(c.producer, out.connection_id, out.data_size, self._owner(c),
                                max_jump=4 << c.defn.multiplier)  # fmt: skip
             elif isinstance(out, Unlisten):
@@ -586,12 +582,6 @@ class IoWorker:
             elif isinstance(out, OutageEnded):
                 self._publish_outage(c, out)
         self._schedule(c, conn.next_deadline())
-
-    def _coalesce_for(self, c: WorkerConsumer) -> None:
-        """A connection opened: heartbeats coalesce by at most a twentieth of its O->T API."""
-        granted = c.conn.granted
-        if granted is not None and granted.ot_api_s > 0:
-            self._coalesce_s = min(self._coalesce_s, granted.ot_api_s * _COALESCE_FRACTION)
 
     @staticmethod
     def _owner(c: WorkerConsumer) -> Any:
@@ -1241,8 +1231,6 @@ class IoWorker:
         for st in State:
             counters[f"state_{st.value.lower()}"] = states[st]
         counters["sessions_up"] = sum(1 for link in self.links.values() if link.up)
-        apis = [g.ot_api_s for c in self.consumers.values() if (g := c.conn.granted) is not None]
-        self._coalesce_s = min([_COALESCE_MAX_S, *(a * _COALESCE_FRACTION for a in apis if a)])
         # How late the heartbeats of this interval went out (0 when none was sent).
         for k, v in self.lateness.summary_ms().items():
             counters[f"heartbeat_late_{k}"] = v or 0.0
@@ -1457,17 +1445,9 @@ class IoWorker:
         the drain, so T->O watchdogs are held (ConsumerConnection.on_timer)."""
         heap = self._heap
         self._held, self._held_before = [], now
-        # A connection's timers are due once the coalescing grid's point at or after them has
-        # passed (``_wait`` wakes there): whatever woke the loop, a connection's heartbeats go
-        # out the same time after their slots every period.
-        grid = self._coalesce_s
-        due_by = math.floor(now / grid) * grid if grid > 0 else now
         try:
-            while heap:
-                at, _, item = heap[0]
-                if at > now or (at > due_by and isinstance(item, WorkerConsumer)):
-                    break
-                heapq.heappop(heap)
+            while heap and heap[0][0] <= now:
+                at, _, item = heapq.heappop(heap)
                 if item.sched != at:
                     continue  # stale entry
                 item.sched = None
@@ -1476,7 +1456,7 @@ class IoWorker:
                     continue
                 self._sync(item)
                 d = item.conn.next_deadline()
-                if d is not None and d > due_by:
+                if d is not None and d > now:
                     # The entry was early (data moved the watchdog): re-file it, nothing due.
                     item.sched = d
                     heapq.heappush(heap, (d, next(self._tie), item))
@@ -1550,6 +1530,7 @@ class IoWorker:
 
     def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
         log.info("%s: receive path %s", self.name, self.path.reason)
+        _precise_timers()
         now = self._clock()
         self._next_stats = now + self.opt.stats_interval_s
         self._drops_report_at = now + _DROP_REPORT_S
@@ -1609,9 +1590,6 @@ class IoWorker:
         until = now
         if drained:
             until = self._deadline(now)
-            grid = self._coalesce_s
-            if grid > 0:  # the next point of a fixed grid: every period the same offset
-                until = math.ceil(until / grid) * grid
             if max_wait_s is not None:
                 until = min(until, now + max_wait_s)
         for item, flags in self._wait(until):
@@ -1653,6 +1631,18 @@ class IoWorker:
             except (OSError, ValueError):  # a socket closed under us: the next pass sees it
                 pass
         return events
+
+
+def _precise_timers() -> None:
+    """Timer slack of 1 ns for the calling thread (the loop's), on Linux; else nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_TIMERSLACK): %s", os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as exc:
+        log.debug("no prctl: %s", exc)
 
 
 def udp_kernel_drops(socks: Sequence[socket.socket]) -> int:
