@@ -20,6 +20,7 @@ from pyconpro.workers.io_worker import IoWorker, WorkerOptions
 
 LOCAL = "127.61.13.1"
 PLC = "127.61.13.2"
+PLC2 = "127.61.13.3"
 HANDLE = 0x0BADCAFE
 
 
@@ -35,8 +36,8 @@ class Listener:
     """Accepts TCP connections, answers RegisterSession, records every command; never answers
     anything else (the worker's Forward_Open stays pending)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server((PLC, 0))
+    def __init__(self, address: str = PLC) -> None:
+        self.sock = socket.create_server((address, 0))
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
         self.conns: list[tuple[socket.socket, encap.FrameBuffer]] = []
@@ -157,3 +158,38 @@ def test_a_refused_add_leaves_nothing_behind(rig: tuple[IoWorker, Listener, Fake
     link = next(iter(w.links.values()))
     run_until(w, listener, lambda: link.up and encap.Command.SEND_RR_DATA in listener.commands)
     assert listener.accepted == 1
+
+
+def test_the_sessions_of_two_plcs_keep_their_own_deadlines_in_one_heap(
+        rig: tuple[IoWorker, Listener, FakeClock]) -> None:
+    """Each PLC session's timers are entries of the worker's one timer heap (no walk over the
+    sessions per loop iteration): each keep-alive comes exactly at its own deadline."""
+    w, listener, clock = rig
+    other = Listener(PLC2)
+    try:
+        def serve(cond: Callable[[], bool]) -> None:
+            end = time.monotonic() + 10
+            while not cond():
+                assert time.monotonic() < end, "condition not reached in time"
+                w.step(max_wait_s=0.01)
+                listener.service()
+                other.service()
+
+        w.add_consumer(consumer_from_text(f"plc=a,address={PLC},port={listener.port},tag=T,"
+                                          "size=4"), clock())
+        serve(lambda: encap.Command.SEND_RR_DATA in listener.commands)
+        clock.t = 1002.0
+        w.add_consumer(consumer_from_text(f"plc=b,address={PLC2},port={other.port},tag=T,"
+                                          "size=4"), clock())
+        serve(lambda: encap.Command.SEND_RR_DATA in other.commands)
+        a, b = w.links[(PLC, listener.port)], w.links[(PLC2, other.port)]
+        assert (a.plc.keepalive_at, b.plc.keepalive_at) == (1005.0, 1007.0)
+        assert w.next_deadline() == 1005.0
+        clock.t = 1005.0
+        serve(lambda: encap.Command.NOP in listener.commands)
+        assert encap.Command.NOP not in other.commands and w.next_deadline() == 1007.0
+        clock.t = 1007.0
+        serve(lambda: encap.Command.NOP in other.commands)
+        assert listener.commands.count(encap.Command.NOP) == 1 and w.next_deadline() == 1010.0
+    finally:
+        other.close()
