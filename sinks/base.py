@@ -23,6 +23,14 @@ what comes back before any live message, and drops the live messages the replay 
 brought (``acquisition.replay.ReplayClient``; docs/operations.md "When a sink restarts").
 What the buffer no longer held is a jump in ``sq`` the gap detector records, exact.
 
+A network sink (``LoopOptions.spool``) keeps what its destination cannot take on disk instead:
+the store-and-forward spool (``sinks/spool.py``). When the output is unavailable, or slower
+than the bus (more than ``SPILL_BATCHES`` batches wait in memory), what waits goes to the
+spool's tail and arrivals follow it there; writes then take the spool's oldest batch, and a
+record leaves the spool once the sink's ``flush()`` went through. When it is empty, live
+records are written from memory again. The spool survives a stop and a crash: a record is
+handed to the destination at least once, and the sink stores it idempotently.
+
 The loop polls with a short timeout so that a stop request is seen within ``poll_interval``.
 """
 
@@ -40,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgpack
 import zmq
@@ -59,6 +67,9 @@ from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
 from pyconpro.sinks.replay import ReplayLink
 from pyconpro.workers.guard import ClientKeys
 
+if TYPE_CHECKING:
+    from pyconpro.sinks.spool import Spool, SpoolConfig
+
 log = logging.getLogger("pyconpro.sink")
 
 STATS_PREFIX = topic_prefix("stats")
@@ -76,6 +87,9 @@ DEFAULT_MAX_PENDING = 100_000
 # Exit status of ``run_sink`` when it was stopped while the output could not be written: the
 # records still in memory are lost (the log says how many).
 EXIT_UNWRITTEN = 3
+# A sink with a spool: batches waiting in memory past which the destination counts as slower
+# than the bus, and what waits goes to the spool.
+SPILL_BATCHES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +99,9 @@ class BusGap:
     ``missed`` messages never reached this subscriber. For a restart (``restart=True``, the
     sequence went backwards) ``missed`` counts the messages of the new run numbered below
     ``received_seq``; the old run's tail cannot be known and is not guessed.
+
+    ``cause`` ``"spool"``: not bus loss but the ``missed`` messages of that stream numbered
+    ``expected_seq`` .. ``received_seq - 1`` that a full spool dropped (``sinks/spool.py``).
     """
 
     publisher: str
@@ -94,6 +111,7 @@ class BusGap:
     missed: int
     restart: bool
     t_wall_ns: int  # when this subscriber noticed, ns since the Unix epoch
+    cause: str = "bus"  # or "spool"
 
 
 class GapDetector:
@@ -228,6 +246,8 @@ class LoopOptions:
     replay_curve: ClientKeys | None = None  # CURVE client keys when that socket uses CURVE
     replay_new: bool = False  # also replay streams never stored (all the buffer holds)
     replay_timeout: float = 10.0  # no reply for this long: give the replay up, go live
+    # A network sink's store-and-forward spool (sinks/spool.py); None: memory only.
+    spool: SpoolConfig | None = None
 
 
 @dataclass
@@ -244,6 +264,7 @@ class Counters:
     duplicates: int = 0  # live messages dropped because the replay had brought them
     flushes: int = 0
     written: int = 0  # records the output took (committed)
+    spooled: int = 0  # records that went to the spool (network sinks)
     dropped: int = 0  # records dropped, oldest first, past max_pending while it could not
     write_failures: int = 0  # writes that raised OutputUnavailable
 
@@ -378,10 +399,17 @@ class SubscriberLoop:
         self._report_due = 0.0
         # Why messages missed while this sink was down were not replayed (for the gap's log).
         self._replay_note = "no replay asked"
+        self.spool: Spool | None = None
+        if options.spool is not None:
+            from pyconpro.sinks.spool import Spool
+
+            self.spool = Spool(options.spool)
+        self._spill_at = SPILL_BATCHES * options.batch_size
+        self._spool_failing = False  # the last write to the spool failed (logged once)
 
     @property
     def pending(self) -> int:
-        """Records received and not written yet."""
+        """Records received and not written yet (in memory; the spool's are ``spool.depth``)."""
         return len(self._pending)
 
     # -- the loop ---------------------------------------------------------------------
@@ -399,16 +427,23 @@ class SubscriberLoop:
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.spool is not None:
+                self.spool.open()
+                if self.spool.depth:
+                    self._flush_due = self._clock()  # what the last run left: send it first
             marks: Mapping[Key, Mark] | None = None
             try:
                 self.sink.open()
-                marks = self._resume_from(self.sink.stored_marks())
+                if self.spool is None:
+                    marks = self._resume_from(self.sink.stored_marks())
             except OutputUnavailable as exc:  # keep what arrives; retry (a disk may be late)
                 self._unavailable(exc)
-                if self.options.replay is not None:
+                if self.options.replay is not None and self.spool is None:
                     log.warning("cannot read what the output stored (%s): no replay, and what"
                                 " was published while this sink was down is not known",
                                 exc.cause)  # fmt: skip
+            if self.spool is not None:  # what it took in for good: spooled, or written
+                marks = self._resume_from(self.spool.marks())
             for prefix in (*self.options.topics, *self._alive_only):
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             if self.options.curve is not None:
@@ -443,8 +478,11 @@ class SubscriberLoop:
                 if clean:
                     raise
                 log.exception("closing the sink after an error failed too")
+            finally:
+                if self.spool is not None:
+                    self.spool.close()
             if subscribed:  # a bad endpoint: the caller's error message says it all
-                log.info("sink stopped: %s", self.counters.summary())
+                log.info("sink stopped: %s", self.summary())
 
     def _serve(
         self,
@@ -629,8 +667,12 @@ class SubscriberLoop:
         )
 
     def _receive_available(self, sock: zmq.Socket[Any]) -> None:
-        # Bounded so a firehose cannot starve the time-based flush or the stop check.
-        for _ in range(self.options.batch_size):
+        # Bounded so a firehose cannot starve the time-based flush or the stop check. With a
+        # spool, everything queued is taken in before the next write (up to the spill bound),
+        # so a destination slower than the bus fills memory, then the spool, not ZeroMQ's
+        # queue, where the excess would be lost.
+        spooled = self.spool is not None
+        for _ in range(self._spill_at if spooled else self.options.batch_size):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -639,7 +681,10 @@ class SubscriberLoop:
             self._write_if_full()
 
     def _write_if_full(self) -> None:
-        if len(self._pending) >= self.options.batch_size and not self.health.retrying:
+        if self.spool is not None:  # past the spill bound: to the spool (and one batch out)
+            if len(self._pending) > self._spill_at:
+                self._write_batch()
+        elif len(self._pending) >= self.options.batch_size and not self.health.retrying:
             self._write_batch()
 
     # -- per message (public so tests can feed frames without sockets) -----------------
@@ -736,8 +781,13 @@ class SubscriberLoop:
 
     def _next_write_at(self) -> float | None:
         """When ``flush_if_due`` next has something to do (None: not before a record arrives)."""
-        if self.health.retrying:
-            return self.health.next_attempt
+        if self.spool is not None:
+            if self.health.retrying:  # records in memory go to the spool on the usual schedule
+                due = self.health.next_attempt
+                spill = self._flush_due if self._pending else None
+                return spill if due is None else due if spill is None else min(due, spill)
+            if self.spool.depth:
+                return self._clock()  # a backlog: on with the next batch
         if self._flush_due is not None and len(self._pending) >= self.options.batch_size:
             return self._clock()
         return self._flush_due
@@ -750,9 +800,19 @@ class SubscriberLoop:
             self._write_batch()
 
     def _flush_all(self) -> None:
-        """On stop: write everything kept, now (one attempt, whatever the backoff says)."""
-        while self._write_batch() and self._pending:
-            pass
+        """On stop: write everything kept, now (one attempt, whatever the backoff says). With
+        a spool that holds records, or an output that is unavailable, what is in memory goes to
+        the spool instead, for the next start."""
+        if self.spool is not None and (self.spool.depth or self.health.retrying):
+            self._spill()
+        else:
+            while self._write_batch() and self._pending:
+                pass
+            if self.spool is not None and self._pending:
+                self._spill()
+        if self.spool is not None and self.spool.depth:
+            log.warning("stopping with %d record(s) in the spool %s: the next start sends them",
+                        self.spool.depth, self.spool.path)  # fmt: skip
         self.unwritten = len(self._pending)
         if self.unwritten:
             log.error(
@@ -763,8 +823,20 @@ class SubscriberLoop:
     def _write_batch(self) -> bool:
         """Write the oldest ``batch_size`` records (all of them, or none) and flush; False
         when the output is unavailable (the records stay, the next attempt is scheduled)."""
+        if self.spool is not None:
+            return self._write_spooled(self.spool)
         n = min(len(self._pending), self.options.batch_size)
-        batch = _Batch.of(itertools.islice(self._pending, n))
+        if not self._write(itertools.islice(self._pending, n)):
+            return False
+        for _ in range(n):
+            self._pending.popleft()
+        self._written(n)
+        return True
+
+    def _write(self, records: Iterable[Record]) -> bool:
+        """Hand ``records`` to the sink and flush; False (and the retry scheduled) when the
+        output is unavailable."""
+        batch = _Batch.of(records)
         try:
             if batch.samples:
                 self.sink.write_samples(batch.samples)
@@ -778,12 +850,75 @@ class SubscriberLoop:
         except OutputUnavailable as exc:
             self._unavailable(exc)
             return False
+        return True
+
+    def _write_spooled(self, spool: Spool) -> bool:
+        """One write of a sink with a spool: the spool's oldest batch while it holds any, else
+        the oldest in memory; while the output is unavailable, only memory to the spool."""
+        now = self._clock()
+        if self.health.retrying and not self.health.attempt_due(now):
+            self._spill()
+            self._flush_due = None
+            return False
+        if spool.depth or len(self._pending) > self._spill_at:
+            self._spill()
+        if spool.depth:
+            last_id, records = spool.head(self.options.batch_size)
+            if not self._write(records):
+                self._spill()
+                return False
+            self._spool_call(spool.remove_through, last_id)
+            self._written(len(records))
+            return True
+        n = min(len(self._pending), self.options.batch_size)
+        records = list(itertools.islice(self._pending, n))
+        if not self._write(records):
+            self._spill()
+            return False
         for _ in range(n):
             self._pending.popleft()
+        self._spool_call(spool.accepted, records)
+        self._written(n)
+        return True
+
+    def _spill(self) -> bool:
+        """Everything in memory to the spool's tail (with the gap records of what its bounds
+        dropped); False when the spool cannot be written (the records stay in memory)."""
+        spool = self.spool
+        if spool is None or not self._pending:
+            return True
+        records = list(self._pending)
+        if not self._spool_call(spool.append, records, self._wall_ns()):
+            return False
+        self._pending.clear()
+        self.counters.spooled += len(records)
+        for gap in spool.take_drops():
+            self._keep(gap)
+        return True
+
+    def _spool_call(self, method: Callable[..., None], *args: Any) -> bool:
+        """A write to the spool; its failure is logged (once until one works) and False."""
+        from pyconpro.sinks.spool import SpoolError
+
+        try:
+            method(*args)
+        except SpoolError as exc:
+            if not self._spool_failing:
+                log.error("%s; keeping records in memory meanwhile (max_pending)", exc)
+            self._spool_failing = True
+            return False
+        if self._spool_failing:
+            log.info("the spool %s takes writes again", self.spool and self.spool.path)
+        self._spool_failing = False
+        return True
+
+    def _written(self, n: int) -> None:
+        """``n`` records went through: count them, and end an outage if one was going on."""
         self.counters.written += n
         self.counters.flushes += 1
         now = self._clock()
-        self._flush_due = now if self._pending else None  # a backlog: on with the next batch
+        backlog = self._pending or (self.spool is not None and self.spool.depth)
+        self._flush_due = now if backlog else None  # a backlog: on with the next batch
         outage = self.health.succeeded(now)
         if outage is not None:
             self._report_due = now
@@ -791,20 +926,30 @@ class SubscriberLoop:
             log.log(
                 level,
                 "writing again after %.1f s (%s): %d kept record(s) being written, %d dropped",
-                outage, self.health.cause, n + len(self._pending), self._outage_dropped,
+                outage, self.health.cause, n + len(self._pending) + self._spool_depth(),
+                self._outage_dropped,
             )  # fmt: skip
             self._outage_dropped = 0
-        return True
+
+    def _spool_depth(self) -> int:
+        return self.spool.depth if self.spool is not None else 0
 
     def _unavailable(self, exc: OutputUnavailable) -> None:
         now = self._clock()
         self.counters.write_failures += 1
         if self.health.failed(exc.cause, exc.message, now):
             self._report_due = now
-            log.error(
-                "cannot write: %s; keeping up to %d records in memory (%d now) and retrying"
-                " until it works", exc.message, self._limit, len(self._pending),
-            )  # fmt: skip
+            if self.spool is not None:
+                log.error(
+                    "cannot write: %s; keeping records in the spool %s (%d there now, at most"
+                    " %d bytes) and retrying until it works", exc.message, self.spool.path,
+                    self.spool.depth + len(self._pending), self.spool.config.max_bytes,
+                )  # fmt: skip
+            else:
+                log.error(
+                    "cannot write: %s; keeping up to %d records in memory (%d now) and"
+                    " retrying until it works", exc.message, self._limit, len(self._pending),
+                )  # fmt: skip
         else:
             log.debug("still cannot write: %s", exc.message)
 
@@ -816,7 +961,8 @@ class SubscriberLoop:
             return None
         text = (
             f"still cannot write after {now - self.health.since:.0f} s: {self.health.message};"
-            f" {len(self._pending)} record(s) kept, {self.counters.dropped} dropped so far"
+            f" {len(self._pending) + self._spool_depth()} record(s) kept,"
+            f" {self.counters.dropped + self._spool_dropped()} dropped so far"
         )
         log.error("%s", text)
         return text
@@ -836,7 +982,44 @@ class SubscriberLoop:
             "pending": len(self._pending),
             "max_pending": self._limit,
             **self.counters.__dict__,
+            **self.spool_report(),
         }
+
+    def spool_report(self) -> dict[str, Any]:
+        """The spool's part of the report (docs/operations.md, ``sinks``): its depth in records
+        and bytes, its bound, the age of its oldest record, and what its bounds dropped; None
+        values for a sink without a spool, so a reader always finds the keys."""
+        sp = self.spool
+        if sp is None:
+            return dict.fromkeys(_SPOOL_KEYS)
+        age = sp.oldest_age_s(self._wall_ns())
+        return {
+            "spool_depth": sp.depth,
+            "spool_bytes": sp.bytes,
+            "spool_max_bytes": sp.config.max_bytes,
+            "spool_oldest_s": None if age is None else round(age, 3),
+            "spool_dropped": sp.dropped,
+            "spool_expired": sp.expired,
+            "spool_delivered": sp.delivered,
+        }
+
+    def _spool_dropped(self) -> int:
+        return self.spool.dropped + self.spool.expired if self.spool is not None else 0
+
+    def summary(self) -> str:
+        """The counters as ``key=value`` words (the last log line of a run)."""
+        words = self.counters.summary()
+        if self.spool is not None:
+            sp = self.spool
+            words += (f" spool_depth={sp.depth} spool_dropped={sp.dropped}"
+                      f" spool_expired={sp.expired} spool_delivered={sp.delivered}")
+        return words
+
+
+_SPOOL_KEYS = (
+    "spool_depth", "spool_bytes", "spool_max_bytes", "spool_oldest_s", "spool_dropped",
+    "spool_expired", "spool_delivered",
+)  # fmt: skip
 
 
 class _Reporter:

@@ -43,6 +43,7 @@ from pyconpro.acquisition.sink_config import (
 from pyconpro.acquisition.toml_check import ConfigError
 from pyconpro.sinks.base import LoopOptions, run_sink
 from pyconpro.sinks.registry import make_sink, sink_kinds, sink_schemas
+from pyconpro.sinks.spool import spool_config
 from pyconpro.workers.guard import (
     ClientKeys,
     CurveError,
@@ -299,6 +300,7 @@ def loop_options(
         replay=None if sink.replay == "none" else replay,
         replay_curve=replay_curve,
         replay_new=sink.replay == "all",
+        spool=spool_config(sink),
     )
 
 

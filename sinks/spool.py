@@ -1,0 +1,489 @@
+"""The store-and-forward spool of the network sinks: what their destination cannot take now
+waits on local disk, in arrival order, bounded by size and by age, until it is back.
+
+Owns: the spool file (SQLite, WAL: one writer, this process), its bounds and what it drops
+past them, the order it hands records back in, the bookkeeping of what was delivered, and the
+``[[sink]]`` options every spooled sink kind declares (``SPOOL_OPTIONS``). The SUB loop
+(``sinks/base.py``) decides when records go to the spool and when they come back; a sink kind
+only declares the options and makes its writes idempotent (docs/sinks.md "Store and forward").
+
+Tables (``PRAGMA user_version`` = 1)::
+
+    spool(id INTEGER PRIMARY KEY AUTOINCREMENT, kind, publisher, topic, seq, t_wall_ns, body)
+        -- one record each, oldest first; kind 0: a bus message (topic and body as on the bus),
+        -- kind 1: a bus gap this sink noticed (body: its fields, MessagePack)
+    marks(publisher, topic, seq, t_mono_ns)  PRIMARY KEY (publisher, topic)
+        -- per bus stream, the mark (tm, sq) of the last message this sink took in for good:
+        -- spooled, or written to the destination (``accepted``); a restart continues from it
+
+A record leaves the spool only after the destination took it (``remove_through``, after the
+sink's flush): a crash in between hands the same records again at the next start, so the
+destination must store them idempotently (the PostgreSQL sink's unique key, NATS's message
+id). ``AUTOINCREMENT`` keeps ids growing even when the spool empties, so "through id N" never
+names a later record.
+
+Bounds: ``max_bytes`` counts each record's topic, body and publisher plus ``ROW_OVERHEAD``
+(SQLite's row and page costs; the file on disk stays within a few percent of it once it has
+grown, since freed pages are reused); past it the oldest records go, at least ``DROP_CHUNK`` of
+them at a time. ``max_age_s`` bounds the age of the oldest record by its own time (a sample's
+receive time ``tw``). Both are counted (``dropped``, ``expired``) and logged.
+
+Not thread-safe; every method that depends on time takes ``now_ns`` (wall clock, ns since the
+epoch), so tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgpack
+from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.replay import Key, Mark
+from pyconpro.acquisition.sink_config import Option, OptionValue, SinkConfig
+from pyconpro.acquisition.wire import Event, Sample, Stats, decode
+
+from pyconpro.sinks.base import BusGap, Record
+
+log = logging.getLogger("pyconpro.sink")
+
+SPOOL_SCHEMA_VERSION: Final = 1
+# Bytes a record costs beyond its topic, body and publisher: the row's header and integers,
+# its cell pointer, page fill (measured: docs/sinks.md "Store and forward").
+ROW_OVERHEAD: Final = 40
+# Past the size bound, drop at least this many records at a time (one DELETE per batch of
+# arrivals, not one per record).
+DROP_CHUNK: Final = 256
+# Defaults: 2 GiB hold about 13 million samples of the usual size (160 bytes each): 3.7 hours
+# at 1 000 samples/s, 22 minutes at 10 000/s; a week is the age bound.
+DEFAULT_MAX_BYTES: Final = 2 << 30
+DEFAULT_MAX_AGE_S: Final = 7 * 86_400.0
+DEFAULT_DIR: Final = "pyconpro-spool"
+
+_KIND_MESSAGE, _KIND_GAP = 0, 1
+_I64_WRAP, _I64_MAX = 2**64, 2**63 - 1
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    topic BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    t_wall_ns INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS marks (
+    publisher TEXT NOT NULL,
+    topic BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    t_mono_ns INTEGER NOT NULL,
+    PRIMARY KEY (publisher, topic)
+) WITHOUT ROWID;
+"""
+
+SPOOL_OPTIONS: Final = (
+    Option(
+        "spool_dir", "path", DEFAULT_DIR,
+        "Directory of the store-and-forward spool (created if missing): records the"
+        " destination cannot take now wait there, in `<spool_dir>/<sink name>.spool`, and"
+        " are sent, oldest first, once it is back; kept across restarts.",
+        creates="directory",
+    ),
+    Option(
+        "spool_max_bytes", "integer", DEFAULT_MAX_BYTES,
+        "Most disk the spool takes; past it the oldest records are dropped (counted,"
+        " logged, recorded at the destination as a gap). A sample takes about 160 bytes:"
+        " the default holds about 3.7 h at 1 000 samples/s.",
+        lo=1 << 20, hi=1 << 44, unit="bytes", doc_default="`2147483648` (2 GiB)",
+    ),
+    Option(
+        "spool_max_age_s", "number", DEFAULT_MAX_AGE_S,
+        "Oldest record (by its receive time) the spool keeps; older ones are dropped,"
+        " counted and logged.",
+        lo=1.0, hi=366 * 86_400.0, unit="s", doc_default="`604800` (7 days)",
+    ),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """Where a sink's spool is and its bounds."""
+
+    path: Path
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_age_s: float = DEFAULT_MAX_AGE_S
+
+
+def spool_config(sink: SinkConfig) -> SpoolConfig | None:
+    """The spool of ``sink``, when its kind declares ``SPOOL_OPTIONS``; None otherwise."""
+    o: Mapping[str, OptionValue] = sink.options
+    if "spool_dir" not in o:
+        return None
+    return SpoolConfig(
+        Path(str(o["spool_dir"])) / f"{sink.name}.spool",
+        int(o["spool_max_bytes"]),
+        float(o["spool_max_age_s"]),
+    )
+
+
+class SpoolError(Exception):
+    """The spool file cannot be written (its disk full, read-only, gone); the message says
+    where and why. The loop then keeps records in memory, as for a sink without a spool."""
+
+
+def _i64(n: int) -> int:
+    return n - _I64_WRAP if n > _I64_MAX else n
+
+
+def _u64(n: int) -> int:
+    return n + _I64_WRAP if n < 0 else n
+
+
+def _row(record: Record) -> tuple[int, str, bytes, int, int, bytes]:
+    if isinstance(record, BusGap):
+        body = msgpack.packb(
+            [record.publisher, record.topic, record.expected_seq, record.received_seq,
+             record.missed, record.restart, record.t_wall_ns, record.cause],
+        )  # fmt: skip
+        topic = record.topic.encode("utf-8")
+        return _KIND_GAP, record.publisher, topic, 0, record.t_wall_ns, body
+    topic, body = record.encode()
+    return _KIND_MESSAGE, record.publisher, topic, _i64(record.seq), record.t_wall_ns, body
+
+
+def _record(kind: int, topic: bytes, body: bytes) -> Record:
+    if kind == _KIND_GAP:
+        pub, text, expected, received, missed, restart, t_wall_ns, cause = msgpack.unpackb(body)
+        return BusGap(pub, text, expected, received, missed, restart, t_wall_ns, cause)
+    return decode(topic, body)
+
+
+def _size(publisher: str, topic: bytes, body: bytes) -> int:
+    return len(publisher) + len(topic) + len(body) + ROW_OVERHEAD
+
+
+class Spool:
+    """One sink's spool file. ``open`` it, then ``append`` (to the tail), ``head`` (read the
+    oldest), ``remove_through`` (delivered), ``accepted`` (marks of records delivered without
+    the spool); ``close`` at the end. Counters and the current depth are attributes."""
+
+    def __init__(self, config: SpoolConfig) -> None:
+        self.config = config
+        self.path = config.path
+        self.depth = 0  # records in the spool
+        self.bytes = 0  # their size as counted against max_bytes
+        self.dropped = 0  # records dropped past max_bytes (this process)
+        self.expired = 0  # records dropped past max_age_s (this process)
+        self.spooled = 0  # records appended (this process)
+        self.delivered = 0  # records removed after the destination took them (this process)
+        self._oldest_ns: int | None = None  # t_wall_ns of the oldest record
+        self._marks: dict[Key, Mark] = {}
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._drop_log: list[BusGap] = []
+
+    # -- life ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create or reopen the file, take its lock, read what it holds. ``RuntimeError`` with
+        the fix when it cannot be used (another process has it, it is not a spool)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        except OSError as exc:
+            self._unlock()
+            raise RuntimeError(
+                f"cannot create the spool {self.path}: {exc}; make {self.path.parent} writable"
+                " or point `spool_dir` elsewhere"
+            ) from exc
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SPOOL_SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} is a spool of a newer pyconpro (version {version}); upgrade,"
+                    " or move it away (what it holds is then not sent)"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={SPOOL_SCHEMA_VERSION}")
+            db.execute("COMMIT")
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(publisher) + length(topic) + length(body)),"
+                " 0) FROM spool"
+            ).fetchone()
+            self._marks = {
+                (pub, bytes(topic)): (tm, _u64(seq))
+                for pub, topic, seq, tm in db.execute(
+                    "SELECT publisher, topic, seq, t_mono_ns FROM marks"
+                )
+            }
+        except sqlite3.Error as exc:
+            db.close()
+            self._unlock()
+            raise RuntimeError(
+                f"{self.path} cannot be used as a spool ({exc}): move it away (what it holds is"
+                " then not sent) or point `spool_dir` elsewhere"
+            ) from exc
+        self._db = db
+        self.depth, self.bytes = count, size + count * ROW_OVERHEAD
+        self._oldest_ns = self._read_oldest()
+        if count:
+            log.info("spool %s holds %d record(s) (%.1f MB) from before: sending them first",
+                     self.path, count, self.bytes / 1e6)  # fmt: skip
+
+    def _lock(self) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"the spool {self.path} is in use by another sink process: give each sink its"
+                " own name (or `spool_dir`), or stop the other one"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        try:
+            if db is not None:
+                if self.depth == 0:
+                    # Give the disk back after a long outage (pages of an empty spool).
+                    db.execute("VACUUM")
+                db.close()
+        except sqlite3.Error as exc:
+            log.warning("closing the spool %s: %s", self.path, exc)
+        finally:
+            self._unlock()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the spool is not open")
+        return self._db
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def oldest_age_s(self, now_ns: int) -> float | None:
+        """Age of the oldest record by its own time, None when the spool is empty."""
+        if self._oldest_ns is None:
+            return None
+        return max(0.0, (now_ns - self._oldest_ns) / 1e9)
+
+    def marks(self) -> dict[Key, Mark]:
+        """Per bus stream, the mark of the last message taken in for good (spooled or
+        delivered): what a restarted sink continues from."""
+        return dict(self._marks)
+
+    def head(self, n: int) -> tuple[int, list[Record]]:
+        """The oldest ``n`` records (fewer when the spool holds fewer) and the id of the last
+        one (0 when empty). Records that no longer decode (a file damaged by hand) are skipped
+        with a log line."""
+        rows = self._conn().execute(
+            "SELECT id, kind, topic, body FROM spool ORDER BY id LIMIT ?", (n,)
+        ).fetchall()
+        out: list[Record] = []
+        for row_id, kind, topic, body in rows:
+            try:
+                out.append(_record(kind, bytes(topic), bytes(body)))
+            except (MalformedPacket, ValueError, TypeError, msgpack.UnpackException) as exc:
+                log.error("spool %s: record %d cannot be read (%s): skipped", self.path,
+                          row_id, exc)  # fmt: skip
+        return (rows[-1][0] if rows else 0), out
+
+    def _read_oldest(self) -> int | None:
+        row = self._conn().execute("SELECT t_wall_ns FROM spool ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, records: Sequence[Record], now_ns: int) -> None:
+        """Add ``records`` at the tail, in one transaction with their marks; then drop what
+        the bounds no longer allow. ``SpoolError`` when the file cannot be written (nothing
+        was added)."""
+        if not records:
+            return
+        rows = [_row(r) for r in records]
+        marks = _marks_of(records)
+        db = self._conn()
+        try:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO spool (kind, publisher, topic, seq, t_wall_ns, body)"
+                " VALUES (?,?,?,?,?,?)", rows,
+            )  # fmt: skip
+            _write_marks(db, marks)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        self._marks.update(marks)
+        self.depth += len(rows)
+        self.spooled += len(rows)
+        self.bytes += sum(_size(r[1], r[2], r[5]) for r in rows)
+        if self._oldest_ns is None:
+            self._oldest_ns = rows[0][4]
+        self.enforce(now_ns)
+
+    def accepted(self, records: Iterable[Record]) -> None:
+        """``records`` were written to the destination without going through the spool:
+        remember their marks (a restart continues after them). ``SpoolError`` when the file
+        cannot be written."""
+        marks = _marks_of(records)
+        if not marks:
+            return
+        db = self._conn()
+        try:
+            db.execute("BEGIN")
+            _write_marks(db, marks)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        self._marks.update(marks)
+
+    def remove_through(self, last_id: int) -> None:
+        """The destination took every record up to ``last_id`` (as ``head`` returned it)."""
+        db = self._conn()
+        try:
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(publisher) + length(topic)"
+                " + length(body)), 0) FROM spool WHERE id <= ?", (last_id,),
+            ).fetchone()  # fmt: skip
+            db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        self._removed(count, size)
+        self.delivered += count
+
+    def _removed(self, count: int, size: int) -> None:
+        self.depth -= count
+        self.bytes -= size + count * ROW_OVERHEAD
+        if self.depth <= 0:
+            self.depth, self.bytes, self._oldest_ns = 0, 0, None
+        else:
+            self._oldest_ns = self._read_oldest()
+
+    def enforce(self, now_ns: int) -> None:
+        """Drop the oldest records past ``max_age_s``, then past ``max_bytes``; what went is
+        counted, logged, and kept as gap records for the destination (``take_drops``)."""
+        if self._oldest_ns is None:
+            return
+        cutoff = now_ns - int(self.config.max_age_s * 1e9)
+        if self._oldest_ns < cutoff:
+            # From the oldest on, while records are too old (arrival order: a record of
+            # another publisher may be a little older than the one before it, and stays).
+            last_id = 0
+            for row_id, t_wall_ns in self._conn().execute(
+                "SELECT id, t_wall_ns FROM spool ORDER BY id"
+            ):
+                if t_wall_ns >= cutoff:
+                    break
+                last_id = row_id
+            if last_id:
+                self.expired += self._drop_through(last_id, "older than spool_max_age_s")
+        if self.bytes > self.config.max_bytes:
+            self.dropped += self._drop_size()
+
+    def _drop_size(self) -> int:
+        excess = self.bytes - self.config.max_bytes
+        freed, last_id, n = 0, 0, 0
+        for row_id, size in self._conn().execute(
+            "SELECT id, length(publisher) + length(topic) + length(body) FROM spool ORDER BY id"
+        ):
+            freed += size + ROW_OVERHEAD
+            last_id, n = row_id, n + 1
+            if freed >= excess and n >= DROP_CHUNK:
+                break
+        if not last_id:
+            return 0
+        return self._drop_through(last_id, "spool_max_bytes reached")
+
+    def _drop_through(self, last_id: int, why: str) -> int:
+        """Delete every record up to ``last_id``; the bus messages among them become one gap
+        record per stream, the gap records among them are kept (they go to the tail again).
+        Returns the number of bus messages dropped."""
+        db = self._conn()
+        try:
+            lost = db.execute(
+                "SELECT publisher, topic, MIN(seq), MAX(seq), COUNT(*), MAX(t_wall_ns) FROM spool"
+                " WHERE id <= ? AND kind = ? GROUP BY publisher, topic",
+                (last_id, _KIND_MESSAGE),
+            ).fetchall()
+            kept = db.execute(
+                "SELECT topic, body FROM spool WHERE id <= ? AND kind = ? ORDER BY id",
+                (last_id, _KIND_GAP),
+            ).fetchall()
+            count, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(publisher) + length(topic)"
+                " + length(body)), 0) FROM spool WHERE id <= ?", (last_id,),
+            ).fetchone()  # fmt: skip
+            db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
+        self._removed(count, size)
+        for pub, topic, first, last, n, t_wall_ns in lost:
+            self._drop_log.append(BusGap(
+                pub, bytes(topic).decode("utf-8", "replace"), _u64(first), _u64(last) + 1,
+                n, False, t_wall_ns, "spool",
+            ))  # fmt: skip
+        for topic, body in kept:
+            gap = _record(_KIND_GAP, bytes(topic), bytes(body))
+            assert isinstance(gap, BusGap)
+            self._drop_log.append(gap)
+        messages = count - len(kept)
+        log.warning(
+            "spool %s: dropped the %d oldest record(s) (%s; %d kept, %.1f MB); they are"
+            " recorded at the destination as gaps of kind 'spool'",
+            self.path, messages, why, self.depth, self.bytes / 1e6,
+        )  # fmt: skip
+        return int(messages)
+
+    def take_drops(self) -> list[BusGap]:
+        """The gap records of what the bounds dropped since the last call (one per stream and
+        drop), for the destination; forgotten once taken."""
+        out, self._drop_log = self._drop_log, []
+        return out
+
+
+def _marks_of(records: Iterable[Record]) -> dict[Key, Mark]:
+    """The mark of the last message of each stream in ``records`` (topics are built once per
+    stream: escaping names per record would cost more than the rest)."""
+    last: dict[tuple[type, str, str, str], Sample | Event | Stats] = {}
+    for r in records:
+        if isinstance(r, Sample | Event):
+            last[(type(r), r.publisher, r.plc, r.tag)] = r
+        elif isinstance(r, Stats):
+            last[(Stats, r.publisher, r.worker, "")] = r
+    return {(r.publisher, r.topic): (r.t_mono_ns, r.seq) for r in last.values()}
+
+
+def _write_marks(db: sqlite3.Connection, marks: Mapping[Key, Mark]) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO marks (publisher, topic, seq, t_mono_ns) VALUES (?,?,?,?)",
+        [(pub, topic, _i64(sq), tm) for (pub, topic), (tm, sq) in marks.items()],
+    )
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
