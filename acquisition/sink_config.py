@@ -135,8 +135,8 @@ class Option:
             if why is not None:
                 t.ctx.error(t.key(self.key), *why)
                 value = self.default
-        if self.type == "path":
-            return _relative_to(base_dir, str(value)) or ""
+        if self.type == "path":  # an optional path left empty stays empty: not set
+            return (_relative_to(base_dir, str(value)) or "") if value else ""
         return value
 
 

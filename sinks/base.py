@@ -788,6 +788,8 @@ class SubscriberLoop:
                 return spill if due is None else due if spill is None else min(due, spill)
             if self.spool.depth:
                 return self._clock()  # a backlog: on with the next batch
+        if self.health.retrying:
+            return self.health.next_attempt
         if self._flush_due is not None and len(self._pending) >= self.options.batch_size:
             return self._clock()
         return self._flush_due

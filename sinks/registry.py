@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["SinkKind", "make_sink", "sink_kinds", "sink_schemas"]
 
 # The modules that declare SINK_KINDS, in the order their kinds are listed.
-_MODULES = ("pyconpro.sinks.sqlite", "pyconpro.sinks.files", "pyconpro.sinks.stdout")
+_MODULES = (
+    "pyconpro.sinks.sqlite", "pyconpro.sinks.postgres", "pyconpro.sinks.files",
+    "pyconpro.sinks.stdout",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support import golden_pcap, leaks
+from tests.support.postgres import postgres_db, postgres_server  # noqa: F401 (fixtures)
 from tests.support import tshark as _tshark
 from tests.support.receive_paths import PATHS, use_receive_path
 

@@ -86,12 +86,14 @@ class TestPublisher:
 class SinkProcess:
     """``python -m pyconpro.sinks.cli KIND --connect ... <options>`` as a child process."""
 
-    def __init__(self, kind: str, endpoint: str, out: Path, extra: Sequence[str] = ()) -> None:
+    def __init__(self, kind: str, endpoint: str, out: Path, extra: Sequence[str] = (),
+                 conninfo: str = "") -> None:  # fmt: skip
         self.kind = kind
         self.out = out
+        self.conninfo = conninfo  # the database of a postgres sink
         out.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "pyconpro.sinks.cli", kind, "--connect", endpoint, *extra]
-        args += kind_options(kind, out)
+        args += kind_options(kind, out, conninfo)
         self.stdout_path = out / "stdout.txt"
         self.stderr_path = out / "stderr.txt"
         for path in (self.stdout_path, self.stderr_path):
@@ -122,9 +124,11 @@ class SinkProcess:
         return self.stdout_path.read_text(encoding="utf-8", errors="replace")
 
 
-def kind_options(kind: str, out: Path) -> list[str]:
+def kind_options(kind: str, out: Path, conninfo: str = "") -> list[str]:
     if kind == "sqlite":
         return ["--db", str(out / "bus.db")]
+    if kind == "postgres":
+        return ["--conninfo", conninfo, "--spool-dir", str(out / "spool")]
     if kind in ("jsonl", "csv"):
         return ["--dir", str(out / "files")]
     if kind == "stdout":
@@ -287,8 +291,36 @@ def _read_stdout(proc: SinkProcess) -> Output:
     return o
 
 
+def _read_postgres(proc: SinkProcess) -> Output:
+    import psycopg
+
+    from tests.support.postgres import json_value
+
+    o = Output()
+    with psycopg.connect(proc.conninfo) as db:
+        for r in db.execute(
+            "SELECT s.t_wall_ns, t.plc, t.tag, s.value_int, s.value_real, s.value_bool,"
+            " s.value_text, s.value_json, s.cip_seq, s.gap, s.raw, s.publisher, s.seq"
+            " FROM pyconpro.samples s JOIN pyconpro.tags t ON t.id = s.tag_id ORDER BY s.time"
+        ):
+            o.samples.append((iso_time(r[0]), r[1], r[2], _canon(to_json(json_value(*r[3:8]))),
+                              r[8], r[9], bytes(r[10]).hex(), r[11], r[12]))  # fmt: skip
+        for r in db.execute(
+            "SELECT t_wall_ns, plc, tag, kind, state_from, state_to, cip_general, cip_extended,"
+            " publisher, seq FROM pyconpro.events ORDER BY time"
+        ):
+            o.events.append((iso_time(r[0]), *r[1:]))
+        for r in db.execute(
+            "SELECT publisher, topic, expected_seq, received_seq, missed, restart"
+            " FROM pyconpro.gaps WHERE kind = 'bus' ORDER BY time"
+        ):
+            o.gaps.append((r[0], r[1], r[2], r[3], r[4], r[5]))
+    return o
+
+
 _READERS = {
     "sqlite": _read_sqlite,
+    "postgres": _read_postgres,
     "jsonl": _read_files,
     "csv": _read_files,
     "stdout": _read_stdout,

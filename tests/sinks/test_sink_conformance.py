@@ -30,11 +30,14 @@ T0 = 1_700_000_000_000_000_000
 
 
 @pytest.fixture
-def start_sink(tmp_path: Path, publisher: TestPublisher) -> Iterator[Callable[..., SinkProcess]]:
+def start_sink(tmp_path: Path, publisher: TestPublisher, request: pytest.FixtureRequest
+               ) -> Iterator[Callable[..., SinkProcess]]:  # fmt: skip
     started: list[SinkProcess] = []
 
     def start(kind: str, *extra: str) -> SinkProcess:
-        proc = SinkProcess(kind, publisher.endpoint, tmp_path / kind, extra)
+        # A network sink writes to a server of its own: a new database on the session's.
+        conninfo = str(request.getfixturevalue("postgres_db")) if kind == "postgres" else ""
+        proc = SinkProcess(kind, publisher.endpoint, tmp_path / kind, extra, conninfo)
         started.append(proc)
         publisher.wait_subscribed(DEFAULT_TOPICS)
         return proc
@@ -136,10 +139,13 @@ def test_bus_loss_and_publisher_restart_are_recorded(kind: str, publisher: TestP
     b = dataclasses.replace(base, tag="B")
     sent = []
     # Topic A: 0..9, then 15..19 (5 lost). Topic B: 0..4, then the publisher restarts: 0..2.
+    # Each message is received later than the one before (a restarted publisher's messages
+    # have new receive times: a sink may take the same message twice for one, as the
+    # PostgreSQL sink does).
     for seq in [*range(10), *range(15, 20)]:
-        sent.append(dataclasses.replace(a, seq=seq))
+        sent.append(dataclasses.replace(a, seq=seq, t_wall_ns=a.t_wall_ns + 1000 * len(sent)))
     for seq in [*range(5), *range(3)]:
-        sent.append(dataclasses.replace(b, seq=seq))
+        sent.append(dataclasses.replace(b, seq=seq, t_wall_ns=b.t_wall_ns + 1000 * len(sent)))
     for s in sent:
         publisher.send(s)
     stop(proc, publisher)

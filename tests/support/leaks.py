@@ -52,10 +52,20 @@ def _sockets() -> set[str]:
     return out
 
 
+# Children that a session-scoped fixture owns (a database server shared by the tests): the
+# test that first asked for one did not leak it; the fixture stops it at the end.
+_session_children: set[int] = set()
+
+
+def session_child(pid: int) -> None:
+    """``pid`` belongs to a session fixture: not counted as left behind by any test."""
+    _session_children.add(pid)
+
+
 def snapshot() -> Snapshot:
     return Snapshot(
         frozenset(t.ident for t in threading.enumerate() if t.ident is not None and t.is_alive()),
-        frozenset(p for p in _children(os.getpid()) if alive(p)),
+        frozenset(p for p in _children(os.getpid()) if alive(p) and p not in _session_children),
         frozenset(_sockets()),
     )
 

@@ -17,6 +17,7 @@ wait until it answers, stop by PID, remove the directory.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pwd
 import shutil
@@ -29,8 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyconpro.workers.process import Child, spawn
 
+from tests.support import leaks
 from tests.support.requirements import skip_or_fail
 
 # An address of our own inside 127/8, so that a developer's PostgreSQL on 127.0.0.1:5432 and
@@ -245,3 +248,40 @@ def _cwd_of(pid: int) -> bytes:
         return os.readlink(f"/proc/{pid}/cwd").encode()
     except OSError:
         return b""
+
+
+# --------------------------------------------------------------------------- pytest fixtures
+# Imported by tests/conftest.py.
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the session (each test gets its own database: ``postgres_db``); the
+    tests that kill or stop a server start their own ``PostgresServer``."""
+    server = PostgresServer(require_postgres())
+    try:
+        server.start()
+        assert server.pid is not None
+        leaks.session_child(server.pid)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> str:
+    """The conninfo of a new, empty database on the session's server."""
+    name = f"t{next(_db_numbers)}_{os.getpid()}"
+    return postgres_server.create_database(name)
+
+
+_db_numbers = itertools.count(1)
+
+
+def json_value(value_int: Any, value_real: Any, value_bool: Any, value_text: Any,
+               value_json: Any) -> Any:  # fmt: skip
+    """A sample's value from the typed columns of the PostgreSQL sink's ``samples``."""
+    for v in (value_int, value_real, value_bool, value_text):
+        if v is not None:
+            return v
+    return value_json
