@@ -890,12 +890,15 @@ class SubscriberLoop:
         if spool is None or not self._pending:
             return True
         records = list(self._pending)
-        if not self._spool_call(spool.append, records, self._wall_ns()):
+        now_ns = self._wall_ns()
+        if not self._spool_call(spool.append, records, now_ns):
             return False
         self._pending.clear()
         self.counters.spooled += len(records)
-        for gap in spool.take_drops():
-            self._keep(gap)
+        drops = spool.take_drops()
+        if drops and not self._spool_call(spool.append, drops, now_ns):
+            for gap in drops:
+                self._keep(gap)
         return True
 
     def _spool_call(self, method: Callable[..., None], *args: Any) -> bool:

@@ -146,14 +146,16 @@ def _u64(n: int) -> int:
     return n + _I64_WRAP if n < 0 else n
 
 
-def _row(record: Record) -> tuple[int, str, bytes, int, int, bytes]:
+def _row(record: Record, now_ns: int) -> tuple[int, str, bytes, int, int, bytes]:
+    """The spool row of ``record``; its age is its own time, a gap record's the time it was
+    spooled (it describes data of any age and must not expire before it is delivered)."""
     if isinstance(record, BusGap):
         body = msgpack.packb(
             [record.publisher, record.topic, record.expected_seq, record.received_seq,
              record.missed, record.restart, record.t_wall_ns, record.cause],
         )  # fmt: skip
         topic = record.topic.encode("utf-8")
-        return _KIND_GAP, record.publisher, topic, 0, record.t_wall_ns, body
+        return _KIND_GAP, record.publisher, topic, 0, now_ns, body
     topic, body = record.encode()
     return _KIND_MESSAGE, record.publisher, topic, _i64(record.seq), record.t_wall_ns, body
 
@@ -319,7 +321,7 @@ class Spool:
         was added)."""
         if not records:
             return
-        rows = [_row(r) for r in records]
+        rows = [_row(r, now_ns) for r in records]
         marks = _marks_of(records)
         db = self._conn()
         try:
@@ -397,11 +399,12 @@ class Spool:
                     break
                 last_id = row_id
             if last_id:
-                self.expired += self._drop_through(last_id, "older than spool_max_age_s")
+                self.expired += self._drop_through(last_id, "older than spool_max_age_s",
+                                                   now_ns)
         if self.bytes > self.config.max_bytes:
-            self.dropped += self._drop_size()
+            self.dropped += self._drop_size(now_ns)
 
-    def _drop_size(self) -> int:
+    def _drop_size(self, now_ns: int) -> int:
         excess = self.bytes - self.config.max_bytes
         freed, last_id, n = 0, 0, 0
         for row_id, size in self._conn().execute(
@@ -413,16 +416,16 @@ class Spool:
                 break
         if not last_id:
             return 0
-        return self._drop_through(last_id, "spool_max_bytes reached")
+        return self._drop_through(last_id, "spool_max_bytes reached", now_ns)
 
-    def _drop_through(self, last_id: int, why: str) -> int:
+    def _drop_through(self, last_id: int, why: str, now_ns: int) -> int:
         """Delete every record up to ``last_id``; the bus messages among them become one gap
-        record per stream, the gap records among them are kept (they go to the tail again).
-        Returns the number of bus messages dropped."""
+        record per stream (noticed ``now_ns``), the gap records among them are kept (they go
+        to the tail again). Returns the number of bus messages dropped."""
         db = self._conn()
         try:
             lost = db.execute(
-                "SELECT publisher, topic, MIN(seq), MAX(seq), COUNT(*), MAX(t_wall_ns) FROM spool"
+                "SELECT publisher, topic, MIN(seq), MAX(seq), COUNT(*) FROM spool"
                 " WHERE id <= ? AND kind = ? GROUP BY publisher, topic",
                 (last_id, _KIND_MESSAGE),
             ).fetchall()
@@ -438,10 +441,10 @@ class Spool:
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
         self._removed(count, size)
-        for pub, topic, first, last, n, t_wall_ns in lost:
+        for pub, topic, first, last, n in lost:
             self._drop_log.append(BusGap(
                 pub, bytes(topic).decode("utf-8", "replace"), _u64(first), _u64(last) + 1,
-                n, False, t_wall_ns, "spool",
+                n, False, now_ns, "spool",
             ))  # fmt: skip
         for topic, body in kept:
             gap = _record(_KIND_GAP, bytes(topic), bytes(body))

@@ -38,7 +38,7 @@ def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None)
 
 
 def test_every_kind_is_registered_in_order() -> None:
-    assert list(sink_kinds()) == ["sqlite", "jsonl", "csv", "stdout"]
+    assert list(sink_kinds()) == ["sqlite", "postgres", "jsonl", "csv", "stdout"]
     assert all(k.schema.kind == name for name, k in sink_kinds().items())
 
 

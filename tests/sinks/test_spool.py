@@ -119,7 +119,7 @@ def test_past_max_bytes_the_oldest_go_counted_and_recorded_per_stream(
     per_tag = {"A": (dropped + 1) // 2, "B": dropped // 2}
     assert gaps == [
         BusGap("w1", topic_for_sample("plc1", t).decode(), 0, per_tag[t], per_tag[t], False,
-               sample(per_tag[t] - 1, t).t_wall_ns, "spool")
+               T0, "spool")
         for t in ("A", "B")
     ]
     assert sp.take_drops() == []  # taken once
