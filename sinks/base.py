@@ -884,8 +884,8 @@ class SubscriberLoop:
         return True
 
     def _spill(self) -> bool:
-        """Everything in memory to the spool's tail (with the gap records of what its bounds
-        dropped); False when the spool cannot be written (the records stay in memory)."""
+        """Everything in memory to the spool's tail; False when the spool cannot be written
+        (the records stay in memory)."""
         spool = self.spool
         if spool is None or not self._pending:
             return True
@@ -895,10 +895,6 @@ class SubscriberLoop:
             return False
         self._pending.clear()
         self.counters.spooled += len(records)
-        drops = spool.take_drops()
-        if drops and not self._spool_call(spool.append, drops, now_ns):
-            for gap in drops:
-                self._keep(gap)
         return True
 
     def _spool_call(self, method: Callable[..., None], *args: Any) -> bool:

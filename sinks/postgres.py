@@ -16,7 +16,7 @@ them with their columns and the queries to read them)::
     gaps(time, kind, publisher, topic, expected_seq, received_seq, missed, restart, plc, tag,
          start_time, start_wall_ns, start_mono_ns, end_wall_ns, end_mono_ns, rpi_us, cause,
          resumed, t_wall_ns)
-        UNIQUE (kind, topic, publisher, t_wall_ns)
+        UNIQUE INDEX gaps_key (kind, topic, publisher, t_wall_ns, COALESCE(expected_seq, -1))
         -- kind 'bus': messages this sink missed on one topic; 'spool': messages a full spool
         -- dropped; 'outage': an interruption of one tag's data (an `outage` event), as the
         -- SQLite sink's gaps table
@@ -140,9 +140,10 @@ CREATE TABLE IF NOT EXISTS {s}.gaps (
     rpi_us bigint,
     cause text,
     resumed boolean,
-    t_wall_ns bigint NOT NULL,
-    UNIQUE (kind, topic, publisher, t_wall_ns)
+    t_wall_ns bigint NOT NULL
 );
+CREATE UNIQUE INDEX IF NOT EXISTS gaps_key
+    ON {s}.gaps (kind, topic, publisher, t_wall_ns, COALESCE(expected_seq, -1));
 CREATE INDEX IF NOT EXISTS gaps_by_tag_time ON {s}.gaps (plc, tag, start_time);
 CREATE TABLE IF NOT EXISTS {s}.stats (
     time timestamptz NOT NULL,

@@ -321,6 +321,11 @@ class Spool:
         was added)."""
         if not records:
             return
+        self._insert(records, now_ns)
+        self.spooled += len(records)
+        self.enforce(now_ns)
+
+    def _insert(self, records: Sequence[Record], now_ns: int) -> None:
         rows = [_row(r, now_ns) for r in records]
         marks = _marks_of(records)
         db = self._conn()
@@ -337,11 +342,9 @@ class Spool:
             raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
         self._marks.update(marks)
         self.depth += len(rows)
-        self.spooled += len(rows)
         self.bytes += sum(_size(r[1], r[2], r[5]) for r in rows)
         if self._oldest_ns is None:
             self._oldest_ns = rows[0][4]
-        self.enforce(now_ns)
 
     def accepted(self, records: Iterable[Record]) -> None:
         """``records`` were written to the destination without going through the spool:
@@ -384,9 +387,17 @@ class Spool:
 
     def enforce(self, now_ns: int) -> None:
         """Drop the oldest records past ``max_age_s``, then past ``max_bytes``; what went is
-        counted, logged, and kept as gap records for the destination (``take_drops``)."""
+        counted, logged, and recorded for the destination: one gap record per stream, at the
+        spool's tail (they are small, and may take the spool a little past ``max_bytes``)."""
         if self._oldest_ns is None:
             return
+        self._enforce(now_ns)
+        drops, self._drop_log = self._drop_log, []
+        if drops:
+            self._insert(drops, now_ns)
+
+    def _enforce(self, now_ns: int) -> None:
+        assert self._oldest_ns is not None
         cutoff = now_ns - int(self.config.max_age_s * 1e9)
         if self._oldest_ns < cutoff:
             # From the oldest on, while records are too old (arrival order: a record of
@@ -458,11 +469,6 @@ class Spool:
         )  # fmt: skip
         return int(messages)
 
-    def take_drops(self) -> list[BusGap]:
-        """The gap records of what the bounds dropped since the last call (one per stream and
-        drop), for the destination; forgotten once taken."""
-        out, self._drop_log = self._drop_log, []
-        return out
 
 
 def _marks_of(records: Iterable[Record]) -> dict[Key, Mark]:

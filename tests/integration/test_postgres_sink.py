@@ -201,8 +201,10 @@ def test_a_full_spool_drops_the_oldest_counts_them_and_keeps_running(
     plant.publish(publisher, n)
     wait_for(lambda: "dropped the" in proc.stderr, "the spool to drop its oldest", timeout=60)
     server.start()
-    wait_for(lambda: stored(server) and stored(server) == n - dropped_so_far(out, n),
-             "what the spool kept to be stored", timeout=120)  # fmt: skip
+    wait_for(lambda: stored(server) and stored(server) == n - dropped_so_far(out)
+             and spool_gaps(server) == dropped_so_far(out),
+             "what the spool kept, and the record of what it dropped, to be stored",
+             timeout=120)  # fmt: skip
     publisher.close()
     assert proc.terminate() == 0, proc.stderr
     counts = summary(proc.stderr)
@@ -214,17 +216,23 @@ def test_a_full_spool_drops_the_oldest_counts_them_and_keeps_running(
                             " GROUP BY t.tag")  # fmt: skip
     for _tag, lo, hi, count in rows:
         assert (hi, count) == (n // 10 - 1, hi - lo + 1)
-    gaps = server.query(DB, "SELECT sum(missed), min(expected_seq) FROM pyconpro.gaps"
+    gaps = server.query(DB, "SELECT sum(missed)::bigint, min(expected_seq) FROM pyconpro.gaps"
                             " WHERE kind = 'spool'")  # fmt: skip
-    assert gaps == [(dropped, 0)]
+    assert gaps == [(dropped, 0)] and counts["spool_depth"] == 0
     assert "spool_max_bytes reached" in proc.stderr
 
 
-def dropped_so_far(out: Path, n: int) -> int:
-    """``n`` minus what the spool and the database hold is what the spool dropped: read from
-    the sink's log lines (``dropped the N oldest``)."""
+def dropped_so_far(out: Path) -> int:
+    """What the spool dropped, from the sink's log lines (``dropped the N oldest``)."""
     log = (out / "stderr.txt").read_text(errors="replace")
     return sum(int(x) for x in re.findall(r"dropped the (\d+) oldest", log))
+
+
+def spool_gaps(srv: PostgresServer) -> int:
+    """Samples the database says a full spool dropped (its gaps of kind 'spool')."""
+    rows = srv.query(DB, "SELECT coalesce(sum(missed), 0)::bigint FROM pyconpro.gaps"
+                         " WHERE kind = 'spool'")  # fmt: skip
+    return int(rows[0][0])
 
 
 def test_a_stop_with_the_server_down_keeps_the_spool_for_the_next_start(

@@ -109,20 +109,19 @@ def test_past_max_bytes_the_oldest_go_counted_and_recorded_per_stream(
     assert (sp.depth, sp.dropped, sp.bytes) == (1200, 0, bound)  # at the bound: nothing goes
     with caplog.at_level(logging.WARNING, logger="pyconpro.sink"):
         sp.append([sample(600, "A")], T0)
-    # Over by one record: a chunk of the oldest go (A and B interleaved, oldest first).
+    # Over by one record: a chunk of the oldest go (A and B interleaved, oldest first), and
+    # one gap record per stream says which, at the tail.
     dropped = sp.dropped
-    assert dropped == 256 and sp.depth == 1201 - dropped and sp.bytes <= bound
+    assert dropped == 256 and sp.depth == 1201 - dropped + 2
     kept = sp.head(2000)[1]
     assert kept[0] == sample(dropped // 2, "A")
-    assert kept[-1] == sample(600, "A")
-    gaps = sorted(sp.take_drops(), key=lambda g: g.topic)
+    assert kept[-3] == sample(600, "A")
     per_tag = {"A": (dropped + 1) // 2, "B": dropped // 2}
-    assert gaps == [
+    assert sorted(kept[-2:], key=lambda g: g.topic) == [  # type: ignore[union-attr]
         BusGap("w1", topic_for_sample("plc1", t).decode(), 0, per_tag[t], per_tag[t], False,
                T0, "spool")
         for t in ("A", "B")
     ]
-    assert sp.take_drops() == []  # taken once
     assert any("dropped the" in r.getMessage() and "spool_max_bytes" in r.getMessage()
                for r in caplog.records)  # fmt: skip
     sp.close()
@@ -132,13 +131,17 @@ def test_past_max_age_the_oldest_go_on_a_fake_clock(tmp_path: Path) -> None:
     sp = spool_at(tmp_path, max_age_s=60.0)
     sp.append([sample(i, t_wall_ns=T0 + i * 10**9) for i in range(100)], T0 + 100 * 10**9)
     # At T0 + 100 s, every record with tw < T0 + 40 s is older than 60 s.
-    assert sp.expired == 40 and sp.depth == 60
+    assert sp.expired == 40 and sp.depth == 60 + 1  # and the gap record that says so
     assert sp.oldest_age_s(T0 + 100 * 10**9) == 60.0
     sp.enforce(T0 + 109 * 10**9 + 1)
     assert sp.expired == 50 and sp.head(1)[1] == [sample(50, t_wall_ns=T0 + 50 * 10**9)]
-    assert [g.missed for g in sp.take_drops()] == [40, 10]
-    sp.enforce(T0 + 10**12)
-    assert sp.depth == 0 and sp.expired == 100
+    gaps = [g for g in sp.head(100)[1] if isinstance(g, BusGap)]
+    assert [(g.expected_seq, g.received_seq, g.missed) for g in gaps] == [(0, 40, 40),
+                                                                         (40, 50, 10)]
+    sp.enforce(T0 + 10**12)  # every sample expires; the gap records stay (they are news)
+    left = sp.head(100)[1]
+    assert sp.expired == 100 and all(isinstance(g, BusGap) for g in left)
+    assert sum(g.missed for g in left if isinstance(g, BusGap)) == 100
     sp.close()
 
 
