@@ -239,7 +239,7 @@ def _sink_lines(sinks: dict[str, Any]) -> list[str]:
     rows, messages = [], []
     for name, r in sinks.items():
         if r.get("age_s") is None:
-            rows.append([name, "-", "-", "-", "-", "no report yet"])
+            rows.append([name, "-", "-", "-", "-", "-", "no report yet"])
             continue
         state, why = str(r.get("state", "?")), ""
         if state == "retrying":
@@ -248,10 +248,23 @@ def _sink_lines(sinks: dict[str, Any]) -> list[str]:
             if isinstance(r.get("retry_in_s"), (int, float)):
                 why += f"; next try in {r['retry_in_s']:.0f}s"
             messages.append(f"  {name}: {r.get('message')}")
+        dropped = sum(int(r.get(k) or 0) for k in ("dropped", "spool_dropped", "spool_expired"))
         rows.append([name, state, str(r.get("written", 0)), str(r.get("pending", 0)),
-                     str(r.get("dropped", 0)), why])  # fmt: skip
-    return ["", *_table(rows, ["SINK", "OUTPUT", "WRITTEN", "PENDING", "DROPPED", "WHY"]),
-            *messages]  # fmt: skip
+                     _spool_cell(r), str(dropped), why])  # fmt: skip
+    return ["", *_table(rows, ["SINK", "OUTPUT", "WRITTEN", "PENDING", "SPOOL", "DROPPED",
+                               "WHY"]), *messages]  # fmt: skip
+
+
+def _spool_cell(r: dict[str, Any]) -> str:
+    """A network sink's spool: records waiting, their size and the age of the oldest
+    (``-`` for a sink without a spool)."""
+    depth = r.get("spool_depth")
+    if not isinstance(depth, int):
+        return "-"
+    if depth == 0:
+        return "0"
+    size = float(r.get("spool_bytes") or 0) / 1e6
+    return f"{depth} {size:.1f}MB {_fmt_s(r.get('spool_oldest_s'))}"
 
 
 def _outages(c: dict[str, Any]) -> tuple[str, str]:

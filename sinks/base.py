@@ -89,7 +89,7 @@ DEFAULT_MAX_PENDING = 100_000
 EXIT_UNWRITTEN = 3
 # A sink with a spool: batches waiting in memory past which the destination counts as slower
 # than the bus, and what waits goes to the spool.
-SPILL_BATCHES = 4
+SPILL_BATCHES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -672,7 +672,7 @@ class SubscriberLoop:
         # so a destination slower than the bus fills memory, then the spool, not ZeroMQ's
         # queue, where the excess would be lost.
         spooled = self.spool is not None
-        for _ in range(self._spill_at if spooled else self.options.batch_size):
+        for _ in range(2 * self.options.batch_size if spooled else self.options.batch_size):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

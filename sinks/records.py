@@ -9,11 +9,21 @@ line stays strict JSON that any parser accepts.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 from typing import Any
 
-from pyconpro.acquisition.wire import Event, Sample, Stats, Value, is_number
+from pyconpro.acquisition.wire import (
+    Event,
+    Sample,
+    Stats,
+    Value,
+    is_number,
+    topic_for_event,
+    topic_for_sample,
+    topic_for_stats,
+)
 from pyconpro.sinks.base import BusGap
 
 # Column order of each output stream (CSV header, SQLite column order, JSON key order).
@@ -30,6 +40,22 @@ GAP_FIELDS = (
     "restart",
 )  # fmt: skip
 STATS_FIELDS = ("time", "t_wall_ns", "t_mono_ns", "worker", "publisher", "seq", "counters")
+
+
+# Each record's topic, for the marks of what a sink stored: escaping the names per record
+# would cost more than storing it.
+sample_topic = functools.lru_cache(maxsize=1 << 16)(topic_for_sample)
+event_topic = functools.lru_cache(maxsize=1 << 16)(topic_for_event)
+stats_topic = functools.lru_cache(maxsize=1 << 12)(topic_for_stats)
+
+
+def message_topic(m: Sample | Event | Stats) -> bytes:
+    """``m.topic``, from the caches above."""
+    if isinstance(m, Sample):
+        return sample_topic(m.plc, m.tag)
+    if isinstance(m, Event):
+        return event_topic(m.plc, m.tag)
+    return stats_topic(m.worker)
 
 
 def json_safe(value: Value) -> Any:

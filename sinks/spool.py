@@ -10,8 +10,9 @@ only declares the options and makes its writes idempotent (docs/sinks.md "Store 
 Tables (``PRAGMA user_version`` = 1)::
 
     spool(id INTEGER PRIMARY KEY AUTOINCREMENT, kind, publisher, topic, seq, t_wall_ns, body)
-        -- one record each, oldest first; kind 0: a bus message (topic and body as on the bus),
-        -- kind 1: a bus gap this sink noticed (body: its fields, MessagePack)
+        -- one record each, oldest first; kind 0: a bus message (sample, event or stats),
+        -- kind 1: a bus gap this sink noticed; body: the record's type and fields, MessagePack
+        -- (the decoded record as the loop had it: no second validation of the bus message)
     marks(publisher, topic, seq, t_mono_ns)  PRIMARY KEY (publisher, topic)
         -- per bus stream, the mark (tm, sq) of the last message this sink took in for good:
         -- spooled, or written to the destination (``accepted``); a restart continues from it
@@ -34,6 +35,7 @@ epoch), so tests drive it with a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -44,12 +46,12 @@ from pathlib import Path
 from typing import Final
 
 import msgpack
-from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.replay import Key, Mark
 from pyconpro.acquisition.sink_config import Option, OptionValue, SinkConfig
-from pyconpro.acquisition.wire import Event, Sample, Stats, decode
+from pyconpro.acquisition.wire import Event, Sample, Stats
 
 from pyconpro.sinks.base import BusGap, Record
+from pyconpro.sinks.records import message_topic
 
 log = logging.getLogger("pyconpro.sink")
 
@@ -146,29 +148,39 @@ def _u64(n: int) -> int:
     return n + _I64_WRAP if n < 0 else n
 
 
+# A record's type in its row's body, and the fields stored, in order.
+_TYPES: Final[tuple[type, ...]] = (Sample, Event, Stats, BusGap)
+_FIELDS: Final = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES}
+
+
 def _row(record: Record, now_ns: int) -> tuple[int, str, bytes, int, int, bytes]:
     """The spool row of ``record``; its age is its own time, a gap record's the time it was
     spooled (it describes data of any age and must not expire before it is delivered)."""
+    cls = type(record)
+    body = msgpack.packb([_TYPES.index(cls), *(getattr(record, f) for f in _FIELDS[cls])],
+                         use_bin_type=True)  # fmt: skip
     if isinstance(record, BusGap):
-        body = msgpack.packb(
-            [record.publisher, record.topic, record.expected_seq, record.received_seq,
-             record.missed, record.restart, record.t_wall_ns, record.cause],
-        )  # fmt: skip
-        topic = record.topic.encode("utf-8")
-        return _KIND_GAP, record.publisher, topic, 0, now_ns, body
-    topic, body = record.encode()
+        return _KIND_GAP, record.publisher, record.topic.encode("utf-8"), 0, now_ns, body
+    topic = message_topic(record)
     return _KIND_MESSAGE, record.publisher, topic, _i64(record.seq), record.t_wall_ns, body
 
 
-def _record(kind: int, topic: bytes, body: bytes) -> Record:
-    if kind == _KIND_GAP:
-        pub, text, expected, received, missed, restart, t_wall_ns, cause = msgpack.unpackb(body)
-        return BusGap(pub, text, expected, received, missed, restart, t_wall_ns, cause)
-    return decode(topic, body)
+def _record(body: bytes) -> Record:
+    """The record a row's body holds; ValueError / TypeError for one that does not."""
+    code, *values = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    cls = _TYPES[code]
+    record: Record = cls(**dict(zip(_FIELDS[cls], values, strict=True)))
+    return record
 
 
 def _size(publisher: str, topic: bytes, body: bytes) -> int:
     return len(publisher) + len(topic) + len(body) + ROW_OVERHEAD
+
+
+def record_size(record: Record) -> int:
+    """What ``record`` counts against ``max_bytes`` in a spool."""
+    _kind, publisher, topic, _seq, _t, body = _row(record, 0)
+    return _size(publisher, topic, body)
 
 
 class Spool:
@@ -298,13 +310,13 @@ class Spool:
         one (0 when empty). Records that no longer decode (a file damaged by hand) are skipped
         with a log line."""
         rows = self._conn().execute(
-            "SELECT id, kind, topic, body FROM spool ORDER BY id LIMIT ?", (n,)
+            "SELECT id, body FROM spool ORDER BY id LIMIT ?", (n,)
         ).fetchall()
         out: list[Record] = []
-        for row_id, kind, topic, body in rows:
+        for row_id, body in rows:
             try:
-                out.append(_record(kind, bytes(topic), bytes(body)))
-            except (MalformedPacket, ValueError, TypeError, msgpack.UnpackException) as exc:
+                out.append(_record(bytes(body)))
+            except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
                 log.error("spool %s: record %d cannot be read (%s): skipped", self.path,
                           row_id, exc)  # fmt: skip
         return (rows[-1][0] if rows else 0), out
@@ -441,7 +453,7 @@ class Spool:
                 (last_id, _KIND_MESSAGE),
             ).fetchall()
             kept = db.execute(
-                "SELECT topic, body FROM spool WHERE id <= ? AND kind = ? ORDER BY id",
+                "SELECT body FROM spool WHERE id <= ? AND kind = ? ORDER BY id",
                 (last_id, _KIND_GAP),
             ).fetchall()
             count, size = db.execute(
@@ -457,8 +469,8 @@ class Spool:
                 pub, bytes(topic).decode("utf-8", "replace"), _u64(first), _u64(last) + 1,
                 n, False, now_ns, "spool",
             ))  # fmt: skip
-        for topic, body in kept:
-            gap = _record(_KIND_GAP, bytes(topic), bytes(body))
+        for (body,) in kept:
+            gap = _record(bytes(body))
             assert isinstance(gap, BusGap)
             self._drop_log.append(gap)
         messages = count - len(kept)
@@ -472,15 +484,12 @@ class Spool:
 
 
 def _marks_of(records: Iterable[Record]) -> dict[Key, Mark]:
-    """The mark of the last message of each stream in ``records`` (topics are built once per
-    stream: escaping names per record would cost more than the rest)."""
-    last: dict[tuple[type, str, str, str], Sample | Event | Stats] = {}
+    """The mark of the last message of each stream in ``records``."""
+    marks: dict[Key, Mark] = {}
     for r in records:
-        if isinstance(r, Sample | Event):
-            last[(type(r), r.publisher, r.plc, r.tag)] = r
-        elif isinstance(r, Stats):
-            last[(Stats, r.publisher, r.worker, "")] = r
-    return {(r.publisher, r.topic): (r.t_mono_ns, r.seq) for r in last.values()}
+        if not isinstance(r, BusGap):
+            marks[(r.publisher, message_topic(r))] = (r.t_mono_ns, r.seq)
+    return marks
 
 
 def _write_marks(db: sqlite3.Connection, marks: Mapping[Key, Mark]) -> None:

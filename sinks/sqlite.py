@@ -80,7 +80,7 @@ from pyconpro.acquisition.wire import (
     topic_for_stats,
 )
 from pyconpro.sinks.base import DEFAULT_MAX_PENDING, BusGap, OutputUnavailable, Sink
-from pyconpro.sinks.records import to_json, value_real
+from pyconpro.sinks.records import event_topic, sample_topic, stats_topic, to_json, value_real
 from pyconpro.sinks.registry import SinkKind
 
 DB_SCHEMA_VERSION = 2
@@ -193,10 +193,6 @@ SQLITE_SCHEMA = SinkSchema(
     ),
 )  # fmt: skip
 
-# Each row's topic, for bus_marks: escaping a name per row would cost more than the insert.
-_sample_topic = functools.lru_cache(maxsize=1 << 16)(topic_for_sample)
-_event_topic = functools.lru_cache(maxsize=1 << 16)(topic_for_event)
-_stats_topic = functools.lru_cache(maxsize=1 << 12)(topic_for_stats)
 
 _I64_WRAP = 2**64
 _I64_MAX = 2**63 - 1
@@ -519,7 +515,7 @@ class SqliteSink(Sink):
     def write_samples(self, samples: list[Sample]) -> None:
         marks = self._new_marks
         for s in samples:
-            marks[(s.publisher, _sample_topic(s.plc, s.tag))] = (s.t_mono_ns, s.seq)
+            marks[(s.publisher, sample_topic(s.plc, s.tag))] = (s.t_mono_ns, s.seq)
         self._conn().executemany(
             "INSERT INTO samples (plc, tag, t_wall_ns, t_mono_ns, type, value_json, value_real,"
             " raw, cip_seq, gap, publisher, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -546,7 +542,7 @@ class SqliteSink(Sink):
     def write_events(self, events: list[Event]) -> None:
         marks = self._new_marks
         for e in events:
-            marks[(e.publisher, _event_topic(e.plc, e.tag))] = (e.t_mono_ns, e.seq)
+            marks[(e.publisher, event_topic(e.plc, e.tag))] = (e.t_mono_ns, e.seq)
         self._conn().executemany(
             "INSERT INTO events (plc, tag, t_wall_ns, t_mono_ns, kind, state_from, state_to,"
             " cip_general, cip_extended, status_text, message, publisher, seq)"
@@ -623,7 +619,7 @@ class SqliteSink(Sink):
     def write_stats(self, stats: list[Stats]) -> None:
         marks = self._new_marks
         for st in stats:
-            marks[(st.publisher, _stats_topic(st.worker))] = (st.t_mono_ns, st.seq)
+            marks[(st.publisher, stats_topic(st.worker))] = (st.t_mono_ns, st.seq)
         self._conn().executemany(
             "INSERT INTO stats (t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)"
             " VALUES (?,?,?,?,?,?)",

@@ -96,14 +96,26 @@ def test_render_shows_each_sink_writing_or_why_it_cannot() -> None:
                        "retry_in_s": None, "written": 9, "pending": 0, "dropped": 0,
                        "age_s": 1.0},
         "sink-new": {"age_s": None},
+        "sink-pg": {"state": "retrying", "cause": "unreachable", "since_s": 31.0,
+                    "retry_in_s": 5.0, "written": 50, "pending": 3, "dropped": 0,
+                    "message": "PostgreSQL db1: cannot reach the server", "age_s": 0.2,
+                    "spool_depth": 150000, "spool_bytes": 24_300_000, "spool_oldest_s": 31.4,
+                    "spool_dropped": 10, "spool_expired": 2},
+        "sink-pg2": {"state": "writing", "written": 5, "pending": 0, "dropped": 0,
+                     "age_s": 0.2, "spool_depth": 0, "spool_dropped": 0, "spool_expired": 0},
     }}  # fmt: skip
     lines = render(st).splitlines()
-    start = lines.index("SINK        OUTPUT        WRITTEN  PENDING  DROPPED  WHY")
-    assert lines[start + 1 : start + 5] == [
-        "sink-db     RETRYING 95s  1200     5000     7        disk full; next try in 4s",
-        "sink-files  writing       9        0        0",
-        "sink-new    -             -        -        -        no report yet",
+    start = lines.index("SINK        OUTPUT        WRITTEN  PENDING  SPOOL              DROPPED  WHY")
+    assert lines[start + 1 : start + 8] == [
+        "sink-db     RETRYING 95s  1200     5000     -                  7        disk full;"
+        " next try in 4s",
+        "sink-files  writing       9        0        -                  0",
+        "sink-new    -             -        -        -                  -        no report yet",
+        "sink-pg     RETRYING 31s  50       3        150000 24.3MB 31s  12       unreachable;"
+        " next try in 5s",
+        "sink-pg2    writing       5        0        0                  0",
         "  sink-db: disk full at /data: free space there or point `path` elsewhere",
+        "  sink-pg: PostgreSQL db1: cannot reach the server",
     ]
 
 

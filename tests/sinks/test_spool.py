@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
 from pyconpro.sinks.base import BusGap, LoopOptions, Record, SubscriberLoop
-from pyconpro.sinks.spool import ROW_OVERHEAD, Spool, SpoolConfig
+from pyconpro.sinks.spool import Spool, SpoolConfig, record_size
 
 from tests.sinks.test_sink_loop import FakeClock, FlakySink, frames
 
@@ -35,11 +35,6 @@ def spool_at(path: Path, max_bytes: int = 1 << 30, max_age_s: float = 3600.0) ->
     return sp
 
 
-def size_of(record: Sample) -> int:
-    topic, body = record.encode()
-    return len(record.publisher) + len(topic) + len(body) + ROW_OVERHEAD
-
-
 # --------------------------------------------------------------------------- the spool alone
 
 
@@ -58,7 +53,7 @@ def test_records_come_back_oldest_first_whatever_their_kind_and_across_a_reopen(
     assert sp.depth == 6 and sp.spooled == 6
     assert sp.head(100)[1] == records
     counted = sp.bytes
-    assert counted > sum(size_of(r) for r in records if isinstance(r, Sample))
+    assert counted > sum(record_size(r) for r in records if isinstance(r, Sample))
     sp.close()
 
     sp = spool_at(tmp_path)  # what a stop left
@@ -103,7 +98,7 @@ def test_past_max_bytes_the_oldest_go_counted_and_recorded_per_stream(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = [sample(i, tag) for i in range(600) for tag in ("A", "B")]
-    bound = sum(size_of(r) for r in first)
+    bound = sum(record_size(r) for r in first)
     sp = spool_at(tmp_path, max_bytes=bound)
     sp.append(first, T0)
     assert (sp.depth, sp.dropped, sp.bytes) == (1200, 0, bound)  # at the bound: nothing goes
@@ -265,7 +260,7 @@ def test_stopping_with_the_output_down_keeps_the_spool_for_the_next_start(
 
 
 def test_a_full_spool_drops_the_oldest_counts_it_and_tells_the_output(tmp_path: Path) -> None:
-    each = size_of(sample(0))
+    each = record_size(sample(0))
     loop, sink, clock = spool_loop(tmp_path, max_bytes=300 * each, flush_interval=0.1,
                                    batch_size=50)  # fmt: skip
     assert loop.spool is not None
