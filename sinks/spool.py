@@ -62,8 +62,9 @@ ROW_OVERHEAD: Final = 40
 # Past the size bound, drop at least this many records at a time (one DELETE per batch of
 # arrivals, not one per record).
 DROP_CHUNK: Final = 256
-# Defaults: 2 GiB hold about 13 million samples of the usual size (160 bytes each): 3.7 hours
-# at 1 000 samples/s, 22 minutes at 10 000/s; a week is the age bound.
+# Defaults: 2 GiB hold about 14 million samples of the usual size (150 bytes each on disk,
+# measured: docs/sinks.md): 4 hours at 1 000 samples/s, 24 minutes at 10 000/s; a week is the
+# age bound.
 DEFAULT_MAX_BYTES: Final = 2 << 30
 DEFAULT_MAX_AGE_S: Final = 7 * 86_400.0
 DEFAULT_DIR: Final = "pyconpro-spool"
@@ -101,8 +102,8 @@ SPOOL_OPTIONS: Final = (
     Option(
         "spool_max_bytes", "integer", DEFAULT_MAX_BYTES,
         "Most disk the spool takes; past it the oldest records are dropped (counted,"
-        " logged, recorded at the destination as a gap). A sample takes about 160 bytes:"
-        " the default holds about 3.7 h at 1 000 samples/s.",
+        " logged, recorded at the destination as a gap). A sample takes about 150 bytes:"
+        " the default holds about 4 h at 1 000 samples/s.",
         lo=1 << 20, hi=1 << 44, unit="bytes", doc_default="`2147483648` (2 GiB)",
     ),
     Option(

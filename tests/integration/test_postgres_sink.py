@@ -273,3 +273,60 @@ def test_samples_of_a_restarted_publisher_are_stored_whatever_their_numbers(
     publisher.close()
     assert proc.terminate() == 0, proc.stderr
     assert summary(proc.stderr)["restarts"] == 2
+
+
+def doc_query(name: str) -> str:
+    """The SQL block of docs/sinks.md that starts with ``-- query: <name>``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sinks.md").read_text()
+    for block in re.findall(r"```sql\n(.*?)```", text, re.DOTALL):
+        if block.startswith(f"-- query: {name}\n"):
+            return str(block)
+    raise AssertionError(f"docs/sinks.md has no query {name!r}")
+
+
+def test_the_documented_queries_answer_what_they_say(
+    postgres_db: str, publisher: TestPublisher, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    import psycopg
+    from pyconpro.acquisition.wire import Event, EventKind
+
+    t0 = time.time_ns() // 10**9 * 10**9
+    seqs = SeqCounter()
+
+    def smp(tag: str, i: int, value: object, ty: str) -> Sample:
+        return Sample(seq=seqs.next(topic_for_sample("press1", tag)), publisher="w1",
+                      plc="press1", tag=tag, t_wall_ns=t0 + i * 10**9, t_mono_ns=i * 10**9,
+                      cip_seq=i, gap=0, value=value, raw=b"\0\0\0\0", type_name=ty)  # type: ignore[arg-type]  # fmt: skip
+
+    sent = [smp("PressForce", i, 10.0 + i, "REAL") for i in range(10)]
+    sent += [smp("Status", i, {"Speed": i, "On": True}, "PressUdt") for i in range(3)]
+    outage = Event(seq=0, publisher="w1", plc="press1", tag="PressForce",
+                   t_wall_ns=t0 + 5 * 10**9 + 1, t_mono_ns=5 * 10**9 + 1, kind=EventKind.OUTAGE,
+                   message="outage", outage_start_wall_ns=t0 + 4 * 10**9,
+                   outage_start_mono_ns=4 * 10**9, expected=9, rpi_us=100_000, cause="timeout",
+                   resumed=True)  # fmt: skip
+    proc = SinkProcess("postgres", publisher.endpoint, tmp_path / "sink", ["--flush-interval",
+                       "0.1"], postgres_db)  # fmt: skip
+    publisher.wait_subscribed(TOPICS)
+    for s in sent:
+        publisher.send(s)
+    publisher.send(outage)
+    publisher.close()
+    assert proc.terminate() == 0, proc.stderr
+
+    def utc(ns: int) -> str:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
+
+    with psycopg.connect(postgres_db) as db:
+        last = db.execute(doc_query("last value per tag")).fetchall()  # type: ignore[arg-type]
+        assert [(r[0], r[1], r[3]) for r in last] == [
+            ("press1", "PressForce", 19.0), ("press1", "Status", {"Speed": 2, "On": True})]
+        assert last[0][2] == dt.datetime.fromtimestamp((t0 + 9 * 10**9) / 1e9, dt.UTC)
+        ranged = doc_query("one tag over a time range").replace(
+            "2026-12-01 08:00:00+00", utc(t0 + 2 * 10**9)).replace(
+            "2026-12-01 09:00:00+00", utc(t0 + 5 * 10**9))  # fmt: skip
+        assert [r[1] for r in db.execute(ranged)] == [12.0, 13.0, 14.0]  # type: ignore[call-overload]
+        gaps = db.execute(doc_query("gaps of one tag")).fetchall()  # type: ignore[arg-type]
+        assert [(g[0], g[3], g[4]) for g in gaps] == [("outage", 9, "timeout")]

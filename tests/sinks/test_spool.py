@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
-from pyconpro.sinks.base import BusGap, LoopOptions, Record, SubscriberLoop
+from pyconpro.sinks.base import SPILL_BATCHES, BusGap, LoopOptions, Record, SubscriberLoop
 from pyconpro.sinks.spool import Spool, SpoolConfig, record_size
 
 from tests.sinks.test_sink_loop import FakeClock, FlakySink, frames
@@ -228,14 +228,14 @@ def test_an_outage_goes_to_the_spool_and_comes_back_in_order_then_live(tmp_path:
 def test_a_slow_output_spills_to_the_spool_instead_of_growing_memory(tmp_path: Path) -> None:
     loop, sink, clock = spool_loop(tmp_path, flush_interval=1.0, batch_size=10)
     assert loop.spool is not None
-    for i in range(45):  # 4 batches and more arrive before a write is due
+    for i in range(SPILL_BATCHES * 10 + 5):  # more batches arrive than one write takes
         loop.handle(frames(sample(i)))
-    loop.flush_if_due()  # the output writes one batch; the rest is more than 4 batches
+    loop.flush_if_due()  # what waits goes to the spool, and its oldest batch is written
     assert sink.flushed == [sample(i) for i in range(10)]
-    assert loop.pending == 0 and loop.spool.depth == 35
+    assert loop.pending == 0 and loop.spool.depth == SPILL_BATCHES * 10 - 5
     while loop.spool.depth:
         loop.flush_if_due()
-    assert sink.flushed == [sample(i) for i in range(45)]
+    assert sink.flushed == [sample(i) for i in range(SPILL_BATCHES * 10 + 5)]
     loop.spool.close()
 
 
