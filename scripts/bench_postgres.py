@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sqlite3
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from pyconpro.sinks.postgres import (  # noqa: E402
     _json_text_dumper,
     value_columns,
 )
+from pyconpro.sinks.spool import spool_depth  # noqa: E402
 from pyconpro.workers.process import spawn  # noqa: E402
 
 from tests.support.postgres import PostgresServer, bin_dir  # noqa: E402
@@ -99,7 +99,7 @@ def run_sink(srv: PostgresServer, db: str, data: list[tuple[bytes, bytes]], spoo
                 time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
         if down:
             path = spool / "postgres.spool"
-            while _spooled(path) < n:
+            while spool_depth(path) < n:
                 time.sleep(0.05)
             took = time.monotonic() - start
             full = sum(p.stat().st_size for p in spool.glob("postgres.spool*"))
@@ -116,20 +116,8 @@ def run_sink(srv: PostgresServer, db: str, data: list[tuple[bytes, bytes]], spoo
         pub.close(0)
         ctx.term()
         words = re.findall(r"sink stopped: .*\bspooled=(\d+)", log.read_text())
-        print(f"  (sink {'paced at %.0f/s' % rate if rate else 'burst'}: {words[-1] if words else '?'}"
-              " record(s) went through the spool)")
-
-
-def _spooled(path: Path) -> int:
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(path, timeout=5)
-    try:
-        return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-    finally:
-        db.close()
+        how = f"paced at {rate:.0f}/s" if rate else "burst"
+        print(f"  (sink {how}: {words[-1] if words else '?'} record(s) went through the spool)")
 
 
 def bare_copy(srv: PostgresServer, db: str, data: list[tuple[bytes, bytes]]) -> float:
@@ -137,7 +125,7 @@ def bare_copy(srv: PostgresServer, db: str, data: list[tuple[bytes, bytes]]) -> 
         conn.adapters.register_dumper(None, _json_text_dumper())
         for statement in SCHEMA_SQL.format(s="bare").split(";"):
             if statement.strip():
-                conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute(statement)
         ids = {}
         for i in range(TAGS):
             row = conn.execute("INSERT INTO bare.tags (plc, tag) VALUES ('plc1', %s)"
@@ -157,7 +145,7 @@ def bare_copy(srv: PostgresServer, db: str, data: list[tuple[bytes, bytes]]) -> 
                              *value_columns(m["val"]), m["tw"], m["tm"], m["cs"], m["gap"],
                              m["raw"], m["pub"], m["sq"]))
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(f"COPY bare.samples ({cols}) FROM STDIN (FORMAT BINARY)") as cp:  # type: ignore[arg-type]
+                with cur.copy(f"COPY bare.samples ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
                     cp.set_types(list(_SAMPLE_TYPES))
                     for row in rows:
                         cp.write_row(row)

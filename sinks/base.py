@@ -427,23 +427,7 @@ class SubscriberLoop:
         try:
             sock.setsockopt(zmq.RCVHWM, self.options.rcvhwm)
             sock.setsockopt(zmq.LINGER, 0)
-            if self.spool is not None:
-                self.spool.open()
-                if self.spool.depth:
-                    self._flush_due = self._clock()  # what the last run left: send it first
-            marks: Mapping[Key, Mark] | None = None
-            try:
-                self.sink.open()
-                if self.spool is None:
-                    marks = self._resume_from(self.sink.stored_marks())
-            except OutputUnavailable as exc:  # keep what arrives; retry (a disk may be late)
-                self._unavailable(exc)
-                if self.options.replay is not None and self.spool is None:
-                    log.warning("cannot read what the output stored (%s): no replay, and what"
-                                " was published while this sink was down is not known",
-                                exc.cause)  # fmt: skip
-            if self.spool is not None:  # what it took in for good: spooled, or written
-                marks = self._resume_from(self.spool.marks())
+            marks = self._open_output()
             for prefix in (*self.options.topics, *self._alive_only):
                 sock.setsockopt(zmq.SUBSCRIBE, prefix)
             if self.options.curve is not None:
@@ -483,6 +467,29 @@ class SubscriberLoop:
                     self.spool.close()
             if subscribed:  # a bad endpoint: the caller's error message says it all
                 log.info("sink stopped: %s", self.summary())
+
+    def _open_output(self) -> Mapping[Key, Mark] | None:
+        """Open the spool (a network sink) and the sink; the marks a restart continues from:
+        the spool's (what it took in for good: spooled, or written), else what the output
+        stored (None: it does not keep track, or could not be read)."""
+        if self.spool is not None:
+            self.spool.open()
+            if self.spool.depth:
+                self._flush_due = self._clock()  # what the last run left: send it first
+        marks: Mapping[Key, Mark] | None = None
+        try:
+            self.sink.open()
+            if self.spool is None:
+                marks = self._resume_from(self.sink.stored_marks())
+        except OutputUnavailable as exc:  # keep what arrives; retry (a disk may be late)
+            self._unavailable(exc)
+            if self.options.replay is not None and self.spool is None:
+                log.warning("cannot read what the output stored (%s): no replay, and what"
+                            " was published while this sink was down is not known",
+                            exc.cause)  # fmt: skip
+        if self.spool is not None:
+            marks = self._resume_from(self.spool.marks())
+        return marks
 
     def _serve(
         self,

@@ -466,7 +466,7 @@ class PostgresSink(Sink):
             ).fetchone()  # fmt: skip
             if row is not None:
                 version = conn.execute(f"SELECT value FROM {s}.meta WHERE key = 'version'"
-                                       ).fetchone()  # type: ignore[arg-type]  # fmt: skip
+                                       ).fetchone()  # fmt: skip
                 if version is not None and int(version[0]) > DB_SCHEMA_VERSION:
                     raise RuntimeError(
                         f"schema {s} was made by a newer pyconpro (version {version[0]}):"
@@ -474,9 +474,9 @@ class PostgresSink(Sink):
                     )
             for statement in SCHEMA_SQL.format(s=s).split(";"):
                 if statement.strip():
-                    conn.execute(statement)  # type: ignore[arg-type]
+                    conn.execute(statement)
             conn.execute(f"INSERT INTO {s}.meta VALUES ('version', %s) ON CONFLICT DO NOTHING",
-                         (str(DB_SCHEMA_VERSION),))  # type: ignore[arg-type]  # fmt: skip
+                         (str(DB_SCHEMA_VERSION),))  # fmt: skip
             ts = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
                               ).fetchone()  # fmt: skip
             self.timescaledb = ts is not None and self.hypertable
@@ -487,7 +487,7 @@ class PostgresSink(Sink):
                 )  # fmt: skip
         self._tags = {
             (plc, tag): (tag_id, ty)
-            for tag_id, plc, tag, ty in conn.execute(f"SELECT id, plc, tag, type FROM {s}.tags")  # type: ignore[arg-type]
+            for tag_id, plc, tag, ty in conn.execute(f"SELECT id, plc, tag, type FROM {s}.tags")
         }
         self._staging = False
 
@@ -581,7 +581,7 @@ class PostgresSink(Sink):
                 f" %s::text[], %s::text[]) ON CONFLICT (plc, tag) DO UPDATE SET type ="
                 f" COALESCE(EXCLUDED.type, {s}.tags.type) RETURNING id, plc, tag, type",
                 ([k[0] for k in todo], [k[1] for k in todo], list(todo.values())),
-            ).fetchall()  # type: ignore[arg-type]  # fmt: skip
+            ).fetchall()  # fmt: skip
         for tag_id, plc, tag, ty in rows:
             tags[(plc, tag)] = (tag_id, ty)
 
@@ -605,18 +605,18 @@ class PostgresSink(Sink):
         if not fast:
             if not self._staging:
                 conn.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS pyconpro_stage (LIKE"
-                             f" {s}.samples) ON COMMIT DELETE ROWS")  # type: ignore[arg-type]  # fmt: skip
+                             f" {s}.samples) ON COMMIT DELETE ROWS")  # fmt: skip
                 self._staging = True
             target = "pyconpro_stage"
         with conn.cursor() as cur:
-            with cur.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[arg-type]
+            with cur.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(list(_SAMPLE_TYPES))
                 for row in self._sample_rows():
                     copy.write_row(row)
             if fast:
                 return len(self._samples)
             cur.execute(f"INSERT INTO {s}.samples ({columns}) SELECT {columns} FROM"
-                        " pyconpro_stage ON CONFLICT DO NOTHING")  # type: ignore[arg-type]  # fmt: skip
+                        " pyconpro_stage ON CONFLICT DO NOTHING")  # fmt: skip
             return max(0, cur.rowcount)
 
     def _insert_others(self, conn: psycopg.Connection[Any]) -> None:
@@ -625,7 +625,7 @@ class PostgresSink(Sink):
         s = self.schema
         with conn.cursor() as cur:
             if self._events:
-                cur.executemany(_EVENT_SQL.format(s=s), [  # type: ignore[arg-type]
+                cur.executemany(_EVENT_SQL.format(s=s), [
                     (_t(ev.t_wall_ns), ev.plc, ev.tag, str(ev.kind), ev.state_from, ev.state_to,
                      ev.cip_general, ev.cip_extended, _text(ev.status_text), _text(ev.message),
                      ev.t_wall_ns, ev.t_mono_ns, ev.publisher, _i64(ev.seq))
@@ -633,9 +633,9 @@ class PostgresSink(Sink):
                 ])  # fmt: skip
             gaps = [*map(_gap_row, self._gaps), *_outage_rows(self._events)]
             if gaps:
-                cur.executemany(_GAP_SQL.format(s=s), gaps)  # type: ignore[arg-type]
+                cur.executemany(_GAP_SQL.format(s=s), gaps)
             if self._stats:
-                cur.executemany(_STATS_SQL.format(s=s), [  # type: ignore[arg-type]
+                cur.executemany(_STATS_SQL.format(s=s), [
                     (_t(st.t_wall_ns), st.worker, st.publisher, _i64(st.seq),
                      Jsonb(st.counters, dumps=_json), st.t_wall_ns, st.t_mono_ns)
                     for st in self._stats

@@ -49,7 +49,6 @@ import msgpack
 from pyconpro.acquisition.replay import Key, Mark
 from pyconpro.acquisition.sink_config import Option, OptionValue, SinkConfig
 from pyconpro.acquisition.wire import Event, Sample, Stats
-
 from pyconpro.sinks.base import BusGap, Record
 from pyconpro.sinks.records import message_topic
 
@@ -340,20 +339,7 @@ class Spool:
 
     def _insert(self, records: Sequence[Record], now_ns: int) -> None:
         rows = [_row(r, now_ns) for r in records]
-        marks = _marks_of(records)
-        db = self._conn()
-        try:
-            db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO spool (kind, publisher, topic, seq, t_wall_ns, body)"
-                " VALUES (?,?,?,?,?,?)", rows,
-            )  # fmt: skip
-            _write_marks(db, marks)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(db)
-            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
-        self._marks.update(marks)
+        self._commit_marks(_marks_of(records), rows)
         self.depth += len(rows)
         self.bytes += sum(_size(r[1], r[2], r[5]) for r in rows)
         if self._oldest_ns is None:
@@ -364,11 +350,20 @@ class Spool:
         remember their marks (a restart continues after them). ``SpoolError`` when the file
         cannot be written."""
         marks = _marks_of(records)
-        if not marks:
-            return
+        if marks:
+            self._commit_marks(marks, [])
+
+    def _commit_marks(self, marks: Mapping[Key, Mark], rows: Sequence[tuple[object, ...]]
+                      ) -> None:  # fmt: skip
+        """One transaction: ``rows`` into the spool, ``marks`` into the marks."""
         db = self._conn()
         try:
             db.execute("BEGIN")
+            if rows:
+                db.executemany(
+                    "INSERT INTO spool (kind, publisher, topic, seq, t_wall_ns, body)"
+                    " VALUES (?,?,?,?,?,?)", rows,
+                )  # fmt: skip
             _write_marks(db, marks)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -378,6 +373,10 @@ class Spool:
 
     def remove_through(self, last_id: int) -> None:
         """The destination took every record up to ``last_id`` (as ``head`` returned it)."""
+        self.delivered += self._delete_through(last_id)
+
+    def _delete_through(self, last_id: int) -> int:
+        """Delete every record up to ``last_id``, counted off the depth and bytes; how many."""
         db = self._conn()
         try:
             count, size = db.execute(
@@ -388,7 +387,7 @@ class Spool:
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
         self._removed(count, size)
-        self.delivered += count
+        return int(count)
 
     def _removed(self, count: int, size: int) -> None:
         self.depth -= count
@@ -457,14 +456,9 @@ class Spool:
                 "SELECT body FROM spool WHERE id <= ? AND kind = ? ORDER BY id",
                 (last_id, _KIND_GAP),
             ).fetchall()
-            count, size = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(length(publisher) + length(topic)"
-                " + length(body)), 0) FROM spool WHERE id <= ?", (last_id,),
-            ).fetchone()  # fmt: skip
-            db.execute("DELETE FROM spool WHERE id <= ?", (last_id,))
         except sqlite3.Error as exc:
-            raise SpoolError(f"cannot write the spool {self.path}: {exc}") from exc
-        self._removed(count, size)
+            raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
+        count = self._delete_through(last_id)
         for pub, topic, first, last, n in lost:
             self._drop_log.append(BusGap(
                 pub, bytes(topic).decode("utf-8", "replace"), _u64(first), _u64(last) + 1,
@@ -482,6 +476,20 @@ class Spool:
         )  # fmt: skip
         return int(messages)
 
+
+
+def spool_depth(path: Path) -> int:
+    """How many records the spool file at ``path`` holds, read from outside the sink that owns
+    it (tools, tests); 0 when there is none or it cannot be read yet."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
 
 
 def _marks_of(records: Iterable[Record]) -> dict[Key, Mark]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pyconpro.acquisition.wire import Sample, SeqCounter, topic_for_sample
+from pyconpro.sinks.spool import spool_depth
 
 from tests.sinks.bus_testkit import SinkProcess, TestPublisher
 from tests.support.postgres import PostgresServer, require_postgres
@@ -37,15 +37,6 @@ def server() -> Iterator[PostgresServer]:
         srv.close()
 
 
-@pytest.fixture
-def publisher() -> Iterator[TestPublisher]:
-    pub = TestPublisher()
-    try:
-        yield pub
-    finally:
-        pub.close()
-
-
 class Plant:
     """Samples of ``tags`` tags, numbered per topic as a worker numbers them; each one
     received 1 ms after the one before."""
@@ -61,9 +52,9 @@ class Plant:
         tag = self.tags[i % len(self.tags)]
         self.sent += 1
         return Sample(seq=self.seqs.next(topic_for_sample("plc1", tag)), publisher="w1",
-                      plc="plc1", tag=tag, t_wall_ns=self.t0 + i * 1_000_000, t_mono_ns=i * 1_000_000,
-                      cip_seq=i & 0xFFFF, gap=0, value=i * 0.5, raw=i.to_bytes(4, "little"),
-                      type_name="REAL")  # fmt: skip
+                      plc="plc1", tag=tag, t_wall_ns=self.t0 + i * 1_000_000,
+                      t_mono_ns=i * 1_000_000, cip_seq=i & 0xFFFF, gap=0, value=i * 0.5,
+                      raw=i.to_bytes(4, "little"), type_name="REAL")  # fmt: skip
 
     def publish(self, pub: TestPublisher, n: int) -> None:
         for _ in range(n):
@@ -78,6 +69,13 @@ def start_sink(pub: TestPublisher, srv: PostgresServer, out: Path, *extra: str) 
     return proc
 
 
+def spooling_sink(pub: TestPublisher, srv: PostgresServer, out: Path, *extra: str
+                  ) -> SinkProcess:  # fmt: skip
+    """A sink started while its server is down: whatever it gets goes to its spool."""
+    srv.kill()
+    return start_sink(pub, srv, out, *extra)
+
+
 def stored(srv: PostgresServer) -> int:
     """Samples in the database, 0 while it is down or has no table yet."""
     import psycopg
@@ -89,16 +87,7 @@ def stored(srv: PostgresServer) -> int:
 
 
 def spooled(out: Path) -> int:
-    path = out / "spool" / "postgres.spool"
-    if not path.exists():
-        return 0
-    db = sqlite3.connect(path, timeout=5)
-    try:
-        return int(db.execute("SELECT count(*) FROM spool").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-    finally:
-        db.close()
+    return spool_depth(out / "spool" / "postgres.spool")
 
 
 def assert_each_once_in_order(srv: PostgresServer, plant: Plant, first: int = 0) -> None:
@@ -165,8 +154,7 @@ def test_sink_killed_while_sending_its_spool_stores_each_sample_once(
 ) -> None:
     plant = Plant(20)
     out = tmp_path / "sink"
-    server.kill()
-    proc = start_sink(publisher, server, out)
+    proc = spooling_sink(publisher, server, out)
     n = 150_000
     plant.publish(publisher, n)
     wait_for(lambda: spooled(out) == n, f"{n} samples in the spool", timeout=120)
@@ -195,8 +183,7 @@ def test_a_full_spool_drops_the_oldest_counts_them_and_keeps_running(
 ) -> None:
     plant = Plant(10)
     out = tmp_path / "sink"
-    server.kill()
-    proc = start_sink(publisher, server, out, "--spool-max-bytes", str(1 << 20))
+    proc = spooling_sink(publisher, server, out, "--spool-max-bytes", str(1 << 20))
     n = 20_000  # about 3 MB of samples for a 1 MiB spool
     plant.publish(publisher, n)
     wait_for(lambda: "dropped the" in proc.stderr, "the spool to drop its oldest", timeout=60)
@@ -240,8 +227,7 @@ def test_a_stop_with_the_server_down_keeps_the_spool_for_the_next_start(
 ) -> None:
     plant = Plant(5)
     out = tmp_path / "sink"
-    server.kill()
-    proc = start_sink(publisher, server, out)
+    proc = spooling_sink(publisher, server, out)
     plant.publish(publisher, 1000)
     wait_for(lambda: proc.stderr.count("cannot reach the server"), "the sink to try")
     rc = proc.terminate()  # graceful: what is in memory goes to the spool
@@ -320,13 +306,13 @@ def test_the_documented_queries_answer_what_they_say(
         return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
 
     with psycopg.connect(postgres_db) as db:
-        last = db.execute(doc_query("last value per tag")).fetchall()  # type: ignore[arg-type]
+        last = db.execute(doc_query("last value per tag")).fetchall()
         assert [(r[0], r[1], r[3]) for r in last] == [
             ("press1", "PressForce", 19.0), ("press1", "Status", {"Speed": 2, "On": True})]
         assert last[0][2] == dt.datetime.fromtimestamp((t0 + 9 * 10**9) / 1e9, dt.UTC)
         ranged = doc_query("one tag over a time range").replace(
             "2026-12-01 08:00:00+00", utc(t0 + 2 * 10**9)).replace(
             "2026-12-01 09:00:00+00", utc(t0 + 5 * 10**9))  # fmt: skip
-        assert [r[1] for r in db.execute(ranged)] == [12.0, 13.0, 14.0]  # type: ignore[call-overload]
-        gaps = db.execute(doc_query("gaps of one tag")).fetchall()  # type: ignore[arg-type]
+        assert [r[1] for r in db.execute(ranged)] == [12.0, 13.0, 14.0]
+        gaps = db.execute(doc_query("gaps of one tag")).fetchall()
         assert [(g[0], g[3], g[4]) for g in gaps] == [("outage", 9, "timeout")]

@@ -105,7 +105,8 @@ def test_render_shows_each_sink_writing_or_why_it_cannot() -> None:
                      "age_s": 0.2, "spool_depth": 0, "spool_dropped": 0, "spool_expired": 0},
     }}  # fmt: skip
     lines = render(st).splitlines()
-    start = lines.index("SINK        OUTPUT        WRITTEN  PENDING  SPOOL              DROPPED  WHY")
+    start = lines.index("SINK        OUTPUT        WRITTEN  PENDING  SPOOL              DROPPED"
+                        "  WHY")
     assert lines[start + 1 : start + 8] == [
         "sink-db     RETRYING 95s  1200     5000     -                  7        disk full;"
         " next try in 4s",

@@ -12,11 +12,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
 import zmq
 from pyconpro.acquisition.wire import Event, Message, Sample, Stats, unescape_name
 from pyconpro.sinks.base import BusGap, Sink
@@ -81,6 +82,17 @@ class TestPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@pytest.fixture
+def publisher() -> Iterator[TestPublisher]:
+    """A ZeroMQ publisher on loopback that the sink processes under test connect to (a fixture
+    of every test: tests/conftest.py)."""
+    pub = TestPublisher()
+    try:
+        yield pub
+    finally:
+        pub.close()
 
 
 class SinkProcess:

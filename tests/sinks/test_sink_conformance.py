@@ -137,7 +137,7 @@ def test_bus_loss_and_publisher_restart_are_recorded(kind: str, publisher: TestP
     base = make_samples(1)[0]
     a = dataclasses.replace(base, tag="A")
     b = dataclasses.replace(base, tag="B")
-    sent = []
+    sent: list[Sample] = []
     # Topic A: 0..9, then 15..19 (5 lost). Topic B: 0..4, then the publisher restarts: 0..2.
     # Each message is received later than the one before (a restarted publisher's messages
     # have new receive times: a sink may take the same message twice for one, as the

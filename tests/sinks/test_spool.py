@@ -112,7 +112,7 @@ def test_past_max_bytes_the_oldest_go_counted_and_recorded_per_stream(
     assert kept[0] == sample(dropped // 2, "A")
     assert kept[-3] == sample(600, "A")
     per_tag = {"A": (dropped + 1) // 2, "B": dropped // 2}
-    assert sorted(kept[-2:], key=lambda g: g.topic) == [  # type: ignore[union-attr]
+    assert sorted(kept[-2:], key=lambda g: g.topic) == [
         BusGap("w1", topic_for_sample("plc1", t).decode(), 0, per_tag[t], per_tag[t], False,
                T0, "spool")
         for t in ("A", "B")

@@ -122,8 +122,9 @@ class PostgresServer:
             raise
 
     def _initdb(self) -> None:
-        argv = [*self._prefix, self.bin / "initdb", "-D", self.data, "--username=postgres",
-                "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]  # fmt: skip
+        argv = [*self._prefix, str(self.bin / "initdb"), "-D", str(self.data),
+                "--username=postgres", "--auth=trust", "--encoding=UTF8", "--locale=C",
+                "--no-sync"]  # fmt: skip
         child = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             _out, err = child.communicate(START_TIMEOUT_S)
@@ -146,8 +147,8 @@ class PostgresServer:
         assert self.pid is None, "already running"
         deadline = time.monotonic() + timeout_s
         settings = [f"--{k.replace('_', '-')}={v}" for k, v in _SETTINGS.items()]
-        argv = [*self._prefix, self.bin / "postgres", "-D", self.data, "-p", str(self.port),
-                *settings]  # fmt: skip
+        argv = [*self._prefix, str(self.bin / "postgres"), "-D", str(self.data), "-p",
+                str(self.port), *settings]  # fmt: skip
         while True:
             with open(self.log_path, "ab") as log:
                 log.write(b"--- start\n")
@@ -214,14 +215,14 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            conn.execute(f'CREATE DATABASE "{name}"')
         return self.conninfo(name)
 
     def query(self, dbname: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         import psycopg
 
         with psycopg.connect(self.conninfo(dbname)) as conn:
-            return list(conn.execute(sql, params))  # type: ignore[arg-type]
+            return list(conn.execute(sql, params))
 
     def close(self) -> None:
         try:
