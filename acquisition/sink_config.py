@@ -115,7 +115,9 @@ class Option:
         value: OptionValue
         if self.type in ("string", "path"):
             value = t.string(self.key, self.default)
-            if self.type == "path" and t.has(self.key) and value == "":
+            # An optional path (default "": not set) may be written empty; a path that must
+            # name something may not.
+            if self.type == "path" and t.has(self.key) and value == "" and self.default != "":
                 t.ctx.error(
                     t.key(self.key),
                     f"{self.key} is empty",

@@ -208,6 +208,11 @@ def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> No
         ({"kind": "csv", "prefix": "a/b"}, "prefix", "is not a plain file name prefix"),
         ({"kind": "sqlite", "path": ""}, "path", "path is empty"),
         (["kind", "stdout"], "", "a sink section must be a table"),
+        ({"kind": "postgres", "conninfo": "host=db1 password=secret"}, "conninfo",
+         "conninfo holds a password"),
+        ({"kind": "postgres", "conninfo": "postgresql://u:secret@db1/plant"}, "conninfo",
+         "conninfo holds a password"),
+        ({"kind": "postgres", "schema": "Plant Data"}, "schema", "not a plain PostgreSQL name"),
     ],
 )
 def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: str) -> None:
@@ -216,6 +221,14 @@ def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: 
     issue = info.value.first
     assert (issue.file, issue.key, issue.line) == ("--section", key, None)
     assert problem in issue.problem
+
+
+@pytest.mark.parametrize("kind", sorted(sink_schemas()))
+def test_the_section_the_supervisor_hands_a_sink_is_valid_as_it_is(kind: str) -> None:
+    """``pyconpro run`` starts a sink with ``--section`` holding every option, defaults
+    included (an optional path left empty among them): it must parse back to the same."""
+    sink = parse_sink_section({"kind": kind}, sink_schemas())
+    assert parse_sink_section(sink.section(), sink_schemas()) == sink
 
 
 def test_configuration_md_sink_tables_are_generated_from_the_schemas() -> None:
