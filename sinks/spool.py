@@ -36,9 +36,7 @@ epoch), so tests drive it with a fake clock.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
-import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ import msgpack
 from pyconpro.acquisition.replay import Key, Mark
 from pyconpro.acquisition.sink_config import Option, OptionValue, SinkConfig
 from pyconpro.acquisition.wire import Event, Sample, Stats
+from pyconpro.sinks import lock
 from pyconpro.sinks.base import BusGap, Record
 from pyconpro.sinks.records import message_topic
 
@@ -258,20 +257,17 @@ class Spool:
                      self.path, count, self.bytes / 1e6)  # fmt: skip
 
     def _lock(self) -> None:
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            self._lock_fd = lock.take(self.path)
+        except lock.LockHeld as held:
             raise RuntimeError(
-                f"the spool {self.path} is in use by another sink process: give each sink its"
-                " own name (or `spool_dir`), or stop the other one"
+                f"the spool {self.path} is in use by another sink process (PID {held.owner}):"
+                " give each sink its own name (or `spool_dir`), or stop the other one"
             ) from None
-        self._lock_fd = fd
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            lock.release(self._lock_fd)
             self._lock_fd = None
 
     def close(self) -> None:

@@ -57,9 +57,7 @@ one open: SQLite writes on into a file deleted under it without an error, so a r
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import functools
 import os
 import sqlite3
@@ -79,6 +77,7 @@ from pyconpro.acquisition.wire import (
     topic_for_sample,
     topic_for_stats,
 )
+from pyconpro.sinks import lock
 from pyconpro.sinks.base import DEFAULT_MAX_PENDING, BusGap, OutputUnavailable, Sink
 from pyconpro.sinks.records import event_topic, sample_topic, stats_topic, to_json, value_real
 from pyconpro.sinks.registry import SinkKind
@@ -348,7 +347,7 @@ class SqliteSink(Sink):
 
     @property
     def lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
+        return lock.lock_path(self.path)
 
     def open(self) -> None:
         self._db = self._connect()
@@ -369,29 +368,20 @@ class SqliteSink(Sink):
         if self._lock_fd is not None:
             return
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
+            self._lock_fd = lock.take(self.path)
+        except lock.LockHeld as held:
             raise RuntimeError(
-                f"{self.path} is written by another sink (PID {owner}, lock {self.lock_path}):"
+                f"{self.path} is written by another sink (PID {held.owner}, lock {held.path}):"
                 " two pipelines must not write one database; stop that one, or give this one"
                 " another path"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        self._lock_fd = fd
+        except OSError:
+            return
 
     def _release_writer_lock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):  # a failing disk: the PID stays, stale
-                os.ftruncate(fd, 0)
-            os.close(fd)  # releases the flock
+            lock.release(fd)
 
     def _connect(self) -> sqlite3.Connection:
         """The database at ``path``, WAL on, schema in place; ``OutputUnavailable`` for a
