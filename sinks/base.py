@@ -24,12 +24,8 @@ brought (``acquisition.replay.ReplayClient``; docs/operations.md "When a sink re
 What the buffer no longer held is a jump in ``sq`` the gap detector records, exact.
 
 A network sink (``LoopOptions.spool``) keeps what its destination cannot take on disk instead:
-the store-and-forward spool (``sinks/spool.py``). When the output is unavailable, or slower
-than the bus (more than ``SPILL_BATCHES`` batches wait in memory), what waits goes to the
-spool's tail and arrivals follow it there; writes then take the spool's oldest batch, and a
-record leaves the spool once the sink's ``flush()`` went through. When it is empty, live
-records are written from memory again. The spool survives a stop and a crash: a record is
-handed to the destination at least once, and the sink stores it idempotently.
+the store-and-forward spool; ``sinks/spool.py`` (``SpoolFeed``) says when records go there and
+come back, this loop asks it for each write.
 
 The loop polls with a short timeout so that a stop request is seen within ``poll_interval``.
 """
@@ -37,7 +33,6 @@ The loop polls with a short timeout so that a stop request is seen within ``poll
 from __future__ import annotations
 
 import abc
-import enum
 import itertools
 import logging
 import os
@@ -50,7 +45,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import msgpack
 import zmq
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.originator import BackoffPolicy
@@ -64,11 +58,15 @@ from pyconpro.acquisition.replay import (
     SendRequest,
 )
 from pyconpro.acquisition.wire import Event, Sample, Stats, decode, topic_prefix
-from pyconpro.sinks.replay import ReplayLink
+from pyconpro.sinks.gaps import BusGap as BusGap
+from pyconpro.sinks.gaps import GapDetector as GapDetector
+from pyconpro.sinks.health import OutputHealth as OutputHealth
+from pyconpro.sinks.health import OutputState as OutputState
+from pyconpro.sinks.replay import ReplayLink, Reporter
 from pyconpro.workers.guard import ClientKeys
 
 if TYPE_CHECKING:
-    from pyconpro.sinks.spool import Spool, SpoolConfig
+    from pyconpro.sinks.spool import Spool, SpoolConfig, SpoolFeed
 
 log = logging.getLogger("pyconpro.sink")
 
@@ -87,67 +85,6 @@ DEFAULT_MAX_PENDING = 100_000
 # Exit status of ``run_sink`` when it was stopped while the output could not be written: the
 # records still in memory are lost (the log says how many).
 EXIT_UNWRITTEN = 3
-# A sink with a spool: batches waiting in memory past which the destination counts as slower
-# than the bus, and what waits goes to the spool.
-SPILL_BATCHES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class BusGap:
-    """Loss or a restart seen in one publisher's ``sq`` numbers on one topic.
-
-    ``missed`` messages never reached this subscriber. For a restart (``restart=True``, the
-    sequence went backwards) ``missed`` counts the messages of the new run numbered below
-    ``received_seq``; the old run's tail cannot be known and is not guessed.
-
-    ``cause`` ``"spool"``: not bus loss but the ``missed`` messages of that stream numbered
-    ``expected_seq`` .. ``received_seq - 1`` that a full spool dropped (``sinks/spool.py``).
-    """
-
-    publisher: str
-    topic: str
-    expected_seq: int
-    received_seq: int
-    missed: int
-    restart: bool
-    t_wall_ns: int  # when this subscriber noticed, ns since the Unix epoch
-    cause: str = "bus"  # or "spool"
-
-
-class GapDetector:
-    """Tracks the last ``sq`` per (publisher, topic); pure logic, fed by the loop.
-
-    ``seed`` starts a stream from what the output stored before this process started, so the
-    first message after a restart is compared with it (``resuming`` until then).
-    """
-
-    __slots__ = ("_last", "_seeded")
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, bytes], int] = {}
-        self._seeded: set[tuple[str, bytes]] = set()
-
-    def seed(self, publisher: str, topic: bytes, seq: int) -> None:
-        self._last[(publisher, topic)] = seq
-        self._seeded.add((publisher, topic))
-
-    def resuming(self, publisher: str, topic: bytes) -> bool:
-        """True until the first message of a seeded stream has been observed."""
-        return bool(self._seeded) and (publisher, topic) in self._seeded
-
-    def observe(self, publisher: str, topic: bytes, seq: int, now_wall_ns: int) -> BusGap | None:
-        key = (publisher, topic)
-        last = self._last.get(key)
-        self._last[key] = seq
-        if self._seeded:
-            self._seeded.discard(key)
-        if last is None or seq == last + 1:
-            # First sight of a stream: a late joiner cannot know what it missed before.
-            return None
-        topic_text = topic.decode("utf-8", "replace")
-        if seq <= last:
-            return BusGap(publisher, topic_text, last + 1, seq, seq, True, now_wall_ns)
-        return BusGap(publisher, topic_text, last + 1, seq, seq - last - 1, False, now_wall_ns)
 
 
 class OutputUnavailable(Exception):
@@ -264,7 +201,6 @@ class Counters:
     duplicates: int = 0  # live messages dropped because the replay had brought them
     flushes: int = 0
     written: int = 0  # records the output took (committed)
-    spooled: int = 0  # records that went to the spool (network sinks)
     dropped: int = 0  # records dropped, oldest first, past max_pending while it could not
     write_failures: int = 0  # writes that raised OutputUnavailable
 
@@ -293,68 +229,6 @@ class _Batch:
         for r in records:
             lists[type(r)].append(r)
         return batch
-
-
-class OutputState(enum.Enum):
-    WRITING = "writing"
-    RETRYING = "retrying"  # the last write raised OutputUnavailable; records are kept
-
-
-class OutputHealth:
-    """Whether the output takes writes and, while it does not, when to try again and when to
-    remind the user. Pure bookkeeping: the loop reports each write's outcome with ``now``."""
-
-    __slots__ = (
-        "_next_reminder", "_policy", "_remind_every", "cause", "failures", "message",
-        "next_attempt", "since", "state",
-    )  # fmt: skip
-
-    def __init__(self, policy: BackoffPolicy, remind_every: float) -> None:
-        self._policy = policy
-        self._remind_every = remind_every
-        self._next_reminder = 0.0
-        self.state = OutputState.WRITING
-        self.cause = ""
-        self.message = ""
-        self.since = 0.0  # when the current state began
-        self.failures = 0  # consecutive failed writes
-        self.next_attempt: float | None = None  # while retrying
-
-    @property
-    def retrying(self) -> bool:
-        return self.state is OutputState.RETRYING
-
-    def failed(self, cause: str, message: str, now: float) -> bool:
-        """A write raised ``OutputUnavailable``. True when the user should be told: the first
-        failure of an outage, or a cause other than the last one."""
-        tell = not self.retrying or cause != self.cause
-        if not self.retrying:
-            self.state, self.since = OutputState.RETRYING, now
-        if tell:
-            self._next_reminder = now + self._remind_every
-        self.next_attempt = now + self._policy.nominal(self.failures)
-        self.failures += 1
-        self.cause, self.message = cause, message
-        return tell
-
-    def succeeded(self, now: float) -> float | None:
-        """A write went through; the length of the outage it ends, None if there was none."""
-        if not self.retrying:
-            return None
-        outage = now - self.since
-        self.state, self.since = OutputState.WRITING, now
-        self.failures, self.next_attempt = 0, None
-        return outage
-
-    def attempt_due(self, now: float) -> bool:
-        return self.next_attempt is not None and now >= self.next_attempt
-
-    def reminder_due(self, now: float) -> bool:
-        """True once per ``remind_every`` seconds while retrying."""
-        if not self.retrying or now < self._next_reminder:
-            return False
-        self._next_reminder = now + self._remind_every
-        return True
 
 
 class SubscriberLoop:
@@ -399,13 +273,15 @@ class SubscriberLoop:
         self._report_due = 0.0
         # Why messages missed while this sink was down were not replayed (for the gap's log).
         self._replay_note = "no replay asked"
-        self.spool: Spool | None = None
+        self.feed: SpoolFeed | None = None  # a network sink's spool and how it is used
         if options.spool is not None:
-            from pyconpro.sinks.spool import Spool
+            from pyconpro.sinks.spool import SpoolFeed
 
-            self.spool = Spool(options.spool)
-        self._spill_at = SPILL_BATCHES * options.batch_size
-        self._spool_failing = False  # the last write to the spool failed (logged once)
+            self.feed = SpoolFeed(options.spool, self._pending, options.batch_size, wall_ns)
+
+    @property
+    def spool(self) -> Spool | None:
+        return self.feed.spool if self.feed is not None else None
 
     @property
     def pending(self) -> int:
@@ -421,7 +297,7 @@ class SubscriberLoop:
         sock = ctx.socket(zmq.SUB)
         reporter = None
         if self.options.report is not None:
-            reporter = _Reporter(ctx, self.options.report, self.options.report_curve)
+            reporter = Reporter(ctx, self.options.report, self.options.report_curve)
         clean = subscribed = False
         replay: ReplayLink | None = None
         try:
@@ -472,9 +348,9 @@ class SubscriberLoop:
         """Open the spool (a network sink) and the sink; the marks a restart continues from:
         the spool's (what it took in for good: spooled, or written), else what the output
         stored (None: it does not keep track, or could not be read)."""
-        if self.spool is not None:
-            self.spool.open()
-            if self.spool.depth:
+        if self.feed is not None:
+            self.feed.spool.open()
+            if self.feed.spool.depth:
                 self._flush_due = self._clock()  # what the last run left: send it first
         marks: Mapping[Key, Mark] | None = None
         try:
@@ -495,7 +371,7 @@ class SubscriberLoop:
         self,
         sock: zmq.Socket[Any],
         should_stop: Callable[[], bool],
-        reporter: _Reporter | None,
+        reporter: Reporter | None,
         replay: ReplayLink | None = None,
     ) -> None:
         poll_ms = max(1, int(self.options.poll_interval * 1000))
@@ -678,7 +554,7 @@ class SubscriberLoop:
         # spool, everything queued is taken in before the next write (up to the spill bound),
         # so a destination slower than the bus fills memory, then the spool, not ZeroMQ's
         # queue, where the excess would be lost.
-        spooled = self.spool is not None
+        spooled = self.feed is not None
         for _ in range(2 * self.options.batch_size if spooled else self.options.batch_size):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -688,8 +564,8 @@ class SubscriberLoop:
             self._write_if_full()
 
     def _write_if_full(self) -> None:
-        if self.spool is not None:  # past the spill bound: to the spool (and one batch out)
-            if len(self._pending) > self._spill_at:
+        if self.feed is not None:  # past the spill bound: to the spool (and one batch out)
+            if len(self._pending) > self.feed.spill_at:
                 self._write_batch()
         elif len(self._pending) >= self.options.batch_size and not self.health.retrying:
             self._write_batch()
@@ -812,16 +688,12 @@ class SubscriberLoop:
         """On stop: write everything kept, now (one attempt, whatever the backoff says). With
         a spool that holds records, or an output that is unavailable, what is in memory goes to
         the spool instead, for the next start."""
-        if self.spool is not None and (self.spool.depth or self.health.retrying):
-            self._spill()
-        else:
+        feed = self.feed
+        if feed is None or not (feed.spool.depth or self.health.retrying):
             while self._write_batch() and self._pending:
                 pass
-            if self.spool is not None and self._pending:
-                self._spill()
-        if self.spool is not None and self.spool.depth:
-            log.warning("stopping with %d record(s) in the spool %s: the next start sends them",
-                        self.spool.depth, self.spool.path)  # fmt: skip
+        if feed is not None:
+            feed.stop()
         self.unwritten = len(self._pending)
         if self.unwritten:
             log.error(
@@ -832,8 +704,8 @@ class SubscriberLoop:
     def _write_batch(self) -> bool:
         """Write the oldest ``batch_size`` records (all of them, or none) and flush; False
         when the output is unavailable (the records stay, the next attempt is scheduled)."""
-        if self.spool is not None:
-            return self._write_spooled(self.spool)
+        if self.feed is not None:
+            return self._write_spooled(self.feed)
         n = min(len(self._pending), self.options.batch_size)
         if not self._write(itertools.islice(self._pending, n)):
             return False
@@ -861,63 +733,17 @@ class SubscriberLoop:
             return False
         return True
 
-    def _write_spooled(self, spool: Spool) -> bool:
-        """One write of a sink with a spool: the spool's oldest batch while it holds any, else
-        the oldest in memory; while the output is unavailable, only memory to the spool."""
-        now = self._clock()
-        if self.health.retrying and not self.health.attempt_due(now):
-            self._spill()
+    def _write_spooled(self, feed: SpoolFeed) -> bool:
+        """One write of a sink with a spool (``SpoolFeed.write``); while the output is
+        unavailable and no attempt is due, only memory to the spool."""
+        if self.health.retrying and not self.health.attempt_due(self._clock()):
+            feed.spill()
             self._flush_due = None
             return False
-        if spool.depth or len(self._pending) > self._spill_at:
-            self._spill()
-        if spool.depth:
-            last_id, records = spool.head(self.options.batch_size)
-            if not self._write(records):
-                self._spill()
-                return False
-            self._spool_call(spool.remove_through, last_id)
-            self._written(len(records))
-            return True
-        n = min(len(self._pending), self.options.batch_size)
-        records = list(itertools.islice(self._pending, n))
-        if not self._write(records):
-            self._spill()
+        n = feed.write(self._write)
+        if n is None:
             return False
-        for _ in range(n):
-            self._pending.popleft()
-        self._spool_call(spool.accepted, records)
         self._written(n)
-        return True
-
-    def _spill(self) -> bool:
-        """Everything in memory to the spool's tail; False when the spool cannot be written
-        (the records stay in memory)."""
-        spool = self.spool
-        if spool is None or not self._pending:
-            return True
-        records = list(self._pending)
-        now_ns = self._wall_ns()
-        if not self._spool_call(spool.append, records, now_ns):
-            return False
-        self._pending.clear()
-        self.counters.spooled += len(records)
-        return True
-
-    def _spool_call(self, method: Callable[..., None], *args: Any) -> bool:
-        """A write to the spool; its failure is logged (once until one works) and False."""
-        from pyconpro.sinks.spool import SpoolError
-
-        try:
-            method(*args)
-        except SpoolError as exc:
-            if not self._spool_failing:
-                log.error("%s; keeping records in memory meanwhile (max_pending)", exc)
-            self._spool_failing = True
-            return False
-        if self._spool_failing:
-            log.info("the spool %s takes writes again", self.spool and self.spool.path)
-        self._spool_failing = False
         return True
 
     def _written(self, n: int) -> None:
@@ -940,18 +766,19 @@ class SubscriberLoop:
             self._outage_dropped = 0
 
     def _spool_depth(self) -> int:
-        return self.spool.depth if self.spool is not None else 0
+        return self.feed.spool.depth if self.feed is not None else 0
 
     def _unavailable(self, exc: OutputUnavailable) -> None:
         now = self._clock()
         self.counters.write_failures += 1
         if self.health.failed(exc.cause, exc.message, now):
             self._report_due = now
-            if self.spool is not None:
+            if self.feed is not None:
+                sp = self.feed.spool
                 log.error(
                     "cannot write: %s; keeping records in the spool %s (%d there now, at most"
-                    " %d bytes) and retrying until it works", exc.message, self.spool.path,
-                    self.spool.depth + len(self._pending), self.spool.config.max_bytes,
+                    " %d bytes) and retrying until it works", exc.message, sp.path,
+                    sp.depth + len(self._pending), sp.config.max_bytes,
                 )  # fmt: skip
             else:
                 log.error(
@@ -994,67 +821,23 @@ class SubscriberLoop:
         }
 
     def spool_report(self) -> dict[str, Any]:
-        """The spool's part of the report (docs/operations.md, ``sinks``): its depth in records
-        and bytes, its bound, the age of its oldest record, and what its bounds dropped; None
-        values for a sink without a spool, so a reader always finds the keys."""
-        sp = self.spool
-        if sp is None:
-            return dict.fromkeys(_SPOOL_KEYS)
-        age = sp.oldest_age_s(self._wall_ns())
-        return {
-            "spool_depth": sp.depth,
-            "spool_bytes": sp.bytes,
-            "spool_max_bytes": sp.config.max_bytes,
-            "spool_oldest_s": None if age is None else round(age, 3),
-            "spool_dropped": sp.dropped,
-            "spool_expired": sp.expired,
-            "spool_delivered": sp.delivered,
-        }
+        """The spool's part of the report (``SpoolFeed.report``); None values for a sink
+        without a spool, so a reader always finds the keys."""
+        from pyconpro.sinks.spool import SPOOL_KEYS
+
+        if self.feed is None:
+            return dict.fromkeys(SPOOL_KEYS)
+        return self.feed.report(self._wall_ns())
 
     def _spool_dropped(self) -> int:
-        return self.spool.dropped + self.spool.expired if self.spool is not None else 0
+        return self.feed.dropped if self.feed is not None else 0
 
     def summary(self) -> str:
         """The counters as ``key=value`` words (the last log line of a run)."""
         words = self.counters.summary()
-        if self.spool is not None:
-            sp = self.spool
-            words += (f" spool_depth={sp.depth} spool_dropped={sp.dropped}"
-                      f" spool_expired={sp.expired} spool_delivered={sp.delivered}")
+        if self.feed is not None:
+            words += " " + self.feed.summary()
         return words
-
-
-_SPOOL_KEYS = (
-    "spool_depth", "spool_bytes", "spool_max_bytes", "spool_oldest_s", "spool_dropped",
-    "spool_expired", "spool_delivered",
-)  # fmt: skip
-
-
-class _Reporter:
-    """A DEALER socket to the supervisor's control socket: ``sink_report`` requests, sent
-    without waiting (a supervisor that does not read them costs nothing); replies are
-    discarded."""
-
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None) -> None:
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 4)
-        self.sock.setsockopt(zmq.RCVHWM, 4)
-        if curve is not None:
-            curve.apply(self.sock)
-        self.sock.connect(endpoint)
-
-    def send(self, name: str, report: dict[str, Any]) -> None:
-        request = {"op": "sink_report", "child": name, "pid": os.getpid(), "report": report}
-        try:
-            while self.sock.poll(0, zmq.POLLIN):
-                self.sock.recv_multipart(zmq.NOBLOCK)
-            self.sock.send_multipart([b"", msgpack.packb(request, use_bin_type=True)], zmq.NOBLOCK)
-        except zmq.ZMQError:  # queue full (supervisor busy or gone): the next report follows
-            pass
-
-    def close(self) -> None:
-        self.sock.close(linger=0)
 
 
 def run_sink(sink: Sink, options: LoopOptions, *, context: zmq.Context[Any] | None = None) -> int:

@@ -1,16 +1,19 @@
-"""A sink's link to the replay endpoint (the supervisor's control socket): one DEALER socket
-and the replay it carries (``acquisition.replay.ReplayClient``). ``sinks/base.py`` runs it at
-start, before live data (docs/operations.md "When a sink restarts")."""
+"""A sink's links to the supervisor's control socket, each one DEALER socket: the replay
+endpoint and the replay it carries (``acquisition.replay.ReplayClient``), which ``sinks/base.py``
+runs at start, before live data (docs/operations.md "When a sink restarts"); and the reports of
+the sink's state (``sink_report``), which ``pyconpro status`` shows."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import msgpack
 import zmq
 from pyconpro.acquisition.replay import ReplayClient
 from pyconpro.workers.guard import ClientKeys
 
-__all__ = ["ReplayLink"]
+__all__ = ["ReplayLink", "Reporter"]
 
 
 class ReplayLink:
@@ -60,3 +63,30 @@ class ReplayLink:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+
+
+class Reporter:
+    """A DEALER socket to the supervisor's control socket: ``sink_report`` requests, sent
+    without waiting (a supervisor that does not read them costs nothing); replies are
+    discarded."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 4)
+        self.sock.setsockopt(zmq.RCVHWM, 4)
+        if curve is not None:
+            curve.apply(self.sock)
+        self.sock.connect(endpoint)
+
+    def send(self, name: str, report: dict[str, Any]) -> None:
+        request = {"op": "sink_report", "child": name, "pid": os.getpid(), "report": report}
+        try:
+            while self.sock.poll(0, zmq.POLLIN):
+                self.sock.recv_multipart(zmq.NOBLOCK)
+            self.sock.send_multipart([b"", msgpack.packb(request, use_bin_type=True)], zmq.NOBLOCK)
+        except zmq.ZMQError:  # queue full (supervisor busy or gone): the next report follows
+            pass
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

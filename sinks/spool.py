@@ -2,10 +2,18 @@
 waits on local disk, in arrival order, bounded by size and by age, until it is back.
 
 Owns: the spool file (SQLite, WAL: one writer, this process), its bounds and what it drops
-past them, the order it hands records back in, the bookkeeping of what was delivered, and the
-``[[sink]]`` options every spooled sink kind declares (``SPOOL_OPTIONS``). The SUB loop
-(``sinks/base.py``) decides when records go to the spool and when they come back; a sink kind
-only declares the options and makes its writes idempotent (docs/sinks.md "Store and forward").
+past them, the order it hands records back in, the bookkeeping of what was delivered, the
+``[[sink]]`` options every spooled sink kind declares (``SPOOL_OPTIONS``), and when records go
+to the spool and come back (``SpoolFeed``, which the SUB loop of ``sinks/base.py`` asks for each
+write). A sink kind only declares the options and makes its writes idempotent (docs/sinks.md
+"Store and forward").
+
+When the output is unavailable, or slower than the bus (more than ``SPILL_BATCHES`` batches
+wait in memory), what waits goes to the spool's tail and arrivals follow it there; writes then
+take the spool's oldest batch, and a record leaves the spool once the sink's ``flush()`` went
+through. When it is empty, live records are written from memory again. The spool survives a
+stop and a crash: a record is handed to the destination at least once, and the sink stores it
+idempotently.
 
 Tables (``PRAGMA user_version`` = 1)::
 
@@ -36,12 +44,14 @@ epoch), so tests drive it with a fake clock.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgpack
 from pyconpro.acquisition.replay import Key, Mark
@@ -66,6 +76,14 @@ DROP_CHUNK: Final = 256
 DEFAULT_MAX_BYTES: Final = 2 << 30
 DEFAULT_MAX_AGE_S: Final = 7 * 86_400.0
 DEFAULT_DIR: Final = "pyconpro-spool"
+# Batches waiting in memory past which the destination counts as slower than the bus, and what
+# waits goes to the spool (20 000 records at the default batch_size: about 30 MB of memory).
+SPILL_BATCHES: Final = 20
+# The keys of a sink's report about its spool (docs/operations.md, ``sinks``).
+SPOOL_KEYS: Final = (
+    "spool_depth", "spool_bytes", "spool_max_bytes", "spool_oldest_s", "spool_dropped",
+    "spool_expired", "spool_delivered", "spooled",
+)  # fmt: skip
 
 _KIND_MESSAGE, _KIND_GAP = 0, 1
 _I64_WRAP, _I64_MAX = 2**64, 2**63 - 1
@@ -510,3 +528,101 @@ def _rollback(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
     except sqlite3.Error:
         pass
+
+
+class SpoolFeed:
+    """How the SUB loop uses a sink's spool: ``pending`` is the loop's own queue of records in
+    memory (oldest first), shared. Invariant: while the spool holds records, every record in
+    memory is newer than all of them."""
+
+    def __init__(self, config: SpoolConfig, pending: deque[Record], batch_size: int,
+                 wall_ns: Callable[[], int]) -> None:  # fmt: skip
+        self.spool = Spool(config)
+        self.pending = pending
+        self.batch_size = batch_size
+        self.spill_at = SPILL_BATCHES * batch_size
+        self._wall_ns = wall_ns
+        self._failing = False  # the last write to the spool failed (logged once)
+
+    @property
+    def dropped(self) -> int:
+        return self.spool.dropped + self.spool.expired
+
+    def write(self, write: Callable[[list[Record]], bool]) -> int | None:
+        """One write through ``write`` (the loop's: hand to the sink and flush; False when the
+        output is unavailable): the spool's oldest batch while it holds any (what is in memory
+        goes behind it first), else the oldest in memory, unless so much waits there that it
+        goes to the spool. The number of records written; None when the output was unavailable
+        (what was in memory is in the spool then)."""
+        spool = self.spool
+        if spool.depth or len(self.pending) > self.spill_at:
+            self.spill()
+        if spool.depth:
+            last_id, records = spool.head(self.batch_size)
+            if not write(records):
+                self.spill()
+                return None
+            self._call(spool.remove_through, last_id)
+            return len(records)
+        n = min(len(self.pending), self.batch_size)
+        records = list(itertools.islice(self.pending, n))
+        if not write(records):
+            self.spill()
+            return None
+        for _ in range(n):
+            self.pending.popleft()
+        self._call(spool.accepted, records)
+        return n
+
+    def spill(self) -> bool:
+        """Everything in memory to the spool's tail; False when the spool cannot be written
+        (the records stay in memory, under the loop's ``max_pending``)."""
+        if not self.pending:
+            return True
+        if not self._call(self.spool.append, list(self.pending), self._wall_ns()):
+            return False
+        self.pending.clear()
+        return True
+
+    def stop(self) -> None:
+        """At a stop, after the loop's last writes: what is still in memory goes to the spool,
+        for the next start."""
+        self.spill()
+        if self.spool.depth:
+            log.warning("stopping with %d record(s) in the spool %s: the next start sends them",
+                        self.spool.depth, self.spool.path)  # fmt: skip
+
+    def _call(self, method: Callable[..., None], *args: Any) -> bool:
+        """A write to the spool; its failure is logged (once until one works) and False."""
+        try:
+            method(*args)
+        except SpoolError as exc:
+            if not self._failing:
+                log.error("%s; keeping records in memory meanwhile (max_pending)", exc)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("the spool %s takes writes again", self.spool.path)
+        self._failing = False
+        return True
+
+    def report(self, now_ns: int) -> dict[str, Any]:
+        """Its depth in records and bytes, its bound, the age of its oldest record, what its
+        bounds dropped, what it sent and took (``SPOOL_KEYS``)."""
+        sp = self.spool
+        age = sp.oldest_age_s(now_ns)
+        return {
+            "spool_depth": sp.depth,
+            "spool_bytes": sp.bytes,
+            "spool_max_bytes": sp.config.max_bytes,
+            "spool_oldest_s": None if age is None else round(age, 3),
+            "spool_dropped": sp.dropped,
+            "spool_expired": sp.expired,
+            "spool_delivered": sp.delivered,
+            "spooled": sp.spooled,
+        }
+
+    def summary(self) -> str:
+        sp = self.spool
+        return (f"spooled={sp.spooled} spool_depth={sp.depth} spool_dropped={sp.dropped}"
+                f" spool_expired={sp.expired} spool_delivered={sp.delivered}")

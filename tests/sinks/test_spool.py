@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
-from pyconpro.sinks.base import SPILL_BATCHES, BusGap, LoopOptions, Record, SubscriberLoop
-from pyconpro.sinks.spool import Spool, SpoolConfig, record_size
+from pyconpro.sinks.base import BusGap, LoopOptions, Record, SubscriberLoop
+from pyconpro.sinks.spool import SPILL_BATCHES, Spool, SpoolConfig, record_size
 
 from tests.sinks.test_sink_loop import FakeClock, FlakySink, frames
 
@@ -218,9 +218,9 @@ def test_an_outage_goes_to_the_spool_and_comes_back_in_order_then_live(tmp_path:
         clock.now += 0.1
         loop.flush_if_due()
     assert sink.flushed == [sample(i) for i in range(21)]  # ... and arrives after it
-    assert loop.counters.written == 21 and loop.counters.spooled == 18
+    assert loop.counters.written == 21 and loop.spool.spooled == 18
     feed(loop, clock, [sample(21)], step=0.2)  # the spool is empty: live from memory again
-    assert sink.flushed[-1] == sample(21) and loop.counters.spooled == 18
+    assert sink.flushed[-1] == sample(21) and loop.spool.spooled == 18
     assert loop.spool.marks()[("w1", topic_for_sample("plc1", "A"))] == (1_021, 21)
     loop.spool.close()
 
