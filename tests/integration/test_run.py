@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import random
 import signal
 import socket
 import sqlite3
@@ -32,6 +31,7 @@ from pyconpro.workers.process import spawn
 
 from pyconpro.status_cli import request
 from tests.support.leaks import alive
+from tests.support.ports import free_subnet, free_udp_port
 from tests.support.wait import wait_for
 
 simulator_testing = pytest.importorskip("pyconpro.simulator.testing")
@@ -42,32 +42,10 @@ REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
 
 
-def _free(addr: str, port: int, kind: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind((addr, port))
-        except OSError:
-            return False
-    return True
 
 
-def _pick_net() -> int:
-    rng = random.Random()
-    for _ in range(100):
-        n = rng.randrange(2, 254)
-        if all(_free(f"127.73.{n}.{h}", 44818, socket.SOCK_STREAM) for h in (2, 3)):
-            return n
-    raise AssertionError("no free 127.73.N.0/24 for the simulators")
 
 
-def _free_udp_port(*addrs: str) -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((addrs[0], 0))
-            port: int = s.getsockname()[1]
-        if all(_free(a, port, socket.SOCK_DGRAM) for a in addrs[1:]):
-            return port
-    raise AssertionError("no UDP port free on every worker address")
 
 
 @dataclass
@@ -126,13 +104,13 @@ flush_interval_s = 0.2
 
 @pytest.fixture
 def plant(tmp_path: Path) -> Iterator[Plant]:
-    net = _pick_net()
+    net = free_subnet(73, (2, 3))
     sims = []
     try:
         for host in (2, 3):
             sims.append(simulator_testing.start_simulator(f"127.73.{net}.{host}", tcp_port=44818))
         p = Plant(tmp_path, net, sims)
-        p.worker_port = _free_udp_port(p.addr(1), p.addr(4))
+        p.worker_port = free_udp_port(p.addr(1), p.addr(4))
         yield p
     finally:
         for sim in sims:
@@ -576,7 +554,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def test_a_fatal_worker_leaves_run_idle_and_says_which_key_to_change(tmp_path: Path) -> None:
-    net = _pick_net()
+    net = free_subnet(73, (2, 3))
     local = f"127.73.{net}.1"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind((local, 0))  # the worker's UDP port, already in use

@@ -14,10 +14,8 @@ so loopback behaves as the network would. What must hold:
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -32,6 +30,7 @@ from pyconpro.workers import process
 from pyconpro.workers.guard import ClientKeys, keygen, load_key_pair, load_public_key
 
 from pyconpro.status_cli import request
+from tests.support.ports import free_port, free_subnet, free_udp_port
 
 simulator_testing = pytest.importorskip("pyconpro.simulator.testing")
 
@@ -41,31 +40,10 @@ REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
-def _free_udp_port(addr: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((addr, 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
-def _pick_net() -> int:
-    rng = random.Random()
-    for _ in range(100):
-        n = rng.randrange(2, 254)
-        with socket.socket() as s:
-            try:
-                s.bind((f"127.74.{n}.2", 44818))
-            except OSError:
-                continue
-        return n
-    raise AssertionError("no free 127.74.N.2:44818 for the simulator")
 
 
 def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
@@ -115,9 +93,9 @@ class Keys:
 
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[tuple[Path, Keys, str, str]]:
-    net = _pick_net()
+    net = free_subnet(74)
     keys = Keys(tmp_path)
-    bus, control = _free_tcp_port(), _free_tcp_port()
+    bus, control = free_port(), free_port()
     with simulator_testing.start_simulator(f"127.74.{net}.2", tcp_port=44818) as sim:
         config = tmp_path / "plant.toml"
         config.write_text(f"""
@@ -129,7 +107,7 @@ server_key = "plant.key_secret"
 client_keys = "clients"
 curve_on_loopback = true
 [worker]
-udp_port = {_free_udp_port(f"127.74.{net}.1")}
+udp_port = {free_udp_port(f"127.74.{net}.1")}
 stats_interval_s = 1
 [[plc]]
 name = "line1"

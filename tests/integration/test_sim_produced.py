@@ -24,6 +24,8 @@ from pyconpro.acquisition.target_options import multicast_group
 from pyconpro.simulator.control import ControlError
 from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simulator
 
+from tests.support.ports import free_port
+
 pytestmark = pytest.mark.timeout(90)
 
 TAGS_TOML = """
@@ -80,12 +82,6 @@ ADDRESS_ALT = "127.0.93.3"
 _serials = itertools.count(0x100)
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def tags_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim") / "tags.toml"
@@ -95,7 +91,7 @@ def tags_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mcast_port() -> int:
-    return free_udp_port()
+    return free_port("0.0.0.0", socket.SOCK_DGRAM)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +110,7 @@ def sim_alt(tags_file: Path) -> Iterator[SimulatorProcess]:
     args = ["--size-error", "0x0128", "--unknown-tag-error", "0x012E", "--multicast-rpi-error",
             "0x0801", "--max-connections", "2", "--initial-watchdog", "0.3",
             "--no-large-forward-open",
-            "--multicast-port", str(free_udp_port())]
+            "--multicast-port", str(free_port("0.0.0.0", socket.SOCK_DGRAM))]
     with start_simulator(ADDRESS_ALT, config=tags_file, extra_args=args) as s:
         yield s
 

@@ -17,7 +17,6 @@ Chromium (``apt-get install -y chromium``), fails in CI (PYCONPRO_REQUIRE_CHROMI
 from __future__ import annotations
 
 import json
-import random
 import socket
 import sys
 import urllib.error
@@ -31,6 +30,7 @@ from pyconpro.workers.process import Child, spawn
 
 from pyconpro.status_cli import request
 from tests.support.browser import Browser, Page, require_chromium
+from tests.support.ports import free_port, free_subnet
 from tests.support.wait import wait_for
 
 simulator_testing = pytest.importorskip("pyconpro.simulator.testing")
@@ -44,42 +44,28 @@ TOKEN = "browser-test-token-2718281828"
 ERROR_RED = "rgb(198, 40, 40)"  # app.css --error
 
 
-def _free_tcp(addr: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((addr, port))
-        except OSError:
-            return False
-    return True
 
 
-def _free_port(addr: str, kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((addr, 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture
 def plant(tmp_path: Path) -> Iterator[tuple[str, list[Any], Child]]:
     """Two simulated PLCs (line1, line2) and ``pyconpro run`` with [web]: (url, sims, run)."""
-    rng = random.Random()
-    net = next(n for n in (rng.randrange(2, 254) for _ in range(100))
-               if all(_free_tcp(f"127.75.{n}.{h}", 44818) for h in (2, 3)))  # fmt: skip
+    net = free_subnet(75, (2, 3))
     sims: list[Any] = []
     run: Child | None = None
     try:
         for host in (2, 3):
             sims.append(simulator_testing.start_simulator(f"127.75.{net}.{host}",
                                                           tcp_port=44818))  # fmt: skip
-        port = _free_port("127.0.0.1")
+        port = free_port("127.0.0.1")
         (tmp_path / "web.token").write_text(TOKEN + "\n")
         (tmp_path / "pipeline.toml").write_text(f"""
 [bus]
 endpoint = "ipc://{tmp_path}/bus"
 control_base = "ipc://{tmp_path}/ctl"
 [worker]
-udp_port = {_free_port(f"127.75.{net}.1", socket.SOCK_DGRAM)}
+udp_port = {free_port(f"127.75.{net}.1", socket.SOCK_DGRAM)}
 [supervisor]
 start_s = 0.5
 backoff_initial_s = 0.2

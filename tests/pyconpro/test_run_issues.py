@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-
-import pytest
 
 from pyconpro.check_cli import check
 from pyconpro.config_file import IPC_PATH_MAX, load_config, run_issues
+from tests.support.requirements import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,15 +90,40 @@ def test_log_file_that_is_a_directory(tmp_path: Path) -> None:
         f" file in it, e.g. '{tmp_path}/logs/pyconpro.log'")  # fmt: skip
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any directory")
-def test_log_file_in_a_directory_this_user_may_not_write(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    cfg = write(tmp_path, config(tmp_path, extra='[logging]\nfile = "locked/run.log"\n'))
-    assert_check_and_run_refuse(
-        cfg, f"{cfg}:5: logging.file: the log file cannot be written: '{locked}' is not"
-        " writable by this user; create the directory, or point file at a writable one (or"
-        " remove file: standard error)")  # fmt: skip
+def as_unprivileged_user() -> list[str]:
+    """The prefix that runs a command as ``nobody``: root may write in any directory, so as
+    root the test runs ``check`` and ``run`` as a user the permission bits apply to."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        skip_or_fail("setpriv", "as root this test runs pyconpro as 'nobody' with setpriv:"
+                     " apt-get install util-linux")  # fmt: skip
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+def test_log_file_in_a_directory_this_user_may_not_write() -> None:
+    prefix = as_unprivileged_user()
+    # pytest's tmp_path is private to root; this directory is one that nobody may enter.
+    with tempfile.TemporaryDirectory(prefix="pyconpro-perm-") as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o777)
+        locked = tmp / "locked"
+        locked.mkdir(mode=0o500)
+        locked.chmod(0o555)
+        cfg = write(tmp, config(tmp, extra='[logging]\nfile = "locked/run.log"\n'))
+        line = (f"{cfg}:5: logging.file: the log file cannot be written: '{locked}' is not"
+                " writable by this user; create the directory, or point file at a writable one"
+                " (or remove file: standard error)")  # fmt: skip
+        cli = [*prefix, sys.executable, "-m", "pyconpro.cli"]
+        checked_ = subprocess.run([*cli, "check", str(cfg)], check=False, capture_output=True,
+                                  text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+        assert checked_.returncode == 1, checked_.stdout + checked_.stderr
+        assert checked_.stdout.splitlines()[0] == line, checked_.stdout
+        ran = subprocess.run([*cli, "run", str(cfg)], check=False, capture_output=True,
+                             text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+        assert ran.returncode == 2, ran.stderr
+        assert ran.stderr.splitlines()[0] == f"error: {line}"
+        assert "Traceback" not in ran.stderr
 
 
 def base_of(tmp: Path, pub_path_bytes: int) -> str:

@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,7 @@ import pytest
 from pyconpro.workers.process import Child, spawn
 
 from tests.support import leaks
+from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
 
 # An address of our own inside 127/8, so that a developer's PostgreSQL on 127.0.0.1:5432 and
@@ -92,11 +92,6 @@ def _as_postgres() -> list[str]:
             "--pdeathsig=SIGQUIT", "--"]  # fmt: skip
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -106,7 +101,7 @@ class PostgresServer:
     def __init__(self, bin_path: Path, host: str = PG_HOST) -> None:
         self.bin = bin_path
         self.host = host
-        self.port = _free_port(host)
+        self.port = free_port(host)
         self.root = Path(tempfile.mkdtemp(prefix="pyconpro-pg-"))
         self.data = self.root / "data"
         self.log_path = self.root / "server.log"
