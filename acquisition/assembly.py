@@ -231,8 +231,13 @@ def size_answer(spec: AssemblySpec, additional: tuple[int, ...], *, input_known:
         direction = (Direction.OT if not ot_known else Direction.TO if not input_known
                      else None)
         if direction is None:
+            to_data = wanted - cm.CLASS1_SEQUENCE_SIZE - spec.to_header
+            ot_data = wanted - cm.CLASS1_SEQUENCE_SIZE - spec.ot_header
             return SizeAnswer(None, None, f"the device wants a connection size of {wanted}"
-                              " bytes, but both sizes are set")
+                              f" bytes: set input_size = {to_data} if it is the T->O size"
+                              + ("" if spec.heartbeat else
+                                 f", output_size = {ot_data} if it is the O->T size")
+                              + ", or leave the sizes out to take the device's")
     else:
         return SizeAnswer(None, None, f"0x{ext:04X} is not a size reject")
     if direction is Direction.OT:

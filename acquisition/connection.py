@@ -1010,7 +1010,9 @@ class ConsumerConnection:
     def _rejected(self, now: float, general: int, additional: tuple[int, ...]) -> None:
         self.counters.rejects += 1
         self.last_status = (general, additional)
-        reject = _Reject(now, (general, additional), describe_cip_status(general, additional))
+        reject = _Reject(now, (general, additional),
+                         describe_cip_status(general, additional,
+                                             device=self.assembly is not None))
         if self.assembly is not None:
             cls = classify_assembly_reject(general, additional)
             _ASSEMBLY_REJECT_HANDLERS.get(cls, _REJECT_HANDLERS[cls])(self, reject)
@@ -1237,7 +1239,8 @@ class ConsumerConnection:
         if self.assembly is not None:
             out["assembly"] = self._assembly_status(now)
         if self.last_status is not None:
-            out["last_status"] = describe_cip_status(*self.last_status)
+            out["last_status"] = describe_cip_status(*self.last_status,
+                                                     device=self.assembly is not None)
         if self._last_data is not None:
             out["last_data_s"] = self._last_data  # monotonic seconds, the caller's clock
         outage = self._outage
