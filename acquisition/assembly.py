@@ -360,3 +360,78 @@ def _field_type(text: str, where: str) -> AtomicType | ArrayType:
     if t.code == DataTypeCode.BOOL:
         raise UsageError(f"{where}: BOOL arrays: declare BOOL fields with bits, or a BYTE/WORD")
     return ArrayType(t, (count,))
+
+
+# ----------------------------------------------------------------------- the map form
+
+#: The keys of an assembly consumer's ``assembly`` map (config file ``[plc.assembly]``
+#: entries, the control socket, the Python API), with what each means.
+MAP_KEYS: Mapping[str, str] = {
+    "connection": "exclusive_owner, input_only or listen_only (required)",
+    "input": "T->O connection point: the input assembly instance",
+    "output": "O->T connection point: output assembly (exclusive owner) or heartbeat point",
+    "config": "configuration assembly instance (the 24 <instance> segment; none by default)",
+    "config_data": "configuration data sent in the Forward_Open, hex (even length)",
+    "path": "raw application path, hex, instead of input/output/config",
+    "input_size": "input data bytes (default: the size the device asks for)",
+    "output_size": "output data bytes (default: the size the device asks for)",
+    "ot_run_idle": "32-bit run/idle header on O->T data (default true; never on heartbeats)",
+    "to_run_idle": "32-bit run/idle header on T->O data (default false)",
+    "layout": "fields of the input image: [{name, type, offset?, bit?}, ...]",
+}
+
+
+def _hex(m: Mapping[str, Any], key: str) -> bytes | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"assembly.{key}: give hex text such as \"0102\"")
+    try:
+        return bytes.fromhex(value.replace(" ", ""))
+    except ValueError:
+        raise UsageError(f"assembly.{key} {value!r}: not hex; write bytes as \"20 04 24 97\""
+                         ) from None
+
+
+def _int(m: Mapping[str, Any], key: str) -> int | None:
+    value = m.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"assembly.{key}: give a whole number, not {value!r}")
+    return value
+
+
+def _bool(m: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = m.get(key, default)
+    if not isinstance(value, bool):
+        raise UsageError(f"assembly.{key}: give true or false, not {value!r}")
+    return value
+
+
+def assembly_from_map(name: str, m: Mapping[str, Any]) -> tuple[AssemblySpec, StructType | None]:
+    """The spec and the declared layout (None: samples carry bytes only) of an ``assembly``
+    map (``MAP_KEYS``); ``UsageError`` names the key and the fix."""
+    unknown = sorted(set(m) - set(MAP_KEYS))
+    if unknown:
+        raise UsageError(f"assembly.{unknown[0]}: unknown key; use {', '.join(MAP_KEYS)}")
+    kind_text = m.get("connection")
+    try:
+        kind = ConnectionKind(kind_text)
+    except ValueError:
+        raise UsageError(f"assembly.connection {kind_text!r}: use exclusive_owner, input_only"
+                         " or listen_only") from None
+    spec = AssemblySpec(
+        kind, input=_int(m, "input"), output=_int(m, "output"), config=_int(m, "config"),
+        config_data=_hex(m, "config_data") or b"", raw_path=_hex(m, "path"),
+        input_size=_int(m, "input_size"), output_size=_int(m, "output_size"),
+        ot_run_idle=_bool(m, "ot_run_idle", True), to_run_idle=_bool(m, "to_run_idle", False),
+    )
+    fields = m.get("layout")
+    if fields is None:
+        return spec, None
+    if not isinstance(fields, list) or not all(isinstance(f, Mapping) for f in fields):
+        raise UsageError("assembly.layout: give a list of fields, e.g. [{name = \"speed\","
+                         " type = \"INT\"}]")
+    return spec, parse_layout(name, fields, spec.input_size)

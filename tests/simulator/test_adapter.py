@@ -49,8 +49,7 @@ class Loop:
     def consumer(self, kind: ConnectionKind, name: str = "dev", **kw: object
                  ) -> ConsumerConnection:
         spec = AssemblySpec(kind, input=100, output=POINTS[kind], config=151, **kw)  # type: ignore[arg-type]
-        params = ConsumerParams(plc="io", tag=name, rpi_us=10_000, slot=None, assembly=spec,
-                                tag_type=spec_layout(kw.get("input_size")))
+        params = ConsumerParams(plc="io", tag=name, rpi_us=10_000, slot=None, assembly=spec)
         return ConsumerConnection(params, Originator(self.rng))
 
     def pump(self, c: ConsumerConnection, now: float) -> None:
@@ -73,10 +72,6 @@ class Loop:
         c.start(now)
         self.pump(c, now)
         return c
-
-
-def spec_layout(size: object) -> None:
-    return None
 
 
 @pytest.mark.parametrize("kind", [EO, IO])
