@@ -222,6 +222,7 @@ def size_answer(spec: AssemblySpec, additional: tuple[int, ...], *, input_known:
     if len(additional) < 2:
         return SizeAnswer(None, None, "the device did not say which size it wants")
     ext, wanted = additional[0], additional[1]
+    direction: Direction | None
     if ext == 0x0127:
         direction = Direction.OT
     elif ext == 0x0128:
@@ -418,7 +419,7 @@ def assembly_from_map(name: str, m: Mapping[str, Any]) -> tuple[AssemblySpec, St
         raise UsageError(f"assembly.{unknown[0]}: unknown key; use {', '.join(MAP_KEYS)}")
     kind_text = m.get("connection")
     try:
-        kind = ConnectionKind(kind_text)
+        kind = ConnectionKind(str(kind_text))
     except ValueError:
         raise UsageError(f"assembly.connection {kind_text!r}: use exclusive_owner, input_only"
                          " or listen_only") from None

@@ -1137,7 +1137,8 @@ class ConsumerConnection:
                                  output_known=asm.Direction.OT in self._known)
         if answer.problem is None and answer.direction is not None:
             if answer.direction in self._known:
-                given = spec.output_size if answer.direction is asm.Direction.OT else spec.input_size
+                given = (spec.output_size if answer.direction is asm.Direction.OT
+                         else spec.input_size)
                 answer = asm.SizeAnswer(None, None, (
                     f"the device wants {answer.data_bytes} data bytes {answer.direction.value},"
                     f" the config says {given}; set {_SIZE_KEY[answer.direction]} ="

@@ -24,8 +24,8 @@ from dataclasses import replace
 from types import FrameType
 from typing import TypeVar
 
-from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.adapter import default_adapter
+from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.target import ProducerTarget
 from pyconpro.acquisition.target_options import (
     MULTICAST_RPI_ERRORS,

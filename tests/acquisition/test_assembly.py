@@ -12,11 +12,13 @@ from pyconpro.acquisition.assembly import (
     AssemblySpec,
     ConnectionKind,
     Direction,
-    SizeAnswer as SizeAnswerT,
     assembly_forward_open,
     output_datagram,
     parse_layout,
     size_answer,
+)
+from pyconpro.acquisition.assembly import (
+    SizeAnswer as SizeAnswerT,
 )
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
