@@ -171,10 +171,7 @@ def assembly_forward_open(
 ) -> cm.ForwardOpenRequest:
     """A scanner's Forward_Open to an adapter (protocol.md 4.3, 5.2): both directions P2P,
     scheduled, fixed; transport 0x01 (client, cyclic, class 1)."""
-    for name, value in (("T->O RPI", to_rpi_us), ("O->T RPI", ot_rpi_us)):
-        if not 0 < value <= 0xFFFFFFFF:
-            raise UsageError(f"{name} {value} us out of range")
-    cm.multiplier_factor(timeout_multiplier)
+    cm.check_timing(to_rpi_us, ot_rpi_us, timeout_multiplier)
     to_size = spec.to_connection_size(input_bytes)
     ot_size = spec.ot_connection_size(output_bytes)
     for name, size in (("T->O", to_size), ("O->T", ot_size)):
