@@ -458,6 +458,14 @@ CLASS1_SEQUENCE_SIZE = 2
 MAX_PRODUCED_TAG_BYTES = 500
 
 
+def check_timing(to_rpi_us: int, ot_rpi_us: int, timeout_multiplier: int) -> None:
+    """RPIs that fit a Forward_Open's UDINT microseconds and a multiplier code 0..7."""
+    for name, value in (("T->O RPI", to_rpi_us), ("O->T RPI", ot_rpi_us)):
+        if not 0 < value <= 0xFFFFFFFF:
+            raise UsageError(f"{name} {value} us out of range")
+    multiplier_factor(timeout_multiplier)
+
+
 def produced_tag_forward_open(
     *,
     tag: str,
@@ -479,10 +487,7 @@ def produced_tag_forward_open(
     transport 0x81 (server, cyclic, class 1), path ``01 <slot> [key] 91 <tag>``."""
     if not 0 < tag_bytes <= 0x1FF - CLASS1_SEQUENCE_SIZE:
         raise UsageError(f"tag size {tag_bytes} bytes cannot be carried by a Forward_Open (1..509)")
-    for name, value in (("T->O RPI", to_rpi_us), ("O->T RPI", ot_rpi_us)):
-        if not 0 < value <= 0xFFFFFFFF:
-            raise UsageError(f"{name} {value} us out of range")
-    multiplier_factor(timeout_multiplier)
+    check_timing(to_rpi_us, ot_rpi_us, timeout_multiplier)
     to_type = ConnectionType.MULTICAST if multicast else ConnectionType.POINT_TO_POINT
     return ForwardOpenRequest(
         ot_connection_id=ot_connection_id,

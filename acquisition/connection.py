@@ -44,9 +44,10 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from pyconpro.acquisition import assembly as asm
 from pyconpro.acquisition import cip, class1, cm, cpf
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
-from pyconpro.acquisition.logix_types import LogixType, byte_size
+from pyconpro.acquisition.logix_types import LogixType, StructType, byte_size
 from pyconpro.acquisition.originator import (
     BackoffPolicy,
     ConsumerParams,
@@ -314,6 +315,44 @@ def classify_reject(general: int, additional: tuple[int, ...]) -> RejectClass:
     return RejectClass.TRANSIENT
 
 
+#: A generic adapter's application-path answers (OpENer appcontype.c, protocol.md 8.2): the
+#: connection points do not name a connection this device has.
+_ASSEMBLY_PATH_EXTENDED = {0x0315, 0x0117, 0x0118, 0x0129, 0x012A, 0x012B, 0x012F, 0x031F,
+                           0x012E}
+
+
+def classify_assembly_reject(general: int, additional: tuple[int, ...]) -> RejectClass:
+    """``classify_reject`` for an assembly connection: 0x0127 (O->T size) is a size the
+    device asks for too, and an unknown path is the connection points' fault, not a tag's."""
+    ext = additional[0] if additional else None
+    if general == 0x01 and ext == 0x0127:
+        return RejectClass.ADOPT_SIZE if len(additional) >= 2 else RejectClass.PERMANENT
+    if general == 0x01 and ext in _ASSEMBLY_PATH_EXTENDED:
+        return RejectClass.NOT_PRODUCED
+    return classify_reject(general, additional)
+
+
+#: What to tell the user about an adapter's refusal, by extended status (never Studio 5000:
+#: the device is not a Logix controller).
+ASSEMBLY_HINTS: Mapping[int, str] = {
+    0x0106: "another originator owns this output assembly (exclusive owner): stop it, or"
+            " open this connection as input_only / listen_only",
+    0x0119: "a listen-only connection needs another connection (exclusive owner or input"
+            " only) producing the same input assembly to be open first",
+    0x0126: "the configuration data has the wrong size for the configuration assembly",
+    0x0129: "the configuration data does not fit the configuration assembly (check"
+            " config_data against the EDS file)",
+    0x012F: "this device has no connection with these input / output / config points (see"
+            " its EDS file, [Connection Manager] section)",
+    0x012B: "the input (T->O) point is not one this device produces",
+    0x012A: "the output (O->T) point is not one this device consumes",
+    0x0315: "the connection path is not one this device understands (check the points, the"
+            " port/slot, or the raw path)",
+    0x011A: "the device has no free connection for this point: wait for an old one to"
+            " time out",
+}
+
+
 # --------------------------------------------------------------------------- the machine
 
 
@@ -380,6 +419,8 @@ class Counters:
     waits: int = 0  # times it waited for the PLC's session instead of backing off
     outages: int = 0  # outages over (data back, or stopped during one)
     outage_missed: int = 0  # datagrams the RPI promised during those outages
+    outputs: int = 0  # exclusive owner: output images handed in (``set_output``)
+    outputs_refused: int = 0  # of them, images of the wrong size (not sent)
 
 
 class ConsumerConnection:
@@ -425,6 +466,24 @@ class ConsumerConnection:
         self.session_up = True
         self._last_data: float | None = None  # receive time of the last datagram accepted
         self._outage: _Outage | None = None  # the interruption of the data in progress
+        # An assembly consumer (acquisition.assembly): ``tag_bytes`` is its input size and
+        # ``ot_bytes`` its output size (0 until given or learned: the device's size reject
+        # says what it wants); ``_output`` the latest output image and when it came.
+        self.assembly = params.assembly
+        self.ot_bytes = 0
+        self._known: set[asm.Direction] = set()
+        self._output: bytes | None = None
+        self._output_at: float | None = None
+        self._output_refused = False
+        if self.assembly is not None:
+            spec = self.assembly
+            self.learned = False
+            self.tag_bytes = spec.input_size if spec.input_size is not None else 0
+            self.ot_bytes = spec.output_size or 0
+            if spec.input_size is not None:
+                self._known.add(asm.Direction.TO)
+            if spec.output_size is not None or spec.heartbeat:
+                self._known.add(asm.Direction.OT)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -657,6 +716,35 @@ class ConsumerConnection:
             self.counters.gap += missed
             self._emit(ConnEvent("gap", f"{missed} datagram(s) missed (total {self.counters.gap})"))
 
+    def set_output(self, now: float, image: bytes) -> None:
+        """The latest output image of an exclusive owner (from the bus, or the API): sent in
+        run mode with every O->T datagram from the next one on. An image of another size than
+        the connection's output size is refused (counted; one event until a good one comes)."""
+        spec = self.assembly
+        if spec is None or spec.heartbeat:
+            raise UsageError(f"{self.name}: only an exclusive-owner assembly connection sends"
+                             " output data")
+        self.counters.outputs += 1
+        known = asm.Direction.OT in self._known
+        if known and len(image) != self.ot_bytes:
+            self.counters.outputs_refused += 1
+            if not self._output_refused:
+                self._output_refused = True
+                self._emit(ConnEvent("error", f"output image of {len(image)} bytes refused: the"
+                                     f" output assembly is {self.ot_bytes} bytes; still sending"
+                                     " the previous image"))
+            return
+        self._output_refused = False
+        self._output = bytes(image)
+        self._output_at = now
+
+    def _sizes_text(self) -> str:
+        if self.assembly is None:
+            return f"{self.tag_bytes}+2"
+        spec = self.assembly
+        out = "heartbeat" if spec.heartbeat else f"output {self.ot_bytes}"
+        return f"input {self.tag_bytes}, {out}"
+
     def next_deadline(self) -> float | None:
         if self.state is State.RUNNING and self._open is not None:
             o = self._open
@@ -735,20 +823,29 @@ class ConsumerConnection:
         p = self.params
         o = self.originator
         to_id = 0 if p.multicast else o.new_connection_id()
-        request = cm.produced_tag_forward_open(
-            tag=p.tag, tag_bytes=self.tag_bytes, to_rpi_us=self.to_rpi_us,
-            ot_rpi_us=self.ot_rpi_us, connection_serial=o.new_serial(), vendor_id=o.vendor_id,
-            originator_serial=o.serial, to_connection_id=to_id, multicast=p.multicast,
-            timeout_multiplier=p.multiplier, slot=p.slot,
-        )
-        if p.route:
-            request = _replace_path(request, p.connection_path())
+        if self.assembly is not None:
+            request = asm.assembly_forward_open(
+                self.assembly, input_bytes=self.tag_bytes, output_bytes=self.ot_bytes,
+                to_rpi_us=self.to_rpi_us, ot_rpi_us=self.ot_rpi_us,
+                connection_serial=o.new_serial(), vendor_id=o.vendor_id,
+                originator_serial=o.serial, to_connection_id=to_id,
+                timeout_multiplier=p.multiplier, hops=p.hops,
+            )
+        else:
+            request = cm.produced_tag_forward_open(
+                tag=p.tag, tag_bytes=self.tag_bytes, to_rpi_us=self.to_rpi_us,
+                ot_rpi_us=self.ot_rpi_us, connection_serial=o.new_serial(),
+                vendor_id=o.vendor_id, originator_serial=o.serial, to_connection_id=to_id,
+                multicast=p.multicast, timeout_multiplier=p.multiplier, slot=p.slot,
+            )
+            if p.route:
+                request = _replace_path(request, p.connection_path())
         self._open = _Open(request)
         self._deadline = now + self.timing.request_s
         self.counters.forward_opens += 1
         self._transition(trigger, now, kind=kind, message=message or (
             f"Forward_Open serial 0x{request.connection_serial:04X}"
-            f" T->O id 0x{to_id:08X} size {self.tag_bytes}+2"), status=status)
+            f" T->O id 0x{to_id:08X} size {self._sizes_text()}"), status=status)
         self.recorder.record_out(now, "Forward_Open", request.encode())
         self._emit(SendForwardOpen(request))
 
@@ -782,7 +879,8 @@ class ConsumerConnection:
         if group is not None:
             self._emit(JoinGroup(group))
         assert self.tag_bytes is not None
-        self._emit(Listen(o.to_id, self.tag_bytes))
+        header = self.assembly.to_header if self.assembly is not None else 0
+        self._emit(Listen(o.to_id, self.tag_bytes + header))
         # The consumer sends first (6.5): heartbeat now, then every O->T API.
         o.hb_index = 1
         self._heartbeat(now, now)
@@ -791,7 +889,15 @@ class ConsumerConnection:
         o = self._open
         assert o is not None
         o.hb_seq32 = seq = (o.hb_seq32 + 1) & 0xFFFFFFFF
-        dgram = class1.heartbeat(o.ot_id, seq, seq & 0xFFFF)
+        spec = self.assembly
+        if spec is not None and not spec.heartbeat:
+            # Exclusive owner: the latest output image in run mode; zeros in idle mode until
+            # an image of the right size came (docs/wire-format.md "Output images").
+            image = self._output if self._output is not None else bytes(self.ot_bytes)
+            dgram = asm.output_datagram(o.ot_id, seq, image, run=self._output is not None,
+                                        header=bool(spec.ot_header))
+        else:
+            dgram = class1.heartbeat(o.ot_id, seq, seq & 0xFFFF)
         self.counters.heartbeats += 1
         self.recorder.record_out(now, "heartbeat", dgram)
         self._outputs.append(SendHeartbeat(dgram, self.params.plc_udp_port, due, skipped))
@@ -904,7 +1010,13 @@ class ConsumerConnection:
     def _rejected(self, now: float, general: int, additional: tuple[int, ...]) -> None:
         self.counters.rejects += 1
         self.last_status = (general, additional)
-        reject = _Reject(now, (general, additional), describe_cip_status(general, additional))
+        reject = _Reject(now, (general, additional),
+                         describe_cip_status(general, additional,
+                                             device=self.assembly is not None))
+        if self.assembly is not None:
+            cls = classify_assembly_reject(general, additional)
+            _ASSEMBLY_REJECT_HANDLERS.get(cls, _REJECT_HANDLERS[cls])(self, reject)
+            return
         _REJECT_HANDLERS[classify_reject(general, additional)](self, reject)
 
     # One handler per RejectClass (the table _REJECT_HANDLERS after the class); each decides
@@ -1015,6 +1127,71 @@ class ConsumerConnection:
         self._enter_backoff(Trigger.REJECTED, r.now, kind="reject", status=r.status,
                             message=f"Forward_Open refused: {r.text}")
 
+    # The same decisions for an assembly consumer, whose sizes the device states and whose
+    # errors talk about connection points (``_ASSEMBLY_REJECT_HANDLERS``).
+
+    def _on_assembly_size_reject(self, r: _Reject) -> None:
+        spec = self.assembly
+        assert spec is not None
+        answer = asm.size_answer(spec, r.additional, input_known=asm.Direction.TO in self._known,
+                                 output_known=asm.Direction.OT in self._known)
+        if answer.problem is None and answer.direction is not None:
+            if answer.direction in self._known:
+                given = (spec.output_size if answer.direction is asm.Direction.OT
+                         else spec.input_size)
+                answer = asm.SizeAnswer(None, None, (
+                    f"the device wants {answer.data_bytes} data bytes {answer.direction.value},"
+                    f" the config says {given}; set {_SIZE_KEY[answer.direction]} ="
+                    f" {answer.data_bytes} or leave it out to take the device's size"))
+            elif not self._can_retry_now():
+                answer = asm.SizeAnswer(None, None, "size negotiation does not converge")
+        if answer.problem is not None or answer.direction is None or answer.data_bytes is None:
+            self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status,
+                       message=f"{self.name}: Forward_Open refused: {r.text}: {answer.problem}")
+            return
+        data = answer.data_bytes
+        self._known.add(answer.direction)
+        if answer.direction is asm.Direction.OT:
+            self.ot_bytes = data
+        else:
+            problem = self._fit_layout(data)
+            if problem is not None:
+                self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status,
+                           message=f"{self.name}: {problem} ({r.text})")
+                return
+            self.tag_bytes = data
+        self._retry_now(r.now, r.status, f"{r.text}: the device wants {data} data bytes"
+                        f" {answer.direction.value}; opening again with that size")
+
+    def _fit_layout(self, size: int) -> str | None:
+        """The declared layout (if any) covers an input image of ``size`` bytes now."""
+        t = self.tag_type
+        if not isinstance(t, StructType):
+            return None
+        end = max((m.offset + (1 if m.bit is not None else byte_size(m.type))
+                   for m in t.members), default=0)
+        if end > size:
+            return (f"the device produces {size} input bytes but the declared layout needs"
+                    f" {end}; fix the layout")
+        self.tag_type = replace(t, size=size)
+        return None
+
+    def _on_assembly_path_reject(self, r: _Reject) -> None:
+        ext = r.additional[0] if r.additional else None
+        hint = ASSEMBLY_HINTS.get(ext or 0, "check the connection points against the device's"
+                                  " EDS file")
+        spec = self.assembly
+        assert spec is not None
+        self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status, message=(
+            f"{self.name}: Forward_Open refused: {r.text}: {hint} ({spec.describe()})"))
+
+    def _on_assembly_transient_reject(self, r: _Reject) -> None:
+        ext = r.additional[0] if r.additional else None
+        hint = ASSEMBLY_HINTS.get(ext or 0)
+        self._enter_backoff(Trigger.REJECTED, r.now, kind="reject", status=r.status,
+                            message=f"Forward_Open refused: {r.text}"
+                            + (f": {hint}" if hint else ""))
+
     def _retry_now(self, now: float, status: tuple[int, tuple[int, ...]], message: str) -> None:
         self._immediate += 1
         self._release_triad()
@@ -1022,6 +1199,21 @@ class ConsumerConnection:
                             status=status)
 
     # ------------------------------------------------------------------ reports
+
+    def _assembly_status(self, now: float | None) -> dict[str, object]:
+        spec = self.assembly
+        assert spec is not None
+        out: dict[str, object] = {
+            "connection": spec.kind.value, "path": spec.describe(),
+            "input_size": self.tag_bytes, "to_run_idle": spec.to_run_idle,
+        }
+        if not spec.heartbeat:
+            fed = self._output is not None
+            out.update(output_size=self.ot_bytes, ot_run_idle=spec.ot_run_idle,
+                       output="fed" if fed else "not fed: sending zeros in idle mode")
+            if self._output_at is not None and now is not None:
+                out["output_age_s"] = round(max(0.0, now - self._output_at), 3)
+        return out
 
     def snapshot(self, now: float | None = None) -> dict[str, object]:
         """A plain-data status for the control socket. With ``now``, an outage in progress
@@ -1045,8 +1237,11 @@ class ConsumerConnection:
             if self.state is State.RUNNING:
                 out.update(ot_id=o.ot_id, to_id=o.to_id, ot_api_us=round(o.ot_api_s * 1e6),
                            to_api_us=round(o.to_api_s * 1e6), group=o.group)
+        if self.assembly is not None:
+            out["assembly"] = self._assembly_status(now)
         if self.last_status is not None:
-            out["last_status"] = describe_cip_status(*self.last_status)
+            out["last_status"] = describe_cip_status(*self.last_status,
+                                                     device=self.assembly is not None)
         if self._last_data is not None:
             out["last_data_s"] = self._last_data  # monotonic seconds, the caller's clock
         outage = self._outage
@@ -1059,6 +1254,16 @@ class ConsumerConnection:
             out["outage"] = current
         return out
 
+
+_ASSEMBLY_REJECT_HANDLERS: Mapping[RejectClass, Callable[[ConsumerConnection, _Reject], None]] = {
+    RejectClass.ADOPT_SIZE: ConsumerConnection._on_assembly_size_reject,
+    RejectClass.NOT_PRODUCED: ConsumerConnection._on_assembly_path_reject,
+    RejectClass.TRANSIENT: ConsumerConnection._on_assembly_transient_reject,
+}
+"""An assembly consumer's own reject decisions; the other classes act as for a tag."""
+
+_SIZE_KEY: Mapping[asm.Direction, str] = {asm.Direction.OT: "output_size",
+                                          asm.Direction.TO: "input_size"}
 
 _REJECT_HANDLERS: Mapping[RejectClass, Callable[[ConsumerConnection, _Reject], None]] = {
     RejectClass.NEW_SERIAL: ConsumerConnection._on_new_serial_reject,

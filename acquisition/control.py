@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import msgpack
 from pyconpro.acquisition import epath
+from pyconpro.acquisition.assembly import assembly_from_map
 from pyconpro.acquisition.consumer_keys import (
     PLC_ADDRESS,
     RPI_MAX_MS,
@@ -66,6 +67,8 @@ KEYS = {
     "reconnect_max_s": "longest wait between reconnect attempts (default 0.5)",
     "connect_timeout_s": "give one TCP connect to the PLC up after this long (default 2)",
     "max_in_flight": "requests (Forward_Open, ...) sent to the PLC at once (default 8)",
+    "assembly": "a generic adapter's assembly instead of a tag: {connection, input, output,"
+                " config, ...} (docs/configuration.md, Assemblies); slot then defaults to none",
 }
 _SESSION_DEFAULTS = SessionPolicy()
 
@@ -93,6 +96,9 @@ class ConsumerDef:
     reconnect_max_s: float = _SESSION_DEFAULTS.reconnect_max_s
     connect_timeout_s: float = _SESSION_DEFAULTS.connect_timeout_s
     max_in_flight: int = _SESSION_DEFAULTS.max_in_flight
+    # A generic adapter's assembly instead of a Logix tag (acquisition.assembly MAP_KEYS);
+    # ``tag`` is then the consumer's name.
+    assembly: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -111,6 +117,13 @@ class ConsumerDef:
             epath.PortSegment(port, bytes([link]) if isinstance(link, int) else link.encode())
             for port, link in self.route
         )
+        if self.assembly is not None:
+            spec, layout = assembly_from_map(self.tag, self.assembly)
+            return ConsumerParams(
+                plc=self.plc, tag=self.tag, rpi_us=self.rpi_us, ot_rpi_us=self.ot_rpi_us,
+                multiplier=self.multiplier, slot=self.slot, route=route, tag_type=layout,
+                plc_udp_port=self.udp_port, assembly=spec,
+            )
         return ConsumerParams(
             plc=self.plc, tag=self.tag, rpi_us=self.rpi_us, ot_rpi_us=self.ot_rpi_us,
             multiplier=self.multiplier, multicast=self.multicast, slot=self.slot, route=route,
@@ -124,6 +137,8 @@ class ConsumerDef:
     def to_map(self) -> dict[str, Any]:
         out = asdict(self)
         out["route"] = [list(hop) for hop in self.route]
+        if self.assembly is not None:
+            out["assembly"] = dict(self.assembly)
         return out
 
 
@@ -223,7 +238,12 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     ot_ms = inh.ot_rpi_ms[0]
     ot_rpi_us = (_rpi_us(t, "ot_rpi_us") if t.has("ot_rpi_us")
                  else None if ot_ms is None else round(ot_ms * 1000))
-    slot = _slot(t)
+    assembly = m.get("assembly")
+    if assembly is not None and not isinstance(assembly, Mapping):
+        log.error("consumer.assembly", "not a table of assembly keys",
+                  "give e.g. {connection = \"input_only\", input = 100, output = 152}")
+        assembly = None
+    slot = None if assembly is not None and not t.has("slot") else _slot(t)
     route = read_route(t)
     size = read_tag_size(t)
     type_text = t.string("type", None)
@@ -240,6 +260,7 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
         type=type_text or None, alias=alias, port=port, udp_port=udp_port,
         reconnect_min_s=session.reconnect_min_s, reconnect_max_s=session.reconnect_max_s,
         connect_timeout_s=session.connect_timeout_s, max_in_flight=session.max_in_flight,
+        assembly=dict(assembly) if assembly is not None else None,
     )
     d.params().connection_path()  # the type and its agreement with size; the path encodes
     return d
@@ -288,6 +309,8 @@ def consumer_to_map(d: ConsumerDef) -> dict[str, Any]:
         m["type"] = d.type
     if d.port != 44818:
         m["port"] = d.port
+    if d.assembly is not None:
+        m["assembly"] = dict(d.assembly)
     session = d.session_policy()
     for key in ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s", "max_in_flight"):
         if getattr(session, key) != getattr(_SESSION_DEFAULTS, key):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pyconpro.acquisition import cm, epath
+from pyconpro.acquisition.assembly import AssemblySpec
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import LogixType, byte_size
 
@@ -114,6 +115,11 @@ class ConsumerParams:
     ``tag_type`` the Logix type when known (its size then checks ``tag_bytes`` and a 0x0109
     answer). ``multiplier`` is the wire code 0..7 (x4..x512). ``route`` are port segments
     placed before ``01 <slot>``; ``plc_udp_port`` is where heartbeats go.
+
+    ``assembly``: this consumer reads a generic adapter's assembly, not a Logix tag
+    (``acquisition.assembly``); ``tag`` is then only its name, ``slot`` None means no port
+    segment (a device that owns its IP), ``tag_bytes`` the input size and ``tag_type`` its
+    declared layout, if any.
     """
 
     plc: str
@@ -127,11 +133,18 @@ class ConsumerParams:
     tag_bytes: int | None = None
     tag_type: LogixType | None = None
     plc_udp_port: int = 2222
+    assembly: AssemblySpec | None = None
 
     def __post_init__(self) -> None:
         cm.multiplier_factor(self.multiplier)
         if self.rpi_us <= 0 or (self.ot_rpi_us is not None and self.ot_rpi_us <= 0):
             raise UsageError(f"{self.plc}/{self.tag}: RPIs must be positive microseconds")
+        if self.assembly is not None:
+            if self.multicast:
+                raise UsageError(f"{self.plc}/{self.tag}: assembly connections are point to"
+                                 " point here; use transport = \"unicast\"")
+            self.connection_path()  # validates the path now
+            return
         if self.tag_bytes is not None and not 0 < self.tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
             raise UsageError(
                 f"{self.plc}/{self.tag}: size {self.tag_bytes} bytes is outside 1..500, the"
@@ -154,7 +167,15 @@ class ConsumerParams:
     def factor(self) -> int:
         return cm.multiplier_factor(self.multiplier)
 
+    @property
+    def hops(self) -> tuple[epath.PortSegment, ...]:
+        """The port segments before the application path: the route, then ``01 <slot>``."""
+        return self.route + ((epath.PortSegment.slot(self.slot),) if self.slot is not None
+                             else ())
+
     def connection_path(self) -> bytes:
+        if self.assembly is not None:
+            return self.assembly.connection_path(self.hops)
         return b"".join(seg.encode() for seg in self.route) + epath.produced_tag_connection_path(
             self.tag, self.slot
         )

@@ -334,10 +334,13 @@ def extended_status_text(general: int, extended: int) -> str:
     return ""
 
 
-def describe_cip_status(general: int, additional: tuple[int, ...] = ()) -> str:
+def describe_cip_status(general: int, additional: tuple[int, ...] = (), *,
+                        device: bool = False) -> str:
     """Human text for a CIP status, e.g. ``0x01/0x0109 invalid connection size: the controller
     wants 6 bytes``. Additional words beyond the extended code are explained where their meaning
-    is known (protocol.md 5.9)."""
+    is known (protocol.md 5.9). ``device``: the answer comes from a generic adapter (an
+    assembly connection), so the words speak of a device and its connection size, not of a
+    controller's tag."""
     if not additional:
         return f"0x{general:02X} {general_status_text(general)}"
     ext = additional[0]
@@ -345,7 +348,10 @@ def describe_cip_status(general: int, additional: tuple[int, ...] = ()) -> str:
     out = f"0x{general:02X}/0x{ext:04X} {text}"
     extra = additional[1:]
     if general == 0x01 and extra:
-        if ext in (0x0109, 0x0127, 0x0128) and len(extra) >= 1:
+        if ext in (0x0109, 0x0127, 0x0128) and len(extra) >= 1 and device:
+            out += (f": the device wants {extra[0]} bytes (connection size: sequence count,"
+                    " run/idle header if any, and data)")
+        elif ext in (0x0109, 0x0127, 0x0128) and len(extra) >= 1:
             out += f": the controller wants {extra[0]} bytes"
             if ext in (0x0109, 0x0128):
                 out += f" (connection size, i.e. {max(extra[0] - 2, 0)} bytes of tag data + 2)"

@@ -54,6 +54,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pyconpro.acquisition import cip, class1, cm, cpf, epath
+from pyconpro.acquisition.adapter import Adapter, AdapterReject, InputImage, OpenedAssembly
+from pyconpro.acquisition.adapter import OfferedConnection as OfferedConnectionT
+from pyconpro.acquisition.assembly import ConnectionKind as AssemblyKind
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.status import ExtendedStatus, GeneralStatus
 from pyconpro.acquisition.target_options import (
@@ -77,6 +80,7 @@ RPI_OK, RPI_USE_THIS, RPI_MINIMUM, RPI_MAXIMUM, RPI_SHARED = 0, 1, 2, 3, 4
 class ConnectionKind(str, Enum):
     CLASS1 = "class1"
     CLASS3 = "class3"
+    ASSEMBLY = "assembly"  # class 1 to an adapter's assemblies (``acquisition.adapter``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,10 @@ KIND_RULES: Mapping[ConnectionKind, KindRules] = {
     ConnectionKind.CLASS3: KindRules(
         udp_heartbeats=False, connected_requests=True, ends_with_session=True,
         ends_sessions_on_timeout=False,
+    ),
+    ConnectionKind.ASSEMBLY: KindRules(
+        udp_heartbeats=True, connected_requests=False, ends_with_session=False,
+        ends_sessions_on_timeout=True,
     ),
 }
 
@@ -284,6 +292,8 @@ class _AppPath:
     kind: ConnectionKind
     tag_name: str | None = None
     tag: ProducibleTag | None = None
+    # An adapter's assembly path: O->T point, T->O point, config instance, config data.
+    points: tuple[int, int, int | None, bytes | None] | None = None
 
 
 # --------------------------------------------------------------------------- the target
@@ -302,8 +312,12 @@ class ProducerTarget:
     everything else leaves through ``take_outputs()``.
     """
 
-    def __init__(self, store: TagSource, options: TargetOptions | None = None) -> None:
+    def __init__(self, store: TagSource, options: TargetOptions | None = None,
+                 adapter: Adapter | None = None) -> None:
         self.store = store
+        #: a generic adapter's assemblies served beside the tags (``acquisition.adapter``)
+        self.adapter = adapter
+        self._assemblies: dict[int, OpenedAssembly] = {}  # id(connection) -> what it opened
         self.options = options or TargetOptions()
         self.counters = TargetCounters()
         self._outputs: list[TargetOutput] = []
@@ -343,6 +357,7 @@ class ProducerTarget:
             "incarnation": self._incarnation,
             "connections": [c.summary() for c in self._by_triad.values()],
             "counters": self.counters.as_dict(),
+            **({"assemblies": self.adapter.snapshot()} if self.adapter is not None else {}),
         }
 
     # ------------------------------------------------------------------ CM dispatch
@@ -552,11 +567,13 @@ class ProducerTarget:
         point is the produced one (protocol.md 4.3); the O->T point is a heartbeat."""
         lt = epath.LogicalType
         j = 0
+        config: int | None = None
         if (
             j < len(rest)
             and isinstance(rest[j], epath.LogicalSegment)
             and rest[j].kind == lt.INSTANCE_ID  # type: ignore[union-attr]
         ):
+            config = rest[j].value  # type: ignore[union-attr]
             j += 1
         points: list[int] = []
         while (
@@ -566,10 +583,15 @@ class ProducerTarget:
         ):
             points.append(rest[j].value)  # type: ignore[union-attr]
             j += 1
+        data: bytes | None = None
         while j < len(rest) and isinstance(rest[j], epath.DataSegment):
+            data = (data or b"") + rest[j].data  # type: ignore[union-attr]
             j += 1  # configuration data: nothing to configure on a produced tag
         if j != len(rest) or not 1 <= len(points) <= 2:
             raise _Reject(ExtendedStatus.INVALID_SEGMENT_IN_PATH)
+        if self.adapter is not None and len(points) == 2 and self.adapter.produces(points[1]):
+            return _AppPath(ConnectionKind.ASSEMBLY, f"assembly {points[1]}",
+                            points=(points[0], points[1], config, data))
         point = points[-1]
         if self.options.assemblies is not None:
             name = self.options.assemblies.get(point)
@@ -775,6 +797,100 @@ class ProducerTarget:
         self._add(conn)
         return conn, tuple(items)
 
+    # ------------------------------------------------------------------ adapter assemblies
+
+    def _open_assembly(
+        self,
+        request: cm.ForwardOpenRequest,
+        app: _AppPath,
+        peer_ip: str,
+        session_id: int,
+        now: float,
+        to_sockaddr: cpf.Sockaddr | None,
+    ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
+        """A class-1 connection to the adapter's assemblies (``acquisition.adapter``: OpENer's
+        rules, in its order: which offered connection, ownership, listen only, sizes, config
+        data), produced P2P at the requested RPI."""
+        adapter = self.adapter
+        assert adapter is not None and app.points is not None
+        ot_point, to_point, config, data = app.points
+        tt = request.transport_trigger
+        if tt.transport_class != 1 or tt.trigger != cm.ProductionTrigger.CYCLIC:
+            raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
+        ot, to = request.ot_params, request.to_params
+        if ot.connection_type != cm.ConnectionType.POINT_TO_POINT:
+            raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
+        if to.connection_type != cm.ConnectionType.POINT_TO_POINT:
+            raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
+        try:
+            offered = adapter.match(ot_point, to_point, config)
+            self._check_assembly_use(offered)
+            ot_code, to_code = self._size_codes()
+            ot_size, to_size = adapter.expected_sizes(offered)
+            if ot.size != ot_size:
+                raise _Reject(ot_code, ot_size)
+            if to.size != to_size:
+                raise _Reject(to_code, to_size)
+            if request.triad in self._by_triad:
+                raise _Reject(ExtendedStatus.CONNECTION_IN_USE)
+            self._check_pool()
+            image = InputImage(adapter, to_point)
+            self._check_rpi(request, image, image.name, False)
+            adapter.check_config(offered, data, {
+                o.offered.config: bytes(adapter.assemblies[o.offered.config].data)
+                for o in self._assemblies.values() if o.offered.config is not None})
+        except AdapterReject as r:
+            raise _Reject(*r.additional) from None
+        conn = self._new_connection(ConnectionKind.ASSEMBLY, request, request.to_connection_id,
+                                    peer_ip, session_id, now, to_size=to.size, tag=image.name)
+        port = (to_sockaddr.port if to_sockaddr is not None and to_sockaddr.port
+                else self.options.consumer_port)
+        conn.dest = (peer_ip, port)
+        producer = Producer(image.name, image, conn.to_id, conn.dest, request.to_rpi, now, False,
+                            [conn])
+        self._producers[id(producer)] = producer
+        self._conn_producer[id(conn)] = producer
+        owner = offered.kind is AssemblyKind.EXCLUSIVE_OWNER
+        self._assemblies[id(conn)] = OpenedAssembly(
+            offered, adapter.assemblies[ot_point] if owner else None,
+            adapter.assemblies[to_point])
+        self._add(conn)
+        items: list[cpf.Item] = []
+        if self.options.reply_ot_sockaddr:
+            items.append(cpf.SockaddrInfo(cpf.ItemId.SOCKADDR_O2T,
+                                          cpf.Sockaddr("0.0.0.0", self.options.udp_port)))
+        return conn, tuple(items)
+
+    def _check_assembly_use(self, offered: OfferedConnectionT) -> None:
+        """One exclusive owner per output assembly (0x0106); a listen-only connection only
+        while another connection produces its input assembly (0x0119)."""
+        opened = list(self._assemblies.values())
+        if offered.kind is AssemblyKind.EXCLUSIVE_OWNER and any(
+                o.offered.kind is AssemblyKind.EXCLUSIVE_OWNER
+                and o.offered.output == offered.output for o in opened):
+            raise _Reject(ExtendedStatus.OWNERSHIP_CONFLICT)
+        if offered.kind is AssemblyKind.LISTEN_ONLY and not any(
+                o.offered.kind is not AssemblyKind.LISTEN_ONLY
+                and o.offered.input == offered.input for o in opened):
+            raise _Reject(ExtendedStatus.NON_LISTEN_ONLY_NOT_OPENED)
+
+    def _remove_assembly(self, conn: TargetConnection) -> None:
+        """Forget an assembly connection; when the last connection that is not listen-only
+        on an input assembly goes, its listen-only connections go too (OpENer closes them)."""
+        opened = self._assemblies.pop(id(conn), None)
+        if opened is None or opened.offered.kind is AssemblyKind.LISTEN_ONLY:
+            return
+        point = opened.input.instance
+        rest = [(c, o) for c in self._by_triad.values()
+                if c is not conn and (o := self._assemblies.get(id(c))) is not None
+                and o.input.instance == point]
+        if any(o.offered.kind is not AssemblyKind.LISTEN_ONLY for _, o in rest):
+            return
+        for c, _ in rest:
+            self._remove(c)
+            self._outputs.append(TargetEvent(TargetEventKind.CLOSED, conn.opened_at, c.triad,
+                                             c.tag, c.peer_ip, "listen only: its owner is gone"))
+
     def _check_rpi(
         self, request: cm.ForwardOpenRequest, tag: ProducibleTag, name: str, multicast: bool
     ) -> None:
@@ -816,6 +932,7 @@ class ProducerTarget:
         self._by_ot_id[conn.ot_id] = conn
 
     def _remove(self, conn: TargetConnection) -> None:
+        self._remove_assembly(conn)
         self._by_triad.pop(conn.triad, None)
         self._by_ot_id.pop(conn.ot_id, None)
         producer = self._conn_producer.pop(id(conn), None)
@@ -881,6 +998,12 @@ class ProducerTarget:
         conn.heartbeats += 1
         conn.deadline = now + conn.timeout_s
         self.counters.heartbeats += 1
+        opened = self._assemblies.get(id(conn))
+        if opened is not None and opened.output is not None and self.adapter is not None:
+            try:
+                self.adapter.consumed(opened.output.instance, data)
+            except MalformedPacket:
+                self.counters.datagrams_malformed += 1
 
     # ------------------------------------------------------------------ class-3 messaging
 
@@ -936,6 +1059,9 @@ class ProducerTarget:
         self._producers.clear()
         self._conn_producer.clear()
         self._multicast.clear()
+        self._assemblies.clear()
+        if self.adapter is not None:
+            self.adapter.restart()
         self.store.restart(now)
         new = int(self.store.incarnation) & 0xFFFF
         # Ids of the old incarnation may still sit in consumers' tables: never reuse the prefix.
@@ -985,6 +1111,8 @@ class ProducerTarget:
         if not due:
             return
         self.store.tick(now)
+        if self.adapter is not None:
+            self.adapter.tick(now)
         for p in due:
             image = p.tag.image()
             p.seq32 = (p.seq32 + 1) & 0xFFFFFFFF
@@ -1042,6 +1170,7 @@ _Opener = Callable[
 _OPENERS: Mapping[ConnectionKind, _Opener] = {
     ConnectionKind.CLASS1: ProducerTarget._open_class1,
     ConnectionKind.CLASS3: ProducerTarget._open_class3,
+    ConnectionKind.ASSEMBLY: ProducerTarget._open_assembly,
 }
 
 #: The (O->T, T->O) size reject codes, by ``TargetOptions.size_error``: Logix's 0x0109 for

@@ -173,6 +173,34 @@ def topic_for_stats(worker: str) -> bytes:
     return _topic(TopicKind.STATS.value, escape_name(worker))
 
 
+# Output images of exclusive-owner assembly consumers go the other way: a user process
+# publishes them into the bus (wire-format.md "Output images"); not a TopicKind, because no
+# worker publishes them and sinks do not store them.
+OUTPUT_PREFIX = b"output/"
+
+
+def topic_for_output(plc: str, name: str) -> bytes:
+    """``output/<plc>/<name>/``: where the output image of consumer ``<plc>/<name>`` is read."""
+    return b"output/" + _topic(escape_name(plc), escape_name(name))
+
+
+def encode_output(image: bytes) -> bytes:
+    """An output image body: ``{"v": 1, "data": <bin>}``."""
+    return _pack({"v": SCHEMA_VERSION, "data": bytes(image)}, "output image")
+
+
+def decode_output(body: bytes) -> bytes:
+    """The image of an output body; ``UsageError`` when it is not one."""
+    try:
+        m = _unpack(body, "output image")
+    except MalformedPacket as exc:
+        raise UsageError(f"output image: {exc}") from None
+    data = m.get("data")
+    if m.get("v") != SCHEMA_VERSION or not isinstance(data, bytes):
+        raise UsageError('output image: want a map {"v": 1, "data": <bytes>}')
+    return data
+
+
 def topic_prefix(kind: TopicKind | str | None = None, *names: str) -> bytes:
     """A subscription filter: ``b""`` (everything), ``b"sample/"``, ``b"sample/plc1/"``,
     ``b"sample/plc1/Tag/"`` ... Each name given is escaped and closed with ``/`` so the

@@ -24,6 +24,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TypeVar
 
+from pyconpro.acquisition.adapter import default_adapter
 from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.target import ProducerTarget
 from pyconpro.acquisition.target_options import (
@@ -182,6 +183,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="old firmware: answer Large_Forward_Open (0x5B) with general status "
         "0x08, so originators fall back to Forward_Open (0x54)",
     )
+    parser.add_argument(
+        "--adapter", choices=("none", "plain", "t2o-run-idle"), default="none",
+        help="also be a generic adapter with OpENer's sample assemblies (input 100, output 150,"
+        " config 151, heartbeats 152/153; docs/simulator.md); t2o-run-idle: its T->O data"
+        " carries the run/idle header",
+    )
 
     f = parser.add_argument_group("fault injection (also switchable at run time via --control)")
     f.add_argument("--drop", type=_rate, default=0.0, metavar="P", help="drop T->O datagrams")
@@ -263,7 +270,9 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
     controller = LogixController(
         store, args.slot, tcpip=TcpIpSettings(address=args.address, netmask=args.netmask)
     )
-    target = ProducerTarget(store, target_options)
+    adapter = (default_adapter(to_run_idle=args.adapter == "t2o-run-idle")
+               if args.adapter != "none" else None)
+    target = ProducerTarget(store, target_options, adapter=adapter)
     server = SimulatorServer(
         server_config,
         store,

@@ -714,6 +714,7 @@ class SimulatorServer:
             "server": self.counters.as_dict(),
             "faults": self.faults.settings.as_dict(),
             "fault_counters": self.faults.counters.as_dict(),
+            **({"assemblies": snap["assemblies"]} if "assemblies" in snap else {}),
         }
 
 

@@ -96,6 +96,7 @@ from pyconpro.acquisition.session import (
 from pyconpro.acquisition.value_plan import compile_value_plan
 from pyconpro.workers import fastpath
 from pyconpro.workers.control_socket import answer_waiting
+from pyconpro.workers.forwarder import connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 from pyconpro.workers.logfmt import LOG_FORMAT
 
@@ -178,6 +179,9 @@ class WorkerOptions:
     # stdout sink, `pyconpro tail`, the sinks' events tables) and would show twice. Rejects,
     # timeouts and errors are WARNING either way.
     event_log_level: int = logging.INFO
+    # Where output images for exclusive-owner assembly consumers are read (a SUB socket
+    # connected there: the pipeline's bus endpoint; docs/wire-format.md "Output images").
+    outputs_endpoint: str | None = None
 
     @property
     def worker_name(self) -> str:
@@ -242,6 +246,9 @@ class WorkerConsumer:
     # value program), so its routine datagrams may be handled there.
     tap: Any = None
     tap_stream: bool = False
+    # Bytes before the data in each T->O datagram's payload: an assembly's run/idle header.
+    skip: int = 0
+    run_idle: int | None = None  # the last run/idle header the device sent (skip = 4)
 
     @property
     def producer(self) -> tuple[str, int]:
@@ -293,7 +300,11 @@ class IoWorker:
             "heartbeat_send_errors": 0,
             "decode_errors": 0,
             "control_errors": 0,
+            "outputs": 0,
+            "output_errors": 0,
         }
+        self.outputs: zmq.Socket[Any] | None = None  # SUB for output images (outputs_endpoint)
+        self._output_topics: dict[bytes, str] = {}  # output topic -> consumer key
         self.started = clock()
         self._context_rng = random.Random()  # sender contexts; never the seeded originator's
         self.stopping = False
@@ -389,6 +400,15 @@ class IoWorker:
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.pub, zmq.POLLIN)
         self.poller.register(self._wake_r, zmq.POLLIN)
+        if self.opt.outputs_endpoint is not None:
+            self.outputs = self.ctx.socket(zmq.SUB)
+            self.outputs.setsockopt(zmq.LINGER, 0)
+            self.outputs.setsockopt(zmq.RCVHWM, 1000)
+            guard.secure_connect(self.outputs, self.opt.outputs_endpoint)
+            self.outputs.connect(connectable(self.opt.outputs_endpoint))
+            for topic in self._output_topics:
+                self.outputs.subscribe(topic)
+            self.poller.register(self.outputs, zmq.POLLIN)
         log.info(
             "%s: originator vendor 0x%04X serial 0x%08X (random per start), UDP %s:%d,"
             " PUB %s, control %s",
@@ -446,6 +466,8 @@ class IoWorker:
                 self.demux.c.publisher(0)  # it holds the libzmq socket closed next
             self.pub.close()
             self.control.close()
+            if self.outputs is not None:
+                self.outputs.close()
             if self.guard is not None:
                 self.guard.close()
             self.ctx.term()
@@ -495,6 +517,12 @@ class IoWorker:
         link.consumers.add(defn.key)
         c = self.consumers[defn.key] = WorkerConsumer(defn, conn, link, uid=next(self._uids),
                                                       digest=control.consumer_digest(defn))
+        if conn.assembly is not None:
+            c.skip = conn.assembly.to_header
+            if not conn.assembly.heartbeat:
+                self._output_topics[wire.topic_for_output(defn.plc, defn.topic_name)] = defn.key
+                if self.outputs is not None:
+                    self.outputs.subscribe(wire.topic_for_output(defn.plc, defn.topic_name))
         if self._fast is not None:
             c.tap = self._fast.Tap(defn.key)
             c.tap.recorder(conn.recorder.buf, conn.recorder.size, self._what_in)
@@ -542,6 +570,11 @@ class IoWorker:
             del self.consumers[key]
         self._by_uid.pop(c.uid, None)
         c.link.types.forget(c.uid)
+        topic = wire.topic_for_output(c.defn.plc, c.defn.topic_name)
+        if self._output_topics.get(topic) == key:
+            del self._output_topics[topic]
+            if self.outputs is not None:
+                self.outputs.unsubscribe(topic)
         c.sched = None  # its heap entries are stale from now on
         c.link.consumers.discard(key)
         if not c.link.consumers and not self.stopping:
@@ -1087,7 +1120,8 @@ class IoWorker:
         if c.tap is not None:
             plan = compile_value_plan(t) if c.stream is not None else None
             size = c.conn.tag_bytes
-            c.tap_stream = plan is not None and size is not None
+            # An assembly's T->O run/idle header is taken off in Python (``_publish_sample``).
+            c.tap_stream = plan is not None and size is not None and not c.skip
             if c.stream is not None and plan is not None and size is not None:
                 c.tap.stream(c.stream.topic, c.stream.fragments(), plan, size, self.seq.table)
             else:
@@ -1099,6 +1133,9 @@ class IoWorker:
     ) -> None:
         # The connection hands out a new type object only when the type changed (learned again
         # after a download): rebuild the decoder and the stream (its type name) then.
+        if c.skip:
+            self._run_idle(c, raw)
+            raw = raw[c.skip:]
         stream = c.stream
         if c.conn.tag_type is not c.decoder_type or stream is None:
             stream = self._sample_stream(c)
@@ -1121,6 +1158,44 @@ class IoWorker:
             self.counters["pub_drops"] += 1
         except UsageError as exc:  # a decoded value msgpack cannot carry: a bug, not fatal
             log.error("cannot publish on %r: %s", stream.topic, exc)
+
+    def _run_idle(self, c: WorkerConsumer, raw: bytes) -> None:
+        """The device's run/idle header: an event when it changes (run <-> idle)."""
+        header = int.from_bytes(raw[:4], "little")
+        if header == c.run_idle:
+            return
+        first, c.run_idle = c.run_idle is None, header
+        mode = "run" if header & 1 else "idle"
+        if first and mode == "run":
+            return
+        self._publish_event(c, ConnEvent("state", f"the device reports {mode} mode"
+                                         f" (run/idle header 0x{header:08X})"))
+
+    def _on_outputs(self, now: float) -> None:
+        """Output images from the bus (docs/wire-format.md "Output images"): the latest one of
+        each exclusive-owner consumer goes out with its next O->T datagram."""
+        assert self.outputs is not None
+        for _ in range(1000):
+            try:
+                topic, body = self.outputs.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:  # not two frames: not an output image
+                self.counters["output_errors"] += 1
+                continue
+            key = self._output_topics.get(topic)
+            c = self.consumers.get(key) if key is not None else None
+            if c is None:
+                continue
+            try:
+                image = wire.decode_output(body)
+                c.conn.set_output(now, image)
+            except UsageError as exc:
+                self.counters["output_errors"] += 1
+                log.debug("%s: output image refused: %s", c.defn.key, exc)
+                continue
+            self.counters["outputs"] += 1
+            self._pump(c, now)
 
     def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
         level = self.opt.event_log_level if ev.kind in ("state", "gap") else logging.WARNING
@@ -1600,6 +1675,9 @@ class IoWorker:
             if item is self.pub:
                 self._on_subscriptions()
                 continue
+            if item is self.outputs:
+                self._on_outputs(now)
+                continue
             # pyzmq's Poller reports plain sockets by file descriptor.
             fd = item if isinstance(item, int) else item.fileno()
             self._dispatch_fd(fd, flags, now)
@@ -1774,6 +1852,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--curve-on-loopback", action="store_true", help="CURVE on loopback endpoints too"
     )
+    p.add_argument("--outputs", dest="outputs_endpoint", default=None,
+                   help="bus endpoint to read exclusive-owner output images from")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
     p.add_argument("--recorder-log-level", default="WARNING", help=argparse.SUPPRESS)  # the API's
@@ -1817,6 +1897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.name,
         shutdown_timeout_s=args.shutdown_timeout,
         security=SecurityConfig(args.curve_key, args.curve_clients, args.curve_on_loopback),
+        outputs_endpoint=args.outputs_endpoint,
     )
     if args.udp_port_hint:
         opts.udp_port_hint = args.udp_port_hint
