@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 from pyconpro.acquisition import cip, cpf, encap, epath
 from pyconpro.acquisition.encap import Command
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
@@ -56,7 +57,7 @@ from pyconpro.acquisition.target import (
     TargetEvent,
 )
 from pyconpro.acquisition.target_options import TargetOptions
-from pyconpro.acquisition.wire import escape_name
+from pyconpro.acquisition.wire import escape_name, unescape_name
 
 __all__ = [
     "MAX_CONSUMERS_DEFAULT",
@@ -69,6 +70,7 @@ __all__ = [
     "ProducedTags",
     "ProducerEndpoint",
     "SendTcp",
+    "decode_feed",
     "produce_topic",
 ]
 
@@ -595,3 +597,26 @@ def _reply(pkt: encap.EncapsulationPacket, data: bytes = b"", *, session: int | 
            status: int = 0) -> bytes:
     return encap.EncapsulationPacket(pkt.command, data, pkt.session if session is None else
                                      session, status, pkt.context, pkt.options).encode()
+
+
+def decode_feed(frames: Sequence[bytes]) -> tuple[str, Any]:
+    """A value published for a produced tag (wire-format.md "Feeding a produced tag"):
+    ``[b"produce/<name>/", msgpack {"value": v}]`` (or ``{"raw": <bytes>}``, the tag image) ->
+    (name, value or bytes). UsageError names what is wrong."""
+    if len(frames) != 2:
+        raise UsageError(f"{len(frames)} frames; a produce message is [topic, body]")
+    topic, body = frames
+    parts = topic.decode("utf-8", "replace").split("/")
+    if len(parts) != 3 or parts[0] != "produce" or not parts[1] or parts[2]:
+        raise UsageError(f"topic {topic!r} is not produce/<name>/")
+    try:
+        msg = msgpack.unpackb(body, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise UsageError("the body is not MessagePack") from None
+    if not isinstance(msg, dict) or ("value" not in msg and "raw" not in msg):
+        raise UsageError("the body must be a map with 'value' (or 'raw' bytes)")
+    if "raw" in msg:
+        if not isinstance(msg["raw"], bytes):
+            raise UsageError("'raw' must be bytes (the tag image)")
+        return unescape_name(parts[1]), msg["raw"]
+    return unescape_name(parts[1]), msg["value"]
