@@ -177,6 +177,12 @@ class ProducedTag:
 
     spec: ProduceSpec
     instance_id: int
+    # ProducibleTag (acquisition.target_options) and TagLike (acquisition.logix_controller):
+    # copied from the spec so both protocols see plain attributes.
+    name: str = field(init=False)
+    max_consumers: int = field(init=False)
+    rpi_min_us: int = field(init=False)
+    rpi_max_us: int = field(init=False)
     type: LogixType = field(init=False)
     produced: bool = True
     default_rpi_us: int | None = None
@@ -192,27 +198,13 @@ class ProducedTag:
     _decode: Callable[[bytes], Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.name = self.spec.name
+        self.max_consumers = self.spec.max_consumers
+        self.rpi_min_us, self.rpi_max_us = self.spec.rpi_min_us, self.spec.rpi_max_us
         self.type = self.spec.logix_type()
         self._image = bytes(byte_size(self.type))
         self._encode = compile_encoder(self.type)
         self._decode = compile_decoder(self.type)
-
-    # ProducibleTag (acquisition.target_options) and TagLike (acquisition.logix_controller)
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def max_consumers(self) -> int:
-        return self.spec.max_consumers
-
-    @property
-    def rpi_min_us(self) -> int:
-        return self.spec.rpi_min_us
-
-    @property
-    def rpi_max_us(self) -> int:
-        return self.spec.rpi_max_us
 
     @property
     def program(self) -> str | None:

@@ -49,7 +49,6 @@ from pyconpro.acquisition.logix_types import (
     StructType,
     byte_size,
     parse_type,
-    resolve_type,
 )
 from pyconpro.acquisition.logix_types import TYPE_TEXT_RE as _TYPE_RE
 from pyconpro.acquisition.toml_check import ConfigIssue, did_you_mean

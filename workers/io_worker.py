@@ -2060,8 +2060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             defs += [consumer_from_spec(s) for g in groups for s in g.consumers]
             produce += [s for g in groups for s in g.produce]
-            if args.tcp_port == DEFAULT_TCP_PORT:
-                opts.tcp_port = cfg.worker.tcp_port
+            opts.tcp_port = cfg.worker.tcp_port if args.tcp_port == DEFAULT_TCP_PORT else (
+                args.tcp_port)
         opts.produce = tuple(produce)
     except PyconproError as exc:
         print(f"error: {exc}", file=sys.stderr)

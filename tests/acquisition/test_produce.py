@@ -80,7 +80,10 @@ def open_tag(ep: ProducerEndpoint, session: int, tag: str, size: int, *, serial:
     return cip.Reply.decode(send.unconnected()), list(send.items[2:])
 
 
-def datagrams(ep: ProducerEndpoint, now: float) -> list[tuple[class1.Class1Datagram, tuple[str, int]]]:
+Sent = list[tuple[class1.Class1Datagram, tuple[str, int]]]
+
+
+def datagrams(ep: ProducerEndpoint, now: float) -> Sent:
     ep.on_timer(now)
     return [(class1.Class1Datagram.decode(o.data), o.address) for o in ep.take_outputs()
             if isinstance(o, SendDatagram)]
