@@ -18,7 +18,7 @@ Owns, with no I/O and time passed in:
   ``acquisition.logix_controller.LogixController``. Nothing of the target role is written twice.
 
 What a Logix consumer sends before its Forward_Open is not verified on hardware (protocol.md
-12, marked ⚠️): the endpoint answers the discovery commands, RegisterSession, the Identity object
+10.7, marked ⚠️): the endpoint answers the discovery commands, RegisterSession, the Identity object
 and the tag services, which covers what a scanner and pycomm3-style clients are known to ask.
 
 The machine has the one shape of ARCHITECTURE.md: inputs are method calls taking ``now``

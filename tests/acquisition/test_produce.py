@@ -155,7 +155,7 @@ def test_unregister_closes_the_client() -> None:
 
 
 def test_identity_and_the_tag_listing_answer_before_the_open() -> None:
-    """The explicit requests a consumer may make first (protocol.md 12 ⚠️): the Identity
+    """The explicit requests a consumer may make first (protocol.md 10.7 ⚠️): the Identity
     object, and the Symbol object listing the produced tags, read only."""
     ep = make()
     session = register(ep)
