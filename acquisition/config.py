@@ -49,6 +49,8 @@ from pyconpro.acquisition.consumer_keys import (
 )
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.originator import SessionPolicy
+from pyconpro.acquisition.produce import ProduceSpec
+from pyconpro.acquisition.produce_config import ProducePlacement, read_produce
 from pyconpro.acquisition.security import SecurityConfig, check_exposure, read_security
 from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema, read_sink
 from pyconpro.acquisition.supervision import RestartPolicy
@@ -192,6 +194,8 @@ class WorkerConfig:
     # SO_RCVBUF each worker asks for its UDP sockets (bytes; 0 = the system default). Linux
     # grants at most net.core.rmem_max; the worker logs and reports what it got.
     udp_rcvbuf: int = UDP_RCVBUF_DEFAULT
+    # The TCP port of a worker that produces tags ([[produce]]): its EtherNet/IP server.
+    tcp_port: int = 44818
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,8 @@ class Config:
     supervisor: RestartPolicy = field(default_factory=RestartPolicy)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     web: WebConfig | None = None  # None: no [web] section (or enabled = false): no web process
+    # [[produce]]: tags produced for Logix consumers, with where each is served.
+    produce: tuple[tuple[ProduceSpec, ProducePlacement], ...] = ()
     # What is valid but probably not meant (`check` prints them, `run` logs them).
     warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False, repr=False)
     # Line of each key path in the source, so later checks (group_by_local_address) can still
@@ -267,6 +273,7 @@ class WorkerGroup:
     local_address: str
     plcs: tuple[str, ...]
     consumers: tuple[ConsumerSpec, ...]
+    produce: tuple[ProduceSpec, ...] = ()  # the [[produce]] tags this worker serves
 
     @property
     def name(self) -> str:
@@ -288,13 +295,14 @@ _PLC_KEYS: Final = (
     *_CONSUMER_KEYS, *_SESSION_KEYS, "tag",
 )  # fmt: skip
 _TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias")
-_WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf")
+_WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf", "tcp_port")
 _SUPERVISOR_KEYS: Final = (
     "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
     "max_quick_failures", "stop_timeout_s",
 )  # fmt: skip
 _TOP_KEYS: Final = (
     "bus", "logging", "defaults", "plc", "sink", "worker", "supervisor", "security", "web",
+    "produce",
 )  # fmt: skip
 
 
@@ -479,6 +487,7 @@ def _read_worker(ctx: _Ctx, data: Mapping[str, Any]) -> WorkerConfig:
         udp_port=t.integer("udp_port", d.udp_port, 1, 65535),
         stats_interval_s=t.number("stats_interval_s", d.stats_interval_s, 0.1, 3600.0, "s"),
         udp_rcvbuf=t.integer("udp_rcvbuf", d.udp_rcvbuf, 0, UDP_RCVBUF_MAX, "bytes"),
+        tcp_port=t.integer("tcp_port", d.tcp_port, 0, 65535),
     )
 
 
@@ -541,6 +550,25 @@ def _read_sinks(
     return tuple(sinks)
 
 
+def _read_produce_entries(
+    ctx: _Ctx, top: _Table
+) -> tuple[tuple[ProduceSpec, ProducePlacement], ...]:
+    out: list[tuple[ProduceSpec, ProducePlacement]] = []
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(top.array_of_tables("produce", "produce")):
+        got = read_produce(ctx, i, entry)
+        if got is None:
+            continue
+        folded = got[0].name.casefold()
+        if folded in seen:
+            ctx.error(f"produce[{i}].name", f"tag {got[0].name!r} is produced twice (first at"
+                      f" {seen[folded]})", "give every [[produce]] entry its own name")
+            continue
+        seen[folded] = f"produce[{i}]"
+        out.append(got)
+    return tuple(out)
+
+
 def parse_config(
     text: str,
     filename: str = "<string>",
@@ -563,11 +591,13 @@ def parse_config(
 
     plcs: dict[str, PlcConfig] = {}
     entries = top.array_of_tables("plc", "plc")
-    if not entries and "plc" not in raw:
+    produce = _read_produce_entries(ctx, top)
+    if not entries and "plc" not in raw and not produce and "produce" not in raw:
         ctx.error(
             "plc",
             "no [[plc]] entries: there is nothing to consume",
-            "add a [[plc]] section with name, address and at least one [[plc.tag]]",
+            "add a [[plc]] section with name, address and at least one [[plc.tag]]"
+            " (or a [[produce]] entry)",
         )
     first_use: dict[str, str] = {}
     for i, entry in enumerate(entries):
@@ -610,6 +640,7 @@ def parse_config(
         supervisor=supervisor,
         security=security,
         web=web,
+        produce=produce,
         warnings=tuple(warnings),
         key_lines=MappingProxyType(dict(ctx.keylines.lines)),
     )
@@ -650,53 +681,78 @@ def group_by_local_address(
 
     A PLC's ``local_address`` wins; else its ``interface`` is turned into an address by
     ``interface_address(name)``; else ``resolve(plc_address)`` says which local address routes to
-    it (the supervisor passes a function that asks the OS). Groups come sorted by address so that
-    worker names are stable across runs. Failures of the callbacks become ``ConfigError`` naming
-    the PLC's key.
+    it (the supervisor passes a function that asks the OS). A ``[[produce]]`` entry is placed
+    the same way (its ``consumer_address`` is the consuming PLC's address); a worker may serve
+    produced tags only. Groups come sorted by address so that worker names are stable across
+    runs. Failures of the callbacks become ``ConfigError`` naming the entry's key.
     """
     specs = consumer_specs(config)
     keylines = _KeyLines("")
     keylines.lines = dict(config.key_lines)
-    groups: dict[str, tuple[list[str], list[ConsumerSpec]]] = {}
+    groups: dict[str, tuple[list[str], list[ConsumerSpec], list[ProduceSpec]]] = {}
     for i, plc in enumerate(config.plcs):
-        key = f"plc[{i}]"
-        try:
-            if plc.local_address is not None:
-                local = plc.local_address
-            elif plc.interface is not None:
-                if interface_address is None:
-                    raise UsageError(
-                        f"{key} names interface {plc.interface!r} but no interface_address "
-                        "callback was given to group_by_local_address"
-                    )
-                key = f"{key}.interface"
-                local = interface_address(plc.interface)
-            else:
-                key = f"{key}.address"
-                local = resolve(plc.address)
-            local = str(ipaddress.IPv4Address(local))
-        except (OSError, ValueError, LookupError) as exc:
-            if isinstance(exc, UsageError):
-                raise
-            target = f"interface {plc.interface!r}" if key.endswith("interface") else plc.address
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        config.source,
-                        key,
-                        keylines.find(key),
-                        f"cannot find the local address for PLC {plc.name!r} ({target}): {exc}",
-                        "check the interface is up and a route exists (`ip route get "
-                        f"{plc.address}`), or set local_address for this PLC",
-                    )
-                ]
-            ) from exc
-        names, consumers = groups.setdefault(local, ([], []))
+        local = _local_address(config, keylines, f"plc[{i}]", f"PLC {plc.name!r}",
+                               (plc.local_address, plc.interface, plc.address), resolve,
+                               interface_address)
+        names, consumers, _ = groups.setdefault(local, ([], [], []))
         names.append(plc.name)
         consumers.extend(specs[plc.name])
+    for i, (spec, where) in enumerate(config.produce):
+        local = _local_address(
+            config, keylines, f"produce[{i}]", f"produced tag {spec.name!r}",
+            (where.local_address, where.interface, where.consumer_address), resolve,
+            interface_address)
+        groups.setdefault(local, ([], [], []))[2].append(spec)
     return tuple(
-        WorkerGroup(local_address=addr, plcs=tuple(names), consumers=tuple(consumers))
-        for addr, (names, consumers) in sorted(
+        WorkerGroup(local_address=addr, plcs=tuple(names), consumers=tuple(consumers),
+                    produce=tuple(produce))
+        for addr, (names, consumers, produce) in sorted(
             groups.items(), key=lambda kv: ipaddress.IPv4Address(kv[0])
         )
     )
+
+
+def _local_address(
+    config: Config,
+    keylines: _KeyLines,
+    key: str,
+    what: str,
+    given: tuple[str | None, str | None, str | None],
+    resolve: Callable[[str], str],
+    interface_address: Callable[[str], str] | None,
+) -> str:
+    """The local address of one entry: ``given`` = (local_address, interface, the remote
+    address to route to), the first that is set wins."""
+    local_address, interface, remote = given
+    try:
+        if local_address is not None:
+            local = local_address
+        elif interface is not None:
+            if interface_address is None:
+                raise UsageError(
+                    f"{key} names interface {interface!r} but no interface_address "
+                    "callback was given to group_by_local_address"
+                )
+            key = f"{key}.interface"
+            local = interface_address(interface)
+        else:
+            assert remote is not None
+            key = f"{key}.{'address' if key.startswith('plc') else 'consumer_address'}"
+            local = resolve(remote)
+        return str(ipaddress.IPv4Address(local))
+    except (OSError, ValueError, LookupError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        target = f"interface {interface!r}" if key.endswith("interface") else remote
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    config.source,
+                    key,
+                    keylines.find(key),
+                    f"cannot find the local address for {what} ({target}): {exc}",
+                    "check the interface is up and a route exists (`ip route get "
+                    f"{remote}`), or set local_address for this entry",
+                )
+            ]
+        ) from exc

@@ -46,6 +46,7 @@ from pyconpro.acquisition.consumer_keys import (
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import ArrayType, LogixType, StructType, resolve_type
 from pyconpro.acquisition.originator import ConsumerParams, SessionPolicy
+from pyconpro.acquisition.produce import ProduceSpec
 from pyconpro.acquisition.toml_check import ConfigIssue, IssueLog, Table
 
 KEYS = {
@@ -478,14 +479,64 @@ class StopRequest:
         return {"op": self.OP}
 
 
+@dataclass(frozen=True, slots=True)
+class ProduceRequest:
+    """Produce a tag for Logix consumers (docs/worker.md "Producing tags"):
+    ``{"op": "produce", "produce": {"name": "Setpoint", "type": "REAL", ...}}`` (the keys of
+    ``acquisition.produce.ProduceSpec``)."""
+
+    OP: ClassVar[str] = "produce"
+    spec: ProduceSpec
+
+    @classmethod
+    def from_map(cls, req: Mapping[str, Any]) -> ProduceRequest:
+        spec = req.get("produce")
+        if not isinstance(spec, dict):
+            raise UsageError("'produce' needs 'produce': a map with at least name and type")
+        return cls(ProduceSpec.from_dict(spec))
+
+    def to_map(self) -> dict[str, Any]:
+        return {"op": self.OP, "produce": self.spec.as_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequest:
+    """The new value of a produced tag: ``{"op": "set", "tag": "Setpoint", "value": 1.5}``, or
+    ``"raw": <bytes>`` (the tag image, exactly its size) instead of ``value``."""
+
+    OP: ClassVar[str] = "set"
+    tag: str
+    value: Any
+
+    @classmethod
+    def from_map(cls, req: Mapping[str, Any]) -> SetRequest:
+        tag = req.get("tag")
+        if not isinstance(tag, str):
+            raise UsageError("'set' needs 'tag' (a produced tag's name) and 'value' or 'raw'")
+        if "raw" in req:
+            raw = req["raw"]
+            if not isinstance(raw, bytes):
+                raise UsageError("'set': 'raw' must be bytes (the tag image)")
+            return cls(tag, raw)
+        if "value" not in req:
+            raise UsageError(f"'set' {tag!r}: give 'value' (or 'raw' bytes)")
+        return cls(tag, req["value"])
+
+    def to_map(self) -> dict[str, Any]:
+        key = "raw" if isinstance(self.value, bytes) else "value"
+        return {"op": self.OP, "tag": self.tag, key: self.value}
+
+
 Request: TypeAlias = (
     AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest | StopRequest
+    | ProduceRequest | SetRequest
 )
 
 #: op -> request class; the order is the one error messages list the ops in.
 REQUESTS: dict[str, type[Request]] = {
     cls.OP: cls
-    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest, StopRequest)
+    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest, StopRequest,
+                ProduceRequest, SetRequest)
 }
 
 
@@ -498,7 +549,8 @@ def request_from_map(req: object) -> Request:
     cls = REQUESTS.get(req["op"])
     if cls is None:
         raise UsageError(
-            f"unknown op {req['op']!r}: use add, remove, list, status, recorder or stop"
+            f"unknown op {req['op']!r}: use add, remove, list, status, recorder, stop, produce"
+            " or set"
         )
     return cls.from_map(req)
 
@@ -590,6 +642,17 @@ class StopReply:
 
 
 @dataclass(frozen=True, slots=True)
+class ProducedReply:
+    """The reply to ``produce`` and ``set``: the produced tag's status
+    (``acquisition.produce.ProducedTag.status``)."""
+
+    tag: Mapping[str, Any]
+
+    def to_map(self) -> dict[str, Any]:
+        return {"ok": True, "tag": dict(self.tag)}
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply:
     """A refused request: ``{"ok": false, "error": <text for people>}``."""
 
@@ -599,7 +662,9 @@ class ErrorReply:
         return {"ok": False, "error": self.error}
 
 
-Reply: TypeAlias = ConsumerReply | ListReply | StatusReply | RecorderReply | StopReply | ErrorReply
+Reply: TypeAlias = (
+    ConsumerReply | ListReply | StatusReply | RecorderReply | StopReply | ProducedReply | ErrorReply
+)
 
 
 def encode_reply(reply: Reply) -> bytes:

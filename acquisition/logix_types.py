@@ -369,6 +369,28 @@ def resolve_type(
     )
 
 
+#: A type as text: ``NAME`` or ``NAME[d1]`` / ``NAME[d1,d2]`` / ``NAME[d1,d2,d3]``.
+TYPE_TEXT_RE = re.compile(
+    r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*(\d+(?:\s*,\s*\d+){0,2})\s*\])?\s*\Z")
+
+
+def parse_type(spec: str, types: Mapping[str, StructType]) -> LogixType:
+    """``DINT``, ``DINT[10]``, ``INT[2,3]``, ``STRING``, ``<UDT>[n]`` -> a type object (the
+    simulator's tag files and the ``[[produce]]`` entries of a config write types so)."""
+    m = TYPE_TEXT_RE.match(spec) if isinstance(spec, str) else None
+    if m is None:
+        raise UsageError(f"type {spec!r}: write NAME or NAME[d1] / NAME[d1,d2] / NAME[d1,d2,d3]")
+    name = m.group(1)
+    if name.upper() in DataTypeCode.__members__ or name.upper() == "STRING":
+        name = name.upper()
+    base = resolve_type(name, types, context=f"type {spec!r}")
+    if m.group(2) is None:
+        return base
+    dims = tuple(int(d) for d in m.group(2).split(","))
+    assert not isinstance(base, ArrayType)
+    return ArrayType(base, dims)
+
+
 def _normalize_dims(dims: int | Sequence[int] | None, *, context: str) -> tuple[int, ...]:
     if dims is None or dims == 0:
         return ()

@@ -16,6 +16,11 @@ One JSON object per line in, one per line out (``{"ok": true, ...}`` or ``{"ok":
 | ``record_heartbeats`` | ``path``: file, or null to stop  | write every class-1 datagram         |
 |                  |                                       | received with its kernel time        |
 |                  |                                       | (``server.HEARTBEAT_RECORD``)        |
+| ``consume``      | ``tag``: {address, tag, type, ...}    | consume a tag from a producer        |
+|                  |                                       | (simulator/consumed.py)              |
+| ``unconsume``    | ``key``: ``<address>/<tag>``          | stop consuming it (Forward_Close)    |
+| ``consumed``     | ``since``: index (default 0)          | each consumed tag: state, events and |
+|                  |                                       | the values received from ``since``   |
 | ``stop``         |                                       | end the simulator process cleanly    |
 
 ``ControlServer`` lives inside the simulator's selector loop (no threads); ``SimulatorControl``
@@ -30,6 +35,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
+from pyconpro.acquisition.errors import UsageError
+from pyconpro.simulator.consumed import ConsumedSpec
 from pyconpro.simulator.faults import FaultSettings
 
 if TYPE_CHECKING:
@@ -190,13 +197,32 @@ class ControlServer:
             if path is not None and not isinstance(path, str):
                 raise ValueError('"path" must be a file path, or null to stop recording')
             return {"records": srv.record_heartbeats(path)}
+        if cmd in ("consume", "unconsume", "consumed"):
+            return self._consumed(cmd, request)
         if cmd == "stop":
             srv.request_stop()
             return {}
         raise ValueError(
             f"unknown command {cmd!r}; known: ping, status, faults, restart, reset_tcp,"
-            " set_produced, producers, record_heartbeats, stop"
+            " set_produced, producers, record_heartbeats, consume, unconsume, consumed, stop"
         )
+
+    def _consumed(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        srv = self.server
+        try:
+            if cmd == "consume":
+                spec = request.get("tag")
+                if not isinstance(spec, dict):
+                    raise ValueError('"tag" must be an object: address, tag, type, ...')
+                srv.consume(ConsumedSpec.from_dict(spec))
+            elif cmd == "unconsume":
+                srv.unconsume(str(request.get("key")))
+        except UsageError as e:
+            raise ValueError(str(e)) from None
+        since = request.get("since", 0)
+        if not isinstance(since, int):
+            raise ValueError('"since" must be an integer index')
+        return {"consumed": srv.consumed_status(since)}
 
 
 class ControlError(RuntimeError):
@@ -276,6 +302,19 @@ class SimulatorControl:
         """Start recording received class-1 datagrams to ``path`` (None: stop); the number of
         records the recording that ended wrote."""
         return int(self.call("record_heartbeats", path=path)["records"])
+
+    def consume(self, address: str, tag: str, type: str, **options: Any) -> None:
+        """Consume ``tag`` from the producer at ``address`` (options: members, rpi_ms,
+        multiplier, port, udp_port; simulator/consumed.py)."""
+        self.call("consume", tag={"address": address, "tag": tag, "type": type, **options})
+
+    def unconsume(self, key: str) -> None:
+        self.call("unconsume", key=key)
+
+    def consumed(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every consumed tag: key, state, received, events, records from index ``since``."""
+        tags: list[dict[str, Any]] = self.call("consumed", since=since)["consumed"]
+        return tags
 
     def stop(self) -> None:
         self.call("stop")

@@ -58,6 +58,7 @@ from pyconpro.acquisition.target import (
     TargetConnection,
     TargetEvent,
 )
+from pyconpro.simulator.consumed import ConsumedSpec, ConsumedTags
 from pyconpro.simulator.faults import DatagramFaults, FaultSettings, endless_listing_reply
 
 log = logging.getLogger("pyconpro.sim")
@@ -164,6 +165,9 @@ class SimulatorServer:
         self.tcp_port = config.tcp_port
         self.udp_port = config.udp_port
         self.started_at = clock()
+        # Tags this controller consumes from a producer (simulator/consumed.py), made by the
+        # first ``consume``.
+        self.consumed: ConsumedTags | None = None
         # Unconnected_Send may carry a Forward_Open; the controller model hands it back here.
         self._cm_context: tuple[str, int, float] = ("0.0.0.0", 0, 0.0)
         if hasattr(controller, "cm_handler"):
@@ -226,6 +230,8 @@ class SimulatorServer:
 
     def close(self) -> None:
         self.record_heartbeats(None)
+        if self.consumed is not None:
+            self.consumed.close()
         for client in list(self._clients.values()):
             self._drop_client(client, "server stopping")
         for sock in (self._tcp, self._udp_encap, self._udp_io, self._wake_r, self._wake_w):
@@ -244,13 +250,17 @@ class SimulatorServer:
 
     def next_deadline(self) -> float | None:
         times = [
-            t for t in (self.target.next_deadline(), self.faults.next_deadline()) if t is not None
+            t for t in (self.target.next_deadline(), self.faults.next_deadline(),
+                        self.consumed.next_deadline() if self.consumed else None)
+            if t is not None
         ]
         if self._timers:
             times.append(self._timers[0][0])
         return min(times) if times else None
 
     def service_timers(self, now: float) -> None:
+        if self.consumed is not None:
+            self.consumed.on_timer(now)
         self.target.on_timer(now)
         self._carry_out(now)
         for dgram, dest in self.faults.due(now):
@@ -314,6 +324,8 @@ class SimulatorServer:
             except OSError:
                 return  # e.g. ICMP port unreachable reported on a later recv
             self.counters.datagrams_received += 1
+            if self.consumed is not None and self.consumed.on_datagram(data, src, self.clock()):
+                continue  # T->O data of a tag this controller consumes
             self.target.on_datagram(data, src[0], self.clock())
 
     def record_heartbeats(self, path: str | None) -> int:
@@ -694,6 +706,24 @@ class SimulatorServer:
         tag.produced = (not tag.produced) if produced is None else bool(produced)
         log.info("tag %s produced=%s", tag.name, tag.produced)
         return bool(tag.produced)
+
+    def consume(self, spec: ConsumedSpec) -> None:
+        """Consume a tag from a producer: open and keep a class-1 connection to it."""
+        if self.consumed is None:
+            self.consumed = ConsumedTags(self.selector, self.config.address, self.udp_port,
+                                         self._send_datagram, self.clock)
+        self.consumed.add(spec, self.clock())
+
+    def unconsume(self, key: str) -> None:
+        found = self.consumed.tags.get(key) if self.consumed is not None else None
+        if found is None:
+            raise ValueError(f"no consumed tag {key!r} (keys are <address>/<tag>)")
+        found.conn.stop(self.clock())
+        assert self.consumed is not None
+        self.consumed.pump(found, self.clock())
+
+    def consumed_status(self, since: int = 0) -> list[dict[str, Any]]:
+        return [] if self.consumed is None else self.consumed.status(since)
 
     def producers(self) -> list[dict[str, object]]:
         """Every T->O stream being produced (``Producer.summary``)."""

@@ -48,8 +48,9 @@ from pyconpro.acquisition.logix_types import (
     LogixType,
     StructType,
     byte_size,
-    resolve_type,
+    parse_type,
 )
+from pyconpro.acquisition.logix_types import TYPE_TEXT_RE as _TYPE_RE
 from pyconpro.acquisition.toml_check import ConfigIssue, did_you_mean
 
 # Symbol type words of non-data symbols a controller lists (system flag 0x1000 set, so
@@ -783,25 +784,6 @@ def default_store() -> TagStore:
 # ---------------------------------------------------------------------------------------------
 # Type strings and TOML loading
 # ---------------------------------------------------------------------------------------------
-
-_TYPE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*(\d+(?:\s*,\s*\d+){0,2})\s*\])?\s*\Z")
-
-
-def parse_type(spec: str, types: Mapping[str, StructType]) -> LogixType:
-    """``DINT``, ``DINT[10]``, ``INT[2,3]``, ``STRING``, ``<UDT>[n]`` -> a type object."""
-    m = _TYPE_RE.match(spec) if isinstance(spec, str) else None
-    if m is None:
-        raise UsageError(f"type {spec!r}: write NAME or NAME[d1] / NAME[d1,d2] / NAME[d1,d2,d3]")
-    name = m.group(1)
-    if name.upper() in DataTypeCode.__members__ or name.upper() == "STRING":
-        name = name.upper()
-    base = resolve_type(name, types, context=f"type {spec!r}")
-    if m.group(2) is None:
-        return base
-    dims = tuple(int(d) for d in m.group(2).split(","))
-    assert not isinstance(base, ArrayType)
-    return ArrayType(base, dims)
-
 
 _CONTROLLER_KEYS = {
     "program_name",

@@ -73,6 +73,7 @@ from pyconpro.acquisition.lateness import LatenessHistogram
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import LogixType
 from pyconpro.acquisition.originator import BackoffPolicy, Originator, Timing, what_code
+from pyconpro.acquisition.produce import ProducedTag, ProduceSpec, decode_feed, produce_topic
 from pyconpro.acquisition.resolve import (
     Answer,
     CacheRequest,
@@ -99,6 +100,7 @@ from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 from pyconpro.workers.logfmt import LOG_FORMAT
+from pyconpro.workers.produce_server import DEFAULT_TCP_PORT, ProduceServer
 
 log = logging.getLogger("pyconpro.io_worker")
 
@@ -145,6 +147,9 @@ _MAX_WAIT_S = 1.0
 # logged at DEBUG; the first failure, this reminder and the return are logged and published.
 _SESSION_REMINDER_S = 60.0
 DEFAULT_UDP_RCVBUF = UDP_RCVBUF_DEFAULT  # asked per UDP socket; Linux caps it at rmem_max
+# The demultiplexer's owner of the O->T heartbeats of the tags this worker produces (one route
+# per open connection, workers/produce_server.py); never a consumer key (those hold a '/').
+_PRODUCE_OWNER = "\0produce"
 
 
 @dataclass(slots=True)
@@ -179,9 +184,14 @@ class WorkerOptions:
     # stdout sink, `pyconpro tail`, the sinks' events tables) and would show twice. Rejects,
     # timeouts and errors are WARNING either way.
     event_log_level: int = logging.INFO
-    # Where output images for exclusive-owner assembly consumers are read (a SUB socket
-    # connected there: the pipeline's bus endpoint; docs/wire-format.md "Output images").
-    outputs_endpoint: str | None = None
+    # The bus's public endpoint (connectable), read by one SUB socket for what flows *towards*
+    # the worker (docs/wire-format.md): the output images of exclusive-owner assembly consumers
+    # (``output/<plc>/<name>/``) and the values of the tags this worker produces
+    # (``produce/<name>/``). Produced tags (docs/worker.md "Producing tags") are served on TCP
+    # ``tcp_port`` of the local address; their values also come from the control socket's ``set``.
+    produce: tuple[ProduceSpec, ...] = ()
+    tcp_port: int = DEFAULT_TCP_PORT
+    bus_connect: str | None = None
 
     @property
     def worker_name(self) -> str:
@@ -303,7 +313,6 @@ class IoWorker:
             "outputs": 0,
             "output_errors": 0,
         }
-        self.outputs: zmq.Socket[Any] | None = None  # SUB for output images (outputs_endpoint)
         self._output_topics: dict[bytes, str] = {}  # output topic -> consumer key
         self.started = clock()
         self._context_rng = random.Random()  # sender contexts; never the seeded originator's
@@ -345,6 +354,14 @@ class IoWorker:
         self._uids = itertools.count(1)
         self._by_uid: dict[int, WorkerConsumer] = {}  # TypeCache waiter id -> consumer
         self.udp_rcvbuf = 0  # SO_RCVBUF granted by the kernel (Linux: twice what it allows)
+        # Producing (opened with the first produced tag): the target's sockets, the poller
+        # registrations of its clients, its heartbeat routes (O->T id -> originator source),
+        # the SUB socket that reads the values published for the produced tags.
+        self.producer: ProduceServer | None = None
+        self._produce_fds: dict[int, socket.socket] = {}
+        self._produce_routes: dict[int, tuple[str, int]] = {}
+        self.feed: zmq.Socket[Any] | None = None
+        self._feed_errors: dict[str, str] = {}
 
     # ================================================================== set-up / tear-down
 
@@ -400,15 +417,10 @@ class IoWorker:
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.pub, zmq.POLLIN)
         self.poller.register(self._wake_r, zmq.POLLIN)
-        if self.opt.outputs_endpoint is not None:
-            self.outputs = self.ctx.socket(zmq.SUB)
-            self.outputs.setsockopt(zmq.LINGER, 0)
-            self.outputs.setsockopt(zmq.RCVHWM, 1000)
-            guard.secure_connect(self.outputs, self.opt.outputs_endpoint)
-            self.outputs.connect(connectable(self.opt.outputs_endpoint))
-            for topic in self._output_topics:
-                self.outputs.subscribe(topic)
-            self.poller.register(self.outputs, zmq.POLLIN)
+        if self.opt.bus_connect:
+            self._open_feed(self.opt.bus_connect)
+        for spec in self.opt.produce:
+            self.add_produced(spec, self._clock())
         log.info(
             "%s: originator vendor 0x%04X serial 0x%08X (random per start), UDP %s:%d,"
             " PUB %s, control %s",
@@ -453,6 +465,11 @@ class IoWorker:
 
     def close(self) -> None:
         self._closed = True
+        if self.producer is not None:
+            self.producer.close()
+        if self.feed is not None:
+            self.feed.close(0)
+            self.feed = None
         for link in list(self.links.values()):
             self._close_link(link)
         for group in list(self.groups):
@@ -466,8 +483,6 @@ class IoWorker:
                 self.demux.c.publisher(0)  # it holds the libzmq socket closed next
             self.pub.close()
             self.control.close()
-            if self.outputs is not None:
-                self.outputs.close()
             if self.guard is not None:
                 self.guard.close()
             self.ctx.term()
@@ -521,8 +536,8 @@ class IoWorker:
             c.skip = conn.assembly.to_header
             if not conn.assembly.heartbeat:
                 self._output_topics[wire.topic_for_output(defn.plc, defn.topic_name)] = defn.key
-                if self.outputs is not None:
-                    self.outputs.subscribe(wire.topic_for_output(defn.plc, defn.topic_name))
+                if self.feed is not None:
+                    self.feed.subscribe(wire.topic_for_output(defn.plc, defn.topic_name))
         if self._fast is not None:
             c.tap = self._fast.Tap(defn.key)
             c.tap.recorder(conn.recorder.buf, conn.recorder.size, self._what_in)
@@ -573,13 +588,141 @@ class IoWorker:
         topic = wire.topic_for_output(c.defn.plc, c.defn.topic_name)
         if self._output_topics.get(topic) == key:
             del self._output_topics[topic]
-            if self.outputs is not None:
-                self.outputs.unsubscribe(topic)
+            if self.feed is not None:
+                self.feed.unsubscribe(topic)
         c.sched = None  # its heap entries are stale from now on
         c.link.consumers.discard(key)
         if not c.link.consumers and not self.stopping:
             self._close_link(c.link)
             self.links.pop((c.link.address, c.link.port), None)
+
+    # ================================================================== producing tags
+
+    def add_produced(self, spec: ProduceSpec, now: float) -> ProducedTag:
+        """Produce ``spec`` for Logix consumers: the first one opens the TCP listener (OSError
+        naming the address when it cannot) and the bus subscription."""
+        if self.producer is None:
+            self._open_producer()
+        assert self.producer is not None
+        self.producer.add(spec)
+        tag = self.producer.endpoint.tags.find(spec.name)
+        assert tag is not None
+        if self.feed is not None:
+            self.feed.subscribe(produce_topic(spec.name))
+        self._produce_sync(now)
+        log.info("%s: producing %s (%s, %d bytes, up to %d consumers)", self.name, spec.name,
+                 spec.type, tag.size(), spec.max_consumers)  # fmt: skip
+        return tag
+
+    def set_produced(self, name: str, value: Any, now: float, source: str) -> ProducedTag:
+        """The latest value of a produced tag (UsageError: unknown tag, or it does not fit)."""
+        if self.producer is None:
+            raise UsageError(f"no produced tag {name!r}: this worker produces no tags")
+        return self.producer.endpoint.set_value(name, value, now, source)
+
+    def _open_producer(self) -> None:
+        assert self.udp is not None and self.ctx is not None and self.guard is not None
+        server = ProduceServer(self.opt.local_address, self.opt.tcp_port, self.udp_port,
+                               self._send_produced, self._clock)
+        server.open()
+        self.producer = server
+        # Multicast T->O leaves through this interface, TTL 1 (protocol.md 6.7).
+        self.udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                            socket.inet_aton(self.opt.local_address))
+        self.udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+
+    def _open_feed(self, endpoint: str) -> None:
+        """The SUB socket on the bus for what flows towards the worker: output images and
+        produced tags' values (subscribed per consumer and per produced tag)."""
+        assert self.ctx is not None and self.guard is not None
+        feed = self.ctx.socket(zmq.SUB)
+        feed.setsockopt(zmq.LINGER, 0)
+        feed.setsockopt(zmq.RCVHWM, 10_000)
+        self.guard.secure_connect(feed, endpoint)
+        feed.connect(connectable(endpoint))
+        for topic in self._output_topics:
+            feed.subscribe(topic)
+        self.poller.register(feed, zmq.POLLIN)
+        self.feed = feed
+
+    def _send_produced(self, data: bytes, address: tuple[str, int]) -> None:
+        assert self.udp is not None
+        try:
+            self.udp.sendto(data, address)
+            self.counters["produced"] = self.counters.get("produced", 0) + 1
+        except OSError as exc:
+            self.counters["produce_send_errors"] = self.counters.get("produce_send_errors", 0) + 1
+            log.debug("%s: T->O datagram to %s:%d not sent: %s", self.name, *address, exc)
+
+    def _produce_sync(self, now: float) -> None:
+        """After the producer handled something: its sockets in the poller, the heartbeat
+        routes of its open connections in the demultiplexer."""
+        server = self.producer
+        if server is None:
+            return
+        server.pump(now)
+        socks = {s.fileno(): s for s in server.fds()}
+        for fd in [fd for fd in self._produce_fds if fd not in socks]:
+            try:
+                self.poller.unregister(self._produce_fds.pop(fd))
+            except KeyError:
+                pass
+        for fd, sock in socks.items():
+            old = self._produce_fds.get(fd)
+            if old is not None and old is not sock:  # the number was reused
+                try:
+                    self.poller.unregister(old)
+                except KeyError:
+                    pass
+            self._produce_fds[fd] = sock
+            flags = zmq.POLLIN | (zmq.POLLOUT if server.wants_write(fd) else 0)
+            self.poller.register(sock, flags)
+        want = {cid: src for src, cid in server.routes()}
+        for cid, src in list(self._produce_routes.items()):
+            if want.get(cid) != src:
+                self.demux.remove(src, cid, _PRODUCE_OWNER)
+                del self._produce_routes[cid]
+        for cid, src in want.items():
+            if cid not in self._produce_routes:
+                self.demux.add(src, cid, 0, _PRODUCE_OWNER)
+                self._produce_routes[cid] = src
+
+    def _produce_heartbeat(self, data: bytes, now: float) -> None:
+        """A datagram the demultiplexer routed to the producer: a consumer's heartbeat (its
+        source was checked there against the route)."""
+        server = self.producer
+        cid = ProduceServer.connection_id(data)
+        src = self._produce_routes.get(cid) if cid is not None else None
+        if server is not None and src is not None:
+            server.on_heartbeat(data, src[0], now)
+
+    def _on_feed(self, now: float) -> None:
+        """What the bus sends towards the worker: output images (``output/``) and produced
+        tags' values (``produce/``), at most 1000 messages per wake-up."""
+        assert self.feed is not None
+        for _ in range(1000):
+            try:
+                frames = self.feed.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frames and frames[0].startswith(b"output/"):
+                self._on_output(frames, now)
+            else:
+                self._on_produce_value(frames, now)
+
+    def _on_produce_value(self, frames: list[bytes], now: float) -> None:
+        """A value published on ``produce/<name>/``: a map with ``value`` (or ``raw`` bytes)."""
+        self.counters["produce_feed"] = self.counters.get("produce_feed", 0) + 1
+        try:
+            name, value = decode_feed(frames)
+            self.set_produced(name, value, now, "bus")
+            self._feed_errors.pop(name, None)
+        except UsageError as exc:
+            self.counters["produce_feed_errors"] = self.counters.get("produce_feed_errors", 0) + 1
+            key = frames[0].decode("utf-8", "replace") if frames else "?"
+            if self._feed_errors.get(key) != str(exc):  # once per tag and problem
+                self._feed_errors[key] = str(exc)
+                log.warning("%s: value on %s refused: %s", self.name, key, exc)
 
     # ================================================================== connection outputs
 
@@ -1075,6 +1218,8 @@ class IoWorker:
             for key in route.owners:
                 c = consumers.get(str(key))
                 if c is None:
+                    if key == _PRODUCE_OWNER:
+                        self._produce_heartbeat(data, now)
                     continue
                 conn = c.conn
                 conn.recorder.record_in(now, "T->O", data)
@@ -1089,6 +1234,9 @@ class IoWorker:
         each, then its consumer's routine datagrams go back to the compiled path."""
         consumers = self.consumers
         for tap, data, missed, cseq, now, t_wall in slow:
+            if tap == _PRODUCE_OWNER:
+                self._produce_heartbeat(data, now)
+                continue
             c = consumers.get(tap.key)
             if c is None or c.tap is not tap:
                 continue
@@ -1171,31 +1319,26 @@ class IoWorker:
         self._publish_event(c, ConnEvent("state", f"the device reports {mode} mode"
                                          f" (run/idle header 0x{header:08X})"))
 
-    def _on_outputs(self, now: float) -> None:
-        """Output images from the bus (docs/wire-format.md "Output images"): the latest one of
-        each exclusive-owner consumer goes out with its next O->T datagram."""
-        assert self.outputs is not None
-        for _ in range(1000):
-            try:
-                topic, body = self.outputs.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except ValueError:  # not two frames: not an output image
-                self.counters["output_errors"] += 1
-                continue
-            key = self._output_topics.get(topic)
-            c = self.consumers.get(key) if key is not None else None
-            if c is None:
-                continue
-            try:
-                image = wire.decode_output(body)
-                c.conn.set_output(now, image)
-            except UsageError as exc:
-                self.counters["output_errors"] += 1
-                log.debug("%s: output image refused: %s", c.defn.key, exc)
-                continue
-            self.counters["outputs"] += 1
-            self._pump(c, now)
+    def _on_output(self, frames: list[bytes], now: float) -> None:
+        """An output image (docs/wire-format.md "Output images"): the latest one of each
+        exclusive-owner consumer goes out with its next O->T datagram."""
+        if len(frames) != 2:  # not two frames: not an output image
+            self.counters["output_errors"] += 1
+            return
+        topic, body = frames
+        key = self._output_topics.get(topic)
+        c = self.consumers.get(key) if key is not None else None
+        if c is None:
+            return
+        try:
+            image = wire.decode_output(body)
+            c.conn.set_output(now, image)
+        except UsageError as exc:
+            self.counters["output_errors"] += 1
+            log.debug("%s: output image refused: %s", c.defn.key, exc)
+            return
+        self.counters["outputs"] += 1
+        self._pump(c, now)
 
     def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
         level = self.opt.event_log_level if ev.kind in ("state", "gap") else logging.WARNING
@@ -1383,6 +1526,14 @@ class IoWorker:
         self._stop_requested = True
         return control.StopReply()
 
+    def _control_produce(self, req: control.ProduceRequest, now: float) -> control.Reply:
+        tag = self.add_produced(req.spec, now)
+        return control.ProducedReply(tag.status(now))
+
+    def _control_set(self, req: control.SetRequest, now: float) -> control.Reply:
+        tag = self.set_produced(req.tag, req.value, now, "api")
+        return control.ProducedReply(tag.status(now))
+
     #: Request class -> its handler (ARCHITECTURE.md: choices as tables keyed by input class).
     _CONTROL_HANDLERS: ClassVar[
         dict[type[Any], Callable[[IoWorker, Any, float], control.Reply]]
@@ -1393,6 +1544,8 @@ class IoWorker:
         control.StatusRequest: _control_status,
         control.RecorderRequest: _control_recorder,
         control.StopRequest: _control_stop,
+        control.ProduceRequest: _control_produce,
+        control.SetRequest: _control_set,
     }
 
     def _socket_counters(self) -> dict[str, int]:
@@ -1432,6 +1585,8 @@ class IoWorker:
             "receive_path_note": self.path.reason,
             "heartbeat_lateness": self.lateness.summary_ms(),
             "groups": sorted(self.groups),
+            # The tags this worker produces (docs/worker.md "Producing tags"), or None.
+            "produce": None if self.producer is None else self.producer.status(now),
             "plcs": [
                 {
                     "address": link.address,
@@ -1511,6 +1666,8 @@ class IoWorker:
                 break
         if self.opt.stats_interval_s > 0:
             d = min(d, self._next_stats)
+        if self.producer is not None:
+            d = min(d, self.producer.next_deadline() or math.inf)
         if self.stopping:
             d = min(d, self._shutdown_deadline)
         return None if d == math.inf else d
@@ -1544,6 +1701,9 @@ class IoWorker:
                 if item.sched is not None:
                     heapq.heappush(heap, (item.sched, next(self._tie), item))
         self._send_heartbeats()
+        if self.producer is not None and (self.producer.next_deadline() or math.inf) <= now:
+            self.producer.on_timer(now)  # T->O data due, watchdogs of the produced tags
+            self._produce_sync(now)
         if self.opt.stats_interval_s > 0 and now >= self._next_stats:
             self._next_stats = now + self.opt.stats_interval_s
             self._publish_stats()
@@ -1602,6 +1762,13 @@ class IoWorker:
         link = self._link_fds.get(fd)
         if link is not None and link.sock is not None:
             self._on_link_io(link, flags, now)
+            return
+        if self.producer is not None and fd in self._produce_fds:
+            if flags & zmq.POLLOUT:
+                self.producer.writable(fd, now)
+            if flags & zmq.POLLIN:
+                self.producer.readable(fd, now)
+            self._produce_sync(now)
 
     def run(self, ready: Callable[[dict[str, Any]], None] | None = None) -> int:
         log.info("%s: receive path %s", self.name, self.path.reason)
@@ -1620,6 +1787,7 @@ class IoWorker:
                     "udp_port": self.udp_port,
                     "originator_serial": self.originator.serial,
                     "receive_path": self.path.name,
+                    "tcp_port": None if self.producer is None else self.producer.tcp_port,
                 }
             )
         while self.step():
@@ -1675,8 +1843,8 @@ class IoWorker:
             if item is self.pub:
                 self._on_subscriptions()
                 continue
-            if item is self.outputs:
-                self._on_outputs(now)
+            if item is self.feed:
+                self._on_feed(now)
                 continue
             # pyzmq's Poller reports plain sockets by file descriptor.
             fd = item if isinstance(item, int) else item.fileno()
@@ -1819,6 +1987,27 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="pipeline TOML file: consume the PLCs it assigns to --local-address"
     )
     p.add_argument(
+        "--produce",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='a tag to produce for Logix consumers, e.g. \'{"name": "Setpoint", "type":'
+        ' "REAL"}\' (repeatable; keys in docs/worker.md "Producing tags")',
+    )
+    p.add_argument(
+        "--tcp-port",
+        type=int,
+        default=DEFAULT_TCP_PORT,
+        help="TCP port of the EtherNet/IP server when producing tags (default 44818; 0 = any)",
+    )
+    p.add_argument(
+        "--bus-connect",
+        metavar="ENDPOINT",
+        help="the bus's public endpoint, read for what flows towards the worker: produced"
+        " tags' values (produce/<name>/) and exclusive-owner output images"
+        " (output/<plc>/<name>/)",
+    )
+    p.add_argument(
         "--stats-interval",
         type=float,
         default=None,
@@ -1852,8 +2041,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--curve-on-loopback", action="store_true", help="CURVE on loopback endpoints too"
     )
-    p.add_argument("--outputs", dest="outputs_endpoint", default=None,
-                   help="bus endpoint to read exclusive-owner output images from")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--udp-port-hint", help=argparse.SUPPRESS)  # the supervisor's wording
     p.add_argument("--recorder-log-level", default="WARNING", help=argparse.SUPPRESS)  # the API's
@@ -1864,6 +2051,16 @@ def _parser() -> argparse.ArgumentParser:
         " passes DEBUG: they are on the bus already",
     )
     return p
+
+
+def _json_map(text: str, flag: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} {text!r}: give a JSON object")
+    return value
 
 
 def _open_worker(opts: WorkerOptions) -> IoWorker | None:
@@ -1897,15 +2094,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         name=args.name,
         shutdown_timeout_s=args.shutdown_timeout,
         security=SecurityConfig(args.curve_key, args.curve_clients, args.curve_on_loopback),
-        outputs_endpoint=args.outputs_endpoint,
     )
     if args.udp_port_hint:
         opts.udp_port_hint = args.udp_port_hint
     levels = logging.getLevelNamesMapping()
     opts.recorder_log_level = levels[args.recorder_log_level.upper()]
     opts.event_log_level = levels[args.event_log_level.upper()]
+    opts.tcp_port = args.tcp_port
+    opts.bus_connect = args.bus_connect
     defs: list[ConsumerDef] = []
     try:
+        produce = [ProduceSpec.from_dict(_json_map(text, "--produce")) for text in args.produce]
         for text in args.consumer:
             defs.append(consumer_from_text(text))
         if args.config:
@@ -1926,11 +2125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             if not groups:
                 print(
-                    f"{args.config}: no PLC is assigned to local address {args.local_address}",
+                    f"{args.config}: no PLC or produced tag is assigned to local address"
+                    f" {args.local_address}",
                     file=sys.stderr,
                 )
                 return 2
             defs += [consumer_from_spec(s) for g in groups for s in g.consumers]
+            produce += [s for g in groups for s in g.produce]
+            opts.tcp_port = cfg.worker.tcp_port if args.tcp_port == DEFAULT_TCP_PORT else (
+                args.tcp_port)
+        opts.produce = tuple(produce)
     except PyconproError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

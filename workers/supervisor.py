@@ -275,6 +275,18 @@ def worker_security_args(security: SecurityConfig) -> tuple[str, ...]:
     return out
 
 
+def worker_produce_args(config: Config, group: WorkerGroup, bus: str) -> tuple[str, ...]:
+    """A worker's flags for the ``[[produce]]`` tags it serves (none when it serves none): each
+    tag, its EtherNet/IP server's port, and the bus it reads their values from. A change of
+    any of them changes the command, so a reload restarts that worker."""
+    if not group.produce:
+        return ()
+    out: tuple[str, ...] = ("--tcp-port", str(config.worker.tcp_port), "--bus-connect", bus)
+    for spec in group.produce:
+        out += ("--produce", json.dumps(spec.as_dict(), sort_keys=True, separators=(",", ":")))
+    return out
+
+
 def client_security_args(security: SecurityConfig, endpoint: str) -> tuple[str, ...]:
     """Flags of a child that connects to the pipeline's ``endpoint`` (a sink to the bus): the
     pipeline's own key pair as a client when that endpoint uses CURVE."""
@@ -387,6 +399,7 @@ def plan_children(
             "--udp-port-hint", UDP_PORT_HINT,
             "--event-log-level", "DEBUG",  # the events are on the bus (and in the sinks)
             *worker_security_args(bus_cfg.security),
+            *worker_produce_args(config, group, runtime.bus_connect),
         )  # fmt: skip
         out[name] = ChildSpec(
             name=name,

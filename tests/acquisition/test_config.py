@@ -24,6 +24,7 @@ from pyconpro.acquisition.config import (
     validate_tag_name,
 )
 from pyconpro.acquisition.errors import PyconproError, UsageError
+from pyconpro.acquisition.produce_config import PRODUCE_KEYS
 from pyconpro.acquisition.sink_config import COMMON_KEYS
 from pyconpro.acquisition.supervision import RestartPolicy
 from pyconpro.acquisition.web_config import WEB_KEYS
@@ -236,6 +237,7 @@ def test_every_key_is_documented() -> None:
         "worker": cfg._WORKER_KEYS,
         "supervisor": cfg._SUPERVISOR_KEYS,
         "web": WEB_KEYS,
+        "produce": PRODUCE_KEYS,
         "sink": (*COMMON_KEYS, *(k for schema in sink_schemas().values() for k in schema.keys)),
     }
     missing = [f"{g}.{k}" for g, keys in groups.items() for k in keys if f"`{k}`" not in text]

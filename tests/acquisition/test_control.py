@@ -12,8 +12,10 @@ from pyconpro.acquisition.control import (
     ErrorReply,
     ListReply,
     ListRequest,
+    ProduceRequest,
     RecorderRequest,
     RemoveRequest,
+    SetRequest,
     StatusRequest,
     StopRequest,
     consumer_from_map,
@@ -24,6 +26,7 @@ from pyconpro.acquisition.control import (
 )
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.originator import SessionPolicy
+from pyconpro.acquisition.produce import ProduceSpec
 
 DEFN = consumer_from_text("plc=p1,address=10.0.0.5,port=1234,udp_port=2300,slot=none,"
                           "route=1/2;2/10.0.0.9,tag=Count,alias=C2,rpi_ms=20,ot_rpi_ms=40,"
@@ -71,8 +74,13 @@ def test_remove_and_recorder_take_plc_and_tag_instead_of_key() -> None:
         (msgpack.packb({"op": 3}), "must be a map with an 'op' string"),
         (
             msgpack.packb({"op": "nope"}),
-            "unknown op 'nope': use add, remove, list, status, recorder or stop",
+            "unknown op 'nope': use add, remove, list, status, recorder, stop, produce or set",
         ),
+        (msgpack.packb({"op": "produce"}), "'produce' needs 'produce'"),
+        (msgpack.packb({"op": "produce", "produce": {"name": "X"}}), "give at least name and type"),
+        (msgpack.packb({"op": "set", "value": 1}), "'set' needs 'tag'"),
+        (msgpack.packb({"op": "set", "tag": "X"}), "give 'value'"),
+        (msgpack.packb({"op": "set", "tag": "X", "raw": 5}), "'raw' must be bytes"),
         (
             msgpack.packb({"op": "add"}),
             "'add' needs 'consumer': a map with at least address and tag",
@@ -154,3 +162,9 @@ def test_add_refuses_an_outage_since_that_is_no_time(since: object) -> None:
     with pytest.raises(UsageError, match="outage_since"):
         control.request_from_map({"op": "add", "consumer": {"address": "10.0.0.5", "tag": "T"},
                                   "outage_since": since})
+
+
+def test_produce_and_set_requests_round_trip() -> None:
+    spec = ProduceSpec("PcSetpoint", "REAL", max_consumers=3)
+    for req in (ProduceRequest(spec), SetRequest("PcSetpoint", 1.5), SetRequest("X", b"\0" * 4)):
+        assert decode_request(encode_request(req)) == req

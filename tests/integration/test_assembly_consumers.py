@@ -94,7 +94,7 @@ def test_exclusive_owner_sends_the_bus_image_at_the_rpi(sim: SimulatorProcess) -
     pub.setsockopt(zmq.LINGER, 0)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     try:
-        with start_worker(WORKER, [], extra_args=["--outputs", f"tcp://127.0.0.1:{port}"]) as w:
+        with start_worker(WORKER, [], extra_args=["--bus-connect", f"tcp://127.0.0.1:{port}"]) as w:
             spec = consumer(sim, "drive", connection="exclusive_owner", input=100, output=150,
                             config=151)
             assert w.control("add", consumer=spec)["ok"]
