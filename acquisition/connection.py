@@ -24,8 +24,8 @@ count, so ``size = 6`` on a REAL is a common mistake), else FAILED naming every 
 and size learned from the controller (neither given) are only as good as the controller's tag
 table, which a download replaces: after anything that may hide one (T->O watchdog, a failed
 request, a lost session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING
-again, and a changed type is announced ("tag type changed after a download: 32 -> 40 bytes") so the caller
-rebuilds its decoder (issue 6; protocol.md 9.4).
+again, and a changed type is announced ("tag type changed after a download: 32 -> 40
+bytes") so the caller rebuilds its decoder (issue 6; protocol.md 9.4).
 
 The connection needs the PLC's encapsulation session for everything but the class-1 data
 (size discovery, Forward_Open, Forward_Close). The caller says when that session is lost and
