@@ -13,14 +13,15 @@ The convention (docs/STYLE.md, "Code blocks in the docs"):
   config names).
 
 How each is run, in a fresh directory holding a link to examples/, with the package's
-``pyconpro`` and ``python`` first on PATH: ``python`` with ``python -``; ``sh`` with ``bash -e``
-(a line starting ``pyconpro sim`` is started in the background, on the block's own address
-when it names none, its READY line awaited, and stopped when the block is done); ``toml`` with ``pyconpro check --no-resolve`` (a file written
-for a plant's addresses and paths). The simulator's default addresses 127.0.0.2 and 127.0.0.3
-become addresses of this test's own (127.93.N.2 / .3, ports as written), and the in-process
-API binds 127.93.0.1 with a free UDP port (``PYCONPRO_LOCAL_ADDRESS``, ``PYCONPRO_UDP_PORT``),
-so runs never meet another simulator on this host. A python block and an example must exit 0
-and print something; everything runs at once, within ``RUN_TIMEOUT_S``.
+``pyconpro`` and ``python`` first on PATH: ``python`` as a script; ``sh`` with ``bash -e`` (a
+line starting ``pyconpro sim`` is started in the background, on the block's own address when it
+names none, its READY line awaited, and stopped when the block is done); ``toml`` with
+``pyconpro check --no-resolve`` (a file written for a plant's addresses and paths). The
+simulator's default addresses 127.0.0.2 and 127.0.0.3 become addresses of this test's own
+(127.93.N.2 / .3, ports as written), and the in-process API binds 127.93.0.1 with a free UDP
+port (``PYCONPRO_LOCAL_ADDRESS``, ``PYCONPRO_UDP_PORT``), so runs never meet another simulator
+on this host. A python block and an example must exit 0 and print something; everything runs at
+once, within ``RUN_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -261,9 +263,10 @@ def _finish(runs: list[Run], deadline: float) -> list[str]:
     failures = []
     for run in runs:
         assert run.child is not None
+        code: int | None
         try:
             code = run.child.wait(max(0.1, deadline - time.monotonic()))
-        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: named below
+        except subprocess.TimeoutExpired:
             code = None
         run.child.stop(5.0)
         for server in run.servers:
