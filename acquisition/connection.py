@@ -17,12 +17,15 @@ must do is queued as ``Output`` values and collected with ``take_outputs()``; th
 States (``State``) and their transitions are the data table ``TRANSITIONS``; ``_transition`` is
 the single place that changes ``state`` and it emits exactly one ``ConnEvent`` per transition.
 
-A type and size the user gave are kept for the life of the connection. A type and size learned
-from the controller (neither given) are only as good as the controller's tag table, which a
-download replaces: after anything that may hide one (T->O watchdog, a failed request, a lost
-session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING again, and a
-changed type is announced ("tag type changed after a download: 32 -> 40 bytes") so the caller
-rebuilds its decoder (issue 6; protocol.md 9.4).
+A type and size the user gave are kept for the life of the connection, but for a size the
+controller refuses (0x0109/0x0128 with the size it produces): the type is then learned once and
+the wanted size adopted if it is the type's (the seed's ``datasize`` counted the sequence
+count, so ``size = 6`` on a REAL is a common mistake), else FAILED naming every size. A type
+and size learned from the controller (neither given) are only as good as the controller's tag
+table, which a download replaces: after anything that may hide one (T->O watchdog, a failed
+request, a lost session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING
+again, and a changed type is announced ("tag type changed after a download: 32 -> 40
+bytes") so the caller rebuilds its decoder (issue 6; protocol.md 9.4).
 
 The connection needs the PLC's encapsulation session for everything but the class-1 data
 (size discovery, Forward_Open, Forward_Close). The caller says when that session is lost and
@@ -451,6 +454,9 @@ class ConsumerConnection:
         self._resolved: tuple[int, LogixType | None] | None = None  # last discovery answer
         self._type_stale = False  # learned type to be learned again before the next open
         self._size_refreshes = 0  # re-discoveries caused by size rejects since the last open
+        # The tag bytes the controller said it produces in the size reject that sent this
+        # connection to RESOLVING (None otherwise): the learned type is checked against it.
+        self._size_wanted: int | None = None
         self.to_rpi_us = params.rpi_us
         self.ot_rpi_us = params.ot_rpi
         self.failure: str | None = None  # why FAILED
@@ -604,9 +610,14 @@ class ConsumerConnection:
                        " holds 1..500 bytes (README: Configuring the produced tag in Studio"
                        " 5000): split it into several tags")
         elif self.params.tag_bytes is not None and self.params.tag_bytes != tag_bytes:
-            problem = (f"tag {self.params.tag!r}: configured size {self.params.tag_bytes} bytes"
-                       f" but the controller says its type is {tag_bytes} bytes; fix or remove"
-                       " 'size' in the configuration")
+            if self._size_wanted is None:
+                problem = (f"tag {self.params.tag!r}: configured size {self.params.tag_bytes}"
+                           f" bytes but the controller says its type is {tag_bytes} bytes; fix"
+                           " or remove 'size' in the configuration")
+            elif self._size_wanted != tag_bytes:  # else: adopted below
+                problem = self._size_mismatch(self._size_wanted, tag_bytes, tag_type,
+                                              "its size reject and its tag list disagree")
+        wanted, self._size_wanted = self._size_wanted, None
         if problem is not None:
             self._fail(Trigger.RESOLVE_FATAL, now, problem)
             return
@@ -617,7 +628,18 @@ class ConsumerConnection:
             # A new object only when the type changed: the caller rebuilds its decoder when
             # ``tag_type`` is another object.
             self.tag_type = tag_type
-        if previous is None:
+        given = self.params.tag_bytes
+        kind, status = "state", None
+        if given is not None and given != tag_bytes and wanted == tag_bytes:
+            # The controller refused the size the user gave and wants its type's size: adopt
+            # it (README, troubleshooting 0x0109), saying which setting to fix.
+            type_name = f" ({tag_type.name})" if tag_type is not None else ""
+            message = (f"the given size, {given} bytes, is not the size of {self.params.tag!r}:"
+                       f" the controller produces {tag_bytes} bytes, the size of its"
+                       f" type{type_name}; adopting {tag_bytes}. Set size = {tag_bytes} (datasize"
+                       f" = {tag_bytes + cm.CLASS1_SEQUENCE_SIZE} in the Python API) or remove it")
+            kind, status = "reject", self.last_status  # a warning: the configuration is wrong
+        elif previous is None:
             message = f"size learned: {tag_bytes} bytes" + (
                 f" ({tag_type.name})" if tag_type is not None else "")
         elif previous != (tag_bytes, tag_type):
@@ -626,7 +648,7 @@ class ConsumerConnection:
         else:
             message = f"type unchanged: {tag_bytes} bytes" + (
                 f" ({tag_type.name})" if tag_type is not None else "")
-        self._enter_opening(Trigger.RESOLVED, now, message=message)
+        self._enter_opening(Trigger.RESOLVED, now, kind=kind, message=message, status=status)
 
     def on_resolve_error(self, now: float, message: str, permanent: bool) -> None:
         if self.state is not State.RESOLVING:
@@ -871,6 +893,7 @@ class ConsumerConnection:
         o.watchdog_at = now + max(o.to_api_s * self.params.factor, self.timing.first_data_s)
         self._deadline = None
         self._size_refreshes = 0
+        self._size_wanted = None
         self.counters.opens += 1
         self._transition(
             Trigger.OPENED, now,
@@ -1033,35 +1056,48 @@ class ConsumerConnection:
                                 message=f"{r.text} {self._immediate} times in a row")
 
     def _on_adopt_size_reject(self, r: _Reject) -> None:
-        now, status, text = r.now, r.status, r.text
+        now, status = r.now, r.status
         wanted = r.additional[1] - cm.CLASS1_SEQUENCE_SIZE
         type_size = byte_size(self.tag_type) if self.tag_type is not None else None
+        head = describe_cip_status(status[0], status[1][:1])  # the code, not the wanted word
         if type_size is not None and wanted == type_size and wanted != self.tag_bytes:
-            self.tag_bytes = wanted
-            self._retry_now(now, status, f"{text}: adopting {wanted} bytes, the size of"
-                            f" type {self.tag_type.name if self.tag_type else '?'}")
-        elif self.learned and self._size_refreshes == 0:
-            # Our type came from the controller and it now wants another size: its tag
-            # table may have changed (a download). Learn the type again, once; if the fresh
-            # type still disagrees, the mismatch below is real.
+            asked, self.tag_bytes = self.tag_bytes, wanted
+            self._retry_now(now, status, f"{head}: we asked for {asked} bytes, the controller"
+                            f" produces {wanted} bytes, the size of type"
+                            f" {self.tag_type.name if self.tag_type else '?'}: adopting {wanted}")
+        elif self._size_refreshes == 0 and self.params.tag_type is None:
+            # The type is the controller's (learned, or never asked for because a size was
+            # given): learn it, once, and adopt the wanted size if it is that type's size. A
+            # learned type may have changed with a download; a given size may simply be wrong
+            # (the seed's datasize, which counted the 2-byte sequence count).
             self._size_refreshes += 1
+            self._size_wanted = wanted
             self._release_triad()
             self._open = None
+            why = (f"learning the type of {self.params.tag!r} again (changed by a download?)"
+                   if self.learned else
+                   f"learning the type of {self.params.tag!r} to check {wanted} bytes against it")
             self._enter_resolving(
                 Trigger.SIZE_REJECTED, now, kind="reject", status=status,
-                message=f"{text}: the controller produces {wanted} bytes, we asked for"
-                f" {self.tag_bytes}; learning the type of {self.params.tag!r} again (changed by"
-                " a download?)")
-        elif type_size is not None:
-            self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                f"type mismatch on {self.name}: the controller produces {wanted} bytes but"
-                f" type {self.tag_type.name if self.tag_type else '?'} is {type_size} bytes"
-                f" (we asked for {self.tag_bytes}); check the tag's type ({text})"))
+                message=f"{head}: we asked for {self.tag_bytes} bytes, the controller produces"
+                f" {wanted} bytes; {why}")
         else:
-            self._fail(Trigger.REJECTED_FATAL, now, status=status, message=(
-                f"size mismatch on {self.name}: we asked for {self.tag_bytes} bytes, the"
-                f" controller produces {wanted}; set size = {wanted} or omit 'size' so it"
-                f" is learned from the controller ({text})"))
+            self._fail(Trigger.REJECTED_FATAL, now, status=status,
+                       message=self._size_mismatch(wanted, type_size, self.tag_type, head))
+
+    def _size_mismatch(self, produces: int, type_size: int | None,
+                       tag_type: LogixType | None, head: str) -> str:
+        """The one FAILED message of a size that cannot be made to fit: every size in tag
+        bytes (never the connection size, which adds the 2-byte sequence count) and the fix."""
+        if type_size is None:
+            return (f"size mismatch on {self.name}: we asked for {self.tag_bytes} bytes of tag"
+                    f" data, the controller produces {produces}; set size = {produces}"
+                    f" (datasize = {produces + cm.CLASS1_SEQUENCE_SIZE} in the Python API) or"
+                    f" omit it so it is learned from the controller ({head})")
+        name = tag_type.name if tag_type is not None else "?"
+        return (f"type mismatch on {self.name}: the controller produces {produces} bytes but"
+                f" type {name} is {type_size} bytes (we asked for {self.tag_bytes}); check the"
+                f" tag's type ({head})")
 
     def _on_adopt_rpi_reject(self, r: _Reject) -> None:
         if not self._can_retry_now():

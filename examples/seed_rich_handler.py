@@ -1,6 +1,7 @@
 """The same API with the Pythonic names, no datasize, and the richer handler.
 
-Run the simulated controller first:  pyconpro sim --config examples/sim-seed-tags.toml
+Run the simulated controller first:  pyconpro sim      (its built-in tags: test is a produced
+DINT, Sine a produced REAL)
 then:  python examples/seed_rich_handler.py
 (with the package: after ./dev, `. .venv/bin/activate` first, or `./dev sim ...` and
 `.venv/bin/python examples/seed_rich_handler.py`)
@@ -18,6 +19,6 @@ def show(sample: TagSample) -> None:
 
 with Connection() as con:
     plc = con.add_plc("127.0.0.2", slot=0)
-    for tag in ("test", "level"):
+    for tag in ("test", "Sine"):
         plc.add_consumer(ConsumerHint(tag=tag, rpi=500), show, sample=True).start()
     time.sleep(5)

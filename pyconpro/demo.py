@@ -289,7 +289,7 @@ port = {web_port}
 
         from pyconpro.acquisition.errors import MalformedPacket
         from pyconpro.acquisition.wire import Event, Sample, decode
-        from pyconpro.sinks.records import to_json
+        from pyconpro.sinks.stdout import display_value
 
         ctx: zmq.Context[Any] = zmq.Context.instance()
         sub = ctx.socket(zmq.SUB)
@@ -343,7 +343,8 @@ port = {web_port}
                             self.say(f"[3/3] live values from {PLC_NAME} ({until}):")
                         tv = self.tags.setdefault(msg.tag, TagView(first=time.monotonic()))
                         tv.type_name = msg.type_name or "?"
-                        tv.value = to_json(msg.value)
+                        # REAL in float32 digits (-53.95303), as the stdout sink and tail
+                        tv.value = display_value(msg.value, msg.type_name)
                         tv.count += 1
                         tv.last = time.monotonic()
                     elif isinstance(msg, Event) and first is None:

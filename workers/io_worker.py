@@ -181,8 +181,7 @@ class WorkerOptions:
     recorder_log_level: int = logging.WARNING
     # The level of a connection's routine events (state changes, CIP gaps) in the log: INFO
     # for a worker run by hand; the supervisor asks DEBUG, as the events are on the bus (the
-    # stdout sink, `pyconpro tail`, the sinks' events tables) and would show twice. Rejects,
-    # timeouts and errors are WARNING either way.
+    # stdout sink, `pyconpro tail`, the sinks' events tables) and would show twice.
     event_log_level: int = logging.INFO
     # The bus's public endpoint (connectable), read by one SUB socket for what flows *towards*
     # the worker (docs/wire-format.md): the output images of exclusive-owner assembly consumers
@@ -192,6 +191,10 @@ class WorkerOptions:
     produce: tuple[ProduceSpec, ...] = ()
     tcp_port: int = DEFAULT_TCP_PORT
     bus_connect: str | None = None
+    # The level of rejects, timeouts and errors: WARNING, but for a worker whose every event a
+    # stdout sink of the same pipeline prints on the same console (the supervisor asks DEBUG
+    # then, so each state change is shown once).
+    problem_log_level: int = logging.WARNING
 
     @property
     def worker_name(self) -> str:
@@ -1341,7 +1344,8 @@ class IoWorker:
         self._pump(c, now)
 
     def _publish_event(self, c: WorkerConsumer, ev: ConnEvent) -> None:
-        level = self.opt.event_log_level if ev.kind in ("state", "gap") else logging.WARNING
+        level = (self.opt.event_log_level if ev.kind in ("state", "gap")
+                 else self.opt.problem_log_level)
         log.log(
             level,
             "%s: %s%s",
@@ -2050,6 +2054,12 @@ def _parser() -> argparse.ArgumentParser:
         help="log level of routine connection events (state changes, gaps); `pyconpro run`"
         " passes DEBUG: they are on the bus already",
     )
+    p.add_argument(
+        "--problem-log-level",
+        default="WARNING",
+        help="log level of rejects, timeouts and errors; `pyconpro run` passes DEBUG when a"
+        " stdout sink prints every event of this worker's PLCs on the same console",
+    )
     return p
 
 
@@ -2100,6 +2110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     levels = logging.getLevelNamesMapping()
     opts.recorder_log_level = levels[args.recorder_log_level.upper()]
     opts.event_log_level = levels[args.event_log_level.upper()]
+    opts.problem_log_level = levels[args.problem_log_level.upper()]
     opts.tcp_port = args.tcp_port
     opts.bus_connect = args.bus_connect
     defs: list[ConsumerDef] = []

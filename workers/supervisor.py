@@ -91,6 +91,7 @@ from pyconpro.acquisition.config import (
 )
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.security import SecurityConfig, uses_curve
+from pyconpro.acquisition.sink_config import SinkConfig
 from pyconpro.acquisition.supervision import (
     ChildKind,
     ChildState,
@@ -373,6 +374,18 @@ def control_base_endpoints(config: Config, worker_names: Sequence[str]) -> list[
     return out
 
 
+def stdout_prints_events(sinks: Sequence[SinkConfig], plcs: Sequence[str]) -> bool:
+    """Whether a stdout sink prints every event of ``plcs`` (its topic filters cover each
+    ``event/<plc>/``): its lines go where the workers' log goes (the terminal, or
+    ``[logging].file``), so a worker's log would show each of them twice."""
+    return any(
+        sink.kind == "stdout"
+        and all(any(f"event/{plc}/".startswith(t) for t in sink.topics)
+                for plc in plcs)
+        for sink in sinks
+    )
+
+
 def plan_children(
     config: Config, groups: Sequence[WorkerGroup], runtime: Runtime
 ) -> dict[str, ChildSpec]:
@@ -398,6 +411,9 @@ def plan_children(
             "--log-level", level,
             "--udp-port-hint", UDP_PORT_HINT,
             "--event-log-level", "DEBUG",  # the events are on the bus (and in the sinks)
+            # rejects, timeouts, errors: in the log unless a stdout sink prints them already
+            "--problem-log-level",
+            "DEBUG" if stdout_prints_events(config.sinks, group.plcs) else "WARNING",
             *worker_security_args(bus_cfg.security),
             *worker_produce_args(config, group, runtime.bus_connect),
         )  # fmt: skip

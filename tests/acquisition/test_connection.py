@@ -251,7 +251,9 @@ EXPECTED: dict[State, dict[str, State]] = {
         "open_ok": State.RUNNING,
         "open_transient": State.BACKOFF,
         "open_fatal": State.FAILED,
-        "open_size": State.FAILED,  # a size the user gave: "size mismatch"
+        # the controller wants another size: learn the type to check it against (a given
+        # size may be the seed's datasize; a learned type may have changed with a download)
+        "open_size": State.RESOLVING,
         "request_error": State.BACKOFF,
         "timer": State.BACKOFF,
     },
@@ -273,7 +275,6 @@ EXPECTED: dict[State, dict[str, State]] = {
 EXPECTED_LEARNED: dict[State, dict[str, State]] = {
     **EXPECTED,
     State.IDLE: {"start": State.RESOLVING, "stop": State.CLOSED},
-    State.OPENING: {**EXPECTED[State.OPENING], "open_size": State.RESOLVING},
     State.BACKOFF: {"stop": State.CLOSED, "timer": State.RESOLVING},
     State.WAITING: {"stop": State.CLOSED, "session_ready": State.RESOLVING},
 }
@@ -742,11 +743,58 @@ def test_wrong_size_not_matching_type_is_a_type_mismatch_naming_both_sizes() -> 
     assert events[-1].kind == "reject" and events[-1].cip_extended == 0x0109
 
 
+def test_a_wrong_given_size_is_adopted_when_it_is_the_learned_type_size() -> None:
+    # size = 6 on a REAL (the seed's datasize): the controller wants 4 + 2 bytes
+    conn = make(6)
+    conn.start(T0)
+    assert pending_open(conn).to_params.size == 8
+    events = reject_and_events(conn, 0x01, 0x0109, 6)
+    assert conn.state is State.RESOLVING and conn.failure is None
+    assert events[-1].message == (
+        "0x01/0x0109 invalid connection size: we asked for 6 bytes, the controller produces"
+        " 4 bytes; learning the type of 'Count' to check 4 bytes against it")
+    conn.on_resolved(T0 + 0.1, 4, REAL)
+    assert state(conn) is State.OPENING and (conn.tag_bytes, conn.tag_type) == (4, REAL)
+    assert pending_open(conn).to_params.size == 6
+    opened = [o for o in conn.take_outputs() if isinstance(o, ConnEvent)][-1]
+    # a warning, with the status that caused it: the configuration needs a fix
+    assert (opened.kind, opened.cip_extended) == ("reject", 0x0109)
+    assert opened.message == (
+        "the given size, 6 bytes, is not the size of 'Count': the controller produces 4 bytes,"
+        " the size of its type (REAL); adopting 4. Set size = 4 (datasize = 6 in the Python"
+        " API) or remove it")
+    req = pending_open(conn)
+    conn.on_forward_open_reply(T0 + 0.2, req, ok_reply(req))
+    assert state(conn) is State.RUNNING
+
+
+def test_a_wrong_given_size_that_is_not_the_type_size_fails_naming_every_size() -> None:
+    conn = make(6)
+    conn.start(T0)
+    reject_and_events(conn, 0x01, 0x0109, 10)  # the controller produces 8 bytes
+    conn.on_resolved(T0 + 0.1, 4, DINT)  # its tag list says DINT
+    assert state(conn) is State.FAILED
+    assert failure(conn) == (
+        "type mismatch on plc1/Count: the controller produces 8 bytes but type DINT is 4"
+        " bytes (we asked for 6); check the tag's type (its size reject and its tag list"
+        " disagree)")
+
+
 def test_wrong_size_without_known_type_is_permanent_and_says_the_fix() -> None:
     conn = make(4)
     conn.start(T0)
     reject_and_events(conn, 0x01, 0x0109, 10)
-    assert conn.state is State.FAILED and "size = 8" in failure(conn)
+    assert conn.state is State.RESOLVING
+    conn.on_resolve_error(T0 + 0.1, "no answer", permanent=False)  # the type stays unknown
+    assert state(conn) is State.BACKOFF
+    _fire_timer(conn)
+    assert state(conn) is State.OPENING  # a given size: no second discovery
+    reject_and_events(conn, 0x01, 0x0109, 10)
+    # one message, every size in tag bytes: no "wants 10" beside "asked for 4"
+    assert state(conn) is State.FAILED and failure(conn) == (
+        "size mismatch on plc1/Count: we asked for 4 bytes of tag data, the controller"
+        " produces 8; set size = 8 (datasize = 10 in the Python API) or omit it so it is"
+        " learned from the controller (0x01/0x0109 invalid connection size)")
 
 
 def test_producer_default_rpi_adopted() -> None:

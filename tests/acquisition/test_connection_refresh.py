@@ -235,7 +235,7 @@ def test_a_failed_rediscovery_is_retried_after_backoff() -> None:
     assert state(conn) is State.RESOLVING  # still stale: never opens with the old size
 
 
-def test_a_given_size_is_never_learned_again() -> None:
+def test_a_given_size_is_never_learned_again_until_the_controller_refuses_it() -> None:
     conn = make(4)
     conn.start(T0)
     req = pending_open(conn)
@@ -247,8 +247,14 @@ def test_a_given_size_is_never_learned_again() -> None:
     assert conn.state is State.OPENING and not conn.learned
     req2 = pending_open(conn)
     conn.on_forward_open_reply(T0 + 5, req2, reject_reply(req2, 0x01, 0x0109, 10))
+    assert state(conn) is State.RESOLVING  # the type, to check the controller's 8 bytes
+    conn.on_resolved(T0 + 5.1, 4, DINT)  # the given size is the type's: try it once more
+    req3 = pending_open(conn)
+    assert req3.to_params.size == 6
+    conn.on_forward_open_reply(T0 + 5.2, req3, reject_reply(req3, 0x01, 0x0109, 10))
     assert state(conn) is State.FAILED and conn.failure is not None
-    assert "size = 8" in conn.failure and "4" in conn.failure
+    assert "type mismatch" in conn.failure and "8 bytes" in conn.failure
+    assert "DINT is 4 bytes" in conn.failure
 
 
 def test_a_given_type_is_never_learned_again_and_adopts_its_own_size() -> None:

@@ -14,12 +14,14 @@ import re
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from pyconpro.sinks.stdout import float32_text
 from pyconpro.workers.process import regex_ready, spawn
 
 from tests.support.wait import wait_for
@@ -67,6 +69,13 @@ def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
     assert "live values from demo (for 5 s)" in text
     assert re.search(r"live page: http://127\.0\.0\.1:\d+/ \(Prometheus metrics: ", text), text
     assert re.search(r"Counter\s+DINT\s+\d+ samples", text)
+    # a REAL in float32 digits, the shortest that reads back as the same float32, as the stdout
+    # sink and tail show it (never the float64 digits of its Python float)
+    sines = re.findall(r"Sine\s+REAL\s+\d+ samples .*= (\S+)$", text, re.MULTILINE)
+    assert sines, text
+    for shown_value in sines:
+        as_f32 = struct.unpack("<f", struct.pack("<f", float(shown_value)))[0]
+        assert float32_text(as_f32) == shown_value, shown_value
     shown = os.path.relpath(db, tmp_path)  # paths are shown relative to where it was started
     assert f"The data is in {shown}: {total} samples" in text
     assert f"and {events} events" in text

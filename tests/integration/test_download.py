@@ -115,7 +115,9 @@ def test_a_download_that_changes_the_udt_is_noticed_and_decoded_anew(tmp_path: P
         sim.close()
 
 
-def test_a_given_size_is_kept_and_a_changed_udt_fails_naming_both_sizes(tmp_path: Path) -> None:
+def test_a_given_size_that_a_download_outgrew_is_adopted_with_the_new_type(
+    tmp_path: Path,
+) -> None:
     before, after = tmp_path / "before.toml", tmp_path / "after.toml"
     before.write_text(TAGS_BEFORE)
     after.write_text(TAGS_AFTER)
@@ -127,14 +129,21 @@ def test_a_given_size_is_kept_and_a_changed_udt_fails_naming_both_sizes(tmp_path
                 f"tag=Drive1,rpi_ms=20,multiplier=4,size={old_tag.size()}")
         with start_worker(WORKER, [spec]) as w:
             w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a first sample")
+            assert not [e for e in w.events("Drive1") if e.state_to == "RESOLVING"]
             ports = (sim.tcp_port, sim.udp_port)
             sim.close()
             sim = start_simulator(SIM, tcp_port=ports[0], udp_port=ports[1], config=after)
-            failed = w.wait_for(lambda m: isinstance(m, wire.Event) and m.state_to == "FAILED",
-                                20, "the size mismatch")
-            assert isinstance(failed, wire.Event) and failed.cip_extended in (0x0109, 0x0128)
-            assert f"size = {new_tag.size()}" in failed.message
-            assert str(old_tag.size()) in failed.message
-            assert not [e for e in w.events("Drive1") if e.state_to == "RESOLVING"]
+            # the controller refuses the given size; its type, learned then, has the size it
+            # wants: adopted, with the setting to fix in the message
+            adopted = w.wait_for(
+                lambda m: isinstance(m, wire.Event) and m.state_from == "RESOLVING"
+                and m.kind == "reject", 20, "the adopted size")
+            assert isinstance(adopted, wire.Event) and adopted.cip_extended in (0x0109, 0x0128)
+            assert f"Set size = {new_tag.size()}" in adopted.message
+            assert f"given size, {old_tag.size()} bytes" in adopted.message
+            sample = w.wait_for(lambda m: isinstance(m, wire.Sample)
+                                and len(m.raw) == new_tag.size(), 20, "a sample of the new size")
+            assert isinstance(sample, wire.Sample) and isinstance(sample.value, dict)
+            assert sample.value["Batch"] == 4711 and sample.type_name == "Drive"
     finally:
         sim.close()

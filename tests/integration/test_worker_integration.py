@@ -156,6 +156,24 @@ def test_size_only_publishes_raw_bytes(sim_a: SimulatorProcess) -> None:
         assert isinstance(msg, wire.Sample) and len(msg.raw) == 4 and msg.value is None
 
 
+def test_a_wrong_given_size_is_adopted_when_it_is_the_tags_type_size(
+    sim_a: SimulatorProcess,
+) -> None:
+    # size = 6 on a REAL (the seed's datasize, which counted the sequence count): the controller
+    # refuses with 0x0109 wanting 4 + 2 bytes, the worker learns REAL (4 bytes) and adopts it
+    with start_worker(WORKER, [consumer(sim_a, "a", "Sine", 20, size=6)]) as w:
+        w.wait_state("a/Sine", "RUNNING", 10)
+        msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
+        assert isinstance(msg, wire.Sample) and msg.type_name == "REAL"
+        assert len(msg.raw) == 4 and isinstance(msg.value, float)  # decoded by the learned type
+        refused = next(e for e in w.events("Sine", "reject") if e.state_to == "RESOLVING")
+        assert refused.cip_extended == 0x0109 and "we asked for 6 bytes" in refused.message
+        adopted = next(e for e in w.events("Sine", "reject") if e.state_to == "OPENING")
+        assert adopted.cip_extended == 0x0109 and "adopting 4" in adopted.message
+        assert "Set size = 4" in adopted.message
+        assert not [e for e in w.events("Sine") if e.state_to == "FAILED"]
+
+
 def test_stats_are_published(sim_a: SimulatorProcess, receive_path: str) -> None:
     with start_worker(
         WORKER, [consumer(sim_a, "a", "Counter", 20)], extra_args=["--stats-interval", "0.3"]
@@ -332,20 +350,17 @@ def test_refused_register_session_backs_off_and_recovers(sim_a: SimulatorProcess
 def test_rejects_are_reported_with_status(sim_a: SimulatorProcess) -> None:
     cons = [
         consumer(sim_a, "a", "Setpoint", 20, type="REAL"),  # exists, not produced
-        consumer(sim_a, "a", "Counter", 20, size=8),  # wrong size, no type known
         consumer(sim_a, "a", "Counter", 20, type="DINT[2]", alias="TypeWrong"),
         consumer(sim_a, "a", "NoSuchTag", 20),  # discovery cannot find it
         consumer(sim_a, "a", "Walk", 20, type="REAL"),  # produced for multicast consumers only
     ]
     with start_worker(WORKER, cons) as w:
-        for key in ("a/Setpoint", "a/Counter", "a/TypeWrong", "a/NoSuchTag", "a/Walk"):
+        for key in ("a/Setpoint", "a/TypeWrong", "a/NoSuchTag", "a/Walk"):
             w.wait_state(key, "FAILED", 10)
         w.collect(0.2)
         rej = [e for e in w.events("Setpoint", "reject") if e.state_to == "FAILED"]
         assert rej and rej[0].cip_general == 1 and rej[0].cip_extended == 0x031F
         assert "Studio 5000" in rej[0].message and "Setpoint" in rej[0].message
-        size = next(e for e in w.events("Counter", "reject") if e.state_to == "FAILED")
-        assert size.cip_extended in (0x0109, 0x0128) and "size = 4" in size.message
         mism = next(e for e in w.events("TypeWrong", "reject") if e.state_to == "FAILED")
         assert "type mismatch" in mism.message and "4" in mism.message and "8" in mism.message
         nf = next(e for e in w.events("NoSuchTag") if e.state_to == "FAILED")

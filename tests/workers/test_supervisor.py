@@ -293,6 +293,27 @@ def test_plan_one_worker_per_local_address_and_every_sink(tmp_path: Path) -> Non
                                   base_dir=str(tmp_path)).sinks[0]  # fmt: skip
 
 
+def test_rejects_are_logged_unless_a_stdout_sink_prints_every_event_of_the_worker(
+    tmp_path: Path,
+) -> None:
+    def problem_level(sinks: str) -> dict[str, str]:
+        plan = _plan(config_text(tmp_path) + sinks, tmp_path)
+        return {name: spec.command()[spec.command().index("--problem-log-level") + 1]
+                for name, spec in plan.items() if spec.kind is ChildKind.WORKER}
+
+    both = ["worker-127.88.1.1", "worker-127.88.1.4"]
+    assert set(problem_level("").values()) == {"WARNING"}  # only the sqlite sink
+    # a stdout sink of every topic, or of event/: it prints each reject on the same console
+    for topics in ('["sample/", "event/"]', '["event/"]', '["event"]'):
+        levels = problem_level(f'[[sink]]\nkind = "stdout"\ntopics = {topics}\n')
+        assert levels == dict.fromkeys(both, "DEBUG"), topics
+    # samples only, or the events of one PLC: the other worker's rejects stay in the log
+    assert set(problem_level('[[sink]]\nkind = "stdout"\ntopics = ["sample/"]\n').values()) == {
+        "WARNING"}
+    one = problem_level('[[sink]]\nkind = "stdout"\ntopics = ["event/p1/"]\n')
+    assert sorted(one.values()) == ["DEBUG", "WARNING"]
+
+
 def test_worker_argv_carries_the_udp_receive_buffer_of_the_file(tmp_path: Path) -> None:
     from pyconpro.workers.io_worker import DEFAULT_UDP_RCVBUF, _parser
 
