@@ -605,6 +605,10 @@ class SqliteSink(Sink):
             ],
         )
 
+    def write_skipped(self, marks: Mapping[Key, Mark]) -> None:
+        # Committed with this flush's rows, like theirs: the samples left out are done with.
+        self._new_marks.update(marks)
+
     @_writing
     def write_stats(self, stats: list[Stats]) -> None:
         marks = self._new_marks
