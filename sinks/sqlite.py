@@ -20,7 +20,8 @@ Schema (``PRAGMA user_version`` = 2; later versions only add tables/columns)::
         -- Datagrams lost inside a running connection are samples.gap and events kind='gap'.
     stats(id, t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)
     bus_marks(publisher, topic, seq, t_mono_ns)  PRIMARY KEY (publisher, topic)
-        -- per bus stream, the last message stored: what a restart asks the replay to follow
+        -- per bus stream, the last message stored (or left out by report by exception:
+        -- ``write_skipped``): what a restart asks the replay to follow
 
 ``value_json`` is the decoded value as strict JSON (NaN/inf as strings, see sinks.records);
 ``value_real`` repeats it when it is a scalar number (bool as 0/1; SQLite stores NaN as NULL).
