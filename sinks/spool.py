@@ -184,10 +184,14 @@ def _row(record: Sample | Event | Stats | BusGap, now_ns: int
 
 
 def _record(body: bytes) -> Record:
-    """The record a row's body holds; ValueError / TypeError for one that does not."""
+    """The record a row's body holds; ValueError / TypeError for one that does not. A row
+    written before a field was added (a sample's ``source_ns``) lacks it: the default."""
     code, *values = msgpack.unpackb(body, raw=False, strict_map_key=True)
     cls = _TYPES[code]
-    record: Record = cls(**dict(zip(_FIELDS[cls], values, strict=True)))
+    fields = _FIELDS[cls]
+    if len(values) > len(fields):
+        raise ValueError(f"{len(values)} fields for a {cls.__name__}, which has {len(fields)}")
+    record: Record = cls(**dict(zip(fields, values)))
     return record
 
 
