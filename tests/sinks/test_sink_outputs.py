@@ -202,20 +202,18 @@ def test_sqlite_upgrades_a_version_1_file_keeping_its_gaps(db_path: Path) -> Non
 def test_sqlite_upgrades_a_version_2_file_with_the_source_time_column(db_path: Path) -> None:
     """A file written before the controller's time existed gets its column, NULL in the rows
     it held; new samples fill it when they carry one."""
-    sink = SqliteSink(db_path)
-    sink.open()
-    sink.write_samples([S])
-    sink.flush()
-    sink.close()
-    db = sqlite3.connect(db_path)
-    db.executescript("ALTER TABLE samples DROP COLUMN t_source_ns; PRAGMA user_version = 2;")
-    db.close()
-    stamped = dataclasses.replace(S, seq=1, source_ns=1_700_000_000_123_456_000)
-    sink = SqliteSink(db_path)
-    sink.open()
-    sink.write_samples([stamped])
-    sink.flush()
-    sink.close()
+    for run in range(2):
+        if run:  # the file as version 2 made it
+            db = sqlite3.connect(db_path)
+            db.executescript("ALTER TABLE samples DROP COLUMN t_source_ns;"
+                             " PRAGMA user_version = 2;")  # fmt: skip
+            db.close()
+        sink = SqliteSink(db_path)
+        sink.open()
+        sink.write_samples([dataclasses.replace(S, seq=run, source_ns=(
+            1_700_000_000_123_456_000 if run else None))])  # fmt: skip
+        sink.flush()
+        sink.close()
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("PRAGMA user_version").fetchone() == (3,)

@@ -12,30 +12,18 @@ from pathlib import Path
 import pytest
 from pyconpro.acquisition.rbe import ExceptionRule, ReportByException
 from pyconpro.acquisition.replay import Key, Mark
-from pyconpro.acquisition.wire import Event, EventKind, Sample, Value, topic_for_sample
+from pyconpro.acquisition.wire import Event, EventKind, Sample, Value
 from pyconpro.sinks.base import LoopOptions, OutputUnavailable, Sink, SubscriberLoop
 from pyconpro.sinks.spool import SpoolConfig
 from pyconpro.sinks.sqlite import SqliteSink
 
 from tests.sinks.bus_testkit import MemorySink
+from tests.sinks.test_sink_loop import TA, FakeClock, S
 
 pytestmark = pytest.mark.timeout(60)
 
-S = Sample(
-    seq=0, publisher="w1", plc="plc1", tag="A", t_wall_ns=1, t_mono_ns=0, cip_seq=0, gap=0,
-    value=1, raw=b"\x01",
-)  # fmt: skip
-TA = topic_for_sample("plc1", "A")
-TB = topic_for_sample("plc1", "B")
 CHANGES = ReportByException(ExceptionRule(deadband=0.0))  # keep changes only
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+Clock = FakeClock
 
 
 class MarkSink(MemorySink):
