@@ -42,6 +42,7 @@ from pyconpro.acquisition.consumer_keys import (
     read_ipv4,
     read_route,
     read_session,
+    read_source_time,
     read_tag_name,
     read_tag_size,
     read_topic_segment,
@@ -163,6 +164,7 @@ class TagConfig:
     transport: Transport
     size: int | None = None  # tag bytes (without the 2-byte sequence count); None = learn it
     alias: str | None = None
+    source_time: str | None = None  # the UDT member holding the controller's time
 
     @property
     def topic_name(self) -> str:
@@ -251,6 +253,7 @@ class ConsumerSpec:
     alias: str | None
     udp_port: int
     session: SessionPolicy = field(default_factory=SessionPolicy)  # its PLC's session
+    source_time: str | None = None  # the UDT member holding the controller's time
 
     @property
     def topic_name(self) -> str:
@@ -294,7 +297,7 @@ _PLC_KEYS: Final = (
     "name", "address", "slot", "route", "interface", "local_address", "udp_port",
     *_CONSUMER_KEYS, *_SESSION_KEYS, "tag",
 )  # fmt: skip
-_TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias")
+_TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias", "source_time")
 _WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf", "tcp_port")
 _SUPERVISOR_KEYS: Final = (
     "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
@@ -384,6 +387,7 @@ def _read_tag(
     inh = read_consumer_keys(t, inherited)
     size = read_tag_size(t)
     alias = read_topic_segment(t, "alias", "alias")
+    source_time = read_source_time(t)
     if name is None:
         return None, inh
     rpi = inh.rpi_ms[0]
@@ -397,6 +401,7 @@ def _read_tag(
             transport=inh.transport[0],  # type: ignore[arg-type]
             size=size,
             alias=alias,
+            source_time=source_time,
         ),
         inh,
     )
@@ -666,6 +671,7 @@ def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:
                 alias=tag.alias,
                 udp_port=plc.udp_port,
                 session=plc.session,
+                source_time=tag.source_time,
             )
             for tag in plc.tags
         )

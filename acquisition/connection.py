@@ -58,6 +58,7 @@ from pyconpro.acquisition.originator import (
     Originator,
     Timing,
 )
+from pyconpro.acquisition.source_time import SourceTime, SourceTimeError, locate
 from pyconpro.acquisition.status import (
     describe_cip_status,
     extended_status_text,
@@ -451,6 +452,12 @@ class ConsumerConnection:
             self.tag_bytes = byte_size(self.tag_type)
         # Neither size nor type given: both are the controller's and may change with a download.
         self.learned = params.tag_bytes is None and params.tag_type is None
+        # Where the controller's time is in the tag's bytes (``source_time``), once the type
+        # is known; checked in ConsumerParams for a given type, at ``on_resolved`` otherwise.
+        self.source_at: SourceTime | None = (
+            locate(params.tag_type, params.source_time, params.tag)
+            if params.source_time is not None and params.tag_type is not None else None
+        )
         self._resolved: tuple[int, LogixType | None] | None = None  # last discovery answer
         self._type_stale = False  # learned type to be learned again before the next open
         self._size_refreshes = 0  # re-discoveries caused by size rejects since the last open
@@ -617,6 +624,12 @@ class ConsumerConnection:
             elif self._size_wanted != tag_bytes:  # else: adopted below
                 problem = self._size_mismatch(self._size_wanted, tag_bytes, tag_type,
                                               "its size reject and its tag list disagree")
+        if problem is None and self.params.source_time is not None:
+            try:
+                self.source_at = locate(tag_type or self.tag_type, self.params.source_time,
+                                        self.params.tag)  # fmt: skip
+            except SourceTimeError as exc:
+                problem = str(exc)
         wanted, self._size_wanted = self._size_wanted, None
         if problem is not None:
             self._fail(Trigger.RESOLVE_FATAL, now, problem)

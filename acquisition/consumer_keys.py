@@ -50,6 +50,7 @@ __all__ = [
     "read_multiplier",
     "read_route",
     "read_session",
+    "read_source_time",
     "read_tag_name",
     "read_tag_size",
     "read_topic_segment",
@@ -184,6 +185,27 @@ def read_topic_segment(t: Table, key: str, what: str, *, required: bool = False)
             t.key(key),
             f"{what} {shown(value)} cannot be a topic segment",
             f"use 1-64 characters from A-Z a-z 0-9 _ . - (no '/' or spaces){example}",
+        )
+        return None
+    return str(value)
+
+
+_MEMBER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}(?:\.[A-Za-z_][A-Za-z0-9_]{0,39}){0,7}")
+
+
+def read_source_time(t: Table) -> str | None:
+    """``source_time``: the member of the tag's UDT that holds the controller's time, a name
+    or a path into nested structures (``Header.Stamp``); its type is checked once the tag's
+    type is known (``acquisition.source_time``)."""
+    value = t.string("source_time", None)
+    if value is None:
+        return None
+    if not _MEMBER_PATH.fullmatch(value):
+        t.ctx.error(
+            t.key("source_time"),
+            f"source_time = {shown(value)} is not the name of a UDT member",
+            'name the LINT member that holds the controller\'s time, e.g. source_time = "Stamp"'
+            ' (a member of a nested structure: "Header.Stamp"; no array elements)',
         )
         return None
     return str(value)

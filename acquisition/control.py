@@ -39,6 +39,7 @@ from pyconpro.acquisition.consumer_keys import (
     read_ipv4,
     read_route,
     read_session,
+    read_source_time,
     read_tag_name,
     read_tag_size,
     read_topic_segment,
@@ -58,6 +59,7 @@ KEYS = {
     "route": "port segments before the slot: [[port, link], ...] or '1/2,2/10.0.0.9'",
     "tag": "produced tag name, controller scope, as Logix writes it (required)",
     "alias": "tag segment of the topics instead of the tag name",
+    "source_time": "UDT member (a LINT of µs since 1970) holding the controller's time",
     "rpi_ms": "T->O RPI in ms, 0.5-10000 (default 100)",
     "ot_rpi_ms": "O->T (heartbeat) RPI in ms (default: rpi_ms)",
     "multiplier": "timeout multiplier 4, 8, ..., 512 (default 8)",
@@ -100,6 +102,7 @@ class ConsumerDef:
     # A generic adapter's assembly instead of a Logix tag (acquisition.assembly MAP_KEYS);
     # ``tag`` is then the consumer's name.
     assembly: Mapping[str, Any] | None = None
+    source_time: str | None = None  # the UDT member holding the controller's time
 
     @property
     def key(self) -> str:
@@ -129,6 +132,7 @@ class ConsumerDef:
             plc=self.plc, tag=self.tag, rpi_us=self.rpi_us, ot_rpi_us=self.ot_rpi_us,
             multiplier=self.multiplier, multicast=self.multicast, slot=self.slot, route=route,
             tag_bytes=self.size, tag_type=self.logix_type(), plc_udp_port=self.udp_port,
+            source_time=self.source_time,
         )
 
     def session_policy(self) -> SessionPolicy:
@@ -234,6 +238,7 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     tag = read_tag_name(t, "tag")
     plc = read_topic_segment(t, "plc", "PLC name")
     alias = read_topic_segment(t, "alias", "alias")
+    source_time = read_source_time(t)
     inh = read_consumer_keys(t, _CONTROL_START)
     rpi_us = _rpi_us(t, "rpi_us") if t.has("rpi_us") else round(inh.rpi_ms[0] * 1000)
     ot_ms = inh.ot_rpi_ms[0]
@@ -262,6 +267,7 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
         reconnect_min_s=session.reconnect_min_s, reconnect_max_s=session.reconnect_max_s,
         connect_timeout_s=session.connect_timeout_s, max_in_flight=session.max_in_flight,
         assembly=dict(assembly) if assembly is not None else None,
+        source_time=source_time,
     )
     d.params().connection_path()  # the type and its agreement with size; the path encodes
     return d
@@ -306,6 +312,8 @@ def consumer_to_map(d: ConsumerDef) -> dict[str, Any]:
         m["size"] = d.size
     if d.alias is not None:
         m["alias"] = d.alias
+    if d.source_time is not None:
+        m["source_time"] = d.source_time
     if d.type is not None:
         m["type"] = d.type
     if d.port != 44818:
@@ -346,6 +354,7 @@ def consumer_from_spec(spec: Any) -> ConsumerDef:
         reconnect_max_s=spec.session.reconnect_max_s,
         connect_timeout_s=spec.session.connect_timeout_s,
         max_in_flight=spec.session.max_in_flight,
+        source_time=spec.source_time,
     )
 
 

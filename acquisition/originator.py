@@ -21,6 +21,7 @@ from pyconpro.acquisition import cm, epath
 from pyconpro.acquisition.assembly import AssemblySpec
 from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_types import LogixType, byte_size
+from pyconpro.acquisition.source_time import SourceTimeError, locate
 
 __all__ = ["BackoffPolicy", "ConsumerParams", "FlightRecorder", "Originator", "Recorded",
            "RECORD_BYTES", "RECORD_SIZE", "Rng", "SessionPolicy", "Timing", "what_code"]
@@ -134,6 +135,7 @@ class ConsumerParams:
     tag_type: LogixType | None = None
     plc_udp_port: int = 2222
     assembly: AssemblySpec | None = None
+    source_time: str | None = None  # the UDT member holding the controller's time
 
     def __post_init__(self) -> None:
         cm.multiplier_factor(self.multiplier)
@@ -158,6 +160,11 @@ class ConsumerParams:
                 f" {self.tag_type.name} ({byte_size(self.tag_type)} bytes); fix one of them"
             )
         epath.produced_tag_connection_path(self.tag, self.slot)  # validates the name now
+        if self.source_time is not None and self.tag_type is not None:
+            try:
+                locate(self.tag_type, self.source_time, self.tag)
+            except SourceTimeError as exc:
+                raise UsageError(str(exc)) from None
 
     @property
     def ot_rpi(self) -> int:

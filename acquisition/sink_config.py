@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from pyconpro.acquisition.rbe import EXCEPTION_KEYS, ReportByException, read_exception
 from pyconpro.acquisition.toml_check import MISSING, ConfigError, IssueLog, Table, did_you_mean
 from pyconpro.acquisition.toml_check import fmt as _fmt
 from pyconpro.acquisition.toml_check import join as _join
@@ -53,7 +54,7 @@ OptionCheck = Callable[[Any], tuple[str, str] | None]
 
 COMMON_KEYS: Final = (
     "kind", "name", "topics", "rcvhwm", "batch_size", "flush_interval_s", "drain_max_s",
-    "replay",
+    "replay", *EXCEPTION_KEYS,
 )  # fmt: skip
 # What a sink asks the bus's replay buffer for when it starts (docs/operations.md "When a sink
 # restarts"): what follows what its output stored, that and every other stream it subscribes
@@ -208,6 +209,8 @@ class SinkConfig:
     drain_max_s: float = 5.0
     replay: str = "stored"  # one of REPLAY_MODES
     options: Mapping[str, OptionValue] = field(default_factory=lambda: MappingProxyType({}))
+    # Which samples the sink keeps (acquisition/rbe.py); the default keeps every one.
+    exception: ReportByException = ReportByException()
 
     def section(self) -> dict[str, Any]:
         """This sink as a section (JSON-ready); ``parse_sink_section`` gives it back."""
@@ -220,6 +223,7 @@ class SinkConfig:
             "flush_interval_s": self.flush_interval_s,
             "drain_max_s": self.drain_max_s,
             "replay": self.replay,
+            **self.exception.section(),
             **self.options,
         }
 
@@ -361,6 +365,7 @@ def read_sink(
         "flush_interval_s": t.number("flush_interval_s", flush_default, 0.0, 3600.0, "s"),
         "drain_max_s": t.number("drain_max_s", d.drain_max_s, 0.0, 3600.0, "s"),
         "replay": t.choice("replay", d.replay, REPLAY_MODES),
+        "exception": read_exception(t, plcs),
     }
     if kind is None:
         return None

@@ -503,6 +503,10 @@ SAMPLE_KEYS: tuple[WireKey, ...] = (
             " header)"),
     WireKey("ty", "type_name", "str", _name,
             "Logix type name, e.g. `DINT`, `REAL`, `MyUdt`", Presence.OPTIONAL),
+    WireKey("st", "source_ns", "int64", _check_int64,
+            "source time: the controller's own clock, ns since the Unix epoch, read from the"
+            " UDT member the tag's `source_time` names (a LINT of µs, GSV WallClockTime"
+            " CurrentValue); absent for other tags", Presence.OPTIONAL),
 )
 
 EVENT_KEYS: tuple[WireKey, ...] = (
@@ -615,6 +619,7 @@ class Sample:
     value: Value
     raw: bytes
     type_name: str | None = None
+    source_ns: int | None = None  # the controller's time of the value (``st``), ns
 
     @property
     def topic(self) -> bytes:
@@ -666,8 +671,9 @@ class SampleStream:
         self._next = 0
 
     def encode(self, t_wall_ns: int, t_mono_ns: int, cip_seq: int, gap: int, value: Value,
-               raw: bytes) -> bytes:
-        """The next message body of this stream (the caller sends ``[stream.topic, body]``)."""
+               raw: bytes, source_ns: int | None = None) -> bytes:
+        """The next message body of this stream (the caller sends ``[stream.topic, body]``);
+        ``source_ns``: the controller's time, an int64 (``st``; None: no such key)."""
         if self._counter is not None:
             seq = self._counter.next(self.topic)
         else:
@@ -679,6 +685,8 @@ class SampleStream:
                 "tm": t_mono_ns, "cs": cip_seq, "gap": gap, "val": value, "raw": raw}
         if "ty" in self._const:
             body["ty"] = self._const["ty"]
+        if source_ns is not None:
+            body["st"] = source_ns
         return _pack(body, "Sample")
 
     def fragments(self) -> tuple[bytes, ...]:

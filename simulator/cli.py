@@ -286,6 +286,7 @@ def build(args: argparse.Namespace) -> tuple[SimulatorServer, ControlServer | No
     # The controller's wall clock (class 0x8B) starts at the host's time, then runs on its own
     # (clients may set it, as they set a real controller's).
     controller.wall_clock.set_utc(time.time_ns() // 1_000, server.clock())
+    store.wall_clock = controller.wall_clock.utc_us  # what wall_clock generators write
     control = None
     if args.control:
         host, port = parse_endpoint(args.control)

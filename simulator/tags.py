@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -85,6 +85,9 @@ class GeneratorKind(str, Enum):
     SINE = "sine"  # offset + amplitude * sin(2 pi t / period_s + phase)
     RANDOM_WALK = "random_walk"  # +-step every interval_s from start, clamped, seeded
     WRITES = "writes"  # no movement: only Write Tag changes it (the default)
+    # The controller's wall clock, µs since 1970 UTC (GSV WallClockTime CurrentValue), into a
+    # LINT / ULINT / LWORD: what a tag's ``source_time`` member holds.
+    WALL_CLOCK = "wall_clock"
 
 
 _GENERATOR_PARAMS: dict[GeneratorKind, frozenset[str]] = {
@@ -95,7 +98,9 @@ _GENERATOR_PARAMS: dict[GeneratorKind, frozenset[str]] = {
     GeneratorKind.RANDOM_WALK: frozenset({"start", "step", "interval_s", "minimum", "maximum",
                                           "seed", "format"}),
     GeneratorKind.WRITES: frozenset(),
+    GeneratorKind.WALL_CLOCK: frozenset(),
 }
+_CLOCK_CODES = (DataTypeCode.LINT, DataTypeCode.ULINT, DataTypeCode.LWORD)
 
 _MASK64 = (1 << 64) - 1
 
@@ -211,11 +216,15 @@ class _Binding:
     generator: Generator
     memo: dict[int, tuple[int, float]] = field(default_factory=dict)
 
-    def apply(self, image: bytearray, elapsed: float) -> None:
+    def apply(self, image: bytearray, elapsed: float, wall_us: int | None = None) -> None:
         gen = self.generator
         if gen.kind is GeneratorKind.CONSTANT:
             data = compile_encoder(self.type)(gen.value) if self.bit is None else None
             value = gen.value
+        elif gen.kind is GeneratorKind.WALL_CLOCK:
+            # Without a clock (a store used alone): µs since the simulator's start.
+            value = wall_us if wall_us is not None else round(elapsed * 1e6)
+            data = compile_encoder(self.type)(value)
         else:
             value = self._value(elapsed)
             data = compile_encoder(self.type)(value) if self.bit is None else None
@@ -310,9 +319,9 @@ class SimTag:
         """Replace the whole value (encoded like compile_encoder); counts as a write."""
         self.write(compile_encoder(self.type)(value))
 
-    def tick(self, elapsed: float) -> None:
+    def tick(self, elapsed: float, wall_us: int | None = None) -> None:
         for b in self._bindings:
-            b.apply(self._image, elapsed)
+            b.apply(self._image, elapsed, wall_us)
 
     def reset(self) -> None:
         self._image[:] = self._initial_image
@@ -351,6 +360,11 @@ class SimTag:
                 "members instead (e.g. generators.\"Member\" = {...})")
         if gen.kind is GeneratorKind.CONSTANT and loc.bit is None:
             compile_encoder(t)(gen.value)  # raises UsageError naming the member
+        if gen.kind is GeneratorKind.WALL_CLOCK and not (
+                isinstance(t, AtomicType) and t.code in _CLOCK_CODES):
+            raise UsageError(
+                f"generator target {path or self.name!r} is a {t.name}: a wall_clock generator"
+                " writes microseconds since 1970 into a LINT (or ULINT, LWORD) member")
         return _Binding(path, loc.offset, t, loc.bit, gen)
 
 
@@ -421,6 +435,9 @@ class TagStore:
         self._step = instance_step
         self._epoch: float | None = None
         self._last: float | None = None
+        # The controller's wall clock (UTC µs at a monotonic ``now``) that ``wall_clock``
+        # generators write; the simulator attaches its Wall Clock object's.
+        self.wall_clock: Callable[[float], int] | None = None
         for p in programs:
             self.add_program(p)
         for t in tasks:
@@ -565,8 +582,9 @@ class TagStore:
             return
         self._last = now
         elapsed = now - self._epoch
+        wall_us = self.wall_clock(now) if self.wall_clock is not None else None
         for tag in self._tags:
-            tag.tick(elapsed)
+            tag.tick(elapsed, wall_us)
 
     def restart(self, now: float) -> None:
         """Simulated download / power cycle: new incarnation, initial values, epoch = now."""

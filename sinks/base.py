@@ -27,6 +27,11 @@ A network sink (``LoopOptions.spool``) keeps what its destination cannot take on
 the store-and-forward spool; ``sinks/spool.py`` (``SpoolFeed``) says when records go there and
 come back, this loop asks it for each write.
 
+With ``LoopOptions.exception`` (report by exception, ``acquisition/rbe.py``) a filter stage
+between the gap detector and the batches leaves out the samples the rule says; the gap
+detector has seen them (they are no loss), and their marks still reach the output, as
+``Skipped`` records, so a restart does not ask the replay for them again.
+
 The loop polls with a short timeout so that a stop request is seen within ``poll_interval``.
 """
 
@@ -48,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import zmq
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.originator import BackoffPolicy
+from pyconpro.acquisition.rbe import ExceptionFilter, ReportByException
 from pyconpro.acquisition.replay import (
     REPLAY_TOPIC,
     Deliver,
@@ -136,6 +142,11 @@ class Sink(abc.ABC):
     def write_stats(self, stats: list[Stats]) -> None:
         """Worker counters; default: ignored."""
 
+    def write_skipped(self, marks: Mapping[Key, Mark]) -> None:
+        """Per stream, the mark of the last sample that report by exception left out, later
+        than every record of that stream written before in this flush: an output that keeps
+        marks (``stored_marks``) stores them with this flush; default: nothing."""
+
     def stored_marks(self) -> Mapping[Key, Mark] | None:
         """After ``open()``: per stream (publisher, topic), the mark ``(tm, sq)`` of the last
         message this output stored, as committed with it, so a restart asks the replay for
@@ -185,6 +196,8 @@ class LoopOptions:
     replay_timeout: float = 10.0  # no reply for this long: give the replay up, go live
     # A network sink's store-and-forward spool (sinks/spool.py); None: memory only.
     spool: SpoolConfig | None = None
+    # Report by exception (acquisition/rbe.py); None, or a rule that keeps all: every sample.
+    exception: ReportByException | None = None
 
 
 @dataclass
@@ -203,31 +216,59 @@ class Counters:
     written: int = 0  # records the output took (committed)
     dropped: int = 0  # records dropped, oldest first, past max_pending while it could not
     write_failures: int = 0  # writes that raised OutputUnavailable
+    filtered: int = 0  # samples report by exception left out (not written, not loss)
 
     def summary(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.__dict__.items())
 
 
-Record: TypeAlias = Sample | Event | BusGap | Stats
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """The place in its stream of the last sample(s) report by exception left out: no data,
+    only the mark (``t_mono_ns``, ``seq``) an output that keeps marks stores, so that a restart
+    continues after it. ``count`` samples were left out since the stream's last record."""
+
+    publisher: str
+    topic: bytes
+    plc: str
+    tag: str
+    t_mono_ns: int
+    seq: int
+    count: int
+
+
+Record: TypeAlias = Sample | Event | BusGap | Stats | Skipped
 
 
 @dataclass
 class _Batch:
-    """Records of one write, by kind, each kind in arrival order."""
+    """Records of one write, by kind, each kind in arrival order; ``skipped``: the marks of
+    the ``Skipped`` records that no later sample of their stream in the batch overtakes."""
 
     samples: list[Sample]
     events: list[Event]
     gaps: list[BusGap]
     stats: list[Stats]
+    skipped: dict[Key, Mark]
+    markers: int = 0  # Skipped records in the batch
 
     @classmethod
     def of(cls, records: Iterable[Record]) -> _Batch:
-        batch = cls([], [], [], [])
+        batch = cls([], [], [], [], {})
         lists: dict[type, list[Any]] = {
             Sample: batch.samples, Event: batch.events, BusGap: batch.gaps, Stats: batch.stats,
         }  # fmt: skip
+        markers: dict[tuple[str, str, str], Skipped] = {}
         for r in records:
+            if type(r) is Skipped:
+                markers[(r.publisher, r.plc, r.tag)] = r
+                batch.markers += 1
+                continue
+            if markers and type(r) is Sample:  # a later sample's own mark wins
+                markers.pop((r.publisher, r.plc, r.tag), None)
             lists[type(r)].append(r)
+        for m in markers.values():
+            batch.skipped[(m.publisher, m.topic)] = (m.t_mono_ns, m.seq)
         return batch
 
 
@@ -273,6 +314,13 @@ class SubscriberLoop:
         self._report_due = 0.0
         # Why messages missed while this sink was down were not replayed (for the gap's log).
         self._replay_note = "no replay asked"
+        rbe = options.exception
+        self.exception = ExceptionFilter(rbe) if rbe is not None and rbe.active else None
+        # Per stream, the last sample the filter left out since the stream's last record in
+        # ``_pending`` (a ``Skipped`` queued at the next write); newer than all of them.
+        self._skips: dict[Key, Skipped] = {}
+        self._mark_skips = True  # False: the output keeps no marks, Skipped records are moot
+        self._markers_written = 0  # Skipped records in the last write
         self.feed: SpoolFeed | None = None  # a network sink's spool and how it is used
         if options.spool is not None:
             from pyconpro.sinks.spool import SpoolFeed
@@ -405,6 +453,7 @@ class SubscriberLoop:
         continued from its stored ``sq``; None when the output does not keep track."""
         if stored is None:
             self._replay_note = "this output does not keep track of what it stored"
+            self._mark_skips = False
             return None
         topics = self.options.topics
         marks = {k: m for k, m in stored.items() if any(k[1].startswith(p) for p in topics)}
@@ -597,11 +646,44 @@ class SubscriberLoop:
             self._record_gap(gap, resuming)
         if isinstance(msg, Sample):
             self.counters.samples += 1
+            if self.exception is not None and self._left_out(msg, topic, gap is not None):
+                return
         elif isinstance(msg, Event):
             self.counters.events += 1
+            if self.exception is not None:
+                self.exception.reset(msg.plc, msg.tag)
         else:
             self.counters.stats += 1
         self._keep(msg)
+
+    def _left_out(self, msg: Sample, topic: bytes, after_gap: bool) -> bool:
+        """Report by exception: True when the rule leaves ``msg`` out (counted; its mark kept
+        for the next write). An event of the tag or bus loss on its topic starts the tag's
+        rule over: the sample after it is kept."""
+        f = self.exception
+        assert f is not None
+        if after_gap:
+            f.reset(msg.plc, msg.tag)
+        key = (msg.publisher, topic)
+        if f.keep(msg.plc, msg.tag, msg.t_mono_ns, msg.value):
+            if self._skips:
+                self._skips.pop(key, None)  # this sample's own mark follows the skipped ones
+            return False
+        self.counters.filtered += 1
+        if self._mark_skips:
+            last = self._skips.get(key)
+            count = 1 if last is None else last.count + 1
+            self._skips[key] = Skipped(msg.publisher, topic, msg.plc, msg.tag, msg.t_mono_ns,
+                                       msg.seq, count)  # fmt: skip
+            if self._flush_due is None:  # marks alone are written too, on the usual schedule
+                self._flush_due = self._clock() + self.options.flush_interval
+        return True
+
+    def _queue_skips(self) -> None:
+        """The marks of the samples left out go behind everything kept (module doc)."""
+        skips, self._skips = self._skips, {}
+        for skip in skips.values():
+            self._keep(skip)
 
     def _record_gap(self, gap: BusGap, while_down: bool = False) -> None:
         if while_down and not gap.restart:
@@ -688,6 +770,7 @@ class SubscriberLoop:
         """On stop: write everything kept, now (one attempt, whatever the backoff says). With
         a spool that holds records, or an output that is unavailable, what is in memory goes to
         the spool instead, for the next start."""
+        self._queue_skips()
         feed = self.feed
         if feed is None or not (feed.spool.depth or self.health.retrying):
             while self._write_batch() and self._pending:
@@ -704,6 +787,8 @@ class SubscriberLoop:
     def _write_batch(self) -> bool:
         """Write the oldest ``batch_size`` records (all of them, or none) and flush; False
         when the output is unavailable (the records stay, the next attempt is scheduled)."""
+        if self._skips:
+            self._queue_skips()
         if self.feed is not None:
             return self._write_spooled(self.feed)
         n = min(len(self._pending), self.options.batch_size)
@@ -727,10 +812,13 @@ class SubscriberLoop:
                 self.sink.write_gaps(batch.gaps)
             if batch.stats:
                 self.sink.write_stats(batch.stats)
+            if batch.skipped:
+                self.sink.write_skipped(batch.skipped)
             self.sink.flush()
         except OutputUnavailable as exc:
             self._unavailable(exc)
             return False
+        self._markers_written = batch.markers
         return True
 
     def _write_spooled(self, feed: SpoolFeed) -> bool:
@@ -747,8 +835,9 @@ class SubscriberLoop:
         return True
 
     def _written(self, n: int) -> None:
-        """``n`` records went through: count them, and end an outage if one was going on."""
-        self.counters.written += n
+        """``n`` records went through: count them (not the marks of samples left out), and
+        end an outage if one was going on."""
+        self.counters.written += n - self._markers_written
         self.counters.flushes += 1
         now = self._clock()
         backlog = self._pending or (self.spool is not None and self.spool.depth)

@@ -145,6 +145,56 @@ def _common(parser: argparse.ArgumentParser, flush_default: float) -> None:
         help="with --replay, what to ask for at start: what follows what the output stored,"
         " 'all' the buffer holds of the topics (a new sink too), or 'none' [%(default)s]",
     )
+    _exception_flags(parser)
+
+
+def _exception_flags(parser: argparse.ArgumentParser) -> None:
+    """Report by exception (acquisition/rbe.py): the keys ``deadband``, ``max_interval_s``,
+    ``min_spacing_s`` and ``by_tag`` of a section."""
+    g = parser.add_argument_group(
+        "report by exception (default: every sample is kept; docs/sinks.md)"
+    )
+    g.add_argument(
+        "--deadband", type=float, metavar="VALUE",
+        help="keep a sample when its number moved by more than VALUE from the last kept one"
+        " (0: any change; a value that is not a number: any change) (key deadband)",
+    )  # fmt: skip
+    g.add_argument(
+        "--max-interval", type=float, metavar="SECONDS",
+        help="with --deadband, keep a sample anyway this long after the last kept one"
+        " (key max_interval_s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--min-spacing", type=float, metavar="SECONDS",
+        help="never keep two samples of a tag closer than this (key min_spacing_s)",
+    )  # fmt: skip
+    g.add_argument(
+        "--by-tag", nargs=2, action="append", metavar=("PATTERN", "RULE"),
+        help="another rule for the tags PATTERN matches (<plc>/<tag>, * and ? wildcards), e.g."
+        " --by-tag 'press1/Temp*' deadband=0.5,max_interval_s=60 (deadband=false: none);"
+        " repeatable, the first that matches wins (key by_tag)",
+    )  # fmt: skip
+
+
+def _by_tag(pairs: list[list[str]]) -> dict[str, dict[str, object]]:
+    """``--by-tag PATTERN RULE`` flags as the ``by_tag`` table of a section (the values are
+    checked with the section)."""
+    out: dict[str, dict[str, object]] = {}
+    for pattern, rule in pairs:
+        entry: dict[str, object] = {}
+        for item in filter(None, rule.split(",")):
+            key, _, text = item.partition("=")
+            value: object = text.strip()
+            if text.strip().lower() == "false":
+                value = False
+            else:
+                try:
+                    value = float(text)
+                except ValueError:
+                    pass
+            entry[key.strip()] = value
+        out[pattern] = entry
+    return out
 
 
 _FLAG_TYPES: dict[str, Any] = {"string": str, "path": str, "integer": int, "number": float}
@@ -189,6 +239,12 @@ def section_from_args(args: argparse.Namespace, schema: SinkSchema) -> dict[str,
         drain_max_s=args.drain_max,
         replay=args.replay_mode,
     )
+    for key, value in (("deadband", args.deadband), ("max_interval_s", args.max_interval),
+                       ("min_spacing_s", args.min_spacing)):  # fmt: skip
+        if value is not None:
+            section[key] = value
+    if args.by_tag:
+        section["by_tag"] = _by_tag(args.by_tag)
     for o in schema.options:
         if hasattr(args, _OPTION_DEST + o.key):
             section[o.key] = getattr(args, _OPTION_DEST + o.key)
@@ -301,6 +357,7 @@ def loop_options(
         replay_curve=replay_curve,
         replay_new=sink.replay == "all",
         spool=spool_config(sink),
+        exception=sink.exception,
     )
 
 

@@ -7,7 +7,9 @@ them with their columns and the queries to read them)::
 
     tags(id, plc, tag, type, first_seen)                    UNIQUE (plc, tag)
     samples(time, tag_id, value_int, value_real, value_bool, value_text, value_json,
-            t_wall_ns, t_mono_ns, cip_seq, gap, raw, publisher, seq)
+            t_wall_ns, t_mono_ns, cip_seq, gap, raw, publisher, seq, t_source_ns)
+        -- t_source_ns: the controller's time (a tag's source_time), NULL for other tags;
+        -- added in version 2 (a version 1 table gets the column when the sink starts)
         UNIQUE INDEX samples_key (tag_id, time, seq)  -- the idempotency key, and the index of
                                                       -- "last value" / "tag X over a range"
     events(time, plc, tag, kind, state_from, state_to, cip_general, cip_extended,
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyconpro.sink")
 
-DB_SCHEMA_VERSION: Final = 1
+DB_SCHEMA_VERSION: Final = 2
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _I64_MIN, _I64_MAX, _I64_WRAP = -(2**63), 2**63 - 1, 2**64
@@ -101,8 +103,10 @@ CREATE TABLE IF NOT EXISTS {s}.samples (
     gap bigint NOT NULL,
     raw bytea NOT NULL,
     publisher text NOT NULL,
-    seq bigint NOT NULL
+    seq bigint NOT NULL,
+    t_source_ns bigint
 );
+ALTER TABLE {s}.samples ADD COLUMN IF NOT EXISTS t_source_ns bigint;
 CREATE UNIQUE INDEX IF NOT EXISTS samples_key ON {s}.samples (tag_id, time, seq);
 CREATE TABLE IF NOT EXISTS {s}.events (
     time timestamptz NOT NULL,
@@ -159,11 +163,11 @@ CREATE TABLE IF NOT EXISTS {s}.stats (
 
 _SAMPLE_COLUMNS: Final = (
     "time", "tag_id", "value_int", "value_real", "value_bool", "value_text", "value_json",
-    "t_wall_ns", "t_mono_ns", "cip_seq", "gap", "raw", "publisher", "seq",
+    "t_wall_ns", "t_mono_ns", "cip_seq", "gap", "raw", "publisher", "seq", "t_source_ns",
 )  # fmt: skip
 _SAMPLE_TYPES: Final = (
     "timestamptz", "int4", "int8", "float8", "bool", "text", "jsonb", "int8", "int8", "int4",
-    "int8", "bytea", "text", "int8",
+    "int8", "bytea", "text", "int8", "int8",
 )  # fmt: skip
 _EVENT_SQL: Final = (
     "INSERT INTO {s}.events (time, plc, tag, kind, state_from, state_to, cip_general,"
@@ -475,7 +479,8 @@ class PostgresSink(Sink):
             for statement in SCHEMA_SQL.format(s=s).split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(f"INSERT INTO {s}.meta VALUES ('version', %s) ON CONFLICT DO NOTHING",
+            conn.execute(f"INSERT INTO {s}.meta VALUES ('version', %s) ON CONFLICT (key) DO"
+                         " UPDATE SET value = EXCLUDED.value",
                          (str(DB_SCHEMA_VERSION),))  # fmt: skip
             ts = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
                               ).fetchone()  # fmt: skip
@@ -590,7 +595,7 @@ class PostgresSink(Sink):
         return [
             (_t(smp.t_wall_ns), tags[(smp.plc, smp.tag)][0], *value_columns(smp.value),
              smp.t_wall_ns, smp.t_mono_ns, smp.cip_seq, _i64(smp.gap), smp.raw, smp.publisher,
-             _i64(smp.seq))
+             _i64(smp.seq), smp.source_ns)
             for smp in self._samples
         ]  # fmt: skip
 

@@ -29,7 +29,7 @@ from pyconpro.sinks.base import BusGap
 # Column order of each output stream (CSV header, SQLite column order, JSON key order).
 SAMPLE_FIELDS = (
     "time", "t_wall_ns", "t_mono_ns", "plc", "tag", "type", "value", "value_real",
-    "cip_seq", "gap", "publisher", "seq", "raw",
+    "cip_seq", "gap", "publisher", "seq", "raw", "t_source_ns",
 )  # fmt: skip
 EVENT_FIELDS = (
     "time", "t_wall_ns", "t_mono_ns", "plc", "tag", "kind", "state_from", "state_to",
@@ -109,6 +109,7 @@ def sample_record(s: Sample) -> dict[str, Any]:
         "publisher": s.publisher,
         "seq": s.seq,
         "raw": s.raw.hex(),
+        "t_source_ns": s.source_ns,  # the controller's time (source_time), or None
     }
 
 

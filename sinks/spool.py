@@ -58,7 +58,7 @@ from pyconpro.acquisition.replay import Key, Mark
 from pyconpro.acquisition.sink_config import Option, OptionValue, SinkConfig
 from pyconpro.acquisition.wire import Event, Sample, Stats
 from pyconpro.sinks import lock
-from pyconpro.sinks.base import BusGap, Record
+from pyconpro.sinks.base import BusGap, Record, Skipped
 from pyconpro.sinks.records import message_topic
 
 log = logging.getLogger("pyconpro.sink")
@@ -170,7 +170,8 @@ _TYPES: Final[tuple[type, ...]] = (Sample, Event, Stats, BusGap)
 _FIELDS: Final = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES}
 
 
-def _row(record: Record, now_ns: int) -> tuple[int, str, bytes, int, int, bytes]:
+def _row(record: Sample | Event | Stats | BusGap, now_ns: int
+         ) -> tuple[int, str, bytes, int, int, bytes]:  # fmt: skip
     """The spool row of ``record``; its age is its own time, a gap record's the time it was
     spooled (it describes data of any age and must not expire before it is delivered)."""
     cls = type(record)
@@ -183,10 +184,14 @@ def _row(record: Record, now_ns: int) -> tuple[int, str, bytes, int, int, bytes]
 
 
 def _record(body: bytes) -> Record:
-    """The record a row's body holds; ValueError / TypeError for one that does not."""
+    """The record a row's body holds; ValueError / TypeError for one that does not. A row
+    written before a field was added (a sample's ``source_ns``) lacks it: the default."""
     code, *values = msgpack.unpackb(body, raw=False, strict_map_key=True)
     cls = _TYPES[code]
-    record: Record = cls(**dict(zip(_FIELDS[cls], values, strict=True)))
+    fields = _FIELDS[cls]
+    if len(values) > len(fields):
+        raise ValueError(f"{len(values)} fields for a {cls.__name__}, which has {len(fields)}")
+    record: Record = cls(**dict(zip(fields, values)))
     return record
 
 
@@ -194,7 +199,7 @@ def _size(publisher: str, topic: bytes, body: bytes) -> int:
     return len(publisher) + len(topic) + len(body) + ROW_OVERHEAD
 
 
-def record_size(record: Record) -> int:
+def record_size(record: Sample | Event | Stats | BusGap) -> int:
     """What ``record`` counts against ``max_bytes`` in a spool."""
     _kind, publisher, topic, _seq, _t, body = _row(record, 0)
     return _size(publisher, topic, body)
@@ -344,20 +349,21 @@ class Spool:
     def append(self, records: Sequence[Record], now_ns: int) -> None:
         """Add ``records`` at the tail, in one transaction with their marks; then drop what
         the bounds no longer allow. ``SpoolError`` when the file cannot be written (nothing
-        was added)."""
+        was added). A ``Skipped`` record (report by exception) adds its mark only."""
         if not records:
             return
-        self._insert(records, now_ns)
-        self.spooled += len(records)
+        self.spooled += self._insert(records, now_ns)
         self.enforce(now_ns)
 
-    def _insert(self, records: Sequence[Record], now_ns: int) -> None:
-        rows = [_row(r, now_ns) for r in records]
+    def _insert(self, records: Sequence[Record], now_ns: int) -> int:
+        """The rows of ``records`` and their marks, in one transaction; how many rows."""
+        rows = [_row(r, now_ns) for r in records if not isinstance(r, Skipped)]
         self._commit_marks(_marks_of(records), rows)
         self.depth += len(rows)
         self.bytes += sum(_size(r[1], r[2], r[5]) for r in rows)
-        if self._oldest_ns is None:
+        if self._oldest_ns is None and rows:
             self._oldest_ns = rows[0][4]
+        return len(rows)
 
     def accepted(self, records: Iterable[Record]) -> None:
         """``records`` were written to the destination without going through the spool:
@@ -510,7 +516,9 @@ def _marks_of(records: Iterable[Record]) -> dict[Key, Mark]:
     """The mark of the last message of each stream in ``records``."""
     marks: dict[Key, Mark] = {}
     for r in records:
-        if not isinstance(r, BusGap):
+        if isinstance(r, Skipped):
+            marks[(r.publisher, r.topic)] = (r.t_mono_ns, r.seq)
+        elif not isinstance(r, BusGap):
             marks[(r.publisher, message_topic(r))] = (r.t_mono_ns, r.seq)
     return marks
 

@@ -1,10 +1,11 @@
 """SQLite sink: every sample, event, gap (bus loss and outages) and stats message in one file.
 
-Schema (``PRAGMA user_version`` = 2; later versions only add tables/columns)::
+Schema (``PRAGMA user_version`` = 3; later versions only add tables/columns)::
 
     samples(id INTEGER PRIMARY KEY, plc TEXT, tag TEXT, t_wall_ns INTEGER, t_mono_ns INTEGER,
             type TEXT NULL, value_json TEXT, value_real REAL NULL, raw BLOB,
-            cip_seq INTEGER, gap INTEGER, publisher TEXT, seq INTEGER)
+            cip_seq INTEGER, gap INTEGER, publisher TEXT, seq INTEGER,
+            t_source_ns INTEGER NULL)  -- the controller's time (a tag's source_time), ns
         index samples_by_tag_time (plc, tag, t_wall_ns)   -- "value of X between t1 and t2"
     events(id, plc, tag, t_wall_ns, t_mono_ns, kind, state_from, state_to, cip_general,
            cip_extended, status_text, message, publisher, seq)
@@ -20,7 +21,8 @@ Schema (``PRAGMA user_version`` = 2; later versions only add tables/columns)::
         -- Datagrams lost inside a running connection are samples.gap and events kind='gap'.
     stats(id, t_wall_ns, t_mono_ns, worker, publisher, seq, counters_json)
     bus_marks(publisher, topic, seq, t_mono_ns)  PRIMARY KEY (publisher, topic)
-        -- per bus stream, the last message stored: what a restart asks the replay to follow
+        -- per bus stream, the last message stored (or left out by report by exception:
+        -- ``write_skipped``): what a restart asks the replay to follow
 
 ``value_json`` is the decoded value as strict JSON (NaN/inf as strings, see sinks.records);
 ``value_real`` repeats it when it is a scalar number (bool as 0/1; SQLite stores NaN as NULL).
@@ -28,7 +30,8 @@ Unsigned 64-bit counters (``seq``, ``gap``) above 2**63-1 are stored wrapped to 
 INTEGERs, since SQLite integers are signed; no real run reaches that.
 
 A version 1 file is upgraded when opened: its ``gaps`` rows (all bus loss) are kept, as
-``kind`` 'bus', in the version 2 table.
+``kind`` 'bus', in the version 2 table. A version 2 file gets the ``t_source_ns`` column (NULL
+in the rows it held).
 
 One writer per file: opening takes an exclusive ``flock`` on ``<db>.lock`` beside the database
 and writes its PID there; a second sink (another pipeline, in this process or another) is
@@ -82,7 +85,7 @@ from pyconpro.sinks.base import DEFAULT_MAX_PENDING, BusGap, OutputUnavailable, 
 from pyconpro.sinks.records import event_topic, sample_topic, stats_topic, to_json, value_real
 from pyconpro.sinks.registry import SinkKind
 
-DB_SCHEMA_VERSION = 2
+DB_SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
@@ -98,7 +101,8 @@ CREATE TABLE IF NOT EXISTS samples (
     cip_seq INTEGER NOT NULL,
     gap INTEGER NOT NULL,
     publisher TEXT NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    t_source_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS samples_by_tag_time ON samples (plc, tag, t_wall_ns);
 CREATE TABLE IF NOT EXISTS events (
@@ -454,6 +458,7 @@ class SqliteSink(Sink):
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("BEGIN")
         _upgrade_gaps_v1(db)
+        _add_source_time_v2(db)
         had_marks = _has_table(db, "bus_marks")
         for statement in SCHEMA.split(";"):
             if statement.strip():
@@ -508,7 +513,7 @@ class SqliteSink(Sink):
             marks[(s.publisher, sample_topic(s.plc, s.tag))] = (s.t_mono_ns, s.seq)
         self._conn().executemany(
             "INSERT INTO samples (plc, tag, t_wall_ns, t_mono_ns, type, value_json, value_real,"
-            " raw, cip_seq, gap, publisher, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " raw, cip_seq, gap, publisher, seq, t_source_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     s.plc,
@@ -523,6 +528,7 @@ class SqliteSink(Sink):
                     _i64(s.gap),
                     s.publisher,
                     _i64(s.seq),
+                    s.source_ns,
                 )
                 for s in samples
             ],
@@ -605,6 +611,10 @@ class SqliteSink(Sink):
             ],
         )
 
+    def write_skipped(self, marks: Mapping[Key, Mark]) -> None:
+        # Committed with this flush's rows, like theirs: the samples left out are done with.
+        self._new_marks.update(marks)
+
     @_writing
     def write_stats(self, stats: list[Stats]) -> None:
         marks = self._new_marks
@@ -673,6 +683,13 @@ def _upgrade_gaps_v1(db: sqlite3.Connection) -> None:
             db.execute(statement)
     db.execute(f"INSERT INTO gaps ({kept}) SELECT {kept} FROM gaps_v1")
     db.execute("DROP TABLE gaps_v1")
+
+
+def _add_source_time_v2(db: sqlite3.Connection) -> None:
+    """A version 2 ``samples`` table gets the ``t_source_ns`` column (NULL in its rows)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+    if columns and "t_source_ns" not in columns:
+        db.execute("ALTER TABLE samples ADD COLUMN t_source_ns INTEGER")
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -1,6 +1,8 @@
 """Human-readable live lines on stdout (or any text stream), one per record::
 
     2023-11-14T22:13:20.123456789Z sample plc1/Count DINT = 42  [cs=4660 gap=2 pub=w1 sq=7]
+    2023-11-14T22:13:20.123456789Z sample plc1/Status Status = {...}  [cs=1 gap=0 pub=w1 sq=8
+        st=2023-11-14T22:13:20.118000000Z]         (with the controller's time: source_time)
     2023-11-14T22:13:21.000000000Z EVENT plc1/Count reject OPENING->BACKOFF status=0x01/0x0109
         (invalid connection size)  [pub=w1 sq=3]
     2023-11-14T22:13:22.000000000Z BUS-LOSS 5 message(s) from w1 on sample/plc1/Count/ ...
@@ -112,10 +114,11 @@ def _json32(value: Value) -> str:
 def format_sample(s: Sample, *, raw: bool = False, utc: bool = False) -> str:
     type_part = f" {s.type_name}" if s.type_name else ""
     raw_part = f" raw={s.raw.hex()}" if raw else ""
+    st_part = "" if s.source_ns is None else f" st={display_time(s.source_ns, utc=utc)}"
     return (
         f"{display_time(s.t_wall_ns, utc=utc)} sample {_name(s.plc, s.tag)}{type_part}"
         f" = {display_value(s.value, s.type_name)}"
-        f"  [cs={s.cip_seq} gap={s.gap} pub={s.publisher} sq={s.seq}{raw_part}]"
+        f"  [cs={s.cip_seq} gap={s.gap} pub={s.publisher} sq={s.seq}{st_part}{raw_part}]"
     )
 
 

@@ -16,7 +16,8 @@ How each is run, in a fresh directory holding a link to examples/, with the pack
 ``pyconpro`` and ``python`` first on PATH: ``python`` as a script; ``sh`` with ``bash -e`` (a
 line starting ``pyconpro sim`` is started in the background, on the block's own address when it
 names none, its READY line awaited, and stopped when the block is done); ``toml`` with
-``pyconpro check --no-resolve`` (a file written for a plant's addresses and paths). The
+``pyconpro check --no-resolve`` (a file written for a plant's addresses and paths), or, for a
+simulator's tag file (a top-level ``tags``), loaded as ``pyconpro sim --config`` would. The
 simulator's default addresses 127.0.0.2 and 127.0.0.3 become addresses of this test's own
 (127.93.N.2 / .3, ports as written), and the in-process API binds 127.93.0.1 with a free UDP
 port (``PYCONPRO_LOCAL_ADDRESS``, ``PYCONPRO_UDP_PORT``), so runs never meet another simulator
@@ -33,6 +34,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +228,9 @@ def _plan(block: Block, n: int, tmp: Path) -> Run:
                    must_print=True)
     if block.lang == "toml":
         (cwd / "config.toml").write_text(body)
+        if "tags" in tomllib.loads(body):  # a simulator's tag file (docs/simulator.md)
+            load = "from pyconpro.simulator.tags import load_store; load_store('config.toml')"
+            return Run(block.name, ["bash", "-ec", f'{setup}\npython -c "{load}"'], cwd)
         return Run(block.name, ["bash", "-ec", f"{setup}\npyconpro check --no-resolve config.toml"],
                    cwd)
     servers = [line for line in body.splitlines() if line.lstrip().startswith("pyconpro sim")]

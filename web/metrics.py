@@ -124,6 +124,7 @@ METRICS: Final[tuple[Metric, ...]] = (
     _c("pyconpro_sink_malformed_total", "Bus messages the sink skipped as malformed", _S),
     _c("pyconpro_sink_replayed_total", "Messages the bus's replay brought the sink at its start",
        _S),
+    _c("pyconpro_sink_filtered_total", "Samples the sink's report-by-exception rule left out", _S),
     _g("pyconpro_sink_retrying", "1 while the sink's output cannot be written", _S),
     _g("pyconpro_sink_report_age_seconds", "Age of the sink's last report to the supervisor",
        _S),
@@ -335,6 +336,7 @@ def _sink(out: _Samples, name: str, r: Mapping[str, Any]) -> None:
                         ("pyconpro_sink_write_failures_total", "write_failures"),
                         ("pyconpro_sink_bus_lost_total", "lost"),
                         ("pyconpro_sink_malformed_total", "malformed"),
-                        ("pyconpro_sink_replayed_total", "replayed")):  # fmt: skip
+                        ("pyconpro_sink_replayed_total", "replayed"),
+                        ("pyconpro_sink_filtered_total", "filtered")):  # fmt: skip
         out.add(metric, r.get(key), sink=name)
     out.add("pyconpro_sink_retrying", r.get("state") == "retrying", sink=name)

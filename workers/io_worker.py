@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import zmq
-from pyconpro.acquisition import cip, control, cpf, wire
+from pyconpro.acquisition import cip, control, cpf, source_time, wire
 from pyconpro.acquisition.config import UDP_RCVBUF_DEFAULT, UDP_RCVBUF_MAX
 from pyconpro.acquisition.connection import (
     ConnEvent,
@@ -1269,7 +1269,10 @@ class IoWorker:
         except UsageError as exc:  # names that break the schema: refused at add time
             log.error("%s: cannot publish samples: %s", c.defn.key, exc)
         if c.tap is not None:
-            plan = compile_value_plan(t) if c.stream is not None else None
+            # A tag with the controller's time (``source_time``) is published from Python:
+            # the compiled encoder writes no ``st``.
+            plan = (compile_value_plan(t)
+                    if c.stream is not None and c.defn.source_time is None else None)
             size = c.conn.tag_bytes
             # An assembly's T->O run/idle header is taken off in Python (``_publish_sample``).
             c.tap_stream = plan is not None and size is not None and not c.skip
@@ -1301,8 +1304,10 @@ class IoWorker:
                 self.counters["decode_errors"] += 1
         c.samples += 1
         self.counters["samples"] += 1
+        at = c.conn.source_at
         try:
-            body = stream.encode(t_wall, t_mono, cip_seq, c.conn.counters.gap, value, raw)
+            body = stream.encode(t_wall, t_mono, cip_seq, c.conn.counters.gap, value, raw,
+                                 None if at is None else source_time.read(raw, at))
             _SEND(self.pub, stream.topic, _SNDMORE_NOBLOCK)
             _SEND(self.pub, body, _NOBLOCK)
         except zmq.Again:

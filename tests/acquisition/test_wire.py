@@ -589,7 +589,8 @@ def test_wire_imports_no_io_modules() -> None:
 def test_sample_stream_bytes_equal_sample_encode() -> None:
     stream = wire.SampleStream("w1", "plc/1", "Motor %1", "MotorData")
     for seq, value in enumerate([1, 2.5, {"a": [True, "x"]}, None]):
-        body = stream.encode(10 + seq, 20, 7, 1, value, b"\x01\x02")
+        source = None if seq % 2 else 1_700_000_000_123_456_000 + seq  # the controller's time
+        body = stream.encode(10 + seq, 20, 7, 1, value, b"\x01\x02", source)
         expected = wire.Sample(
             seq=seq,
             publisher="w1",
@@ -602,9 +603,21 @@ def test_sample_stream_bytes_equal_sample_encode() -> None:
             value=value,
             raw=b"\x01\x02",
             type_name="MotorData",
+            source_ns=source,
         ).encode()
         assert (stream.topic, body) == expected
-        assert wire.decode(stream.topic, body).seq == seq
+        decoded = wire.decode(stream.topic, body)
+        assert (decoded.seq, getattr(decoded, "source_ns", "?")) == (seq, source)
+
+
+def test_a_reader_from_before_st_still_reads_a_sample_with_it() -> None:
+    """``st`` is an added optional key: a decoder that knows only the older keys (the keys
+    without it) reads the same sample, and a body without it decodes with ``source_ns`` None."""
+    stream = wire.SampleStream("w1", "p", "Status", "Status")
+    with_st = msgpack.unpackb(stream.encode(1, 2, 3, 0, {"Stamp": 5}, b"\x05", 5000), raw=False)
+    older = [k.key for k in wire.SAMPLE_KEYS if k.key != "st"]
+    assert set(with_st) - set(older) == {"st"}
+    assert wire.Sample.decode(stream.topic, stream.encode(1, 2, 3, 0, 1, b"")).source_ns is None
 
 
 def test_sample_stream_checks_constant_fields_once() -> None:
@@ -698,5 +711,5 @@ def test_schema_tables_name_every_field_once() -> None:
 
 
 def test_sample_stream_key_order_is_the_schema_order() -> None:
-    body = wire.SampleStream("w1", "plc1", "Count", "DINT").encode(1, 2, 3, 4, 5, b"")
+    body = wire.SampleStream("w1", "plc1", "Count", "DINT").encode(1, 2, 3, 4, 5, b"", 6)
     assert list(msgpack.unpackb(body, raw=False)) == [k.key for k in wire.SAMPLE_KEYS]

@@ -405,3 +405,30 @@ def test_a_misspelt_key_gets_the_shared_did_you_mean(tmp_path: Path) -> None:
         load_store(path)
     assert str(info.value).startswith(f"{path}: tags[0].produce: unknown key; did you mean"
                                       " 'produced'? use one of ")
+
+
+def test_a_wall_clock_generator_writes_the_controllers_time_into_a_lint(tmp_path: Path) -> None:
+    """A produced UDT whose LINT member holds the controller's clock, as a task's GSV
+    WallClockTime CurrentValue would write it: what a tag's ``source_time`` reads."""
+    path = write_toml(tmp_path, """
+[types.Stamped]
+members = [{ name = "Value", type = "REAL" }, { name = "Stamp", type = "LINT" }]
+
+[[tags]]
+name = "Line"
+type = "Stamped"
+produced = true
+generators = { "Value" = { kind = "sine" }, "Stamp" = { kind = "wall_clock" } }
+""")
+    store = load_store(path)
+    store.wall_clock = lambda now: 1_700_000_000_000_000 + round(now * 1e6)  # µs, as 0x8B
+    store.tick(5.0)
+    line = get(store, "Line")
+    assert line.value()["Stamp"] == 1_700_000_005_000_000
+    store.tick(5.25)
+    assert line.value()["Stamp"] == 1_700_000_005_250_000
+    assert struct.unpack_from("<q", line.image(), 8)[0] == 1_700_000_005_250_000
+    alone = value_at(tag("T", "LINT", generators={"": Generator(K.WALL_CLOCK)}), 10.0, 12.5)
+    assert alone == 2_500_000  # no clock attached: µs since the simulator's start
+    with pytest.raises(Exception, match="wall_clock generator writes microseconds"):
+        tag("T", "DINT", generators={"": Generator(K.WALL_CLOCK)})

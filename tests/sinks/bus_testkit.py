@@ -261,7 +261,8 @@ def _read_files(proc: SinkProcess) -> Output:
 
 _SAMPLE_LINE = re.compile(
     r"^(?P<time>\S+) sample (?P<plc>[^/\s]+)/(?P<tag>[^/\s]+)(?: \S+)? = (?P<value>.*)"
-    r"  \[cs=(?P<cs>\d+) gap=(?P<gap>\d+) pub=(?P<pub>\S+) sq=(?P<sq>\d+) raw=(?P<raw>[0-9a-f]*)\]$"
+    r"  \[cs=(?P<cs>\d+) gap=(?P<gap>\d+) pub=(?P<pub>\S+) sq=(?P<sq>\d+)(?: st=(?P<st>\S+))?"
+    r" raw=(?P<raw>[0-9a-f]*)\]$"
 )
 _EVENT_LINE = re.compile(
     r"^(?P<time>\S+) EVENT (?P<plc>[^/\s]+)/(?P<tag>[^/\s]*) (?P<kind>\S+)"

@@ -187,6 +187,50 @@ def test_malformed_messages_are_counted_and_skipped(kind: str, publisher: TestPu
     assert "skipped malformed message" in proc.stderr
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_report_by_exception_keeps_what_the_rule_says(kind: str, publisher: TestPublisher,
+        start_sink: Callable[..., SinkProcess]) -> None:
+    """A sine, a text and a counter through ``--deadband 1.5 --max-interval 0.25`` with the
+    counter's tags exempted: each sink kind writes exactly the samples the rule keeps, and
+    what it left out is neither loss nor gap."""
+    proc = start_sink(kind, "--deadband", "1.5", "--max-interval", "0.25",
+                      "--by-tag", "plc1/Raw*", "deadband=false")  # fmt: skip
+    base = make_samples(1)[0]
+    seqs = SeqCounter()
+    sent: list[Sample] = []
+    for i in range(150):  # every 10 ms: a sine of amplitude 10, a mode, a counter
+        for tag, value in (("Sine", 10 * math.sin(2 * math.pi * i / 100)),
+                           ("Mode", "RUN" if (i // 40) % 2 == 0 else "STOP"),
+                           ("RawCount", 7)):  # fmt: skip
+            sent.append(dataclasses.replace(
+                base, tag=tag, value=value, seq=seqs.next(topic_for_sample("plc1", tag)),
+                t_wall_ns=T0 + i * 10_000_000, t_mono_ns=i * 10_000_000,
+            ))  # fmt: skip
+    for s in sent:
+        publisher.send(s)
+    stop(proc, publisher)
+
+    # The rule, applied here per tag: the first sample; then a sample 0.25 s or more after the
+    # last kept one, or a number more than 1.5 from it, or a text that differs from it. The
+    # counter's tag has no deadband: all of it.
+    expected: list[Sample] = []
+    last: dict[str, Sample] = {}
+    for s in sent:
+        ref = last.get(s.tag)
+        if ref is None or s.tag == "RawCount" or s.t_mono_ns - ref.t_mono_ns >= 250_000_000 or (
+            abs(s.value - ref.value) > 1.5 if s.tag == "Sine" else s.value != ref.value  # type: ignore[operator]
+        ):
+            expected.append(s)
+            last[s.tag] = s
+    assert 150 + 20 < len(expected) < 300  # the sine and the mode lost most of theirs
+    out = read_output(proc)
+    assert sorted(out.samples) == sorted(sample_row(s) for s in expected)
+    assert out.gaps == []
+    counts = summary(proc)
+    assert (counts["samples"], counts["filtered"], counts["gaps"], counts["lost"]) == (
+        len(sent), len(sent) - len(expected), 0, 0)  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_sigterm_flushes_everything_received(kind: str, publisher: TestPublisher,

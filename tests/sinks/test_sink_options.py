@@ -185,6 +185,27 @@ def test_flags_are_validated_by_the_schema() -> None:
         parser.parse_args(["sqlite", "--connect", EP])
 
 
+def test_report_by_exception_flags_build_the_keys_of_a_section() -> None:
+    parser = build_parser()
+    args = parser.parse_args([
+        "stdout", "--connect", EP, "--deadband", "0.5", "--max-interval", "60",
+        "--min-spacing", "0.1", "--by-tag", "line1/Sp*", "deadband=false,min_spacing_s=0",
+        "--by-tag", "*/*", "deadband=2",
+    ])  # fmt: skip
+    sink, *_ = sink_from_args(args)
+    assert sink == parse_sink_section({
+        "kind": "stdout", "deadband": 0.5, "max_interval_s": 60, "min_spacing_s": 0.1,
+        "by_tag": {"line1/Sp*": {"deadband": False, "min_spacing_s": 0}, "*/*": {"deadband": 2}},
+    }, sink_schemas())  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        sink_from_args(parser.parse_args(["stdout", "--connect", EP, "--by-tag", "a/b",
+                                          "deadband=much,spacing=1"]))  # fmt: skip
+    assert [(i.key, i.problem) for i in info.value.issues] == [
+        ("by_tag.a/b.spacing", "unknown key 'spacing' in [by_tag.a/b]"),
+        ("by_tag.a/b.deadband", "deadband = 'much' is not a number >= 0"),
+    ]
+
+
 def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> None:
     from pyconpro.config_file import load_config
 

@@ -90,7 +90,7 @@ def test_sqlite_rows_types_and_wal(db_path: Path) -> None:
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         rows = db.execute(
             "SELECT value_json, value_real, typeof(value_real), raw, type, seq FROM samples"
             " ORDER BY id"
@@ -191,10 +191,34 @@ def test_sqlite_upgrades_a_version_1_file_keeping_its_gaps(db_path: Path) -> Non
     write_and_close(db_path, [OUTAGE])
     db = sqlite3.connect(db_path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
         assert db.execute("SELECT id, kind, expected_seq, missed FROM gaps ORDER BY id"
                           ).fetchall() == [(1, "bus", 5, 4), (2, "outage", None, 50)]
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()
+
+
+def test_sqlite_upgrades_a_version_2_file_with_the_source_time_column(db_path: Path) -> None:
+    """A file written before the controller's time existed gets its column, NULL in the rows
+    it held; new samples fill it when they carry one."""
+    for run in range(2):
+        if run:  # the file as version 2 made it
+            db = sqlite3.connect(db_path)
+            db.executescript("ALTER TABLE samples DROP COLUMN t_source_ns;"
+                             " PRAGMA user_version = 2;")  # fmt: skip
+            db.close()
+        sink = SqliteSink(db_path)
+        sink.open()
+        sink.write_samples([dataclasses.replace(S, seq=run, source_ns=(
+            1_700_000_000_123_456_000 if run else None))])  # fmt: skip
+        sink.flush()
+        sink.close()
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("SELECT seq, t_source_ns FROM samples ORDER BY id").fetchall() == [
+            (0, None), (1, 1_700_000_000_123_456_000)]  # fmt: skip
     finally:
         db.close()
 
@@ -215,7 +239,7 @@ def test_sqlite_appends_to_an_existing_database(db_path: Path) -> None:
 
 def test_sqlite_refuses_a_newer_schema(db_path: Path) -> None:
     db = sqlite3.connect(db_path)
-    db.execute("PRAGMA user_version=3")
+    db.execute("PRAGMA user_version=4")
     db.close()
     sink = SqliteSink(db_path)
     with pytest.raises(RuntimeError, match="newer than this pyconpro"):
@@ -311,6 +335,7 @@ def test_jsonl_lines(tmp_path: Path) -> None:
         "publisher": "w1",
         "seq": 0,
         "raw": "0000ac41",
+        "t_source_ns": None,  # no controller time for this tag
     }
     (gap_file,) = sink.streams["gaps"].paths
     assert json.loads(gap_file.read_text(encoding="utf-8"))["missed"] == 4
@@ -363,6 +388,9 @@ def test_stdout_lines() -> None:
         "2023-11-14T22:13:20.000000001Z sample line%202/Temp REAL = 21.5"
         "  [cs=7 gap=1 pub=w1 sq=0 raw=0000ac41]"
     )
+    assert format_sample(dataclasses.replace(S, source_ns=1_700_000_000_000_000_000),
+                         utc=True).endswith(
+        "[cs=7 gap=1 pub=w1 sq=0 st=2023-11-14T22:13:20.000000000Z]")  # the controller's time
     assert lines[1] == format_event(E, utc=True)
     assert (
         "reject OPENING->BACKOFF status=0x01/0x0113 (out of connections) : retry in 2 s" in lines[1]

@@ -283,3 +283,26 @@ def test_a_full_spool_drops_the_oldest_counts_it_and_tells_the_output(tmp_path: 
     assert ranges[0][0] == 0 and ranges[-1][1] == got[0].seq
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     loop.spool.close()
+
+
+def test_a_sample_spooled_before_source_time_existed_is_read_back(tmp_path: Path) -> None:
+    """A spool left by a version without the controller's time (``source_ns``) is sent after
+    the upgrade: its rows lack the field, which is then None."""
+    import msgpack
+    from pyconpro.sinks.spool import _FIELDS, _TYPES
+
+    spool = Spool(SpoolConfig(tmp_path / "old.spool"))
+    spool.open()
+    try:
+        s = Sample(seq=3, publisher="w1", plc="p", tag="T", t_wall_ns=1, t_mono_ns=2,
+                   cip_seq=0, gap=0, value=1.5, raw=b"\x01", type_name="REAL")  # fmt: skip
+        old = [_TYPES.index(Sample), *(getattr(s, f) for f in _FIELDS[Sample]
+                                       if f != "source_ns")]  # fmt: skip
+        spool._conn().execute(
+            "INSERT INTO spool (kind, publisher, topic, seq, t_wall_ns, body)"
+            " VALUES (0, 'w1', ?, 3, 1, ?)",
+            (topic_for_sample("p", "T"), msgpack.packb(old, use_bin_type=True)),
+        )
+        assert spool.head(10)[1] == [s]
+    finally:
+        spool.close()

@@ -97,7 +97,8 @@ def status_map() -> dict[str, Any]:
                         "max_pending": 100000, "received": 9000, "samples": 8000,
                         "events": 900, "stats": 100, "malformed": 0, "gaps": 1, "lost": 6,
                         "restarts": 0, "flushes": 80, "written": 8500, "dropped": 0,
-                        "write_failures": 4, "replayed": 368, "pid": 102, "age_s": 1.5},
+                        "write_failures": 4, "replayed": 368, "filtered": 1200, "pid": 102,
+                        "age_s": 1.5},
         },
         "last_events": {},
         "last_errors": {

@@ -76,6 +76,7 @@ STABLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "pyconpro_sink_bus_lost_total": ("counter", SINK),
     "pyconpro_sink_malformed_total": ("counter", SINK),
     "pyconpro_sink_replayed_total": ("counter", SINK),
+    "pyconpro_sink_filtered_total": ("counter", SINK),
     "pyconpro_sink_retrying": ("gauge", SINK),
     "pyconpro_sink_report_age_seconds": ("gauge", SINK),
     "pyconpro_web_bus_messages_total": ("counter", ()),
@@ -186,6 +187,7 @@ def test_values_come_from_the_status_map() -> None:
     assert value(p, "pyconpro_sink_bus_lost_total", sink="db") == 6
     assert value(p, "pyconpro_sink_retrying", sink="db") == 1
     assert value(p, "pyconpro_sink_replayed_total", sink="db") == 368
+    assert value(p, "pyconpro_sink_filtered_total", sink="db") == 1200
     assert value(p, "pyconpro_web_clients") == 2
     assert value(p, "pyconpro_web_requests_refused_total") == 5
 
