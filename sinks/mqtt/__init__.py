@@ -139,10 +139,10 @@ MQTT_SCHEMA = SinkSchema(
             check=_check_id("primary_host_id", allow_empty=True),
         ),
         Option(
-            "topic", "string", "pyconpro/{plc}/{tag}",
+            "sample_topic", "string", "pyconpro/{plc}/{tag}",
             "JSON: the topic of a tag's samples, `{plc}` and `{tag}` replaced by the names"
             " (`/ + # % whitespace` in them escaped as `%XX`).",
-            check=_check_template("topic", ("plc", "tag"), False),
+            check=_check_template("sample_topic", ("plc", "tag"), False),
         ),
         Option(
             "event_topic", "string", "pyconpro/{plc}/_events",
@@ -160,10 +160,10 @@ MQTT_SCHEMA = SinkSchema(
         *SPOOL_OPTIONS,
     ),
     output=Output(
-        keys=("host", "port", "payload", "group_id", "edge_node_id", "topic"),
+        keys=("host", "port", "payload", "group_id", "edge_node_id", "sample_topic"),
         what="{payload} messages on {host}:{port} (group {group_id!r}, node {edge_node_id!r},"
-             " topic {topic!r})",
-        fix='give each mqtt sink its own edge_node_id (sparkplug) or topic (json)',
+             " topic {sample_topic!r})",
+        fix='give each mqtt sink its own edge_node_id (sparkplug) or sample_topic (json)',
         where="mqtt {host}:{port} {payload}",
     ),
 )  # fmt: skip

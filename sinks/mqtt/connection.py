@@ -248,3 +248,4 @@ class Connection:
                 if self.lost is not None:
                     c.disconnect()  # closes what is left of the socket
                 c.loop_stop()
+            c._reset_sockets()  # paho closes its wake-up socket pair only in __del__

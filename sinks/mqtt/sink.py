@@ -62,7 +62,7 @@ class Settings:
     group_id: str = "pyconpro"
     edge_node_id: str = "pyconpro"
     primary_host_id: str = ""
-    topic: str = "pyconpro/{plc}/{tag}"
+    sample_topic: str = "pyconpro/{plc}/{tag}"
     event_topic: str = "pyconpro/{plc}/_events"
     gap_topic: str = "pyconpro/_gaps"
     retain: bool = False
@@ -97,7 +97,7 @@ def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
     return Settings(
         broker, str(o["password_file"]), str(o["password_env"]), str(o["payload"]),
         int(o["qos"]), float(o["ack_timeout_s"]), str(o["group_id"]), node,
-        str(o["primary_host_id"]), str(o["topic"]), str(o["event_topic"]), str(o["gap_topic"]),
+        str(o["primary_host_id"]), str(o["sample_topic"]), str(o["event_topic"]), str(o["gap_topic"]),
         bool(o["retain"]),
     )  # fmt: skip
 
@@ -289,7 +289,7 @@ class MqttSink(Sink):
             record = sample_record(smp)
             record["quality"] = "bad" if smp.value is None else "good"
             record["historical"] = historical
-            yield Publish(_fill(s.topic, smp.plc, smp.tag), _json(record), qos, s.retain)
+            yield Publish(_fill(s.sample_topic, smp.plc, smp.tag), _json(record), qos, s.retain)
         if s.event_topic:
             for e in self._events:
                 yield Publish(_fill(s.event_topic, e.plc, e.tag), _json(event_record(e)), qos)
