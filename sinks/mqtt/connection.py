@@ -130,7 +130,7 @@ class Connection:
 
     # -- the caller's thread ----------------------------------------------------------------
 
-    def _unavailable(self, why: str) -> OutputUnavailable:
+    def unavailable(self, why: str) -> OutputUnavailable:
         where = self.broker.where
         return OutputUnavailable(
             "unreachable", f"{where}: {why}: check that it runs, the network, host and port;"
@@ -149,7 +149,7 @@ class Connection:
                 " cert_file and key_file",
             ) from exc  # fmt: skip
         except OSError as exc:
-            raise self._unavailable(f"cannot connect ({exc.strerror or exc})") from exc
+            raise self.unavailable(f"cannot connect ({exc.strerror or exc})") from exc
         self._client.loop_start()
         self._started = True
         deadline = time.monotonic() + b.connect_timeout_s
@@ -162,7 +162,7 @@ class Connection:
         for topic in self._subscriptions:
             rc, mid = self._client.subscribe(topic, qos=1)
             if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
-                raise self._unavailable(f"cannot subscribe to {topic} ({rc})")
+                raise self.unavailable(f"cannot subscribe to {topic} ({rc})")
             mids.append(mid)
         with self._cond:
             self._until(lambda: all(m in self._subacks for m in mids), deadline, "no SUBACK")
@@ -172,10 +172,10 @@ class Connection:
         connection breaks or ``deadline`` passes first."""
         while not ready():
             if self.lost is not None:
-                raise self._unavailable(self.lost)
+                raise self.unavailable(self.lost)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise self._unavailable(f"{what} within {self.broker.connect_timeout_s:g} s")
+                raise self.unavailable(f"{what} within {self.broker.connect_timeout_s:g} s")
             self._cond.wait(min(left, 0.5))
 
     def wait_for(self, ready: Callable[[], bool], timeout_s: float) -> bool:
@@ -197,12 +197,12 @@ class Connection:
 
     def publish(self, p: Publish) -> mqtt.MQTTMessageInfo:
         if self.lost is not None:
-            raise self._unavailable(self.lost)
+            raise self.unavailable(self.lost)
         info = self._client.publish(p.topic, p.payload, p.qos, p.retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             with self._cond:
                 self.lost = self.lost or f"publish failed ({mqtt.error_string(info.rc)})"
-            raise self._unavailable(self.lost)
+            raise self.unavailable(self.lost)
         return info
 
     def wait(self, infos: Sequence[mqtt.MQTTMessageInfo], timeout_s: float) -> None:
@@ -218,7 +218,7 @@ class Connection:
                 if i == n:
                     return
                 if self.lost is not None:
-                    raise self._unavailable(f"{self.lost}, {n - i} of {n} not acknowledged")
+                    raise self.unavailable(f"{self.lost}, {n - i} of {n} not acknowledged")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise OutputUnavailable(
@@ -228,6 +228,13 @@ class Connection:
                         " or stuck; reconnecting",
                     )  # fmt: skip
                 self._cond.wait(min(left, 0.5))
+
+    def drop(self, why: str) -> None:
+        """Disconnect now (from any thread); ``lost`` says ``why``."""
+        with self._cond:
+            self.lost = self.lost or why
+            self._cond.notify_all()
+        self._client.disconnect()
 
     def close(self, last: Publish | None = None) -> None:
         """Publish ``last`` (an NDEATH) if still connected, disconnect cleanly (the broker then

@@ -47,6 +47,7 @@ log = logging.getLogger("pyconpro.sink")
 # After subscribing to the primary host's STATE, how long to wait for its retained message
 # before taking the host as offline (the broker sends it right after the SUBACK).
 STATE_WAIT_S = 2.0
+HOST_OFFLINE = "primary host offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,37 +126,71 @@ class MqttSink(Sink):
         self._samples: list[Sample] = []
         self._events: list[Event] = []
         self._gaps: list[BusGap] = []
-        # Noted on paho's thread (under _note), acted on by the loop's thread.
+        # paho's thread notes a primary host's STATE under _note (a flush may wait for it),
+        # and answers a rebirth request and a host going offline itself under _lock, which
+        # the loop's thread holds while it composes and publishes (never while it joins
+        # paho's thread: closing a connection happens outside it).
         self._note = threading.Lock()
+        self._lock = threading.Lock()
         self._host: tuple[bool, int] | None = None  # primary host (online, timestamp)
-        self._host_went_offline = False
-        self._rebirth = False
 
     @property
     def where(self) -> str:
         return self.s.broker.where
 
-    # -- the connection ---------------------------------------------------------------------
+    # -- paho's thread -------------------------------------------------------------------
 
     def _state_topic(self) -> str:
         return f"{NAMESPACE}/STATE/{self.s.primary_host_id}"
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        """paho's thread: note a STATE or a rebirth request; the flush acts on it."""
+        if self.s.primary_host_id and topic == self._state_topic():
+            self._on_state(topic, payload)
+        elif topic == self.node.ncmd_topic() and rebirth_requested(payload):
+            with self._lock:
+                conn = self._conn
+                if conn is None or conn.lost is not None or not self.node.born:
+                    return  # births come with the next connection anyway
+                log.info("Node Control/Rebirth asked (NCMD): NBIRTH and DBIRTHs again")
+                try:
+                    for p in self.node.birth(_now_ms()):
+                        conn.publish(p)
+                except OutputUnavailable:
+                    pass  # the connection broke: the next flush makes a new one
+
+    def _on_state(self, topic: str, payload: bytes) -> None:
+        """A STATE newer than the last one is noted; online -> offline while born: NDEATH and
+        a disconnect (Sparkplug 3.0); the next connection waits for online again."""
+        state = parse_state(payload)
+        if state is None:
+            log.warning("ignored a STATE message on %s that is not Sparkplug 3.0 JSON: %r",
+                        topic, payload[:200])  # fmt: skip
+            return
         with self._note:
-            if self.s.primary_host_id and topic == self._state_topic():
-                state = parse_state(payload)
-                if state is None:
-                    log.warning("ignored a STATE message on %s that is not Sparkplug 3.0"
-                                " JSON: %r", topic, payload[:200])  # fmt: skip
-                elif self._host is None or state.timestamp >= self._host[1]:
-                    if self._host is not None and self._host[0] and not state.online:
-                        self._host_went_offline = True
-                    self._host = (state.online, state.timestamp)
-            elif topic == self.node.ncmd_topic() and rebirth_requested(payload):
-                self._rebirth = True
-        if self._conn is not None:
-            self._conn.notify()
+            if self._host is not None and state.timestamp < self._host[1]:
+                return  # older than what we know
+            was_online = self._host is not None and self._host[0]
+            self._host = (state.online, state.timestamp)
+        conn = self._conn
+        if conn is not None:
+            conn.notify()
+        if not (was_online and not state.online):
+            return
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.lost is not None:
+                return
+            log.warning("primary host %r went offline: NDEATH, disconnecting; records wait in"
+                        " the spool until it is online again", self.s.primary_host_id)
+            if self.node.born:
+                try:
+                    conn.publish(self.node.death(_now_ms()))
+                except OutputUnavailable:
+                    pass
+            self.node.born = False
+            conn.drop(f"primary host {self.s.primary_host_id!r} went offline")
+
+    # -- the connection (the loop's thread) -------------------------------------------------
 
     def _connect(self) -> Connection:
         subscriptions: list[str] = []
@@ -166,77 +201,57 @@ class MqttSink(Sink):
             if self.s.primary_host_id:
                 subscriptions.append(self._state_topic())
         with self._note:
-            self._host, self._host_went_offline, self._rebirth = None, False, False
+            self._host = None
         password = read_password(self.s.password_file, self.s.password_env)
-        conn = Connection(self.s.broker, password, will, subscriptions, self._on_message)
-        self._conn = conn
-        try:
-            conn.open()
-        except BaseException:
-            self._abandon()
-            raise
+        conn = self._conn = Connection(self.s.broker, password, will, subscriptions,
+                                       self._on_message)  # fmt: skip
+        conn.open()  # on failure, the caller abandons it (outside _lock)
         log.info("connected to %s as %r%s", self.where, self.s.broker.client_id,
                  f" (Sparkplug node {self.s.group_id}/{self.s.edge_node_id}, bdSeq"
                  f" {self.node.bd_seq})" if self.sparkplug else "")  # fmt: skip
         return conn
 
     def _session(self) -> Connection:
-        """A working connection; Sparkplug: born (NBIRTH, DBIRTHs), again on a rebirth
-        request; with a primary host, only while it is online."""
-        conn = self._conn
-        if conn is not None and conn.lost is not None:
-            log.warning("%s: %s", self.where, conn.lost)
-            self._abandon()
-            conn = None
-        if conn is None:
-            conn = self._connect()
-        if not self.sparkplug:
-            return conn
-        if self.s.primary_host_id:
-            self._check_host(conn)
-        with self._note:
-            rebirth, self._rebirth = self._rebirth, False
-        if rebirth and self.node.born:
-            log.info("Node Control/Rebirth asked (NCMD): publishing NBIRTH and DBIRTHs again")
-        if rebirth or not self.node.born:
-            for p in self.node.birth(_now_ms()):
-                conn.publish(p)
+        """Under _lock: a working connection; Sparkplug: born (NBIRTH, DBIRTHs); with a
+        primary host, only while it is online."""
+        conn = self._conn or self._connect()
+        if conn.lost is not None:
+            raise conn.unavailable(conn.lost)
+        if self.sparkplug:
+            if self.s.primary_host_id:
+                self._check_host(conn)
+            if not self.node.born:
+                for p in self.node.birth(_now_ms()):
+                    conn.publish(p)
         return conn
 
     def _check_host(self, conn: Connection) -> None:
-        """Publishing waits for the primary host's STATE online; when it goes offline the
-        node disconnects (NDEATH) and waits on a new connection, as Sparkplug 3.0 says."""
-        conn.wait_for(lambda: self._host is not None, STATE_WAIT_S)
+        if self._host is None:  # its retained STATE follows the SUBACK
+            conn.wait_for(lambda: self._host is not None, STATE_WAIT_S)
         with self._note:
-            host, went_offline = self._host, self._host_went_offline
-        if went_offline and self.node.born:
-            log.warning("primary host %s went offline: NDEATH, disconnecting; records go to the"
-                        " spool until it is online again", self.s.primary_host_id)  # fmt: skip
-            self._abandon(graceful=True)
-        if host is None or not host[0] or went_offline:
+            host = self._host
+        if host is None or not host[0]:
             raise OutputUnavailable(
-                "primary host offline",
+                HOST_OFFLINE,
                 f"primary host application {self.s.primary_host_id!r} is not online (its STATE"
                 f" on {self._state_topic()} says so, or is missing): records wait in the spool"
                 " until it is; check the host application, or primary_host_id",
             )  # fmt: skip
 
     def _abandon(self, graceful: bool = False) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        """Close the connection (an NDEATH first when ``graceful``); never under _lock, since
+        closing joins paho's thread, which may be waiting for it."""
+        with self._lock:
+            conn, self._conn = self._conn, None
             last = self.node.death(_now_ms()) if graceful and self.node.born else None
+            self.node.born = False
+        if conn is not None:
+            if conn.lost is not None and not graceful:
+                log.warning("%s: %s", self.where, conn.lost)
             conn.close(last)
-        self.node.born = False
 
     def open(self) -> None:
-        self._run_session()
-
-    def _run_session(self) -> Connection:
-        try:
-            return self._session()
-        except OutputUnavailable:
-            self._abandon()
-            raise
+        self.flush()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -257,13 +272,15 @@ class MqttSink(Sink):
         the same records are handed again after a failure, so they are dropped here whatever
         happens."""
         try:
-            conn = self._run_session()
-            messages = self._sparkplug() if self.sparkplug else self._json()
             try:
-                infos = [conn.publish(p) for p in messages]
+                with self._lock:
+                    conn = self._session()
+                    messages = self._sparkplug() if self.sparkplug else self._json()
+                    infos = [conn.publish(p) for p in messages]
                 conn.wait(infos, self.s.ack_timeout_s)
-            except OutputUnavailable:
-                self._abandon()
+            except OutputUnavailable as exc:
+                if exc.cause != HOST_OFFLINE:  # keep listening for the host's STATE
+                    self._abandon()
                 raise
             self.published += len(infos)
         finally:

@@ -213,6 +213,12 @@ class Subscriber:
         with self._cond:
             return [m for m in self.messages if not m.topic.startswith(f"{self._tag}/barrier/")]
 
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish (QoS 1) and wait until the broker acknowledged it."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(WAIT_S)
+        assert info.is_published(), f"publish to {topic} not acknowledged"
+
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
