@@ -98,8 +98,8 @@ def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
     return Settings(
         broker, str(o["password_file"]), str(o["password_env"]), str(o["payload"]),
         int(o["qos"]), float(o["ack_timeout_s"]), str(o["group_id"]), node,
-        str(o["primary_host_id"]), str(o["sample_topic"]), str(o["event_topic"]), str(o["gap_topic"]),
-        bool(o["retain"]),
+        str(o["primary_host_id"]), str(o["sample_topic"]), str(o["event_topic"]),
+        str(o["gap_topic"]), bool(o["retain"]),
     )  # fmt: skip
 
 

@@ -144,13 +144,15 @@ class Msg:
 
     @property
     def seq(self) -> int | None:
-        return one(self.body, "seq")
+        seq: int | None = one(self.body, "seq")
+        return seq
 
     def metrics(self) -> list[dict[str, list[Any]]]:
         return self.body.get("metrics", [])
 
     def bd_seq(self) -> int:
-        return next(one(m, "long_value") for m in self.metrics() if one(m, "name") == "bdSeq")
+        bd: int = next(one(m, "long_value") for m in self.metrics() if one(m, "name") == "bdSeq")
+        return bd
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -308,6 +310,7 @@ def test_births_data_deaths_rebirth_and_sequence_numbers(node: Node, publisher: 
         if m.kind == "NBIRTH":
             assert m.seq == 0
         elif m.kind != "NDEATH":
+            assert prev.seq is not None
             assert m.seq == (prev.seq + 1) % 256, (prev.kind, prev.seq, m.kind, m.seq)
     assert any(a == 255 and b == 0 for a, b in itertools.pairwise(seqs))
     # Births: every metric, aliases unique across the node; data: aliases only, the

@@ -165,7 +165,7 @@ class Subscriber:
         self._client = c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._tag)
         if username:
             c.username_pw_set(username, password)
-        c.reconnect_delay_set(0.1, 0.5)
+        c.reconnect_delay_set(1, 1)
         c.max_inflight_messages_set(0)
         c.on_connect = self._connected
         c.on_message = self._message
