@@ -95,8 +95,9 @@ MQTT_SCHEMA = SinkSchema(
         ),
         Option(
             "client_id", "string", "",
-            "MQTT client id; empty: `pyconpro-<host name>-<edge_node_id or sink pid>`. Two"
-            " clients with one id push each other off the broker.",
+            "MQTT client id; empty: `pyconpro-<edge_node_id>` (sparkplug),"
+            " `pyconpro-<edge_node_id>-<process id>` (json). Two clients with one id push each"
+            " other off the broker.",
         ),
         Option("username", "string", "", "User name to log in with; empty: none."),
         *password_options(""),

@@ -4,9 +4,9 @@ The broker is Debian's ``mosquitto`` (``/usr/sbin/mosquitto``; a test skips with
 command when it is missing, and fails in CI, where ``PYCONPRO_REQUIRE_MOSQUITTO=1``), on a
 private loopback address and a kernel-chosen port, with its config and log in a new temporary
 directory, started with ``workers/process.py`` and stopped (or killed) by its PID: the shape of
-``tests/support/postgres.py``. It keeps no persistence (a kill loses what it held, as a real
-broker without persistence would) and queues without limit for a slow subscriber, so what the
-tests count is what the sink delivered.
+``tests/support/postgres.py``. It keeps no persistence unless asked (a kill loses what it
+held, as a real broker without persistence would) and queues without limit for a slow
+subscriber, so what the tests count is what the sink delivered.
 
 ``Subscriber`` is a paho-mqtt client on its own network thread, subscribed (QoS 1) to some
 filters, that keeps every message in arrival order and reconnects (and subscribes again) after
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -66,7 +67,8 @@ class MosquittoBroker:
     of times (the restart tests do); ``close`` stops it and removes the directory.
     ``extra`` lines go into its config (a password file, TLS listeners, ...)."""
 
-    def __init__(self, binary: str, host: str = BROKER_HOST, extra: Sequence[str] = ()) -> None:
+    def __init__(self, binary: str, host: str = BROKER_HOST, extra: Sequence[str] = (), *,
+                 persistence: bool = False) -> None:  # fmt: skip
         self.binary = binary
         self.host = host
         self.port = _free_port(host)
@@ -76,9 +78,9 @@ class MosquittoBroker:
         self.child: Child | None = None
         self.conf.write_text("\n".join([
             f"listener {self.port} {host}",
-            "allow_anonymous true" if not any("password_file" in x for x in extra) else
-            "allow_anonymous false",
-            "persistence false",
+            "allow_anonymous true",
+            *(["persistence true", f"persistence_location {self.root}/",
+               "autosave_interval 3600"] if persistence else ["persistence false"]),
             "max_queued_messages 0",  # no limit: a slow test subscriber loses nothing
             "max_inflight_messages 0",
             "log_dest stderr",
@@ -111,6 +113,17 @@ class MosquittoBroker:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mosquitto did not start; its log:\n{self.log_tail()}")
             time.sleep(0.2)  # the port of a killed broker may still be held for a moment
+
+    def save(self) -> None:
+        """Have it write its persistence file now (SIGUSR1), and wait until it is there."""
+        assert self.child is not None
+        db = self.root / "mosquitto.db"
+        db.unlink(missing_ok=True)
+        self.child.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not db.exists():
+            assert time.monotonic() < deadline, "mosquitto did not save its database"
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL (a crash: what it held is gone)."""
@@ -152,7 +165,7 @@ class Subscriber:
     it through ``wait``/``barrier``/``snapshot``."""
 
     def __init__(self, broker: MosquittoBroker, filters: Sequence[str], *,
-                 username: str = "", password: str = "") -> None:  # fmt: skip
+                 persistent: bool = False) -> None:  # fmt: skip
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -162,9 +175,10 @@ class Subscriber:
         self.connects = 0
         self._cond = threading.Condition()
         self._tag = f"pyconpro-test-{next(_ids)}-{id(self):x}"
-        self._client = c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._tag)
-        if username:
-            c.username_pw_set(username, password)
+        # persistent: a session the broker keeps while we are away (and, with persistence,
+        # across its restart), so nothing published meanwhile is missed.
+        self._client = c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._tag,
+                                       clean_session=not persistent)  # fmt: skip
         c.reconnect_delay_set(1, 1)
         c.max_inflight_messages_set(0)
         c.on_connect = self._connected
