@@ -415,3 +415,23 @@ def test_a_primary_host_offline_holds_publishing_and_what_waited_is_historical(
     # The first five waited for the host, the last three for its return.
     assert historical == [True] * 5 + [False] + [True] * 3
     assert [value_of(m.metrics()[0], 9) for m in data] == [s.value for s in plant.sent]
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"ca_file": "/etc/hostname"}, "ca_file is set but tls = false: set tls = true"),
+        ({"tls": True, "ca_file": "/nonexistent/ca.pem"}, "is not a readable file: fix the path"),
+        ({"tls": True, "key_file": "/etc/hostname"}, "key_file is set without cert_file"),
+        ({"password_env": "X"}, "without a username: set username"),
+    ],
+)
+def test_keys_that_do_not_go_together_are_refused_with_the_fix(section: dict[str, Any],
+                                                               problem: str) -> None:
+    from pyconpro.acquisition.sink_config import parse_sink_section
+    from pyconpro.sinks.mqtt.sink import settings_from_options
+    from pyconpro.sinks.registry import sink_schemas
+
+    config = parse_sink_section({"kind": "mqtt", **section}, sink_schemas())
+    with pytest.raises(ValueError, match=problem):
+        settings_from_options(config.options)
