@@ -125,6 +125,9 @@ class Sink(abc.ABC):
 
     #: Records kept in memory while the output is unavailable; past it the oldest are dropped.
     max_pending: int = DEFAULT_MAX_PENDING
+    #: Set by the loop before each write: True when the records handed came out of the
+    #: store-and-forward spool (they waited; an MQTT sink marks them historical).
+    from_spool: bool = False
 
     def open(self) -> None:
         """Create files/tables; raise with a helpful message if the output is unusable
@@ -799,10 +802,11 @@ class SubscriberLoop:
         self._written(n)
         return True
 
-    def _write(self, records: Iterable[Record]) -> bool:
+    def _write(self, records: Iterable[Record], from_spool: bool = False) -> bool:
         """Hand ``records`` to the sink and flush; False (and the retry scheduled) when the
         output is unavailable."""
         batch = _Batch.of(records)
+        self.sink.from_spool = from_spool
         try:
             if batch.samples:
                 self.sink.write_samples(batch.samples)

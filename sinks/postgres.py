@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -61,6 +60,7 @@ from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSc
 from pyconpro.acquisition.wire import Event, EventKind, OutageCause, Sample, Stats
 from pyconpro.acquisition.wire import topic_for_sample as _topic_for_sample
 from pyconpro.sinks.base import BusGap, OutputUnavailable, Sink
+from pyconpro.sinks.password import password_options, read_password
 from pyconpro.sinks.records import to_json
 from pyconpro.sinks.registry import SinkKind
 from pyconpro.sinks.spool import SPOOL_OPTIONS
@@ -221,13 +221,6 @@ def _check_schema(value: Any) -> tuple[str, str] | None:
             "use lower-case letters, digits and _ (at most 63), starting with a letter or _")
 
 
-def _check_env_name(value: Any) -> tuple[str, str] | None:
-    if str(value) == "" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
-        return None
-    return (f"password_env = {value!r} is not an environment variable name",
-            "write the variable's name, e.g. password_env = \"PYCONPRO_PG_PASSWORD\"")
-
-
 POSTGRES_SCHEMA = SinkSchema(
     kind="postgres",
     help="write to PostgreSQL / TimescaleDB (COPY in batches, store-and-forward spool)",
@@ -239,18 +232,7 @@ POSTGRES_SCHEMA = SinkSchema(
             " Never a password: see password_file.",
             check=_check_conninfo, doc_default="`\"\"` (libpq defaults)",
         ),
-        Option(
-            "password_file", "path", "",
-            "File holding the password (its first line), read at each connection; make it"
-            " readable by this user only. Empty: none (libpq's ~/.pgpass and PGPASSWORD still"
-            " apply).",
-        ),
-        Option(
-            "password_env", "string", "",
-            "Name of an environment variable holding the password (set where `pyconpro run`"
-            " starts). Empty: none.",
-            check=_check_env_name,
-        ),
+        *password_options(" (libpq's ~/.pgpass and PGPASSWORD still apply)"),
         Option(
             "schema", "string", "pyconpro",
             "PostgreSQL schema of the tables (created on first use, with them).",
@@ -410,27 +392,6 @@ class PostgresSink(Sink):
 
     # -- the connection --------------------------------------------------------------------
 
-    def _password(self) -> str | None:
-        if self.password_file:
-            try:
-                with open(self.password_file, encoding="utf-8") as f:
-                    return f.readline().rstrip("\r\n")
-            except OSError as exc:
-                raise OutputUnavailable(
-                    "password file",
-                    f"cannot read password_file {self.password_file}: {exc.strerror}: create"
-                    " it (one line, readable by this user only) or fix the path",
-                ) from exc
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise RuntimeError(
-                    f"password_env names {self.password_env}, which is not set: set it where"
-                    " the sink starts (for `pyconpro run`: in its environment)"
-                )
-            return value
-        return None
-
     def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
@@ -440,7 +401,7 @@ class PostgresSink(Sink):
         except psycopg.ProgrammingError as exc:
             raise RuntimeError(f"conninfo {self.conninfo!r} is not valid: {exc}") from None
         params.setdefault("connect_timeout", str(max(1, round(self.connect_timeout_s))))
-        password = self._password()
+        password = read_password(self.password_file, self.password_env)
         if password is not None:
             params["password"] = password
         try:

@@ -556,25 +556,26 @@ class SpoolFeed:
     def dropped(self) -> int:
         return self.spool.dropped + self.spool.expired
 
-    def write(self, write: Callable[[list[Record]], bool]) -> int | None:
-        """One write through ``write`` (the loop's: hand to the sink and flush; False when the
-        output is unavailable): the spool's oldest batch while it holds any (what is in memory
-        goes behind it first), else the oldest in memory, unless so much waits there that it
-        goes to the spool. The number of records written; None when the output was unavailable
-        (what was in memory is in the spool then)."""
+    def write(self, write: Callable[[list[Record], bool], bool]) -> int | None:
+        """One write through ``write`` (the loop's: hand to the sink, saying whether the
+        records come out of the spool, and flush; False when the output is unavailable): the
+        spool's oldest batch while it holds any (what is in memory goes behind it first), else
+        the oldest in memory, unless so much waits there that it goes to the spool. The number
+        of records written; None when the output was unavailable (what was in memory is in the
+        spool then)."""
         spool = self.spool
         if spool.depth or len(self.pending) > self.spill_at:
             self.spill()
         if spool.depth:
             last_id, records = spool.head(self.batch_size)
-            if not write(records):
+            if not write(records, True):
                 self.spill()
                 return None
             self._call(spool.remove_through, last_id)
             return len(records)
         n = min(len(self.pending), self.batch_size)
         records = list(itertools.islice(self.pending, n))
-        if not write(records):
+        if not write(records, False):
             self.spill()
             return None
         for _ in range(n):

@@ -102,7 +102,8 @@ class SinkProcess:
                  conninfo: str = "") -> None:  # fmt: skip
         self.kind = kind
         self.out = out
-        self.conninfo = conninfo  # the database of a postgres sink
+        self.conninfo = conninfo  # the database of a postgres sink; host:port/root of mqtt
+        self.reader: Any = None  # what reads the output back, when it is not a file (mqtt)
         out.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "pyconpro.sinks.cli", kind, "--connect", endpoint, *extra]
         args += kind_options(kind, out, conninfo)
@@ -141,6 +142,14 @@ def kind_options(kind: str, out: Path, conninfo: str = "") -> list[str]:
         return ["--db", str(out / "bus.db")]
     if kind == "postgres":
         return ["--conninfo", conninfo, "--spool-dir", str(out / "spool")]
+    if kind == "mqtt" and not conninfo:
+        return []  # the test gives every flag
+    if kind == "mqtt":  # JSON, every field of every record, under the test's topic root
+        hostport, root = conninfo.split("/", 1)
+        host, port = hostport.rsplit(":", 1)
+        return ["--host", host, "--port", port, "--payload", "json", "--spool-dir",
+                str(out / "spool"), "--sample-topic", f"{root}/{{plc}}/{{tag}}", "--event-topic",
+                f"{root}/{{plc}}/_events", "--gap-topic", f"{root}/_gaps"]  # fmt: skip
     if kind in ("jsonl", "csv"):
         return ["--dir", str(out / "files")]
     if kind == "stdout":
@@ -331,9 +340,29 @@ def _read_postgres(proc: SinkProcess) -> Output:
     return o
 
 
+def _read_mqtt(proc: SinkProcess) -> Output:
+    """What the broker delivered to the test's subscriber (JSON payloads), up to a barrier."""
+    o = Output()
+    for m in proc.reader.barrier():
+        r = json.loads(m.payload)
+        if m.topic.endswith("/_events"):
+            o.events.append((r["time"], r["plc"], r["tag"], r["kind"], r["state_from"],
+                             r["state_to"], r["cip_general"], r["cip_extended"],
+                             r["publisher"], r["seq"]))  # fmt: skip
+        elif m.topic.endswith("/_gaps"):
+            if r["cause"] == "bus":
+                o.gaps.append((r["publisher"], r["topic"], r["expected_seq"],
+                               r["received_seq"], r["missed"], r["restart"]))  # fmt: skip
+        else:
+            o.samples.append((r["time"], r["plc"], r["tag"], _canon(json.dumps(r["value"])),
+                              r["cip_seq"], r["gap"], r["raw"], r["publisher"], r["seq"]))
+    return o
+
+
 _READERS = {
     "sqlite": _read_sqlite,
     "postgres": _read_postgres,
+    "mqtt": _read_mqtt,
     "jsonl": _read_files,
     "csv": _read_files,
     "stdout": _read_stdout,

@@ -35,9 +35,16 @@ def start_sink(tmp_path: Path, publisher: TestPublisher, request: pytest.Fixture
     started: list[SinkProcess] = []
 
     def start(kind: str, *extra: str) -> SinkProcess:
-        # A network sink writes to a server of its own: a new database on the session's.
-        conninfo = str(request.getfixturevalue("postgres_db")) if kind == "postgres" else ""
+        # A network sink writes to a server of its own: a new database on the session's, a
+        # topic root of its own on the session's broker (its subscriber reads the output).
+        conninfo, reader = "", None
+        if kind == "postgres":
+            conninfo = str(request.getfixturevalue("postgres_db"))
+        elif kind == "mqtt":
+            root, reader = request.getfixturevalue("mqtt_root")
+            conninfo = f"{reader.broker_host}:{reader.broker_port}/{root}"
         proc = SinkProcess(kind, publisher.endpoint, tmp_path / kind, extra, conninfo)
+        proc.reader = reader
         started.append(proc)
         publisher.wait_subscribed(DEFAULT_TOPICS)
         return proc

@@ -38,7 +38,7 @@ def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None)
 
 
 def test_every_kind_is_registered_in_order() -> None:
-    assert list(sink_kinds()) == ["sqlite", "postgres", "jsonl", "csv", "stdout"]
+    assert list(sink_kinds()) == ["sqlite", "postgres", "mqtt", "jsonl", "csv", "stdout"]
     assert all(k.schema.kind == name for name, k in sink_kinds().items())
 
 
@@ -234,6 +234,13 @@ def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> No
         ({"kind": "postgres", "conninfo": "postgresql://u:secret@db1/plant"}, "conninfo",
          "conninfo holds a password"),
         ({"kind": "postgres", "schema": "Plant Data"}, "schema", "not a plain PostgreSQL name"),
+        ({"kind": "mqtt", "group_id": "a/b"}, "group_id", "is not a Sparkplug id"),
+        ({"kind": "mqtt", "sample_topic": "x/{tag}"}, "sample_topic",
+         "is not a usable topic template"),
+        ({"kind": "mqtt", "sample_topic": "x/{plc}/{tag}/#"}, "sample_topic",
+         "is not a usable topic template"),
+        ({"kind": "mqtt", "payload": "xml"}, "payload", "one of"),
+        ({"kind": "mqtt", "qos": 3}, "qos", ""),
     ],
 )
 def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: str) -> None:
