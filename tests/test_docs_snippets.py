@@ -17,7 +17,8 @@ How each is run, in a fresh directory holding a link to examples/, with the pack
 line starting ``pyconpro sim`` is started in the background, on the block's own address when it
 names none, its READY line awaited, and stopped when the block is done); ``toml`` with
 ``pyconpro check --no-resolve`` (a file written for a plant's addresses and paths), or, for a
-simulator's tag file (a top-level ``tags``), loaded as ``pyconpro sim --config`` would. The
+simulator's tag file (a top-level ``tags``), loaded as ``pyconpro sim --config`` would; a
+``[[sink]]`` section alone is checked inside a minimal pipeline of one PLC. The
 simulator's default addresses 127.0.0.2 and 127.0.0.3 become addresses of this test's own
 (127.93.N.2 / .3, ports as written), and the in-process API binds 127.93.0.1 with a free UDP
 port (``PYCONPRO_LOCAL_ADDRESS``, ``PYCONPRO_UDP_PORT``), so runs never meet another simulator
@@ -51,6 +52,7 @@ DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 RUN_LANGS = frozenset({"python", "sh", "toml"})
 PROSE_LANGS = frozenset({"text"})
 RUN_TIMEOUT_S = 60.0
+MINIMAL_PLC = '\n[[plc]]\nname = "line1"\naddress = "127.0.0.2"\n  [[plc.tag]]\n  name = "Speed"\n'
 BIN = Path(sys.executable).parent
 SIM_READY = r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+)"
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)(?P<info>.*)$")
@@ -227,8 +229,11 @@ def _plan(block: Block, n: int, tmp: Path) -> Run:
         return Run(block.name, ["bash", "-ec", f"{setup}\npython snippet.py"], cwd,
                    must_print=True)
     if block.lang == "toml":
+        parsed = tomllib.loads(body)
+        if "sink" in parsed and "plc" not in parsed and "produce" not in parsed:
+            body += MINIMAL_PLC  # a [[sink]] section alone: checked inside a minimal pipeline
         (cwd / "config.toml").write_text(body)
-        if "tags" in tomllib.loads(body):  # a simulator's tag file (docs/simulator.md)
+        if "tags" in parsed:  # a simulator's tag file (docs/simulator.md)
             load = "from pyconpro.simulator.tags import load_store; load_store('config.toml')"
             return Run(block.name, ["bash", "-ec", f'{setup}\npython -c "{load}"'], cwd)
         return Run(block.name, ["bash", "-ec", f"{setup}\npyconpro check --no-resolve config.toml"],

@@ -33,6 +33,7 @@ import pytest
 from pyconpro.workers.process import Child, spawn
 
 from tests.support import leaks
+from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
 
 BROKER_HOST = "127.83.61.11"
@@ -55,11 +56,6 @@ def require_mosquitto() -> str:
     return found
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class MosquittoBroker:
@@ -71,7 +67,7 @@ class MosquittoBroker:
                  persistence: bool = False) -> None:  # fmt: skip
         self.binary = binary
         self.host = host
-        self.port = _free_port(host)
+        self.port = free_port(host)
         self.root = Path(tempfile.mkdtemp(prefix="pyconpro-mqtt-"))
         self.conf = self.root / "mosquitto.conf"
         self.log_path = self.root / "mosquitto.log"
