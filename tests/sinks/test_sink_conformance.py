@@ -35,8 +35,13 @@ def start_sink(tmp_path: Path, publisher: TestPublisher, request: pytest.Fixture
     started: list[SinkProcess] = []
 
     def start(kind: str, *extra: str) -> SinkProcess:
-        # A network sink writes to a server of its own: a new database on the session's.
-        conninfo = str(request.getfixturevalue("postgres_db")) if kind == "postgres" else ""
+        # A network sink writes to a server of its own: a new database on the session's, a
+        # stream of its own on the session's NATS server.
+        conninfo = ""
+        if kind == "postgres":
+            conninfo = str(request.getfixturevalue("postgres_db"))
+        elif kind == "nats":
+            conninfo = request.getfixturevalue("nats_server").url
         proc = SinkProcess(kind, publisher.endpoint, tmp_path / kind, extra, conninfo)
         started.append(proc)
         publisher.wait_subscribed(DEFAULT_TOPICS)
