@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import ssl
 import threading
@@ -147,6 +148,7 @@ def msg_id(record: Record) -> str:
     """The ``Nats-Msg-Id`` of ``record``: the same for the same record however often it is
     sent, different for any two records (a restarted worker's ``sq`` starts at 0 again, its
     receive times are new)."""
+    key: tuple[object, ...]
     if isinstance(record, BusGap):
         key = ("gap", record.cause, record.publisher, record.topic, record.expected_seq,
                record.t_wall_ns)  # fmt: skip
@@ -171,7 +173,8 @@ def payload_of(record: Record, fmt: str) -> bytes:
         else:
             body = {**gap_record(record), "cause": record.cause}
         return to_json(body).encode("utf-8")
-    return msgpack.packb(_native(record), use_bin_type=True)
+    packed: bytes = msgpack.packb(_native(record), use_bin_type=True)
+    return packed
 
 
 def _native(record: Record) -> dict[str, Any]:
@@ -535,29 +538,40 @@ class NatsSink(Sink):
         return {}
 
     async def _connect(self) -> None:
-        """Connect to the first server that answers, then make sure of the stream."""
+        """Connect to the first server that answers (each tried once, in order), then make
+        sure of the stream."""
         import nats
+        import nats.errors
 
-        async def quiet(exc: Exception) -> None:  # nats-py logs each error itself otherwise
+        seen: list[Exception] = []
+
+        async def note(exc: Exception) -> None:  # instead of nats-py's own error log
+            seen.append(exc)
             log.debug("nats: %s", exc)
 
         options = {**self._login(), "tls": self._ssl}
-        last: BaseException | None = None
         for url in self.servers:
+            seen.clear()
             try:
+                # Without reconnects, but nats-py still tries a server twice: at once, then
+                # it gives up (the SUB loop's backoff decides when to try again).
                 nc = await nats.connect(
-                    url, allow_reconnect=False, connect_timeout=self.connect_timeout_s,
-                    name="pyconpro-sink", error_cb=quiet, **options,
+                    url, allow_reconnect=False, max_reconnect_attempts=1,
+                    reconnect_time_wait=0, connect_timeout=self.connect_timeout_s,
+                    name="pyconpro-sink", error_cb=note, **options,
                 )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - every cause is diagnosed below
-                last = exc
+            except nats.errors.NoServersError:
+                if url == self.servers[-1]:
+                    raise seen[-1] if seen else nats.errors.NoServersError() from None
+                continue
+            except Exception:
+                if url == self.servers[-1]:
+                    raise
                 continue
             self._nc = nc
             self._js = nc.jetstream()
             await self._ensure_stream()
             return
-        assert last is not None
-        raise last
 
     async def _ensure_stream(self) -> None:
         from nats.js.api import StorageType, StreamConfig
@@ -620,20 +634,26 @@ class NatsSink(Sink):
         for subject, data, headers in batch:
             futures.append(await js.publish_async(subject, data, stream=self.stream,
                                                   headers=headers))  # fmt: skip
-        await nc.flush(self.ack_timeout_s)
+        await nc.flush(math.ceil(self.ack_timeout_s))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ack_timeout_s
         waiting = set(futures)
         try:
             while waiting:
                 left = deadline - loop.time()
-                if left <= 0 or not nc.is_connected:
+                if not nc.is_connected:
                     raise OutputUnavailable(
-                        "unreachable" if not nc.is_connected else "no acknowledgement",
+                        "unreachable",
+                        f"{self.where}: cannot reach the server (the connection was lost with"
+                        f" {len(waiting)} of {len(batch)} message(s) not acknowledged): they"
+                        " are sent again once it answers",
+                    )
+                if left <= 0:
+                    raise OutputUnavailable(
+                        "no acknowledgement",
                         f"{self.where}: {len(waiting)} of {len(batch)} message(s) not"
-                        f" acknowledged within {self.ack_timeout_s:g} s"
-                        + ("" if nc.is_connected else " (the connection was lost)")
-                        + ": they are sent again once the server answers",
+                        f" acknowledged within {self.ack_timeout_s:g} s (ack_timeout_s): see"
+                        " the server's load and log; they are sent again",
                     )
                 _done, waiting = await asyncio.wait(waiting, timeout=min(left, 0.2))
         finally:

@@ -24,9 +24,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pyconpro.workers.process import Child, spawn
+
+if TYPE_CHECKING:
+    import nats.aio.client
 
 from tests.support import leaks
 from tests.support.requirements import skip_or_fail
@@ -76,11 +80,11 @@ class NatsServer:
     """One server and its store directory. ``start`` / ``kill`` / ``stop`` may be called any
     number of times (the kill-and-restart tests do); ``close`` stops it and removes the store."""
 
-    def __init__(self, binary: str, host: str = NATS_HOST, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, binary: str, host: str = NATS_HOST, token: str | None = None) -> None:
         self.binary = binary
         self.host = host
         self.port = _free_port(host)
-        self.extra = extra
+        self.token = token  # a server that wants this token from every client
         self.root = Path(tempfile.mkdtemp(prefix="pyconpro-nats-"))
         self.store = self.root / "store"
         self.log_path = self.root / "server.log"
@@ -99,7 +103,7 @@ class NatsServer:
         recovers its store)."""
         assert self.pid is None, "already running"
         argv = [self.binary, "-js", "-a", self.host, "-p", str(self.port), "-sd",
-                str(self.store), *self.extra]  # fmt: skip
+                str(self.store), *(["--auth", self.token] if self.token else [])]  # fmt: skip
         with open(self.log_path, "ab") as log:
             log.write(b"--- start\n")
         self.child = spawn(argv, stdout=self.log_path, stderr=self.log_path)
@@ -116,10 +120,8 @@ class NatsServer:
 
     def _ready(self) -> bool:
         async def ask() -> bool:
-            import nats
-
             try:
-                nc = await nats.connect(self.url, allow_reconnect=False, connect_timeout=1)
+                nc = await client(self.url, 1, self.token)
             except Exception:  # noqa: BLE001 - not up yet
                 return False
             try:
@@ -161,22 +163,34 @@ class NatsServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def count(self, stream: str) -> int:
-        return stream_count(self.url, stream)
+        return stream_count(self.url, stream, self.token)
 
     def read(self, stream: str, subjects: str = ">") -> list[StoredMsg]:
-        return read_stream(self.url, stream, subjects)
+        return read_stream(self.url, stream, subjects, token=self.token)
 
 
 # -- reading a stream back -----------------------------------------------------------------
 
 
-def stream_count(url: str, stream: str) -> int:
+async def client(url: str, timeout_s: float, token: str | None = None
+                 ) -> nats.aio.client.Client:  # fmt: skip
+    """A connection of the test's own: one attempt, no reconnects, errors not logged (the
+    tests connect while servers are down on purpose)."""
+    import nats
+
+    async def quiet(_exc: Exception) -> None:
+        pass
+
+    return await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1,
+                              reconnect_time_wait=0, connect_timeout=timeout_s,
+                              error_cb=quiet, token=token)  # fmt: skip
+
+
+def stream_count(url: str, stream: str, token: str | None = None) -> int:
     """Messages in ``stream``; 0 while the server is down or the stream does not exist."""
 
     async def ask() -> int:
-        import nats
-
-        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+        nc = await client(url, 2, token)
         try:
             info = await nc.jetstream().stream_info(stream)
             return int(info.state.messages)
@@ -189,17 +203,16 @@ def stream_count(url: str, stream: str) -> int:
         return 0
 
 
-def read_stream(url: str, stream: str, subjects: str = ">", timeout_s: float = 120.0
-                ) -> list[StoredMsg]:  # fmt: skip
+def read_stream(url: str, stream: str, subjects: str = ">", timeout_s: float = 120.0,
+                token: str | None = None) -> list[StoredMsg]:  # fmt: skip
     """Every message of ``stream`` on ``subjects``, in stream order, through an ephemeral pull
     consumer (what any JetStream client downstream does)."""
 
     async def fetch_all() -> list[StoredMsg]:
-        import nats
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.errors import TimeoutError as FetchTimeoutError
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+        nc = await client(url, 5, token)
         try:
             js = nc.jetstream()
             sub = await js.pull_subscribe(
