@@ -70,6 +70,8 @@ log = logging.getLogger("pyconpro.sink")
 T = TypeVar("T")
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
+_EXPECTED_STREAM: Final = "Nats-Expected-Stream"  # the server refuses a subject of another
+_DUPLICATE: Final = re.compile(rb'"duplicate"\s*:\s*true')  # in an acknowledgement
 DEFAULT_SERVERS: Final = "nats://127.0.0.1:4222"
 DEFAULT_STREAM: Final = "PYCONPRO"
 DEFAULT_PREFIX: Final = "pyconpro"
@@ -401,6 +403,76 @@ class _IoThread:
             self.loop.close()
 
 
+# -- acknowledgements ------------------------------------------------------------------------
+
+
+class _Acks:
+    """The acknowledgements of one connection's publishes: one subscription on
+    ``<inbox>.*``, each message of a batch asking for its reply on ``<inbox>.<batch>_<i>``.
+    Lighter than a future per message (nats-py's ``publish_async``): the acknowledgement is
+    only looked at for an error and the duplicate flag."""
+
+    def __init__(self, inbox: str) -> None:
+        self.inbox = inbox
+        self.batch = 0
+        self.duplicates = 0
+        self.error: Exception | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seen: bytearray = bytearray()
+        self._count = 0
+
+    @property
+    def missing(self) -> int:
+        return len(self._seen) - self._count
+
+    def start(self, n: int) -> str:
+        """A new batch of ``n`` messages; the reply subject's prefix (append the index)."""
+        self.batch += 1
+        self.duplicates, self.error, self._count = 0, None, 0
+        self._seen = bytearray(n)
+        self.done = asyncio.get_running_loop().create_future()
+        if n == 0:
+            self.done.set_result(None)
+        return f"{self.inbox}.{self.batch}_"
+
+    async def on_reply(self, msg: Any) -> None:
+        batch, _, index = msg.subject.rpartition(".")[2].partition("_")
+        if batch != str(self.batch) or self.done.done():
+            return  # a late reply of a batch already given up
+        i = int(index)
+        if self._seen[i]:
+            return
+        self._seen[i] = 1
+        self._count += 1
+        data: bytes = msg.data
+        if msg.headers and msg.headers.get("Status") == "503":
+            self.error = self.error or _no_stream()
+        elif b'"error"' in data:
+            self.error = self.error or _api_error(data)
+        elif b'"duplicate"' in data and _DUPLICATE.search(data):
+            self.duplicates += 1
+        if self._count == len(self._seen):
+            self.done.set_result(None)
+
+
+def _no_stream() -> Exception:
+    import nats.js.errors
+
+    return nats.js.errors.NoStreamResponseError()
+
+
+def _api_error(data: bytes) -> Exception:
+    import json
+
+    import nats.js.errors
+
+    try:
+        error: Exception = nats.js.errors.APIError.from_error(json.loads(data)["error"])
+        return error
+    except (ValueError, KeyError, TypeError):
+        return nats.js.errors.APIError(description=data[:200].decode("utf-8", "replace"))
+
+
 # -- the sink --------------------------------------------------------------------------------
 
 
@@ -495,6 +567,7 @@ class NatsSink(Sink):
         self._batch: list[tuple[str, bytes, dict[str, str]]] = []
         self._nc: nats.aio.client.Client | None = None
         self._js: nats.js.JetStreamContext | None = None
+        self._acks: _Acks | None = None  # the acknowledgements' inbox of this connection
         self._io: _IoThread | None = None
         self._window_warned = False
         self._ssl = self._tls()  # bad TLS files are refused now, not at the first connection
@@ -613,7 +686,7 @@ class NatsSink(Sink):
                         self.stream)  # fmt: skip
 
     async def _close_connection(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._acks = self._nc, None, None, None
         if nc is not None and not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.close(), _CLOSE_TIMEOUT_S)
@@ -628,45 +701,39 @@ class NatsSink(Sink):
         if self._nc is None or not self._nc.is_connected:
             await self._close_connection()
             await self._connect()
-        js, nc = self._js, self._nc
-        assert js is not None and nc is not None
-        futures = []
-        for subject, data, headers in batch:
-            futures.append(await js.publish_async(subject, data, stream=self.stream,
-                                                  headers=headers))  # fmt: skip
+        nc = self._nc
+        assert nc is not None
+        if self._acks is None:
+            self._acks = _Acks(nc.new_inbox())
+            await nc.subscribe(f"{self._acks.inbox}.*", cb=self._acks.on_reply)
+        acks = self._acks
+        reply = acks.start(len(batch))
+        expected = {_EXPECTED_STREAM: self.stream}
+        for i, (subject, data, headers) in enumerate(batch):
+            await nc.publish(subject, data, reply=f"{reply}{i}", headers={**headers, **expected})
         await nc.flush(math.ceil(self.ack_timeout_s))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ack_timeout_s
-        waiting = set(futures)
-        try:
-            while waiting:
-                left = deadline - loop.time()
-                if not nc.is_connected:
-                    raise OutputUnavailable(
-                        "unreachable",
-                        f"{self.where}: cannot reach the server (the connection was lost with"
-                        f" {len(waiting)} of {len(batch)} message(s) not acknowledged): they"
-                        " are sent again once it answers",
-                    )
-                if left <= 0:
-                    raise OutputUnavailable(
-                        "no acknowledgement",
-                        f"{self.where}: {len(waiting)} of {len(batch)} message(s) not"
-                        f" acknowledged within {self.ack_timeout_s:g} s (ack_timeout_s): see"
-                        " the server's load and log; they are sent again",
-                    )
-                _done, waiting = await asyncio.wait(waiting, timeout=min(left, 0.2))
-        finally:
-            for f in waiting:
-                f.cancel()
-        stored = duplicates = 0
-        for f in futures:
-            ack = f.result()  # an error reply raises here: diagnosed by the caller
-            if ack.duplicate:
-                duplicates += 1
-            else:
-                stored += 1
-        return stored, duplicates
+        while not acks.done.done():
+            left = deadline - loop.time()
+            if not nc.is_connected:
+                raise OutputUnavailable(
+                    "unreachable",
+                    f"{self.where}: cannot reach the server (the connection was lost with"
+                    f" {acks.missing} of {len(batch)} message(s) not acknowledged): they are"
+                    " sent again once it answers",
+                )
+            if left <= 0:
+                raise OutputUnavailable(
+                    "no acknowledgement",
+                    f"{self.where}: {acks.missing} of {len(batch)} message(s) not acknowledged"
+                    f" within {self.ack_timeout_s:g} s (ack_timeout_s): see the server's load"
+                    " and log; they are sent again",
+                )
+            await asyncio.wait([acks.done], timeout=min(left, 0.2))
+        if acks.error is not None:
+            raise acks.error
+        return len(batch) - acks.duplicates, acks.duplicates
 
     def _io_run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
         """Run ``coro`` in the I/O thread; a failure that may pass closes the connection and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,9 @@ def test_sink_killed_while_sending_its_spool_stores_each_sample_once(
     assert_each_once_in_order(server, out, plant)
     assert summary(proc.stderr)["spool_depth"] == 0
     assert "from before: sending them first" in proc.stderr, first_log[-2000:]
+    dup = re.search(r"(\d+) of \d+ message\(s\) were in the stream already", proc.stderr)
+    print(f"\n{at_kill} of {n} stored at the kill; sent again and recognised by their"
+          f" Nats-Msg-Id: {dup.group(1) if dup else 0}")  # fmt: skip
 
 
 def test_a_stop_with_the_server_down_keeps_the_spool_for_the_next_start(
