@@ -44,11 +44,12 @@ class Plant:
 def publish_steadily(pub: TestPublisher, plant: Plant, rate: int, seconds: float,
                      actions: Mapping[float, Callable[[], None]]) -> dict[float, int]:  # fmt: skip
     """Publish ``rate`` samples/s for ``seconds`` (in 10 ms steps), calling each action once
-    when its time (seconds from the start) has come; the samples sent when each ran."""
+    when its time (seconds from the start) has come, even if a busy machine let the run pass
+    its end first; the samples sent when each ran."""
     tick = 0.01
     start = time.monotonic()
     done: dict[float, int] = {}
-    while (elapsed := time.monotonic() - start) < seconds:
+    while (elapsed := time.monotonic() - start) < seconds or len(done) < len(actions):
         due = int(elapsed / tick) + 1
         while plant.sent < due * rate * tick:
             pub.send(plant.next())
@@ -57,7 +58,6 @@ def publish_steadily(pub: TestPublisher, plant: Plant, rate: int, seconds: float
                 action()
                 done[at] = plant.sent
         time.sleep(max(0.0, start + due * tick - time.monotonic()))
-    assert set(done) == set(actions), "the run ended before every action was due"
     return done
 
 
