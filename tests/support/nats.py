@@ -249,8 +249,9 @@ def read_stream(url: str, stream: str, subjects: str = ">", timeout_s: float = 1
 
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
-    """One server for the session (each sink writes a stream and subjects of its own:
-    ``nats_target``); the tests that kill or stop a server start their own ``NatsServer``."""
+    """One server for the session (each sink writes a stream and subjects of its own,
+    ``nats_name`` in tests/sinks/bus_testkit.py); the tests that kill or stop a server start
+    their own ``NatsServer``."""
     server = NatsServer(require_nats())
     try:
         server.start()

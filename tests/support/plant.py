@@ -66,3 +66,14 @@ def summary(text: str) -> dict[str, int]:
     m = re.findall(r"sink stopped: (.*)$", text, re.MULTILINE)
     assert m, f"no summary line in:\n{text}"
     return {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())}
+
+
+def assert_outage_bridged(stderr: str, min_spooled: float) -> dict[str, int]:
+    """The counters of a sink that bridged its destination's outage: at least ``min_spooled``
+    records went through the spool and all came back out of it, nothing lost, dropped or
+    malformed, the outage logged when it began and when it ended."""
+    counts = summary(stderr)
+    assert counts["spooled"] >= min_spooled and counts["spool_depth"] == 0
+    assert (counts["lost"], counts["spool_dropped"], counts["malformed"]) == (0, 0, 0)
+    assert "cannot reach the server" in stderr and "writing again after" in stderr
+    return counts
