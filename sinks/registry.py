@@ -30,6 +30,7 @@ __all__ = ["SinkKind", "make_sink", "sink_kinds", "sink_schemas"]
 # The modules that declare SINK_KINDS, in the order their kinds are listed.
 _MODULES = (
     "pyconpro.sinks.sqlite", "pyconpro.sinks.postgres", "pyconpro.sinks.mqtt",
+    "pyconpro.sinks.nats",
     "pyconpro.sinks.files", "pyconpro.sinks.stdout",
 )  # fmt: skip
 

@@ -14,6 +14,7 @@ from tests.sinks.bus_testkit import publisher  # noqa: F401 (a fixture)
 from tests.support import golden_pcap, leaks
 from tests.support import tshark as _tshark
 from tests.support.mosquitto import mosquitto_broker, mqtt_root  # noqa: F401 (fixtures)
+from tests.support.nats import nats_server  # noqa: F401 (fixtures)
 from tests.support.postgres import postgres_db, postgres_server  # noqa: F401 (fixtures)
 from tests.support.receive_paths import PATHS, use_receive_path
 

@@ -750,7 +750,7 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         "sink[0].kind",
         8,
         "missing required key 'kind'",
-        'add kind = one of "sqlite", "postgres", "mqtt", "jsonl", "csv", "stdout"',
+        'add kind = one of "sqlite", "postgres", "mqtt", "nats", "jsonl", "csv", "stdout"',
     ),
     (
         "sink kind unknown",

@@ -16,6 +16,7 @@ from pyconpro.acquisition.wire import Sample, SeqCounter, topic_for_sample
 from pyconpro.sinks.spool import spool_depth
 
 from tests.sinks.bus_testkit import SinkProcess, TestPublisher
+from tests.support.plant import Plant, assert_outage_bridged, publish_steadily, summary
 from tests.support.postgres import PostgresServer, require_postgres
 from tests.support.wait import wait_for
 
@@ -35,30 +36,6 @@ def server() -> Iterator[PostgresServer]:
         yield srv
     finally:
         srv.close()
-
-
-class Plant:
-    """Samples of ``tags`` tags, numbered per topic as a worker numbers them; each one
-    received 1 ms after the one before."""
-
-    def __init__(self, tags: int) -> None:
-        self.tags = [f"T{i:03d}" for i in range(tags)]
-        self.seqs = SeqCounter()
-        self.sent = 0
-        self.t0 = time.time_ns()  # the spool keeps a week: the data must be recent
-
-    def next(self) -> Sample:
-        i = self.sent
-        tag = self.tags[i % len(self.tags)]
-        self.sent += 1
-        return Sample(seq=self.seqs.next(topic_for_sample("plc1", tag)), publisher="w1",
-                      plc="plc1", tag=tag, t_wall_ns=self.t0 + i * 1_000_000,
-                      t_mono_ns=i * 1_000_000, cip_seq=i & 0xFFFF, gap=0, value=i * 0.5,
-                      raw=i.to_bytes(4, "little"), type_name="REAL")  # fmt: skip
-
-    def publish(self, pub: TestPublisher, n: int) -> None:
-        for _ in range(n):
-            pub.send(self.next())
 
 
 def start_sink(pub: TestPublisher, srv: PostgresServer, out: Path, *extra: str) -> SinkProcess:
@@ -98,15 +75,9 @@ def assert_each_once_in_order(srv: PostgresServer, plant: Plant, first: int = 0)
     got: dict[str, list[int]] = {}
     for tag, seq in rows:
         got.setdefault(tag, []).append(seq)
-    per_tag = {tag: plant.seqs.next(topic_for_sample("plc1", tag)) for tag in plant.tags}
+    per_tag = plant.next_seqs()
     for tag in plant.tags:
         assert got.get(tag) == list(range(first, per_tag[tag])), tag
-
-
-def summary(text: str) -> dict[str, int]:
-    m = re.findall(r"sink stopped: (.*)$", text, re.MULTILINE)
-    assert m, f"no summary line in:\n{text}"
-    return {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())}
 
 
 @pytest.mark.slow
@@ -116,33 +87,25 @@ def test_server_killed_for_30_s_under_load_loses_nothing_and_duplicates_nothing(
     """5 000 samples/s over 50 tags; the server SIGKILLed 5 s in and restarted 30 s later;
     5 s more: every sample published reaches it exactly once, in order per tag."""
     plant = Plant(50)
-    rate, tick = 5000, 0.01
+    rate = 5000
     proc = start_sink(publisher, server, tmp_path / "sink")
-    start = time.monotonic()
-    killed_at = restarted_at = None
-    while (elapsed := time.monotonic() - start) < 40.0:
-        due = int(elapsed / tick) + 1
-        while plant.sent < due * rate * tick:
-            publisher.send(plant.next())
-        if killed_at is None and elapsed >= 5.0:
-            server.kill()
-            killed_at = plant.sent
-        if restarted_at is None and elapsed >= 35.0:
-            server.start()
-            restarted_at = time.monotonic()
-        time.sleep(max(0.0, start + due * tick - time.monotonic()))
-    assert killed_at is not None and restarted_at is not None
+    restarted_at = 0.0
+
+    def restart() -> None:
+        nonlocal restarted_at
+        server.start()
+        restarted_at = time.monotonic()
+
+    at = publish_steadily(publisher, plant, rate, 40.0, {5.0: server.kill, 35.0: restart})
+    killed_at = at[5.0]
     wait_for(lambda: stored(server) == plant.sent, f"{plant.sent} samples stored", timeout=120)
     drained_s = time.monotonic() - restarted_at
     assert stored(server) == plant.sent
     publisher.close()
     assert proc.terminate() == 0, proc.stderr
     assert_each_once_in_order(server, plant)
-    counts = summary(proc.stderr)
     # What the server missed went through the spool, and came back out of it.
-    assert counts["spooled"] >= 30 * rate * 0.9 and counts["spool_depth"] == 0
-    assert (counts["lost"], counts["spool_dropped"], counts["malformed"]) == (0, 0, 0)
-    assert "cannot reach the server" in proc.stderr and "writing again after" in proc.stderr
+    counts = assert_outage_bridged(proc.stderr, 30 * rate * 0.9)
     print(f"\n{plant.sent} samples, {plant.sent - killed_at} while the server was down or"
           f" back; all stored {drained_s:.1f} s after the restart; spooled"
           f" {counts['spooled']}")  # fmt: skip

@@ -102,7 +102,7 @@ class SinkProcess:
                  conninfo: str = "") -> None:  # fmt: skip
         self.kind = kind
         self.out = out
-        self.conninfo = conninfo  # the database of a postgres sink; host:port/root of mqtt
+        self.conninfo = conninfo  # the database of a postgres sink, the server of a nats sink, host:port/root of mqtt
         self.reader: Any = None  # what reads the output back, when it is not a file (mqtt)
         out.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "pyconpro.sinks.cli", kind, "--connect", endpoint, *extra]
@@ -150,11 +150,22 @@ def kind_options(kind: str, out: Path, conninfo: str = "") -> list[str]:
         return ["--host", host, "--port", port, "--payload", "json", "--spool-dir",
                 str(out / "spool"), "--sample-topic", f"{root}/{{plc}}/{{tag}}", "--event-topic",
                 f"{root}/{{plc}}/_events", "--gap-topic", f"{root}/_gaps"]  # fmt: skip
+    if kind == "nats":
+        name = nats_name(out)
+        return ["--servers", conninfo, "--stream", name, "--subject-prefix", name,
+                "--spool-dir", str(out / "spool")]
     if kind in ("jsonl", "csv"):
         return ["--dir", str(out / "files")]
     if kind == "stdout":
         return ["--raw", "--utc"]  # UTC "Z" times compare as text with the other kinds
     raise AssertionError(kind)
+
+
+def nats_name(out: Path) -> str:
+    """The stream name and subject prefix of a nats sink writing for ``out`` (a test's own)."""
+    import hashlib
+
+    return "T" + hashlib.blake2b(str(out).encode(), digest_size=6).hexdigest()
 
 
 # --------------------------------------------------------------------------- comparable rows
@@ -359,10 +370,33 @@ def _read_mqtt(proc: SinkProcess) -> Output:
     return o
 
 
+def _read_nats(proc: SinkProcess) -> Output:
+    """The sink's stream read back by a JetStream consumer; each message's kind from its
+    subject (``<prefix>.sample.<plc>.<tag>`` ...), its fields from the JSON payload."""
+    from tests.support.nats import read_stream
+
+    o = Output()
+    for m in read_stream(proc.conninfo, nats_name(proc.out)):
+        kind = m.subject.split(".")[1]
+        r = json.loads(m.data)
+        if kind == "sample":
+            o.samples.append((r["time"], r["plc"], r["tag"], _canon(json.dumps(r["value"])),
+                              r["cip_seq"], r["gap"], r["raw"], r["publisher"], r["seq"]))
+        elif kind == "event":
+            o.events.append((r["time"], r["plc"], r["tag"], r["kind"], r["state_from"],
+                             r["state_to"], r["cip_general"], r["cip_extended"],
+                             r["publisher"], r["seq"]))  # fmt: skip
+        elif kind == "gap" and r["cause"] == "bus":
+            o.gaps.append((r["publisher"], r["topic"], r["expected_seq"], r["received_seq"],
+                           r["missed"], r["restart"]))  # fmt: skip
+    return o
+
+
 _READERS = {
     "sqlite": _read_sqlite,
     "postgres": _read_postgres,
     "mqtt": _read_mqtt,
+    "nats": _read_nats,
     "jsonl": _read_files,
     "csv": _read_files,
     "stdout": _read_stdout,

@@ -40,6 +40,8 @@ def start_sink(tmp_path: Path, publisher: TestPublisher, request: pytest.Fixture
         conninfo, reader = "", None
         if kind == "postgres":
             conninfo = str(request.getfixturevalue("postgres_db"))
+        elif kind == "nats":
+            conninfo = request.getfixturevalue("nats_server").url
         elif kind == "mqtt":
             root, reader = request.getfixturevalue("mqtt_root")
             conninfo = f"{reader.broker_host}:{reader.broker_port}/{root}"

@@ -38,7 +38,7 @@ def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None)
 
 
 def test_every_kind_is_registered_in_order() -> None:
-    assert list(sink_kinds()) == ["sqlite", "postgres", "mqtt", "jsonl", "csv", "stdout"]
+    assert list(sink_kinds()) == ["sqlite", "postgres", "mqtt", "nats", "jsonl", "csv", "stdout"]
     assert all(k.schema.kind == name for name, k in sink_kinds().items())
 
 
@@ -241,6 +241,15 @@ def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> No
          "is not a usable topic template"),
         ({"kind": "mqtt", "payload": "xml"}, "payload", "one of"),
         ({"kind": "mqtt", "qos": 3}, "qos", ""),
+        ({"kind": "nats", "servers": "nats://u:secret@hub1:4222"}, "servers",
+         "holds a user, password or token"),
+        ({"kind": "nats", "servers": "http://hub1"}, "servers", "is not a NATS server URL"),
+        ({"kind": "nats", "servers": " , "}, "servers", "servers is empty"),
+        ({"kind": "nats", "stream": "plant.data"}, "stream", "not a JetStream stream name"),
+        ({"kind": "nats", "subject_prefix": "site1.>"}, "subject_prefix",
+         "not a plain NATS subject"),
+        ({"kind": "nats", "subject_prefix": "a..b"}, "subject_prefix", "not a plain NATS subject"),
+        ({"kind": "nats", "payload": "xml"}, "payload", "payload"),
     ],
 )
 def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: str) -> None:
