@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -115,7 +114,7 @@ def test_a_subscription_flood_is_capped_counted_and_its_memory_given_back() -> N
             if st is None:
                 return False
             s = st.subscribers
-            return s["closed_for_refusal"] + s["closed_for_rate"] >= 2 and s["refused"] > 0
+            return bool(s["closed_for_refusal"] + s["closed_for_rate"] >= 2 and s["refused"] > 0)
 
         # Cut off for sending too much too fast, or refused past the cap and cut off; ZeroMQ
         # reconnects it and it floods again.
