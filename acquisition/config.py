@@ -54,6 +54,8 @@ from pyconpro.acquisition.produce import ProduceSpec
 from pyconpro.acquisition.produce_config import ProducePlacement, read_produce
 from pyconpro.acquisition.security import SecurityConfig, check_exposure, read_security
 from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema, read_sink
+from pyconpro.acquisition.subscriptions import PER_PEER_DEFAULT as SUBSCRIPTIONS_PER_PEER_DEFAULT
+from pyconpro.acquisition.subscriptions import TOTAL_DEFAULT as SUBSCRIPTIONS_TOTAL_DEFAULT
 from pyconpro.acquisition.supervision import RestartPolicy
 from pyconpro.acquisition.toml_check import ConfigError, ConfigIssue
 from pyconpro.acquisition.toml_check import IssueLog as _Ctx
@@ -98,6 +100,7 @@ REPLAY_S_DEFAULT: Final = 60.0
 REPLAY_S_MAX: Final = 86_400.0
 REPLAY_BYTES_DEFAULT: Final = 64 << 20
 REPLAY_BYTES_MAX: Final = 1 << 40
+SUBSCRIPTIONS_MAX: Final = 10_000_000
 _ENDPOINT_TCP = re.compile(r"tcp://(?P<host>\*|[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d+)")
 
 
@@ -117,6 +120,9 @@ class BusConfig:
     # old and this big, for sinks that restart. Either 0: no buffer, no replay.
     replay_s: float = REPLAY_S_DEFAULT
     replay_bytes: int = REPLAY_BYTES_DEFAULT
+    # Subscriptions the public endpoint holds per peer and in total (acquisition/subscriptions.py).
+    max_subscriptions_per_peer: int = SUBSCRIPTIONS_PER_PEER_DEFAULT
+    max_subscriptions: int = SUBSCRIPTIONS_TOTAL_DEFAULT
 
     @property
     def replay(self) -> bool:
@@ -287,7 +293,8 @@ class WorkerGroup:
 # sections
 
 
-_BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms", "replay_s", "replay_bytes")
+_BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms", "replay_s", "replay_bytes",
+                    "max_subscriptions_per_peer", "max_subscriptions")
 _LOGGING_KEYS: Final = ("level", "file")
 _CONSUMER_KEYS: Final = ("rpi_ms", "ot_rpi_ms", "multiplier", "transport")
 _SESSION_KEYS: Final = ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s",
@@ -345,6 +352,10 @@ def _read_bus(ctx: _Ctx, data: Mapping[str, Any]) -> BusConfig:
         linger_ms=t.integer("linger_ms", d.linger_ms, 0, 600_000, "ms"),
         replay_s=t.number("replay_s", d.replay_s, 0, REPLAY_S_MAX, "s"),
         replay_bytes=t.integer("replay_bytes", d.replay_bytes, 0, REPLAY_BYTES_MAX, "bytes"),
+        max_subscriptions_per_peer=t.integer(
+            "max_subscriptions_per_peer", d.max_subscriptions_per_peer, 1, SUBSCRIPTIONS_MAX),
+        max_subscriptions=t.integer(
+            "max_subscriptions", d.max_subscriptions, 1, SUBSCRIPTIONS_MAX),
     )
 
 

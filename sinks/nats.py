@@ -42,13 +42,13 @@ import ssl
 import threading
 import urllib.parse
 from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import msgpack
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
 from pyconpro.acquisition.wire import Event, Sample, Stats, parse_topic
-from pyconpro.sinks.base import BusGap, OutputUnavailable, Record, Sink
+from pyconpro.sinks.base import BusGap, OutputUnavailable, Sink
 from pyconpro.sinks.records import (
     event_record,
     gap_record,
@@ -93,6 +93,10 @@ _URL_SCHEMES: Final = ("nats", "tls", "ws", "wss")
 # -- subjects and ids ------------------------------------------------------------------------
 
 
+# What reaches the server: every record but report by exception's Skipped marks (the spool
+# keeps those).
+Sent: TypeAlias = Sample | Event | Stats | BusGap
+
 def subject_token(name: str) -> str:
     """``name`` as one NATS subject token, reversibly (``name_of_token`` is the inverse)."""
     if not name:
@@ -130,7 +134,7 @@ def name_of_token(token: str) -> str:
     return name
 
 
-def subject_of(prefix: str, record: Record) -> str:
+def subject_of(prefix: str, record: Sent) -> str:
     """The subject ``record`` is published on (module docstring)."""
     if isinstance(record, Sample):
         return f"{prefix}.sample.{subject_token(record.plc)}.{subject_token(record.tag)}"
@@ -146,7 +150,7 @@ def subject_of(prefix: str, record: Record) -> str:
     return f"{prefix}.gap.{'.'.join(tokens)}"
 
 
-def msg_id(record: Record) -> str:
+def msg_id(record: Sent) -> str:
     """The ``Nats-Msg-Id`` of ``record``: the same for the same record however often it is
     sent, different for any two records (a restarted worker's ``sq`` starts at 0 again, its
     receive times are new)."""
@@ -163,7 +167,7 @@ def msg_id(record: Record) -> str:
     return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
-def payload_of(record: Record, fmt: str) -> bytes:
+def payload_of(record: Sent, fmt: str) -> bytes:
     """The message body of ``record`` in ``fmt`` (``json`` or ``msgpack``)."""
     if fmt == "json":
         if isinstance(record, Sample):
@@ -179,7 +183,7 @@ def payload_of(record: Record, fmt: str) -> bytes:
     return packed
 
 
-def _native(record: Record) -> dict[str, Any]:
+def _native(record: Sent) -> dict[str, Any]:
     """The MessagePack body: the JSON body's keys, the values as decoded (no NaN strings, no
     hex)."""
     if isinstance(record, Sample):

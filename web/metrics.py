@@ -64,6 +64,11 @@ METRICS: Final[tuple[Metric, ...]] = (
     _c("pyconpro_supervisor_reloads_total", "Configuration reloads asked for (SIGHUP or reload)"),
     _c("pyconpro_bus_messages_total", "Messages the bus forwarder took in from publishers"),
     _c("pyconpro_bus_bytes_total", "Bytes the bus forwarder took in from publishers"),
+    _g("pyconpro_bus_subscriptions", "Subscriptions the bus endpoint's subscribers hold"),
+    _c("pyconpro_bus_subscriptions_refused_total",
+       "Subscriptions refused: too long, past the per-peer or the total cap"),
+    _c("pyconpro_bus_connections_closed_total",
+       "Subscriber connections closed for a refusal or for sending too much"),
     _g("pyconpro_bus_replay_messages", "Messages the bus's replay buffer holds"),
     _g("pyconpro_bus_replay_bytes", "Bytes the replay buffer holds (as replay_bytes counts)"),
     _g("pyconpro_bus_replay_oldest_seconds", "Age of the oldest message in the replay buffer"),
@@ -236,6 +241,12 @@ def _pipeline(out: _Samples, st: Mapping[str, Any]) -> None:
     out.add("pyconpro_supervisor_reloads_total", sup.get("reloads"))
     out.add("pyconpro_bus_messages_total", fwd.get("messages_in"))
     out.add("pyconpro_bus_bytes_total", fwd.get("bytes_in"))
+    subs = fwd.get("subscribers") or {}
+    out.add("pyconpro_bus_subscriptions", subs.get("held"))
+    out.add("pyconpro_bus_subscriptions_refused_total", subs.get("refused"))
+    closed = [subs.get(k) for k in ("closed_for_refusal", "closed_for_rate")]
+    out.add("pyconpro_bus_connections_closed_total",
+            None if None in closed else sum(c for c in closed if c is not None))
     replay = fwd.get("replay") or {}  # null without a replay buffer
     for metric, key in (("pyconpro_bus_replay_messages", "messages"),
                         ("pyconpro_bus_replay_bytes", "bytes"),

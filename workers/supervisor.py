@@ -92,6 +92,7 @@ from pyconpro.acquisition.config import (
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.security import SecurityConfig, uses_curve
 from pyconpro.acquisition.sink_config import SinkConfig
+from pyconpro.acquisition.subscriptions import SubscriptionLimits
 from pyconpro.acquisition.supervision import (
     ChildKind,
     ChildState,
@@ -633,6 +634,8 @@ class Supervisor:
             guard=self.guard,
             replay_s=self.config.bus.replay_s,
             replay_bytes=self.config.bus.replay_bytes,
+            limits=SubscriptionLimits(per_peer=self.config.bus.max_subscriptions_per_peer,
+                                      total=self.config.bus.max_subscriptions),
         )
         self.control_endpoint = supervisor_control_endpoint(self.config)
         self.sup = Supervision(self.config.supervisor, random.Random().random)

@@ -102,7 +102,8 @@ class SinkProcess:
                  conninfo: str = "") -> None:  # fmt: skip
         self.kind = kind
         self.out = out
-        self.conninfo = conninfo  # the database of a postgres sink, the server of a nats sink, host:port/root of mqtt
+        # the database of a postgres sink, the server of a nats sink, host:port/root of mqtt
+        self.conninfo = conninfo
         self.reader: Any = None  # what reads the output back, when it is not a file (mqtt)
         out.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "pyconpro.sinks.cli", kind, "--connect", endpoint, *extra]

@@ -40,6 +40,8 @@ def status_map() -> dict[str, Any]:
                       "rate_msgs_s": 70.0, "messages_in": 9000, "frames_in": 18000,
                       "bytes_in": 1_200_000, "frames_out": 18000, "bytes_out": 1_200_000,
                       "subscriptions": 3,
+                      "subscribers": {"held": 5, "topics": 4, "peers": 2, "refused": 7,
+                                      "closed_for_refusal": 1, "closed_for_rate": 2},
                       "replay": {"messages": 1500, "bytes": 420_000, "streams": 3,
                                  "oldest_s": 59.5, "max_s": 60.0, "max_bytes": 67_108_864,
                                  "added": 1800, "evicted": 300, "lost": 0, "skipped": 0,

@@ -33,6 +33,9 @@ STABLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "pyconpro_supervisor_reloads_total": ("counter", ()),
     "pyconpro_bus_messages_total": ("counter", ()),
     "pyconpro_bus_bytes_total": ("counter", ()),
+    "pyconpro_bus_subscriptions": ("gauge", ()),
+    "pyconpro_bus_subscriptions_refused_total": ("counter", ()),
+    "pyconpro_bus_connections_closed_total": ("counter", ()),
     "pyconpro_bus_replay_messages": ("gauge", ()),
     "pyconpro_bus_replay_bytes": ("gauge", ()),
     "pyconpro_bus_replay_oldest_seconds": ("gauge", ()),
@@ -148,6 +151,9 @@ def test_values_come_from_the_status_map() -> None:
     assert value(p, "pyconpro_status_age_seconds") == 0.25
     assert value(p, "pyconpro_supervisor_reloads_total") == 2
     assert value(p, "pyconpro_bus_messages_total") == 9000
+    assert value(p, "pyconpro_bus_subscriptions") == 5
+    assert value(p, "pyconpro_bus_subscriptions_refused_total") == 7
+    assert value(p, "pyconpro_bus_connections_closed_total") == 3
     assert value(p, "pyconpro_curve_refused_total") == 3
     assert value(p, "pyconpro_bus_replay_messages") == 1500
     assert value(p, "pyconpro_bus_replay_oldest_seconds") == 59.5
