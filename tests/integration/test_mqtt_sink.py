@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyconpro.acquisition.wire import Sample, SeqCounter, topic_for_sample
+from pyconpro.acquisition.wire import topic_for_sample
 from pyconpro.sinks.spool import spool_depth
 
 from tests.sinks.bus_testkit import SinkProcess, TestPublisher
 from tests.support.mosquitto import MosquittoBroker, Subscriber, require_mosquitto
+from tests.support.plant import Plant
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -52,23 +53,6 @@ def subscriber(broker: MosquittoBroker) -> Iterator[Subscriber]:
         sub.close()
 
 
-class Plant:
-    """Samples of ``tags`` tags of plc1, numbered per topic as a worker numbers them."""
-
-    def __init__(self, tags: int) -> None:
-        self.tags = [f"T{i:03d}" for i in range(tags)]
-        self.seqs = SeqCounter()
-        self.sent = 0
-        self.t0 = time.time_ns()
-
-    def next(self) -> Sample:
-        i = self.sent
-        tag = self.tags[i % len(self.tags)]
-        self.sent += 1
-        return Sample(seq=self.seqs.next(topic_for_sample("plc1", tag)), publisher="w1",
-                      plc="plc1", tag=tag, t_wall_ns=self.t0 + i * 1000, t_mono_ns=i,
-                      cip_seq=i & 0xFFFF, gap=0, value=i * 0.5, raw=b"\x01",
-                      type_name="REAL")  # fmt: skip
 
 
 def start_sink(pub: TestPublisher, broker: MosquittoBroker, out: Path) -> SinkProcess:

@@ -56,8 +56,6 @@ def require_mosquitto() -> str:
     return found
 
 
-
-
 class MosquittoBroker:
     """One broker and its directory. ``start`` / ``kill`` / ``stop`` may be called any number
     of times (the restart tests do); ``close`` stops it and removes the directory.

@@ -17,7 +17,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     import nats.aio.client
 
 from tests.support import leaks
+from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
 
 # An address of our own inside 127/8, so that a developer's NATS on 127.0.0.1:4222 and other
@@ -59,13 +59,6 @@ def require_nats() -> str:
     return found
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True, slots=True)
 class StoredMsg:
     """One message of a stream as a consumer receives it."""
@@ -83,7 +76,7 @@ class NatsServer:
     def __init__(self, binary: str, host: str = NATS_HOST, token: str | None = None) -> None:
         self.binary = binary
         self.host = host
-        self.port = _free_port(host)
+        self.port = free_port(host)
         self.token = token  # a server that wants this token from every client
         self.root = Path(tempfile.mkdtemp(prefix="pyconpro-nats-"))
         self.store = self.root / "store"
