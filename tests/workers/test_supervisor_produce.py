@@ -9,7 +9,8 @@ import json
 from pyconpro.acquisition.config import group_by_local_address, parse_config
 from pyconpro.acquisition.produce import ProduceSpec
 from pyconpro.sinks.registry import sink_schemas
-from pyconpro.workers.io_worker import DEFAULT_TCP_PORT, _parser
+from pyconpro.workers.io_worker import _parser
+from pyconpro.workers.produce_server import DEFAULT_TCP_PORT
 from pyconpro.workers.supervisor import (
     ChildSpec,
     Runtime,
