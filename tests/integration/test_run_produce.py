@@ -201,10 +201,13 @@ def test_a_reload_that_changes_the_produce_entry_restarts_its_worker_only(
         publish_until_seen(feed, one, key, 1000)
         publish_until_seen(feed, two, key, 1000)
         assert_in_order(feed, two, key, range(2001, 2006))
-        tag = produce_status(run, worker)
-        assert tag is not None
-        assert sorted(c["peer"] for c in tag["tags"][0]["consumers"]) == [plant.addr(2),
-                                                                            plant.addr(3)]
+
+        def peers() -> bool:
+            p = produce_status(run, worker) or {"tags": [{}]}
+            return sorted(c["peer"] for c in p["tags"][0].get("consumers", [])) == [
+                plant.addr(2), plant.addr(3)]
+
+        wait_for(peers, "both controllers in the status (up to a second old)")
         assert run.stop() == 0, run.log_text()
         run.assert_children_gone()
     finally:
