@@ -1536,7 +1536,11 @@ class IoWorker:
         return control.StopReply()
 
     def _control_produce(self, req: control.ProduceRequest, now: float) -> control.Reply:
-        tag = self.add_produced(req.spec, now)
+        try:
+            tag = self.add_produced(req.spec, now)
+        except OSError as exc:  # the listener cannot be opened: the message names the port
+            self.counters["control_errors"] += 1
+            return control.ErrorReply(str(exc))
         return control.ProducedReply(tag.status(now))
 
     def _control_set(self, req: control.SetRequest, now: float) -> control.Reply:
