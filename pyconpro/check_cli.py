@@ -80,6 +80,17 @@ def local_address_warnings(
             "if the file is for another machine that is fine, otherwise use one of this host's "
             "addresses (`ip -4 addr`) or remove local_address",
         ))  # fmt: skip
+    for i, (spec, where) in enumerate(config.produce):
+        if where.local_address is None or is_local(where.local_address):
+            continue
+        key = f"produce[{i}].local_address"
+        issues.append(ConfigIssue(
+            path, key, config.key_lines.get(key),
+            f"{where.local_address} is not an address of this host, so no worker here can"
+            f" produce {spec.name!r}",
+            "if the file is for another machine that is fine, otherwise use one of this host's "
+            "addresses (`ip -4 addr`), or give consumer_address instead",
+        ))  # fmt: skip
     return issues
 
 
@@ -125,13 +136,20 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
     from pyconpro.workers.supervisor import supervisor_control_endpoint
 
     tags = sum(len(p.tags) for p in config.plcs)
-    print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)",
-          file=out)  # fmt: skip
+    produced = f", {len(config.produce)} produced tag(s)" if config.produce else ""
+    print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)"
+          f"{produced}", file=out)  # fmt: skip
     for plc in config.plcs:
         names = ", ".join(t.name if t.alias is None else f"{t.name} as {t.alias}" for t in plc.tags)
         print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
+    for spec, where in config.produce:
+        served = (where.local_address or (where.interface and f"interface {where.interface}")
+                  or f"the local address routing to {where.consumer_address}")
+        print(f"  produce {spec.name} ({spec.type}, at most {spec.max_consumers} consumer(s)) on"
+              f" TCP {config.worker.tcp_port} of {served}", file=out)  # fmt: skip
     for group in groups:
-        print(f"  worker {group.name}: {', '.join(group.plcs)}", file=out)
+        served_here = [*group.plcs, *(f"produce {s.name}" for s in group.produce)]
+        print(f"  worker {group.name}: {', '.join(served_here)}", file=out)
     schemas = sink_schemas()
     for sink in config.sinks:
         where = schemas[sink.kind].where(sink.options)
