@@ -142,9 +142,9 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
     for plc in config.plcs:
         names = ", ".join(t.name if t.alias is None else f"{t.name} as {t.alias}" for t in plc.tags)
         print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
-    for spec, where in config.produce:
-        served = (where.local_address or (where.interface and f"interface {where.interface}")
-                  or f"the local address routing to {where.consumer_address}")
+    for spec, placed in config.produce:
+        served = (placed.local_address or (placed.interface and f"interface {placed.interface}")
+                  or f"the local address routing to {placed.consumer_address}")
         print(f"  produce {spec.name} ({spec.type}, at most {spec.max_consumers} consumer(s)) on"
               f" TCP {config.worker.tcp_port} of {served}", file=out)  # fmt: skip
     for group in groups:
