@@ -63,33 +63,26 @@ def is_local_address(address: str) -> bool:
 def local_address_warnings(
     config: Config, path: str, is_local: Callable[[str], bool] | None = None
 ) -> list[ConfigIssue]:
-    """One issue per PLC whose explicit ``local_address`` this host does not have
-    (``is_local`` defaults to ``is_local_address``)."""
+    """One issue per PLC or produced tag whose explicit ``local_address`` this host does not
+    have (``is_local`` defaults to ``is_local_address``)."""
     from pyconpro.acquisition.config import ConfigIssue
 
     is_local = is_local or is_local_address
+    # (key, the address given, what cannot run here, what else to do)
+    given = [(f"plc[{i}]", plc.local_address, f"the worker for PLC {plc.name!r} cannot start",
+              "remove local_address") for i, plc in enumerate(config.plcs)]
+    given += [(f"produce[{i}]", placed.local_address, f"no worker can produce {spec.name!r}",
+               "give consumer_address instead") for i, (spec, placed) in enumerate(config.produce)]
     issues = []
-    for i, plc in enumerate(config.plcs):
-        if plc.local_address is None or is_local(plc.local_address):
+    for entry, address, what, other in given:
+        if address is None or is_local(address):
             continue
-        key = f"plc[{i}].local_address"
+        key = f"{entry}.local_address"
         issues.append(ConfigIssue(
             path, key, config.key_lines.get(key),
-            f"{plc.local_address} is not an address of this host, so the worker for PLC "
-            f"{plc.name!r} cannot start here",
+            f"{address} is not an address of this host, so {what} here",
             "if the file is for another machine that is fine, otherwise use one of this host's "
-            "addresses (`ip -4 addr`) or remove local_address",
-        ))  # fmt: skip
-    for i, (spec, where) in enumerate(config.produce):
-        if where.local_address is None or is_local(where.local_address):
-            continue
-        key = f"produce[{i}].local_address"
-        issues.append(ConfigIssue(
-            path, key, config.key_lines.get(key),
-            f"{where.local_address} is not an address of this host, so no worker here can"
-            f" produce {spec.name!r}",
-            "if the file is for another machine that is fine, otherwise use one of this host's "
-            "addresses (`ip -4 addr`), or give consumer_address instead",
+            f"addresses (`ip -4 addr`) or {other}",
         ))  # fmt: skip
     return issues
 

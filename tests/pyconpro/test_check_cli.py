@@ -261,6 +261,6 @@ def test_a_produce_local_address_not_on_this_host_is_a_warning(tmp_path: Path) -
                                                 lambda a: a != "10.99.0.1")  # fmt: skip
     assert [str(w) for w in warnings] == [
         f"{cfg}:4: produce[0].local_address: 10.99.0.1 is not an address of this host, so no"
-        " worker here can produce 'PcCounter'; if the file is for another machine that is fine,"
-        " otherwise use one of this host's addresses (`ip -4 addr`), or give consumer_address"
+        " worker can produce 'PcCounter' here; if the file is for another machine that is fine,"
+        " otherwise use one of this host's addresses (`ip -4 addr`) or give consumer_address"
         " instead"]
