@@ -769,7 +769,8 @@ def _local_address(
                     keylines.find(key),
                     f"cannot find the local address for {what} ({target}): {exc}",
                     "check the interface is up and a route exists (`ip route get "
-                    f"{remote}`), or set local_address for this entry",
+                    f"{remote}`), or set local_address for this"
+                    f" {'PLC' if key.startswith('plc') else 'produced tag'}",
                 )
             ]
         ) from exc

@@ -34,8 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-from pyconpro.acquisition import cip, cpf, encap, epath
+from pyconpro.acquisition import cpf, encap, epath
 from pyconpro.acquisition.encap import Command
+from pyconpro.acquisition.encap_server import (
+    Sessions,
+    connection_manager_request,
+    discovery_reply,
+    embedded_cm_reply,
+    reply,
+)
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder, compile_encoder
 from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT, LogixController
@@ -342,8 +349,6 @@ class CloseClient:
 ProduceOutput = SendTcp | CloseClient | SendDatagram | CloseSession | TargetEvent
 """What ``ProducerEndpoint.take_outputs()`` returns."""
 
-_CM_SERVICES = (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN, cip.Service.FORWARD_CLOSE)
-
 
 @dataclass(slots=True, eq=False)
 class _Client:
@@ -368,12 +373,10 @@ class ProducerEndpoint:
         self.tags = tags
         self.options = options
         self.tcp_port = tcp_port
-        self.max_sessions = max_sessions
         self.target = ProducerTarget(tags, options)
         self.controller = LogixController(tags, options.slot, cm_handler=self._cm_embedded)
         self._clients: dict[int, _Client] = {}
-        self._sessions: dict[int, int] = {}  # session handle -> client
-        self._next_session = max(first_session, 1) - 1
+        self._sessions: Sessions[int] = Sessions(max_sessions, max(first_session, 1) - 1)
         self._outputs: list[ProduceOutput] = []
         self._embedded: tuple[str, int, float] = ("0.0.0.0", 0, 0.0)
         self.counters: dict[str, int] = {
@@ -417,7 +420,7 @@ class ProducerEndpoint:
         (class-1 ones stay until Forward_Close or their watchdog, protocol.md 2.4)."""
         c = self._clients.pop(client, None)
         if c is not None and c.session:
-            self._sessions.pop(c.session, None)
+            self._sessions.drop(c.session)
             self.target.session_closed(c.session, now)
 
     def receive(self, client: int, data: bytes, now: float) -> None:
@@ -453,7 +456,13 @@ class ProducerEndpoint:
         if found is not None:
             return found
         if cmd == Command.REGISTER_SESSION:
-            return self._register(client, c, pkt)
+            got = self._sessions.register(pkt, c.session, client)
+            if got.error:
+                self.counters["encap_errors"] += 1
+            if got.session:
+                c.session = got.session
+                self.counters["sessions"] += 1
+            return got.answer
         if cmd == Command.UNREGISTER_SESSION:
             if c.session and pkt.session == c.session:
                 self._outputs.append(CloseClient(client))
@@ -466,7 +475,7 @@ class ProducerEndpoint:
         try:
             send = encap.SendData.decode(pkt.data)
             if cmd == Command.SEND_RR_DATA:
-                return _reply(pkt, self._unconnected(c, send, now))
+                return reply(pkt, self._unconnected(c, send, now))
             conn_id, seq, message = send.connected()
         except MalformedPacket:
             return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
@@ -474,42 +483,14 @@ class ProducerEndpoint:
                                                self._explicit_connected)
         if result is None:
             return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
-        return _reply(pkt, encap.send_unit_data(result[0], seq, result[1]))
+        return reply(pkt, encap.send_unit_data(result[0], seq, result[1]))
 
     def _discovery(self, pkt: encap.EncapsulationPacket, address: str) -> bytes | None:
-        if pkt.command == Command.LIST_IDENTITY:
-            return _reply(pkt, cpf.encode_items([self.identity_item(address)]))
-        if pkt.command == Command.LIST_SERVICES:
-            return _reply(pkt, cpf.encode_items([cpf.ServicesItem()]))
-        if pkt.command == Command.LIST_INTERFACES:
-            return _reply(pkt, cpf.encode_items([]))
-        return None
-
-    def _register(self, client: int, c: _Client, pkt: encap.EncapsulationPacket) -> bytes:
-        try:
-            body = encap.RegisterSessionData.decode(pkt.data)
-        except MalformedPacket:
-            return self._error(pkt, EncapsulationStatus.INVALID_LENGTH)
-        if body.protocol_version != 1 or body.options != 0:
-            return self._error(pkt, EncapsulationStatus.UNSUPPORTED_PROTOCOL_VERSION)
-        if c.session:
-            self.counters["encap_errors"] += 1
-            return _reply(pkt, pkt.data, session=c.session,
-                          status=EncapsulationStatus.INVALID_COMMAND)
-        if len(self._sessions) >= self.max_sessions:
-            return _reply(pkt, b"", session=0, status=EncapsulationStatus.INSUFFICIENT_MEMORY)
-        while True:
-            self._next_session = self._next_session % 0xFFFF_FFFF + 1
-            if self._next_session not in self._sessions:
-                break
-        c.session = self._next_session
-        self._sessions[c.session] = client
-        self.counters["sessions"] += 1
-        return _reply(pkt, pkt.data, session=c.session)
+        return discovery_reply(pkt, self.identity_item(address))
 
     def _error(self, pkt: encap.EncapsulationPacket, status: int) -> bytes:
         self.counters["encap_errors"] += 1
-        return _reply(pkt, b"", status=status)
+        return reply(pkt, status=status)
 
     # ------------------------------------------------------------------ CIP
 
@@ -517,15 +498,11 @@ class ProducerEndpoint:
         """SendRRData: a Connection Manager request to the target (with the CPF items after
         the unconnected data item), anything else to the controller model."""
         message = send.unconnected()
-        try:
-            request: cip.Request | None = cip.Request.decode(message)
-        except MalformedPacket:
-            request = None
-        if (request is not None and request.path == epath.CONNECTION_MANAGER_PATH
-                and request.service in _CM_SERVICES):
-            reply, items = self.target.handle_cm(request, c.peer_ip, c.session, now,
-                                                 send.items[2:])
-            return encap.send_rr_data(reply.encode(), items)
+        request = connection_manager_request(message)
+        if request is not None:
+            cm_reply, items = self.target.handle_cm(request, c.peer_ip, c.session, now,
+                                                    send.items[2:])
+            return encap.send_rr_data(cm_reply.encode(), items)
         self.counters["explicit_requests"] += 1
         self._embedded = (c.peer_ip, c.session, now)
         answer = self.controller.handle(message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
@@ -539,12 +516,7 @@ class ProducerEndpoint:
     def _cm_embedded(self, message: bytes) -> bytes:
         """A Connection Manager request that arrived inside Unconnected_Send."""
         peer, session, now = self._embedded
-        try:
-            request = cip.Request.decode(message)
-        except MalformedPacket:
-            return cip.Reply(message[0] & 0x7F if message else 0, 0x13).encode()
-        reply, _ = self.target.handle_cm(request, peer, session, now)
-        return reply.encode()
+        return embedded_cm_reply(self.target, message, peer, session, now)
 
     # ------------------------------------------------------------------ values
 
@@ -583,12 +555,6 @@ class ProducerEndpoint:
             "target": self.target.counters.as_dict(),
             "endpoint": dict(self.counters, sessions_open=len(self._sessions)),
         }
-
-
-def _reply(pkt: encap.EncapsulationPacket, data: bytes = b"", *, session: int | None = None,
-           status: int = 0) -> bytes:
-    return encap.EncapsulationPacket(pkt.command, data, pkt.session if session is None else
-                                     session, status, pkt.context, pkt.options).encode()
 
 
 def decode_feed(frames: Sequence[bytes]) -> tuple[str, Any]:

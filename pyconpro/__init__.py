@@ -17,6 +17,7 @@ __all__ = [
     "ConsumerHint",
     "DatasizeError",
     "PleaseResetError",
+    "Producer",
     "TagSample",
     "__version__",
 ]
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         ConsumerHint,
         DatasizeError,
         PleaseResetError,
+        Producer,
         TagSample,
     )
 

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -46,6 +46,7 @@ import zmq
 
 from pyconpro.acquisition import control, wire
 from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
+from pyconpro.acquisition.produce import MAX_CONSUMERS_DEFAULT, RPI_MAX_US_DEFAULT, ProduceSpec
 from pyconpro.workers.process import SpawnError, describe_status, json_ready, spawn
 
 log = logging.getLogger("pyconpro.api")
@@ -114,7 +115,7 @@ class _Worker:
     """
 
     def __init__(self, ctx: zmq.Context[Any], local_address: str, udp_port: int,
-                 log_level: str, start_timeout: float) -> None:
+                 log_level: str, start_timeout: float, tcp_port: int = 44818) -> None:
         self.local_address = local_address
         self._ctx = ctx
         self._lock = threading.Lock()  # before anything can fail: stop()/kill() use it
@@ -124,7 +125,8 @@ class _Worker:
                "--udp-port", str(udp_port), "--pub", "tcp://127.0.0.1:0",
                "--control", "tcp://127.0.0.1:0", "--stats-interval", "0",
                "--name", f"api-{os.getpid()}-{local_address}", "--log-level", log_level,
-               "--udp-port-hint", _UDP_PORT_HINT, "--recorder-log-level", "DEBUG"]
+               "--udp-port-hint", _UDP_PORT_HINT, "--recorder-log-level", "DEBUG",
+               "--tcp-port", str(tcp_port)]  # its EtherNet/IP server, once it produces a tag
         try:
             # stderr is ours: the worker's error is on it, above the exception
             self.proc = spawn(cmd, ready=json_ready, ready_timeout_s=start_timeout,
@@ -270,18 +272,21 @@ class Connection:
     ``udp_port`` is the local class-1 port the workers bind (2222 like a Logix consumer; 0 =
     any free port, useful next to another consumer on the same host). Environment variable
     ``PYCONPRO_UDP_PORT`` changes the default. ``local_address`` forces the interface (default:
-    the one the OS routes each PLC through).
+    the one the OS routes each PLC through). ``tcp_port`` is where a worker that produces tags
+    (``addProducer``) serves the consuming controllers' Forward_Opens (44818; 0 = any free port).
     """
 
     def __init__(self, *, udp_port: int | None = None, local_address: str | None = None,
                  start_timeout: float = DEFAULT_START_TIMEOUT,
-                 log_level: str = "WARNING") -> None:
+                 log_level: str = "WARNING", tcp_port: int = 44818) -> None:
         env_port = os.environ.get("PYCONPRO_UDP_PORT")
         self.udp_port = udp_port if udp_port is not None else int(env_port or 2222)
+        self.tcp_port = tcp_port
         self.local_address = local_address or os.environ.get("PYCONPRO_LOCAL_ADDRESS") or None
         self.start_timeout = start_timeout
         self.log_level = log_level
         self.plcs: list[PLC] = []
+        self.producers: list[Producer] = []
         self._ctx: zmq.Context[Any] | None = None
         self._dispatcher: _Dispatcher | None = None
         self._workers: dict[str, _Worker] = {}
@@ -307,6 +312,36 @@ class Connection:
         plc = PLC(self, ip, slot, port=port, udp_port=udp_port, name=name)
         self.plcs.append(plc)
         return plc
+
+    def addProducer(self, name: str, type: str, *, members: Sequence[tuple[str, str]] = (),
+                    max_consumers: int = MAX_CONSUMERS_DEFAULT, rpi_min_ms: float = 1.0,
+                    rpi_max_ms: float = RPI_MAX_US_DEFAULT / 1000,
+                    consumer_address: str | None = None,
+                    local_address: str | None = None) -> Producer:
+        """Produce tag ``name`` for Logix controllers that consume it (docs/api.md "Producing
+        tags"): served at once by the worker of the interface the consuming controller
+        reaches (``consumer_address``; or ``local_address``, or the Connection's), zeros until
+        the first ``set``. ``type``: ``DINT``, ``REAL[4]``, ``STRING``..., or with ``members``
+        (``(name, type)`` pairs) the name of the UDT they lay out. Raises ``UsageError`` for a
+        bad definition, ``CommError`` when the worker cannot serve it (e.g. the TCP port is
+        taken: the message names it)."""
+        if any(p.name.casefold() == name.casefold() for p in self.producers):
+            raise UsageError(f"tag {name!r} is produced already; one producer per tag")
+        spec = ProduceSpec(name, type, tuple((str(m), str(t)) for m, t in members),
+                           max_consumers, round(rpi_min_ms * 1000), round(rpi_max_ms * 1000))
+        local = local_address or self.local_address
+        if local is None:
+            if consumer_address is None:
+                raise UsageError(f"produced tag {name!r}: give consumer_address (the consuming "
+                                 "controller's address) or local_address (the PC's address "
+                                 "it reaches)")
+            from pyconpro.workers.io_worker import route_source
+
+            local = route_source(consumer_address)
+        producer = Producer(self, spec, local)
+        producer._produce_on(self._worker_at(local))
+        self.producers.append(producer)
+        return producer
 
     def Join(self, timeout: float | None = None) -> None:
         """Wait until every consumer is stopped and its connection closed at the PLC."""
@@ -338,6 +373,7 @@ class Connection:
 
     start = Start
     add_plc = addPLC
+    add_producer = addProducer
     join = Join
     close = Close
 
@@ -351,11 +387,14 @@ class Connection:
     # -- internals -------------------------------------------------------------------------
 
     def _worker_for(self, plc: PLC) -> _Worker:
-        if self._dispatcher is None:
-            raise CommError("call Connection.Start() before starting consumers")
         from pyconpro.workers.io_worker import route_source
 
-        local = self.local_address or route_source(plc.ip)
+        return self._worker_at(self.local_address or route_source(plc.ip))
+
+    def _worker_at(self, local: str) -> _Worker:
+        """The worker of local address ``local``, started when there is none (or it died)."""
+        if self._dispatcher is None:
+            raise CommError("call Connection.Start() before starting consumers or producers")
         with self._lock:
             w = self._workers.get(local)
             if w is not None and w.proc.poll() is not None:
@@ -365,9 +404,13 @@ class Connection:
                 w = None
             if w is None:
                 assert self._ctx is not None
-                w = _Worker(self._ctx, local, self.udp_port, self.log_level, self.start_timeout)
+                w = _Worker(self._ctx, local, self.udp_port, self.log_level, self.start_timeout,
+                            self.tcp_port)
                 self._workers[local] = w
                 self._dispatcher.connect(w.pub)
+                for p in self.producers:  # a replaced worker's produced tags, again
+                    if p.local_address == local:
+                        p._produce_on(w)
             return w
 
 
@@ -630,3 +673,59 @@ class Consumer:
 
     start = Start
     stop = Stop
+
+
+class Producer:
+    """A tag this PC produces for Logix consumers (``Connection.addProducer``). ``set(value)``
+    replaces the value sent: each consuming controller gets the latest one at its RPI. Should
+    the worker die, the next call starts a new one that produces the tag again, with the last
+    value set."""
+
+    def __init__(self, connection: Connection, spec: ProduceSpec, local_address: str) -> None:
+        self.connection = connection
+        self.spec = spec
+        self.name = spec.name
+        self.local_address = local_address
+        self._last: dict[str, Any] | None = None  # the last accepted set request
+
+    def set(self, value: Any) -> None:
+        """The new value: as a sample would carry it (int, float, bool, str, a list for an
+        array, a dict of members for a UDT; missing members are 0), or ``bytes``: the tag
+        image, exactly its size. Raises ``UsageError`` when it does not fit the type (the
+        previous value stays), ``CommError`` when the worker cannot be reached."""
+        request = control.SetRequest(self.name, value).to_map()
+        reply = self.connection._worker_at(self.local_address).call(request)
+        if not reply.get("ok"):
+            raise UsageError(str(reply.get("error")))
+        self._last = request
+
+    def status(self) -> dict[str, Any]:
+        """The tag as the worker reports it (docs/worker.md "Producing tags"): ``fed``,
+        ``updates``, ``rejected``, ``last_error``, ``consumers`` (peer, RPIs, heartbeats), ...,
+        ``tcp_port``: where the consuming controllers connect, and ``udp_port``: the worker's
+        class-1 port (where their heartbeats go)."""
+        worker = self.connection._worker_at(self.local_address)
+        full = worker.call(control.StatusRequest().to_map())
+        st = full.get("produce") or {}
+        tag = next((t for t in st.get("tags", [])
+                    if str(t.get("name", "")).casefold() == self.name.casefold()), None)
+        if tag is None:
+            raise CommError(f"produced tag {self.name!r}: the worker for {self.local_address}"
+                            " does not produce it")
+        return {**tag, "tcp_port": st.get("tcp_port"), "udp_port": full.get("udp_port")}
+
+    @property
+    def tcp_port(self) -> int:
+        """The TCP port the consuming controllers open their connection on."""
+        return int(self.status()["tcp_port"])
+
+    def _produce_on(self, worker: _Worker) -> None:
+        """Produce this tag on ``worker`` (a new one), with the last value set."""
+        for request in (control.ProduceRequest(self.spec).to_map(), self._last):
+            if request is not None:
+                reply = worker.call(request)
+                if not reply.get("ok"):
+                    raise CommError(f"produced tag {self.name!r}: {reply.get('error')}")
+
+    Set = set
+    Status = status

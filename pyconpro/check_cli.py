@@ -63,22 +63,26 @@ def is_local_address(address: str) -> bool:
 def local_address_warnings(
     config: Config, path: str, is_local: Callable[[str], bool] | None = None
 ) -> list[ConfigIssue]:
-    """One issue per PLC whose explicit ``local_address`` this host does not have
-    (``is_local`` defaults to ``is_local_address``)."""
+    """One issue per PLC or produced tag whose explicit ``local_address`` this host does not
+    have (``is_local`` defaults to ``is_local_address``)."""
     from pyconpro.acquisition.config import ConfigIssue
 
     is_local = is_local or is_local_address
+    # (key, the address given, what cannot run here, what else to do)
+    given = [(f"plc[{i}]", plc.local_address, f"the worker for PLC {plc.name!r} cannot start",
+              "remove local_address") for i, plc in enumerate(config.plcs)]
+    given += [(f"produce[{i}]", placed.local_address, f"no worker can produce {spec.name!r}",
+               "give consumer_address instead") for i, (spec, placed) in enumerate(config.produce)]
     issues = []
-    for i, plc in enumerate(config.plcs):
-        if plc.local_address is None or is_local(plc.local_address):
+    for entry, address, what, other in given:
+        if address is None or is_local(address):
             continue
-        key = f"plc[{i}].local_address"
+        key = f"{entry}.local_address"
         issues.append(ConfigIssue(
             path, key, config.key_lines.get(key),
-            f"{plc.local_address} is not an address of this host, so the worker for PLC "
-            f"{plc.name!r} cannot start here",
+            f"{address} is not an address of this host, so {what} here",
             "if the file is for another machine that is fine, otherwise use one of this host's "
-            "addresses (`ip -4 addr`) or remove local_address",
+            f"addresses (`ip -4 addr`) or {other}",
         ))  # fmt: skip
     return issues
 
@@ -125,13 +129,20 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
     from pyconpro.workers.supervisor import supervisor_control_endpoint
 
     tags = sum(len(p.tags) for p in config.plcs)
-    print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)",
-          file=out)  # fmt: skip
+    produced = f", {len(config.produce)} produced tag(s)" if config.produce else ""
+    print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)"
+          f"{produced}", file=out)  # fmt: skip
     for plc in config.plcs:
         names = ", ".join(t.name if t.alias is None else f"{t.name} as {t.alias}" for t in plc.tags)
         print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
+    for spec, placed in config.produce:
+        served = (placed.local_address or (placed.interface and f"interface {placed.interface}")
+                  or f"the local address routing to {placed.consumer_address}")
+        print(f"  produce {spec.name} ({spec.type}, at most {spec.max_consumers} consumer(s)) on"
+              f" TCP {config.worker.tcp_port} of {served}", file=out)  # fmt: skip
     for group in groups:
-        print(f"  worker {group.name}: {', '.join(group.plcs)}", file=out)
+        served_here = [*group.plcs, *(f"produce {s.name}" for s in group.produce)]
+        print(f"  worker {group.name}: {', '.join(served_here)}", file=out)
     schemas = sink_schemas()
     for sink in config.sinks:
         where = schemas[sink.kind].where(sink.options)

@@ -8,7 +8,9 @@ sink's output (writing, or retrying with the cause and the fix; records written,
 memory and dropped), every
 worker's PLC sessions, and every consumer (PLC/tag) with its connection state, samples/s,
 samples, CIP gaps, outages (interruptions of its data) and the samples they cost, timeouts, the
-worker's drop counters, and the last error seen for that tag.
+worker's drop counters, and the last error seen for that tag; and the tags a worker produces
+(``[[produce]]``): its EtherNet/IP server, who feeds each tag (or that zeros go out), its
+consumers and the last refused value.
 Refreshes every ``--interval`` seconds until Ctrl-C; ``--once`` prints one screen and exits;
 ``--json`` prints the raw status map (docs/operations.md describes it).
 
@@ -228,7 +230,41 @@ def render(st: dict[str, Any], width: int = 160, now_ns: int | None = None) -> s
             lines += ["  " + x for x in _table(
                 rows, ["TAG", "STATE", "TYPE", "RATE/s", "SAMPLES", "GAPS", "OUTAGES", "MISSED",
                        "TIMEOUTS", "REJECTS", "LAST ERROR"])]  # fmt: skip
+        lines += _produce_lines(w.get("produce"), w.get("local_address"), width)
     return "\n".join(lines)
+
+
+def _produce_lines(p: Any, address: Any, width: int) -> list[str]:
+    """The tags a worker produces (docs/worker.md "Producing tags"): its EtherNet/IP server,
+    then per tag who feeds it (or that zeros go out) and its consumers."""
+    if not isinstance(p, dict):
+        return []
+    t = p.get("target") or {}
+    rejects = ", ".join(f"{k} x{v}" for k, v in (t.get("reject_codes") or {}).items())
+    lines = [f"  producing on TCP {address}:{p.get('tcp_port')}  forward_opens"
+             f" {t.get('forward_opens', 0)}  rejects {t.get('rejects', 0)}"
+             f"{f' ({rejects})' if rejects else ''}  timeouts {t.get('timeouts', 0)}"]
+    rows = []
+    for tag in p.get("tags") or []:
+        if tag.get("fed"):
+            fed = f"{tag.get('source')} {_fmt_s(tag.get('age_s'))} ago"
+        else:
+            fed = "NO: sending zeros"
+        consumers = tag.get("consumers") or []
+        peers = " ".join(
+            f"{c.get('peer')}@{(c.get('rpi_us') or 0) / 1000:g}ms"
+            f"{' mcast' if c.get('multicast') else ''}" for c in consumers)
+        rows.append([
+            str(tag.get("name", "?")), str(tag.get("type", "?")), fed,
+            str(tag.get("updates", 0)), str(tag.get("rejected", 0)),
+            f"{len(consumers)}/{tag.get('max_consumers', '?')}", peers or "-",
+            _clip(str(tag.get("last_error") or ""), max(30, width - 100)),
+        ])  # fmt: skip
+    if rows:
+        lines += ["  " + x for x in _table(
+            rows, ["PRODUCED", "TYPE", "FED", "UPDATES", "REJECTED", "CONSUMERS", "PEERS",
+                   "LAST ERROR"])]  # fmt: skip
+    return lines
 
 
 def _sink_lines(sinks: dict[str, Any]) -> list[str]:

@@ -46,8 +46,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from pyconpro.acquisition import cip, cpf, encap, epath
+from pyconpro.acquisition import cpf, encap
 from pyconpro.acquisition.encap import Command
+from pyconpro.acquisition.encap_server import (
+    Sessions,
+    connection_manager_request,
+    discovery_reply,
+    embedded_cm_reply,
+    reply,
+)
 from pyconpro.acquisition.errors import MalformedPacket
 from pyconpro.acquisition.logix_controller import UNCONNECTED_REPLY_LIMIT
 from pyconpro.acquisition.status import EncapsulationStatus
@@ -76,7 +83,6 @@ _SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 _RECORD_RCVBUF = 4 * 1024 * 1024  # bytes asked while recording: no record lost to a short stall
-_CM_SERVICES = (cip.Service.FORWARD_OPEN, cip.Service.LARGE_FORWARD_OPEN, cip.Service.FORWARD_CLOSE)
 
 
 class ControllerModel(Protocol):
@@ -148,8 +154,8 @@ class SimulatorServer:
         self.counters = ServerCounters()
         self.selector = selectors.DefaultSelector()
         self._clients: dict[socket.socket, _Client] = {}
-        self._sessions: dict[int, _Client] = {}
-        self._next_session = self.rng.randrange(1, 0x7FFF_0000)
+        self._sessions: Sessions[_Client] = Sessions(config.max_sessions,
+                                                      self.rng.randrange(1, 0x7FFF_0000))
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._stop = False
@@ -371,23 +377,23 @@ class SimulatorServer:
                 pkt = encap.EncapsulationPacket.decode(data)
             except MalformedPacket:
                 continue
-            reply = self._discovery_reply(pkt)
-            if reply is None:
-                reply = self._error(pkt, EncapsulationStatus.INVALID_COMMAND)
+            answer = self._discovery_reply(pkt)
+            if answer is None:
+                answer = self._error(pkt, EncapsulationStatus.INVALID_COMMAND)
             if pkt.command == Command.LIST_IDENTITY and self.config.udp_identity_delay:
                 # protocol.md 2.5: random delay in [0, max); max from the context, 0 = 2000 ms,
                 # values 1..499 are raised to 500 ms.
                 max_ms = pkt.context[0] | (pkt.context[1] << 8)
                 max_ms = 2000 if max_ms == 0 else max(max_ms, 500)
                 delay = self.rng.uniform(0, max_ms / 1000.0)
-                self.call_later(delay, functools.partial(self._udp_reply, reply, src))
+                self.call_later(delay, functools.partial(self._udp_reply, answer, src))
             else:
-                self._udp_reply(reply, src)
+                self._udp_reply(answer, src)
 
-    def _udp_reply(self, reply: bytes, dest: tuple[str, int]) -> None:
+    def _udp_reply(self, data: bytes, dest: tuple[str, int]) -> None:
         assert self._udp_encap is not None
         try:
-            self._udp_encap.sendto(reply, dest)
+            self._udp_encap.sendto(data, dest)
         except OSError:
             self.counters.send_errors += 1
 
@@ -483,7 +489,7 @@ class SimulatorServer:
         client.sock.close()
         self.counters.tcp_closed += 1
         if client.session:
-            self._sessions.pop(client.session, None)
+            self._sessions.drop(client.session)
             self.target.session_closed(client.session, self.clock())
         log.info(
             "tcp closed peer=%s:%d session=%#x (%s)",
@@ -496,26 +502,9 @@ class SimulatorServer:
 
     # ------------------------------------------------------------------ encapsulation
 
-    @staticmethod
-    def _reply(
-        pkt: encap.EncapsulationPacket,
-        data: bytes = b"",
-        *,
-        session: int | None = None,
-        status: int = 0,
-    ) -> bytes:
-        return encap.EncapsulationPacket(
-            pkt.command,
-            data,
-            pkt.session if session is None else session,
-            status,
-            pkt.context,
-            pkt.options,
-        ).encode()
-
     def _error(self, pkt: encap.EncapsulationPacket, status: int) -> bytes:
         self.counters.encap_errors += 1
-        return self._reply(pkt, b"", status=status)
+        return reply(pkt, status=status)
 
     def _identity_item(self) -> cpf.IdentityItem:
         ident = getattr(self.store, "identity", None)
@@ -529,13 +518,7 @@ class SimulatorServer:
         )
 
     def _discovery_reply(self, pkt: encap.EncapsulationPacket) -> bytes | None:
-        if pkt.command == Command.LIST_IDENTITY:
-            return self._reply(pkt, cpf.encode_items([self._identity_item()]))
-        if pkt.command == Command.LIST_SERVICES:
-            return self._reply(pkt, cpf.encode_items([cpf.ServicesItem()]))
-        if pkt.command == Command.LIST_INTERFACES:
-            return self._reply(pkt, cpf.encode_items([]))
-        return None
+        return discovery_reply(pkt, self._identity_item())
 
     def _handle_tcp(
         self, client: _Client, pkt: encap.EncapsulationPacket, now: float
@@ -567,34 +550,18 @@ class SimulatorServer:
         return self._error(pkt, EncapsulationStatus.INVALID_COMMAND)
 
     def _register(self, client: _Client, pkt: encap.EncapsulationPacket) -> bytes:
-        try:
-            body = encap.RegisterSessionData.decode(pkt.data)
-        except MalformedPacket:
-            return self._error(pkt, EncapsulationStatus.INVALID_LENGTH)
-        if body.protocol_version != 1 or body.options != 0:
-            return self._error(pkt, EncapsulationStatus.UNSUPPORTED_PROTOCOL_VERSION)
-        if client.session:
+        got = self._sessions.register(pkt, client.session, client,
+                                      refuse=self.faults.settings.refuse_register)
+        if got.error:
             self.counters.encap_errors += 1
-            return self._reply(
-                pkt, pkt.data, session=client.session, status=EncapsulationStatus.INVALID_COMMAND
-            )
-        if self.faults.settings.refuse_register or len(self._sessions) >= self.config.max_sessions:
+        if got.refused:
             log.info("register refused peer=%s:%d", client.peer[0], client.peer[1])
-            return self._reply(pkt, b"", session=0, status=EncapsulationStatus.INSUFFICIENT_MEMORY)
-        handle = self._new_session()
-        client.session = handle
-        self._sessions[handle] = client
-        self.counters.sessions_registered += 1
-        log.info(
-            "session registered peer=%s:%d session=%#x", client.peer[0], client.peer[1], handle
-        )
-        return self._reply(pkt, pkt.data, session=handle)
-
-    def _new_session(self) -> int:
-        while True:
-            self._next_session = (self._next_session % 0xFFFF_FFFF) + 1
-            if self._next_session not in self._sessions:
-                return self._next_session
+        if got.session:
+            client.session = got.session
+            self.counters.sessions_registered += 1
+            log.info("session registered peer=%s:%d session=%#x", client.peer[0],
+                     client.peer[1], got.session)  # fmt: skip
+        return got.answer
 
     def _send_rr_data(
         self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData, now: float
@@ -603,28 +570,19 @@ class SimulatorServer:
             message = send.unconnected()
         except MalformedPacket:
             return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
-        extra = send.items[2:]
         items: tuple[cpf.Item, ...] = ()
-        request = None
-        try:
-            request = cip.Request.decode(message)
-        except MalformedPacket:
-            pass
-        if (
-            request is not None
-            and request.path == epath.CONNECTION_MANAGER_PATH
-            and request.service in _CM_SERVICES
-        ):
-            reply, items = self.target.handle_cm(
-                request, client.peer[0], client.session, now, extra
+        request = connection_manager_request(message)
+        if request is not None:
+            cm_reply, items = self.target.handle_cm(
+                request, client.peer[0], client.session, now, send.items[2:]
             )
-            answer = reply.encode()
+            answer = cm_reply.encode()
         else:
             self._cm_context = (client.peer[0], client.session, now)
             # Unconnected replies are limited like a Logix UCMM reply (about 500 bytes).
             answer = self._listing_fault(message) or self.controller.handle(
                 message, now, reply_limit=UNCONNECTED_REPLY_LIMIT)
-        return self._reply(pkt, encap.send_rr_data(answer, items))
+        return reply(pkt, encap.send_rr_data(answer, items))
 
     def _listing_fault(self, message: bytes) -> bytes | None:
         """The endless symbol listing (fault ``endless_listing``) in place of the controller's."""
@@ -634,12 +592,7 @@ class SimulatorServer:
     def _cm_from_controller(self, message: bytes) -> bytes:
         """A Connection Manager request that arrived inside Unconnected_Send."""
         peer, session, now = self._cm_context
-        try:
-            request = cip.Request.decode(message)
-        except MalformedPacket:
-            return cip.Reply(message[0] & 0x7F if message else 0, 0x13).encode()
-        reply, _ = self.target.handle_cm(request, peer, session, now)
-        return reply.encode()
+        return embedded_cm_reply(self.target, message, peer, session, now)
 
     def _send_unit_data(
         self, client: _Client, pkt: encap.EncapsulationPacket, send: encap.SendData, now: float
@@ -660,7 +613,7 @@ class SimulatorServer:
             # No such class-3 connection on this session (closed, timed out, restarted).
             return self._error(pkt, EncapsulationStatus.INCORRECT_DATA)
         to_id, answer = result
-        return self._reply(pkt, encap.send_unit_data(to_id, seq, answer))
+        return reply(pkt, encap.send_unit_data(to_id, seq, answer))
 
     # ------------------------------------------------------------------ run-time control
 

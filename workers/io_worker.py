@@ -100,6 +100,7 @@ from pyconpro.workers.control_socket import answer_waiting
 from pyconpro.workers.forwarder import connectable
 from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 from pyconpro.workers.logfmt import LOG_FORMAT
+from pyconpro.workers.netif import address_netmask
 from pyconpro.workers.produce_server import DEFAULT_TCP_PORT, ProduceServer
 
 log = logging.getLogger("pyconpro.io_worker")
@@ -625,8 +626,12 @@ class IoWorker:
 
     def _open_producer(self) -> None:
         assert self.udp is not None and self.ctx is not None and self.guard is not None
+        netmask = address_netmask(self.opt.local_address)
+        if netmask is None:
+            log.warning("%s: the netmask of %s is unknown: multicast consumers of the produced"
+                        " tags are accepted from any subnet", self.name, self.opt.local_address)
         server = ProduceServer(self.opt.local_address, self.opt.tcp_port, self.udp_port,
-                               self._send_produced, self._clock)
+                               self._send_produced, self._clock, netmask)
         server.open()
         self.producer = server
         # Multicast T->O leaves through this interface, TTL 1 (protocol.md 6.7).
@@ -1536,7 +1541,11 @@ class IoWorker:
         return control.StopReply()
 
     def _control_produce(self, req: control.ProduceRequest, now: float) -> control.Reply:
-        tag = self.add_produced(req.spec, now)
+        try:
+            tag = self.add_produced(req.spec, now)
+        except OSError as exc:  # the listener cannot be opened: the message names the port
+            self.counters["control_errors"] += 1
+            return control.ErrorReply(str(exc))
         return control.ProducedReply(tag.status(now))
 
     def _control_set(self, req: control.SetRequest, now: float) -> control.Reply:

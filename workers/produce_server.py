@@ -52,13 +52,16 @@ class ProduceServer:
         udp_port: int,
         send_datagram: Callable[[bytes, tuple[str, int]], None],
         clock: Callable[[], float],
+        netmask: str | None = None,
     ) -> None:
         self.local_address = local_address
         self._send_datagram = send_datagram
         self._clock = clock
-        # Multicast consumers are believed on any subnet (no netmask is known here): TTL 1
-        # keeps the data on the link, so an off-subnet consumer must ask for unicast.
-        options = TargetOptions(address=local_address, netmask="0.0.0.0", udp_port=udp_port)
+        # The interface's netmask (workers/netif.py): a multicast consumer from off this
+        # subnet is refused with 0x0813 (TTL 1 keeps the data on the link; it must ask for
+        # unicast). Unknown: believed on any subnet.
+        self.netmask = netmask or "0.0.0.0"
+        options = TargetOptions(address=local_address, netmask=self.netmask, udp_port=udp_port)
         self.endpoint = ProducerEndpoint(ProducedTags(), options, tcp_port=tcp_port)
         self._wanted_port = tcp_port
         self.tcp: socket.socket | None = None
@@ -189,6 +192,7 @@ class ProduceServer:
     def status(self, now: float) -> dict[str, Any]:
         st = self.endpoint.status(now)
         st["tcp_clients"] = len(self._clients)
+        st["netmask"] = self.netmask  # multicast consumers accepted from this subnet
         st["events"] = [str(e) for e in self.events]
         return st
 

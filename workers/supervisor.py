@@ -258,6 +258,7 @@ def _pub_endpoint(config: Config, name: str) -> str:
 # What the supervisor's status repeats of each worker's own status reply (None until it came).
 _WORKER_STATUS_KEYS = (
     "local_address", "udp_port", "pub", "uptime_s", "counters", "plcs", "bus_subscriptions",
+    "produce",  # the tags it produces (null when none): docs/worker.md "Producing tags"
 )  # fmt: skip
 
 

@@ -138,6 +138,9 @@ def test_values_published_on_the_bus_arrive_in_order_at_the_rpi(
 def test_udt_and_api_values_and_unfed_status(worker: WorkerProcess, bus: Bus) -> None:
     before = tag_status(worker, "PcSetpoints")
     assert not before["fed"] and before["sending"].startswith("zeros")
+    # the interface's netmask (lo: 127.0.0.1/8 holds every 127.x address): multicast
+    # consumers from off that subnet would be refused with 0x0813
+    assert produce_status(worker)["netmask"] == "255.0.0.0"
     with sim() as s:
         key = consume(s, worker, "PcSetpoints", "Setpoints",
                       members=SETPOINTS["members"])

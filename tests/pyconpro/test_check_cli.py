@@ -14,6 +14,7 @@ import pytest
 from pyconpro import check_cli
 from pyconpro.check_cli import check, is_local_address
 from pyconpro.cli import main
+from pyconpro.config_file import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -231,3 +232,35 @@ def test_two_sinks_on_one_database_are_a_problem(
         'path = "second.sqlite3"',
         f"{cfg}: 1 problem; nothing was started",
     ]
+
+
+def test_produce_examples_of_readme_and_configuration_md_are_valid(tmp_path: Path) -> None:
+    """README "Feeding a Logix controller" and configuration.md "[[produce]]": each block
+    passes `pyconpro check`, which lists the produced tags."""
+    readme = (REPO / "README.md").read_text()
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    blocks = [re.search(r"## Feeding a Logix controller.*?```toml\n(.*?)```", readme, re.DOTALL),
+              re.search(r"## `\[\[produce\]\]`.*?```toml\n(.*?)```", reference, re.DOTALL)]
+    for block, name, type_ in zip(blocks, ("PcSetpoint", "PcSetpoints"), ("REAL", "Setpoints"),
+                                  strict=True):
+        assert block is not None
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(block.group(1))
+        out = io.StringIO()
+        assert check(str(cfg), resolve=False, out=out) == 0, out.getvalue()
+        lines = out.getvalue().splitlines()
+        assert lines[0].endswith("1 produced tag(s)"), lines
+        assert lines[1].startswith(f"  produce {name} ({type_}, at most "), lines
+        assert "the local address routing to 10.0.0.5" in lines[1]
+
+
+def test_a_produce_local_address_not_on_this_host_is_a_warning(tmp_path: Path) -> None:
+    cfg = tmp_path / "far.toml"
+    cfg.write_text('[[produce]]\nname = "PcCounter"\ntype = "DINT"\nlocal_address = "10.99.0.1"\n')
+    warnings = check_cli.local_address_warnings(load_config(str(cfg)), str(cfg),
+                                                lambda a: a != "10.99.0.1")  # fmt: skip
+    assert [str(w) for w in warnings] == [
+        f"{cfg}:4: produce[0].local_address: 10.99.0.1 is not an address of this host, so no"
+        " worker can produce 'PcCounter' here; if the file is for another machine that is fine,"
+        " otherwise use one of this host's addresses (`ip -4 addr`) or give consumer_address"
+        " instead"]

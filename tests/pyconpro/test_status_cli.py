@@ -224,3 +224,39 @@ def test_long_errors_end_with_an_ellipsis_and_the_header_fits_80_columns() -> No
         " ipc:///var/run/pyconpro/north-hall/line-3/bus 30 msg/s 1234 msgs forwarded 1"
         " publisher(s) last reload FAILED: the new configuration is not valid, nothing"
         " changed:").split()
+
+
+def test_produced_tags_show_who_feeds_them_and_their_consumers() -> None:
+    base: Any = STATUS
+    produce = {
+        "tcp_port": 44818,
+        "tags": [
+            {"name": "PcCounter", "type": "DINT", "fed": True, "source": "bus", "age_s": 0.4,
+             "updates": 120, "rejected": 2, "max_consumers": 2,
+             "last_error": "bus: 'fast' is not an integer",
+             "consumers": [{"peer": "10.0.0.5", "rpi_us": 20_000, "multicast": False},
+                           {"peer": "10.0.0.6", "rpi_us": 50_000, "multicast": True}]},
+            {"name": "PcSetpoints", "type": "Setpoints", "fed": False, "source": None,
+             "age_s": None, "updates": 0, "rejected": 0, "max_consumers": 1, "last_error": None,
+             "consumers": []},
+        ],
+        "target": {"forward_opens": 4, "rejects": 1, "reject_codes": {"0x01/0x031E": 1},
+                   "timeouts": 1},
+    }  # fmt: skip
+    worker = {**base["workers"]["worker-10.0.0.1"], "produce": produce}
+    text = render({**base, "workers": {"worker-10.0.0.1": worker}}, now_ns=0)
+    lines = text.splitlines()
+    assert ("  producing on TCP 10.0.0.1:44818  forward_opens 4  rejects 1 (0x01/0x031E x1)"
+            "  timeouts 1") in lines
+    header = next(x for x in lines if x.startswith("  PRODUCED"))
+    assert header.split() == ["PRODUCED", "TYPE", "FED", "UPDATES", "REJECTED", "CONSUMERS",
+                              "PEERS", "LAST", "ERROR"]  # fmt: skip
+    counter = next(x for x in lines if x.startswith("  PcCounter"))
+    assert counter.split()[:11] == ["PcCounter", "DINT", "bus", "0s", "ago", "120", "2", "2/2",
+                                    "10.0.0.5@20ms", "10.0.0.6@50ms", "mcast"]  # fmt: skip
+    assert counter.endswith("bus: 'fast' is not an integer")
+    unfed = next(x for x in lines if x.startswith("  PcSetpoints"))
+    assert unfed.split()[:8] == ["PcSetpoints", "Setpoints", "NO:", "sending", "zeros", "0", "0",
+                                 "0/1"]  # fmt: skip
+    # a worker that produces nothing has no such lines
+    assert "PRODUCED" not in render(base, now_ns=0)
