@@ -235,7 +235,10 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     log = IssueLog("consumer", "")
     t = Table(log, "consumer", m, (*KEYS, "rpi_us", "ot_rpi_us"))
     address = read_ipv4(t, "address", what=PLC_ADDRESS, required=True)
-    tag = read_tag_name(t, "tag")
+    assembly = m.get("assembly")
+    # An assembly consumer's ``tag`` is only its name, a topic segment (no Logix rules).
+    tag = (read_topic_segment(t, "tag", "assembly name", required=True) if assembly is not None
+           else read_tag_name(t, "tag"))
     plc = read_topic_segment(t, "plc", "PLC name")
     alias = read_topic_segment(t, "alias", "alias")
     source_time = read_source_time(t)
@@ -244,7 +247,6 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     ot_ms = inh.ot_rpi_ms[0]
     ot_rpi_us = (_rpi_us(t, "ot_rpi_us") if t.has("ot_rpi_us")
                  else None if ot_ms is None else round(ot_ms * 1000))
-    assembly = m.get("assembly")
     if assembly is not None and not isinstance(assembly, Mapping):
         log.error("consumer.assembly", "not a table of assembly keys",
                   "give e.g. {connection = \"input_only\", input = 100, output = 152}")
@@ -355,6 +357,7 @@ def consumer_from_spec(spec: Any) -> ConsumerDef:
         connect_timeout_s=spec.session.connect_timeout_s,
         max_in_flight=spec.session.max_in_flight,
         source_time=spec.source_time,
+        assembly=spec.assembly.assembly_map() if spec.assembly is not None else None,
     )
 
 
