@@ -697,6 +697,9 @@ class SimulatorServer:
             "server": self.counters.as_dict(),
             "faults": self.faults.settings.as_dict(),
             "fault_counters": self.faults.counters.as_dict(),
+            # Requests the Logix object model answered (tag listing, templates, the clock...),
+            # beside the Connection Manager's: what a generic adapter's client never asks.
+            "controller_requests": self.controller.requests,
             **({"assemblies": snap["assemblies"]} if "assemblies" in snap else {}),
         }
 
