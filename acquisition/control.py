@@ -478,6 +478,29 @@ class RecorderRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputRequest:
+    """The output image of an exclusive-owner assembly consumer, sent from its next O->T
+    datagram on: ``{"op": "output", "key": "io/drive", "data": <bin>}`` (or plc + tag). The
+    bus topic ``output/<plc>/<name>/`` does the same for any process; this is the API's way,
+    with an answer (a wrong size is refused with the right one)."""
+
+    OP: ClassVar[str] = "output"
+    key: str
+    data: bytes
+
+    @classmethod
+    def from_map(cls, req: Mapping[str, Any]) -> OutputRequest:
+        key, data = _key_of(req), req.get("data")
+        if not isinstance(key, str) or not isinstance(data, bytes):
+            raise UsageError("'output' needs 'key' (<plc>/<name>) and 'data' (the output image"
+                             " as bytes)")
+        return cls(key, data)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"op": self.OP, "key": self.key, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
 class StopRequest:
     """Shut down as on SIGTERM: ``{"op": "stop"}``."""
 
@@ -540,15 +563,15 @@ class SetRequest:
 
 
 Request: TypeAlias = (
-    AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest | StopRequest
-    | ProduceRequest | SetRequest
+    AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest | OutputRequest
+    | StopRequest | ProduceRequest | SetRequest
 )
 
 #: op -> request class; the order is the one error messages list the ops in.
 REQUESTS: dict[str, type[Request]] = {
     cls.OP: cls
-    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest, StopRequest,
-                ProduceRequest, SetRequest)
+    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest,
+                OutputRequest, StopRequest, ProduceRequest, SetRequest)
 }
 
 
@@ -561,8 +584,8 @@ def request_from_map(req: object) -> Request:
     cls = REQUESTS.get(req["op"])
     if cls is None:
         raise UsageError(
-            f"unknown op {req['op']!r}: use add, remove, list, status, recorder, stop, produce"
-            " or set"
+            f"unknown op {req['op']!r}: use {', '.join(list(REQUESTS)[:-1])} or"
+            f" {list(REQUESTS)[-1]}"
         )
     return cls.from_map(req)
 
