@@ -567,8 +567,9 @@ def _read_assembly(
         assembly_from_map(out.name, out.assembly_map())
     except UsageError as exc:
         problem = str(exc)
-        key = next((k for words, k in _ASSEMBLY_BLAME if words in problem and k in data), None)
-        ctx.error(t.key(key) if key is not None else path, problem,
+        blamed = next((k for words, k in _ASSEMBLY_BLAME if words in problem and k in data),
+                      None)
+        ctx.error(t.key(blamed) if blamed is not None else path, problem,
                   "see docs/assemblies.md for the keys and the device's EDS file for the values")
         return None
     return out

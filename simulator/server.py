@@ -88,6 +88,8 @@ _RECORD_RCVBUF = 4 * 1024 * 1024  # bytes asked while recording: no record lost 
 class ControllerModel(Protocol):
     """What the server needs of ``acquisition.logix_controller.LogixController``."""
 
+    requests: int  # requests it answered (status: ``controller_requests``)
+
     def handle(self, message: bytes, now: float, *, reply_limit: int | None = None) -> bytes: ...
 
 

@@ -263,11 +263,12 @@ def test_produced_tags_show_who_feeds_them_and_their_consumers() -> None:
 
 
 def test_assembly_consumers_show_their_connection_and_whether_their_output_is_fed() -> None:
-    owner = {"key": "drive1/command", "plc": "drive1", "tag": "command", "state": "RUNNING",
-             "type": None, "samples": 5, "counters": {},
-             "assembly": {"connection": "exclusive_owner",
-                          "path": "exclusive_owner input 100 output 150 config 151",
-                          "output": "not fed: sending zeros in idle mode"}}
+    owner: dict[str, Any] = {
+        "key": "drive1/command", "plc": "drive1", "tag": "command", "state": "RUNNING",
+        "type": None, "samples": 5, "counters": {},
+        "assembly": {"connection": "exclusive_owner",
+                     "path": "exclusive_owner input 100 output 150 config 151",
+                     "output": "not fed: sending zeros in idle mode"}}
     inputs = {"key": "drive1/status", "plc": "drive1", "tag": "status", "state": "RUNNING",
               "type": "Assembly_status", "samples": 9, "counters": {},
               "assembly": {"connection": "input_only",
