@@ -151,6 +151,20 @@ class AssemblySpec:
     def ot_connection_size(self, output_bytes: int) -> int:
         return class1_size(0 if self.heartbeat else output_bytes, self.ot_header)
 
+    def to_map(self) -> dict[str, Any]:
+        """This spec as an ``assembly`` map (``MAP_KEYS``; ``assembly_from_map`` reads it
+        back), without a layout."""
+        m: dict[str, Any] = {"connection": self.kind.value}
+        for key in ("input", "output", "config", "input_size", "output_size"):
+            if getattr(self, key) is not None:
+                m[key] = getattr(self, key)
+        if self.config_data:
+            m["config_data"] = self.config_data.hex()
+        if self.raw_path is not None:
+            m["path"] = self.raw_path.hex()
+        m["ot_run_idle"], m["to_run_idle"] = self.ot_run_idle, self.to_run_idle
+        return m
+
     def describe(self) -> str:
         if self.raw_path is not None:
             return f"{self.kind.value} path {self.raw_path.hex()}"

@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from pyconpro.acquisition.assembly import MAP_KEYS as ASSEMBLY_MAP_KEYS
-from pyconpro.acquisition.assembly import ConnectionKind, assembly_from_map
+from pyconpro.acquisition.assembly import AssemblySpec, ConnectionKind, assembly_from_map
 from pyconpro.acquisition.consumer_keys import (
     PLC_ADDRESS,
     Inherited,
@@ -195,41 +195,24 @@ class LayoutField:
 @dataclass(frozen=True, slots=True)
 class AssemblyConfig:
     """A ``[[plc.assembly]]``: a connection to a generic adapter's assemblies
-    (docs/assemblies.md), every inherited value resolved. The keys after ``multiplier`` are
-    those of ``acquisition.assembly.MAP_KEYS``, validated together by ``assembly_from_map``."""
+    (docs/assemblies.md), every inherited value resolved; ``spec`` holds its keys of
+    ``acquisition.assembly.MAP_KEYS`` but the layout."""
 
     name: str  # the ``<name>`` of its topics
-    connection: ConnectionKind
+    spec: AssemblySpec
     rpi_ms: float
     ot_rpi_ms: float
     multiplier: int  # factor 4..512
-    input: int | None = None
-    output: int | None = None
-    config: int | None = None
-    config_data: bytes = b""
-    path: bytes | None = None
-    input_size: int | None = None
-    output_size: int | None = None
-    ot_run_idle: bool = True
-    to_run_idle: bool = False
     layout: tuple[LayoutField, ...] = ()
 
     @property
     def exclusive_owner(self) -> bool:
         """Its O->T data is an output image read from the bus (``output/<plc>/<name>/``)."""
-        return self.connection is ConnectionKind.EXCLUSIVE_OWNER
+        return not self.spec.heartbeat
 
     def assembly_map(self) -> dict[str, Any]:
         """The ``assembly`` map of a worker's consumer definition (``assembly_from_map``)."""
-        m: dict[str, Any] = {"connection": self.connection.value}
-        for key in ("input", "output", "config", "input_size", "output_size"):
-            if getattr(self, key) is not None:
-                m[key] = getattr(self, key)
-        if self.config_data:
-            m["config_data"] = self.config_data.hex()
-        if self.path is not None:
-            m["path"] = self.path.hex()
-        m["ot_run_idle"], m["to_run_idle"] = self.ot_run_idle, self.to_run_idle
+        m = self.spec.to_map()
         if self.layout:
             m["layout"] = [{k: v for k, v in (("name", f.name), ("type", f.type),
                                               ("offset", f.offset), ("bit", f.bit))
@@ -238,8 +221,7 @@ class AssemblyConfig:
 
     def describe(self) -> str:
         """``input_only input 100 heartbeat 152 config 151`` (``pyconpro check``)."""
-        spec, _ = assembly_from_map(self.name, self.assembly_map())
-        return spec.describe()
+        return self.spec.describe()
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,13 +539,15 @@ def _read_assembly(
     if name is None or connection is None or len(ctx.issues) > before:
         return None
     rpi = inh.rpi_ms[0]
-    out = AssemblyConfig(
-        name=name, connection=ConnectionKind(connection),
-        rpi_ms=rpi, ot_rpi_ms=inh.ot_rpi_ms[0] if inh.ot_rpi_ms[0] is not None else rpi,
-        multiplier=inh.multiplier[0], config_data=config_data or b"", path=raw_path,
-        ot_run_idle=ot_run_idle, to_run_idle=to_run_idle, layout=layout, **points, **sizes,
-    )
     try:  # what needs several keys at once: sizes against the type, the layout, the path
+        out = AssemblyConfig(
+            name=name, rpi_ms=rpi,
+            ot_rpi_ms=inh.ot_rpi_ms[0] if inh.ot_rpi_ms[0] is not None else rpi,
+            multiplier=inh.multiplier[0], layout=layout,
+            spec=AssemblySpec(ConnectionKind(connection), config_data=config_data or b"",
+                              raw_path=raw_path, ot_run_idle=ot_run_idle,
+                              to_run_idle=to_run_idle, **points, **sizes),
+        )
         assembly_from_map(out.name, out.assembly_map())
     except UsageError as exc:
         problem = str(exc)
@@ -843,48 +827,32 @@ def parse_config(
 
 
 def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:
-    """The consumer definitions of every PLC, keyed by PLC name, in file order."""
-    out: dict[str, tuple[ConsumerSpec, ...]] = {}
-    for plc in config.plcs:
-        out[plc.name] = tuple(
-            ConsumerSpec(
-                plc=plc.name,
-                address=plc.address,
-                slot=plc.slot,
-                route=plc.route,
-                tag=tag.name,
-                # The Forward_Open carries RPIs as UDINT microseconds (protocol.md 5.2 / 7.5).
-                rpi_us=round(tag.rpi_ms * 1000),
-                ot_rpi_us=round(tag.ot_rpi_ms * 1000),
-                multiplier=multiplier_code(tag.multiplier),
-                multicast=tag.transport == "multicast",
-                size=tag.size,
-                alias=tag.alias,
-                udp_port=plc.udp_port,
-                session=plc.session,
-                source_time=tag.source_time,
-            )
-            for tag in plc.tags
-        ) + tuple(
-            ConsumerSpec(
-                plc=plc.name,
-                address=plc.address,
-                slot=plc.assembly_slot,
-                route=plc.route,
-                tag=a.name,
-                rpi_us=round(a.rpi_ms * 1000),
-                ot_rpi_us=round(a.ot_rpi_ms * 1000),
-                multiplier=multiplier_code(a.multiplier),
-                multicast=False,
-                size=None,
-                alias=None,
-                udp_port=plc.udp_port,
-                session=plc.session,
-                assembly=a,
-            )
-            for a in plc.assemblies
-        )
-    return out
+    """The consumer definitions of every PLC, keyed by PLC name, in file order (its tags,
+    then its assemblies)."""
+    return {plc.name: tuple(_consumer_spec(plc, entry) for entry in (*plc.tags, *plc.assemblies))
+            for plc in config.plcs}
+
+
+def _consumer_spec(plc: PlcConfig, entry: TagConfig | AssemblyConfig) -> ConsumerSpec:
+    tag = entry if isinstance(entry, TagConfig) else None
+    return ConsumerSpec(
+        plc=plc.name,
+        address=plc.address,
+        slot=plc.slot if tag is not None else plc.assembly_slot,
+        route=plc.route,
+        tag=entry.name,
+        # The Forward_Open carries RPIs as UDINT microseconds (protocol.md 5.2 / 7.5).
+        rpi_us=round(entry.rpi_ms * 1000),
+        ot_rpi_us=round(entry.ot_rpi_ms * 1000),
+        multiplier=multiplier_code(entry.multiplier),
+        multicast=tag is not None and tag.transport == "multicast",
+        size=tag.size if tag is not None else None,
+        alias=tag.alias if tag is not None else None,
+        udp_port=plc.udp_port,
+        session=plc.session,
+        source_time=tag.source_time if tag is not None else None,
+        assembly=entry if isinstance(entry, AssemblyConfig) else None,
+    )
 
 
 def group_by_local_address(

@@ -45,6 +45,7 @@ import msgpack
 import zmq
 
 from pyconpro.acquisition import control, wire
+from pyconpro.acquisition.assembly import MAP_KEYS
 from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
 from pyconpro.acquisition.produce import MAX_CONSUMERS_DEFAULT, RPI_MAX_US_DEFAULT, ProduceSpec
 from pyconpro.workers.process import SpawnError, describe_status, json_ready, spawn
@@ -114,16 +115,15 @@ class AssemblyHint:
         return self.name
 
     def assembly_map(self) -> dict[str, Any]:
-        """The ``assembly`` map of the worker's consumer definition."""
-        m: dict[str, Any] = {"connection": self.connection,
-                             "ot_run_idle": self.ot_run_idle, "to_run_idle": self.to_run_idle}
-        for key in ("input", "output", "config", "input_size", "output_size", "layout"):
-            if getattr(self, key) is not None:
-                m[key] = getattr(self, key)
-        if self.config_data:
-            m["config_data"] = bytes(self.config_data).hex()
-        if self.path is not None:
-            m["path"] = bytes(self.path).hex()
+        """The ``assembly`` map of the worker's consumer definition (its keys are this hint's
+        fields of the same names; bytes go as hex)."""
+        m: dict[str, Any] = {}
+        for key in MAP_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).hex() or None
+            if value is not None:
+                m[key] = value
         return m
 
 

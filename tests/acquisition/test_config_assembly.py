@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pyconpro.acquisition import config as cfg
 from pyconpro.acquisition import control
-from pyconpro.acquisition.assembly import MAP_KEYS, ConnectionKind, assembly_from_map
+from pyconpro.acquisition.assembly import MAP_KEYS, AssemblySpec, ConnectionKind, assembly_from_map
 from pyconpro.acquisition.config import (
     AssemblyConfig,
     Config,
@@ -84,14 +84,15 @@ def test_assembly_entries_are_typed_and_inherit_the_plc_settings() -> None:
     assert plc.tags == () and plc.assembly_slot is None
     status, command = plc.assemblies
     assert status == AssemblyConfig(
-        name="status", connection=ConnectionKind.INPUT_ONLY, rpi_ms=10.0, ot_rpi_ms=10.0,
-        multiplier=16, input=100, output=152, config=151,
+        name="status", rpi_ms=10.0, ot_rpi_ms=10.0, multiplier=16,
+        spec=AssemblySpec(ConnectionKind.INPUT_ONLY, input=100, output=152, config=151),
         layout=(LayoutField("speed", "INT"), LayoutField("fault", "BOOL")),
     )
     assert not status.exclusive_owner and command.exclusive_owner
-    assert (command.config_data, command.input_size, command.output_size) == (
+    spec = command.spec
+    assert (spec.config_data, spec.input_size, spec.output_size) == (
         bytes.fromhex("01020304"), 32, 32)
-    assert (command.multiplier, command.ot_rpi_ms, command.to_run_idle) == (32, 20.0, True)
+    assert (command.multiplier, command.ot_rpi_ms, spec.to_run_idle) == (32, 20.0, True)
     assert command.layout == (LayoutField("count", "DINT"), LayoutField("flags", "BOOL", 8, 3))
     assert command.describe() == "exclusive_owner input 100 output 150 config 151"
 
@@ -140,7 +141,7 @@ def test_tags_and_assemblies_of_one_plc_keep_their_own_slot_default() -> None:
 def test_a_raw_path_replaces_the_points() -> None:
     text = BASE.replace("  input = 100\n", '  path = "20 04 24 97 2C 98 2C 64"\n')
     [a] = parse(text).plcs[0].assemblies
-    assert a.path == bytes.fromhex("200424972C982C64")
+    assert a.spec.raw_path == bytes.fromhex("200424972C982C64")
     assert control.consumer_from_spec(consumer_specs(parse(text))["drive1"][0]).assembly == {
         "connection": "input_only", "path": "200424972c982c64", "ot_run_idle": True,
         "to_run_idle": False}
