@@ -191,20 +191,11 @@ def assembly_forward_open(
     for name, size in (("T->O", to_size), ("O->T", ot_size)):
         if size > MAX_CONNECTION_SIZE:
             raise UsageError(f"{name} connection size {size} does not fit a Forward_Open (511)")
-    p2p, sched = cm.ConnectionType.POINT_TO_POINT, cm.Priority.SCHEDULED
-    return cm.ForwardOpenRequest(
-        ot_connection_id=0,
-        to_connection_id=to_connection_id,
-        connection_serial=connection_serial,
-        vendor_id=vendor_id,
-        originator_serial=originator_serial,
-        timeout_multiplier=timeout_multiplier,
-        ot_rpi=ot_rpi_us,
-        ot_params=cm.NetworkParameters(p2p, sched, False, ot_size),
-        to_rpi=to_rpi_us,
-        to_params=cm.NetworkParameters(p2p, sched, False, to_size),
-        transport=cm.TransportTrigger(1, cm.ProductionTrigger.CYCLIC, False).to_byte(),
-        path=spec.connection_path(hops),
+    return cm.class1_forward_open(
+        ot_size=ot_size, to_size=to_size, server=False, path=spec.connection_path(hops),
+        to_rpi_us=to_rpi_us, ot_rpi_us=ot_rpi_us, timeout_multiplier=timeout_multiplier,
+        connection_serial=connection_serial, vendor_id=vendor_id,
+        originator_serial=originator_serial, to_connection_id=to_connection_id,
     )
 
 

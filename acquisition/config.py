@@ -829,8 +829,11 @@ def parse_config(
 def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:
     """The consumer definitions of every PLC, keyed by PLC name, in file order (its tags,
     then its assemblies)."""
-    return {plc.name: tuple(_consumer_spec(plc, entry) for entry in (*plc.tags, *plc.assemblies))
-            for plc in config.plcs}
+    out: dict[str, tuple[ConsumerSpec, ...]] = {}
+    for plc in config.plcs:
+        entries: tuple[TagConfig | AssemblyConfig, ...] = (*plc.tags, *plc.assemblies)
+        out[plc.name] = tuple(_consumer_spec(plc, entry) for entry in entries)
+    return out
 
 
 def _consumer_spec(plc: PlcConfig, entry: TagConfig | AssemblyConfig) -> ConsumerSpec:
