@@ -215,3 +215,16 @@ def test_every_assembly_key_is_documented() -> None:
     assert [k for k in (*cfg._ASSEMBLY_KEYS, *cfg._LAYOUT_KEYS) if f"`{k}`" not in section] == []
     assert set(cfg._ASSEMBLY_KEYS) >= set(MAP_KEYS)
     assert "`assembly`" in text.split("## `[[plc]]`", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize(("doc", "heading"), [
+    ("README.md", "## Generic adapters"),
+    ("docs/configuration.md", "## `[[plc.assembly]]`"),
+])
+def test_the_documented_examples_are_valid(doc: str, heading: str) -> None:
+    section = (ROOT / doc).read_text(encoding="utf-8").split(heading, 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    [plc] = parse(example).plcs
+    assert [(a.name, a.exclusive_owner) for a in plc.assemblies] == [
+        ("status", False), ("command", True)]
+    assert plc.assembly_slot is None and plc.assemblies[0].layout
