@@ -424,9 +424,10 @@ def plan_children(
             *worker_security_args(bus_cfg.security),
             *worker_produce_args(config, group, runtime.bus_connect),
         )  # fmt: skip
-        if any(c.assembly is not None and c.assembly.exclusive_owner for c in group.consumers):
+        if "--bus-connect" not in argv and any(
+                c.assembly is not None and c.assembly.exclusive_owner for c in group.consumers):
             # Output images of exclusive owners come from the bus (wire-format.md).
-            argv += ("--outputs", runtime.bus_connect)
+            argv += ("--bus-connect", runtime.bus_connect)
         out[name] = ChildSpec(
             name=name,
             kind=ChildKind.WORKER,

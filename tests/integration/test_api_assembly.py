@@ -3,13 +3,20 @@ assemblies): ``PLC.addAssembly`` with an ``AssemblyHint``; an input-only consume
 the layout's fields, an exclusive owner's ``set_output`` reaches the device's output assembly
 in run mode, and a wrong size or a consumer without output data is refused with the reason.
 
-The simulator on 127.77.N.2 (kernel-chosen TCP/UDP ports), the API's worker on a free UDP
-port (``Connection(udp_port=0)``)."""
+The example of docs/api.md ("Generic adapters: addAssembly") runs as written but for the
+device's address, against a simulator on the standard ports.
+
+The simulator on 127.77.N.2 (kernel-chosen TCP/UDP ports, or the standard ones for the
+example), the API's worker on a free UDP port (``Connection(udp_port=0)``)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +28,7 @@ from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
+ROOT = Path(__file__).resolve().parents[2]
 WAIT = 20.0
 IMAGE = bytes(range(100, 132))  # assembly 150 is 32 bytes
 
@@ -83,3 +91,22 @@ def test_add_assembly_samples_and_set_output(sim: SimulatorProcess) -> None:
         con.Join(WAIT)
         assert (drive.state, inputs.state) == ("CLOSED", "CLOSED")
     wait_for(lambda: not sim.control.status()["connections"], "no connection left open", WAIT)
+
+
+def test_the_api_doc_example_runs_against_the_simulated_adapter() -> None:
+    doc = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    block = doc.split("### Generic adapters: `addAssembly`", 1)[1]
+    source = block.split("```python\n", 1)[1].split("```", 1)[0]
+    assert source.count('"192.168.1.20"') == 1
+    address = f"127.77.{free_subnet(77, (2,), 44818)}.2"
+    with start_simulator(address, tcp_port=44818, udp_port=2222,
+                         extra_args=["--adapter", "plain"]) as sim:
+        env = dict(os.environ, PYCONPRO_UDP_PORT="0", PYCONPRO_LOCAL_ADDRESS="127.0.0.1")
+        proc = subprocess.run([sys.executable, "-c", source.replace("192.168.1.20", address)],
+                              check=False, capture_output=True, text=True, timeout=60,
+                              cwd=ROOT, env=env)
+        assert proc.returncode == 0, proc.stderr
+        values = [line for line in proc.stdout.splitlines() if line.startswith("{'speed': ")]
+        assert values and all("'fault': " in v for v in values), proc.stdout
+        assert out150(sim)["run_idle"] == 1 and out150(sim)["data"] == bytes(32).hex()
+        wait_for(lambda: not sim.control.status()["connections"], "both closed", WAIT)

@@ -53,7 +53,7 @@ def test_capture_of_assembly_traffic_has_no_malformed_frames(tshark_bin: str) ->
             with start_simulator(SIM, tcp_port=44818, udp_port=2222,
                                  extra_args=["--adapter", "plain"]) as sim, \
                     start_worker(WORKER, [], extra_args=[
-                        "--outputs", f"tcp://127.0.0.1:{port}"]) as w:
+                        "--bus-connect", f"tcp://127.0.0.1:{port}"]) as w:
                 assert w.control("add", consumer=_consumer(
                     sim, "inputs", connection="input_only", input=100, output=152,
                     config=151))["ok"]

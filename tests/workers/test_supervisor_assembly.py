@@ -1,5 +1,5 @@
 """The supervisor's plan for assembly consumers (pure): the worker of a PLC with an exclusive
-owner reads output images from the bus (``--outputs``), every consumer reaches the worker
+owner reads output images from the bus (``--bus-connect``), every consumer reaches the worker
 through its control map, and an assembly has no ``--consumer`` text."""
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ def plan(text: str) -> dict[str, ChildSpec]:
 
 def test_only_the_worker_of_an_exclusive_owner_reads_output_images_from_the_bus() -> None:
     before = plan(TEXT)
-    assert all("--outputs" not in w.argv for w in before.values())
+    assert all("--bus-connect" not in w.argv for w in before.values())
     after = plan(TEXT.replace("[[plc]]\nname = \"line1\"", OWNER + "[[plc]]\nname = \"line1\""))
     io, line1 = after["worker-10.0.0.1"], after["worker-10.0.1.1"]
-    assert io.argv[io.argv.index("--outputs") + 1] == "ipc:///bus"
-    assert _parser().parse_args(list(io.argv[3:])).outputs_endpoint == "ipc:///bus"
-    assert "--outputs" not in line1.argv
+    assert io.argv[io.argv.index("--bus-connect") + 1] == "ipc:///bus"
+    assert _parser().parse_args(list(io.argv[3:])).bus_connect == "ipc:///bus"
+    assert "--bus-connect" not in line1.argv
     assert [consumer_key(c) for c in io.consumers] == ["io/inputs", "io/drive"]
 
 
@@ -76,3 +76,15 @@ def test_assembly_consumers_go_to_the_worker_as_control_maps_not_text() -> None:
     argv = w.command()  # the tag's text only; the supervisor adds both by control
     assert [argv[i + 1].split(",")[2] for i, a in enumerate(argv) if a == "--consumer"] == [
         "tag=Speed"]
+
+
+def test_a_worker_with_an_exclusive_owner_and_a_produced_tag_reads_the_bus_once() -> None:
+    text = TEXT.replace('[[plc]]\nname = "line1"', OWNER + '[[plc]]\nname = "line1"') + """
+[[produce]]
+name = "Setpoint"
+type = "REAL"
+local_address = "10.0.0.1"
+"""
+    io = plan(text)["worker-10.0.0.1"]
+    assert io.argv.count("--bus-connect") == 1
+    assert io.argv[io.argv.index("--bus-connect") + 1] == "ipc:///bus"
