@@ -11,15 +11,13 @@ from pyconpro.acquisition import control
 from pyconpro.acquisition.assembly import MAP_KEYS, AssemblySpec, ConnectionKind, assembly_from_map
 from pyconpro.acquisition.config import (
     AssemblyConfig,
-    Config,
-    ConfigError,
-    ConfigIssue,
     LayoutField,
     RouteHop,
     consumer_specs,
-    parse_config,
 )
-from pyconpro.sinks.registry import sink_schemas
+
+from tests.support.configs import one_file_issue as one_issue
+from tests.support.configs import parse_file as parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,22 +58,6 @@ FULL = BASE + """\
     offset = 8
     bit = 3
 """
-
-
-def parse(text: str) -> Config:
-    return parse_config(text, "plant.toml", sink_kinds=sink_schemas())
-
-
-def issues_of(text: str) -> tuple[ConfigIssue, ...]:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    return info.value.issues
-
-
-def one_issue(text: str) -> ConfigIssue:
-    issues = issues_of(text)
-    assert len(issues) == 1, "\n".join(map(str, issues))
-    return issues[0]
 
 
 def test_assembly_entries_are_typed_and_inherit_the_plc_settings() -> None:
