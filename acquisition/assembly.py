@@ -151,6 +151,20 @@ class AssemblySpec:
     def ot_connection_size(self, output_bytes: int) -> int:
         return class1_size(0 if self.heartbeat else output_bytes, self.ot_header)
 
+    def to_map(self) -> dict[str, Any]:
+        """This spec as an ``assembly`` map (``MAP_KEYS``; ``assembly_from_map`` reads it
+        back), without a layout."""
+        m: dict[str, Any] = {"connection": self.kind.value}
+        for key in ("input", "output", "config", "input_size", "output_size"):
+            if getattr(self, key) is not None:
+                m[key] = getattr(self, key)
+        if self.config_data:
+            m["config_data"] = self.config_data.hex()
+        if self.raw_path is not None:
+            m["path"] = self.raw_path.hex()
+        m["ot_run_idle"], m["to_run_idle"] = self.ot_run_idle, self.to_run_idle
+        return m
+
     def describe(self) -> str:
         if self.raw_path is not None:
             return f"{self.kind.value} path {self.raw_path.hex()}"
@@ -177,20 +191,11 @@ def assembly_forward_open(
     for name, size in (("T->O", to_size), ("O->T", ot_size)):
         if size > MAX_CONNECTION_SIZE:
             raise UsageError(f"{name} connection size {size} does not fit a Forward_Open (511)")
-    p2p, sched = cm.ConnectionType.POINT_TO_POINT, cm.Priority.SCHEDULED
-    return cm.ForwardOpenRequest(
-        ot_connection_id=0,
-        to_connection_id=to_connection_id,
-        connection_serial=connection_serial,
-        vendor_id=vendor_id,
-        originator_serial=originator_serial,
-        timeout_multiplier=timeout_multiplier,
-        ot_rpi=ot_rpi_us,
-        ot_params=cm.NetworkParameters(p2p, sched, False, ot_size),
-        to_rpi=to_rpi_us,
-        to_params=cm.NetworkParameters(p2p, sched, False, to_size),
-        transport=cm.TransportTrigger(1, cm.ProductionTrigger.CYCLIC, False).to_byte(),
-        path=spec.connection_path(hops),
+    return cm.class1_forward_open(
+        ot_size=ot_size, to_size=to_size, server=False, path=spec.connection_path(hops),
+        to_rpi_us=to_rpi_us, ot_rpi_us=ot_rpi_us, timeout_multiplier=timeout_multiplier,
+        connection_serial=connection_serial, vendor_id=vendor_id,
+        originator_serial=originator_serial, to_connection_id=to_connection_id,
     )
 
 

@@ -487,8 +487,28 @@ def produced_tag_forward_open(
     transport 0x81 (server, cyclic, class 1), path ``01 <slot> [key] 91 <tag>``."""
     if not 0 < tag_bytes <= 0x1FF - CLASS1_SEQUENCE_SIZE:
         raise UsageError(f"tag size {tag_bytes} bytes cannot be carried by a Forward_Open (1..509)")
+    return class1_forward_open(
+        ot_size=HEARTBEAT_SIZE, to_size=tag_bytes + CLASS1_SEQUENCE_SIZE, server=True,
+        to_type=ConnectionType.MULTICAST if multicast else ConnectionType.POINT_TO_POINT,
+        path=epath.produced_tag_connection_path(tag, slot, key), to_rpi_us=to_rpi_us,
+        ot_rpi_us=ot_rpi_us, timeout_multiplier=timeout_multiplier,
+        connection_serial=connection_serial, vendor_id=vendor_id,
+        originator_serial=originator_serial, to_connection_id=to_connection_id,
+        ot_connection_id=ot_connection_id,
+    )
+
+
+def class1_forward_open(
+    *, ot_size: int, to_size: int, server: bool, path: bytes, to_rpi_us: int, ot_rpi_us: int,
+    connection_serial: int, vendor_id: int, originator_serial: int, to_connection_id: int,
+    ot_connection_id: int = 0, timeout_multiplier: int = 1,
+    to_type: ConnectionType = ConnectionType.POINT_TO_POINT,
+) -> ForwardOpenRequest:
+    """A cyclic class-1 Forward_Open (protocol.md 5.2, 5.5, 5.6): both directions scheduled
+    and of fixed size (``ot_size`` / ``to_size``: sequence count, header and data), O->T point
+    to point, T->O ``to_type``. ``server``: the transport's direction bit, set for a produced
+    tag (0x81, protocol.md 7.1), clear for a scanner's connection to an adapter (0x01)."""
     check_timing(to_rpi_us, ot_rpi_us, timeout_multiplier)
-    to_type = ConnectionType.MULTICAST if multicast else ConnectionType.POINT_TO_POINT
     return ForwardOpenRequest(
         ot_connection_id=ot_connection_id,
         to_connection_id=to_connection_id,
@@ -498,14 +518,12 @@ def produced_tag_forward_open(
         timeout_multiplier=timeout_multiplier,
         ot_rpi=ot_rpi_us,
         ot_params=NetworkParameters(
-            ConnectionType.POINT_TO_POINT, Priority.SCHEDULED, False, HEARTBEAT_SIZE
+            ConnectionType.POINT_TO_POINT, Priority.SCHEDULED, False, ot_size
         ),
         to_rpi=to_rpi_us,
-        to_params=NetworkParameters(
-            to_type, Priority.SCHEDULED, False, tag_bytes + CLASS1_SEQUENCE_SIZE
-        ),
-        transport=TransportTrigger(1, ProductionTrigger.CYCLIC, True).to_byte(),
-        path=epath.produced_tag_connection_path(tag, slot, key),
+        to_params=NetworkParameters(to_type, Priority.SCHEDULED, False, to_size),
+        transport=TransportTrigger(1, ProductionTrigger.CYCLIC, server).to_byte(),
+        path=path,
     )
 
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from pyconpro.acquisition.assembly import MAP_KEYS as ASSEMBLY_MAP_KEYS
+from pyconpro.acquisition.assembly import AssemblySpec, ConnectionKind, assembly_from_map
 from pyconpro.acquisition.consumer_keys import (
     PLC_ADDRESS,
     Inherited,
@@ -57,7 +59,7 @@ from pyconpro.acquisition.sink_config import OutputCheck, SinkConfig, SinkSchema
 from pyconpro.acquisition.subscriptions import PER_PEER_DEFAULT as SUBSCRIPTIONS_PER_PEER_DEFAULT
 from pyconpro.acquisition.subscriptions import TOTAL_DEFAULT as SUBSCRIPTIONS_TOTAL_DEFAULT
 from pyconpro.acquisition.supervision import RestartPolicy
-from pyconpro.acquisition.toml_check import ConfigError, ConfigIssue
+from pyconpro.acquisition.toml_check import MISSING, ConfigError, ConfigIssue
 from pyconpro.acquisition.toml_check import IssueLog as _Ctx
 from pyconpro.acquisition.toml_check import KeyLines as _KeyLines
 from pyconpro.acquisition.toml_check import Table as _Table
@@ -67,6 +69,7 @@ from pyconpro.acquisition.toml_check import relative_to as _relative_to
 from pyconpro.acquisition.web_config import WebConfig, read_web, web_warnings
 
 __all__ = [
+    "AssemblyConfig",
     "BusConfig",
     "Config",
     "ConfigError",
@@ -83,6 +86,7 @@ __all__ = [
     "WebConfig",
     "WorkerGroup",
     "consumer_specs",
+    "LayoutField",
     "group_by_local_address",
     "multiplier_code",
     "parse_config",
@@ -179,6 +183,48 @@ class TagConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LayoutField:
+    """One field of an assembly's declared layout (``acquisition.assembly.parse_layout``)."""
+
+    name: str
+    type: str
+    offset: int | None = None
+    bit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblyConfig:
+    """A ``[[plc.assembly]]``: a connection to a generic adapter's assemblies
+    (docs/assemblies.md), every inherited value resolved; ``spec`` holds its keys of
+    ``acquisition.assembly.MAP_KEYS`` but the layout."""
+
+    name: str  # the ``<name>`` of its topics
+    spec: AssemblySpec
+    rpi_ms: float
+    ot_rpi_ms: float
+    multiplier: int  # factor 4..512
+    layout: tuple[LayoutField, ...] = ()
+
+    @property
+    def exclusive_owner(self) -> bool:
+        """Its O->T data is an output image read from the bus (``output/<plc>/<name>/``)."""
+        return not self.spec.heartbeat
+
+    def assembly_map(self) -> dict[str, Any]:
+        """The ``assembly`` map of a worker's consumer definition (``assembly_from_map``)."""
+        m = self.spec.to_map()
+        if self.layout:
+            m["layout"] = [{k: v for k, v in (("name", f.name), ("type", f.type),
+                                              ("offset", f.offset), ("bit", f.bit))
+                            if v is not None} for f in self.layout]
+        return m
+
+    def describe(self) -> str:
+        """``input_only input 100 heartbeat 152 config 151`` (``pyconpro check``)."""
+        return self.spec.describe()
+
+
+@dataclass(frozen=True, slots=True)
 class PlcConfig:
     """A ``[[plc]]`` entry."""
 
@@ -191,6 +237,10 @@ class PlcConfig:
     udp_port: int = 2222  # the PLC's class-1 UDP port (where O->T heartbeats go)
     tags: tuple[TagConfig, ...] = ()
     session: SessionPolicy = field(default_factory=SessionPolicy)  # reconnect and pacing
+    assemblies: tuple[AssemblyConfig, ...] = ()
+    # The backplane slot of the assemblies' paths: ``slot`` when the entry writes it, else
+    # none (a generic adapter owns its address; tags keep slot 0 by default).
+    assembly_slot: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,12 +293,14 @@ class ConsumerSpec:
 
     ``multiplier`` is the wire code 0..7 (timeout = (4 << code) x RPI, protocol.md 5.4);
     ``size`` is the tag's byte size without the 2-byte sequence count, or None to learn it.
-    ``udp_port`` is the PLC's class-1 UDP port.
+    ``udp_port`` is the PLC's class-1 UDP port. With ``assembly``, the consumer opens a
+    generic adapter's assemblies instead of a tag: ``tag`` is then its name, and ``slot``
+    None means no backplane hop.
     """
 
     plc: str
     address: str
-    slot: int
+    slot: int | None
     route: tuple[RouteHop, ...]
     tag: str
     rpi_us: int
@@ -260,6 +312,7 @@ class ConsumerSpec:
     udp_port: int
     session: SessionPolicy = field(default_factory=SessionPolicy)  # its PLC's session
     source_time: str | None = None  # the UDT member holding the controller's time
+    assembly: AssemblyConfig | None = None
 
     @property
     def topic_name(self) -> str:
@@ -272,7 +325,7 @@ class ConsumerSpec:
     @property
     def hops(self) -> tuple[RouteHop, ...]:
         """The full port-segment path: the route, then the backplane hop to ``slot``."""
-        return (*self.route, RouteHop(1, self.slot))
+        return (*self.route, RouteHop(1, self.slot)) if self.slot is not None else self.route
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +355,17 @@ _SESSION_KEYS: Final = ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s
 _DEFAULTS_KEYS: Final = (*_CONSUMER_KEYS, "udp_port", *_SESSION_KEYS)
 _PLC_KEYS: Final = (
     "name", "address", "slot", "route", "interface", "local_address", "udp_port",
-    *_CONSUMER_KEYS, *_SESSION_KEYS, "tag",
+    *_CONSUMER_KEYS, *_SESSION_KEYS, "tag", "assembly",
 )  # fmt: skip
 _TAG_KEYS: Final = ("name", *_CONSUMER_KEYS, "size", "alias", "source_time")
+# An assembly connection is point to point both ways (acquisition.assembly): no transport.
+_ASSEMBLY_KEYS: Final = ("name", "rpi_ms", "ot_rpi_ms", "multiplier", *ASSEMBLY_MAP_KEYS)
+_LAYOUT_KEYS: Final = ("name", "type", "offset", "bit")
+_CONNECTIONS: Final = tuple(k.value for k in ConnectionKind)
+# Which key a cross-key complaint of ``assembly_from_map`` is about (its words -> the key).
+_ASSEMBLY_BLAME: Final = (("layout of", "layout"), ("configuration data", "config_data"),
+                          ("raw connection path", "path"), ("output_size", "output_size"))
+_HEX_EXAMPLE: Final = 'write bytes as hex, e.g. "20 04 24 97 2C 96 2C 64"'
 _WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf", "tcp_port")
 _SUPERVISOR_KEYS: Final = (
     "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
@@ -418,6 +479,86 @@ def _read_tag(
     )
 
 
+def _read_hex(t: _Table, key: str) -> bytes | None:
+    text = t.string(key, None)
+    if text is None:
+        return None
+    try:
+        return bytes.fromhex(str(text).replace(" ", ""))
+    except ValueError:
+        t.ctx.error(t.key(key), f"{key} = {text!r} is not hex bytes", _HEX_EXAMPLE)
+        return None
+
+
+def _read_layout(ctx: _Ctx, t: _Table) -> tuple[LayoutField, ...]:
+    fields = t.raw("layout")
+    if fields is MISSING:
+        return ()
+    if not isinstance(fields, list) or not all(isinstance(f, dict) for f in fields):
+        ctx.error(t.key("layout"), "layout must be an array of fields",
+                  'write layout = [{name = "speed", type = "INT"}, ...] or one'
+                  " [[plc.assembly.layout]] per field")
+        return ()
+    out: list[LayoutField] = []
+    for k, entry in enumerate(fields):
+        f = _Table(ctx, f"{t.key('layout')}[{k}]", entry, _LAYOUT_KEYS)
+        name = f.string("name", None, required=True)
+        type_text = f.string("type", None, required=True)
+        offset = f.integer("offset", None, 0, 504, "bytes")
+        bit = f.integer("bit", None, 0, 7)
+        if name is not None and type_text is not None:
+            out.append(LayoutField(name, type_text, offset, bit))
+    return tuple(out)
+
+
+def _read_assembly(
+    ctx: _Ctx, path: str, data: Mapping[str, Any], inherited: Inherited
+) -> AssemblyConfig | None:
+    """One ``[[plc.assembly]]``: each key by its own rules (its line in messages), then the
+    whole through ``assembly_from_map``, the rules every assembly consumer meets."""
+    before = len(ctx.issues)
+    t = _Table(ctx, path, data, _ASSEMBLY_KEYS)
+    name = read_topic_segment(t, "name", "assembly name", required=True)
+    inh = read_consumer_keys(t, inherited)
+    connection = t.choice("connection", None, _CONNECTIONS)
+    if not t.has("connection"):
+        ctx.error(t.key("connection"), "missing required key 'connection'",
+                  f"add connection = one of {', '.join(repr(c) for c in _CONNECTIONS)}")
+    points = {key: t.integer(key, None, 0, 0xFFFF) for key in ("input", "output", "config")}
+    sizes = {key: t.integer(key, None, 0, 505, "bytes") for key in ("input_size", "output_size")}
+    config_data, raw_path = _read_hex(t, "config_data"), _read_hex(t, "path")
+    ot_run_idle, to_run_idle = t.boolean("ot_run_idle", True), t.boolean("to_run_idle", False)
+    layout = _read_layout(ctx, t)
+    if not t.has("path"):
+        for key in ("input", "output"):
+            if not t.has(key):
+                point = "T->O (input assembly)" if key == "input" else "O->T (output or heartbeat)"
+                ctx.error(t.key(key), f"missing required key {key!r}",
+                          f"add {key} = the {point} connection point (the device's EDS file"
+                          " lists them, docs/assemblies.md), or give the whole path")
+    if name is None or connection is None or len(ctx.issues) > before:
+        return None
+    rpi = inh.rpi_ms[0]
+    try:  # what needs several keys at once: sizes against the type, the layout, the path
+        out = AssemblyConfig(
+            name=name, rpi_ms=rpi,
+            ot_rpi_ms=inh.ot_rpi_ms[0] if inh.ot_rpi_ms[0] is not None else rpi,
+            multiplier=inh.multiplier[0], layout=layout,
+            spec=AssemblySpec(ConnectionKind(connection), config_data=config_data or b"",
+                              raw_path=raw_path, ot_run_idle=ot_run_idle,
+                              to_run_idle=to_run_idle, **points, **sizes),
+        )
+        assembly_from_map(out.name, out.assembly_map())
+    except UsageError as exc:
+        problem = str(exc)
+        blamed = next((k for words, k in _ASSEMBLY_BLAME if words in problem and k in data),
+                      None)
+        ctx.error(t.key(blamed) if blamed is not None else path, problem,
+                  "see docs/assemblies.md for the keys and the device's EDS file for the values")
+        return None
+    return out
+
+
 def _read_plc(
     ctx: _Ctx, index: int, data: Mapping[str, Any], defaults: Defaults, inherited: Inherited
 ) -> PlcConfig | None:
@@ -443,9 +584,13 @@ def _read_plc(
     seen: dict[str, str] = {}  # casefolded name -> key path; Logix names are case-insensitive
     topics: dict[str, str] = {}
     entries = t.array_of_tables("tag", "plc.tag")
-    if not entries and "tag" not in data and not t.unknown:  # `tags = ...` was said already
+    assembly_entries = t.array_of_tables("assembly", "plc.assembly")
+    if not entries and not assembly_entries and "tag" not in data and "assembly" not in data \
+            and not t.unknown:  # `tags = ...` was said already
         ctx.error(
-            path, f"PLC {name or index!r} has no tags", "add at least one [[plc.tag]] with a name"
+            path, f"PLC {name or index!r} has no tags",
+            "add at least one [[plc.tag]] with a name (or, for a generic adapter, one"
+            " [[plc.assembly]])",
         )
     for j, entry in enumerate(entries):
         tpath = f"{path}.tag[{j}]"
@@ -481,6 +626,22 @@ def _read_plc(
                 'use transport = "unicast" for PLCs reached through a route',
             )
         tags.append(tag)
+    assemblies: list[AssemblyConfig] = []
+    for j, entry in enumerate(assembly_entries):
+        apath = f"{path}.assembly[{j}]"
+        assembly = _read_assembly(ctx, apath, entry, inh)
+        if assembly is None:
+            continue
+        if assembly.name.casefold() in topics:
+            ctx.error(
+                f"{apath}.name",
+                f"topic name {assembly.name!r} is already used by"
+                f" {topics[assembly.name.casefold()]} on this PLC",
+                "give the assembly another name",
+            )
+            continue
+        topics[assembly.name.casefold()] = apath
+        assemblies.append(assembly)
     if name is None or address is None:
         return None
     return PlcConfig(
@@ -493,6 +654,8 @@ def _read_plc(
         udp_port=udp_port,
         tags=tuple(tags),
         session=session,
+        assemblies=tuple(assemblies),
+        assembly_slot=slot if t.has("slot") else None,
     )
 
 
@@ -544,7 +707,8 @@ def _read_sinks(
     sinks: list[SinkConfig] = []
     names: dict[str, str] = {}
     outputs = OutputCheck(sink_kinds)
-    topic_names = {p.name: [tg.topic_name for tg in p.tags] for p in plcs.values()}
+    topic_names = {p.name: [tg.topic_name for tg in p.tags] + [a.name for a in p.assemblies]
+                   for p in plcs.values()}
     for i, entry in enumerate(top.array_of_tables("sink", "sink")):
         path = f"sink[{i}]"
         sink = read_sink(
@@ -612,8 +776,8 @@ def parse_config(
         ctx.error(
             "plc",
             "no [[plc]] entries: there is nothing to consume",
-            "add a [[plc]] section with name, address and at least one [[plc.tag]]"
-            " (or a [[produce]] entry)",
+            "add a [[plc]] section with name, address and at least one [[plc.tag]] or"
+            " [[plc.assembly]] (or a [[produce]] entry)",
         )
     first_use: dict[str, str] = {}
     for i, entry in enumerate(entries):
@@ -663,30 +827,35 @@ def parse_config(
 
 
 def consumer_specs(config: Config) -> dict[str, tuple[ConsumerSpec, ...]]:
-    """The consumer definitions of every PLC, keyed by PLC name, in file order."""
+    """The consumer definitions of every PLC, keyed by PLC name, in file order (its tags,
+    then its assemblies)."""
     out: dict[str, tuple[ConsumerSpec, ...]] = {}
     for plc in config.plcs:
-        out[plc.name] = tuple(
-            ConsumerSpec(
-                plc=plc.name,
-                address=plc.address,
-                slot=plc.slot,
-                route=plc.route,
-                tag=tag.name,
-                # The Forward_Open carries RPIs as UDINT microseconds (protocol.md 5.2 / 7.5).
-                rpi_us=round(tag.rpi_ms * 1000),
-                ot_rpi_us=round(tag.ot_rpi_ms * 1000),
-                multiplier=multiplier_code(tag.multiplier),
-                multicast=tag.transport == "multicast",
-                size=tag.size,
-                alias=tag.alias,
-                udp_port=plc.udp_port,
-                session=plc.session,
-                source_time=tag.source_time,
-            )
-            for tag in plc.tags
-        )
+        entries: tuple[TagConfig | AssemblyConfig, ...] = (*plc.tags, *plc.assemblies)
+        out[plc.name] = tuple(_consumer_spec(plc, entry) for entry in entries)
     return out
+
+
+def _consumer_spec(plc: PlcConfig, entry: TagConfig | AssemblyConfig) -> ConsumerSpec:
+    tag = entry if isinstance(entry, TagConfig) else None
+    return ConsumerSpec(
+        plc=plc.name,
+        address=plc.address,
+        slot=plc.slot if tag is not None else plc.assembly_slot,
+        route=plc.route,
+        tag=entry.name,
+        # The Forward_Open carries RPIs as UDINT microseconds (protocol.md 5.2 / 7.5).
+        rpi_us=round(entry.rpi_ms * 1000),
+        ot_rpi_us=round(entry.ot_rpi_ms * 1000),
+        multiplier=multiplier_code(entry.multiplier),
+        multicast=tag is not None and tag.transport == "multicast",
+        size=tag.size if tag is not None else None,
+        alias=tag.alias if tag is not None else None,
+        udp_port=plc.udp_port,
+        session=plc.session,
+        source_time=tag.source_time if tag is not None else None,
+        assembly=entry if isinstance(entry, AssemblyConfig) else None,
+    )
 
 
 def group_by_local_address(

@@ -235,7 +235,10 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     log = IssueLog("consumer", "")
     t = Table(log, "consumer", m, (*KEYS, "rpi_us", "ot_rpi_us"))
     address = read_ipv4(t, "address", what=PLC_ADDRESS, required=True)
-    tag = read_tag_name(t, "tag")
+    assembly = m.get("assembly")
+    # An assembly consumer's ``tag`` is only its name, a topic segment (no Logix rules).
+    tag = (read_topic_segment(t, "tag", "assembly name", required=True) if assembly is not None
+           else read_tag_name(t, "tag"))
     plc = read_topic_segment(t, "plc", "PLC name")
     alias = read_topic_segment(t, "alias", "alias")
     source_time = read_source_time(t)
@@ -244,7 +247,6 @@ def consumer_from_map(m: Mapping[str, Any]) -> ConsumerDef:
     ot_ms = inh.ot_rpi_ms[0]
     ot_rpi_us = (_rpi_us(t, "ot_rpi_us") if t.has("ot_rpi_us")
                  else None if ot_ms is None else round(ot_ms * 1000))
-    assembly = m.get("assembly")
     if assembly is not None and not isinstance(assembly, Mapping):
         log.error("consumer.assembly", "not a table of assembly keys",
                   "give e.g. {connection = \"input_only\", input = 100, output = 152}")
@@ -355,6 +357,7 @@ def consumer_from_spec(spec: Any) -> ConsumerDef:
         connect_timeout_s=spec.session.connect_timeout_s,
         max_in_flight=spec.session.max_in_flight,
         source_time=spec.source_time,
+        assembly=spec.assembly.assembly_map() if spec.assembly is not None else None,
     )
 
 
@@ -475,6 +478,29 @@ class RecorderRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputRequest:
+    """The output image of an exclusive-owner assembly consumer, sent from its next O->T
+    datagram on: ``{"op": "output", "key": "io/drive", "data": <bin>}`` (or plc + tag). The
+    bus topic ``output/<plc>/<name>/`` does the same for any process; this is the API's way,
+    with an answer (a wrong size is refused with the right one)."""
+
+    OP: ClassVar[str] = "output"
+    key: str
+    data: bytes
+
+    @classmethod
+    def from_map(cls, req: Mapping[str, Any]) -> OutputRequest:
+        key, data = _key_of(req), req.get("data")
+        if not isinstance(key, str) or not isinstance(data, bytes):
+            raise UsageError("'output' needs 'key' (<plc>/<name>) and 'data' (the output image"
+                             " as bytes)")
+        return cls(key, data)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"op": self.OP, "key": self.key, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
 class StopRequest:
     """Shut down as on SIGTERM: ``{"op": "stop"}``."""
 
@@ -537,15 +563,15 @@ class SetRequest:
 
 
 Request: TypeAlias = (
-    AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest | StopRequest
-    | ProduceRequest | SetRequest
+    AddRequest | RemoveRequest | ListRequest | StatusRequest | RecorderRequest | OutputRequest
+    | StopRequest | ProduceRequest | SetRequest
 )
 
 #: op -> request class; the order is the one error messages list the ops in.
 REQUESTS: dict[str, type[Request]] = {
     cls.OP: cls
-    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest, StopRequest,
-                ProduceRequest, SetRequest)
+    for cls in (AddRequest, RemoveRequest, ListRequest, StatusRequest, RecorderRequest,
+                OutputRequest, StopRequest, ProduceRequest, SetRequest)
 }
 
 
@@ -558,8 +584,8 @@ def request_from_map(req: object) -> Request:
     cls = REQUESTS.get(req["op"])
     if cls is None:
         raise UsageError(
-            f"unknown op {req['op']!r}: use add, remove, list, status, recorder, stop, produce"
-            " or set"
+            f"unknown op {req['op']!r}: use {', '.join(list(REQUESTS)[:-1])} or"
+            f" {list(REQUESTS)[-1]}"
         )
     return cls.from_map(req)
 

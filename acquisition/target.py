@@ -296,6 +296,38 @@ class _AppPath:
     points: tuple[int, int, int | None, bytes | None] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Opening:
+    """A Forward_Open that passed the path check, on its way to an opener (``_OPENERS``):
+    the request, what its path names, who sent it and when, and the T->O sockaddr item the
+    originator added (class 1: the port it wants the data on)."""
+
+    request: cm.ForwardOpenRequest
+    app: _AppPath
+    peer_ip: str
+    session_id: int
+    now: float
+    to_sockaddr: cpf.Sockaddr | None
+
+
+def _check_transport(request: cm.ForwardOpenRequest, transport_class: int, *, cyclic: bool,
+                     to_multicast: bool = False) -> bool:
+    """The checks every opener starts with, in OpENer's and Logix's order: the transport
+    class (and a cyclic trigger), O->T point to point, T->O point to point (or multicast,
+    where it may be). Returns whether T->O is multicast."""
+    tt = request.transport_trigger
+    if tt.transport_class != transport_class or (
+            cyclic and tt.trigger != cm.ProductionTrigger.CYCLIC):
+        raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
+    if request.ot_params.connection_type != cm.ConnectionType.POINT_TO_POINT:
+        raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
+    to_type = request.to_params.connection_type
+    multicast = to_multicast and to_type == cm.ConnectionType.MULTICAST
+    if not multicast and to_type != cm.ConnectionType.POINT_TO_POINT:
+        raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
+    return multicast
+
+
 # --------------------------------------------------------------------------- the target
 
 
@@ -455,7 +487,7 @@ class ProducerTarget:
         try:
             app = self._walk_path(request.path)
             conn, items = _OPENERS[app.kind](
-                self, request, app, peer_ip, session_id, now, to_sockaddr
+                self, _Opening(request, app, peer_ip, session_id, now, to_sockaddr)
             )
         except _Reject as r:
             self.counters.rejects += 1
@@ -640,12 +672,12 @@ class ProducerTarget:
         if len(self._by_triad) >= self.options.max_connections:
             raise _Reject(ExtendedStatus.OUT_OF_CONNECTIONS)
 
-    def _new_connection(self, kind: ConnectionKind, request: cm.ForwardOpenRequest, to_id: int,
-                        peer_ip: str, session_id: int, now: float, *, to_size: int,
+    def _new_connection(self, kind: ConnectionKind, o: _Opening, to_id: int, *, to_size: int,
                         tag: str | None = None, multicast: bool = False) -> TargetConnection:
         """An accepted Forward_Open's connection: a new O->T id, the RPIs it asked for as APIs,
         and its O->T watchdog (API x the multiplier's factor, the first period at least
         ``initial_watchdog_s``)."""
+        request, now = o.request, o.now
         factor = 4 << (request.timeout_multiplier & 0x07)
         timeout = request.ot_rpi * factor / 1e6
         return TargetConnection(
@@ -653,8 +685,8 @@ class ProducerTarget:
             request.triad,
             self._new_id(),
             to_id,
-            peer_ip,
-            session_id,
+            o.peer_ip,
+            o.session_id,
             request.ot_rpi,
             request.to_rpi,
             factor,
@@ -668,23 +700,12 @@ class ProducerTarget:
         )
 
     def _open_class3(
-        self,
-        request: cm.ForwardOpenRequest,
-        app: _AppPath,
-        peer_ip: str,
-        session_id: int,
-        now: float,
-        to_sockaddr: cpf.Sockaddr | None,
+        self, o: _Opening
     ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
         """A class-3 connection to the message router: no sockaddr items in the reply."""
-        tt = request.transport_trigger
-        if tt.transport_class != 3:
-            raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
+        request = o.request
+        _check_transport(request, 3, cyclic=False)
         ot, to = request.ot_params, request.to_params
-        if ot.connection_type != cm.ConnectionType.POINT_TO_POINT:
-            raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
-        if to.connection_type != cm.ConnectionType.POINT_TO_POINT:
-            raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
         ot_code, to_code = self._size_codes()
         limit = self.options.class3_max_size if request.large else 0x1FF
         if ot.size > limit:
@@ -696,34 +717,22 @@ class ProducerTarget:
         self._check_pool()
         if request.ot_rpi == 0 or request.to_rpi == 0:
             raise _Reject(ExtendedStatus.RPI_NOT_SUPPORTED)
-        conn = self._new_connection(ConnectionKind.CLASS3, request, request.to_connection_id,
-                                    peer_ip, session_id, now, to_size=to.size)
+        conn = self._new_connection(ConnectionKind.CLASS3, o, request.to_connection_id,
+                                    to_size=to.size)
         self._add(conn)
         return conn, ()
 
     def _open_class1(
-        self,
-        request: cm.ForwardOpenRequest,
-        app: _AppPath,
-        peer_ip: str,
-        session_id: int,
-        now: float,
-        to_sockaddr: cpf.Sockaddr | None,
+        self, o: _Opening
     ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
-        assert app.tag is not None and app.tag_name is not None
-        tag, name = app.tag, app.tag_name
+        request, peer_ip, now = o.request, o.peer_ip, o.now
+        assert o.app.tag is not None and o.app.tag_name is not None
+        tag, name = o.app.tag, o.app.tag_name
         opt = self.options
-        tt = request.transport_trigger
-        if tt.transport_class != 1 or tt.trigger != cm.ProductionTrigger.CYCLIC:
-            raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
-        ot, to = request.ot_params, request.to_params
-        if ot.connection_type != cm.ConnectionType.POINT_TO_POINT:
-            raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
-        multicast = to.connection_type == cm.ConnectionType.MULTICAST
-        if not multicast and not (
-            to.connection_type == cm.ConnectionType.POINT_TO_POINT and tag.unicast_allowed
-        ):
+        multicast = _check_transport(request, 1, cyclic=True, to_multicast=True)
+        if not multicast and not tag.unicast_allowed:
             raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
+        ot, to = request.ot_params, request.to_params
         if multicast and not self._on_subnet(peer_ip):
             # TTL 1 (TCP/IP attribute 8): the data could never reach the originator (6.7).
             raise _Reject(ExtendedStatus.NOT_CONFIGURED_FOR_OFF_SUBNET_MULTICAST)
@@ -744,8 +753,8 @@ class ProducerTarget:
         self._check_pool()
         self._check_rpi(request, tag, name, multicast)
 
-        conn = self._new_connection(ConnectionKind.CLASS1, request, 0, peer_ip, session_id, now,
-                                    to_size=to.size, tag=name, multicast=multicast)
+        conn = self._new_connection(ConnectionKind.CLASS1, o, 0, to_size=to.size, tag=name,
+                                    multicast=multicast)
         items: list[cpf.Item] = []
         if opt.reply_ot_sockaddr:
             items.append(
@@ -781,8 +790,8 @@ class ProducerTarget:
             )
         else:
             port = (
-                to_sockaddr.port
-                if to_sockaddr is not None and to_sockaddr.port
+                o.to_sockaddr.port
+                if o.to_sockaddr is not None and o.to_sockaddr.port
                 else opt.consumer_port
             )
             conn.to_id = request.to_connection_id
@@ -800,28 +809,16 @@ class ProducerTarget:
     # ------------------------------------------------------------------ adapter assemblies
 
     def _open_assembly(
-        self,
-        request: cm.ForwardOpenRequest,
-        app: _AppPath,
-        peer_ip: str,
-        session_id: int,
-        now: float,
-        to_sockaddr: cpf.Sockaddr | None,
+        self, o: _Opening
     ) -> tuple[TargetConnection, tuple[cpf.Item, ...]]:
         """A class-1 connection to the adapter's assemblies (``acquisition.adapter``: OpENer's
         rules, in its order: which offered connection, ownership, listen only, sizes, config
         data), produced P2P at the requested RPI."""
-        adapter = self.adapter
-        assert adapter is not None and app.points is not None
-        ot_point, to_point, config, data = app.points
-        tt = request.transport_trigger
-        if tt.transport_class != 1 or tt.trigger != cm.ProductionTrigger.CYCLIC:
-            raise _Reject(ExtendedStatus.TRANSPORT_TRIGGER_NOT_SUPPORTED)
+        adapter, request = self.adapter, o.request
+        assert adapter is not None and o.app.points is not None
+        ot_point, to_point, config, data = o.app.points
+        _check_transport(request, 1, cyclic=True)
         ot, to = request.ot_params, request.to_params
-        if ot.connection_type != cm.ConnectionType.POINT_TO_POINT:
-            raise _Reject(ExtendedStatus.INVALID_OT_CONNECTION_TYPE)
-        if to.connection_type != cm.ConnectionType.POINT_TO_POINT:
-            raise _Reject(ExtendedStatus.INVALID_TO_CONNECTION_TYPE)
         try:
             offered = adapter.match(ot_point, to_point, config)
             self._check_assembly_use(offered)
@@ -841,13 +838,13 @@ class ProducerTarget:
                 for o in self._assemblies.values() if o.offered.config is not None})
         except AdapterReject as r:
             raise _Reject(*r.additional) from None
-        conn = self._new_connection(ConnectionKind.ASSEMBLY, request, request.to_connection_id,
-                                    peer_ip, session_id, now, to_size=to.size, tag=image.name)
-        port = (to_sockaddr.port if to_sockaddr is not None and to_sockaddr.port
+        conn = self._new_connection(ConnectionKind.ASSEMBLY, o, request.to_connection_id,
+                                    to_size=to.size, tag=image.name)
+        port = (o.to_sockaddr.port if o.to_sockaddr is not None and o.to_sockaddr.port
                 else self.options.consumer_port)
-        conn.dest = (peer_ip, port)
-        producer = Producer(image.name, image, conn.to_id, conn.dest, request.to_rpi, now, False,
-                            [conn])
+        conn.dest = (o.peer_ip, port)
+        producer = Producer(image.name, image, conn.to_id, conn.dest, request.to_rpi, o.now,
+                            False, [conn])
         self._producers[id(producer)] = producer
         self._conn_producer[id(conn)] = producer
         owner = offered.kind is AssemblyKind.EXCLUSIVE_OWNER
@@ -1161,10 +1158,7 @@ def _rpi_words(ot_type: int, to_type: int, ot_rpi: int, to_rpi: int) -> tuple[in
 
 # --------------------------------------------------------------------------- choices as data
 
-_Opener = Callable[
-    [ProducerTarget, cm.ForwardOpenRequest, _AppPath, str, int, float, cpf.Sockaddr | None],
-    tuple[TargetConnection, tuple[cpf.Item, ...]],
-]
+_Opener = Callable[[ProducerTarget, _Opening], tuple[TargetConnection, tuple[cpf.Item, ...]]]
 
 #: How a Forward_Open that passed the path check opens, by what the path names.
 _OPENERS: Mapping[ConnectionKind, _Opener] = {

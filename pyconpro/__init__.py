@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PLC",
+    "AssemblyConsumer",
+    "AssemblyHint",
     "CommError",
     "Connection",
     "Consumer",
@@ -25,6 +27,8 @@ __all__ = [
 if TYPE_CHECKING:
     from pyconpro.api import (
         PLC,
+        AssemblyConsumer,
+        AssemblyHint,
         CommError,
         Connection,
         Consumer,

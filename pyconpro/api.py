@@ -45,6 +45,7 @@ import msgpack
 import zmq
 
 from pyconpro.acquisition import control, wire
+from pyconpro.acquisition.assembly import MAP_KEYS
 from pyconpro.acquisition.errors import MalformedPacket, PyconproError, UsageError
 from pyconpro.acquisition.produce import MAX_CONSUMERS_DEFAULT, RPI_MAX_US_DEFAULT, ProduceSpec
 from pyconpro.workers.process import SpawnError, describe_status, json_ready, spawn
@@ -80,6 +81,50 @@ class ConsumerHint:
     datasize: int | None = None
     rpi: float = 100
     otrpi: float | None = None
+
+
+@dataclass
+class AssemblyHint:
+    """What to consume from a generic adapter (docs/assemblies.md): ``name`` (its topics and
+    key, as ``ConsumerHint.tag`` for a tag), ``connection`` (``"exclusive_owner"``,
+    ``"input_only"``, ``"listen_only"``), the connection points ``input`` (T->O), ``output``
+    (O->T or heartbeat) and ``config``, or the whole ``path`` (bytes); ``input_size`` /
+    ``output_size`` data bytes (None: the device's answer); ``layout``, the fields of the input
+    image (``[{"name": "speed", "type": "INT"}, ...]``); ``rpi`` / ``otrpi`` in milliseconds;
+    ``slot``: a backplane hop, for a device behind one (None: the device owns its address)."""
+
+    name: str
+    connection: str
+    input: int | None = None
+    output: int | None = None
+    config: int | None = None
+    config_data: bytes = b""
+    path: bytes | None = None
+    input_size: int | None = None
+    output_size: int | None = None
+    ot_run_idle: bool = True
+    to_run_idle: bool = False
+    layout: list[dict[str, Any]] | None = None
+    rpi: float = 100
+    otrpi: float | None = None
+    slot: int | None = None
+
+    @property
+    def tag(self) -> str:
+        """The consumer's name (what a tag's name is to a ``ConsumerHint``)."""
+        return self.name
+
+    def assembly_map(self) -> dict[str, Any]:
+        """The ``assembly`` map of the worker's consumer definition (its keys are this hint's
+        fields of the same names; bytes go as hex)."""
+        m: dict[str, Any] = {}
+        for key in MAP_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).hex() or None
+            if value is not None:
+                m[key] = value
+        return m
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +504,20 @@ class PLC:
 
     add_consumer = addConsumer
 
+    def addAssembly(self, hint: AssemblyHint, handler: Callable[..., Any],
+                    args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None, *,
+                    sample: bool = False) -> AssemblyConsumer:
+        """A consumer of a generic adapter's assemblies: ``handler`` gets the input image's
+        bytes (or a ``TagSample`` whose value is the layout's fields); for an exclusive owner,
+        ``set_output(image)`` gives the output image."""
+        if any(c.hint.tag.lower() == hint.name.lower() for c in self.consumers):
+            raise UsageError(f"PLC {self.name} already has a consumer named {hint.name!r}")
+        c = AssemblyConsumer(self, hint, handler, tuple(args), dict(kwargs or {}), sample)
+        self.consumers.append(c)
+        return c
+
+    add_assembly = addAssembly
+
     def catalog(self, timeout: float = 5.0) -> Any:
         """The controller's tag catalog (acquisition.discovery.TagCatalog), uploaded now."""
         from pyconpro.workers.explicit_client import ExplicitClient
@@ -479,8 +538,9 @@ class _State:
 class Consumer:
     """One produced tag consumed from one PLC. ``Start()`` / ``Stop()`` as in the seed."""
 
-    def __init__(self, plc: PLC, hint: ConsumerHint, handler: Callable[..., Any],
-                 args: tuple[Any, ...], kwargs: dict[str, Any], sample: bool) -> None:
+    def __init__(self, plc: PLC, hint: ConsumerHint | AssemblyHint,
+                 handler: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 sample: bool) -> None:
         self.plc = plc
         self.hint = hint
         self.handler = handler
@@ -511,24 +571,12 @@ class Consumer:
         ``datasize``; transient trouble (PLC unreachable, restart too soon) is retried by the
         worker in the background after ``start_timeout`` seconds."""
         con = self.plc.connection
-        hint = self.hint
-        size: int | None = None
-        if hint.datasize is not None:
-            size = self._checked_size(hint.datasize)
+        spec = self._definition()
         worker = con._worker_for(self.plc)
         self._worker = worker
         assert con._dispatcher is not None
         con._dispatcher.routes[self._topic] = self
         con._dispatcher.events[self._event_topic] = self
-        spec: dict[str, Any] = {
-            "plc": self.plc.name, "address": self.plc.ip, "port": self.plc.port,
-            "udp_port": self.plc.udp_port, "tag": hint.tag, "rpi_ms": hint.rpi,
-            "slot": "none" if self.plc.slot is None else self.plc.slot,
-        }
-        if hint.otrpi is not None:
-            spec["ot_rpi_ms"] = hint.otrpi
-        if size is not None:
-            spec["size"] = size
         try:
             request = control.AddRequest(control.consumer_from_map(spec))
         except UsageError as err:  # the same text the worker would answer
@@ -550,6 +598,26 @@ class Consumer:
             self._started = False
             raise CommError(f"{self._key}: {error}")
         self._wait_running(deadline)
+
+    def _definition(self) -> dict[str, Any]:
+        """The worker's consumer definition (its control socket's map)."""
+        hint = self.hint
+        assert isinstance(hint, ConsumerHint)
+        size = self._checked_size(hint.datasize) if hint.datasize is not None else None
+        spec = self._common(hint.rpi, hint.otrpi, self.plc.slot)
+        if size is not None:
+            spec["size"] = size
+        return spec
+
+    def _common(self, rpi: float, otrpi: float | None, slot: int | None) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "plc": self.plc.name, "address": self.plc.ip, "port": self.plc.port,
+            "udp_port": self.plc.udp_port, "tag": self.hint.tag, "rpi_ms": rpi,
+            "slot": "none" if slot is None else slot,
+        }
+        if otrpi is not None:
+            spec["ot_rpi_ms"] = otrpi
+        return spec
 
     def _checked_size(self, datasize: int) -> int | None:
         """None when ``datasize`` is right (the worker then learns type and size itself, so
@@ -673,6 +741,32 @@ class Consumer:
 
     start = Start
     stop = Stop
+
+
+class AssemblyConsumer(Consumer):
+    """One assembly connection to a generic adapter (``PLC.addAssembly``). ``Start()`` /
+    ``Stop()`` as for a tag; an exclusive owner sends zeros in idle mode until
+    ``set_output(image)`` gives it an output image, then that image in run mode at its RPI."""
+
+    hint: AssemblyHint
+
+    def _definition(self) -> dict[str, Any]:
+        hint = self.hint
+        spec = self._common(hint.rpi, hint.otrpi, hint.slot)
+        spec["assembly"] = hint.assembly_map()
+        return spec
+
+    def set_output(self, image: bytes) -> None:
+        """The output image, sent from the next O->T datagram on (the latest one is repeated
+        at the RPI). ``CommError`` when the consumer is not started, is not an exclusive owner,
+        or the image is not the output assembly's size (the message gives it)."""
+        if not self._started or self._worker is None:
+            raise CommError(f"{self._key}: Start() it before setting its output")
+        reply = self._worker.call(control.OutputRequest(self._key, bytes(image)).to_map())
+        if not reply.get("ok"):
+            raise CommError(str(reply.get("error", "output refused")))
+
+    setOutput = set_output
 
 
 class Producer:

@@ -129,12 +129,22 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
     from pyconpro.workers.supervisor import supervisor_control_endpoint
 
     tags = sum(len(p.tags) for p in config.plcs)
+    assemblies = sum(len(p.assemblies) for p in config.plcs)
+    consumed = f"{tags} tag(s)" + (f", {assemblies} assembly(ies)" if assemblies else "")
     produced = f", {len(config.produce)} produced tag(s)" if config.produce else ""
-    print(f"{path}: OK: {len(config.plcs)} PLC(s), {tags} tag(s), {len(config.sinks)} sink(s)"
+    print(f"{path}: OK: {len(config.plcs)} PLC(s), {consumed}, {len(config.sinks)} sink(s)"
           f"{produced}", file=out)  # fmt: skip
     for plc in config.plcs:
         names = ", ".join(t.name if t.alias is None else f"{t.name} as {t.alias}" for t in plc.tags)
-        print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
+        if plc.tags or not plc.assemblies:
+            print(f"  plc {plc.name} at {plc.address} slot {plc.slot}: {names}", file=out)
+        for a in plc.assemblies:
+            slot = f" slot {plc.assembly_slot}" if plc.assembly_slot is not None else ""
+            layout = f", layout of {len(a.layout)} field(s)" if a.layout else ""
+            fed = (f"; output image from output/{plc.name}/{a.name}/" if a.exclusive_owner
+                   else "")
+            print(f"  assembly {plc.name}/{a.name} at {plc.address}{slot}: {a.describe()},"
+                  f" rpi {a.rpi_ms:g} ms{layout}{fed}", file=out)
     for spec, placed in config.produce:
         served = (placed.local_address or (placed.interface and f"interface {placed.interface}")
                   or f"the local address routing to {placed.consumer_address}")

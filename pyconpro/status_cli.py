@@ -220,7 +220,8 @@ def render(st: dict[str, Any], width: int = 160, now_ns: int | None = None) -> s
             err = _last_error(c, errors.get(key), now_ns)
             outages, missed = _outages(c)
             rows.append([
-                key, str(c.get("state", "?")), str(c.get("type") or "?"),
+                key, str(c.get("state", "?")),
+                str(c.get("type") or ("bytes" if "assembly" in c else "?")),
                 f"{rate:.1f}" if isinstance(rate, (int, float)) else "-",
                 str(c.get("samples", 0)), str(cc.get("gap", 0)), outages, missed,
                 str(cc.get("timeouts", 0)), str(cc.get("rejects", 0)),
@@ -230,6 +231,7 @@ def render(st: dict[str, Any], width: int = 160, now_ns: int | None = None) -> s
             lines += ["  " + x for x in _table(
                 rows, ["TAG", "STATE", "TYPE", "RATE/s", "SAMPLES", "GAPS", "OUTAGES", "MISSED",
                        "TIMEOUTS", "REJECTS", "LAST ERROR"])]  # fmt: skip
+        lines += _assembly_lines(w.get("consumers") or [])
         lines += _produce_lines(w.get("produce"), w.get("local_address"), width)
     return "\n".join(lines)
 
@@ -265,6 +267,23 @@ def _produce_lines(p: Any, address: Any, width: int) -> list[str]:
             rows, ["PRODUCED", "TYPE", "FED", "UPDATES", "REJECTED", "CONSUMERS", "PEERS",
                    "LAST ERROR"])]  # fmt: skip
     return lines
+
+
+def _assembly_lines(consumers: list[dict[str, Any]]) -> list[str]:
+    """One line per assembly consumer under its worker's table: its connection and, for an
+    exclusive owner, whether a process feeds its output image (docs/assemblies.md)."""
+    out = []
+    for c in consumers:
+        a = c.get("assembly")
+        if not isinstance(a, dict):
+            continue
+        line = f"  assembly {c.get('key', '?')}: {a.get('path', a.get('connection', '?'))}"
+        if "output" in a:
+            line += f"; output {a['output']}"
+            if isinstance(a.get("output_age_s"), (int, float)):
+                line += f" (last image {_fmt_s(a['output_age_s'])} ago)"
+        out.append(line)
+    return out
 
 
 def _sink_lines(sinks: dict[str, Any]) -> list[str]:

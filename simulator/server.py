@@ -88,6 +88,8 @@ _RECORD_RCVBUF = 4 * 1024 * 1024  # bytes asked while recording: no record lost 
 class ControllerModel(Protocol):
     """What the server needs of ``acquisition.logix_controller.LogixController``."""
 
+    requests: int  # requests it answered (status: ``controller_requests``)
+
     def handle(self, message: bytes, now: float, *, reply_limit: int | None = None) -> bytes: ...
 
 
@@ -697,6 +699,9 @@ class SimulatorServer:
             "server": self.counters.as_dict(),
             "faults": self.faults.settings.as_dict(),
             "fault_counters": self.faults.counters.as_dict(),
+            # Requests the Logix object model answered (tag listing, templates, the clock...),
+            # beside the Connection Manager's: what a generic adapter's client never asks.
+            "controller_requests": self.controller.requests,
             **({"assemblies": snap["assemblies"]} if "assemblies" in snap else {}),
         }
 

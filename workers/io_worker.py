@@ -1536,6 +1536,19 @@ class IoWorker:
             raise control.no_recorder_key(req.key)
         return control.RecorderReply(req.key, found.conn.state.value, found.conn.recorder.dump())
 
+    def _control_output(self, req: control.OutputRequest, now: float) -> control.Reply:
+        found = self.consumers.get(req.key)
+        if found is None:
+            raise UsageError(f"no consumer {req.key!r}; 'list' shows the keys")
+        refused = found.conn.counters.outputs_refused
+        found.conn.set_output(now, req.data)  # UsageError: not an exclusive owner
+        if found.conn.counters.outputs_refused > refused:
+            raise UsageError(f"{req.key}: output image of {len(req.data)} bytes refused: the"
+                             f" output assembly is {found.conn.ot_bytes} bytes")
+        self.counters["outputs"] += 1
+        self._pump(found, now)
+        return control.ConsumerReply(req.key, found.conn.state.value)
+
     def _control_stop(self, req: control.StopRequest, now: float) -> control.Reply:
         self._stop_requested = True
         return control.StopReply()
@@ -1561,6 +1574,7 @@ class IoWorker:
         control.ListRequest: _control_list,
         control.StatusRequest: _control_status,
         control.RecorderRequest: _control_recorder,
+        control.OutputRequest: _control_output,
         control.StopRequest: _control_stop,
         control.ProduceRequest: _control_produce,
         control.SetRequest: _control_set,

@@ -89,7 +89,7 @@ from pyconpro.acquisition.config import (
     WorkerGroup,
     group_by_local_address,
 )
-from pyconpro.acquisition.errors import MalformedPacket
+from pyconpro.acquisition.errors import MalformedPacket, UsageError
 from pyconpro.acquisition.security import SecurityConfig, uses_curve
 from pyconpro.acquisition.sink_config import SinkConfig
 from pyconpro.acquisition.subscriptions import SubscriptionLimits
@@ -201,7 +201,11 @@ def consumer_map(spec: ConsumerSpec) -> dict[str, Any]:
 
 
 def consumer_text(spec: ConsumerSpec) -> str:
-    """The same as ``consumer_map`` in the worker's ``--consumer key=value,...`` form."""
+    """The same as ``consumer_map`` in the worker's ``--consumer key=value,...`` form (not for
+    an assembly consumer: its ``assembly`` map has no text form)."""
+    if spec.assembly is not None:
+        raise UsageError(f"{consumer_key(spec)}: an assembly consumer has no --consumer text;"
+                         " add it through the worker's control socket")
     parts = []
     for key, value in consumer_map(spec).items():
         if key == "route":
@@ -241,7 +245,8 @@ class ChildSpec:
     def command(self) -> list[str]:
         out = list(self.argv)
         for spec in self.consumers:
-            out += ["--consumer", consumer_text(spec)]
+            if spec.assembly is None:  # the supervisor adds every consumer by control anyway
+                out += ["--consumer", consumer_text(spec)]
         return out
 
     def consumer_keys(self) -> dict[str, ConsumerSpec]:
@@ -419,6 +424,10 @@ def plan_children(
             *worker_security_args(bus_cfg.security),
             *worker_produce_args(config, group, runtime.bus_connect),
         )  # fmt: skip
+        if "--bus-connect" not in argv and any(
+                c.assembly is not None and c.assembly.exclusive_owner for c in group.consumers):
+            # Output images of exclusive owners come from the bus (wire-format.md).
+            argv += ("--bus-connect", runtime.bus_connect)
         out[name] = ChildSpec(
             name=name,
             kind=ChildKind.WORKER,

@@ -13,6 +13,7 @@ from pyconpro.acquisition.assembly import (
     ConnectionKind,
     Direction,
     assembly_forward_open,
+    assembly_from_map,
     output_datagram,
     parse_layout,
     size_answer,
@@ -145,3 +146,14 @@ def test_layout_errors_name_the_field(fields: list[dict[str, object]], fix: str)
 def test_layout_larger_than_the_image_is_refused() -> None:
     with pytest.raises(UsageError, match="need 8 bytes"):
         parse_layout("x", [{"name": "a", "type": "LINT"}], size=4)
+
+
+@pytest.mark.parametrize("spec", [
+    AssemblySpec(ConnectionKind.INPUT_ONLY, input=100, output=152),
+    AssemblySpec(ConnectionKind.EXCLUSIVE_OWNER, input=100, output=150, config=151,
+                 config_data=b"\x01\x02", input_size=32, output_size=8, ot_run_idle=False,
+                 to_run_idle=True),
+    AssemblySpec(ConnectionKind.LISTEN_ONLY, raw_path=bytes.fromhex("200424972C992C64")),
+], ids=lambda s: s.kind.value)
+def test_a_spec_as_a_map_reads_back_the_same(spec: AssemblySpec) -> None:
+    assert assembly_from_map("x", spec.to_map()) == (spec, None)

@@ -39,7 +39,11 @@ DEFN = consumer_from_text("plc=p1,address=10.0.0.5,port=1234,udp_port=2300,slot=
     AddRequest(consumer_from_text("address=10.0.0.5,tag=T,reconnect_min_s=0.2,"
                                   "reconnect_max_s=3,connect_timeout_s=0.5,max_in_flight=2")),
     RemoveRequest("p1/C2"), ListRequest(), StatusRequest(), StatusRequest(recorder=True),
-    RecorderRequest("p1/C2"), StopRequest(),
+    RecorderRequest("p1/C2"), control.OutputRequest("io/drive", b"\x01\x02"), StopRequest(),
+    AddRequest(control.consumer_from_map({
+        "address": "10.0.0.5", "plc": "io", "tag": "drive-1", "assembly": {
+            "connection": "exclusive_owner", "input": 100, "output": 150, "config": 151,
+            "layout": [{"name": "speed", "type": "INT"}]}})),
 ], ids=lambda r: type(r).__name__)
 def test_every_request_round_trips(req: control.Request) -> None:
     assert decode_request(encode_request(req)) == req
@@ -52,6 +56,19 @@ def test_consumer_map_round_trips_and_keeps_defaults_out() -> None:
     plain = consumer_to_map(consumer_from_text("address=10.0.0.5,tag=T"))
     assert plain == {"plc": "10.0.0.5", "address": "10.0.0.5", "tag": "T", "rpi_us": 100_000,
                      "multiplier": 8, "transport": "unicast", "slot": 0, "udp_port": 2222}
+
+
+def test_an_assembly_consumer_is_named_by_a_topic_segment_and_has_no_slot_by_default() -> None:
+    d = consumer_from_map({"address": "10.0.0.5", "plc": "io", "tag": "drive-1.a",
+                           "assembly": {"connection": "input_only", "input": 100, "output": 152}})
+    assert (d.key, d.slot) == ("io/drive-1.a", None)
+    with pytest.raises(control.ConsumerKeyError, match="cannot be a topic segment"):
+        consumer_from_map({"address": "10.0.0.5", "tag": "a/b",
+                           "assembly": {"connection": "input_only", "input": 100, "output": 152}})
+    with pytest.raises(UsageError, match="'output' needs 'key'"):
+        control.request_from_map({"op": "output", "key": "io/drive", "data": "0102"})
+    assert control.request_from_map({"op": "output", "plc": "io", "tag": "d", "data": b"x"}) \
+        == control.OutputRequest("io/d", b"x")
 
 
 def test_remove_and_recorder_take_plc_and_tag_instead_of_key() -> None:
@@ -74,7 +91,8 @@ def test_remove_and_recorder_take_plc_and_tag_instead_of_key() -> None:
         (msgpack.packb({"op": 3}), "must be a map with an 'op' string"),
         (
             msgpack.packb({"op": "nope"}),
-            "unknown op 'nope': use add, remove, list, status, recorder, stop, produce or set",
+            "unknown op 'nope': use add, remove, list, status, recorder, output, stop, produce"
+            " or set",
         ),
         (msgpack.packb({"op": "produce"}), "'produce' needs 'produce'"),
         (msgpack.packb({"op": "produce", "produce": {"name": "X"}}), "give at least name and type"),

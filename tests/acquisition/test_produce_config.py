@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from pyconpro.acquisition.config import (
-    Config,
-    ConfigError,
-    ConfigIssue,
-    group_by_local_address,
-    parse_config,
-)
+from pyconpro.acquisition.config import group_by_local_address
 from pyconpro.acquisition.produce import ProduceSpec
-from pyconpro.sinks.registry import sink_schemas
+
+from tests.support.configs import file_issues as issues_of
+from tests.support.configs import parse_file as parse
 
 PLC = """\
 [[plc]]
@@ -32,16 +28,6 @@ max_consumers = 1
 rpi_min_ms = 5
 consumer_address = "10.0.0.5"
 """
-
-
-def parse(text: str) -> Config:
-    return parse_config(text, "plant.toml", sink_kinds=sink_schemas())
-
-
-def issues_of(text: str) -> tuple[ConfigIssue, ...]:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    return info.value.issues
 
 
 def test_entry_is_read_with_its_layout_and_defaults() -> None:

@@ -264,3 +264,36 @@ def test_a_produce_local_address_not_on_this_host_is_a_warning(tmp_path: Path) -
         " worker can produce 'PcCounter' here; if the file is for another machine that is fine,"
         " otherwise use one of this host's addresses (`ip -4 addr`) or give consumer_address"
         " instead"]
+
+
+def test_assemblies_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], all_local: None
+) -> None:
+    cfg = tmp_path / "io.toml"
+    cfg.write_text("""
+[[plc]]
+name = "drive1"
+address = "127.0.0.2"
+rpi_ms = 10
+  [[plc.assembly]]
+  name = "status"
+  connection = "input_only"
+  input = 100
+  output = 152
+  layout = [{name = "speed", type = "INT"}]
+  [[plc.assembly]]
+  name = "command"
+  connection = "exclusive_owner"
+  input = 100
+  output = 150
+  config = 151
+""")
+    assert main(["check", str(cfg)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        f"{cfg}: OK: 1 PLC(s), 0 tag(s), 2 assembly(ies), 0 sink(s)",
+        "  assembly drive1/status at 127.0.0.2: input_only input 100 heartbeat 152, rpi 10 ms,"
+        " layout of 1 field(s)",
+        "  assembly drive1/command at 127.0.0.2: exclusive_owner input 100 output 150 config"
+        " 151, rpi 10 ms; output image from output/drive1/command/",
+    ]

@@ -260,3 +260,28 @@ def test_produced_tags_show_who_feeds_them_and_their_consumers() -> None:
                                  "0/1"]  # fmt: skip
     # a worker that produces nothing has no such lines
     assert "PRODUCED" not in render(base, now_ns=0)
+
+
+def test_assembly_consumers_show_their_connection_and_whether_their_output_is_fed() -> None:
+    owner: dict[str, Any] = {
+        "key": "drive1/command", "plc": "drive1", "tag": "command", "state": "RUNNING",
+        "type": None, "samples": 5, "counters": {},
+        "assembly": {"connection": "exclusive_owner",
+                     "path": "exclusive_owner input 100 output 150 config 151",
+                     "output": "not fed: sending zeros in idle mode"}}
+    inputs = {"key": "drive1/status", "plc": "drive1", "tag": "status", "state": "RUNNING",
+              "type": "Assembly_status", "samples": 9, "counters": {},
+              "assembly": {"connection": "input_only",
+                           "path": "input_only input 100 heartbeat 152 config 151"}}
+    st = {"ok": True, "workers": {"worker-10.0.0.1": {
+        "age_s": 0.5, "local_address": "10.0.0.1", "udp_port": 2222,
+        "consumers": [owner, inputs]}}}
+    lines = render(st, now_ns=0).splitlines()
+    row = next(line for line in lines if line.strip().startswith("drive1/command"))
+    assert row.split()[1:3] == ["RUNNING", "bytes"]  # no layout: the samples carry bytes
+    assert ("  assembly drive1/command: exclusive_owner input 100 output 150 config 151;"
+            " output not fed: sending zeros in idle mode") in lines
+    assert "  assembly drive1/status: input_only input 100 heartbeat 152 config 151" in lines
+    owner["assembly"].update(output="fed", output_age_s=0.25)
+    assert ("  assembly drive1/command: exclusive_owner input 100 output 150 config 151;"
+            " output fed (last image 0s ago)") in render(st, now_ns=0).splitlines()

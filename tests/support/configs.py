@@ -2,12 +2,15 @@
 
     config = parse('[web]\nport = 9100\n')        # + the PLC; relative paths under /srv/pp
     problems('[web]\nport = 0\n')                  # ["web.port: port = 0 is below ...; use ..."]
+
+And a whole file as written, named ``plant.toml``: ``parse_file``, the issues it is refused
+for (``file_issues``), the one issue it is refused for (``one_file_issue``).
 """
 
 from __future__ import annotations
 
 import pytest
-from pyconpro.acquisition.config import Config, ConfigError, parse_config
+from pyconpro.acquisition.config import Config, ConfigError, ConfigIssue, parse_config
 from pyconpro.sinks.registry import sink_schemas
 
 ONE_PLC = """
@@ -32,3 +35,22 @@ def problems(text: str, *, lines: bool = False) -> list[str]:
         parse(text)
     return [f"{f'{i.line}: ' if lines else ''}{i.key}: {i.problem}; {i.fix}"
             for i in exc.value.issues]  # fmt: skip
+
+
+def parse_file(text: str) -> Config:
+    """``text`` alone, as the file ``plant.toml``."""
+    return parse_config(text, "plant.toml", sink_kinds=sink_schemas())
+
+
+def file_issues(text: str) -> tuple[ConfigIssue, ...]:
+    """Every issue ``parse_file`` refuses ``text`` for."""
+    with pytest.raises(ConfigError) as info:
+        parse_file(text)
+    return info.value.issues
+
+
+def one_file_issue(text: str) -> ConfigIssue:
+    """The one issue ``parse_file`` refuses ``text`` for (fails when there are others)."""
+    issues = file_issues(text)
+    assert len(issues) == 1, "\n".join(map(str, issues))
+    return issues[0]
