@@ -237,7 +237,7 @@ class WorkerRig:
             extra=["--share-udp-port"],
         )
         self.worker, winfo = start_worker(env.procs, address=env.worker_address,
-                                          stats_interval=0)
+                                          stats_interval=0, extra=env.worker_args)
         sub = self.sub = env.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 0)  # never drop here: a slow subscriber shows as lateness

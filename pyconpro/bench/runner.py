@@ -125,6 +125,8 @@ def run_figures(env: Env, plan: Plan) -> Figure:
         parts.append(opening.measure(env, plan.open))
     if "sinks" in want:
         parts.append(sinks.measure(env, plan.sinks))
+    if env.worker_priority:
+        out.conditions["worker_realtime_priority"] = env.worker_priority
     for p in parts:
         out.values.update(p.values)
         out.conditions.update(p.conditions)
@@ -207,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
             for i in range(args.repeat):
                 if args.repeat > 1:
                     progress(f"== run {i + 1} of {args.repeat}")
-                env = Env(procs, ctx, Path(tmp) / f"run-{i}", args.addresses, progress)
+                env = Env(procs, ctx, Path(tmp) / f"run-{i}", args.addresses, progress,
+                          args.worker_realtime_priority)
                 runs.append(run_figures(env, plan))
         except KeyboardInterrupt:
             progress("interrupted; every process this benchmark started is stopped")
