@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias
 
 import msgpack
@@ -735,14 +735,11 @@ class SampleStream:
 # The keys of a sample body by how ``SampleReader`` checks them: those that are the same in
 # every message of a stream (checked with the topic, once per stream), and the others.
 SAMPLE_STREAM_KEYS = ("pub", "plc", "tag", "ty")
-SAMPLE_MESSAGE_KEYS = ("v", "sq", "tw", "tm", "cs", "gap", "val", "raw")
+SAMPLE_MESSAGE_KEYS = ("v", "sq", "tw", "tm", "cs", "gap", "val", "raw", "st")
 # Setters of Sample's slots in field order: a frozen dataclass's __init__ sets each field
-# through object.__setattr__ by name, at twice the cost of these.
-_SAMPLE_SETTERS = tuple(
-    getattr(Sample, f).__set__
-    for f in ("v", "seq", "publisher", "plc", "tag", "t_wall_ns", "t_mono_ns", "cip_seq", "gap",
-              "value", "raw", "type_name")
-)  # fmt: skip
+# through object.__setattr__ by name, at twice the cost of these. (SampleReader.quick sets
+# them one by one: a field added to Sample fails there, loudly, until it is set too.)
+_SAMPLE_SETTERS = tuple(getattr(Sample, f.name).__set__ for f in fields(Sample))
 _MISSING = object()
 
 
@@ -801,6 +798,7 @@ class SampleReader:
             return None
         v, sq, tw, tm = get("v"), get("sq"), get("tw"), get("tm")
         cs, gap, val, raw = get("cs"), get("gap"), get("val", _MISSING), get("raw")
+        st = get("st")  # optional: absent and nil alike
         if not (
             type(v) is int and 1 <= v <= U64_MAX
             and type(sq) is int and 0 <= sq <= U64_MAX
@@ -809,6 +807,7 @@ class SampleReader:
             and type(cs) is int and 0 <= cs <= U16_MAX
             and type(gap) is int and 0 <= gap <= U64_MAX
             and type(raw) is bytes
+            and (st is None or (type(st) is int and I64_MIN <= st <= I64_MAX))
         ):  # fmt: skip
             return None
         try:
@@ -816,7 +815,7 @@ class SampleReader:
         except _Invalid:
             return None
         # Unrolled: half the cost of a loop over the setters.
-        s_v, s_sq, s_pub, s_plc, s_tag, s_tw, s_tm, s_cs, s_gap, s_val, s_raw, s_ty = (
+        s_v, s_sq, s_pub, s_plc, s_tag, s_tw, s_tm, s_cs, s_gap, s_val, s_raw, s_ty, s_st = (
             _SAMPLE_SETTERS
         )
         msg: Sample = object.__new__(Sample)
@@ -832,6 +831,7 @@ class SampleReader:
         s_val(msg, val)
         s_raw(msg, raw)
         s_ty(msg, ty)
+        s_st(msg, st)
         return msg
 
 

@@ -148,7 +148,7 @@ def sample_json(s: Sample) -> str:
         f'"t_mono_ns":{s.t_mono_ns},{_sample_names_json(s.plc, s.tag, s.type_name)},'
         f'"value":{to_json(value)},"value_real":{to_json(value_real(value))},'
         f'"cip_seq":{s.cip_seq},"gap":{s.gap},{_publisher_json(s.publisher)}{s.seq},'
-        f'"raw":"{s.raw.hex()}"}}'
+        f'"raw":"{s.raw.hex()}","t_source_ns":{to_json(s.source_ns)}}}'
     )
 
 

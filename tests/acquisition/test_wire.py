@@ -675,9 +675,9 @@ def test_sample_reader_knows_a_stream_after_the_reference_accepted_it() -> None:
     reader = wire.SampleReader()
     assert reader.quick(GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY) is None  # unknown yet
     assert reader.decode(GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY) == GOLDEN_SAMPLE
-    later = _patched(GOLDEN_SAMPLE_BODY, sq=8, val=[1.5, None], tw=-1)
+    later = _patched(GOLDEN_SAMPLE_BODY, sq=8, val=[1.5, None], tw=-1, st=-5)
     assert reader.quick(GOLDEN_SAMPLE_TOPIC, later) == dataclasses.replace(
-        GOLDEN_SAMPLE, seq=8, value=[1.5, None], t_wall_ns=-1
+        GOLDEN_SAMPLE, seq=8, value=[1.5, None], t_wall_ns=-1, source_ns=-5
     )
     # Another stream (publisher, names, type or topic) is the reference's again.
     for topic, body in [

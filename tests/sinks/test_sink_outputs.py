@@ -74,12 +74,14 @@ json_values = st.recursive(
 @given(
     json_values, st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8),
     st.none() | st.text(min_size=1, max_size=8), st.integers(-(2**63), 2**63 - 1),
+    st.none() | st.integers(-(2**63), 2**63 - 1),
 )  # fmt: skip
 def test_sample_json_is_the_json_of_the_sample_record(
-    value: Value, plc: str, publisher: str, type_name: str | None, t_wall_ns: int
+    value: Value, plc: str, publisher: str, type_name: str | None, t_wall_ns: int,
+    source_ns: int | None,
 ) -> None:
     s = dataclasses.replace(S, value=value, plc=plc, publisher=publisher, type_name=type_name,
-                            t_wall_ns=t_wall_ns, gap=2**64 - 1)  # fmt: skip
+                            t_wall_ns=t_wall_ns, gap=2**64 - 1, source_ns=source_ns)  # fmt: skip
     assert sample_json(s) == to_json(sample_record(s))
 
 
