@@ -708,7 +708,7 @@ odd_values = (
     | st.binary(max_size=4)
     | st.integers(wire.I64_MIN, wire.U64_MAX)
     | st.floats()
-    | st.lists(st.integers(), max_size=2)
+    | st.lists(st.integers(wire.I64_MIN, wire.U64_MAX), max_size=2)
     | st.dictionaries(st.integers(0, 3), st.none(), max_size=2)
     | st.just(msgpack.ExtType(1, b"x"))
 )
