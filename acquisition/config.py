@@ -254,6 +254,9 @@ class WorkerConfig:
     udp_rcvbuf: int = UDP_RCVBUF_DEFAULT
     # The TCP port of a worker that produces tags ([[produce]]): its EtherNet/IP server.
     tcp_port: int = 44818
+    # SCHED_FIFO priority of each worker (1..99; 0 = normal scheduling), for hosts whose cores
+    # are busy with other work (docs/deployment.md "Latency on a busy host").
+    realtime_priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +369,8 @@ _CONNECTIONS: Final = tuple(k.value for k in ConnectionKind)
 _ASSEMBLY_BLAME: Final = (("layout of", "layout"), ("configuration data", "config_data"),
                           ("raw connection path", "path"), ("output_size", "output_size"))
 _HEX_EXAMPLE: Final = 'write bytes as hex, e.g. "20 04 24 97 2C 96 2C 64"'
-_WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf", "tcp_port")
+_WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf", "tcp_port",
+                        "realtime_priority")
 _SUPERVISOR_KEYS: Final = (
     "start_s", "backoff_initial_s", "backoff_factor", "backoff_max_s", "jitter",
     "max_quick_failures", "stop_timeout_s",
@@ -667,6 +671,7 @@ def _read_worker(ctx: _Ctx, data: Mapping[str, Any]) -> WorkerConfig:
         stats_interval_s=t.number("stats_interval_s", d.stats_interval_s, 0.1, 3600.0, "s"),
         udp_rcvbuf=t.integer("udp_rcvbuf", d.udp_rcvbuf, 0, UDP_RCVBUF_MAX, "bytes"),
         tcp_port=t.integer("tcp_port", d.tcp_port, 0, 65535),
+        realtime_priority=t.integer("realtime_priority", d.realtime_priority, 0, 99),
     )
 
 

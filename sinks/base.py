@@ -93,6 +93,27 @@ DEFAULT_MAX_PENDING = 100_000
 EXIT_UNWRITTEN = 3
 
 
+# pyzmq's compiled recv, called without its Python subclass's wrapper; copy=False gives a Frame
+# that says whether more frames follow (the RCVMORE socket option costs more to ask for).
+_recv: Callable[..., Any] = getattr(getattr(zmq, "backend", None), "Socket", zmq.Socket).recv
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def receive_frames(sock: zmq.Socket[Any]) -> list[bytes] | None:
+    """The frames of the next message queued on ``sock``, None when there is none: what
+    ``recv_multipart(zmq.NOBLOCK)`` returns, in half its time (1.6 us against 3.5 us for two
+    frames)."""
+    try:
+        frame = _recv(sock, _NOBLOCK, False)
+    except zmq.Again:
+        return None
+    frames = [frame.bytes]
+    while frame.more:  # the frames of a message arrive together
+        frame = _recv(sock, 0, False)
+        frames.append(frame.bytes)
+    return frames
+
+
 class OutputUnavailable(Exception):
     """The output cannot take writes now, for a reason outside this process that may pass: the
     disk is full, the file system read-only, the database locked by another program, the
@@ -551,9 +572,8 @@ class SubscriberLoop:
         for _ in range(self.options.batch_size):
             if client.held_full or not client.active:
                 return
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = receive_frames(sock)
+            if frames is None:
                 return
             self._last_rx = self._clock()
             if len(frames) == 2:
@@ -608,9 +628,8 @@ class SubscriberLoop:
         # queue, where the excess would be lost.
         spooled = self.feed is not None
         for _ in range(2 * self.options.batch_size if spooled else self.options.batch_size):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = receive_frames(sock)
+            if frames is None:
                 return
             self.handle(frames)
             self._write_if_full()

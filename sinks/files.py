@@ -36,6 +36,7 @@ from pyconpro.sinks.records import (
     STATS_FIELDS,
     event_record,
     gap_record,
+    sample_json,
     sample_record,
     stats_record,
     to_json,
@@ -98,25 +99,35 @@ class RotatingFile:
             self._file.write(self.header)
             self._size += len(self.header)
 
-    def _due(self, incoming: int) -> bool:
-        if self._file is None:
-            return False
-        too_big = (
+    def _too_big(self, incoming: int) -> bool:
+        return (
             self.max_bytes > 0
             and self._size > len(self.header)
             and (self._size + incoming > self.max_bytes)
         )
-        too_old = self.max_seconds > 0 and self._clock() - self._opened_at >= self.max_seconds
-        return too_big or too_old
+
+    def _too_old(self) -> bool:
+        return self.max_seconds > 0 and self._clock() - self._opened_at >= self.max_seconds
+
+    def _due(self, incoming: int) -> bool:
+        return self._file is not None and (self._too_big(incoming) or self._too_old())
 
     def write(self, record: bytes) -> None:
-        if self._due(len(record)):
+        self.write_all((record,))
+
+    def write_all(self, records: Iterable[bytes]) -> None:
+        """``records`` in order, a new file started before one that would not fit; the age is
+        looked at once, before the first (a batch is written in a moment)."""
+        if self._file is not None and self._too_old():
             self._close_current()
-        if self._file is None:
-            self._open_new()
-        assert self._file is not None
-        self._file.write(record)
-        self._size += len(record)
+        for record in records:
+            if self._file is not None and self._too_big(len(record)):
+                self._close_current()
+            if self._file is None:
+                self._open_new()
+            assert self._file is not None
+            self._file.write(record)
+            self._size += len(record)
 
     def flush(self) -> None:
         if self._file is not None:
@@ -187,10 +198,8 @@ class _FileSink(Sink):
             raise RuntimeError(f"output directory {self.directory} is not writable")
 
     def _write(self, stream: str, records: Iterable[dict[str, Any]]) -> None:
-        out = self.streams[stream]
         fields = STREAMS[stream]
-        for r in records:
-            out.write(self.encode(fields, r))
+        self.streams[stream].write_all([self.encode(fields, r) for r in records])
 
     def write_samples(self, samples: list[Sample]) -> None:
         self._write("samples", map(sample_record, samples))
@@ -220,6 +229,11 @@ class JsonlSink(_FileSink):
 
     def encode(self, fields: Sequence[str], record: dict[str, Any]) -> bytes:
         return (to_json(record) + "\n").encode("utf-8")
+
+    def write_samples(self, samples: list[Sample]) -> None:
+        # The same lines as encode(sample_record(s)), without the dict (sinks.records).
+        lines = [(sample_json(s) + "\n").encode("utf-8") for s in samples]
+        self.streams["samples"].write_all(lines)
 
 
 def _csv_cell(x: Any) -> Any:

@@ -73,17 +73,33 @@ def json_safe(value: Value) -> Any:
     return value
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def to_json(value: Any) -> str:
     """Compact strict JSON, UTF-8 characters kept readable."""
-    return json.dumps(json_safe(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # An integer or a finite float, the common values, spelled as the encoder spells them.
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _encode_json(json_safe(value))
+
+
+@functools.lru_cache(maxsize=8)
+def _utc_second(secs: int) -> str | None:
+    try:
+        return _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def iso_time(t_wall_ns: int) -> str:
     """``2023-11-14T22:13:20.123456789Z`` (UTC, nanoseconds kept)."""
     secs, ns = divmod(t_wall_ns, 1_000_000_000)
-    try:
-        base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    except (OverflowError, OSError, ValueError):
+    base = _utc_second(secs)  # the same for every sample of a second: formatted once
+    if base is None:
         return f"@{t_wall_ns}ns"
     return f"{base}.{ns:09d}Z"
 
@@ -111,6 +127,29 @@ def sample_record(s: Sample) -> dict[str, Any]:
         "raw": s.raw.hex(),
         "t_source_ns": s.source_ns,  # the controller's time (source_time), or None
     }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sample_names_json(plc: str, tag: str, type_name: str | None) -> str:
+    return f'"plc":{_encode_json(plc)},"tag":{_encode_json(tag)},"type":{_encode_json(type_name)}'
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _publisher_json(publisher: str) -> str:
+    return f'"publisher":{_encode_json(publisher)},"seq":'
+
+
+def sample_json(s: Sample) -> str:
+    """``to_json(sample_record(s))``, the same text, from pieces kept per stream (names, type,
+    publisher) instead of a dict walked per sample."""
+    value = s.value
+    return (
+        f'{{"time":"{iso_time(s.t_wall_ns)}","t_wall_ns":{s.t_wall_ns},'
+        f'"t_mono_ns":{s.t_mono_ns},{_sample_names_json(s.plc, s.tag, s.type_name)},'
+        f'"value":{to_json(value)},"value_real":{to_json(value_real(value))},'
+        f'"cip_seq":{s.cip_seq},"gap":{s.gap},{_publisher_json(s.publisher)}{s.seq},'
+        f'"raw":"{s.raw.hex()}","t_source_ns":{to_json(s.source_ns)}}}'
+    )
 
 
 def event_record(e: Event) -> dict[str, Any]:

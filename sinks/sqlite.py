@@ -509,8 +509,10 @@ class SqliteSink(Sink):
     @_writing
     def write_samples(self, samples: list[Sample]) -> None:
         marks = self._new_marks
-        for s in samples:
-            marks[(s.publisher, sample_topic(s.plc, s.tag))] = (s.t_mono_ns, s.seq)
+        # The last sample of each stream, then its topic: once per stream, not per sample.
+        last = {(s.publisher, s.plc, s.tag): s for s in samples}
+        for (publisher, plc, tag), s in last.items():
+            marks[(publisher, sample_topic(plc, tag))] = (s.t_mono_ns, s.seq)
         self._conn().executemany(
             "INSERT INTO samples (plc, tag, t_wall_ns, t_mono_ns, type, value_json, value_real,"
             " raw, cip_seq, gap, publisher, seq, t_source_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

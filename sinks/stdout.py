@@ -21,10 +21,12 @@ which it then keeps). Meant for people and ``grep``; use jsonl/csv/sqlite for ma
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import struct
 import sys
+import time
 from collections.abc import Mapping
 from typing import TextIO
 
@@ -49,8 +51,22 @@ _F32 = struct.Struct("<f")
 _ATOMIC_NAMES = frozenset(c.name for c in DataTypeCode)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # escaped once per stream, not per line
 def _name(plc: str, tag: str) -> str:
     return f"{escape_name(plc)}/{escape_name(tag)}"
+
+
+@functools.lru_cache(maxsize=8)
+def _local_second(secs: int, _zone: object) -> tuple[str, str] | None:
+    """The local date and time of ``secs`` and its offset ``+01:00``; None out of range.
+    ``_zone`` is the process's time zone (``time.tzname``, ``time.timezone``: set again by
+    ``time.tzset()``), so that a change of it is not answered from the cache."""
+    try:
+        local = _dt.datetime.fromtimestamp(secs, _dt.UTC).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+    offset = local.strftime("%z")
+    return local.strftime("%Y-%m-%dT%H:%M:%S"), f"{offset[:3]}:{offset[3:]}"
 
 
 def display_time(t_wall_ns: int, *, utc: bool = False) -> str:
@@ -58,12 +74,11 @@ def display_time(t_wall_ns: int, *, utc: bool = False) -> str:
     if utc:
         return iso_time(t_wall_ns)
     secs, ns = divmod(t_wall_ns, 1_000_000_000)
-    try:
-        local = _dt.datetime.fromtimestamp(secs, _dt.UTC).astimezone()
-    except (OverflowError, OSError, ValueError):
+    # The same for every line of a second: formatted once.
+    local = _local_second(secs, (time.tzname, time.timezone))
+    if local is None:
         return f"@{t_wall_ns}ns"
-    offset = local.strftime("%z")
-    return f"{local.strftime('%Y-%m-%dT%H:%M:%S')}.{ns:09d}{offset[:3]}:{offset[3:]}"
+    return f"{local[0]}.{ns:09d}{local[1]}"
 
 
 def float32_text(x: float) -> str | None:
@@ -87,10 +102,16 @@ def float32_text(x: float) -> str | None:
     return text
 
 
+@functools.lru_cache(maxsize=1 << 10)
+def _float64_digits(type_name: str | None) -> bool:
+    """An atomic type other than REAL (or an array of one): JSON's digits are right for it."""
+    base = (type_name or "").split("[", 1)[0]
+    return base in _ATOMIC_NAMES and base != "REAL"
+
+
 def display_value(value: Value, type_name: str | None) -> str:
     """``value`` as compact JSON, REAL values (and float32 values in a UDT) in float32 digits."""
-    base = (type_name or "").split("[", 1)[0]
-    if base in _ATOMIC_NAMES and base != "REAL":
+    if _float64_digits(type_name):
         return to_json(value)  # LREAL keeps its float64 digits; integers are exact anyway
     return _json32(value)
 

@@ -163,6 +163,9 @@ class WorkerOptions:
     stats_interval_s: float = 5.0
     pub_hwm: int = 100_000
     udp_rcvbuf: int = DEFAULT_UDP_RCVBUF  # SO_RCVBUF asked for every UDP socket (bytes)
+    # SCHED_FIFO priority of the thread that opens the worker (and of libzmq's I/O thread,
+    # started then); 0 = normal scheduling (set_realtime_priority).
+    realtime_priority: int = 0
     pub_linger_ms: int = 1000
     shutdown_timeout_s: float = 3.0
     request_timeout_s: float = 10.0
@@ -388,6 +391,8 @@ class IoWorker:
         self.udp_port = self.udp.getsockname()[1]
         self._udp_socks = [self.udp]
         self._udp_fds = [self.udp.fileno()]
+        if self.opt.realtime_priority:  # before the first socket: its I/O thread inherits it
+            set_realtime_priority(self.opt.realtime_priority)
         self.ctx = zmq.Context()
         # XPUB, not PUB: the same publishing, plus the subscriptions as messages, so ``status``
         # can say when a subscriber's (the supervisor's forwarder's) subscription has arrived
@@ -1923,6 +1928,28 @@ def _precise_timers() -> None:
         log.debug("no prctl: %s", exc)
 
 
+def set_realtime_priority(priority: int) -> bool:
+    """Run the calling thread, and the threads it starts from now on, at the SCHED_FIFO
+    real-time ``priority`` (1..99), with processes it would start reset to normal; False (and a
+    warning naming the fix) when the system refuses it.
+
+    On a host whose cores are busy with other work, the worker otherwise waits for a core when
+    a datagram arrives or a heartbeat is due, and the scheduler, not the worker, sets the
+    latency and the heartbeats' lateness (docs/performance.md "Latency, where it goes")."""
+    policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:  # AttributeError: no such call on this system
+        log.warning(
+            "real-time priority %d refused (%s): running at normal priority. Allow it with"
+            " CAP_SYS_NICE or an RLIMIT_RTPRIO of at least %d (systemd: LimitRTPRIO=%d), or set"
+            " [worker] realtime_priority = 0", priority, exc, priority, priority,
+        )  # fmt: skip
+        return False
+    log.info("running at SCHED_FIFO real-time priority %d", priority)
+    return True
+
+
 def udp_kernel_drops(socks: Sequence[socket.socket]) -> int:
     """Datagrams the kernel dropped on these UDP sockets (receive buffer full), from the
     ``drops`` column of /proc/net/udp matched by socket inode; -1 when it cannot be read."""
@@ -2056,6 +2083,16 @@ def _parser() -> argparse.ArgumentParser:
         " default); the granted size is logged and in stats as udp_rcvbuf",
     )
     p.add_argument(
+        "--realtime-priority",
+        type=int,
+        choices=range(100),
+        default=None,
+        metavar="0..99",
+        help="run the worker at this SCHED_FIFO real-time priority (default 0 = normal, or"
+        " [worker] realtime_priority of --config); needs CAP_SYS_NICE or an RLIMIT_RTPRIO that"
+        " high, else a warning and normal priority",
+    )
+    p.add_argument(
         "--shutdown-timeout",
         type=float,
         default=3.0,
@@ -2099,6 +2136,17 @@ def _json_map(text: str, flag: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"{flag} {text!r}: give a JSON object")
     return value
+
+
+def _command_line_wins(opts: WorkerOptions, args: argparse.Namespace) -> None:
+    """The options given on the command line, over what ``--config`` said."""
+    given = {
+        "stats_interval_s": args.stats_interval, "pub_hwm": args.hwm,
+        "udp_rcvbuf": args.udp_rcvbuf, "realtime_priority": args.realtime_priority,
+    }  # fmt: skip
+    for attr, value in given.items():
+        if value is not None:
+            setattr(opts, attr, value)
 
 
 def _open_worker(opts: WorkerOptions) -> IoWorker | None:
@@ -2155,6 +2203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.stats_interval_s = cfg.worker.stats_interval_s
             opts.pub_hwm = cfg.bus.hwm
             opts.udp_rcvbuf = cfg.worker.udp_rcvbuf
+            opts.realtime_priority = cfg.worker.realtime_priority
             if args.udp_port == DEFAULT_UDP_PORT:
                 opts.udp_port = cfg.worker.udp_port
             groups = [
@@ -2177,12 +2226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PyconproError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.stats_interval is not None:
-        opts.stats_interval_s = args.stats_interval
-    if args.hwm is not None:
-        opts.pub_hwm = args.hwm
-    if args.udp_rcvbuf is not None:  # the command line wins over the file
-        opts.udp_rcvbuf = args.udp_rcvbuf
+    _command_line_wins(opts, args)
     worker = _open_worker(opts)
     if worker is None:
         return 2

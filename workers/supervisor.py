@@ -414,6 +414,7 @@ def plan_children(
             "--control", control,
             "--stats-interval", repr(config.worker.stats_interval_s),
             "--udp-rcvbuf", str(config.worker.udp_rcvbuf),
+            "--realtime-priority", str(config.worker.realtime_priority),
             "--hwm", str(bus_cfg.bus.hwm),
             "--log-level", level,
             "--udp-port-hint", UDP_PORT_HINT,

@@ -219,7 +219,9 @@ class WorkerRig:
         self.opts = opts
         self.worker: Child | None = None
         self.sim: Child | None = None
+        self.forwarder: Child | None = None
         self.sub: zmq.Socket[Any] | None = None
+        self.pub = ""  # the worker's PUB endpoint
         self.sender: Sender | None = None
         self.counter = StepCounter({})
         self.streams: list[Stream] = []
@@ -235,12 +237,13 @@ class WorkerRig:
             extra=["--share-udp-port"],
         )
         self.worker, winfo = start_worker(env.procs, address=env.worker_address,
-                                          stats_interval=0)
+                                          stats_interval=0, extra=env.worker_args)
         sub = self.sub = env.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 0)  # never drop here: a slow subscriber shows as lateness
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(winfo["pub"])
+        self.pub = winfo["pub"]
+        sub.connect(self.pub)
         control = Control(env.ctx, winfo["control"])
         wait_subscribed(control)
         add_consumers(control, [consumer_map(sim_info, i, opts.shape, RPI_MS, plc=PLC)
@@ -275,6 +278,24 @@ class WorkerRig:
         self.sender = Sender(self.env.sender(), sim_info.address, (str(dest[0]), int(dest[1])),
                              self.streams, work, bind_port=sim_info.udp_port, share_port=True)
         self.counter = StepCounter(topics)
+
+    def through_forwarder(self, timeout: float = 20.0) -> None:
+        """From now on the subscriber receives through the bus forwarder of ``pyconpro run``
+        (``python -m pyconpro.bench.forward``), no longer from the worker's PUB directly."""
+        assert self.sub is not None
+        self.forwarder = self.env.procs.start(
+            "forwarder", [sys.executable, "-m", "pyconpro.bench.forward", "--upstream", self.pub],
+            ready=json_ready,
+        )  # fmt: skip
+        self.sub.disconnect(self.pub)
+        self.sub.connect(self.forwarder.proc.ready["public"])
+        # The subscription travels SUB -> forwarder -> worker: until it has arrived, the
+        # worker sends nothing; warm-up rounds until one comes through whole.
+        deadline = time.monotonic() + timeout
+        while self._step(len(self.streams) * 20.0, 0.1).received < len(self.streams) * 2:
+            if time.monotonic() > deadline:
+                raise BenchError(f"nothing came through the bus forwarder within {timeout:g} s")
+        self._lost_last = False
 
     def warm_up(self) -> None:
         """Two rounds at a low rate, not measured: the jump from the simulator's last sequence
@@ -332,7 +353,7 @@ class WorkerRig:
         if self.sub is not None:
             self.sub.close()
             self.sub = None
-        stop_all(self.env, [c for c in (self.sim, self.worker) if c is not None])
+        stop_all(self.env, [c for c in (self.sim, self.worker, self.forwarder) if c is not None])
 
 
 # ====================================================================== the bare loop
@@ -414,9 +435,29 @@ class BareRig:
 
 
 def _latency(rig: WorkerRig, opts: CeilingOptions, fig: Figure, ceiling: float | None) -> None:
+    s = _latency_step(rig, opts, fig, "latency", "latency step")
+    fig.values["latency_cpu_per_1k"] = s.cpu_per_1k
+    fig.conditions.update(latency_rate_samples_s=opts.latency_rate, latency_s=opts.latency_s)
+    if not s.ok:
+        fig.notes.append(
+            f"the latency step at {opts.latency_rate:,.0f} samples/s lost {s.lost} samples or fell"
+            " behind: the latency is that of a saturated worker"
+        )
+    elif ceiling is not None and opts.latency_rate > ceiling:
+        fig.notes.append("the latency rate is above the worker's zero-loss ceiling")
+    rig.through_forwarder()
+    s = _latency_step(rig, opts, fig, "latency_forwarded", "latency step, through the forwarder")
+    if not s.ok:
+        fig.notes.append(f"the latency step through the forwarder lost {s.lost} samples or fell"
+                         " behind")  # fmt: skip
+
+
+def _latency_step(rig: WorkerRig, opts: CeilingOptions, fig: Figure, key: str,
+                  what: str) -> Step:
+    """One step with the sender's timing records; its latencies as ``<key>_p50_ms`` ..."""
     timing_path = rig.env.scratch("ceiling") / "timing.bin"
     s = rig.step(opts.latency_rate, opts.latency_s, timing=timing_path)
-    rig.env.progress(s.line() + "  (latency step)")
+    rig.env.progress(f"{s.line()}  ({what})")
     t_call, first = read_timing(timing_path)
     n = len(rig.streams)
     total, read = [], []
@@ -429,21 +470,13 @@ def _latency(rig: WorkerRig, opts: CeilingOptions, fig: Figure, ceiling: float |
     if total and (total[0] < 0 or read[0] < 0):  # a sample before its datagram: a bug here
         raise BenchError("latency: a sample arrived before its datagram was sent; the sample"
                          " -> datagram mapping is wrong (please report it)")
-    fig.values.update(
-        latency_p50_ms=percentile(total, 0.50) / 1e6,
-        latency_p99_ms=percentile(total, 0.99) / 1e6,
-        latency_max_ms=(total[-1] / 1e6) if total else float("nan"),
-        latency_read_p99_ms=percentile(read, 0.99) / 1e6,
-        latency_cpu_per_1k=s.cpu_per_1k,
-    )
-    fig.conditions.update(latency_rate_samples_s=opts.latency_rate, latency_s=opts.latency_s)
-    if not s.ok:
-        fig.notes.append(
-            f"the latency step at {opts.latency_rate:,.0f} samples/s lost {s.lost} samples or fell"
-            " behind: the latency is that of a saturated worker"
-        )
-    elif ceiling is not None and opts.latency_rate > ceiling:
-        fig.notes.append("the latency rate is above the worker's zero-loss ceiling")
+    fig.values.update({
+        f"{key}_p50_ms": percentile(total, 0.50) / 1e6,
+        f"{key}_p99_ms": percentile(total, 0.99) / 1e6,
+        f"{key}_max_ms": (total[-1] / 1e6) if total else float("nan"),
+        f"{key}_read_p99_ms": percentile(read, 0.99) / 1e6,
+    })  # fmt: skip
+    return s
 
 
 def held_rate(ladder: Ladder) -> float:

@@ -30,6 +30,8 @@ class Env:
     workdir: Path
     prefix: str = "127.83.41"
     progress: Callable[[str], None] = print
+    # The I/O worker's real-time priority (--realtime-priority; 0 = normal scheduling).
+    worker_priority: int = 0
     _sender: Path | None = None
 
     @property
@@ -39,6 +41,11 @@ class Env:
     @property
     def sim_address(self) -> str:
         return f"{self.prefix}.2"
+
+    @property
+    def worker_args(self) -> tuple[str, ...]:
+        """Options of every worker a figure starts."""
+        return ("--realtime-priority", str(self.worker_priority)) if self.worker_priority else ()
 
     def plc_address(self, i: int) -> str:
         return f"{self.prefix}.{10 + i}"

@@ -134,7 +134,8 @@ def measure(env: Env, opts: HeartbeatOptions, key: str) -> Figure:
         sim, sim_info = start_simulator(env.procs, tags, address=env.sim_address,
                                         max_connections=opts.connections + 10)
         started.append(sim)
-        worker, winfo = start_worker(env.procs, address=env.worker_address, stats_interval=0)
+        worker, winfo = start_worker(env.procs, address=env.worker_address, stats_interval=0,
+                                     extra=env.worker_args)
         started.append(worker)
         control = Control(env.ctx, winfo["control"])
         add_consumers(control, [

@@ -65,7 +65,8 @@ def measure(env: Env, opts: OpenOptions) -> Figure:
             )
             started.append(child)
             sims.append(info)
-        worker, winfo = start_worker(env.procs, address=env.worker_address, stats_interval=0)
+        worker, winfo = start_worker(env.procs, address=env.worker_address, stats_interval=0,
+                                     extra=env.worker_args)
         started.append(worker)
         control = Control(env.ctx, winfo["control"], timeout=60.0)
         specs = [

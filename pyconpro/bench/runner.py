@@ -57,7 +57,8 @@ def figure_keys(figure: str, sink_kinds: Sequence[str] = SINK_KINDS) -> tuple[st
         "ceiling": ("worker_ceiling_samples_s", "bare_ceiling_datagrams_s", "ceiling_ratio",
                     "worker_cpu_per_1k", "bare_cpu_per_1k"),
         "latency": ("latency_p50_ms", "latency_p99_ms", "latency_max_ms", "latency_read_p99_ms",
-                    "latency_cpu_per_1k"),
+                    "latency_cpu_per_1k", "latency_forwarded_p50_ms", "latency_forwarded_p99_ms",
+                    "latency_forwarded_max_ms", "latency_forwarded_read_p99_ms"),
         "heartbeats": tuple(f"heartbeats_{k}" for k in _HEARTBEAT_KEYS),
         "heartbeat_single": tuple(f"heartbeat_single_{k}" for k in _HEARTBEAT_KEYS),
         "open": ("open_all_running_s", "open_add_ms", "open_timeouts",
@@ -124,6 +125,8 @@ def run_figures(env: Env, plan: Plan) -> Figure:
         parts.append(opening.measure(env, plan.open))
     if "sinks" in want:
         parts.append(sinks.measure(env, plan.sinks))
+    if env.worker_priority:
+        out.conditions["worker_realtime_priority"] = env.worker_priority
     for p in parts:
         out.values.update(p.values)
         out.conditions.update(p.conditions)
@@ -206,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
             for i in range(args.repeat):
                 if args.repeat > 1:
                     progress(f"== run {i + 1} of {args.repeat}")
-                env = Env(procs, ctx, Path(tmp) / f"run-{i}", args.addresses, progress)
+                env = Env(procs, ctx, Path(tmp) / f"run-{i}", args.addresses, progress,
+                          args.worker_realtime_priority)
                 runs.append(run_figures(env, plan))
         except KeyboardInterrupt:
             progress("interrupted; every process this benchmark started is stopped")

@@ -71,6 +71,12 @@ def test_worker_udp_rcvbuf_is_taken_from_the_file(value: int) -> None:
     assert c.worker.udp_rcvbuf == value
 
 
+@pytest.mark.parametrize("value", [0, 1, 10, 99])
+def test_worker_realtime_priority_is_taken_from_the_file(value: int) -> None:
+    c = parse(f"[worker]\nrealtime_priority = {value}\n" + BASE)
+    assert c.worker.realtime_priority == value
+
+
 def test_minimal_file_gets_every_default() -> None:
     c = parse(BASE)
     assert c.source == "<string>"
@@ -78,6 +84,7 @@ def test_minimal_file_gets_every_default() -> None:
     assert c.logging.level == "INFO" and c.logging.file is None
     assert c.worker.udp_port == 2222 and c.worker.stats_interval_s == 5.0
     assert c.worker.udp_rcvbuf == 4 << 20
+    assert c.worker.realtime_priority == 0
     assert c.supervisor == RestartPolicy()
     assert c.sinks == ()
     (plc,) = c.plcs
@@ -735,6 +742,14 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         2,
         "udp_rcvbuf = -1 is below the 0 bytes minimum",
         "between 0 and 1073741824",
+    ),
+    (
+        "worker real-time priority above SCHED_FIFO's",
+        "[worker]\nrealtime_priority = 100\n" + BASE,
+        "worker.realtime_priority",
+        2,
+        "realtime_priority = 100 is above the 99 maximum",
+        "between 0 and 99",
     ),
     (
         "worker receive buffer not a whole number",

@@ -251,48 +251,62 @@ def test_optional_keys_absent_or_nil_are_alike() -> None:
 # --------------------------------------------------------------------------- junk
 
 
-@pytest.mark.parametrize(
-    ("topic", "body", "why"),
-    [
-        (GOLDEN_SAMPLE_TOPIC, b"", "empty body"),
-        (GOLDEN_SAMPLE_TOPIC, b"\xc1", "reserved byte"),
-        (GOLDEN_SAMPLE_TOPIC, msgpack.packb([1, 2]), "array, not map"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, v=0), "version 0"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, v="1"), "version as str"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, sq=-1), "negative seq"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, sq=True), "bool seq"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, cs=0x10000), "cip_seq > u16"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, raw="2a"), "raw as str"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, val=b"\x01"), "bin value"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, tw=1.0), "float time"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, plc=""), "empty plc"),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, ty=5), "type name as int"),
-        (GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY[:-5] + b"\xa4\xff\xfe\xfd\xfc", "bad UTF-8"),
-        (GOLDEN_SAMPLE_TOPIC, msgpack.packb({"v": 1}), "missing keys"),
-        (GOLDEN_SAMPLE_TOPIC, msgpack.packb({1: 2}), "int key"),
-        (
-            GOLDEN_SAMPLE_TOPIC,
-            _patched(GOLDEN_SAMPLE_BODY, val=msgpack.ExtType(5, b"x")),
-            "ext type value",
-        ),
-        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, val={"a": {1: 2}}), "int map key"),
-        (b"sample/plc1/Other/", GOLDEN_SAMPLE_BODY, "topic tag differs from body"),
-        (b"sample/plc2/Count/", GOLDEN_SAMPLE_BODY, "topic plc differs from body"),
-        (b"event/plc1/Count/", GOLDEN_SAMPLE_BODY, "sample body on event topic"),
-        (b"sample/plc1/Count", GOLDEN_SAMPLE_BODY, "no trailing slash"),
-        (b"sample/plc1/Count/x/", GOLDEN_SAMPLE_BODY, "extra segment"),
-        (b"alarm/plc1/Count/", GOLDEN_SAMPLE_BODY, "unknown topic kind"),
-        (b"sample/plc%31/Count/", GOLDEN_SAMPLE_BODY, "non-canonical escape"),
-        (b"\xff/", GOLDEN_SAMPLE_BODY, "topic not UTF-8"),
-        (GOLDEN_STATS_TOPIC, _patched(GOLDEN_STATS_BODY, c={"rx": "many"}), "counter as str"),
-        (GOLDEN_STATS_TOPIC, _patched(GOLDEN_STATS_BODY, c=[1]), "counters as list"),
-        (GOLDEN_EVENT_TOPIC, _patched(GOLDEN_EVENT_BODY, gs=256), "general status > u8"),
-        (GOLDEN_EVENT_TOPIC, _patched(GOLDEN_EVENT_BODY, k=""), "empty kind"),
-    ],
-)
+JUNK = [
+    (GOLDEN_SAMPLE_TOPIC, b"", "empty body"),
+    (GOLDEN_SAMPLE_TOPIC, b"\xc1", "reserved byte"),
+    (GOLDEN_SAMPLE_TOPIC, msgpack.packb([1, 2]), "array, not map"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, v=0), "version 0"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, v="1"), "version as str"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, sq=-1), "negative seq"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, sq=True), "bool seq"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, cs=0x10000), "cip_seq > u16"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, raw="2a"), "raw as str"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, val=b"\x01"), "bin value"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, tw=1.0), "float time"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, plc=""), "empty plc"),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, ty=5), "type name as int"),
+    (GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY[:-5] + b"\xa4\xff\xfe\xfd\xfc", "bad UTF-8"),
+    (GOLDEN_SAMPLE_TOPIC, msgpack.packb({"v": 1}), "missing keys"),
+    (GOLDEN_SAMPLE_TOPIC, msgpack.packb({1: 2}), "int key"),
+    (
+        GOLDEN_SAMPLE_TOPIC,
+        _patched(GOLDEN_SAMPLE_BODY, val=msgpack.ExtType(5, b"x")),
+        "ext type value",
+    ),
+    (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, val={"a": {1: 2}}), "int map key"),
+    (b"sample/plc1/Other/", GOLDEN_SAMPLE_BODY, "topic tag differs from body"),
+    (b"sample/plc2/Count/", GOLDEN_SAMPLE_BODY, "topic plc differs from body"),
+    (b"event/plc1/Count/", GOLDEN_SAMPLE_BODY, "sample body on event topic"),
+    (b"sample/plc1/Count", GOLDEN_SAMPLE_BODY, "no trailing slash"),
+    (b"sample/plc1/Count/x/", GOLDEN_SAMPLE_BODY, "extra segment"),
+    (b"alarm/plc1/Count/", GOLDEN_SAMPLE_BODY, "unknown topic kind"),
+    (b"sample/plc%31/Count/", GOLDEN_SAMPLE_BODY, "non-canonical escape"),
+    (b"\xff/", GOLDEN_SAMPLE_BODY, "topic not UTF-8"),
+    (GOLDEN_STATS_TOPIC, _patched(GOLDEN_STATS_BODY, c={"rx": "many"}), "counter as str"),
+    (GOLDEN_STATS_TOPIC, _patched(GOLDEN_STATS_BODY, c=[1]), "counters as list"),
+    (GOLDEN_EVENT_TOPIC, _patched(GOLDEN_EVENT_BODY, gs=256), "general status > u8"),
+    (GOLDEN_EVENT_TOPIC, _patched(GOLDEN_EVENT_BODY, k=""), "empty kind"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("topic", "body", "why"), JUNK)
 def test_junk_is_malformed(topic: bytes, body: bytes, why: str) -> None:
     with pytest.raises(MalformedPacket):
         decode(topic, body)
+
+
+@pytest.mark.parametrize(("topic", "body", "why"), JUNK)
+def test_junk_of_a_known_stream_is_malformed(topic: bytes, body: bytes, why: str) -> None:
+    # The golden sample's stream is known to the hot-path reader: its quick checks must reject
+    # what the reference rejects, and the error is the reference's.
+    assert decode(GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY) == GOLDEN_SAMPLE
+    with pytest.raises(MalformedPacket) as quick:
+        decode(topic, body)
+    with pytest.raises(MalformedPacket) as reference:
+        kind, _ = parse_topic(topic)
+        {TopicKind.SAMPLE: Sample._decode_checked, TopicKind.EVENT: Event.decode,
+         TopicKind.STATS: Stats.decode}[kind](topic, body)  # fmt: skip
+    assert str(quick.value) == str(reference.value)
 
 
 def test_deeply_nested_value_is_malformed_not_a_crash() -> None:
@@ -647,6 +661,90 @@ def test_sample_stream_shares_the_publishers_counter() -> None:
     ]
     again = wire.SampleStream("w", "p", "t", counter=counter)  # consumer removed and re-added
     assert wire.decode(again.topic, again.encode(0, 0, 0, 0, 1, b"")).seq == 2
+
+
+# ------------------------------------------------------------------ hot-path sample reader
+
+
+def test_sample_reader_checks_every_key_of_the_schema() -> None:
+    keys = (*wire.SAMPLE_STREAM_KEYS, *wire.SAMPLE_MESSAGE_KEYS)
+    assert sorted(keys) == sorted(k.key for k in wire.SAMPLE_KEYS)
+
+
+def test_sample_reader_knows_a_stream_after_the_reference_accepted_it() -> None:
+    reader = wire.SampleReader()
+    assert reader.quick(GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY) is None  # unknown yet
+    assert reader.decode(GOLDEN_SAMPLE_TOPIC, GOLDEN_SAMPLE_BODY) == GOLDEN_SAMPLE
+    later = _patched(GOLDEN_SAMPLE_BODY, sq=8, val=[1.5, None], tw=-1, st=-5)
+    assert reader.quick(GOLDEN_SAMPLE_TOPIC, later) == dataclasses.replace(
+        GOLDEN_SAMPLE, seq=8, value=[1.5, None], t_wall_ns=-1, source_ns=-5
+    )
+    # Another stream (publisher, names, type or topic) is the reference's again.
+    for topic, body in [
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, pub="w2")),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, ty="INT")),
+        (GOLDEN_SAMPLE_TOPIC, _patched(GOLDEN_SAMPLE_BODY, ty=None)),
+        (b"sample/plc1/Other/", _patched(GOLDEN_SAMPLE_BODY, tag="Other")),
+    ]:
+        assert reader.quick(topic, body) is None
+        assert reader.decode(topic, body) == Sample._decode_checked(topic, body)
+        assert reader.quick(topic, body) == Sample._decode_checked(topic, body)
+
+
+def test_sample_reader_forgets_past_its_bound() -> None:
+    reader = wire.SampleReader(max_streams=2)
+    for tag in ("a", "b", "c"):
+        stream = wire.SampleStream("w", "p", tag)
+        reader.decode(stream.topic, stream.encode(0, 0, 0, 0, 1, b""))
+    stream = wire.SampleStream("w", "p", "c")
+    assert reader.quick(stream.topic, stream.encode(0, 0, 0, 0, 1, b"")) is not None
+    stream = wire.SampleStream("w", "p", "a")
+    assert reader.quick(stream.topic, stream.encode(0, 0, 0, 0, 1, b"")) is None
+
+
+# What a hostile or broken publisher may put under a key of a known stream.
+odd_values = (
+    values
+    | st.binary(max_size=4)
+    | st.integers(wire.I64_MIN, wire.U64_MAX)
+    | st.floats()
+    | st.lists(st.integers(wire.I64_MIN, wire.U64_MAX), max_size=2)
+    | st.dictionaries(st.integers(0, 3), st.none(), max_size=2)
+    | st.just(msgpack.ExtType(1, b"x"))
+)
+
+
+@settings(max_examples=300)
+@given(samples, st.sampled_from([k.key for k in wire.SAMPLE_KEYS] + ["zz"]), odd_values,
+       st.booleans())  # fmt: skip
+def test_sample_reader_agrees_with_the_reference(
+    msg: Sample, key: str, value: object, drop: bool
+) -> None:
+    reader = wire.SampleReader()
+    topic, body = msg.encode()
+    assert reader.decode(topic, body) == msg
+    assert reader.quick(topic, body) == msg
+    fields = msgpack.unpackb(body, raw=False)
+    if drop:
+        fields.pop(key, None)
+    else:
+        fields[key] = value
+    changed = msgpack.packb(fields, use_bin_type=True)
+    try:
+        expected: Sample | MalformedPacket = Sample._decode_checked(topic, changed)
+    except MalformedPacket as exc:
+        expected = exc
+    quick = reader.quick(topic, changed)
+    try:
+        got: Sample | MalformedPacket = reader.decode(topic, changed)
+    except MalformedPacket as exc:
+        got = exc
+    if isinstance(expected, MalformedPacket):
+        assert quick is None
+        assert isinstance(got, MalformedPacket) and str(got) == str(expected)
+    else:  # compared as bytes: a NaN is not equal to itself
+        assert quick is None or quick.encode() == expected.encode()
+        assert isinstance(got, Sample) and got.encode() == expected.encode()
 
 
 @given(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import zmq
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, topic_for_sample
 from pyconpro.sinks.base import (
     BusGap,
@@ -17,6 +18,7 @@ from pyconpro.sinks.base import (
     LoopOptions,
     OutputUnavailable,
     SubscriberLoop,
+    receive_frames,
 )
 
 from tests.sinks.bus_testkit import MemorySink, TestPublisher
@@ -262,6 +264,45 @@ def test_topic_filter_is_exact_and_several_endpoints_are_merged(
         t.join()
     assert sorted(sink.flushed, key=repr) == sorted([wanted_1, wanted_2], key=repr)
     assert sink.opened and sink.closed
+
+
+def test_receive_frames_reads_what_recv_multipart_reads() -> None:
+    ctx = zmq.Context()
+    tx, rx = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        for sock in (tx, rx):
+            sock.setsockopt(zmq.LINGER, 0)
+        rx.bind("inproc://frames")
+        tx.connect("inproc://frames")
+        messages = [[TA], [TA, frames(S)[1]], [TA, b"", b"x" * 70_000], [b""], [TB, b"y"]]
+        for m in messages:
+            tx.send_multipart(m)
+        assert rx.poll(10_000)
+        got = [receive_frames(rx) for _ in messages]
+        assert got == messages
+        assert receive_frames(rx) is None  # nothing queued: no wait
+    finally:
+        tx.close()
+        rx.close()
+        ctx.term()
+
+
+def test_messages_of_other_frame_counts_over_a_socket_are_malformed_alone(
+    publishers: list[TestPublisher],
+) -> None:
+    sink = MemorySink()
+    t = LoopThread(sink, LoopOptions(endpoints=[publishers[0].endpoint], flush_interval=0.05))
+    try:
+        publishers[0].wait_subscribed([b"sample/"])
+        publishers[0].send_frames([TA])
+        publishers[0].send(S)
+        publishers[0].send_frames([TA, frames(S)[1], b""])
+        publishers[0].send(dataclasses.replace(S, seq=1))
+        publishers[0].close()
+    finally:
+        t.join()
+    assert sink.flushed == [S, dataclasses.replace(S, seq=1)]
+    assert (t.loop.counters.malformed, t.loop.counters.samples) == (2, 2)
 
 
 def test_stop_is_prompt_when_idle(publishers: list[TestPublisher]) -> None:

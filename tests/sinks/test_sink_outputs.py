@@ -14,10 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyconpro.acquisition.wire import Event, EventKind, Sample, Stats, Value
 from pyconpro.sinks.base import BusGap
 from pyconpro.sinks.files import CsvSink, JsonlSink, RotatingFile
-from pyconpro.sinks.records import iso_time, to_json
+from pyconpro.sinks.records import iso_time, json_safe, sample_json, sample_record, to_json
 from pyconpro.sinks.sqlite import SqliteSink
 from pyconpro.sinks.stdout import (
     StdoutSink,
@@ -56,6 +58,38 @@ class Clock:
 def test_iso_time_keeps_nanoseconds() -> None:
     assert iso_time(1_700_000_000_123_456_789) == "2023-11-14T22:13:20.123456789Z"
     assert iso_time(0) == "1970-01-01T00:00:00.000000000Z"
+
+
+# Values of every shape a sample carries, non-finite floats and non-ASCII text included.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                  max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+@settings(max_examples=200)
+@given(
+    json_values, st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8),
+    st.none() | st.text(min_size=1, max_size=8), st.integers(-(2**63), 2**63 - 1),
+    st.none() | st.integers(-(2**63), 2**63 - 1),
+)  # fmt: skip
+def test_sample_json_is_the_json_of_the_sample_record(
+    value: Value, plc: str, publisher: str, type_name: str | None, t_wall_ns: int,
+    source_ns: int | None,
+) -> None:
+    s = dataclasses.replace(S, value=value, plc=plc, publisher=publisher, type_name=type_name,
+                            t_wall_ns=t_wall_ns, gap=2**64 - 1, source_ns=source_ns)  # fmt: skip
+    assert sample_json(s) == to_json(sample_record(s))
+
+
+@given(json_values)
+def test_to_json_spells_values_as_the_json_module(value: Value) -> None:
+    assert to_json(value) == json.dumps(
+        json_safe(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def test_json_is_strict_with_named_non_finite_floats() -> None:
@@ -285,6 +319,22 @@ def test_rotating_file_by_size_never_splits_a_record(tmp_path: Path) -> None:
     assert r.paths == sorted(r.paths)
 
 
+def test_rotating_file_writes_a_batch_as_one_record_after_the_other(tmp_path: Path) -> None:
+    records = [b"aaaa\n", b"bb\n", b"cccccccccccccc\n", b"d\n", b"e\n", b"ffff\n"]
+    one = RotatingFile(tmp_path / "one", "s", ".txt", max_bytes=10, max_seconds=0, header=b"H\n")
+    batch = RotatingFile(tmp_path / "all", "s", ".txt", max_bytes=10, max_seconds=0, header=b"H\n")
+    for d in (tmp_path / "one", tmp_path / "all"):
+        d.mkdir()
+    for rec in records:
+        one.write(rec)
+    batch.write_all(records[:3])
+    batch.write_all(records[3:])
+    one.close()
+    batch.close()
+    assert [p.read_bytes() for p in batch.paths] == [p.read_bytes() for p in one.paths]
+    assert len(batch.paths) == 4
+
+
 def test_rotating_file_by_age_including_when_idle(tmp_path: Path) -> None:
     clock = Clock()
     r = RotatingFile(tmp_path, "s", ".txt", max_bytes=0, max_seconds=60, clock=clock)
@@ -403,6 +453,11 @@ def test_stdout_lines() -> None:
 
 def test_stdout_local_time_carries_its_offset(monkeypatch: pytest.MonkeyPatch) -> None:
     # A POSIX TZ string needs no tz database: one hour east of UTC, no daylight saving.
+    monkeypatch.setenv("TZ", "UTC0")
+    time.tzset()
+    # The same second formatted in another zone first: a change of zone is not answered from
+    # what was formatted before it.
+    assert display_time(1_700_000_000_000_000_000) == "2023-11-14T22:13:20.000000000+00:00"
     monkeypatch.setenv("TZ", "XYZ-1")
     time.tzset()
     try:

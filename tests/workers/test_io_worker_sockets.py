@@ -4,13 +4,20 @@ asks for, and what it reports about it."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyconpro.workers.io_worker import DEFAULT_UDP_RCVBUF, IoWorker, WorkerOptions
+from pyconpro.workers.io_worker import (
+    DEFAULT_UDP_RCVBUF,
+    IoWorker,
+    WorkerOptions,
+    set_realtime_priority,
+)
 
 LOCAL = "127.61.12.1"
 
@@ -98,3 +105,30 @@ def test_the_config_file_sets_the_buffer_and_the_command_line_wins(tmp_path: Pat
     with start_worker(LOCAL, extra_args=["--config", str(config),
                                          "--udp-rcvbuf", str(asked // 2)]) as w:
         assert w.control("status")["udp_rcvbuf"] == asked
+
+
+@linux_only
+def test_realtime_priority_is_the_threads_or_refused_with_the_fix(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # In a thread of its own: the call sets the calling thread's policy (and that of the threads
+    # it starts later), never this test's.
+    got: dict[str, int | bool] = {}
+
+    def run() -> None:
+        got["granted"] = set_realtime_priority(7)
+        got["policy"] = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
+        got["priority"] = os.sched_getparam(0).sched_priority
+
+    caplog.set_level(logging.INFO, logger="pyconpro")
+    thread = threading.Thread(target=run, name="realtime-under-test")
+    thread.start()
+    thread.join(10)
+    if got["granted"]:
+        assert (got["policy"], got["priority"]) == (os.SCHED_FIFO, 7)
+        assert "real-time priority 7" in caplog.text
+    else:  # no CAP_SYS_NICE here (not root, or a container without it): the fix is named
+        assert os.geteuid() != 0 or "Operation not permitted" in caplog.text
+        assert got["policy"] == os.SCHED_OTHER
+        assert "LimitRTPRIO=7" in caplog.text and "realtime_priority = 0" in caplog.text
+    assert os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER

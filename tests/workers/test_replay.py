@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 import zmq
 from pyconpro.acquisition.wire import SampleStream
+from pyconpro.workers.replay import ReplayThread
 
 from pyconpro.status_cli import request
 from tests.support.wait import wait_for
@@ -84,3 +85,45 @@ def test_without_a_buffer_a_replay_request_says_how_to_get_one(tmp_path: Path) -
                          " `pyconpro run`"}  # fmt: skip
         sink = next(s for s in sup.specs.values() if s.name == "sink-db")
         assert "--replay" not in sink.argv
+
+
+def test_the_replay_thread_keeps_every_copy_of_a_burst_and_of_a_trickle() -> None:
+    # The thread reads the capture in batches, at most every few milliseconds while it keeps
+    # up: a burst of several batches is read on at once, a trickle a moment later; neither
+    # loses a copy (``lost`` counts sq jumps of what it kept).
+    ctx: zmq.Context[Any] = zmq.Context()
+    capture, marker = ctx.socket(zmq.PUB), ctx.socket(zmq.XSUB)
+    for sock in (capture, marker):
+        sock.setsockopt(zmq.LINGER, 0)
+    capture.setsockopt(zmq.SNDHWM, 0)
+    capture.bind("inproc://test-replay-capture")
+    marker.bind("inproc://test-replay-marker")
+    thread = ReplayThread(ctx, capture="inproc://test-replay-capture",
+                          marker="inproc://test-replay-marker", max_age_s=600.0,
+                          max_bytes=1 << 30, hwm=0)  # fmt: skip
+    thread.start()
+    stream = SampleStream("w1", "p1", "Counter", "DINT")
+    try:
+        # The capture SUB connects after start(): until then what is sent is not for it.
+        wait_for(lambda: _send(capture, stream) and thread.stats()["added"] > 0,
+                 "the replay thread subscribed to the capture", interval=0.01)  # fmt: skip
+        first = thread.stats()["added"]
+        sent = 0
+        for _ in range(5_000):  # five batches
+            sent += _send(capture, stream)
+        for _ in range(20):
+            time.sleep(0.002)
+            sent += _send(capture, stream)
+        stats = wait_for(lambda: (s := thread.stats())["added"] >= first + sent and s,
+                         "every copy in the buffer (stats are read every second)")  # fmt: skip
+        assert stats["lost"] == 0 and stats["skipped"] == 0
+    finally:
+        thread.stop()
+        capture.close()
+        marker.close()
+        ctx.term()
+
+
+def _send(sock: zmq.Socket[Any], stream: SampleStream) -> int:
+    sock.send_multipart([stream.topic, stream.encode(0, time.monotonic_ns(), 0, 0, 1, b"")])
+    return 1

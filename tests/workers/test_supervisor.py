@@ -326,6 +326,16 @@ def test_worker_argv_carries_the_udp_receive_buffer_of_the_file(tmp_path: Path) 
         assert _parser().parse_args(argv[3:]).udp_rcvbuf == 262144  # the worker takes it
 
 
+def test_worker_argv_carries_the_realtime_priority_of_the_file(tmp_path: Path) -> None:
+    from pyconpro.workers.io_worker import _parser
+
+    default = _plan(config_text(tmp_path), tmp_path)["worker-127.88.1.1"].command()
+    assert default[default.index("--realtime-priority") + 1] == "0"
+    argv = _plan("[worker]\nrealtime_priority = 10\n" + config_text(tmp_path),
+                 tmp_path)["worker-127.88.1.1"].command()  # fmt: skip
+    assert _parser().parse_args(argv[3:]).realtime_priority == 10  # the worker takes it
+
+
 def test_tcp_control_base_gives_ports_and_learned_pub(tmp_path: Path) -> None:
     text = config_text(tmp_path).replace(f'"ipc://{tmp_path}/ctl"', '"tcp://127.0.0.1:7000"')
     plan = _plan(text, tmp_path)
