@@ -80,12 +80,13 @@ def test_a_subscriber_that_never_reads_costs_counted_drops_not_data(
             assert w.control("add", consumer=spec)["ok"]
             first = wait_status(w, lambda st: st["counters"]["pub_drops"] > 0, 20,
                                 "pub_drops > 0")
-            # The pipe stays full: every further sample is dropped and counted, and the
-            # connection runs on as if nobody were slow.
+            # The pipe stays full: further samples are dropped and counted (how many still
+            # fit into the kernel's socket buffer depends on when libzmq's I/O thread ran),
+            # and the connection runs on as if nobody were slow.
             later = wait_status(
-                w, lambda st: st["counters"]["samples"] >= first["counters"]["samples"] + 200,
-                20, "200 more samples")
-            assert later["counters"]["pub_drops"] >= first["counters"]["pub_drops"] + 150
+                w, lambda st: st["counters"]["pub_drops"] >= first["counters"]["pub_drops"] + 150,
+                30, "150 more drops")
+            assert later["counters"]["samples"] >= first["counters"]["samples"] + 100  # + stats
             [c] = later["consumers"]
             assert c["state"] == "RUNNING"
             assert c["counters"]["timeouts"] == 0 and c["counters"]["opens"] == 1

@@ -98,7 +98,10 @@ def test_several_tags_from_two_plcs_arrive_decoded_at_the_rpi(
         ("b", "Counter"): (30, "DINT"),
     }
     sims = {"a": sim_a, "b": sim_b}
-    cons = [consumer(sims[plc], plc, tag, rpi) for (plc, tag), (rpi, _) in specs.items()]
+    # multiplier 32: a worker starved for a while on a busy machine keeps its connections
+    # (the default 4 x RPI would let the simulator time them out, and the count below fail).
+    cons = [consumer(sims[plc], plc, tag, rpi, multiplier=32)
+            for (plc, tag), (rpi, _) in specs.items()]  # fmt: skip
     with start_worker(WORKER, cons) as w:
         wait_running(w, [f"{plc}/{tag}" for plc, tag in specs])
         w.messages.clear()
