@@ -70,10 +70,63 @@ def test_connections_are_judged_each_on_its_own_phase() -> None:
 
 
 def test_ideal_phase_makes_the_mean_lateness_smallest() -> None:
-    assert heartbeats.ideal_phase([4, 5, 6], 10) == 4
-    assert heartbeats.ideal_phase([1, 7, 8, 9], 10) == 7  # the arc 7, 8, 9, 1 wraps past 0
-    # lateness 0, 1, 2, 7 (sum 10) beats 0, 3, 4, 5 from 8 (sum 12)
-    assert heartbeats.ideal_phase([1, 2, 3, 8], 10) == 1
+    # heartbeats more than a period apart: any phase puts each in a slot of its own
+    assert heartbeats.ideal_phase([4, 15, 26], 10) == 4  # phases 4, 5, 6
+    assert heartbeats.ideal_phase([7, 18, 29, 41], 10) == 7  # the arc 7, 8, 9, 1 wraps past 0
+    # phases 1, 2, 3, 8: lateness 0, 1, 2, 7 (sum 10) beats 0, 3, 4, 5 from 8 (sum 12)
+    assert heartbeats.ideal_phase([1, 12, 23, 38], 10) == 1
+
+
+def test_ideal_phase_puts_every_heartbeat_in_a_slot_of_its_own() -> None:
+    # phases 2, 3, 1, 4 (lateness 1, 2, 0, 3 from phase 1): by the mean lateness alone phase 2
+    # wins (sum 0, 1, 9, 2 = 12 against 6 from phase 1), reading 21 as slot 1's second heartbeat
+    ts = [2, 13, 21, 34]
+    assert heartbeats.ideal_phase(ts, 10) == 1
+    s = heartbeats.analyse([(t, 1, 0) for t in ts], 10)
+    assert s.lateness_ns == (0, 1, 2, 3) and s.skipped == 0 and s.duplicates == 0
+
+
+def test_heartbeats_a_little_earlier_than_most_are_not_read_as_the_previous_slot() -> None:
+    # 1 ms for 5 s: most arrive 30-40 us after their deadline, a few 0-6 us after it (a quicker
+    # wake-up). Counting one of 5,000 as a whole period late costs 0.2 us of mean lateness,
+    # less than starting the arc those few microseconds earlier: that read each of them as the
+    # previous slot's second heartbeat and its own slot as skipped.
+    rng = random.Random(15)
+    late = [30_000 + rng.randrange(10_000) for _ in range(5000)]
+    for k in rng.sample(range(1, 5000), 12):
+        late[k] = rng.randrange(6_000)
+    late[2500] = 0
+    recs = schedule(4, 10**15 + 700_000, MS, range(5000), late)
+    s = heartbeats.analyse(recs, MS)
+    assert s.skipped == 0 and s.duplicates == 0
+    assert sorted(s.lateness_ns) == sorted(late)
+
+
+def test_a_slot_the_sender_skipped_is_skipped_and_a_catch_up_is_an_extra() -> None:
+    rng = random.Random(2)
+    late = [rng.randrange(50_000) for _ in range(1000)]
+    late[0] = 0
+    recs = schedule(1, 10**12, MS, range(1000), late)
+    # slot 400 went without: slot 401's heartbeat came 1.3 periods after slot 400's deadline
+    skip = [r for r in recs if r[2] != 401]
+    late_one = [(t + 300_000 if seq == 402 else t, c, seq) for t, c, seq in skip]
+    s = heartbeats.analyse(late_one, MS)
+    assert (s.skipped, s.duplicates) == (1, 0)
+    assert s.lateness_ns[-1] == 300_000 + late[401]
+    # the same stall caught up by sending slot 400's heartbeat with slot 401's: at the receiver
+    # both fall in slot 401; the receiver cannot tell a catch-up from a skipped slot
+    stalled = 10**12 + 401 * MS + 300_000
+    caught_up = [(stalled if seq == 401 else stalled + 20_000 if seq == 402 else t, c, seq)
+                 for t, c, seq in recs]
+    s = heartbeats.analyse(caught_up, MS)
+    assert (s.skipped, s.duplicates) == (1, 1)
+
+
+def test_a_sender_faster_than_the_period_shows_extra_heartbeats() -> None:
+    recs = [(10**12 + round(k * 0.8 * MS), 9, k) for k in range(5001)]
+    s = heartbeats.analyse(recs, MS)
+    assert s.rate_error_pct == pytest.approx(25.0, rel=1e-3)
+    assert s.duplicates == pytest.approx(1000, abs=2) and s.skipped == 0
 
 
 def test_a_few_very_late_heartbeats_do_not_move_the_schedule() -> None:
