@@ -178,12 +178,16 @@ def measure(env: Env, opts: HeartbeatOptions, key: str) -> Figure:
         with SimulatorControl(sim_info.control) as sc:
             drops0 = udp_socket_drops([sim_info.address])[sim_info.address]
             timeouts0 = sc.status()["target"]["timeouts"]
+            skipped0 = control("status")["counters"]["heartbeats_skipped"]
             cpu = CpuMeter({"worker": worker.pid, "sim": sim.pid})
             sc.record_heartbeats(str(records))
             cpu.start()
             time.sleep(opts.seconds)
             used = cpu.stop()
             sc.record_heartbeats(None)
+            # The worker's own count of slots it let pass (late by a whole period), over the
+            # same seconds give or take a control round trip.
+            worker_skipped = control("status")["counters"]["heartbeats_skipped"] - skipped0
             drops = udp_socket_drops([sim_info.address])[sim_info.address] - drops0
             timeouts = sc.status()["target"]["timeouts"] - timeouts0
         worker.check_alive()
@@ -198,12 +202,15 @@ def measure(env: Env, opts: HeartbeatOptions, key: str) -> Figure:
         f"{key}_lateness_max_ms": (lat[-1] / 1e6) if lat else float("nan"),
         f"{key}_rate_error_pct": stats.rate_error_pct,
         f"{key}_skipped_slots": float(stats.skipped),
+        f"{key}_extra_heartbeats": float(stats.duplicates),
+        f"{key}_worker_skipped_slots": float(worker_skipped),
         f"{key}_worker_cpu_pct": 100.0 * used["worker"] / used["elapsed"],
     })  # fmt: skip
     expected = opts.connections * opts.seconds * 1000.0 / opts.rpi_ms
     env.progress(
         f"  {stats.heartbeats:,} heartbeats of {stats.connections} connections (about"
-        f" {expected:,.0f} expected), {stats.skipped} slots skipped, {stats.duplicates} extra,"
+        f" {expected:,.0f} expected), {stats.skipped} slots skipped ({worker_skipped} by the"
+        f" worker's count), {stats.duplicates} extra,"
         f" simulator CPU {100.0 * used['sim'] / used['elapsed']:.0f} %, kernel drops {drops},"
         f" connections the simulator timed out {timeouts}"
     )

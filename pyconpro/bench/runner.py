@@ -47,7 +47,7 @@ from pyconpro.bench.procs import (
 from pyconpro.bench.sinks import SinkOptions
 
 _HEARTBEAT_KEYS = ("lateness_p50_ms", "lateness_p99_ms", "lateness_max_ms", "rate_error_pct",
-                   "skipped_slots", "worker_cpu_pct")
+                   "skipped_slots", "extra_heartbeats", "worker_skipped_slots", "worker_cpu_pct")
 _SINK_KEYS = ("samples_s", "bare_samples_s", "ratio")
 
 
