@@ -10,6 +10,9 @@
  * zmq_send. Everything else goes back to Python as it is (a "slow" datagram): the connection
  * machine decides, Python publishes. O->T heartbeats go out in one sendmmsg.
  *
+ * In a section of its own ("the bus forwarder's loop"), for the supervisor: the forwarding
+ * loop of workers/forwarder.py, XSUB -> XPUB (and the replay buffer's capture) without the GIL.
+ *
  * Built by setup.py as pyconpro.workers._fastpath when a C compiler is there; the worker runs
  * the pure-Python path otherwise, or when PYCONPRO_FASTPATH=0 (workers/fastpath.py).
  * Linux only (recvmmsg, sendmmsg), little-endian hosts (the recorder ring is native).
@@ -25,6 +28,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #if !defined(__linux__)
 #error "the compiled receive path needs Linux (recvmmsg, sendmmsg)"
@@ -1093,6 +1097,217 @@ static PyTypeObject DemuxType = {
     .tp_as_sequence = &Demux_as_sequence,
 };
 
+/* ================================================================== the bus forwarder's loop
+ *
+ * workers/forwarder.py's forwarding in C (docs/performance.md "The bus forwarder"): whole
+ * multipart messages from the XSUB (the publishers' side) to the public XPUB and, with a
+ * replay buffer, a copy of each to the capture PUB, with the GIL released. It returns to
+ * Python as soon as something there needs attention: a message on the XPUB (a subscription
+ * for the caps to judge, acquisition/subscriptions.py), one on the control pipe (stop, new
+ * upstreams), or the time given is up (the periodic duties). Like libzmq's
+ * zmq_proxy_steerable, but zmq_proxy would pass every subscription upstream unchecked.
+ * Forwarder._forward is the reference (PYCONPRO_FASTPATH=0, or no compiler).
+ *
+ * The sockets are the forwarder thread's (pyzmq's Socket.underlying), and only that thread
+ * calls this; the GIL is released, so no Python object is touched in between. The counters
+ * are added to a buffer of two uint64 (frames, bytes) that Python reads from other threads:
+ * each is stored whole after every batch. libzmq's functions come from the library pyzmq
+ * loaded (bind_forwarder, from workers/fastpath.py), as zmq_send does for the receive path;
+ * its types are declared here as zmq.h declares them (its ABI), so no zmq.h is needed to
+ * build. */
+
+typedef struct { unsigned char _[64] __attribute__((aligned(sizeof(void *)))); } zmsg_t;
+typedef struct { void *socket; int fd; short events; short revents; } zpollitem_t;
+#define ZMQ_POLLIN_ 1
+#define FWD_XSUB 1     /* bits of what forward() returns: which sockets had input */
+#define FWD_XPUB 2
+#define FWD_CONTROL 4
+
+static struct {
+    int (*msg_init)(zmsg_t *);
+    int (*msg_recv)(zmsg_t *, void *, int);
+    int (*msg_send)(zmsg_t *, void *, int);
+    int (*msg_close)(zmsg_t *);
+    int (*msg_copy)(zmsg_t *, zmsg_t *);
+    size_t (*msg_size)(const zmsg_t *);
+    int (*msg_more)(const zmsg_t *);
+    int (*poll)(zpollitem_t *, int, long);
+    int (*errno_)(void);
+} zf;
+
+/* The libzmq functions forward() uses, in this order (workers/fastpath.py looks them up). */
+static const char *const FORWARDER_FUNCTIONS[] = {
+    "zmq_msg_init", "zmq_msg_recv", "zmq_msg_send", "zmq_msg_close", "zmq_msg_copy",
+    "zmq_msg_size", "zmq_msg_more", "zmq_poll", "zmq_errno",
+};
+#define N_FORWARDER_FUNCTIONS (sizeof(FORWARDER_FUNCTIONS) / sizeof(FORWARDER_FUNCTIONS[0]))
+
+typedef struct {
+    void *xsub, *xpub, *capture;  /* capture: NULL without a replay buffer */
+    uint64_t frames, bytes;       /* of the batch under way */
+} Fwd;
+
+/* One whole message from the XSUB to the XPUB (and the capture): 1, 0 when none is waiting,
+ * or -errno. The rest of a message is there with its first frame (libzmq), so only the first
+ * read may find nothing. A PUB-like socket never blocks: a subscriber or the capture past its
+ * HWM loses the message there (counted by nobody, as with zmq_proxy); the XPUB's own send
+ * fails only when the context ends. */
+static int fwd_message(Fwd *f) {
+    zmsg_t msg, copy;
+    int recv_flags = ZMQ_DONTWAIT_;
+    for (;;) {
+        zf.msg_init(&msg);
+        if (zf.msg_recv(&msg, f->xsub, recv_flags) < 0) {
+            int e = zf.errno_();
+            zf.msg_close(&msg);
+            return (e == EAGAIN && recv_flags == ZMQ_DONTWAIT_) ? 0 : -e;
+        }
+        recv_flags = 0;
+        int more = zf.msg_more(&msg);
+        int flags = more ? ZMQ_SNDMORE_ : 0;
+        f->frames++;
+        f->bytes += zf.msg_size(&msg);
+        if (f->capture != NULL) {
+            /* A copy shares a large frame's buffer (a reference count), copies a small one. */
+            zf.msg_init(&copy);
+            if (zf.msg_copy(&copy, &msg) < 0 || zf.msg_send(&copy, f->capture, flags) < 0)
+                zf.msg_close(&copy);
+        }
+        if (zf.msg_send(&msg, f->xpub, flags) < 0) {
+            int e = zf.errno_();
+            zf.msg_close(&msg);
+            if (e != EAGAIN) return -e;
+        }
+        if (!more) return 1;
+    }
+}
+
+static inline int64_t fwd_clock_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The loop, without the GIL: which sockets had input when it returned, or -errno. */
+static int fwd_run(Fwd *f, void *control, long timeout_ms, long batch, uint64_t *counts) {
+    zpollitem_t items[3] = {
+        {f->xsub, 0, ZMQ_POLLIN_, 0}, {f->xpub, 0, ZMQ_POLLIN_, 0}, {control, 0, ZMQ_POLLIN_, 0},
+    };
+    int64_t deadline = fwd_clock_ms() + timeout_ms;
+    long wait = timeout_ms;
+    for (;;) {
+        int n = zf.poll(items, 3, wait);
+        if (n < 0) {
+            int e = zf.errno_();
+            return e == EINTR ? 0 : -e;  /* a signal: Python's turn, as after a timeout */
+        }
+        int ready = ((items[0].revents & ZMQ_POLLIN_) ? FWD_XSUB : 0)
+                    | ((items[1].revents & ZMQ_POLLIN_) ? FWD_XPUB : 0)
+                    | ((items[2].revents & ZMQ_POLLIN_) ? FWD_CONTROL : 0);
+        if (ready & FWD_XSUB) {
+            int r = 1;
+            f->frames = f->bytes = 0;
+            for (long i = 0; i < batch && r > 0; i++) r = fwd_message(f);
+            __atomic_store_n(&counts[0], counts[0] + f->frames, __ATOMIC_RELAXED);
+            __atomic_store_n(&counts[1], counts[1] + f->bytes, __ATOMIC_RELAXED);
+            if (r < 0) return r;
+        }
+        if (ready & (FWD_XPUB | FWD_CONTROL) || n == 0) return ready;
+        int64_t left = deadline - fwd_clock_ms();
+        if (left <= 0) return ready;  /* busy all along: Python's periodic duties are due */
+        wait = (long)left;
+    }
+}
+
+PyDoc_STRVAR(forward_doc,
+"forward(xsub, xpub, capture, control, timeout_ms, batch, counts) -> int: forward whole\n"
+"messages from the XSUB to the XPUB (and a copy to ``capture``, 0 for none), up to ``batch``\n"
+"messages between two looks at the sockets, with the GIL released, until the XPUB or\n"
+"``control`` has a message or ``timeout_ms`` has passed. The sockets are libzmq's (pyzmq's\n"
+"Socket.underlying). ``counts``: a writable buffer of two uint64, frames and bytes taken in,\n"
+"added to after every batch. Returns which had input at the last look (1 the XSUB, 2 the\n"
+"XPUB, 4 control; 0: the time was up with nothing), or -errno when libzmq failed (ETERM:\n"
+"the context is ending).");
+
+static PyObject *py_forward(PyObject *mod, PyObject *args) {
+    PyObject *xsub_o, *xpub_o, *capture_o, *control_o, *counts_o;
+    long timeout_ms, batch;
+    if (!PyArg_ParseTuple(args, "OOOOllO", &xsub_o, &xpub_o, &capture_o, &control_o,
+                          &timeout_ms, &batch, &counts_o))
+        return NULL;
+    if (zf.poll == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_forwarder() first");
+        return NULL;
+    }
+    Fwd f = {0};
+    f.xsub = PyLong_AsVoidPtr(xsub_o);
+    f.xpub = PyLong_AsVoidPtr(xpub_o);
+    f.capture = PyLong_AsVoidPtr(capture_o);
+    void *control = PyLong_AsVoidPtr(control_o);
+    if (PyErr_Occurred()) return NULL;
+    if (f.xsub == NULL || f.xpub == NULL || control == NULL) {
+        PyErr_SetString(PyExc_ValueError, "xsub, xpub and control must be sockets, not 0");
+        return NULL;
+    }
+    if (timeout_ms < 0 || batch < 1) {
+        PyErr_SetString(PyExc_ValueError, "timeout_ms must be >= 0 and batch >= 1");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(counts_o, &view, PyBUF_WRITABLE) < 0) return NULL;
+    if (view.len < (Py_ssize_t)(2 * sizeof(uint64_t)) || ((uintptr_t)view.buf & 7) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "counts must be an aligned buffer of two uint64");
+        return NULL;
+    }
+    int ready;
+    Py_BEGIN_ALLOW_THREADS
+    ready = fwd_run(&f, control, timeout_ms, batch, (uint64_t *)view.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(ready);
+}
+
+PyDoc_STRVAR(bind_forwarder_doc,
+"bind_forwarder(addresses): the libzmq functions forward() uses, a mapping of each name in\n"
+"FORWARDER_FUNCTIONS to its address in the libzmq pyzmq loaded.");
+
+static PyObject *bind_forwarder(PyObject *mod, PyObject *addresses) {
+    void *found[N_FORWARDER_FUNCTIONS];
+    for (size_t i = 0; i < N_FORWARDER_FUNCTIONS; i++) {
+        PyObject *a = PyMapping_GetItemString(addresses, FORWARDER_FUNCTIONS[i]);
+        if (a == NULL) return NULL;
+        found[i] = PyLong_AsVoidPtr(a);
+        Py_DECREF(a);
+        if (PyErr_Occurred()) return NULL;
+        if (found[i] == NULL) {
+            PyErr_Format(PyExc_ValueError, "null address for %s", FORWARDER_FUNCTIONS[i]);
+            return NULL;
+        }
+    }
+    zf.msg_init = (int (*)(zmsg_t *))found[0];
+    zf.msg_recv = (int (*)(zmsg_t *, void *, int))found[1];
+    zf.msg_send = (int (*)(zmsg_t *, void *, int))found[2];
+    zf.msg_close = (int (*)(zmsg_t *))found[3];
+    zf.msg_copy = (int (*)(zmsg_t *, zmsg_t *))found[4];
+    zf.msg_size = (size_t (*)(const zmsg_t *))found[5];
+    zf.msg_more = (int (*)(const zmsg_t *))found[6];
+    zf.errno_ = (int (*)(void))found[8];
+    zf.poll = (int (*)(zpollitem_t *, int, long))found[7];  /* last: forward() checks it */
+    Py_RETURN_NONE;
+}
+
+static PyObject *forwarder_functions(void) {
+    PyObject *t = PyTuple_New((Py_ssize_t)N_FORWARDER_FUNCTIONS);
+    if (t == NULL) return NULL;
+    for (size_t i = 0; i < N_FORWARDER_FUNCTIONS; i++) {
+        PyObject *s = PyUnicode_FromString(FORWARDER_FUNCTIONS[i]);
+        if (s == NULL) { Py_DECREF(t); return NULL; }
+        PyTuple_SET_ITEM(t, (Py_ssize_t)i, s);
+    }
+    return t;
+}
+
 /* ------------------------------------------------------------------ module functions */
 
 PyDoc_STRVAR(bind_libzmq_doc,
@@ -1172,6 +1387,8 @@ static PyObject *py_sendmmsg(PyObject *mod, PyObject *args) {
 static PyMethodDef module_methods[] = {
     {"bind_libzmq", bind_libzmq, METH_VARARGS, bind_libzmq_doc},
     {"sendmmsg", py_sendmmsg, METH_VARARGS, sendmmsg_doc},
+    {"bind_forwarder", bind_forwarder, METH_O, bind_forwarder_doc},
+    {"forward", py_forward, METH_VARARGS, forward_doc},
     {NULL}
 };
 
@@ -1190,6 +1407,12 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
             || PyModule_AddObject(m, "Demux", (PyObject *)&DemuxType) < 0
             || PyModule_AddIntConstant(m, "BATCH", BATCH) < 0
             || PyModule_AddIntConstant(m, "DGRAM_MAX", DGRAM_MAX) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *names = forwarder_functions();
+    if (names == NULL || PyModule_AddObject(m, "FORWARDER_FUNCTIONS", names) < 0) {
+        Py_XDECREF(names);
         Py_DECREF(m);
         return NULL;
     }

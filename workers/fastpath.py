@@ -11,17 +11,23 @@ The worker has two receive paths that do the same thing (docs/worker.md "Receive
   without a Python object per datagram. Everything that needs a decision (a gap, the end of
   an outage, the first datagram of a connection) is handed to Python as it is.
 
-``PYCONPRO_FASTPATH`` chooses: unset or ``auto`` = the compiled path when it was built and
-pyzmq's libzmq can be reached, else pure Python with the reason in the log and in ``status``;
-``1`` = the compiled path or the worker does not start (the error says why); ``0`` = pure
-Python. tests/workers/test_fastpath.py feeds the same datagrams, hostile ones included, to
-both and compares them sample by sample and counter by counter.
+The same module holds the supervisor's bus forwarding loop in C (``CompiledForwarding``: the
+XSUB -> XPUB copy of workers/forwarder.py without the GIL, back to Python for every
+subscription to judge); the forwarder's Python loop is its reference.
+
+``PYCONPRO_FASTPATH`` chooses, for the worker's receive path and the forwarder's loop alike:
+unset or ``auto`` = the compiled path when it was built and pyzmq's libzmq can be reached,
+else pure Python with the reason in the log and in ``status``; ``1`` = the compiled path or
+the worker (the supervisor) does not start (the error says why); ``0`` = pure Python.
+tests/workers/test_fastpath.py feeds the same datagrams, hostile ones included, to both and
+compares them sample by sample and counter by counter; the forwarder's tests run on both.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from array import array
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -32,12 +38,26 @@ from pyconpro.acquisition.class1 import PREFIX_SIZE, Class1Datagram
 from pyconpro.acquisition.demux import Delivery, DropReason, Source
 from pyconpro.acquisition.errors import UsageError
 
-__all__ = ["ENV", "Choice", "CompiledDemux", "FastPathError", "choose", "load"]
+__all__ = [
+    "CONTROL_READY",
+    "ENV",
+    "XPUB_READY",
+    "XSUB_READY",
+    "Choice",
+    "CompiledDemux",
+    "CompiledForwarding",
+    "FastPathError",
+    "choose",
+    "load",
+]
 
 ENV = "PYCONPRO_FASTPATH"
 _OFF = {"0", "off", "no", "false", "python"}
 _ON = {"1", "on", "yes", "true", "compiled"}
 _AUTO = {"", "auto"}
+_RECEIVE_FUNCTIONS = ("zmq_send", "zmq_errno")
+# What a forwarding step returns: which sockets had input (workers/_fastpath.c forward()).
+XSUB_READY, XPUB_READY, CONTROL_READY = 1, 2, 4
 
 
 class FastPathError(Exception):
@@ -64,11 +84,16 @@ def load() -> tuple[ModuleType | None, str]:
     except ImportError as exc:
         return None, (f"the compiled receive path is not built ({exc}): install a C compiler"
                       " (apt-get install gcc python3-dev) and reinstall pyconpro")
-    functions = _libzmq_functions()
+    forwarding = getattr(_fastpath, "FORWARDER_FUNCTIONS", None)
+    if forwarding is None:
+        return None, ("the compiled receive path was built from an older source: reinstall"
+                      " pyconpro")
+    functions = _libzmq_functions((*_RECEIVE_FUNCTIONS, *forwarding))
     if functions is None:
         return None, ("pyzmq's libzmq (zmq_send) cannot be reached from the compiled receive"
                       " path")
-    _fastpath.bind_libzmq(*functions)
+    _fastpath.bind_libzmq(*(functions[name] for name in _RECEIVE_FUNCTIONS))
+    _fastpath.bind_forwarder(functions)
     return _fastpath, "compiled: recvmmsg, C demultiplexer and sample encoder"
 
 
@@ -90,24 +115,25 @@ def choose(env: Mapping[str, str] | None = None) -> Choice:
     return Choice(module, reason)
 
 
-def _libzmq_functions() -> tuple[int, int] | None:
-    """Addresses of ``zmq_send`` and ``zmq_errno`` in the libzmq pyzmq loaded (the same
-    library instance, so its sockets are ours to send on), checked by its version."""
+def _libzmq_functions(names: tuple[str, ...]) -> dict[str, int] | None:
+    """Addresses of the functions ``names`` in the libzmq pyzmq loaded (the same library
+    instance, so its sockets are ours to use), checked by its version."""
     want = zmq.zmq_version_info()
     for path in _loaded_libraries():
         try:
             lib = ctypes.CDLL(path)
-            send, errno_fn, version = lib.zmq_send, lib.zmq_errno, lib.zmq_version
+            version = lib.zmq_version
+            functions = [getattr(lib, name) for name in names]
         except (OSError, AttributeError):
             continue
         major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
         version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
         if (major.value, minor.value, patch.value) != want:
             continue
-        send_at = ctypes.cast(send, ctypes.c_void_p).value
-        errno_at = ctypes.cast(errno_fn, ctypes.c_void_p).value
-        if send_at and errno_at:
-            return send_at, errno_at
+        found = {name: ctypes.cast(f, ctypes.c_void_p).value for name, f in
+                 zip(names, functions, strict=True)}  # fmt: skip
+        if all(found.values()):
+            return {name: int(at) for name, at in found.items() if at}
     return None
 
 
@@ -178,3 +204,32 @@ class CompiledDemux:
         out["accepted"] = self.accepted
         out["routes"] = len(self)
         return out
+
+
+class CompiledForwarding:
+    """The bus forwarder's step in C (``forward`` of workers/_fastpath.c) over the forwarder
+    thread's own sockets: forward whole messages from ``xsub`` to ``xpub`` (and a copy to
+    ``capture``) with the GIL released until ``xpub`` or ``control`` has a message or the
+    time given is up; the frames and bytes taken in are added to ``counts`` (an
+    ``array("Q")`` of two, read by other threads). Only the thread that owns the sockets
+    calls ``step``; the sockets must outlive this object."""
+
+    def __init__(self, module: ModuleType, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any],
+                 capture: zmq.Socket[Any] | None, control: zmq.Socket[Any],
+                 counts: array[int], batch: int) -> None:  # fmt: skip
+        self._forward = module.forward
+        self._sockets = (xsub.underlying, xpub.underlying,
+                         capture.underlying if capture is not None else 0, control.underlying)
+        self._counts = counts
+        self._batch = batch
+
+    def step(self, timeout_ms: int) -> int:
+        """Forward until something else needs attention: which sockets had input
+        (``XSUB_READY`` | ``XPUB_READY`` | ``CONTROL_READY``, 0 when the time was up with
+        nothing); pyzmq's error when libzmq failed (``zmq.ContextTerminated`` at its end)."""
+        ready = int(self._forward(*self._sockets, timeout_ms, self._batch, self._counts))
+        if ready < 0:
+            if -ready == zmq.ETERM:
+                raise zmq.ContextTerminated()
+            raise zmq.ZMQError(-ready)
+        return ready

@@ -26,8 +26,17 @@ longest topic ends its connection in libzmq itself (``ZMQ_MAXMSGSIZE``). When a 
 connection ends its state goes, and the memory libzmq freed is given back to the system
 (``malloc_trim``). What subscribers ask for never reaches the publishers: the XSUB subscribes
 them to everything, and passes up only the replay markers (``replay/<id>/``) for the replay
-thread. So the forwarding loop is this thread's Python (``recv(copy=False)`` / ``send``), not
-libzmq's ``zmq_proxy``, which would pass every subscription upstream.
+thread. So the forwarding loop is this thread's, not libzmq's ``zmq_proxy``, which would pass
+every subscription upstream.
+
+**Two forwarding loops, one behaviour** (``PYCONPRO_FASTPATH``, workers/fastpath.py, as the
+worker's receive path): compiled (``forward`` of workers/_fastpath.c, ``CompiledForwarding``)
+when it is built, which moves whole messages in C with the GIL released and returns to this
+thread's Python as soon as the XPUB (a subscription to judge) or the control pipe has a
+message, or the periodic duties are due; else Python (``_forward``: ``recv(copy=False)`` /
+``send``), the reference. Each step returns which sockets had input, and the rest of the loop
+is the same for both; tests/workers/test_forwarder*.py run on both. The counters (frames,
+bytes) are an ``array`` both write and ``stats`` reads from any thread.
 
 With a replay buffer (``replay_s`` and ``replay_bytes`` above 0, ``[bus]``), the thread also
 copies every message it forwards to a capture socket (a PUB on an inproc endpoint, which never
@@ -35,8 +44,10 @@ waits) and binds the XSUB on a second, inproc, endpoint; the replay thread
 (``workers/replay.py``) reads the one and publishes its markers into the other.
 
 Sockets are never shared across threads: the forwarder thread creates, binds, uses and closes
-the XSUB/XPUB pair, the capture socket and the monitor; the caller's thread only ever touches
-its end of the inproc control pair (and of the replay thread's pipe).
+the XSUB/XPUB pair, the capture socket and the monitor (the compiled loop runs in that thread,
+on those sockets, and only while that thread waits in it); the connections thread has its own
+end of the monitor pipe and touches the XPUB's connections only as descriptors; the caller's
+thread only ever touches its end of the inproc control pair (and of the replay thread's pipe).
 PUB never blocks: the XPUB side drops for a subscriber past its HWM (STYLE.md #10).
 """
 
@@ -51,8 +62,9 @@ import socket
 import struct
 import threading
 import time
+from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +76,8 @@ from pyconpro.acquisition.subscriptions import (
     SubscriptionTable,
     Upstream,
 )
+from pyconpro.workers import fastpath
+from pyconpro.workers.fastpath import CONTROL_READY, XPUB_READY, XSUB_READY
 from pyconpro.workers.guard import ServerGuard
 from pyconpro.workers.replay import ReplayThread
 from zmq.utils.monitor import parse_monitor_message
@@ -376,7 +390,10 @@ class Forwarder:
     process's CURVE keys; each side bound on an endpoint that needs CURVE is a CURVE server, and
     the XSUB connects to publishers on such endpoints as a client with the pipeline's keys.
     ``replay_s`` / ``replay_bytes``: the replay buffer's bounds (either 0: no buffer); its
-    thread is ``replay`` after ``start()``. ``limits``: the subscription caps.
+    thread is ``replay`` after ``start()``. ``limits``: the subscription caps. ``path``: the
+    forwarding loop, compiled or Python (default: what ``PYCONPRO_FASTPATH`` asks,
+    ``fastpath.choose``; raises ``fastpath.FastPathError`` when it asks for the compiled one
+    and that cannot run).
     """
 
     def __init__(
@@ -391,8 +408,10 @@ class Forwarder:
         replay_s: float = 0.0,
         replay_bytes: int = 0,
         limits: SubscriptionLimits | None = None,
+        path: fastpath.Choice | None = None,
     ) -> None:
         self._public_wanted = public
+        self.path = path if path is not None else fastpath.choose()
         # CURVE for the endpoints that need it (workers/guard.py); none by default.
         self._guard = guard if guard is not None else ServerGuard(SecurityConfig())
         self._upstream_wanted = upstream
@@ -412,8 +431,10 @@ class Forwarder:
         self.upstream_endpoint = upstream
         self._lock = threading.Lock()
         self._want: frozenset[str] = frozenset()  # publisher endpoints the XSUB connects to
-        # Counters, written by the forwarder thread only (ints: read as a whole).
-        self._frames = self._bytes = self._upstream_sent = 0
+        # Counters, written by the forwarder thread only (each read as a whole): frames and
+        # bytes taken in (in C or in Python: module doc), subscription messages sent upstream.
+        self._counts = array("Q", [0, 0])
+        self._upstream_sent = 0
         self._table = SubscriptionTable(self.limits)
         self._monitor_ep = f"inproc://pyconpro-forwarder-{self._n}-monitor"
         self._connections = _Connections(self._ctx, self._monitor_ep)
@@ -489,7 +510,9 @@ class Forwarder:
             xsub.send(b"\x01")
             self._upstream_sent += 1
             self._bound.set()
-            log.info("bus forwarder: %s -> %s", self.upstream_endpoint, self.public_endpoint)
+            log.info("bus forwarder: %s -> %s, %s forwarding loop%s", self.upstream_endpoint,
+                     self.public_endpoint, self.path.name,
+                     "" if self.path.module is not None else f" ({self.path.reason})")  # fmt: skip
             self._loop(xsub, xpub, ctl, capture)
         except zmq.ContextTerminated:
             pass
@@ -507,21 +530,17 @@ class Forwarder:
 
     def _loop(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any], ctl: zmq.Socket[Any],
               capture: zmq.Socket[Any] | None) -> None:  # fmt: skip
-        poller = zmq.Poller()
-        for sock in (xsub, xpub, ctl):
-            poller.register(sock, zmq.POLLIN)
+        step = self._stepper(xsub, xpub, ctl, capture)
         connected: set[str] = set()
         self._reconnect(xsub, connected)
         next_stats = 0.0
         orphans: set[str] = set()
         while True:
-            ready = dict(poller.poll(int(_STATS_EVERY_S * 1000)))
-            if xsub in ready:
-                self._forward(xsub, xpub, capture)
+            ready = step(max(0, int((next_stats - time.monotonic()) * 1000)) + 1)
             self._take_ended()
-            if xpub in ready:
+            if ready & XPUB_READY:
                 self._on_subscriptions(xpub, xsub)
-            if ctl in ready:
+            if ready & CONTROL_READY:
                 try:
                     command = ctl.recv(zmq.NOBLOCK)
                 except zmq.Again:  # pragma: no cover - poll said readable
@@ -530,7 +549,7 @@ class Forwarder:
                     return
                 if command == _RECONNECT:
                     self._reconnect(xsub, connected)
-            if self._trim and xsub not in ready:
+            if self._trim and not ready & XSUB_READY:
                 self._trim = False
                 _malloc_trim()
             now = time.monotonic()
@@ -561,9 +580,31 @@ class Forwarder:
     def _subscriber_counts(self) -> dict[str, Any]:
         return {**self._table.stats(), **self._connections.stats()}
 
+    def _stepper(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any], ctl: zmq.Socket[Any],
+                 capture: zmq.Socket[Any] | None) -> Callable[[int], int]:  # fmt: skip
+        """The forwarding step of the loop chosen (module doc): given a timeout in ms, it
+        forwards what the publishers sent and returns which sockets had input (``XSUB_READY``
+        | ``XPUB_READY`` | ``CONTROL_READY``; 0: the time was up with nothing)."""
+        if self.path.module is not None:
+            return fastpath.CompiledForwarding(self.path.module, xsub, xpub, capture, ctl,
+                                               self._counts, _BATCH).step  # fmt: skip
+        poller = zmq.Poller()
+        for sock in (xsub, xpub, ctl):
+            poller.register(sock, zmq.POLLIN)
+
+        def step(timeout_ms: int) -> int:
+            ready = dict(poller.poll(timeout_ms))
+            if xsub in ready:
+                self._forward(xsub, xpub, capture)
+            return ((XSUB_READY if xsub in ready else 0) | (XPUB_READY if xpub in ready else 0)
+                    | (CONTROL_READY if ctl in ready else 0))  # fmt: skip
+
+        return step
+
     def _forward(self, xsub: zmq.Socket[Any], xpub: zmq.Socket[Any],
                  capture: zmq.Socket[Any] | None) -> None:  # fmt: skip
-        """Up to ``_BATCH`` messages from the publishers to the subscribers (and the capture)."""
+        """Up to ``_BATCH`` messages from the publishers to the subscribers (and the capture):
+        the reference of the compiled ``forward``."""
         recv, send = xsub.recv, xpub.send
         more, noblock = zmq.SNDMORE, zmq.NOBLOCK
         frames = size = 0
@@ -582,8 +623,8 @@ class Forwarder:
                     frame = recv(copy=False)  # the rest of a message is there with its first
         except zmq.Again:
             pass
-        self._frames += frames
-        self._bytes += size
+        self._counts[0] += frames
+        self._counts[1] += size
 
     def _on_subscriptions(self, xpub: zmq.Socket[Any], xsub: zmq.Socket[Any]) -> None:
         """Decide on each (un)subscription message waiting on the public XPUB."""
@@ -738,7 +779,7 @@ class Forwarder:
         del timeout_ms
         if not self.alive:
             return None
-        frames, size = self._frames, self._bytes
+        frames, size = self._counts
         return ForwarderStats(
             frames_in=frames, bytes_in=size, frames_out=frames, bytes_out=size,
             subscriptions=self._upstream_sent, subscribers=self._subscriber_stats,

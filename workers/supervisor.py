@@ -1507,6 +1507,7 @@ class Supervisor:
             },
             "forwarder": {
                 "alive": self.forwarder.alive,
+                "path": self.forwarder.path.name,
                 "upstreams": sorted(self.forwarder.upstreams),
                 "rate_msgs_s": round(self._fwd_rate, 1),
                 **self._fwd_status,
