@@ -768,6 +768,12 @@ class Forwarder:
             self._control = None
 
     @property
+    def capture_endpoint(self) -> str:
+        """Where the copies for the replay buffer are published (inproc, in this forwarder's
+        context; "" without a buffer)."""
+        return self._capture_ep
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

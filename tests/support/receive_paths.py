@@ -1,6 +1,7 @@
-"""The I/O worker's two receive paths for tests that run on both (workers/fastpath.py): the
-pure-Python reference and the compiled one. Where the compiled one was not built the tests
-of it skip, or fail where ``PYCONPRO_REQUIRE_FASTPATH=1`` (CI, which installs gcc)."""
+"""The I/O worker's two receive paths, and the bus forwarder's two loops, for tests that run on
+both (workers/fastpath.py): the pure-Python reference and the compiled one. Where the compiled
+one was not built the tests of it skip, or fail where ``PYCONPRO_REQUIRE_FASTPATH=1`` (CI, which
+installs gcc)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from types import ModuleType
 
 import pytest
 from pyconpro.acquisition.demux import Demux
-from pyconpro.workers.fastpath import ENV, CompiledDemux, load
+from pyconpro.workers.fastpath import ENV, Choice, CompiledDemux, choose, load
 
 from tests.support.requirements import skip_or_fail
 
@@ -35,6 +36,12 @@ def demux_factory(path: str) -> NewDemux:
     module = compiled()
     return lambda: CompiledDemux(module)
 
+
+def forwarding_path(path: str) -> Choice:
+    """The forwarder's loop ``path`` ("python" or "compiled"), for ``Forwarder(path=...)``."""
+    if path == "compiled":
+        compiled()
+    return choose({ENV: "1" if path == "compiled" else "0"})
 
 
 def use_receive_path(path: str, monkeypatch: pytest.MonkeyPatch) -> str:

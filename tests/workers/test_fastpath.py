@@ -3,7 +3,9 @@ reference it must equal: the value program against the compiled decoders on ever
 type and on random images (NaNs, strings whose LEN lies, ...), the sample bytes against
 ``wire.SampleStream.encode``, the flight recorder ring against ``FlightRecorder.record_in``,
 the receive loop over real sockets (express samples on a real PUB socket, the hand-over of
-what Python must decide), ``sendmmsg``, and the choice of the path by ``PYCONPRO_FASTPATH``.
+what Python must decide), ``sendmmsg``, the bus forwarder's compiled step (``forward``: what
+it moves, what it counts, when it hands back to Python), and the choice of the path by
+``PYCONPRO_FASTPATH``. The forwarder on both of its loops is tests/workers/test_forwarder*.py.
 
 The demultiplexing rules are tests/acquisition/test_demux.py, run on both paths; the whole
 worker on both paths with the same datagrams is tests/integration/test_receive_paths.py."""
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from array import array
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -40,6 +43,7 @@ from pyconpro.workers import fastpath
 
 from tests.acquisition.test_logix_types import logix_types
 from tests.support.receive_paths import compiled
+from tests.support.wait import wait_for
 
 LOCAL = "127.61.15.1"
 PLC = "127.61.15.2"
@@ -308,6 +312,112 @@ def test_sendmmsg_sends_them_all_and_counts_the_refused(fp: ModuleType) -> None:
     finally:
         rx.close()
         tx.close()
+
+
+# ------------------------------------------------------------------ the forwarder's step
+
+
+class Bus:
+    """What the forwarder's thread holds (an XSUB, an XPUB, a capture PUB, its end of the
+    control pipe), all inproc in one context, and the peers of each: a publisher, a
+    subscriber, a reader of the capture, the owner's end of the pipe."""
+
+    def __init__(self, fp: ModuleType) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.socks: list[zmq.Socket[Any]] = []
+        self.xsub = self._bound(zmq.XSUB, "inproc://fwd-in")
+        self.xpub = self._bound(zmq.XPUB, "inproc://fwd-out")
+        self.capture = self._bound(zmq.PUB, "inproc://fwd-capture")
+        self.control = self._bound(zmq.PAIR, "inproc://fwd-control")
+        self.owner = self._connected(zmq.PAIR, "inproc://fwd-control")
+        self.pub = self._connected(zmq.PUB, "inproc://fwd-in")
+        self.sub = self._connected(zmq.SUB, "inproc://fwd-out")
+        self.copies = self._connected(zmq.SUB, "inproc://fwd-capture")
+        self.counts = array("Q", [0, 0])
+        self.step = fastpath.CompiledForwarding(fp, self.xsub, self.xpub, self.capture,
+                                                self.control, self.counts, 100).step
+
+    def _bound(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        self.socks.append(sock)
+        return sock
+
+    def _connected(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        self.socks.append(sock)
+        return sock
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def bus(fp: ModuleType) -> Iterator[Bus]:
+    b = Bus(fp)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def test_the_step_hands_back_what_python_must_see(bus: Bus) -> None:
+    assert bus.step(1) == 0  # nothing: the time was up
+    bus.owner.send(b"TERMINATE")
+    assert bus.step(10_000) == fastpath.CONTROL_READY
+    assert bus.control.recv() == b"TERMINATE"
+    bus.sub.subscribe(b"a/")  # a subscription arrives on the XPUB: Python judges it
+    assert bus.step(10_000) == fastpath.XPUB_READY
+    assert bus.xpub.recv() == b"\x01a/"
+    assert bus.step(1) == 0 and list(bus.counts) == [0, 0]
+
+
+def test_the_step_moves_whole_messages_to_subscribers_and_capture_and_counts_them(
+        bus: Bus) -> None:
+    bus.xsub.send(b"\x01")  # upstream: everything
+    bus.sub.subscribe(b"")
+    bus.copies.subscribe(b"")
+    assert bus.step(10_000) == fastpath.XPUB_READY
+    bus.xpub.recv()
+    # The subscriptions travel inproc too: a message goes through once both are there.
+    def through() -> bool:
+        bus.pub.send(b"warm")
+        bus.step(1)
+        return bool(bus.sub.poll(0) and bus.copies.poll(0))
+    wait_for(through, "a message through to the subscriber and the capture", interval=0.01)
+    for sock in (bus.sub, bus.copies):
+        while sock.poll(0):
+            sock.recv_multipart()
+    before = list(bus.counts)
+    sent = [[b"t/%d" % k] + [bytes([k]) * (k * 1000)] * (k % 5) for k in range(250)]
+    sent += [[b"big", b"x" * 1_000_000, b"", b"tail"]]
+    for msg in sent:
+        bus.pub.send_multipart(msg)
+    # Batches of 100, and nothing else to see: the step returns when the time is up.
+    while bus.counts[0] - before[0] < sum(len(m) for m in sent):
+        assert bus.step(50) in (0, fastpath.XSUB_READY)
+    assert bus.counts[0] - before[0] == sum(len(m) for m in sent)
+    assert bus.counts[1] - before[1] == sum(len(f) for m in sent for f in m)
+    for sock in (bus.sub, bus.copies):
+        got = [sock.recv_multipart() for _ in sent]
+        assert got == sent
+        assert not sock.poll(0)
+
+
+def test_the_step_refuses_what_is_not_its_sockets(fp: ModuleType, bus: Bus) -> None:
+    with pytest.raises(ValueError, match="must be sockets"):
+        fp.forward(0, bus.xpub.underlying, 0, bus.control.underlying, 1, 10, bus.counts)
+    with pytest.raises(ValueError, match="two uint64"):
+        fp.forward(bus.xsub.underlying, bus.xpub.underlying, 0, bus.control.underlying, 1, 10,
+                   array("Q", [0]))
+    with pytest.raises(BufferError, match="not writable"):
+        fp.forward(bus.xsub.underlying, bus.xpub.underlying, 0, bus.control.underlying, 1, 10,
+                   b"0123456789abcdef")
 
 
 # ------------------------------------------------------------------ choosing the path

@@ -2,7 +2,8 @@
 that sends 200,000 subscriptions of 200 bytes (issue 10: the supervisor grew by 2.2 GB) is
 refused past its cap and cut off, the refusal is counted and visible in the forwarder's stats,
 the supervisor's memory stays bounded and comes back near where it started once the peer is
-gone, and a subscriber on another address keeps getting every message all along."""
+gone, and a subscriber on another address keeps getting every message all along. On both
+forwarding loops (compiled and Python: tests/support/receive_paths.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pyconpro.acquisition.subscriptions import SubscriptionLimits
 from pyconpro.workers.forwarder import Forwarder
 from pyconpro.workers.process import json_ready, spawn
 
+from tests.support.receive_paths import PATHS, forwarding_path
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -83,9 +85,11 @@ class Publisher:
         self.n += 1
 
 
-def test_a_subscription_flood_is_capped_counted_and_its_memory_given_back() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_a_subscription_flood_is_capped_counted_and_its_memory_given_back(path: str) -> None:
     limits = SubscriptionLimits(per_peer=1000, total=10_000)
-    fwd = Forwarder(f"tcp://{HOST}:0", f"tcp://{HOST}:0", limits=limits)
+    fwd = Forwarder(f"tcp://{HOST}:0", f"tcp://{HOST}:0", limits=limits,
+                    path=forwarding_path(path))
     fwd.start()
     ctx: zmq.Context[Any] = zmq.Context()
     pub = Publisher(ctx, fwd.upstream_endpoint)
@@ -151,8 +155,9 @@ def test_a_subscription_flood_is_capped_counted_and_its_memory_given_back() -> N
         fwd.stop()
 
 
-def test_too_long_a_subscription_is_refused_and_its_connection_closed() -> None:
-    fwd = Forwarder(f"tcp://{HOST}:0", f"tcp://{HOST}:0")
+@pytest.mark.parametrize("path", PATHS)
+def test_too_long_a_subscription_is_refused_and_its_connection_closed(path: str) -> None:
+    fwd = Forwarder(f"tcp://{HOST}:0", f"tcp://{HOST}:0", path=forwarding_path(path))
     fwd.start()
     ctx: zmq.Context[Any] = zmq.Context()
     sock = ctx.socket(zmq.XSUB)
