@@ -21,10 +21,13 @@ measured one after the other on loopback TCP with kernel-chosen ports:
 each without and with the replay buffer ([bus] replay_s / replay_bytes: the capture socket
 and the replay thread that keeps the copies; the proxy gets the same, through zmq_proxy's
 capture). Every round measures every path, alternated, so all meet the same load; per path it
-prints min / median / max of messages/s and of this process's CPU per message (the forwarder's
-threads, the replay thread and libzmq's I/O thread: everything but the publisher and the
-subscriber), and the median of each round's ratio to the proxy's. With the buffer, what it
-holds at the end and the memory this process grew by (``--replay-bytes``, default 64 MiB).
+prints min / median / max of messages/s and of this process's CPU per message from the first
+message to the last copy the replay thread took in (the forwarder's thread, the replay thread
+and libzmq's I/O thread: everything but the publisher and the subscriber; per thread too),
+and the median of each round's ratio to the proxy's. The forwarder's connection watcher of
+the subscription caps (``bus-connections``, awake every 10 ms whatever the traffic) costs per
+second, not per message: it is left out of the CPU per message and given in % of a core. With the buffer, what it holds at the end and the memory this process grew by
+(``--replay-bytes``, default 64 MiB).
 HWMs are unlimited here so that nothing is dropped on the bus and the rate is the real
 end-to-end rate; the capture keeps its own bound, and what the replay thread could not keep up
 with is its ``lost`` count.
@@ -40,6 +43,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -113,10 +117,12 @@ def _subscriber(endpoint: str, go: Any, out: Any) -> None:
         ctx.term()
 
 
-def _measure(pub_ep: str, pub_bind: bool, sub_ep: str, n: int, size: int) -> tuple[float, int]:
+def _measure(pub_ep: str, pub_bind: bool, sub_ep: str, n: int, size: int,
+             on_go: Callable[[], None] | None = None) -> tuple[float, int]:  # fmt: skip
     """Returns (seconds from first to last message, messages received). Publisher and
     subscriber are processes of their own, as workers and sinks are: this process holds only
-    the forwarder (and its replay thread), as the supervisor does."""
+    the forwarder (and its replay thread), as the supervisor does. ``on_go`` is called when
+    the publisher starts sending (the processes have started and connected)."""
     go = mp.Event()
     out: Any = mp.Queue()
     sub = mp.Process(target=_subscriber, args=(sub_ep, go, out), daemon=True)
@@ -124,6 +130,8 @@ def _measure(pub_ep: str, pub_bind: bool, sub_ep: str, n: int, size: int) -> tup
     pub = mp.Process(target=_publisher, args=(pub_ep, pub_bind, n, size, go), daemon=True)
     pub.start()
     try:
+        if on_go is not None and go.wait(120):
+            on_go()
         result: tuple[float, int] = out.get(timeout=120)
         return result
     finally:
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     secs, got = _measure(direct_ep, True, direct_ep, args.messages, args.size)
     direct = _report("direct PUB -> SUB", secs, got, args.messages, args.size)
 
-    runs: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+    runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
     for _ in range(args.rounds):
         for replay in replays:
             for path in paths:
@@ -240,16 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.rounds} rounds, {args.messages} messages of {args.size} bytes; direct"
           f" PUB -> SUB {direct:,.0f} msgs/s. min / median / max:")
     for (path, replay), got_runs in runs.items():
-        rates = [r for r, _ in got_runs]
-        cpus = [c for _, c in got_runs]
-        line = (f"  {path:8s} {'+ replay' if replay else '        '}  msgs/s {_spread(rates, ',.0f')}"
-                f"   us CPU/msg {_spread(cpus, '.2f')}")
+        rates, cpus, watcher = ([run[i] for run in got_runs] for i in range(3))
+        line = (f"  {path:8s} {'+ replay' if replay else '        '}  msgs/s"
+                f" {_spread(rates, ',.0f')}   us CPU/msg {_spread(cpus, '.2f')}")
         ref = runs.get(("proxy", replay))
         if ref is not None and path != "proxy":
-            rate_ratio = [a / b for (a, _), (b, _) in zip(got_runs, ref, strict=True)]
-            cpu_ratio = [a / b for (_, a), (_, b) in zip(got_runs, ref, strict=True)]
+            rate_ratio = [a[0] / b[0] for a, b in zip(got_runs, ref, strict=True)]
+            cpu_ratio = [a[1] / b[1] for a, b in zip(got_runs, ref, strict=True)]
             line += (f"   vs proxy: rate x{statistics.median(rate_ratio):.2f},"
-                     f" CPU x{statistics.median(cpu_ratio):.2f}")
+                     f" CPU x{statistics.median(cpu_ratio):.2f};"
+                     f" {WATCHER} {_spread(watcher, '.1f')} % of a core")
         print(line)
     return 0
 
@@ -259,8 +267,15 @@ def _spread(values: list[float], fmt: str) -> str:
                                                 max(values)))  # fmt: skip
 
 
-def _round(args: argparse.Namespace, path: str, replay: bool) -> tuple[float, float]:
-    """One measurement: (messages/s end to end, this process's µs of CPU per message)."""
+# The forwarder's thread that watches the connections for the subscription caps: it costs per
+# second (it wakes every 10 ms), not per message, and is reported apart.
+WATCHER = "bus-connections"
+
+
+def _round(args: argparse.Namespace, path: str, replay: bool) -> tuple[float, float, float]:
+    """One measurement: (messages/s end to end, this process's µs of CPU per message but the
+    watcher's, the watcher's % of a core), CPU from the publisher's first message to the last
+    copy the replay thread took in."""
     host = args.address
     rss0 = _rss_bytes()
     replay_s = 3600 if replay else 0
@@ -274,27 +289,49 @@ def _round(args: argparse.Namespace, path: str, replay: bool) -> tuple[float, fl
                         path=choice)  # fmt: skip
     fwd.start()
     try:
-        cpu0 = time.process_time()
+        start: list[tuple[float, dict[str, float]]] = []
         secs, got = _measure(
-            fwd.upstream_endpoint, False, fwd.public_endpoint, args.messages, args.size
+            fwd.upstream_endpoint, False, fwd.public_endpoint, args.messages, args.size,
+            on_go=lambda: start.append((time.monotonic(), _cpu_by_thread())),
         )
         what = f"{path}{' + replay buffer' if replay else ''}"
         rate = _report(f"PUB -> {what} -> SUB", secs, got, args.messages, args.size)
         if fwd.replay is not None:
-            st = _settled(fwd.replay)
-        cpu = time.process_time() - cpu0
-        per = cpu / max(1, got) * 1e6
-        print(f"  this process (the forwarder's threads): {cpu:.2f} s CPU, {per:.2f} us per"
-              " message")
+            _caught_up("bus-replay")
+        t0, threads0 = start[0] if start else (time.monotonic(), _cpu_by_thread())
+        wall = time.monotonic() - t0
+        used = {name: t - threads0.get(name, 0.0) for name, t in _cpu_by_thread().items()}
+        cpu = sum(used.values())
+        per = (cpu - used.get(WATCHER, 0.0)) / max(1, got) * 1e6
+        watcher = used.get(WATCHER, 0.0) / max(wall, 1e-9) * 100
+        by_thread = ", ".join(f"{name} {t / max(1, got) * 1e6:.2f}"
+                              for name, t in sorted(used.items()) if t > 0)  # fmt: skip
+        print(f"  this process (the forwarder's threads): {cpu:.2f} s CPU in {wall:.2f} s; per"
+              f" message {per:.2f} us but the caps' watcher ({WATCHER}: {watcher:.1f} % of a"
+              f" core); by thread, us per message: {by_thread}")  # fmt: skip
         if fwd.replay is not None:
+            st = _settled(fwd.replay)
             rss = _rss_bytes()
             print(f"  replay buffer: {st['messages']} messages, {st['bytes'] / 2**20:.1f} MiB"
                   f" counted (max {args.replay_bytes / 2**20:.0f}), {st['evicted']} evicted,"
                   f" {st['lost']} lost by the capture; this process: RSS {rss / 2**20:.0f}"
                   f" MiB, grew by {(rss - rss0) / 2**20:.0f} MiB")  # fmt: skip
-        return rate, per
+        return rate, per, watcher
     finally:
         fwd.stop()
+
+
+def _caught_up(thread: str) -> None:
+    """Once ``thread`` of this process has stopped working (it used less than 1 ms of CPU in
+    the last 100 ms): the replay thread has taken in every copy."""
+    last = _cpu_by_thread().get(thread, 0.0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = _cpu_by_thread().get(thread, 0.0)
+        if now - last < 0.001:
+            return
+        last = now
 
 
 def _settled(replay: ReplayThread) -> dict[str, int]:
@@ -308,6 +345,22 @@ def _settled(replay: ReplayThread) -> dict[str, int]:
             break
         last = st
     return last
+
+
+def _cpu_by_thread() -> dict[str, float]:
+    """Seconds of CPU of this process's Python threads by name, and of the rest (libzmq's I/O
+    threads) as ``libzmq``: the threads' CPU clocks, to the nanosecond."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        if t.ident is None:
+            continue
+        try:
+            used = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[t.name] = out.get(t.name, 0.0) + used
+    out["libzmq"] = time.process_time() - sum(out.values())
+    return out
 
 
 def _rss_bytes() -> int:
