@@ -26,8 +26,9 @@ message to the last copy the replay thread took in (the forwarder's thread, the 
 and libzmq's I/O thread: everything but the publisher and the subscriber; per thread too),
 and the median of each round's ratio to the proxy's. The forwarder's connection watcher of
 the subscription caps (``bus-connections``, awake every 10 ms whatever the traffic) costs per
-second, not per message: it is left out of the CPU per message and given in % of a core. With the buffer, what it holds at the end and the memory this process grew by
-(``--replay-bytes``, default 64 MiB).
+second, not per message: it is left out of the CPU per message and given in % of a core. With
+the buffer, what it holds at the end and the memory this process grew by (``--replay-bytes``,
+default 64 MiB).
 HWMs are unlimited here so that nothing is dropped on the bus and the rate is the real
 end-to-end rate; the capture keeps its own bound, and what the replay thread could not keep up
 with is its ``lost`` count.
@@ -177,7 +178,7 @@ class LibzmqProxy:
     def _run(self) -> None:
         ctx = self._ctx
         xsub, xpub, ctl = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB), ctx.socket(zmq.PAIR)
-        capture = ctx.socket(zmq.PUB) if self.replay is not None else None
+        capture: zmq.Socket[bytes] | None = ctx.socket(zmq.PUB) if self.replay else None
         try:
             for sock in (xsub, xpub, ctl):
                 sock.setsockopt(zmq.LINGER, 0)
@@ -197,9 +198,9 @@ class LibzmqProxy:
             zmq.proxy_steerable(xsub, xpub, capture, ctl)  # until TERMINATE
         finally:
             self._bound.set()
-            for sock in (xsub, xpub, ctl, capture):
-                if sock is not None:
-                    sock.close()
+            for closing in (xsub, xpub, ctl, capture):
+                if closing is not None:
+                    closing.close()
 
     def stop(self) -> None:
         if self.replay is not None:

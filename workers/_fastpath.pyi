@@ -1,4 +1,6 @@
 # The compiled receive path (workers/_fastpath.c); workers/fastpath.py is its Python face.
+from array import array
+from collections.abc import Mapping
 from typing import Any
 
 BATCH: int
@@ -49,3 +51,12 @@ class Demux:
 
 def bind_libzmq(zmq_send_address: int, zmq_errno_address: int) -> None: ...
 def sendmmsg(fd: int, datagrams: list[tuple[bytes, str, int]]) -> tuple[int, int]: ...
+
+# The bus forwarder's loop (workers/forwarder.py, workers/fastpath.py CompiledForwarding).
+FORWARDER_FUNCTIONS: tuple[str, ...]
+
+def bind_forwarder(addresses: Mapping[str, int]) -> None: ...
+def forward(
+    xsub: int, xpub: int, capture: int, control: int, timeout_ms: int, batch: int,
+    counts: array[int],
+) -> int: ...

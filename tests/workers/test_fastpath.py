@@ -338,14 +338,14 @@ class Bus:
                                                 self.control, self.counts, 100).step
 
     def _bound(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
-        sock = self.ctx.socket(kind)
+        sock: zmq.Socket[Any] = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(endpoint)
         self.socks.append(sock)
         return sock
 
     def _connected(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
-        sock = self.ctx.socket(kind)
+        sock: zmq.Socket[Any] = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(endpoint)
         self.socks.append(sock)
