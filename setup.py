@@ -1,5 +1,6 @@
-"""The one compiled part of pyconpro, optional: the I/O worker's receive path in C
-(workers/_fastpath.c, docs/performance.md). Everything else is in pyproject.toml.
+"""The one compiled part of pyconpro, optional: the I/O worker's receive path and the bus
+forwarder's loop in C (workers/_fastpath.c, docs/performance.md). Everything else is in
+pyproject.toml.
 
 Without a C compiler (or off Linux) the install goes on and the worker runs its pure-Python
 path, which is the reference and does the same work slower; this says so once, plainly.
@@ -15,9 +16,10 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 _NOTE = (
     "\n*** pyconpro: the compiled receive path (workers/_fastpath.c) was not built: {why}\n"
-    "*** The I/O worker runs its pure-Python path instead (the same behaviour, fewer samples\n"
-    "*** per second; docs/performance.md). To build it: install a C compiler (Debian/Ubuntu:\n"
-    "*** apt-get install gcc) and the Python headers (python3-dev), then reinstall pyconpro.\n"
+    "*** The I/O worker and the bus forwarder run their pure-Python paths instead (the same\n"
+    "*** behaviour, at more CPU per message; docs/performance.md). To build it: install a C\n"
+    "*** compiler and the Python headers (Debian/Ubuntu: apt-get install gcc python3-dev),\n"
+    "*** then reinstall pyconpro.\n"
 )
 
 

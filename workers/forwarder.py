@@ -9,8 +9,8 @@ come and go (restarts, reloads, one per interface) and the public endpoint never
 
 Why a thread inside the supervisor and not a child process: a thread cannot be killed by
 itself, cannot lose its endpoint to a restart race, and the supervisor reads its counters
-in-process. ``scripts/bench_forwarder.py`` measures it against a direct PUB/SUB link in the same
-run (docs/operations.md records the numbers).
+in-process. ``scripts/bench_forwarder.py`` measures both of its loops against libzmq's own proxy
+and a direct PUB/SUB link in the same run (docs/performance.md "The bus forwarder").
 
 **Subscriptions from the outside are capped** (``acquisition/subscriptions.py`` decides). The
 public XPUB runs in manual mode (``ZMQ_XPUB_MANUAL``): libzmq hands every (un)subscription
