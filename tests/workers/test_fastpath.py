@@ -16,6 +16,7 @@ import socket
 import time
 from array import array
 from collections.abc import Iterator
+from contextlib import closing
 from types import ModuleType
 from typing import Any
 
@@ -203,11 +204,8 @@ class Rig:
 
 @pytest.fixture
 def rig(fp: ModuleType) -> Iterator[Rig]:
-    r = Rig(fp)
-    try:
+    with closing(Rig(fp)) as r:
         yield r
-    finally:
-        r.close()
 
 
 def dgram(seq: int, value: int, cid: int = 0x1000, cseq: int | None = None) -> bytes:
@@ -325,29 +323,25 @@ class Bus:
     def __init__(self, fp: ModuleType) -> None:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.socks: list[zmq.Socket[Any]] = []
-        self.xsub = self._bound(zmq.XSUB, "inproc://fwd-in")
-        self.xpub = self._bound(zmq.XPUB, "inproc://fwd-out")
-        self.capture = self._bound(zmq.PUB, "inproc://fwd-capture")
-        self.control = self._bound(zmq.PAIR, "inproc://fwd-control")
-        self.owner = self._connected(zmq.PAIR, "inproc://fwd-control")
-        self.pub = self._connected(zmq.PUB, "inproc://fwd-in")
-        self.sub = self._connected(zmq.SUB, "inproc://fwd-out")
-        self.copies = self._connected(zmq.SUB, "inproc://fwd-capture")
+        self.xsub = self._socket(zmq.XSUB, bind="inproc://fwd-in")
+        self.xpub = self._socket(zmq.XPUB, bind="inproc://fwd-out")
+        self.capture = self._socket(zmq.PUB, bind="inproc://fwd-capture")
+        self.control = self._socket(zmq.PAIR, bind="inproc://fwd-control")
+        self.owner = self._socket(zmq.PAIR, connect="inproc://fwd-control")
+        self.pub = self._socket(zmq.PUB, connect="inproc://fwd-in")
+        self.sub = self._socket(zmq.SUB, connect="inproc://fwd-out")
+        self.copies = self._socket(zmq.SUB, connect="inproc://fwd-capture")
         self.counts = array("Q", [0, 0])
         self.step = fastpath.CompiledForwarding(fp, self.xsub, self.xpub, self.capture,
                                                 self.control, self.counts, 100).step
 
-    def _bound(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
+    def _socket(self, kind: int, *, bind: str = "", connect: str = "") -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(endpoint)
-        self.socks.append(sock)
-        return sock
-
-    def _connected(self, kind: int, endpoint: str) -> zmq.Socket[Any]:
-        sock: zmq.Socket[Any] = self.ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
+        if bind:
+            sock.bind(bind)
+        else:
+            sock.connect(connect)
         self.socks.append(sock)
         return sock
 
@@ -359,11 +353,8 @@ class Bus:
 
 @pytest.fixture
 def bus(fp: ModuleType) -> Iterator[Bus]:
-    b = Bus(fp)
-    try:
+    with closing(Bus(fp)) as b:
         yield b
-    finally:
-        b.close()
 
 
 def test_the_step_hands_back_what_python_must_see(bus: Bus) -> None:
