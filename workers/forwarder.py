@@ -754,6 +754,13 @@ class Forwarder:
             self._thread.join(timeout)
         self._close_control()
 
+    def stuck_threads(self) -> list[str]:
+        """The names of this forwarder's threads still alive after ``stop()``: while any is,
+        its sockets are open and terminating the context would wait for them forever."""
+        threads = [self._thread, self._connections._thread,
+                   self.replay._thread if self.replay is not None else None]  # fmt: skip
+        return [t.name for t in threads if t is not None and t.is_alive()]
+
     def _command(self, command: bytes) -> None:
         if self._control is None or not self.alive:
             return

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import fcntl
 import hashlib
 import json
@@ -891,7 +892,15 @@ class Supervisor:
             if w is not None:
                 w.close()
         self._wake_r = self._wake_w = None
-        self.ctx.term()
+        stuck = self.forwarder.stuck_threads()
+        if stuck:
+            # Terminating the context would wait for their sockets forever: exit without it,
+            # and leave the stacks in the log for whoever finds out why.
+            log.error("the bus forwarder's thread(s) %s did not stop within 5 s; exiting"
+                      " without waiting for them (their stacks follow)", ", ".join(stuck))
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        else:
+            self.ctx.term()
         if self._claimed:
             self._remove_ipc_files()
 

@@ -144,6 +144,7 @@ def test_while_a_publisher_never_pauses_subscriptions_are_judged_and_stop_is_pro
         assert seen == sorted(seen), "reordered"
         fwd.stop(timeout=10)
         assert not fwd.alive, "the forwarder did not stop while messages kept coming"
+        assert fwd.stuck_threads() == []  # the supervisor terminates its context only then
     finally:
         if publisher is not None:
             publisher.stop()
