@@ -4,9 +4,10 @@ leaves the spool only after the broker has it.
 
 Any failure (the broker away, a refused login, acknowledgements not coming, the primary host
 application offline) drops the connection and raises ``OutputUnavailable``: the loop spools the
-batch and retries with backoff; the next connection is a new one (Sparkplug: the next bdSeq, a
-new NBIRTH and DBIRTHs) and what waited in the spool goes first (Sparkplug: ``is_historical``;
-JSON: ``"historical": true``).
+batch and retries with backoff; the next connection is a new one (Sparkplug: the next bdSeq,
+kept in the spool directory so that the next process goes on from it, a new NBIRTH and
+DBIRTHs) and what waited in the spool goes first (Sparkplug: ``is_historical``; JSON:
+``"historical": true``).
 
 Messages that reached the broker before a connection broke are published again with their
 batch: delivery is at least once; each JSON payload carries its key (``plc``, ``tag``,
@@ -67,6 +68,9 @@ class Settings:
     event_topic: str = "pyconpro/{plc}/_events"
     gap_topic: str = "pyconpro/_gaps"
     retain: bool = False
+    # Sparkplug: the file the last bdSeq is kept in across processes (``bd_seq_path``); "":
+    # not kept.
+    bd_seq_file: str = ""
 
 
 def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
@@ -95,12 +99,62 @@ def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
         float(o["connect_timeout_s"]), tls, str(o["ca_file"]), str(o["cert_file"]),
         str(o["key_file"]), str(o["username"]),
     )  # fmt: skip
+    spool_dir = str(o.get("spool_dir", ""))
+    bd_seq_file = str(bd_seq_path(spool_dir, str(o["group_id"]), node)) \
+        if spool_dir and o["payload"] == "sparkplug" else ""  # fmt: skip
     return Settings(
         broker, str(o["password_file"]), str(o["password_env"]), str(o["payload"]),
         int(o["qos"]), float(o["ack_timeout_s"]), str(o["group_id"]), node,
         str(o["primary_host_id"]), str(o["sample_topic"]), str(o["event_topic"]),
-        str(o["gap_topic"]), bool(o["retain"]),
+        str(o["gap_topic"]), bool(o["retain"]), bd_seq_file,
     )  # fmt: skip
+
+
+def bd_seq_path(spool_dir: str, group_id: str, edge_node_id: str) -> Path:
+    """The file that keeps the edge node's last bdSeq, in the spool directory; ``+`` (which
+    neither id may hold) separates the ids."""
+    return Path(spool_dir) / f"sparkplug+{group_id}+{edge_node_id}.bdseq"
+
+
+def load_bd_seq(path: Path) -> int:
+    """The last bdSeq ``save_bd_seq`` kept in ``path``; -1 (the next is 0) when there is none
+    or it cannot be read (logged: a host application may then see a bdSeq again)."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return -1
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read the last Sparkplug bdSeq from %s (%s): starting at 0", path, exc)
+        return -1
+    value = text.strip()
+    if not value.isdigit() or int(value) > 255:
+        log.warning("%s does not hold a Sparkplug bdSeq (0..255) but %r: starting at 0",
+                    path, value[:40])  # fmt: skip
+        return -1
+    return int(value)
+
+
+def save_bd_seq(path: Path, bd_seq: int) -> None:
+    """Keep ``bd_seq`` in ``path`` for the next process: a temporary file written and synced,
+    renamed over ``path``, the directory synced, so a crash leaves the old value or the new.
+    A failure is logged, not raised: the node goes on publishing."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{bd_seq}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("cannot keep the Sparkplug bdSeq %d in %s (%s): the next sink process may"
+                    " use it again; make the spool directory writable", bd_seq, path, exc)
 
 
 def _fill(template: str, plc: str, tag: str) -> str:
@@ -197,6 +251,8 @@ class MqttSink(Sink):
         will = None
         if self.sparkplug:
             will = self.node.will(_now_ms())
+            if self.s.bd_seq_file:  # kept before the broker may publish it as the Will
+                save_bd_seq(Path(self.s.bd_seq_file), self.node.bd_seq)
             subscriptions.append(self.node.ncmd_topic())
             if self.s.primary_host_id:
                 subscriptions.append(self._state_topic())
@@ -251,6 +307,10 @@ class MqttSink(Sink):
             conn.close(last)
 
     def open(self) -> None:
+        """Sparkplug: the bdSeq goes on from the last process's (Sparkplug 3.0: a host
+        application matches an NDEATH to its NBIRTH by it); then connect and be born."""
+        if self.s.bd_seq_file:
+            self.node.bd_seq = load_bd_seq(Path(self.s.bd_seq_file))
         self.flush()
 
     # -- writing -----------------------------------------------------------------------------
