@@ -30,7 +30,7 @@ from typing import Any
 
 from pyconpro.acquisition.sink_config import OptionValue
 from pyconpro.acquisition.wire import Event, Sample, Stats
-from pyconpro.sinks.base import BusGap, OutputUnavailable, Sink
+from pyconpro.sinks.base import OutputUnavailable, PendingSink
 from pyconpro.sinks.mqtt import topic_name
 from pyconpro.sinks.mqtt.connection import Broker, Connection
 from pyconpro.sinks.mqtt.sparkplug import (
@@ -167,19 +167,17 @@ def _json(record: dict[str, Any]) -> bytes:
                       allow_nan=False).encode("utf-8")  # fmt: skip
 
 
-class MqttSink(Sink):
+class MqttSink(PendingSink):
     """One broker connection at a time (``Connection``), opened on first use and again after
     any failure; the records handed since the last flush are kept until the flush."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.s = settings
         self.node = EdgeNode(settings.group_id, settings.edge_node_id, settings.qos)
         self.sparkplug = settings.payload == "sparkplug"
         self.published = 0  # messages the broker acknowledged (this process)
         self._conn: Connection | None = None
-        self._samples: list[Sample] = []
-        self._events: list[Event] = []
-        self._gaps: list[BusGap] = []
         # paho's thread notes a primary host's STATE under _note (a flush may wait for it),
         # and answers a rebirth request and a host going offline itself under _lock, which
         # the loop's thread holds while it composes and publishes (never while it joins
@@ -315,15 +313,6 @@ class MqttSink(Sink):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write_samples(self, samples: list[Sample]) -> None:
-        self._samples += samples
-
-    def write_events(self, events: list[Event]) -> None:
-        self._events += events
-
-    def write_gaps(self, gaps: list[BusGap]) -> None:
-        self._gaps += gaps
-
     def write_stats(self, stats: list[Stats]) -> None:
         """Worker counters are not published."""
 
@@ -344,7 +333,7 @@ class MqttSink(Sink):
                 raise
             self.published += len(infos)
         finally:
-            self._samples, self._events, self._gaps = [], [], []
+            self.pending.clear()
 
     def _sparkplug(self) -> Iterator[Publish]:
         """Births, data and deaths in the order the records happened (samples and events
@@ -353,7 +342,7 @@ class MqttSink(Sink):
         node = self.node
         historical = self.from_spool
         merged: Iterator[Sample | Event] = heapq.merge(
-            self._samples, self._events, key=_receive_time)
+            self.pending.samples, self.pending.events, key=_receive_time)
         for r in merged:
             if isinstance(r, Sample):
                 yield from node.samples((r,), now, historical=historical)
@@ -362,16 +351,16 @@ class MqttSink(Sink):
 
     def _json(self) -> Iterator[Publish]:
         s, qos, historical = self.s, self.s.qos, self.from_spool
-        for smp in self._samples:
+        for smp in self.pending.samples:
             record = sample_record(smp)
             record["quality"] = "bad" if smp.value is None else "good"
             record["historical"] = historical
             yield Publish(_fill(s.sample_topic, smp.plc, smp.tag), _json(record), qos, s.retain)
         if s.event_topic:
-            for e in self._events:
+            for e in self.pending.events:
                 yield Publish(_fill(s.event_topic, e.plc, e.tag), _json(event_record(e)), qos)
         if s.gap_topic:
-            for g in self._gaps:
+            for g in self.pending.gaps:
                 record = {**gap_record(g), "cause": g.cause}
                 yield Publish(_fill(s.gap_topic, "", ""), _json(record), qos)
 
