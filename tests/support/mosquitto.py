@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shutil
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.ports import free_port
-from tests.support.requirements import skip_or_fail
-from tests.support.servers import ThrowAwayServer, session_server
+from tests.support.servers import ThrowAwayServer, require_server, session_server
 
 BROKER_HOST = "127.83.61.11"
 INSTALL = "apt-get install mosquitto"
@@ -42,16 +39,9 @@ WAIT_S = 30.0
 
 def require_mosquitto() -> str:
     """The broker binary; skips the test (fails in CI) when it is missing."""
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if found is None:
-        skip_or_fail("mosquitto", f"the Mosquitto broker is not installed: {INSTALL}")
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        skip_or_fail("mosquitto", "paho-mqtt is not installed: pip install -e '.[test]' (./dev)")
-    return found
+    return require_server("mosquitto", "mosquitto", ("/usr/sbin/mosquitto",),
+                          f"the Mosquitto broker is not installed: {INSTALL}", "paho.mqtt.client",
+                          "paho-mqtt")  # fmt: skip
 
 
 class MosquittoBroker(ThrowAwayServer):

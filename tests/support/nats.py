@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     import nats.aio.client
 
 from tests.support.ports import free_port
-from tests.support.requirements import skip_or_fail
-from tests.support.servers import ThrowAwayServer, session_server
+from tests.support.servers import ThrowAwayServer, require_server, session_server
 
 # An address of our own inside 127/8, so that a developer's NATS on 127.0.0.1:4222 and other
 # suites' servers never meet ours.
@@ -39,16 +37,8 @@ _CANDIDATES = ("/usr/sbin/nats-server", "/usr/bin/nats-server")
 def require_nats() -> str:
     """The ``nats-server`` binary; skips the test (fails in CI) when there is none, or when
     the nats-py client the sink and these helpers use is missing."""
-    found = shutil.which("nats-server") or next(
-        (p for p in _CANDIDATES if os.access(p, os.X_OK)), None
-    )
-    if found is None:
-        skip_or_fail("nats", f"nats-server not found: {INSTALL}")
-    try:
-        import nats  # noqa: F401
-    except ImportError:
-        skip_or_fail("nats", "nats-py is not installed: pip install -e '.[test]' (./dev)")
-    return found
+    return require_server("nats", "nats-server", _CANDIDATES,
+                          f"nats-server not found: {INSTALL}", "nats", "nats-py")
 
 
 @dataclass(frozen=True, slots=True)

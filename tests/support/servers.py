@@ -10,6 +10,8 @@ Each server keeps its own command line and its own test of readiness.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import shutil
 import signal
 import subprocess
@@ -22,9 +24,27 @@ from typing import Any, ClassVar, TypeVar
 from pyconpro.workers.process import Child, spawn
 
 from tests.support import leaks
+from tests.support.requirements import skip_or_fail
 
 POLL_S = 0.05  # between two readiness checks
 RESTART_PAUSE_S = 0.2  # before another start (the port of a killed server may still be held)
+
+
+def require_server(what: str, binary: str, candidates: Sequence[str], missing: str,
+                   module: str, client: str) -> str:  # fmt: skip
+    """The server's ``binary`` (on PATH, else the first executable of ``candidates``), its
+    client library ``module`` importable; else the test skips (fails in CI, where
+    PYCONPRO_REQUIRE_<WHAT>=1) with ``missing`` or the install command of ``client``."""
+    found = shutil.which(binary) or next(
+        (p for p in candidates if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        skip_or_fail(what, missing)
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        skip_or_fail(what, f"{client} is not installed: pip install -e '.[test]' (./dev)")
+    return found
 
 
 class ThrowAwayServer:
