@@ -46,7 +46,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -182,6 +182,44 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Release files/connections. Must not raise if ``open()`` failed half-way."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """The records a sink was handed since its last flush, by kind."""
+
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    gaps: list[BusGap] = field(default_factory=list)
+    stats: list[Stats] = field(default_factory=list)
+
+    def clear(self) -> None:
+        """After a flush, whatever happened in it: the loop hands the same records again
+        after a failure."""
+        self.samples, self.events, self.gaps, self.stats = [], [], [], []
+
+
+class PendingSink(Sink):
+    """A sink that writes at the flush what it was handed since the last one (a network sink:
+    one transaction, one batch of messages): ``write_*`` keep the records in ``pending``,
+    ``flush`` writes them and ends with ``pending.clear()``."""
+
+    pending: Pending
+
+    def __init__(self) -> None:
+        self.pending = Pending()
+
+    def write_samples(self, samples: list[Sample]) -> None:
+        self.pending.samples += samples
+
+    def write_events(self, events: list[Event]) -> None:
+        self.pending.events += events
+
+    def write_gaps(self, gaps: list[BusGap]) -> None:
+        self.pending.gaps += gaps
+
+    def write_stats(self, stats: list[Stats]) -> None:
+        self.pending.stats += stats
 
 
 @dataclass

@@ -57,9 +57,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pyconpro.acquisition.sink_config import Option, OptionValue, Output, SinkSchema
-from pyconpro.acquisition.wire import Event, EventKind, OutageCause, Sample, Stats
+from pyconpro.acquisition.wire import Event, EventKind, OutageCause, Sample
 from pyconpro.acquisition.wire import topic_for_sample as _topic_for_sample
-from pyconpro.sinks.base import BusGap, OutputUnavailable, Sink
+from pyconpro.sinks.base import BusGap, OutputUnavailable, PendingSink
 from pyconpro.sinks.password import password_options, read_password
 from pyconpro.sinks.records import to_json
 from pyconpro.sinks.registry import SinkKind
@@ -354,7 +354,7 @@ def diagnose(exc: BaseException, where: str) -> OutputUnavailable | None:
     return None
 
 
-class PostgresSink(Sink):
+class PostgresSink(PendingSink):
     """One connection (autocommit, a transaction per flush), opened on first use and again
     after any failure; the batch handed since the last flush is kept until the flush."""
 
@@ -370,6 +370,7 @@ class PostgresSink(Sink):
     ) -> None:
         if _check_schema(schema) is not None:
             raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
+        super().__init__()
         self.conninfo = conninfo
         self.password_file = password_file
         self.password_env = password_env
@@ -381,10 +382,6 @@ class PostgresSink(Sink):
         self._conn: psycopg.Connection[Any] | None = None
         self._staging = False  # the temporary table of the slow path exists on this connection
         self._tags: dict[tuple[str, str], tuple[int, str | None]] = {}  # -> (id, type)
-        self._samples: list[Sample] = []
-        self._events: list[Event] = []
-        self._gaps: list[BusGap] = []
-        self._stats: list[Stats] = []
 
     @property
     def where(self) -> str:
@@ -489,31 +486,19 @@ class PostgresSink(Sink):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write_samples(self, samples: list[Sample]) -> None:
-        self._samples += samples
-
-    def write_events(self, events: list[Event]) -> None:
-        self._events += events
-
-    def write_gaps(self, gaps: list[BusGap]) -> None:
-        self._gaps += gaps
-
-    def write_stats(self, stats: list[Stats]) -> None:
-        self._stats += stats
-
     def flush(self) -> None:
         """One transaction with everything handed since the last flush; the same records are
         handed again after a failure, so they are dropped here whatever happens."""
         try:
             self._run(self._write_all)
         finally:
-            self._samples, self._events, self._gaps, self._stats = [], [], [], []
+            self.pending.clear()
 
     def _write_all(self, conn: psycopg.Connection[Any]) -> None:
         from psycopg import errors as e
 
-        if self._samples:
-            self._learn_tags(conn, self._samples)
+        if self.pending.samples:
+            self._learn_tags(conn, self.pending.samples)
         try:
             with conn.transaction():
                 self._copy_samples(conn, fast=True)
@@ -524,10 +509,10 @@ class PostgresSink(Sink):
             with conn.transaction():
                 stored = self._copy_samples(conn, fast=False)
                 self._insert_others(conn)
-            dup = len(self._samples) - stored
+            dup = len(self.pending.samples) - stored
             self.duplicates += dup
             log.info("%d of %d sample(s) were stored already (a batch written again after a"
-                     " failure): not stored twice", dup, len(self._samples))  # fmt: skip
+                     " failure): not stored twice", dup, len(self.pending.samples))  # fmt: skip
 
     def _learn_tags(self, conn: psycopg.Connection[Any], samples: Sequence[Sample]) -> None:
         """Ids of the batch's tags; new tags (and a tag whose type changed) are written first,
@@ -557,13 +542,13 @@ class PostgresSink(Sink):
             (_t(smp.t_wall_ns), tags[(smp.plc, smp.tag)][0], *value_columns(smp.value),
              smp.t_wall_ns, smp.t_mono_ns, smp.cip_seq, _i64(smp.gap), smp.raw, smp.publisher,
              _i64(smp.seq), smp.source_ns)
-            for smp in self._samples
+            for smp in self.pending.samples
         ]  # fmt: skip
 
     def _copy_samples(self, conn: psycopg.Connection[Any], *, fast: bool) -> int:
         """COPY the batch's samples into ``samples`` (``fast``), or through the temporary
         table, keeping only those not stored yet; the number stored."""
-        if not self._samples:
+        if not self.pending.samples:
             return 0
         s = self.schema
         columns = ", ".join(_SAMPLE_COLUMNS)
@@ -580,7 +565,7 @@ class PostgresSink(Sink):
                 for row in self._sample_rows():
                     copy.write_row(row)
             if fast:
-                return len(self._samples)
+                return len(self.pending.samples)
             cur.execute(f"INSERT INTO {s}.samples ({columns}) SELECT {columns} FROM"
                         " pyconpro_stage ON CONFLICT DO NOTHING")  # fmt: skip
             return max(0, cur.rowcount)
@@ -590,21 +575,21 @@ class PostgresSink(Sink):
 
         s = self.schema
         with conn.cursor() as cur:
-            if self._events:
+            if self.pending.events:
                 cur.executemany(_EVENT_SQL.format(s=s), [
                     (_t(ev.t_wall_ns), ev.plc, ev.tag, str(ev.kind), ev.state_from, ev.state_to,
                      ev.cip_general, ev.cip_extended, _text(ev.status_text), _text(ev.message),
                      ev.t_wall_ns, ev.t_mono_ns, ev.publisher, _i64(ev.seq))
-                    for ev in self._events
+                    for ev in self.pending.events
                 ])  # fmt: skip
-            gaps = [*map(_gap_row, self._gaps), *_outage_rows(self._events)]
+            gaps = [*map(_gap_row, self.pending.gaps), *_outage_rows(self.pending.events)]
             if gaps:
                 cur.executemany(_GAP_SQL.format(s=s), gaps)
-            if self._stats:
+            if self.pending.stats:
                 cur.executemany(_STATS_SQL.format(s=s), [
                     (_t(st.t_wall_ns), st.worker, st.publisher, _i64(st.seq),
                      Jsonb(st.counters, dumps=_json), st.t_wall_ns, st.t_mono_ns)
-                    for st in self._stats
+                    for st in self.pending.stats
                 ])  # fmt: skip
 
     def close(self) -> None:

@@ -4,9 +4,10 @@ leaves the spool only after the broker has it.
 
 Any failure (the broker away, a refused login, acknowledgements not coming, the primary host
 application offline) drops the connection and raises ``OutputUnavailable``: the loop spools the
-batch and retries with backoff; the next connection is a new one (Sparkplug: the next bdSeq, a
-new NBIRTH and DBIRTHs) and what waited in the spool goes first (Sparkplug: ``is_historical``;
-JSON: ``"historical": true``).
+batch and retries with backoff; the next connection is a new one (Sparkplug: the next bdSeq,
+kept in the spool directory so that the next process goes on from it, a new NBIRTH and
+DBIRTHs) and what waited in the spool goes first (Sparkplug: ``is_historical``; JSON:
+``"historical": true``).
 
 Messages that reached the broker before a connection broke are published again with their
 batch: delivery is at least once; each JSON payload carries its key (``plc``, ``tag``,
@@ -29,7 +30,7 @@ from typing import Any
 
 from pyconpro.acquisition.sink_config import OptionValue
 from pyconpro.acquisition.wire import Event, Sample, Stats
-from pyconpro.sinks.base import BusGap, OutputUnavailable, Sink
+from pyconpro.sinks.base import OutputUnavailable, PendingSink
 from pyconpro.sinks.mqtt import topic_name
 from pyconpro.sinks.mqtt.connection import Broker, Connection
 from pyconpro.sinks.mqtt.sparkplug import (
@@ -67,6 +68,9 @@ class Settings:
     event_topic: str = "pyconpro/{plc}/_events"
     gap_topic: str = "pyconpro/_gaps"
     retain: bool = False
+    # Sparkplug: the file the last bdSeq is kept in across processes (``bd_seq_path``); "":
+    # not kept.
+    bd_seq_file: str = ""
 
 
 def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
@@ -95,12 +99,62 @@ def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
         float(o["connect_timeout_s"]), tls, str(o["ca_file"]), str(o["cert_file"]),
         str(o["key_file"]), str(o["username"]),
     )  # fmt: skip
+    spool_dir = str(o.get("spool_dir", ""))
+    bd_seq_file = str(bd_seq_path(spool_dir, str(o["group_id"]), node)) \
+        if spool_dir and o["payload"] == "sparkplug" else ""  # fmt: skip
     return Settings(
         broker, str(o["password_file"]), str(o["password_env"]), str(o["payload"]),
         int(o["qos"]), float(o["ack_timeout_s"]), str(o["group_id"]), node,
         str(o["primary_host_id"]), str(o["sample_topic"]), str(o["event_topic"]),
-        str(o["gap_topic"]), bool(o["retain"]),
+        str(o["gap_topic"]), bool(o["retain"]), bd_seq_file,
     )  # fmt: skip
+
+
+def bd_seq_path(spool_dir: str, group_id: str, edge_node_id: str) -> Path:
+    """The file that keeps the edge node's last bdSeq, in the spool directory; ``+`` (which
+    neither id may hold) separates the ids."""
+    return Path(spool_dir) / f"sparkplug+{group_id}+{edge_node_id}.bdseq"
+
+
+def load_bd_seq(path: Path) -> int:
+    """The last bdSeq ``save_bd_seq`` kept in ``path``; -1 (the next is 0) when there is none
+    or it cannot be read (logged: a host application may then see a bdSeq again)."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return -1
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read the last Sparkplug bdSeq from %s (%s): starting at 0", path, exc)
+        return -1
+    value = text.strip()
+    if not value.isdigit() or int(value) > 255:
+        log.warning("%s does not hold a Sparkplug bdSeq (0..255) but %r: starting at 0",
+                    path, value[:40])  # fmt: skip
+        return -1
+    return int(value)
+
+
+def save_bd_seq(path: Path, bd_seq: int) -> None:
+    """Keep ``bd_seq`` in ``path`` for the next process: a temporary file written and synced,
+    renamed over ``path``, the directory synced, so a crash leaves the old value or the new.
+    A failure is logged, not raised: the node goes on publishing."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{bd_seq}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("cannot keep the Sparkplug bdSeq %d in %s (%s): the next sink process may"
+                    " use it again; make the spool directory writable", bd_seq, path, exc)
 
 
 def _fill(template: str, plc: str, tag: str) -> str:
@@ -113,19 +167,17 @@ def _json(record: dict[str, Any]) -> bytes:
                       allow_nan=False).encode("utf-8")  # fmt: skip
 
 
-class MqttSink(Sink):
+class MqttSink(PendingSink):
     """One broker connection at a time (``Connection``), opened on first use and again after
     any failure; the records handed since the last flush are kept until the flush."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.s = settings
         self.node = EdgeNode(settings.group_id, settings.edge_node_id, settings.qos)
         self.sparkplug = settings.payload == "sparkplug"
         self.published = 0  # messages the broker acknowledged (this process)
         self._conn: Connection | None = None
-        self._samples: list[Sample] = []
-        self._events: list[Event] = []
-        self._gaps: list[BusGap] = []
         # paho's thread notes a primary host's STATE under _note (a flush may wait for it),
         # and answers a rebirth request and a host going offline itself under _lock, which
         # the loop's thread holds while it composes and publishes (never while it joins
@@ -197,6 +249,8 @@ class MqttSink(Sink):
         will = None
         if self.sparkplug:
             will = self.node.will(_now_ms())
+            if self.s.bd_seq_file:  # kept before the broker may publish it as the Will
+                save_bd_seq(Path(self.s.bd_seq_file), self.node.bd_seq)
             subscriptions.append(self.node.ncmd_topic())
             if self.s.primary_host_id:
                 subscriptions.append(self._state_topic())
@@ -251,18 +305,13 @@ class MqttSink(Sink):
             conn.close(last)
 
     def open(self) -> None:
+        """Sparkplug: the bdSeq goes on from the last process's (Sparkplug 3.0: a host
+        application matches an NDEATH to its NBIRTH by it); then connect and be born."""
+        if self.s.bd_seq_file:
+            self.node.bd_seq = load_bd_seq(Path(self.s.bd_seq_file))
         self.flush()
 
     # -- writing -----------------------------------------------------------------------------
-
-    def write_samples(self, samples: list[Sample]) -> None:
-        self._samples += samples
-
-    def write_events(self, events: list[Event]) -> None:
-        self._events += events
-
-    def write_gaps(self, gaps: list[BusGap]) -> None:
-        self._gaps += gaps
 
     def write_stats(self, stats: list[Stats]) -> None:
         """Worker counters are not published."""
@@ -284,7 +333,7 @@ class MqttSink(Sink):
                 raise
             self.published += len(infos)
         finally:
-            self._samples, self._events, self._gaps = [], [], []
+            self.pending.clear()
 
     def _sparkplug(self) -> Iterator[Publish]:
         """Births, data and deaths in the order the records happened (samples and events
@@ -293,7 +342,7 @@ class MqttSink(Sink):
         node = self.node
         historical = self.from_spool
         merged: Iterator[Sample | Event] = heapq.merge(
-            self._samples, self._events, key=_receive_time)
+            self.pending.samples, self.pending.events, key=_receive_time)
         for r in merged:
             if isinstance(r, Sample):
                 yield from node.samples((r,), now, historical=historical)
@@ -302,16 +351,16 @@ class MqttSink(Sink):
 
     def _json(self) -> Iterator[Publish]:
         s, qos, historical = self.s, self.s.qos, self.from_spool
-        for smp in self._samples:
+        for smp in self.pending.samples:
             record = sample_record(smp)
             record["quality"] = "bad" if smp.value is None else "good"
             record["historical"] = historical
             yield Publish(_fill(s.sample_topic, smp.plc, smp.tag), _json(record), qos, s.retain)
         if s.event_topic:
-            for e in self._events:
+            for e in self.pending.events:
                 yield Publish(_fill(s.event_topic, e.plc, e.tag), _json(event_record(e)), qos)
         if s.gap_topic:
-            for g in self._gaps:
+            for g in self.pending.gaps:
                 record = {**gap_record(g), "cause": g.cause}
                 yield Publish(_fill(s.gap_topic, "", ""), _json(record), qos)
 

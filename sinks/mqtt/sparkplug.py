@@ -21,7 +21,7 @@ Messages (``spBv1.0/<group>/<type>/<node>[/<device>]``):
 - DDEATH (``events``) when every connection of the PLC whose state is known has left RUNNING
   (the bus's ``state`` events, docs/wire-format.md).
 - ``seq`` counts every message after NBIRTH, 0..255, wrapping; ``bdSeq`` counts connections,
-  0..255.
+  0..255, wrapping; the sink keeps it across processes (``bd_seq`` is set from its file).
 
 Values: ``DataType`` from the Logix type when the sample names one (``DINT`` -> Int32, ``REAL``
 -> Float, ...), else from the decoded value (bool -> Boolean, int -> Int64, float -> Double, str

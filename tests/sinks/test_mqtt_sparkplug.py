@@ -6,8 +6,9 @@ Checked: NBIRTH first with seq 0 and its bdSeq, seq counting every message and w
 0, DBIRTH before a device's data with every metric (UDT members as ``Tag/Member``) and aliases
 unique across the node, DDATA by alias only with the sample's receive time and value, DDEATH
 when the PLC's connections leave RUNNING and DBIRTH when data comes back, a rebirth on NCMD,
-NDEATH on a clean stop and as the Will on a kill (its bdSeq the NBIRTH's), and a primary
-host's STATE: nothing published while it is offline, what waited sent as historical."""
+NDEATH on a clean stop and as the Will on a kill (its bdSeq the NBIRTH's), bdSeq going on
+across sink processes (kept in the spool directory), and a primary host's STATE: nothing
+published while it is offline, what waited sent as historical."""
 
 from __future__ import annotations
 
@@ -415,6 +416,60 @@ def test_a_primary_host_offline_holds_publishing_and_what_waited_is_historical(
     # The first five waited for the host, the last three for its return.
     assert historical == [True] * 5 + [False] + [True] * 3
     assert [value_of(m.metrics()[0], 9) for m in data] == [s.value for s in plant.sent]
+
+
+def test_bdseq_goes_on_across_sink_processes_after_a_stop_and_a_kill(
+    node: Node, publisher: TestPublisher
+) -> None:
+    plant = Plant()
+    # A clean stop: NDEATH with the first bdSeq.
+    proc = node.start()
+    publisher.send(plant.sample("plc2", "B"))
+    node.wait("DDATA", 1)
+    assert proc.terminate() == 0, proc.stderr
+    node.wait("NDEATH", 1)
+    # The next process on the same spool directory: the next bdSeq; SIGKILL: the broker
+    # publishes its Will, an NDEATH with that bdSeq.
+    proc = node.start()
+    publisher.send(plant.sample("plc2", "B"))
+    node.wait("DDATA", 2)
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(30)
+    node.wait("NDEATH", 2)
+    # After the kill, the next again.
+    proc = node.start()
+    publisher.send(plant.sample("plc2", "B"))
+    node.wait("DDATA", 3)
+    publisher.close()
+    assert proc.terminate() == 0, proc.stderr
+    node.wait("NDEATH", 3)
+
+    msgs = node.messages()
+    births = [m.bd_seq() for m in msgs if m.kind == "NBIRTH"]
+    deaths = [m.bd_seq() for m in msgs if m.kind == "NDEATH"]
+    assert births == deaths == [0, 1, 2]
+    assert [m.kind for m in msgs] == ["NBIRTH", "DBIRTH", "DDATA", "NDEATH"] * 3
+
+
+def test_the_kept_bdseq_wraps_and_a_file_that_is_not_one_starts_at_0(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pyconpro.sinks.mqtt.sink import bd_seq_path, load_bd_seq, save_bd_seq
+    from pyconpro.sinks.mqtt.sparkplug import EdgeNode
+
+    path = bd_seq_path(str(tmp_path / "spool"), "g1", "node1")
+    assert load_bd_seq(path) == -1  # none yet: the first connection's is 0
+    save_bd_seq(path, 255)  # creates the spool directory
+    node = EdgeNode("g1", "node1", 1)
+    node.bd_seq = load_bd_seq(path)
+    node.will(0)
+    assert node.bd_seq == 0  # 255 + 1, modulo 256
+    save_bd_seq(path, node.bd_seq)
+    assert load_bd_seq(path) == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
+    path.write_text("not a number\n", encoding="ascii")
+    assert load_bd_seq(path) == -1
+    assert "does not hold a Sparkplug bdSeq" in caplog.text
 
 
 @pytest.mark.parametrize(

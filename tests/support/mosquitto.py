@@ -3,8 +3,8 @@
 The broker is Debian's ``mosquitto`` (``/usr/sbin/mosquitto``; a test skips with the install
 command when it is missing, and fails in CI, where ``PYCONPRO_REQUIRE_MOSQUITTO=1``), on a
 private loopback address and a kernel-chosen port, with its config and log in a new temporary
-directory, started with ``workers/process.py`` and stopped (or killed) by its PID: the shape of
-``tests/support/postgres.py``. It keeps no persistence unless asked (a kill loses what it
+directory, started with ``workers/process.py`` and stopped (or killed) by its PID
+(``tests/support/servers.py``). It keeps no persistence unless asked (a kill loses what it
 held, as a real broker without persistence would) and queues without limit for a slow
 subscriber, so what the tests count is what the sink delivered.
 
@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pyconpro.workers.process import Child, spawn
 
-from tests.support import leaks
 from tests.support.ports import free_port
-from tests.support.requirements import skip_or_fail
+from tests.support.servers import ThrowAwayServer, require_server, session_server
 
 BROKER_HOST = "127.83.61.11"
 INSTALL = "apt-get install mosquitto"
@@ -44,32 +39,25 @@ WAIT_S = 30.0
 
 def require_mosquitto() -> str:
     """The broker binary; skips the test (fails in CI) when it is missing."""
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if found is None:
-        skip_or_fail("mosquitto", f"the Mosquitto broker is not installed: {INSTALL}")
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        skip_or_fail("mosquitto", "paho-mqtt is not installed: pip install -e '.[test]' (./dev)")
-    return found
+    return require_server("mosquitto", "mosquitto", ("/usr/sbin/mosquitto",),
+                          f"the Mosquitto broker is not installed: {INSTALL}", "paho.mqtt.client",
+                          "paho-mqtt")  # fmt: skip
 
 
-class MosquittoBroker:
-    """One broker and its directory. ``start`` / ``kill`` / ``stop`` may be called any number
-    of times (the restart tests do); ``close`` stops it and removes the directory.
-    ``extra`` lines go into its config (a password file, TLS listeners, ...)."""
+class MosquittoBroker(ThrowAwayServer):
+    """One broker and its directory (``ThrowAwayServer``). ``extra`` lines go into its config
+    (a password file, TLS listeners, ...)."""
+
+    NAME = "mosquitto"
+    STOP_TIMEOUT_S = 10.0
 
     def __init__(self, binary: str, host: str = BROKER_HOST, extra: Sequence[str] = (), *,
                  persistence: bool = False) -> None:  # fmt: skip
+        super().__init__("pyconpro-mqtt-", "mosquitto.log")
         self.binary = binary
         self.host = host
         self.port = free_port(host)
-        self.root = Path(tempfile.mkdtemp(prefix="pyconpro-mqtt-"))
         self.conf = self.root / "mosquitto.conf"
-        self.log_path = self.root / "mosquitto.log"
-        self.child: Child | None = None
         self.conf.write_text("\n".join([
             f"listener {self.port} {host}",
             "allow_anonymous true",
@@ -84,29 +72,15 @@ class MosquittoBroker:
             *extra,
         ]) + "\n", encoding="utf-8")  # fmt: skip
 
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child is not None and self.child.alive() else None
-
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start the broker and return once it accepts connections."""
-        assert self.pid is None, "already running"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with open(self.log_path, "ab") as log:
-                log.write(b"--- start\n")
-            self.child = spawn([self.binary, "-c", str(self.conf)], stdout=self.log_path,
-                               stderr=self.log_path)  # fmt: skip
-            while self.child.alive() and time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection(
-                        (self.host, self.port), timeout=1):  # fmt: skip
-                    return
-                time.sleep(0.05)
-            self.child.kill()
-            self.child = None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not start; its log:\n{self.log_tail()}")
-            time.sleep(0.2)  # the port of a killed broker may still be held for a moment
+        self._launch([self.binary, "-c", str(self.conf)], self._accepts, timeout_s)
+
+    def _accepts(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port),
+                                                                    timeout=1):  # fmt: skip
+            return True
+        return False
 
     def save(self) -> None:
         """Have it write its persistence file now (SIGUSR1), and wait until it is there."""
@@ -118,30 +92,6 @@ class MosquittoBroker:
         while not db.exists():
             assert time.monotonic() < deadline, "mosquitto did not save its database"
             time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL (a crash: what it held is gone)."""
-        if self.child is not None:
-            self.child.kill()
-            self.child = None
-
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop(10.0)
-            self.child = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,14 +190,7 @@ class Subscriber:
 @pytest.fixture(scope="session")
 def mosquitto_broker() -> Iterator[MosquittoBroker]:
     """One broker for the session; tests that kill or restart a broker start their own."""
-    broker = MosquittoBroker(require_mosquitto())
-    try:
-        broker.start()
-        assert broker.pid is not None
-        leaks.session_child(broker.pid)
-        yield broker
-    finally:
-        broker.close()
+    yield from session_server(MosquittoBroker(require_mosquitto()))
 
 
 @pytest.fixture

@@ -1,39 +1,29 @@
 """A throw-away NATS server with JetStream for tests: ``nats-server -js`` on a private loopback
 address and a kernel-chosen port, its store in a new temporary directory, stopped (or killed)
-by its PID; and a JetStream consumer that reads a stream back.
+by its PID (``tests/support/servers.py``); and a JetStream consumer that reads a stream back.
 
 The binary is Debian's ``nats-server`` (a test skips with the install command when it is
-missing, and fails in CI, where ``PYCONPRO_REQUIRE_NATS=1``). The same shape as
-``tests/support/postgres.py``: find the binary or skip, make the state directory, spawn on
-loopback, wait until it answers, stop by PID, remove the directory. A server killed and started
+missing, and fails in CI, where ``PYCONPRO_REQUIRE_NATS=1``). A server killed and started
 again keeps its port and store directory, so what the stream held before is there again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from pyconpro.workers.process import Child, spawn
 
 if TYPE_CHECKING:
     import nats.aio.client
 
-from tests.support import leaks
 from tests.support.ports import free_port
-from tests.support.requirements import skip_or_fail
+from tests.support.servers import ThrowAwayServer, require_server, session_server
 
 # An address of our own inside 127/8, so that a developer's NATS on 127.0.0.1:4222 and other
 # suites' servers never meet ours.
@@ -47,16 +37,8 @@ _CANDIDATES = ("/usr/sbin/nats-server", "/usr/bin/nats-server")
 def require_nats() -> str:
     """The ``nats-server`` binary; skips the test (fails in CI) when there is none, or when
     the nats-py client the sink and these helpers use is missing."""
-    found = shutil.which("nats-server") or next(
-        (p for p in _CANDIDATES if os.access(p, os.X_OK)), None
-    )
-    if found is None:
-        skip_or_fail("nats", f"nats-server not found: {INSTALL}")
-    try:
-        import nats  # noqa: F401
-    except ImportError:
-        skip_or_fail("nats", "nats-py is not installed: pip install -e '.[test]' (./dev)")
-    return found
+    return require_server("nats", "nats-server", _CANDIDATES,
+                          f"nats-server not found: {INSTALL}", "nats", "nats-py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,47 +51,31 @@ class StoredMsg:
     data: bytes
 
 
-class NatsServer:
-    """One server and its store directory. ``start`` / ``kill`` / ``stop`` may be called any
-    number of times (the kill-and-restart tests do); ``close`` stops it and removes the store."""
+class NatsServer(ThrowAwayServer):
+    """One server and its store directory (``ThrowAwayServer``; SIGKILL is a crash: the next
+    ``start`` recovers the store)."""
+
+    NAME = "nats-server"
+    STOP_TIMEOUT_S = STOP_TIMEOUT_S
 
     def __init__(self, binary: str, host: str = NATS_HOST, token: str | None = None) -> None:
+        super().__init__("pyconpro-nats-", "server.log")
         self.binary = binary
         self.host = host
         self.port = free_port(host)
         self.token = token  # a server that wants this token from every client
-        self.root = Path(tempfile.mkdtemp(prefix="pyconpro-nats-"))
         self.store = self.root / "store"
-        self.log_path = self.root / "server.log"
-        self.child: Child | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child is not None and self.child.alive() else None
-
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start the server and return once JetStream answers (a restarted server first
         recovers its store)."""
-        assert self.pid is None, "already running"
         argv = [self.binary, "-js", "-a", self.host, "-p", str(self.port), "-sd",
                 str(self.store), *(["--auth", self.token] if self.token else [])]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            log.write(b"--- start\n")
-        self.child = spawn(argv, stdout=self.log_path, stderr=self.log_path)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.child.alive():
-                break
-            if self._ready():
-                return
-            time.sleep(0.05)
-        self.child.kill()
-        self.child = None
-        raise RuntimeError(f"nats-server did not start; its log:\n{self.log_tail()}")
+        self._launch(argv, self._ready, timeout_s, retry=False)
 
     def _ready(self) -> bool:
         async def ask() -> bool:
@@ -126,34 +92,6 @@ class NatsServer:
                 await nc.close()
 
         return asyncio.run(ask())
-
-    def kill(self) -> None:
-        """SIGKILL (a crash: the next ``start`` recovers the store)."""
-        if self.child is not None:
-            self.child.kill()
-            self.child = None
-
-    def stop(self) -> None:
-        """SIGTERM (a clean shutdown); SIGKILL if it does not end in ``STOP_TIMEOUT_S``."""
-        if self.child is None:
-            return
-        self.child.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.child.wait(STOP_TIMEOUT_S)
-        self.kill()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
     def count(self, stream: str) -> int:
         return stream_count(self.url, stream, self.token)
@@ -245,14 +183,7 @@ def nats_server() -> Iterator[NatsServer]:
     """One server for the session (each sink writes a stream and subjects of its own,
     ``nats_name`` in tests/sinks/bus_testkit.py); the tests that kill or stop a server start
     their own ``NatsServer``."""
-    server = NatsServer(require_nats())
-    try:
-        server.start()
-        assert server.pid is not None
-        leaks.session_child(server.pid)
-        yield server
-    finally:
-        server.close()
+    yield from session_server(NatsServer(require_nats()))
 
 
 _names = itertools.count(1)

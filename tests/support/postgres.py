@@ -9,32 +9,29 @@ the server's PID is our child's own, so ``kill`` (SIGKILL) and ``stop`` reach th
 itself. The data directory is a fresh ``mkdtemp`` under the system's temporary directory
 (pytest's own is 0700 root and the postgres user could not enter it), removed by ``close``.
 
-The same shape serves the other servers the sink tests start (a broker on a private port and
-a throw-away store): find the binary or skip, make the state directory, spawn on loopback,
-wait until it answers, stop by PID, remove the directory.
+What it shares with the other servers the sink tests start (the state directory, the log,
+start until it answers, stop or kill by PID, the session fixture) is ``tests/support/servers.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyconpro.workers.process import Child, spawn
+from pyconpro.workers.process import spawn
 
-from tests.support import leaks
 from tests.support.ports import free_port
 from tests.support.requirements import skip_or_fail
+from tests.support.servers import ThrowAwayServer, session_server
 
 # An address of our own inside 127/8, so that a developer's PostgreSQL on 127.0.0.1:5432 and
 # other suites' servers never meet ours.
@@ -94,18 +91,20 @@ def _as_postgres() -> list[str]:
 
 
 
-class PostgresServer:
-    """One server and its data directory. ``start`` / ``kill`` / ``stop`` may be called any
-    number of times (the kill-and-restart tests do); ``close`` stops it and removes the data."""
+class PostgresServer(ThrowAwayServer):
+    """One server and its data directory (``ThrowAwayServer``; its clean stop is a fast
+    shutdown, SIGINT: clients disconnected, a clean checkpoint)."""
+
+    NAME = "PostgreSQL"
+    STOP_SIGNAL = signal.SIGINT
+    STOP_TIMEOUT_S = STOP_TIMEOUT_S
 
     def __init__(self, bin_path: Path, host: str = PG_HOST) -> None:
+        super().__init__("pyconpro-pg-", "server.log")
         self.bin = bin_path
         self.host = host
         self.port = free_port(host)
-        self.root = Path(tempfile.mkdtemp(prefix="pyconpro-pg-"))
         self.data = self.root / "data"
-        self.log_path = self.root / "server.log"
-        self.child: Child | None = None
         self._prefix = _as_postgres()
         if self._prefix:
             pw = pwd.getpwnam("postgres")
@@ -128,10 +127,6 @@ class PostgresServer:
         if child.returncode != 0:
             raise RuntimeError(f"initdb failed ({child.returncode}): {err.strip()[-2000:]}")
 
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child is not None and self.child.alive() else None
-
     def conninfo(self, dbname: str = "postgres") -> str:
         return f"host={self.host} port={self.port} user=postgres dbname={dbname}"
 
@@ -139,56 +134,27 @@ class PostgresServer:
         """Start the server and return once it takes connections. After ``kill`` the old
         server's backends may still hold its shared memory for a moment: the start is retried
         until the deadline."""
-        assert self.pid is None, "already running"
-        deadline = time.monotonic() + timeout_s
         settings = [f"--{k.replace('_', '-')}={v}" for k, v in _SETTINGS.items()]
         argv = [*self._prefix, str(self.bin / "postgres"), "-D", str(self.data), "-p",
                 str(self.port), *settings]  # fmt: skip
-        while True:
-            with open(self.log_path, "ab") as log:
-                log.write(b"--- start\n")
-            self.child = spawn(argv, stdout=self.log_path, stderr=self.log_path,
-                               parent_death_signal=int(signal.SIGQUIT))  # fmt: skip
-            if self._wait_ready(deadline):
-                return
-            self.child.kill()
-            self.child = None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start; its log:\n{self.log_tail()}")
-            time.sleep(0.2)
+        self._launch(argv, self._accepts, timeout_s, parent_death_signal=int(signal.SIGQUIT))
 
-    def _wait_ready(self, deadline: float) -> bool:
+    def _accepts(self) -> bool:
         import psycopg
 
-        assert self.child is not None
-        while time.monotonic() < deadline:
-            if not self.child.alive():
-                return False
-            try:
-                with psycopg.connect(self.conninfo(), connect_timeout=2):
-                    return True
-            except psycopg.OperationalError:
-                time.sleep(0.05)
-        return False
+        try:
+            with psycopg.connect(self.conninfo(), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL the postmaster (a crash: the next ``start`` runs crash recovery), then wait
         until its backends have noticed and exited (they hold its shared memory)."""
         if self.child is None:
             return
-        self.child.kill()
-        self.child = None
+        super().kill()
         self._wait_backends_gone()
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT: clients disconnected, a clean checkpoint); SIGKILL if it does
-        not end within ``STOP_TIMEOUT_S``."""
-        if self.child is None:
-            return
-        self.child.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.child.wait(STOP_TIMEOUT_S)
-        self.kill()
 
     def _wait_backends_gone(self) -> None:
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -197,13 +163,6 @@ class PostgresServer:
             if not any(_cwd_of(p).startswith(marker) for p in _pids_of_user(self._prefix)):
                 return
             time.sleep(0.05)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
     def create_database(self, name: str) -> str:
         """A new empty database; its conninfo."""
@@ -218,12 +177,6 @@ class PostgresServer:
 
         with psycopg.connect(self.conninfo(dbname)) as conn:
             return list(conn.execute(sql, params))
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _pids_of_user(prefix: list[str]) -> Iterator[int]:
@@ -254,14 +207,7 @@ def _cwd_of(pid: int) -> bytes:
 def postgres_server() -> Iterator[PostgresServer]:
     """One server for the session (each test gets its own database: ``postgres_db``); the
     tests that kill or stop a server start their own ``PostgresServer``."""
-    server = PostgresServer(require_postgres())
-    try:
-        server.start()
-        assert server.pid is not None
-        leaks.session_child(server.pid)
-        yield server
-    finally:
-        server.close()
+    yield from session_server(PostgresServer(require_postgres()))
 
 
 @pytest.fixture
