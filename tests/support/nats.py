@@ -156,7 +156,7 @@ def read_stream(url: str, stream: str, subjects: str = ">", timeout_s: float = 1
             while time.monotonic() < deadline:
                 try:
                     msgs = await sub.fetch(1000, timeout=1)
-                except FetchTimeoutError:
+                except (TimeoutError, FetchTimeoutError):  # nats-py raises either
                     if (await sub.consumer_info()).num_pending == 0:
                         break
                     continue
