@@ -183,8 +183,12 @@ def test_bus_and_control_behind_curve(secured: tuple[Path, Keys, str, str]) -> N
         pid = next(c["pid"] for c in st["children"] if c["name"] == "sink-sqlite-0")
         stored = _rows(db)
         os.kill(pid, signal.SIGKILL)
-        replayed = wait_for(lambda: re.findall(r"replay done in [\d.]+ s: (\d+) message",
-                                               log.read_text()), "the restarted sink's replay")
+        try:
+            replayed = wait_for(lambda: re.findall(r"replay done in [\d.]+ s: (\d+) message",
+                                                   log.read_text()),
+                                "the restarted sink's replay", 90.0)  # fmt: skip
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{log.read_text()[-5000:]}") from None
         assert int(replayed[0]) > 0
         wait_for(lambda: _rows(db) > stored + int(replayed[0]) + 20, "live rows after it")
         seqs = _seqs(db)
