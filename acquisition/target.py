@@ -361,6 +361,7 @@ class ProducerTarget:
         self._groups: dict[str, str] = {}  # tag name (folded) -> multicast group
         self._incarnation = int(store.incarnation) & 0xFFFF or 1
         self._counter = 0
+        self._producing = True  # False: class-1 production stopped (``set_producing``)
 
     # ------------------------------------------------------------------ views
 
@@ -1074,9 +1075,28 @@ class ProducerTarget:
 
     # ------------------------------------------------------------------ timers
 
+    def set_producing(self, producing: bool, now: float) -> None:
+        """Stop or resume class-1 production (the simulator's ``stop_producing`` fault).
+
+        Stopped, no datagram is built and no production slot is due, so a stopped target costs
+        only its watchdogs and the heartbeats it receives; its connections stay open and each
+        stream's sequence numbers stay those of its last datagram, which a load source sending
+        in its place continues. Resumed, each stream's next slot is its first one after ``now``
+        (the stopped slots are not counted as missed)."""
+        if producing and not self._producing:
+            for p in self._producers.values():
+                if p.next_due <= now:
+                    p.slot = math.floor((now - p.epoch) / p.period_s) + 1
+        self._producing = producing
+
+    @property
+    def producing(self) -> bool:
+        return self._producing
+
     def next_deadline(self) -> float | None:
         times = [c.deadline for c in self._by_triad.values()]
-        times += [p.next_due for p in self._producers.values()]
+        if self._producing:
+            times += [p.next_due for p in self._producers.values()]
         return min(times) if times else None
 
     def on_timer(self, now: float) -> None:
@@ -1104,6 +1124,8 @@ class ProducerTarget:
                 and CloseSession(conn.peer_ip) not in self._outputs
             ):
                 self._outputs.append(CloseSession(conn.peer_ip))
+        if not self._producing:
+            return
         due = [p for p in self._producers.values() if p.next_due <= now]
         if not due:
             return

@@ -202,7 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--delay-rate", type=_rate, default=1.0, metavar="P", help="share of datagrams delayed"
     )
-    f.add_argument("--stop-producing", action="store_true", help="send no T->O data")
+    f.add_argument(
+        "--stop-producing", action="store_true", help="produce no T->O data (connections stay open)"
+    )
     f.add_argument(
         "--stop-answering-tcp", action="store_true", help="read TCP requests, answer none"
     )

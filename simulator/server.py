@@ -152,6 +152,10 @@ class SimulatorServer:
         self.controller = controller
         self.faults = faults or DatagramFaults()
         self.clock = clock
+        # ``stop_producing`` stops the target's production itself (nothing built, sequence
+        # numbers held), not only the sending of what it built: a load source sending in its
+        # place (`pyconpro bench`) then costs the simulator nothing but the heartbeats.
+        target.set_producing(not self.faults.settings.stop_producing, clock())
         self.rng = rng or random.Random()
         self.counters = ServerCounters()
         self.selector = selectors.DefaultSelector()
@@ -622,6 +626,8 @@ class SimulatorServer:
     def set_faults(self, settings: FaultSettings) -> None:
         old = self.faults.settings
         self.faults.settings = settings
+        if settings.stop_producing != old.stop_producing:
+            self.target.set_producing(not settings.stop_producing, self.clock())
         if not (settings.delay_s or settings.reorder):
             for dgram, dest in self.faults.due(float("inf")):
                 self._send_datagram(dgram, dest)

@@ -201,6 +201,10 @@ class Sender:
     def running(self) -> bool:
         return self._running is not None and self._running.alive()
 
+    def pid(self) -> int | None:
+        """The process id of the run going on (its CPU is measured), None between runs."""
+        return self._running.pid if self._running is not None else None
+
     def finish(self, timeout: float) -> SendResult:
         """Wait for the run started last; advance every stream's sequence numbers."""
         child, out = self._running, self._out

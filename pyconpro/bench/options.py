@@ -122,10 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--open-connections", type=pos_int, metavar="N", help="connections K [1000]")
     g.add_argument("--open-plcs", type=pos_int, metavar="N", help="simulated PLCs M [10]")
     g.add_argument(
-        "--open-rpi-ms", type=pos_float, metavar="MS", help="RPI of every connection [1000]"
+        "--open-rpi-ms", type=pos_float, metavar="MS", help="RPI of every connection [100]"
     )
     g.add_argument(
-        "--open-hold-s", type=pos_float, metavar="S", help="seconds running after the open [10]"
+        "--open-hold-s",
+        type=pos_float,
+        metavar="S",
+        help="seconds held after the open, fed by the native senders [60]",
     )
     g = parser.add_argument_group("sinks")
     g.add_argument(

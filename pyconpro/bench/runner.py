@@ -62,7 +62,9 @@ def figure_keys(figure: str, sink_kinds: Sequence[str] = SINK_KINDS) -> tuple[st
         "heartbeats": tuple(f"heartbeats_{k}" for k in _HEARTBEAT_KEYS),
         "heartbeat_single": tuple(f"heartbeat_single_{k}" for k in _HEARTBEAT_KEYS),
         "open": ("open_all_running_s", "open_add_ms", "open_timeouts",
-                 "open_rss_kib_per_connection", "open_worker_cpu_pct"),
+                 "open_rss_kib_per_connection", "open_worker_cpu_pct", "open_sim_cpu_pct",
+                 "open_source_cpu_pct", "open_source_rate_s", "open_samples_s",
+                 "open_lost_samples", "open_switch_ms"),
         "sinks": tuple(f"sink_{kind}_{k}" for kind in sink_kinds for k in _SINK_KEYS),
     }  # fmt: skip
     return keys[figure]
@@ -100,7 +102,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     )  # fmt: skip
     single = replace(hb, connections=1, rpi_ms=args.hb_single_rpi_ms or 1.0)
     op = _given(
-        OpenOptions(40, 2, 1000.0, 1.0) if quick else OpenOptions(),
+        OpenOptions(40, 2, 100.0, 1.0) if quick else OpenOptions(),
         connections=args.open_connections, plcs=args.open_plcs, rpi_ms=args.open_rpi_ms,
         hold_s=args.open_hold_s,
     )  # fmt: skip

@@ -1271,3 +1271,24 @@ def test_fuzzed_cm_requests_and_datagrams_never_escape(seed: int) -> None:
     assert total > 0 and sum(x.counters.heartbeats for x in targets) > 0
     assert {"0x13", "0x15", "0x08", "0x01/0x0100", "0x01/0x0813", "0x01/0x0315"} <= codes, codes
     assert sum(x.counters.datagrams_malformed for x in targets) > 1000
+
+
+def test_stopped_production_builds_nothing_and_resumes_at_the_next_slot() -> None:
+    t, _ = make(TargetOptions(seq16_mode=Seq16Mode.EVERY_PACKET))
+    opened(t, fo(rpi=10_000), now=0.0)
+    assert len(produce(t, 0.01)) == 1
+    last = t.producers()[0]
+    seq32, seq16 = last.seq32, last.seq16
+    t.set_producing(False, 0.012)
+    assert not t.producing
+    # Only the watchdog is due: no production slot wakes a stopped target.
+    watchdog = t.connections()[0].deadline
+    assert t.next_deadline() == watchdog
+    t.on_datagram(class1.heartbeat(t.connections()[0].ot_id, 1), PEER, 0.02)
+    assert produce(t, 0.04) == [] and len(t.connections()) == 1
+    assert (last.seq32, last.seq16) == (seq32, seq16)  # held for a source taking over
+    t.set_producing(True, 0.0434)
+    assert t.next_deadline() == pytest.approx(0.05)
+    out = _datagrams(produce(t, 0.05))
+    assert [(d.sequence, d.cip_sequence) for d in out] == [(seq32 + 1, seq16 + 1)]
+    assert t.counters.production_slots_missed == 0
