@@ -186,6 +186,38 @@ def test_pyconpro_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
     assert descendants_of_bench(tmp_path) == []
 
 
+def test_pyconpro_bench_open_feeds_every_connection_from_the_native_senders(
+    tmp_path: Path,
+) -> None:
+    # Two simulated PLCs, a few connections at the figure's RPI (100 ms): opened through the
+    # simulators, then fed by a native sender per simulator for the hold.
+    child = bench(tmp_path, "--quick", "--json", "--only", "open", "--open-connections", "12",
+                  "--open-hold-s", "2", "--addresses", "127.83.56")
+    try:
+        code = child.wait(120)
+    finally:
+        child.stop()
+    out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+    if code != 0 and "needs a C compiler" in err:
+        from tests.support.requirements import skip_or_fail
+
+        skip_or_fail("gcc", err.strip())
+    assert code == 0, out + err
+    record = json.loads(out)
+    figures, conditions = record["figures"], record["conditions"]
+    assert (conditions["open_connections"], conditions["open_plcs"]) == (12, 2)
+    assert conditions["open_rpi_ms"] == 100.0
+    # every connection RUNNING after the hold, each with a stream of the native senders
+    assert not [n for n in record["notes"] if n.startswith("open:")], record["notes"]
+    assert figures["open_timeouts"] == 0, err
+    # the samples came from the senders (their cs continue the simulators'), none lost
+    assert figures["open_samples_s"] > 0 and figures["open_source_rate_s"] > 0, err
+    assert figures["open_lost_samples"] == 0, err
+    m = re.search(r"([\d,]+) datagrams sent, ([\d,]+) samples, lost 0 ", err)
+    assert m is not None and m.group(1) == m.group(2) and m.group(1) != "0", err
+    assert descendants_of_bench(tmp_path) == []
+
+
 def test_pyconpro_bench_stops_its_processes_on_ctrl_c(tmp_path: Path) -> None:
     child = bench(tmp_path, "--only", "heartbeats", "--hb-seconds", "60", "--addresses",
                   "127.83.55")

@@ -205,6 +205,12 @@ def test_quick_defaults_and_explicit_options() -> None:
     assert plan.sinks.samples < SinkOptions().samples
     full = runner.plan_from_args(_args("--hb-single-rpi-ms", "2"))
     assert full.figures == FIGURES and full.single.connections == 1 and full.single.rpi_ms == 2
+    # open: the target's 1,000 connections across 10 PLCs at RPI 100 ms, held 60 s; --quick
+    # keeps the RPI and holds seconds
+    assert (full.open.connections, full.open.plcs, full.open.rpi_ms, full.open.hold_s) == (
+        1000, 10, 100.0, 60.0)
+    quick = runner.plan_from_args(_args("--quick"))
+    assert quick.open.plcs == 2 and quick.open.rpi_ms == 100.0 and quick.open.hold_s <= 2
 
 
 @pytest.mark.parametrize("argv, message", [
