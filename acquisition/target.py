@@ -362,6 +362,10 @@ class ProducerTarget:
         self._incarnation = int(store.incarnation) & 0xFFFF or 1
         self._counter = 0
         self._producing = True  # False: class-1 production stopped (``set_producing``)
+        # No watchdog expires before this (a lower bound of the connections' deadlines, kept
+        # up in O(1) as heartbeats move them): the timers scan the connections only when it
+        # is reached, not at every datagram.
+        self._watchdog_floor = math.inf
 
     # ------------------------------------------------------------------ views
 
@@ -928,6 +932,13 @@ class ProducerTarget:
     def _add(self, conn: TargetConnection) -> None:
         self._by_triad[conn.triad] = conn
         self._by_ot_id[conn.ot_id] = conn
+        self._watchdog_floor = min(self._watchdog_floor, conn.deadline)
+
+    def _refresh(self, conn: TargetConnection, now: float) -> None:
+        """The connection's watchdog starts again at ``now``."""
+        conn.deadline = deadline = now + conn.timeout_s
+        if deadline < self._watchdog_floor:  # a first period shorter than the initial one
+            self._watchdog_floor = deadline
 
     def _remove(self, conn: TargetConnection) -> None:
         self._remove_assembly(conn)
@@ -994,7 +1005,7 @@ class ProducerTarget:
             return
         conn.last_seq32 = dgram.sequence
         conn.heartbeats += 1
-        conn.deadline = now + conn.timeout_s
+        self._refresh(conn, now)
         self.counters.heartbeats += 1
         opened = self._assemblies.get(id(conn))
         if opened is not None and opened.output is not None and self.adapter is not None:
@@ -1024,7 +1035,7 @@ class ProducerTarget:
             or conn.session_id != session_id
         ):
             return None
-        conn.deadline = now + conn.timeout_s
+        self._refresh(conn, now)
         self.counters.connected_requests += 1
         if conn.last_seq16 == sequence and conn.last_reply is not None:
             self.counters.connected_retransmits += 1
@@ -1094,13 +1105,30 @@ class ProducerTarget:
         return self._producing
 
     def next_deadline(self) -> float | None:
-        times = [c.deadline for c in self._by_triad.values()]
-        if self._producing:
-            times += [p.next_due for p in self._producers.values()]
-        return min(times) if times else None
+        """When ``on_timer`` is due next: the next production slot or watchdog. Without
+        production it may be earlier than any watchdog (the lower bound ``_watchdog_floor``,
+        which heartbeats moved on since): ``on_timer`` then finds nothing to expire, and this
+        call, made at every datagram a stopped simulator receives, does not look at every
+        connection."""
+        if self._producing and self._producers:
+            due = min(p.next_due for p in self._producers.values())
+            if self._watchdog_floor < due:  # production looks at every stream anyway
+                self._watchdog_floor = self._earliest_watchdog()
+            return min(due, self._watchdog_floor)
+        return self._watchdog_floor if self._by_triad else None
+
+    def _earliest_watchdog(self) -> float:
+        return min((c.deadline for c in self._by_triad.values()), default=math.inf)
 
     def on_timer(self, now: float) -> None:
         """Expire watchdogs, then produce every datagram due at ``now`` (``SendDatagram``)."""
+        if now >= self._watchdog_floor:
+            self._expire(now)
+        if not self._producing:
+            return
+        self._produce(now)
+
+    def _expire(self, now: float) -> None:
         for conn in [c for c in self._by_triad.values() if c.deadline <= now]:
             self._remove(conn)
             self.counters.timeouts += 1
@@ -1124,8 +1152,9 @@ class ProducerTarget:
                 and CloseSession(conn.peer_ip) not in self._outputs
             ):
                 self._outputs.append(CloseSession(conn.peer_ip))
-        if not self._producing:
-            return
+        self._watchdog_floor = self._earliest_watchdog()
+
+    def _produce(self, now: float) -> None:
         due = [p for p in self._producers.values() if p.next_due <= now]
         if not due:
             return

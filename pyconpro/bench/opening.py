@@ -19,9 +19,10 @@ numbers are held) and reports its streams (``producers``), and a native sender o
 datagrams from the simulator's address and class-1 port, continuing the sequence numbers. A
 simulator then only answers requests and receives the heartbeats (the sender steers them to
 its socket). A stream's data pauses for at most one RPI plus its simulator's switch (a control
-round trip and a process start, milliseconds), well inside the worker's T->O watchdog
-(RPI x 8, the control socket's default multiplier); timeouts are counted from the moment all
-were RUNNING, so the switch is included.
+round trip and a process start, milliseconds), well inside the T->O watchdog (RPI x 16, the
+multiplier a configuration file gives by default, which ``pyconpro run`` opens with; the same
+watchdog guards the heartbeats at the simulator); timeouts are counted from the moment all were
+RUNNING, so the switch is included.
 
 The hold then runs for the stated seconds: the worker's ``status`` gives the watchdog timeouts,
 the subscriber counts every sample of the native source (the ``cs`` each stream's first
@@ -65,6 +66,9 @@ from pyconpro.bench.procs import (
 )
 from pyconpro.simulator.control import SimulatorControl
 
+# ``[defaults] multiplier`` of a configuration file (acquisition/config.py ``Defaults``), what
+# ``pyconpro run`` opens with; the control socket's own default is 8.
+CONFIG_MULTIPLIER = 16
 SOURCE_SLACK = 0.97  # senders below this share of the offered rate limited the figure
 SETTLE_S = 1.0  # after the switch, before the hold: the senders' first rounds
 TAIL_S = 1.0  # the senders run this much longer than the hold (its last status is read first)
@@ -159,8 +163,10 @@ class OpenRig:
         return winfo
 
     def specs(self) -> list[dict[str, Any]]:
-        """The consumers in a configuration's order: PLC by PLC, tag by tag."""
-        return [consumer_map(p.info, t, "dint", self.opts.rpi_ms, plc=f"plc{i}")
+        """The consumers in a configuration's order (PLC by PLC, tag by tag), with a
+        configuration's default timeout multiplier."""
+        return [{**consumer_map(p.info, t, "dint", self.opts.rpi_ms, plc=f"plc{i}"),
+                 "multiplier": CONFIG_MULTIPLIER}
                 for i, p in enumerate(self.plcs) for t in range(p.tags)]
 
     def drain(self, seconds: float) -> None:

@@ -1292,3 +1292,26 @@ def test_stopped_production_builds_nothing_and_resumes_at_the_next_slot() -> Non
     out = _datagrams(produce(t, 0.05))
     assert [(d.sequence, d.cip_sequence) for d in out] == [(seq32 + 1, seq16 + 1)]
     assert t.counters.production_slots_missed == 0
+
+
+def test_a_stopped_target_wakes_no_later_than_its_watchdogs_and_expires_only_the_silent() -> None:
+    # Without production the next deadline is a lower bound of the watchdogs, kept as
+    # heartbeats arrive (no look at every connection per datagram): never later than the
+    # earliest, and a connection whose heartbeats go on is not expired when it is reached.
+    t, _ = make(TargetOptions(initial_watchdog_s=0.0))
+    talking, _ = opened(t, fo(ot_rpi=100_000, mult=1))  # watchdog 0.8 s
+    opened(t, fo("Big", 100, serial=0x1235, to_id=0xA0000002, ot_rpi=100_000, mult=1))
+    t.set_producing(False, 0.0)
+    silent = [c for c in t.connections() if c.tag == "Big"][0]
+    now, hb = 0.0, 0
+    while t.connections() != [c for c in t.connections() if c.tag == "Prod"]:
+        due = t.next_deadline()
+        assert due is not None and due <= min(c.deadline for c in t.connections()) + 1e-9
+        now = min(due, now + 0.1)
+        hb += 1
+        t.on_datagram(class1.heartbeat(talking.ot_connection_id, hb), PEER, now)
+        t.on_timer(now)
+        assert now < 5.0
+    assert now == pytest.approx(silent.deadline) and len(t.connections()) == 1
+    (ev,) = [e for e in events(t) if e.kind is TargetEventKind.TIMED_OUT]
+    assert ev.tag == "Big"
