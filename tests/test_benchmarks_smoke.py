@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyconpro.workers.process import Child, source_env, spawn
@@ -161,10 +162,12 @@ def descendants_of_bench(tmp_path: Path) -> list[str]:
     return found
 
 
-def test_pyconpro_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
-    child = bench(tmp_path, "--quick", "--json", "--addresses", "127.83.54")
+def bench_record(tmp_path: Path, timeout: float, *args: str) -> tuple[dict[str, Any], str]:
+    """``pyconpro bench --json ARGS`` to its end: its record and its progress (stderr). Skipped
+    without a C compiler (failed in CI)."""
+    child = bench(tmp_path, "--json", *args)
     try:
-        code = child.wait(150)
+        code = child.wait(timeout)
     finally:
         child.stop()
     out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
@@ -173,7 +176,12 @@ def test_pyconpro_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
 
         skip_or_fail("gcc", err.strip())
     assert code == 0, out + err
-    record = json.loads(out)
+    record: dict[str, Any] = json.loads(out)
+    return record, err
+
+
+def test_pyconpro_bench_quick_json_has_every_figure(tmp_path: Path) -> None:
+    record, err = bench_record(tmp_path, 150, "--quick", "--addresses", "127.83.54")
     figures = record["figures"]
     for name in FIGURES:
         for key in figure_keys(name):
@@ -191,19 +199,8 @@ def test_pyconpro_bench_open_feeds_every_connection_from_the_native_senders(
 ) -> None:
     # Two simulated PLCs, a few connections at the figure's RPI (100 ms): opened through the
     # simulators, then fed by a native sender per simulator for the hold.
-    child = bench(tmp_path, "--quick", "--json", "--only", "open", "--open-connections", "12",
-                  "--open-hold-s", "2", "--addresses", "127.83.56")
-    try:
-        code = child.wait(120)
-    finally:
-        child.stop()
-    out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
-    if code != 0 and "needs a C compiler" in err:
-        from tests.support.requirements import skip_or_fail
-
-        skip_or_fail("gcc", err.strip())
-    assert code == 0, out + err
-    record = json.loads(out)
+    record, err = bench_record(tmp_path, 120, "--quick", "--only", "open", "--open-connections",
+                               "12", "--open-hold-s", "2", "--addresses", "127.83.56")
     figures, conditions = record["figures"], record["conditions"]
     assert (conditions["open_connections"], conditions["open_plcs"]) == (12, 2)
     assert conditions["open_rpi_ms"] == 100.0

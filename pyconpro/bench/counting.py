@@ -31,27 +31,30 @@ _RECV: Callable[..., Any] = getattr(getattr(zmq, "backend", None), "Socket", zmq
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
+def _take_queued(sub: zmq.Socket[Any], handle: Handler, limit: int) -> int:
+    """Hand up to ``limit`` queued messages to ``handle`` without waiting; how many."""
+    unpackb = msgpack.unpackb
+    now_ns = time.monotonic_ns
+    for n in range(limit):
+        try:
+            topic = _RECV(sub, _NOBLOCK)
+        except zmq.Again:
+            return n
+        body = _RECV(sub, _NOBLOCK)  # a message's frames arrive together
+        handle(topic, unpackb(body, raw=False), now_ns())
+    return limit
+
+
 def receive_until(sub: zmq.Socket[Any], until: float, handle: Handler) -> int:
     """Receive and hand every message to ``handle(topic, body, receive time ns)`` until
     ``until`` (time.monotonic()); the number of messages."""
-    unpackb = msgpack.unpackb
-    now_ns = time.monotonic_ns
     n = 0
     while True:
         left = until - time.monotonic()
         if left <= 0:
             return n
-        if not sub.poll(max(1, int(left * 1000))):
-            continue
-        # A burst: take what is queued without polling again.
-        for _ in range(1000):
-            try:
-                topic = _RECV(sub, _NOBLOCK)
-            except zmq.Again:
-                break
-            body = _RECV(sub, _NOBLOCK)  # a message's frames arrive together
-            handle(topic, unpackb(body, raw=False), now_ns())
-            n += 1
+        if sub.poll(max(1, int(left * 1000))):
+            n += _take_queued(sub, handle, 1000)  # a burst: what is queued, without polling
 
 
 def receive_every(sub: zmq.Socket[Any], until: float, handle: Handler,
@@ -61,18 +64,9 @@ def receive_every(sub: zmq.Socket[Any], until: float, handle: Handler,
     subscriber takes less of the machine it shares with what it measures (nothing is lost:
     the socket has no high-water mark). The receive time handed on is the wake-up's, so not
     for latencies."""
-    unpackb = msgpack.unpackb
-    now_ns = time.monotonic_ns
     n = 0
     while True:
-        for _ in range(10_000):  # then look at the clock again, however much is queued
-            try:
-                topic = _RECV(sub, _NOBLOCK)
-            except zmq.Again:
-                break
-            body = _RECV(sub, _NOBLOCK)  # a message's frames arrive together
-            handle(topic, unpackb(body, raw=False), now_ns())
-            n += 1
+        n += _take_queued(sub, handle, 10_000)  # then the clock again, however much is queued
         left = until - time.monotonic()
         if left <= 0:
             return n
