@@ -47,7 +47,9 @@ which is what makes pycomm3 and libplctag fall back to 0x54.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -251,6 +253,7 @@ class Producer:
     seq32: int = 0
     seq16: int = 0
     last_image: bytes | None = None
+    order: int = 0  # creation order: producers due at once send in it
 
     @property
     def period_s(self) -> float:
@@ -275,6 +278,12 @@ class Producer:
             "seq16": self.seq16,
             "image": self.tag.image().hex(),
         }
+
+
+def _producer_key(p: Producer) -> int:
+    """A producer's key in ``ProducerTarget._producers``: a multicast stream is shared by its
+    T->O id, a point-to-point one is its consumer's own."""
+    return p.to_id if p.multicast else id(p)
 
 
 class _Reject(Exception):
@@ -356,6 +365,10 @@ class ProducerTarget:
         self._by_triad: dict[cm.Triad, TargetConnection] = {}
         self._by_ot_id: dict[int, TargetConnection] = {}
         self._producers: dict[int, Producer] = {}  # by T->O id
+        # (next_due, order, slot, producer) of every live producer; an entry whose slot is no
+        # longer its producer's, or whose producer was removed, is stale and skipped.
+        self._schedule: list[tuple[float, int, int, Producer]] = []
+        self._orders = itertools.count(1)
         self._conn_producer: dict[int, Producer] = {}  # id(connection) -> producer
         self._multicast: dict[str, Producer] = {}  # tag name (folded) -> producer
         self._groups: dict[str, str] = {}  # tag name (folded) -> multicast group
@@ -785,6 +798,7 @@ class ProducerTarget:
                 )
                 self._multicast[key] = producer
                 self._producers[producer.to_id] = producer
+                self._schedule_producer(producer)
             conn.to_id = producer.to_id
             conn.dest = producer.dest
             producer.consumers.append(conn)
@@ -807,6 +821,7 @@ class ProducerTarget:
             # Two P2P consumers may pick the same T->O id (they choose it): key producers by
             # connection, not by id, so they stay independent.
             self._producers[id(producer)] = producer
+            self._schedule_producer(producer)
         self._conn_producer[id(conn)] = producer
         self._add(conn)
         return conn, tuple(items)
@@ -851,6 +866,7 @@ class ProducerTarget:
         producer = Producer(image.name, image, conn.to_id, conn.dest, request.to_rpi, o.now,
                             False, [conn])
         self._producers[id(producer)] = producer
+        self._schedule_producer(producer)
         self._conn_producer[id(conn)] = producer
         owner = offered.kind is AssemblyKind.EXCLUSIVE_OWNER
         self._assemblies[id(conn)] = OpenedAssembly(
@@ -948,7 +964,7 @@ class ProducerTarget:
         if producer is not None:
             producer.consumers.remove(conn)
             if not producer.consumers:
-                self._producers.pop(producer.to_id if producer.multicast else id(producer), None)
+                self._producers.pop(_producer_key(producer), None)
                 if producer.multicast:
                     self._multicast.pop(producer.tag_name.casefold(), None)
 
@@ -1066,6 +1082,7 @@ class ProducerTarget:
         self._by_triad.clear()
         self._by_ot_id.clear()
         self._producers.clear()
+        self._schedule.clear()
         self._conn_producer.clear()
         self._multicast.clear()
         self._assemblies.clear()
@@ -1098,6 +1115,7 @@ class ProducerTarget:
             for p in self._producers.values():
                 if p.next_due <= now:
                     p.slot = math.floor((now - p.epoch) / p.period_s) + 1
+                    self._schedule_producer(p)
         self._producing = producing
 
     @property
@@ -1110,12 +1128,28 @@ class ProducerTarget:
         which heartbeats moved on since): ``on_timer`` then finds nothing to expire, and this
         call, made at every datagram a stopped simulator receives, does not look at every
         connection."""
-        if self._producing and self._producers:
-            due = min(p.next_due for p in self._producers.values())
-            if self._watchdog_floor < due:  # production looks at every stream anyway
+        due = self._next_slot() if self._producing else None
+        if due is not None:
+            if self._watchdog_floor < due:
                 self._watchdog_floor = self._earliest_watchdog()
             return min(due, self._watchdog_floor)
         return self._watchdog_floor if self._by_triad else None
+
+    def _schedule_producer(self, p: Producer) -> None:
+        if not p.order:
+            p.order = next(self._orders)
+        heapq.heappush(self._schedule, (p.next_due, p.order, p.slot, p))
+
+    def _live(self, entry: tuple[float, int, int, Producer]) -> bool:
+        p = entry[3]
+        return entry[2] == p.slot and self._producers.get(_producer_key(p)) is p
+
+    def _next_slot(self) -> float | None:
+        """The next production slot of any stream (stale entries on top are dropped)."""
+        schedule = self._schedule
+        while schedule and not self._live(schedule[0]):
+            heapq.heappop(schedule)
+        return schedule[0][0] if schedule else None
 
     def _earliest_watchdog(self) -> float:
         return min((c.deadline for c in self._by_triad.values()), default=math.inf)
@@ -1155,9 +1189,14 @@ class ProducerTarget:
         self._watchdog_floor = self._earliest_watchdog()
 
     def _produce(self, now: float) -> None:
-        due = [p for p in self._producers.values() if p.next_due <= now]
+        schedule, due = self._schedule, []
+        while schedule and schedule[0][0] <= now:
+            entry = heapq.heappop(schedule)
+            if self._live(entry):
+                due.append(entry[3])
         if not due:
             return
+        due.sort(key=lambda p: p.order)
         self.store.tick(now)
         if self.adapter is not None:
             self.adapter.tick(now)
@@ -1177,6 +1216,7 @@ class ProducerTarget:
                 self.counters.production_slots_missed += behind - nxt
                 nxt = behind
             p.slot = nxt
+            self._schedule_producer(p)
         self.counters.datagrams_sent += len(due)
 
     # ------------------------------------------------------------------ helpers
