@@ -6,9 +6,10 @@ simulator does the same to test a pyconpro worker that produces tags (docs/simul
 ``acquisition.session.PlcSession`` (TCP, RegisterSession, requests) and
 ``acquisition.connection.ConsumerConnection`` (Forward_Open, heartbeats on absolute deadlines,
 the T->O watchdog, back-off, Forward_Close), with ``acquisition.demux.Demux`` admitting the
-T->O datagrams. This module is their socket shell inside the simulator's selector loop: the
-heartbeats leave through the simulator's class-1 socket (``send``), and the simulator hands
-each datagram that arrives there to ``on_datagram`` first.
+T->O datagrams, and the worker's session socket (``workers.session_socket.SessionSocket``).
+This module is their shell inside the simulator's selector loop: the heartbeats leave through
+the simulator's class-1 socket (``send``), and the simulator hands each datagram that arrives
+there to ``on_datagram`` first.
 
 What it receives is recorded (``records``): receive time (wall and monotonic), the CIP sequence
 count and the value decoded with the tag's type; the control command ``consumed`` returns it.
@@ -16,9 +17,7 @@ count and the value decoded with the tag's type; the control command ``consumed`
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import random
 import selectors
 import socket
@@ -45,17 +44,8 @@ from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.logix_types import byte_size, parse_type
 from pyconpro.acquisition.originator import ConsumerParams, Originator
 from pyconpro.acquisition.produce import ProduceSpec
-from pyconpro.acquisition.session import (
-    CloseSocket,
-    Connect,
-    PlcSession,
-    PlcSessionOutput,
-    ReplyReceived,
-    RequestFailed,
-    SessionFailed,
-    SessionReady,
-    Transmit,
-)
+from pyconpro.acquisition.session import PlcSession, SessionFailed, SessionReady
+from pyconpro.workers.session_socket import SessionSocket
 
 log = logging.getLogger("pyconpro.sim")
 
@@ -91,13 +81,8 @@ class ConsumedSpec:
 class ConsumedTag:
     spec: ConsumedSpec
     conn: ConsumerConnection
-    session: PlcSession
+    tcp: SessionSocket  # its session to the producer (``tcp.plc``)
     decode: Callable[[bytes], Any]
-    sock: socket.socket | None = None
-    connecting: bool = False
-    outbuf: bytearray = field(default_factory=bytearray)
-    callbacks: dict[int, tuple[Callable[..., None], Callable[[str], None]]] = field(
-        default_factory=dict)
     listening: int | None = None  # the T->O id routed here
     records: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_KEEP))
     received: int = 0
@@ -134,7 +119,25 @@ class ConsumedTags:
             plc_udp_port=spec.udp_port,
         )
         session = PlcSession(spec.address, spec.port, rng=self._rng, request_timeout=5.0)
-        c = ConsumedTag(spec, ConsumerConnection(params, self.originator), session,
+        c: ConsumedTag  # made below, before its socket can call back
+
+        def watch(sock: socket.socket, write: bool) -> None:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+            if sock in self.selector.get_map():
+                self.selector.modify(sock, events, self._on_io(c.tcp))
+            else:
+                self.selector.register(sock, events, self._on_io(c.tcp))
+
+        def on_session(out: SessionReady | SessionFailed, now: float) -> None:
+            if isinstance(out, SessionReady):
+                c.conn.on_session_ready(now)
+            else:
+                c.conn.on_session_lost(now)
+            self.pump(c, now)
+
+        tcp = SessionSocket(session, self.local_address, watch=watch, unwatch=self._unwatch,
+                            on_session=on_session)
+        c = ConsumedTag(spec, ConsumerConnection(params, self.originator), tcp,
                         compile_decoder(typ))
         self.tags[key] = c
         c.conn.start(now)
@@ -144,9 +147,7 @@ class ConsumedTags:
     def close(self) -> None:
         now = self._clock()
         for c in self.tags.values():
-            c.session.close(now)
-            self._pump_session(c, now)
-            self._close_socket(c)
+            c.tcp.close(now)
 
     # ------------------------------------------------------------------ data
 
@@ -179,15 +180,15 @@ class ConsumedTags:
 
     def next_deadline(self) -> float | None:
         times = [t for c in self.tags.values()
-                 for t in (c.conn.next_deadline(), c.session.next_deadline()) if t is not None]
+                 for t in (c.conn.next_deadline(), c.tcp.plc.next_deadline()) if t is not None]
         return min(times) if times else None
 
     def on_timer(self, now: float) -> None:
         for c in self.tags.values():
-            d = c.session.next_deadline()
+            d = c.tcp.plc.next_deadline()
             if d is not None and d <= now:
-                c.session.on_timer(now, reconnect=c.conn.is_live)
-                self._pump_session(c, now)
+                c.tcp.plc.on_timer(now, reconnect=c.conn.is_live)
+                c.tcp.pump(now)
             d = c.conn.next_deadline()
             if d is not None and d <= now:
                 c.conn.on_timer(now)
@@ -245,7 +246,7 @@ class ConsumedTags:
             c.conn.on_request_error(self._clock(), req, reason)
             self.pump(c, self._clock())
 
-        self._request(c, req.encode(), extra, on_reply, on_error, now)
+        c.tcp.request(req.encode(), extra, on_reply, on_error, now)
 
     def _forward_close(self, c: ConsumedTag, out: SendForwardClose, now: float) -> None:
         req = out.request
@@ -260,123 +261,16 @@ class ConsumedTags:
                 c.conn.on_request_error(self._clock(), req, reason)
                 self.pump(c, self._clock())
 
-        self._request(c, req.encode(), (), on_reply, on_error, now)
+        c.tcp.request(req.encode(), (), on_reply, on_error, now)
 
-    def _request(self, c: ConsumedTag, message: bytes, extra: tuple[cpf.Item, ...],
-                 on_reply: Callable[..., None], on_error: Callable[[str], None],
-                 now: float) -> None:
-        handle = c.session.send_rr(message, now, extra_items=extra)
-        c.callbacks[handle] = (on_reply, on_error)
-        self._pump_session(c, now)
+    # ------------------------------------------------------------------ the session's socket
 
-    # ------------------------------------------------------------------ the session
+    def _on_io(self, tcp: SessionSocket) -> Callable[[int], None]:
+        """The selector's callback of ``tcp``'s socket."""
+        return lambda mask: tcp.on_io(bool(mask & selectors.EVENT_READ), self._clock())
 
-    def _pump_session(self, c: ConsumedTag, now: float) -> None:
-        while True:
-            outs = c.session.take_outputs()
-            if not outs:
-                if self._write(c, now):
-                    break
-                continue  # the write failed: the session has more to say
-            for out in outs:
-                self._carry_out(c, out, now)
-
-    def _carry_out(self, c: ConsumedTag, out: PlcSessionOutput, now: float) -> None:
-        match out:
-            case Transmit(data):
-                if c.sock is not None:
-                    c.outbuf += data
-            case Connect():
-                self._connect(c, now)
-            case CloseSocket():
-                self._close_socket(c)
-            case SessionReady():
-                c.conn.on_session_ready(now)
-                self.pump(c, now)
-            case ReplyReceived(handle, reply, items):
-                cb = c.callbacks.pop(handle, None)
-                if cb is not None:
-                    cb[0](reply, items)
-            case RequestFailed(handle, reason):
-                cb = c.callbacks.pop(handle, None)
-                if cb is not None:
-                    cb[1](reason)
-            case SessionFailed():
-                c.conn.on_session_lost(now)
-                self.pump(c, now)
-
-    def _connect(self, c: ConsumedTag, now: float) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
+    def _unwatch(self, sock: socket.socket) -> None:
         try:
-            sock.bind((self.local_address, 0))  # from our address: the producer answers here
-            rc = sock.connect_ex((c.spec.address, c.spec.port))
-        except OSError as exc:
-            sock.close()
-            c.session.connect_failed(f"cannot connect: {exc}", now)
-            return
-        if rc not in (0, errno.EINPROGRESS):
-            sock.close()
-            c.session.connect_failed(f"TCP connect failed: {os.strerror(rc)}", now)
-            return
-        c.sock, c.connecting = sock, True
-        c.outbuf.clear()
-        self.selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                               lambda mask, c=c: self._on_io(c, mask))
-
-    def _on_io(self, c: ConsumedTag, mask: int) -> None:
-        now = self._clock()
-        sock = c.sock
-        if sock is None:
-            return
-        if c.connecting:
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                c.session.connect_failed(f"TCP connect failed: {os.strerror(err)}", now)
-                self._pump_session(c, now)
-                return
-            c.connecting = False
-            c.session.connected(now)
-        if mask & selectors.EVENT_READ:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            except OSError as exc:
-                c.session.connection_lost(f"TCP receive failed: {exc}", now)
-                data = None
-            else:
-                if data:
-                    c.session.receive_data(data, now)
-                else:
-                    c.session.connection_lost("the producer closed the TCP connection", now)
-        self._pump_session(c, now)
-
-    def _write(self, c: ConsumedTag, now: float) -> bool:
-        """Write what is buffered; False when the write failed (the session was told)."""
-        sock = c.sock
-        if sock is None:
-            return True
-        if not c.connecting and c.outbuf:
-            try:
-                n = sock.send(c.outbuf)
-                del c.outbuf[:n]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                c.session.connection_lost(f"TCP send failed: {exc}", now)
-                return False
-        events = selectors.EVENT_READ | (
-            selectors.EVENT_WRITE if c.connecting or c.outbuf else 0)
-        self.selector.modify(sock, events, lambda mask, c=c: self._on_io(c, mask))
-        return True
-
-    def _close_socket(self, c: ConsumedTag) -> None:
-        sock, c.sock, c.connecting = c.sock, None, False
-        if sock is not None:
-            try:
-                self.selector.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            sock.close()
-        c.outbuf.clear()
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass

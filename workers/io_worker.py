@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import errno
 import heapq
 import itertools
 import json
@@ -83,17 +82,7 @@ from pyconpro.acquisition.resolve import (
     TypeCache,
 )
 from pyconpro.acquisition.security import SecurityConfig
-from pyconpro.acquisition.session import (
-    CloseSocket,
-    Connect,
-    PlcSession,
-    PlcSessionOutput,
-    ReplyReceived,
-    RequestFailed,
-    SessionFailed,
-    SessionReady,
-    Transmit,
-)
+from pyconpro.acquisition.session import PlcSession, SessionFailed, SessionReady
 from pyconpro.acquisition.value_plan import compile_value_plan
 from pyconpro.workers import fastpath
 from pyconpro.workers.control_socket import answer_waiting
@@ -102,6 +91,7 @@ from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 from pyconpro.workers.logfmt import LOG_FORMAT
 from pyconpro.workers.netif import address_netmask
 from pyconpro.workers.produce_server import DEFAULT_TCP_PORT, ProduceServer
+from pyconpro.workers.session_socket import SessionSocket
 
 log = logging.getLogger("pyconpro.io_worker")
 
@@ -208,23 +198,15 @@ class WorkerOptions:
         return f"worker-{self.local_address}{suffix}"
 
 
-Callback = tuple[Callable[[cip.Reply, tuple[cpf.Item, ...]], None], Callable[[str], None]]
-
-
 @dataclass(slots=True)
 class PlcLink:
-    """The socket side of the encapsulation session to one PLC (address, TCP port); ``plc`` is
-    the machine that decides (connect, keep-alive, back-off, request matching)."""
+    """The encapsulation session to one PLC (address, TCP port): ``tcp`` is its socket side,
+    ``plc`` the machine that decides (connect, keep-alive, back-off, request matching)."""
 
     address: str
     port: int
-    plc: PlcSession
-    sock: socket.socket | None = None
-    connecting: bool = False
-    outbuf: bytearray = field(default_factory=bytearray)
-    callbacks: dict[int, Callback] = field(default_factory=dict)
+    tcp: SessionSocket
     consumers: set[str] = field(default_factory=set)
-    pumping: bool = False  # carrying out ``plc``'s outputs (reentrant calls leave them to it)
     down_since: float | None = None  # the session failed then and is not back yet
     remind_at: float = 0.0  # next "still unreachable" line while it stays down
     # What this PLC's tag table told us, shared by its consumers (one listing in flight serves
@@ -235,6 +217,10 @@ class PlcLink:
     @property
     def name(self) -> str:
         return f"{self.address}:{self.port}"
+
+    @property
+    def plc(self) -> PlcSession:
+        return self.tcp.plc
 
     @property
     def up(self) -> bool:
@@ -516,9 +502,7 @@ class IoWorker:
         policy = defn.session_policy()
         link = self.links.get((defn.address, defn.port))
         if link is None:
-            link = self.links[(defn.address, defn.port)] = PlcLink(
-                defn.address,
-                defn.port,
+            link = self.links[(defn.address, defn.port)] = self._new_link(
                 PlcSession(
                     defn.address,
                     defn.port,
@@ -529,8 +513,7 @@ class IoWorker:
                     backoff=policy.backoff(self.opt.session_jitter),
                     connect_timeout=policy.connect_timeout_s,
                     max_in_flight=policy.max_in_flight,
-                ),
-                types=TypeCache(plc=f"{defn.address}:{defn.port}"),
+                )
             )
         else:  # the PLC's session settings: the last consumer added says what they are now
             link.plc.configure(
@@ -919,6 +902,35 @@ class IoWorker:
 
     # ================================================================== PLC sessions
 
+    def _new_link(self, plc: PlcSession) -> PlcLink:
+        """The link of ``plc``'s session: its socket waits in the worker's poller, the
+        session's news go to ``_link_ready`` / ``_link_failed``, and after each pump its next
+        deadline is in the timer heap."""
+        link: PlcLink  # made below, before its socket can call back
+
+        def watch(sock: socket.socket, write: bool) -> None:
+            self._link_fds[sock.fileno()] = link
+            self.poller.register(sock, zmq.POLLIN | (zmq.POLLOUT if write else 0))
+
+        def on_session(out: SessionReady | SessionFailed, now: float) -> None:
+            if isinstance(out, SessionReady):
+                self._link_ready(link, out.handle, now)
+            else:
+                self._link_failed(link, out, now)
+
+        tcp = SessionSocket(plc, self.opt.local_address, watch=watch, unwatch=self._unwatch_link,
+                            on_session=on_session,
+                            pumped=lambda: self._schedule(link, plc.next_deadline()))
+        link = PlcLink(plc.host, plc.port, tcp, types=TypeCache(plc=plc.name))
+        return link
+
+    def _unwatch_link(self, sock: socket.socket) -> None:
+        try:
+            self.poller.unregister(sock)
+        except KeyError:
+            pass
+        self._link_fds.pop(sock.fileno(), None)
+
     def _request(
         self,
         link: PlcLink,
@@ -932,114 +944,7 @@ class IoWorker:
             on_error("the worker is exiting")
             return
         # While stopping, connect at once whatever the back-off says: Forward_Close needs it.
-        handle = link.plc.send_rr(message, now, extra_items=extra, force=self.stopping)
-        link.callbacks[handle] = (on_reply, on_error)
-        self._pump_link(link, now)
-
-    def _pump_link(self, link: PlcLink, now: float) -> None:
-        """Carry out what the PLC's session machine asked for, in order, then write."""
-        if link.pumping:
-            return  # called back from one of its outputs: the running pump drains the rest
-        link.pumping = True
-        try:
-            while True:
-                outs = link.plc.take_outputs()
-                if not outs:
-                    if self._write(link, now):
-                        break
-                    continue  # the write failed: the machine has more to say
-                for out in outs:
-                    self._carry_out(link, out, now)
-        finally:
-            link.pumping = False
-        self._schedule(link, link.plc.next_deadline())
-
-    def _carry_out(self, link: PlcLink, out: PlcSessionOutput, now: float) -> None:
-        match out:
-            case Transmit(data):
-                if link.sock is not None:
-                    link.outbuf += data
-            case Connect():
-                self._connect(link, now)
-            case CloseSocket(flush):
-                self._close_socket(link, flush=flush)
-            case SessionReady(handle):
-                self._link_ready(link, handle, now)
-            case ReplyReceived(handle, reply, items):
-                cb = link.callbacks.pop(handle, None)
-                if cb is not None:
-                    cb[0](reply, items)
-            case RequestFailed(handle, reason):
-                cb = link.callbacks.pop(handle, None)
-                if cb is not None:
-                    cb[1](reason)
-            case SessionFailed():
-                self._link_failed(link, out, now)
-
-    def _connect(self, link: PlcLink, now: float) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # From this interface's address, so the PLC sends P2P data back here (6.7).
-            sock.bind((self.opt.local_address, 0))
-            rc = sock.connect_ex((link.address, link.port))
-        except OSError as exc:
-            sock.close()
-            link.plc.connect_failed(f"cannot connect from {self.opt.local_address}: {exc}", now)
-            return
-        if rc not in (0, errno.EINPROGRESS):
-            sock.close()
-            link.plc.connect_failed(f"TCP connect to {link.name} failed: {os.strerror(rc)}", now)
-            return
-        link.sock = sock
-        link.connecting = True
-        link.outbuf.clear()
-        self._link_fds[sock.fileno()] = link
-        self.poller.register(sock, zmq.POLLIN | zmq.POLLOUT)
-
-    def _write(self, link: PlcLink, now: float) -> bool:
-        """Write what is buffered as far as the socket takes it; False when the write failed
-        (the machine was told)."""
-        if link.sock is not None and not link.connecting and link.outbuf:
-            try:
-                n = link.sock.send(link.outbuf)
-                del link.outbuf[:n]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                link.plc.connection_lost(f"TCP send to {link.name} failed: {exc}", now)
-                return False
-        self._interest(link)
-        return True
-
-    def _interest(self, link: PlcLink) -> None:
-        if link.sock is not None:
-            flags = zmq.POLLIN | (zmq.POLLOUT if link.connecting or link.outbuf else 0)
-            self.poller.register(link.sock, flags)
-
-    def _on_link_io(self, link: PlcLink, flags: int, now: float) -> None:
-        assert link.sock is not None
-        if link.connecting and flags & (zmq.POLLOUT | zmq.POLLERR | zmq.POLLIN):
-            err = link.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                link.plc.connect_failed(
-                    f"TCP connect to {link.name} failed: {os.strerror(err)}", now
-                )
-                self._pump_link(link, now)
-                return
-            link.connecting = False
-            link.plc.connected(now)
-        if flags & zmq.POLLIN:
-            try:
-                data = link.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                link.plc.connection_lost(f"TCP receive from {link.name} failed: {exc}", now)
-            else:
-                link.plc.receive_data(data, now)
-        self._pump_link(link, now)
+        link.tcp.request(message, extra, on_reply, on_error, now, force=self.stopping)
 
     def _link_consumers(self, link: PlcLink) -> list[WorkerConsumer]:
         return [self.consumers[k] for k in link.consumers if k in self.consumers]
@@ -1096,29 +1001,7 @@ class IoWorker:
 
     def _close_link(self, link: PlcLink) -> None:
         """UnRegisterSession (when registered) and close; pending requests fail."""
-        now = self._clock()
-        link.plc.close(now)
-        self._pump_link(link, now)
-
-    def _close_socket(self, link: PlcLink, *, flush: bool) -> None:
-        sock = link.sock
-        link.sock = None
-        link.connecting = False
-        if sock is not None:
-            if flush and link.outbuf:
-                try:  # UnRegisterSession has no reply; give the kernel a moment to take it
-                    sock.setblocking(True)
-                    sock.settimeout(0.5)
-                    sock.sendall(link.outbuf)
-                except OSError:
-                    pass
-            try:
-                self.poller.unregister(sock)
-            except KeyError:
-                pass
-            self._link_fds.pop(sock.fileno(), None)
-            sock.close()
-        link.outbuf.clear()
+        link.tcp.close(self._clock())
 
     def _mono_ns(self) -> int:
         return round(self._clock() * 1e9)
@@ -1762,7 +1645,7 @@ class IoWorker:
             reconnect=not self.stopping
             and any(self.consumers[k].conn.is_live for k in link.consumers if k in self.consumers),
         )
-        self._pump_link(link, now)  # reschedules
+        link.tcp.pump(now)  # reschedules
 
     def _report_drops(self, now: float) -> None:
         """One log line for the datagrams dropped since the last one (reasons, rate, the
@@ -1797,8 +1680,8 @@ class IoWorker:
                 pass
             return
         link = self._link_fds.get(fd)
-        if link is not None and link.sock is not None:
-            self._on_link_io(link, flags, now)
+        if link is not None:
+            link.tcp.on_io(bool(flags & zmq.POLLIN), now)
             return
         if self.producer is not None and fd in self._produce_fds:
             if flags & zmq.POLLOUT:

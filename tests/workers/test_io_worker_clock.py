@@ -1,11 +1,10 @@
 """The I/O worker's timers on a fake clock: the session keep-alive and the reconnect after the
 back-off happen exactly when the clock reaches their deadline (the loop waits until the
 earliest deadline of every machine, never polls for them), with the worker's real sockets on
-loopback against a tiny encapsulation listener in this thread."""
+loopback against a tiny encapsulation listener in this thread (tests/support/encap_listener.py)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -18,10 +17,11 @@ from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.session import PlcState
 from pyconpro.workers.io_worker import IoWorker, WorkerOptions
 
+from tests.support.encap_listener import Listener
+
 LOCAL = "127.61.13.1"
 PLC = "127.61.13.2"
 PLC2 = "127.61.13.3"
-HANDLE = 0x0BADCAFE
 
 
 class FakeClock:
@@ -32,52 +32,10 @@ class FakeClock:
         return self.t
 
 
-class Listener:
-    """Accepts TCP connections, answers RegisterSession, records every command; never answers
-    anything else (the worker's Forward_Open stays pending)."""
-
-    def __init__(self, address: str = PLC) -> None:
-        self.sock = socket.create_server((address, 0))
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[tuple[socket.socket, encap.FrameBuffer]] = []
-        self.accepted = 0
-        self.commands: list[int] = []
-
-    def service(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            pass
-        else:
-            conn.setblocking(False)
-            self.conns.append((conn, encap.FrameBuffer()))
-            self.accepted += 1
-        for conn, frames in self.conns:
-            try:
-                data = conn.recv(65536)
-            except BlockingIOError:
-                continue
-            for f in frames.feed(data):
-                self.commands.append(f.command)
-                if f.command == encap.Command.REGISTER_SESSION:
-                    conn.sendall(encap.EncapsulationPacket(f.command, f.data, HANDLE, 0,
-                                                           f.context).encode())
-
-    def drop(self) -> None:
-        for conn, _ in self.conns:
-            conn.close()
-        self.conns.clear()
-
-    def close(self) -> None:
-        self.drop()
-        self.sock.close()
-
-
 @pytest.fixture
 def rig() -> Iterator[tuple[IoWorker, Listener, FakeClock]]:
     clock = FakeClock(1000.0)
-    listener = Listener()
+    listener = Listener(PLC)
     w = IoWorker(WorkerOptions(
         local_address=LOCAL, udp_port=0, pub_endpoint="tcp://127.0.0.1:0",
         control_endpoint="tcp://127.0.0.1:0", stats_interval_s=0, keepalive_s=5.0,
