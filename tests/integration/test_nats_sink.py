@@ -1,17 +1,12 @@
-"""The NATS JetStream sink and its spool against a real nats-server that the tests kill, stop
-and restart (same port, same store directory): a real sink process fed by a real publisher,
-the stream read back by a JetStream consumer and every tag's bus ``sq`` numbers counted (each
-exactly once, in order)."""
+"""The NATS JetStream sink against a real nats-server: its duplicate window and subjects, its
+logins, its option errors. The outages it shares with the other network sinks (server killed,
+sink killed mid-replay, stop while the server is down) are in test_sink_outages.py."""
 
 from __future__ import annotations
 
-import json
 import math
-import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,148 +23,23 @@ from tests.sinks.bus_testkit import (
     TestPublisher,
     nats_name,
 )
-from tests.support.nats import NatsServer, read_stream, require_nats, stream_count
-from tests.support.plant import Plant, assert_outage_bridged, publish_steadily, summary
+from tests.support.nats import NatsServer, read_stream, require_nats
+from tests.support.plant import Plant
+from tests.support.sink_outages import TOPICS
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
-TOPICS = (b"sample/", b"event/", b"stats/")
-
 
 @pytest.fixture
 def server() -> Iterator[NatsServer]:
-    """A server of this test's own (it is killed and restarted)."""
+    """A server of this test's own."""
     srv = NatsServer(require_nats())
     try:
         srv.start()
         yield srv
     finally:
         srv.close()
-
-
-def start_sink(pub: TestPublisher, srv: NatsServer, out: Path, *extra: str) -> SinkProcess:
-    proc = SinkProcess("nats", pub.endpoint, out,
-                       ["--flush-interval", "0.2", "--rcvhwm", "1000000", *extra], srv.url)
-    pub.wait_subscribed(TOPICS)
-    return proc
-
-
-def spooling_sink(pub: TestPublisher, srv: NatsServer, out: Path) -> SinkProcess:
-    """A sink started while its server is down: whatever it gets goes to its spool."""
-    srv.kill()
-    return start_sink(pub, srv, out)
-
-
-def stored(srv: NatsServer, out: Path) -> int:
-    """Messages in the sink's stream, 0 while the server is down or the stream is missing."""
-    return stream_count(srv.url, nats_name(out))
-
-
-def spooled(out: Path) -> int:
-    return spool_depth(out / "spool" / "nats.spool")
-
-
-def assert_each_once_in_order(srv: NatsServer, out: Path, plant: Plant) -> None:
-    """In stream order, every tag's samples are its ``sq`` numbers from 0 on, none missing,
-    none twice, up to the last one published; and every message id is different."""
-    name = nats_name(out)
-    msgs = read_stream(srv.url, name, f"{name}.sample.>")
-    got: dict[str, list[int]] = {}
-    for m in msgs:
-        tag = name_of_token(m.subject.split(".")[3])
-        got.setdefault(tag, []).append(json.loads(m.data)["seq"])
-    per_tag = plant.next_seqs()
-    for tag in plant.tags:
-        assert got.get(tag) == list(range(per_tag[tag])), tag
-    assert len({m.msg_id for m in msgs}) == len(msgs) == plant.sent
-
-
-@pytest.mark.slow
-def test_server_killed_for_30_s_under_load_loses_nothing_and_duplicates_nothing(
-    server: NatsServer, publisher: TestPublisher, tmp_path: Path
-) -> None:
-    """3 000 samples/s over 50 tags; the server SIGKILLed 5 s in and started again 30 s later
-    on the same store; 5 s more: every sample published is in the stream exactly once, in
-    order per tag."""
-    plant = Plant(50)
-    rate = 3000
-    out = tmp_path / "sink"
-    proc = start_sink(publisher, server, out)
-    restarted_at = 0.0
-
-    def restart() -> None:
-        nonlocal restarted_at
-        server.start()
-        restarted_at = time.monotonic()
-
-    at = publish_steadily(publisher, plant, rate, 40.0, {5.0: server.kill, 35.0: restart})
-    wait_for(lambda: stored(server, out) == plant.sent, f"{plant.sent} messages stored",
-             timeout=120)  # fmt: skip
-    drained_s = time.monotonic() - restarted_at
-    publisher.close()
-    assert proc.terminate() == 0, proc.stderr
-    assert_each_once_in_order(server, out, plant)
-    # What the server missed went through the spool, and came back out of it.
-    counts = assert_outage_bridged(proc.stderr, 30 * rate * 0.9)
-    print(f"\n{plant.sent} samples, {plant.sent - at[5.0]} while the server was down or back;"
-          f" all in the stream {drained_s:.1f} s after the restart; spooled"
-          f" {counts['spooled']}")  # fmt: skip
-
-
-@pytest.mark.slow
-def test_sink_killed_while_sending_its_spool_stores_each_sample_once(
-    server: NatsServer, publisher: TestPublisher, tmp_path: Path
-) -> None:
-    plant = Plant(20)
-    out = tmp_path / "sink"
-    proc = spooling_sink(publisher, server, out)
-    n = 100_000
-    plant.publish(publisher, n)
-    wait_for(lambda: spooled(out) == n, f"{n} samples in the spool", timeout=120)
-    server.start()
-    # SIGKILL as soon as the first batches are in: mid-replay, between any acknowledgement
-    # and the spool's delete of what was acknowledged.
-    wait_for(lambda: stored(server, out) > 0, "the replay to start", timeout=60, interval=0.005)
-    proc.proc.send_signal(signal.SIGKILL)
-    proc.proc.wait(30)
-    at_kill = stored(server, out)
-    assert 0 < at_kill < n, "the replay ended before the kill: the test proves nothing"
-    first_log = proc.stderr
-
-    proc = start_sink(publisher, server, out)
-    wait_for(lambda: stored(server, out) == n and spooled(out) == 0, f"{n} messages stored",
-             timeout=120)  # fmt: skip
-    publisher.close()
-    assert proc.terminate() == 0, proc.stderr
-    assert_each_once_in_order(server, out, plant)
-    assert summary(proc.stderr)["spool_depth"] == 0
-    assert "from before: sending them first" in proc.stderr, first_log[-2000:]
-    dup = re.search(r"(\d+) of \d+ message\(s\) were in the stream already", proc.stderr)
-    print(f"\n{at_kill} of {n} stored at the kill; sent again and recognised by their"
-          f" Nats-Msg-Id: {dup.group(1) if dup else 0}")  # fmt: skip
-
-
-def test_a_stop_with_the_server_down_keeps_the_spool_for_the_next_start(
-    server: NatsServer, publisher: TestPublisher, tmp_path: Path
-) -> None:
-    plant = Plant(5)
-    out = tmp_path / "sink"
-    proc = spooling_sink(publisher, server, out)
-    plant.publish(publisher, 1000)
-    wait_for(lambda: "cannot reach the server" in proc.stderr, "the sink to try")
-    rc = proc.terminate()  # graceful: what is in memory goes to the spool
-    assert rc == 0, proc.stderr
-    assert "stopping with 1000 record(s) in the spool" in proc.stderr
-    assert spooled(out) == 1000
-
-    server.start()
-    proc = start_sink(publisher, server, out)
-    wait_for(lambda: stored(server, out) == 1000, "the spooled samples to be stored")
-    publisher.close()
-    assert proc.terminate() == 0, proc.stderr
-    assert_each_once_in_order(server, out, plant)
-    assert spooled(out) == 0
 
 
 def _odd_samples() -> list[Sample]:
@@ -251,7 +121,8 @@ def test_token_login_and_a_refused_one(publisher: TestPublisher, tmp_path: Path)
             other.wait_subscribed(TOPICS)
             Plant(3).publish(other, 30)
             wait_for(lambda: "login refused" in bad.stderr, "the refused login to be logged")
-            wait_for(lambda: spooled(tmp_path / "bad") == 30, "the refused sink to spool")
+            bad_spool = tmp_path / "bad" / "spool" / "nats.spool"
+            wait_for(lambda: spool_depth(bad_spool) == 30, "the refused sink to spool")
         assert bad.terminate() == 0, bad.stderr
         assert srv.count(nats_name(tmp_path / "good")) == 30, good.stderr
     finally:
