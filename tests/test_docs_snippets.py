@@ -45,6 +45,8 @@ from pyconpro.simulator.tags import load_store
 from pyconpro.simulator.testing import SimulatorProcess, start_simulator
 from pyconpro.workers.process import Child, regex_ready, spawn
 
+from tests.support.configs import ONE_PLC
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,7 @@ DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 RUN_LANGS = frozenset({"python", "sh", "toml"})
 PROSE_LANGS = frozenset({"text"})
 RUN_TIMEOUT_S = 60.0
-MINIMAL_PLC = '\n[[plc]]\nname = "line1"\naddress = "127.0.0.2"\n  [[plc.tag]]\n  name = "Speed"\n'
+MINIMAL_PLC = "\n" + ONE_PLC
 BIN = Path(sys.executable).parent
 SIM_READY = r"READY tcp=(?P<addr>[\d.]+):(?P<tcp>\d+)"
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)(?P<info>.*)$")

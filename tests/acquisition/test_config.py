@@ -12,15 +12,12 @@ from pyconpro.acquisition import config as cfg
 from pyconpro.acquisition import toml_check
 from pyconpro.acquisition.config import (
     BusConfig,
-    Config,
     ConfigError,
-    ConfigIssue,
     ConsumerSpec,
     RouteHop,
     consumer_specs,
     group_by_local_address,
     multiplier_code,
-    parse_config,
     validate_tag_name,
 )
 from pyconpro.acquisition.errors import PyconproError, UsageError
@@ -30,37 +27,13 @@ from pyconpro.acquisition.supervision import RestartPolicy
 from pyconpro.acquisition.web_config import WEB_KEYS
 from pyconpro.sinks.registry import sink_schemas
 
+from tests.support.configs import ONE_PLC as BASE
+from tests.support.configs import file_issues as issues_of
+from tests.support.configs import one_file_issue as one_issue
+from tests.support.configs import parse_file as parse
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
-
-# Line numbers matter in these tests: line 1 is "[[plc]]", line 5 "[[plc.tag]]", line 6 its name;
-# cases append lines from 7 on.
-BASE = """\
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-
-  [[plc.tag]]
-  name = "Speed"
-"""
-
-
-def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
-    """``parse_config`` with the schemas of every sink kind."""
-    return parse_config(text, filename, sink_kinds=sink_schemas(), base_dir=base_dir)
-
-
-def issues_of(text: str) -> tuple[ConfigIssue, ...]:
-    with pytest.raises(ConfigError) as info:
-        parse(text, "plant.toml")
-    return info.value.issues
-
-
-def one_issue(text: str) -> ConfigIssue:
-    issues = issues_of(text)
-    assert len(issues) == 1, "\n".join(map(str, issues))
-    return issues[0]
-
 
 # ----------------------------------------------------------------------------- valid files
 
@@ -79,7 +52,7 @@ def test_worker_realtime_priority_is_taken_from_the_file(value: int) -> None:
 
 def test_minimal_file_gets_every_default() -> None:
     c = parse(BASE)
-    assert c.source == "<string>"
+    assert c.source == "plant.toml"
     assert c.bus == BusConfig()
     assert c.logging.level == "INFO" and c.logging.file is None
     assert c.worker.udp_port == 2222 and c.worker.stats_interval_s == 5.0

@@ -9,17 +9,9 @@ import pytest
 from pyconpro.acquisition.config import ConfigError
 
 from pyconpro.config_file import load_config
+from tests.support.configs import ONE_PLC as BASE
 
 ROOT = Path(__file__).resolve().parents[2]
-
-BASE = """\
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-
-  [[plc.tag]]
-  name = "Speed"
-"""
 
 
 def test_examples_are_valid() -> None:

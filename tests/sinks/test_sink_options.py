@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyconpro.acquisition.config import Config, ConfigError, parse_config
+from pyconpro.acquisition.config import ConfigError
 from pyconpro.acquisition.sink_config import SinkConfig, parse_sink_section
 from pyconpro.sinks.base import Sink
 from pyconpro.sinks.cli import build_parser, sink_from_args
@@ -19,22 +19,11 @@ from pyconpro.sinks.registry import make_sink, sink_kinds, sink_schemas
 from pyconpro.sinks.sqlite import SqliteSink
 from pyconpro.sinks.stdout import StdoutSink
 
-BASE = """\
-[bus]
-endpoint = "tcp://*:5591"
+from tests.support.configs import ONE_PLC
+from tests.support.configs import parse_file as parse
 
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-
-  [[plc.tag]]
-  name = "Speed"
-"""
+BASE = '[bus]\nendpoint = "tcp://*:5591"\n\n' + ONE_PLC
 EP = "tcp://127.0.0.1:5555"
-
-
-def parse(text: str, filename: str = "<string>", *, base_dir: str | None = None) -> Config:
-    return parse_config(text, filename, sink_kinds=sink_schemas(), base_dir=base_dir)
 
 
 def test_every_kind_is_registered_in_order() -> None:

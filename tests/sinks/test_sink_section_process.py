@@ -18,16 +18,11 @@ from pyconpro.workers.supervisor import Runtime, plan_children
 
 from pyconpro.config_file import load_config
 from tests.sinks.bus_testkit import PROCESS_TIMEOUT_S, TestPublisher
+from tests.support.configs import ONE_PLC
 
 pytestmark = pytest.mark.timeout(90)
 
-CONFIG = """\
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-  [[plc.tag]]
-  name = "Speed"
-
+CONFIG = ONE_PLC + """
 [[sink]]
 kind = "sqlite"
 name = "db"

@@ -4,7 +4,8 @@
     problems('[web]\nport = 0\n')                  # ["web.port: port = 0 is below ...; use ..."]
 
 And a whole file as written, named ``plant.toml``: ``parse_file``, the issues it is refused
-for (``file_issues``), the one issue it is refused for (``one_file_issue``).
+for (``file_issues``), the one issue it is refused for (``one_file_issue``); ``ONE_PLC`` is
+that PLC's text, for a file written out or parsed whole (``parse_file(ONE_PLC + ...)``).
 """
 
 from __future__ import annotations
@@ -13,20 +14,22 @@ import pytest
 from pyconpro.acquisition.config import Config, ConfigError, ConfigIssue, parse_config
 from pyconpro.sinks.registry import sink_schemas
 
-ONE_PLC = """
+# Line numbers matter in the tests that start a file with it: line 1 is "[[plc]]", line 5
+# "[[plc.tag]]", line 6 its name; what follows starts at line 7.
+ONE_PLC = """\
 [[plc]]
 name = "line1"
 address = "127.0.0.2"
+
   [[plc.tag]]
-  name = "Counter"
+  name = "Speed"
 """
 BASE_DIR = "/srv/pp"
 
 
 def parse(text: str) -> Config:
     """``text`` followed by ``ONE_PLC``, as the file ``plant.toml`` in ``BASE_DIR``."""
-    return parse_config(text + ONE_PLC, "plant.toml", sink_kinds=sink_schemas(),
-                        base_dir=BASE_DIR)  # fmt: skip
+    return parse_file(f"{text}\n{ONE_PLC}", base_dir=BASE_DIR)
 
 
 def problems(text: str, *, lines: bool = False) -> list[str]:
@@ -37,9 +40,11 @@ def problems(text: str, *, lines: bool = False) -> list[str]:
             for i in exc.value.issues]  # fmt: skip
 
 
-def parse_file(text: str) -> Config:
-    """``text`` alone, as the file ``plant.toml``."""
-    return parse_config(text, "plant.toml", sink_kinds=sink_schemas())
+def parse_file(text: str, filename: str = "plant.toml", *, base_dir: str | None = None
+               ) -> Config:  # fmt: skip
+    """``text`` alone, as the file ``filename`` (in ``base_dir``), with the schemas of every
+    sink kind."""
+    return parse_config(text, filename, sink_kinds=sink_schemas(), base_dir=base_dir)
 
 
 def file_issues(text: str) -> tuple[ConfigIssue, ...]:

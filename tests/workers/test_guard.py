@@ -28,6 +28,7 @@ from pyconpro.workers.guard import (
 )
 
 from pyconpro.config_file import load_config
+from tests.support.configs import ONE_PLC
 
 
 def _mode(p: Path) -> int:
@@ -155,12 +156,7 @@ def test_load_config_checks_the_key_files(tmp_path: Path) -> None:
 [security]
 server_key = "plant.key_secret"
 client_keys = "clients"
-[[plc]]
-name = "line1"
-address = "127.0.0.2"
-  [[plc.tag]]
-  name = "Counter"
-""")
+""" + ONE_PLC)
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert [(i.key, i.line) for i in exc.value.issues] == [
