@@ -43,7 +43,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias
 
 import msgpack
 from pyconpro.acquisition.errors import MalformedPacket, UsageError
@@ -610,8 +610,47 @@ def schema_markdown(keys: tuple[WireKey, ...]) -> str:
 # --------------------------------------------------------------------------- messages
 
 
+class _Message:
+    """What every message kind does the same way: its body is its fields checked against its
+    ``KEYS`` (both ways), its topic is its ``KIND`` and the names of ``_names()``."""
+
+    __slots__ = ()
+    KIND: ClassVar[TopicKind]
+    KEYS: ClassVar[tuple[WireKey, ...]]
+
+    def _names(self) -> tuple[str, ...]:
+        """The names the topic carries after its kind, unescaped."""
+        raise NotImplementedError
+
+    @property
+    def topic(self) -> bytes:
+        return _topic(self.KIND.value, *(escape_name(n) for n in self._names()))
+
+    def _checked_body(self) -> dict[str, object]:
+        return _checked_body(self, self.KEYS)
+
+    def encode(self) -> tuple[bytes, bytes]:
+        """``(topic, body)``; raises UsageError if a field breaks the schema."""
+        return self.topic, _encode_checked(self._checked_body, type(self).__name__)
+
+    @classmethod
+    def decode(cls, topic: bytes, body: bytes) -> Self:
+        """Parse and validate; MalformedPacket on anything that is not a v>=1 message of this
+        kind."""
+        return cls._decode_checked(topic, body)
+
+    @classmethod
+    def _decode_checked(cls, topic: bytes, body: bytes) -> Self:
+        """The reference decoder: every key through its ``KEYS`` check, the topic parsed and
+        compared; the message of a MalformedPacket comes from here."""
+        what = cls.KIND.value
+        msg = cls(**_decoded_fields(body, cls.KEYS, what))
+        _expect_topic(topic, cls.KIND, msg._names(), what)
+        return msg
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Sample:
+class Sample(_Message):
     """One produced-tag value as received by a worker; its keys are ``SAMPLE_KEYS``."""
 
     KIND: ClassVar[TopicKind] = TopicKind.SAMPLE
@@ -630,29 +669,14 @@ class Sample:
     type_name: str | None = None
     source_ns: int | None = None  # the controller's time of the value (``st``), ns
 
-    @property
-    def topic(self) -> bytes:
-        return topic_for_sample(self.plc, self.tag)
-
-    def _checked_body(self) -> dict[str, object]:
-        return _checked_body(self, SAMPLE_KEYS)
-
-    def encode(self) -> tuple[bytes, bytes]:
-        """``(topic, body)``; raises UsageError if a field breaks the schema."""
-        return self.topic, _encode_checked(self._checked_body, "Sample")
+    def _names(self) -> tuple[str, ...]:
+        return (self.plc, self.tag)
 
     @classmethod
     def decode(cls, topic: bytes, body: bytes) -> Sample:
-        """Parse and validate; MalformedPacket on anything that is not a v>=1 sample."""
+        """Parse and validate; MalformedPacket on anything that is not a v>=1 sample (the
+        fast ``SampleReader``, held to ``_decode_checked``)."""
         return _SAMPLE_READER.decode(topic, body)
-
-    @classmethod
-    def _decode_checked(cls, topic: bytes, body: bytes) -> Sample:
-        """The reference decoder: every key through its ``SAMPLE_KEYS`` check, the topic
-        parsed and compared; the message of a MalformedPacket comes from here."""
-        msg = cls(**_decoded_fields(body, SAMPLE_KEYS, "sample"))
-        _expect_topic(topic, TopicKind.SAMPLE, (msg.plc, msg.tag), "sample")
-        return msg
 
 
 class SampleStream:
@@ -839,7 +863,7 @@ _SAMPLE_READER = SampleReader()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class Event(_Message):
     """Something that happened to a connection or a PLC session; its keys are ``EVENT_KEYS``.
 
     Optional keys are omitted when None; decoders treat an absent key and nil alike.
@@ -868,27 +892,12 @@ class Event:
     cause: str | None = None
     resumed: bool | None = None
 
-    @property
-    def topic(self) -> bytes:
-        return topic_for_event(self.plc, self.tag)
-
-    def _checked_body(self) -> dict[str, object]:
-        return _checked_body(self, EVENT_KEYS)
-
-    def encode(self) -> tuple[bytes, bytes]:
-        """``(topic, body)``; raises UsageError if a field breaks the schema."""
-        return self.topic, _encode_checked(self._checked_body, "Event")
-
-    @classmethod
-    def decode(cls, topic: bytes, body: bytes) -> Event:
-        """Parse and validate; MalformedPacket on anything that is not a v>=1 event."""
-        msg = cls(**_decoded_fields(body, EVENT_KEYS, "event"))
-        _expect_topic(topic, TopicKind.EVENT, (msg.plc, msg.tag), "event")
-        return msg
+    def _names(self) -> tuple[str, ...]:
+        return (self.plc, self.tag)  # tag "": the event concerns the whole PLC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Stats:
+class Stats(_Message):
     """Periodic counters of one worker; its keys are ``STATS_KEYS``."""
 
     KIND: ClassVar[TopicKind] = TopicKind.STATS
@@ -901,23 +910,8 @@ class Stats:
     t_mono_ns: int
     counters: dict[str, int | float] = field(default_factory=dict)
 
-    @property
-    def topic(self) -> bytes:
-        return topic_for_stats(self.worker)
-
-    def _checked_body(self) -> dict[str, object]:
-        return _checked_body(self, STATS_KEYS)
-
-    def encode(self) -> tuple[bytes, bytes]:
-        """``(topic, body)``; raises UsageError if a field breaks the schema."""
-        return self.topic, _encode_checked(self._checked_body, "Stats")
-
-    @classmethod
-    def decode(cls, topic: bytes, body: bytes) -> Stats:
-        """Parse and validate; MalformedPacket on anything that is not v>=1 stats."""
-        msg = cls(**_decoded_fields(body, STATS_KEYS, "stats"))
-        _expect_topic(topic, TopicKind.STATS, (msg.worker,), "stats")
-        return msg
+    def _names(self) -> tuple[str, ...]:
+        return (self.worker,)
 
 
 Message: TypeAlias = Sample | Event | Stats
