@@ -11,9 +11,7 @@ The fresh environment gets the runtime dependencies from this interpreter's site
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -171,17 +169,11 @@ def test_the_load_source_builds_from_the_installed_wheel(venv: Path, tmp_path: P
 
 
 def _free_addresses() -> tuple[str, str]:
-    rng = random.Random()
-    for _ in range(100):
-        n = rng.randrange(2, 254)
-        sim, local = f"127.73.{n}.2", f"127.73.{n}.1"
-        with socket.socket() as s:
-            try:
-                s.bind((sim, 44818))
-            except OSError:
-                continue
-        return sim, local
-    raise AssertionError("no free 127.73.N.2:44818")
+    """The simulator's address (TCP 44818 free there) and the worker's beside it."""
+    from tests.support.ports import free_subnet
+
+    n = free_subnet(73)
+    return f"127.73.{n}.2", f"127.73.{n}.1"
 
 
 def test_demo_runs_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
-import socket
 import sqlite3
 import struct
 import subprocess
@@ -24,6 +22,7 @@ import pytest
 from pyconpro.sinks.stdout import float32_text
 from pyconpro.workers.process import regex_ready, spawn
 
+from tests.support.ports import free_subnet
 from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -32,17 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _addresses() -> tuple[str, str]:
-    rng = random.Random()
-    for _ in range(100):
-        n = rng.randrange(2, 254)
-        sim, local = f"127.74.{n}.2", f"127.74.{n}.1"
-        with socket.socket() as s:
-            try:
-                s.bind((sim, 44818))
-            except OSError:
-                continue
-        return sim, local
-    raise AssertionError("no free 127.74.N.2:44818")
+    """The simulator's address (TCP 44818 free there) and the worker's beside it."""
+    n = free_subnet(74)
+    return f"127.74.{n}.2", f"127.74.{n}.1"
 
 
 def test_demo_writes_rows_and_explains_how_to_query(tmp_path: Path) -> None:
