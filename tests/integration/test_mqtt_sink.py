@@ -23,7 +23,7 @@ from pyconpro.sinks.spool import spool_depth
 
 from tests.sinks.bus_testkit import SinkProcess, TestPublisher
 from tests.support.mosquitto import MosquittoBroker, Subscriber, require_mosquitto
-from tests.support.plant import Plant
+from tests.support.plant import Plant, publish_steadily
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -105,22 +105,16 @@ def test_broker_killed_under_load_every_sample_arrives_once_by_its_key_in_order(
     """3 000 samples/s over 30 tags for 14 s; the broker SIGKILLed 3 s in and restarted 7 s
     later."""
     plant = Plant(30)
-    rate, tick = 3000, 0.01
+    rate = 3000
     proc = start_sink(publisher, broker, tmp_path / "sink")
-    start = time.monotonic()
-    killed_at = restarted_at = None
-    while (elapsed := time.monotonic() - start) < 14.0:
-        due = int(elapsed / tick) + 1
-        while plant.sent < due * rate * tick:
-            publisher.send(plant.next())
-        if killed_at is None and elapsed >= 3.0:
-            broker.kill()
-            killed_at = plant.sent
-        if restarted_at is None and elapsed >= 10.0:
-            broker.start()
-            restarted_at = time.monotonic()
-        time.sleep(max(0.0, start + due * tick - time.monotonic()))
-    assert killed_at is not None and restarted_at is not None
+    restarted_at = 0.0
+
+    def restart() -> None:
+        nonlocal restarted_at
+        broker.start()
+        restarted_at = time.monotonic()
+
+    at = publish_steadily(publisher, plant, rate, 14.0, {3.0: broker.kill, 10.0: restart})
     tally = Tally(subscriber)
     wait_for(lambda: tally.update() == plant.sent, f"{plant.sent} samples", timeout=120)
     drained_s = time.monotonic() - restarted_at
@@ -130,7 +124,7 @@ def test_broker_killed_under_load_every_sample_arrives_once_by_its_key_in_order(
     # What was published while the broker was away went through the spool, marked so.
     assert tally.historical >= 7 * rate * 0.8, tally.historical
     assert "cannot connect" in proc.stderr or "connection lost" in proc.stderr
-    print(f"\n{plant.sent} samples, {plant.sent - killed_at} after the kill; all delivered"
+    print(f"\n{plant.sent} samples, {plant.sent - at[3.0]} after the kill; all delivered"
           f" {drained_s:.1f} s after the restart; {tally.historical} historical,"
           f" {tally.copies} copies of a sample delivered twice")  # fmt: skip
 
@@ -144,8 +138,7 @@ def test_sink_killed_while_sending_its_spool_loses_nothing(
     broker.kill()
     proc = start_sink(publisher, broker, out)
     n = 30_000
-    for _ in range(n):
-        publisher.send(plant.next())
+    plant.publish(publisher, n)
     wait_for(lambda: spool_depth(out / "spool" / "mqtt.spool") == n, f"{n} samples spooled",
              timeout=60)  # fmt: skip
     broker.start()
