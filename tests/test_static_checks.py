@@ -37,20 +37,12 @@ def test_imports_use_the_pyconpro_namespace() -> None:
     """``acquisition`` and its siblings are installed as ``pyconpro.acquisition`` (and so on):
     an import by the bare folder name works only in a checkout, and would load a second copy
     of a module under another name."""
-    import ast
+    from tests.support.imports import imports_of
 
     bare = {"acquisition", "workers", "sinks", "simulator", "web"}
     offenders = []
     for folder in [*PACKAGES, "scripts", "tests"]:
         for path in sorted((ROOT / folder).rglob("*.py")):
-            tree = ast.parse(path.read_text(), filename=str(path))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
-                              if n.split(".")[0] in bare]
+            offenders += [f"{path.relative_to(ROOT)}:{line}: {name}"
+                          for line, name in imports_of(path) if name.split(".")[0] in bare]
     assert offenders == [], "import these as pyconpro.<name>:\n" + "\n".join(offenders)

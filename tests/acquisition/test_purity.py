@@ -7,6 +7,8 @@ import sys
 
 import pyconpro.acquisition as acquisition
 
+from tests.support.imports import imports_of
+
 FORBIDDEN = [
     "socket",
     "asyncio",
@@ -58,24 +60,14 @@ def test_no_core_module_imports_io_modules() -> None:
 def test_no_core_module_source_imports_io_modules() -> None:
     """The interpreter loads ``time`` (and others) at start-up, so the check above cannot see
     them; read every core module's imports from its source as well."""
-    import ast
-
     root = pathlib.Path(acquisition.__file__).parent
     offenders = []
     for path in sorted(root.glob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                if name.split(".")[0] in FORBIDDEN:
-                    offenders.append(f"{path.name}:{node.lineno} imports {name}")
-                # The core is handed what it needs from the shells (the sink option schemas
-                # are a parameter of parse_config), never imports them.
-                if name.split(".")[:2] in (["pyconpro", p] for p in SHELLS):
-                    offenders.append(f"{path.name}:{node.lineno} imports {name}")
+        for line, name in imports_of(path):
+            if name.split(".")[0] in FORBIDDEN:
+                offenders.append(f"{path.name}:{line} imports {name}")
+            # The core is handed what it needs from the shells (the sink option schemas are
+            # a parameter of parse_config), never imports them.
+            if name.split(".")[:2] in (["pyconpro", p] for p in SHELLS):
+                offenders.append(f"{path.name}:{line} imports {name}")
     assert offenders == []
