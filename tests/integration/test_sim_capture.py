@@ -28,6 +28,7 @@ from pyconpro.simulator.testing import EncapClient, SimulatorProcess, start_simu
 
 from tests.support import pcap
 from tests.support import tshark as ts
+from tests.support.clients import class3_fo
 from tests.support.requirements import skip_or_fail
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.tshark]
@@ -206,26 +207,7 @@ def _conversation(sim: SimulatorProcess) -> None:
             res2 = c.forward_close(cm.forward_close_for(_fo("Fixed", 4, 9)))  # 0x0107
             assert isinstance(res2, cm.ConnectionFailure)
             # Class 3 like pycomm3: Large_Forward_Open, connected Get_Attributes_All, close.
-            ncp = cm.NetworkParameters(
-                cm.ConnectionType.POINT_TO_POINT, cm.Priority.LOW, True, 4000
-            )
-            c3 = cm.ForwardOpenRequest(
-                0,
-                0x11223344,
-                0x0427,
-                0x1009,
-                0x10090001,
-                7,
-                2_113_537,
-                ncp,
-                2_113_537,
-                ncp,
-                0xA3,
-                bytes.fromhex("01002002 2401"),
-                0x0A,
-                0x05,
-                True,
-            )
+            c3 = class3_fo(originator_serial=0x10090001)
             ok3, _ = c.forward_open(c3)
             assert isinstance(ok3, cm.ForwardOpenSuccess)
             c.send_unit(ok3.ot_connection_id, 1, bytes.fromhex("01022001 2401"))

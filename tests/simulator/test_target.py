@@ -32,6 +32,8 @@ from pyconpro.acquisition.target_options import (
     multicast_group,
 )
 
+from tests.support.clients import class3_fo
+
 PEER = "127.0.0.1"
 OTHER = "127.0.0.9"
 SESSION = 0x1111
@@ -142,30 +144,6 @@ def fo(
         timeout_multiplier=mult,
         slot=slot,
         key=key,
-    )
-    return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
-
-
-def class3_fo(serial: int = 0x0427, large: bool = True, **changes: object) -> cm.ForwardOpenRequest:
-    """pycomm3's class-3 Large_Forward_Open (protocol.md 10.2 row 4)."""
-    size = 4000 if large else 500
-    ncp = cm.NetworkParameters(cm.ConnectionType.POINT_TO_POINT, cm.Priority.LOW, True, size)
-    req = cm.ForwardOpenRequest(
-        0,
-        0x11223344,
-        serial,
-        0x1009,
-        0x10090000,
-        7,
-        2_113_537,
-        ncp,
-        2_113_537,
-        ncp,
-        0xA3,
-        bytes.fromhex("01002002 2401"),
-        0x0A,
-        0x05,
-        large,
     )
     return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
 

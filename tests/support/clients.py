@@ -5,11 +5,13 @@
 several replies and fragmented reads; ``visible_tags`` is what a client lists of a tag store;
 ``same`` compares a client's values with ours, allowing float32 rounding; ``ATOMIC_WRITES``
 are values for the built-in atomic tags;
-``assert_pylogix_tag_list`` checks what pylogix's ``GetTagList`` made of the store's tags.
+``assert_pylogix_tag_list`` checks what pylogix's ``GetTagList`` made of the store's tags;
+``class3_fo`` is pycomm3's class-3 Large_Forward_Open.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyconpro.acquisition import cm
 from pyconpro.acquisition.logix_objects import ExternalAccess
 from pyconpro.acquisition.logix_types import ArrayType, StructType
 from pyconpro.simulator.tags import SimTag, TagStore
@@ -105,3 +108,27 @@ def assert_pylogix_tag_list(listed: Mapping[str, Any], store: TagStore) -> None:
         assert got.Struct == isinstance(elem, StructType), name
         assert got.Array == (len(t.dims) if isinstance(t, ArrayType) else 0), name
         assert got.Size == (t.dims[0] if isinstance(t, ArrayType) else 0), name
+
+
+def class3_fo(serial: int = 0x0427, large: bool = True, **changes: object) -> cm.ForwardOpenRequest:
+    """pycomm3's class-3 Large_Forward_Open (protocol.md 10.2 row 4)."""
+    size = 4000 if large else 500
+    ncp = cm.NetworkParameters(cm.ConnectionType.POINT_TO_POINT, cm.Priority.LOW, True, size)
+    req = cm.ForwardOpenRequest(
+        0,
+        0x11223344,
+        serial,
+        0x1009,
+        0x10090000,
+        7,
+        2_113_537,
+        ncp,
+        2_113_537,
+        ncp,
+        0xA3,
+        bytes.fromhex("01002002 2401"),
+        0x0A,
+        0x05,
+        large,
+    )
+    return dataclasses.replace(req, **changes) if changes else req  # type: ignore[arg-type]
