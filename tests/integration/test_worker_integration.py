@@ -285,7 +285,8 @@ def test_stop_producing_times_out_closes_and_reopens(sim_a: SimulatorProcess) ->
 
 @pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_dropped_packets_are_counted_as_gaps(sim_a: SimulatorProcess) -> None:
-    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10)]) as w:
+    # watchdog 640 ms: a process starved on a busy machine must not turn this into a timeout
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10, multiplier=64)]) as w:
         wait_running(w, ["a/Counter"])
         sim_a.control.faults(drop=0.3)
         w.messages.clear()
@@ -302,7 +303,8 @@ def test_dropped_packets_are_counted_as_gaps(sim_a: SimulatorProcess) -> None:
 
 @pytest.mark.usefixtures("receive_path")  # on both receive paths
 def test_duplicates_and_reordering_are_dropped_as_stale(sim_a: SimulatorProcess) -> None:
-    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10)]) as w:
+    # watchdog 640 ms: a process starved on a busy machine must not turn this into a timeout
+    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 10, multiplier=64)]) as w:
         wait_running(w, ["a/Counter"])
         sim_a.control.faults(duplicate=0.3, reorder=0.2)
         w.messages.clear()
