@@ -17,15 +17,21 @@ must do is queued as ``Output`` values and collected with ``take_outputs()``; th
 States (``State``) and their transitions are the data table ``TRANSITIONS``; ``_transition`` is
 the single place that changes ``state`` and it emits exactly one ``ConnEvent`` per transition.
 
-A type and size the user gave are kept for the life of the connection, but for a size the
-controller refuses (0x0109/0x0128 with the size it produces): the type is then learned once and
-the wanted size adopted if it is the type's (the seed's ``datasize`` counted the sequence
-count, so ``size = 6`` on a REAL is a common mistake), else FAILED naming every size. A type
-and size learned from the controller (neither given) are only as good as the controller's tag
-table, which a download replaces: after anything that may hide one (T->O watchdog, a failed
-request, a lost session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING
-again, and a changed type is announced ("tag type changed after a download: 32 -> 40
-bytes") so the caller rebuilds its decoder (issue 6; protocol.md 9.4).
+A type the user gave is kept for the life of the connection (its size is the one opened
+with). Without one, the type is the controller's: it is learned (RESOLVING) before the first
+Forward_Open, also when a size was given, since that size is only a check: a given size that
+is not the learned type's is replaced by the type's size (the size a Logix produces,
+protocol.md 9.4; the seed's ``datasize`` counted the sequence count, so ``size = 6`` on a REAL
+is a common mistake), with one warning naming both sizes and the fix. Only where the type
+cannot be learned (a device that refuses the tag listing, a listing past its limits, no
+answer) does a given size open the connection without it: the samples then carry the raw bytes
+and no value. A size the controller refuses (0x0109/0x0128 with the size it produces) makes the
+connection learn the type once more and adopt the wanted size if it is the type's, else FAILED
+naming every size. A learned type is only as good as the controller's tag table, which a
+download replaces: after anything that may hide one (T->O watchdog, a failed request, a lost
+session, a 0x0109/0x0128 size reject) the next attempt goes through RESOLVING again, and a
+changed type is announced ("tag type changed after a download: 32 -> 40 bytes") so the caller
+rebuilds its decoder (issue 6; protocol.md 9.4).
 
 The connection needs the PLC's encapsulation session for everything but the class-1 data
 (size discovery, Forward_Open, Forward_Close). The caller says when that session is lost and
@@ -103,19 +109,20 @@ class State(enum.StrEnum):
 
 
 class Trigger(enum.StrEnum):
-    START_RESOLVE = "start, size unknown"
-    START_OPEN = "start, size known"
-    RESOLVED = "size resolved"
-    RESOLVE_FAILED = "size discovery failed (transient)"
-    RESOLVE_FATAL = "size discovery failed (permanent)"
+    START_RESOLVE = "start, type to learn"
+    START_OPEN = "start, type given or nothing to learn"
+    RESOLVED = "type and size learned"
+    RESOLVE_FAILED = "type discovery failed (transient)"
+    RESOLVE_FATAL = "type discovery failed (permanent)"
+    OPEN_UNTYPED = "type discovery failed, a size was given: open without the type"
     OPENED = "Forward_Open accepted"
     REOPEN_NOW = "Forward_Open rejected, retry at once with new values"
     REJECTED = "Forward_Open rejected (transient)"
     REJECTED_FATAL = "Forward_Open rejected (permanent)"
     REQUEST_FAILED = "request failed (session, timeout, malformed reply)"
     WATCHDOG = "T->O watchdog expired"
-    RETRY_OPEN = "back-off over, size known"
-    RETRY_RESOLVE = "back-off over, size unknown or to be learned again"
+    RETRY_OPEN = "back-off over, nothing to learn"
+    RETRY_RESOLVE = "back-off over, type to learn (again)"
     SIZE_REJECTED = "Forward_Open rejected for its size, learned type to be checked again"
     STOP = "stop, a connection may be open"
     STOP_NOW = "stop, nothing open"
@@ -123,8 +130,8 @@ class Trigger(enum.StrEnum):
     START_WAIT = "start, the PLC's session is down"
     WATCHDOG_WAIT = "T->O watchdog expired, the PLC's session is down"
     NO_SESSION = "the PLC's session is down: wait for it"
-    SESSION_OPEN = "session back, size known"
-    SESSION_RESOLVE = "session back, size unknown or to be learned again"
+    SESSION_OPEN = "session back, nothing to learn"
+    SESSION_RESOLVE = "session back, type to learn (again)"
 
 
 S, T = State, Trigger
@@ -137,6 +144,9 @@ TRANSITIONS: Mapping[tuple[State, Trigger], State] = {
     (S.RESOLVING, T.RESOLVED): S.OPENING,
     (S.RESOLVING, T.RESOLVE_FAILED): S.BACKOFF,
     (S.RESOLVING, T.RESOLVE_FATAL): S.FAILED,
+    # The type cannot be learned (refused, past the listing limits, no answer) but a size was
+    # given: that size opens the connection; its samples carry raw bytes and no value.
+    (S.RESOLVING, T.OPEN_UNTYPED): S.OPENING,
     (S.RESOLVING, T.STOP_NOW): S.CLOSED,
     (S.RESOLVING, T.NO_SESSION): S.WAITING,
     (S.OPENING, T.OPENED): S.RUNNING,
@@ -450,8 +460,9 @@ class ConsumerConnection:
         self.tag_type: LogixType | None = params.tag_type
         if self.tag_bytes is None and self.tag_type is not None:
             self.tag_bytes = byte_size(self.tag_type)
-        # Neither size nor type given: both are the controller's and may change with a download.
-        self.learned = params.tag_bytes is None and params.tag_type is None
+        # No type given: the type is the controller's (a given size only checks it), learned
+        # before the first Forward_Open and again when a download may have changed it.
+        self.learned = params.tag_type is None
         # Where the controller's time is in the tag's bytes (``source_time``), once the type
         # is known; checked in ConsumerParams for a given type, at ``on_resolved`` otherwise.
         self.source_at: SourceTime | None = (
@@ -459,7 +470,7 @@ class ConsumerConnection:
             if params.source_time is not None and params.tag_type is not None else None
         )
         self._resolved: tuple[int, LogixType | None] | None = None  # last discovery answer
-        self._type_stale = False  # learned type to be learned again before the next open
+        self._learn_type = self.learned  # ask for the type before the next Forward_Open
         self._size_refreshes = 0  # re-discoveries caused by size rejects since the last open
         # The tag bytes the controller said it produces in the size reject that sent this
         # connection to RESOLVING (None otherwise): the learned type is checked against it.
@@ -490,7 +501,7 @@ class ConsumerConnection:
         self._output_refused = False
         if self.assembly is not None:
             spec = self.assembly
-            self.learned = False
+            self.learned = self._learn_type = False
             self.tag_bytes = spec.input_size if spec.input_size is not None else 0
             self.ot_bytes = spec.output_size or 0
             if spec.input_size is not None:
@@ -563,7 +574,7 @@ class ConsumerConnection:
             self.counters.waits += 1
             self._transition(Trigger.START_WAIT, now,
                              message="waiting for the session to the PLC (it is down)")
-        elif self.tag_bytes is None:
+        elif self._learn_type:
             self._enter_resolving(Trigger.START_RESOLVE, now)
         else:
             self._enter_opening(Trigger.START_OPEN, now)
@@ -603,7 +614,7 @@ class ConsumerConnection:
         first when it is unknown or doubted."""
         self.session_up = True
         if self.state is State.WAITING:
-            if self.tag_bytes is None or self._type_stale:
+            if self._learn_type:
                 self._enter_resolving(Trigger.SESSION_RESOLVE, now)
             else:
                 self._enter_opening(Trigger.SESSION_OPEN, now)
@@ -612,46 +623,44 @@ class ConsumerConnection:
         if self.state is not State.RESOLVING:
             return  # a late answer to a discovery we gave up on
         problem = None
+        given, wanted = self.params.tag_bytes, self._size_wanted
         if not 0 < tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
             problem = (f"tag {self.params.tag!r} is {tag_bytes} bytes; a standard produced tag"
                        " holds 1..500 bytes (README: Configuring the produced tag in Studio"
                        " 5000): split it into several tags")
-        elif self.params.tag_bytes is not None and self.params.tag_bytes != tag_bytes:
-            if self._size_wanted is None:
-                problem = (f"tag {self.params.tag!r}: configured size {self.params.tag_bytes}"
-                           f" bytes but the controller says its type is {tag_bytes} bytes; fix"
-                           " or remove 'size' in the configuration")
-            elif self._size_wanted != tag_bytes:  # else: adopted below
-                problem = self._size_mismatch(self._size_wanted, tag_bytes, tag_type,
-                                              "its size reject and its tag list disagree")
+        elif given is not None and given != tag_bytes and wanted not in (None, tag_bytes):
+            # else a given size that is not the type's is adopted below
+            problem = self._size_mismatch(wanted, tag_bytes, tag_type,
+                                          "its size reject and its tag list disagree")
         if problem is None and self.params.source_time is not None:
             try:
                 self.source_at = locate(tag_type or self.tag_type, self.params.source_time,
                                         self.params.tag)  # fmt: skip
             except SourceTimeError as exc:
                 problem = str(exc)
-        wanted, self._size_wanted = self._size_wanted, None
+        self._size_wanted = None
         if problem is not None:
             self._fail(Trigger.RESOLVE_FATAL, now, problem)
             return
         previous, self._resolved = self._resolved, (tag_bytes, tag_type)
-        self._type_stale = False
+        self._learn_type = False
         self.tag_bytes = tag_bytes
         if tag_type is not None and tag_type != self.tag_type:
             # A new object only when the type changed: the caller rebuilds its decoder when
             # ``tag_type`` is another object.
             self.tag_type = tag_type
-        given = self.params.tag_bytes
         kind, status = "state", None
-        if given is not None and given != tag_bytes and wanted == tag_bytes:
-            # The controller refused the size the user gave and wants its type's size: adopt
-            # it (README, troubleshooting 0x0109), saying which setting to fix.
+        if given is not None and given != tag_bytes:
+            # The size the user gave is not the type's, which is what a Logix produces (and,
+            # after a size reject, what this controller wants): adopt it (README,
+            # troubleshooting 0x0109), saying which setting to fix. A warning: the
+            # configuration is wrong; with the reject's status when one led here.
             type_name = f" ({tag_type.name})" if tag_type is not None else ""
             message = (f"the given size, {given} bytes, is not the size of {self.params.tag!r}:"
                        f" the controller produces {tag_bytes} bytes, the size of its"
                        f" type{type_name}; adopting {tag_bytes}. Set size = {tag_bytes} (datasize"
                        f" = {tag_bytes + cm.CLASS1_SEQUENCE_SIZE} in the Python API) or remove it")
-            kind, status = "reject", self.last_status  # a warning: the configuration is wrong
+            kind, status = ("reject", self.last_status) if wanted is not None else ("error", None)
         elif previous is None:
             message = f"size learned: {tag_bytes} bytes" + (
                 f" ({tag_type.name})" if tag_type is not None else "")
@@ -664,14 +673,37 @@ class ConsumerConnection:
         self._enter_opening(Trigger.RESOLVED, now, kind=kind, message=message, status=status)
 
     def on_resolve_error(self, now: float, message: str, permanent: bool) -> None:
+        """The type could not be learned. Without a given size the connection cannot open:
+        FAILED when ``permanent``, else it backs off (or waits for the session) and asks
+        again. With one it opens with that size, without the type (``OPEN_UNTYPED``)."""
         if self.state is not State.RESOLVING:
             return
-        if permanent:
+        untyped = self.params.tag_bytes is not None
+        if untyped and self.params.source_time is not None:
+            untyped = False  # the controller's time is found by the type only
+            message += (f" (source_time = {self.params.source_time!r} needs the tag's type:"
+                        " remove source_time to connect with the given size alone)")
+        if permanent and not untyped:
             self._fail(Trigger.RESOLVE_FATAL, now, message)
         elif not self.session_up:
             self._wait(now, message)
+        elif untyped:
+            self._open_untyped(now, message)
         else:
             self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error", message=message)
+
+    def _open_untyped(self, now: float, message: str) -> None:
+        """A given size opens the connection where the type cannot be learned: no type (one
+        learned before is doubted, and a download may have changed it with the same size),
+        so the samples carry raw bytes; the type is asked again after the next outage."""
+        self._learn_type = False
+        self._size_wanted = None
+        self.tag_type = None
+        size = ("the given size" if self.tag_bytes == self.params.tag_bytes
+                else "the size adopted before")
+        self._enter_opening(Trigger.OPEN_UNTYPED, now, kind="error", message=(
+            f"{message}; opening with {size}, {self.tag_bytes} bytes, without the type:"
+            " samples carry the raw bytes and no value"))
 
     def on_forward_open_reply(
         self,
@@ -814,11 +846,8 @@ class ConsumerConnection:
             return
         self._deadline = None
         if st is State.RESOLVING:
-            message = f"size discovery gave no answer within {self.timing.resolve_s:g} s"
-            if not self.session_up:
-                self._wait(now, message)
-            else:
-                self._enter_backoff(Trigger.RESOLVE_FAILED, now, kind="error", message=message)
+            self.on_resolve_error(now, f"size discovery gave no answer within"
+                                  f" {self.timing.resolve_s:g} s", permanent=False)
         elif st is State.OPENING:
             self._request_failed(now, f"no Forward_Open reply within {self.timing.request_s:g} s")
         elif st is State.CLOSING:
@@ -829,7 +858,7 @@ class ConsumerConnection:
                 self.counters.waits += 1
                 self._transition(Trigger.NO_SESSION, now, message="back-off over; waiting for"
                                  " the session to the PLC (it is down)")
-            elif self.tag_bytes is None or self._type_stale:
+            elif self._learn_type:
                 self._enter_resolving(Trigger.RETRY_RESOLVE, now)
             else:
                 self._enter_opening(Trigger.RETRY_OPEN, now)
@@ -837,15 +866,15 @@ class ConsumerConnection:
     # ------------------------------------------------------------------ internals
 
     def _mark_stale(self) -> None:
-        if self.learned and self.tag_bytes is not None:
-            self._type_stale = True
+        if self.learned:
+            self._learn_type = True
 
     def _enter_resolving(self, trigger: Trigger, now: float, *, kind: str = "state",
                          message: str = "", status: tuple[int, tuple[int, ...]] | None = None
                          ) -> None:
         self._deadline = now + self.timing.resolve_s
         if not message:
-            message = (f"learning the size of {self.params.tag!r}" if self._resolved is None
+            message = (f"learning the type of {self.params.tag!r}" if self._resolved is None
                        else f"learning the type of {self.params.tag!r} again (the controller's"
                        " tag table may have changed)")
         self._transition(trigger, now, kind=kind, message=message, status=status)
@@ -1088,7 +1117,7 @@ class ConsumerConnection:
             self._release_triad()
             self._open = None
             why = (f"learning the type of {self.params.tag!r} again (changed by a download?)"
-                   if self.learned else
+                   if self._resolved is not None else
                    f"learning the type of {self.params.tag!r} to check {wanted} bytes against it")
             self._enter_resolving(
                 Trigger.SIZE_REJECTED, now, kind="reject", status=status,
@@ -1108,9 +1137,11 @@ class ConsumerConnection:
                     f" (datasize = {produces + cm.CLASS1_SEQUENCE_SIZE} in the Python API) or"
                     f" omit it so it is learned from the controller ({head})")
         name = tag_type.name if tag_type is not None else "?"
+        given = self.params.tag_bytes
+        asked = f"we asked for {self.tag_bytes}" + (
+            f", the given size is {given}" if given not in (None, self.tag_bytes) else "")
         return (f"type mismatch on {self.name}: the controller produces {produces} bytes but"
-                f" type {name} is {type_size} bytes (we asked for {self.tag_bytes}); check the"
-                f" tag's type ({head})")
+                f" type {name} is {type_size} bytes ({asked}); check the tag's type ({head})")
 
     def _on_adopt_rpi_reject(self, r: _Reject) -> None:
         if not self._can_retry_now():

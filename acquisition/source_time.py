@@ -66,8 +66,8 @@ def locate(t: LogixType | None, path: str, tag: str) -> SourceTime:
     where = f"tag {tag!r}: source_time = {path!r}"
     if t is None:
         raise SourceTimeError(
-            f"{where} needs the tag's type, which the controller did not give: remove 'size'"
-            " so that it is learned, or remove source_time")
+            f"{where} needs the tag's type, which the controller did not give: remove"
+            " source_time, or check that the controller lists its tags")
     offset, here, shown = 0, t, tag
     for name in path.split("."):
         if not isinstance(here, StructType):

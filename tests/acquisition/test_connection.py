@@ -35,10 +35,12 @@ DEFAULT_TIMING = Timing()
 DEFAULT_BACKOFF = BackoffPolicy()
 
 
-def make(size: int | None = 4, *, multicast: bool = False, seed: int = 1, rpi_us: int = 100_000,
-         ot_rpi_us: int | None = None, multiplier: int = 1, tag_type: LogixType | None = None,
-         timing: Timing = DEFAULT_TIMING, backoff: BackoffPolicy = DEFAULT_BACKOFF
-         ) -> ConsumerConnection:
+def make(size: int | None = None, *, multicast: bool = False, seed: int = 1,
+         rpi_us: int = 100_000, ot_rpi_us: int | None = None, multiplier: int = 1,
+         tag_type: LogixType | None = DINT, timing: Timing = DEFAULT_TIMING,
+         backoff: BackoffPolicy = DEFAULT_BACKOFF) -> ConsumerConnection:
+    """A consumer of ``Count``. By default its type is given (DINT: nothing to learn, it
+    opens at once); ``tag_type=None`` leaves the type to learn, with ``size`` given or not."""
     params = ConsumerParams(plc="plc1", tag="Count", rpi_us=rpi_us, ot_rpi_us=ot_rpi_us,
                             multiplier=multiplier, multicast=multicast, tag_bytes=size,
                             tag_type=tag_type)
@@ -119,16 +121,21 @@ def open_running(conn: ConsumerConnection, now: float = T0, **kw: int) -> cm.For
 # --------------------------------------------------------------------------- reaching states
 
 
-def in_state(state: State, learned: bool = False) -> ConsumerConnection:
-    """A connection in ``state``. ``learned``: neither size nor type given, the type (DINT) came
-    from discovery; its BACKOFF follows a watchdog expiry, so the type is to be learned again."""
-    if learned:
-        return _learned_in_state(state)
+#: How the consumer was defined: its type given ("given"), nothing given ("learned"), or only
+#: its size ("sized": the type is learned all the same, the size checked against it).
+VARIANTS = ("given", "learned", "sized")
+
+
+def in_state(state: State, variant: str = "given") -> ConsumerConnection:
+    """A connection in ``state``. ``learned`` / ``sized``: the type (DINT) came from discovery;
+    their BACKOFF follows a watchdog expiry, so the type is to be learned again."""
+    if variant != "given":
+        return _learned_in_state(state, 4 if variant == "sized" else None)
     conn = make()
     if state is State.IDLE:
         pass
     elif state is State.RESOLVING:
-        conn = make(None)
+        conn = make(tag_type=None)
         conn.start(T0)
     elif state is State.OPENING:
         conn.start(T0)
@@ -155,8 +162,8 @@ def in_state(state: State, learned: bool = False) -> ConsumerConnection:
     return conn
 
 
-def _learned_in_state(state: State) -> ConsumerConnection:
-    conn = make(None)
+def _learned_in_state(state: State, size: int | None) -> ConsumerConnection:
+    conn = make(size, tag_type=None)
     if state is State.WAITING:
         conn.on_session_lost(T0)
     if state is not State.IDLE and state is not State.CLOSED:
@@ -251,9 +258,8 @@ EXPECTED: dict[State, dict[str, State]] = {
         "open_ok": State.RUNNING,
         "open_transient": State.BACKOFF,
         "open_fatal": State.FAILED,
-        # the controller wants another size: learn the type to check it against (a given
-        # size may be the seed's datasize; a learned type may have changed with a download)
-        "open_size": State.RESOLVING,
+        # the controller wants another size than the given type's: a type mismatch
+        "open_size": State.FAILED,
         "request_error": State.BACKOFF,
         "timer": State.BACKOFF,
     },
@@ -270,27 +276,43 @@ EXPECTED: dict[State, dict[str, State]] = {
     State.WAITING: {"stop": State.CLOSED, "session_ready": State.OPENING},
 }
 
-# A type learned from the controller is learned again when it may be stale (issue 6): after a
-# size reject, and after a watchdog expiry (how the learned BACKOFF is reached).
+# A type learned from the controller is learned before the first Forward_Open and again when
+# it may be stale (issue 6): after a size reject (the controller wants another size: learn the
+# type to check it against; it may have changed with a download), and after a watchdog expiry
+# (how the learned BACKOFF is reached).
 EXPECTED_LEARNED: dict[State, dict[str, State]] = {
     **EXPECTED,
     State.IDLE: {"start": State.RESOLVING, "stop": State.CLOSED},
+    State.OPENING: {**EXPECTED[State.OPENING], "open_size": State.RESOLVING},
     State.BACKOFF: {"stop": State.CLOSED, "timer": State.RESOLVING},
     State.WAITING: {"stop": State.CLOSED, "session_ready": State.RESOLVING},
 }
-for _table in (EXPECTED, EXPECTED_LEARNED):
+# A given size is only a check of the learned type, but where the type cannot be learned
+# (refused, no answer) it is what opens the connection: no back-off, no failure.
+EXPECTED_SIZED: dict[State, dict[str, State]] = {
+    **EXPECTED_LEARNED,
+    State.RESOLVING: {
+        "stop": State.CLOSED,
+        "resolved": State.OPENING,
+        "resolve_error": State.OPENING,
+        "resolve_fatal": State.OPENING,
+        "timer": State.OPENING,
+    },
+}
+EXPECTED_BY_VARIANT = {"given": EXPECTED, "learned": EXPECTED_LEARNED, "sized": EXPECTED_SIZED}
+for _table in EXPECTED_BY_VARIANT.values():
     for _row in _table.values():
         if "timer" in _row:
             _row["timer_data_pending"] = _row["timer"]
 
 
-@pytest.mark.parametrize("learned", [False, True], ids=["given", "learned"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("state", list(State))
 @pytest.mark.parametrize("name", list(INPUTS))
-def test_every_state_input_pair(state: State, name: str, learned: bool) -> None:
-    conn = in_state(state, learned)
+def test_every_state_input_pair(state: State, name: str, variant: str) -> None:
+    conn = in_state(state, variant)
     INPUTS[name](conn)
-    expected = (EXPECTED_LEARNED if learned else EXPECTED)[state].get(name, state)
+    expected = EXPECTED_BY_VARIANT[variant][state].get(name, state)
     assert conn.state is expected
     events = [o for o in conn.take_outputs() if isinstance(o, ConnEvent) and o.state_to]
     if expected is state and state is not State.OPENING:
@@ -723,7 +745,7 @@ def test_duplicate_triad_retries_at_once_with_new_serial_then_backs_off() -> Non
 
 
 def test_wrong_size_adopted_when_it_matches_the_known_type() -> None:
-    conn = make(None, tag_type=None)
+    conn = make(tag_type=None)
     conn.start(T0)
     # discovery said 8 bytes (e.g. symbol element size) but the type is REAL[1] = 4 bytes
     conn.on_resolved(T0, 8, ArrayType(REAL, (1,)))
@@ -743,52 +765,169 @@ def test_wrong_size_not_matching_type_is_a_type_mismatch_naming_both_sizes() -> 
     assert events[-1].kind == "reject" and events[-1].cip_extended == 0x0109
 
 
-def test_a_wrong_given_size_is_adopted_when_it_is_the_learned_type_size() -> None:
-    # size = 6 on a REAL (the seed's datasize): the controller wants 4 + 2 bytes
-    conn = make(6)
+# --------------------------------------------------------------------------- a given size
+
+ADOPTING_4 = ("the given size, 6 bytes, is not the size of 'Count': the controller produces 4"
+              " bytes, the size of its type (REAL); adopting 4. Set size = 4 (datasize = 6 in"
+              " the Python API) or remove it")
+
+
+def opened_event(conn: ConsumerConnection) -> ConnEvent:
+    """The event of the transition into OPENING just made."""
+    return next(o for o in reversed(conn.take_outputs())
+                if isinstance(o, ConnEvent) and o.state_to == "OPENING")
+
+
+def test_a_correct_given_size_still_learns_the_type_so_samples_are_decoded() -> None:
+    # size = 4 written "to be safe": the type is asked for as without it, and checked
+    conn = make(4, tag_type=None)
     conn.start(T0)
+    assert conn.state is State.RESOLVING and outputs_of(conn, Resolve) == [Resolve("Count")]
+    conn.on_resolved(T0 + 0.1, 4, REAL)
+    assert state(conn) is State.OPENING and (conn.tag_bytes, conn.tag_type) == (4, REAL)
+    event = opened_event(conn)
+    assert (event.kind, event.message) == ("state", "size learned: 4 bytes (REAL)")
+    req = pending_open(conn)
+    assert req.to_params.size == 6
+    conn.on_forward_open_reply(T0 + 0.2, req, ok_reply(req))
+    assert state(conn) is State.RUNNING
+    # the worker decodes by the connection's type: REAL, not raw bytes
+    snap = conn.snapshot()
+    assert (snap["type"], snap["size"], snap["learned"]) == ("REAL", 4, True)
+
+
+def test_a_wrong_given_size_is_replaced_by_the_learned_type_size_before_any_forward_open(
+) -> None:
+    # size = 6 on a REAL (the seed's datasize): never asked of the controller
+    conn = make(6, tag_type=None)
+    conn.start(T0)
+    assert outputs_of(conn, SendForwardOpen) == []
+    conn.on_resolved(T0 + 0.1, 4, REAL)
+    assert state(conn) is State.OPENING and (conn.tag_bytes, conn.tag_type) == (4, REAL)
+    assert pending_open(conn).to_params.size == 6  # 4 + the sequence count
+    event = opened_event(conn)
+    # a warning (no reject led here): the configuration needs a fix
+    assert (event.kind, event.message, event.cip_extended) == ("error", ADOPTING_4, None)
+    req = pending_open(conn)
+    conn.on_forward_open_reply(T0 + 0.2, req, ok_reply(req))
+    assert state(conn) is State.RUNNING and conn.failure is None
+
+
+def test_a_wrong_given_size_the_controller_refuses_is_adopted_with_the_same_message() -> None:
+    # the type could not be learned at first, so the given 6 bytes were asked for; the
+    # controller wants 4 + 2: the type is asked again and its size adopted (the 0x0109 rule)
+    conn = make(6, tag_type=None)
+    conn.start(T0)
+    conn.on_resolve_error(T0, "cannot list the controller's tags", permanent=True)
     assert pending_open(conn).to_params.size == 8
     events = reject_and_events(conn, 0x01, 0x0109, 6)
-    assert conn.state is State.RESOLVING and conn.failure is None
+    assert state(conn) is State.RESOLVING and conn.failure is None
     assert events[-1].message == (
         "0x01/0x0109 invalid connection size: we asked for 6 bytes, the controller produces"
         " 4 bytes; learning the type of 'Count' to check 4 bytes against it")
     conn.on_resolved(T0 + 0.1, 4, REAL)
     assert state(conn) is State.OPENING and (conn.tag_bytes, conn.tag_type) == (4, REAL)
     assert pending_open(conn).to_params.size == 6
-    opened = [o for o in conn.take_outputs() if isinstance(o, ConnEvent)][-1]
-    # a warning, with the status that caused it: the configuration needs a fix
-    assert (opened.kind, opened.cip_extended) == ("reject", 0x0109)
-    assert opened.message == (
-        "the given size, 6 bytes, is not the size of 'Count': the controller produces 4 bytes,"
-        " the size of its type (REAL); adopting 4. Set size = 4 (datasize = 6 in the Python"
-        " API) or remove it")
-    req = pending_open(conn)
-    conn.on_forward_open_reply(T0 + 0.2, req, ok_reply(req))
-    assert state(conn) is State.RUNNING
+    event = opened_event(conn)
+    # the same warning, with the status that caused it
+    assert (event.kind, event.message, event.cip_extended) == ("reject", ADOPTING_4, 0x0109)
 
 
-def test_a_wrong_given_size_that_is_not_the_type_size_fails_naming_every_size() -> None:
-    conn = make(6)
+def test_a_given_size_the_controller_and_the_type_both_disagree_with_fails_naming_each() -> None:
+    conn = make(6, tag_type=None)
     conn.start(T0)
-    reject_and_events(conn, 0x01, 0x0109, 10)  # the controller produces 8 bytes
-    conn.on_resolved(T0 + 0.1, 4, DINT)  # its tag list says DINT
+    conn.on_resolved(T0, 4, DINT)  # adopted: 4
+    events = reject_and_events(conn, 0x01, 0x0109, 10)  # the controller produces 8 bytes
+    assert state(conn) is State.RESOLVING
+    assert events[-1].message.endswith("learning the type of 'Count' again (changed by a"
+                                       " download?)")
+    conn.on_resolved(T0 + 0.1, 4, DINT)  # its tag list still says DINT
     assert state(conn) is State.FAILED
     assert failure(conn) == (
         "type mismatch on plc1/Count: the controller produces 8 bytes but type DINT is 4"
-        " bytes (we asked for 6); check the tag's type (its size reject and its tag list"
-        " disagree)")
+        " bytes (we asked for 4, the given size is 6); check the tag's type (its size reject"
+        " and its tag list disagree)")
+
+
+@pytest.mark.parametrize("how", ["refused", "failed", "no answer"])
+def test_where_the_type_cannot_be_learned_a_given_size_opens_with_raw_bytes(how: str) -> None:
+    # a device without the Logix tag listing (0x08), a listing past its limits, no answer:
+    # the given size is what makes the connection possible, as before the type was checked
+    conn = make(4, tag_type=None)
+    conn.start(T0)
+    conn.take_outputs()
+    if how == "refused":
+        why = ("cannot list the controller's tags to size 'Count': 0x08 service not supported;"
+               " give the tag's 'size' (or 'type') in the configuration")
+        conn.on_resolve_error(T0 + 0.1, why, permanent=True)
+    elif how == "failed":
+        why = "type of 'Count': the tag listing of PLC 10.0.0.5:44818 passed the limit"
+        conn.on_resolve_error(T0 + 0.1, why, permanent=False)
+    else:
+        why = "size discovery gave no answer within 30 s"
+        _fire_timer(conn)
+    assert state(conn) is State.OPENING and conn.tag_type is None and conn.failure is None
+    event = opened_event(conn)
+    assert event.kind == "error" and event.message == (
+        f"{why}; opening with the given size, 4 bytes, without the type: samples carry the raw"
+        " bytes and no value")
+    req = pending_open(conn)
+    assert req.to_params.size == 6
+    conn.on_forward_open_reply(T0 + 0.2, req, ok_reply(req))
+    assert state(conn) is State.RUNNING and conn.snapshot()["type"] is None
+    # after an outage the type is asked again (the device may answer by then)
+    assert conn.granted is not None
+    conn.on_timer(conn.granted.watchdog_at)
+    conn.take_outputs()
+    _fire_timer(conn)
+    assert state(conn) is State.RESOLVING and outputs_of(conn, Resolve) == [Resolve("Count")]
+
+
+def test_without_a_given_size_a_refused_type_request_fails_and_a_failed_one_backs_off() -> None:
+    conn = make(tag_type=None)
+    conn.start(T0)
+    conn.on_resolve_error(T0, "no answer", permanent=False)
+    assert state(conn) is State.BACKOFF
+    _fire_timer(conn)
+    conn.on_resolve_error(T0 + 5, "cannot list the controller's tags", permanent=True)
+    assert state(conn) is State.FAILED and failure(conn) == "cannot list the controller's tags"
+
+
+def test_a_type_learned_before_is_dropped_when_a_given_size_opens_without_it() -> None:
+    # the type is doubted after an outage and cannot be learned now: a download may have
+    # changed it with the same size, so the samples are raw rather than decoded wrongly
+    conn = make(4, tag_type=None)
+    conn.start(T0)
+    conn.on_resolved(T0, 4, DINT)
+    req = pending_open(conn)
+    conn.on_forward_open_reply(T0, req, ok_reply(req))
+    assert conn.granted is not None
+    conn.on_timer(conn.granted.watchdog_at)
+    _fire_timer(conn)
+    assert state(conn) is State.RESOLVING and conn.tag_type is DINT
+    conn.on_resolve_error(T0 + 5, "no answer", permanent=False)
+    assert state(conn) is State.OPENING and conn.tag_type is None and conn.tag_bytes == 4
+
+
+def test_source_time_needs_the_type_so_a_given_size_alone_does_not_open() -> None:
+    params = ConsumerParams(plc="p", tag="Status", rpi_us=1000, tag_bytes=16,
+                            source_time="Stamp")
+    conn = ConsumerConnection(params, Originator(random.Random(1)))
+    conn.start(T0)
+    conn.on_resolve_error(T0, "cannot list the controller's tags", permanent=True)
+    assert conn.state is State.FAILED and failure(conn) == (
+        "cannot list the controller's tags (source_time = 'Stamp' needs the tag's type: remove"
+        " source_time to connect with the given size alone)")
 
 
 def test_wrong_size_without_known_type_is_permanent_and_says_the_fix() -> None:
-    conn = make(4)
+    conn = make(4, tag_type=None)
     conn.start(T0)
+    conn.on_resolve_error(T0, "no answer", permanent=False)  # opened without the type
     reject_and_events(conn, 0x01, 0x0109, 10)
-    assert conn.state is State.RESOLVING
+    assert conn.state is State.RESOLVING  # the type, to check the controller's 8 bytes
     conn.on_resolve_error(T0 + 0.1, "no answer", permanent=False)  # the type stays unknown
-    assert state(conn) is State.BACKOFF
-    _fire_timer(conn)
-    assert state(conn) is State.OPENING  # a given size: no second discovery
+    assert state(conn) is State.OPENING  # the given size once more
     reject_and_events(conn, 0x01, 0x0109, 10)
     # one message, every size in tag bytes: no "wants 10" beside "asked for 4"
     assert state(conn) is State.FAILED and failure(conn) == (
@@ -839,7 +978,7 @@ def test_unknown_or_not_produced_tag_fails_loudly(
 def test_not_produced_with_a_type_learned_from_the_controller_says_it_exists(
     multicast: bool,
 ) -> None:
-    conn = make(None, multicast=multicast)
+    conn = make(tag_type=None, multicast=multicast)
     conn.start(T0)
     conn.on_resolved(T0, 4, REAL)  # the controller answered: the tag exists, as a REAL
     reject_and_events(conn, 0x01, 0x031F)
@@ -852,7 +991,7 @@ def test_not_produced_with_a_type_learned_from_the_controller_says_it_exists(
 
 @pytest.mark.parametrize("ext", [0x012E, 0x0315])
 def test_other_not_produced_codes_with_a_learned_type_keep_the_general_message(ext: int) -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 4, REAL)
     reject_and_events(conn, 0x01, ext)
@@ -903,16 +1042,8 @@ def test_transient_reject_backs_off_with_status_in_event() -> None:
 # --------------------------------------------------------------------------- resolving
 
 
-def test_resolved_size_conflicting_with_configured_size_fails() -> None:
-    params = ConsumerParams(plc="p", tag="T", rpi_us=1000, tag_bytes=4)
-    conn = ConsumerConnection(params, Originator(random.Random(1)))
-    conn.state = State.RESOLVING  # as if discovery was asked for the type
-    conn.on_resolved(T0, 8, None)
-    assert conn.state is State.FAILED and "configured size 4" in failure(conn)
-
-
 def test_resolved_oversize_tag_fails() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 600, None)
     assert conn.state is State.FAILED and "500" in failure(conn)
@@ -931,7 +1062,7 @@ def test_params_validation() -> None:
 
 def test_route_is_prepended_to_the_connection_path() -> None:
     params = ConsumerParams(
-        plc="p", tag="T", rpi_us=1000, tag_bytes=4, route=(epath.PortSegment.slot(2, port=1),)
+        plc="p", tag="T", rpi_us=1000, tag_type=DINT, route=(epath.PortSegment.slot(2, port=1),)
     )
     conn = ConsumerConnection(params, Originator(random.Random(1)))
     conn.start(T0)

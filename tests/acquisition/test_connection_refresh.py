@@ -1,6 +1,7 @@
 """A learned tag type is learned again when the controller's tag table may have changed (issue 6):
 after a watchdog expiry, a failed request, a lost session and a 0x0109/0x0128 size reject; a
-changed type is announced; a size or type the user gave is never re-learned."""
+changed type is announced; a type the user gave is never re-learned (a given size only checks
+the learned one)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def events(conn: ConsumerConnection) -> list[ConnEvent]:
 
 
 def running_learned(tag_type: LogixType = OLD_UDT, now: float = T0) -> ConsumerConnection:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(now)
     conn.on_resolved(now, byte_size(tag_type), tag_type)
     req = pending_open(conn)
@@ -126,7 +127,7 @@ def test_same_size_new_layout_is_announced() -> None:
 
 
 def test_a_size_reject_with_a_learned_type_learns_it_again_then_opens_with_the_new_size() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 8, OLD_UDT)
     req = pending_open(conn)
@@ -147,7 +148,7 @@ def test_a_size_reject_with_a_learned_type_learns_it_again_then_opens_with_the_n
 
 
 def test_a_size_reject_that_survives_a_fresh_discovery_is_a_type_mismatch() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 8, OLD_UDT)
     req = pending_open(conn)
@@ -171,7 +172,7 @@ def test_the_refresh_allowance_is_renewed_once_the_connection_opened() -> None:
 
 
 def test_a_request_failure_makes_the_next_attempt_learn_again() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 4, DINT)
     conn.on_request_error(T0 + 0.1, pending_open(conn), "session lost: EOF")
@@ -195,7 +196,7 @@ def test_a_lost_session_changes_nothing_now_then_waits_and_learns_again_when_bac
 
 
 def test_a_transient_reject_alone_retries_without_discovery() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 4, DINT)
     req = pending_open(conn)
@@ -205,7 +206,7 @@ def test_a_transient_reject_alone_retries_without_discovery() -> None:
 
 
 def test_session_lost_during_backoff_after_a_transient_reject_learns_again() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 4, DINT)
     req = pending_open(conn)
@@ -235,30 +236,36 @@ def test_a_failed_rediscovery_is_retried_after_backoff() -> None:
     assert state(conn) is State.RESOLVING  # still stale: never opens with the old size
 
 
-def test_a_given_size_is_never_learned_again_until_the_controller_refuses_it() -> None:
-    conn = make(4)
+def test_a_given_size_is_checked_against_the_type_learned_again_after_a_download() -> None:
+    conn = make(4, tag_type=None)  # a size only: the type is learned all the same
+    assert conn.learned
     conn.start(T0)
+    conn.on_resolved(T0, 4, DINT)
     req = pending_open(conn)
     conn.on_forward_open_reply(T0, req, ok_reply(req))
-    conn.on_session_lost(T0 + 0.1)
-    conn.on_session_ready(T0 + 0.2)
     expire_watchdog(conn)
+    conn.take_outputs()
     end_backoff(conn)
-    assert conn.state is State.OPENING and not conn.learned
+    assert conn.state is State.RESOLVING
+    assert Resolve("Count", refresh=True) in conn.take_outputs()
+    conn.on_resolved(T0 + 5, 4, DINT)
+    assert [e.message for e in events(conn)][-1] == "type unchanged: 4 bytes (DINT)"
+    # a download made it a DINT[2] since: the controller refuses the 4 bytes
     req2 = pending_open(conn)
     conn.on_forward_open_reply(T0 + 5, req2, reject_reply(req2, 0x01, 0x0109, 10))
-    assert state(conn) is State.RESOLVING  # the type, to check the controller's 8 bytes
-    conn.on_resolved(T0 + 5.1, 4, DINT)  # the given size is the type's: try it once more
-    req3 = pending_open(conn)
-    assert req3.to_params.size == 6
-    conn.on_forward_open_reply(T0 + 5.2, req3, reject_reply(req3, 0x01, 0x0109, 10))
-    assert state(conn) is State.FAILED and conn.failure is not None
-    assert "type mismatch" in conn.failure and "8 bytes" in conn.failure
-    assert "DINT is 4 bytes" in conn.failure
+    assert state(conn) is State.RESOLVING
+    dint2 = ArrayType(DINT, (2,))
+    conn.on_resolved(T0 + 5.1, 8, dint2)  # the given size is now the wrong one: adopted
+    assert (conn.tag_bytes, conn.tag_type) == (8, dint2)
+    assert pending_open(conn).to_params.size == 10
+    adopted = events(conn)[-1]
+    assert (adopted.kind, adopted.cip_extended) == ("reject", 0x0109)
+    assert "the given size, 4 bytes, is not the size of 'Count'" in adopted.message
+    assert "adopting 8. Set size = 8" in adopted.message
 
 
 def test_a_given_type_is_never_learned_again_and_adopts_its_own_size() -> None:
-    conn = make(None, tag_type=ArrayType(REAL, (1,)))
+    conn = make(tag_type=ArrayType(REAL, (1,)))
     assert not conn.learned
     conn.start(T0)
     req = pending_open(conn)
@@ -274,4 +281,5 @@ def test_a_given_type_is_never_learned_again_and_adopts_its_own_size() -> None:
 
 def test_snapshot_says_where_the_type_came_from() -> None:
     assert running_learned().snapshot()["learned"] is True
-    assert make(4).snapshot()["learned"] is False
+    assert make(4, tag_type=None).snapshot()["learned"] is True  # a size only checks it
+    assert make().snapshot()["learned"] is False  # a given type

@@ -23,8 +23,7 @@ from pyconpro.acquisition.originator import BackoffPolicy
 from pyconpro.acquisition.wire import OutageCause
 
 from tests.acquisition.test_connection import (
-    EXPECTED,
-    EXPECTED_LEARNED,
+    EXPECTED_BY_VARIANT,
     INPUTS,
     T0,
     deadline,
@@ -44,32 +43,34 @@ from tests.acquisition.test_connection import (
 _DOWN: dict[State, dict[str, State]] = {
     State.IDLE: {"start": State.WAITING},
     State.RESOLVING: {"resolve_error": State.WAITING, "timer": State.WAITING},
+    # and a given size opens without the type only once the session is back
     State.OPENING: {"request_error": State.WAITING, "timer": State.WAITING},
     State.BACKOFF: {"timer": State.WAITING},
 }
 
 
-def _expected_down(learned: bool) -> dict[State, dict[str, State]]:
-    base = EXPECTED_LEARNED if learned else EXPECTED
-    out = {st: dict(row) for st, row in base.items()}
+def _expected_down(variant: str) -> dict[State, dict[str, State]]:
+    out = {st: dict(row) for st, row in EXPECTED_BY_VARIANT[variant].items()}
     for st, row in _DOWN.items():
         out[st].update(row)
         if "timer" in row:
             out[st]["timer_data_pending"] = row["timer"]
+    if variant == "sized":
+        out[State.RESOLVING]["resolve_fatal"] = State.WAITING
     out[State.WAITING] = {"stop": State.CLOSED}  # the session is not back yet
     return out
 
 
-@pytest.mark.parametrize("learned", [False, True], ids=["given", "learned"])
+@pytest.mark.parametrize("variant", ["given", "learned", "sized"])
 @pytest.mark.parametrize("st", list(State))
 @pytest.mark.parametrize("name", [n for n in INPUTS if n != "session_ready"])
 def test_every_state_input_pair_with_the_session_down(st: State, name: str,
-                                                      learned: bool) -> None:
-    conn = in_state(st, learned)
+                                                      variant: str) -> None:
+    conn = in_state(st, variant)
     conn.on_session_lost(T0)
     assert conn.state is st and conn.take_outputs() == []  # losing it moves nothing by itself
     INPUTS[name](conn)
-    expected = _expected_down(learned)[st].get(name, st)
+    expected = _expected_down(variant)[st].get(name, st)
     assert conn.state is expected
     for ev in (o for o in conn.take_outputs() if isinstance(o, ConnEvent) and o.state_to):
         assert ev.state_from is not None and ev.state_to is not None
@@ -135,7 +136,7 @@ def test_watchdog_while_the_session_is_down_waits_and_reopens_when_it_is_back() 
 
 
 def test_a_learned_type_is_learned_again_when_the_session_is_back() -> None:
-    conn = make(None)
+    conn = make(tag_type=None)
     conn.start(T0)
     conn.on_resolved(T0, 4, DINT)
     _reply_ok(conn, T0)
