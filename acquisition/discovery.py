@@ -117,7 +117,8 @@ def listing_too_large(plc: str, passed: str) -> str:
     who = f"PLC {plc}" if plc else "the controller"
     return (f"the tag listing of {who} passed {passed} (limits: docs/worker.md); stopped"
             " reading it: a controller that never ends its listing, or a very large tag table?"
-            " give the tags' 'size' (or 'type') in the configuration so no listing is needed")
+            " give the tags' 'size' (or 'type') in the configuration: with a 'type' no listing"
+            " is needed, with a 'size' they connect when it fails (samples undecoded)")
 
 
 class ListingTooLarge(PyconproError):

@@ -11,7 +11,7 @@ The program is a byte string of instructions, each an opcode byte and little-end
 offsets are into the tag image. ``compile_value_plan`` returns None for a type it cannot
 express (the worker then publishes that consumer's samples from Python).
 
-  NIL                             the value nil (no type known: a size-only consumer)
+  NIL                             the value nil (no type known: a given size opened it)
   ATOM  kind:u8 off:u16           one atomic value (``Kind``)
   ATOMS kind:u8 off:u16 n:u16     an array of n atomic values, consecutive from ``off``
   BITS  off:u16 n:u16             an array of n bools: bit i of byte off + i // 8
@@ -86,8 +86,9 @@ class _Unsupported(Exception):
 
 
 def compile_value_plan(t: LogixType | None) -> bytes | None:
-    """The program that packs a value of type ``t`` (None: the nil of a size-only consumer),
-    or None when ``t`` cannot be expressed (then the worker publishes from Python)."""
+    """The program that packs a value of type ``t`` (None: the nil of a consumer whose type
+    could not be learned), or None when ``t`` cannot be expressed (then the worker publishes
+    from Python)."""
     if t is None:
         return bytes([Op.NIL])
     out = bytearray()

@@ -627,8 +627,8 @@ class Consumer:
         try:
             catalog: TagCatalog = self.plc.catalog()
         except (PyconproError, OSError) as err:
-            # Not reachable now: trust the given size; the worker checks it against the
-            # controller's answer (0x0109 carries the right size) when it connects.
+            # Not reachable now: hand the size to the worker, which checks it against the
+            # type it learns (and the controller's 0x0109) and decodes the samples by it.
             log.info("%s: cannot check datasize now (%s)", self._key, err)
             return datasize - 2
         try:

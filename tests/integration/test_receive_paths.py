@@ -53,7 +53,8 @@ produced = true
 max_consumers = 8
 """ for name, ty in [("D", "DINT"), ("R", "REAL[10]"), ("B", "BOOL[64]"), ("S", "STRING"),
                      ("M", "INT[2,3]"), ("U", "Motor"), ("L", "LINT"), ("Q", "LREAL[3]")])
-# The consumers of each worker: every tag by its type, and D once more by size only (nil).
+# The consumers of each worker: every tag by its type, and D once more with its size given
+# (checked against the type it learns, decoded all the same).
 CONSUMERS = [*(f"tag={t}" for t in "DRBSMULQ"), "tag=D,alias=Draw,size=4"]
 ROUNDS = 24
 

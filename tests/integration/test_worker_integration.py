@@ -153,28 +153,65 @@ def test_given_type_skips_discovery_and_decodes(sim_a: SimulatorProcess) -> None
 
 
 @pytest.mark.usefixtures("receive_path")  # on both receive paths
-def test_size_only_publishes_raw_bytes(sim_a: SimulatorProcess) -> None:
-    with start_worker(WORKER, [consumer(sim_a, "a", "Counter", 20, size=4)]) as w:
-        msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
-        assert isinstance(msg, wire.Sample) and len(msg.raw) == 4 and msg.value is None
+def test_a_correct_given_size_still_learns_the_type_and_decodes(sim_a: SimulatorProcess) -> None:
+    # `size` written "to be safe" on a DINT and on a UDT: the type is learned as without it,
+    # checked against the size, and the samples are decoded (they carried raw bytes and a nil
+    # value when a given size skipped the type)
+    store = default_store()
+    tags = {tag: store.find(tag) for tag in ("Counter", "Motor")}
+    cons = [consumer(sim_a, "a", tag, 20, size=t.size())
+            for tag, t in tags.items() if t is not None]  # fmt: skip
+    assert len(cons) == 2
+    with start_worker(WORKER, cons) as w:
+        wait_running(w, ["a/Counter", "a/Motor"])
+        for tag, sim_tag in tags.items():
+            assert sim_tag is not None
+            msg = w.wait_for(lambda m, tag=tag: isinstance(m, wire.Sample) and m.tag == tag, 10,
+                             f"a sample of {tag}")
+            assert isinstance(msg, wire.Sample) and len(msg.raw) == sim_tag.size()
+            assert msg.type_name == sim_tag.type.name
+            assert msg.value is not None and msg.value == compile_decoder(sim_tag.type)(msg.raw)
+            learned = next(e for e in w.events(tag) if e.state_to == "OPENING")
+            assert learned.state_from == "RESOLVING" and learned.kind == "state"
+            assert learned.message.startswith(f"size learned: {sim_tag.size()} bytes")
+        assert isinstance(w.samples("a", "Counter")[-1].value, int)
+        motor = w.samples("a", "Motor")[-1].value
+        assert isinstance(motor, dict) and {"Speed", "Pos"} <= set(motor)
+        assert not w.events(kind="reject")  # never a size the controller refused
+        status = {c["tag"]: c for c in w.control("status")["consumers"]}
+        assert status["Counter"]["type"] == "DINT" and status["Counter"]["learned"] is True
 
 
-def test_a_wrong_given_size_is_adopted_when_it_is_the_tags_type_size(
-    sim_a: SimulatorProcess,
-) -> None:
-    # size = 6 on a REAL (the seed's datasize, which counted the sequence count): the controller
-    # refuses with 0x0109 wanting 4 + 2 bytes, the worker learns REAL (4 bytes) and adopts it
+def test_a_wrong_given_size_is_replaced_by_the_tags_type_size(sim_a: SimulatorProcess) -> None:
+    # size = 6 on a REAL (the seed's datasize, which counted the sequence count): the worker
+    # learns REAL (4 bytes) before it opens, adopts 4 and says which setting to fix
     with start_worker(WORKER, [consumer(sim_a, "a", "Sine", 20, size=6)]) as w:
         w.wait_state("a/Sine", "RUNNING", 10)
         msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
         assert isinstance(msg, wire.Sample) and msg.type_name == "REAL"
         assert len(msg.raw) == 4 and isinstance(msg.value, float)  # decoded by the learned type
-        refused = next(e for e in w.events("Sine", "reject") if e.state_to == "RESOLVING")
-        assert refused.cip_extended == 0x0109 and "we asked for 6 bytes" in refused.message
-        adopted = next(e for e in w.events("Sine", "reject") if e.state_to == "OPENING")
-        assert adopted.cip_extended == 0x0109 and "adopting 4" in adopted.message
-        assert "Set size = 4" in adopted.message
+        adopted = next(e for e in w.events("Sine") if e.state_to == "OPENING")
+        assert (adopted.state_from, adopted.kind) == ("RESOLVING", "error")
+        assert "the given size, 6 bytes, is not the size of 'Sine'" in adopted.message
+        assert "adopting 4. Set size = 4" in adopted.message
+        assert not w.events("Sine", "reject")  # 6 bytes were never asked for
         assert not [e for e in w.events("Sine") if e.state_to == "FAILED"]
+
+
+def test_where_the_type_cannot_be_learned_a_given_size_connects_with_raw_bytes() -> None:
+    # a controller whose tag listing never ends: the worker gives it up at its limits, and the
+    # given size opens the connection without the type (samples: raw bytes, nil value)
+    with start_simulator(SIM_A, extra_args=["--endless-listing", "new"]) as sim, \
+            start_worker(WORKER, [consumer(sim, "a", "Counter", 20, size=4)]) as w:
+        w.wait_state("a/Counter", "RUNNING", 90)
+        opened = next(e for e in w.events("Counter") if e.state_to == "OPENING")
+        assert (opened.state_from, opened.kind) == ("RESOLVING", "error")
+        assert "passed the limit" in opened.message
+        assert opened.message.endswith("opening with the given size, 4 bytes, without the"
+                                       " type: samples carry the raw bytes and no value")
+        msg = w.wait_for(lambda m: isinstance(m, wire.Sample), 10, "a sample")
+        assert isinstance(msg, wire.Sample) and len(msg.raw) == 4
+        assert msg.value is None and msg.type_name is None
 
 
 def test_stats_are_published(sim_a: SimulatorProcess, receive_path: str) -> None:
