@@ -83,6 +83,10 @@ def wait_until(
     )
 
 
+def sample_of(tag: str) -> Callable[[wire.Message], bool]:
+    return lambda m: isinstance(m, wire.Sample) and m.tag == tag
+
+
 # --------------------------------------------------------------------------- data path
 
 
@@ -166,8 +170,7 @@ def test_a_correct_given_size_still_learns_the_type_and_decodes(sim_a: Simulator
         wait_running(w, ["a/Counter", "a/Motor"])
         for tag, sim_tag in tags.items():
             assert sim_tag is not None
-            msg = w.wait_for(lambda m, tag=tag: isinstance(m, wire.Sample) and m.tag == tag, 10,
-                             f"a sample of {tag}")
+            msg = w.wait_for(sample_of(tag), 10, f"a sample of {tag}")
             assert isinstance(msg, wire.Sample) and len(msg.raw) == sim_tag.size()
             assert msg.type_name == sim_tag.type.name
             assert msg.value is not None and msg.value == compile_decoder(sim_tag.type)(msg.raw)
