@@ -199,7 +199,7 @@ class ForwardOpenRequest:
         return TransportTrigger.from_byte(self.transport)
 
     def encode_body(self) -> bytes:
-        if len(self.path) % 2 or len(self.path) > 510:
+        if len(self.path) % 2 or len(self.path) > MAX_CONNECTION_PATH_BYTES:
             raise UsageError("connection path must be an even number of bytes, at most 510")
         st = _LFO if self.large else _FO
         ot = self.ot_params.to_word32() if self.large else self.ot_params.to_word16()
@@ -378,7 +378,7 @@ class ForwardCloseRequest:
         return Triad(self.connection_serial, self.vendor_id, self.originator_serial)
 
     def encode_body(self) -> bytes:
-        if len(self.path) % 2 or len(self.path) > 510:
+        if len(self.path) % 2 or len(self.path) > MAX_CONNECTION_PATH_BYTES:
             raise UsageError("connection path must be an even number of bytes, at most 510")
         return (
             _FC.pack(
@@ -456,6 +456,7 @@ def decode_forward_close_reply(reply: cip.Reply) -> ForwardCloseSuccess | Connec
 HEARTBEAT_SIZE = 2  # O->T class-1 connection carrying only the 16-bit sequence count
 CLASS1_SEQUENCE_SIZE = 2
 MAX_PRODUCED_TAG_BYTES = 500
+MAX_CONNECTION_PATH_BYTES = 510  # the path size is a USINT of 16-bit words (protocol.md 5.2)
 
 
 def check_timing(to_rpi_us: int, ot_rpi_us: int, timeout_multiplier: int) -> None:

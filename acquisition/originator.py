@@ -145,7 +145,7 @@ class ConsumerParams:
             if self.multicast:
                 raise UsageError(f"{self.plc}/{self.tag}: assembly connections are point to"
                                  " point here; use transport = \"unicast\"")
-            self.connection_path()  # validates the path now
+            self._check_path()
             return
         if self.tag_bytes is not None and not 0 < self.tag_bytes <= cm.MAX_PRODUCED_TAG_BYTES:
             raise UsageError(
@@ -159,7 +159,7 @@ class ConsumerParams:
                 f"{self.plc}/{self.tag}: size {self.tag_bytes} does not match type"
                 f" {self.tag_type.name} ({byte_size(self.tag_type)} bytes); fix one of them"
             )
-        epath.produced_tag_connection_path(self.tag, self.slot)  # validates the name now
+        self._check_path()
         if self.source_time is not None and self.tag_type is not None:
             try:
                 locate(self.tag_type, self.source_time, self.tag)
@@ -179,6 +179,17 @@ class ConsumerParams:
         """The port segments before the application path: the route, then ``01 <slot>``."""
         return self.route + ((epath.PortSegment.slot(self.slot),) if self.slot is not None
                              else ())
+
+    def _check_path(self) -> None:
+        """The whole connection path (route, slot, tag name or points) is checked now, not at
+        the first Forward_Open: a type learned first would put a refusal in the worker's loop
+        instead of the caller's ``add``."""
+        path = self.connection_path()
+        if len(path) > cm.MAX_CONNECTION_PATH_BYTES:
+            raise UsageError(
+                f"{self.plc}/{self.tag}: the connection path (route, slot and tag) is"
+                f" {len(path)} bytes; a Forward_Open carries at most"
+                f" {cm.MAX_CONNECTION_PATH_BYTES}: use fewer route hops")
 
     def connection_path(self) -> bytes:
         if self.assembly is not None:

@@ -1058,6 +1058,10 @@ def test_params_validation() -> None:
         ConsumerParams(plc="p", tag="T.member", rpi_us=10)
     with pytest.raises(UsageError):
         ConsumerParams(plc="p", tag="T", rpi_us=10, tag_bytes=8, tag_type=DINT)
+    # a route too long for a Forward_Open is refused here, not after the type is learned
+    with pytest.raises(UsageError, match=r"p/T: the connection path \(route, slot and tag\) is"
+                       r" 616 bytes; a Forward_Open carries at most 510: use fewer route hops"):
+        ConsumerParams(plc="p", tag="T", rpi_us=10, route=(epath.PortSegment.slot(0),) * 300)
 
 
 def test_route_is_prepended_to_the_connection_path() -> None:
