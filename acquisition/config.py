@@ -127,6 +127,9 @@ class BusConfig:
     # Subscriptions the public endpoint holds per peer and in total (acquisition/subscriptions.py).
     max_subscriptions_per_peer: int = SUBSCRIPTIONS_PER_PEER_DEFAULT
     max_subscriptions: int = SUBSCRIPTIONS_TOTAL_DEFAULT
+    # SCHED_FIFO priority of the forwarder's threads (1..99; 0 = normal scheduling), for hosts
+    # whose cores are busy with other work (docs/deployment.md "Latency on a busy host").
+    realtime_priority: int = 0
 
     @property
     def replay(self) -> bool:
@@ -350,7 +353,7 @@ class WorkerGroup:
 
 
 _BUS_KEYS: Final = ("endpoint", "control_base", "hwm", "linger_ms", "replay_s", "replay_bytes",
-                    "max_subscriptions_per_peer", "max_subscriptions")
+                    "max_subscriptions_per_peer", "max_subscriptions", "realtime_priority")
 _LOGGING_KEYS: Final = ("level", "file")
 _CONSUMER_KEYS: Final = ("rpi_ms", "ot_rpi_ms", "multiplier", "transport")
 _SESSION_KEYS: Final = ("reconnect_min_s", "reconnect_max_s", "connect_timeout_s",
@@ -421,6 +424,7 @@ def _read_bus(ctx: _Ctx, data: Mapping[str, Any]) -> BusConfig:
             "max_subscriptions_per_peer", d.max_subscriptions_per_peer, 1, SUBSCRIPTIONS_MAX),
         max_subscriptions=t.integer(
             "max_subscriptions", d.max_subscriptions, 1, SUBSCRIPTIONS_MAX),
+        realtime_priority=t.integer("realtime_priority", d.realtime_priority, 0, 99),
     )
 
 

@@ -79,6 +79,7 @@ from pyconpro.acquisition.subscriptions import (
 from pyconpro.workers import fastpath
 from pyconpro.workers.fastpath import CONTROL_READY, XPUB_READY, XSUB_READY
 from pyconpro.workers.guard import ServerGuard
+from pyconpro.workers.realtime import set_realtime_priority
 from pyconpro.workers.replay import ReplayThread
 from zmq.utils.monitor import parse_monitor_message
 
@@ -393,7 +394,11 @@ class Forwarder:
     thread is ``replay`` after ``start()``. ``limits``: the subscription caps. ``path``: the
     forwarding loop, compiled or Python (default: what ``PYCONPRO_FASTPATH`` asks,
     ``fastpath.choose``; raises ``fastpath.FastPathError`` when it asks for the compiled one
-    and that cannot run).
+    and that cannot run). ``context``: the ZeroMQ context of its sockets (its inproc endpoints
+    are there); None: one of its own, ended by ``stop()``. ``realtime_priority`` (1..99; 0 =
+    normal scheduling): the SCHED_FIFO priority of the forwarding thread, of the libzmq threads
+    of its context and of the replay thread (module doc, "Real-time priority"); it needs a
+    context of its own.
     """
 
     def __init__(
@@ -409,7 +414,12 @@ class Forwarder:
         replay_bytes: int = 0,
         limits: SubscriptionLimits | None = None,
         path: fastpath.Choice | None = None,
+        realtime_priority: int = 0,
     ) -> None:
+        if realtime_priority and context is not None:
+            raise ValueError("a forwarder at a real-time priority needs a context of its own"
+                             " (its I/O thread takes the priority): pass no context")
+        self.realtime_priority = realtime_priority
         self._public_wanted = public
         self.path = path if path is not None else fastpath.choose()
         # CURVE for the endpoints that need it (workers/guard.py); none by default.
@@ -418,7 +428,8 @@ class Forwarder:
         self.hwm = hwm
         self.linger_ms = linger_ms
         self.limits = limits if limits is not None else SubscriptionLimits()
-        self._ctx = context if context is not None else zmq.Context.instance()
+        self._own_ctx = context is None
+        self._ctx: zmq.Context[Any] = context if context is not None else zmq.Context()
         # inproc names unique in the process: one of a forwarder just stopped may still be
         # bound for a moment (sockets close in the background), and ids are reused.
         self._n = next(_INSTANCES)
@@ -427,6 +438,7 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self._bound = threading.Event()
         self._error: str | None = None
+        self._realtime = False  # the priority was granted
         self.public_endpoint = public
         self.upstream_endpoint = upstream
         self._lock = threading.Lock()
@@ -456,23 +468,27 @@ class Forwarder:
         """Bind both sides and start forwarding; ``ForwarderError`` if an endpoint is unusable."""
         if self._thread is not None:
             raise ForwarderError("the forwarder is already started")
-        self._control = self._ctx.socket(zmq.PAIR)
-        self._control.setsockopt(zmq.LINGER, 0)
-        self._control.setsockopt(zmq.SNDHWM, _CONTROL_HWM)  # a handful of commands at most
-        self._control.setsockopt(zmq.RCVHWM, _CONTROL_HWM)
-        self._control.bind(self._control_ep)
+        # The thread makes the context's first socket (its I/O thread may take its priority)
+        # and binds the control pipe; this end connects once it is there.
         self._thread = threading.Thread(target=self._run, name="bus-forwarder", daemon=True)
         self._thread.start()
         if not self._bound.wait(timeout):
             raise ForwarderError(f"the bus forwarder did not bind within {timeout:g} s")
         if self._error is not None:
             self._thread.join(timeout)
-            self._close_control()
             raise ForwarderError(self._error)
+        self._control = self._ctx.socket(zmq.PAIR)
+        self._control.setsockopt(zmq.LINGER, 0)
+        self._control.setsockopt(zmq.SNDHWM, _CONTROL_HWM)  # a handful of commands at most
+        self._control.setsockopt(zmq.RCVHWM, _CONTROL_HWM)
+        self._control.connect(self._control_ep)
         if self.replay is not None:
-            self.replay.start(timeout)
+            self.replay.start(timeout, self.realtime_priority if self._realtime else 0)
 
     def _run(self) -> None:
+        if self.realtime_priority:  # before the context's first socket (module doc)
+            self._realtime = set_realtime_priority(self.realtime_priority,
+                                                   "[bus] realtime_priority", self._ctx)
         xsub = self._ctx.socket(zmq.XSUB)
         xpub = self._ctx.socket(zmq.XPUB)
         ctl = self._ctx.socket(zmq.PAIR)
@@ -501,7 +517,7 @@ class Forwarder:
             xpub.monitor(self._monitor_ep, _MONITOR_EVENTS)
             monitored = True
             self._connections.start()
-            ctl.connect(self._control_ep)
+            ctl.bind(self._control_ep)
             self._error = self._bind(xsub, xpub)
             if self._error is not None:
                 return
@@ -744,15 +760,17 @@ class Forwarder:
             return self._want
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop forwarding and close the sockets (idempotent)."""
-        if self._thread is None or self._control is None:
-            return
-        if self.replay is not None:
-            self.replay.stop(timeout)
-        if self._thread.is_alive():
-            self._command(_TERMINATE)
-            self._thread.join(timeout)
-        self._close_control()
+        """Stop forwarding and close the sockets, and end the context when it is the
+        forwarder's own (idempotent)."""
+        if self._thread is not None and self._control is not None:
+            if self.replay is not None:
+                self.replay.stop(timeout)
+            if self._thread.is_alive():
+                self._command(_TERMINATE)
+                self._thread.join(timeout)
+            self._close_control()
+        if self._own_ctx and not self._ctx.closed and not self.stuck_threads():
+            self._ctx.term()  # stuck threads hold sockets: it would wait for them forever
 
     def stuck_threads(self) -> list[str]:
         """The names of this forwarder's threads still alive after ``stop()``: while any is,

@@ -91,6 +91,7 @@ from pyconpro.workers.guard import CurveError, ServerGuard, restrict_ipc
 from pyconpro.workers.logfmt import LOG_FORMAT
 from pyconpro.workers.netif import address_netmask
 from pyconpro.workers.produce_server import DEFAULT_TCP_PORT, ProduceServer
+from pyconpro.workers.realtime import set_realtime_priority
 from pyconpro.workers.session_socket import SessionSocket
 
 log = logging.getLogger("pyconpro.io_worker")
@@ -153,8 +154,8 @@ class WorkerOptions:
     stats_interval_s: float = 5.0
     pub_hwm: int = 100_000
     udp_rcvbuf: int = DEFAULT_UDP_RCVBUF  # SO_RCVBUF asked for every UDP socket (bytes)
-    # SCHED_FIFO priority of the thread that opens the worker (and of libzmq's I/O thread,
-    # started then); 0 = normal scheduling (set_realtime_priority).
+    # SCHED_FIFO priority of the thread that opens the worker and of its context's libzmq
+    # threads; 0 = normal scheduling (workers/realtime.py).
     realtime_priority: int = 0
     pub_linger_ms: int = 1000
     shutdown_timeout_s: float = 3.0
@@ -377,9 +378,10 @@ class IoWorker:
         self.udp_port = self.udp.getsockname()[1]
         self._udp_socks = [self.udp]
         self._udp_fds = [self.udp.fileno()]
-        if self.opt.realtime_priority:  # before the first socket: its I/O thread inherits it
-            set_realtime_priority(self.opt.realtime_priority)
         self.ctx = zmq.Context()
+        if self.opt.realtime_priority:  # before the first socket: its I/O thread takes it too
+            set_realtime_priority(self.opt.realtime_priority, "[worker] realtime_priority",
+                                  self.ctx)  # fmt: skip
         # XPUB, not PUB: the same publishing, plus the subscriptions as messages, so ``status``
         # can say when a subscriber's (the supervisor's forwarder's) subscription has arrived
         # and nothing published from then on is lost to the slow-joiner window.
@@ -1809,28 +1811,6 @@ def _precise_timers() -> None:
             log.debug("prctl(PR_SET_TIMERSLACK): %s", os.strerror(ctypes.get_errno()))
     except (OSError, AttributeError) as exc:
         log.debug("no prctl: %s", exc)
-
-
-def set_realtime_priority(priority: int) -> bool:
-    """Run the calling thread, and the threads it starts from now on, at the SCHED_FIFO
-    real-time ``priority`` (1..99), with processes it would start reset to normal; False (and a
-    warning naming the fix) when the system refuses it.
-
-    On a host whose cores are busy with other work, the worker otherwise waits for a core when
-    a datagram arrives or a heartbeat is due, and the scheduler, not the worker, sets the
-    latency and the heartbeats' lateness (docs/performance.md "Latency, where it goes")."""
-    policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(priority))
-    except (OSError, AttributeError) as exc:  # AttributeError: no such call on this system
-        log.warning(
-            "real-time priority %d refused (%s): running at normal priority. Allow it with"
-            " CAP_SYS_NICE or an RLIMIT_RTPRIO of at least %d (systemd: LimitRTPRIO=%d), or set"
-            " [worker] realtime_priority = 0", priority, exc, priority, priority,
-        )  # fmt: skip
-        return False
-    log.info("running at SCHED_FIFO real-time priority %d", priority)
-    return True
 
 
 def udp_kernel_drops(socks: Sequence[socket.socket]) -> int:

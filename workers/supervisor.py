@@ -642,12 +642,14 @@ class Supervisor:
             bus_in_endpoint(self.config),
             hwm=self.config.bus.hwm,
             linger_ms=self.config.bus.linger_ms,
-            context=self.ctx,
             guard=self.guard,
             replay_s=self.config.bus.replay_s,
             replay_bytes=self.config.bus.replay_bytes,
             limits=SubscriptionLimits(per_peer=self.config.bus.max_subscriptions_per_peer,
                                       total=self.config.bus.max_subscriptions),
+            # A context of its own: its I/O thread takes the priority, the supervisor's stays
+            # at normal priority with its other threads.
+            realtime_priority=self.config.bus.realtime_priority,
         )
         self.control_endpoint = supervisor_control_endpoint(self.config)
         self.sup = Supervision(self.config.supervisor, random.Random().random)

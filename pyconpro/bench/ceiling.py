@@ -284,7 +284,8 @@ class WorkerRig:
         (``python -m pyconpro.bench.forward``), no longer from the worker's PUB directly."""
         assert self.sub is not None
         self.forwarder = self.env.procs.start(
-            "forwarder", [sys.executable, "-m", "pyconpro.bench.forward", "--upstream", self.pub],
+            "forwarder", [sys.executable, "-m", "pyconpro.bench.forward", "--upstream", self.pub,
+                          "--realtime-priority", str(self.env.bus_priority)],
             ready=json_ready,
         )  # fmt: skip
         self.sub.disconnect(self.pub)

@@ -32,6 +32,8 @@ class Env:
     progress: Callable[[str], None] = print
     # The I/O worker's real-time priority (--realtime-priority; 0 = normal scheduling).
     worker_priority: int = 0
+    # The bus forwarder's ([bus] realtime_priority), where a figure runs one.
+    bus_priority: int = 0
     _sender: Path | None = None
 
     @property

@@ -129,6 +129,8 @@ def run_figures(env: Env, plan: Plan) -> Figure:
         parts.append(sinks.measure(env, plan.sinks))
     if env.worker_priority:
         out.conditions["worker_realtime_priority"] = env.worker_priority
+    if env.bus_priority:
+        out.conditions["bus_realtime_priority"] = env.bus_priority
     for p in parts:
         out.values.update(p.values)
         out.conditions.update(p.conditions)
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.repeat > 1:
                     progress(f"== run {i + 1} of {args.repeat}")
                 env = Env(procs, ctx, Path(tmp) / f"run-{i}", args.addresses, progress,
-                          args.worker_realtime_priority)
+                          args.worker_realtime_priority, args.bus_realtime_priority)
                 runs.append(run_figures(env, plan))
         except KeyboardInterrupt:
             progress("interrupted; every process this benchmark started is stopped")
