@@ -50,6 +50,12 @@ def test_worker_realtime_priority_is_taken_from_the_file(value: int) -> None:
     assert c.worker.realtime_priority == value
 
 
+@pytest.mark.parametrize("value", [0, 1, 10, 99])
+def test_bus_realtime_priority_is_taken_from_the_file(value: int) -> None:
+    c = parse(f"[bus]\nrealtime_priority = {value}\n" + BASE)
+    assert c.bus.realtime_priority == value
+
+
 def test_minimal_file_gets_every_default() -> None:
     c = parse(BASE)
     assert c.source == "plant.toml"
@@ -58,6 +64,7 @@ def test_minimal_file_gets_every_default() -> None:
     assert c.worker.udp_port == 2222 and c.worker.stats_interval_s == 5.0
     assert c.worker.udp_rcvbuf == 4 << 20
     assert c.worker.realtime_priority == 0
+    assert c.bus.realtime_priority == 0
     assert c.supervisor == RestartPolicy()
     assert c.sinks == ()
     (plc,) = c.plcs
@@ -723,6 +730,22 @@ CASES: list[tuple[str, str, str, int | None, str, str]] = [
         2,
         "realtime_priority = 100 is above the 99 maximum",
         "between 0 and 99",
+    ),
+    (
+        "bus real-time priority negative",
+        "[bus]\nrealtime_priority = -1\n" + BASE,
+        "bus.realtime_priority",
+        2,
+        "realtime_priority = -1 is below the 0 minimum",
+        "between 0 and 99",
+    ),
+    (
+        "bus real-time priority not a whole number",
+        "[bus]\nrealtime_priority = 10.5\n" + BASE,
+        "bus.realtime_priority",
+        2,
+        "realtime_priority must be an integer, not a number",
+        "use a whole number between 0 and 99",
     ),
     (
         "worker receive buffer not a whole number",

@@ -12,12 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyconpro.workers.io_worker import (
-    DEFAULT_UDP_RCVBUF,
-    IoWorker,
-    WorkerOptions,
-    set_realtime_priority,
-)
+from pyconpro.workers.io_worker import DEFAULT_UDP_RCVBUF, IoWorker, WorkerOptions
+from pyconpro.workers.realtime import set_realtime_priority
 
 LOCAL = "127.61.12.1"
 
@@ -116,7 +112,7 @@ def test_realtime_priority_is_the_threads_or_refused_with_the_fix(
     got: dict[str, int | bool] = {}
 
     def run() -> None:
-        got["granted"] = set_realtime_priority(7)
+        got["granted"] = set_realtime_priority(7, "[worker] realtime_priority")
         got["policy"] = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
         got["priority"] = os.sched_getparam(0).sched_priority
 
@@ -130,5 +126,5 @@ def test_realtime_priority_is_the_threads_or_refused_with_the_fix(
     else:  # no CAP_SYS_NICE here (not root, or a container without it): the fix is named
         assert os.geteuid() != 0 or "Operation not permitted" in caplog.text
         assert got["policy"] == os.SCHED_OTHER
-        assert "LimitRTPRIO=7" in caplog.text and "realtime_priority = 0" in caplog.text
+        assert "LimitRTPRIO=7" in caplog.text and "[worker] realtime_priority = 0" in caplog.text
     assert os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER

@@ -49,6 +49,7 @@ from pyconpro.workers.supervisor import (
 )
 
 from pyconpro.status_cli import request
+from tests.support.scheduling import NORMAL, need_realtime, scheduling, threads
 from tests.support.wait import wait_for
 
 TIMEOUT_S = 20.0
@@ -334,6 +335,33 @@ def test_worker_argv_carries_the_realtime_priority_of_the_file(tmp_path: Path) -
     argv = _plan("[worker]\nrealtime_priority = 10\n" + config_text(tmp_path),
                  tmp_path)["worker-127.88.1.1"].command()  # fmt: skip
     assert _parser().parse_args(argv[3:]).realtime_priority == 10  # the worker takes it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's policies")
+@pytest.mark.parametrize("priority", [0, 7])
+def test_the_bus_priority_is_the_forwarders_and_the_supervisors_threads_stay_normal(
+        tmp_path: Path, priority: int) -> None:
+    if priority:
+        need_realtime()
+    want = (os.SCHED_FIFO, priority) if priority else NORMAL
+    cfg = tmp_path / "pipe.toml"
+    text = config_text(tmp_path)
+    cfg.write_text(text.replace("[bus]\n", f"[bus]\nrealtime_priority = {priority}\n"))
+    before = set(threads(os.getpid()))
+    sup = Supervisor(str(cfg), planner=stand_in_planner(tmp_path))
+    sup.open()
+    try:
+        assert sup.forwarder.realtime_priority == priority
+        new = [t for tid, t in threads(os.getpid()).items() if tid not in before]
+        # Two contexts, two I/O threads: the forwarder's own takes the bus priority, the
+        # supervisor's (control socket, worker links, its events) stays at normal priority.
+        io = sorted(t.sched for t in new if t.name.startswith("ZMQbg/IO/"))
+        assert io == sorted([NORMAL, want])
+        (forwarding,) = [t.native_id for t in threading.enumerate() if t.name == "bus-forwarder"]
+        assert forwarding is not None and scheduling(forwarding) == want
+        assert scheduling(0) == NORMAL  # the supervisor's own thread
+    finally:
+        sup.close()
 
 
 def test_tcp_control_base_gives_ports_and_learned_pub(tmp_path: Path) -> None:
