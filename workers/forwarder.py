@@ -43,6 +43,17 @@ copies every message it forwards to a capture socket (a PUB on an inproc endpoin
 waits) and binds the XSUB on a second, inproc, endpoint; the replay thread
 (``workers/replay.py``) reads the one and publishes its markers into the other.
 
+**Real-time priority** (``[bus] realtime_priority``, ``workers/realtime.py``): on a host whose
+cores are busy, the forwarding thread and the libzmq I/O thread that moves its messages run at
+a SCHED_FIFO priority, so a message waits for neither to get a core. The forwarder then has a
+ZeroMQ context of its own, its first socket made by the forwarding thread once it runs at that
+priority (libzmq starts the context's threads then; the supervisor's context, its control
+socket, its links to the workers and its I/O thread, stay at normal priority). The replay
+thread (started by the caller) and the connections watcher (started by the forwarding thread,
+whose policy resets what it starts) stay at normal priority: neither is on a message's path
+(copies wait in the capture socket, the bus never waits for them), and at a real-time priority
+they would take the cores the subscribers need (docs/performance.md "Latency, where it goes").
+
 Sockets are never shared across threads: the forwarder thread creates, binds, uses and closes
 the XSUB/XPUB pair, the capture socket and the monitor (the compiled loop runs in that thread,
 on those sockets, and only while that thread waits in it); the connections thread has its own
@@ -396,9 +407,8 @@ class Forwarder:
     ``fastpath.choose``; raises ``fastpath.FastPathError`` when it asks for the compiled one
     and that cannot run). ``context``: the ZeroMQ context of its sockets (its inproc endpoints
     are there); None: one of its own, ended by ``stop()``. ``realtime_priority`` (1..99; 0 =
-    normal scheduling): the SCHED_FIFO priority of the forwarding thread, of the libzmq threads
-    of its context and of the replay thread (module doc, "Real-time priority"); it needs a
-    context of its own.
+    normal scheduling): the SCHED_FIFO priority of the forwarding thread and of the libzmq
+    threads of its context (module doc, "Real-time priority"); it needs a context of its own.
     """
 
     def __init__(
@@ -438,7 +448,6 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self._bound = threading.Event()
         self._error: str | None = None
-        self._realtime = False  # the priority was granted
         self.public_endpoint = public
         self.upstream_endpoint = upstream
         self._lock = threading.Lock()
@@ -483,12 +492,11 @@ class Forwarder:
         self._control.setsockopt(zmq.RCVHWM, _CONTROL_HWM)
         self._control.connect(self._control_ep)
         if self.replay is not None:
-            self.replay.start(timeout, self.realtime_priority if self._realtime else 0)
+            self.replay.start(timeout)  # from this thread: at normal priority (module doc)
 
     def _run(self) -> None:
         if self.realtime_priority:  # before the context's first socket (module doc)
-            self._realtime = set_realtime_priority(self.realtime_priority,
-                                                   "[bus] realtime_priority", self._ctx)
+            set_realtime_priority(self.realtime_priority, "[bus] realtime_priority", self._ctx)
         xsub = self._ctx.socket(zmq.XSUB)
         xpub = self._ctx.socket(zmq.XPUB)
         ctl = self._ctx.socket(zmq.PAIR)
@@ -538,8 +546,11 @@ class Forwarder:
         finally:
             self._bound.set()
             if monitored:
-                self._connections.stop()
+                # The monitor first: libzmq's I/O thread sends each event with a blocking send,
+                # holding the socket's monitor lock, and with nobody left to read it, an event
+                # (a subscriber leaving now) would stall that thread and disable_monitor for good.
                 xpub.disable_monitor()
+                self._connections.stop()
             for sock in (xsub, xpub, ctl, capture):
                 if sock is not None:
                     sock.close()

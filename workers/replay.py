@@ -31,7 +31,6 @@ from typing import Any
 
 import zmq
 from pyconpro.acquisition.replay import PublishMarker, ReplayBuffer, ReplayService, Reply
-from pyconpro.workers.realtime import set_realtime_priority
 
 __all__ = ["REPLAY_OPS", "ReplayThread"]
 
@@ -78,7 +77,6 @@ class ReplayThread:
         self._thread: threading.Thread | None = None
         self._stats: dict[str, Any] = self._service.stats(time.monotonic())
         self._ready = threading.Event()
-        self._priority = 0  # SCHED_FIFO priority of the thread (start())
 
     @property
     def socket(self) -> zmq.Socket[Any]:
@@ -86,9 +84,7 @@ class ReplayThread:
         assert self._pipe is not None, "start() first"
         return self._pipe
 
-    def start(self, timeout: float = 5.0, realtime_priority: int = 0) -> None:
-        """Start the thread, at the SCHED_FIFO ``realtime_priority`` (0: normal scheduling)."""
-        self._priority = realtime_priority
+    def start(self, timeout: float = 5.0) -> None:
         pipe = self._ctx.socket(zmq.PAIR)
         pipe.setsockopt(zmq.LINGER, 0)
         pipe.setsockopt(zmq.SNDHWM, _PIPE_HWM)
@@ -145,8 +141,6 @@ class ReplayThread:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        if self._priority:
-            set_realtime_priority(self._priority, "[bus] realtime_priority")
         capture = self._ctx.socket(zmq.SUB)
         marker = self._ctx.socket(zmq.XPUB)
         pipe = self._ctx.socket(zmq.PAIR)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.requirements import skip_or_fail
+from tests.support.wait import wait_for
 
 NORMAL = (os.SCHED_OTHER, 0)
 
@@ -39,6 +40,20 @@ def threads(pid: int) -> dict[int, Task]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def new_threads(pid: int, before: set[int], libzmq: int) -> dict[int, Task]:
+    """The threads of ``pid`` not in ``before``, once ``libzmq`` of them carry libzmq's names
+    (``ZMQbg/...``: a new thread names itself a moment after it starts)."""
+    found: dict[int, Task] = {}
+
+    def named() -> bool:
+        found.clear()
+        found.update((tid, t) for tid, t in threads(pid).items() if tid not in before)
+        return sum(t.name.startswith("ZMQbg/") for t in found.values()) >= libzmq
+
+    wait_for(named, f"{libzmq} libzmq threads named")
+    return found
 
 
 def need_realtime() -> None:

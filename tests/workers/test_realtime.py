@@ -20,7 +20,7 @@ from pyconpro.workers.process import json_ready, spawn, spawn_with_log
 from pyconpro.workers.realtime import set_realtime_priority
 
 from tests.support.requirements import skip_or_fail
-from tests.support.scheduling import NORMAL, Task, need_realtime, scheduling, threads
+from tests.support.scheduling import NORMAL, need_realtime, new_threads, scheduling, threads
 from tests.support.wait import wait_for
 from tests.workers.worker_process import start_worker
 
@@ -29,10 +29,6 @@ pytestmark = [pytest.mark.timeout(120),
 
 HOST = "127.61.23.1"
 FIFO_7 = (os.SCHED_FIFO, 7)
-
-
-def _new_threads(before: set[int]) -> dict[int, Task]:
-    return {tid: t for tid, t in threads(os.getpid()).items() if tid not in before}
 
 
 def _python_thread(name: str) -> int:
@@ -49,7 +45,7 @@ def test_the_thread_and_its_contexts_threads_take_it_what_it_starts_later_does_n
         before = set(threads(os.getpid()))
         got["granted"] = set_realtime_priority(7, "[test] realtime_priority", ctx)
         got["self"] = scheduling(0)
-        got["libzmq"] = _new_threads(before)
+        got["libzmq"] = new_threads(os.getpid(), before, libzmq=2)
         later = threading.Thread(target=lambda: got.update(later=scheduling(0)))
         later.start()
         later.join()
@@ -69,7 +65,7 @@ def test_the_thread_and_its_contexts_threads_take_it_what_it_starts_later_does_n
 
 
 @pytest.mark.parametrize("priority", [0, 7])
-def test_the_forwarders_threads_run_at_the_bus_priority_its_connections_watcher_at_normal(
+def test_the_forwarding_and_io_threads_run_at_the_bus_priority_the_others_at_normal(
         priority: int) -> None:
     if priority:
         need_realtime()
@@ -80,12 +76,12 @@ def test_the_forwarders_threads_run_at_the_bus_priority_its_connections_watcher_
     fwd.start()
     ctx: zmq.Context[Any] | None = None
     try:
-        new = _new_threads(before)  # its threads and its own context's
+        new = new_threads(os.getpid(), before, libzmq=2)  # its threads and its context's
         libzmq = [t for t in new.values() if t.name.startswith("ZMQbg/")]
         assert sorted(t.name for t in libzmq) == ["ZMQbg/IO/0", "ZMQbg/Reaper"]
         assert {t.sched for t in libzmq} == {want}
         assert scheduling(_python_thread("bus-forwarder")) == want
-        assert scheduling(_python_thread("bus-replay")) == want
+        assert scheduling(_python_thread("bus-replay")) == NORMAL  # not on the path
         assert scheduling(_python_thread("bus-connections")) == NORMAL
         assert scheduling(0) == NORMAL  # the caller's thread (the supervisor's)
         # and it forwards
@@ -141,7 +137,7 @@ def test_a_refused_bus_priority_is_a_warning_naming_the_fix_and_the_forwarder_ru
 def test_a_workers_io_thread_runs_at_its_priority() -> None:
     need_realtime()
     with start_worker("127.61.23.5", extra_args=["--realtime-priority", "7"]) as w:
-        tasks = threads(w.pid)
+        tasks = new_threads(w.pid, set(), libzmq=2)
         assert tasks[w.pid].sched == FIFO_7  # the main thread: the loop
         (io,) = [t for t in tasks.values() if t.name == "ZMQbg/IO/0"]
         assert io.sched == FIFO_7

@@ -49,7 +49,7 @@ from pyconpro.workers.supervisor import (
 )
 
 from pyconpro.status_cli import request
-from tests.support.scheduling import NORMAL, need_realtime, scheduling, threads
+from tests.support.scheduling import NORMAL, need_realtime, new_threads, scheduling, threads
 from tests.support.wait import wait_for
 
 TIMEOUT_S = 20.0
@@ -352,7 +352,7 @@ def test_the_bus_priority_is_the_forwarders_and_the_supervisors_threads_stay_nor
     sup.open()
     try:
         assert sup.forwarder.realtime_priority == priority
-        new = [t for tid, t in threads(os.getpid()).items() if tid not in before]
+        new = new_threads(os.getpid(), before, libzmq=4).values()  # two contexts
         # Two contexts, two I/O threads: the forwarder's own takes the bus priority, the
         # supervisor's (control socket, worker links, its events) stays at normal priority.
         io = sorted(t.sched for t in new if t.name.startswith("ZMQbg/IO/"))
