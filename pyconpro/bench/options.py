@@ -79,24 +79,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="127.X.Y",
         help="the loopback /24 to use: worker .1, simulator .2, PLCs .10.. [127.83.41]",
     )
-    parser.add_argument(
-        "--worker-realtime-priority",
-        type=int,
-        choices=range(100),
-        default=0,
-        metavar="0..99",
-        help="run the I/O worker at this SCHED_FIFO priority ([worker] realtime_priority; needs"
-        " CAP_SYS_NICE) [0: normal scheduling]",
-    )
-    parser.add_argument(
-        "--bus-realtime-priority",
-        type=int,
-        choices=range(100),
-        default=0,
-        metavar="0..99",
-        help="run the bus forwarder of the latency step's second half at this SCHED_FIFO"
-        " priority ([bus] realtime_priority; needs CAP_SYS_NICE) [0: normal scheduling]",
-    )
+    for section, runs in (("worker", "the I/O worker"),
+                          ("bus", "the bus forwarder of the latency step's second half")):
+        parser.add_argument(
+            f"--{section}-realtime-priority",
+            type=int,
+            choices=range(100),
+            default=0,
+            metavar="0..99",
+            help=f"run {runs} at this SCHED_FIFO priority ([{section}] realtime_priority; needs"
+            " CAP_SYS_NICE) [0: normal scheduling]",
+        )
     g = parser.add_argument_group("ceiling and latency")
     g.add_argument(
         "--connections", type=pos_int, metavar="N", help="connections fed by the load source [100]"
