@@ -41,6 +41,7 @@ __all__ = [
     "Output",
     "OutputCheck",
     "SinkConfig",
+    "SectionCheck",
     "SinkSchema",
     "options_markdown",
     "parse_sink_section",
@@ -51,6 +52,9 @@ OptionValue = str | int | float | bool
 OptionType = Literal["string", "path", "integer", "number", "boolean", "choice"]
 #: A check on a value written in the file: ``(problem, fix)`` when it cannot be used, else None.
 OptionCheck = Callable[[Any], tuple[str, str] | None]
+#: A check of a kind's options together (keys that need or exclude one another): one
+#: ``(key, problem, fix)`` per rule the options break, ``key`` the option it is reported on.
+SectionCheck = Callable[[Mapping[str, OptionValue]], list[tuple[str, str, str]]]
 
 COMMON_KEYS: Final = (
     "kind", "name", "topics", "rcvhwm", "batch_size", "flush_interval_s", "drain_max_s",
@@ -160,13 +164,21 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class SinkSchema:
-    """Everything a sink kind adds to a ``[[sink]]`` section."""
+    """Everything a sink kind adds to a ``[[sink]]`` section.
+
+    ``check`` sees the section's options together once each passed its own checks: the rules
+    between keys (a login given twice, a certificate without its key), so that the file's
+    validation (``pyconpro check``, ``pyconpro run``'s load) refuses what the sink would refuse
+    at its start. A sink built from options that did not come through a section runs the same
+    rules with ``validate``.
+    """
 
     kind: str
     help: str
     options: tuple[Option, ...] = ()
     output: Output | None = None
     flush_interval_s: float = 1.0  # this kind's default of the common key
+    check: SectionCheck | None = None
 
     def __post_init__(self) -> None:
         keys = [o.key for o in self.options]
@@ -184,6 +196,17 @@ class SinkSchema:
             if o.key == key:
                 return o
         raise KeyError(key)
+
+    def validate(self, options: Mapping[str, OptionValue]) -> None:
+        """Raise ``ValueError`` ("problem: fix") for the first of ``options`` that fails its
+        option's check, then for the first rule of ``check`` they break; ``options`` may hold
+        some of the keys only (those not given are not looked at by the option checks)."""
+        for o in self.options:
+            why = o.check(options[o.key]) if o.check is not None and o.key in options else None
+            if why is not None:
+                raise ValueError(f"{why[0]}: {why[1]}")
+        for _key, problem, fix in self.check(options) if self.check is not None else ():
+            raise ValueError(f"{problem}: {fix}")
 
     def where(self, options: Mapping[str, OptionValue]) -> str:
         """What a sink of this kind with ``options`` writes, in a few words."""
@@ -369,7 +392,12 @@ def read_sink(
     }
     if kind is None:
         return None
-    options = {o.key: o.read(t, base_dir) for o in kinds[kind].options}
+    schema = kinds[kind]
+    before = len(ctx.issues)
+    options = {o.key: o.read(t, base_dir) for o in schema.options}
+    if schema.check is not None and len(ctx.issues) == before:  # each key is fine on its own
+        for key, problem, fix in schema.check(options):
+            ctx.error(t.key(key), problem, fix)
     return SinkConfig(
         kind=kind, name=name, topics=topics, options=MappingProxyType(options), **common
     )

@@ -258,6 +258,33 @@ def _check_prefix(value: Any) -> tuple[str, str] | None:
             " leading $), e.g. subject_prefix = \"site1.pyconpro\"")
 
 
+_LOGINS: Final = ("user", "token_file", "creds_file", "nkey_file")
+
+
+def _check_together(o: Mapping[str, OptionValue]) -> list[tuple[str, str, str]]:
+    """The rules between the options (``SinkSchema.check``): one login, a password only with
+    its user, a client certificate only with its key."""
+    out = []
+    logins = [key for key in _LOGINS if o[key]]
+    if len(logins) > 1:
+        others = "the other" if len(logins) == 2 else "the others"
+        named = f"{', '.join(logins[:-1])} and {logins[-1]}"
+        out.append((logins[-1], f"{named} are set: a NATS login is one of user"
+                    " (with password_file), token_file, creds_file, nkey_file",
+                    f"keep one of them and remove {others}"))  # fmt: skip
+    if o["password_file"] and not o["user"]:
+        out.append(("password_file", "password_file is set without user",
+                    "set user too (password_file holds that user's password), or remove"
+                    " password_file"))  # fmt: skip
+    for have, lack, what in (("tls_cert", "tls_key", "the certificate's private key file"),
+                             ("tls_key", "tls_cert", "the client certificate file")):
+        if o[have] and not o[lack]:
+            out.append((have, f"{have} is set without {lack}",
+                        f"tls_cert and tls_key go together: set {lack} to {what}, or remove"
+                        f" {have}"))  # fmt: skip
+    return out
+
+
 NATS_SCHEMA = SinkSchema(
     kind="nats",
     help="publish to a NATS JetStream stream (acknowledged, deduplicated, store-and-forward"
@@ -360,6 +387,7 @@ NATS_SCHEMA = SinkSchema(
         fix='give each nats sink its own subject_prefix, e.g. subject_prefix = "pyconpro2"',
         where="nats {servers} stream {stream} subjects {subject_prefix}.>",
     ),
+    check=_check_together,
 )  # fmt: skip
 
 
@@ -527,20 +555,13 @@ class NatsSink(Sink):
         connect_timeout_s: float = 5.0,
         ack_timeout_s: float = 10.0,
     ) -> None:
-        for check in (_check_servers(servers), _check_stream(stream),
-                      _check_prefix(subject_prefix)):  # fmt: skip
-            if check is not None:
-                raise ValueError(f"{check[0]}: {check[1]}")
-        logins = [k for k, v in (("user", user), ("token_file", token_file),
-                                 ("creds_file", creds_file), ("nkey_file", nkey_file)) if v]
-        if len(logins) > 1:
-            raise ValueError(f"{' and '.join(logins)} are set: a NATS login is one of user"
-                             " (with password_file), token_file, creds_file, nkey_file; keep"
-                             " one")  # fmt: skip
-        if password_file and not user:
-            raise ValueError("password_file is set without user: set user too, or remove it")
-        if bool(tls_cert) != bool(tls_key):
-            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        # The config file's rules (NATS_SCHEMA): a sink built here, not from a section, too.
+        NATS_SCHEMA.validate({
+            "servers": servers, "stream": stream, "subject_prefix": subject_prefix,
+            "user": user, "password_file": password_file, "token_file": token_file,
+            "creds_file": creds_file, "nkey_file": nkey_file, "tls_cert": tls_cert,
+            "tls_key": tls_key,
+        })  # fmt: skip
         if payload not in ("json", "msgpack"):
             raise ValueError(f"payload {payload!r}: json or msgpack")
         if creds_file:

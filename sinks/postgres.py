@@ -368,8 +368,7 @@ class PostgresSink(PendingSink):
         connect_timeout_s: float = 5.0,
         hypertable: bool = True,
     ) -> None:
-        if _check_schema(schema) is not None:
-            raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
+        POSTGRES_SCHEMA.validate({"conninfo": conninfo, "schema": schema})
         super().__init__()
         self.conninfo = conninfo
         self.password_file = password_file

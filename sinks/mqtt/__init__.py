@@ -73,6 +73,25 @@ def _check_template(key: str, need: tuple[str, ...], allow_empty: bool) -> Any:
     return check
 
 
+def _check_together(o: Mapping[str, OptionValue]) -> list[tuple[str, str, str]]:
+    """The rules between the options (``SinkSchema.check``): TLS files only with tls, a key
+    file only with its certificate, a password only with its username."""
+    out = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        if o[key] and not o["tls"]:
+            out.append((key, f"{key} is set but tls = false",
+                        f"set tls = true to use it, or remove {key}"))  # fmt: skip
+    if o["key_file"] and not o["cert_file"]:
+        out.append(("key_file", "key_file is set without cert_file",
+                    "give the client certificate in cert_file too (or both in cert_file, and"
+                    " remove key_file)"))  # fmt: skip
+    for key in ("password_file", "password_env"):
+        if o[key] and not o["username"]:
+            out.append((key, f"a password is given ({key}) without a username",
+                        f"set username (the password is that user's), or remove {key}"))
+    return out
+
+
 MQTT_SCHEMA = SinkSchema(
     kind="mqtt",
     help="publish to an MQTT broker: Sparkplug B 3.0 edge node or JSON per tag"
@@ -167,6 +186,7 @@ MQTT_SCHEMA = SinkSchema(
         fix='give each mqtt sink its own edge_node_id (sparkplug) or sample_topic (json)',
         where="mqtt {host}:{port} {payload}",
     ),
+    check=_check_together,
 )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from pyconpro.acquisition.sink_config import OptionValue
 from pyconpro.acquisition.wire import Event, Sample, Stats
 from pyconpro.sinks.base import OutputUnavailable, PendingSink
-from pyconpro.sinks.mqtt import topic_name
+from pyconpro.sinks.mqtt import MQTT_SCHEMA, topic_name
 from pyconpro.sinks.mqtt.connection import Broker, Connection
 from pyconpro.sinks.mqtt.sparkplug import (
     NAMESPACE,
@@ -74,22 +74,15 @@ class Settings:
 
 
 def settings_from_options(o: Mapping[str, OptionValue]) -> Settings:
-    """``Settings`` from validated options; ``ValueError`` naming the key and the fix for what
-    the options' own checks cannot see (keys that go together, files that are missing)."""
+    """``Settings`` from options; ``ValueError`` naming the key and the fix for options that
+    do not go together (the config file's own rules, ``MQTT_SCHEMA.validate``: options that
+    came through a section passed them already) and for TLS files that are missing."""
+    MQTT_SCHEMA.validate(o)
     tls = bool(o["tls"])
     for key in ("ca_file", "cert_file", "key_file"):
         path = str(o[key])
-        if path and not tls:
-            raise ValueError(f"{key} is set but tls = false: set tls = true to use it, or"
-                             f" remove {key}")  # fmt: skip
         if path and not Path(path).is_file():
             raise ValueError(f"{key} = {path!r} is not a readable file: fix the path")
-    if o["key_file"] and not o["cert_file"]:
-        raise ValueError("key_file is set without cert_file: give the client certificate in"
-                         " cert_file too")  # fmt: skip
-    if (o["password_file"] or o["password_env"]) and not o["username"]:
-        raise ValueError("a password is given (password_file or password_env) without a"
-                         " username: set username")  # fmt: skip
     node = str(o["edge_node_id"]) or topic_name(socket.gethostname())
     client_id = str(o["client_id"]) or (
         f"pyconpro-{node}" if o["payload"] == "sparkplug" else f"pyconpro-{node}-{os.getpid()}"
