@@ -3,10 +3,11 @@ for its own options.
 
 Owns: ``SinkConfig`` (the common keys: kind, name, topics, the loop's limits, plus the validated
 options of its kind as a mapping), the declarative option schema (``Option``, ``Output``,
-``SinkSchema``), the reading of one section (``read_sink``: from the config file, with key paths
-and lines, or ``parse_sink_section`` for a section handed to a sink process as data), the check
-that no two sinks write the same output (``OutputCheck``), and the markdown table of a kind's
-options (``options_markdown``, for docs/configuration.md).
+``SinkSchema`` with its check of the options together), the reading of one section
+(``read_sink``: from the config file, with key paths and lines, or ``parse_sink_section`` for a
+section handed to a sink process as data), the check that no two sinks write the same output
+(``OutputCheck``), and the markdown table of a kind's options (``options_markdown``, for
+docs/configuration.md).
 
 The schemas themselves live with their sinks (``sinks/sqlite.py``, ``sinks/files.py``, ...) and
 reach this module as a parameter, a mapping kind -> ``SinkSchema``: the core never imports
@@ -199,8 +200,8 @@ class SinkSchema:
 
     def validate(self, options: Mapping[str, OptionValue]) -> None:
         """Raise ``ValueError`` ("problem: fix") for the first of ``options`` that fails its
-        option's check, then for the first rule of ``check`` they break; ``options`` may hold
-        some of the keys only (those not given are not looked at by the option checks)."""
+        option's check, then for the first rule of ``check`` they break. ``options`` may leave
+        out keys whose option checks are not wanted, never a key ``check`` reads."""
         for o in self.options:
             why = o.check(options[o.key]) if o.check is not None and o.key in options else None
             if why is not None:

@@ -101,6 +101,42 @@ def test_two_sinks_on_one_output_are_refused_on_the_key_last_written() -> None:
                  '[[sink]]\nkind = "other"\n[[sink]]\nkind = "other"\n', sink_kinds=KINDS)
 
 
+def _pair(o: Any) -> list[tuple[str, str, str]]:
+    return [("label", "label is set without file", "set file too")] if o["label"] and \
+        not o["file"] else []  # fmt: skip
+
+
+PAIRED = SinkSchema(kind="paired", help="options that go together", options=(
+    Option("file", "path", "", "Where."), Option("label", "string", "", "A label."),
+    Option("level", "integer", 2, "A level.", lo=0, hi=10, check=_even)), check=_pair)
+
+
+def test_options_that_do_not_go_together_are_refused_on_the_key_the_check_names() -> None:
+    """The kind's section check sees the options together once each passed its own checks;
+    its problem has the key and line of the file, like any other."""
+    kinds = {"paired": PAIRED}
+    text = BASE + '[[sink]]\nkind = "paired"\nlevel = 4\nlabel = "a"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "f.toml", sink_kinds=kinds)
+    assert [(i.key, i.line, i.problem, i.fix) for i in info.value.issues] == [
+        ("sink[0].label", 9, "label is set without file", "set file too")]
+    # an option refused on its own: the section check does not add to it
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.replace("level = 4", "level = 3"), "f.toml", sink_kinds=kinds)
+    assert [i.key for i in info.value.issues] == ["sink[0].level"]
+    sink = parse_config(text + 'file = "x"\n', sink_kinds=kinds, base_dir="/d").sinks[0]
+    assert dict(sink.options) == {"file": "/d/x", "label": "a", "level": 4}
+
+
+def test_validate_runs_the_same_rules_on_options_given_in_code() -> None:
+    PAIRED.validate({"file": "", "label": "", "level": 4})
+    PAIRED.validate({"file": "", "label": ""})  # a key not given is not checked
+    with pytest.raises(ValueError, match="^level = 3 is odd: use an even level$"):
+        PAIRED.validate({"file": "", "label": "", "level": 3})
+    with pytest.raises(ValueError, match="^label is set without file: set file too$"):
+        PAIRED.validate({"file": "", "label": "a", "level": 4})
+
+
 def test_schemas_that_cannot_work_are_refused_where_declared() -> None:
     bad: list[Any] = [
         lambda: Option("topics", "string", "", "clashes with a common key"),

@@ -132,10 +132,15 @@ def test_token_login_and_a_refused_one(publisher: TestPublisher, tmp_path: Path)
 @pytest.mark.parametrize(
     ("flags", "reason"),
     [
-        (["--user", "u", "--token-file", "/nonexistent"], "user and token_file are set"),
-        (["--password-file", "/x"], "password_file is set without user"),
-        (["--tls-cert", "/x.pem"], "tls_cert and tls_key go together"),
-        (["--tls-ca", "/nonexistent/ca.pem"], "cannot load the TLS files"),
+        # options that do not go together: the section's own check, as in the config file
+        (["--user", "u", "--token-file", "/nonexistent"],
+         "error: pyconpro sink: token_file: user and token_file are set"),
+        (["--password-file", "/x"],
+         "error: pyconpro sink: password_file: password_file is set without user; set user"),
+        (["--tls-cert", "/x.pem"], "error: pyconpro sink: tls_cert: tls_cert is set without"
+         " tls_key; tls_cert and tls_key go together"),
+        # what only this host can tell: at the sink's start
+        (["--tls-ca", "/nonexistent/ca.pem"], "error: nats sink: cannot load the TLS files"),
     ],
 )
 def test_bad_options_exit_2_with_the_cause_and_the_fix(flags: list[str], reason: str) -> None:
@@ -145,4 +150,4 @@ def test_bad_options_exit_2_with_the_cause_and_the_fix(flags: list[str], reason:
         check=False, cwd=REPO, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
-    assert reason in r.stderr and "error: nats sink:" in r.stderr
+    assert reason in r.stderr

@@ -234,6 +234,24 @@ def test_two_sinks_on_one_database_are_a_problem(
     ]
 
 
+def test_nats_options_that_do_not_go_together_are_a_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], all_local: None
+) -> None:
+    """What the NATS sink would refuse at its start is found before anything starts, on the
+    key and line of the file, with the fix."""
+    cfg = tmp_path / "nats.toml"
+    cfg.write_text(VALID + '[[sink]]\nkind = "nats"\nuser = "pyconpro"\n'
+                   'creds_file = "site.creds"\n')
+    assert main(["check", str(cfg)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{cfg}:24: sink[1].creds_file: user and creds_file are set: a NATS login is one of"
+        " user (with password_file), token_file, creds_file, nkey_file; keep one of them and"
+        " remove the other",
+        f"{cfg}: 1 problem; nothing was started",
+    ]
+
+
 def test_produce_examples_of_readme_and_configuration_md_are_valid(tmp_path: Path) -> None:
     """README "Feeding a Logix controller" and configuration.md "[[produce]]": each block
     passes `pyconpro check`, which lists the produced tags."""

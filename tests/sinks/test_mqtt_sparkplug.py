@@ -472,21 +472,27 @@ def test_the_kept_bdseq_wraps_and_a_file_that_is_not_one_starts_at_0(
     assert "does not hold a Sparkplug bdSeq" in caplog.text
 
 
-@pytest.mark.parametrize(
-    ("section", "problem"),
-    [
-        ({"ca_file": "/etc/hostname"}, "ca_file is set but tls = false: set tls = true"),
-        ({"tls": True, "ca_file": "/nonexistent/ca.pem"}, "is not a readable file: fix the path"),
-        ({"tls": True, "key_file": "/etc/hostname"}, "key_file is set without cert_file"),
-        ({"password_env": "X"}, "without a username: set username"),
-    ],
-)
-def test_keys_that_do_not_go_together_are_refused_with_the_fix(section: dict[str, Any],
-                                                               problem: str) -> None:
+def test_a_missing_tls_file_is_refused_at_the_start_with_the_fix() -> None:
+    """What the file cannot tell (the certificate is not there on this host) stops the sink;
+    options that do not go together are the config file's problems (test_sink_options.py)."""
     from pyconpro.acquisition.sink_config import parse_sink_section
     from pyconpro.sinks.mqtt.sink import settings_from_options
     from pyconpro.sinks.registry import sink_schemas
 
-    config = parse_sink_section({"kind": "mqtt", **section}, sink_schemas())
-    with pytest.raises(ValueError, match=problem):
+    config = parse_sink_section({"kind": "mqtt", "tls": True, "ca_file": "/nonexistent/ca.pem"},
+                                sink_schemas())  # fmt: skip
+    with pytest.raises(ValueError, match="is not a readable file: fix the path"):
         settings_from_options(config.options)
+
+
+def test_options_given_in_code_are_held_to_the_file_s_rules() -> None:
+    from pyconpro.acquisition.sink_config import parse_sink_section
+    from pyconpro.sinks.mqtt.sink import settings_from_options
+    from pyconpro.sinks.registry import sink_schemas
+
+    options = dict(parse_sink_section({"kind": "mqtt"}, sink_schemas()).options)
+    with pytest.raises(ValueError, match="^ca_file is set but tls = false: set tls = true"):
+        settings_from_options({**options, "ca_file": "/etc/hostname"})
+    with pytest.raises(ValueError, match=r"^a password is given \(password_env\) without a"
+                       " username: set username"):  # fmt: skip
+        settings_from_options({**options, "password_env": "X"})

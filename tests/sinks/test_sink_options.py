@@ -239,6 +239,22 @@ def test_the_config_file_and_sink_name_build_the_same_sink(tmp_path: Path) -> No
          "not a plain NATS subject"),
         ({"kind": "nats", "subject_prefix": "a..b"}, "subject_prefix", "not a plain NATS subject"),
         ({"kind": "nats", "payload": "xml"}, "payload", "payload"),
+        # options that do not go together: refused by the file's check, not at the sink's start
+        ({"kind": "nats", "user": "u", "token_file": "/t"}, "token_file",
+         "user and token_file are set: a NATS login is one of"),
+        ({"kind": "nats", "user": "u", "password_file": "/p", "creds_file": "/c",
+          "nkey_file": "/k"}, "nkey_file", "user, creds_file and nkey_file are set"),
+        ({"kind": "nats", "password_file": "/p"}, "password_file",
+         "password_file is set without user"),
+        ({"kind": "nats", "tls_cert": "/c.pem"}, "tls_cert", "tls_cert is set without tls_key"),
+        ({"kind": "nats", "tls_key": "/k.pem"}, "tls_key", "tls_key is set without tls_cert"),
+        ({"kind": "mqtt", "cert_file": "/c.pem"}, "cert_file", "cert_file is set but tls = false"),
+        ({"kind": "mqtt", "tls": True, "key_file": "/k.pem"}, "key_file",
+         "key_file is set without cert_file"),
+        ({"kind": "mqtt", "password_env": "X"}, "password_env",
+         "a password is given (password_env) without a username"),
+        ({"kind": "mqtt", "password_file": "/p"}, "password_file",
+         "a password is given (password_file) without a username"),
     ],
 )
 def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: str) -> None:
@@ -247,6 +263,35 @@ def test_a_bad_section_is_refused_with_the_key(section: Any, key: str, problem: 
     issue = info.value.first
     assert (issue.file, issue.key, issue.line) == ("--section", key, None)
     assert problem in issue.problem
+
+
+def test_a_bad_pair_of_options_has_its_line_and_fix_in_the_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(BASE + '\n[[sink]]\nkind = "nats"\ntls_cert = "client.pem"\nuser = "u"\n'
+              'token_file = "token"\n')
+    found = [(i.key, i.problem, i.fix) for i in info.value.issues]
+    lines = (BASE + "\n").count("\n")
+    assert found == [
+        ("sink[0].token_file", "user and token_file are set: a NATS login is one of user (with"
+         " password_file), token_file, creds_file, nkey_file",
+         "keep one of them and remove the other"),
+        ("sink[0].tls_cert", "tls_cert is set without tls_key",
+         "tls_cert and tls_key go together: set tls_key to the certificate's private key"
+         " file, or remove tls_cert"),
+    ]  # fmt: skip
+    assert [i.line for i in info.value.issues] == [lines + 5, lines + 3]
+
+
+def test_a_nats_sink_built_in_code_is_held_to_the_same_rules() -> None:
+    """NatsSink's constructor runs the schema's rules (before it needs nats-py)."""
+    from pyconpro.sinks.nats import NatsSink
+
+    with pytest.raises(ValueError, match="^user and nkey_file are set: .*: keep one of them"):
+        NatsSink(user="u", nkey_file="/k")
+    with pytest.raises(ValueError, match="^tls_key is set without tls_cert: "):
+        NatsSink(tls_key="/k.pem")
+    with pytest.raises(ValueError, match="^stream = 'a.b' is not a JetStream stream name: "):
+        NatsSink(stream="a.b")
 
 
 @pytest.mark.parametrize("kind", sorted(sink_schemas()))
