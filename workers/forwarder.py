@@ -781,6 +781,7 @@ class Forwarder:
                 self._thread.join(timeout)
             self._close_control()
         if self._own_ctx and not self._ctx.closed and not self.stuck_threads():
+            self._guard.close(self._ctx)  # its ZAP thread's socket would hold term() forever
             self._ctx.term()  # stuck threads hold sockets: it would wait for them forever
 
     def stuck_threads(self) -> list[str]:

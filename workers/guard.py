@@ -157,7 +157,11 @@ class ServerGuard:
     ``secure_bind(sock, endpoint)`` before ``bind``: a CURVE server when ``uses_curve``,
     untouched otherwise. ``secure_connect(sock, endpoint)`` before ``connect`` to one of the
     pipeline's own endpoints: a client with the pipeline's key pair when that endpoint uses
-    CURVE. The ZAP thread starts with the first CURVE server socket; ``close()`` stops it.
+    CURVE. A ZAP handler serves one ZeroMQ context, so each context gets its own thread, started
+    with its first CURVE server socket (the bus forwarder's sockets live in a context of their
+    own: without its own handler a socket there would admit every key). ``close(ctx)`` stops
+    that context's thread, which must happen before the context is terminated (``term`` waits
+    for the thread's socket); ``close()`` stops every one.
     """
 
     def __init__(self, security: SecurityConfig) -> None:
@@ -167,7 +171,8 @@ class ServerGuard:
         if security.server_key is not None:
             self.keys = load_key_pair(security.server_key)
             self._allowed = load_allowed(security.client_keys) | {self.keys.public}
-        self._auth: ThreadAuthenticator | None = None
+        self._auths: dict[int, ThreadAuthenticator] = {}  # id(context) -> its ZAP thread
+        self._auth_lock = threading.Lock()  # sockets may be bound from several threads
         self._lock = threading.Lock()
         self.admitted = 0
         self.refused = 0
@@ -222,17 +227,21 @@ class ServerGuard:
             return {"curve_admitted": self.admitted, "curve_refused": self.refused}
 
     def _start_zap(self, ctx: zmq.Context[Any]) -> None:
-        if self._auth is not None:
-            return
-        auth = ThreadAuthenticator(ctx, log=logging.getLogger("pyconpro.curve.zap"))
-        auth.start()
-        auth.configure_curve_callback(domain=_ZAP_DOMAIN, credentials_provider=self)
-        self._auth = auth
+        with self._auth_lock:
+            if id(ctx) in self._auths:
+                return
+            auth = ThreadAuthenticator(ctx, log=logging.getLogger("pyconpro.curve.zap"))
+            auth.start()
+            auth.configure_curve_callback(domain=_ZAP_DOMAIN, credentials_provider=self)
+            self._auths[id(ctx)] = auth
 
-    def close(self) -> None:
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+    def close(self, ctx: zmq.Context[Any] | None = None) -> None:
+        """Stop the ZAP thread of ``ctx`` (of every context when None); idempotent."""
+        with self._auth_lock:
+            keys = list(self._auths) if ctx is None else [id(ctx)]
+            stopping = [self._auths.pop(k) for k in keys if k in self._auths]
+        for auth in stopping:
+            auth.stop()
 
 
 def restrict_ipc(endpoint: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +73,9 @@ def ctx() -> Iterator[zmq.Context[Any]]:
     c.term()
 
 
-def test_only_allowed_keys_get_through(tmp_path: Path, ctx: zmq.Context[Any]) -> None:
+def _plant_guard(tmp_path: Path) -> tuple[ServerGuard, dict[str, ClientKeys | None]]:
+    """A guard with the pipeline's key and one allowed client, and the clients to try: the
+    allowed one, the pipeline's own, a stranger's key and no CURVE at all."""
     keygen(tmp_path / "plant")
     (tmp_path / "clients").mkdir()
     ok_public, ok_secret = keygen(tmp_path / "ok")
@@ -80,20 +83,25 @@ def test_only_allowed_keys_get_through(tmp_path: Path, ctx: zmq.Context[Any]) ->
     bad_secret = keygen(tmp_path / "bad")[1]
     guard = ServerGuard(SecurityConfig(str(tmp_path / "plant.key_secret"),
                                        str(tmp_path / "clients")))  # fmt: skip
+    assert guard.keys is not None
+    server = guard.keys.public
+    return guard, {
+        "allowed": ClientKeys(load_key_pair(ok_secret), server),
+        "pipeline": guard.client_keys("tcp://0.0.0.0:0"),
+        "stranger": ClientKeys(load_key_pair(bad_secret), server),
+        "plain": None,
+    }
+
+
+def _answered(guard: ServerGuard, ctx: zmq.Context[Any],
+              clients: dict[str, ClientKeys | None]) -> dict[str, bool]:
+    """Which clients a CURVE REP socket in ``ctx``, set up by ``guard``, answers."""
     rep = ctx.socket(zmq.REP)
     socks = [rep]
     try:
         assert guard.secure_bind(rep, "tcp://0.0.0.0:0")  # a network endpoint: CURVE
         rep.bind("tcp://127.0.0.1:*")
         endpoint = rep.getsockopt_string(zmq.LAST_ENDPOINT)
-        assert guard.keys is not None
-        server = guard.keys.public
-        clients = {
-            "allowed": ClientKeys(load_key_pair(ok_secret), server),
-            "pipeline": guard.client_keys("tcp://0.0.0.0:0"),
-            "stranger": ClientKeys(load_key_pair(bad_secret), server),
-            "plain": None,
-        }
         answered = {}
         for name, keys in clients.items():
             req = ctx.socket(zmq.REQ)
@@ -112,12 +120,43 @@ def test_only_allowed_keys_get_through(tmp_path: Path, ctx: zmq.Context[Any]) ->
                     rep.send(rep.recv())
                 got = bool(req.poll(50))
             answered[name] = got
-        assert answered == {"allowed": True, "pipeline": True, "stranger": False, "plain": False}
-        assert guard.stats()["curve_refused"] >= 1 and guard.stats()["curve_admitted"] == 2
+        return answered
     finally:
         for s in socks:
             s.close(0)
+
+
+EXPECTED = {"allowed": True, "pipeline": True, "stranger": False, "plain": False}
+
+
+def test_only_allowed_keys_get_through(tmp_path: Path, ctx: zmq.Context[Any]) -> None:
+    guard, clients = _plant_guard(tmp_path)
+    try:
+        assert _answered(guard, ctx, clients) == EXPECTED
+        assert guard.stats()["curve_refused"] >= 1 and guard.stats()["curve_admitted"] == 2
+    finally:
         guard.close()
+
+
+def test_every_context_gets_its_own_zap_handler(tmp_path: Path, ctx: zmq.Context[Any]) -> None:
+    """The bus forwarder's sockets live in a context of their own: a socket there, and one in
+    the first context, each keep a stranger out; closing one context's handler lets that
+    context be terminated while the other's keeps working."""
+    guard, clients = _plant_guard(tmp_path)
+    other: zmq.Context[Any] = zmq.Context()
+    try:
+        assert _answered(guard, other, clients) == EXPECTED
+        assert _answered(guard, ctx, clients) == EXPECTED
+        guard.close(other)
+        ended = threading.Thread(target=other.term, daemon=True)
+        ended.start()
+        ended.join(30)
+        assert not ended.is_alive(), "the context waited for its ZAP thread's socket"
+        assert _answered(guard, ctx, {"stranger": clients["stranger"]}) == {"stranger": False}
+    finally:
+        guard.close()
+        if not other.closed:
+            other.term()
 
 
 def test_loopback_and_ipc_stay_plain_unless_asked() -> None:
