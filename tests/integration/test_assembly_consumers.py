@@ -129,3 +129,53 @@ def test_exclusive_owner_sends_the_bus_image_at_the_rpi(sim: SimulatorProcess) -
                 "0x0106" in e.message for e in w.events("drive2", "reject")), w)
     finally:
         pub.close()
+
+
+def test_exclusive_owner_writes_the_fields_of_a_bus_map(sim: SimulatorProcess) -> None:
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with start_worker(WORKER, [], extra_args=["--bus-connect", f"tcp://127.0.0.1:{port}"]) as w:
+            spec = consumer(sim, "drive", connection="exclusive_owner", input=100, output=150,
+                            config=151, output_size=32, output_layout=[
+                                {"name": "speed", "type": "DINT"},
+                                {"name": "run", "type": "BOOL"},
+                                {"name": "ramp", "type": "REAL", "offset": 28}])
+            assert w.control("add", consumer=spec)["ok"]
+            until("the connection", lambda: state_of(w, "io/drive").get("state") == "RUNNING",
+                  w)
+
+            def out150() -> dict[str, Any]:
+                return next(a for a in sim.control.status()["assemblies"] if a["instance"] == 150)
+
+            topic = wire.topic_for_output("io", "drive")
+            first = wire.encode_output({"speed": -1200, "ramp": 2.5})
+            want = (-1200).to_bytes(4, "little", signed=True) + bytes(24) + \
+                bytes.fromhex("00002040")
+            until("the fields at the device", lambda: (
+                pub.send_multipart([topic, first]),
+                out150()["data"] == want.hex() and out150()["run_idle"] == 1)[1])
+            # Another map names only ``run``: speed and ramp keep their values.
+            second = wire.encode_output({"run": True})
+            want = want[:4] + b"\x01" + want[5:]
+            until("the BOOL added", lambda: (
+                pub.send_multipart([topic, second]), out150()["data"] == want.hex())[1])
+            # A bad map is refused as a whole, with the field named; the image stays.
+            pub.send_multipart([topic, wire.encode_output({"speed": 1, "rmp": 1.0})])
+            until("the refusal", lambda: state_of(w, "io/drive")["counters"]
+                  ["outputs_refused"] >= 1, w)
+            until("the error event", lambda: any(
+                "output field 'rmp' is not in the output layout" in e.message
+                for e in w.events("drive", "error")), w)
+            before = out150()["updates"]
+            until("more datagrams", lambda: out150()["updates"] >= before + 10)
+            assert out150()["data"] == want.hex()
+            # The bytes form still works for an assembly with an output layout.
+            image = bytes(range(32))
+            until("the bytes image", lambda: (
+                pub.send_multipart([topic, wire.encode_output(image)]),
+                out150()["data"] == image.hex())[1])
+    finally:
+        pub.close()
