@@ -94,9 +94,10 @@ def test_add_assembly_samples_and_set_output(sim: SimulatorProcess) -> None:
 
 
 def test_set_output_with_a_map_of_the_output_layouts_fields(sim: SimulatorProcess) -> None:
-    layout = [{"name": "speed", "type": "INT"}, {"name": "run", "type": "BOOL"},
-              {"name": "fault_reset", "type": "BOOL", "offset": 2, "bit": 7},
-              {"name": "limits", "type": "REAL[2]", "offset": 24}]
+    layout: list[dict[str, Any]] = [
+        {"name": "speed", "type": "INT"}, {"name": "run", "type": "BOOL"},
+        {"name": "fault_reset", "type": "BOOL", "offset": 2, "bit": 7},
+        {"name": "limits", "type": "REAL[2]", "offset": 24}]
     with Connection(udp_port=0) as con:
         plc = con.addPLC(sim.address, slot=None, port=sim.tcp_port, udp_port=sim.udp_port,
                          name="io")
