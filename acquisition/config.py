@@ -199,7 +199,7 @@ class LayoutField:
 class AssemblyConfig:
     """A ``[[plc.assembly]]``: a connection to a generic adapter's assemblies
     (docs/assemblies.md), every inherited value resolved; ``spec`` holds its keys of
-    ``acquisition.assembly.MAP_KEYS`` but the layout."""
+    ``acquisition.assembly.MAP_KEYS`` but the layouts."""
 
     name: str  # the ``<name>`` of its topics
     spec: AssemblySpec
