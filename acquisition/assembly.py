@@ -4,7 +4,9 @@ Owns, pure: what an assembly connection is (``AssemblySpec``: connection type, c
 points, sizes, run/idle headers, configuration data), its connection path, its Forward_Open,
 the sizes a device asks for in a size reject, the O->T datagram an exclusive owner sends, and
 the declared layout that names the fields of an input image (``parse_layout`` -> a
-``logix_types.StructType`` the existing decoders turn into ``{"speed": 1200, ...}``).
+``logix_types.StructType`` the existing decoders turn into ``{"speed": 1200, ...}``), and the
+declared output layout an exclusive owner's output image is written through
+(``encode_output``: ``{"speed": 1200}`` -> the image bytes, other fields kept).
 
 Implements protocol.md 4.3 (``[port] [key] 20 04 24 <config> 2C <O->T> 2C <T->O> [80 <data>]``:
 the first connection point is the consumed one, the second the produced one), 5.2 / 5.5 /
@@ -32,10 +34,13 @@ from typing import Any
 
 from pyconpro.acquisition import class1, cm, epath
 from pyconpro.acquisition.errors import UsageError
+from pyconpro.acquisition.logix_codec import compile_encoder
 from pyconpro.acquisition.logix_types import (
+    ATOMIC_FORMATS,
     ArrayType,
     AtomicType,
     DataTypeCode,
+    LogixType,
     Member,
     StructType,
     byte_size,
@@ -44,7 +49,8 @@ from pyconpro.acquisition.logix_types import (
 
 __all__ = [
     "RUN_IDLE_SIZE", "AssemblySpec", "ConnectionKind", "Direction", "SizeAnswer",
-    "assembly_forward_open", "output_datagram", "parse_layout", "size_answer",
+    "assembly_forward_open", "encode_output", "layout_end", "output_datagram",
+    "output_layout_from_map", "parse_layout", "size_answer",
 ]
 
 RUN_IDLE_SIZE = 4  # the 32-bit run/idle header (protocol.md 6.3)
@@ -282,7 +288,7 @@ _FIELD_KEYS = ("name", "type", "offset", "bit")
 
 
 def parse_layout(name: str, fields: Sequence[Mapping[str, Any]],
-                 size: int | None = None) -> StructType:
+                 size: int | None = None, *, key: str = "layout") -> StructType:
     """A declared layout -> a structure the Logix decoders read.
 
     Each field: ``name``, ``type`` (an atomic type, or an array of one such as ``"INT[4]"``),
@@ -290,17 +296,18 @@ def parse_layout(name: str, fields: Sequence[Mapping[str, Any]],
     packed, no alignment: an assembly is a byte image, not a Logix UDT) and ``bit`` (BOOL only,
     0..7; consecutive BOOLs without an offset share a byte, bit after bit). ``size``: the
     image size, when known (fields must fit in it; bytes after the last field are kept but not
-    decoded). Raises ``UsageError`` naming the field and the fix.
+    decoded). ``key``: the key the fields were given under (``layout``, ``output_layout``),
+    for the messages. Raises ``UsageError`` naming the field and the fix.
     """
     if not fields:
-        raise UsageError(f"layout of {name!r}: declare at least one field")
+        raise UsageError(f"{key} of {name!r}: declare at least one field")
     members: list[Member] = []
     seen: set[str] = set()
     offset = 0
     bool_byte: int | None = None
     next_bit = 0
     for i, f in enumerate(fields):
-        where = f"layout of {name!r}, field {i}"
+        where = f"{key} of {name!r}, field {i}"
         unknown = sorted(set(f) - set(_FIELD_KEYS))
         if unknown:
             raise UsageError(f"{where}: unknown key {unknown[0]!r}; a field has"
@@ -343,8 +350,9 @@ def parse_layout(name: str, fields: Sequence[Mapping[str, Any]],
         offset = max(offset, at + byte_size(t))
     total = offset if size is None else size
     if total < offset:
-        raise UsageError(f"layout of {name!r}: its fields need {offset} bytes but the"
-                         f" assembly is {total}; fix the offsets or the size")
+        size_key = "output_size" if key == "output_layout" else "input_size"
+        raise UsageError(f"{key} of {name!r}: its fields need {offset} bytes but the"
+                         f" assembly is {total} ({size_key}); fix the offsets or the size")
     return StructType(f"Assembly_{name}" if name.isidentifier() else "Assembly", 0, 0, total,
                       tuple(members))
 
@@ -365,6 +373,65 @@ def _field_type(text: str, where: str) -> AtomicType | ArrayType:
     return ArrayType(t, (count,))
 
 
+def layout_end(t: StructType) -> int:
+    """The bytes a declared layout's fields reach (the least image size they fit in)."""
+    return max((m.offset + (1 if m.bit is not None else byte_size(m.type)) for m in t.members),
+               default=0)
+
+
+def encode_output(layout: StructType, values: Mapping[str, Any], previous: bytes) -> bytes:
+    """An output image written through a declared output layout: ``previous`` (the image sent
+    so far; zeros before the first) with the fields named in ``values`` replaced, each encoded
+    as the layout says (BOOL fields set or clear their bit, the other bits of the byte kept).
+    Fields not named keep their bytes, so ``{"speed": 1200}`` changes the speed alone.
+
+    ``UsageError`` names the field and the fix (a field not in the layout, a value of the
+    wrong type or out of the type's range); nothing is written then, the caller keeps
+    ``previous``."""
+    if not isinstance(values, Mapping):
+        raise UsageError(f"output of {layout.name}: give a map of field names to values, e.g."
+                         f" {{{layout.members[0].name!r}: ...}}, or the image as bytes")
+    end = layout_end(layout)
+    if len(previous) < end:
+        raise UsageError(f"output of {layout.name}: the output image is {len(previous)} bytes"
+                         f" but the output layout needs {end}; fix output_layout")
+    by_name = {m.name: m for m in layout.members}
+    image = bytearray(previous)
+    for key, value in values.items():
+        m = by_name.get(key) if isinstance(key, str) else None
+        if m is None:
+            raise UsageError(f"output field {key!r} is not in the output layout: its fields are"
+                             f" {', '.join(by_name)} (names are case-sensitive)")
+        if m.bit is not None:
+            if not isinstance(value, int) or value not in (0, 1):
+                raise UsageError(f"output field {key!r} (BOOL): {value!r} is not a BOOL;"
+                                 " give true or false")
+            mask = 1 << m.bit
+            image[m.offset] = image[m.offset] | mask if value else image[m.offset] & ~mask
+            continue
+        try:
+            packed = compile_encoder(m.type)(value)
+        except UsageError as exc:  # "INT[4][3]: 70000 does not fit INT"
+            head, _, problem = str(exc).partition(": ")
+            raise UsageError(f"output field '{key}{head[len(m.type.name):]}' ({m.type.name}):"
+                             f" {problem}; give {_value_hint(m.type)}") from None
+        image[m.offset:m.offset + len(packed)] = packed
+    return bytes(image)
+
+
+def _value_hint(t: LogixType) -> str:
+    """What a value of ``t`` looks like, for a refused one."""
+    if isinstance(t, ArrayType):
+        return f"a list of {t.count} values, each {_value_hint(t.element)}"
+    assert isinstance(t, AtomicType)
+    if t.code in (DataTypeCode.REAL, DataTypeCode.LREAL):
+        return "a number" + (" within +-3.4e38" if t.code == DataTypeCode.REAL else "")
+    fmt, size = ATOMIC_FORMATS[t.code]
+    bits = 8 * size
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if fmt.islower() else (0, (1 << bits) - 1)
+    return f"a whole number in {lo}..{hi}"
+
+
 # ----------------------------------------------------------------------- the map form
 
 #: The keys of an assembly consumer's ``assembly`` map (config file ``[plc.assembly]``
@@ -381,6 +448,7 @@ MAP_KEYS: Mapping[str, str] = {
     "ot_run_idle": "32-bit run/idle header on O->T data (default true; never on heartbeats)",
     "to_run_idle": "32-bit run/idle header on T->O data (default false)",
     "layout": "fields of the input image: [{name, type, offset?, bit?}, ...]",
+    "output_layout": "fields of the output image (exclusive owner): same form as layout",
 }
 
 
@@ -431,10 +499,30 @@ def assembly_from_map(name: str, m: Mapping[str, Any]) -> tuple[AssemblySpec, St
         input_size=_int(m, "input_size"), output_size=_int(m, "output_size"),
         ot_run_idle=_bool(m, "ot_run_idle", True), to_run_idle=_bool(m, "to_run_idle", False),
     )
-    fields = m.get("layout")
+    output_layout_from_map(name, m, spec)  # checked with the rest
+    fields = _fields(m, "layout")
+    return spec, (parse_layout(name, fields, spec.input_size) if fields is not None else None)
+
+
+def output_layout_from_map(name: str, m: Mapping[str, Any],
+                           spec: AssemblySpec) -> StructType | None:
+    """The declared output layout of an ``assembly`` map (None: output images are bytes
+    only); only an exclusive owner has one, and its fields fit ``output_size`` when given."""
+    fields = _fields(m, "output_layout")
     if fields is None:
-        return spec, None
+        return None
+    if spec.heartbeat:
+        raise UsageError(f"output_layout of {name!r}: a {spec.kind.value} connection sends no"
+                         " output data (its O->T point is a heartbeat); leave output_layout"
+                         " out, or use connection = \"exclusive_owner\"")
+    return parse_layout(name, fields, spec.output_size, key="output_layout")
+
+
+def _fields(m: Mapping[str, Any], key: str) -> list[Mapping[str, Any]] | None:
+    fields = m.get(key)
+    if fields is None:
+        return None
     if not isinstance(fields, list) or not all(isinstance(f, Mapping) for f in fields):
-        raise UsageError("assembly.layout: give a list of fields, e.g. [{name = \"speed\","
+        raise UsageError(f"assembly.{key}: give a list of fields, e.g. [{{name = \"speed\","
                          " type = \"INT\"}]")
-    return spec, parse_layout(name, fields, spec.input_size)
+    return fields

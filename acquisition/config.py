@@ -199,7 +199,7 @@ class LayoutField:
 class AssemblyConfig:
     """A ``[[plc.assembly]]``: a connection to a generic adapter's assemblies
     (docs/assemblies.md), every inherited value resolved; ``spec`` holds its keys of
-    ``acquisition.assembly.MAP_KEYS`` but the layout."""
+    ``acquisition.assembly.MAP_KEYS`` but the layouts."""
 
     name: str  # the ``<name>`` of its topics
     spec: AssemblySpec
@@ -207,6 +207,7 @@ class AssemblyConfig:
     ot_rpi_ms: float
     multiplier: int  # factor 4..512
     layout: tuple[LayoutField, ...] = ()
+    output_layout: tuple[LayoutField, ...] = ()  # exclusive owner: fields of the output image
 
     @property
     def exclusive_owner(self) -> bool:
@@ -216,10 +217,11 @@ class AssemblyConfig:
     def assembly_map(self) -> dict[str, Any]:
         """The ``assembly`` map of a worker's consumer definition (``assembly_from_map``)."""
         m = self.spec.to_map()
-        if self.layout:
-            m["layout"] = [{k: v for k, v in (("name", f.name), ("type", f.type),
-                                              ("offset", f.offset), ("bit", f.bit))
-                            if v is not None} for f in self.layout]
+        for key, layout in (("layout", self.layout), ("output_layout", self.output_layout)):
+            if layout:
+                m[key] = [{k: v for k, v in (("name", f.name), ("type", f.type),
+                                             ("offset", f.offset), ("bit", f.bit))
+                           if v is not None} for f in layout]
         return m
 
     def describe(self) -> str:
@@ -369,7 +371,8 @@ _ASSEMBLY_KEYS: Final = ("name", "rpi_ms", "ot_rpi_ms", "multiplier", *ASSEMBLY_
 _LAYOUT_KEYS: Final = ("name", "type", "offset", "bit")
 _CONNECTIONS: Final = tuple(k.value for k in ConnectionKind)
 # Which key a cross-key complaint of ``assembly_from_map`` is about (its words -> the key).
-_ASSEMBLY_BLAME: Final = (("layout of", "layout"), ("configuration data", "config_data"),
+_ASSEMBLY_BLAME: Final = (("output_layout of", "output_layout"), ("layout of", "layout"),
+                          ("configuration data", "config_data"),
                           ("raw connection path", "path"), ("output_size", "output_size"))
 _HEX_EXAMPLE: Final = 'write bytes as hex, e.g. "20 04 24 97 2C 96 2C 64"'
 _WORKER_KEYS: Final = ("udp_port", "stats_interval_s", "udp_rcvbuf", "tcp_port",
@@ -498,18 +501,18 @@ def _read_hex(t: _Table, key: str) -> bytes | None:
         return None
 
 
-def _read_layout(ctx: _Ctx, t: _Table) -> tuple[LayoutField, ...]:
-    fields = t.raw("layout")
+def _read_layout(ctx: _Ctx, t: _Table, key: str = "layout") -> tuple[LayoutField, ...]:
+    fields = t.raw(key)
     if fields is MISSING:
         return ()
     if not isinstance(fields, list) or not all(isinstance(f, dict) for f in fields):
-        ctx.error(t.key("layout"), "layout must be an array of fields",
-                  'write layout = [{name = "speed", type = "INT"}, ...] or one'
-                  " [[plc.assembly.layout]] per field")
+        ctx.error(t.key(key), f"{key} must be an array of fields",
+                  f'write {key} = [{{name = "speed", type = "INT"}}, ...] or one'
+                  f" [[plc.assembly.{key}]] per field")
         return ()
     out: list[LayoutField] = []
     for k, entry in enumerate(fields):
-        f = _Table(ctx, f"{t.key('layout')}[{k}]", entry, _LAYOUT_KEYS)
+        f = _Table(ctx, f"{t.key(key)}[{k}]", entry, _LAYOUT_KEYS)
         name = f.string("name", None, required=True)
         type_text = f.string("type", None, required=True)
         offset = f.integer("offset", None, 0, 504, "bytes")
@@ -536,7 +539,7 @@ def _read_assembly(
     sizes = {key: t.integer(key, None, 0, 505, "bytes") for key in ("input_size", "output_size")}
     config_data, raw_path = _read_hex(t, "config_data"), _read_hex(t, "path")
     ot_run_idle, to_run_idle = t.boolean("ot_run_idle", True), t.boolean("to_run_idle", False)
-    layout = _read_layout(ctx, t)
+    layout, output_layout = _read_layout(ctx, t), _read_layout(ctx, t, "output_layout")
     if not t.has("path"):
         for key in ("input", "output"):
             if not t.has(key):
@@ -551,7 +554,7 @@ def _read_assembly(
         out = AssemblyConfig(
             name=name, rpi_ms=rpi,
             ot_rpi_ms=inh.ot_rpi_ms[0] if inh.ot_rpi_ms[0] is not None else rpi,
-            multiplier=inh.multiplier[0], layout=layout,
+            multiplier=inh.multiplier[0], layout=layout, output_layout=output_layout,
             spec=AssemblySpec(ConnectionKind(connection), config_data=config_data or b"",
                               raw_path=raw_path, ot_run_idle=ot_run_idle,
                               to_run_idle=to_run_idle, **points, **sizes),

@@ -52,6 +52,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pyconpro.acquisition import assembly as asm
 from pyconpro.acquisition import cip, class1, cm, cpf
@@ -783,27 +784,56 @@ class ConsumerConnection:
             self.counters.gap += missed
             self._emit(ConnEvent("gap", f"{missed} datagram(s) missed (total {self.counters.gap})"))
 
-    def set_output(self, now: float, image: bytes) -> None:
+    def set_output(self, now: float, image: bytes | Mapping[str, Any]) -> None:
         """The latest output image of an exclusive owner (from the bus, or the API): sent in
         run mode with every O->T datagram from the next one on. An image of another size than
-        the connection's output size is refused (counted; one event until a good one comes)."""
+        the connection's output size is refused (counted; one event until a good one comes).
+
+        With a declared output layout, ``image`` may be a map of its fields: they are written
+        into the image sent so far (zeros before the first; the fields not named keep their
+        value). A map that does not fit (unknown field, wrong type, out of range, output size
+        not known yet) raises ``UsageError`` naming the field and the fix; it is counted as
+        refused, and the previous image is still sent."""
         spec = self.assembly
         if spec is None or spec.heartbeat:
             raise UsageError(f"{self.name}: only an exclusive-owner assembly connection sends"
                              " output data")
         self.counters.outputs += 1
         known = asm.Direction.OT in self._known
+        if isinstance(image, Mapping):
+            image = self._encode_output(image, known)
         if known and len(image) != self.ot_bytes:
-            self.counters.outputs_refused += 1
-            if not self._output_refused:
-                self._output_refused = True
-                self._emit(ConnEvent("error", f"output image of {len(image)} bytes refused: the"
-                                     f" output assembly is {self.ot_bytes} bytes; still sending"
-                                     " the previous image"))
+            self._refuse_output(f"output image of {len(image)} bytes refused: the output"
+                                f" assembly is {self.ot_bytes} bytes")
             return
         self._output_refused = False
         self._output = bytes(image)
         self._output_at = now
+
+    def _encode_output(self, values: Mapping[str, Any], known: bool) -> bytes:
+        """The image a map of output fields makes (``set_output``), or ``UsageError``."""
+        layout = self.params.output_layout
+        try:
+            if layout is None:
+                raise UsageError("a map of fields needs an output_layout on this assembly:"
+                                 " declare one (docs/assemblies.md) or send the image as bytes")
+            if not known:
+                raise UsageError("the output size is not known yet (the device says it when"
+                                 " the connection opens): set output_size, or send the fields"
+                                 " once the connection is open")
+            previous = (self._output if self._output is not None
+                        and len(self._output) == self.ot_bytes else bytes(self.ot_bytes))
+            return asm.encode_output(layout, values, previous)
+        except UsageError as exc:
+            self._refuse_output(f"output refused: {exc}")
+            raise UsageError(f"{self.name}: {exc}") from None
+
+    def _refuse_output(self, why: str) -> None:
+        """An output image not taken: counted, one event until a good one comes."""
+        self.counters.outputs_refused += 1
+        if not self._output_refused:
+            self._output_refused = True
+            self._emit(ConnEvent("error", f"{why}; still sending the previous image"))
 
     def _sizes_text(self) -> str:
         if self.assembly is None:
@@ -1232,6 +1262,14 @@ class ConsumerConnection:
         data = answer.data_bytes
         self._known.add(answer.direction)
         if answer.direction is asm.Direction.OT:
+            end = (asm.layout_end(self.params.output_layout)
+                   if self.params.output_layout is not None else 0)
+            if end > data:
+                self._fail(Trigger.REJECTED_FATAL, r.now, status=r.status,
+                           message=f"{self.name}: the device takes {data} output bytes but the"
+                           f" declared output_layout needs {end}; fix the output_layout"
+                           f" ({r.text})")
+                return
             self.ot_bytes = data
         else:
             problem = self._fit_layout(data)
@@ -1248,8 +1286,7 @@ class ConsumerConnection:
         t = self.tag_type
         if not isinstance(t, StructType):
             return None
-        end = max((m.offset + (1 if m.bit is not None else byte_size(m.type))
-                   for m in t.members), default=0)
+        end = asm.layout_end(t)
         if end > size:
             return (f"the device produces {size} input bytes but the declared layout needs"
                     f" {end}; fix the layout")

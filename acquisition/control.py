@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import msgpack
 from pyconpro.acquisition import epath
-from pyconpro.acquisition.assembly import assembly_from_map
+from pyconpro.acquisition.assembly import assembly_from_map, output_layout_from_map
 from pyconpro.acquisition.consumer_keys import (
     PLC_ADDRESS,
     RPI_MAX_MS,
@@ -127,6 +127,7 @@ class ConsumerDef:
                 plc=self.plc, tag=self.tag, rpi_us=self.rpi_us, ot_rpi_us=self.ot_rpi_us,
                 multiplier=self.multiplier, slot=self.slot, route=route, tag_type=layout,
                 plc_udp_port=self.udp_port, assembly=spec,
+                output_layout=output_layout_from_map(self.tag, self.assembly, spec),
             )
         return ConsumerParams(
             plc=self.plc, tag=self.tag, rpi_us=self.rpi_us, ot_rpi_us=self.ot_rpi_us,
@@ -480,20 +481,22 @@ class RecorderRequest:
 @dataclass(frozen=True, slots=True)
 class OutputRequest:
     """The output image of an exclusive-owner assembly consumer, sent from its next O->T
-    datagram on: ``{"op": "output", "key": "io/drive", "data": <bin>}`` (or plc + tag). The
-    bus topic ``output/<plc>/<name>/`` does the same for any process; this is the API's way,
-    with an answer (a wrong size is refused with the right one)."""
+    datagram on: ``{"op": "output", "key": "io/drive", "data": <bin>}`` (or plc + tag);
+    ``data`` may be a map of fields when the consumer declares an ``output_layout``
+    (``{"speed": 1200}``: the fields not named keep their value). The bus topic
+    ``output/<plc>/<name>/`` does the same for any process; this is the API's way, with an
+    answer (a wrong size or field is refused with the fix)."""
 
     OP: ClassVar[str] = "output"
     key: str
-    data: bytes
+    data: bytes | dict[str, Any]
 
     @classmethod
     def from_map(cls, req: Mapping[str, Any]) -> OutputRequest:
         key, data = _key_of(req), req.get("data")
-        if not isinstance(key, str) or not isinstance(data, bytes):
+        if not isinstance(key, str) or not isinstance(data, (bytes, dict)):
             raise UsageError("'output' needs 'key' (<plc>/<name>) and 'data' (the output image"
-                             " as bytes)")
+                             " as bytes, or a map of its output_layout's fields)")
         return cls(key, data)
 
     def to_map(self) -> dict[str, Any]:

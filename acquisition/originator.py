@@ -20,7 +20,7 @@ from typing import Protocol
 from pyconpro.acquisition import cm, epath
 from pyconpro.acquisition.assembly import AssemblySpec
 from pyconpro.acquisition.errors import UsageError
-from pyconpro.acquisition.logix_types import LogixType, byte_size
+from pyconpro.acquisition.logix_types import LogixType, StructType, byte_size
 from pyconpro.acquisition.source_time import SourceTimeError, locate
 
 __all__ = ["BackoffPolicy", "ConsumerParams", "FlightRecorder", "Originator", "Recorded",
@@ -120,7 +120,8 @@ class ConsumerParams:
     ``assembly``: this consumer reads a generic adapter's assembly, not a Logix tag
     (``acquisition.assembly``); ``tag`` is then only its name, ``slot`` None means no port
     segment (a device that owns its IP), ``tag_bytes`` the input size and ``tag_type`` its
-    declared layout, if any.
+    declared layout, if any; ``output_layout`` the declared layout of an exclusive owner's
+    output image (``set_output`` then takes a map of its fields too).
     """
 
     plc: str
@@ -135,6 +136,7 @@ class ConsumerParams:
     tag_type: LogixType | None = None
     plc_udp_port: int = 2222
     assembly: AssemblySpec | None = None
+    output_layout: StructType | None = None
     source_time: str | None = None  # the UDT member holding the controller's time
 
     def __post_init__(self) -> None:

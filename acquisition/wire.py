@@ -41,7 +41,7 @@ restarted.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self, TypeAlias
 
@@ -184,20 +184,24 @@ def topic_for_output(plc: str, name: str) -> bytes:
     return b"output/" + _topic(escape_name(plc), escape_name(name))
 
 
-def encode_output(image: bytes) -> bytes:
-    """An output image body: ``{"v": 1, "data": <bin>}``."""
-    return _pack({"v": SCHEMA_VERSION, "data": bytes(image)}, "output image")
+def encode_output(image: bytes | Mapping[str, Any]) -> bytes:
+    """An output image body: ``{"v": 1, "data": <bin>}``, or ``{"v": 1, "data": {field:
+    value, ...}}`` for an assembly with a declared output layout."""
+    data = dict(image) if isinstance(image, Mapping) else bytes(image)
+    return _pack({"v": SCHEMA_VERSION, "data": data}, "output image")
 
 
-def decode_output(body: bytes) -> bytes:
-    """The image of an output body; ``UsageError`` when it is not one."""
+def decode_output(body: bytes) -> bytes | dict[str, Any]:
+    """The image (bytes) or the output fields (a map) of an output body; ``UsageError`` when
+    it is not one."""
     try:
         m = _unpack(body, "output image")
     except MalformedPacket as exc:
         raise UsageError(f"output image: {exc}") from None
     data = m.get("data")
-    if m.get("v") != SCHEMA_VERSION or not isinstance(data, bytes):
-        raise UsageError('output image: want a map {"v": 1, "data": <bytes>}')
+    if m.get("v") != SCHEMA_VERSION or not isinstance(data, (bytes, dict)):
+        raise UsageError('output image: want a map {"v": 1, "data": <bytes>} or, with an'
+                         ' output_layout, {"v": 1, "data": {"speed": 1200, ...}}')
     return data
 
 

@@ -90,7 +90,8 @@ class AssemblyHint:
     ``"input_only"``, ``"listen_only"``), the connection points ``input`` (T->O), ``output``
     (O->T or heartbeat) and ``config``, or the whole ``path`` (bytes); ``input_size`` /
     ``output_size`` data bytes (None: the device's answer); ``layout``, the fields of the input
-    image (``[{"name": "speed", "type": "INT"}, ...]``); ``rpi`` / ``otrpi`` in milliseconds;
+    image (``[{"name": "speed", "type": "INT"}, ...]``); ``output_layout``, those of the output
+    image (exclusive owner: ``set_output`` then takes a map); ``rpi`` / ``otrpi`` in milliseconds;
     ``slot``: a backplane hop, for a device behind one (None: the device owns its address)."""
 
     name: str
@@ -105,6 +106,7 @@ class AssemblyHint:
     ot_run_idle: bool = True
     to_run_idle: bool = False
     layout: list[dict[str, Any]] | None = None
+    output_layout: list[dict[str, Any]] | None = None
     rpi: float = 100
     otrpi: float | None = None
     slot: int | None = None
@@ -756,13 +758,17 @@ class AssemblyConsumer(Consumer):
         spec["assembly"] = hint.assembly_map()
         return spec
 
-    def set_output(self, image: bytes) -> None:
+    def set_output(self, image: bytes | Mapping[str, Any]) -> None:
         """The output image, sent from the next O->T datagram on (the latest one is repeated
-        at the RPI). ``CommError`` when the consumer is not started, is not an exclusive owner,
-        or the image is not the output assembly's size (the message gives it)."""
+        at the RPI): bytes, or with an ``output_layout`` a map of its fields
+        (``{"speed": 1200, "run": True}``; the fields not named keep their value, zeros before
+        the first image). ``CommError`` when the consumer is not started, is not an exclusive
+        owner, or the image is not the output assembly's size or a field does not fit (the
+        message names it and the fix; the previous image is still sent)."""
         if not self._started or self._worker is None:
             raise CommError(f"{self._key}: Start() it before setting its output")
-        reply = self._worker.call(control.OutputRequest(self._key, bytes(image)).to_map())
+        data = dict(image) if isinstance(image, Mapping) else bytes(image)
+        reply = self._worker.call(control.OutputRequest(self._key, data).to_map())
         if not reply.get("ok"):
             raise CommError(str(reply.get("error", "output refused")))
 

@@ -141,8 +141,10 @@ def summary(config: Config, path: str, groups: Iterable[WorkerGroup], out: TextI
         for a in plc.assemblies:
             slot = f" slot {plc.assembly_slot}" if plc.assembly_slot is not None else ""
             layout = f", layout of {len(a.layout)} field(s)" if a.layout else ""
-            fed = (f"; output image from output/{plc.name}/{a.name}/" if a.exclusive_owner
-                   else "")
+            fields = (f" (or its {len(a.output_layout)} output_layout field(s))"
+                      if a.output_layout else "")
+            fed = (f"; output image from output/{plc.name}/{a.name}/{fields}"
+                   if a.exclusive_owner else "")
             print(f"  assembly {plc.name}/{a.name} at {plc.address}{slot}: {a.describe()},"
                   f" rpi {a.rpi_ms:g} ms{layout}{fed}", file=out)
     for spec, placed in config.produce:

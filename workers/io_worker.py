@@ -1239,6 +1239,7 @@ class IoWorker:
         except UsageError as exc:
             self.counters["output_errors"] += 1
             log.debug("%s: output image refused: %s", c.defn.key, exc)
+            self._pump(c, now)  # the refusal's event
             return
         self.counters["outputs"] += 1
         self._pump(c, now)

@@ -210,3 +210,47 @@ def test_the_documented_examples_are_valid(doc: str, heading: str) -> None:
     assert [(a.name, a.exclusive_owner) for a in plc.assemblies] == [
         ("status", False), ("command", True)]
     assert plc.assembly_slot is None and plc.assemblies[0].layout
+
+
+OWNER = BASE.replace("input_only", "exclusive_owner") + "  output = 150\n"
+
+
+def test_an_output_layout_reaches_the_worker_and_fits_the_output_size() -> None:
+    text = OWNER + """\
+  output_size = 4
+  output_layout = [{name = "speed", type = "INT"}, {name = "run", type = "BOOL", bit = 2}]
+"""
+    [command] = parse(text).plcs[0].assemblies
+    assert command.output_layout == (LayoutField("speed", "INT"), LayoutField("run", "BOOL",
+                                                                               None, 2))
+    d = control.consumer_from_spec(consumer_specs(parse(text))["drive1"][0])
+    assert d.assembly is not None and d.assembly["output_layout"] == [
+        {"name": "speed", "type": "INT"}, {"name": "run", "type": "BOOL", "bit": 2}]
+    p = control.consumer_from_map(control.consumer_to_map(d)).params()
+    assert p.output_layout is not None and p.output_layout.size == 4
+    assert [(m.name, m.offset, m.bit) for m in p.output_layout.members] == [
+        ("speed", 0, None), ("run", 2, 2)]
+
+
+@pytest.mark.parametrize(("lines", "key", "line", "needle"), [
+    ('output_size = 2\noutput_layout = [{name = "a", type = "DINT"}]',
+     "plc[0].assembly[0].output_layout", 11, "its fields need 4 bytes but the assembly is 2"),
+    ('output_layout = [{name = "a", type = "STRING"}]', "plc[0].assembly[0].output_layout", 10,
+     "atomic type"),
+    ('output_layout = [{name = "a", type = "INT", bit = 9}]',
+     "plc[0].assembly[0].output_layout[0].bit", 10, "above the 7 maximum"),
+    ('output_layout = "INT"', "plc[0].assembly[0].output_layout", 10,
+     "output_layout must be an array of fields"),
+])  # fmt: skip
+def test_output_layout_errors_name_the_key_its_line_and_the_fix(
+    lines: str, key: str, line: int, needle: str
+) -> None:
+    issue = one_issue(OWNER + "".join(f"  {x}\n" for x in lines.splitlines()))
+    assert (issue.file, issue.key, issue.line) == ("plant.toml", key, line), str(issue)
+    assert needle in str(issue) and issue.fix
+
+
+def test_an_output_layout_on_a_heartbeat_connection_is_refused() -> None:
+    issue = one_issue(BASE + '  output = 152\n  output_layout = [{name = "a", type = "INT"}]\n')
+    assert issue.key == "plc[0].assembly[0].output_layout"
+    assert "sends no output data" in issue.problem and "leave output_layout out" in issue.problem

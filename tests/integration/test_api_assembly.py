@@ -93,6 +93,45 @@ def test_add_assembly_samples_and_set_output(sim: SimulatorProcess) -> None:
     wait_for(lambda: not sim.control.status()["connections"], "no connection left open", WAIT)
 
 
+def test_set_output_with_a_map_of_the_output_layouts_fields(sim: SimulatorProcess) -> None:
+    layout: list[dict[str, Any]] = [
+        {"name": "speed", "type": "INT"}, {"name": "run", "type": "BOOL"},
+        {"name": "fault_reset", "type": "BOOL", "offset": 2, "bit": 7},
+        {"name": "limits", "type": "REAL[2]", "offset": 24}]
+    with Connection(udp_port=0) as con:
+        plc = con.addPLC(sim.address, slot=None, port=sim.tcp_port, udp_port=sim.udp_port,
+                         name="io")
+        drive = plc.addAssembly(AssemblyHint("drive", "exclusive_owner", input=100, output=150,
+                                             config=151, rpi=10, output_layout=layout),
+                                lambda data: None)
+        drive.Start()
+        assert drive.state == "RUNNING", drive.failure
+        drive.set_output(IMAGE)  # bytes are still taken
+        wait_for(lambda: out150(sim)["data"] == IMAGE.hex(), "the bytes image", WAIT)
+        # The fields named are written into the image sent so far; the others keep theirs.
+        drive.set_output({"speed": -2, "fault_reset": True, "limits": [1.5, -0.25]})
+        want = bytearray(IMAGE)
+        want[0:2] = (-2).to_bytes(2, "little", signed=True)
+        want[2] |= 0x80
+        want[24:32] = bytes.fromhex("0000c03f000080be")
+        wait_for(lambda: out150(sim)["data"] == want.hex() and out150(sim)["run_idle"] == 1,
+                 "the fields at assembly 150", WAIT)
+        drive.set_output({"run": True, "fault_reset": False})
+        want[2] = (want[2] | 0x01) & 0x7F
+        wait_for(lambda: out150(sim)["data"] == want.hex(), "the BOOL bits changed", WAIT)
+        for bad, needle in (({"sped": 1}, "output field 'sped' is not in the output layout"),
+                            ({"speed": 40000}, r"40000 does not fit INT; give a whole number"),
+                            ({"run": "on"}, r"'run' \(BOOL\).*give true or false")):
+            with pytest.raises(CommError, match=needle):
+                drive.set_output(bad)
+        before = out150(sim)["updates"]
+        wait_for(lambda: out150(sim)["updates"] >= before + 10, "more O->T datagrams", WAIT)
+        assert out150(sim)["data"] == want.hex()  # the refused maps changed nothing
+        drive.Stop()
+        con.Join(WAIT)
+    wait_for(lambda: not sim.control.status()["connections"], "no connection left open", WAIT)
+
+
 def test_the_api_doc_example_runs_against_the_simulated_adapter() -> None:
     doc = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     block = doc.split("### Generic adapters: `addAssembly`", 1)[1]
@@ -108,5 +147,7 @@ def test_the_api_doc_example_runs_against_the_simulated_adapter() -> None:
         assert proc.returncode == 0, proc.stderr
         values = [line for line in proc.stdout.splitlines() if line.startswith("{'speed': ")]
         assert values and all("'fault': " in v for v in values), proc.stdout
-        assert out150(sim)["run_idle"] == 1 and out150(sim)["data"] == bytes(32).hex()
+        # bytes(32), then the fields: setpoint (INT) and run (BOOL, bit 0 of byte 2).
+        image = (1200).to_bytes(2, "little") + b"\x01" + bytes(29)
+        assert out150(sim)["run_idle"] == 1 and out150(sim)["data"] == image.hex()
         wait_for(lambda: not sim.control.status()["connections"], "both closed", WAIT)

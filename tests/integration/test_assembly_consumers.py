@@ -88,44 +88,100 @@ def test_listen_only_waits_for_an_owner_then_runs(sim: SimulatorProcess) -> None
         until("listen-only samples", lambda: len(w.samples("io", "listen")) >= 5, w)
 
 
-def test_exclusive_owner_sends_the_bus_image_at_the_rpi(sim: SimulatorProcess) -> None:
+@pytest.fixture
+def pub() -> Iterator[zmq.Socket[bytes]]:
+    """A publisher of output images, bound to a free TCP port on 127.0.0.1."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
-    pub = ctx.socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
     try:
-        with start_worker(WORKER, [], extra_args=["--bus-connect", f"tcp://127.0.0.1:{port}"]) as w:
-            spec = consumer(sim, "drive", connection="exclusive_owner", input=100, output=150,
-                            config=151)
-            assert w.control("add", consumer=spec)["ok"]
-            until("the connection", lambda: state_of(w, "io/drive").get("state") == "RUNNING",
-                  w)
-            st = state_of(w, "io/drive")
-            assert st["assembly"]["output"].startswith("not fed")
-
-            def out150() -> dict[str, Any]:
-                return next(a for a in sim.control.status()["assemblies"] if a["instance"] == 150)
-
-            until("idle datagrams at the device", lambda: out150()["run_idle"] == 0)
-            image = bytes(range(1, 33))
-            topic = wire.topic_for_output("io", "drive")
-            until("the image at the device", lambda: (
-                pub.send_multipart([topic, wire.encode_output(image)]),
-                out150()["data"] == image.hex() and out150()["run_idle"] == 1)[1])
-            before = out150()["updates"]
-            t0 = time.monotonic()
-            until("more datagrams", lambda: out150()["updates"] >= before + 50)
-            elapsed = time.monotonic() - t0
-            # 50 datagrams at a 10 ms O->T RPI: at least 0.45 s went by (never a burst).
-            assert elapsed >= 0.45
-            assert state_of(w, "io/drive")["assembly"]["output"] == "fed"
-            pub.send_multipart([topic, wire.encode_output(b"short")])
-            until("the refusal", lambda: state_of(w, "io/drive")["counters"]
-                  ["outputs_refused"] >= 1, w)
-            assert out150()["data"] == image.hex()
-            # A second exclusive owner of the same output assembly: 0x0106, retried.
-            assert w.control("add", consumer={**spec, "tag": "drive2"})["ok"]
-            until("the ownership conflict", lambda: any(
-                "0x0106" in e.message for e in w.events("drive2", "reject")), w)
+        sock.bind("tcp://127.0.0.1:*")
+        yield sock
     finally:
-        pub.close()
+        sock.close()
+
+
+def owner_worker(pub: zmq.Socket[bytes]) -> WorkerProcess:
+    """A worker reading output images from ``pub``."""
+    endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+    return start_worker(WORKER, [], extra_args=["--bus-connect", endpoint])
+
+
+def out150(sim: SimulatorProcess) -> dict[str, Any]:
+    """The simulated adapter's output assembly 150 (its data, run/idle, datagrams taken)."""
+    return next(a for a in sim.control.status()["assemblies"] if a["instance"] == 150)
+
+
+def test_exclusive_owner_sends_the_bus_image_at_the_rpi(sim: SimulatorProcess,
+                                                        pub: zmq.Socket[bytes]) -> None:
+    with owner_worker(pub) as w:
+        spec = consumer(sim, "drive", connection="exclusive_owner", input=100, output=150,
+                        config=151)
+        assert w.control("add", consumer=spec)["ok"]
+        until("the connection", lambda: state_of(w, "io/drive").get("state") == "RUNNING",
+              w)
+        st = state_of(w, "io/drive")
+        assert st["assembly"]["output"].startswith("not fed")
+
+        until("idle datagrams at the device", lambda: out150(sim)["run_idle"] == 0)
+        image = bytes(range(1, 33))
+        topic = wire.topic_for_output("io", "drive")
+        until("the image at the device", lambda: (
+            pub.send_multipart([topic, wire.encode_output(image)]),
+            out150(sim)["data"] == image.hex() and out150(sim)["run_idle"] == 1)[1])
+        before = out150(sim)["updates"]
+        t0 = time.monotonic()
+        until("more datagrams", lambda: out150(sim)["updates"] >= before + 50)
+        elapsed = time.monotonic() - t0
+        # 50 datagrams at a 10 ms O->T RPI: at least 0.45 s went by (never a burst).
+        assert elapsed >= 0.45
+        assert state_of(w, "io/drive")["assembly"]["output"] == "fed"
+        pub.send_multipart([topic, wire.encode_output(b"short")])
+        until("the refusal", lambda: state_of(w, "io/drive")["counters"]
+              ["outputs_refused"] >= 1, w)
+        assert out150(sim)["data"] == image.hex()
+        # A second exclusive owner of the same output assembly: 0x0106, retried.
+        assert w.control("add", consumer={**spec, "tag": "drive2"})["ok"]
+        until("the ownership conflict", lambda: any(
+            "0x0106" in e.message for e in w.events("drive2", "reject")), w)
+
+
+def test_exclusive_owner_writes_the_fields_of_a_bus_map(sim: SimulatorProcess,
+                                                        pub: zmq.Socket[bytes]) -> None:
+    with owner_worker(pub) as w:
+        spec = consumer(sim, "drive", connection="exclusive_owner", input=100, output=150,
+                        config=151, output_size=32, output_layout=[
+                            {"name": "speed", "type": "DINT"},
+                            {"name": "run", "type": "BOOL"},
+                            {"name": "ramp", "type": "REAL", "offset": 28}])
+        assert w.control("add", consumer=spec)["ok"]
+        until("the connection", lambda: state_of(w, "io/drive").get("state") == "RUNNING",
+              w)
+
+        topic = wire.topic_for_output("io", "drive")
+        first = wire.encode_output({"speed": -1200, "ramp": 2.5})
+        want = (-1200).to_bytes(4, "little", signed=True) + bytes(24) + \
+            bytes.fromhex("00002040")
+        until("the fields at the device", lambda: (
+            pub.send_multipart([topic, first]),
+            out150(sim)["data"] == want.hex() and out150(sim)["run_idle"] == 1)[1])
+        # Another map names only ``run``: speed and ramp keep their values.
+        second = wire.encode_output({"run": True})
+        want = want[:4] + b"\x01" + want[5:]
+        until("the BOOL added", lambda: (
+            pub.send_multipart([topic, second]), out150(sim)["data"] == want.hex())[1])
+        # A bad map is refused as a whole, with the field named; the image stays.
+        pub.send_multipart([topic, wire.encode_output({"speed": 1, "rmp": 1.0})])
+        until("the refusal", lambda: state_of(w, "io/drive")["counters"]
+              ["outputs_refused"] >= 1, w)
+        until("the error event", lambda: any(
+            "output field 'rmp' is not in the output layout" in e.message
+            for e in w.events("drive", "error")), w)
+        before = out150(sim)["updates"]
+        until("more datagrams", lambda: out150(sim)["updates"] >= before + 10)
+        assert out150(sim)["data"] == want.hex()
+        # The bytes form still works for an assembly with an output layout.
+        image = bytes(range(32))
+        until("the bytes image", lambda: (
+            pub.send_multipart([topic, wire.encode_output(image)]),
+            out150(sim)["data"] == image.hex())[1])

@@ -305,6 +305,7 @@ rpi_ms = 10
   input = 100
   output = 150
   config = 151
+  output_layout = [{name = "speed", type = "INT"}, {name = "run", type = "BOOL"}]
 """)
     assert main(["check", str(cfg)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -313,5 +314,6 @@ rpi_ms = 10
         "  assembly drive1/status at 127.0.0.2: input_only input 100 heartbeat 152, rpi 10 ms,"
         " layout of 1 field(s)",
         "  assembly drive1/command at 127.0.0.2: exclusive_owner input 100 output 150 config"
-        " 151, rpi 10 ms; output image from output/drive1/command/",
+        " 151, rpi 10 ms; output image from output/drive1/command/ (or its 2 output_layout"
+        " field(s))",
     ]

@@ -20,6 +20,7 @@ from pyconpro.acquisition.connection import (
     SendHeartbeat,
     State,
 )
+from pyconpro.acquisition.errors import UsageError
 from pyconpro.acquisition.logix_codec import compile_decoder
 from pyconpro.acquisition.originator import ConsumerParams, Originator
 from pyconpro.acquisition.status import ExtendedStatus
@@ -202,3 +203,40 @@ def test_declared_layout_is_resized_when_the_size_is_learned() -> None:
     loop.adapter.tick(T0)
     loop.adapter.tick(T0 + 0.35)
     assert compile_decoder(c.tag_type)(loop.adapter.image(100)) == {"count": 3}
+
+
+def _owner_with_fields(loop: Loop, fields: list[dict[str, object]]) -> ConsumerConnection:
+    spec = AssemblySpec(EO, input=100, output=150, config=151)  # both sizes learned
+    params = ConsumerParams(plc="io", tag="dev", rpi_us=10_000, slot=None, assembly=spec,
+                            output_layout=parse_layout("dev", fields, key="output_layout"))
+    return ConsumerConnection(params, Originator(loop.rng))
+
+
+def test_output_fields_wait_for_the_size_then_reach_the_device() -> None:
+    loop = Loop()
+    c = _owner_with_fields(loop, [{"name": "speed", "type": "INT"},
+                                  {"name": "run", "type": "BOOL"}])
+    with pytest.raises(UsageError, match="output size is not known yet.*set output_size"):
+        c.set_output(T0, {"speed": 5})
+    assert c.counters.outputs_refused == 1
+    loop.start(c)
+    assert c.state is State.RUNNING and c.ot_bytes == 32
+    c.set_output(T0 + 0.001, {"speed": 1200, "run": True})
+    now = c.next_deadline() or 0.0
+    c.on_timer(now)
+    loop.pump(c, now)
+    out = loop.adapter.assemblies[150]
+    assert out.run_idle == 1 and bytes(out.data) == bytes.fromhex("b00401") + bytes(29)
+    with pytest.raises(UsageError, match="io/dev: output field 'speed' \\(INT\\)"):
+        c.set_output(now, {"speed": 1 << 20})
+    assert any("output field 'speed'" in e.message and "still sending the previous image"
+               in e.message for e in c.take_outputs() if isinstance(e, ConnEvent))
+    with pytest.raises(UsageError, match="only an exclusive-owner"):
+        loop.consumer(IO, "x").set_output(now, {"speed": 1})
+
+
+def test_output_fields_larger_than_the_learned_output_size_fail_the_consumer() -> None:
+    loop = Loop()
+    c = loop.start(_owner_with_fields(loop, [{"name": "a", "type": "LINT[5]"}]))
+    assert c.state is State.FAILED
+    assert "32 output bytes but the declared output_layout needs 40" in (c.failure or "")
