@@ -294,7 +294,9 @@ def parse_layout(name: str, fields: Sequence[Mapping[str, Any]],
     Each field: ``name``, ``type`` (an atomic type, or an array of one such as ``"INT[4]"``),
     optional ``offset`` (bytes from the start; default: right after the previous field,
     packed, no alignment: an assembly is a byte image, not a Logix UDT) and ``bit`` (BOOL only,
-    0..7; consecutive BOOLs without an offset share a byte, bit after bit). ``size``: the
+    0..7; consecutive BOOLs without an offset share a byte, bit after bit, and a ``bit``
+    without an offset stays in that byte when it is past the previous BOOL's bit, else starts
+    the next byte). ``size``: the
     image size, when known (fields must fit in it; bytes after the last field are kept but not
     decoded). ``key``: the key the fields were given under (``layout``, ``output_layout``),
     for the messages. Raises ``UsageError`` naming the field and the fix.
@@ -335,9 +337,10 @@ def parse_layout(name: str, fields: Sequence[Mapping[str, Any]],
             if explicit is not None:
                 at, b = explicit, bit if bit is not None else 0
                 bool_byte, next_bit = at, b + 1
-            elif bool_byte is not None and next_bit <= 7 and bit is None:
-                at, b = bool_byte, next_bit
-                next_bit += 1
+            elif bool_byte is not None and (next_bit <= 7 if bit is None else bit >= next_bit):
+                # the previous BOOL's byte: its next bit, or a later bit named by ``bit``
+                at, b = bool_byte, next_bit if bit is None else bit
+                next_bit = b + 1
             else:
                 at, b = offset, bit if bit is not None else 0
                 bool_byte, next_bit = at, b + 1

@@ -130,6 +130,19 @@ def test_layout_decodes_fields_by_name_packed() -> None:
                                          "torque": 1.5, "raw": [7, 8]}
 
 
+def test_layout_bools_with_a_bit_and_no_offset_share_the_previous_bools_byte() -> None:
+    t = parse_layout("io", [{"name": "run", "type": "BOOL"},
+                            {"name": "fault", "type": "BOOL", "bit": 3},
+                            {"name": "ready", "type": "BOOL"},
+                            {"name": "again", "type": "BOOL", "bit": 2},  # not past bit 4
+                            {"name": "count", "type": "SINT"}])
+    assert [(m.name, m.offset, m.bit) for m in t.members] == [
+        ("run", 0, 0), ("fault", 0, 3), ("ready", 0, 4), ("again", 1, 2), ("count", 2, None)]
+    assert t.size == 3
+    assert compile_decoder(t)(bytes([0b11001, 0b100, 5])) == {
+        "run": True, "fault": True, "ready": True, "again": True, "count": 5}
+
+
 @pytest.mark.parametrize("fields, fix", [
     ([], "at least one"),
     ([{"name": "a", "type": "INT", "colour": 1}], "unknown key"),

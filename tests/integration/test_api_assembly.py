@@ -59,11 +59,15 @@ def test_add_assembly_samples_and_set_output(sim: SimulatorProcess) -> None:
             layout=[{"name": "count", "type": "DINT"}]), handler, sample=True)
         inputs.Start()
         assert inputs.state == "RUNNING", inputs.failure
-        wait_for(lambda: len(got) >= 10, "10 samples", WAIT)
+        def moved() -> bool:  # the device's counter steps every 0.1 s: wait for a step
+            with lock:
+                return len(got) >= 10 and got[-1].value["count"] > got[0].value["count"]
+
+        wait_for(moved, "10 samples and the counter moving", WAIT)
         with lock:
             counts = [s.value["count"] for s in got]
             assert all(len(s.raw) == 32 and s.plc == "io" and s.tag == "inputs" for s in got)
-        assert counts == sorted(counts) and counts[-1] > counts[0]
+        assert counts == sorted(counts)
         with pytest.raises(CommError, match="only an exclusive-owner"):
             inputs.set_output(IMAGE)
 
