@@ -18,6 +18,12 @@ from tests.support.nats import nats_server  # noqa: F401 (fixtures)
 from tests.support.postgres import postgres_db, postgres_server  # noqa: F401 (fixtures)
 from tests.support.receive_paths import PATHS, use_receive_path
 
+# A suite started in the background by a shell without job control (`cmd &` in a script)
+# inherits SIGINT ignored, and every process a test starts would inherit it too: the tests of
+# Ctrl-C would then see programs that, rightly, ignore it. Tests send their own SIGINTs.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(scope="session")
 def tshark_bin() -> str:
