@@ -6,7 +6,7 @@ does it. The pipeline has one key pair (``pyconpro keygen NAME`` writes ``NAME.k
 public key, and ``NAME.key_secret``, 0600, which holds both); ``[security] server_key`` names
 the secret file. Every socket the pipeline binds on a CURVE endpoint is a CURVE server with
 that key pair, and a ZAP handler (libzmq's authentication hook; pyzmq's
-``ThreadAuthenticator``, one thread per process that binds) admits a client only when its
+``ThreadAuthenticator``, one thread per ZeroMQ context that binds) admits a client only when its
 public key is the pipeline's own or one of ``[security] client_keys/*.key``; anyone else is
 refused during the handshake, before a single message, and counted (``refused``).
 
@@ -150,7 +150,7 @@ def load_allowed(directory: str | os.PathLike[str] | None) -> frozenset[bytes]:
 
 
 class ServerGuard:
-    """One process's CURVE server side: its key pair, the allow-list, the ZAP thread.
+    """One process's CURVE server side: its key pair, the allow-list, the ZAP threads.
 
     Built from ``[security]`` (``CurveError`` when a key file is unusable), before any socket.
 
