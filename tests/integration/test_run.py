@@ -300,10 +300,11 @@ def test_a_killed_worker_leaves_one_outage_per_tag_in_the_gaps_table(
         (last,) = run.query("SELECT max(t_wall_ns) FROM samples WHERE plc='line1' AND tag=?"
                             " AND t_wall_ns < ?", tag, killed_ns)
         # The outage row and the new worker's first sample may reach the file in two batches.
-        (first,) = wait_for(lambda tag=tag: run.query(
-            "SELECT t_wall_ns, t_mono_ns FROM samples WHERE plc='line1' AND tag=? AND"
-            " t_wall_ns > ? ORDER BY t_wall_ns LIMIT 1", tag, killed_ns),
-            f"the new worker's first {tag} row")  # fmt: skip
+        def first_after(tag: str = tag) -> list[tuple[Any, ...]]:
+            return run.query("SELECT t_wall_ns, t_mono_ns FROM samples WHERE plc='line1' AND"
+                             " tag=? AND t_wall_ns > ? ORDER BY t_wall_ns LIMIT 1", tag, killed_ns)
+
+        (first,) = wait_for(first_after, f"the new worker's first {tag} row")
         assert last[0] <= start <= first[0] and end_mono == first[1]
         assert missed == round((end - start) / 50e6) - 1
 
